@@ -1,0 +1,59 @@
+"""The ``dbsafe`` command: global options, command registration, and error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import platformdirs
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.commands import backup, jobs, points, restore, server, vault, verify
+from dbsafe.cli.context import options
+from dbsafe.core.errors import DbsafeError
+
+app = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def _global(vault_dir: Path = typer.Option(
+        None, "--vault", envvar="DBSAFE_HOME",
+        help="Vault folder (default: DBSAFE_HOME, else the user's data folder).")) -> None:
+    options.vault = vault_dir
+
+
+app.add_typer(vault.app, name="vault")
+app.add_typer(server.app, name="server")
+app.command("discover")(server.discover)
+app.command("backup")(backup.backup)
+app.command("points")(points.points)
+app.command("restore")(restore.restore)
+app.command("verify")(verify.verify)
+app.command("jobs")(jobs.jobs)
+
+
+def _log_path() -> Path:
+    return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"
+
+
+def main() -> None:
+    """Run the app; usage errors are Typer's (exit 2), ours print one line with their code."""
+    try:
+        app()
+    except DbsafeError as exc:
+        render.error(exc)
+        sys.exit(exc.exit_status)
+    except KeyboardInterrupt:
+        render.err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line for the user, the traceback in the log
+        log = _log_path()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(filename=log, level=logging.ERROR)
+        logging.error("".join(traceback.format_exception(exc)))
+        render.error(DbsafeError("internal", reason=f"{type(exc).__name__}: {exc} (log: {log})"))
+        sys.exit(70)

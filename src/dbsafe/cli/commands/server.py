@@ -1,0 +1,60 @@
+"""dbsafe server add | list | remove, and dbsafe discover"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.context import open_vault
+from dbsafe.services import servers
+
+app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(name: str = typer.Argument(..., help="A name for this server's instance."),
+        pgdata: Path = typer.Option(..., help="Its data directory."),
+        port: int = typer.Option(..., help="The port it listens on."),
+        host: str = typer.Option(None, help="Host or socket folder (default: from postmaster.pid)."),
+        bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version)."),
+        region: str = typer.Option(None, help="The server's region."),
+        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Register a running PostgreSQL instance (checks version, port and connection)."""
+    render.state.json = json
+    result = servers.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
+    render.emit(result, lambda d: render.out.print(
+        f"registered {d['name']}: PostgreSQL {d['pg_version']} in {d['pgdata']} on port "
+        f"{d['port']}, recovery model {d['recovery_model']}"))
+
+
+@app.command("list")
+def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List registered servers."""
+    render.state.json = json
+    rows = servers.list_servers(open_vault())
+    render.emit(rows, lambda r: render.table(
+        r, ["name", "pg_version", "pgdata", "port", "recovery_model", "region"]))
+
+
+@app.command("remove")
+def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Forget a server (its recovery points stay in the vault)."""
+    render.state.json = json
+    servers.remove_server(open_vault(), name)
+    render.emit({"removed": name}, lambda d: render.out.print(f"removed {name}"))
+
+
+def discover(name: str = typer.Argument(..., help="A registered server."),
+             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the databases of a server: size, files, read-only, recovery model."""
+    render.state.json = json
+    result = servers.discover_databases(open_vault(), name)
+
+    def human(d: dict) -> None:
+        rows = [{**db, "size": render.human_bytes(db["size_bytes"])} for db in d["databases"]]
+        render.table(rows, ["name", "oid", "kind", "size", "file_count", "read_only",
+                            "recovery_model"], title=f"{name}")
+
+    render.emit(result, human)

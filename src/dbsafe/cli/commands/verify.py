@@ -1,0 +1,22 @@
+"""dbsafe verify NAME [--point ID]"""
+
+from __future__ import annotations
+
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.context import open_vault
+from dbsafe.services.verify import run_verify
+
+
+def verify(name: str = typer.Argument(..., help="A registered server."),
+           point: str = typer.Option(None, "--point", help="One point (default: all)."),
+           workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
+           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-read every block of a point (or of all points) and check its hash."""
+    render.state.json = json
+    with render.progress(f"verify {name}") as bar:
+        result = run_verify(open_vault(), name, point, workers, bar)
+    render.emit(result, lambda r: render.out.print(
+        f"{len(r['points'])} point(s) of {name} verified: every block intact "
+        f"({r['seconds']} s)"))

@@ -1,0 +1,93 @@
+"""The one output path for every command: text for people, JSON for scripts, and errors as
+one line with a stable code (the traceback goes to the log file, never to the user)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from dbsafe.core.errors import DbsafeError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    json: bool = False
+
+
+state = State()
+
+
+def emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def emit(data: object, human: Callable[[object], None]) -> None:
+    if state.json:
+        emit_json(data)
+    else:
+        human(data)
+
+
+def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
+    t = Table(title=title, show_lines=False)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+    out.print(t)
+
+
+def fields(data: dict, keys: Sequence[str] | None = None) -> None:
+    for k in keys or list(data):
+        out.print(f"[bold]{k}[/bold]: {data.get(k)}")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while a job runs (none with --json)."""
+    if state.json:
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total or None)
+
+    with bar:
+        yield update
+
+
+def error(exc: DbsafeError) -> None:
+    if state.json:
+        payload = {"error": exc.as_dict()}
+        report = getattr(exc, "report", None)
+        if report is not None:
+            payload["report"] = report
+        emit_json(payload)
+    err.print(f"[red]error[/red] {escape(f'[{exc.code}]')} {escape(exc.message)}")

@@ -1,0 +1,156 @@
+"""Full and copy-only full backups of a registered instance into the vault.
+
+Order of events (docs/repository-format.md, *Write order*): start the backup → copy the data
+files → stop it → copy the WAL from start to stop → seal the last packs and their index
+files → write the manifest (the commit point) → record the point in the catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import cluster
+from dbsafe.engines.postgres.backup import BackupSession
+from dbsafe.services.copy import CopiedFile, Copier
+from dbsafe.services.jobs import Job, ProgressFn, running_job
+from dbsafe.services.servers import get_server, open_instance
+from dbsafe.services.vault import Vault
+
+BACKUP_TYPES = ("full", "copy-only")
+DEFAULT_LEVEL = 1
+MAX_CORRUPT_LISTED = 1000
+
+
+def new_point_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 2
+
+
+def _entry(repo, copied: CopiedFile) -> dict:
+    return {"path": copied.source.path, "size": copied.size, "mode": copied.source.mode,
+            "mtime": copied.source.mtime, "blocks": [b.hex() for b in copied.block_ids],
+            "checksum": repo.file_checksum(copied.block_ids)}
+
+
+def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT_LEVEL,
+               workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+    if type not in BACKUP_TYPES:
+        raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
+    server = get_server(vault, name)
+    busy = running_job(vault.catalog, "backup", name)
+    if busy:
+        raise DbsafeError("backup.already_running", type=type, name=name, job_id=busy["id"])
+    # Checks that need no job: bad input fails before anything is recorded.
+    with open_instance(server):
+        pass
+    with Job(vault.catalog, "backup", name, on_progress) as job:
+        result = _backup(vault, server, type, level, workers or default_workers(), job)
+        result["job_id"] = job.id
+        job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
+        return result
+
+
+def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job) -> dict:
+    repo = vault.repo
+    pgdata = Path(server["pgdata"])
+    major = cluster.major_version(pgdata)
+    socket_dir = cluster.running_postmaster(pgdata).socket_dir
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    point_id = new_point_id(started)
+    session = BackupSession(pgdata, server["port"], server["host"] or socket_dir, major,
+                            bool(server["data_checksums"]))
+    sink = repo.block_sink(level)
+    done = 0
+    lock = threading.Lock()
+    total = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        with lock:
+            done += n
+            current = done
+        job.progress(current, total)
+
+    copier = Copier(sink, session.read_block, repo.block_size, workers, on_bytes)
+    try:
+        start_lsn = session.start(f"dbsafe {point_id}")
+        files, dirs, tablespaces = session.files()
+        total = sum(f.size for f in files)
+        copied = copier.copy(files)
+        stop = session.stop()
+        total += sum(f.size for f in stop.wal_segments)
+        wal = copier.copy(stop.wal_segments)
+        session.close()
+        sink.close()
+    except BaseException:
+        session.close()
+        sink.abort()
+        raise
+    copied = [c for c in copied if not c.vanished]
+    corrupt = [{"path": c.source.path, "block": p} for c in copied for p in c.corrupt_pages]
+    ended = datetime.now(UTC)
+    bytes_read = sum(c.size for c in copied) + sum(w.size for w in wal)
+    manifest = {
+        "format": 1,
+        "point_id": point_id,
+        "type": type,
+        "copy_only": type == "copy-only",
+        "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
+                     "pg_version": major, "pgdata": str(pgdata),
+                     "owner": _owner_name(pgdata)},
+        "start_time": started.isoformat(timespec="milliseconds"),
+        "end_time": ended.isoformat(timespec="milliseconds"),
+        "start_lsn": start_lsn,
+        "stop_lsn": stop.stop_lsn,
+        "timeline": stop.timeline,
+        "backup_label": stop.backup_label,
+        "tablespace_map": stop.tablespace_map,
+        "tablespaces": tablespaces,
+        "compression": {"codec": "zstd" if level else "none", "level": level},
+        "block_size": repo.block_size,
+        "dirs": dirs,
+        "files": [_entry(repo, c) for c in copied],
+        "wal": [_entry(repo, w) for w in wal],
+        "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(copied),
+                  "corrupt_pages": len(corrupt)},
+        "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
+    }
+    manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
+    repo.save_manifest(manifest)
+    seconds = time.perf_counter() - t0
+    point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),
+             "start_time": manifest["start_time"], "end_time": manifest["end_time"],
+             "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
+             "bytes_read": bytes_read, "bytes_stored": sink.stats.bytes_stored,
+             "corrupt_pages": len(corrupt)}
+    vault.catalog.add_point(server["instance_id"], point)
+    return {
+        "point_id": point_id, "type": type, "copy_only": type == "copy-only",
+        "server": server["name"], "bytes_read": bytes_read,
+        "bytes_stored": sink.stats.bytes_stored, "blocks_new": sink.stats.blocks_new,
+        "blocks_reused": sink.stats.blocks_reused, "files": len(copied),
+        "wal_segments": len(wal), "seconds": round(seconds, 3),
+        "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,
+        "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
+        "start_time": manifest["start_time"], "end_time": manifest["end_time"],
+        "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
+        "compression_level": level, "workers": workers,
+    }
+
+
+def _owner_name(pgdata: Path) -> str:
+    try:
+        return pwd.getpwuid(pgdata.stat().st_uid).pw_name
+    except KeyError:
+        return "postgres"

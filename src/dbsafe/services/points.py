@@ -1,0 +1,60 @@
+"""Recovery points of a server: from the catalog, reconciled with the vault's manifests.
+
+A manifest is the truth: one that the catalog lacks (the process died between writing the
+manifest and the catalog row) is added when points are listed.
+"""
+
+from __future__ import annotations
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services.servers import get_server
+from dbsafe.services.vault import Vault
+
+POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
+                "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages")
+
+
+def _point_row(manifest: dict) -> dict:
+    return {"point_id": manifest["point_id"], "type": manifest["type"],
+            "copy_only": int(manifest["copy_only"]), "start_time": manifest["start_time"],
+            "end_time": manifest["end_time"], "start_lsn": manifest["start_lsn"],
+            "stop_lsn": manifest["stop_lsn"], "timeline": manifest["timeline"],
+            "bytes_read": manifest["stats"]["bytes_read"],
+            "bytes_stored": manifest["stats"]["bytes_stored"],
+            "corrupt_pages": manifest["stats"]["corrupt_pages"]}
+
+
+def _belongs(manifest: dict, server: dict) -> bool:
+    instance = manifest["instance"]
+    return (instance["server"] == server["name"]
+            and instance["system_identifier"] == server["system_identifier"])
+
+
+def reconcile(vault: Vault, server: dict) -> None:
+    known = {p["point_id"] for p in vault.catalog.list_points(server["instance_id"])}
+    for point_id in vault.repo.point_ids():
+        if point_id in known or vault.catalog.get_point(point_id) is not None:
+            continue
+        manifest = vault.repo.load_manifest(point_id)
+        if _belongs(manifest, server):
+            vault.catalog.add_point(server["instance_id"], _point_row(manifest))
+
+
+def list_points(vault: Vault, name: str) -> list[dict]:
+    server = get_server(vault, name)
+    reconcile(vault, server)
+    points = vault.catalog.list_points(server["instance_id"])
+    return [{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS}
+            for p in points]
+
+
+def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
+    """(server, manifest) of a point that belongs to ``name``."""
+    server = get_server(vault, name)
+    try:
+        manifest = vault.repo.load_manifest(point_id)
+    except KeyError:
+        raise DbsafeError("point.unknown", point_id=point_id, name=name) from None
+    if not _belongs(manifest, server):
+        raise DbsafeError("point.unknown", point_id=point_id, name=name)
+    return server, manifest

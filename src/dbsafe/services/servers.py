@@ -1,0 +1,100 @@
+"""Registering servers (one PostgreSQL instance each, for now) and discovering their databases."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psycopg
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.regions import check_region
+from dbsafe.engines.postgres import cluster, discover
+from dbsafe.engines.postgres.client import connect
+from dbsafe.services.vault import Vault
+
+
+def get_server(vault: Vault, name: str) -> dict:
+    server = vault.catalog.get_server(name)
+    if server is None:
+        raise DbsafeError("server.unknown", name=name)
+    return server
+
+
+def live_endpoint(pgdata: Path, port: int, host: str | None) -> tuple[int, str | None]:
+    """Check the cluster runs on ``port``; return (port, host or its socket folder)."""
+    postmaster = cluster.running_postmaster(pgdata)
+    if postmaster.port != port:
+        raise DbsafeError("server.wrong_port", pgdata=pgdata, actual=postmaster.port, given=port)
+    return port, host or postmaster.socket_dir
+
+
+def open_instance(server: dict) -> psycopg.Connection:
+    """A connection to a registered instance, after checking it is the same cluster."""
+    pgdata = Path(server["pgdata"])
+    cluster.major_version(pgdata)
+    port, host = live_endpoint(pgdata, server["port"], server["host"])
+    conn = connect(port, host)
+    found = discover.instance_facts(conn)["system_identifier"]
+    if found != server["system_identifier"]:
+        conn.close()
+        raise DbsafeError("server.system_changed", pgdata=pgdata, name=server["name"],
+                          found=found, expected=server["system_identifier"])
+    return conn
+
+
+def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | None = None,
+               bin_dir: str | None = None, region: str | None = None) -> dict:
+    if vault.catalog.get_server(name) is not None:
+        raise DbsafeError("server.exists", name=name)
+    pgdata = Path(pgdata).resolve() if Path(pgdata).exists() else Path(pgdata)
+    major = cluster.major_version(pgdata)
+    bin_dir = cluster.find_bin_dir(major, bin_dir)
+    if region is not None:
+        region = check_region(region)
+    port, conn_host = live_endpoint(pgdata, port, host)
+    with connect(port, conn_host) as conn:
+        facts = discover.instance_facts(conn)
+        dbs = discover.databases(conn, pgdata)
+    vault.catalog.add_server(name, socket.gethostname(), region, {
+        "pgdata": str(pgdata), "port": port, "host": host, "bin_dir": bin_dir,
+        "socket_dir": conn_host if not host else None, "pg_version": facts["major"],
+        "system_identifier": facts["system_identifier"],
+        "recovery_model": facts["recovery_model"],
+        "data_checksums": int(facts["data_checksums"]),
+    })
+    server = get_server(vault, name)
+    vault.catalog.replace_databases(server["instance_id"], dbs)
+    return describe(server)
+
+
+def describe(server: dict) -> dict:
+    return {"name": server["name"], "pgdata": server["pgdata"], "port": server["port"],
+            "host": server["host"], "bin_dir": server["bin_dir"],
+            "pg_version": server["pg_version"], "region": server["region"],
+            "system_identifier": server["system_identifier"],
+            "recovery_model": server["recovery_model"],
+            "data_checksums": bool(server["data_checksums"])}
+
+
+def list_servers(vault: Vault) -> list[dict]:
+    return [describe(s) for s in vault.catalog.list_servers()]
+
+
+def remove_server(vault: Vault, name: str) -> None:
+    if not vault.catalog.remove_server(name):
+        raise DbsafeError("server.unknown", name=name)
+
+
+def discover_databases(vault: Vault, name: str) -> dict:
+    server = get_server(vault, name)
+    with open_instance(server) as conn:
+        facts = discover.instance_facts(conn)
+        dbs = discover.databases(conn, Path(server["pgdata"]))
+    vault.catalog.update_instance(server["instance_id"],
+                                  recovery_model=facts["recovery_model"],
+                                  data_checksums=int(facts["data_checksums"]))
+    vault.catalog.replace_databases(server["instance_id"], dbs)
+    return {"server": name, "recovery_model": facts["recovery_model"],
+            "data_checksums": facts["data_checksums"],
+            "databases": [{**d, "recovery_model": facts["recovery_model"]} for d in dbs]}

@@ -1,0 +1,43 @@
+"""The storage interface every backend (local folder now; S3 and Azure Blob later) implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class ObjectWriter(Protocol):
+    """A streaming write of one object. Nothing is visible under its name before ``commit``."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def tell(self) -> int: ...
+
+    def commit(self) -> None:
+        """Make the object durable and visible, atomically. Replaces nothing: names are unique."""
+
+    def abort(self) -> None:
+        """Drop what was written. Safe to call after a failed write."""
+
+
+class Storage(Protocol):
+    def put(self, name: str, data: bytes) -> None:
+        """Write ``name`` atomically and durably (visible whole, or not at all)."""
+
+    def writer(self, name: str) -> ObjectWriter:
+        """Start a streaming write of ``name``."""
+
+    def get(self, name: str) -> bytes:
+        """Whole object; raises FileNotFoundError when it does not exist."""
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; FileNotFoundError when missing; may return fewer
+        bytes when the object is shorter (a caller checks)."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names of committed objects under the folder ``prefix`` (recursively)."""
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``; idempotent."""

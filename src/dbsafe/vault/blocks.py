@@ -1,0 +1,111 @@
+"""The hot path's write side: hash a block, skip it if the vault has it, else compress and pack.
+
+``BlockSink.store`` is called from many threads at once. Hashing (blake3) and compression
+(zstd) release the GIL; the only shared state is the set of known ids, behind one lock
+held for a dict lookup. Each thread appends to its own pack, so packs never interleave.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import zstandard
+
+from dbsafe.storage.base import Storage
+from dbsafe.vault.format import CODEC_RAW, CODEC_ZSTD, KIND_INDEX, Keyed
+from dbsafe.vault.index import BlobIndex
+from dbsafe.vault.packs import PackWriter
+
+PACK_TARGET_SIZE = 64 << 20
+
+
+@dataclass
+class SinkStats:
+    blocks_new: int = 0
+    blocks_reused: int = 0
+    bytes_stored: int = 0  # bytes of new blobs (after compression)
+    bytes_new_raw: int = 0
+
+
+class BlockSink:
+    def __init__(self, storage: Storage, keyed: Keyed, index: BlobIndex, level: int,
+                 pack_target: int = PACK_TARGET_SIZE) -> None:
+        self._storage = storage
+        self._keyed = keyed
+        self._index = index
+        self._level = level
+        self._pack_target = pack_target
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._local = threading.local()
+        self._open_packs: list[PackWriter] = []
+        self.stats = SinkStats()
+
+    def _compressor(self) -> zstandard.ZstdCompressor | None:
+        if self._level == 0:
+            return None
+        comp = getattr(self._local, "comp", None)
+        if comp is None:
+            comp = self._local.comp = zstandard.ZstdCompressor(level=self._level)
+        return comp
+
+    def _pack(self) -> PackWriter:
+        pack = getattr(self._local, "pack", None)
+        if pack is None:
+            pack = self._local.pack = PackWriter(self._storage)
+            with self._lock:
+                self._open_packs.append(pack)
+        return pack
+
+    def store(self, data: bytes | memoryview) -> tuple[bytes, int]:
+        """Store one block; returns (block id, bytes this call added to the vault)."""
+        block_id = self._keyed.digest(data)
+        with self._lock:
+            if block_id in self._index or block_id in self._pending:
+                self.stats.blocks_reused += 1
+                return block_id, 0
+            self._pending.add(block_id)
+        comp = self._compressor()
+        blob, codec = data, CODEC_RAW
+        if comp is not None:
+            packed = comp.compress(data)
+            if len(packed) < len(data):
+                blob, codec = packed, CODEC_ZSTD
+        pack = self._pack()
+        pack.add(block_id, bytes(blob) if isinstance(blob, memoryview) else blob,
+                 len(data), codec)
+        if pack.size >= self._pack_target:
+            self._local.pack = None
+            self._seal_pack(pack)
+        with self._lock:
+            self.stats.blocks_new += 1
+            self.stats.bytes_stored += len(blob)
+            self.stats.bytes_new_raw += len(data)
+        return block_id, len(blob)
+
+    def _seal_pack(self, pack: PackWriter) -> None:
+        """Data first, then its index file (format doc, *Write order*)."""
+        with self._lock:
+            self._open_packs.remove(pack)
+        if not pack.blobs:
+            pack.abort()
+            return
+        pack.finish()
+        self._storage.put(f"index/{pack.pack_id}",
+                          self._keyed.seal(KIND_INDEX, {"pack": pack.pack_id,
+                                                        "blobs": pack.blobs}))
+        with self._lock:
+            self._index.add_pack(pack.pack_id, pack.blobs)
+            for entry in pack.blobs:
+                self._pending.discard(bytes.fromhex(entry[0]))
+
+    def close(self) -> None:
+        """Seal every open pack. After it returns, every stored block is durable and indexed."""
+        for pack in list(self._open_packs):
+            self._seal_pack(pack)
+
+    def abort(self) -> None:
+        for pack in list(self._open_packs):
+            pack.abort()
+        self._open_packs.clear()
