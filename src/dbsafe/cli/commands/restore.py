@@ -28,7 +28,8 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             port: int = typer.Option(None, help="Port for the restored server."),
             start: bool = typer.Option(False, "--start", help="Start it after restoring."),
             tablespace_map: list[str] = typer.Option(None, help="OID=DIR, once per tablespace."),
-            owner: str = typer.Option(None, help="OS user to own the files (default: as backed up)."),
+            owner: str = typer.Option(None,
+                                      help="OS user to own the files (default: as backed up)."),
             workers: int = typer.Option(None, help="Writer threads (default: the core count)."),
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""

@@ -17,7 +17,8 @@ app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_h
 def add(name: str = typer.Argument(..., help="A name for this server's instance."),
         pgdata: Path = typer.Option(..., help="Its data directory."),
         port: int = typer.Option(..., help="The port it listens on."),
-        host: str = typer.Option(None, help="Host or socket folder (default: from postmaster.pid)."),
+        host: str = typer.Option(None,
+                                 help="Host or socket folder (default: from postmaster.pid)."),
         bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version)."),
         region: str = typer.Option(None, help="The server's region."),
         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
