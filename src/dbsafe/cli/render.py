@@ -68,8 +68,8 @@ def human_bytes(n: float) -> str:
 
 @contextmanager
 def progress(description: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr while a job runs (none with --json)."""
-    if state.json:
+    """A progress bar on stderr while a job runs (none with --json or off a terminal)."""
+    if state.json or not err.is_terminal:
         yield None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

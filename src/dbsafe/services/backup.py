@@ -7,7 +7,6 @@ files → write the manifest (the commit point) → record the point in the cata
 
 from __future__ import annotations
 
-import os
 import pwd
 import secrets
 import threading
@@ -15,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres.backup import BackupSession
@@ -30,10 +30,6 @@ MAX_CORRUPT_LISTED = 1000
 
 def new_point_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 2
 
 
 def _entry(repo, copied: CopiedFile) -> dict:

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services.backup import default_workers
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import load_point
 from dbsafe.services.vault import Vault
@@ -167,6 +167,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             "seconds": round(time.perf_counter() - t0, 3),
             "restore_seconds": round(restored_seconds, 3),
             "started": bool(start), "port": port, "log": str(log) if log else None,
+            "socket_dir": str(pgdata) if start else None,
         }
         job.finish(result)
         return result

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services.vault import Vault
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def get_server(vault: Vault, name: str) -> dict:
@@ -26,7 +28,7 @@ def live_endpoint(pgdata: Path, port: int, host: str | None) -> tuple[int, str |
     postmaster = cluster.running_postmaster(pgdata)
     if postmaster.port != port:
         raise DbsafeError("server.wrong_port", pgdata=pgdata, actual=postmaster.port, given=port)
-    return port, host or postmaster.socket_dir
+    return port, host or postmaster.socket_dir or "localhost"
 
 
 def open_instance(server: dict) -> psycopg.Connection:

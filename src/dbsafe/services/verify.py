@@ -6,8 +6,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.backup import default_workers
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import list_points, load_point
 from dbsafe.services.vault import Vault

@@ -46,7 +46,8 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
         render.out.print(f"restored {r['point_id']} into {r['target']} "
                          f"({render.human_bytes(r['bytes_written'])} in {r['seconds']} s)")
         if r["started"]:
-            render.out.print(f"PostgreSQL is running on port {r['port']} (log: {r['log']})")
+            render.out.print(f"PostgreSQL is running on port {r['port']}, socket in "
+                             f"{r['socket_dir']} (log: {r['log']})")
         elif r["mode"] == "files":
             render.out.print(f"see {r['target']}/RESTORE.txt to start it by hand")
 

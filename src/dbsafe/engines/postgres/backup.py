@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.client import connect
-from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+PAGE_SIZE = 8192
+
+
+def warm_page_checks() -> threading.Thread:
+    """Load the compiled page checksum code in the background.
+
+    Importing numba and loading the cached machine code takes a few tenths of a second;
+    doing it while PostgreSQL runs the backup's start checkpoint hides that cost.
+    """
+
+    def load() -> None:
+        from dbsafe.engines.postgres.pages import bad_pages
+
+        bad_pages(bytes(PAGE_SIZE), 0)
+
+    thread = threading.Thread(target=load, name="dbsafe-warm-pages", daemon=True)
+    thread.start()
+    return thread
 
 
 def parse_lsn(text: str) -> int:
@@ -60,10 +82,14 @@ class BackupSession:
         self._conn: psycopg.Connection | None = None
 
     def start(self, label: str, fast: bool = True) -> str:
+        if self.verify_pages:
+            warm_page_checks()
         conn = self._conn = connect(self.port, self.host)
         wal_level = conn.execute("SELECT current_setting('wal_level')").fetchone()[0]
         if wal_level == "minimal":
             raise DbsafeError("server.wal_level", wal_level=wal_level)
+        import psycopg
+
         try:
             conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
                          (f"dbsafe_{secrets.token_hex(6)}",))
@@ -92,6 +118,7 @@ class BackupSession:
         data = os.pread(fd, length, offset)
         if not (self.verify_pages and source.paged and data):
             return BlockRead(data)
+        from dbsafe.engines.postgres.pages import bad_pages, page_lsn
         first = source.first_page + offset // PAGE_SIZE
         corrupt = []
         for i in bad_pages(data, first):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def default_user() -> str:
@@ -15,6 +17,8 @@ def default_user() -> str:
 
 def connect(port: int, host: str | None, dbname: str = "postgres") -> psycopg.Connection:
     """An autocommit connection; ``host`` is a socket folder or a host name."""
+    import psycopg  # imported here: commands that never connect start faster
+
     user = default_user()
     try:
         return psycopg.connect(host=host, port=port, dbname=dbname, user=user,
