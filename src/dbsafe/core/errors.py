@@ -112,3 +112,15 @@ class DbsafeError(Exception):
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message,
                 "details": {k: str(v) for k, v in self.details.items()}}
+
+
+def errors_markdown() -> str:
+    """docs/errors.md, generated from the registry (a test keeps the two equal)."""
+    lines = ["# dbsafe error codes", "",
+             "Generated from the registry in `src/dbsafe/core/errors.py` "
+             "(`errors_markdown()`); a test keeps this page equal to it.",
+             "", "| code | exit status | HTTP status | message |", "| --- | --- | --- | --- |"]
+    for spec in _SPECS:
+        message = spec.template.replace("|", "\\|")
+        lines.append(f"| `{spec.code}` | {spec.exit_status} | {spec.http_status} | {message} |")
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services.copy import CopiedFile, Copier
 from dbsafe.services.jobs import Job, ProgressFn, running_job
-from dbsafe.services.servers import get_server, open_instance
+from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
 BACKUP_TYPES = ("full", "copy-only")
@@ -60,12 +60,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)
-    socket_dir = cluster.running_postmaster(pgdata).socket_dir
+    port, host = live_endpoint(pgdata, server["port"], server["host"])
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     point_id = new_point_id(started)
-    session = BackupSession(pgdata, server["port"], server["host"] or socket_dir, major,
-                            bool(server["data_checksums"]))
+    session = BackupSession(pgdata, port, host, major, bool(server["data_checksums"]))
     sink = repo.block_sink(level)
     done = 0
     lock = threading.Lock()
@@ -123,18 +122,18 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
     }
     manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
-    repo.save_manifest(manifest)
+    bytes_stored = sink.stats.bytes_stored + repo.save_manifest(manifest)
     seconds = time.perf_counter() - t0
     point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),
              "start_time": manifest["start_time"], "end_time": manifest["end_time"],
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
-             "bytes_read": bytes_read, "bytes_stored": sink.stats.bytes_stored,
+             "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt)}
     vault.catalog.add_point(server["instance_id"], point)
     return {
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",
         "server": server["name"], "bytes_read": bytes_read,
-        "bytes_stored": sink.stats.bytes_stored, "blocks_new": sink.stats.blocks_new,
+        "bytes_stored": bytes_stored, "blocks_new": sink.stats.blocks_new,
         "blocks_reused": sink.stats.blocks_reused, "files": len(copied),
         "wal_segments": len(wal), "seconds": round(seconds, 3),
         "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,

@@ -24,7 +24,7 @@ PACK_TARGET_SIZE = 64 << 20
 class SinkStats:
     blocks_new: int = 0
     blocks_reused: int = 0
-    bytes_stored: int = 0  # bytes of new blobs (after compression)
+    bytes_stored: int = 0  # new bytes in the vault: blobs, pack headers, index files
     bytes_new_raw: int = 0
 
 
@@ -91,11 +91,11 @@ class BlockSink:
         if not pack.blobs:
             pack.abort()
             return
-        pack.finish()
-        self._storage.put(f"index/{pack.pack_id}",
-                          self._keyed.seal(KIND_INDEX, {"pack": pack.pack_id,
-                                                        "blobs": pack.blobs}))
+        header_size = pack.finish()
+        index = self._keyed.seal(KIND_INDEX, {"pack": pack.pack_id, "blobs": pack.blobs})
+        self._storage.put(f"index/{pack.pack_id}", index)
         with self._lock:
+            self.stats.bytes_stored += header_size + len(index)
             self._index.add_pack(pack.pack_id, pack.blobs)
             for entry in pack.blobs:
                 self._pending.discard(bytes.fromhex(entry[0]))

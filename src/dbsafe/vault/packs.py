@@ -38,11 +38,14 @@ class PackWriter:
         self.blobs.append(entry)
         return entry
 
-    def finish(self) -> None:
+    def finish(self) -> int:
+        """Write the header and commit; returns the header's size in bytes."""
         header = zstandard.ZstdCompressor(level=3).compress(
             json.dumps({"blobs": self.blobs}, separators=(",", ":")).encode())
-        self._writer.write(header + struct.pack("<I", len(header)) + PACK_MAGIC)
+        trailer = header + struct.pack("<I", len(header)) + PACK_MAGIC
+        self._writer.write(trailer)
         self._writer.commit()
+        return len(trailer)
 
     def abort(self) -> None:
         self._writer.abort()

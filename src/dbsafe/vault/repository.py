@@ -97,9 +97,11 @@ class Repository:
     def file_checksum(self, block_ids: list[bytes]) -> str:
         return self.keyed.digest(b"".join(block_ids)).hex()
 
-    def save_manifest(self, manifest: dict) -> None:
-        self.storage.put(f"manifests/{manifest['point_id']}",
-                         self.keyed.seal(KIND_MANIFEST, manifest))
+    def save_manifest(self, manifest: dict) -> int:
+        """Write the manifest (the backup's commit point); returns its size in bytes."""
+        sealed = self.keyed.seal(KIND_MANIFEST, manifest)
+        self.storage.put(f"manifests/{manifest['point_id']}", sealed)
+        return len(sealed)
 
     # reading -----------------------------------------------------------------------------
     def point_ids(self) -> list[str]:
