@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
+from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.jobs import Job, ProgressFn
@@ -43,7 +44,7 @@ PostgreSQL replays the WAL up to {stop_lsn} and opens the database.
 
 def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], workers: int,
                    on_bytes) -> None:
-    """Write each entry's blocks to its destination path, in parallel, fsynced."""
+    """Write each entry's blocks to its destination path, in parallel (not yet durable)."""
     zero_ids: set[bytes] = set()
     bs = repo.block_size
     zero_ids.add(repo.keyed.digest(bytes(bs)))
@@ -77,7 +78,6 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                                       reason=exc.reason) from None
                 os.pwrite(fd, data, offset)
                 on_bytes(len(data))
-            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -151,6 +151,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             layout.chown_tree([pgdata, *ts_dirs.values()], owner)
             if as_files:
                 layout.chown_tree([wal_dir], owner)
+            sync_trees([target, *ts_dirs.values()])
         except BaseException:
             _remove_created(target, created, ts_dirs)
             raise

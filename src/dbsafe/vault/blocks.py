@@ -3,11 +3,14 @@
 ``BlockSink.store`` is called from many threads at once. Hashing (blake3) and compression
 (zstd) release the GIL; the only shared state is the set of known ids, behind one lock
 held for a dict lookup. Each thread appends to its own pack, so packs never interleave.
+A full pack is sealed (header, fsync, rename, index file) by one background thread, so
+readers never wait on the disk flush.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import zstandard
@@ -40,6 +43,8 @@ class BlockSink:
         self._pending: set[bytes] = set()
         self._local = threading.local()
         self._open_packs: list[PackWriter] = []
+        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-seal")
+        self._sealing: list[Future] = []
         self.stats = SinkStats()
 
     def _compressor(self) -> zstandard.ZstdCompressor | None:
@@ -77,7 +82,8 @@ class BlockSink:
                  len(data), codec)
         if pack.size >= self._pack_target:
             self._local.pack = None
-            self._seal_pack(pack)
+            self._raise_seal_errors()
+            self._sealing.append(self._sealer.submit(self._seal_pack, pack))
         with self._lock:
             self.stats.blocks_new += 1
             self.stats.bytes_stored += len(blob)
@@ -100,12 +106,26 @@ class BlockSink:
             for entry in pack.blobs:
                 self._pending.discard(bytes.fromhex(entry[0]))
 
+    def _raise_seal_errors(self) -> None:
+        for fut in [f for f in self._sealing if f.done()]:
+            self._sealing.remove(fut)
+            fut.result()  # raises what sealing raised (disk full, ...)
+
     def close(self) -> None:
         """Seal every open pack. After it returns, every stored block is durable and indexed."""
-        for pack in list(self._open_packs):
-            self._seal_pack(pack)
+        with self._lock:
+            packs = list(self._open_packs)
+        self._sealing.extend(self._sealer.submit(self._seal_pack, p) for p in packs)
+        self._sealer.shutdown(wait=True)
+        for fut in self._sealing:
+            fut.result()
+        self._sealing.clear()
 
     def abort(self) -> None:
-        for pack in list(self._open_packs):
+        """Drop unsealed packs (a failed backup); sealed ones stay, indexed and reusable."""
+        self._sealer.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            packs = list(self._open_packs)
+            self._open_packs.clear()
+        for pack in packs:
             pack.abort()
-        self._open_packs.clear()
