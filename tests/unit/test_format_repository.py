@@ -1,0 +1,124 @@
+"""Sealed objects and the repository's block store (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dbsafe.vault.format import KIND_INDEX, KIND_MANIFEST, Keyed, SealError
+from dbsafe.vault.packs import read_pack_header
+from dbsafe.vault.repository import BlockError, Repository
+
+KEY = "11" * 32
+DOC = {"point_id": "20240101T000000Z-abcdef01", "files": [{"path": "base/1/1259", "n": 3}]}
+
+
+def test_seal_round_trip():
+    keyed = Keyed(KEY)
+    sealed = keyed.seal(KIND_MANIFEST, DOC)
+    assert sealed[:8] == b"DBSAFE1\n" and sealed[8:9] == b"M"
+    assert keyed.unseal(KIND_MANIFEST, sealed) == DOC
+
+
+def test_unseal_rejects_every_flipped_byte():
+    keyed = Keyed(KEY)
+    sealed = keyed.seal(KIND_MANIFEST, DOC)
+    for i in range(len(sealed)):
+        damaged = bytearray(sealed)
+        damaged[i] ^= 0x01
+        with pytest.raises(SealError):
+            keyed.unseal(KIND_MANIFEST, bytes(damaged))
+
+
+def test_unseal_rejects_wrong_kind_key_and_truncation():
+    keyed = Keyed(KEY)
+    sealed = keyed.seal(KIND_INDEX, DOC)
+    with pytest.raises(SealError):
+        keyed.unseal(KIND_MANIFEST, sealed)
+    with pytest.raises(SealError):
+        Keyed("22" * 32).unseal(KIND_INDEX, sealed)
+    for cut in (0, 8, 40, len(sealed) - 1):
+        with pytest.raises(SealError):
+            keyed.unseal(KIND_INDEX, sealed[:cut])
+
+
+def _index_blobs(repo: Repository) -> list[list]:
+    blobs = []
+    for name in repo.storage.list("index"):
+        blobs.extend(repo.keyed.unseal(KIND_INDEX, repo.storage.get(name))["blobs"])
+    return blobs
+
+
+@pytest.fixture
+def repo(tmp_path) -> Repository:
+    return Repository.init(tmp_path / "vault")
+
+
+def test_same_block_twice_adds_one_blob(repo, tmp_path):
+    block = os.urandom(repo.block_size)
+    sink = repo.block_sink(level=1)
+    id1, added1 = sink.store(block)
+    id2, added2 = sink.store(block)
+    sink.close()
+    assert id1 == id2 == repo.keyed.digest(block)
+    assert added1 > 0 and added2 == 0
+    assert (sink.stats.blocks_new, sink.stats.blocks_reused) == (1, 1)
+    assert [b[0] for b in _index_blobs(repo)] == [id1.hex()]
+    packs = list(repo.storage.list("data"))
+    assert len(packs) == 1
+    assert [b[0] for b in read_pack_header(repo.storage, packs[0].rsplit("/", 1)[1])] == \
+        [id1.hex()]
+
+    # A later writer (a new process: the index is loaded from disk) reuses it too.
+    again = Repository.open(tmp_path / "vault")
+    sink = again.block_sink(level=1)
+    assert sink.store(block) == (id1, 0)
+    sink.close()
+    assert len(_index_blobs(again)) == 1
+    assert len(list(again.storage.list("data"))) == 1
+    assert again.read_block(id1) == block
+
+
+def test_compressible_and_incompressible_blocks_read_back(repo):
+    blocks = [bytes(1000) + b"x" * 5000, os.urandom(70_000), b"tail"]
+    sink = repo.block_sink(level=3)
+    ids = [sink.store(b)[0] for b in blocks]
+    sink.close()
+    codecs = {b[0]: b[4] for b in _index_blobs(repo)}
+    assert codecs[ids[0].hex()] == 1  # zstd
+    assert codecs[ids[1].hex()] == 0  # raw: zstd does not make random bytes smaller
+    fresh = Repository.open(repo.root)
+    assert [fresh.read_block(i) for i in ids] == blocks
+
+
+def test_read_block_detects_damage_and_loss(repo):
+    block = os.urandom(50_000)
+    sink = repo.block_sink(level=1)
+    block_id, _ = sink.store(block)
+    sink.close()
+    (pack,) = list(repo.storage.list("data"))
+    path = repo.root / pack
+    data = bytearray(path.read_bytes())
+    data[25_000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BlockError) as exc:
+        Repository.open(repo.root).read_block(block_id)
+    assert exc.value.kind == "corrupt"
+
+    path.unlink()
+    with pytest.raises(BlockError) as exc:
+        Repository.open(repo.root).read_block(block_id)
+    assert exc.value.kind == "missing"
+    with pytest.raises(BlockError) as exc:
+        Repository.open(repo.root).read_block(b"\0" * 32)
+    assert exc.value.kind == "missing"
+
+
+def test_aborted_sink_leaves_nothing_visible(repo):
+    sink = repo.block_sink(level=1)
+    sink.store(os.urandom(10_000))
+    sink.abort()
+    assert list(repo.storage.list("data")) == []
+    assert list(repo.storage.list("index")) == []
+    assert list(repo.storage.list("tmp")) == []
