@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 
 from conftest import make_vault, new_cluster
 
 
-def _running_backup(vault_path) -> dict | None:
-    """The running backup job as the catalog holds it right now (read directly: polling
-    through ``dbsafe jobs`` would mark it abandoned only after the kill, which is the point
-    of the test, and costs a process start per poll)."""
-    db = sqlite3.connect(vault_path / "catalog.sqlite", timeout=30)
-    try:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM jobs WHERE type = 'backup' AND state = 'running'"
-                         ).fetchone()
-        return dict(row) if row else None
-    finally:
-        db.close()
+def _running_backup(vault) -> dict | None:
+    """The running backup job, as ``dbsafe jobs --json`` shows it."""
+    running = [j for j in vault.jobs() if j["type"] == "backup" and j["state"] == "running"]
+    assert len(running) <= 1, running
+    return running[0] if running else None
 
 
 def _tmp_files(vault_path) -> list[str]:
@@ -43,14 +35,19 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
     try:
         deadline = time.monotonic() + 120
         while True:
-            job = _running_backup(vault.path)
+            job = _running_backup(vault)
             if job and (job["bytes_done"] > 0 or _tmp_files(vault.path)):
                 break
             assert proc.poll() is None, f"backup ended before it was killed: " \
                                         f"{proc.communicate()}"
             assert time.monotonic() < deadline, "the backup never started copying"
-            time.sleep(0.05)
+            time.sleep(0.1)
         assert job["pid"] == proc.pid
+        # A second backup of the same server is refused while this one runs.
+        busy = vault.run("backup", "k", "--json")
+        assert busy.returncode != 0, busy.describe()
+        assert busy.json()["error"]["code"] == "backup.already_running", busy.describe()
+        assert job["id"] in busy.json()["error"]["message"]
         slots_during = pg.scalar("SELECT count(*) FROM pg_replication_slots")
         assert proc.poll() is None, "backup ended before it was killed"
         os.kill(proc.pid, signal.SIGKILL)

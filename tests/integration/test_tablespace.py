@@ -9,12 +9,13 @@ import pytest
 from conftest import Pg, chown_postgres, free_port, make_vault, new_cluster, restored
 
 
-@pytest.fixture
-def ts_cluster(pg_template, area) -> tuple[Pg, str, Path]:
-    """A cluster with tablespace ts1 (in the temp area) holding a table, an index and a
-    whole database. Returns (cluster, tablespace oid, tablespace location)."""
-    pg = new_cluster(pg_template, area, "tssrc")
-    location = area / "ts_orig"
+@pytest.fixture(scope="module")
+def ts_cluster(pg_template, module_area) -> tuple[Pg, str, Path]:
+    """A cluster with tablespace ts1 holding a table, an index and a whole database.
+    Returns (cluster, tablespace oid, tablespace location). Tests may write to it: each
+    compares against the state it saw at its own backup."""
+    pg = new_cluster(pg_template, module_area, "tssrc")
+    location = module_area / "ts_orig"
     location.mkdir()
     chown_postgres(location)
     pg.execute(f"CREATE TABLESPACE ts1 LOCATION '{location}'")
@@ -105,3 +106,14 @@ def test_relative_tablespace_map_path(ts_cluster, ts_vault, area):
     finally:
         if restored_pg.running:
             restored_pg.stop("immediate")
+
+
+def test_discover_counts_files_in_tablespaces(ts_cluster, ts_vault):
+    pg, _oid, _location = ts_cluster
+    dbs = {d["name"]: d for d in ts_vault.ok("discover", "ts")["databases"]}
+    assert dbs["tsdb"]["size_bytes"] == pg.scalar("SELECT pg_database_size('tsdb')")
+    assert dbs["tsdb"]["file_count"] > 0
+    # Database postgres keeps in_ts and its index in ts1: they count, too.
+    postgres_oid = dbs["postgres"]["oid"]
+    in_base = sum(1 for p in (pg.pgdata / "base" / str(postgres_oid)).iterdir() if p.is_file())
+    assert dbs["postgres"]["file_count"] > in_base

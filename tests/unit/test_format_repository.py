@@ -122,3 +122,25 @@ def test_aborted_sink_leaves_nothing_visible(repo):
     assert list(repo.storage.list("data")) == []
     assert list(repo.storage.list("index")) == []
     assert list(repo.storage.list("tmp")) == []
+
+
+def test_concurrent_stores_with_many_small_packs(repo):
+    """Many threads storing at once, packs sealed all the time (a tiny pack target): every
+    block is stored once, indexed, and reads back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dbsafe.vault.blocks import BlockSink
+
+    sink = BlockSink(repo.storage, repo.keyed, repo.index, level=1, pack_target=1)
+    blocks = [os.urandom(2048) for _ in range(400)]
+    work = blocks + blocks[:100]  # some twice
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda b: sink.store(b)[0], work))
+    sink.close()
+    assert ids[:400] == [repo.keyed.digest(b) for b in blocks]
+    assert sink.stats.blocks_new == 400 and sink.stats.blocks_reused == 100
+    indexed = [b[0] for b in _index_blobs(repo)]
+    assert sorted(indexed) == sorted(i.hex() for i in ids[:400])
+    fresh = Repository.open(repo.root)
+    assert all(fresh.read_block(i) == b for i, b in zip(ids, blocks, strict=False))

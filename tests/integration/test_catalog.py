@@ -1,0 +1,37 @@
+"""The catalog is an index of the vault: what it says about a point must be what the
+manifest (the commit point) says, whether the backup wrote the row or a later listing
+rebuilt it from the manifest."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def test_points_rebuilt_from_manifests_equal_the_original_rows(src_vault):
+    full = src_vault.backup("src")
+    copy = src_vault.backup("src", "--type", "copy-only")
+    before = src_vault.points("src")
+    assert [p["point_id"] for p in before] == [full["point_id"], copy["point_id"]]
+    assert before[0]["bytes_stored"] == full["bytes_stored"]
+
+    # As if the process had died between writing the manifest and the catalog row.
+    db = sqlite3.connect(src_vault.path / "catalog.sqlite")
+    with db:
+        db.execute("DELETE FROM recovery_points")
+    db.close()
+
+    after = src_vault.points("src")
+    assert [p["point_id"] for p in after] == [p["point_id"] for p in before]
+    for old, new in zip(before, after, strict=True):
+        differing = {k: (old[k], new[k]) for k in old if old[k] != new.get(k)}
+        assert not differing, f"point {old['point_id']}: catalog row vs manifest {differing}"
+
+
+def test_a_point_of_another_server_is_not_listed(src_vault, source):
+    src_vault.add_server("other", source)  # same cluster, another name
+    point = src_vault.backup("src")["point_id"]
+    assert [p["point_id"] for p in src_vault.points("src")] == [point]
+    assert src_vault.points("other") == []
+    src_vault.fail("point.unknown", "restore", "other", "--point", point, "--to-pgdata",
+                   src_vault.path.parent / "r")
+    assert not (src_vault.path.parent / "r").exists()
