@@ -19,9 +19,9 @@ def check_error(env, code: str, *args, vault: Path | None = None) -> dict:
 
     res: CliResult = run_cli(env, *args, "--json", vault=vault)
     assert "Traceback" not in res.stdout + res.stderr, res.describe()
-    assert res.returncode == status, res.describe()
     payload = json.loads(res.stdout)
     assert payload["error"]["code"] == code, res.describe()
+    assert res.returncode == status, res.describe()
     assert payload["error"]["message"], res.describe()
 
     res = run_cli(env, *args, vault=vault)
@@ -138,3 +138,43 @@ def test_usage_errors_have_no_traceback(vault: Vault, area):
                   "--tablespace-map", "notanoid"]):
         res = vault.run(*args)
         assert res.returncode == 2, res.describe()
+
+
+def test_user_without_backup_rights(vault: Vault, source):
+    """PGUSER names a role that may log in but is no superuser: the message must say what
+    right is missing (server.not_superuser), not report an internal error."""
+    source.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                   "'dbsafe_plain') THEN CREATE ROLE dbsafe_plain LOGIN; END IF; END $$")
+    env = {**vault.env, "PGUSER": "dbsafe_plain"}
+    check_error(env, "server.not_superuser", "server", "add", "plain", "--pgdata",
+                source.pgdata, "--port", source.port, vault=vault.path)
+    vault.add_server("src", source)  # as postgres
+    check_error(env, "server.not_superuser", "backup", "src", vault=vault.path)
+    assert vault.points("src") == []
+    assert source.scalar("SELECT count(*) FROM pg_replication_slots") == 0
+
+
+def test_unknown_owner_for_restore(src_vault: Vault, area):
+    """``--owner`` naming no OS user is bad input: a clear error, nothing left behind."""
+    point = src_vault.backup("src")["point_id"]
+    target = area / "r"
+    res = src_vault.run("restore", "src", "--point", point, "--to-pgdata", target,
+                        "--owner", "no_such_os_user", "--json")
+    assert res.returncode != 0, res.describe()
+    code = res.json()["error"]["code"]
+    assert code != "internal", f"--owner no_such_os_user gave an internal error: {res.stdout}"
+    assert not target.exists()
+
+
+def test_wal_level_minimal(vault: Vault, pg_template, area):
+    pg = new_cluster(pg_template, area, "minimal",
+                     settings={"wal_level": "minimal", "max_wal_senders": "0"})
+    vault.add_server("m", pg)
+    err = check_error(vault.env, "server.wal_level", "backup", "m", vault=vault.path)
+    assert "minimal" in err["message"]
+    assert vault.points("m") == []
+    assert list((vault.path / "manifests").iterdir()) == []
+    assert pg.scalar("SELECT count(*) FROM pg_replication_slots") == 0
+    backups = [j for j in vault.jobs() if j["type"] == "backup"]
+    assert backups and {j["state"] for j in backups} == {"failed"}
+    assert {j["error_code"] for j in backups} == {"server.wal_level"}
