@@ -35,3 +35,12 @@ def test_a_point_of_another_server_is_not_listed(src_vault, source):
     src_vault.fail("point.unknown", "restore", "other", "--point", point, "--to-pgdata",
                    src_vault.path.parent / "r")
     assert not (src_vault.path.parent / "r").exists()
+
+
+def test_points_come_back_when_a_removed_server_is_added_again(src_vault, source):
+    point = src_vault.backup("src")["point_id"]
+    assert src_vault.ok("server", "remove", "src") == {"removed": "src"}
+    assert src_vault.ok("server", "list") == []
+    assert (src_vault.path / "manifests" / point).exists()  # the vault keeps the point
+    src_vault.add_server("src", source)
+    assert [p["point_id"] for p in src_vault.points("src")] == [point]

@@ -178,3 +178,15 @@ def test_wal_level_minimal(vault: Vault, pg_template, area):
     backups = [j for j in vault.jobs() if j["type"] == "backup"]
     assert backups and {j["state"] for j in backups} == {"failed"}
     assert {j["error_code"] for j in backups} == {"server.wal_level"}
+
+
+def test_no_replication_slot_available(vault: Vault, pg_template, area):
+    """max_replication_slots = 0 is a valid setting (pg_basebackup works without a slot);
+    dbsafe needs a temporary slot, so it must say so clearly, not fail as a bug."""
+    pg = new_cluster(pg_template, area, "noslots", settings={"max_replication_slots": "0"})
+    vault.add_server("n", pg)
+    res = vault.run("backup", "n", "--json")
+    assert res.returncode != 0, res.describe()
+    code = res.json()["error"]["code"]
+    assert code != "internal", f"max_replication_slots=0 gave an internal error: {res.stdout}"
+    assert vault.points("n") == []
