@@ -55,6 +55,11 @@ def test_full_backup_restores_the_backup_time_state(src_vault, source, area):
         # The unlogged table comes back empty (only its init fork is backed up).
         assert source.scalar("SELECT count(*) FROM scratch_unlogged", "bench") > 0
         assert pg.scalar("SELECT count(*) FROM scratch_unlogged", "bench") == 0
+        # Every restored file belongs to the user that owns the source's files.
+        owner = source.pgdata.stat().st_uid
+        assert (area / "restored").stat().st_mode & 0o777 == 0o700
+        wrong = [p for p in (area / "restored").rglob("*") if p.lstat().st_uid != owner]
+        assert not wrong, f"not owned by the postgres user: {wrong[:5]}"
         # The restored server keeps the port it was given across restarts.
         assert f"port = {port}" in (area / "restored" / "postgresql.auto.conf").read_text()
     finally:
