@@ -57,6 +57,10 @@ _SPECS = [
     ErrorSpec("server.wal_level", 3, 409,
               "wal_level is {wal_level}; a backup needs wal_level=replica or logical "
               "(set it in postgresql.conf and restart PostgreSQL)"),
+    ErrorSpec("server.no_replication_slot", 3, 409,
+              "cannot reserve WAL for the backup: {reason}; a backup holds one temporary "
+              "replication slot while it runs: raise max_replication_slots (restart needed) "
+              "or free a slot"),
     ErrorSpec("backup.already_running", 4, 409,
               "a {type} backup of {name!r} is already running (job {job_id}); wait for it "
               "or cancel it"),
@@ -70,6 +74,9 @@ _SPECS = [
     ErrorSpec("restore.tablespace_target", 2, 409,
               "tablespace {oid} would be restored to {path}, which is not empty; map it "
               "elsewhere with --tablespace-map {oid}=DIR"),
+    ErrorSpec("restore.owner_unknown", 2, 400,
+              "there is no OS user {owner!r} to own the restored files; create it or pass "
+              "--owner with an existing user (usually postgres)"),
     ErrorSpec("restore.start_failed", 5, 500,
               "the restored cluster in {pgdata} did not start: {reason}; see {log}"),
     ErrorSpec("restore.port_in_use", 2, 409,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,6 +42,9 @@ class Job:
         self.id = new_job_id(type)
         self.on_progress = on_progress
         self._last_write = 0.0
+        self._done = 0
+        self._total = 0
+        self._lock = threading.Lock()
         self._result: dict | None = None
 
     def __enter__(self) -> Job:
@@ -48,17 +52,25 @@ class Job:
         return self
 
     def progress(self, done: int, total: int) -> None:
-        if self.on_progress:
-            self.on_progress(done, total)
-        now = time.monotonic()
-        if now - self._last_write >= self.PROGRESS_INTERVAL or done >= total:
-            self._last_write = now
-            self.catalog.update_job(self.id, bytes_done=done, bytes_total=total)
+        """Called from many threads; progress never goes backwards."""
+        with self._lock:
+            self._done = max(self._done, done)
+            self._total = total
+            done = self._done
+            now = time.monotonic()
+            write = now - self._last_write >= self.PROGRESS_INTERVAL or done >= total
+            if write:
+                self._last_write = now
+                self.catalog.update_job(self.id, bytes_done=done, bytes_total=total)
+            if self.on_progress:
+                self.on_progress(done, total)
 
     def finish(self, result: dict, state: str = "completed") -> None:
         self._result = result
-        self.catalog.update_job(self.id, state=state, end_time=utcnow(),
-                                result=json.dumps(result, default=str))
+        with self._lock:
+            self.catalog.update_job(self.id, state=state, end_time=utcnow(),
+                                    bytes_done=self._total, bytes_total=self._total,
+                                    result=json.dumps(result, default=str))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is None:

@@ -14,13 +14,15 @@ POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "star
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages")
 
 
-def _point_row(manifest: dict) -> dict:
+def _point_row(manifest: dict, manifest_size: int) -> dict:
+    """The catalog row of a point; ``bytes_stored`` counts the manifest too, as a backup's
+    own result does (the manifest's stats cannot count the manifest itself)."""
     return {"point_id": manifest["point_id"], "type": manifest["type"],
             "copy_only": int(manifest["copy_only"]), "start_time": manifest["start_time"],
             "end_time": manifest["end_time"], "start_lsn": manifest["start_lsn"],
             "stop_lsn": manifest["stop_lsn"], "timeline": manifest["timeline"],
             "bytes_read": manifest["stats"]["bytes_read"],
-            "bytes_stored": manifest["stats"]["bytes_stored"],
+            "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
             "corrupt_pages": manifest["stats"]["corrupt_pages"]}
 
 
@@ -35,9 +37,9 @@ def reconcile(vault: Vault, server: dict) -> None:
     for point_id in vault.repo.point_ids():
         if point_id in known or vault.catalog.get_point(point_id) is not None:
             continue
-        manifest = vault.repo.load_manifest(point_id)
+        manifest, size = vault.repo.load_manifest_sized(point_id)
         if _belongs(manifest, server):
-            vault.catalog.add_point(server["instance_id"], _point_row(manifest))
+            vault.catalog.add_point(server["instance_id"], _point_row(manifest, size))
 
 
 def list_points(vault: Vault, name: str) -> list[dict]:

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
-from dbsafe.core.durability import sync_trees
+from dbsafe.core.durability import start_writeback, sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.jobs import Job, ProgressFn
@@ -78,6 +78,7 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                                       reason=exc.reason) from None
                 os.pwrite(fd, data, offset)
                 on_bytes(len(data))
+            start_writeback(fd, first * bs, len(ids) * bs)
         finally:
             os.close(fd)
 
@@ -111,6 +112,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     if start and not layout.port_free(port):
         raise DbsafeError("restore.port_in_use", port=port)
     owner = owner or manifest["instance"].get("owner") or "postgres"
+    layout.check_owner(owner)
     created = [p for p in [target, *ts_dirs.values()] if not p.exists()]
     with Job(vault.catalog, "restore", name, on_progress) as job:
         t0 = time.perf_counter()

@@ -14,14 +14,20 @@ from dbsafe.services.vault import Vault
 from dbsafe.vault.repository import BlockError
 
 
-def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
-    """Problems of one point: each damaged block with the files that use it."""
+def _distinct_blocks(manifest: dict) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Each distinct block id of a point: the files using it, and its size."""
     users: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
     for entry in manifest["files"] + manifest["wal"]:
         for i, id_hex in enumerate(entry["blocks"]):
             users.setdefault(id_hex, []).append(entry["path"])
             sizes[id_hex] = min(manifest["block_size"], entry["size"] - i * manifest["block_size"])
+    return users, sizes
+
+
+def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
+    """Problems of one point: each damaged block with the files that use it."""
+    users, sizes = _distinct_blocks(manifest)
     problems = []
     lock = threading.Lock()
 
@@ -51,7 +57,7 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     manifests = [load_point(vault, name, pid)[1] for pid in ids]
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
-        total = sum(e["size"] for m in manifests for e in m["files"] + m["wal"])
+        total = sum(sum(_distinct_blocks(m)[1].values()) for m in manifests)
         done = 0
         lock = threading.Lock()
 

@@ -83,7 +83,9 @@ class BlockSink:
         if pack.size >= self._pack_target:
             self._local.pack = None
             self._raise_seal_errors()
-            self._sealing.append(self._sealer.submit(self._seal_pack, pack))
+            with self._lock:
+                self._open_packs.remove(pack)  # handed off: close() must not seal it again
+                self._sealing.append(self._sealer.submit(self._seal_pack, pack))
         with self._lock:
             self.stats.blocks_new += 1
             self.stats.bytes_stored += len(blob)
@@ -92,8 +94,6 @@ class BlockSink:
 
     def _seal_pack(self, pack: PackWriter) -> None:
         """Data first, then its index file (format doc, *Write order*)."""
-        with self._lock:
-            self._open_packs.remove(pack)
         if not pack.blobs:
             pack.abort()
             return
@@ -107,15 +107,21 @@ class BlockSink:
                 self._pending.discard(bytes.fromhex(entry[0]))
 
     def _raise_seal_errors(self) -> None:
-        for fut in [f for f in self._sealing if f.done()]:
-            self._sealing.remove(fut)
+        finished: list[Future] = []
+        pending: list[Future] = []
+        with self._lock:
+            for fut in self._sealing:
+                (finished if fut.done() else pending).append(fut)
+            self._sealing = pending
+        for fut in finished:
             fut.result()  # raises what sealing raised (disk full, ...)
 
     def close(self) -> None:
         """Seal every open pack. After it returns, every stored block is durable and indexed."""
         with self._lock:
             packs = list(self._open_packs)
-        self._sealing.extend(self._sealer.submit(self._seal_pack, p) for p in packs)
+            self._open_packs.clear()
+            self._sealing.extend(self._sealer.submit(self._seal_pack, p) for p in packs)
         self._sealer.shutdown(wait=True)
         for fut in self._sealing:
             fut.result()

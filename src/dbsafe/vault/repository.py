@@ -108,13 +108,17 @@ class Repository:
         return sorted(name.rsplit("/", 1)[1] for name in self.storage.list("manifests"))
 
     def load_manifest(self, point_id: str) -> dict:
+        return self.load_manifest_sized(point_id)[0]
+
+    def load_manifest_sized(self, point_id: str) -> tuple[dict, int]:
+        """The manifest and the size of its sealed object in bytes."""
         name = f"manifests/{point_id}"
         try:
             data = self.storage.get(name)
         except FileNotFoundError:
             raise KeyError(point_id) from None
         try:
-            return self.keyed.unseal(KIND_MANIFEST, data)  # type: ignore[return-value]
+            return self.keyed.unseal(KIND_MANIFEST, data), len(data)  # type: ignore[return-value]
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
 

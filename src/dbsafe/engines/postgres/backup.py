@@ -93,6 +93,13 @@ class BackupSession:
         try:
             conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)",
                          (f"dbsafe_{secrets.token_hex(6)}",))
+        except (psycopg.errors.ObjectNotInPrerequisiteState,
+                psycopg.errors.ConfigurationLimitExceeded) as exc:
+            raise DbsafeError("server.no_replication_slot",
+                              reason=str(exc).strip().splitlines()[0]) from None
+        except psycopg.errors.InsufficientPrivilege:
+            raise DbsafeError("server.not_superuser", user=conn.info.user) from None
+        try:
             if self.major >= 15:
                 row = conn.execute("SELECT pg_backup_start(%s, %s)::text", (label, fast))
             else:

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbsafe.core.errors import DbsafeError
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -20,12 +22,12 @@ def instance_facts(conn: psycopg.Connection) -> dict:
     PostgreSQL counterpart: PostgreSQL logs every change (wal_level=minimal skips some WAL,
     but then no physical backup is possible at all), so it is not offered.
     """
-    row = conn.execute(
-        "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
-        "current_setting('server_version_num')::int, current_setting('data_checksums'), "
-        "current_setting('wal_level'), current_setting('archive_mode'), "
-        "current_setting('archive_command'), current_setting('data_directory'), "
-        "pg_is_in_recovery()").fetchone()
+    import psycopg
+
+    try:
+        row = _facts_row(conn)
+    except psycopg.errors.InsufficientPrivilege:
+        raise DbsafeError("server.not_superuser", user=conn.info.user) from None
     system_id, version_num, checksums, wal_level, archive_mode, archive_command, data_dir, \
         in_recovery = row
     archive_library = ""
@@ -44,6 +46,15 @@ def instance_facts(conn: psycopg.Connection) -> dict:
         "data_directory": data_dir,
         "in_recovery": in_recovery,
     }
+
+
+def _facts_row(conn: psycopg.Connection) -> tuple:
+    return conn.execute(
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+        "current_setting('server_version_num')::int, current_setting('data_checksums'), "
+        "current_setting('wal_level'), current_setting('archive_mode'), "
+        "current_setting('archive_command'), current_setting('data_directory'), "
+        "pg_is_in_recovery()").fetchone()
 
 
 def _count_files(folder: Path) -> int:

@@ -3,7 +3,8 @@
 The rules follow PostgreSQL's own base backup (src/backend/backup/basebackup.c and the
 "Backing Up the Data Directory" section of the manual): the contents of pg_wal and of
 runtime-only folders are skipped (the folders themselves are kept, empty), as are
-postmaster.pid/.opts, temporary files, relcache init files, and the main forks of unlogged
+postmaster.pid/.opts, temporary files and temporary relations, relcache init files, and the
+main forks of unlogged
 relations (only their init fork is kept; PostgreSQL rebuilds them from it at startup).
 """
 
@@ -28,6 +29,8 @@ SKIP_TOP_FILES = frozenset({
     "backup_manifest", "recovery.signal", "standby.signal",
 })
 RELATION_FILE = re.compile(r"^(\d+)(_(fsm|vm|init))?(\.(\d+))?$")
+# Files of temporary relations: t<backend id>_<relfilenode>[_fork][.segment]
+TEMP_RELATION_FILE = re.compile(r"^t\d+_\d+")
 PAGES_PER_SEGMENT = 131072  # RELSEG_SIZE: 1 GiB segments of 8 KiB pages
 
 
@@ -100,6 +103,8 @@ def walk(pgdata: Path) -> tuple[list[SourceFile], list[dict], list[dict]]:
                 visit(entry.path, rel)
             elif stat.S_ISREG(st.st_mode):
                 if _skip_file(entry.name, top_level=not rel_dir) or entry.name in unlogged:
+                    continue
+                if paged_dir and TEMP_RELATION_FILE.match(entry.name):
                     continue
                 match = RELATION_FILE.match(entry.name) if paged_dir else None
                 segno = int(match.group(5) or 0) if match else 0

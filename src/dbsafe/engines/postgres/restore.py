@@ -26,7 +26,7 @@ def tablespace_targets(tablespaces: list[dict], mapping: dict[str, str]) -> dict
     """Where each tablespace goes: the mapping, else its original place if that is empty."""
     targets = {}
     for ts in tablespaces:
-        target = Path(mapping.get(ts["oid"], ts["location"]))
+        target = Path(mapping.get(ts["oid"], ts["location"])).absolute()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise DbsafeError("restore.tablespace_target", oid=ts["oid"], path=target)
         targets[ts["oid"]] = target
@@ -68,6 +68,14 @@ def set_port(pgdata: Path, port: int) -> None:
     """Record the new port in postgresql.auto.conf so a later restart keeps it."""
     with open(pgdata / "postgresql.auto.conf", "a") as f:
         f.write(f"\n# set by dbsafe restore\nport = {port}\n")
+
+
+def check_owner(owner: str) -> None:
+    """Refuse an owner that does not exist before anything is written."""
+    try:
+        pwd.getpwnam(owner)
+    except KeyError:
+        raise DbsafeError("restore.owner_unknown", owner=owner) from None
 
 
 def chown_tree(paths: list[Path], owner: str) -> None:
