@@ -178,7 +178,7 @@ CATEGORIES = [  # (label, substrings of the function key), first match wins
     ("zstd compress", ["'compress' of 'zstandard"]),
     ("zstd decompress", ["'decompress' of 'zstandard"]),
     ("blake3 hash (Keyed.digest)", ["(digest)"]),
-    ("page checksums (numpy)", ["(page_checksums)", "(bad_pages)", "numpy", "'copy' of"]),
+    ("page checksums (C)", ["(page_checksums)", "(bad_pages)", "_pagecheck"]),
     ("open/close/ftruncate", ["posix.open", "posix.close", "posix.ftruncate"]),
     ("locks", ["acquire", "release", "'__enter__' of '_thread", "'__exit__' of '_thread"]),
 ]

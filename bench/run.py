@@ -314,46 +314,28 @@ class Bench:
 
     # setup -------------------------------------------------------------------------------
 
-    def snapshot_code(self) -> None:
-        """Run dbsafe from a copy of its code taken now, so that edits made to src/ while the
-        benchmark runs (others work in this checkout) do not change it halfway."""
-        snap = self.run_dir / "code"
-        snap.mkdir()
-        if self.args.code == "head":
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "src"],
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
-        else:
-            shutil.copytree(ROOT / "src", snap / "src", symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        head = git_commit()
-        if self.args.code == "head":
-            head = head.removesuffix("+dirty-src")
-        self.code = {"source": self.args.code, "git_head": head,
-                     "snapshot": str(snap / "src")}
+    def record_code(self) -> None:
+        """Record which dbsafe is measured: the checkout's installed package (``pip install
+        -e .`` builds its C extension), at the current commit."""
         python = ROOT / ".venv" / "bin" / "python"
         if not python.exists():
-            sys.exit(f"{python} not found: create the venv and pip install -e . first")
+            sys.exit(f"{python} not found: run scripts/install.sh first")
         self.dbsafe = [str(python), "-m", "dbsafe"]
-        self.env["PYTHONPATH"] = str(snap / "src")  # ahead of the editable install
-        # Untimed warm-up: numba compiles the page-checksum kernel into the snapshot's
-        # __pycache__ on first use; every timed run then loads it from there, as an
-        # installed dbsafe does after its first run.
-        t0 = time.perf_counter()
         proc = subprocess.run([str(python), "-c", (
-            "import dbsafe, sys; print(dbsafe.__file__); "
+            "import dbsafe; print(dbsafe.__file__); "
             "from dbsafe.engines.postgres import pages; pages.bad_pages(bytes(1 << 20), 0)")],
             env=self.env, capture_output=True, text=True)
-        if proc.returncode != 0 or not proc.stdout.startswith(str(snap)):
-            raise RuntimeError(f"dbsafe snapshot does not import: {proc.stdout}{proc.stderr}")
-        log(f"dbsafe code: {self.args.code} snapshot of {self.code['git_head']} "
-            f"(warm-up {time.perf_counter() - t0:.1f} s)")
+        if proc.returncode != 0:
+            raise RuntimeError(f"dbsafe does not import: {proc.stdout}{proc.stderr}")
+        self.code = {"source": "installed", "git_head": git_commit(),
+                     "package": proc.stdout.strip()}
+        log(f"dbsafe code: {self.code['git_head']} ({self.code['package']})")
 
     def setup(self) -> None:
         self.run_dir.mkdir(parents=True)
         self.run_dir.chmod(0o755)
         self.logs.mkdir()
-        self.snapshot_code()
+        self.record_code()
         self.cluster.start()
         for sub in ("repo", "log", "lock", "spool"):
             (self.pgbr_dir / sub).mkdir(parents=True)
@@ -704,7 +686,7 @@ pg1-user={PG_USER}
         print_table(result)
         if head_now != self.code["git_head"]:
             log(f"note: HEAD moved from {self.code['git_head']} to {head_now} during the run; "
-                "the run used the snapshot taken at its start")
+                "the figures may mix both versions")
         log(f"results: {path}")
         return result
 
@@ -771,9 +753,6 @@ def main() -> None:
                          "fair share of the CPU during it")
     ap.add_argument("--budget-minutes", type=float, default=14,
                     help="past this, no more retries and short waits for an idle machine")
-    ap.add_argument("--code", choices=["worktree", "head"], default="worktree",
-                    help="benchmark a copy of src/ as it is now (worktree) or of the last "
-                         "commit (head); the copy is taken once, at the start")
     ap.add_argument("--verify-restores", action="store_true",
                     help="after the last repetition's restores (untimed), start both "
                          "restored clusters and compare row counts and a hash of the data")

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
-from dbsafe.core.durability import start_writeback, sync_trees
+from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.jobs import Job, ProgressFn
@@ -78,7 +78,6 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                                       reason=exc.reason) from None
                 os.pwrite(fd, data, offset)
                 on_bytes(len(data))
-            start_writeback(fd, first * bs, len(ids) * bs)
         finally:
             os.close(fd)
 

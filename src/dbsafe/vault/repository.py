@@ -92,7 +92,7 @@ class Repository:
     # writing -----------------------------------------------------------------------------
     def block_sink(self, level: int) -> BlockSink:
         self.storage.remove_stale_tmp()
-        return BlockSink(self.storage, self.keyed, self.index, level)
+        return BlockSink(self.storage, self.keyed, self.index, level, self.block_size)
 
     def file_checksum(self, block_ids: list[bytes]) -> str:
         return self.keyed.digest(b"".join(block_ids)).hex()

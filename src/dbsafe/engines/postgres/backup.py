@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,29 +18,10 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
 
 if TYPE_CHECKING:
     import psycopg
-
-
-PAGE_SIZE = 8192
-
-
-def warm_page_checks() -> threading.Thread:
-    """Load the compiled page checksum code in the background.
-
-    Importing numba and loading the cached machine code takes a few tenths of a second;
-    doing it while PostgreSQL runs the backup's start checkpoint hides that cost.
-    """
-
-    def load() -> None:
-        from dbsafe.engines.postgres.pages import bad_pages
-
-        bad_pages(bytes(PAGE_SIZE), 0)
-
-    thread = threading.Thread(target=load, name="dbsafe-warm-pages", daemon=True)
-    thread.start()
-    return thread
 
 
 def parse_lsn(text: str) -> int:
@@ -81,9 +61,8 @@ class BackupSession:
         self.start_lsn = 0
         self._conn: psycopg.Connection | None = None
 
+
     def start(self, label: str, fast: bool = True) -> str:
-        if self.verify_pages:
-            warm_page_checks()
         conn = self._conn = connect(self.port, self.host)
         wal_level = conn.execute("SELECT current_setting('wal_level')").fetchone()[0]
         if wal_level == "minimal":
@@ -125,7 +104,9 @@ class BackupSession:
         data = os.pread(fd, length, offset)
         if not (self.verify_pages and source.paged and data):
             return BlockRead(data)
-        from dbsafe.engines.postgres.pages import bad_pages, page_lsn
+        return BlockRead(data, self._corrupt_pages(fd, source, offset, data))
+
+    def _corrupt_pages(self, fd: int, source: SourceFile, offset: int, data: bytes) -> list[int]:
         first = source.first_page + offset // PAGE_SIZE
         corrupt = []
         for i in bad_pages(data, first):
@@ -137,7 +118,7 @@ class BackupSession:
                     page_lsn(again) >= self.start_lsn:
                 continue
             corrupt.append(first + i)
-        return BlockRead(data, corrupt)
+        return corrupt
 
     def stop(self) -> BackupStop:
         conn = self._conn
