@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pwd
 import secrets
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,25 +65,14 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     point_id = new_point_id(started)
     session = BackupSession(pgdata, port, host, major, bool(server["data_checksums"]))
     sink = repo.block_sink(level)
-    done = 0
-    lock = threading.Lock()
-    total = 0
-
-    def on_bytes(n: int) -> None:
-        nonlocal done
-        with lock:
-            done += n
-            current = done
-        job.progress(current, total)
-
-    copier = Copier(sink, session.read_block, repo.block_size, workers, on_bytes)
+    copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         files, dirs, tablespaces = session.files()
-        total = sum(f.size for f in files)
+        job.expect(sum(f.size for f in files))
         copied = copier.copy(files)
         stop = session.stop()
-        total += sum(f.size for f in stop.wal_segments)
+        job.expect(sum(f.size for f in stop.wal_segments))
         wal = copier.copy(stop.wal_segments)
         session.close()
         sink.close()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from dbsafe.core.concurrency import run_parallel
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.vault.blocks import BlockSink
 
@@ -59,15 +59,8 @@ class Copier:
                          for first in range(0, n, TASK_BLOCKS))
         # Large files first: the tail of the run is then made of small tasks.
         tasks.sort(key=lambda t: -files[t.file_no].size)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="dbsafe-copy") as pool:
-            futures = [pool.submit(self._run, t, files[t.file_no], results[t.file_no])
-                       for t in tasks]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                if fut.exception() is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise fut.exception()
+        run_parallel(self.workers, "dbsafe-copy",
+                     [(self._run, (t, files[t.file_no], results[t.file_no])) for t in tasks])
         return [self._finish(r) for r in results]
 
     def _run(self, task: _Task, source: SourceFile, result: CopiedFile) -> None:

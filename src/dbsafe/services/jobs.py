@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from dbsafe.catalog.base import Catalog
+from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
 ProgressFn = Callable[[int, int], None]
@@ -51,12 +52,16 @@ class Job:
         self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow())
         return self
 
-    def progress(self, done: int, total: int) -> None:
-        """Called from many threads; progress never goes backwards."""
+    def expect(self, nbytes: int) -> None:
+        """Add ``nbytes`` to the work this job has to do."""
         with self._lock:
-            self._done = max(self._done, done)
-            self._total = total
-            done = self._done
+            self._total += nbytes
+
+    def advance(self, nbytes: int) -> None:
+        """Record ``nbytes`` more done; called from many threads."""
+        with self._lock:
+            self._done += nbytes
+            done, total = self._done, self._total
             now = time.monotonic()
             write = now - self._last_write >= self.PROGRESS_INTERVAL or done >= total
             if write:
@@ -87,23 +92,11 @@ class Job:
                                 error_message=message)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def list_jobs(catalog: Catalog, limit: int = 100) -> list[dict]:
     """Jobs, newest first; running jobs whose process is gone are marked abandoned."""
     jobs = catalog.list_jobs(limit)
     for job in jobs:
-        if job["state"] == "running" and not _alive(job["pid"]):
+        if job["state"] == "running" and not pid_alive(job["pid"]):
             fields = {"state": "failed", "end_time": utcnow(), "error_code": "job.abandoned",
                       "error_message": f"the process that ran it (pid {job['pid']}) ended "
                                        "without finishing; nothing it wrote is visible"}

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from dbsafe.core.concurrency import default_workers
+from dbsafe.core.concurrency import default_workers, run_parallel
 from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import restore as layout
@@ -81,14 +79,7 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
         finally:
             os.close(fd)
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="dbsafe-restore") as pool:
-        futures = [pool.submit(run, *t) for t in tasks]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in done:
-            if fut.exception() is not None:
-                for other in futures:
-                    other.cancel()
-                raise fut.exception()
+    run_parallel(workers, "dbsafe-restore", [(run, t) for t in tasks])
     for entry, path in zip(entries, dest, strict=True):
         os.utime(path, (entry["mtime"], entry["mtime"]))
 
@@ -117,15 +108,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         t0 = time.perf_counter()
         total = sum(f["size"] for f in manifest["files"]) + \
             sum(w["size"] for w in manifest["wal"])
-        done = 0
-        lock = threading.Lock()
-
-        def on_bytes(n: int) -> None:
-            nonlocal done
-            with lock:
-                done += n
-                current = done
-            job.progress(current, total)
+        job.expect(total)
 
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -135,7 +118,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             dests = [layout.local_path(pgdata, f["path"], ts_dirs) for f in files]
             dests += [wal_dir / w["path"] for w in manifest["wal"]]
             _restore_files(vault.repo, files + manifest["wal"], dests,
-                           workers or default_workers(), on_bytes)
+                           workers or default_workers(), job.advance)
             layout.write_backup_label(pgdata, manifest["backup_label"])
             if as_files:
                 ts_note = "".join(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from dbsafe.core.concurrency import default_workers
+from dbsafe.core.concurrency import default_workers, run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import list_points, load_point
@@ -40,8 +39,7 @@ def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
                                  "files": sorted(set(users[id_hex]))})
         on_bytes(sizes[id_hex])
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="dbsafe-verify") as pool:
-        list(pool.map(check, list(users)))
+    run_parallel(workers, "dbsafe-verify", [(check, (id_hex,)) for id_hex in users])
     damaged_files = sorted({f for p in problems for f in p["files"]})
     return {"point_id": manifest["point_id"], "blocks": len(users), "ok": not problems,
             "problems": problems, "damaged_files": damaged_files}
@@ -57,18 +55,8 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     manifests = [load_point(vault, name, pid)[1] for pid in ids]
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
-        total = sum(sum(_distinct_blocks(m)[1].values()) for m in manifests)
-        done = 0
-        lock = threading.Lock()
-
-        def on_bytes(n: int) -> None:
-            nonlocal done
-            with lock:
-                done += n
-                current = done
-            job.progress(current, total)
-
-        reports = [verify_point(vault, m, workers or default_workers(), on_bytes)
+        job.expect(sum(sum(_distinct_blocks(m)[1].values()) for m in manifests))
+        reports = [verify_point(vault, m, workers or default_workers(), job.advance)
                    for m in manifests]
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),
                   "seconds": round(time.perf_counter() - t0, 3)}

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from dbsafe.core.concurrency import pid_alive
+
 _HOST = socket.gethostname().replace("-", "_")
 
 
@@ -142,7 +144,7 @@ class LocalStorage:
             pid_text = rest.partition("-")[0]
             if host != _HOST or not pid_text.isdigit():
                 continue
-            if _pid_alive(int(pid_text)):
+            if pid_alive(int(pid_text)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
@@ -154,13 +156,3 @@ class LocalStorage:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
