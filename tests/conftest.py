@@ -27,6 +27,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dbsafe.core.concurrency import pid_alive
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TMP_ROOT = Path("/var/tmp")
 AREA_PREFIX = "dbsafe-test-"
@@ -85,16 +87,6 @@ def make_area(tag: str = "") -> Path:
     return area
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_postmaster(pgdata: Path) -> None:
     """Stop the postmaster of ``pgdata`` if one runs (immediate mode), and wait for it."""
     pid_file = pgdata / "postmaster.pid"
@@ -102,18 +94,18 @@ def stop_postmaster(pgdata: Path) -> None:
         pid = int(pid_file.read_text().splitlines()[0])
     except (FileNotFoundError, IndexError, ValueError):
         return
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return
     as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "stop", "-m", "immediate", "-w",
                  "-t", "60"], timeout=90)
     deadline = time.monotonic() + 30
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _pid_alive(pid):  # pg_ctl could not stop it: immediate shutdown by signal
+    if pid_alive(pid):  # pg_ctl could not stop it: immediate shutdown by signal
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + 30
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 

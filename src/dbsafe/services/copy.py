@@ -3,7 +3,7 @@
 Work is cut into tasks of up to ``TASK_BLOCKS`` blocks of one file, so two threads share a
 1 GiB segment instead of one thread finishing it alone. Each thread holds one block at a
 time: memory stays at about (threads x block size) whatever the data size. Reading
-(``os.pread``), hashing (blake3), page checks (numpy) and compression (zstd) all release the
+(``os.pread``), hashing (blake3), page checks (C) and compression (zstd) all release the
 GIL, which is why plain threads scale here.
 """
 
