@@ -22,7 +22,8 @@ from rich.table import Table
 
 from dbsafe.core.errors import DbsafeError
 
-out = Console(highlight=False, soft_wrap=True)
+# Off a terminal (a pipe, a log), Rich would squeeze tables into 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
