@@ -42,7 +42,6 @@ class SinkStats:
     blocks_new: int = 0
     blocks_reused: int = 0
     bytes_stored: int = 0  # new bytes in the vault: blobs, pack headers, index files
-    bytes_new_raw: int = 0
 
 
 class BlockSink:
@@ -105,7 +104,6 @@ class BlockSink:
         with self._lock:
             self.stats.blocks_new += 1
             self.stats.bytes_stored += len(blob)
-            self.stats.bytes_new_raw += len(data)
         return block_id, len(blob)
 
     def _seal_pack(self, pack: PackWriter) -> None:

@@ -2,4 +2,3 @@
 backup (pg_backup_start/stop in one session), and lay a backup out as a data directory."""
 
 SUPPORTED_MAJORS = (12, 13, 14, 15, 16, 17)
-TESTED_MAJORS = (15,)
