@@ -49,12 +49,11 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
 
     Large files are written first, and each is fsynced by one background thread as soon as
     its last block is written, so the disk flushes while the rest is still decompressed
-    (measured 20% faster on the benchmark than one sync at the end). The caller's final
-    ``sync_trees`` makes the small files and the folders durable.
+    (an A/B on the benchmark data: 6.95 s against 7.53 s with one sync at the end). The
+    caller's final ``sync_trees`` makes the small files and the folders durable.
     """
-    zero_ids: set[bytes] = set()
     bs = repo.block_size
-    zero_ids.add(repo.keyed.digest(bytes(bs)))
+    zero_id = repo.keyed.digest(bytes(bs))  # an all-zero block: left as a hole
     tasks = []
     for entry, path in zip(entries, dest, strict=True):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, entry["mode"] or 0o600)
@@ -79,7 +78,7 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                 block_id = bytes.fromhex(id_hex)
                 offset = (first + i) * bs
                 length = min(bs, entry["size"] - offset)
-                if block_id in zero_ids:
+                if block_id == zero_id:
                     on_bytes(length)
                     continue
                 try:
