@@ -354,22 +354,11 @@ def main() -> None:
         phases.wrap(Repository, "_load_index", "vault: load index")
         phases.wrap(Repository, "save_manifest", "backup: write manifest")
         phases.wrap(vault.catalog, "add_point", "backup: catalog add_point")
-        threads = ThreadProfiles(args.cpu_clock)
-        threads.install()
-        main_prof = cProfile.Profile()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        log(f"profiling one full backup ({workers} workers)")
-        with RssSampler() as rss:
-            t0 = time.perf_counter()
-            main_prof.enable()
-            result = run_backup(vault, "bench", "full", 1, workers)
-            main_prof.disable()
-            wall = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        threads.uninstall()
-        phases.undo()
+        result, measured = profiled(f"profiling one full backup ({workers} workers)", phases,
+                                    lambda: run_backup(vault, "bench", "full", 1, workers),
+                                    args.cpu_clock)
         report["backup"] = section(
-            "backup", wall, ru0, ru1, rss, phases, threads, main_prof, args.top, text,
+            "backup", *measured, args.top, text,
             {k: result[k] for k in ("bytes_read", "bytes_stored", "blocks_new",
                                     "blocks_reused", "files", "seconds", "mb_per_second")})
 
@@ -380,24 +369,14 @@ def main() -> None:
             phases.wrap(pg_restore, "make_layout", "restore: make layout")
             phases.wrap(pg_restore, "chown_tree", "restore: chown tree")
             phases.wrap(Repository, "_load_index", "vault: load index")
-            threads = ThreadProfiles(args.cpu_clock)
-            threads.install()
-            main_prof = cProfile.Profile()
             vault2 = Vault.open(work / "vault")  # a cold index, as a new process has
-            ru0 = resource.getrusage(resource.RUSAGE_SELF)
-            log("profiling its restore")
-            with RssSampler() as rss:
-                t0 = time.perf_counter()
-                main_prof.enable()
-                res = run_restore(vault2, "bench", result["point_id"], to_pgdata=target,
-                                  workers=workers)
-                main_prof.disable()
-                wall = time.perf_counter() - t0
-            ru1 = resource.getrusage(resource.RUSAGE_SELF)
-            threads.uninstall()
-            phases.undo()
+            res, measured = profiled(
+                "profiling its restore", phases,
+                lambda: run_restore(vault2, "bench", result["point_id"], to_pgdata=target,
+                                    workers=workers),
+                args.cpu_clock)
             report["restore"] = section(
-                "restore", wall, ru0, ru1, rss, phases, threads, main_prof, args.top, text,
+                "restore", *measured, args.top, text,
                 {k: res[k] for k in ("bytes_written", "files", "seconds")})
 
         log("component costs on sample blocks")
@@ -421,6 +400,27 @@ def main() -> None:
     print(f"dbsafe {report['dbsafe_git']} ({report['dbsafe_module']})", file=text)
     print(text.getvalue())
     log(f"written bench/results/profile-{stamp}.json and .txt")
+
+
+def profiled(message: str, phases: Phases, call, cpu_clock: bool):
+    """Run ``call()`` with every thread profiled and RSS sampled; undo the phase wrappers.
+
+    Returns (its result, the measurements ``section`` takes after its name)."""
+    threads = ThreadProfiles(cpu_clock)
+    threads.install()
+    main_prof = cProfile.Profile()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    log(message)
+    with RssSampler() as rss:
+        t0 = time.perf_counter()
+        main_prof.enable()
+        result = call()
+        main_prof.disable()
+        wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    threads.uninstall()
+    phases.undo()
+    return result, (wall, ru0, ru1, rss, phases, threads, main_prof)
 
 
 def section(kind: str, wall: float, ru0, ru1, rss: RssSampler, phases: Phases,  # noqa: ANN001
