@@ -1,7 +1,10 @@
-"""Build the one C extension (PostgreSQL page checksums); everything else is in pyproject.toml."""
+"""Build the C extensions (page checksums, WAL scan); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("dbsafe.engines.postgres._pagecheck",
-                             ["src/dbsafe/engines/postgres/_pagecheck.c"],
-                             extra_compile_args=["-O3"])])
+setup(ext_modules=[
+    Extension("dbsafe.engines.postgres._pagecheck", ["src/dbsafe/engines/postgres/_pagecheck.c"],
+              extra_compile_args=["-O3"]),
+    Extension("dbsafe.engines.postgres._walscan", ["src/dbsafe/engines/postgres/_walscan.c"],
+              extra_compile_args=["-O3"]),
+])

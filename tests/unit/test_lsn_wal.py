@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbsafe.engines.postgres.backup import format_lsn, parse_lsn, wal_segment_name
+from dbsafe.engines.postgres.wal import format_lsn, parse_lsn, wal_segment_name
 
 LSNS = ["0/1", "0/6000028", "0/FFFFFFF", "1/0", "1/2A", "A/FF000010", "FF/FFFFFFFF"]
 

@@ -19,24 +19,10 @@ from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.client import connect
 from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
+from dbsafe.engines.postgres.wal import parse_lsn, wal_segment_name
 
 if TYPE_CHECKING:
     import psycopg
-
-
-def parse_lsn(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def wal_segment_name(timeline: int, lsn: int, segment_size: int) -> str:
-    segno = lsn // segment_size
-    per_id = 0x100000000 // segment_size
-    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""WAL file names, LSNs, timeline history files, and what a segment holds.
+
+Names follow PostgreSQL (src/include/access/xlog_internal.h): a segment is
+``TTTTTTTTXXXXXXXXYYYYYYYY`` (timeline, then the segment number split in two), a timeline
+history file is ``TTTTTTTT.history``, a backup history file ``<segment>.XXXXXXXX.backup``,
+and a promoted server's last segment of the old timeline may come as ``<segment>.partial``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from dbsafe.engines.postgres._walscan import scan_segment
+
+SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def parse_lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def format_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def wal_segment_name(timeline: int, lsn: int, segment_size: int) -> str:
+    return segment_file_name(timeline, lsn // segment_size, segment_size)
+
+
+def segment_file_name(timeline: int, segno: int, segment_size: int) -> str:
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+def parse_segment_name(name: str, segment_size: int) -> tuple[int, int] | None:
+    """(timeline, segment number) of a segment file name, or None for other WAL files."""
+    m = SEGMENT.match(name)
+    if not m:
+        return None
+    per_id = 0x100000000 // segment_size
+    return int(m.group(1), 16), int(m.group(2), 16) * per_id + int(m.group(3), 16)
+
+
+def pg_time(microseconds: int | None) -> datetime | None:
+    """A PostgreSQL TimestampTz (microseconds since 2000-01-01 UTC) as an aware datetime."""
+    if microseconds is None:
+        return None
+    return PG_EPOCH + timedelta(microseconds=microseconds)
+
+
+@dataclass
+class SegmentFacts:
+    end_lsn: int                      # where valid WAL in the segment ends
+    first_xact_time: datetime | None  # first commit/abort record's timestamp
+    last_xact_time: datetime | None   # last one: recovery to a time needs one after it
+    xacts: int
+    switched: bool                    # ends with a WAL switch record
+    restore_points: list[dict] = field(default_factory=list)
+
+
+def scan(data: bytes, segno: int, segment_size: int) -> SegmentFacts:
+    end, first, last, xacts, switched, points = scan_segment(data, segno * segment_size)
+    return SegmentFacts(end, pg_time(first), pg_time(last), xacts, bool(switched), [
+        {"name": name.rstrip(b"\0").decode("utf-8", "replace"),
+         "time": pg_time(t).isoformat(), "lsn": format_lsn(lsn)} for name, t, lsn in points])
+
+
+@dataclass(frozen=True)
+class TimelineSwitch:
+    parent: int        # the timeline we came from
+    switch_lsn: int    # where the child timeline branched off the parent
+
+
+def parse_history(text: str) -> list[TimelineSwitch]:
+    """The ancestors of a timeline from its history file, oldest first.
+
+    Each line is ``parentTLI <tab> switchpoint <tab> reason``; comments start with '#'.
+    """
+    switches = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        switches.append(TimelineSwitch(int(parts[0]), parse_lsn(parts[1])))
+    return switches
