@@ -94,7 +94,7 @@ class SqliteCatalog:
     _SERVER_SELECT = (
         "SELECT s.name, s.host AS server_host, s.region, s.created, i.id AS instance_id, "
         "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
-        "i.system_identifier, i.recovery_model, i.data_checksums "
+        "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size "
         "FROM servers s JOIN instances i ON i.server_id = s.id")
 
     def get_server(self, name: str) -> dict | None:
@@ -132,10 +132,11 @@ class SqliteCatalog:
 
     # points ------------------------------------------------------------------------------
     _POINT_COLS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
-                   "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages")
+                   "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
+                   "databases", "base_point")
 
     def add_point(self, instance_id: int, point: dict) -> None:
-        values = [point[c] for c in self._POINT_COLS]
+        values = [point.get(c) for c in self._POINT_COLS]
         cols = ", ".join(self._POINT_COLS)
         marks = ", ".join("?" for _ in self._POINT_COLS)
         self._run(f"INSERT OR IGNORE INTO recovery_points (instance_id, {cols}) "
@@ -147,6 +148,46 @@ class SqliteCatalog:
 
     def get_point(self, point_id: str) -> dict | None:
         return self._one("SELECT * FROM recovery_points WHERE point_id = ?", point_id)
+
+    # the log chain -----------------------------------------------------------------------
+    _WAL_COLS = ("system_identifier", "name", "timeline", "segno", "segment_size", "size",
+                 "end_lsn", "first_xact_time", "last_xact_time", "xacts", "restore_points",
+                 "mtime", "archived", "server")
+
+    def add_wal_file(self, row: dict) -> None:
+        marks = ", ".join("?" for _ in self._WAL_COLS)
+        self._run(f"INSERT OR REPLACE INTO wal_files ({', '.join(self._WAL_COLS)}) "
+                  f"VALUES ({marks})", *(row.get(c) for c in self._WAL_COLS))
+
+    def list_wal_files(self, system_identifier: str) -> list[dict]:
+        return self._all("SELECT * FROM wal_files WHERE system_identifier = ? "
+                         "ORDER BY timeline, segno, name", system_identifier)
+
+    def wal_file_names(self, system_identifier: str) -> set[str]:
+        return {r["name"] for r in self._all(
+            "SELECT name FROM wal_files WHERE system_identifier = ?", system_identifier)}
+
+    # protection --------------------------------------------------------------------------
+    def set_protected(self, instance_id: int, names: list[str]) -> None:
+        """Replace the protected databases of an instance."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM protected_databases WHERE instance_id = ? AND "
+                                 f"name NOT IN ({', '.join('?' for _ in names)})",
+                                 (instance_id, *names))
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO protected_databases (instance_id, name, since) "
+                    "VALUES (?, ?, datetime('now'))", [(instance_id, n) for n in names])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def list_protected(self, instance_id: int) -> list[str]:
+        return [r["name"] for r in self._all(
+            "SELECT name FROM protected_databases WHERE instance_id = ? ORDER BY name",
+            instance_id)]
 
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,

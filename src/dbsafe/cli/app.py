@@ -11,7 +11,17 @@ import platformdirs
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.commands import backup, jobs, points, restore, server, vault, verify
+from dbsafe.cli.commands import (
+    agent,
+    backup,
+    jobs,
+    points,
+    protect,
+    restore,
+    server,
+    vault,
+    verify,
+)
 from dbsafe.cli.context import options
 from dbsafe.core.errors import DbsafeError
 
@@ -28,6 +38,8 @@ def _global(vault_dir: Path = typer.Option(
 
 app.add_typer(vault.app, name="vault")
 app.add_typer(server.app, name="server")
+app.add_typer(agent.app, name="agent")
+app.command("protect")(protect.protect)
 app.command("discover")(server.discover)
 app.command("backup")(backup.backup)
 app.command("points")(points.points)

@@ -81,6 +81,50 @@ _SPECS = [
               "the restored cluster in {pgdata} did not start: {reason}; see {log}"),
     ErrorSpec("restore.port_in_use", 2, 409,
               "port {port} is in use; choose a free port with --port"),
+    ErrorSpec("server.restart_failed", 5, 500,
+              "PostgreSQL in {pgdata} did not restart: {reason}; check its log and start it"),
+    ErrorSpec("protect.no_databases", 2, 400,
+              "say which databases to protect: --db NAME (once per database) or --all"),
+    ErrorSpec("protect.unknown_database", 2, 404,
+              "{name!r} has no database {database!r}; its databases: {valid}"),
+    ErrorSpec("protect.archive_owned", 3, 409,
+              "the WAL of {name!r} is already archived by {tool} (archive_command = "
+              "{command!r}); two backup tools on one server make backups fail: remove it "
+              "first (ALTER SYSTEM RESET archive_command; SELECT pg_reload_conf()) or protect "
+              "with --recovery-model simple"),
+    ErrorSpec("agent.start_failed", 5, 500,
+              "the dbsafe agent did not start; see {log}"),
+    ErrorSpec("agent.already_running", 3, 409,
+              "a dbsafe agent (pid {pid}) already serves this vault on {socket}"),
+    ErrorSpec("archive.conflict", 6, 409,
+              "WAL file {name} of {server!r} is already in the vault with other content: "
+              "another cluster or a restored copy archives into this chain; stop its archiving "
+              "(the vault keeps the first copy)"),
+    ErrorSpec("backup.log_simple", 3, 409,
+              "{name!r} uses the SIMPLE recovery model: no log backups and no point-in-time "
+              "restore; switch with `dbsafe protect {name} --all --recovery-model full`"),
+    ErrorSpec("backup.archiving_inactive", 3, 409,
+              "WAL archiving of {name!r} is not active ({reason}); {hint}"),
+    ErrorSpec("backup.log_timeout", 5, 504,
+              "WAL up to {lsn} (segment {segment}) did not reach the vault within {seconds} s "
+              "(last archiver failure: {failure}); check `dbsafe agent status` and the "
+              "PostgreSQL log"),
+    ErrorSpec("backup.read_only_db", 3, 409,
+              "database {database!r} is read-only: only full and copy-only backups are possible "
+              "for it; leave it out with --db, or take a full"),
+    ErrorSpec("chain.broken", 6, 409,
+              "the log chain of {name!r} is broken: {gaps}; point-in-time restore is not "
+              "possible inside a gap; take a full backup to start a whole chain again"),
+    ErrorSpec("restore.simple_model", 3, 409,
+              "{name!r} uses the SIMPLE recovery model: no point-in-time restore; restore a "
+              "point with --point (list them with `dbsafe points {name}`)"),
+    ErrorSpec("restore.outside_chain", 2, 409,
+              "{target} is outside the log chain of {name!r}; restorable ranges: {ranges}"),
+    ErrorSpec("restore.no_base", 2, 409,
+              "no full backup of {name!r} precedes {target} on its log chain; restorable "
+              "ranges: {ranges}"),
+    ErrorSpec("restore.recovery_failed", 5, 500,
+              "recovery of {pgdata} did not reach {target}: {reason}; see {log}"),
     ErrorSpec("vault.block_missing", 6, 500,
               "block {block_id} of {path} is not in the vault; the point is damaged; "
               "run `dbsafe verify` and take a new full backup"),

@@ -64,6 +64,7 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
         "system_identifier": facts["system_identifier"],
         "recovery_model": facts["recovery_model"],
         "data_checksums": int(facts["data_checksums"]),
+        "wal_segment_size": facts["wal_segment_size"],
     })
     server = get_server(vault, name)
     vault.catalog.replace_databases(server["instance_id"], dbs)
@@ -95,7 +96,8 @@ def discover_databases(vault: Vault, name: str) -> dict:
         dbs = discover.databases(conn, Path(server["pgdata"]))
     vault.catalog.update_instance(server["instance_id"],
                                   recovery_model=facts["recovery_model"],
-                                  data_checksums=int(facts["data_checksums"]))
+                                  data_checksums=int(facts["data_checksums"]),
+                                  wal_segment_size=facts["wal_segment_size"])
     vault.catalog.replace_databases(server["instance_id"], dbs)
     return {"server": name, "recovery_model": facts["recovery_model"],
             "data_checksums": facts["data_checksums"],

@@ -16,6 +16,7 @@ from dbsafe.vault.format import (
     FORMAT,
     KIND_INDEX,
     KIND_MANIFEST,
+    KIND_WAL,
     Keyed,
     SealError,
     new_config,
@@ -103,7 +104,26 @@ class Repository:
         self.storage.put(f"manifests/{manifest['point_id']}", sealed)
         return len(sealed)
 
+    def save_wal_record(self, system_id: str, record: dict) -> None:
+        """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
+        self.storage.put(f"wal/{system_id}/{record['name']}", self.keyed.seal(KIND_WAL, record))
+
     # reading -----------------------------------------------------------------------------
+    def load_wal_record(self, system_id: str, name: str) -> dict | None:
+        """The record of an archived WAL file, or None when it was never archived."""
+        path = f"wal/{system_id}/{name}"
+        try:
+            data = self.storage.get(path)
+        except FileNotFoundError:
+            return None
+        try:
+            return self.keyed.unseal(KIND_WAL, data)  # type: ignore[return-value]
+        except SealError as exc:
+            raise DbsafeError("vault.object_corrupt", path=path, reason=exc) from None
+
+    def wal_names(self, system_id: str) -> list[str]:
+        return sorted(name.rsplit("/", 1)[1] for name in self.storage.list(f"wal/{system_id}"))
+
     def point_ids(self) -> list[str]:
         return sorted(name.rsplit("/", 1)[1] for name in self.storage.list("manifests"))
 

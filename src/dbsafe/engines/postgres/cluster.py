@@ -75,3 +75,11 @@ def find_bin_dir(major: int, given: str | None = None) -> str:
         return str(Path(on_path).resolve().parent)
     raise DbsafeError("server.pgdata_missing", pgdata=given or f"PostgreSQL {major}",
                       reason="pg_ctl not found; pass --bin-dir")
+
+
+def as_owner(owner: str, argv: list[str]) -> list[str]:
+    """``argv`` run as the OS user owning the cluster (PostgreSQL refuses to run as root)."""
+    if os.geteuid() == 0 and owner != "root":
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        return [runuser, "-u", owner, "--", *argv]
+    return argv

@@ -29,7 +29,7 @@ def instance_facts(conn: psycopg.Connection) -> dict:
     except psycopg.errors.InsufficientPrivilege:
         raise DbsafeError("server.not_superuser", user=conn.info.user) from None
     system_id, version_num, checksums, wal_level, archive_mode, archive_command, data_dir, \
-        in_recovery = row
+        in_recovery, segment_size = row
     archive_library = ""
     if version_num >= 150000:
         archive_library = conn.execute("SELECT current_setting('archive_library')").fetchone()[0]
@@ -45,6 +45,7 @@ def instance_facts(conn: psycopg.Connection) -> dict:
         "recovery_model": "FULL" if archiving else "SIMPLE",
         "data_directory": data_dir,
         "in_recovery": in_recovery,
+        "wal_segment_size": int(segment_size),
     }
 
 
@@ -54,7 +55,8 @@ def _facts_row(conn: psycopg.Connection) -> tuple:
         "current_setting('server_version_num')::int, current_setting('data_checksums'), "
         "current_setting('wal_level'), current_setting('archive_mode'), "
         "current_setting('archive_command'), current_setting('data_directory'), "
-        "pg_is_in_recovery()").fetchone()
+        "pg_is_in_recovery(), "
+        "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
 
 
 def _count_files(folder: Path) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.cluster import as_owner
 
 
 def require_empty(path: Path) -> None:
@@ -100,20 +100,13 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _as_owner(owner: str, argv: list[str]) -> list[str]:
-    if os.geteuid() == 0 and owner != "root":
-        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-        return [runuser, "-u", owner, "--", *argv]
-    return argv
-
-
 def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600) -> Path:
     """Start the restored cluster and wait until it accepts connections; returns its log."""
     log = pgdata / "dbsafe-restore-start.log"
     socket_dir = pgdata  # always writable by the owner; the port alone may clash elsewhere
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
             "-t", str(timeout), "-o", f"-p {port} -k {socket_dir}", "start"]
-    proc = subprocess.run(_as_owner(owner, argv), capture_output=True, text=True)
+    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
     if proc.returncode != 0:
         reason = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,

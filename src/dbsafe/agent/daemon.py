@@ -1,0 +1,143 @@
+"""Where an agent lives (run folder, socket, pid file, client) and starting or stopping it.
+
+One agent per vault. Its run folder must be reachable by the ``postgres`` user, who runs
+the archive command: ``/var/lib/dbsafe/agent-<vault id>`` when dbsafe runs as root, the
+user's state folder otherwise, or ``$DBSAFE_RUN_DIR/<vault id>`` when that is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+
+from dbsafe.core.concurrency import pid_alive
+from dbsafe.core.errors import DbsafeError
+
+CLIENT_PYTHON = "/usr/bin/python3"
+START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class AgentPaths:
+    run_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "agent.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "agent.log"
+
+    @property
+    def client(self) -> Path:
+        return self.run_dir / "dbsafe-wal"
+
+    def archive_command(self) -> str:
+        """The archive_command that hands WAL to this agent ('dbsafe-wal' marks it ours)."""
+        python = CLIENT_PYTHON if Path(CLIENT_PYTHON).exists() else sys.executable
+        return f"{python} -I -S {self.client} push %p"
+
+
+def agent_paths(vault_id: str) -> AgentPaths:
+    short = vault_id[:12]
+    env = os.environ.get("DBSAFE_RUN_DIR")
+    if env:
+        return AgentPaths(Path(env) / short)
+    if os.geteuid() == 0:
+        return AgentPaths(Path("/var/lib/dbsafe") / f"agent-{short}")
+    return AgentPaths(Path(platformdirs.user_state_dir("dbsafe")) / f"agent-{short}")
+
+
+def install_client(paths: AgentPaths) -> None:
+    """Write the archive command's client (readable by all; it holds no secret)."""
+    for folder in reversed([paths.run_dir, *paths.run_dir.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o755)
+    os.chmod(paths.run_dir, 0o755)
+    source = resources.files("dbsafe.agent").joinpath("client.py").read_text()
+    text = "#!" + CLIENT_PYTHON + " -I -S\n" + source.replace("@SOCKET@", str(paths.socket))
+    if not paths.client.exists() or paths.client.read_text() != text:
+        tmp = paths.client.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, paths.client)
+
+
+def ping(paths: AgentPaths, timeout: float = 2.0) -> dict | None:
+    """The agent's status, or None when none answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(paths.socket))
+            conn.sendall(b'{"op": "status"}\n')
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return json.loads(reply)
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(paths: AgentPaths) -> int | None:
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def ensure_running(vault_path: Path, vault_id: str) -> dict:
+    """Start the vault's agent unless it answers already; returns its status."""
+    paths = agent_paths(vault_id)
+    install_client(paths)
+    status = ping(paths)
+    if status is not None:
+        return status
+    paths.log.touch(exist_ok=True)
+    with open(paths.log, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "dbsafe", "--vault", str(vault_path), "agent",
+                          "run"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        status = ping(paths)
+        if status is not None:
+            return status
+        time.sleep(0.1)
+    raise DbsafeError("agent.start_failed", log=paths.log)
+
+
+def stop(vault_id: str, timeout: float = 30.0) -> bool:
+    """Stop the vault's agent; False when none was running."""
+    paths = agent_paths(vault_id)
+    pid = running_pid(paths)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True

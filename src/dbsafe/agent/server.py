@@ -1,0 +1,182 @@
+"""The agent process: a local socket that archives WAL files into the vault.
+
+Requests are one JSON line each: ``{"op": "push", "cwd", "path", "name"}`` from the archive
+command (cwd is the data directory PostgreSQL runs it in) and ``{"op": "status"}``. A push
+is answered ``{"ok": true}`` only once the file is durable in the vault.
+
+Read-ahead: on each push the agent looks at ``pg_wal/archive_status/*.ready`` and starts
+archiving the next files in parallel, so that when PostgreSQL asks for them (one at a time,
+in order) they are usually done already and the answer is immediate.
+
+Only the OS user that owns the data directory (or root) may push its files: the socket is
+open to every local user, and the peer's uid is checked (SO_PEERCRED) against the owner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import struct
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from dbsafe.agent.daemon import AgentPaths, agent_paths, install_client, ping, running_pid
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services.archive import archive_wal_file
+from dbsafe.services.vault import Vault
+
+READ_AHEAD = 8
+WORKERS = 2
+log = logging.getLogger("dbsafe.agent")
+
+
+class Archiver:
+    """Archive WAL files once each, with read-ahead; callers wait on a shared future."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dbsafe-archive")
+        self._lock = threading.Lock()
+        self._running: dict[str, Future] = {}
+        self._servers: dict[str, dict] = {}
+        self.archived = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def server_for(self, cwd: str) -> dict | None:
+        key = os.path.realpath(cwd)
+        if key not in self._servers:
+            self._servers = {os.path.realpath(s["pgdata"]): s
+                             for s in self.vault.catalog.list_servers()}
+        return self._servers.get(key)
+
+    def _submit(self, server: dict, path: str, name: str) -> Future:
+        with self._lock:
+            fut = self._running.get(path)
+            if fut is None:
+                fut = self._pool.submit(self._archive, server, path, name)
+                self._running[path] = fut
+            return fut
+
+    def _archive(self, server: dict, path: str, name: str) -> dict:
+        try:
+            record = archive_wal_file(self.vault, server, Path(path), name)
+        except BaseException as exc:
+            with self._lock:
+                self.failures += 1
+                self.last_error = f"{name}: {exc}"
+                self._running.pop(path, None)
+            log.error("archiving %s of %s failed: %s", name, server["name"], exc)
+            raise
+        with self._lock:
+            self.archived += 1
+        return record
+
+    def push(self, server: dict, path: str, name: str) -> None:
+        fut = self._submit(server, path, name)
+        self._read_ahead(server, path)
+        try:
+            fut.result()
+        finally:
+            with self._lock:
+                if self._running.get(path) is fut and fut.done():
+                    del self._running[path]
+
+    def _read_ahead(self, server: dict, path: str) -> None:
+        status = Path(path).parent / "archive_status"
+        try:
+            ready = sorted(n[:-6] for n in os.listdir(status) if n.endswith(".ready"))
+        except OSError:
+            return
+        current = os.path.basename(path)
+        for name in [n for n in ready if n != current][:READ_AHEAD]:
+            self._submit(server, str(Path(path).parent / name), name)
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"ok": True, "pid": os.getpid(), "archived": self.archived,
+                    "failures": self.failures, "in_progress": len(self._running),
+                    "last_error": self.last_error}
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _AgentServer
+
+    def handle(self) -> None:
+        line = self.rfile.readline(65536)
+        try:
+            reply = self.server.answer(json.loads(line), _peer_uid(self.request))
+        except (ValueError, KeyError) as exc:
+            reply = {"ok": False, "error": f"bad request: {exc}"}
+        self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+
+class _AgentServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, paths: AgentPaths, archiver: Archiver) -> None:
+        self.archiver = archiver
+        super().__init__(str(paths.socket), _Handler)
+
+    def answer(self, request: dict, uid: int) -> dict:
+        if request.get("op") == "status":
+            return self.archiver.status()
+        if request.get("op") != "push":
+            return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
+        cwd, name = request["cwd"], request["name"]
+        path = os.path.normpath(request["path"])
+        server = self.archiver.server_for(cwd)
+        if server is None:
+            return {"ok": False, "error": f"{cwd} is not a data directory registered in this "
+                    "vault; register it with `dbsafe server add`"}
+        owner = os.stat(server["pgdata"]).st_uid
+        if uid not in (0, owner):
+            return {"ok": False, "error": f"uid {uid} may not archive WAL of {server['name']}"}
+        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(
+                os.path.join(server["pgdata"], "pg_wal")) or "/" in name:
+            return {"ok": False, "error": f"{path} is not a file of {server['name']}'s pg_wal"}
+        try:
+            self.archiver.push(server, path, name)
+        except DbsafeError as exc:
+            return {"ok": False, "error": exc.message, "code": exc.code}
+        except OSError as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True}
+
+
+def run(vault: Vault) -> None:
+    """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits)."""
+    paths = agent_paths(vault.repo.config["vault_id"])
+    install_client(paths)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    other = running_pid(paths)
+    if other is not None and other != os.getpid() and ping(paths) is not None:
+        raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)
+    paths.socket.unlink(missing_ok=True)
+    server = _AgentServer(paths, Archiver(vault))
+    os.chmod(paths.socket, 0o666)
+    paths.pid_file.write_text(f"{os.getpid()}\n")
+
+    def stop(_signum, _frame) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("dbsafe agent %d serving %s for vault %s", os.getpid(), paths.socket, vault.path)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        paths.socket.unlink(missing_ok=True)
+        paths.pid_file.unlink(missing_ok=True)
+        log.info("dbsafe agent %d stopped", os.getpid())

@@ -1,0 +1,117 @@
+"""WAL archiving settings of a running server: who owns them, and setting ours.
+
+Two backup tools archiving one server's WAL make both chains unreliable (the support
+matrix warns about exactly this), so an archive_command that is not dbsafe's is named and
+refused, never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.cluster import as_owner
+
+if TYPE_CHECKING:
+    import psycopg
+
+OUR_MARKER = "dbsafe-wal"
+KNOWN_TOOLS = [
+    (re.compile(r"pgbackrest", re.I), "pgBackRest"),
+    (re.compile(r"barman", re.I), "Barman"),
+    (re.compile(r"wal-g", re.I), "WAL-G"),
+    (re.compile(r"wal-e|envdir", re.I), "WAL-E"),
+    (re.compile(r"pg_probackup", re.I), "pg_probackup"),
+    (re.compile(r"(^|[\s;&|/])(cp|rsync|scp|gzip|install|test|mv|copy)\b"), "a copy script"),
+]
+
+
+@dataclass
+class ArchiveSettings:
+    mode: str            # off | on | always
+    command: str
+    library: str         # PostgreSQL 15+: archive_library
+
+    @property
+    def owner(self) -> str | None:
+        """Who archives WAL now: 'dbsafe', another tool's name, or None (nobody)."""
+        if self.library:
+            return f"archive_library {self.library}"
+        if not self.command or self.command == "(disabled)":
+            return None
+        if OUR_MARKER in self.command:
+            return "dbsafe"
+        for pattern, tool in KNOWN_TOOLS:
+            if pattern.search(self.command):
+                return tool
+        return "another command"
+
+    @property
+    def active_ours(self) -> bool:
+        return self.mode in ("on", "always") and self.owner == "dbsafe"
+
+
+def read_settings(conn: psycopg.Connection) -> ArchiveSettings:
+    """The settings in effect now (pg_settings.pending_restart is ignored here)."""
+    mode, command = conn.execute(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command')").fetchone()
+    library = conn.execute(
+        "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'archive_library'), '')"
+    ).fetchone()[0]
+    return ArchiveSettings(mode, command, library)
+
+
+def config_lines(command: str) -> list[str]:
+    return ["archive_mode = on", f"archive_command = '{command.replace(chr(39), chr(39) * 2)}'"]
+
+
+def enable(conn: psycopg.Connection, command: str) -> bool:
+    """Set our archive_command with ALTER SYSTEM; returns whether a restart is needed."""
+    settings = read_settings(conn)
+    conn.execute(f"ALTER SYSTEM SET archive_command = {_literal(command)}")
+    restart = settings.mode not in ("on", "always")
+    if restart:
+        conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
+    conn.execute("SELECT pg_reload_conf()")
+    return restart
+
+
+def disable(conn: psycopg.Connection) -> bool:
+    """Remove our archiving (SIMPLE model); returns whether a restart is needed."""
+    settings = read_settings(conn)
+    conn.execute("ALTER SYSTEM RESET archive_command")
+    restart = settings.mode != "off"
+    if restart:
+        # archive_mode=on with no command would keep every WAL segment forever
+        conn.execute("ALTER SYSTEM SET archive_mode = 'off'")
+    conn.execute("SELECT pg_reload_conf()")
+    return restart
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def restart(pgdata: Path, bin_dir: str, owner: str) -> None:
+    """Restart the server (fast mode; pg_ctl reuses the options it was started with).
+
+    The server's output goes to ``log/dbsafe-restart.log`` in the data directory: without
+    ``-l`` the new postmaster would keep our output pipe open forever.
+    """
+    log_dir = pgdata / "log"
+    if not log_dir.exists():
+        log_dir.mkdir(mode=0o700)
+        st = pgdata.stat()
+        os.chown(log_dir, st.st_uid, st.st_gid)
+    argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "300", "-m", "fast",
+            "-l", str(log_dir / "dbsafe-restart.log"), "restart"]
+    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DbsafeError("server.restart_failed", pgdata=pgdata,
+                          reason=reason[-1] if reason else f"pg_ctl exit {proc.returncode}")

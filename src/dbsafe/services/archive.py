@@ -1,0 +1,95 @@
+"""Log backups, the continuous part: one WAL file from PostgreSQL's archiver into the vault.
+
+A file is archived when its blocks are in sealed, indexed packs and its record is durable
+(docs/repository-format.md, *WAL file records*); only then may the archive command report
+success. Archiving the same file twice is a success when the content is equal and an error
+when it differs, as pgBackRest does: two writers on one chain must never be silent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import wal
+from dbsafe.services.vault import Vault
+
+WAL_LEVEL = 1  # zstd level for WAL: WAL compresses well even at the fastest level
+
+
+def archive_wal_file(vault: Vault, server: dict, path: Path, name: str) -> dict:
+    """Store one WAL file of ``server`` (a segment, history, backup or partial file)."""
+    repo = vault.repo
+    sysid = server["system_identifier"]
+    with open(path, "rb") as f:
+        data = f.read()
+        st = os.fstat(f.fileno())
+    bs = repo.block_size
+    chunks = [memoryview(data)[i:i + bs] for i in range(0, len(data), bs)]
+    ids = [repo.keyed.digest(c) for c in chunks]
+    checksum = repo.file_checksum(ids)
+    existing = repo.load_wal_record(sysid, name)
+    if existing is not None:
+        if existing["checksum"] != checksum:
+            raise DbsafeError("archive.conflict", name=name, server=server["name"])
+        vault.catalog.add_wal_file(wal_row(sysid, existing))
+        return existing
+    sink = repo.block_sink(WAL_LEVEL)
+    try:
+        for chunk in chunks:
+            sink.store(chunk)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    record = {"format": 1, "name": name, "size": len(data), "blocks": [i.hex() for i in ids],
+              "checksum": checksum, "mtime": st.st_mtime,
+              "archived": datetime.now(UTC).isoformat(timespec="milliseconds"),
+              "server": server["name"], "segment": None}
+    segment_size = server.get("wal_segment_size") or len(data)
+    parsed = wal.parse_segment_name(name, segment_size)
+    if parsed is not None:
+        timeline, segno = parsed
+        facts = wal.scan(data, segno, segment_size)
+        record["segment"] = {
+            "timeline": timeline, "segno": segno, "segment_size": segment_size,
+            "end_lsn": wal.format_lsn(facts.end_lsn),
+            "first_xact_time": _iso(facts.first_xact_time),
+            "last_xact_time": _iso(facts.last_xact_time), "xacts": facts.xacts,
+            "switched": facts.switched, "restore_points": facts.restore_points}
+    repo.save_wal_record(sysid, record)
+    vault.catalog.add_wal_file(wal_row(sysid, record))
+    return record
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="microseconds") if t else None
+
+
+def wal_row(system_id: str, record: dict) -> dict:
+    """The catalog row of a WAL file record."""
+    seg = record.get("segment") or {}
+    return {"system_identifier": system_id, "name": record["name"],
+            "timeline": seg.get("timeline"), "segno": seg.get("segno"),
+            "segment_size": seg.get("segment_size"), "size": record["size"],
+            "end_lsn": seg.get("end_lsn"), "first_xact_time": seg.get("first_xact_time"),
+            "last_xact_time": seg.get("last_xact_time"), "xacts": seg.get("xacts"),
+            "restore_points": json.dumps(seg.get("restore_points") or []),
+            "mtime": record["mtime"], "archived": record["archived"],
+            "server": record.get("server")}
+
+
+def reconcile_wal(vault: Vault, system_id: str) -> int:
+    """Add to the catalog the WAL records it lacks (written, then the process died)."""
+    known = vault.catalog.wal_file_names(system_id)
+    added = 0
+    for name in vault.repo.wal_names(system_id):
+        if name not in known:
+            record = vault.repo.load_wal_record(system_id, name)
+            if record is not None:
+                vault.catalog.add_wal_file(wal_row(system_id, record))
+                added += 1
+    return added
