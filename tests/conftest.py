@@ -396,6 +396,10 @@ class Vault:
         return self.ok("backup", name, *extra)
 
     def points(self, name: str) -> list[dict]:
+        return self.ok("points", name)["points"]
+
+    def chain(self, name: str) -> dict:
+        """``dbsafe points NAME --json``: points, log_ranges and gaps."""
         return self.ok("points", name)
 
     def jobs(self) -> list[dict]:

@@ -50,6 +50,17 @@ def list_points(vault: Vault, name: str) -> list[dict]:
             for p in points]
 
 
+def points_and_chain(vault: Vault, name: str) -> dict:
+    """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows)."""
+    from dbsafe.services.chain import log_chain
+
+    server = get_server(vault, name)
+    points = list_points(vault, name)
+    chain = log_chain(vault, server, points)
+    return {"server": name, "recovery_model": server["recovery_model"] or "SIMPLE",
+            "points": points, "log_ranges": chain.ranges(), "gaps": chain.gaps}
+
+
 def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     """(server, manifest) of a point that belongs to ``name``."""
     server = get_server(vault, name)

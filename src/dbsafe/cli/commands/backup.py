@@ -1,4 +1,4 @@
-"""dbsafe backup NAME --type full|copy-only"""
+"""dbsafe backup NAME --type full|copy-only|log"""
 
 from __future__ import annotations
 
@@ -7,18 +7,27 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.services.backup import BACKUP_TYPES, DEFAULT_LEVEL, run_backup
+from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
+
+TYPES = (*BACKUP_TYPES, "log")
 
 
 def backup(name: str = typer.Argument(..., help="A registered server."),
-           type: str = typer.Option("full", "--type", help="full or copy-only."),
+           type: str = typer.Option("full", "--type", help=" | ".join(TYPES)),
            compress_level: int = typer.Option(DEFAULT_LEVEL, "--compress-level", min=0, max=22,
                                               help="zstd level for new blocks; 0 stores raw."),
            workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
+           wait: float = typer.Option(WAIT_SECONDS, help="log: seconds to wait for the WAL "
+                                                         "to reach the vault."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Take a full (or copy-only full) backup of a server into the vault."""
+    """Back up a server into the vault: a full, copy-only full, or log backup."""
     render.state.json = json
-    if type not in BACKUP_TYPES:
-        raise typer.BadParameter(f"must be one of {', '.join(BACKUP_TYPES)}", param_hint="--type")
+    if type not in TYPES:
+        raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
+    if type == "log":
+        result = run_log_backup(open_vault(), name, wait)
+        render.emit(result, _human_log)
+        return
     with render.progress(f"backup {name}") as bar:
         result = run_backup(open_vault(), name, type, compress_level, workers, bar)
 
@@ -34,3 +43,13 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                              "their checksum; see --json for the list")
 
     render.emit(result, human)
+
+
+def _human_log(r: dict) -> None:
+    render.out.print(f"log backup of {r['server']}: point {r['point_id']}, WAL to "
+                     f"{r['stop_lsn']} (timeline {r['timeline']}, {r['segments']} segment(s)) "
+                     "is in the vault")
+    if r["restorable_until"]:
+        render.out.print(f"  point-in-time restore possible until {r['restorable_until']}")
+    for w in r["warnings"]:
+        render.err.print(f"[yellow]warning[/yellow]: {w['message']}")

@@ -6,19 +6,29 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
-from dbsafe.services.points import list_points
+from dbsafe.services.points import points_and_chain
 
 
 def points(name: str = typer.Argument(..., help="A registered server."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the recovery points of a server."""
+    """List the recovery points of a server and the time ranges its log chain covers."""
     render.state.json = json
-    rows = list_points(open_vault(), name)
+    data = points_and_chain(open_vault(), name)
 
-    def human(r: list) -> None:
+    def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),
-                  "stored": render.human_bytes(p["bytes_stored"])} for p in r]
+                  "stored": render.human_bytes(p["bytes_stored"])} for p in d["points"]]
         render.table(shown, ["point_id", "type", "start_time", "end_time", "start_lsn",
                              "stop_lsn", "read", "stored"], title=f"recovery points of {name}")
+        for r in d["log_ranges"]:
+            render.out.print(f"restore to any instant from {r['start_time']} to before "
+                             f"{r['end_time']} (timeline {r['timeline']}, LSN {r['start_lsn']}"
+                             f" to {r['end_lsn']})")
+        for g in d["gaps"]:
+            render.out.print(f"[red]log chain broken[/red]: {g['missing_segments']} segment(s) "
+                             f"missing from {g['first_missing']} ({g['start_time']} to "
+                             f"{g['end_time']})")
+        if d["recovery_model"] != "FULL":
+            render.out.print("recovery model SIMPLE: no log backups, no point-in-time restore")
 
-    render.emit(rows, human)
+    render.emit(data, human)
