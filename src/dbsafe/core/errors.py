@@ -120,6 +120,8 @@ _SPECS = [
               "point with --point (list them with `dbsafe points {name}`)"),
     ErrorSpec("restore.outside_chain", 2, 409,
               "{target} is outside the log chain of {name!r}; restorable ranges: {ranges}"),
+    ErrorSpec("restore.bad_target", 2, 400,
+              "cannot read the restore target {target!r}: {reason}"),
     ErrorSpec("restore.no_base", 2, 409,
               "no full backup of {name!r} precedes {target} on its log chain; restorable "
               "ranges: {ranges}"),

@@ -106,7 +106,7 @@ def log_chain(vault: Vault, server: dict, points: list[dict]) -> Chain:
             if p["timeline"] == run.timeline and run.holds(wal.parse_lsn(p["stop_lsn"])):
                 run.start_time, run.base = p["end_time"], p["point_id"]
                 break
-        parent = _parent_run(run, runs, hist)
+        parent = parent_run(run, runs, hist)
         if parent is not None and parent.start_time is not None and run.start_time is None:
             run.start_time = parent.start_time
             run.base = parent.base
@@ -122,7 +122,7 @@ def log_chain(vault: Vault, server: dict, points: list[dict]) -> Chain:
     return Chain(runs, gaps, hist)
 
 
-def _parent_run(run: Run, runs: list[Run], hist: dict[int, list]) -> Run | None:
+def parent_run(run: Run, runs: list[Run], hist: dict[int, list]) -> Run | None:
     """The run of the parent timeline that this run continues after a promotion."""
     switches = hist.get(run.timeline)
     if not switches:

@@ -9,7 +9,9 @@ looking like a usable data directory when it is not.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import threading
 import time
@@ -20,8 +22,10 @@ from pathlib import Path
 from dbsafe.core.concurrency import default_workers, run_parallel
 from dbsafe.core.durability import fsync_file, sync_trees
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import recovery
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.jobs import Job, ProgressFn
+from dbsafe.services.pitr import RecoveryPlan, WalStager
 from dbsafe.services.points import load_point
 from dbsafe.services.vault import Vault
 from dbsafe.vault.repository import BlockError, Repository
@@ -107,7 +111,10 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
 def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None = None,
                 as_files: Path | None = None, port: int | None = None, start: bool = False,
                 tablespace_map: dict[str, str] | None = None, owner: str | None = None,
-                workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+                workers: int | None = None, on_progress: ProgressFn | None = None,
+                recovery: RecoveryPlan | None = None) -> dict:
+    """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
+    server is started for that, and stopped again afterwards unless ``start``)."""
     server, manifest = load_point(vault, name, point_id)
     target = Path(to_pgdata or as_files).absolute()
     layout.require_empty(target)
@@ -117,6 +124,8 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         tablespace_map = {ts["oid"]: str(target / "tablespaces" / ts["oid"])
                           for ts in manifest["tablespaces"]}
     ts_dirs = layout.tablespace_targets(manifest["tablespaces"], tablespace_map or {})
+    if recovery is not None and not as_files and port is None:
+        port = layout.free_port()
     if start and port is None:
         raise DbsafeError("restore.port_in_use", port="(none given)")
     if start and not layout.port_free(port):
@@ -149,7 +158,12 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                     point_id=point_id, server=name, tablespaces=ts_note,
                     pg_version=manifest["instance"]["pg_version"],
                     **{k: manifest[k] for k in ("start_time", "end_time", "start_lsn",
-                                                "stop_lsn")}))
+                                                "stop_lsn")}) + _recovery_note(recovery, wal_dir))
+            if as_files:
+                if recovery is not None:
+                    _stage_files(vault, server, recovery, wal_dir)
+            else:
+                layout.disable_archiving(pgdata)
             if port is not None and not as_files:
                 layout.set_port(pgdata, port)
             layout.chown_tree([pgdata, *ts_dirs.values()], owner)
@@ -161,7 +175,16 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             raise
         restored_seconds = time.perf_counter() - t0
         log = None
-        if start:
+        recovered = None
+        if recovery is not None and not as_files:
+            try:
+                log, recovered = _recover(vault, server, recovery, pgdata, port, owner,
+                                          workers or default_workers(),
+                                          keep_running=start or recovery.target.pause)
+            except BaseException:
+                _remove_created(target, created, ts_dirs)
+                raise
+        elif start:
             log = layout.start(pgdata, server["bin_dir"], port, owner)
         result = {
             "point_id": point_id, "server": name, "target": str(target),
@@ -171,11 +194,63 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             "tablespaces": {oid: str(p) for oid, p in ts_dirs.items()},
             "seconds": round(time.perf_counter() - t0, 3),
             "restore_seconds": round(restored_seconds, 3),
-            "started": bool(start), "port": port, "log": str(log) if log else None,
+            "started": bool(start or (recovery and recovery.target.pause and not as_files)), "port": port, "log": str(log) if log else None,
             "socket_dir": str(pgdata) if start else None,
+            "recovery": recovered,
         }
         job.finish(result)
         return result
+
+
+def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port: int,
+             owner: str, workers: int, keep_running: bool) -> tuple[Path, dict]:
+    """Start the restored server in recovery, feed it the plan's WAL, wait for the target."""
+    t0 = time.perf_counter()
+    entry = pwd.getpwnam(owner)
+    recovery.write_settings(pgdata, plan.target)
+    layout.chown_tree([pgdata], owner)
+    stager = WalStager(vault, server["system_identifier"], plan.wal_files,
+                       pgdata / recovery.STAGE_DIR, entry.pw_uid, entry.pw_gid, workers)
+    stager.prepare()
+    stager.start()
+    log = pgdata / "dbsafe-restore-start.log"
+    try:
+        layout.start(pgdata, server["bin_dir"], port, owner)
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        recovery.wait_for_target(pgdata, port, plan.target, pid, log, lambda: stager.error)
+        if not plan.target.pause:
+            recovery.clear_settings(pgdata, port)
+        if not keep_running:
+            layout.stop(pgdata, server["bin_dir"], owner)
+    except BaseException:
+        stager.stop()
+        if (pgdata / "postmaster.pid").exists():
+            with contextlib.suppress(DbsafeError):
+                layout.stop(pgdata, server["bin_dir"], owner)
+        raise
+    stager.stop()
+    shutil.rmtree(pgdata / recovery.STAGE_DIR, ignore_errors=True)
+    return log, {"target": plan.target.describe(), "timeline": plan.target.timeline,
+                 "paused": plan.target.pause, "base_point": plan.base_point,
+                 "wal_files": len(plan.wal_files), "wal_staged": stager.staged,
+                 "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _stage_files(vault: Vault, server: dict, plan: RecoveryPlan, wal_dir: Path) -> None:
+    """--as-files with a target: the WAL recovery needs, next to the base's own."""
+    stager = WalStager(vault, server["system_identifier"], plan.wal_files, wal_dir, 0, 0, 1)
+    for name in plan.wal_files:
+        stager.write_plain(name)
+
+
+def _recovery_note(plan: RecoveryPlan | None, wal_dir: Path) -> str:
+    if plan is None:
+        return ""
+    lines = [f"{k} = '{v}'" for k, v in plan.target.settings().items()]
+    return ("\nTo recover to {} instead of stopping at the backup's end, before step 3:\n"
+            "  touch pgdata/recovery.signal, and add to pgdata/postgresql.auto.conf:\n"
+            "    restore_command = 'cp {}/%f %p'\n    {}\n").format(
+                plan.target.describe(), wal_dir, "\n    ".join(lines))
 
 
 def _remove_created(target: Path, created: list[Path], ts_dirs: dict[str, Path]) -> None:

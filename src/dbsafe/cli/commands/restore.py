@@ -1,4 +1,5 @@
-"""dbsafe restore NAME --point ID (--to-pgdata DIR [--port N --start] | --as-files DIR)"""
+"""dbsafe restore NAME (--point ID | --time T | --lsn L | --restore-point NAME)
+(--to-pgdata DIR [--port N --start] | --as-files DIR) [--no-recovery]"""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
+from dbsafe.services.pitr import plan_recovery
+from dbsafe.services.points import load_point
 from dbsafe.services.restore import run_restore
+from dbsafe.services.servers import get_server
 
 
 def _tablespace_map(values: list[str]) -> dict[str, str]:
@@ -22,7 +26,17 @@ def _tablespace_map(values: list[str]) -> dict[str, str]:
 
 
 def restore(name: str = typer.Argument(..., help="The server the point belongs to."),
-            point: str = typer.Option(..., "--point", help="Recovery point id."),
+            point: str = typer.Option(None, "--point", help="Recovery point id."),
+            time: str = typer.Option(None, "--time",
+                                     help="Point in time, ISO 8601 (no zone: local time)."),
+            lsn: str = typer.Option(None, "--lsn", help="Recover up to this WAL position."),
+            restore_point: str = typer.Option(None, "--restore-point",
+                                              help="A named restore point "
+                                                   "(pg_create_restore_point)."),
+            no_recovery: bool = typer.Option(
+                False, "--no-recovery",
+                help="Leave the server paused in recovery at the target, to inspect it "
+                     "before promoting (SELECT pg_wal_replay_resume())."),
             to_pgdata: Path = typer.Option(None, help="An empty folder for the data directory."),
             as_files: Path = typer.Option(None, help="An empty folder for the files and WAL."),
             port: int = typer.Option(None, help="Port for the restored server."),
@@ -34,17 +48,39 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
     render.state.json = json
+    targets = [t for t in (point, time, lsn, restore_point) if t is not None]
+    if len(targets) != 1:
+        raise typer.BadParameter("give exactly one of --point, --time, --lsn, --restore-point")
     if (to_pgdata is None) == (as_files is None):
         raise typer.BadParameter("give exactly one of --to-pgdata or --as-files")
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
+    vault = open_vault()
+    plan = None
+    log_point = None
+    if point is not None:
+        _server, manifest = load_point(vault, name, point)
+        log_point = manifest if manifest["type"] == "log" else None
+    if point is None or log_point is not None:
+        plan = plan_recovery(vault, get_server(vault, name), time, lsn, restore_point,
+                             log_point, pause=no_recovery)
+        point = plan.base_point
+    elif no_recovery:
+        raise typer.BadParameter("--no-recovery needs a target: --time, --lsn, "
+                                 "--restore-point or a log point")
     with render.progress(f"restore {point}") as bar:
-        result = run_restore(open_vault(), name, point, to_pgdata, as_files, port, start,
-                             _tablespace_map(tablespace_map), owner, workers, bar)
+        result = run_restore(vault, name, point, to_pgdata, as_files, port, start,
+                             _tablespace_map(tablespace_map), owner, workers, bar,
+                             recovery=plan)
 
     def human(r: dict) -> None:
         render.out.print(f"restored {r['point_id']} into {r['target']} "
                          f"({render.human_bytes(r['bytes_written'])} in {r['seconds']} s)")
+        if r["recovery"]:
+            rec = r["recovery"]
+            state = "paused in recovery at" if rec["paused"] else "recovered to"
+            render.out.print(f"{state} {rec['target']} (base {rec['base_point']}, "
+                             f"{rec['wal_files']} WAL files, {rec['seconds']} s)")
         if r["started"]:
             render.out.print(f"PostgreSQL is running on port {r['port']}, socket in "
                              f"{r['socket_dir']} (log: {r['log']})")

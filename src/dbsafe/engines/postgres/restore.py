@@ -70,6 +70,14 @@ def set_port(pgdata: Path, port: int) -> None:
         f.write(f"\n# set by dbsafe restore\nport = {port}\n")
 
 
+def disable_archiving(pgdata: Path) -> None:
+    """A restored copy must never archive into its source's log chain (the vault would
+    refuse its different WAL anyway): archiving is off until a DBA turns it on."""
+    with open(pgdata / "postgresql.auto.conf", "a") as f:
+        f.write("\n# set by dbsafe restore: a restored copy does not archive into the "
+                "source's chain\narchive_mode = 'off'\n")
+
+
 def check_owner(owner: str) -> None:
     """Refuse an owner that does not exist before anything is written."""
     try:
@@ -89,6 +97,13 @@ def chown_tree(paths: list[Path], owner: str) -> None:
             for name in dirnames + filenames:
                 os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid,
                          follow_symlinks=False)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a server dbsafe starts only for a while."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def port_free(port: int) -> bool:
@@ -112,3 +127,14 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600)
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
                           reason=reason[-1] if reason else f"pg_ctl exit {proc.returncode}")
     return log
+
+
+def stop(pgdata: Path, bin_dir: str, owner: str) -> None:
+    """Stop a restored cluster cleanly (fast mode), so it starts later without recovery."""
+    argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "300", "-m", "fast",
+            "stop"]
+    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DbsafeError("restore.start_failed", pgdata=pgdata, log=pgdata,
+                          reason=reason[-1] if reason else f"pg_ctl stop exit {proc.returncode}")

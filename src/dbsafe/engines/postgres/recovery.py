@@ -1,0 +1,122 @@
+"""Point-in-time recovery of a restored data directory: settings, WAL hand-off, waiting.
+
+PostgreSQL asks ``restore_command`` for one WAL file at a time, in order, and a missing
+file means "end of the archive". dbsafe stages the files it knows recovery needs into a
+folder inside the data directory (same file system: the command only renames), in parallel
+and ahead of the startup process. For each file still to come there is a ``<name>.wait``
+marker; the command waits while the marker exists and then takes the file. A name without
+file or marker is not part of the plan and is answered "not found" at once. The command is
+inline shell, not a script: once the stage folder is gone it still answers "not found"
+(a missing script would exit 127, which PostgreSQL treats as fatal).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbsafe.core.concurrency import pid_alive
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import connect
+
+STAGE_DIR = "dbsafe_wal_stage"
+RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target_lsn",
+                 "recovery_target_name", "recovery_target_inclusive",
+                 "recovery_target_action", "recovery_target_timeline")
+
+
+@dataclass
+class RecoveryTarget:
+    kind: str            # time | lsn | name | end (all staged WAL)
+    value: str | None    # the target as PostgreSQL reads it
+    timeline: int
+    pause: bool          # stay paused in recovery at the target (--no-recovery)
+
+    def settings(self) -> dict[str, str]:
+        out = {"recovery_target_timeline": str(self.timeline),
+               "recovery_target_action": "pause" if self.pause else "promote"}
+        if self.kind != "end":
+            out[f"recovery_target_{self.kind}"] = self.value or ""
+        if self.kind in ("time", "lsn"):
+            out["recovery_target_inclusive"] = "on"
+        return out
+
+    def describe(self) -> str:
+        return "the end of the staged WAL" if self.kind == "end" else f"{self.kind} {self.value}"
+
+
+def restore_command(stage: Path) -> str:
+    s = str(stage)
+    return (f'sh -c \'while [ -f "{s}/$1.wait" ]; do sleep 0.02; done; '
+            f'test -f "{s}/$1" && mv "{s}/$1" "$2"\' dbsafe-restore %f %p')
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def write_settings(pgdata: Path, target: RecoveryTarget) -> None:
+    """recovery.signal plus the recovery settings (postgresql.auto.conf: it is read last)."""
+    settings = {"restore_command": restore_command(pgdata / STAGE_DIR), **target.settings()}
+    with open(pgdata / "postgresql.auto.conf", "a") as f:
+        f.write("\n# point-in-time recovery, set by dbsafe restore (removed after it)\n")
+        for key, value in settings.items():
+            f.write(f"{key} = {_quote(value)}\n")
+    (pgdata / "recovery.signal").write_text("")
+
+
+def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_pid: int,
+                    log: Path, failed: callable, timeout: float = 24 * 3600) -> None:
+    """Wait until recovery promoted (or paused at the target); raise if the server died.
+
+    ``failed`` returns an error (the WAL stager's) that ends the wait early.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        problem = failed()
+        if problem is not None:
+            raise problem
+        if not pid_alive(postmaster_pid):
+            raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
+                              target=target.describe(), reason=last_fatal(log))
+        try:
+            with connect(port, str(pgdata)) as conn:
+                in_recovery, state = conn.execute(
+                    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
+                    "THEN pg_get_wal_replay_pause_state() END").fetchone()
+        except (psycopg.Error, DbsafeError):
+            time.sleep(0.1)
+            continue
+        if not in_recovery and not target.pause:
+            return
+        if in_recovery and target.pause and state == "paused":
+            return
+        if not in_recovery and target.pause:
+            raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
+                              target=target.describe(),
+                              reason="the server left recovery instead of pausing")
+        time.sleep(0.1)
+    raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
+                      target=target.describe(), reason=f"not done after {timeout} s")
+
+
+def clear_settings(pgdata: Path, port: int) -> None:
+    """After promotion: drop the recovery settings so a later restart is a plain start."""
+    with connect(port, str(pgdata)) as conn:
+        for key in RECOVERY_KEYS:
+            conn.execute(f"ALTER SYSTEM RESET {key}")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def last_fatal(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "the server stopped (no log)"
+    for line in reversed(lines):
+        if "FATAL" in line or "PANIC" in line:
+            return line.strip()
+    return lines[-1].strip() if lines else "the server stopped"
