@@ -120,7 +120,26 @@ def stop_clusters_under(root: Path) -> None:
             dirnames[:] = []
 
 
+def stop_agents_under(root: Path) -> None:
+    """Stop every dbsafe agent whose run folder (holding agent.pid) is in ``root``."""
+    if not root.exists():
+        return
+    for pid_file in root.rglob("agent.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def remove_area(area: Path) -> None:
+    stop_agents_under(area)
     stop_clusters_under(area)
     shutil.rmtree(area, ignore_errors=True)
 
@@ -433,6 +452,14 @@ def make_vault(env: dict[str, str], path: Path) -> Vault:
 def vault(area: Path, cli_env: dict[str, str]) -> Vault:
     """A fresh, initialised vault in the test's temp area."""
     return make_vault(cli_env, area / "vault")
+
+
+@pytest.fixture
+def wal_vault(area: Path, cli_env: dict[str, str]) -> Vault:
+    """A fresh vault whose agent runs from ``area/run`` (reachable by postgres; the area's
+    finalizer stops the agent)."""
+    env = {**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}
+    return make_vault(env, area / "vault")
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
             self.archiver.push(server, path, name)
         except DbsafeError as exc:
             return {"ok": False, "error": exc.message, "code": exc.code}
-        except OSError as exc:
+        except Exception as exc:  # disk full, catalog locked, ...: PostgreSQL retries
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return {"ok": True}
 
