@@ -194,7 +194,8 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             "tablespaces": {oid: str(p) for oid, p in ts_dirs.items()},
             "seconds": round(time.perf_counter() - t0, 3),
             "restore_seconds": round(restored_seconds, 3),
-            "started": bool(start or (recovery and recovery.target.pause and not as_files)), "port": port, "log": str(log) if log else None,
+            "started": bool(start or (recovery and recovery.target.pause and not as_files)),
+            "port": port, "log": str(log) if log else None,
             "socket_dir": str(pgdata) if start else None,
             "recovery": recovered,
         }
