@@ -64,7 +64,8 @@ def test_point_in_time_drill(pg_template, area, wal_vault):
     # Instants between commits inside the range, plus one exactly on a commit.
     inside = sorted(t for t in times.values() if start < t < end)
     rnd = random.Random(7)
-    instants = [a + (b - a) / 2 for a, b in rnd.sample(list(zip(inside, inside[1:], strict=False)), 4)]
+    pairs = list(zip(inside, inside[1:], strict=False))
+    instants = [a + (b - a) / 2 for a, b in rnd.sample(pairs, 4)]
     instants.append(rnd.choice(inside[:-1]))
     for n, instant in enumerate(sorted(instants)):
         target = area / f"r{n}"
