@@ -122,6 +122,20 @@ _SPECS = [
               "{target} is outside the log chain of {name!r}; restorable ranges: {ranges}"),
     ErrorSpec("restore.bad_target", 2, 400,
               "cannot read the restore target {target!r}: {reason}"),
+    ErrorSpec("restore.database_not_in_point", 2, 404,
+              "point {point_id} does not hold database {database!r}; it holds: {held}"),
+    ErrorSpec("restore.target_version_older", 2, 409,
+              "{target!r} runs PostgreSQL {version}, older than the backup's {source_version}; "
+              "restore into a server of version {source_version} or newer"),
+    ErrorSpec("restore.database_exists", 2, 409,
+              "{target!r} already has a database {name!r}; choose another --as name, or pass "
+              "--overwrite to replace it (it is dropped only after the copy succeeded)"),
+    ErrorSpec("restore.no_space", 3, 507,
+              "not enough disk space on {where}: the database needs about {need} bytes, "
+              "{free} are free; free space or restore elsewhere"),
+    ErrorSpec("restore.copy_failed", 5, 500,
+              "copying the restored database into the target failed at {step}: {reason}; "
+              "the target is unchanged"),
     ErrorSpec("restore.no_base", 2, 409,
               "no full backup of {name!r} precedes {target} on its log chain; restorable "
               "ranges: {ranges}"),

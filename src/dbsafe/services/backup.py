@@ -7,6 +7,7 @@ files → write the manifest (the commit point) → record the point in the cata
 
 from __future__ import annotations
 
+import json
 import pwd
 import secrets
 import time
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import cluster
+from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
+from dbsafe.services import selection
 from dbsafe.services.copy import CopiedFile, Copier
 from dbsafe.services.jobs import Job, ProgressFn, running_job
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
@@ -38,7 +40,10 @@ def _entry(repo, copied: CopiedFile) -> dict:
 
 
 def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT_LEVEL,
-               workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+               workers: int | None = None, on_progress: ProgressFn | None = None,
+               databases: list[str] | None = None) -> dict:
+    """Back up the instance files plus ``databases`` (default: the protected ones, or all
+    when none is chosen); the other databases are recorded as left out."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
@@ -46,16 +51,21 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     if busy:
         raise DbsafeError("backup.already_running", type=type, name=name, job_id=busy["id"])
     # Checks that need no job: bad input fails before anything is recorded.
-    with open_instance(server):
-        pass
+    with open_instance(server) as conn:
+        dbs = discover.databases(conn, Path(server["pgdata"]))
+    listed, skip = selection.choose(dbs, databases,
+                                    vault.catalog.list_protected(server["instance_id"]),
+                                    type, name)
     with Job(vault.catalog, "backup", name, on_progress) as job:
-        result = _backup(vault, server, type, level, workers or default_workers(), job)
+        result = _backup(vault, server, type, level, workers or default_workers(), job,
+                         (listed, skip))
         result["job_id"] = job.id
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
         return result
 
 
-def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job) -> dict:
+def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
+            chosen: tuple[list[dict], set[int]]) -> dict:
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)
@@ -69,6 +79,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         files, dirs, tablespaces = session.files()
+        files, skipped = selection.split_files(files, chosen[1])
         job.expect(sum(f.size for f in files))
         copied = copier.copy(files)
         stop = session.stop()
@@ -104,6 +115,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "block_size": repo.block_size,
         "dirs": dirs,
         "files": [_entry(repo, c) for c in copied],
+        "databases": chosen[0],
+        "skipped": skipped,
         "wal": [_entry(repo, w) for w in wal],
         "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(copied),
                   "corrupt_pages": len(corrupt)},
@@ -116,7 +129,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_time": manifest["start_time"], "end_time": manifest["end_time"],
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
-             "corrupt_pages": len(corrupt)}
+             "corrupt_pages": len(corrupt),
+             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]])}
     vault.catalog.add_point(server["instance_id"], point)
     return {
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",

@@ -11,9 +11,11 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import archiving, wal
+from dbsafe.engines.postgres import archiving, discover, wal
+from dbsafe.services import selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
 from dbsafe.services.jobs import Job, ProgressFn, running_job
@@ -30,9 +32,16 @@ def require_full_model(server: dict) -> None:
 
 
 def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
-                   on_progress: ProgressFn | None = None) -> dict:
+                   on_progress: ProgressFn | None = None,
+                   databases: list[str] | None = None) -> dict:
+    """The WAL is the instance's: ``databases`` only checks that each may take log backups
+    (a read-only database may not, as in the support matrix)."""
     server = get_server(vault, name)
     require_full_model(server)
+    if databases:
+        with open_instance(server) as conn:
+            dbs = discover.databases(conn, Path(server["pgdata"]))
+        selection.choose(dbs, databases, [], "log", name)
     busy = running_job(vault.catalog, "backup", name)
     if busy:
         raise DbsafeError("backup.already_running", type="log", name=name, job_id=busy["id"])

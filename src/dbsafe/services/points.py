@@ -6,12 +6,15 @@ manifest and the catalog row) is added when points are listed.
 
 from __future__ import annotations
 
+import json
+
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
-                "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages")
+                "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
+                "databases")
 
 
 def _point_row(manifest: dict, manifest_size: int) -> dict:
@@ -23,7 +26,9 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "stop_lsn": manifest["stop_lsn"], "timeline": manifest["timeline"],
             "bytes_read": manifest["stats"]["bytes_read"],
             "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
-            "corrupt_pages": manifest["stats"]["corrupt_pages"]}
+            "corrupt_pages": manifest["stats"]["corrupt_pages"],
+            "databases": json.dumps([d["name"] for d in manifest["databases"] if d["included"]])
+            if "databases" in manifest else None}
 
 
 def _belongs(manifest: dict, server: dict) -> bool:
@@ -46,19 +51,28 @@ def list_points(vault: Vault, name: str) -> list[dict]:
     server = get_server(vault, name)
     reconcile(vault, server)
     points = vault.catalog.list_points(server["instance_id"])
-    return [{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS}
+    return [{**{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS},
+             "databases": json.loads(p["databases"]) if p["databases"] else None}
             for p in points]
 
 
-def points_and_chain(vault: Vault, name: str) -> dict:
-    """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows)."""
+def points_and_chain(vault: Vault, name: str, database: str | None = None) -> dict:
+    """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
+
+    With ``database``: only the points that can restore it (log points, and backups whose
+    run included it); the log chain belongs to the instance and is the same.
+    """
     from dbsafe.services.chain import log_chain
 
     server = get_server(vault, name)
     points = list_points(vault, name)
     chain = log_chain(vault, server, points)
+    if database is not None:
+        points = [p for p in points if p["type"] == "log" or p["databases"] is None
+                  or database in p["databases"]]
     return {"server": name, "recovery_model": server["recovery_model"] or "SIMPLE",
-            "points": points, "log_ranges": chain.ranges(), "gaps": chain.gaps}
+            "database": database, "points": points, "log_ranges": chain.ranges(),
+            "gaps": chain.gaps}
 
 
 def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:

@@ -24,6 +24,7 @@ from dbsafe.core.durability import fsync_file, sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import recovery
 from dbsafe.engines.postgres import restore as layout
+from dbsafe.services import selection
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan, WalStager
 from dbsafe.services.points import load_point
@@ -112,10 +113,13 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 as_files: Path | None = None, port: int | None = None, start: bool = False,
                 tablespace_map: dict[str, str] | None = None, owner: str | None = None,
                 workers: int | None = None, on_progress: ProgressFn | None = None,
-                recovery: RecoveryPlan | None = None) -> dict:
+                recovery: RecoveryPlan | None = None,
+                databases: list[str] | None = None) -> dict:
     """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
-    server is started for that, and stopped again afterwards unless ``start``)."""
+    server is started for that, and stopped again afterwards unless ``start``). With
+    ``databases``, only those databases' files are written (services/selection.py)."""
     server, manifest = load_point(vault, name, point_id)
+    files, sparse, left_out = selection.restore_plan(manifest, databases)
     target = Path(to_pgdata or as_files).absolute()
     layout.require_empty(target)
     pgdata = target / "pgdata" if as_files else target
@@ -135,7 +139,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     created = [p for p in [target, *ts_dirs.values()] if not p.exists()]
     with Job(vault.catalog, "restore", name, on_progress) as job:
         t0 = time.perf_counter()
-        total = sum(f["size"] for f in manifest["files"]) + \
+        total = sum(f["size"] for f in files) + \
             sum(w["size"] for w in manifest["wal"])
         job.expect(total)
 
@@ -143,7 +147,9 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             target.mkdir(parents=True, exist_ok=True)
             layout.make_layout(pgdata, manifest["dirs"], ts_dirs)
             wal_dir.mkdir(parents=True, exist_ok=True)
-            files = manifest["files"]
+            for entry in sparse:
+                layout.sparse_file(layout.local_path(pgdata, entry["path"], ts_dirs),
+                                   entry["size"], entry["mode"])
             dests = [layout.local_path(pgdata, f["path"], ts_dirs) for f in files]
             dests += [wal_dir / w["path"] for w in manifest["wal"]]
             _restore_files(vault.repo, files + manifest["wal"], dests,
@@ -180,6 +186,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             try:
                 log, recovered = _recover(vault, server, recovery, pgdata, port, owner,
                                           workers or default_workers(),
+                                          databases[0] if databases else "postgres",
                                           keep_running=start or recovery.target.pause)
             except BaseException:
                 _remove_created(target, created, ts_dirs)
@@ -189,14 +196,15 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         result = {
             "point_id": point_id, "server": name, "target": str(target),
             "pgdata": str(pgdata), "mode": "files" if as_files else "pgdata",
-            "bytes_written": total, "files": len(manifest["files"]),
+            "bytes_written": total, "files": len(files),
+            "databases_left_out": left_out,
             "wal_segments": len(manifest["wal"]),
             "tablespaces": {oid: str(p) for oid, p in ts_dirs.items()},
             "seconds": round(time.perf_counter() - t0, 3),
             "restore_seconds": round(restored_seconds, 3),
             "started": bool(start or (recovery and recovery.target.pause and not as_files)),
             "port": port, "log": str(log) if log else None,
-            "socket_dir": str(pgdata) if start else None,
+            "socket_dir": str(pgdata) if start or (recovery and recovery.target.pause) else None,
             "recovery": recovered,
         }
         job.finish(result)
@@ -204,7 +212,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
 
 
 def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port: int,
-             owner: str, workers: int, keep_running: bool) -> tuple[Path, dict]:
+             owner: str, workers: int, dbname: str, keep_running: bool) -> tuple[Path, dict]:
     """Start the restored server in recovery, feed it the plan's WAL, wait for the target."""
     t0 = time.perf_counter()
     entry = pwd.getpwnam(owner)
@@ -218,9 +226,10 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port:
     try:
         layout.start(pgdata, server["bin_dir"], port, owner)
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        recovery.wait_for_target(pgdata, port, plan.target, pid, log, lambda: stager.error)
+        recovery.wait_for_target(pgdata, port, plan.target, pid, log, lambda: stager.error,
+                                 dbname)
         if not plan.target.pause:
-            recovery.clear_settings(pgdata, port)
+            recovery.clear_settings(pgdata, port, dbname)
         if not keep_running:
             layout.stop(pgdata, server["bin_dir"], owner)
     except BaseException:

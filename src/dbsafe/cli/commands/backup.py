@@ -17,6 +17,9 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            compress_level: int = typer.Option(DEFAULT_LEVEL, "--compress-level", min=0, max=22,
                                               help="zstd level for new blocks; 0 stores raw."),
            workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
+           db: list[str] = typer.Option(None, "--db",
+                                        help="Back up only these databases (repeat); default: "
+                                             "the protected ones."),
            wait: float = typer.Option(WAIT_SECONDS, help="log: seconds to wait for the WAL "
                                                          "to reach the vault."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -25,11 +28,12 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
     if type not in TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
     if type == "log":
-        result = run_log_backup(open_vault(), name, wait)
+        result = run_log_backup(open_vault(), name, wait, databases=db or None)
         render.emit(result, _human_log)
         return
     with render.progress(f"backup {name}") as bar:
-        result = run_backup(open_vault(), name, type, compress_level, workers, bar)
+        result = run_backup(open_vault(), name, type, compress_level, workers, bar,
+                            databases=db or None)
 
     def human(r: dict) -> None:
         render.out.print(

@@ -10,10 +10,12 @@ from dbsafe.services.points import points_and_chain
 
 
 def points(name: str = typer.Argument(..., help="A registered server."),
+           db: str = typer.Option(None, "--db", help="Only points that can restore this "
+                                                     "database."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the recovery points of a server and the time ranges its log chain covers."""
     render.state.json = json
-    data = points_and_chain(open_vault(), name)
+    data = points_and_chain(open_vault(), name, db)
 
     def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),

@@ -9,6 +9,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
+from dbsafe.services.db_restore import restore_database
 from dbsafe.services.pitr import plan_recovery
 from dbsafe.services.points import load_point
 from dbsafe.services.restore import run_restore
@@ -37,6 +38,15 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
                 False, "--no-recovery",
                 help="Leave the server paused in recovery at the target, to inspect it "
                      "before promoting (SELECT pg_wal_replay_resume())."),
+            db: str = typer.Option(None, "--db", help="Restore only this database."),
+            target_server: str = typer.Option(
+                None, "--target-server",
+                help="A registered running server to restore --db into (with --as)."),
+            as_name: str = typer.Option(None, "--as", help="Name of the database in the "
+                                                            "target server."),
+            overwrite: bool = typer.Option(False, "--overwrite",
+                                           help="Replace a database of that name in the "
+                                                "target server."),
             to_pgdata: Path = typer.Option(None, help="An empty folder for the data directory."),
             as_files: Path = typer.Option(None, help="An empty folder for the files and WAL."),
             port: int = typer.Option(None, help="Port for the restored server."),
@@ -51,8 +61,11 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     targets = [t for t in (point, time, lsn, restore_point) if t is not None]
     if len(targets) != 1:
         raise typer.BadParameter("give exactly one of --point, --time, --lsn, --restore-point")
-    if (to_pgdata is None) == (as_files is None):
-        raise typer.BadParameter("give exactly one of --to-pgdata or --as-files")
+    if sum(x is not None for x in (to_pgdata, as_files, target_server)) != 1:
+        raise typer.BadParameter("give exactly one of --to-pgdata, --as-files or "
+                                 "--target-server")
+    if target_server is not None and (db is None or as_name is None):
+        raise typer.BadParameter("--target-server needs --db DB and --as NEWNAME")
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
     vault = open_vault()
@@ -68,10 +81,19 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     elif no_recovery:
         raise typer.BadParameter("--no-recovery needs a target: --time, --lsn, "
                                  "--restore-point or a log point")
+    if target_server is not None:
+        with render.progress(f"restore {db} from {point}") as bar:
+            result = restore_database(vault, name, db, point, plan, target_server, as_name,
+                                      overwrite, workers, bar)
+        render.emit(result, lambda r: render.out.print(
+            f"database {r['database']} of {name} (point {r['point_id']}"
+            + (f", recovered to {r['recovery']['target']}" if r["recovery"] else "")
+            + f") is now {r['new_name']!r} in {r['target_server']} ({r['seconds']} s)"))
+        return
     with render.progress(f"restore {point}") as bar:
         result = run_restore(vault, name, point, to_pgdata, as_files, port, start,
                              _tablespace_map(tablespace_map), owner, workers, bar,
-                             recovery=plan)
+                             recovery=plan, databases=[db] if db else None)
 
     def human(r: dict) -> None:
         render.out.print(f"restored {r['point_id']} into {r['target']} "
@@ -81,6 +103,9 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             state = "paused in recovery at" if rec["paused"] else "recovered to"
             render.out.print(f"{state} {rec['target']} (base {rec['base_point']}, "
                              f"{rec['wal_files']} WAL files, {rec['seconds']} s)")
+        if r["databases_left_out"]:
+            render.out.print("not restored (drop them once the server runs): "
+                             + ", ".join(r["databases_left_out"]))
         if r["started"]:
             render.out.print(f"PostgreSQL is running on port {r['port']}, socket in "
                              f"{r['socket_dir']} (log: {r['log']})")

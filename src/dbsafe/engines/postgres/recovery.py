@@ -13,6 +13,7 @@ inline shell, not a script: once the stage folder is gone it still answers "not 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +68,18 @@ def write_settings(pgdata: Path, target: RecoveryTarget) -> None:
 
 
 def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_pid: int,
-                    log: Path, failed: callable, timeout: float = 24 * 3600) -> None:
+                    log: Path, failed: Callable[[], BaseException | None], dbname: str,
+                    timeout: float = 24 * 3600, connect_timeout: float = 300) -> None:
     """Wait until recovery promoted (or paused at the target); raise if the server died.
 
-    ``failed`` returns an error (the WAL stager's) that ends the wait early.
+    ``failed`` returns an error (the WAL stager's) that ends the wait early. ``dbname`` is
+    a database the restore wrote (a selective restore leaves others unusable).
     """
     import psycopg
 
     deadline = time.monotonic() + timeout
+    connected_once = False
+    first_failure: float | None = None
     while time.monotonic() < deadline:
         problem = failed()
         if problem is not None:
@@ -83,11 +88,18 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
             raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
                               target=target.describe(), reason=last_fatal(log))
         try:
-            with connect(port, str(pgdata)) as conn:
+            with connect(port, str(pgdata), dbname) as conn:
                 in_recovery, state = conn.execute(
                     "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
                     "THEN pg_get_wal_replay_pause_state() END").fetchone()
-        except (psycopg.Error, DbsafeError):
+            connected_once, first_failure = True, None
+        except (psycopg.Error, DbsafeError) as exc:
+            first_failure = first_failure or time.monotonic()
+            if not connected_once and time.monotonic() - first_failure > connect_timeout:
+                raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
+                                  target=target.describe(),
+                                  reason=f"cannot connect to the restored server: {exc}") \
+                    from None
             time.sleep(0.1)
             continue
         if not in_recovery and not target.pause:
@@ -103,9 +115,9 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
                       target=target.describe(), reason=f"not done after {timeout} s")
 
 
-def clear_settings(pgdata: Path, port: int) -> None:
+def clear_settings(pgdata: Path, port: int, dbname: str) -> None:
     """After promotion: drop the recovery settings so a later restart is a plain start."""
-    with connect(port, str(pgdata)) as conn:
+    with connect(port, str(pgdata), dbname) as conn:
         for key in RECOVERY_KEYS:
             conn.execute(f"ALTER SYSTEM RESET {key}")
         conn.execute("SELECT pg_reload_conf()")

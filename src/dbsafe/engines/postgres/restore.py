@@ -60,6 +60,15 @@ def make_layout(pgdata: Path, dirs: list[dict], tablespace_dirs: dict[str, Path]
         os.chmod(folder, d.get("mode", 0o700))
 
 
+def sparse_file(path: Path, size: int, mode: int) -> None:
+    """An all-zero file that takes no space: a database left out of a selective restore."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode or 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
 def write_backup_label(pgdata: Path, label: str) -> None:
     (pgdata / "backup_label").write_text(label)
 
