@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # dbsafe end to end on a machine with nothing set up: install, create a demo PostgreSQL
-# cluster with sample data, a local vault, back it up, change data, take a copy-only full,
-# restore the first full into a new data directory, start it on another port, and show that
-# the restored data equals the data at backup time.
+# cluster with sample data, a local vault, protect it (FULL recovery model: WAL archived
+# into the vault by the dbsafe agent), take a full backup, note an instant, change data,
+# take a log backup and a copy-only full, restore the instance as it was at that instant
+# into a new data directory, start it on another port, and show that the restored data
+# equals the data at that instant.
 #   --keep   leave the demo clusters running at the end (default: stop them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,7 @@ cleanup() {
   if [ $keep = 0 ]; then
     as_pg "$BIN/pg_ctl" -D "$DST" stop -m fast >/dev/null 2>&1 || true
     as_pg "$BIN/pg_ctl" -D "$SRC" stop -m fast >/dev/null 2>&1 || true
+    "$DBSAFE" agent stop >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
@@ -46,19 +49,25 @@ echo "== 2. a local vault in $DBSAFE_HOME"
 "$DBSAFE" vault init
 "$DBSAFE" server add demo --pgdata "$SRC" --port "$PORT"
 "$DBSAFE" discover demo
+"$DBSAFE" protect demo --all --recovery-model full --restart
 
 echo "== 3. a full backup"
-BEFORE=$(psql_src -c "$CHECKSUM_SQL")
 FULL=$("$DBSAFE" backup demo --type full --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["point_id"]); print("   read %.1f MB in %.2f s, stored %.1f MB" % (r["bytes_read"]/1e6, r["seconds"], r["bytes_stored"]/1e6), file=sys.stderr)')
 echo "   point $FULL"
+sleep 1
+INSTANT=$(psql_src -c "SELECT clock_timestamp()")
+BEFORE=$(psql_src -c "$CHECKSUM_SQL")
+echo "   the instant to come back to: $INSTANT"
+sleep 1
 
-echo "== 4. change data, then a copy-only full"
-psql_src -c "UPDATE pgbench_accounts SET abalance = abalance + 100 WHERE aid % 10 = 0; DELETE FROM notes WHERE id % 3 = 0; INSERT INTO notes VALUES (-1, 'after the full');"
+echo "== 4. change data (a mistake), then a log backup and a copy-only full"
+psql_src -c "UPDATE pgbench_accounts SET abalance = abalance + 100 WHERE aid % 10 = 0; DELETE FROM notes WHERE id % 3 = 0; INSERT INTO notes VALUES (-1, 'after the instant');"
+"$DBSAFE" backup demo --type log
 "$DBSAFE" backup demo --type copy-only
 "$DBSAFE" points demo
 
-echo "== 5. restore the first full into $DST and start it on port $RPORT"
-"$DBSAFE" restore demo --point "$FULL" --to-pgdata "$DST" --port "$RPORT" --start
+echo "== 5. restore the instance as it was at $INSTANT into $DST and start it on port $RPORT"
+"$DBSAFE" restore demo --time "$INSTANT" --to-pgdata "$DST" --port "$RPORT" --start
 "$DBSAFE" verify demo --point "$FULL"
 
 echo "== 6. compare the restored data with the data at backup time"
@@ -66,9 +75,9 @@ AFTER=$(psql_dst -c "$CHECKSUM_SQL")
 NOW=$(psql_src -c "$CHECKSUM_SQL")
 echo "$AFTER" | sed 's/^/   restored: /'
 if [ "$AFTER" = "$BEFORE" ] && [ "$AFTER" != "$NOW" ]; then
-  echo "OK: every table of the restored server equals the source at backup time (and not the source now)."
+  echo "OK: every table of the restored server equals the source at $INSTANT (and not the source now)."
 else
-  echo "MISMATCH: restored data differs from the data at backup time" >&2
+  echo "MISMATCH: restored data differs from the data at $INSTANT" >&2
   exit 1
 fi
 "$DBSAFE" jobs
