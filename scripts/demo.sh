@@ -70,7 +70,7 @@ echo "== 5. restore the instance as it was at $INSTANT into $DST and start it on
 "$DBSAFE" restore demo --time "$INSTANT" --to-pgdata "$DST" --port "$RPORT" --start
 "$DBSAFE" verify demo --point "$FULL"
 
-echo "== 6. compare the restored data with the data at backup time"
+echo "== 6. compare the restored data with the data at that instant"
 AFTER=$(psql_dst -c "$CHECKSUM_SQL")
 NOW=$(psql_src -c "$CHECKSUM_SQL")
 echo "$AFTER" | sed 's/^/   restored: /'
