@@ -196,3 +196,53 @@ def test_points_json_shape(pg_template, area, wal_vault):
     (rng,) = out["log_ranges"]
     assert set(rng) >= {"start_time", "end_time", "start_lsn", "end_lsn", "timeline"}
     assert [p["type"] for p in out["points"]] == ["full", "log"]
+
+
+def test_chain_continues_after_a_promotion(pg_template, area, wal_vault):
+    """A standby promoted after its primary stopped: the history file is archived, the new
+    timeline's WAL joins the same chain, and instants before and after the promotion
+    restore (the base is the old primary's full)."""
+    from conftest import PG_BIN, as_postgres, free_port
+
+    vault = wal_vault
+    primary = _protected(pg_template, area, vault, "primary")
+    primary.execute(LEDGER)
+    _commit_rows(primary, 1, 10)
+    vault.backup("primary")
+    standby_dir = area / "standby"
+    proc = as_postgres([str(PG_BIN / "pg_basebackup"), "-h", str(primary.sockdir), "-p",
+                        str(primary.port), "-U", "postgres", "-D", str(standby_dir), "-R",
+                        "-X", "stream"])
+    assert proc.returncode == 0, proc.stderr
+    standby = Pg(standby_dir, free_port(), area, area / "standby.log")
+    standby.start()
+    vault.add_server("standby", standby)
+    _commit_rows(primary, 11, 10)
+    lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    deadline = time.monotonic() + 60
+    while standby.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", params=(lsn,)) \
+            is not True and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = _commit_times(primary)
+    primary.stop()
+    assert as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(standby_dir), "promote", "-w"]) \
+        .returncode == 0
+    vault.ok("protect", "standby", "--all")  # same archive_command: nothing to change
+    _commit_rows(standby, 21, 10)
+    log = vault.backup("standby", "--type", "log")
+    assert log["timeline"] == 2 and not log["warnings"], log
+    assert (vault.path / "wal").rglob("00000002.history")
+    chain = vault.chain("standby")
+    assert chain["gaps"] == []
+    assert [r["timeline"] for r in chain["log_ranges"]] == [1, 2]
+    after = _commit_times(standby)
+    for n, instant in enumerate([before[15] + (before[16] - before[15]) / 2,
+                                 after[25] + (after[26] - after[25]) / 2]):
+        out = vault.ok("restore", "standby", "--time", instant.isoformat(), "--to-pgdata",
+                       area / f"t{n}")
+        got = restored(area / f"t{n}", out["port"])
+        got.start()
+        try:
+            assert _ids(got) == [i for i, t in after.items() if t <= instant]
+        finally:
+            got.stop()

@@ -19,7 +19,7 @@ from dbsafe.services import selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
 from dbsafe.services.jobs import Job, ProgressFn, running_job
-from dbsafe.services.points import list_points
+from dbsafe.services.points import lineage_points, list_points
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
@@ -115,7 +115,7 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
         "start_lsn": manifest["start_lsn"], "stop_lsn": stop_lsn, "timeline": timeline,
         "bytes_read": manifest["stats"]["bytes_read"], "bytes_stored": size,
         "corrupt_pages": 0})
-    chain = log_chain(vault, server, list_points(vault, server["name"]))
+    chain = log_chain(vault, server, lineage_points(vault, server))
     warnings = []
     if chain.gaps:
         gaps = "; ".join(f"{g['missing_segments']} segment(s) from {g['first_missing']} "

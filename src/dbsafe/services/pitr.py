@@ -32,7 +32,7 @@ from dbsafe.services.chain import (
     log_chain,
     parent_run,
 )
-from dbsafe.services.points import list_points
+from dbsafe.services.points import lineage_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.repository import BlockError
 
@@ -69,7 +69,7 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
                   log_point: dict | None = None, pause: bool = False) -> RecoveryPlan:
     if (server["recovery_model"] or "SIMPLE") != "FULL":
         raise DbsafeError("restore.simple_model", name=server["name"])
-    points = list_points(vault, server["name"])
+    points = lineage_points(vault, server)
     chain = log_chain(vault, server, points)
     if time_ is not None:
         t = parse_time(time_)

@@ -56,6 +56,16 @@ def list_points(vault: Vault, name: str) -> list[dict]:
             for p in points]
 
 
+def lineage_points(vault: Vault, server: dict) -> list[dict]:
+    """Points of every registered server of the same cluster lineage (system identifier):
+    after a promotion the new primary's log chain continues from the old primary's fulls."""
+    points = []
+    for other in vault.catalog.list_servers():
+        if other["system_identifier"] == server["system_identifier"]:
+            points += [{**p, "server": other["name"]} for p in list_points(vault, other["name"])]
+    return sorted(points, key=lambda p: (p["start_time"], p["point_id"]))
+
+
 def points_and_chain(vault: Vault, name: str, database: str | None = None) -> dict:
     """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
 
@@ -66,7 +76,7 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None) -> di
 
     server = get_server(vault, name)
     points = list_points(vault, name)
-    chain = log_chain(vault, server, points)
+    chain = log_chain(vault, server, lineage_points(vault, server))
     if database is not None:
         points = [p for p in points if p["type"] == "log" or p["databases"] is None
                   or database in p["databases"]]
@@ -76,12 +86,13 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None) -> di
 
 
 def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
-    """(server, manifest) of a point that belongs to ``name``."""
+    """(server, manifest) of a point of ``name``'s cluster lineage (the same system
+    identifier: a standby's or former primary's backups restore it too)."""
     server = get_server(vault, name)
     try:
         manifest = vault.repo.load_manifest(point_id)
     except KeyError:
         raise DbsafeError("point.unknown", point_id=point_id, name=name) from None
-    if not _belongs(manifest, server):
+    if manifest["instance"]["system_identifier"] != server["system_identifier"]:
         raise DbsafeError("point.unknown", point_id=point_id, name=name)
     return server, manifest

@@ -20,6 +20,7 @@ from pathlib import Path
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.restore import last_fatal
 
 STAGE_DIR = "dbsafe_wal_stage"
 RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target_lsn",
@@ -49,8 +50,11 @@ class RecoveryTarget:
 
 def restore_command(stage: Path) -> str:
     s = str(stage)
+    # History files are asked for more than once (at start and at each timeline switch):
+    # they are copied; segments are asked for once and are moved.
     return (f'sh -c \'while [ -f "{s}/$1.wait" ]; do sleep 0.02; done; '
-            f'test -f "{s}/$1" && mv "{s}/$1" "$2"\' dbsafe-restore %f %p')
+            f'test -f "{s}/$1" || exit 1; case "$1" in *.history) cp "{s}/$1" "$2";; '
+            f'*) mv "{s}/$1" "$2";; esac\' dbsafe-restore %f %p')
 
 
 def _quote(value: str) -> str:
@@ -121,14 +125,3 @@ def clear_settings(pgdata: Path, port: int, dbname: str) -> None:
         for key in RECOVERY_KEYS:
             conn.execute(f"ALTER SYSTEM RESET {key}")
         conn.execute("SELECT pg_reload_conf()")
-
-
-def last_fatal(log: Path) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "the server stopped (no log)"
-    for line in reversed(lines):
-        if "FATAL" in line or "PANIC" in line:
-            return line.strip()
-    return lines[-1].strip() if lines else "the server stopped"

@@ -132,10 +132,22 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600)
             "-t", str(timeout), "-o", f"-p {port} -k {socket_dir}", "start"]
     proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
     if proc.returncode != 0:
-        reason = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
-                          reason=reason[-1] if reason else f"pg_ctl exit {proc.returncode}")
+                          reason=last_fatal(log))
     return log
+
+
+def last_fatal(log: Path) -> str:
+    """The server log's last FATAL or PANIC line: the reason a start or recovery failed
+    (the log may be removed with a failed restore, so the message carries it)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "the server stopped (no log)"
+    for line in reversed(lines):
+        if "FATAL" in line or "PANIC" in line:
+            return line.strip()
+    return lines[-1].strip() if lines else "the server stopped"
 
 
 def stop(pgdata: Path, bin_dir: str, owner: str) -> None:
