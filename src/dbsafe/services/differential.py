@@ -5,8 +5,8 @@ semantics), so a restore needs that full and the differential, never a chain. Wh
 changed is the engine's call (their LSNs, engines/postgres/delta.py); here we decide which
 files to read at all and turn the pages kept into manifest entries (docs/
 repository-format.md, *Differentials*). The copy keeps the hot path's shape: tasks of up
-to ``TASK_BLOCKS`` blocks of one file on parallel threads, each thread holding one block it
-read and at most one block of changed pages before storing it.
+to ``TASK_BLOCKS`` blocks of one file on parallel threads, each thread holding the block it
+read and under two blocks of changed pages (a block's worth is stored as soon as it is there).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
-from dbsafe.services.copy import TASK_BLOCKS, CopiedFile, Copier, SizedCall, by_size, file_entry
+from dbsafe.services.copy import TASK_BLOCKS, Copier, SizedCall, by_size, file_entry
 from dbsafe.services.points import list_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.blocks import BlockSink
@@ -217,7 +217,6 @@ class DiffCopy:
     """What a differential's copy produced, for its manifest and result."""
 
     entries: list[dict]
-    whole: list[CopiedFile]
     corrupt: list[dict]
     bytes_read: int
     stats: dict
@@ -260,4 +259,4 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: list[Sour
              "files_unchanged": len(scanned) - changed_files + len(p.not_read),
              "files_not_read": len(p.not_read), "files_dropped": len(p.dropped)}
     bytes_read = sum(c.size for c in whole) + sum(r.bytes_read for r in scanned)
-    return DiffCopy(entries, whole, corrupt, bytes_read, stats, p.dropped)
+    return DiffCopy(entries, corrupt, bytes_read, stats, p.dropped)
