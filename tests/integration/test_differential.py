@@ -167,6 +167,11 @@ def test_diff_stores_far_less_than_the_full(dsrc, dvault):
     assert diff["base"] == full["point_id"]
     assert 1 <= diff["pages_changed"] < 100
     assert diff["bytes_stored"] <= 0.1 * full["bytes_stored"], (diff, full)
+    # differentials are cumulative: the next one is based on the full too, never on a diff
+    pg.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 9999", "app")
+    second = dvault.backup("d", "--type", "diff")
+    assert second["base"] == full["point_id"]
+    assert second["pages_changed"] > diff["pages_changed"]
 
 
 def test_diff_needs_a_full(dsrc, dvault):
