@@ -119,9 +119,12 @@ class CpuLedger:
         return {k: round(v, 2) for k, v in out.items()}
 
 
+SERVER_PGDATA = [dataset.PGDATA]  # whose server's CPU the ledger counts (diff.py: a copy)
+
+
 def server_pid() -> int | None:
     try:
-        return int((dataset.PGDATA / "postmaster.pid").read_text().split()[0])
+        return int((SERVER_PGDATA[0] / "postmaster.pid").read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
 

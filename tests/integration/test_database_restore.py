@@ -114,6 +114,7 @@ def test_protection_per_database(pg_template, area, wal_vault):
     assert vault.ok("points", "src", "--db", "skip")["points"] == []
     # read-only databases take fulls only
     vault.fail("backup.read_only_db", "backup", "src", "--type", "log", "--db", "ro")
+    vault.fail("backup.read_only_db", "backup", "src", "--type", "diff", "--db", "ro")
     # the point restores the protected databases; the others come back as empty files
     out = vault.ok("restore", "src", "--point", full["point_id"], "--to-pgdata",
                    area / "r", "--port", str(src.port + 1000), "--start")

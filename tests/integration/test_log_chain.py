@@ -50,9 +50,13 @@ def test_point_in_time_drill(pg_template, area, wal_vault):
     assert log1["type"] == "log" and not log1["warnings"]
     pg.execute("CREATE TABLE filler AS SELECT g, repeat('x', 500) AS v "
                "FROM generate_series(1, 60000) g")  # a few more segments
-    _commit_rows(pg, 51, 30)
+    _commit_rows(pg, 51, 15)
+    assert vault.backup("pitr", "--type", "diff")["type"] == "diff"
+    _commit_rows(pg, 66, 15)
     vault.backup("pitr", "--type", "full")
-    _commit_rows(pg, 81, 30)
+    _commit_rows(pg, 81, 15)
+    vault.backup("pitr", "--type", "diff")
+    _commit_rows(pg, 96, 15)
     vault.backup("pitr", "--type", "log")
     times = _commit_times(pg)
 

@@ -66,6 +66,16 @@ _SPECS = [
               "or cancel it"),
     ErrorSpec("backup.file_read_failed", 5, 500,
               "could not read {path}: {reason}"),
+    ErrorSpec("backup.no_full", 2, 409,
+              "a differential needs a full backup of {name} first; take one with "
+              "`dbsafe backup {name} --type full`"),
+    ErrorSpec("backup.base_unusable", 3, 409,
+              "the latest full {base} of {name!r} cannot be the base of a differential: "
+              "{reason}; take a new one with `dbsafe backup {name} --type full`"),
+    ErrorSpec("point.base_missing", 6, 500,
+              "point {point_id} is a differential of full {base}, whose manifest is not in "
+              "the vault; it cannot be restored: restore another point "
+              "(`dbsafe points {name}`)"),
     ErrorSpec("point.unknown", 2, 404,
               "no recovery point {point_id!r} for {name!r}; list them with `dbsafe points {name}`"),
     ErrorSpec("restore.target_not_empty", 2, 409,

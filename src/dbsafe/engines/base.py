@@ -24,7 +24,12 @@ class SourceFile:
 
 @dataclass
 class BlockRead:
-    """The bytes of one block, with any corrupt pages found while reading it."""
+    """The bytes of one block, with any corrupt pages found while reading it.
+
+    A differential's read also says which pages of ``data`` to keep: ``pages`` holds runs
+    ``(first page index within data, count)``; None means the whole block.
+    """
 
     data: bytes
     corrupt_pages: list[int] = field(default_factory=list)
+    pages: list[tuple[int, int]] | None = None

@@ -1,8 +1,9 @@
-"""Full and copy-only full backups of a registered instance into the vault.
+"""Full, copy-only full and differential backups of a registered instance into the vault.
 
 Order of events (docs/repository-format.md, *Write order*): start the backup → copy the data
-files → stop it → copy the WAL from start to stop → seal the last packs and their index
-files → write the manifest (the commit point) → record the point in the catalog.
+files (a differential: the changed pages, services/differential.py) → stop it → copy the WAL
+from start to stop → seal the last packs and their index files → write the manifest (the
+commit point) → record the point in the catalog.
 """
 
 from __future__ import annotations
@@ -18,25 +19,19 @@ from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import selection
-from dbsafe.services.copy import CopiedFile, Copier
+from dbsafe.services import differential, selection
+from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.jobs import Job, ProgressFn, running_job
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
-BACKUP_TYPES = ("full", "copy-only")
+BACKUP_TYPES = ("full", "copy-only", "diff")
 DEFAULT_LEVEL = 1
 MAX_CORRUPT_LISTED = 1000
 
 
 def new_point_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-
-
-def _entry(repo, copied: CopiedFile) -> dict:
-    return {"path": copied.source.path, "size": copied.size, "mode": copied.source.mode,
-            "mtime": copied.source.mtime, "blocks": [b.hex() for b in copied.block_ids],
-            "checksum": repo.file_checksum(copied.block_ids)}
 
 
 def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT_LEVEL,
@@ -56,16 +51,19 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     listed, skip = selection.choose(dbs, databases,
                                     vault.catalog.list_protected(server["instance_id"]),
                                     type, name)
+    base = differential.find_base(vault, server) if type == "diff" else None
+    if base is not None:
+        differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
     with Job(vault.catalog, "backup", name, on_progress) as job:
         result = _backup(vault, server, type, level, workers or default_workers(), job,
-                         (listed, skip))
+                         (listed, skip), base)
         result["job_id"] = job.id
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
         return result
 
 
 def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
-            chosen: tuple[list[dict], set[int]]) -> dict:
+            chosen: tuple[list[dict], set[int]], base: dict | None = None) -> dict:
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)
@@ -76,13 +74,29 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     session = BackupSession(pgdata, port, host, major, bool(server["data_checksums"]))
     sink = repo.block_sink(level)
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
+    about_base: dict = {}  # a differential's base, dropped files and counts
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
+        if base is not None:
+            differential.check_base(base, server["name"], major, start_lsn)
         files, dirs, tablespaces = session.files()
         files, skipped = selection.split_files(files, chosen[1])
-        job.expect(sum(f.size for f in files))
-        copied = copier.copy(files)
+        if base is None:
+            job.expect(sum(f.size for f in files))
+            copied = [c for c in copier.copy(files) if not c.vanished]
+            entries = [file_entry(repo, c) for c in copied]
+            corrupt = [{"path": c.source.path, "block": p}
+                       for c in copied for p in c.corrupt_pages]
+            files_read = sum(c.size for c in copied)
+        else:
+            diff = differential.copy_files(repo, copier, session.read_changed, files, base,
+                                           job.expect)
+            entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
+            about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
+                          "dropped": diff.dropped, "stats": diff.stats}
         stop = session.stop()
+        if base is not None:
+            differential.check_base(base, server["name"], major, timeline=stop.timeline)
         job.expect(sum(f.size for f in stop.wal_segments))
         wal = copier.copy(stop.wal_segments)
         session.close()
@@ -91,15 +105,14 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         session.close()
         sink.abort()
         raise
-    copied = [c for c in copied if not c.vanished]
-    corrupt = [{"path": c.source.path, "block": p} for c in copied for p in c.corrupt_pages]
     ended = datetime.now(UTC)
-    bytes_read = sum(c.size for c in copied) + sum(w.size for w in wal)
+    bytes_read = files_read + sum(w.size for w in wal)
     manifest = {
         "format": 1,
         "point_id": point_id,
         "type": type,
         "copy_only": type == "copy-only",
+        **{k: v for k, v in about_base.items() if k != "stats"},
         "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
                      "pg_version": major, "pgdata": str(pgdata),
                      "owner": _owner_name(pgdata)},
@@ -114,12 +127,12 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "compression": {"codec": "zstd" if level else "none", "level": level},
         "block_size": repo.block_size,
         "dirs": dirs,
-        "files": [_entry(repo, c) for c in copied],
+        "files": entries,
         "databases": chosen[0],
         "skipped": skipped,
-        "wal": [_entry(repo, w) for w in wal],
-        "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(copied),
-                  "corrupt_pages": len(corrupt)},
+        "wal": [file_entry(repo, w) for w in wal],
+        "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(entries),
+                  "corrupt_pages": len(corrupt), **about_base.get("stats", {})},
         "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
     }
     manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
@@ -136,13 +149,15 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",
         "server": server["name"], "bytes_read": bytes_read,
         "bytes_stored": bytes_stored, "blocks_new": sink.stats.blocks_new,
-        "blocks_reused": sink.stats.blocks_reused, "files": len(copied),
+        "blocks_reused": sink.stats.blocks_reused, "files": len(entries),
         "wal_segments": len(wal), "seconds": round(seconds, 3),
         "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,
         "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
         "start_time": manifest["start_time"], "end_time": manifest["end_time"],
         "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
         "compression_level": level, "workers": workers,
+        **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn")},
+        **about_base.get("stats", {}),
     }
 
 

@@ -34,9 +34,16 @@ class CopiedFile:
 
 @dataclass
 class _Task:
-    file_no: int
     first_block: int
     blocks: int
+
+
+SizedCall = tuple[int, Callable, tuple]
+
+
+def by_size(calls: list[SizedCall]) -> list[tuple[Callable, tuple]]:
+    """Tasks of large files first: the tail of the run is then made of small tasks."""
+    return [(fn, args) for _size, fn, args in sorted(calls, key=lambda c: -c[0])]
 
 
 class Copier:
@@ -50,17 +57,24 @@ class Copier:
         self._lock = threading.Lock()
 
     def copy(self, files: list[SourceFile]) -> list[CopiedFile]:
+        results, calls = self.prepare(files)
+        run_parallel(self.workers, "dbsafe-copy", by_size(calls))
+        return self.finish(results)
+
+    def prepare(self, files: list[SourceFile]) -> tuple[list[CopiedFile], list[SizedCall]]:
+        """One result per file and the calls that fill them (``(file size, fn, args)``), so
+        that a differential can run them in one pool with its own."""
         results = [CopiedFile(f, f.size, [None] * _blocks(f.size, self.block_size))
                    for f in files]
-        tasks = []
-        for no, f in enumerate(files):
+        calls: list[SizedCall] = []
+        for f, result in zip(files, results, strict=True):
             n = _blocks(f.size, self.block_size)
-            tasks.extend(_Task(no, first, min(TASK_BLOCKS, n - first))
+            calls.extend((f.size, self._run, (_Task(first, min(TASK_BLOCKS, n - first)),
+                                              f, result))
                          for first in range(0, n, TASK_BLOCKS))
-        # Large files first: the tail of the run is then made of small tasks.
-        tasks.sort(key=lambda t: -files[t.file_no].size)
-        run_parallel(self.workers, "dbsafe-copy",
-                     [(self._run, (t, files[t.file_no], results[t.file_no])) for t in tasks])
+        return results, calls
+
+    def finish(self, results: list[CopiedFile]) -> list[CopiedFile]:
         return [self._finish(r) for r in results]
 
     def _run(self, task: _Task, source: SourceFile, result: CopiedFile) -> None:
@@ -99,6 +113,13 @@ class Copier:
             r.size = min(r.size, first_hole * self.block_size)
         r.corrupt_pages.sort()
         return r
+
+
+def file_entry(repo, copied: CopiedFile) -> dict:
+    """The manifest entry of a file copied whole (docs/repository-format.md, *Manifests*)."""
+    return {"path": copied.source.path, "size": copied.size, "mode": copied.source.mode,
+            "mtime": copied.source.mtime, "blocks": [b.hex() for b in copied.block_ids],
+            "checksum": repo.file_checksum(copied.block_ids)}
 
 
 def _blocks(size: int, block_size: int) -> int:

@@ -24,7 +24,7 @@ from dbsafe.core.durability import fsync_file, sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import recovery
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services import selection
+from dbsafe.services import combine, selection
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan, WalStager
 from dbsafe.services.points import load_point
@@ -52,6 +52,10 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                    on_bytes) -> None:
     """Write each entry's blocks to its destination path, in parallel.
 
+    ``entries`` come from ``combine.file_writes``: a differential's files are their base's
+    blocks (cut at the differential's size), then its changed pages written over them in a
+    second pass, so that no page is written before the base block under it.
+
     Large files are written first, and each is fsynced by one background thread as soon as
     its last block is written, so the disk flushes while the rest is still decompressed
     (an A/B on the benchmark data: 6.95 s against 7.53 s with one sync at the end). The
@@ -59,7 +63,7 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
     """
     bs = repo.block_size
     zero_id = repo.keyed.digest(bytes(bs))  # an all-zero block: left as a hole
-    tasks = []
+    tasks, page_tasks = [], []
     for entry, path in zip(entries, dest, strict=True):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, entry["mode"] or 0o600)
         try:
@@ -69,12 +73,30 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
         blocks = entry["blocks"]
         for first in range(0, len(blocks), TASK_BLOCKS):
             tasks.append((entry, path, first, blocks[first:first + TASK_BLOCKS]))
+        pages = entry.get("pages", [])
+        for first in range(0, len(pages), TASK_BLOCKS):
+            page_tasks.append((entry, path, pages[first:first + TASK_BLOCKS]))
     tasks.sort(key=lambda t: -t[0]["size"])
-    tasks_left = {str(t[1]): 0 for t in tasks}
-    for t in tasks:
+    page_tasks.sort(key=lambda t: -t[0]["size"])
+    tasks_left = {str(t[1]): 0 for t in tasks + page_tasks}
+    for t in tasks + page_tasks:
         tasks_left[str(t[1])] += 1
     lock = threading.Lock()
     flushes: list[Future] = []
+
+    def read(block_id: bytes, entry: dict) -> bytes:
+        try:
+            return repo.read_block(block_id)
+        except BlockError as exc:
+            code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
+            raise DbsafeError(code, block_id=block_id.hex(), path=entry["path"],
+                              reason=exc.reason) from None
+
+    def done(entry: dict, path: Path) -> None:
+        with lock:
+            tasks_left[str(path)] -= 1
+            if tasks_left[str(path)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
+                flushes.append(flusher.submit(fsync_file, path))
 
     def run(entry: dict, path: Path, first: int, ids: list[str]) -> None:
         fd = os.open(path, os.O_WRONLY)
@@ -86,23 +108,29 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                 if block_id == zero_id:
                     on_bytes(length)
                     continue
-                try:
-                    data = repo.read_block(block_id)
-                except BlockError as exc:
-                    code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
-                    raise DbsafeError(code, block_id=id_hex, path=entry["path"],
-                                      reason=exc.reason) from None
-                os.pwrite(fd, data, offset)
-                on_bytes(len(data))
+                data = read(block_id, entry)
+                # a base block may run past a differential's (smaller) size
+                os.pwrite(fd, memoryview(data)[:length], offset)
+                on_bytes(length)
         finally:
             os.close(fd)
-        with lock:
-            tasks_left[str(path)] -= 1
-            if tasks_left[str(path)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
-                flushes.append(flusher.submit(fsync_file, path))
+        done(entry, path)
+
+    def run_pages(entry: dict, path: Path, blocks: list) -> None:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            for id_hex, writes in blocks:
+                data = memoryview(read(bytes.fromhex(id_hex), entry))
+                for file_offset, at, length in writes:
+                    os.pwrite(fd, data[at:at + length], file_offset)
+                    on_bytes(length)
+        finally:
+            os.close(fd)
+        done(entry, path)
 
     with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-flush") as flusher:
         run_parallel(workers, "dbsafe-restore", [(run, t) for t in tasks])
+        run_parallel(workers, "dbsafe-restore", [(run_pages, t) for t in page_tasks])
     for fut in flushes:
         fut.result()
     for entry, path in zip(entries, dest, strict=True):
@@ -120,6 +148,8 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     ``databases``, only those databases' files are written (services/selection.py)."""
     server, manifest = load_point(vault, name, point_id)
     files, sparse, left_out = selection.restore_plan(manifest, databases)
+    files = combine.file_writes({**manifest, "files": files},
+                                combine.load_base(vault.repo, manifest))
     target = Path(to_pgdata or as_files).absolute()
     layout.require_empty(target)
     pgdata = target / "pgdata" if as_files else target
@@ -139,8 +169,8 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     created = [p for p in [target, *ts_dirs.values()] if not p.exists()]
     with Job(vault.catalog, "restore", name, on_progress) as job:
         t0 = time.perf_counter()
-        total = sum(f["size"] for f in files) + \
-            sum(w["size"] for w in manifest["wal"])
+        total = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"]) + \
+            sum(w[2] for f in files for _, writes in f.get("pages", ()) for w in writes)
         job.expect(total)
 
         try:

@@ -1,4 +1,5 @@
-"""Re-read every block of a recovery point and check it against its id."""
+"""Re-read every block of a recovery point (a differential: and its base blocks it uses) and
+check it against its id."""
 
 from __future__ import annotations
 
@@ -7,26 +8,32 @@ import time
 
 from dbsafe.core.concurrency import default_workers, run_parallel
 from dbsafe.core.errors import DbsafeError
+from dbsafe.services import combine
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import list_points, load_point
 from dbsafe.services.vault import Vault
 from dbsafe.vault.repository import BlockError
 
 
-def _distinct_blocks(manifest: dict) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """Each distinct block id of a point: the files using it, and its size."""
-    users: dict[str, list[str]] = {}
-    sizes: dict[str, int] = {}
-    for entry in manifest["files"] + manifest["wal"]:
-        for i, id_hex in enumerate(entry["blocks"]):
-            users.setdefault(id_hex, []).append(entry["path"])
-            sizes[id_hex] = min(manifest["block_size"], entry["size"] - i * manifest["block_size"])
-    return users, sizes
+def _distinct_blocks(vault: Vault, manifest: dict) -> tuple[dict[str, list[str]],
+                                                          dict[str, int]]:
+    """Each distinct block id a restore of the point reads (a differential's and the base
+    blocks it uses): the files using it, and its size."""
+    used = combine.blocks_used(manifest, combine.load_base(vault.repo, manifest))
+    return {k: paths for k, (_, paths) in used.items()}, {k: s for k, (s, _) in used.items()}
 
 
 def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
     """Problems of one point: each damaged block with the files that use it."""
-    users, sizes = _distinct_blocks(manifest)
+    try:
+        users, sizes = _distinct_blocks(vault, manifest)
+    except DbsafeError as exc:
+        if exc.code != "point.base_missing":
+            raise
+        return {"point_id": manifest["point_id"], "blocks": 0, "ok": False,
+                "problems": [{"block_id": None, "problem": "base_missing",
+                              "reason": exc.message, "files": []}],
+                "damaged_files": []}
     problems = []
     lock = threading.Lock()
 
@@ -45,6 +52,13 @@ def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
             "problems": problems, "damaged_files": damaged_files}
 
 
+def _expected_bytes(vault: Vault, manifest: dict) -> int:
+    try:
+        return sum(_distinct_blocks(vault, manifest)[1].values())
+    except DbsafeError:
+        return 0  # reported by verify_point
+
+
 def run_verify(vault: Vault, name: str, point_id: str | None = None,
                workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
     """Verify one point, or every point of ``name``; raises verify.failed when any is damaged.
@@ -55,7 +69,7 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     manifests = [load_point(vault, name, pid)[1] for pid in ids]
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
-        job.expect(sum(sum(_distinct_blocks(m)[1].values()) for m in manifests))
+        job.expect(sum(_expected_bytes(vault, m) for m in manifests))
         reports = [verify_point(vault, m, workers or default_workers(), job.advance)
                    for m in manifests]
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),

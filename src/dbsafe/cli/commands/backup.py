@@ -1,4 +1,4 @@
-"""dbsafe backup NAME --type full|copy-only|log"""
+"""dbsafe backup NAME --type full|copy-only|diff|log"""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ TYPES = (*BACKUP_TYPES, "log")
 
 
 def backup(name: str = typer.Argument(..., help="A registered server."),
-           type: str = typer.Option("full", "--type", help=" | ".join(TYPES)),
+           type: str = typer.Option("full", "--type", help=(
+               "full, copy-only, diff (the pages changed since the latest full that is not "
+               "copy-only) or log (the WAL up to now, archived).")),
            compress_level: int = typer.Option(DEFAULT_LEVEL, "--compress-level", min=0, max=22,
                                               help="zstd level for new blocks; 0 stores raw."),
            workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
@@ -23,7 +25,7 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            wait: float = typer.Option(WAIT_SECONDS, help="log: seconds to wait for the WAL "
                                                          "to reach the vault."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Back up a server into the vault: a full, copy-only full, or log backup."""
+    """Back up a server into the vault: a full, copy-only full, differential or log backup."""
     render.state.json = json
     if type not in TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
@@ -42,6 +44,12 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
             f"({r['mb_per_second']} MB/s), stored {render.human_bytes(r['bytes_stored'])} new\n"
             f"  LSN {r['start_lsn']} → {r['stop_lsn']}, timeline {r['timeline']}, "
             f"{r['files']} files, {r['wal_segments']} WAL segments")
+        if r["type"] == "diff":
+            render.out.print(
+                f"  since full {r['base']} (LSN {r['base_start_lsn']}): "
+                f"{r['pages_changed']} pages changed; files: {r['files_whole']} whole, "
+                f"{r['files_delta']} changed, {r['files_unchanged']} unchanged "
+                f"({r['files_not_read']} not read), {r['files_dropped']} dropped")
         if r["corrupt_pages"]:
             render.err.print(f"[yellow]warning[/yellow]: {r['corrupt_pages']} page(s) failed "
                              "their checksum; see --json for the list")

@@ -18,6 +18,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.delta import changed_pages, page_runs
 from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
 from dbsafe.engines.postgres.wal import parse_lsn, wal_segment_name
 
@@ -92,7 +93,25 @@ class BackupSession:
             return BlockRead(data)
         return BlockRead(data, self._corrupt_pages(fd, source, offset, data))
 
-    def _corrupt_pages(self, fd: int, source: SourceFile, offset: int, data: bytes) -> list[int]:
+    def read_changed(self, fd: int, source: SourceFile, offset: int, length: int,
+                     since_lsn: int, base_size: int) -> BlockRead:
+        """Read a block of a main-fork segment and select the pages changed since
+        ``since_lsn`` (see delta.py); only the selected pages' checksums are checked, the
+        others were checked by the backup that stored them."""
+        data = os.pread(fd, length, offset)
+        first_new = base_size // PAGE_SIZE - offset // PAGE_SIZE
+        runs = page_runs(changed_pages(data, since_lsn, first_new))
+        corrupt: list[int] = []
+        if self.verify_pages:
+            view = memoryview(data)
+            for first, count in runs:
+                corrupt += self._corrupt_pages(
+                    fd, source, offset + first * PAGE_SIZE,
+                    view[first * PAGE_SIZE:(first + count) * PAGE_SIZE])
+        return BlockRead(data, corrupt, runs)
+
+    def _corrupt_pages(self, fd: int, source: SourceFile, offset: int,
+                       data: bytes | memoryview) -> list[int]:
         first = source.first_page + offset // PAGE_SIZE
         corrupt = []
         for i in bad_pages(data, first):
