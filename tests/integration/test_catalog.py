@@ -27,14 +27,19 @@ def test_points_rebuilt_from_manifests_equal_the_original_rows(src_vault):
         assert not differing, f"point {old['point_id']}: catalog row vs manifest {differing}"
 
 
-def test_a_point_of_another_server_is_not_listed(src_vault, source):
+def test_a_point_of_another_server_is_not_listed_but_restores(src_vault, source):
     src_vault.add_server("other", source)  # same cluster, another name
     point = src_vault.backup("src")["point_id"]
     assert [p["point_id"] for p in src_vault.points("src")] == [point]
     assert src_vault.points("other") == []
-    src_vault.fail("point.unknown", "restore", "other", "--point", point, "--to-pgdata",
-                   src_vault.path.parent / "r")
-    assert not (src_vault.path.parent / "r").exists()
+    # ...but it restores through any server of the same cluster lineage (after a failover
+    # the new primary restores from the old primary's fulls)
+    out = src_vault.ok("restore", "other", "--point", point, "--as-files",
+                       src_vault.path.parent / "r")
+    assert out["point_id"] == point
+    src_vault.fail("point.unknown", "restore", "other", "--point", "20200101T000000Z-0",
+                   "--to-pgdata", src_vault.path.parent / "r2")
+    assert not (src_vault.path.parent / "r2").exists()
 
 
 def test_points_come_back_when_a_removed_server_is_added_again(src_vault, source):

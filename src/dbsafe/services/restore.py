@@ -246,15 +246,18 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port:
     """Start the restored server in recovery, feed it the plan's WAL, wait for the target."""
     t0 = time.perf_counter()
     entry = pwd.getpwnam(owner)
-    recovery.write_settings(pgdata, plan.target)
+    stage = recovery.stage_dir(pgdata)
+    recovery.write_settings(pgdata, plan.target, stage)
     layout.chown_tree([pgdata], owner)
-    stager = WalStager(vault, server["system_identifier"], plan.wal_files,
-                       pgdata / recovery.STAGE_DIR, entry.pw_uid, entry.pw_gid, workers)
+    shutil.rmtree(stage, ignore_errors=True)
+    stager = WalStager(vault, server["system_identifier"], plan.wal_files, stage,
+                       entry.pw_uid, entry.pw_gid, workers)
     stager.prepare()
     stager.start()
     log = pgdata / "dbsafe-restore-start.log"
     try:
-        layout.start(pgdata, server["bin_dir"], port, owner)
+        layout.start(pgdata, server["bin_dir"], port, owner,
+                     options="" if keep_running else recovery.replay_options())
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
         recovery.wait_for_target(pgdata, port, plan.target, pid, log, lambda: stager.error,
                                  dbname)
@@ -268,8 +271,9 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port:
             with contextlib.suppress(DbsafeError):
                 layout.stop(pgdata, server["bin_dir"], owner)
         raise
-    stager.stop()
-    shutil.rmtree(pgdata / recovery.STAGE_DIR, ignore_errors=True)
+    finally:
+        stager.stop()
+        shutil.rmtree(stage, ignore_errors=True)
     return log, {"target": plan.target.describe(), "timeline": plan.target.timeline,
                  "paused": plan.target.pause, "base_point": plan.base_point,
                  "wal_files": len(plan.wal_files), "wal_staged": stager.staged,

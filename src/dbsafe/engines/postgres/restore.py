@@ -124,12 +124,14 @@ def port_free(port: int) -> bool:
     return True
 
 
-def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600) -> Path:
-    """Start the restored cluster and wait until it accepts connections; returns its log."""
+def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
+          options: str = "") -> Path:
+    """Start the restored cluster and wait until it accepts connections; returns its log.
+    ``options`` are extra server options for this run only."""
     log = pgdata / "dbsafe-restore-start.log"
     socket_dir = pgdata  # always writable by the owner; the port alone may clash elsewhere
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
-            "-t", str(timeout), "-o", f"-p {port} -k {socket_dir}", "start"]
+            "-t", str(timeout), "-o", f"-p {port} -k {socket_dir} {options}".rstrip(), "start"]
     proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
     if proc.returncode != 0:
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
