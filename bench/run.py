@@ -94,6 +94,32 @@ def _descendants(table: dict, roots: list[int]) -> set[int]:
     return found
 
 
+def pgbackrest_conf(repo: Path, work_dir: Path, pgdata: Path, port: int, socket_dir: Path,
+                    async_archive: bool = False) -> str:
+    """The pgBackRest configuration every benchmark uses: zstd level 1, 2 processes (as
+    dbsafe's 2 threads), fast start; ``async_archive`` for archive-push/get with a spool."""
+    return f"""\
+[global]
+repo1-path={repo}
+repo1-retention-full=99
+log-path={work_dir / 'log'}
+lock-path={work_dir / 'lock'}
+spool-path={work_dir / 'spool'}
+{"archive-async=y" + chr(10) if async_archive else ""}compress-type=zst
+compress-level=1
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=info
+
+[{STANZA}]
+pg1-path={pgdata}
+pg1-port={port}
+pg1-socket-path={socket_dir}
+pg1-user={PG_USER}
+"""
+
+
 class CpuLedger:
     """CPU seconds used during a step by: the tool's tree, the benchmark's PostgreSQL server,
     and everything else on the machine (other people's work competing for the 2 cores)."""
@@ -358,26 +384,8 @@ class Bench:
 
     def write_pgbackrest_conf(self) -> None:
         c = self.cluster
-        self.pgbr_conf.write_text(f"""\
-[global]
-repo1-path={self.pgbr_repo}
-repo1-retention-full=99
-log-path={self.pgbr_dir / 'log'}
-lock-path={self.pgbr_dir / 'lock'}
-spool-path={self.pgbr_dir / 'spool'}
-compress-type=zst
-compress-level=1
-process-max=2
-start-fast=y
-log-level-console=warn
-log-level-file=info
-
-[{STANZA}]
-pg1-path={c.pgdata}
-pg1-port={c.port}
-pg1-socket-path={c.socket_dir}
-pg1-user={PG_USER}
-""")
+        self.pgbr_conf.write_text(pgbackrest_conf(self.pgbr_repo, self.pgbr_dir, c.pgdata,
+                                                  c.port, c.socket_dir))
         self.pgbr_conf.chmod(0o644)
 
     def pgbackrest_argv(self, *args: str) -> list[str]:

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
 from dataset import BIN, PG_USER, Cluster, as_postgres, log  # noqa: E402
-from run import busy_cores, du, git_commit, version, warm  # noqa: E402
+from run import busy_cores, du, git_commit, pgbackrest_conf, version, warm  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -349,26 +349,8 @@ class PgBackRest:
         self.conf = self.dir / "pgbackrest.conf"
 
     def write_conf(self) -> None:
-        self.conf.write_text(f"""\
-[global]
-repo1-path={self.repo}
-repo1-retention-full=99
-log-path={self.dir / 'log'}
-lock-path={self.dir / 'lock'}
-spool-path={self.dir / 'spool'}
-archive-async=y
-compress-type=zst
-compress-level=1
-process-max=2
-start-fast=y
-log-level-console=warn
-log-level-file=info
-
-[{STANZA}]
-pg1-path={self.pg.pgdata}
-pg1-port={self.pg.port}
-pg1-socket-path={self.pg.socket_dir}
-""")
+        self.conf.write_text(pgbackrest_conf(self.repo, self.dir, self.pg.pgdata, self.pg.port,
+                                             self.pg.socket_dir, async_archive=True))
 
     def argv(self, *args: str) -> list[str]:
         return as_postgres([PGBR, f"--config={self.conf}", f"--stanza={STANZA}", *args])
