@@ -167,27 +167,56 @@ class SqliteCatalog:
         return {r["name"] for r in self._all(
             "SELECT name FROM wal_files WHERE system_identifier = ?", system_identifier)}
 
-    # protection --------------------------------------------------------------------------
-    def set_protected(self, instance_id: int, names: list[str]) -> None:
-        """Replace the protected databases of an instance."""
+    # protection: protected items (databases of an instance) ----------------------------
+    def protect_items(self, instance_id: int, items: list[tuple[str, int | None]],
+                      policy: str | None) -> None:
+        """Protect (or re-protect) databases ``items`` (name, oid) with ``policy``."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("DELETE FROM protected_databases WHERE instance_id = ? AND "
-                                 f"name NOT IN ({', '.join('?' for _ in names)})",
-                                 (instance_id, *names))
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO protected_databases (instance_id, name, since) "
-                    "VALUES (?, ?, datetime('now'))", [(instance_id, n) for n in names])
+                    "INSERT INTO protected_databases (instance_id, name, oid, policy, since) "
+                    "VALUES (?, ?, ?, ?, datetime('now')) ON CONFLICT (instance_id, name) DO "
+                    "UPDATE SET policy = excluded.policy, oid = COALESCE(excluded.oid, oid), "
+                    "state = 'protected', state_reason = NULL",
+                    [(instance_id, name, oid, policy) for name, oid in items])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def list_items(self, instance_id: int | None = None) -> list[dict]:
+        """Protected items (every state) with their server's name."""
+        sql = ("SELECT p.*, s.name AS server FROM protected_databases p "
+               "JOIN instances i ON i.id = p.instance_id JOIN servers s ON s.id = i.server_id")
+        if instance_id is None:
+            return self._all(sql + " ORDER BY s.name, p.name")
+        return self._all(sql + " WHERE p.instance_id = ? ORDER BY p.name", instance_id)
+
+    def set_item(self, instance_id: int, name: str, **fields: object) -> None:
+        """Update an item's state, state_reason, warning or policy."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE protected_databases SET {sets} WHERE instance_id = ? AND name = ?",
+                  *fields.values(), instance_id, name)
+
+    def remove_items(self, instance_id: int, names: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM protected_databases WHERE instance_id = ? AND "
+                                 "name = ?", [(instance_id, n) for n in names])
+
+    def count_items(self, instance_id: int | None = None) -> int:
+        """Items that count against the limits: every state but 'stopped' and 'source-gone'."""
+        sql = ("SELECT count(*) AS n FROM protected_databases "
+               "WHERE state NOT IN ('stopped', 'source-gone')")
+        if instance_id is None:
+            return self._one(sql)["n"]
+        return self._one(sql + " AND instance_id = ?", instance_id)["n"]
+
     def list_protected(self, instance_id: int) -> list[str]:
+        """Names of the databases a backup run of the instance covers."""
         return [r["name"] for r in self._all(
-            "SELECT name FROM protected_databases WHERE instance_id = ? ORDER BY name",
-            instance_id)]
+            "SELECT name FROM protected_databases WHERE instance_id = ? AND state IN "
+            "('protected', 'inconsistent-policy') ORDER BY name", instance_id)]
 
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,

@@ -65,7 +65,8 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
                           _owner(Path(server["pgdata"])))
         restarted, restart_needed = True, False
     vault.catalog.update_instance(server["instance_id"], recovery_model=model)
-    vault.catalog.set_protected(server["instance_id"], chosen)
+    oids = {d["name"]: d["oid"] for d in dbs}
+    vault.catalog.protect_items(server["instance_id"], [(n, oids[n]) for n in chosen], None)
     with open_instance(server) as conn:
         now = archiving.read_settings(conn)
     return {"server": name, "recovery_model": model, "databases": chosen,
