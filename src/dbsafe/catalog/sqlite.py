@@ -7,6 +7,7 @@ the last one applied, and each is applied in its own transaction.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 import threading
 from importlib import resources
 from pathlib import Path
@@ -94,7 +95,8 @@ class SqliteCatalog:
     _SERVER_SELECT = (
         "SELECT s.name, s.host AS server_host, s.region, s.created, i.id AS instance_id, "
         "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
-        "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size "
+        "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size, "
+        "i.auto_protect_policy, i.needs_full, i.max_concurrent, i.discovered "
         "FROM servers s JOIN instances i ON i.server_id = s.id")
 
     def get_server(self, name: str) -> dict | None:
@@ -218,11 +220,51 @@ class SqliteCatalog:
             "SELECT name FROM protected_databases WHERE instance_id = ? AND state IN "
             "('protected', 'inconsistent-policy') ORDER BY name", instance_id)]
 
+    # scheduler ------------------------------------------------------------------------
+    def get_slot(self, instance_id: int, policy: str, kind: str) -> dict | None:
+        return self._one("SELECT * FROM schedule_state WHERE instance_id = ? AND policy = ? "
+                         "AND kind = ?", instance_id, policy, kind)
+
+    def claim_slot(self, instance_id: int, policy: str, kind: str, slot: str,
+                   attempts: int = 1) -> None:
+        """Record ``slot`` as handled (before its job runs: a crash does not repeat it)."""
+        self._run("INSERT INTO schedule_state (instance_id, policy, kind, last_slot, attempts) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (instance_id, policy, kind) DO UPDATE "
+                  "SET last_slot = excluded.last_slot, attempts = excluded.attempts, "
+                  "job_id = NULL", instance_id, policy, kind, slot, attempts)
+
+    def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None:
+        self._run("UPDATE schedule_state SET job_id = ? WHERE instance_id = ? AND policy = ? "
+                  "AND kind = ?", job_id, instance_id, policy, kind)
+
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,
-                   start_time: str) -> None:
-        self._run("INSERT INTO jobs (id, type, server, state, start_time, pid) "
-                  "VALUES (?, ?, ?, 'running', ?, ?)", job_id, type, server, start_time, pid)
+                   start_time: str, *, conflicts: tuple[str, ...] = (),
+                   alive: Callable[[int], bool] | None = None, **extra: object) -> dict | None:
+        """Insert a running job, unless a live job of ``server`` with a backup_type in
+        ``conflicts`` runs: then return that job and insert nothing (one transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if conflicts:
+                    rows = self._db.execute(
+                        "SELECT * FROM jobs WHERE server = ? AND type = ? AND state IN "
+                        "('running', 'cancelling') AND backup_type IN "
+                        f"({', '.join('?' for _ in conflicts)})",
+                        (server, type, *conflicts)).fetchall()
+                    for row in map(dict, rows):
+                        if alive is None or alive(row["pid"]):
+                            self._db.execute("ROLLBACK")
+                            return row
+                cols = {"id": job_id, "type": type, "server": server, "state": "running",
+                        "start_time": start_time, "pid": pid, **extra}
+                self._db.execute(f"INSERT INTO jobs ({', '.join(cols)}) VALUES "
+                                 f"({', '.join('?' for _ in cols)})", tuple(cols.values()))
+                self._db.execute("COMMIT")
+                return None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def update_job(self, job_id: str, **fields: object) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -231,5 +273,11 @@ class SqliteCatalog:
     def get_job(self, job_id: str) -> dict | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", job_id)
 
-    def list_jobs(self, limit: int = 100) -> list[dict]:
-        return self._all("SELECT * FROM jobs ORDER BY start_time DESC, id DESC LIMIT ?", limit)
+    def list_jobs(self, limit: int = 100, **equal: object) -> list[dict]:
+        """Newest first; ``equal`` filters columns (None values are ignored)."""
+        where = {k: v for k, v in equal.items() if v is not None}
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        return self._all(sql + " ORDER BY start_time DESC, id DESC LIMIT ?",
+                         *where.values(), limit)

@@ -18,6 +18,7 @@ from dbsafe.cli.commands import (
     points,
     protect,
     restore,
+    serve,
     server,
     vault,
     verify,
@@ -40,12 +41,16 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(server.app, name="server")
 app.add_typer(agent.app, name="agent")
 app.command("protect")(protect.protect)
+app.command("unprotect")(protect.unprotect)
+app.command("items")(protect.items)
 app.command("discover")(server.discover)
 app.command("backup")(backup.backup)
 app.command("points")(points.points)
 app.command("restore")(restore.restore)
 app.command("verify")(verify.verify)
 app.command("jobs")(jobs.jobs)
+app.command("serve")(serve.serve)
+app.add_typer(jobs.app, name="job")
 
 
 def _log_path() -> Path:

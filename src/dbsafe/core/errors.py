@@ -162,6 +162,28 @@ _SPECS = [
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),
+    # jobs, protection with policies, the scheduler (issue 5, lead)
+    ErrorSpec("job.cancelled", 8, 409, "job {job_id} was cancelled; nothing it wrote is "
+              "visible (a backup's point is not recorded); run it again when needed"),
+    ErrorSpec("job.not_running", 2, 409, "job {job_id} is {state}, not running; only a "
+              "running job can be cancelled"),
+    ErrorSpec("job.bad_state", 2, 400, "unknown job state {state!r}; valid states: {valid}"),
+    ErrorSpec("protect.policy_mismatch", 2, 409,
+              "the protected databases of {name} use policy {current!r}; all databases of an "
+              "instance share one policy (PostgreSQL's WAL and base backups are per instance). "
+              "Move them all with `dbsafe protect {name} --all --policy {wanted}`"),
+    ErrorSpec("protect.model_conflicts_policy", 2, 400,
+              "policy {policy!r} implies the {implied} recovery model (log backups "
+              "{logs}); drop --recovery-model or choose a policy that matches {model}"),
+    ErrorSpec("protect.not_protected", 2, 404,
+              "{database!r} of {name} is not a protected item; list them with "
+              "`dbsafe items {name}`"),
+    ErrorSpec("unprotect.choose_data", 2, 400,
+              "say what happens to the backups of {name}: --retain-data keeps every point "
+              "until you delete it, --delete-data removes the points only these databases use"),
+    ErrorSpec("serve.already_running", 3, 409,
+              "a dbsafe serve (pid {pid}) already runs the scheduler of this vault; stop it "
+              "first or use that one"),
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

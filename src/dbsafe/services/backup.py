@@ -21,7 +21,7 @@ from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services import differential, selection
 from dbsafe.services.copy import Copier, file_entry
-from dbsafe.services.jobs import Job, ProgressFn, running_job
+from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
@@ -36,15 +36,13 @@ def new_point_id(now: datetime) -> str:
 
 def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT_LEVEL,
                workers: int | None = None, on_progress: ProgressFn | None = None,
-               databases: list[str] | None = None) -> dict:
+               databases: list[str] | None = None, trigger: str = "on-demand",
+               reason: str | None = None) -> dict:
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
     when none is chosen); the other databases are recorded as left out."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
-    busy = running_job(vault.catalog, "backup", name)
-    if busy:
-        raise DbsafeError("backup.already_running", type=type, name=name, job_id=busy["id"])
     # Checks that need no job: bad input fails before anything is recorded.
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
@@ -54,10 +52,13 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     base = differential.find_base(vault, server) if type == "diff" else None
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
-    with Job(vault.catalog, "backup", name, on_progress) as job:
+    with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
+             items=[d["name"] for d in listed if d["included"]], reason=reason) as job:
         result = _backup(vault, server, type, level, workers or default_workers(), job,
                          (listed, skip), base)
         result["job_id"] = job.id
+        if type == "full" and server["needs_full"]:
+            vault.catalog.update_instance(server["instance_id"], needs_full=None)
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
         return result
 

@@ -84,6 +84,10 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
                 if overwrite:
                     logical.drop(tconn, new_name)
                 logical.rename(tconn, temp_name, new_name)
+            if overwrite:  # the chain restarts: the next differential or log becomes a full
+                vault.catalog.update_instance(
+                    target["instance_id"],
+                    needs_full=f"database {new_name} was overwritten by a restore of {point_id}")
         except BaseException:
             with open_instance(target) as tconn:
                 logical.drop(tconn, temp_name)

@@ -1,8 +1,18 @@
-"""Every backup, restore and verify runs as a job recorded in the catalog.
+"""Every backup, restore, verify and drill runs as a job recorded in the catalog.
 
 A job row is written when the work starts, its progress (bytes done of total) at most a few
 times a second, and its end state with an error code and message when it fails. A job whose
 process died without finishing (killed, power loss) is shown as failed, ``job.abandoned``.
+
+States: running (in progress), completed, completed_with_warnings, failed, cancelling,
+cancelled. Cancellation works across processes: ``cancel_job`` sets a flag in the catalog and
+the job, which reads it back with each progress write, stops with ``job.cancelled`` — a
+backup leaves nothing visible (its manifest is never written), a restore removes what it
+created.
+
+Backups of one server exclude each other by kind: a full, copy-only or differential while
+another of these runs, or a log backup while a log backup runs, is refused with
+``backup.already_running``; a log backup may run beside a full (as the seed's do).
 """
 
 from __future__ import annotations
@@ -20,6 +30,14 @@ from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
 ProgressFn = Callable[[int, int], None]
+ACTIVE = ("running", "cancelling")
+FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+STATES = ACTIVE + FINAL
+# Backup kinds that may not run at the same time on one server.
+EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
+             "diff": ("full", "copy-only", "diff"), "log": ("log",)}
+# Called with (catalog, job row) when a job ends; the alerts service registers itself here.
+finish_hooks: list[Callable[[Catalog, dict], None]] = []
 
 
 def utcnow() -> str:
@@ -31,25 +49,42 @@ def new_job_id(kind: str) -> str:
 
 
 class Job:
-    """Context manager: ``with Job(catalog, "backup", server) as job: ... job.finish(result)``."""
+    """Context manager: ``with Job(catalog, "backup", server) as job: ... job.finish(result)``.
+
+    ``backup_type`` makes the job exclusive with running backups of the same server (see
+    the module docstring); ``trigger`` is "on-demand" or "scheduled"; ``reason`` says why
+    the job is what it is (a differential turned into a full, ...).
+    """
 
     PROGRESS_INTERVAL = 0.5
 
     def __init__(self, catalog: Catalog, type: str, server: str | None,
-                 on_progress: ProgressFn | None = None) -> None:
+                 on_progress: ProgressFn | None = None, *, backup_type: str | None = None,
+                 trigger: str = "on-demand", items: list[str] | None = None,
+                 reason: str | None = None) -> None:
         self.catalog = catalog
         self.type = type
         self.server = server
+        self.backup_type = backup_type
         self.id = new_job_id(type)
         self.on_progress = on_progress
+        self._extra = {"trigger": trigger, "backup_type": backup_type,
+                       "items": json.dumps(items) if items is not None else None,
+                       "reason": reason}
         self._last_write = 0.0
         self._done = 0
         self._total = 0
         self._lock = threading.Lock()
         self._result: dict | None = None
+        self.warnings: list[dict] = []
 
     def __enter__(self) -> Job:
-        self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow())
+        conflicts = EXCLUSIVE.get(self.backup_type or "", ()) if self.type == "backup" else ()
+        busy = self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow(),
+                                       conflicts=conflicts, alive=pid_alive, **self._extra)
+        if busy:
+            raise DbsafeError("backup.already_running", type=busy["backup_type"] or "backup",
+                              name=self.server, job_id=busy["id"])
         return self
 
     def expect(self, nbytes: int) -> None:
@@ -58,7 +93,8 @@ class Job:
             self._total += nbytes
 
     def advance(self, nbytes: int) -> None:
-        """Record ``nbytes`` more done; called from many threads."""
+        """Record ``nbytes`` more done; called from many threads. Raises ``job.cancelled``
+        when a cancel was requested."""
         with self._lock:
             self._done += nbytes
             done, total = self._done, self._total
@@ -67,15 +103,38 @@ class Job:
             if write:
                 self._last_write = now
                 self.catalog.update_job(self.id, bytes_done=done, bytes_total=total)
+                self._check_cancel()
             if self.on_progress:
                 self.on_progress(done, total)
 
+    def check_cancelled(self) -> None:
+        """For waits that make no progress (a log backup waiting for its segment)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_write >= self.PROGRESS_INTERVAL:
+                self._last_write = now
+                self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        row = self.catalog.get_job(self.id)
+        if row and row["cancel_requested"]:
+            raise DbsafeError("job.cancelled", job_id=self.id)
+
+    def warn(self, warning: dict) -> None:
+        self.warnings.append(warning)
+
     def finish(self, result: dict, state: str = "completed") -> None:
+        if self.warnings:
+            result.setdefault("warnings", [])
+            result["warnings"] = [*result["warnings"], *self.warnings]
+            state = "completed_with_warnings" if state == "completed" else state
         self._result = result
         with self._lock:
             self.catalog.update_job(self.id, state=state, end_time=utcnow(),
                                     bytes_done=self._total, bytes_total=self._total,
+                                    warnings=json.dumps(result.get("warnings") or []) or None,
                                     result=json.dumps(result, default=str))
+        _run_hooks(self.catalog, self.id)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is None:
@@ -88,26 +147,80 @@ class Job:
             code, message = "job.interrupted", "interrupted by the user"
         else:
             code, message = "internal", f"{type(exc).__name__}: {exc}"
-        self.catalog.update_job(self.id, state="failed", end_time=utcnow(), error_code=code,
+        state = "cancelled" if code == "job.cancelled" else "failed"
+        self.catalog.update_job(self.id, state=state, end_time=utcnow(), error_code=code,
                                 error_message=message)
+        _run_hooks(self.catalog, self.id)
 
 
-def list_jobs(catalog: Catalog, limit: int = 100) -> list[dict]:
-    """Jobs, newest first; running jobs whose process is gone are marked abandoned."""
-    jobs = catalog.list_jobs(limit)
-    for job in jobs:
-        if job["state"] == "running" and not pid_alive(job["pid"]):
+def _run_hooks(catalog: Catalog, job_id: str) -> None:
+    """Alert hooks never fail the job that triggered them."""
+    if not finish_hooks:
+        return
+    row = _decode(catalog.get_job(job_id))
+    for hook in finish_hooks:
+        try:
+            hook(catalog, row)
+        except Exception:  # noqa: BLE001 - a broken channel must not fail a backup
+            import logging
+
+            logging.getLogger("dbsafe.jobs").exception("job hook failed for %s", job_id)
+
+
+def _decode(job: dict) -> dict:
+    for key in ("result", "warnings", "items"):
+        if isinstance(job.get(key), str):
+            job[key] = json.loads(job[key])
+    return job
+
+
+def _reap(catalog: Catalog, job: dict) -> dict:
+    """A running job whose process is gone: failed (abandoned), or cancelled if asked."""
+    if job["state"] in ACTIVE and not pid_alive(job["pid"]):
+        if job["state"] == "cancelling":
+            fields = {"state": "cancelled", "end_time": utcnow(), "error_code": "job.cancelled",
+                      "error_message": "cancelled (its process had ended)"}
+        else:
             fields = {"state": "failed", "end_time": utcnow(), "error_code": "job.abandoned",
                       "error_message": f"the process that ran it (pid {job['pid']}) ended "
                                        "without finishing; nothing it wrote is visible"}
-            catalog.update_job(job["id"], **fields)
-            job.update(fields)
-        job["result"] = json.loads(job["result"]) if job.get("result") else None
-    return jobs
+        catalog.update_job(job["id"], **fields)
+        job.update(fields)
+    return job
 
 
-def running_job(catalog: Catalog, type: str, server: str) -> dict | None:
-    for job in list_jobs(catalog, 200):
-        if job["state"] == "running" and job["type"] == type and job["server"] == server:
-            return job
-    return None
+def list_jobs(catalog: Catalog, limit: int = 100, *, state: str | None = None,
+              server: str | None = None, type: str | None = None,
+              backup_type: str | None = None, item: str | None = None,
+              trigger: str | None = None) -> list[dict]:
+    """Jobs, newest first, filtered; running jobs whose process is gone are reaped."""
+    if state is not None and state not in STATES:
+        raise DbsafeError("job.bad_state", state=state, valid=", ".join(STATES))
+    jobs = []
+    for job in catalog.list_jobs(limit if not (state or item) else max(limit, 5000),
+                                 server=server, type=type, backup_type=backup_type,
+                                 trigger=trigger):
+        job = _decode(_reap(catalog, job))
+        if state and job["state"] != state:
+            continue
+        if item and item not in (job.get("items") or []):
+            continue
+        jobs.append(job)
+    return jobs[:limit]
+
+
+def get_job(catalog: Catalog, job_id: str) -> dict:
+    job = catalog.get_job(job_id)
+    if job is None:
+        raise DbsafeError("job.unknown", job_id=job_id)
+    return _decode(_reap(catalog, job))
+
+
+def cancel_job(catalog: Catalog, job_id: str) -> dict:
+    """Ask a running job to stop; it ends as ``cancelled`` at its next progress write."""
+    job = get_job(catalog, job_id)
+    if job["state"] not in ACTIVE:
+        raise DbsafeError("job.not_running", job_id=job_id, state=job["state"])
+    catalog.update_job(job_id, cancel_requested=1, state="cancelling")
+    return get_job(catalog, job_id)
+

@@ -18,7 +18,7 @@ from dbsafe.engines.postgres import archiving, discover, wal
 from dbsafe.services import selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
-from dbsafe.services.jobs import Job, ProgressFn, running_job
+from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import lineage_points, list_points
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
@@ -33,7 +33,8 @@ def require_full_model(server: dict) -> None:
 
 def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                    on_progress: ProgressFn | None = None,
-                   databases: list[str] | None = None) -> dict:
+                   databases: list[str] | None = None, trigger: str = "on-demand",
+                   reason: str | None = None) -> dict:
     """The WAL is the instance's: ``databases`` only checks that each may take log backups
     (a read-only database may not, as in the support matrix)."""
     server = get_server(vault, name)
@@ -42,9 +43,6 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         with open_instance(server) as conn:
             dbs = discover.databases(conn, Path(server["pgdata"]))
         selection.choose(dbs, databases, [], "log", name)
-    busy = running_job(vault.catalog, "backup", name)
-    if busy:
-        raise DbsafeError("backup.already_running", type="log", name=name, job_id=busy["id"])
     with open_instance(server) as conn:
         settings = archiving.read_settings(conn)
         if not settings.active_ours:
@@ -55,7 +53,9 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
             raise DbsafeError("backup.archiving_inactive", name=name, hint=hint,
                               reason=f"archive_mode={settings.mode}, archive_command by "
                                      f"{settings.owner or 'nobody'}")
-    with Job(vault.catalog, "backup", name, on_progress) as job, open_instance(server) as conn:
+    with Job(vault.catalog, "backup", name, on_progress, backup_type="log", trigger=trigger,
+             items=vault.catalog.list_protected(server["instance_id"]), reason=reason) as job, \
+            open_instance(server) as conn:
         started = datetime.now(UTC)
         conn.execute("SELECT txid_current()")
         stop_lsn, segment = conn.execute(
@@ -72,6 +72,7 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                 raise DbsafeError("backup.log_timeout", lsn=stop_lsn, segment=segment,
                                   seconds=wait_seconds,
                                   failure=f"{failed} at {failed_at}" if failed else "none")
+            job.check_cancelled()
             time.sleep(0.1)
         result = _record_point(vault, server, started, stop_lsn, segment)
         result["job_id"] = job.id

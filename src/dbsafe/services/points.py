@@ -14,7 +14,7 @@ from dbsafe.services.vault import Vault
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                "databases")
+                "databases", "base_point")
 
 
 def _point_row(manifest: dict, manifest_size: int) -> dict:

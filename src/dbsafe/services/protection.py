@@ -1,9 +1,15 @@
-"""Protection: which databases of an instance are backed up, and its recovery model.
+"""Protection: which databases of an instance are backed up, under which policy and model.
 
 As in the support matrix, the protected item is a database; the WAL (log) chain belongs to
-the instance. FULL turns WAL archiving into the vault on (log backups, point-in-time
-restore); SIMPLE turns dbsafe's archiving off (fulls and differentials only). Bulk-logged
-has no PostgreSQL counterpart (see engines/postgres/discover.py).
+the instance. All protected databases of an instance share one policy, because PostgreSQL's
+base backups and WAL are per instance: a policy with log backups means the FULL recovery
+model (WAL archived into the vault: log backups, point-in-time restore), one without means
+SIMPLE (fulls and differentials only). Bulk-logged has no PostgreSQL counterpart (see
+engines/postgres/discover.py).
+
+Auto-protection protects every database of an instance, including ones created later (they
+are picked up by discovery). Stopping protection keeps the points ("retain data") or deletes
+those only the stopped databases use ("delete data"); protecting again resumes.
 """
 
 from __future__ import annotations
@@ -16,30 +22,87 @@ from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
 MODELS = ("FULL", "SIMPLE")
+ACTIVE_STATES = ("protected", "inconsistent-policy")
 
 
-def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model: str,
-            archive_command: str | None, change_config: bool = True,
-            restart: bool = False) -> dict:
-    """Protect ``databases`` (None: all) of ``name`` under ``recovery_model``.
+def archive_command(vault: Vault) -> str:
+    """The agent's archive_command for this vault; starts the agent when it is not running."""
+    from dbsafe.agent import daemon
 
-    ``archive_command`` is the agent's (FULL only). With ``change_config`` false, or when
-    the connected role may not ALTER SYSTEM, the result carries the lines to add instead.
+    vault_id = vault.repo.config["vault_id"]
+    daemon.ensure_running(vault.path, vault_id)
+    return daemon.agent_paths(vault_id).archive_command()
+
+
+def resolve(vault: Vault, policy: str | None, recovery_model: str | None) -> tuple[str | None, str]:
+    """(policy name, recovery model) for a protect request.
+
+    No policy: the shipped "default" policy (daily full, hourly logs) for the FULL model,
+    none (on-demand backups only) for SIMPLE.
     """
-    import psycopg
+    from dbsafe.services.policies import get_policy
 
-    model = recovery_model.upper()
-    if model not in MODELS:
+    model = recovery_model.upper() if recovery_model else None
+    if model is not None and model not in MODELS:
         raise ValueError(f"recovery model {recovery_model!r} is not one of {MODELS}")
+    if policy is None and model == "SIMPLE":
+        return None, "SIMPLE"
+    chosen = get_policy(vault, policy or "default")
+    implied = chosen.recovery_model
+    if model is not None and model != implied:
+        raise DbsafeError("protect.model_conflicts_policy", policy=chosen.name, implied=implied,
+                          logs=f"every {chosen.log_every} min" if chosen.log_every else "none",
+                          model=model)
+    return chosen.name, implied
+
+
+def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model: str | None,
+            command: str | None, change_config: bool = True, restart: bool = False,
+            policy: str | None = None, auto: bool = False) -> dict:
+    """Protect ``databases`` (None: all) of ``name`` with ``policy``.
+
+    ``command`` is the agent's archive_command (FULL only). With ``change_config`` false, or
+    when the connected role may not ALTER SYSTEM, the result carries the lines to add.
+    ``auto`` also protects every database created later (at the next discovery).
+    """
+    from dbsafe.services import limits
+
+    policy, model = resolve(vault, policy, recovery_model)
     server = get_server(vault, name)
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
-        names = [d["name"] for d in dbs]
-        chosen = names if databases is None else databases
-        for db in chosen:
-            if db not in names:
-                raise DbsafeError("protect.unknown_database", name=name, database=db,
-                                  valid=", ".join(names))
+    names = [d["name"] for d in dbs]
+    chosen = names if databases is None else list(dict.fromkeys(databases))
+    for db in chosen:
+        if db not in names:
+            raise DbsafeError("protect.unknown_database", name=name, database=db,
+                              valid=", ".join(names))
+    items = vault.catalog.list_items(server["instance_id"])
+    others = {i["policy"] for i in items
+              if i["state"] in ACTIVE_STATES and i["name"] not in chosen}
+    if others - {policy}:
+        raise DbsafeError("protect.policy_mismatch", name=name, current=sorted(
+            p or "none" for p in others - {policy})[0], wanted=policy or "none")
+    known = {i["name"] for i in items if i["state"] in ACTIVE_STATES}
+    warnings = limits.check_protect(vault, server, [n for n in chosen if n not in known], auto)
+    result = apply_model(vault, server, model, command, change_config, restart)
+    oids = {d["name"]: d["oid"] for d in dbs}
+    vault.catalog.protect_items(server["instance_id"], [(n, oids[n]) for n in chosen], policy)
+    if auto:
+        vault.catalog.update_instance(server["instance_id"], auto_protect_policy=policy or "")
+    result.update({"databases": chosen, "policy": policy, "auto_protect": auto,
+                   "warnings": warnings})
+    return result
+
+
+def apply_model(vault: Vault, server: dict, model: str, command: str | None,
+                change_config: bool = True, restart: bool = False) -> dict:
+    """Make the server's archiving match ``model``; remember a model change (the next
+    differential or log backup becomes a full: the chain restarts)."""
+    import psycopg
+
+    name = server["name"]
+    with open_instance(server) as conn:
         settings = archiving.read_settings(conn)
         owner = settings.owner
         if model == "FULL" and owner not in (None, "dbsafe"):
@@ -47,15 +110,15 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
                               command=settings.command or settings.library)
         lines: list[str] = []
         restart_needed = False
-        if model == "FULL" and not (owner == "dbsafe" and settings.command == archive_command
+        if model == "FULL" and not (owner == "dbsafe" and settings.command == command
                                     and settings.active_ours):
             if change_config:
                 try:
-                    restart_needed = archiving.enable(conn, archive_command)
+                    restart_needed = archiving.enable(conn, command)
                 except psycopg.errors.InsufficientPrivilege:
-                    lines = archiving.config_lines(archive_command)
+                    lines = archiving.config_lines(command)
             else:
-                lines = archiving.config_lines(archive_command)
+                lines = archiving.config_lines(command)
                 restart_needed = settings.mode not in ("on", "always")
         elif model == "SIMPLE" and owner == "dbsafe":
             restart_needed = archiving.disable(conn)
@@ -64,15 +127,102 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
         archiving.restart(Path(server["pgdata"]), server["bin_dir"],
                           _owner(Path(server["pgdata"])))
         restarted, restart_needed = True, False
-    vault.catalog.update_instance(server["instance_id"], recovery_model=model)
-    oids = {d["name"]: d["oid"] for d in dbs}
-    vault.catalog.protect_items(server["instance_id"], [(n, oids[n]) for n in chosen], None)
+    fields: dict = {"recovery_model": model}
+    if server["recovery_model"] and server["recovery_model"] != model:
+        fields["needs_full"] = (f"the recovery model changed from {server['recovery_model']} "
+                                f"to {model}")
+    vault.catalog.update_instance(server["instance_id"], **fields)
     with open_instance(server) as conn:
         now = archiving.read_settings(conn)
-    return {"server": name, "recovery_model": model, "databases": chosen,
-            "archiving_active": now.active_ours, "archive_command": archive_command,
-            "restart_needed": restart_needed, "restarted": restarted,
-            "config_lines": lines}
+    return {"server": name, "recovery_model": model,
+            "archiving_active": now.active_ours, "archive_command": command,
+            "restart_needed": restart_needed, "restarted": restarted, "config_lines": lines}
+
+
+def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool) -> dict:
+    """Stop protecting ``databases`` (None: all) of ``name``.
+
+    Retain: the items stay, state "stopped", with every point kept and never pruned.
+    Delete: the items go, with the points no still-protected database shares (a point is
+    an instance backup: it is deleted only when all the databases it holds are unprotected).
+    When nothing of the instance stays protected, dbsafe's WAL archiving is turned off.
+    """
+    server = get_server(vault, name)
+    items = {i["name"]: i for i in vault.catalog.list_items(server["instance_id"])}
+    chosen = list(items) if databases is None else databases
+    for db in chosen:
+        if db not in items:
+            raise DbsafeError("protect.not_protected", name=name, database=db)
+    deleted: list[str] = []
+    if retain:
+        for db in chosen:
+            vault.catalog.set_item(server["instance_id"], db, state="stopped",
+                                   state_reason="protection stopped, data retained")
+    else:
+        vault.catalog.remove_items(server["instance_id"], chosen)
+        deleted = _delete_unshared_points(vault, server)
+    remaining = vault.catalog.list_protected(server["instance_id"])
+    archiving_off = False
+    if not remaining:
+        vault.catalog.update_instance(server["instance_id"], auto_protect_policy=None)
+        if server["recovery_model"] == "FULL":
+            with open_instance(server) as conn:
+                if archiving.read_settings(conn).owner == "dbsafe":
+                    archiving.disable(conn)
+                    archiving_off = True
+    return {"server": name, "databases": chosen, "data": "retained" if retain else "deleted",
+            "points_deleted": deleted, "still_protected": remaining,
+            "archiving_turned_off": archiving_off}
+
+
+def _delete_unshared_points(vault: Vault, server: dict) -> list[str]:
+    """Points of the instance none of whose databases is still an item (any state); log
+    points (they hold no database) go with the last item."""
+    import json
+
+    from dbsafe.services.prune import delete_points
+
+    kept = {i["name"] for i in vault.catalog.list_items(server["instance_id"])}
+    doomed = []
+    for point in vault.catalog.list_points(server["instance_id"]):
+        held = json.loads(point["databases"]) if point.get("databases") else None
+        if not kept or (held is not None and not set(held) & kept):
+            doomed.append(point["point_id"])
+    if doomed:
+        delete_points(vault, doomed, reason="protection stopped with delete data")
+    return doomed
+
+
+def reconfigure(vault: Vault, policy: str) -> list[dict]:
+    """Apply a changed policy to every instance using it (its recovery model); an instance
+    whose reconfiguration fails gets its items marked "inconsistent-policy" with the fix."""
+    from dbsafe.services.policies import get_policy
+
+    model = get_policy(vault, policy).recovery_model
+    done = []
+    by_server: dict[str, list[dict]] = {}
+    for item in vault.catalog.list_items():
+        if item["policy"] == policy and item["state"] in ACTIVE_STATES:
+            by_server.setdefault(item["server"], []).append(item)
+    for name, items in by_server.items():
+        try:
+            server = get_server(vault, name)
+            command = archive_command(vault) if model == "FULL" else None
+            result = apply_model(vault, server, model, command)
+            state, reason = "protected", None
+            if result["restart_needed"] or result["config_lines"]:
+                state = "inconsistent-policy"
+                reason = ("archiving needs a restart" if result["restart_needed"] else
+                          "dbsafe may not change the server's settings")
+        except DbsafeError as exc:
+            state, reason, result = "inconsistent-policy", exc.message, {"error": exc.as_dict()}
+        fix = f"dbsafe protect {name} --all --policy {policy} --restart"
+        for item in items:
+            vault.catalog.set_item(item["instance_id"], item["name"], state=state,
+                                   state_reason=f"{reason}; fix: `{fix}`" if reason else None)
+        done.append({"server": name, "state": state, "reason": reason,
+                     "fix": fix if reason else None, **result})
+    return done
 
 
 def _owner(pgdata: Path) -> str:
@@ -80,6 +230,3 @@ def _owner(pgdata: Path) -> str:
 
     return pwd.getpwuid(pgdata.stat().st_uid).pw_name
 
-
-def protected_databases(vault: Vault, server: dict) -> list[str]:
-    return vault.catalog.list_protected(server["instance_id"])

@@ -102,3 +102,12 @@ def discover_databases(vault: Vault, name: str) -> dict:
     return {"server": name, "recovery_model": facts["recovery_model"],
             "data_checksums": facts["data_checksums"],
             "databases": [{**d, "recovery_model": facts["recovery_model"]} for d in dbs]}
+
+
+def set_options(vault: Vault, name: str, max_concurrent: int | None) -> dict:
+    """Per-server settings of the scheduler (None leaves a setting as it is)."""
+    server = get_server(vault, name)
+    if max_concurrent is not None:
+        vault.catalog.update_instance(server["instance_id"], max_concurrent=max_concurrent)
+    server = get_server(vault, name)
+    return {"server": name, "max_concurrent": server["max_concurrent"]}

@@ -27,12 +27,15 @@ ALTER TABLE instances ADD COLUMN max_concurrent INTEGER;
 ALTER TABLE instances ADD COLUMN discovered TEXT;
 
 -- The scheduler's memory: the last schedule slot handled per instance, policy and kind
--- (full, diff, log, prune, drill, discover). A restart neither loses nor repeats a run.
+-- (full, diff, log, drill, discover), the job that ran it and how many times it was tried.
+-- A restart neither loses nor repeats a run.
 CREATE TABLE schedule_state (
     instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
     policy      TEXT NOT NULL,
     kind        TEXT NOT NULL,
     last_slot   TEXT NOT NULL,
+    job_id      TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (instance_id, policy, kind)
 );
 

@@ -1,4 +1,4 @@
-"""dbsafe jobs"""
+"""dbsafe jobs [filters] · dbsafe job show ID · dbsafe job cancel ID"""
 
 from __future__ import annotations
 
@@ -6,20 +6,49 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
-from dbsafe.services.jobs import list_jobs
+from dbsafe.services.jobs import cancel_job, get_job, list_jobs
+
+app = typer.Typer(help="Show or cancel one job.", no_args_is_help=True)
 
 
 def jobs(limit: int = typer.Option(50, help="How many, newest first."),
+         state: str = typer.Option(None, "--state", help="running, completed, "
+                                   "completed_with_warnings, failed, cancelling, cancelled."),
+         server: str = typer.Option(None, "--server", help="Only this server's jobs."),
+         type: str = typer.Option(None, "--type", help="backup, restore, verify, drill."),
+         backup_type: str = typer.Option(None, "--backup-type",
+                                         help="full, copy-only, diff or log."),
+         item: str = typer.Option(None, "--item", help="Only jobs covering this database."),
+         trigger: str = typer.Option(None, "--trigger", help="on-demand or scheduled."),
          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List backup, restore and verify jobs with their state and progress."""
+    """List jobs (scheduled log backups included) with their state and progress."""
     render.state.json = json
-    rows = list_jobs(open_vault().catalog, limit)
+    rows = list_jobs(open_vault().catalog, limit, state=state, server=server, type=type,
+                     backup_type=backup_type, item=item, trigger=trigger)
 
     def human(r: list) -> None:
-        shown = [{**j, "progress": f"{render.human_bytes(j['bytes_done'])} / "
-                                   f"{render.human_bytes(j['bytes_total'])}",
+        shown = [{**j, "kind": " ".join(x for x in (j["type"], j.get("backup_type")) if x),
+                  "progress": f"{render.human_bytes(j['bytes_done'])} / "
+                              f"{render.human_bytes(j['bytes_total'])}",
                   "error": j["error_code"] or ""} for j in r]
-        render.table(shown, ["id", "type", "server", "state", "progress", "start_time",
-                             "end_time", "error"])
+        render.table(shown, ["id", "kind", "server", "trigger", "state", "progress",
+                             "start_time", "end_time", "error"])
 
     render.emit(rows, human)
+
+
+@app.command("show")
+def show(job_id: str = typer.Argument(..., help="A job id from `dbsafe jobs`."),
+         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """One job with its result, warnings and error."""
+    render.state.json = json
+    render.emit(get_job(open_vault().catalog, job_id), render.fields)
+
+
+@app.command("cancel")
+def cancel(job_id: str = typer.Argument(..., help="A running job's id."),
+           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Ask a running job to stop; it ends as cancelled within a second or so."""
+    render.state.json = json
+    row = cancel_job(open_vault().catalog, job_id)
+    render.emit(row, lambda r: render.out.print(f"job {r['id']}: {r['state']}"))

@@ -1,46 +1,52 @@
-"""dbsafe protect NAME (--db DB ... | --all) [--recovery-model full|simple] [--restart]"""
+"""dbsafe protect NAME (--db DB ... | --all | --auto) [--policy P] · dbsafe unprotect · dbsafe items"""
 
 from __future__ import annotations
 
 import typer
 
-from dbsafe.agent import daemon
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.protection import protect as protect_service
+from dbsafe.services import protection
 
 
 def protect(name: str = typer.Argument(..., help="A registered server."),
             db: list[str] = typer.Option(None, "--db", help="A database to protect (repeat)."),
             all_: bool = typer.Option(False, "--all", help="Protect every database."),
-            recovery_model: str = typer.Option("full", "--recovery-model",
+            auto: bool = typer.Option(False, "--auto",
+                                      help="Protect every database, and those created later."),
+            policy: str = typer.Option(None, "--policy",
+                                       help="Backup policy (default: 'default', daily full "
+                                            "and hourly logs)."),
+            recovery_model: str = typer.Option(None, "--recovery-model",
                                                help="full (WAL archived: log backups, "
-                                                    "point-in-time restore) or simple."),
+                                                    "point-in-time restore) or simple; "
+                                                    "follows the policy when omitted."),
             restart: bool = typer.Option(False, "--restart",
                                          help="Restart PostgreSQL if archiving needs it."),
             no_config_change: bool = typer.Option(
                 False, "--no-config-change",
                 help="Do not ALTER SYSTEM: print the lines to add instead."),
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Choose the protected databases of a server and its recovery model."""
+    """Protect databases of a server with a policy (and its recovery model)."""
     render.state.json = json
-    if bool(db) == all_:
+    if sum((bool(db), all_, auto)) != 1:
         raise DbsafeError("protect.no_databases")
-    if recovery_model.lower() not in ("full", "simple"):
+    if recovery_model and recovery_model.lower() not in ("full", "simple"):
         raise typer.BadParameter("must be full or simple", param_hint="--recovery-model")
     vault = open_vault()
-    command = None
-    if recovery_model.lower() == "full":
-        vault_id = vault.repo.config["vault_id"]
-        daemon.ensure_running(vault.path, vault_id)
-        command = daemon.agent_paths(vault_id).archive_command()
-    result = protect_service(vault, name, None if all_ else db, recovery_model, command,
-                             change_config=not no_config_change, restart=restart)
+    _, model = protection.resolve(vault, policy, recovery_model)
+    command = protection.archive_command(vault) if model == "FULL" else None
+    result = protection.protect(vault, name, db or None, recovery_model, command,
+                                change_config=not no_config_change, restart=restart,
+                                policy=policy, auto=auto)
 
     def human(r: dict) -> None:
-        render.out.print(f"{name}: {len(r['databases'])} database(s) protected, recovery "
-                         f"model {r['recovery_model']}")
+        render.out.print(f"{name}: {len(r['databases'])} database(s) protected, policy "
+                         f"{r['policy'] or 'none (on-demand backups only)'}, recovery model "
+                         f"{r['recovery_model']}" + (", auto-protection on" if auto else ""))
+        for warning in r["warnings"]:
+            render.out.print(f"[yellow]warning:[/yellow] {warning}")
         if r["config_lines"]:
             render.out.print("add these lines to postgresql.conf (or postgresql.auto.conf):")
             for line in r["config_lines"]:
@@ -52,3 +58,37 @@ def protect(name: str = typer.Argument(..., help="A registered server."),
             render.out.print("WAL archiving into the vault is active")
 
     render.emit(result, human)
+
+
+def unprotect(name: str = typer.Argument(..., help="A registered server."),
+              db: list[str] = typer.Option(None, "--db", help="A database (repeat); "
+                                           "default: all protected databases."),
+              retain_data: bool = typer.Option(False, "--retain-data",
+                                               help="Keep every point (never pruned)."),
+              delete_data: bool = typer.Option(False, "--delete-data",
+                                               help="Delete the points only these use."),
+              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Stop protecting databases; protect them again to resume."""
+    render.state.json = json
+    if retain_data == delete_data:
+        raise DbsafeError("unprotect.choose_data", name=name)
+    result = protection.unprotect(open_vault(), name, db or None, retain=retain_data)
+    render.emit(result, lambda r: render.out.print(
+        f"{name}: protection stopped for {', '.join(r['databases'])}, data {r['data']}"
+        + (f" ({len(r['points_deleted'])} point(s) deleted)" if r["points_deleted"] else "")))
+
+
+def items(name: str = typer.Argument(None, help="A registered server (default: all)."),
+          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Protected items: each database with its policy, state and warnings."""
+    render.state.json = json
+    vault = open_vault()
+    instance = None
+    if name:
+        from dbsafe.services.servers import get_server
+
+        instance = get_server(vault, name)["instance_id"]
+    rows = vault.catalog.list_items(instance)
+    render.emit(rows, lambda r: render.table(
+        [{**i, "policy": i["policy"] or "none", "note": i["state_reason"] or i["warning"] or ""}
+         for i in r], ["server", "name", "policy", "state", "since", "note"]))

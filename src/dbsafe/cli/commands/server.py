@@ -59,3 +59,13 @@ def discover(name: str = typer.Argument(..., help="A registered server."),
                             "recovery_model"], title=f"{name}")
 
     render.emit(result, human)
+
+
+@app.command("set")
+def set_(name: str = typer.Argument(..., help="A registered server."),
+         max_concurrent: int = typer.Option(None, "--max-concurrent", min=1,
+                                            help="Scheduled runs at a time on this server."),
+         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Change a server's settings."""
+    render.state.json = json
+    render.emit(servers.set_options(open_vault(), name, max_concurrent), render.fields)

@@ -1,0 +1,159 @@
+"""The loop of ``dbsafe serve``: every few seconds, supervise the WAL agent, refresh
+discovery when due, check health, and hand due runs to the runner.
+
+One scheduler per vault: it holds ``<vault>/serve.lock`` (flock) while it runs, so a second
+``serve`` is refused instead of doubling every backup.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.scheduler.clock import Clock, SystemClock
+from dbsafe.scheduler.due import Work, _parse, due_work
+from dbsafe.scheduler.execute import Executor
+from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
+from dbsafe.services.vault import Vault
+
+log = logging.getLogger("dbsafe.scheduler")
+DISCOVER_EVERY = timedelta(hours=8)
+HEALTH_EVERY = timedelta(minutes=1)
+TICK_SECONDS = 5.0
+
+
+class Scheduler:
+    def __init__(self, vault_path: Path, clock: Clock | None = None, *,
+                 per_server: int = DEFAULT_PER_SERVER, total: int = DEFAULT_TOTAL,
+                 tick_seconds: float = TICK_SECONDS, discover_every: timedelta = DISCOVER_EVERY,
+                 health_every: timedelta = HEALTH_EVERY, supervise_agent: bool = True) -> None:
+        self.vault_path = Path(vault_path)
+        self.clock = clock or SystemClock()
+        self.vault = Vault.open(self.vault_path)
+        self.tick_seconds = tick_seconds
+        self.discover_every = discover_every
+        self.health_every = health_every
+        self.supervise_agent = supervise_agent
+        self.runner = Runner(Executor(self.vault_path, self.clock), per_server, total,
+                             limit_of=self._server_limit)
+        self._last_health: datetime | None = None
+        self._lock_fd: int | None = None
+
+    # one scheduler per vault ---------------------------------------------------------------
+    def acquire(self) -> None:
+        path = self.vault_path / "serve.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise DbsafeError("serve.already_running", pid=pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # the loop --------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.acquire()
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
+                    log.exception("scheduler tick failed")
+                self.clock.wait(self.tick_seconds, stop)
+        finally:
+            self.runner.join()
+            self.release()
+
+    def tick(self) -> list[Work]:
+        """One pass; returns the runs it started (or queued)."""
+        now = self.clock.now()
+        self._supervise_agent()
+        self._discover(now)
+        self._check_health(now)
+        from dbsafe.services.policies import get_policy
+
+        catalog = self.vault.catalog
+        names = {i["policy"] for i in catalog.list_items() if i["policy"]}
+        policies = {}
+        for name in names:
+            try:
+                policies[name] = get_policy(self.vault, name)
+            except DbsafeError:
+                log.error("policy %s used by protected items is missing", name)
+        due = due_work(catalog, policies, now, self.runner.busy(), self._job_lost)
+        for work in due:
+            catalog.claim_slot(work.instance_id, work.policy, work.kind, work.slot.isoformat(),
+                               work.attempt)
+            log.info("%s: scheduled %s (slot %s, attempt %d)", work.server, work.kind,
+                     work.slot.isoformat(), work.attempt)
+            self.runner.submit(work)
+        return due
+
+    # helpers -----------------------------------------------------------------------------------
+    def _job_lost(self, job_id: str | None) -> bool:
+        if job_id is None:
+            return True  # claimed, then serve stopped before the run started
+        if job_id.startswith("skipped"):
+            return False
+        from dbsafe.services.jobs import get_job
+
+        try:
+            job = get_job(self.vault.catalog, job_id)
+        except DbsafeError:
+            return True
+        return job["state"] == "failed" and job["error_code"] == "job.abandoned"
+
+    def _server_limit(self, server: str) -> int | None:
+        row = self.vault.catalog.get_server(server)
+        return row["max_concurrent"] if row else None
+
+    def _supervise_agent(self) -> None:
+        """serve keeps the WAL agent alive: after a reboot or a crash it is started again."""
+        if not self.supervise_agent:
+            return
+        if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
+            from dbsafe.agent import daemon
+
+            try:
+                daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
+            except DbsafeError as exc:
+                log.error("cannot start the WAL agent: %s", exc.message)
+
+    def _discover(self, now: datetime) -> None:
+        from dbsafe.services.discovery import refresh
+
+        for server in self.vault.catalog.list_servers():
+            last = server.get("discovered")
+            if last and now - _parse(last) < self.discover_every:
+                continue
+            if not (server.get("auto_protect_policy") or
+                    self.vault.catalog.list_items(server["instance_id"])):
+                continue
+            try:
+                refresh(self.vault, server["name"], now=now)
+            except DbsafeError as exc:
+                log.warning("discovery of %s failed: %s", server["name"], exc.message)
+
+    def _check_health(self, now: datetime) -> None:
+        if self._last_health and now - self._last_health < self.health_every:
+            return
+        self._last_health = now
+        from dbsafe.services.monitor import check_health
+
+        try:
+            check_health(self.vault, now)
+        except Exception:  # noqa: BLE001
+            log.exception("health check failed")

@@ -1,0 +1,52 @@
+"""Applying a policy's retention to an instance's points: what expires is decided by
+``dbsafe.policy.retention.decide`` (pure); this deletes it, without breaking a chain.
+
+Points that hold a database whose protection was stopped with "retain data" are pinned:
+never expired. The WAL older than the base of the retained log chain is pruned, but only
+when a single registered server carries that cluster lineage (another server of the same
+system identifier, a standby or a restored copy, may need older WAL; its own retention does
+not run here).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dbsafe.services.points import list_points
+from dbsafe.services.servers import get_server
+from dbsafe.services.vault import Vault
+
+
+def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
+    """Expire what the instance's policy no longer keeps; returns what was done."""
+    from dbsafe.policy.retention import PointInfo, decide
+    from dbsafe.services.policies import get_policy
+    from dbsafe.services.prune import delete_points, prune_wal
+
+    server = get_server(vault, name)
+    items = vault.catalog.list_items(server["instance_id"])
+    names = {i["policy"] for i in items if i["state"] != "stopped" and i["policy"]}
+    if len(names) != 1:
+        return {"server": name, "skipped": "no single policy governs this instance"}
+    policy = get_policy(vault, names.pop())
+    pinned_dbs = {i["name"] for i in items if i["state"] == "stopped"}
+    points = list_points(vault, name)
+    infos = [PointInfo(p["point_id"], p["type"], bool(p["copy_only"]),
+                       datetime.fromisoformat(p["end_time"]), p.get("base_point"))
+             for p in points]
+    decision = decide(infos, policy, now)
+    pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
+    expire = [pid for pid in decision.expire if pid not in pinned]
+    bases = {p["base_point"] for p in points if p["point_id"] not in expire and p.get("base_point")}
+    expire = [pid for pid in expire if pid not in bases]
+    result = {"server": name, "policy": policy.name, "expired": expire,
+              "kept": decision.keep, "wal": None}
+    if expire:
+        delete_points(vault, expire, reason=f"retention of policy {policy.name}")
+    base = vault.catalog.get_point(decision.wal_base_point) if decision.wal_base_point else None
+    lineage = [s for s in vault.catalog.list_servers()
+               if s["system_identifier"] == server["system_identifier"]]
+    if base is not None and len(lineage) == 1 and server["recovery_model"] == "FULL":
+        result["wal"] = prune_wal(vault, server["system_identifier"], base["start_lsn"],
+                                  base["timeline"])
+    return result
