@@ -7,8 +7,8 @@ the last one applied, and each is applied in its own transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 

@@ -94,7 +94,8 @@ _SPECS = [
     ErrorSpec("server.restart_failed", 5, 500,
               "PostgreSQL in {pgdata} did not restart: {reason}; check its log and start it"),
     ErrorSpec("protect.no_databases", 2, 400,
-              "say which databases to protect: --db NAME (once per database) or --all"),
+              "say which databases to protect: --db NAME (once per database), --all, or --auto "
+              "(all, and those created later)"),
     ErrorSpec("protect.unknown_database", 2, 404,
               "{name!r} has no database {database!r}; its databases: {valid}"),
     ErrorSpec("protect.archive_owned", 3, 409,
@@ -178,6 +179,9 @@ _SPECS = [
     ErrorSpec("protect.not_protected", 2, 404,
               "{database!r} of {name} is not a protected item; list them with "
               "`dbsafe items {name}`"),
+    ErrorSpec("protect.other_vault", 2, 409,
+              "{name} already archives its WAL into another dbsafe vault ({command}); protect "
+              "a server in one vault only: stop protection there first"),
     ErrorSpec("unprotect.choose_data", 2, 400,
               "say what happens to the backups of {name}: --retain-data keeps every point "
               "until you delete it, --delete-data removes the points only these databases use"),

@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
-from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import differential, selection
+from dbsafe.services import coexistence, differential, selection
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
@@ -46,6 +45,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     # Checks that need no job: bad input fails before anything is recorded.
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
+        others = coexistence.other_solutions(conn, Path(server["pgdata"]),
+                                             coexistence.our_command(vault))
     listed, skip = selection.choose(dbs, databases,
                                     vault.catalog.list_protected(server["instance_id"]),
                                     type, name)
@@ -54,6 +55,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
              items=[d["name"] for d in listed if d["included"]], reason=reason) as job:
+        for found in others:
+            job.warn({"code": f"coexistence.{found['kind']}", "message":
+                      f"another backup solution: {found['detail']}; {found['action']}"})
         result = _backup(vault, server, type, level, workers or default_workers(), job,
                          (listed, skip), base)
         result["job_id"] = job.id

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover, wal
-from dbsafe.services import selection
+from dbsafe.services import coexistence, selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
 from dbsafe.services.jobs import Job, ProgressFn
@@ -45,6 +45,8 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         selection.choose(dbs, databases, [], "log", name)
     with open_instance(server) as conn:
         settings = archiving.read_settings(conn)
+        others = coexistence.other_solutions(conn, Path(server["pgdata"]),
+                                             coexistence.our_command(vault))
         if not settings.active_ours:
             pending = conn.execute("SELECT pending_restart FROM pg_settings "
                                    "WHERE name = 'archive_mode'").fetchone()[0]
@@ -56,6 +58,9 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
     with Job(vault.catalog, "backup", name, on_progress, backup_type="log", trigger=trigger,
              items=vault.catalog.list_protected(server["instance_id"]), reason=reason) as job, \
             open_instance(server) as conn:
+        for found in others:
+            job.warn({"code": f"coexistence.{found['kind']}", "message":
+                      f"another backup solution: {found['detail']}; {found['action']}"})
         started = datetime.now(UTC)
         conn.execute("SELECT txid_current()")
         stop_lsn, segment = conn.execute(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover
+from dbsafe.services import coexistence
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
@@ -108,6 +109,9 @@ def apply_model(vault: Vault, server: dict, model: str, command: str | None,
         if model == "FULL" and owner not in (None, "dbsafe"):
             raise DbsafeError("protect.archive_owned", name=name, tool=owner,
                               command=settings.command or settings.library)
+        ours = command or coexistence.our_command(vault)
+        if owner == "dbsafe" and settings.command != ours:
+            raise DbsafeError("protect.other_vault", name=name, command=settings.command)
         lines: list[str] = []
         restart_needed = False
         if model == "FULL" and not (owner == "dbsafe" and settings.command == command

@@ -1,4 +1,4 @@
-"""dbsafe protect NAME (--db DB ... | --all | --auto) [--policy P] · dbsafe unprotect · dbsafe items"""
+"""dbsafe protect NAME (--db DB ... | --all | --auto) [--policy P] · unprotect · items"""
 
 from __future__ import annotations
 

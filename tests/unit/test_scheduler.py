@@ -1,0 +1,124 @@
+"""The scheduler's decisions with a fake clock and a real (SQLite) catalog: due runs,
+catch-up once after downtime, no repeat after a restart, retry of a lost run, and the
+per-server concurrency limit of the runner."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from dbsafe.catalog.sqlite import SqliteCatalog
+from dbsafe.policy.model import Policy
+from dbsafe.scheduler.clock import FakeClock
+from dbsafe.scheduler.due import Work, due_work
+from dbsafe.scheduler.runner import Runner
+
+T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)  # a Monday, 00:30 UTC
+POLICY = Policy(name="nightly", full="daily", full_time="01:00", timezone="UTC",
+                log_every=15, keep_daily=7, keep_log=7)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+    instance = catalog.add_server("db1", "localhost", None, {
+        "pgdata": "/nowhere", "port": 1, "bin_dir": "/usr/lib/postgresql/15/bin",
+        "pg_version": 15, "system_identifier": "1"})
+    catalog.protect_items(instance, [("app", 16384), ("postgres", 5)], "nightly")
+    catalog._run("UPDATE protected_databases SET since = ?", T0.isoformat())
+    yield catalog
+    catalog.close()
+
+
+def due(catalog, now, busy=frozenset(), lost=lambda job_id: False):
+    return {(w.kind, w.slot) for w in due_work(catalog, {"nightly": POLICY}, now, set(busy),
+                                                 lost)}
+
+
+def claim(catalog, now):
+    works = due_work(catalog, {"nightly": POLICY}, now, set(), lambda j: False)
+    for w in works:
+        catalog.claim_slot(w.instance_id, w.policy, w.kind, w.slot.isoformat(), w.attempt)
+        catalog.set_slot_job(w.instance_id, w.policy, w.kind, f"job-{w.kind}")
+    return works
+
+
+def test_first_runs_come_at_the_first_slots_after_protection(catalog):
+    clock = FakeClock(T0)
+    assert due(catalog, clock.now()) == set()  # nothing due at protection time
+    clock.advance(minutes=16)  # 00:46: the 00:45 log slot
+    assert due(catalog, clock.now()) == {("log", datetime(2026, 3, 2, 0, 45, tzinfo=UTC))}
+    clock.advance(minutes=15)  # 01:01: the full and the 01:00 log slot
+    assert due(catalog, clock.now()) == {("full", datetime(2026, 3, 2, 1, 0, tzinfo=UTC)),
+                                         ("log", datetime(2026, 3, 2, 1, 0, tzinfo=UTC))}
+
+
+def test_a_claimed_slot_is_not_repeated_and_downtime_is_caught_up_once(catalog):
+    clock = FakeClock(T0)
+    clock.advance(minutes=31)
+    assert {w.kind for w in claim(catalog, clock.now())} == {"full", "log"}
+    assert due(catalog, clock.now()) == set()  # a restart at the same time repeats nothing
+    clock.advance(days=3)  # three nights missed: one full, one log
+    runs = due(catalog, clock.now())
+    assert runs == {("full", datetime(2026, 3, 5, 1, 0, tzinfo=UTC)),
+                    ("log", datetime(2026, 3, 5, 1, 0, tzinfo=UTC))}
+
+
+def test_a_lost_run_is_retried_once_while_it_is_the_latest_slot(catalog):
+    clock = FakeClock(T0)
+    clock.advance(minutes=31)
+    works = due_work(catalog, {"nightly": POLICY}, clock.now(), set(), lambda j: False)
+    full = next(w for w in works if w.kind == "full")
+    catalog.claim_slot(full.instance_id, full.policy, "full", full.slot.isoformat())
+    # serve stopped before the queued run started: its job id was never recorded
+    again = due_work(catalog, {"nightly": POLICY}, clock.now(), set(), lambda j: j is None)
+    retry = next(w for w in again if w.kind == "full")
+    assert retry.slot == full.slot and retry.attempt == 2
+    catalog.claim_slot(full.instance_id, full.policy, "full", full.slot.isoformat(), 2)
+    third = due_work(catalog, {"nightly": POLICY}, clock.now(), set(), lambda j: True)
+    assert "full" not in {w.kind for w in third}  # at most two attempts
+    # queued or running in this process: never handed out twice
+    assert "log" not in {w.kind for w in due_work(catalog, {"nightly": POLICY}, clock.now(),
+                                                  {(full.instance_id, "log")}, lambda j: False)}
+
+
+def test_stopped_items_and_items_without_a_policy_are_not_scheduled(catalog):
+    clock = FakeClock(T0)
+    clock.advance(hours=2)
+    instance = catalog.get_server("db1")["instance_id"]
+    for name in ("app", "postgres"):
+        catalog.set_item(instance, name, state="stopped")
+    assert due(catalog, clock.now()) == set()
+    catalog.protect_items(instance, [("app", 16384)], None)
+    assert due(catalog, clock.now()) == set()
+
+
+def test_runner_holds_the_per_server_limit_and_queues_the_rest():
+    release = threading.Event()
+    started: list[Work] = []
+    lock = threading.Lock()
+
+    def execute(work: Work) -> None:
+        with lock:
+            started.append(work)
+        release.wait(10)
+
+    runner = Runner(execute, per_server=2, total=4)
+    slot = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+    works = [Work("a", 1, "p", kind, slot) for kind in ("full", "diff", "log", "drill")]
+    works.append(Work("b", 2, "p", "full", slot))
+    for w in works:
+        runner.submit(w)
+    for _ in range(100):
+        if len(started) == 3:
+            break
+        threading.Event().wait(0.02)
+    assert sorted((w.server, w.kind) for w in started) == [("a", "diff"), ("a", "full"),
+                                                           ("b", "full")]
+    assert [w.kind for w in runner.queued()] == ["log", "drill"]
+    assert runner.busy() == {w.key for w in works}
+    release.set()
+    assert runner.join(10)
+    assert runner.max_seen == {"a": 2, "b": 1}
