@@ -188,6 +188,25 @@ _SPECS = [
     ErrorSpec("serve.already_running", 3, 409,
               "a dbsafe serve (pid {pid}) already runs the scheduler of this vault; stop it "
               "first or use that one"),
+
+    # policies and the resource planner (issue 5, policy piece) ------------------------
+    ErrorSpec("policy.invalid", 2, 400,
+              "policy {policy!r} is not valid: {rule}; nothing was saved"),
+    ErrorSpec("policy.unknown", 2, 404,
+              "no policy named {name!r}; policies: {valid}; create one with "
+              "`dbsafe policy create`"),
+    ErrorSpec("policy.exists", 2, 409,
+              "a policy named {name!r} already exists; change it with "
+              "`dbsafe policy edit {name}`, or pick another name"),
+    ErrorSpec("policy.in_use", 2, 409,
+              "policy {name!r} is used by {count} protected database(s): {items}; move them "
+              "to another policy (`dbsafe protect ... --policy P`) or stop their protection "
+              "first"),
+    ErrorSpec("policy.default_required", 2, 409,
+              "the default policy cannot be deleted (items and auto-protection fall back to "
+              "it); change it with `dbsafe policy edit default`"),
+    ErrorSpec("plan.invalid", 2, 400, "cannot plan: {rule}"),
+    # end of policies and the resource planner ------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

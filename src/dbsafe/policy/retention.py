@@ -1,0 +1,153 @@
+"""Which recovery points a policy keeps, and why; which expire. Never breaks a chain.
+
+Rules (docs/policies.md):
+
+- Fulls (not copy-only) are *tagged* into tiers, no extra backups are taken: daily = the
+  latest full of each local day, weekly = of each ISO week, monthly = of each month,
+  yearly = of each year (local dates in the policy's time zone). A tagged point is kept
+  while it is younger than its tier's length (keep_daily days, keep_weekly weeks,
+  keep_monthly calendar months, keep_yearly calendar years, counted back from ``now``).
+- Differentials are kept keep_diff days, log points keep_log days, copy-only fulls
+  keep_daily days (30 when the policy has no daily tier). A kind whose retention the policy
+  leaves unset (on-demand differentials under a daily-full policy, log points left from
+  before a switch to SIMPLE) is kept the service's minimum of 7 days.
+- Chain safety: the newest full is always kept; a full is kept while any kept differential
+  is based on it; for point-in-time restore, the latest full or differential that ended at
+  or before ``now - keep_log`` is kept as the base of the log chain (``wal_base_point``),
+  so a restore to any instant from ``log_keep_from`` to now stays possible.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from dbsafe.policy.model import Policy
+
+TYPES = ("full", "diff", "log")
+MIN_DAYS = 7                  # the service's minimum retention for any backup type
+COPY_ONLY_FALLBACK_DAYS = 30  # copy-only fulls when the policy has no daily tier
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    point_id: str
+    type: str               # "full" | "diff" | "log" (copy-only: "full", copy_only=True)
+    copy_only: bool
+    end_time: datetime      # aware
+    base_point: str | None  # for a diff: the full it is based on
+
+
+@dataclass
+class RetentionDecision:
+    keep: dict[str, list[str]] = field(default_factory=dict)
+    """point_id -> why it is kept ("daily", "weekly", "monthly", "yearly", "diff", "log",
+    "copy-only", "newest full", "base of <id>", "base of the log chain")."""
+    expire: list[str] = field(default_factory=list)
+    """Point ids to delete, oldest first."""
+    log_keep_from: datetime | None = None
+    """Point-in-time restore must stay possible from this instant on (None: no log chain,
+    or no base backup yet; nothing then bounds the WAL to keep)."""
+    wal_base_point: str | None = None
+    """The point whose start LSN bounds the WAL to keep (None as for log_keep_from)."""
+
+
+def _months_before(t: datetime, months: int) -> datetime:
+    """``t`` (local, aware) moved back ``months`` calendar months, the day clamped to the
+    month's length (31 March - 1 month = 28/29 February)."""
+    index = t.year * 12 + (t.month - 1) - months
+    year, month = divmod(index, 12)
+    day = min(t.day, calendar.monthrange(year, month + 1)[1])
+    return t.replace(year=year, month=month + 1, day=day)
+
+
+def _tiers(policy: Policy, now_local: datetime) -> list[tuple[str, Callable, datetime]]:
+    """(tier, period of a local datetime, cutoff) for each tier the policy uses."""
+    tiers = []
+    if policy.keep_daily:
+        tiers.append(("daily", lambda t: t.date(),
+                      now_local - timedelta(days=policy.keep_daily)))
+    if policy.keep_weekly:
+        tiers.append(("weekly", lambda t: t.isocalendar()[:2],
+                      now_local - timedelta(weeks=policy.keep_weekly)))
+    if policy.keep_monthly:
+        tiers.append(("monthly", lambda t: (t.year, t.month),
+                      _months_before(now_local, policy.keep_monthly)))
+    if policy.keep_yearly:
+        tiers.append(("yearly", lambda t: t.year,
+                      _months_before(now_local, 12 * policy.keep_yearly)))
+    return tiers
+
+
+def _check(points: list[PointInfo], now: datetime) -> None:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    seen: set[str] = set()
+    for p in points:
+        if p.type not in TYPES:
+            raise ValueError(f"point {p.point_id}: type {p.type!r} is not one of {TYPES}")
+        if p.end_time.tzinfo is None:
+            raise ValueError(f"point {p.point_id}: end_time must be timezone-aware")
+        if p.point_id in seen:
+            raise ValueError(f"point {p.point_id} is listed twice")
+        seen.add(p.point_id)
+
+
+def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionDecision:
+    """What ``policy`` keeps of ``points`` at ``now``, with the reasons; the rest expires."""
+    _check(points, now)
+    tz = ZoneInfo(policy.timezone)
+    ordered = sorted(points, key=lambda p: (p.end_time, p.point_id))
+    by_id = {p.point_id: p for p in ordered}
+    decision = RetentionDecision()
+
+    def tag(point_id: str, reason: str) -> None:
+        reasons = decision.keep.setdefault(point_id, [])
+        if reason not in reasons:
+            reasons.append(reason)
+
+    def young(p: PointInfo, days: int) -> bool:
+        return p.end_time > now - timedelta(days=days)
+
+    fulls = [p for p in ordered if p.type == "full" and not p.copy_only]
+    for tier, period, cutoff in _tiers(policy, now.astimezone(tz)):
+        latest: dict[object, PointInfo] = {}
+        for p in fulls:                          # in time order: the last one wins
+            latest[period(p.end_time.astimezone(tz))] = p
+        for p in latest.values():
+            if p.end_time > cutoff:
+                tag(p.point_id, tier)
+
+    copy_only_days = policy.keep_daily or COPY_ONLY_FALLBACK_DAYS
+    log_days = policy.keep_log or MIN_DAYS
+    for p in ordered:
+        if p.type == "full" and p.copy_only and young(p, copy_only_days):
+            tag(p.point_id, "copy-only")
+        elif p.type == "diff" and young(p, policy.keep_diff or MIN_DAYS):
+            tag(p.point_id, "diff")
+        elif p.type == "log" and young(p, log_days):
+            tag(p.point_id, "log")
+    if fulls:
+        tag(fulls[-1].point_id, "newest full")
+
+    if policy.log_every is not None or any(p.type == "log" for p in ordered):
+        cutoff = now - timedelta(days=log_days)
+        full_ids = {p.point_id for p in fulls}
+        bases = [p for p in ordered if p.type == "diff" or p.point_id in full_ids]
+        before = [p for p in bases if p.end_time <= cutoff]
+        base = before[-1] if before else (bases[0] if bases else None)
+        if base is not None:
+            tag(base.point_id, "base of the log chain")
+            decision.wal_base_point = base.point_id
+            decision.log_keep_from = max(cutoff, base.end_time)
+
+    for point_id in list(decision.keep):         # a kept differential keeps its full
+        p = by_id[point_id]
+        if p.type == "diff" and p.base_point in by_id:
+            tag(p.base_point, f"base of {p.point_id}")
+
+    decision.expire = [p.point_id for p in ordered if p.point_id not in decision.keep]
+    return decision
