@@ -47,6 +47,12 @@ app.command("restore")(restore.restore)
 app.command("verify")(verify.verify)
 app.command("jobs")(jobs.jobs)
 
+# alerts (issue 5, alerts) ---------------------------------------------------------------
+from dbsafe.cli.commands import alerts as alerts_commands  # noqa: E402
+
+app.add_typer(alerts_commands.app, name="alerts")
+# end of alerts --------------------------------------------------------------------------
+
 
 def _log_path() -> Path:
     return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"

@@ -162,6 +162,17 @@ _SPECS = [
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),
+    # alerts and alert channels (issue 5, alerts) ------------------------------------
+    ErrorSpec("alerts.unknown", 2, 404,
+              "no alert {alert_id}; list them with `dbsafe alerts --all`"),
+    ErrorSpec("alerts.channel_unknown", 2, 404,
+              "no alert channel {channel_id}; list them with `dbsafe alerts channel list`"),
+    ErrorSpec("alerts.channel_invalid", 2, 400,
+              "cannot add the alert channel: {reason}; see `dbsafe alerts channel add --help`"),
+    ErrorSpec("alerts.delivery_failed", 5, 502,
+              "the test alert did not reach channel {channel_id} ({target}): {reason}; check "
+              "the address, that the receiver is up, and the channel's options"),
+    # end of alerts ------------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 
