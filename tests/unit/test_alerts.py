@@ -284,3 +284,32 @@ def test_vault_space_low_raised_then_resolved(tmp_path):
     ok = monitor.check_health(vault, space_min_free_pct=0.0, space_min_free_bytes=0)
     assert ok[0]["ok"] and alerts.list_alerts(vault.catalog) == []
     assert alerts.list_alerts(vault.catalog, "resolved")[0]["id"] == space["alert_id"]
+
+
+def test_unreachable_server_and_agent_and_a_broken_check(tmp_path, monkeypatch):
+    """A FULL server whose data directory is gone and no agent: both alerts; a check that
+    crashes is logged and the others still run."""
+    monkeypatch.setenv("DBSAFE_RUN_DIR", str(tmp_path / "run"))
+    vault = Vault.init(tmp_path / "vault")
+    vault.catalog.add_server("ghost", "host", None, {
+        "pgdata": str(tmp_path / "gone"), "port": free_port(), "pg_version": 15,
+        "bin_dir": "/usr/lib/postgresql/15/bin",
+        "system_identifier": "123", "recovery_model": "FULL", "wal_segment_size": 16 << 20})
+    found = {(f["check"], f["server"]): f for f in monitor.check_health(
+        vault, space_min_free_pct=0, space_min_free_bytes=0)}
+    down = found[("server_unreachable", "ghost")]
+    assert not down["ok"] and down["details"]["code"] == "server.pgdata_missing"
+    assert not found[("agent_unreachable", None)]["ok"]
+    assert "dbsafe agent start" in found[("agent_unreachable", None)]["message"]
+    assert found[("chain_broken", "ghost")]["ok"] and ("archive_lag", "ghost") not in found
+    assert {(a["kind"], a["server"]) for a in alerts.list_alerts(vault.catalog)} == \
+        {("server_unreachable", "ghost"), ("agent_unreachable", None)}
+
+    def crash(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(monitor, "chain_check", crash)
+    checks = [f["check"] for f in monitor.check_health(vault, space_min_free_pct=0,
+                                                       space_min_free_bytes=0)]
+    assert checks == ["vault_space_low", "agent_unreachable"]
+    assert len(alerts.list_alerts(vault.catalog)) == 2  # nothing resolved by the crash

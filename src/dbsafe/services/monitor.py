@@ -54,10 +54,16 @@ def check_health(vault: Vault, now: str | None = None, *,
     now = now or utcnow()
     servers = vault.catalog.list_servers()
     full = [s["name"] for s in servers if (s["recovery_model"] or "SIMPLE") == "FULL"]
-    findings = [vault_space(vault, space_min_free_pct, space_min_free_bytes),
-                agent(vault, full)]
-    for server in servers:
-        findings += server_checks(vault, server, server["name"] in full, lag_threshold_bytes)
+    checks = [lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)],
+              lambda: [agent(vault, full)]]
+    checks += [lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes)
+               for s in servers]
+    findings: list[Finding] = []
+    for check in checks:
+        try:
+            findings += check()
+        except Exception:  # one broken check must not stop the others; its alert stays
+            alerts.log.exception("a health check failed")
     for f in findings:
         _settle(vault, f, now)
     return [f.as_dict() for f in findings]
