@@ -23,14 +23,6 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def _keep_deliveries(old: str | None, new: str | None) -> str | None:
-    """The new details JSON of a repeated alert, keeping the old record of its deliveries."""
-    kept = json.loads(old).get("deliveries") if old else None
-    if not kept:
-        return new
-    return json.dumps({**(json.loads(new) if new else {}), "deliveries": kept})
-
-
 class SqliteCatalog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -217,6 +209,14 @@ class SqliteCatalog:
     # alerts and alert channels (issue 5, alerts) ---------------------------------------
     _ALERT_KEY = "state = 'active' AND kind = ? AND server IS ? AND item IS ?"
 
+    @staticmethod
+    def _keep_deliveries(old: str | None, new: str | None) -> str | None:
+        """The new details JSON of a repeated alert, keeping the old record of deliveries."""
+        kept = json.loads(old).get("deliveries") if old else None
+        if not kept:
+            return new
+        return json.dumps({**(json.loads(new) if new else {}), "deliveries": kept})
+
     def upsert_alert(self, alert: dict, now: str) -> tuple[dict, bool]:
         key = (alert["kind"], alert.get("server"), alert.get("item"))
         with self._lock:
@@ -233,7 +233,7 @@ class SqliteCatalog:
                          alert.get("job_id"), now, now)).lastrowid
                 else:
                     alert_id = row["id"]
-                    details = _keep_deliveries(row["details"], alert.get("details"))
+                    details = self._keep_deliveries(row["details"], alert.get("details"))
                     self._db.execute(
                         "UPDATE alerts SET count = count + 1, last_seen = ?, severity = ?, "
                         "message = ?, details = ?, job_id = coalesce(?, job_id) WHERE id = ?",
