@@ -6,6 +6,7 @@ the last one applied, and each is applied in its own transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -281,3 +282,90 @@ class SqliteCatalog:
             sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
         return self._all(sql + " ORDER BY start_time DESC, id DESC LIMIT ?",
                          *where.values(), limit)
+
+    # alerts and alert channels (issue 5, alerts) ---------------------------------------
+    _ALERT_KEY = "state = 'active' AND kind = ? AND server IS ? AND item IS ?"
+
+    @staticmethod
+    def _keep_deliveries(old: str | None, new: str | None) -> str | None:
+        """The new details JSON of a repeated alert, keeping the old record of deliveries."""
+        kept = json.loads(old).get("deliveries") if old else None
+        if not kept:
+            return new
+        return json.dumps({**(json.loads(new) if new else {}), "deliveries": kept})
+
+    def upsert_alert(self, alert: dict, now: str) -> tuple[dict, bool]:
+        key = (alert["kind"], alert.get("server"), alert.get("item"))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(f"SELECT id, details FROM alerts WHERE "
+                                       f"{self._ALERT_KEY}", key).fetchone()
+                if row is None:
+                    alert_id = self._db.execute(
+                        "INSERT INTO alerts (kind, severity, server, item, message, details, "
+                        "job_id, raised, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (alert["kind"], alert["severity"], alert.get("server"),
+                         alert.get("item"), alert["message"], alert.get("details"),
+                         alert.get("job_id"), now, now)).lastrowid
+                else:
+                    alert_id = row["id"]
+                    details = self._keep_deliveries(row["details"], alert.get("details"))
+                    self._db.execute(
+                        "UPDATE alerts SET count = count + 1, last_seen = ?, severity = ?, "
+                        "message = ?, details = ?, job_id = coalesce(?, job_id) WHERE id = ?",
+                        (now, alert["severity"], alert["message"], details,
+                         alert.get("job_id"), alert_id))
+                found = self._db.execute("SELECT * FROM alerts WHERE id = ?",
+                                         (alert_id,)).fetchone()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return dict(found), row is None
+
+    def get_alert(self, alert_id: int) -> dict | None:
+        return self._one("SELECT * FROM alerts WHERE id = ?", alert_id)
+
+    def update_alert(self, alert_id: int, **fields: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE alerts SET {sets} WHERE id = ?", *fields.values(), alert_id)
+
+    def resolve_alert_rows(self, now: str, *, alert_id: int | None = None,
+                           key: tuple[str, str | None, str | None] | None = None
+                           ) -> list[dict]:
+        where, args = (("state = 'active' AND id = ?", (alert_id,)) if key is None
+                       else (self._ALERT_KEY, key))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r["id"] for r in self._db.execute(
+                    f"SELECT id FROM alerts WHERE {where}", args).fetchall()]
+                self._db.executemany("UPDATE alerts SET state = 'resolved', resolved = ? "
+                                     "WHERE id = ?", [(now, i) for i in ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [r for i in ids if (r := self.get_alert(i)) is not None]
+
+    def list_alerts(self, state: str | None = None) -> list[dict]:
+        if state is None:
+            return self._all("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC")
+        return self._all("SELECT * FROM alerts WHERE state = ? ORDER BY last_seen DESC, "
+                         "id DESC", state)
+
+    def add_alert_channel(self, kind: str, target: str, options: str | None,
+                          on_success: bool, created: str) -> int:
+        return int(self._run("INSERT INTO alert_channels (kind, target, options, on_success, "
+                             "created) VALUES (?, ?, ?, ?, ?)", kind, target, options,
+                             int(on_success), created).lastrowid)
+
+    def get_alert_channel(self, channel_id: int) -> dict | None:
+        return self._one("SELECT * FROM alert_channels WHERE id = ?", channel_id)
+
+    def list_alert_channels(self) -> list[dict]:
+        return self._all("SELECT * FROM alert_channels ORDER BY id")
+
+    def remove_alert_channel(self, channel_id: int) -> bool:
+        return self._run("DELETE FROM alert_channels WHERE id = ?", channel_id).rowcount > 0

@@ -52,6 +52,12 @@ app.command("jobs")(jobs.jobs)
 app.command("serve")(serve.serve)
 app.add_typer(jobs.app, name="job")
 
+# alerts (issue 5, alerts) ---------------------------------------------------------------
+from dbsafe.cli.commands import alerts as alerts_commands  # noqa: E402
+
+app.add_typer(alerts_commands.app, name="alerts")
+# end of alerts --------------------------------------------------------------------------
+
 
 def _log_path() -> Path:
     return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"

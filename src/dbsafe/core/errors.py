@@ -207,6 +207,17 @@ _SPECS = [
               "it); change it with `dbsafe policy edit default`"),
     ErrorSpec("plan.invalid", 2, 400, "cannot plan: {rule}"),
     # end of policies and the resource planner ------------------------------------------
+    # alerts and alert channels (issue 5, alerts) ------------------------------------
+    ErrorSpec("alerts.unknown", 2, 404,
+              "no alert {alert_id}; list them with `dbsafe alerts --all`"),
+    ErrorSpec("alerts.channel_unknown", 2, 404,
+              "no alert channel {channel_id}; list them with `dbsafe alerts channel list`"),
+    ErrorSpec("alerts.channel_invalid", 2, 400,
+              "cannot add the alert channel: {reason}; see `dbsafe alerts channel add --help`"),
+    ErrorSpec("alerts.delivery_failed", 5, 502,
+              "the test alert did not reach channel {channel_id} ({target}): {reason}; check "
+              "the address, that the receiver is up, and the channel's options"),
+    # end of alerts ------------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

@@ -36,8 +36,6 @@ STATES = ACTIVE + FINAL
 # Backup kinds that may not run at the same time on one server.
 EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
              "diff": ("full", "copy-only", "diff"), "log": ("log",)}
-# Called with (catalog, job row) when a job ends; the alerts service registers itself here.
-finish_hooks: list[Callable[[Catalog, dict], None]] = []
 
 
 def utcnow() -> str:
@@ -154,17 +152,11 @@ class Job:
 
 
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
-    """Alert hooks never fail the job that triggered them."""
-    if not finish_hooks:
-        return
-    row = _decode(catalog.get_job(job_id))
-    for hook in finish_hooks:
-        try:
-            hook(catalog, row)
-        except Exception:  # noqa: BLE001 - a broken channel must not fail a backup
-            import logging
+    """Alerts for the job's end (failed, or a success that resolves an earlier failure);
+    they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
+    from dbsafe.services import alerts
 
-            logging.getLogger("dbsafe.jobs").exception("job hook failed for %s", job_id)
+    alerts.job_finished(catalog, _decode(catalog.get_job(job_id)))
 
 
 def _decode(job: dict) -> dict:

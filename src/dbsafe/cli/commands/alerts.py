@@ -1,0 +1,142 @@
+"""dbsafe alerts [--all] | resolve ID | check | channel add | list | remove ID | test ID"""
+
+from __future__ import annotations
+
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.context import open_vault
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services import alerts as service
+from dbsafe.services import monitor
+
+app = typer.Typer(help="Alerts (failed jobs, broken chain, archiving lag, space, agent) and "
+                       "where they are sent.")
+channel_app = typer.Typer(help="Webhooks and e-mail addresses that receive alerts.",
+                          no_args_is_help=True)
+app.add_typer(channel_app, name="channel")
+
+JSON = typer.Option(False, "--json", help="Print JSON.")
+ALERT_COLUMNS = ["id", "severity", "kind", "server", "item", "count", "last_seen", "state",
+                 "message"]
+
+
+def _alerts_table(rows: list[dict]) -> None:
+    if not rows:
+        render.out.print("no alerts")
+        return
+    render.table(rows, ALERT_COLUMNS)
+
+
+@app.callback(invoke_without_command=True)
+def alerts(ctx: typer.Context,
+           all_: bool = typer.Option(False, "--all", help="Resolved alerts too."),
+           json: bool = JSON) -> None:
+    """List active alerts (with --all, resolved ones too)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    render.state.json = json
+    rows = service.list_alerts(open_vault().catalog, None if all_ else "active")
+    render.emit(rows, _alerts_table)
+
+
+@app.command("resolve")
+def resolve(alert_id: int = typer.Argument(..., help="The alert's id."),
+            json: bool = JSON) -> None:
+    """Mark an alert resolved and tell the channels (a check may raise it again)."""
+    render.state.json = json
+    alert = service.resolve_alert(open_vault().catalog, alert_id)
+    render.emit(alert, lambda a: render.out.print(f"alert {a['id']} ({a['kind']}) resolved"))
+
+
+@app.command("check")
+def check(lag_threshold_mib: int = typer.Option(
+              monitor.LAG_THRESHOLD_BYTES >> 20, "--lag-threshold-mib",
+              help="Archiving lag above which archive_lag is raised."),
+          min_free_pct: float = typer.Option(monitor.SPACE_MIN_FREE_PCT, "--min-free-pct",
+                                             help="Vault free space below this % alerts."),
+          min_free_mib: int = typer.Option(monitor.SPACE_MIN_FREE_BYTES >> 20,
+                                           "--min-free-mib",
+                                           help="Vault free space below this alerts."),
+          json: bool = JSON) -> None:
+    """Run the health checks now and raise or resolve their alerts (serve does it often)."""
+    render.state.json = json
+    findings = monitor.check_health(open_vault(), lag_threshold_bytes=lag_threshold_mib << 20,
+                                    space_min_free_pct=min_free_pct,
+                                    space_min_free_bytes=min_free_mib << 20)
+
+    def human(rows: list[dict]) -> None:
+        render.table([{**f, "status": "ok" if f["ok"] else "ALERT"} for f in rows],
+                     ["check", "server", "status", "alert_id", "message"])
+
+    render.emit(findings, human)
+
+
+@channel_app.command("add")
+def channel_add(
+        webhook: str = typer.Option(None, "--webhook", help="POST alerts as JSON to this URL."),
+        email: str = typer.Option(None, "--email", help="Mail alerts to this address."),
+        smtp_host: str = typer.Option(None, "--smtp-host", help="SMTP server (e-mail)."),
+        smtp_port: int = typer.Option(25, "--smtp-port", help="SMTP port."),
+        sender: str = typer.Option(None, "--sender",
+                                   help="From address (default dbsafe@<this host>)."),
+        smtp_user: str = typer.Option(None, "--smtp-user", help="SMTP login user."),
+        smtp_password_env: str = typer.Option(
+            None, "--smtp-password-env",
+            help="Name of the environment variable holding the SMTP password (the password "
+                 "is never stored)."),
+        starttls: bool = typer.Option(False, "--starttls", help="Use STARTTLS."),
+        on_success: bool = typer.Option(False, "--on-success",
+                                        help="Also send success notices (backups, restores, "
+                                             "drills; not log backups)."),
+        json: bool = JSON) -> None:
+    """Add a webhook or e-mail channel; every new and resolved alert is sent to it."""
+    render.state.json = json
+    if bool(webhook) == bool(email):
+        raise DbsafeError("alerts.channel_invalid",
+                          reason="give exactly one of --webhook URL and --email ADDRESS")
+    if webhook:
+        smtp = [smtp_host, sender, smtp_user, smtp_password_env]
+        if any(smtp) or starttls:
+            raise DbsafeError("alerts.channel_invalid",
+                              reason="the SMTP options go with --email, not --webhook")
+        channel = service.add_channel(open_vault().catalog, "webhook", webhook, None,
+                                      on_success)
+    else:
+        options = {"host": smtp_host, "port": smtp_port, "sender": sender,
+                   "user": smtp_user, "password_env": smtp_password_env,
+                   "starttls": starttls}
+        channel = service.add_channel(open_vault().catalog, "email", email, options,
+                                      on_success)
+    render.emit(channel, lambda c: render.out.print(
+        f"channel {c['id']}: {c['kind']} to {c['target']}"
+        f"{' (with success notices)' if c['on_success'] else ''}"))
+
+
+@channel_app.command("list")
+def channel_list(json: bool = JSON) -> None:
+    """List the alert channels."""
+    render.state.json = json
+    rows = service.list_channels(open_vault().catalog)
+    render.emit(rows, lambda r: render.table(
+        [{**c, "options": ", ".join(f"{k}={v}" for k, v in c["options"].items())}
+         for c in r], ["id", "kind", "target", "on_success", "options", "created"]))
+
+
+@channel_app.command("remove")
+def channel_remove(channel_id: int = typer.Argument(..., help="The channel's id."),
+                   json: bool = JSON) -> None:
+    """Remove an alert channel."""
+    render.state.json = json
+    channel = service.remove_channel(open_vault().catalog, channel_id)
+    render.emit(channel, lambda c: render.out.print(f"removed channel {c['id']}"))
+
+
+@channel_app.command("test")
+def channel_test(channel_id: int = typer.Argument(..., help="The channel's id."),
+                 json: bool = JSON) -> None:
+    """Send a test alert to a channel (alerts.delivery_failed if it does not arrive)."""
+    render.state.json = json
+    record = service.test_channel(open_vault().catalog, channel_id)
+    render.emit(record, lambda r: render.out.print(
+        f"test alert delivered to channel {r['channel']} ({r['target']})"))
