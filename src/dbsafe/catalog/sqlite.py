@@ -369,3 +369,39 @@ class SqliteCatalog:
 
     def remove_alert_channel(self, channel_id: int) -> bool:
         return self._run("DELETE FROM alert_channels WHERE id = ?", channel_id).rowcount > 0
+
+
+    # policies (issue 5, policy piece) ----------------------------------------------------
+    def insert_policy(self, name: str, body: str, created: str) -> bool:
+        """Add a policy; False (and nothing changed) when the name is taken."""
+        return self._run("INSERT OR IGNORE INTO policies (name, body, created, updated) "
+                         "VALUES (?, ?, ?, ?)", name, body, created, created).rowcount > 0
+
+    def update_policy(self, name: str, body: str, updated: str) -> bool:
+        return self._run("UPDATE policies SET body = ?, updated = ? WHERE name = ?",
+                         body, updated, name).rowcount > 0
+
+    def delete_policy(self, name: str) -> bool:
+        return self._run("DELETE FROM policies WHERE name = ?", name).rowcount > 0
+
+    def get_policy(self, name: str) -> dict | None:
+        return self._one("SELECT name, body, created, updated FROM policies WHERE name = ?",
+                         name)
+
+    def list_policies(self) -> list[dict]:
+        return self._all("SELECT name, body, created, updated FROM policies ORDER BY name")
+
+    def policy_users(self) -> list[dict]:
+        """Who uses a policy: protected databases (kind "database") and instances that
+        auto-protect with it (kind "auto-protection"), as rows (policy, kind, server,
+        database)."""
+        return self._all(
+            "SELECT pd.policy AS policy, 'database' AS kind, s.name AS server, "
+            "pd.name AS database FROM protected_databases pd "
+            "JOIN instances i ON i.id = pd.instance_id JOIN servers s ON s.id = i.server_id "
+            "WHERE pd.policy IS NOT NULL "
+            "UNION ALL "
+            "SELECT i.auto_protect_policy, 'auto-protection', s.name, NULL FROM instances i "
+            "JOIN servers s ON s.id = i.server_id WHERE i.auto_protect_policy IS NOT NULL "
+            "ORDER BY 1, 2, 3, 4")
+    # end of policies ---------------------------------------------------------------------

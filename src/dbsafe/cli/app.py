@@ -58,6 +58,14 @@ from dbsafe.cli.commands import alerts as alerts_commands  # noqa: E402
 app.add_typer(alerts_commands.app, name="alerts")
 # end of alerts --------------------------------------------------------------------------
 
+# issue 5, policy piece: policies and the resource planner
+from dbsafe.cli.commands import plan as plan_command  # noqa: E402
+from dbsafe.cli.commands import policy as policy_command  # noqa: E402
+
+app.add_typer(policy_command.app, name="policy")
+app.command("plan")(plan_command.plan)
+# end of policies and the resource planner
+
 
 def _log_path() -> Path:
     return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"

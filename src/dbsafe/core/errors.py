@@ -199,9 +199,9 @@ _SPECS = [
               "a policy named {name!r} already exists; change it with "
               "`dbsafe policy edit {name}`, or pick another name"),
     ErrorSpec("policy.in_use", 2, 409,
-              "policy {name!r} is used by {count} protected database(s): {items}; move them "
-              "to another policy (`dbsafe protect ... --policy P`) or stop their protection "
-              "first"),
+              "policy {name!r} is in use by {count} item(s): {items}; move them to another "
+              "policy (`dbsafe protect ... --policy P`), stop their protection or turn "
+              "auto-protection off first"),
     ErrorSpec("policy.default_required", 2, 409,
               "the default policy cannot be deleted (items and auto-protection fall back to "
               "it); change it with `dbsafe policy edit default`"),

@@ -93,6 +93,20 @@ class Policy:
         """The weekdays a full runs on (every day for a daily full)."""
         return WEEKDAYS if self.full == "daily" else self.full_days
 
+    def implied(self, changes: dict) -> dict:
+        """``changes`` plus what they imply when not given themselves, so a user need not
+        unset by hand what a change makes invalid: a weekly full drops the daily tier
+        (keep_daily), a daily full drops full_days, no log backups drop keep_log."""
+        result = dict(changes)
+        merged = {**self.to_dict(), **changes}
+        if merged.get("full") == "weekly" and "keep_daily" not in changes:
+            result["keep_daily"] = None
+        if merged.get("full") == "daily" and "full_days" not in changes:
+            result["full_days"] = ()
+        if merged.get("log_every") is None and "keep_log" not in changes:
+            result["keep_log"] = None
+        return result
+
     def with_changes(self, **changes: object) -> Policy:
         """A copy with ``changes`` applied (unknown settings refused, not validated)."""
         return Policy.from_dict({**self.to_dict(), **changes})

@@ -178,6 +178,7 @@ def _reap(catalog: Catalog, job: dict) -> dict:
                                        "without finishing; nothing it wrote is visible"}
         catalog.update_job(job["id"], **fields)
         job.update(fields)
+        _run_hooks(catalog, job["id"])
     return job
 
 
