@@ -234,3 +234,20 @@ def _owner(pgdata: Path) -> str:
 
     return pwd.getpwuid(pgdata.stat().st_uid).pw_name
 
+
+
+def change_policy(vault: Vault, name: str, **changes: object) -> dict:
+    """Edit a policy and apply it at once: every instance using it is reconfigured (its
+    recovery model), and its retention runs on the existing points."""
+    from datetime import UTC, datetime
+
+    from dbsafe.services.policies import edit_policy, show_policy
+    from dbsafe.services.retention import apply_retention
+
+    edit_policy(vault, name, **changes)
+    servers = reconfigure(vault, name)
+    pruned = []
+    for entry in servers:
+        if entry["state"] == "protected":
+            pruned.append(apply_retention(vault, entry["server"], datetime.now(UTC)))
+    return {**show_policy(vault, name), "reconfigured": servers, "retention": pruned}

@@ -8,7 +8,7 @@ from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
-from dbsafe.services import policies
+from dbsafe.services import policies, protection
 
 app = typer.Typer(help="Backup policies: schedules, retention, compression.",
                   no_args_is_help=True)
@@ -136,8 +136,16 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
                        keep_log, compression, compression_level, drill_days, drill_time)
     vault = open_vault()
     current = policies.get_policy(vault, name)
-    policies.edit_policy(vault, name, **current.implied(changes))
-    render.emit(policies.show_policy(vault, name), _show)
+    result = protection.change_policy(vault, name, **current.implied(changes))
+
+    def human(r: dict) -> None:
+        _show(r)
+        for entry in r["reconfigured"]:
+            if entry["state"] != "protected":
+                render.out.print(f"[yellow]{entry['server']}: inconsistent policy[/yellow] "
+                                 f"({entry['reason']}); fix: `{entry['fix']}`")
+
+    render.emit(result, human)
 
 
 @app.command("show")
