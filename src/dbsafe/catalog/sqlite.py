@@ -218,6 +218,11 @@ class SqliteCatalog:
             "SELECT name FROM protected_databases WHERE instance_id = ? AND state IN "
             "('protected', 'inconsistent-policy') ORDER BY name", instance_id)]
 
+    # discovery and auto-protection (issue 5, services/discovery.py) ---------------------
+    def get_instance(self, instance_id: int) -> dict | None:
+        """Every column of an instance row (auto_protect_policy, discovered, ...)."""
+        return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
+
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,
                    start_time: str) -> None:
