@@ -42,6 +42,9 @@ class Catalog(Protocol):
     def claim_slot(self, instance_id: int, policy: str, kind: str, slot: str,
                    attempts: int = 1) -> None: ...
     def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None: ...
+    # discovery and auto-protection (issue 5, services/discovery.py)
+    def get_instance(self, instance_id: int) -> dict | None:
+        """Every column of the instance row, or None."""
     # jobs
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,
                    start_time: str, *, conflicts: tuple[str, ...] = (),

@@ -237,6 +237,10 @@ class SqliteCatalog:
     def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None:
         self._run("UPDATE schedule_state SET job_id = ? WHERE instance_id = ? AND policy = ? "
                   "AND kind = ?", job_id, instance_id, policy, kind)
+    # discovery and auto-protection (issue 5, services/discovery.py) ---------------------
+    def get_instance(self, instance_id: int) -> dict | None:
+        """Every column of an instance row (auto_protect_policy, discovered, ...)."""
+        return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
 
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,

@@ -218,6 +218,37 @@ _SPECS = [
               "the test alert did not reach channel {channel_id} ({target}): {reason}; check "
               "the address, that the receiver is up, and the channel's options"),
     # end of alerts ------------------------------------------------------------------
+    # discovery, auto-protection and the support matrix's limits (issue 5, parts 6-7:
+    # services/discovery.py, services/limits.py, docs/discovery-and-limits.md) ---------------
+    ErrorSpec("discover.no_target", 2, 400,
+              "say what to discover: a registered server (`dbsafe discover NAME`) or the "
+              "PostgreSQL instances of this host (`dbsafe discover --instances`)"),
+    ErrorSpec("limit.items_per_server", 3, 409,
+              "{name!r} has {count} protected database(s) and this adds {adding}: a server "
+              "protects at most {limit}; stop protecting databases you no longer need "
+              "(`dbsafe unprotect {name} --db DB`) first"),
+    ErrorSpec("limit.items_per_vault", 3, 409,
+              "this vault protects {count} database(s) and this adds {adding}: a vault "
+              "protects at most {limit}; stop protecting databases you no longer need, or "
+              "protect this server in another vault (--vault)"),
+    ErrorSpec("limit.per_request", 2, 400,
+              "{count} databases in one request: at most {limit} per request; protect them in "
+              "batches of {limit} (--db), or turn on auto-protection for all of them "
+              "(`dbsafe protect {name} --auto --policy POLICY`)"),
+    ErrorSpec("limit.large_database", 3, 413,
+              "database {database!r} is {size}, above the {limit} dbsafe is sized for: it is "
+              "protected, but every full backup reads all of it and takes long; prefer weekly "
+              "fulls with daily differentials and check the window with `dbsafe plan`"),
+    ErrorSpec("limit.auto_protect_skipped", 3, 409,
+              "{count} database(s) of {name!r} were not auto-protected ({names}): {reason}; "
+              "stop protecting databases you no longer need, then run `dbsafe discover {name}`"),
+    ErrorSpec("server.os_unsupported", 2, 400,
+              "this host runs {found}, which dbsafe does not support; supported: {supported}"),
+    ErrorSpec("server.deployment_unsupported", 2, 400,
+              "the instance in {pgdata} cannot be registered: {what}; dbsafe supports "
+              "PostgreSQL whose data directory is on a local file system of the host dbsafe "
+              "runs on (docs/discovery-and-limits.md, Unsupported deployments)"),
+    # end of discovery and limits --------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

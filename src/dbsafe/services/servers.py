@@ -1,4 +1,5 @@
-"""Registering servers (one PostgreSQL instance each, for now) and discovering their databases."""
+"""Registering servers (one PostgreSQL instance each, for now); their databases are
+rediscovered by services/discovery.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.client import connect
+from dbsafe.services import limits
 from dbsafe.services.vault import Vault
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     port, conn_host = live_endpoint(pgdata, port, host)
     with connect(port, conn_host) as conn:
         facts = discover.instance_facts(conn)
+        limits.check_registration(pgdata, facts["data_directory"])  # OS, deployment
         dbs = discover.databases(conn, pgdata)
     vault.catalog.add_server(name, socket.gethostname(), region, {
         "pgdata": str(pgdata), "port": port, "host": host, "bin_dir": bin_dir,
@@ -87,21 +90,6 @@ def list_servers(vault: Vault) -> list[dict]:
 def remove_server(vault: Vault, name: str) -> None:
     if not vault.catalog.remove_server(name):
         raise DbsafeError("server.unknown", name=name)
-
-
-def discover_databases(vault: Vault, name: str) -> dict:
-    server = get_server(vault, name)
-    with open_instance(server) as conn:
-        facts = discover.instance_facts(conn)
-        dbs = discover.databases(conn, Path(server["pgdata"]))
-    vault.catalog.update_instance(server["instance_id"],
-                                  recovery_model=facts["recovery_model"],
-                                  data_checksums=int(facts["data_checksums"]),
-                                  wal_segment_size=facts["wal_segment_size"])
-    vault.catalog.replace_databases(server["instance_id"], dbs)
-    return {"server": name, "recovery_model": facts["recovery_model"],
-            "data_checksums": facts["data_checksums"],
-            "databases": [{**d, "recovery_model": facts["recovery_model"]} for d in dbs]}
 
 
 def set_options(vault: Vault, name: str, max_concurrent: int | None) -> dict:

@@ -1,4 +1,4 @@
-"""dbsafe server add | list | remove, and dbsafe discover"""
+"""dbsafe server add | list | remove, and dbsafe discover [NAME | --instances]"""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
-from dbsafe.services import servers
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services import discovery, servers
 
 app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
 
@@ -47,18 +48,20 @@ def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSO
     render.emit({"removed": name}, lambda d: render.out.print(f"removed {name}"))
 
 
-def discover(name: str = typer.Argument(..., help="A registered server."),
+def discover(name: str = typer.Argument(None, help="A registered server."),
+             instances: bool = typer.Option(False, "--instances",
+                                            help="List the PostgreSQL instances of this host "
+                                                 "instead."),
              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the databases of a server: size, files, read-only, recovery model."""
+    """Discover a server's databases again (auto-protecting new ones, marking dropped ones),
+    or with --instances the PostgreSQL instances of this host."""
     render.state.json = json
-    result = servers.discover_databases(open_vault(), name)
-
-    def human(d: dict) -> None:
-        rows = [{**db, "size": render.human_bytes(db["size_bytes"])} for db in d["databases"]]
-        render.table(rows, ["name", "oid", "kind", "size", "file_count", "read_only",
-                            "recovery_model"], title=f"{name}")
-
-    render.emit(result, human)
+    if instances:
+        _discover_instances()
+    elif name is None:
+        raise DbsafeError("discover.no_target")
+    else:
+        render.emit(discovery.refresh(open_vault(), name), _human_databases)
 
 
 @app.command("set")
@@ -69,3 +72,34 @@ def set_(name: str = typer.Argument(..., help="A registered server."),
     """Change a server's settings."""
     render.state.json = json
     render.emit(servers.set_options(open_vault(), name, max_concurrent), render.fields)
+
+
+def _discover_instances() -> None:
+    try:
+        vault = open_vault()
+    except DbsafeError as exc:
+        if exc.code != "vault.not_initialised":
+            raise
+        vault = None  # no vault yet: list the host's instances all the same
+    rows = discovery.local_instances(vault)
+    render.emit(rows, lambda r: render.table(
+        r, ["pgdata", "port", "version", "running", "source", "cluster", "server",
+            "bin_dir"], title="PostgreSQL instances on this host"))
+
+
+def _human_databases(d: dict) -> None:
+    rows = [{**db, "size": render.human_bytes(db["size_bytes"]),
+             "protection": db["state"] or ("" if db["protectable"] else "not protectable")}
+            for db in d["databases"]]
+    render.table(rows, ["name", "oid", "kind", "size", "file_count", "read_only",
+                        "recovery_model", "protection", "policy"], title=d["server"])
+    for key in ("new", "gone", "auto_protected"):
+        if d[key]:
+            render.out.print(f"{key.replace('_', ' ')}: {', '.join(d[key])}")
+    for r in d["renamed"]:
+        render.out.print(f"renamed: {r['from']} -> {r['to']}")
+    for db in d["databases"]:
+        if not db["protectable"]:
+            render.out.print(f"{db['name']}: not protectable: {db['reason']}")
+    for w in d["warnings"]:
+        render.out.print(f"[yellow]warning[/yellow]: {render.escape(w)}")

@@ -67,21 +67,23 @@ def _count_files(folder: Path) -> int:
 
 
 def databases(conn: psycopg.Connection, pgdata: Path) -> list[dict]:
-    """Every database but template0, with size, file count and whether it takes writes."""
+    """Every database but template0, with size, file count and whether it takes writes;
+    also whether it is a template, allows connections, or is invalid (datconnlimit -2: a
+    DROP DATABASE interrupted half-way, PostgreSQL 15.4 and later)."""
     rows = conn.execute(
         """
         SELECT d.datname, d.oid::bigint, pg_database_size(d.oid), d.datallowconn,
                coalesce((SELECT bool_or(s.cfg ~* '^default_transaction_read_only=(on|true|1|yes)$')
                          FROM pg_db_role_setting r, unnest(r.setconfig) AS s(cfg)
                          WHERE r.setdatabase = d.oid AND r.setrole = 0), false),
-               d.dattablespace::bigint
+               d.dattablespace::bigint, d.datistemplate, d.datconnlimit = -2
         FROM pg_database d
         WHERE d.datname <> 'template0'
         ORDER BY d.datname
         """).fetchall()
     tablespace_dirs = _tablespace_version_dirs(Path(pgdata))
     result = []
-    for name, oid, size, allow_conn, ro_setting, _tablespace in rows:
+    for name, oid, size, allow_conn, ro_setting, _tablespace, template, invalid in rows:
         files = _count_files(Path(pgdata) / "base" / str(oid))
         files += sum(_count_files(d / str(oid)) for d in tablespace_dirs)
         result.append({
@@ -91,6 +93,9 @@ def databases(conn: psycopg.Connection, pgdata: Path) -> list[dict]:
             "file_count": files,
             "read_only": bool(ro_setting) or not allow_conn,
             "kind": "system" if name in SYSTEM_DATABASES else "user",
+            "is_template": template,
+            "allow_connections": allow_conn,
+            "invalid": invalid,
         })
     return result
 
