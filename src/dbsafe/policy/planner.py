@@ -59,9 +59,10 @@ class Rates:
     wal_mb_s_per_core: float = 122.0
     """WAL archiving: a 1 GiB backlog drained at 244 MB/s (median of 6) by the agent's 2
     threads on 2 cores. bench/README.md, "WAL archiving", drain."""
-    wal_stored_ratio: float = 0.5
-    """Bytes stored / WAL bytes for pgbench WAL, zstd level 1 on 1 MiB blocks.
-    bench/README.md, "Planner constants" (bench/planner.py)."""
+    wal_stored_ratio: float = 0.264
+    """Bytes stored / WAL bytes, zstd level 1 on 1 MiB blocks, for the WAL of a load on the
+    dataset's mix (pgbench and md5 text): 0.262 and 0.266 in two runs. bench/README.md,
+    "Planner constants" (bench/planner.py)."""
     fixed_seconds: float = 0.8
     """Fixed cost of one backup command (start-up, vault and catalog, instance check).
     bench/README.md, "Where the time goes": ~0.8 s."""
