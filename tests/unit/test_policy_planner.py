@@ -92,8 +92,8 @@ def test_vault_size_with_daily_fulls_is_steady_after_the_retention_fills():
 def test_vault_keeps_the_wal_from_the_log_chains_base():
     no_wal = run(policy=DEFAULT_POLICY, wal_gb_per_day=0)["vault_gb_by_month"][5]
     wal = run(policy=DEFAULT_POLICY, wal_gb_per_day=2)["vault_gb_by_month"][5]
-    # 10 dbs x 2 GB a day x 0.5 stored, from the base (the full 14 days + <1 day back)
-    per_day = 10 * 2 * 0.5
+    # 10 dbs x 2 GB a day x 0.264 stored, from the base (the full 14 days + <1 day back)
+    per_day = 10 * 2 * 0.264
     assert 14 * per_day <= wal - no_wal <= 15 * per_day
 
 

@@ -203,8 +203,8 @@ _SPECS = [
               "policy (`dbsafe protect ... --policy P`), stop their protection or turn "
               "auto-protection off first"),
     ErrorSpec("policy.default_required", 2, 409,
-              "the default policy cannot be deleted (items and auto-protection fall back to "
-              "it); change it with `dbsafe policy edit default`"),
+              "the default policy cannot be deleted (it is what protection uses when no "
+              "policy is named); change it with `dbsafe policy edit default`"),
     ErrorSpec("plan.invalid", 2, 400, "cannot plan: {rule}"),
     # end of policies and the resource planner ------------------------------------------
     # alerts and alert channels (issue 5, alerts) ------------------------------------

@@ -29,7 +29,7 @@ Throughput constants (``Rates``) come from bench/README.md; each names its sourc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.core.errors import DbsafeError
@@ -38,7 +38,6 @@ from dbsafe.policy.model import WEEKDAYS, Policy
 from dbsafe.policy.retention import PointInfo, decide
 
 MAX_DATABASES_PER_SERVER = 2000   # the support matrix's limit per server (and per vault)
-MB = 1e6                           # the benchmark's unit (10^6 bytes)
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,13 @@ class Rates:
     wal_mb_s_per_core: float = 122.0
     """WAL archiving: a 1 GiB backlog drained at 244 MB/s (median of 6) by the agent's 2
     threads on 2 cores. bench/README.md, "WAL archiving", drain."""
-    wal_stored_ratio: float = 0.5
-    """Bytes stored / WAL bytes for pgbench WAL, zstd level 1 on 1 MiB blocks.
-    bench/README.md, "Planner constants" (bench/planner.py)."""
+    wal_stored_ratio: float = 0.264
+    """Bytes stored / WAL bytes, zstd level 1 on 1 MiB blocks, for the WAL of a load on the
+    dataset's mix (pgbench and md5 text): 0.262 and 0.266 in two runs. bench/README.md,
+    "Planner constants" (bench/planner.py)."""
     fixed_seconds: float = 0.8
     """Fixed cost of one backup command (start-up, vault and catalog, instance check).
     bench/README.md, "Where the time goes": ~0.8 s."""
-
-
-RATES = Rates()
 
 
 @dataclass(frozen=True)
@@ -280,7 +277,7 @@ def _fits(p: PlanInput) -> bool:
 def _max_databases(p: PlanInput) -> tuple[int, str]:
     """The most databases (of this size, same instances) whose busiest day fits."""
     def at(k: int) -> PlanInput:
-        return PlanInput(**{**_fields(p), "db_count": k, "instances": min(p.instances, k)})
+        return replace(p, db_count=k, instances=min(p.instances, k))
 
     if not _fits(at(1)):
         return 0, "window"
@@ -291,10 +288,6 @@ def _max_databases(p: PlanInput) -> tuple[int, str]:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if _fits(at(mid)) else (lo, mid)
     return lo, "window"
-
-
-def _fields(p: PlanInput) -> dict:
-    return {f: getattr(p, f) for f in PlanInput.__dataclass_fields__}
 
 
 def plan(p: PlanInput) -> dict:
@@ -310,10 +303,10 @@ def plan(p: PlanInput) -> dict:
     max_dbs, limited_by = _max_databases(p)
     return {
         "policy": p.policy.name,
-        "inputs": {k: v for k, v in _fields(p).items() if k not in ("policy", "rates")},
+        "inputs": {f.name: getattr(p, f.name) for f in fields(p)
+                   if f.name not in ("policy", "rates")},
         "busiest_day": day,
-        "work_hours": {k: round(w.seconds(p) / 3600, 3)
-                       for k, w in work.items()},
+        "work_hours": {k: round(w.seconds(p) / 3600, 3) for k, w in work.items()},
         "window_hours_needed": round(seconds / 3600, 3),
         "fits_window": seconds <= p.window_hours * 3600,
         "bound_by": max(bounds, key=bounds.get),
