@@ -14,6 +14,7 @@ from dbsafe.cli import render
 from dbsafe.cli.commands import (
     agent,
     backup,
+    drills,
     jobs,
     points,
     protect,
@@ -46,6 +47,9 @@ app.command("points")(points.points)
 app.command("restore")(restore.restore)
 app.command("verify")(verify.verify)
 app.command("jobs")(jobs.jobs)
+# restore drills (issue 5)
+app.add_typer(drills.app, name="drill")
+app.command("drills")(drills.drills)
 
 
 def _log_path() -> Path:
