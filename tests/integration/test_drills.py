@@ -235,6 +235,8 @@ def test_a_failed_check_fails_the_drill_and_still_cleans_up(pg_template, area, v
         # A drill killed earlier left its scratch cluster running.
         db.execute("INSERT INTO jobs (id, type, server, state, start_time, pid) VALUES "
                    "('drill-killed', 'drill', 'drilled', 'running', '2020-01-01', 999999999)")
+        db.execute("INSERT INTO drills (id, server, started, state) VALUES "
+                   "('drill-killed', 'drilled', '2020-01-01', 'running')")
     scratch = area / "scratch"
     scratch.mkdir()
     killed = scratch / "drill-killed"
@@ -253,6 +255,7 @@ def test_a_failed_check_fails_the_drill_and_still_cleans_up(pg_template, area, v
     assert report["state"] == "failed" and report["failed_check"] == "row_counts"
     assert report["error_code"] == "drill.check_failed"
     checks = {c["name"]: c for c in report["checks"]}
+    assert checks["row_counts"]["tables_mismatched"] == 1
     assert checks["row_counts"]["mismatched"] == [{"database": "appdb",
                                                    "table": "public.plain",
                                                    "at_backup": 1235, "restored": 1234}]
@@ -262,9 +265,10 @@ def test_a_failed_check_fails_the_drill_and_still_cleans_up(pg_template, area, v
     _assert_clean(scratch)
     assert (scratch / "drill-keep-other-vault").is_dir()
 
-    (row,) = vault.ok("drills")
+    row, killed_row = vault.ok("drills")
     assert row["state"] == "failed" and row["failed_check"] == "row_counts"
     assert row["rto_seconds"] is None
+    assert killed_row["state"] == "failed" and killed_row["error_code"] == "job.abandoned"
     job = next(j for j in vault.jobs() if j["id"] == row["id"])
     assert job["state"] == "failed" and job["error_code"] == "drill.check_failed"
     assert "row_counts" in job["error_message"]

@@ -33,7 +33,8 @@ from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 
 DEFAULT_SCRATCH_ROOT = Path("/var/tmp/dbsafe-drills")
-MAX_LISTED = 20  # tables named in a message
+MAX_LISTED = 20     # tables named in a message
+MAX_STORED = 1000   # tables listed in a check's details
 
 
 @dataclass
@@ -207,7 +208,17 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
     """Drills, newest first (of one server with ``server``)."""
     if server is not None:
         get_server(vault, server)
-    return [_shown(r) for r in vault.catalog.list_drills(server, limit)]
+    rows = vault.catalog.list_drills(server, limit)
+    for row in rows:
+        job = vault.catalog.get_job(row["id"]) if row["state"] == "running" else None
+        if job is not None and not (job["state"] == "running" and pid_alive(job["pid"])):
+            fields = {"state": "failed", "finished": job["end_time"] or utcnow(),
+                      "error_code": "job.abandoned",
+                      "error_message": f"the process that ran it (pid {job['pid']}) ended "
+                                       "without finishing"}
+            vault.catalog.update_drill(row["id"], **fields)
+            row.update(fields)
+    return [_shown(r) for r in rows]
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,6 +228,8 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
 def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Drill,
          folder: Path, owner: str, amcheck: bool) -> float:
     """Restore, start and check; returns the RTO in seconds."""
+    import psycopg  # here: the CLI imports this module at every start
+
     folder.mkdir(mode=0o700)
     if os.geteuid() == 0:
         entry = pwd.getpwnam(owner)
@@ -247,8 +260,8 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
             # Before any query of the drill's own writes WAL (see _count_check).
             position = wal.parse_lsn(conn.execute(stats.POSITION_SQL).fetchone()[0])
             dbs = pgchecks.databases(conn)
-    except DbsafeError as exc:
-        raise drill.fail("connections", exc.message) from None
+    except (psycopg.Error, DbsafeError) as exc:
+        raise drill.fail("connections", stats.error_line(exc)) from None
     drill.record("connections", True, port=port)
     left_out = set(restored["databases_left_out"])
     usable = [db for db, allow in dbs if allow and db not in left_out]
@@ -274,6 +287,8 @@ def _count_check(vault: Vault, drill: Drill, target: Target, conns, pgdata: Path
     table (of pg_class, for a table that appeared or vanished) with an LSN between the
     count and the end of recovery. Otherwise the restore lost or invented rows: a failure.
     """
+    import psycopg
+
     point = vault.catalog.get_point(target.point_id)
     if not point or not point.get("table_counts"):
         drill.record("row_counts", None,
@@ -285,22 +300,28 @@ def _count_check(vault: Vault, drill: Drill, target: Target, conns, pgdata: Path
         if "error" in taken or db not in usable:
             notes.append(f"{db}: not compared ({taken.get('error') or 'not restored'})")
             continue
-        with conns(db) as conn:
-            tables = stats.list_tables(conn)
-            after = stats.running_then_committed(conn, taken["snapshot"])
-            for key in sorted((set(tables) | set(taken["tables"])) - set(taken["not_counted"])):
-                compared += 1
-                now = stats.count_rows(conn, tables[key]) if key in tables else None
-                then = taken["tables"].get(key)
-                if now == then:
-                    continue
-                entry = {"database": db, "table": key, "at_backup": then, "restored": now}
-                why = _why_changed(conn, pgdata, taken, tables.get(key), after, position)
-                if why:
-                    changed.append({**entry, "why": why})
-                else:
-                    mismatched.append(entry)
-    details = {"tables_compared": compared, "changed": changed, "notes": notes,
+        try:
+            with conns(db) as conn:
+                tables = stats.list_tables(conn)
+                after = stats.running_then_committed(conn, taken["snapshot"])
+                keys = (set(tables) | set(taken["tables"])) - set(taken["not_counted"])
+                for key in sorted(keys):
+                    compared += 1
+                    now = stats.count_rows(conn, tables[key]) if key in tables else None
+                    then = taken["tables"].get(key)
+                    if now == then:
+                        continue
+                    entry = {"database": db, "table": key, "at_backup": then, "restored": now}
+                    why = _why_changed(conn, pgdata, taken, key, tables.get(key), after,
+                                       position)
+                    if why:
+                        changed.append({**entry, "why": why})
+                    else:
+                        mismatched.append(entry)
+        except (psycopg.Error, DbsafeError) as exc:  # e.g. a relation file is missing
+            raise drill.fail("row_counts", f"{db}: {stats.error_line(exc)}") from None
+    details = {"tables_compared": compared, "tables_changed": len(changed),
+               "changed": changed[:MAX_STORED], "notes": notes,
                "not_counted": {db: t["not_counted"] for db, t in counts["databases"].items()
                                if t.get("not_counted")}}
     if mismatched:
@@ -308,20 +329,20 @@ def _count_check(vault: Vault, drill: Drill, target: Target, conns, pgdata: Path
                            f"{m['restored']} restored" for m in mismatched[:MAX_LISTED])
         raise drill.fail("row_counts", f"{len(mismatched)} table(s) differ from the counts "
                          f"taken at backup time with no change recorded: {listed}",
-                         mismatched=mismatched, **details)
+                         tables_mismatched=len(mismatched),
+                         mismatched=mismatched[:MAX_STORED], **details)
     if changed:
-        drill.warnings.append(f"{len(changed)} table(s) changed during backup")
+        drill.warnings.append(f"{len(changed)} table(s) changed after the backup's stop")
     drill.record("row_counts", True, **details)
 
 
-def _why_changed(conn, pgdata: Path, taken: dict, table: dict | None, after: bool,
-                 position: int) -> str | None:
+def _why_changed(conn, pgdata: Path, taken: dict, key: str, table: dict | None,
+                 after: bool, position: int) -> str | None:
     """Why a table's count may differ although the restore is right; None: no reason."""
     if taken["changed"]:
         return "changed during backup: a transaction committed between its stop and the count"
     if after:
         return "changed after backup: a transaction running at the count was recovered"
-    key = table and f"{table['schema']}.{table['name']}"
     if table is not None and key in taken["filenodes"]:
         if table["filenode"] != taken["filenodes"][key]:
             return "changed after backup: the table was rewritten (new filenode)"
@@ -343,7 +364,7 @@ def _amcheck(drill: Drill, conns, usable: list[str]) -> None:
         try:
             n, bad = pgchecks.amcheck(conns, db)
         except (psycopg.Error, DbsafeError) as exc:
-            raise drill.fail("amcheck", f"{db}: {str(exc).strip().splitlines()[0]}") from None
+            raise drill.fail("amcheck", f"{db}: {stats.error_line(exc)}") from None
         checked += n
         failures += bad
     if failures:

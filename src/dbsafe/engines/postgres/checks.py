@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.stats import ConnFactory
+from dbsafe.engines.postgres.stats import ConnFactory, error_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -20,11 +20,6 @@ BTREE_SQL = """
     WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
     ORDER BY 2
 """
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def databases(conn: psycopg.Connection) -> list[tuple[str, bool]]:
@@ -42,7 +37,7 @@ def answers(conns: ConnFactory, db: str) -> str | None:
             conn.execute("SELECT 1").fetchone()
         return None
     except (psycopg.Error, DbsafeError) as exc:
-        return _reason(exc)
+        return error_line(exc)
 
 
 def amcheck(conns: ConnFactory, db: str) -> tuple[int, list[dict]]:
@@ -59,5 +54,5 @@ def amcheck(conns: ConnFactory, db: str) -> tuple[int, list[dict]]:
             try:
                 conn.execute("SELECT bt_index_check(%s::oid::regclass)", (oid,))
             except psycopg.Error as exc:
-                failures.append({"database": db, "index": name, "error": _reason(exc)})
+                failures.append({"database": db, "index": name, "error": error_line(exc)})
     return len(indexes), failures

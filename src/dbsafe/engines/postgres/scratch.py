@@ -38,22 +38,35 @@ def _postmaster_pid(pgdata: Path) -> int | None:
         return None
 
 
+def _alive(pid: int | None) -> bool:
+    """Whether the process runs (a zombie waiting for its parent to reap it does not)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _stop(pgdata: Path, bin_dir: str, owner: str) -> None:
     pid = _postmaster_pid(pgdata)
-    if not pid_alive(pid):
+    if not _alive(pid):
         return
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "-t",
             str(STOP_SECONDS), "stop"]
     with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(as_owner(owner, argv), capture_output=True, timeout=STOP_SECONDS + 10)
+        if subprocess.run(as_owner(owner, argv), capture_output=True,
+                          timeout=STOP_SECONDS + 10).returncode == 0:
+            return  # the postmaster removed its pid file: it has ended
     for sig in (signal.SIGQUIT, signal.SIGKILL):  # pg_ctl failed: the signals it would send
-        deadline = time.monotonic() + STOP_SECONDS / 2
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not pid_alive(pid):
-            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_SECONDS / 2
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _alive(pid):
+            return
 
 
 def destroy(folder: Path, bin_dir: str, owner: str) -> None:

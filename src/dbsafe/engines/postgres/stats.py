@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ COUNTS_FORMAT = 1
 DEFAULT_LIMIT_BYTES = 1 << 30   # tables above 1 GiB (main fork) are not counted
 LOCK_TIMEOUT = "10s"            # a table locked by DDL is skipped, not waited for
 MAX_XIDS_CHECKED = 1_000_000    # more transactions than this since the mark: "changed"
+COUNT_WORKERS = 4               # databases counted at once (measured: 100 small ones in
+                                # 2.6 s with 1, 1.4 s with 4, on 2 busy cores)
 
 # Ordinary permanent tables (partitions counted one by one, parents not: a parent's count
 # is its partitions'). Unlogged tables restore empty and are left out.
@@ -51,7 +54,8 @@ COMMITTED_SQL = """
       WHERE x <> ALL (%(running)s::bigint[]) AND pg_xact_status(x::text::xid8) = 'committed')
 """
 
-def _err(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """The first line of a database or dbsafe error."""
     text = str(getattr(exc, "message", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -141,7 +145,7 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
             conn.execute("RELEASE SAVEPOINT dbsafe_count")
         except psycopg.Error as exc:  # locked by DDL, dropped meanwhile: skip this one
             conn.execute("ROLLBACK TO SAVEPOINT dbsafe_count")
-            not_counted[key] = _err(exc)
+            not_counted[key] = error_line(exc)
     conn.execute("COMMIT")
     return {"position": position, "snapshot": snap,
             "changed": committed_between(conn, mark, snap),
@@ -149,13 +153,15 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
 
 
 def table_counts(conns: ConnFactory, databases: Iterable[str], mark: str | None = None,
-                 limit_bytes: int | None = DEFAULT_LIMIT_BYTES) -> dict:
+                 limit_bytes: int | None = DEFAULT_LIMIT_BYTES,
+                 workers: int = COUNT_WORKERS) -> dict:
     """Exact ``count(*)`` of every ordinary table of each database, one REPEATABLE READ
     snapshot per database, with whether it changed since ``mark`` (see the module note).
 
-    ``conns(dbname)`` opens an autocommit connection. Never raises for a database: one that
-    cannot be counted (takes no connections, ...) is recorded with its error. The result
-    (stored as JSON with the point)::
+    ``conns(dbname)`` opens an autocommit connection. Databases are counted ``workers`` at
+    a time (with many small databases, opening connections is most of the cost). Never
+    raises for a database: one that cannot be counted (takes no connections, ...) is
+    recorded with its error. The result (stored as JSON with the point)::
 
         {"format": 1, "limit_bytes": ..., "mark": "xmin:xmax:xip", "taken": ISO time,
          "databases": {db: {"tables": {"schema.table": rows}, "not_counted": {key: why},
@@ -164,16 +170,19 @@ def table_counts(conns: ConnFactory, databases: Iterable[str], mark: str | None 
     """
     import psycopg
 
-    out: dict = {}
-    for db in databases:
+    def one(db: str) -> dict:
         try:
             with conns(db) as conn:
-                out[db] = _count_database(conn, limit_bytes, mark)
+                return _count_database(conn, limit_bytes, mark)
         except (psycopg.Error, DbsafeError) as exc:
-            out[db] = {"error": _err(exc)}
-    return {"format": COUNTS_FORMAT, "limit_bytes": limit_bytes, "mark": mark,
-            "taken": datetime.now(UTC).isoformat(timespec="milliseconds"), "databases": out}
+            return {"error": error_line(exc)}
 
+    names = list(databases)
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dbsafe-count") as pool:
+        counted = dict(zip(names, pool.map(one, names), strict=True))
+    return {"format": COUNTS_FORMAT, "limit_bytes": limit_bytes, "mark": mark,
+            "taken": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "databases": counted}
 
 def changed_pages_between(pgdata: Path, relpath: str, after: int, upto: int) -> bool:
     """Whether a page of a (stopped or checkpointed) relation's main fork carries an LSN in
