@@ -309,3 +309,23 @@ def test_ctrl_c_stops_and_removes_the_scratch_cluster(pg_template, area, vault):
     (row,) = vault.ok("drills")
     assert row["state"] == "failed" and row["error_code"] == "job.interrupted"
     assert {c["name"]: c for c in row["checks"]}["cleanup"]["ok"] is True
+
+
+def test_a_count_of_a_database_that_changed_during_backup_is_a_warning(pg_template, area,
+                                                                       vault):
+    pg = _cluster(pg_template, area)
+    vault.add_server("drilled", pg)
+    point = vault.backup("drilled")
+    counts = _counts(vault, point["point_id"])
+    counts["databases"]["appdb"]["tables"]["public.plain"] += 1
+    counts["databases"]["appdb"]["changed"] = True  # as if a commit came after the stop
+    with _catalog(vault) as db:
+        db.execute("UPDATE recovery_points SET table_counts = ? WHERE point_id = ?",
+                   (json.dumps(counts), point["point_id"]))
+    out = _drill(vault, "drilled", area / "scratch")
+    assert out["state"] == "completed_with_warnings" and out["failed_check"] is None
+    (changed,) = {c["name"]: c for c in out["checks"]}["row_counts"]["changed"]
+    assert changed["table"] == "public.plain" and changed["why"].startswith(
+        "changed during backup")
+    job = next(j for j in vault.jobs() if j["id"] == out["id"])
+    assert job["state"] == "completed_with_warnings"

@@ -18,6 +18,16 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f} s"
 
 
+def _about(check: dict) -> str:
+    """One line on a check: why it failed, or what it covered."""
+    if check["ok"] is False:
+        return check.get("reason", "")
+    return {"restore": lambda c: c["target"],
+            "row_counts": lambda c: c.get("skipped") or f"{c['tables_compared']} tables",
+            "amcheck": lambda c: f"{c['indexes_checked']} btree indexes",
+            }.get(check["name"], lambda c: "")(check)
+
+
 @app.command("run")
 def run(name: str = typer.Argument(..., help="The server to drill."),
         point: str = typer.Option(None, "--point",
@@ -39,7 +49,8 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
                          f"(RTO {_seconds(d['rto_seconds'])}, RPO {_seconds(d['rpo_seconds'])})")
         for check in d["checks"]:
             mark = {True: "ok", False: "FAILED", None: "skipped"}[check["ok"]]
-            render.out.print(f"  {check['name']}: {mark}")
+            about = _about(check)
+            render.out.print(f"  {check['name']}: {mark}" + (f" ({about})" if about else ""))
         for c in next((c["changed"] for c in d["checks"] if c["name"] == "row_counts"
                        and c.get("changed")), []):
             render.out.print(f"  warning: {c['database']}.{c['table']} {c['at_backup']} at "
