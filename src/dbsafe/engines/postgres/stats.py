@@ -54,6 +54,7 @@ COMMITTED_SQL = """
       WHERE x <> ALL (%(running)s::bigint[]) AND pg_xact_status(x::text::xid8) = 'committed')
 """
 
+
 def error_line(exc: BaseException) -> str:
     """The first line of a database or dbsafe error."""
     text = str(getattr(exc, "message", None) or exc).strip()
@@ -108,6 +109,7 @@ def running_then_committed(conn: psycopg.Connection, then: str) -> bool:
     _, _, xip = _snapshot(then)
     return _any_committed(conn, [x for x in xip if x < hi], 0, 0, running)
 
+
 def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
     """Every table that is counted, by "schema.table": oid, schema, name, main fork bytes
     and filenode."""
@@ -127,7 +129,10 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
                     mark: str | None) -> dict:
     import psycopg
 
-    position = conn.execute(POSITION_SQL).fetchone()[0]  # before the snapshot: see drills
+    # The WAL position before the snapshot: a change the count does not see was written
+    # after it, or belongs to a transaction running at the snapshot (services/drills.py
+    # looks for both in a restored copy that recovered past the count).
+    position = conn.execute(POSITION_SQL).fetchone()[0]
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     snap = snapshot(conn)  # the first query: it fixes the transaction's snapshot
@@ -183,6 +188,7 @@ def table_counts(conns: ConnFactory, databases: Iterable[str], mark: str | None 
     return {"format": COUNTS_FORMAT, "limit_bytes": limit_bytes, "mark": mark,
             "taken": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "databases": counted}
+
 
 def changed_pages_between(pgdata: Path, relpath: str, after: int, upto: int) -> bool:
     """Whether a page of a (stopped or checkpointed) relation's main fork carries an LSN in
