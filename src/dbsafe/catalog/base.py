@@ -83,3 +83,10 @@ class Catalog(Protocol):
     def policy_users(self) -> list[dict]:
         """Rows (policy, kind "database" | "auto-protection", server, database)."""
     # end of policies
+    # restore drills (issue 5, drills)
+    def set_table_counts(self, point_id: str, counts: str) -> None:
+        """The JSON of engines/postgres/stats.table_counts for a point."""
+    def add_drill(self, row: dict) -> None: ...
+    def update_drill(self, drill_id: str, **fields: object) -> None: ...
+    def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
+        """Newest first."""

@@ -409,3 +409,25 @@ class SqliteCatalog:
             "JOIN servers s ON s.id = i.server_id WHERE i.auto_protect_policy IS NOT NULL "
             "ORDER BY 1, 2, 3, 4")
     # end of policies ---------------------------------------------------------------------
+
+    # restore drills (issue 5, drills) ---------------------------------------------------
+    _DRILL_COLS = ("id", "server", "point_id", "started", "finished", "state", "rto_seconds",
+                   "rpo_seconds", "checks", "error_code", "error_message")
+
+    def set_table_counts(self, point_id: str, counts: str) -> None:
+        self._run("UPDATE recovery_points SET table_counts = ? WHERE point_id = ?", counts,
+                  point_id)
+
+    def add_drill(self, row: dict) -> None:
+        marks = ", ".join("?" for _ in self._DRILL_COLS)
+        self._run(f"INSERT INTO drills ({', '.join(self._DRILL_COLS)}) VALUES ({marks})",
+                  *(row.get(c) for c in self._DRILL_COLS))
+
+    def update_drill(self, drill_id: str, **fields: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE drills SET {sets} WHERE id = ?", *fields.values(), drill_id)
+
+    def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
+        where, args = ("WHERE server = ?", [server]) if server else ("", [])
+        return self._all(f"SELECT * FROM drills {where} ORDER BY started DESC, id DESC "
+                         "LIMIT ?", *args, limit)

@@ -13,9 +13,13 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.commands import (
     agent,
+    alerts,
     backup,
+    drills,
     jobs,
+    plan,
     points,
+    policy,
     protect,
     restore,
     serve,
@@ -40,6 +44,7 @@ def _global(vault_dir: Path = typer.Option(
 app.add_typer(vault.app, name="vault")
 app.add_typer(server.app, name="server")
 app.add_typer(agent.app, name="agent")
+app.add_typer(policy.app, name="policy")
 app.command("protect")(protect.protect)
 app.command("unprotect")(protect.unprotect)
 app.command("items")(protect.items)
@@ -49,22 +54,12 @@ app.command("points")(points.points)
 app.command("restore")(restore.restore)
 app.command("verify")(verify.verify)
 app.command("jobs")(jobs.jobs)
-app.command("serve")(serve.serve)
 app.add_typer(jobs.app, name="job")
-
-# alerts (issue 5, alerts) ---------------------------------------------------------------
-from dbsafe.cli.commands import alerts as alerts_commands  # noqa: E402
-
-app.add_typer(alerts_commands.app, name="alerts")
-# end of alerts --------------------------------------------------------------------------
-
-# issue 5, policy piece: policies and the resource planner
-from dbsafe.cli.commands import plan as plan_command  # noqa: E402
-from dbsafe.cli.commands import policy as policy_command  # noqa: E402
-
-app.add_typer(policy_command.app, name="policy")
-app.command("plan")(plan_command.plan)
-# end of policies and the resource planner
+app.command("serve")(serve.serve)
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(drills.app, name="drill")
+app.command("drills")(drills.drills)
+app.command("plan")(plan.plan)
 
 
 def _log_path() -> Path:

@@ -249,6 +249,20 @@ _SPECS = [
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "
               "runs on (docs/discovery-and-limits.md, Unsupported deployments)"),
     # end of discovery and limits --------------------------------------------------------------
+    # restore drills (issue 5, services/drills.py) ------------------------------------
+    ErrorSpec("drill.no_point", 2, 409,
+              "{name!r} has no backup a drill could restore; take a full backup first "
+              "(`dbsafe backup {name} --type full`)"),
+    ErrorSpec("drill.already_running", 4, 409,
+              "a restore drill of {name!r} is already running (job {job_id}); wait for it"),
+    ErrorSpec("drill.scratch_unsafe", 2, 409,
+              "{path} cannot hold scratch clusters: {reason}; remove it or pass another "
+              "scratch folder"),
+    ErrorSpec("drill.check_failed", 6, 500,
+              "restore drill {drill_id} of {name!r} failed the {check} check: {reason}; "
+              "what the vault holds may not restore: run `dbsafe verify {name}`, take a "
+              "new full backup, and see `dbsafe drills --server {name}`"),
+    # ---------------------------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from dbsafe.core.concurrency import default_workers
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import coexistence, differential, selection
+from dbsafe.services import coexistence, counts, differential, selection
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
@@ -99,7 +99,9 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
             about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
                           "dropped": diff.dropped, "stats": diff.stats}
+        counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
+        table_counts = counts.take(port, host, chosen[0], counts_mark)
         if base is not None:
             differential.check_base(base, server["name"], major, timeline=stop.timeline)
         job.expect(sum(f.size for f in stop.wal_segments))
@@ -150,6 +152,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "corrupt_pages": len(corrupt),
              "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]])}
     vault.catalog.add_point(server["instance_id"], point)
+    vault.catalog.set_table_counts(point_id, table_counts)
     return {
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",
         "server": server["name"], "bytes_read": bytes_read,

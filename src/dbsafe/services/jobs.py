@@ -217,3 +217,11 @@ def cancel_job(catalog: Catalog, job_id: str) -> dict:
     catalog.update_job(job_id, cancel_requested=1, state="cancelling")
     return get_job(catalog, job_id)
 
+
+
+def running_job(catalog: Catalog, type: str, server: str) -> dict | None:
+    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type)."""
+    for job in catalog.list_jobs(200, server=server, type=type):
+        if _reap(catalog, job)["state"] in ACTIVE:
+            return job
+    return None
