@@ -138,7 +138,12 @@ def check_registration(pgdata: Path, data_directory: str,
     given (dbsafe reads the files itself, so it must run beside the instance — not
     through a remote host, a proxy or another container).
     """
-    check_os(platform.freedesktop_os_release() if os_release is None else os_release)
+    if os_release is None:
+        try:
+            os_release = platform.freedesktop_os_release()
+        except OSError:  # no /etc/os-release: an unknown system
+            os_release = {}
+    check_os(os_release)
     try:
         same = os.path.samefile(pgdata, data_directory)
     except OSError:
