@@ -191,7 +191,7 @@ _SPECS = [
     ErrorSpec("server.deployment_unsupported", 2, 400,
               "the instance in {pgdata} cannot be registered: {what}; dbsafe supports "
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "
-              "runs on (docs/discovery-and-limits.md, Unsupported deployments)"),
+              "runs on (docs/discovery-and-limits.md, Registration)"),
     # end of discovery and limits --------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
