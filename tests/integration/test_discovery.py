@@ -11,6 +11,7 @@ from pathlib import Path
 
 from conftest import new_cluster
 
+from dbsafe.services import limits
 from dbsafe.services.vault import Vault as ServiceVault
 
 
@@ -167,6 +168,13 @@ def test_auto_protection_at_discovery(pg_template, area, vault):
         assert dbs["big"]["warning"] == out["warnings"][0]
         assert (dbs["big"]["state"], dbs["big"]["policy"]) == ("protected", "nightly")
         assert dbs["app"]["policy"] is None  # protected before, by hand: left as it was
+        # protecting it by hand says the same (sizes as discovered)
+        v = ServiceVault.open(vault.path)
+        try:
+            assert limits.check_protect(v, v.catalog.get_server("auto"), ["big", "app"],
+                                        auto=False) == out["warnings"]
+        finally:
+            v.catalog.close()
         for name, why in (("template1", "template database"),
                           ("archive", "does not allow connections"),
                           ("halfdropped", "invalid")):

@@ -179,6 +179,8 @@ _SPECS = [
     ErrorSpec("protect.not_protected", 2, 404,
               "{database!r} of {name} is not a protected item; list them with "
               "`dbsafe items {name}`"),
+    ErrorSpec("protect.not_protectable", 2, 400,
+              "{database!r} of {name} cannot be protected: {reason}"),
     ErrorSpec("protect.other_vault", 2, 409,
               "{name} already archives its WAL into another dbsafe vault ({command}); protect "
               "a server in one vault only: stop protection there first"),
@@ -247,7 +249,7 @@ _SPECS = [
     ErrorSpec("server.deployment_unsupported", 2, 400,
               "the instance in {pgdata} cannot be registered: {what}; dbsafe supports "
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "
-              "runs on (docs/discovery-and-limits.md, Unsupported deployments)"),
+              "runs on (docs/discovery-and-limits.md, Registration)"),
     # end of discovery and limits --------------------------------------------------------------
     # restore drills (issue 5, services/drills.py) ------------------------------------
     ErrorSpec("drill.no_point", 2, 409,

@@ -18,7 +18,7 @@ from pathlib import Path
 from dbsafe.core.concurrency import default_workers
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import coexistence, counts, differential, selection
+from dbsafe.services import coexistence, counts, differential, discovery, selection
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
@@ -47,6 +47,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
         dbs = discover.databases(conn, Path(server["pgdata"]))
         others = coexistence.other_solutions(conn, Path(server["pgdata"]),
                                              coexistence.our_command(vault))
+    # a protected database dropped since the last discovery becomes "source gone" now,
+    # instead of failing every backup until the next discovery
+    discovery.reconcile(vault, server, dbs)
     listed, skip = selection.choose(dbs, databases,
                                     vault.catalog.list_protected(server["instance_id"]),
                                     type, name)

@@ -86,7 +86,7 @@ def check_protect(vault: Vault, server: dict, new_names: list[str], auto: bool) 
     if not auto and len(names) > MAX_PER_REQUEST:
         raise DbsafeError("limit.per_request", count=len(names), limit=MAX_PER_REQUEST,
                           name=server["name"])
-    adding = len(names) - len(set(names) & active_items(vault, server))
+    adding = len(names) - len(set(names) & _active_names(vault, server))
     if adding:
         count = vault.catalog.count_items(server["instance_id"])
         limit = max_items_per_server()
@@ -107,7 +107,7 @@ def room(vault: Vault, server: dict) -> int:
                       max_items_per_vault() - vault.catalog.count_items()))
 
 
-def active_items(vault: Vault, server: dict) -> set[str]:
+def _active_names(vault: Vault, server: dict) -> set[str]:
     """Names of the server's items that count against the limits."""
     return {i["name"] for i in vault.catalog.list_items(server["instance_id"])
             if i["state"] not in ("stopped", "source-gone")}
@@ -138,7 +138,12 @@ def check_registration(pgdata: Path, data_directory: str,
     given (dbsafe reads the files itself, so it must run beside the instance — not
     through a remote host, a proxy or another container).
     """
-    check_os(platform.freedesktop_os_release() if os_release is None else os_release)
+    if os_release is None:
+        try:
+            os_release = platform.freedesktop_os_release()
+        except OSError:  # no /etc/os-release: an unknown system
+            os_release = {}
+    check_os(os_release)
     try:
         same = os.path.samefile(pgdata, data_directory)
     except OSError:

@@ -67,17 +67,24 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
     ``auto`` also protects every database created later (at the next discovery).
     """
     from dbsafe.services import limits
+    from dbsafe.services.discovery import protectability, protectable_names
 
     policy, model = resolve(vault, policy, recovery_model)
     server = get_server(vault, name)
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
     names = [d["name"] for d in dbs]
-    chosen = names if databases is None else list(dict.fromkeys(databases))
+    chosen = (protectable_names(dbs) if databases is None
+              else list(dict.fromkeys(databases)))
+    by_name = {d["name"]: d for d in dbs}
     for db in chosen:
         if db not in names:
             raise DbsafeError("protect.unknown_database", name=name, database=db,
                               valid=", ".join(names))
+        ok, reason = protectability(by_name[db])
+        if not ok:
+            raise DbsafeError("protect.not_protectable", name=name, database=db,
+                              reason=reason)
     items = vault.catalog.list_items(server["instance_id"])
     others = {i["policy"] for i in items
               if i["state"] in ACTIVE_STATES and i["name"] not in chosen}

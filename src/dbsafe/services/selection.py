@@ -4,10 +4,12 @@ A database's files are ``base/<oid>/...`` and ``pg_tblspc/<tablespace>/PG_*/<oid
 everything else (global/, pg_xact/, ...) belongs to the instance and is always taken, as
 are the small non-relation files of every database folder, and template0 (never listed by
 discovery, never changed, needed by CREATE DATABASE).
-A database left out is recorded by its files' names and sizes: a restore creates them as
-sparse, all-zero files, as pgBackRest's selective restore does, so that WAL replay finds
-every file it touches (the first change of each page after the backup's checkpoint carries
-a full page image). Such a database is not usable after the restore and should be dropped.
+Template databases are always taken (a restored instance needs a whole template1 for
+CREATE DATABASE). A database left out is recorded by its files' names and sizes: a restore
+creates them as sparse, all-zero files, as pgBackRest's selective restore does, so that WAL
+replay finds every file it touches (the first change of each page after the backup's
+checkpoint carries a full page image). Such a database is not usable after the restore and
+should be dropped.
 """
 
 from __future__ import annotations
@@ -42,9 +44,16 @@ def choose(dbs: list[dict], wanted: list[str] | None, protected: list[str],
         for d in dbs:
             if d["name"] in chosen and d["read_only"]:
                 raise DbsafeError("backup.read_only_db", database=d["name"])
-    listed = [{"name": d["name"], "oid": d["oid"],
-               "included": d["name"] in chosen} for d in dbs]
+    listed = [{"name": d["name"], "oid": d["oid"], "template": is_template(d),
+               "included": d["name"] in chosen or is_template(d)} for d in dbs]
     return listed, {d["oid"] for d in listed if not d["included"]}
+
+
+def is_template(db: dict) -> bool:
+    """Template databases (template1, and any marked as one) are always taken and restored
+    whole: a restored instance needs them for CREATE DATABASE. Manifests written before the
+    ``template`` flag existed know template1 by its name."""
+    return bool(db.get("is_template") or db.get("template") or db.get("name") == "template1")
 
 
 def split_files(files: list[SourceFile], skip: set[int]) -> tuple[list[SourceFile], list[dict]]:
@@ -74,11 +83,12 @@ def restore_plan(manifest: dict, wanted: list[str] | None,
             raise DbsafeError("restore.database_not_in_point", database=name,
                               point_id=manifest["point_id"],
                               held=", ".join(n for n, d in listed.items() if d["included"]))
-    drop = {d["oid"] for n, d in listed.items() if n not in wanted}
+    drop = {d["oid"] for n, d in listed.items() if n not in wanted and not is_template(d)}
     files = []
     for entry in manifest["files"]:
         if database_oid(entry["path"]) not in drop:
             files.append(entry)
         else:
             skipped.append({"path": entry["path"], "size": entry["size"], "mode": entry["mode"]})
-    return files, skipped, sorted(n for n in listed if n not in wanted)
+    return files, skipped, sorted(n for n, d in listed.items()
+                                  if n not in wanted and not is_template(d))

@@ -27,7 +27,6 @@ from pathlib import Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster
 
-SOURCES = ("pg_lsclusters", "postmaster", "registered")
 PROC = Path("/proc")
 
 
