@@ -17,6 +17,7 @@ from dbsafe.cli.commands import (
     jobs,
     points,
     protect,
+    prune,
     restore,
     server,
     vault,
@@ -46,6 +47,9 @@ app.command("points")(points.points)
 app.command("restore")(restore.restore)
 app.command("verify")(verify.verify)
 app.command("jobs")(jobs.jobs)
+# deleting points and garbage collection (issue 5)
+app.command("delete-point")(prune.delete_point)
+app.command("gc")(prune.gc)
 
 
 def _log_path() -> Path:

@@ -54,7 +54,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     base = differential.find_base(vault, server) if type == "diff" else None
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
-    with Job(vault.catalog, "backup", name, on_progress) as job:
+    # The writer lock spans the blocks and the manifest listing them (vault/gc.py).
+    with Job(vault.catalog, "backup", name, on_progress) as job, vault.repo.writing("backup"):
         result = _backup(vault, server, type, level, workers or default_workers(), job,
                          (listed, skip), base)
         result["job_id"] = job.id
@@ -143,7 +144,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
-             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]])}
+             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]]),
+             "base_point": about_base.get("base")}
     vault.catalog.add_point(server["instance_id"], point)
     return {
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",

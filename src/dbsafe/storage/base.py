@@ -36,8 +36,14 @@ class Storage(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
+    def size(self, name: str) -> int:
+        """Bytes of ``name``; FileNotFoundError when missing."""
+
     def list(self, prefix: str) -> Iterator[str]:
         """Names of committed objects under the folder ``prefix`` (recursively)."""
 
     def delete(self, name: str) -> None:
         """Remove ``name``; idempotent."""
+
+    def close_object(self, name: str) -> None:
+        """Forget any handle kept open on ``name`` (deleted elsewhere)."""

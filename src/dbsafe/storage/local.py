@@ -116,6 +116,9 @@ class LocalStorage:
     def exists(self, name: str) -> bool:
         return (self.root / name).exists()
 
+    def size(self, name: str) -> int:
+        return (self.root / name).stat().st_size
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -125,11 +128,16 @@ class LocalStorage:
             for f in files:
                 yield str(rel / f)
 
-    def delete(self, name: str) -> None:
+    def close_object(self, name: str) -> None:
+        """Close the descriptor kept open on ``name`` (deleted by another process: its
+        space is freed only once nobody holds it open)."""
         with self._fd_lock:
             fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
+
+    def delete(self, name: str) -> None:
+        self.close_object(name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / name)
 
