@@ -90,13 +90,51 @@ def test_unused_packs_are_deleted_used_ones_kept(root):
         fresh.read_block(bytes.fromhex(gone["ids"][0]))
 
 
-def test_partly_used_pack_is_kept_and_its_unused_bytes_reported(root):
+def test_partly_used_pack_below_the_threshold_is_kept_and_reported(root):
     repo = Repository.open(root)
     stored = _store(repo, _blocks(2, 30_000))
     _manifest(repo, "20240101T000000Z-00000001", stored["ids"][:1])
-    out = collect_garbage(Repository.open(root))
-    assert out["packs_deleted"] == 0 and out["packs_total"] == 1
+    out = collect_garbage(Repository.open(root), repack_unused=0.6)
+    assert out["packs_deleted"] == out["packs_repacked"] == 0 and out["packs_total"] == 1
     assert out["partially_used_packs"] == 1 and out["reclaimable_bytes"] == 30_000
+
+
+def test_mostly_unused_pack_is_repacked(root):
+    repo = Repository.open(root)
+    blocks = _blocks(4, 30_000)
+    stored = _store(repo, blocks)
+    _manifest(repo, "20240101T000000Z-00000001", stored["ids"][:1])
+    (old,) = _packs(root)
+    out = collect_garbage(Repository.open(root))
+    assert out["packs_repacked"] == out["packs_deleted"] == 1
+    assert out["bytes_freed"] > 4 * 30_000 and 30_000 < out["bytes_repacked"] < 2 * 30_000
+    assert out["reclaimable_bytes"] == 0
+    (new,) = _packs(root)
+    assert new != old and _index_files(root) == {new}
+    assert Repository.open(root).read_block(bytes.fromhex(stored["ids"][0])) == blocks[0]
+    assert collect_garbage(Repository.open(root))["packs_marked"] == 0
+
+
+def test_repack_keeps_a_pack_a_running_writer_reused_an_unused_block_of(root):
+    repo = Repository.open(root)
+    blocks = _blocks(4, 30_000)
+    stored = _store(repo, blocks)
+    _manifest(repo, "20240101T000000Z-00000001", stored["ids"][:1])
+    (old,) = _packs(root)
+    writer = Repository.open(root)
+    with writer.writing("backup"):
+        out = collect_garbage(Repository.open(root))
+        assert out["packs_repacked"] == 1 and out["packs_deleted"] == 0
+        sink = writer.block_sink(level=0)
+        reused = sink.store(blocks[3])[0].hex()  # unused at the mark: not copied
+        sink.close()
+        assert sink.stats.blocks_reused == 1
+        _manifest(writer, "20240102T000000Z-00000002", [reused])
+    out = collect_garbage(Repository.open(root), repack_unused=1.0)
+    assert out["packs_rescued"] == 1 and old in _packs(root)
+    fresh = Repository.open(root)
+    assert fresh.read_block(bytes.fromhex(reused)) == blocks[3]
+    assert fresh.read_block(bytes.fromhex(stored["ids"][0])) == blocks[0]
 
 
 def test_sweep_waits_for_a_writer_that_started_before_the_mark(root):

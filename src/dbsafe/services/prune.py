@@ -17,7 +17,7 @@ from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.jobs import Job, running_job
 from dbsafe.services.points import list_points
 from dbsafe.services.vault import Vault
-from dbsafe.vault.gc import collect_garbage
+from dbsafe.vault.gc import REPACK_UNUSED, collect_garbage
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
 # Segment-named WAL files other than segments: a promoted server's last partial segment and
@@ -193,9 +193,11 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
 
 
 # garbage collection ----------------------------------------------------------------------------
-def run_gc(vault: Vault, wait_seconds: float = 0.0) -> dict:
+def run_gc(vault: Vault, wait_seconds: float = 0.0,
+           repack_unused: float = REPACK_UNUSED) -> dict:
     """Garbage collection of the vault's packs as a ``gc`` job (vault/gc.py)."""
     with Job(vault.catalog, "gc", None) as job:
-        result = {**collect_garbage(vault.repo, wait_seconds), "job_id": job.id}
+        result = {**collect_garbage(vault.repo, wait_seconds, repack_unused=repack_unused),
+                  "job_id": job.id}
         job.finish(result)
         return result

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 GC = "gc"
 POLL_SECONDS = 0.2
+# A pack kept for some used blocks is repacked when at least this share of its stored bytes
+# is unused: copying its used blocks out then never writes more than it frees.
+REPACK_UNUSED = 0.5
+REPACK_LEVEL = 1  # zstd level of repacked blocks (the backups' default)
 
 
 # tombstones ------------------------------------------------------------------------------
@@ -168,6 +172,8 @@ class Report:
     packs_rescued: int = 0
     packs_marked: int = 0
     bytes_marked: int = 0
+    packs_repacked: int = 0
+    bytes_repacked: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -204,36 +210,73 @@ def _sweep(repo: Repository, ready: list[str], found: Survey, used: set[str],
         storage.delete(f"{GC}/{tomb_id}.wait")
 
 
-def _mark(repo: Repository, found: Survey, used: set[str]) -> str | None:
-    """Tombstone every pack that is home to no used block; returns the tombstone's id.
+def _unused_share(info: PackInfo, mine: set[str]) -> float:
+    total = sum(length for _, length in info.blobs)
+    return sum(length for i, length in info.blobs if i not in mine) / total if total else 0.0
+
+
+def _mark(repo: Repository, found: Survey, used: set[str],
+          repack_unused: float) -> tuple[str | None, dict[str, set[str]]]:
+    """Tombstone every pack that is home to no used block, and every pack whose unused share
+    is at least ``repack_unused`` (its used blocks are to be copied out first). Returns the
+    tombstone's id and the used blocks to copy, per pack.
 
     ``used`` may be a little old: a pack marked wrongly is rescued by the sweep.
     """
     held = held_packs(repo.storage)
     needed = homes(found.packs, used, held)
     garbage = [p for p in sorted(found.packs) if p not in held and p not in needed]
-    if not garbage:
-        return None
+    moves = {p: mine for p, mine in needed.items()
+             if _unused_share(found.packs[p], mine) >= repack_unused}
+    if not garbage and not moves:
+        return None, {}
     now = datetime.now(UTC)
     tomb_id = f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
     doc = {"created": now.isoformat(timespec="milliseconds"),
            "packs": [{"pack": p, "bytes": found.packs[p].data_bytes
-                      + found.packs[p].index_bytes} for p in garbage]}
+                      + found.packs[p].index_bytes} for p in sorted([*garbage, *moves])],
+           "repack": sorted(moves)}
     repo.storage.put(f"{GC}/{tomb_id}.tomb", json.dumps(doc).encode())
     _waits(repo, tomb_id)  # the locks alive now, after the tombstone is visible
-    return tomb_id
+    return tomb_id, moves
+
+
+def _repack(repo: Repository, moves: dict[str, set[str]], report: Report) -> None:
+    """Copy the used blocks of tombstoned packs into new packs, as a writer: the tombstone
+    keeps the sink from deduplicating against the packs being emptied. A block that cannot
+    be read intact is not copied, so its pack keeps being needed and is rescued."""
+    from dbsafe.vault.repository import BlockError  # the repository imports this module
+
+    with repo.writing("gc"):
+        sink = repo.block_sink(REPACK_LEVEL)
+        try:
+            for pack_id in sorted(moves):
+                for id_hex in sorted(moves[pack_id]):
+                    try:
+                        sink.store(repo.read_block(bytes.fromhex(id_hex)))
+                    except BlockError:
+                        continue
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+    report.packs_repacked += len(moves)
+    report.bytes_repacked += sink.stats.bytes_stored
 
 
 def _blocking(repo: Repository, tomb_id: str) -> list[str]:
     return [name for name in _waits(repo, tomb_id) if locks.lock_alive(repo.root, name)]
 
 
-def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True) -> dict:
-    """Sweep the tombstones whose writers are gone, then mark unused packs (and sweep them
-    at once when no writer runs, or after waiting up to ``wait_seconds`` for those that do).
+def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True,
+                    repack_unused: float = REPACK_UNUSED) -> dict:
+    """Sweep the tombstones whose writers are gone, then mark unused packs and repack those
+    at least ``repack_unused`` unused (1.0: never), and sweep them at once when no writer
+    runs, or after waiting up to ``wait_seconds`` for those that do.
 
     Never deletes a block a manifest or WAL record uses; idempotent; a crash at any step
-    leaves a readable vault. Returns counts and bytes.
+    leaves a readable vault. Returns counts and bytes (``bytes_freed`` counts deleted packs
+    and index files; ``bytes_repacked`` what repacking wrote).
     """
     storage = repo.storage
     (repo.root / GC).mkdir(exist_ok=True)
@@ -245,17 +288,19 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
         cleaned = {"tmp_removed": storage.remove_stale_tmp(),
                    "stale_locks_removed": locks.remove_stale(repo.root)}
         report = Report()
-        pending = _tombstone_ids(storage)
-        ready = [t for t in pending if not _blocking(repo, t)]
+        ready = [t for t in _tombstone_ids(storage) if not _blocking(repo, t)]
         found = survey(repo)
         used = used_blocks(repo)  # after the writers of ``ready`` were seen gone
         _sweep(repo, ready, found, used, report)
         if mark:
-            tomb_id = _mark(repo, found, used)
+            tomb_id, moves = _mark(repo, found, used, repack_unused)
             if tomb_id is not None:
                 marked = _tombstone(storage, tomb_id)["packs"]
                 report.packs_marked = len(marked)
                 report.bytes_marked = sum(p["bytes"] for p in marked)
+                if moves:
+                    _repack(repo, moves, report)
+                    found = survey(repo)  # the new packs are the copied blocks' homes
                 deadline = time.monotonic() + wait_seconds
                 while _blocking(repo, tomb_id) and time.monotonic() < deadline:
                     time.sleep(POLL_SECONDS)
@@ -264,17 +309,17 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
                     _sweep(repo, [tomb_id], found, used, report)
         waiting = sorted({name for t in _tombstone_ids(storage)
                           for name in _blocking(repo, t)})
-        partial = _partially_used(repo, found, used)
         return {**report.as_dict(), "packs_total": len(found.packs),
                 "tombstones_pending": len(_tombstone_ids(storage)),
                 "waiting_for": [lock.describe() for lock in locks.all_locks(repo.root)
                                 if lock.name in waiting],
-                "unreadable_packs": found.unreadable, **partial, **cleaned}
+                "unreadable_packs": found.unreadable, **_partially_used(repo, found, used),
+                **cleaned}
 
 
 def _partially_used(repo: Repository, found: Survey, used: set[str]) -> dict:
-    """Packs kept for some used blocks, and the bytes of their other blobs (repacking them
-    would free those; it is not implemented)."""
+    """Packs kept for some used blocks, and the bytes of their other blobs (below the
+    repacking threshold, or waiting in a tombstone)."""
     needed = homes(found.packs, used, held_packs(repo.storage))
     count, reclaimable = 0, 0
     for pack_id, mine in needed.items():
