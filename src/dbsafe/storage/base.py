@@ -42,6 +42,9 @@ class Storage(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """Names of committed objects under the folder ``prefix`` (recursively)."""
 
+    def names(self, folder: str) -> list[str]:
+        """Base names of the objects directly in ``folder`` (not recursive)."""
+
     def delete(self, name: str) -> None:
         """Remove ``name``; idempotent."""
 

@@ -136,6 +136,13 @@ class LocalStorage:
         if fd is not None:
             os.close(fd)
 
+    def names(self, folder: str) -> list[str]:
+        """Names of the objects directly in ``folder`` (not recursive; a fast listing)."""
+        try:
+            return os.listdir(self.root / folder)
+        except FileNotFoundError:
+            return []
+
     def delete(self, name: str) -> None:
         self.close_object(name)
         with contextlib.suppress(FileNotFoundError):

@@ -38,7 +38,7 @@ REPACK_LEVEL = 1  # zstd level of repacked blocks (the backups' default)
 
 # tombstones ------------------------------------------------------------------------------
 def _tombstone_ids(storage: Storage) -> list[str]:
-    return sorted(n.rsplit("/", 1)[1][:-5] for n in storage.list(GC) if n.endswith(".tomb"))
+    return sorted(n[:-5] for n in storage.names(GC) if n.endswith(".tomb"))
 
 
 def _tombstone(storage: Storage, tomb_id: str) -> dict | None:

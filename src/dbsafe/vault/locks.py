@@ -1,11 +1,10 @@
 """Writer locks: which processes may still deduplicate against a pack garbage collection is
 about to delete (docs/repository-format.md, *Garbage collection*).
 
-A lock is a small file ``locks/<host>-<pid>-<random>``, made visible by a rename so that its
-content is whole, and not fsynced: after a crash its process is gone, which is exactly when
-the lock stops counting. Host and pid are in the name, so liveness is known even from a
-name alone; the boot id and the process start time in the content catch a pid reused
-after a reboot or by another process.
+A lock is a small file ``locks/<host>-<pid>-<random>``, not fsynced: after a crash its
+process is gone, which is exactly when the lock stops counting. Host and pid are in the
+name, so liveness is known from the name alone; the boot id and the process start time in
+the content catch a pid reused after a reboot or by another process.
 """
 
 from __future__ import annotations
@@ -87,10 +86,14 @@ class WriterLock:
         doc = {"kind": kind, "host": HOST, "pid": pid,
                "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
                "boot_id": _boot_id(), "proc_start": process_start(pid)}
-        tmp = Path(root) / "tmp" / f"{HOST}-{pid}-{secrets.token_hex(8)}"
-        tmp.parent.mkdir(exist_ok=True)
-        tmp.write_text(json.dumps(doc))
-        os.rename(tmp, self.path)  # whole content, visible at once
+        # Written in place: a reader that catches the content half-written judges the lock
+        # by host and pid alone (the name), which is on the safe side.
+        try:
+            with open(self.path, "x") as f:
+                f.write(json.dumps(doc))
+        except BaseException:  # a full disk, say: no lock is left behind
+            self.release()
+            raise
 
     def release(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -95,7 +95,7 @@ class Repository:
             # Tombstones before index files: a sweep deletes a pack's index file before its
             # tombstone, so a pack is either still listed as held or no longer listed at all.
             held = frozenset(held_packs(self.storage))
-            names = {n.rsplit("/", 1)[1] for n in self.storage.list("index")}
+            names = set(self.storage.names("index"))
             index = self._index
             known = set() if index is None else index.pack_ids()
             if index is None or known - names:
