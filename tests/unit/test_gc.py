@@ -3,6 +3,7 @@ deleted, what is kept, the mark/sweep race with writers, and crashes between ste
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -271,3 +272,31 @@ def test_one_gc_at_a_time(root):
         with pytest.raises(DbsafeError) as exc:
             collect_garbage(Repository.open(root))
     assert exc.value.code == "gc.running"
+
+
+def test_a_long_running_reader_lets_go_of_swept_packs(root):
+    """A process that read a pack keeps a descriptor on it; once garbage collection swept
+    it, an index refresh retires the descriptor and a refresh a minute later closes it, so
+    the space is freed."""
+    repo = Repository.open(root)
+    blocks = _blocks(2)
+    stored = _store(repo, blocks, "20240101T000000Z-00000001")
+    reader = Repository.open(root)
+    assert reader.read_block(bytes.fromhex(stored["ids"][0])) == blocks[0]
+    (pack,) = _packs(root)
+    repo.delete_manifest("20240101T000000Z-00000001")
+    assert collect_garbage(Repository.open(root))["packs_deleted"] == 1
+
+    def open_on_deleted() -> int:
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(1 for t in targets if t.endswith(f"{pack} (deleted)"))
+
+    assert open_on_deleted() == 1
+    reader.refresh_index()  # the pack's index file is gone: reload, retire its descriptor
+    assert open_on_deleted() == 1  # not closed at once: another thread may be reading
+    reader.storage.RETIRE_GRACE = 0.0  # as if a minute passed
+    reader.refresh_index()
+    assert open_on_deleted() == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 
@@ -48,5 +48,5 @@ class Storage(Protocol):
     def delete(self, name: str) -> None:
         """Remove ``name``; idempotent."""
 
-    def close_object(self, name: str) -> None:
-        """Forget any handle kept open on ``name`` (deleted elsewhere)."""
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop using handles kept open on ``names`` (deleted elsewhere)."""

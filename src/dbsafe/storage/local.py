@@ -12,7 +12,8 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive
@@ -59,9 +60,12 @@ class _LocalWriter:
 
 
 class LocalStorage:
+    RETIRE_GRACE = 60.0  # seconds: far longer than one block read
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._fds: dict[str, int] = {}
+        self._retired: list[tuple[float, int]] = []
         self._fd_lock = threading.Lock()
         self._known_dirs: set[Path] = set()
 
@@ -128,12 +132,17 @@ class LocalStorage:
             for f in files:
                 yield str(rel / f)
 
-    def close_object(self, name: str) -> None:
-        """Close the descriptor kept open on ``name`` (deleted by another process: its
-        space is freed only once nobody holds it open)."""
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop using the descriptors kept open on ``names`` (deleted by another process:
+        their space is freed only once nobody holds them open). Each is closed by a call
+        at least ``RETIRE_GRACE`` seconds later, not now: a read another thread runs on it
+        right now stays valid."""
+        now = time.monotonic()
         with self._fd_lock:
-            fd = self._fds.pop(name, None)
-        if fd is not None:
+            self._retired += [(now, self._fds.pop(n)) for n in names if n in self._fds]
+            due = [fd for t, fd in self._retired if now - t >= self.RETIRE_GRACE]
+            self._retired = [(t, fd) for t, fd in self._retired if now - t < self.RETIRE_GRACE]
+        for fd in due:
             os.close(fd)
 
     def names(self, folder: str) -> list[str]:
@@ -144,7 +153,10 @@ class LocalStorage:
             return []
 
     def delete(self, name: str) -> None:
-        self.close_object(name)
+        with self._fd_lock:
+            fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / name)
 
@@ -168,6 +180,7 @@ class LocalStorage:
 
     def close(self) -> None:
         with self._fd_lock:
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *(fd for _, fd in self._retired)]:
                 os.close(fd)
             self._fds.clear()
+            self._retired.clear()

@@ -89,7 +89,7 @@ class Repository:
         New index files are added; tombstoned packs are excluded from deduplication; when a
         known pack's index file is gone (garbage collection swept it) the index is reloaded
         whole, since another pack may hold copies of its blocks, and the descriptors this
-        process kept open on swept packs are closed (else their space is not freed).
+        process kept open on swept packs are retired (else their space is not freed).
         """
         with self._index_lock:
             # Tombstones before index files: a sweep deletes a pack's index file before its
@@ -108,12 +108,11 @@ class Repository:
                     self._index = fresh
                     return
                 index.replace(fresh)
-                for pack_id in known - names:
-                    self.storage.close_object(pack_name(pack_id))
-                return
-            for pack_id in sorted(names - known):
-                self._add_index_file(index, pack_id)
-            index.excluded = held
+            else:
+                for pack_id in sorted(names - known):
+                    self._add_index_file(index, pack_id)
+                index.excluded = held
+            self.storage.retire(pack_name(p) for p in known - names)
 
     def _add_index_file(self, index: BlobIndex, pack_id: str) -> None:
         name = f"index/{pack_id}"
