@@ -36,11 +36,9 @@ def _describe(vault: Vault, point_id: str) -> dict:
         if row is None:
             raise DbsafeError("prune.point_unknown", point_id=point_id) from None
         return {"point_id": point_id, "type": row["type"], "copy_only": bool(row["copy_only"]),
-                "server": None, "start_time": row["start_time"], "timeline": row["timeline"],
-                "stop_lsn": row["stop_lsn"], "base": row["base_point"]}
+                "server": None, "start_time": row["start_time"]}
     return {"point_id": point_id, "type": m["type"], "copy_only": m["copy_only"],
-            "server": m["instance"]["server"], "start_time": m["start_time"],
-            "timeline": m["timeline"], "stop_lsn": m["stop_lsn"], "base": m.get("base")}
+            "server": m["instance"]["server"], "start_time": m["start_time"]}
 
 
 def _diff_bases(vault: Vault) -> dict[str, str]:
@@ -87,8 +85,8 @@ def _remove(vault: Vault, points: list[dict]) -> None:
         vault.catalog.delete_point(p["point_id"])
 
 
-def _job_server(points: list[dict]) -> str | None:
-    servers = {p["server"] for p in points}
+def _job_server(servers: set[str | None]) -> str | None:
+    """The server a job is recorded under: the one concerned, or none when several are."""
     return servers.pop() if len(servers) == 1 else None
 
 
@@ -108,7 +106,7 @@ def delete_points(vault: Vault, point_ids: list[str], reason: str) -> dict:
             raise DbsafeError("prune.base_in_use", point_id=p["point_id"],
                               diffs=", ".join(staying))
         _check_busy(vault, p)
-    with Job(vault.catalog, "delete", _job_server(points)) as job:
+    with Job(vault.catalog, "delete", _job_server({p["server"] for p in points})) as job:
         vault.catalog.update_job(job.id, reason=reason)
         _remove(vault, points)
         result = {"deleted": [{k: p[k] for k in ("point_id", "type", "server", "start_time")}
@@ -135,13 +133,10 @@ def _segment_of(name: str, segment_size: int) -> tuple[int, int] | None:
     return wal.parse_segment_name(m.group(1) if m else name, segment_size)
 
 
-def _lineage_log_points(vault: Vault, system_id: str) -> list[dict]:
-    out = []
-    for server in vault.catalog.list_servers():
-        if server["system_identifier"] == system_id:
-            out += [{**p, "server": server["name"]} for p in list_points(vault, server["name"])
-                    if p["type"] == "log"]
-    return out
+def _lineage(vault: Vault, system_id: str) -> list[str]:
+    """The registered servers of one cluster lineage (a primary and its standbys)."""
+    return [s["name"] for s in vault.catalog.list_servers()
+            if s["system_identifier"] == system_id]
 
 
 def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
@@ -169,14 +164,14 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
         if at is not None and pruned(at[0], at[1] * seg):
             victims.append((at[1], at[0], name))
     victims.sort()  # oldest first: a crash leaves the chain starting later, never a hole
-    log_points = [p for p in _lineage_log_points(vault, system_identifier)
-                  if pruned(p["timeline"], wal.parse_lsn(p["stop_lsn"]) - 1)]
-    server = {p["server"] for p in log_points} or {None}
-    with Job(vault.catalog, "prune-wal", server.pop() if len(server) == 1 else None) as job:
+    servers = _lineage(vault, system_identifier)
+    log_points = [p for name in servers for p in list_points(vault, name)
+                  if p["type"] == "log" and pruned(p["timeline"], wal.parse_lsn(p["stop_lsn"]) - 1)]
+    with Job(vault.catalog, "prune-wal", _job_server(set(servers))) as job:
         vault.catalog.update_job(job.id, reason=f"keep WAL from {keep_from_lsn} "
                                                 f"(timelines up to {keep_timeline})")
         # Log points first: none may vouch for WAL that is gone.
-        _remove(vault, [{**p, "type": "log"} for p in log_points])
+        _remove(vault, log_points)
         for _, _, name in victims:
             vault.repo.delete_wal_record(system_identifier, name)
         vault.catalog.delete_wal_files(system_identifier, [v[2] for v in victims])

@@ -206,8 +206,9 @@ def _sweep(repo: Repository, ready: list[str], found: Survey, used: set[str],
             storage.delete(pack_name(pack_id))
             report.packs_deleted += 1
             report.bytes_freed += info.data_bytes + info.index_bytes
-        storage.delete(f"{GC}/{tomb_id}.tomb")
+        # Wait file first: a crash in between leaves a tombstone that gets a new wait file.
         storage.delete(f"{GC}/{tomb_id}.wait")
+        storage.delete(f"{GC}/{tomb_id}.tomb")
 
 
 def _unused_share(info: PackInfo, mine: set[str]) -> float:
