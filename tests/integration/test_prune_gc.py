@@ -197,6 +197,9 @@ def test_prune_wal_moves_the_chain_start_without_a_gap(pg_template, area, wal_va
     sysid = v.catalog.get_server("pitr")["system_identifier"]
     out = prune_wal(v, sysid, second["start_lsn"], second["timeline"])
     assert out["wal_files_deleted"] >= 3 and out["log_points_deleted"] == [log1["point_id"]]
+    again = prune_wal(v, sysid, second["start_lsn"], second["timeline"])  # idempotent
+    assert again["wal_files_deleted"] == 0 and again["job_id"] is None
+    assert again["first_kept"] == out["first_kept"]
 
     after = vault.chain("pitr")
     assert after["gaps"] == []

@@ -98,6 +98,8 @@ def delete_points(vault: Vault, point_ids: list[str], reason: str) -> dict:
     request is based on, and a server's latest full while a backup of that server runs.
     """
     points = [_describe(vault, pid) for pid in dict.fromkeys(point_ids)]
+    if not points:
+        return {"deleted": [], "reason": reason, "job_id": None}
     asked = {p["point_id"] for p in points}
     bases = _diff_bases(vault)
     for p in points:
@@ -131,6 +133,13 @@ def _segment_of(name: str, segment_size: int) -> tuple[int, int] | None:
     """(timeline, segment number) a WAL file belongs to; None for history files."""
     m = _SEGMENT_PREFIXED.match(name)
     return wal.parse_segment_name(m.group(1) if m else name, segment_size)
+
+
+def _first_segment(vault: Vault, system_id: str, segment_size: int) -> str | None:
+    """The oldest segment the vault holds for the lineage (where its chain starts)."""
+    found = [(at[1], at[0], n) for n in vault.repo.wal_names(system_id)
+             if (at := wal.parse_segment_name(n, segment_size)) is not None]
+    return min(found)[2] if found else None
 
 
 def _lineage(vault: Vault, system_id: str) -> list[str]:
@@ -167,6 +176,13 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
     servers = _lineage(vault, system_identifier)
     log_points = [p for name in servers for p in list_points(vault, name)
                   if p["type"] == "log" and pruned(p["timeline"], wal.parse_lsn(p["stop_lsn"]) - 1)]
+    result = {"system_identifier": system_identifier, "keep_from_lsn": keep_from_lsn,
+              "keep_timeline": keep_timeline, "wal_files_deleted": len(victims),
+              "bytes_deleted": sum(rows[v[2]]["size"] for v in victims if v[2] in rows),
+              "log_points_deleted": [p["point_id"] for p in log_points]}
+    if not victims and not log_points:  # nothing to do: no job row (retention calls often)
+        return {**result, "first_kept": _first_segment(vault, system_identifier, seg),
+                "job_id": None}
     with Job(vault.catalog, "prune-wal", _job_server(set(servers))) as job:
         vault.catalog.update_job(job.id, reason=f"keep WAL from {keep_from_lsn} "
                                                 f"(timelines up to {keep_timeline})")
@@ -175,14 +191,8 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
         for _, _, name in victims:
             vault.repo.delete_wal_record(system_identifier, name)
         vault.catalog.delete_wal_files(system_identifier, [v[2] for v in victims])
-        kept = sorted((at[1], at[0], n) for n in vault.repo.wal_names(system_identifier)
-                      if (at := _segment_of(n, seg)) is not None)
-        result = {"system_identifier": system_identifier, "keep_from_lsn": keep_from_lsn,
-                  "keep_timeline": keep_timeline, "wal_files_deleted": len(victims),
-                  "bytes_deleted": sum(rows[v[2]]["size"] for v in victims if v[2] in rows),
-                  "first_kept": kept[0][2] if kept else None,
-                  "log_points_deleted": [p["point_id"] for p in log_points],
-                  "job_id": job.id}
+        result["first_kept"] = _first_segment(vault, system_identifier, seg)
+        result["job_id"] = job.id
         job.finish(result)
         return result
 
