@@ -88,12 +88,13 @@ class WriterLock:
                "boot_id": _boot_id(), "proc_start": process_start(pid)}
         # Written in place: a reader that catches the content half-written judges the lock
         # by host and pid alone (the name), which is on the safe side.
-        try:
-            with open(self.path, "x") as f:
+        with open(self.path, "x") as f:
+            try:
                 f.write(json.dumps(doc))
-        except BaseException:  # a full disk, say: no lock is left behind
-            self.release()
-            raise
+                f.flush()
+            except BaseException:  # a full disk, say: no lock is left behind
+                self.release()
+                raise
 
     def release(self) -> None:
         with contextlib.suppress(FileNotFoundError):
