@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -51,8 +52,10 @@ def _index_blobs(repo: Repository) -> list[list]:
 
 
 @pytest.fixture
-def repo(tmp_path) -> Repository:
-    return Repository.init(tmp_path / "vault")
+def repo(tmp_path) -> Iterator[Repository]:
+    repo = Repository.init(tmp_path / "vault")
+    with repo.writing("test"):  # block_sink() needs a writer lock
+        yield repo
 
 
 def test_same_block_twice_adds_one_blob(repo, tmp_path):
@@ -72,9 +75,10 @@ def test_same_block_twice_adds_one_blob(repo, tmp_path):
 
     # A later writer (a new process: the index is loaded from disk) reuses it too.
     again = Repository.open(tmp_path / "vault")
-    sink = again.block_sink(level=1)
-    assert sink.store(block) == (id1, 0)
-    sink.close()
+    with again.writing("test"):
+        sink = again.block_sink(level=1)
+        assert sink.store(block) == (id1, 0)
+        sink.close()
     assert len(_index_blobs(again)) == 1
     assert len(list(again.storage.list("data"))) == 1
     assert again.read_block(id1) == block

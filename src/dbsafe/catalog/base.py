@@ -90,3 +90,8 @@ class Catalog(Protocol):
     def update_drill(self, drill_id: str, **fields: object) -> None: ...
     def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
         """Newest first."""
+    # deleting points and pruning the log chain (issue 5: services/prune.py)
+    def delete_point(self, point_id: str) -> bool:
+        """Remove a point's row; False when there was none."""
+    def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
+        """Remove the rows of these WAL files; returns how many there were."""

@@ -431,3 +431,21 @@ class SqliteCatalog:
         where, args = ("WHERE server = ?", [server]) if server else ("", [])
         return self._all(f"SELECT * FROM drills {where} ORDER BY started DESC, id DESC "
                          "LIMIT ?", *args, limit)
+
+    # deleting points and pruning the log chain (issue 5: services/prune.py) --------------
+    def delete_point(self, point_id: str) -> bool:
+        return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id).rowcount > 0
+
+    def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
+        """Remove the rows of these WAL files, in one transaction; returns how many."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.executemany(
+                    "DELETE FROM wal_files WHERE system_identifier = ? AND name = ?",
+                    [(system_identifier, n) for n in names])
+                self._db.execute("COMMIT")
+                return cur.rowcount
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise

@@ -21,6 +21,7 @@ from dbsafe.cli.commands import (
     points,
     policy,
     protect,
+    prune,
     restore,
     serve,
     server,
@@ -60,6 +61,8 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(drills.app, name="drill")
 app.command("drills")(drills.drills)
 app.command("plan")(plan.plan)
+app.command("delete-point")(prune.delete_point)
+app.command("gc")(prune.gc)
 
 
 def _log_path() -> Path:

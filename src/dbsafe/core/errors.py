@@ -265,6 +265,18 @@ _SPECS = [
               "what the vault holds may not restore: run `dbsafe verify {name}`, take a "
               "new full backup, and see `dbsafe drills --server {name}`"),
     # ---------------------------------------------------------------------------------
+    # deleting points and garbage collection (issue 5: services/prune.py, vault/gc.py)
+    ErrorSpec("prune.point_unknown", 2, 404,
+              "no recovery point {point_id!r} in this vault; list them with "
+              "`dbsafe points NAME`"),
+    ErrorSpec("prune.base_in_use", 2, 409,
+              "full {point_id} is the base of differential(s) {diffs}, which would stay and "
+              "could not be restored; delete them in the same request, or keep the full"),
+    ErrorSpec("prune.point_in_use", 4, 409,
+              "point {point_id} is the latest full of {name!r} and a backup of {name!r} runs "
+              "(job {job_id}): a differential may be based on it; wait for the backup to end"),
+    ErrorSpec("gc.running", 4, 409,
+              "garbage collection already runs on the vault at {path}; wait for it to end"),
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

@@ -66,7 +66,11 @@ class Executor:
             raise
         vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, result["job_id"])
         self._clear_warnings(vault, server, work.kind)
-        apply_retention(vault, work.server, self.clock.now())
+        pruned = apply_retention(vault, work.server, self.clock.now())
+        if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted"):
+            from dbsafe.services.prune import run_gc
+
+            run_gc(vault)  # packs a running writer may still use wait for the next run
 
     def _drill(self, vault: Vault, work: Work) -> None:
         from dbsafe.services.drills import run_drill

@@ -22,6 +22,12 @@ WAL_LEVEL = 1  # zstd level for WAL: WAL compresses well even at the fastest lev
 
 def archive_wal_file(vault: Vault, server: dict, path: Path, name: str) -> dict:
     """Store one WAL file of ``server`` (a segment, history, backup or partial file)."""
+    # The writer lock spans the blocks and the record listing them (vault/gc.py).
+    with vault.repo.writing("archive"):
+        return _archive(vault, server, path, name)
+
+
+def _archive(vault: Vault, server: dict, path: Path, name: str) -> dict:
     repo = vault.repo
     sysid = server["system_identifier"]
     with open(path, "rb") as f:
@@ -83,10 +89,13 @@ def wal_row(system_id: str, record: dict) -> dict:
 
 
 def reconcile_wal(vault: Vault, system_id: str) -> int:
-    """Add to the catalog the WAL records it lacks (written, then the process died)."""
+    """Add to the catalog the WAL records it lacks (written, then the process died), and
+    drop the rows whose record is gone (pruned, then the process died)."""
     known = vault.catalog.wal_file_names(system_id)
+    stored = vault.repo.wal_names(system_id)
+    vault.catalog.delete_wal_files(system_id, sorted(known - set(stored)))
     added = 0
-    for name in vault.repo.wal_names(system_id):
+    for name in stored:
         if name not in known:
             record = vault.repo.load_wal_record(system_id, name)
             if record is not None:

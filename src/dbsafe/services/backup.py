@@ -57,7 +57,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=[d["name"] for d in listed if d["included"]], reason=reason) as job:
+             items=[d["name"] for d in listed if d["included"]], reason=reason) as job, \
+            vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
@@ -153,7 +154,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
-             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]])}
+             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]]),
+             "base_point": about_base.get("base")}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)
     return {

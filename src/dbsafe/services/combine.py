@@ -67,7 +67,7 @@ def _scatter(delta: dict, blocks: list[str]) -> list[tuple[str, list[tuple[int, 
 def blocks_used(manifest: dict, base: dict | None) -> dict[str, tuple[int, list[str]]]:
     """Each distinct block a restore of the point reads: its size and the files using it."""
     used: dict[str, tuple[int, list[str]]] = {}
-    bs = manifest["block_size"]
+    bs = manifest.get("block_size", 0)  # a log point has none (and no files)
 
     def add(id_hex: str, size: int, path: str) -> None:
         used.setdefault(id_hex, (size, []))[1].append(path)

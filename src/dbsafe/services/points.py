@@ -1,7 +1,8 @@
 """Recovery points of a server: from the catalog, reconciled with the vault's manifests.
 
 A manifest is the truth: one that the catalog lacks (the process died between writing the
-manifest and the catalog row) is added when points are listed.
+manifest and the catalog row) is added when points are listed, and a row whose manifest is
+gone (a deletion died between removing the manifest and the row) is dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
             "corrupt_pages": manifest["stats"]["corrupt_pages"],
             "databases": json.dumps([d["name"] for d in manifest["databases"] if d["included"]])
-            if "databases" in manifest else None}
+            if "databases" in manifest else None, "base_point": manifest.get("base")}
 
 
 def _belongs(manifest: dict, server: dict) -> bool:
@@ -39,7 +40,10 @@ def _belongs(manifest: dict, server: dict) -> bool:
 
 def reconcile(vault: Vault, server: dict) -> None:
     known = {p["point_id"] for p in vault.catalog.list_points(server["instance_id"])}
-    for point_id in vault.repo.point_ids():
+    stored = vault.repo.point_ids()
+    for point_id in known - set(stored):
+        vault.catalog.delete_point(point_id)
+    for point_id in stored:
         if point_id in known or vault.catalog.get_point(point_id) is not None:
             continue
         manifest, size = vault.repo.load_manifest_sized(point_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 
@@ -36,8 +36,17 @@ class Storage(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
+    def size(self, name: str) -> int:
+        """Bytes of ``name``; FileNotFoundError when missing."""
+
     def list(self, prefix: str) -> Iterator[str]:
         """Names of committed objects under the folder ``prefix`` (recursively)."""
 
+    def names(self, folder: str) -> list[str]:
+        """Base names of the objects directly in ``folder`` (not recursive)."""
+
     def delete(self, name: str) -> None:
         """Remove ``name``; idempotent."""
+
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop using handles kept open on ``names`` (deleted elsewhere)."""

@@ -12,7 +12,8 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive
@@ -59,9 +60,12 @@ class _LocalWriter:
 
 
 class LocalStorage:
+    RETIRE_GRACE = 60.0  # seconds: far longer than one block read
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._fds: dict[str, int] = {}
+        self._retired: list[tuple[float, int]] = []
         self._fd_lock = threading.Lock()
         self._known_dirs: set[Path] = set()
 
@@ -116,6 +120,9 @@ class LocalStorage:
     def exists(self, name: str) -> bool:
         return (self.root / name).exists()
 
+    def size(self, name: str) -> int:
+        return (self.root / name).stat().st_size
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -124,6 +131,26 @@ class LocalStorage:
             rel = Path(dirpath).relative_to(self.root)
             for f in files:
                 yield str(rel / f)
+
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop using the descriptors kept open on ``names`` (deleted by another process:
+        their space is freed only once nobody holds them open). Each is closed by a call
+        at least ``RETIRE_GRACE`` seconds later, not now: a read another thread runs on it
+        right now stays valid."""
+        now = time.monotonic()
+        with self._fd_lock:
+            self._retired += [(now, self._fds.pop(n)) for n in names if n in self._fds]
+            due = [fd for t, fd in self._retired if now - t >= self.RETIRE_GRACE]
+            self._retired = [(t, fd) for t, fd in self._retired if now - t < self.RETIRE_GRACE]
+        for fd in due:
+            os.close(fd)
+
+    def names(self, folder: str) -> list[str]:
+        """Names of the objects directly in ``folder`` (not recursive; a fast listing)."""
+        try:
+            return os.listdir(self.root / folder)
+        except FileNotFoundError:
+            return []
 
     def delete(self, name: str) -> None:
         with self._fd_lock:
@@ -153,6 +180,7 @@ class LocalStorage:
 
     def close(self) -> None:
         with self._fd_lock:
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *(fd for _, fd in self._retired)]:
                 os.close(fd)
             self._fds.clear()
+            self._retired.clear()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import zstandard
@@ -21,7 +23,9 @@ from dbsafe.vault.format import (
     SealError,
     new_config,
 )
+from dbsafe.vault.gc import held_packs
 from dbsafe.vault.index import BlobIndex
+from dbsafe.vault.locks import WriterLock
 from dbsafe.vault.packs import pack_name
 
 
@@ -75,23 +79,76 @@ class Repository:
     # index -----------------------------------------------------------------------------
     @property
     def index(self) -> BlobIndex:
-        with self._index_lock:
-            if self._index is None:
-                self._index = self._load_index()
-            return self._index
+        if self._index is None:
+            self.refresh_index()
+        return self._index  # type: ignore[return-value]
 
-    def _load_index(self) -> BlobIndex:
-        index = BlobIndex()
-        for name in self.storage.list("index"):
-            try:
-                doc = self.keyed.unseal(KIND_INDEX, self.storage.get(name))
-            except SealError as exc:
-                raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
-            index.add_pack(doc["pack"], doc["blobs"])
-        return index
+    def refresh_index(self) -> None:
+        """Bring the in-memory index up to date with ``index/`` and the tombstones.
+
+        New index files are added; tombstoned packs are excluded from deduplication; when a
+        known pack's index file is gone (garbage collection swept it) the index is reloaded
+        whole, since another pack may hold copies of its blocks, and the descriptors this
+        process kept open on swept packs are retired (else their space is not freed).
+        """
+        with self._index_lock:
+            # Tombstones before index files: a sweep deletes a pack's index file before its
+            # tombstone, so a pack is either still listed as held or no longer listed at all.
+            held = frozenset(held_packs(self.storage))
+            names = set(self.storage.names("index"))
+            index = self._index
+            known = set() if index is None else index.pack_ids()
+            if index is None or known - names:
+                fresh = BlobIndex()
+                # Packs no tombstone lists first: a block in both is then found in the live one.
+                for pack_id in sorted(names - held) + sorted(names & held):
+                    self._add_index_file(fresh, pack_id)
+                fresh.excluded = held
+                if index is None:
+                    self._index = fresh
+                    return
+                index.replace(fresh)
+            else:
+                for pack_id in sorted(names - known):
+                    self._add_index_file(index, pack_id)
+                index.excluded = held
+            self.storage.retire(pack_name(p) for p in known - names)
+
+    def _add_index_file(self, index: BlobIndex, pack_id: str) -> None:
+        name = f"index/{pack_id}"
+        try:
+            doc = self.keyed.unseal(KIND_INDEX, self.storage.get(name))
+        except FileNotFoundError:
+            return  # swept meanwhile
+        except SealError as exc:
+            raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
+        index.add_pack(doc["pack"], doc["blobs"])
 
     # writing -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, kind: str) -> Iterator[None]:
+        """Hold a writer lock while storing blocks and until the manifest or WAL record that
+        lists them is written (docs/repository-format.md, *Garbage collection*): garbage
+        collection waits for it before deleting a pack this writer may deduplicate against.
+
+        The lock is visible before the index is refreshed, so the refresh sees every
+        tombstone written before the lock was listed by a garbage collection.
+        """
+        lock = WriterLock(self.root, kind)
+        depth = getattr(self._local, "writing", 0)
+        self._local.writing = depth + 1
+        try:
+            self.refresh_index()
+            yield
+        finally:
+            self._local.writing = depth
+            lock.release()
+
     def block_sink(self, level: int) -> BlockSink:
+        """A sink for new blocks; only inside ``writing()`` (the lock that keeps garbage
+        collection from deleting what the sink deduplicates against)."""
+        if not getattr(self._local, "writing", 0):
+            raise RuntimeError("block_sink() needs `with repo.writing(kind):` around the write")
         self.storage.remove_stale_tmp()
         return BlockSink(self.storage, self.keyed, self.index, level, self.block_size)
 
@@ -107,6 +164,13 @@ class Repository:
     def save_wal_record(self, system_id: str, record: dict) -> None:
         """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
         self.storage.put(f"wal/{system_id}/{record['name']}", self.keyed.seal(KIND_WAL, record))
+
+    # deleting (docs/repository-format.md, *Deleting*) ----------------------------------
+    def delete_manifest(self, point_id: str) -> None:
+        self.storage.delete(f"manifests/{point_id}")
+
+    def delete_wal_record(self, system_id: str, name: str) -> None:
+        self.storage.delete(f"wal/{system_id}/{name}")
 
     # reading -----------------------------------------------------------------------------
     def load_wal_record(self, system_id: str, name: str) -> dict | None:
@@ -149,7 +213,21 @@ class Repository:
         return d
 
     def read_block(self, block_id: bytes) -> bytes:
-        """The block's bytes, after checking them against the id; raises BlockError."""
+        """The block's bytes, after checking them against the id; raises BlockError.
+
+        A block missing from this process's index (stored by another process since it was
+        loaded, or its pack swept while a copy lives elsewhere) is looked up once more
+        after a refresh.
+        """
+        try:
+            return self._read_block(block_id)
+        except BlockError as exc:
+            if exc.kind != "missing":
+                raise
+        self.refresh_index()
+        return self._read_block(block_id)
+
+    def _read_block(self, block_id: bytes) -> bytes:
         loc = self.index.get(block_id)
         if loc is None:
             raise BlockError("missing", block_id, "not in any index file")

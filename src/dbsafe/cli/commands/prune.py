@@ -1,0 +1,51 @@
+"""dbsafe delete-point POINT... | dbsafe gc"""
+
+from __future__ import annotations
+
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.context import open_vault
+from dbsafe.services.prune import REPACK_UNUSED, delete_points, run_gc
+
+
+def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `dbsafe points`)."),
+                 reason: str = typer.Option("deleted by the user", "--reason",
+                                            help="Recorded with the delete job."),
+                 json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Delete recovery points; their blocks are freed by the next `dbsafe gc`."""
+    render.state.json = json
+    result = delete_points(open_vault(), points, reason)
+    render.emit(result, lambda r: render.out.print(
+        f"deleted {len(r['deleted'])} point(s): "
+        f"{', '.join(p['point_id'] for p in r['deleted'])}; run `dbsafe gc` to free their "
+        "blocks"))
+
+
+def gc(wait: float = typer.Option(0, "--wait", help="Seconds to wait for running backups "
+                                                    "to end, to delete what they held back."),
+       repack_unused: float = typer.Option(
+           REPACK_UNUSED * 100, "--repack-unused", min=0, max=100,
+           help="Rewrite a pack whose unused share is at least this percentage (100: never)."),
+       json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Delete the packs no recovery point and no archived WAL file uses (safe while backups
+    run)."""
+    render.state.json = json
+    result = run_gc(open_vault(), wait, repack_unused / 100)
+
+    def human(r: dict) -> None:
+        render.out.print(f"freed {render.human_bytes(r['bytes_freed'])} "
+                         f"({r['packs_deleted']} pack(s)); {r['packs_total']} pack(s) kept")
+        if r["packs_repacked"]:
+            render.out.print(f"repacked {r['packs_repacked']} pack(s): wrote "
+                             f"{render.human_bytes(r['bytes_repacked'])} of used blocks")
+        if r["tombstones_pending"]:
+            render.out.print(f"{r['tombstones_pending']} batch(es) of unused packs wait for "
+                             f"{len(r['waiting_for'])} running writer(s); run `dbsafe gc` "
+                             "again after they end")
+        if r["reclaimable_bytes"]:
+            render.out.print(f"{render.human_bytes(r['reclaimable_bytes'])} unused in "
+                             f"{r['partially_used_packs']} pack(s) that also hold used "
+                             "blocks (not reclaimed: packs are not rewritten)")
+
+    render.emit(result, human)
