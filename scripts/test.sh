@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 .venv/bin/ruff check src tests bench
-exec .venv/bin/python -m pytest -q tests "$@"
+# integration tests mostly wait (servers, archiving, the scheduler's clock): 3 workers on 2
+# cores; tests of one file share a worker (module fixtures)
+exec .venv/bin/python -m pytest -q -n 3 --dist loadfile tests "$@"

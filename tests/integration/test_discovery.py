@@ -126,7 +126,7 @@ def test_dropped_renamed_and_new_databases_without_auto_protection(pg_template, 
     point = vault.backup("rc")["point_id"]
     held = {p["point_id"]: p["databases"] for p in vault.points("rc")}
     assert first in held
-    assert held[point] == ["keep"]
+    assert held[point] == ["keep", "template1"]  # templates are always taken
     again = vault.ok("discover", "rc")
     assert (again["gone"], again["new"], again["renamed"]) == ([], [], [])
     assert items(vault, "rc")["todrop"]["state_reason"] == got["todrop"]["state_reason"]

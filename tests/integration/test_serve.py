@@ -33,23 +33,24 @@ def test_serve_runs_policies_on_schedule(pg_template, area, wal_vault):
     vault.add_server("a", a)
     vault.add_server("b", b)
 
-    # the slot: the second minute boundary from now (at least a minute to set up)
-    now = datetime.now(UTC)
-    slot = (now + timedelta(seconds=120)).replace(second=0, microsecond=0)
-    berlin = slot.astimezone(ZoneInfo("Europe/Berlin"))
-    today = WEEKDAYS[berlin.weekday()]
-    other = WEEKDAYS[(berlin.weekday() + 3) % 7]
-
-    vault.ok("policy", "create", "nightly", "--full", "daily",
-             "--full-time", slot.strftime("%H:%M"), "--timezone", "UTC",
-             "--log-every", "none", "--keep-daily", "7")
-    vault.ok("policy", "create", "busy", "--full", "weekly", "--full-days", other,
-             "--full-time", berlin.strftime("%H:%M"), "--timezone", "Europe/Berlin",
-             "--diff-days", today, "--log-every", "1", "--keep-weekly", "4",
-             "--keep-diff", "7", "--keep-log", "7")
+    vault.ok("policy", "create", "nightly", "--full", "daily", "--full-time", "03:00",
+             "--timezone", "UTC", "--log-every", "none", "--keep-daily", "7")
+    vault.ok("policy", "create", "busy", "--full", "weekly", "--full-days", "sun",
+             "--full-time", "03:00", "--timezone", "Europe/Berlin", "--diff-days", "mon",
+             "--log-every", "1", "--keep-weekly", "4", "--keep-diff", "7", "--keep-log", "7")
     assert vault.ok("protect", "a", "--all", "--policy", "nightly")["recovery_model"] == "SIMPLE"
     out = vault.ok("protect", "b", "--auto", "--policy", "busy", "--restart")
     assert out["recovery_model"] == "FULL" and out["auto_protect"]
+
+    # the slot: the first minute boundary at least 40 s from now (the rest of the set-up
+    # takes ~10 s); both policies are moved onto it (a policy edit applies at once)
+    slot = (datetime.now(UTC) + timedelta(seconds=100)).replace(second=0, microsecond=0)
+    berlin = slot.astimezone(ZoneInfo("Europe/Berlin"))
+    today = WEEKDAYS[berlin.weekday()]
+    other = WEEKDAYS[(berlin.weekday() + 3) % 7]
+    vault.ok("policy", "edit", "nightly", "--full-time", slot.strftime("%H:%M"))
+    vault.ok("policy", "edit", "busy", "--full-days", other, "--diff-days", today,
+             "--full-time", berlin.strftime("%H:%M"))
 
     # a: two older fulls, one beyond the 7 daily points, one within
     old = vault.backup("a", "--type", "full")["point_id"]
@@ -59,12 +60,12 @@ def test_serve_runs_policies_on_schedule(pg_template, area, wal_vault):
     # b: a full, so that the scheduled differential has its base
     base = vault.backup("b", "--type", "full")["point_id"]
 
-    serve = vault.popen("serve", "--tick", "1", "--discover-every", "0.005")
+    serve = vault.popen("serve", "--tick", "1", "--discover-every", "0.002")
     try:
         time.sleep(3)
         b.execute("CREATE DATABASE late")
         b.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g", "late")
-        deadline = slot + timedelta(seconds=75)
+        deadline = slot + timedelta(seconds=65)
         while datetime.now(UTC) < deadline:
             assert serve.poll() is None, serve.communicate()
             time.sleep(2)
