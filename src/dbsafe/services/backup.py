@@ -12,6 +12,7 @@ import json
 import pwd
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,13 +106,17 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
                           "dropped": diff.dropped, "stats": diff.stats}
         counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
-        table_counts = counts.take(port, host, chosen[0], counts_mark)
+        # counted on a thread while the stop's WAL is copied and the last pack sealed
+        counting = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-counts")
+        counted = counting.submit(counts.take, port, host, chosen[0], counts_mark)
+        counting.shutdown(wait=False)
         if base is not None:
             differential.check_base(base, server["name"], major, timeline=stop.timeline)
         job.expect(sum(f.size for f in stop.wal_segments))
         wal = copier.copy(stop.wal_segments)
         session.close()
         sink.close()
+        table_counts = counted.result()
     except BaseException:
         session.close()
         sink.abort()
