@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import alerts as service
-from dbsafe.services import monitor
+
+service = lazy("dbsafe.services.alerts")
+monitor = lazy("dbsafe.services.monitor")
 
 app = typer.Typer(help="Alerts (failed jobs, broken chain, archiving lag, space, agent) and "
                        "where they are sent.")
@@ -51,19 +52,22 @@ def resolve(alert_id: int = typer.Argument(..., help="The alert's id."),
 
 @app.command("check")
 def check(lag_threshold_mib: int = typer.Option(
-              monitor.LAG_THRESHOLD_BYTES >> 20, "--lag-threshold-mib",
-              help="Archiving lag above which archive_lag is raised."),
-          min_free_pct: float = typer.Option(monitor.SPACE_MIN_FREE_PCT, "--min-free-pct",
-                                             help="Vault free space below this % alerts."),
-          min_free_mib: int = typer.Option(monitor.SPACE_MIN_FREE_BYTES >> 20,
-                                           "--min-free-mib",
-                                           help="Vault free space below this alerts."),
+              None, "--lag-threshold-mib",
+              help="Archiving lag above which archive_lag is raised (default 1024)."),
+          min_free_pct: float = typer.Option(None, "--min-free-pct",
+                                             help="Vault free space below this % alerts "
+                                                  "(default 10)."),
+          min_free_mib: int = typer.Option(None, "--min-free-mib",
+                                           help="Vault free space below this alerts "
+                                                "(default 1024)."),
           json: bool = JSON) -> None:
     """Run the health checks now and raise or resolve their alerts (serve does it often)."""
     render.state.json = json
-    findings = monitor.check_health(open_vault(), lag_threshold_bytes=lag_threshold_mib << 20,
-                                    space_min_free_pct=min_free_pct,
-                                    space_min_free_bytes=min_free_mib << 20)
+    given = {"lag_threshold_bytes": lag_threshold_mib and lag_threshold_mib << 20,
+             "space_min_free_pct": min_free_pct,
+             "space_min_free_bytes": min_free_mib and min_free_mib << 20}
+    findings = monitor.check_health(open_vault(),
+                                    **{k: v for k, v in given.items() if v is not None})
 
     def human(rows: list[dict]) -> None:
         render.table([{**f, "status": "ok" if f["ok"] else "ALERT"} for f in rows],

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services import drills as service
+from dbsafe.cli.context import lazy, open_vault
+
+service = lazy("dbsafe.services.drills")
 
 app = typer.Typer(help="Restore drills: restore the newest backup into a scratch cluster "
                        "and check it.", no_args_is_help=True)
@@ -37,7 +38,7 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
                                      help="Also check every btree index with amcheck."),
         scratch_root: Path = typer.Option(
             None, "--scratch-root",
-            help=f"Folder for the scratch cluster (default {service.DEFAULT_SCRATCH_ROOT})."),
+            help="Folder for the scratch cluster (default /var/tmp/dbsafe-drills)."),
         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Restore into a scratch cluster, check it, record RTO and RPO, remove it."""
     render.state.json = json

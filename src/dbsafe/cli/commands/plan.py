@@ -6,10 +6,10 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.policy.planner import PlanInput
-from dbsafe.policy.planner import plan as make_plan
-from dbsafe.services.policies import get_policy
+from dbsafe.cli.context import lazy, open_vault
+
+planner = lazy("dbsafe.policy.planner")
+policies = lazy("dbsafe.services.policies")
 
 
 def plan(cores: int = typer.Option(..., "--cores", help="vCPUs of the database server."),
@@ -34,10 +34,10 @@ def plan(cores: int = typer.Option(..., "--cores", help="vCPUs of the database s
     """Estimate the backup window, peak concurrency, vault growth and the most databases
     this server can protect with a policy (rates measured by the benchmark)."""
     render.state.json = json
-    result = make_plan(PlanInput(
+    result = planner.plan(planner.PlanInput(
         cores=cores, bandwidth_mbps=bandwidth_mbps, db_count=db_count,
         db_size_gb=db_size_gb, change_rate_pct=change_rate_pct,
-        policy=get_policy(open_vault(), policy), window_hours=window_hours,
+        policy=policies.get_policy(open_vault(), policy), window_hours=window_hours,
         instances=instances, wal_gb_per_day=wal_gb_per_day, disk_mb_s=disk_mb_s))
 
     def human(r: dict) -> None:

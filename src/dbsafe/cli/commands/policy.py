@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
-from dbsafe.services import policies, protection
+
+policies = lazy("dbsafe.services.policies")
+protection = lazy("dbsafe.services.protection")
 
 app = typer.Typer(help="Backup policies: schedules, retention, compression.",
                   no_args_is_help=True)

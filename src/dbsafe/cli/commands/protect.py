@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import protection
+
+protection = lazy("dbsafe.services.protection")
 
 
 def protect(name: str = typer.Argument(..., help="A registered server."),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services.prune import REPACK_UNUSED, delete_points, run_gc
+from dbsafe.cli.context import lazy, open_vault
+
+prune = lazy("dbsafe.services.prune")
 
 
 def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `dbsafe points`)."),
@@ -15,7 +16,7 @@ def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `d
                  json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Delete recovery points; their blocks are freed by the next `dbsafe gc`."""
     render.state.json = json
-    result = delete_points(open_vault(), points, reason)
+    result = prune.delete_points(open_vault(), points, reason)
     render.emit(result, lambda r: render.out.print(
         f"deleted {len(r['deleted'])} point(s): "
         f"{', '.join(p['point_id'] for p in r['deleted'])}; run `dbsafe gc` to free their "
@@ -25,13 +26,15 @@ def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `d
 def gc(wait: float = typer.Option(0, "--wait", help="Seconds to wait for running backups "
                                                     "to end, to delete what they held back."),
        repack_unused: float = typer.Option(
-           REPACK_UNUSED * 100, "--repack-unused", min=0, max=100,
-           help="Rewrite a pack whose unused share is at least this percentage (100: never)."),
+           None, "--repack-unused", min=0, max=100,
+           help="Rewrite a pack whose unused share is at least this percentage (100: never; "
+                "default 50)."),
        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Delete the packs no recovery point and no archived WAL file uses (safe while backups
     run)."""
     render.state.json = json
-    result = run_gc(open_vault(), wait, repack_unused / 100)
+    share = prune.REPACK_UNUSED if repack_unused is None else repack_unused / 100
+    result = prune.run_gc(open_vault(), wait, share)
 
     def human(r: dict) -> None:
         render.out.print(f"freed {render.human_bytes(r['bytes_freed'])} "

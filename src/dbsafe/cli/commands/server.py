@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import discovery, servers
+
+discovery = lazy("dbsafe.services.discovery")
+servers = lazy("dbsafe.services.servers")
 
 app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
 
