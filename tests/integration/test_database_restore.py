@@ -81,6 +81,10 @@ def test_one_database_into_a_live_server(pg_template, area, wal_vault):
     assert _tables(tgt, "app_restored") == expected
     assert tgt.scalar("SELECT count(*) FROM rich", "app_restored") == rich > 0  # views too
     assert src.scalar("SELECT count(*) FROM events", "app") == 0  # source untouched
+    # the overwritten server's chain restarts: its next scheduled diff or log is a full
+    servers = {s["name"]: s for s in vault.ok("server", "list")}
+    assert "app_restored was overwritten" in servers["tgt"]["next_backup_full_because"]
+    assert servers["src"]["next_backup_full_because"] is None
     # no staging cluster is left behind
     assert not list(area.glob("dbsafe-staging-*"))
     vault.fail("restore.database_not_in_point", "restore", "src", "--db", "nope",

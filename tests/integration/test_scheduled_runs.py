@@ -59,6 +59,16 @@ def test_self_healing_skips_and_a_scheduled_drill(pg_template, area, wal_vault, 
     assert run("h", "log")["backup_type"] == "log"
     job = run("h", "diff", datetime.now(UTC) + timedelta(days=16))
     assert job["backup_type"] == "full" and "16 days old, more than 15" in job["reason"]
+    # a segment after that full goes missing: the chain is broken, the next log is a full
+    for _ in range(3):
+        pg.execute("INSERT INTO t VALUES (0)")
+        pg.execute("SELECT pg_switch_wal()")
+    assert run("h", "log")["backup_type"] == "log"
+    segments = sorted((vault.path / "wal").rglob("00000001000000000000*"))
+    segments[-2].unlink()
+    job = run("h", "log")
+    assert job["backup_type"] == "full" and "log chain is broken" in job["reason"]
+    assert segments[-2].name in job["reason"]
 
     # the policy drops log backups: the server goes SIMPLE, and the chain restarts
     out = vault.ok("policy", "edit", "wk", "--log-every", "none")

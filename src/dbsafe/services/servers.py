@@ -80,7 +80,11 @@ def describe(server: dict) -> dict:
             "pg_version": server["pg_version"], "region": server["region"],
             "system_identifier": server["system_identifier"],
             "recovery_model": server["recovery_model"],
-            "data_checksums": bool(server["data_checksums"])}
+            "data_checksums": bool(server["data_checksums"]),
+            "auto_protect_policy": server.get("auto_protect_policy") or None,
+            "max_concurrent": server.get("max_concurrent"),
+            # why the next scheduled differential or log backup will be a full, if it will
+            "next_backup_full_because": server.get("needs_full")}
 
 
 def list_servers(vault: Vault) -> list[dict]:
