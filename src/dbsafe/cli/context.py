@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -24,17 +25,17 @@ def open_vault() -> Vault:
     return Vault.open(options.vault)
 
 
-class lazy(ModuleType):
-    """A module imported at first use: every ``dbsafe`` call loads every command module, so
-    command modules reach services through this to keep the CLI's start-up short."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self._module: ModuleType | None = None
-
-    def __getattr__(self, attr: str) -> object:
-        if attr == "_module":
-            raise AttributeError(attr)
-        if self._module is None:
-            self._module = importlib.import_module(self.__name__)
-        return getattr(self._module, attr)
+def lazy(name: str) -> ModuleType:
+    """Module ``name``, loaded at its first attribute access (the standard library's
+    LazyLoader recipe): every ``dbsafe`` call loads every command module, so command
+    modules reach their services through this to keep the CLI's start-up short."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
