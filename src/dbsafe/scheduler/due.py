@@ -42,7 +42,7 @@ def scheduled_instances(catalog: Catalog) -> list[dict]:
     for item in catalog.list_items():
         if item["state"] not in ("protected", "inconsistent-policy") or not item["policy"]:
             continue
-        since = _parse(item["since"])
+        since = parse_time(item["since"])
         entry = found.setdefault(item["instance_id"], {
             "server": item["server"], "instance_id": item["instance_id"],
             "policy": item["policy"], "since": since})
@@ -67,7 +67,7 @@ def due_work(catalog: Catalog, policies: Mapping[str, Policy], now: datetime,
             if slot is None:
                 continue
             state = catalog.get_slot(inst["instance_id"], policy.name, kind)
-            last = _parse(state["last_slot"]) if state else inst["since"]
+            last = parse_time(state["last_slot"]) if state else inst["since"]
             if slot > last:
                 due.append(Work(inst["server"], inst["instance_id"], policy.name, kind, slot))
             elif (state and slot == last and state["attempts"] < MAX_ATTEMPTS
@@ -77,7 +77,7 @@ def due_work(catalog: Catalog, policies: Mapping[str, Policy], now: datetime,
     return due
 
 
-def _parse(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
     """Catalog times: ISO 8601, or SQLite's 'YYYY-MM-DD HH:MM:SS' (UTC)."""
     value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock, SystemClock
-from dbsafe.scheduler.due import Work, _parse, due_work
+from dbsafe.scheduler.due import Work, due_work, parse_time
 from dbsafe.scheduler.execute import Executor
 from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
 from dbsafe.services.vault import Vault
@@ -137,7 +137,7 @@ class Scheduler:
 
         for server in self.vault.catalog.list_servers():
             last = server.get("discovered")
-            if last and now - _parse(last) < self.discover_every:
+            if last and now - parse_time(last) < self.discover_every:
                 continue
             if not (server.get("auto_protect_policy") or
                     self.vault.catalog.list_items(server["instance_id"])):
