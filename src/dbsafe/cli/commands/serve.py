@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from datetime import timedelta
@@ -49,5 +50,6 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    logging.getLogger("dbsafe.scheduler").info("dbsafe serve: vault %s, pid running", vault.path)
+    logging.getLogger("dbsafe.scheduler").info("dbsafe serve: vault %s, pid %d", vault.path,
+                                               os.getpid())
     scheduler.run(stop)
