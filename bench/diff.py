@@ -116,19 +116,11 @@ class DiffBench(run.Bench):
         dataset.run(["cp", "-al", str(snapshot), str(trial)])
         (trial / "catalog.sqlite").unlink()
         shutil.copy2(snapshot / "catalog.sqlite", trial / "catalog.sqlite")
-        wait_archive_idle(self.cluster.pgdata)
-        warm(self.cluster.pgdata)
-        before = du(trial)
-        r = measure(name, [*self.dbsafe, "--vault", str(trial), "backup", SERVER, "--type",
-                           "diff", "--json"], self.logs, self.env)
-        out = json.loads(r["stdout"])
-        r["bytes_stored"] = du(trial) - before
-        r["dbsafe_seconds"] = out.get("seconds")
-        r["dbsafe_json"] = {k: out.get(k) for k in (
+        r = self.dbsafe_backup(trial, name, "diff", (
             "point_id", "base", "bytes_read", "bytes_stored", "pages_changed", "files",
             "files_whole", "files_delta", "files_unchanged", "files_not_read",
-            "files_dropped", "wal_segments", "seconds")}
-        r.update(self.heap_pages_in_diff(trial, out["point_id"]))
+            "files_dropped", "wal_segments", "seconds"))
+        r.update(self.heap_pages_in_diff(trial, r["dbsafe_json"]["point_id"]))
         self.diff_vault = trial
         return r
 
@@ -191,7 +183,7 @@ class DiffBench(run.Bench):
             if "vault" in state:  # a retry: the full needs an empty vault again
                 shutil.rmtree(state["vault"])
             state["vault"] = self.new_vault()
-            return self.dbsafe_full(state["vault"], name("dbsafe_full"))
+            return self.dbsafe_backup(state["vault"], name("dbsafe_full"))
 
         def pgbackrest_full() -> dict:
             self.pgbr_last.pop("full", None)

@@ -464,19 +464,23 @@ class Bench:
                     f"(> {limit:.1f}); running it again")
         return r
 
-    def dbsafe_full(self, vault: Path, name: str) -> dict:
+    FULL_FIELDS = ("point_id", "bytes_read", "bytes_stored", "blocks_new", "blocks_reused",
+                   "files", "wal_segments", "seconds", "mb_per_second", "corrupt_pages",
+                   "workers", "compression_level")
+
+    def dbsafe_backup(self, vault: Path, name: str, type: str = "full",
+                    fields: tuple[str, ...] = FULL_FIELDS) -> dict:
+        """One dbsafe backup of ``type`` into ``vault``: time, bytes added, its JSON's
+        ``fields`` (bench/diff.py measures differentials through this too)."""
         wait_archive_idle(self.cluster.pgdata)
         warm(self.cluster.pgdata)
         before = du(vault)
         r = measure(name, [*self.dbsafe, "--vault", str(vault), "backup", SERVER, "--type",
-                           "full", "--json"], self.logs, self.env)
+                           type, "--json"], self.logs, self.env)
         out = json.loads(r["stdout"])
         r["bytes_stored"] = du(vault) - before
         r["dbsafe_seconds"] = out.get("seconds")
-        r["dbsafe_json"] = {k: out.get(k) for k in (
-            "point_id", "bytes_read", "bytes_stored", "blocks_new", "blocks_reused", "files",
-            "wal_segments", "seconds", "mb_per_second", "corrupt_pages", "workers",
-            "compression_level")}
+        r["dbsafe_json"] = {k: out.get(k) for k in fields}
         missing = [k for k, v in r["dbsafe_json"].items() if v is None]
         if missing:
             r["dbsafe_json_missing"] = missing
@@ -596,14 +600,14 @@ class Bench:
             if "vault" in state:  # a retry: the first full needs an empty vault again
                 shutil.rmtree(state["vault"])
             state["vault"] = self.new_vault()
-            r = self.dbsafe_full(state["vault"], name("dbsafe_full"))
+            r = self.dbsafe_backup(state["vault"], name("dbsafe_full"))
             state["point"] = r["dbsafe_json"]["point_id"]
             return r
 
         self.attempt("dbsafe_full", first_full)
         self.attempt("pgbackrest_full", lambda: self.pgbackrest_full(name("pgbackrest_full")))
         self.attempt("pg_basebackup", lambda: self.pg_basebackup(name("pg_basebackup")))
-        self.attempt("dbsafe_full_2nd_unchanged", lambda: self.dbsafe_full(
+        self.attempt("dbsafe_full_2nd_unchanged", lambda: self.dbsafe_backup(
             state["vault"], name("dbsafe_full_2nd_unchanged")))
         self.attempt("dbsafe_restore", lambda: self.dbsafe_restore(
             state["vault"], state["point"], name("dbsafe_restore")))

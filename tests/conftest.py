@@ -80,6 +80,16 @@ def as_postgres(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["runuser", "-u", PG_USER, "--", *argv], **kwargs)
 
 
+def interrupt(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a load generator (pgbench) as Ctrl-C would; kill it if it does not end."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def make_area(tag: str = "") -> Path:
     area = Path(tempfile.mkdtemp(prefix=f"{AREA_PREFIX}{tag}", dir=TMP_ROOT))
     os.chmod(area, 0o755)

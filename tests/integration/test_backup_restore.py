@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
-from conftest import PG_BIN, Pg, chown_postgres, free_port, restored
+from conftest import PG_BIN, Pg, chown_postgres, free_port, interrupt, restored
 
 
 def _restore_and_start(vault, point_id, target, port) -> Pg:
@@ -218,12 +217,7 @@ def test_backup_under_write_load_restores_a_consistent_cluster(src_vault, source
         result = src_vault.backup("src")
         rows_at_end = _pgbench_sums(source)["history_rows"]
     finally:
-        load.send_signal(signal.SIGINT)
-        try:
-            load.wait(30)
-        except subprocess.TimeoutExpired:
-            load.kill()
-            load.wait()
+        interrupt(load)
     assert rows_at_end > rows_at_start, "no writes happened while the backup ran"
 
     pg = _restore_and_start(src_vault, result["point_id"], area / "r", free_port())

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PG_BIN, Pg, chown_postgres, free_port, make_vault, new_cluster, restored
+from conftest import (
+    PG_BIN,
+    Pg,
+    chown_postgres,
+    free_port,
+    interrupt,
+    make_vault,
+    new_cluster,
+    restored,
+)
 
 from dbsafe.vault.format import KIND_INDEX
 
@@ -302,12 +310,7 @@ def test_diff_under_write_load_restores_a_consistent_cluster(dsrc, dvault, area)
         diff = dvault.backup("d", "--type", "diff")
         rows_at_end = _pgbench_sums(pg)["history_rows"]
     finally:
-        load.send_signal(signal.SIGINT)
-        try:
-            load.wait(30)
-        except subprocess.TimeoutExpired:
-            load.kill()
-            load.wait()
+        interrupt(load)
     assert rows_at_end > rows_at_start, "no writes happened while the differential ran"
     assert diff["pages_changed"] > 0
 
