@@ -8,6 +8,11 @@ Read-ahead: on each push the agent looks at ``pg_wal/archive_status/*.ready`` an
 archiving the next files in parallel, so that when PostgreSQL asks for them (one at a time,
 in order) they are usually done already and the answer is immediate.
 
+Replica sets: every node archives (archive_mode=always), but only the node the set's backup
+preference names for log backups stores; a push from another node is acknowledged once the
+vault holds that file with equal content (``Archiver._defer``), so no node drops WAL the
+vault does not have.
+
 Only the OS user that owns the data directory (or root) may push its files: the socket is
 open to every local user, and the peer's uid is checked (SO_PEERCRED) against the owner.
 """
@@ -22,16 +27,20 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from dbsafe.agent.daemon import AgentPaths, agent_paths, install_client, ping, running_pid
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.archive import archive_wal_file
+from dbsafe.services.archive import archive_wal_file, held_elsewhere
 from dbsafe.services.vault import Vault
 
 READ_AHEAD = 8
 WORKERS = 2
+LOG_NODE_TTL = 2.0   # seconds a replica set's log node choice is reused
+DEFER_WAIT = 10.0    # seconds a deferred push waits for the log node to archive the file
+DEFER_POLL = 0.25
 log = logging.getLogger("dbsafe.agent")
 
 
@@ -44,6 +53,7 @@ class Archiver:
         self._lock = threading.Lock()
         self._running: dict[str, Future] = {}
         self._servers: dict[str, dict] = {}
+        self._log_nodes: dict[str, tuple[float, str | None]] = {}
         self.archived = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -52,7 +62,8 @@ class Archiver:
         key = os.path.realpath(cwd)
         if key not in self._servers:
             self._servers = {os.path.realpath(s["pgdata"]): s
-                             for s in self.vault.catalog.list_servers()}
+                             for s in self.vault.catalog.list_servers()
+                             if s["kind"] == "server"}  # not a replica set's own entry
         return self._servers.get(key)
 
     def _submit(self, server: dict, path: str, name: str) -> Future:
@@ -78,6 +89,11 @@ class Archiver:
         return record
 
     def push(self, server: dict, path: str, name: str) -> None:
+        if server.get("replica_set"):
+            server = self._refreshed(server)
+        if server.get("replica_set") and self._log_node(server) != server["name"]:
+            self._defer(server, path, name)
+            return
         fut = self._submit(server, path, name)
         self._read_ahead(server, path)
         try:
@@ -86,6 +102,48 @@ class Archiver:
             with self._lock:
                 if self._running.get(path) is fut and fut.done():
                     del self._running[path]
+
+    def _refreshed(self, server: dict) -> dict:
+        """The node's catalog row again (it may have left its set since it was cached)."""
+        row = self.vault.catalog.get_server(server["name"])
+        return row if row is not None else server
+
+    def _log_node(self, server: dict, fresh: bool = False) -> str | None:
+        """Which node of the server's replica set takes log backups now (looked up at most
+        every LOG_NODE_TTL seconds: it connects to every node)."""
+        from dbsafe.services import replicasets
+
+        name = server["replica_set"]
+        now = time.monotonic()
+        with self._lock:
+            cached = self._log_nodes.get(name)
+        if cached is not None and cached[0] > now and not fresh:
+            return cached[1]
+        try:
+            taker = replicasets.log_node(self.vault, name)
+        except DbsafeError as exc:
+            log.warning("replica set %s: %s", name, exc.message)
+            taker = None
+        with self._lock:
+            self._log_nodes[name] = (now + LOG_NODE_TTL, taker)
+        return taker
+
+    def _defer(self, server: dict, path: str, name: str) -> None:
+        """A node that does not take log backups now: acknowledge the file once the node
+        that does has archived it (equal content), waiting up to DEFER_WAIT seconds; if in
+        the meantime this node becomes the one, archive it here."""
+        deadline = time.monotonic() + DEFER_WAIT
+        while True:
+            if held_elsewhere(self.vault, server, Path(path), name) is not None:
+                return
+            taker = self._log_node(server)
+            if taker == server["name"]:
+                self._submit(server, path, name).result()
+                return
+            if time.monotonic() > deadline:
+                raise DbsafeError("archive.deferred", name=name, server=server["name"],
+                                  set=server["replica_set"], taker=taker or "no node")
+            time.sleep(DEFER_POLL)
 
     def _read_ahead(self, server: dict, path: str) -> None:
         status = Path(path).parent / "archive_status"

@@ -73,14 +73,18 @@ class SqliteCatalog:
         self._run("INSERT OR IGNORE INTO vaults VALUES (?, ?, ?, ?)", vault_id, path, region,
                   created)
 
+    def set_vault_region(self, vault_id: str, region: str) -> None:
+        self._run("UPDATE vaults SET region = ? WHERE vault_id = ?", region, vault_id)
+
     # servers -----------------------------------------------------------------------------
-    def add_server(self, name: str, host: str, region: str | None, instance: dict) -> int:
+    def add_server(self, name: str, host: str, region: str | None, instance: dict,
+                   kind: str = "server") -> int:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
-                    "INSERT INTO servers (name, host, region, created) "
-                    "VALUES (?, ?, ?, datetime('now'))", (name, host, region))
+                    "INSERT INTO servers (name, host, region, created, kind) "
+                    "VALUES (?, ?, ?, datetime('now'), ?)", (name, host, region, kind))
                 server_id = cur.lastrowid
                 cols = ", ".join(instance)
                 marks = ", ".join("?" for _ in instance)
@@ -94,11 +98,14 @@ class SqliteCatalog:
                 raise
 
     _SERVER_SELECT = (
-        "SELECT s.name, s.host AS server_host, s.region, s.created, i.id AS instance_id, "
+        "SELECT s.name, s.host AS server_host, s.region, s.created, s.kind, "
+        "i.id AS instance_id, "
         "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
         "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size, "
-        "i.auto_protect_policy, i.needs_full, i.max_concurrent, i.discovered "
-        "FROM servers s JOIN instances i ON i.server_id = s.id")
+        "i.auto_protect_policy, i.needs_full, i.max_concurrent, i.discovered, "
+        "n.replica_set "
+        "FROM servers s JOIN instances i ON i.server_id = s.id "
+        "LEFT JOIN replica_set_nodes n ON n.server = s.name")
 
     def get_server(self, name: str) -> dict | None:
         return self._one(self._SERVER_SELECT + " WHERE s.name = ?", name)
@@ -109,9 +116,60 @@ class SqliteCatalog:
     def remove_server(self, name: str) -> bool:
         return self._run("DELETE FROM servers WHERE name = ?", name).rowcount > 0
 
+    def update_server(self, name: str, **fields: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE servers SET {sets} WHERE name = ?", *fields.values(), name)
+
     def update_instance(self, instance_id: int, **fields: object) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
         self._run(f"UPDATE instances SET {sets} WHERE id = ?", *fields.values(), instance_id)
+
+    # replica sets ------------------------------------------------------------------------
+    def add_replica_set(self, name: str, preference: str) -> None:
+        self._run("INSERT INTO replica_sets (name, preference, created) "
+                  "VALUES (?, ?, datetime('now'))", name, preference)
+
+    def get_replica_set(self, name: str) -> dict | None:
+        return self._one("SELECT * FROM replica_sets WHERE name = ?", name)
+
+    def list_replica_sets(self) -> list[dict]:
+        return self._all("SELECT * FROM replica_sets ORDER BY name")
+
+    def update_replica_set(self, name: str, **fields: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE replica_sets SET {sets} WHERE name = ?", *fields.values(), name)
+
+    def remove_replica_set(self, name: str) -> None:
+        """The set, its node memberships and its own server entry (items, points rows)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM replica_sets WHERE name = ?", (name,))
+                self._db.execute("DELETE FROM servers WHERE name = ? AND kind = 'replica-set'",
+                                 (name,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def add_node(self, replica_set: str, server: str) -> None:
+        self._run("INSERT INTO replica_set_nodes (replica_set, server, added) "
+                  "VALUES (?, ?, datetime('now'))", replica_set, server)
+
+    def remove_node(self, replica_set: str, server: str) -> bool:
+        return self._run("DELETE FROM replica_set_nodes WHERE replica_set = ? AND server = ?",
+                         replica_set, server).rowcount > 0
+
+    def list_nodes(self, replica_set: str) -> list[dict]:
+        """The nodes with what was last seen of them (role, healthy, reason, timeline)."""
+        return self._all("SELECT n.server, n.role, n.healthy, n.reason, n.timeline, n.checked, "
+                         "n.added FROM replica_set_nodes n WHERE n.replica_set = ? "
+                         "ORDER BY n.server", replica_set)
+
+    def update_node(self, server: str, **fields: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE replica_set_nodes SET {sets} WHERE server = ?", *fields.values(),
+                  server)
 
     # databases ---------------------------------------------------------------------------
     def replace_databases(self, instance_id: int, databases: list[dict]) -> None:

@@ -22,6 +22,7 @@ from dbsafe.cli.commands import (
     policy,
     protect,
     prune,
+    replicaset,
     restore,
     serve,
     server,
@@ -46,6 +47,7 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(server.app, name="server")
 app.add_typer(agent.app, name="agent")
 app.add_typer(policy.app, name="policy")
+app.add_typer(replicaset.app, name="replicaset")
 app.command("protect")(protect.protect)
 app.command("unprotect")(protect.unprotect)
 app.command("items")(protect.items)

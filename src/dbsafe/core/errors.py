@@ -107,6 +107,10 @@ _SPECS = [
               "the dbsafe agent did not start; see {log}"),
     ErrorSpec("agent.already_running", 3, 409,
               "a dbsafe agent (pid {pid}) already serves this vault on {socket}"),
+    ErrorSpec("archive.deferred", 3, 409,
+              "WAL file {name} of {server!r} is not archived from this node: replica set "
+              "{set!r} takes log backups from {taker} now (its backup preference); PostgreSQL "
+              "keeps the file and asks again, and it is acknowledged once {taker} archived it"),
     ErrorSpec("archive.conflict", 6, 409,
               "WAL file {name} of {server!r} is already in the vault with other content: "
               "another cluster or a restored copy archives into this chain; stop its archiving "
@@ -184,6 +188,47 @@ _SPECS = [
     ErrorSpec("protect.other_vault", 2, 409,
               "{name} already archives its WAL into another dbsafe vault ({command}); protect "
               "a server in one vault only: stop protection there first"),
+    ErrorSpec("replicaset.unknown", 2, 404,
+              "no replica set named {name!r}; list them with `dbsafe replicaset list` or "
+              "create it with `dbsafe replicaset add {name} --preference primary`"),
+    ErrorSpec("replicaset.name_taken", 2, 409,
+              "a replica set or server named {name!r} already exists; pick another name"),
+    ErrorSpec("replicaset.bad_preference", 2, 400,
+              "backup preference {preference!r} is not one of {valid}"),
+    ErrorSpec("replicaset.vault_region_missing", 2, 409,
+              "this vault has no region, and replica sets need one (backups run only on "
+              "nodes in the vault's region); set it once with `dbsafe vault region REGION`"),
+    ErrorSpec("replicaset.no_nodes", 2, 409,
+              "replica set {name!r} has no nodes yet; add them with "
+              "`dbsafe replicaset node add {name} SERVER --region REGION`"),
+    ErrorSpec("replicaset.node_elsewhere", 2, 409,
+              "server {server!r} is already a node of replica set {other!r}; a server belongs "
+              "to one replica set (remove it there first)"),
+    ErrorSpec("replicaset.not_a_node", 2, 404,
+              "server {server!r} is not a node of replica set {name!r}; its nodes: {nodes}"),
+    ErrorSpec("replicaset.other_cluster", 2, 409,
+              "server {server!r} (system identifier {found}) is not a copy of replica set "
+              "{name!r}'s cluster ({expected}): a set's nodes are a primary and its streaming "
+              "standbys (made with pg_basebackup)"),
+    ErrorSpec("replicaset.node_has_items", 2, 409,
+              "server {server!r} has databases protected on their own ({items}); a node of a "
+              "replica set is protected through the set: stop that protection first "
+              "(`dbsafe unprotect {server} --all --retain-data`), then add the node"),
+    ErrorSpec("replicaset.node_alone", 2, 409,
+              "server {name!r} is a node of replica set {set!r}: protecting or backing up one "
+              "node on its own makes the set's backups fail; use the set instead "
+              "(`dbsafe {action} {set} ...`)"),
+    ErrorSpec("replicaset.protected", 2, 409,
+              "replica set {name!r} has protected databases; stop protection first "
+              "(`dbsafe unprotect {name} --all --retain-data` or `--delete-data`)"),
+    ErrorSpec("replicaset.no_node", 3, 409,
+              "no node of replica set {name!r} may take a {type} backup now: {reason}"),
+    ErrorSpec("replicaset.archiving_inactive", 3, 409,
+              "node {server} of replica set {name!r} does not archive WAL into this vault "
+              "({reason}); run `dbsafe protect {name} --all --restart` to set it up"),
+    ErrorSpec("vault.region_fixed", 2, 409,
+              "this vault's region is already {region}; a vault's region cannot change "
+              "(create a vault in the other region instead)"),
     ErrorSpec("unprotect.choose_data", 2, 400,
               "say what happens to the backups of {name}: --retain-data keeps every point "
               "until you delete it, --delete-data removes the points only these databases use"),

@@ -43,6 +43,7 @@ SERVER_UNREACHABLE = "server_unreachable"
 BACKUP_SUCCEEDED = "backup_succeeded"
 RESTORE_SUCCEEDED = "restore_succeeded"
 DRILL_SUCCEEDED = "drill_succeeded"
+ROLE_CHANGED = "replica_role_changed"
 
 SEVERITIES = ("critical", "warning", "info")
 KINDS: dict[str, str] = {
@@ -50,8 +51,9 @@ KINDS: dict[str, str] = {
     DRILL_FAILED: "critical", CHAIN_BROKEN: "critical", ARCHIVE_LAG: "warning",
     VAULT_SPACE_LOW: "warning", AGENT_UNREACHABLE: "critical", SERVER_UNREACHABLE: "critical",
     BACKUP_SUCCEEDED: "info", RESTORE_SUCCEEDED: "info", DRILL_SUCCEEDED: "info",
+    ROLE_CHANGED: "warning",
 }
-NOTICE_KINDS = frozenset({BACKUP_SUCCEEDED, RESTORE_SUCCEEDED, DRILL_SUCCEEDED})
+NOTICE_KINDS = frozenset({BACKUP_SUCCEEDED, RESTORE_SUCCEEDED, DRILL_SUCCEEDED, ROLE_CHANGED})
 
 # Job type -> (alert when it fails, notice when it succeeds).
 JOB_ALERTS: dict[str, tuple[str, str | None]] = {

@@ -27,21 +27,42 @@ def archive_wal_file(vault: Vault, server: dict, path: Path, name: str) -> dict:
         return _archive(vault, server, path, name)
 
 
-def _archive(vault: Vault, server: dict, path: Path, name: str) -> dict:
+def _read(vault: Vault, path: Path) -> tuple[bytes, os.stat_result, list, list[bytes], str]:
     repo = vault.repo
-    sysid = server["system_identifier"]
     with open(path, "rb") as f:
         data = f.read()
         st = os.fstat(f.fileno())
     bs = repo.block_size
     chunks = [memoryview(data)[i:i + bs] for i in range(0, len(data), bs)]
     ids = [repo.keyed.digest(c) for c in chunks]
-    checksum = repo.file_checksum(ids)
-    existing = repo.load_wal_record(sysid, name)
+    return data, st, chunks, ids, repo.file_checksum(ids)
+
+
+def _already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict | None:
+    """The vault's record of ``name`` when it holds the same content (a retry, or another
+    node of the lineage archived it first); other content is a conflict."""
+    sysid = server["system_identifier"]
+    existing = vault.repo.load_wal_record(sysid, name)
+    if existing is None:
+        return None
+    if existing["checksum"] != checksum:
+        raise DbsafeError("archive.conflict", name=name, server=server["name"])
+    vault.catalog.add_wal_file(wal_row(sysid, existing))
+    return existing
+
+
+def held_elsewhere(vault: Vault, server: dict, path: Path, name: str) -> dict | None:
+    """Whether the vault already holds this file with equal content, without storing it (a
+    replica set node that does not take log backups now acknowledges only such files)."""
+    return _already_held(vault, server, name, _read(vault, path)[4])
+
+
+def _archive(vault: Vault, server: dict, path: Path, name: str) -> dict:
+    repo = vault.repo
+    sysid = server["system_identifier"]
+    data, st, chunks, ids, checksum = _read(vault, path)
+    existing = _already_held(vault, server, name, checksum)
     if existing is not None:
-        if existing["checksum"] != checksum:
-            raise DbsafeError("archive.conflict", name=name, server=server["name"])
-        vault.catalog.add_wal_file(wal_row(sysid, existing))
         return existing
     sink = repo.block_sink(WAL_LEVEL)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from dbsafe.core.concurrency import default_workers
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import coexistence, counts, differential, discovery, selection
+from dbsafe.services import coexistence, counts, differential, discovery, replicasets, selection
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
@@ -28,6 +28,7 @@ from dbsafe.services.vault import Vault
 BACKUP_TYPES = ("full", "copy-only", "diff")
 DEFAULT_LEVEL = 1
 MAX_CORRUPT_LISTED = 1000
+CONTROL_FILE = "global/pg_control"
 
 
 def new_point_id(now: datetime) -> str:
@@ -43,6 +44,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
+    replicasets.refuse_node_alone(server, "backup")
+    if server["kind"] == "replica-set":  # the node the preference names takes it
+        server = replicasets.node_for_job(vault, server, type, trigger, reason)
     # Checks that need no job: bad input fails before anything is recorded.
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
@@ -58,7 +62,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=[d["name"] for d in listed if d["included"]], reason=reason) as job, \
+             items=[d["name"] for d in listed if d["included"]], reason=reason,
+             node=server.get("node")) as job, \
             vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
@@ -66,6 +71,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
         result = _backup(vault, server, type, level, workers or default_workers(), job,
                          (listed, skip), base)
         result["job_id"] = job.id
+        if server.get("node"):
+            result.update(node=server["node"], node_reason=server["node_reason"])
         if type == "full" and server["needs_full"]:
             vault.catalog.update_instance(server["instance_id"], needs_full=None)
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
@@ -93,7 +100,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         files, skipped = selection.split_files(files, chosen[1])
         if base is None:
             job.expect(sum(f.size for f in files))
-            copied = [c for c in copier.copy(files) if not c.vanished]
+            # pg_control last: a backup from a standby ends where the copied pg_control's
+            # minimum recovery point says, so it must be later than every other file
+            control = [f for f in files if f.path == CONTROL_FILE]
+            rest = [f for f in files if f.path != CONTROL_FILE]
+            copied = [c for c in copier.copy(rest) + copier.copy(control) if not c.vanished]
             entries = [file_entry(repo, c) for c in copied]
             corrupt = [{"path": c.source.path, "block": p}
                        for c in copied for p in c.corrupt_pages]
@@ -131,7 +142,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         **{k: v for k, v in about_base.items() if k != "stats"},
         "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
                      "pg_version": major, "pgdata": str(pgdata),
-                     "owner": _owner_name(pgdata)},
+                     "owner": _owner_name(pgdata), "node": server.get("node")},
         "start_time": started.isoformat(timespec="milliseconds"),
         "end_time": ended.isoformat(timespec="milliseconds"),
         "start_lsn": start_lsn,

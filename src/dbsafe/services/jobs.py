@@ -59,7 +59,7 @@ class Job:
     def __init__(self, catalog: Catalog, type: str, server: str | None,
                  on_progress: ProgressFn | None = None, *, backup_type: str | None = None,
                  trigger: str = "on-demand", items: list[str] | None = None,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, node: str | None = None) -> None:
         self.catalog = catalog
         self.type = type
         self.server = server
@@ -68,7 +68,7 @@ class Job:
         self.on_progress = on_progress
         self._extra = {"trigger": trigger, "backup_type": backup_type,
                        "items": json.dumps(items) if items is not None else None,
-                       "reason": reason}
+                       "reason": reason, "node": node}
         self._last_write = 0.0
         self._done = 0
         self._total = 0

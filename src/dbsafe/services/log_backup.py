@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover, wal
-from dbsafe.services import coexistence, selection
+from dbsafe.services import coexistence, replicasets, selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
 from dbsafe.services.jobs import Job, ProgressFn
@@ -38,25 +38,37 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
     """The WAL is the instance's: ``databases`` only checks that each may take log backups
     (a read-only database may not, as in the support matrix)."""
     server = get_server(vault, name)
+    replicasets.refuse_node_alone(server, "backup")
     require_full_model(server)
+    node = server  # the node whose archiver delivers the WAL
+    if server["kind"] == "replica-set":
+        node = replicasets.node_for_job(vault, server, "log", trigger, reason)
+        server = get_server(vault, name)  # now the primary's endpoint: it switches WAL
     if databases:
         with open_instance(server) as conn:
             dbs = discover.databases(conn, Path(server["pgdata"]))
         selection.choose(dbs, databases, [], "log", name)
-    with open_instance(server) as conn:
+    with open_instance(node) as conn:
         settings = archiving.read_settings(conn)
-        others = coexistence.other_solutions(conn, Path(server["pgdata"]),
+        others = coexistence.other_solutions(conn, Path(node["pgdata"]),
                                              coexistence.our_command(vault))
+        standby = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        if standby and settings.active_ours and settings.mode != "always":
+            raise DbsafeError("replicaset.archiving_inactive", server=node["node"], name=name,
+                              reason="archive_mode is on, not always: a standby archives "
+                                     "nothing")
         if not settings.active_ours:
             pending = conn.execute("SELECT pending_restart FROM pg_settings "
                                    "WHERE name = 'archive_mode'").fetchone()[0]
             hint = ("restart PostgreSQL to start it (`dbsafe protect {0} --all --restart`)"
                     if pending else "turn it on with `dbsafe protect {0} --all`").format(name)
-            raise DbsafeError("backup.archiving_inactive", name=name, hint=hint,
+            raise DbsafeError("backup.archiving_inactive", name=node.get("node") or name,
+                              hint=hint,
                               reason=f"archive_mode={settings.mode}, archive_command by "
                                      f"{settings.owner or 'nobody'}")
     with Job(vault.catalog, "backup", name, on_progress, backup_type="log", trigger=trigger,
-             items=vault.catalog.list_protected(server["instance_id"]), reason=reason) as job, \
+             items=vault.catalog.list_protected(server["instance_id"]), reason=reason,
+             node=node.get("node")) as job, \
             open_instance(server) as conn:
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
@@ -65,6 +77,8 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         conn.execute("SELECT txid_current()")
         stop_lsn, segment = conn.execute(
             "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
+        if standby:  # a record in the next segment makes the standby close this one
+            conn.execute("SELECT txid_current()")
         sysid = server["system_identifier"]
         deadline = time.monotonic() + wait_seconds
         while segment not in vault.catalog.wal_file_names(sysid):
@@ -72,8 +86,10 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
             if segment in vault.catalog.wal_file_names(sysid):
                 break
             if time.monotonic() > deadline:
-                failed, failed_at = conn.execute(
-                    "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+                with open_instance(node) as node_conn:
+                    failed, failed_at = node_conn.execute(
+                        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver"
+                    ).fetchone()
                 raise DbsafeError("backup.log_timeout", lsn=stop_lsn, segment=segment,
                                   seconds=wait_seconds,
                                   failure=f"{failed} at {failed_at}" if failed else "none")
@@ -81,6 +97,11 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
             time.sleep(0.1)
         result = _record_point(vault, server, started, stop_lsn, segment)
         result["job_id"] = job.id
+        if server["kind"] == "replica-set":
+            # the node whose archiver delivered the segment (the record says who read it)
+            took = (vault.repo.load_wal_record(sysid, segment) or {}).get("server")
+            result.update(node=took, node_reason=node["node_reason"])
+            vault.catalog.update_job(job.id, node=took)
         job.finish(result, "completed_with_warnings" if result["warnings"] else "completed")
         return result
 

@@ -66,11 +66,15 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
     when the connected role may not ALTER SYSTEM, the result carries the lines to add.
     ``auto`` also protects every database created later (at the next discovery).
     """
-    from dbsafe.services import limits
+    from dbsafe.services import limits, replicasets
     from dbsafe.services.discovery import protectability, protectable_names
 
     policy, model = resolve(vault, policy, recovery_model)
     server = get_server(vault, name)
+    replicasets.refuse_node_alone(server, "protect")
+    if server["kind"] == "replica-set":
+        replicasets.look(vault, name)  # its entry now points at the primary
+        server = get_server(vault, name)
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))
     names = [d["name"] for d in dbs]
@@ -105,8 +109,36 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
 
 def apply_model(vault: Vault, server: dict, model: str, command: str | None,
                 change_config: bool = True, restart: bool = False) -> dict:
-    """Make the server's archiving match ``model``; remember a model change (the next
+    """Make the server's archiving match ``model`` (a replica set: every node's, with
+    archive_mode=always so that a standby archives too); remember a model change (the next
     differential or log backup becomes a full: the chain restarts)."""
+    if server.get("kind") == "replica-set":
+        nodes = [get_server(vault, n["server"]) for n in vault.catalog.list_nodes(server["name"])]
+        done = [configure_archiving(vault, node, model, command, change_config, restart,
+                                    "always") for node in nodes]
+        result = {"server": server["name"], "recovery_model": model,
+                  "archiving_active": all(d["archiving_active"] for d in done),
+                  "archive_command": command,
+                  "restart_needed": any(d["restart_needed"] for d in done),
+                  "restarted": any(d["restarted"] for d in done),
+                  "config_lines": next((d["config_lines"] for d in done if d["config_lines"]),
+                                       []),
+                  "nodes": done}
+    else:
+        result = configure_archiving(vault, server, model, command, change_config, restart)
+    fields: dict = {"recovery_model": model}
+    if server["recovery_model"] and server["recovery_model"] != model:
+        fields["needs_full"] = (f"the recovery model changed from {server['recovery_model']} "
+                                f"to {model}")
+    vault.catalog.update_instance(server["instance_id"], **fields)
+    return result
+
+
+def configure_archiving(vault: Vault, server: dict, model: str, command: str | None,
+                        change_config: bool = True, restart: bool = False,
+                        mode: str = "on") -> dict:
+    """One instance's archive settings for ``model``: ours with archive_mode at least
+    ``mode`` (FULL), or none (SIMPLE); another tool's or another vault's are refused."""
     import psycopg
 
     name = server["name"]
@@ -122,15 +154,16 @@ def apply_model(vault: Vault, server: dict, model: str, command: str | None,
         lines: list[str] = []
         restart_needed = False
         if model == "FULL" and not (owner == "dbsafe" and settings.command == command
-                                    and settings.active_ours):
+                                    and settings.active_ours
+                                    and archiving.mode_suffices(settings.mode, mode)):
             if change_config:
                 try:
-                    restart_needed = archiving.enable(conn, command)
+                    restart_needed = archiving.enable(conn, command, mode)
                 except psycopg.errors.InsufficientPrivilege:
-                    lines = archiving.config_lines(command)
+                    lines = archiving.config_lines(command, mode)
             else:
-                lines = archiving.config_lines(command)
-                restart_needed = settings.mode not in ("on", "always")
+                lines = archiving.config_lines(command, mode)
+                restart_needed = not archiving.mode_suffices(settings.mode, mode)
         elif model == "SIMPLE" and owner == "dbsafe":
             restart_needed = archiving.disable(conn)
     restarted = False
@@ -138,16 +171,12 @@ def apply_model(vault: Vault, server: dict, model: str, command: str | None,
         archiving.restart(Path(server["pgdata"]), server["bin_dir"],
                           _owner(Path(server["pgdata"])))
         restarted, restart_needed = True, False
-    fields: dict = {"recovery_model": model}
-    if server["recovery_model"] and server["recovery_model"] != model:
-        fields["needs_full"] = (f"the recovery model changed from {server['recovery_model']} "
-                                f"to {model}")
-    vault.catalog.update_instance(server["instance_id"], **fields)
     with open_instance(server) as conn:
         now = archiving.read_settings(conn)
     return {"server": name, "recovery_model": model,
-            "archiving_active": now.active_ours, "archive_command": command,
-            "restart_needed": restart_needed, "restarted": restarted, "config_lines": lines}
+            "archiving_active": now.active_ours and archiving.mode_suffices(now.mode, mode),
+            "archive_command": command, "restart_needed": restart_needed,
+            "restarted": restarted, "config_lines": lines}
 
 
 def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool) -> dict:
@@ -177,10 +206,14 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
     if not remaining:
         vault.catalog.update_instance(server["instance_id"], auto_protect_policy=None)
         if server["recovery_model"] == "FULL":
-            with open_instance(server) as conn:
-                if archiving.read_settings(conn).owner == "dbsafe":
-                    archiving.disable(conn)
-                    archiving_off = True
+            members = ([get_server(vault, n["server"])
+                        for n in vault.catalog.list_nodes(name)]
+                       if server["kind"] == "replica-set" else [server])
+            for member in members:
+                with open_instance(member) as conn:
+                    if archiving.read_settings(conn).owner == "dbsafe":
+                        archiving.disable(conn)
+                        archiving_off = True
     return {"server": name, "databases": chosen, "data": "retained" if retain else "deleted",
             "points_deleted": deleted, "still_protected": remaining,
             "archiving_turned_off": archiving_off}

@@ -47,6 +47,13 @@ class Vault:
         catalog.record_vault(repo.config["vault_id"], str(path), region, repo.config["created"])
         return cls(path, repo, catalog)
 
+    def set_region(self, region: str) -> dict:
+        """Set the region of a vault that has none (a vault's region never changes)."""
+        region = check_region(region)
+        self.repo.set_region(region)
+        self.catalog.set_vault_region(self.repo.config["vault_id"], region)
+        return self.describe()
+
     def describe(self) -> dict:
         cfg = self.repo.config
         return {"path": str(self.path), "vault_id": cfg["vault_id"], "region": cfg["region"],

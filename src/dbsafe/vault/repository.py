@@ -76,6 +76,14 @@ class Repository:
                               found=config.get("format"), expected=FORMAT)
         return cls(root, config)
 
+    def set_region(self, region: str) -> None:
+        """Give a vault created without a region its region: once (docs, *config*)."""
+        if self.config.get("region") is not None:
+            raise DbsafeError("vault.region_fixed", region=self.config["region"])
+        config = {**self.config, "region": region}
+        self.storage.put("config", json.dumps(config, indent=2).encode())
+        self.config = config
+
     # index -----------------------------------------------------------------------------
     @property
     def index(self) -> BlobIndex:

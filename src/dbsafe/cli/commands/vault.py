@@ -1,4 +1,4 @@
-"""dbsafe vault init | info"""
+"""dbsafe vault init | info | region"""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def info(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None
     render.state.json = json
     vault = Vault.open(vault_path())
     render.emit(vault.describe(), render.fields)
+
+
+@app.command("region")
+def region(name: str = typer.Argument(..., help="A supported region, e.g. 'West Europe'."),
+           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Give a vault created without a region its region (once: it never changes after)."""
+    render.state.json = json
+    render.emit(Vault.open(vault_path()).set_region(name), render.fields)

@@ -66,17 +66,24 @@ def read_settings(conn: psycopg.Connection) -> ArchiveSettings:
     return ArchiveSettings(mode, command, library)
 
 
-def config_lines(command: str) -> list[str]:
-    return ["archive_mode = on", f"archive_command = '{command.replace(chr(39), chr(39) * 2)}'"]
+def config_lines(command: str, mode: str = "on") -> list[str]:
+    return [f"archive_mode = {mode}",
+            f"archive_command = '{command.replace(chr(39), chr(39) * 2)}'"]
 
 
-def enable(conn: psycopg.Connection, command: str) -> bool:
-    """Set our archive_command with ALTER SYSTEM; returns whether a restart is needed."""
+def mode_suffices(current: str, wanted: str) -> bool:
+    """'always' (a replica set's nodes: a standby archives too) or at least 'on'."""
+    return current == "always" if wanted == "always" else current in ("on", "always")
+
+
+def enable(conn: psycopg.Connection, command: str, mode: str = "on") -> bool:
+    """Set our archive_command with ALTER SYSTEM (and archive_mode to ``mode`` if it is
+    short of it); returns whether a restart is needed."""
     settings = read_settings(conn)
     conn.execute(f"ALTER SYSTEM SET archive_command = {_literal(command)}")
-    restart = settings.mode not in ("on", "always")
+    restart = not mode_suffices(settings.mode, mode)
     if restart:
-        conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
+        conn.execute(f"ALTER SYSTEM SET archive_mode = {_literal(mode)}")
     conn.execute("SELECT pg_reload_conf()")
     return restart
 

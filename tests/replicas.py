@@ -1,0 +1,98 @@
+"""Replica sets on this machine for the tests: a primary and standbys made with
+pg_basebackup -R on other ports, failovers, and proof of which node a backup read.
+
+Each node's data directory holds a file ``dbsafe_test_node`` naming the node. PostgreSQL
+does not replicate it and a base backup copies it, so a point's manifest tells which data
+directory the backup read; a WAL file record's ``server`` names the node whose pg_wal the
+agent read the file from.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from conftest import PG_BIN, Pg, Vault, as_postgres, chown_postgres, free_port, new_cluster
+
+MARKER = "dbsafe_test_node"
+PRIMARY_SETTINGS = {"wal_level": "replica", "max_wal_senders": "10", "hot_standby": "on",
+                    "wal_keep_size": "512MB"}
+
+
+def mark(pg: Pg, node: str) -> None:
+    path = pg.pgdata / MARKER
+    path.write_text(node)
+    chown_postgres(path)
+
+
+def make_primary(template: Path, area: Path, name: str = "p1") -> Pg:
+    pg = new_cluster(template, area, name, PRIMARY_SETTINGS)
+    mark(pg, name)
+    return pg
+
+
+def make_standby(primary: Pg, area: Path, name: str, pgdata: Path | None = None,
+                 port: int | None = None) -> Pg:
+    """A streaming standby of ``primary`` (pg_basebackup -R), marked and started."""
+    pgdata = pgdata or area / name
+    if pgdata.exists():
+        shutil.rmtree(pgdata)
+    proc = as_postgres([str(PG_BIN / "pg_basebackup"), "-h", str(primary.sockdir), "-p",
+                        str(primary.port), "-U", "postgres", "-D", str(pgdata), "-R",
+                        "-X", "stream", "-c", "fast"])
+    assert proc.returncode == 0, proc.stderr
+    standby = Pg(pgdata, port or free_port(), area, area / f"{name}.log")
+    mark(standby, name)
+    standby.start()
+    wait_streaming(standby)
+    return standby
+
+
+def wait_streaming(standby: Pg, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if standby.scalar("SELECT count(*) FROM pg_stat_wal_receiver "
+                          "WHERE status = 'streaming'") == 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"standby {standby.pgdata} does not stream")
+
+
+def wait_replayed(primary: Pg, standby: Pg, timeout: float = 60) -> None:
+    lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    deadline = time.monotonic() + timeout
+    while standby.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", params=(lsn,)) \
+            is not True:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"standby {standby.pgdata} did not replay up to {lsn}")
+        time.sleep(0.05)
+
+
+def promote(pg: Pg) -> None:
+    proc = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pg.pgdata), "promote", "-w"])
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 60
+    while pg.scalar("SELECT pg_is_in_recovery()"):
+        assert time.monotonic() < deadline, "promotion did not finish"
+        time.sleep(0.05)
+
+
+def register(vault: Vault, name: str, pg: Pg, region: str | None = None) -> dict:
+    args = ["server", "add", name, "--pgdata", pg.pgdata, "--port", pg.port]
+    return vault.ok(*args, *(["--region", region] if region else []))
+
+
+def node_read(vault: Vault, point_id: str) -> str:
+    """The node whose data directory a base backup read (the marker file it copied)."""
+    repo = vault.repository()
+    manifest = repo.load_manifest(point_id)
+    entry = next(f for f in manifest["files"] if f["path"] == MARKER)
+    return b"".join(repo.read_block(bytes.fromhex(b)) for b in entry["blocks"]).decode()
+
+
+def wal_taker(vault: Vault, system_identifier: str, segment: str) -> str:
+    """The node whose pg_wal the agent read an archived WAL file from."""
+    record = vault.repository().load_wal_record(system_identifier, segment)
+    assert record is not None, f"{segment} is not in the vault"
+    return record["server"]
