@@ -27,8 +27,11 @@ def test_points_rebuilt_from_manifests_equal_the_original_rows(src_vault):
         assert not differing, f"point {old['point_id']}: catalog row vs manifest {differing}"
 
 
-def test_a_point_of_another_server_is_not_listed_but_restores(src_vault, source):
-    src_vault.add_server("other", source)  # same cluster, another name
+def test_a_point_of_another_server_is_not_listed_but_restores(src_vault, source, area):
+    from replicas import make_standby
+
+    other = make_standby(source, area, "other")  # same cluster lineage, another server
+    src_vault.add_server("other", other)
     point = src_vault.backup("src")["point_id"]
     assert [p["point_id"] for p in src_vault.points("src")] == [point]
     assert src_vault.points("other") == []

@@ -47,3 +47,11 @@ def test_unknown_region():
         check_region("Mars North")
     assert exc.value.code == "region.unknown"
     assert "West Europe" in exc.value.message
+
+
+def test_an_abbreviation_of_two_regions_names_neither():
+    """The support matrix gives AC to Australia Central and to Australia Central 2."""
+    with pytest.raises(DbsafeError) as exc:
+        check_region("ac")
+    assert exc.value.code == "region.ambiguous"
+    assert "Australia Central 2" in exc.value.message

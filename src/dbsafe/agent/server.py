@@ -33,7 +33,7 @@ from pathlib import Path
 
 from dbsafe.agent.daemon import AgentPaths, agent_paths, install_client, ping, running_pid
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.archive import archive_wal_file, held_elsewhere
+from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
 
 READ_AHEAD = 8
@@ -54,6 +54,7 @@ class Archiver:
         self._running: dict[str, Future] = {}
         self._servers: dict[str, dict] = {}
         self._log_nodes: dict[str, tuple[float, str | None]] = {}
+        self._look_lock = threading.Lock()
         self.archived = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -89,8 +90,7 @@ class Archiver:
         return record
 
     def push(self, server: dict, path: str, name: str) -> None:
-        if server.get("replica_set"):
-            server = self._refreshed(server)
+        server = self._refreshed(server)
         if server.get("replica_set") and self._log_node(server) != server["name"]:
             self._defer(server, path, name)
             return
@@ -104,43 +104,47 @@ class Archiver:
                     del self._running[path]
 
     def _refreshed(self, server: dict) -> dict:
-        """The node's catalog row again (it may have left its set since it was cached)."""
+        """The server's catalog row again: it may have joined or left a replica set since
+        it was cached."""
         row = self.vault.catalog.get_server(server["name"])
         return row if row is not None else server
 
-    def _log_node(self, server: dict, fresh: bool = False) -> str | None:
+    def _log_node(self, server: dict) -> str | None:
         """Which node of the server's replica set takes log backups now (looked up at most
         every LOG_NODE_TTL seconds: it connects to every node)."""
         from dbsafe.services import replicasets
 
         name = server["replica_set"]
-        now = time.monotonic()
-        with self._lock:
+        with self._look_lock:  # one look at the nodes at a time, shared by every push
+            now = time.monotonic()
             cached = self._log_nodes.get(name)
-        if cached is not None and cached[0] > now and not fresh:
-            return cached[1]
-        try:
-            taker = replicasets.log_node(self.vault, name)
-        except DbsafeError as exc:
-            log.warning("replica set %s: %s", name, exc.message)
-            taker = None
-        with self._lock:
-            self._log_nodes[name] = (now + LOG_NODE_TTL, taker)
-        return taker
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            try:
+                taker = replicasets.log_node(self.vault, name)
+            except DbsafeError as exc:
+                log.warning("replica set %s: %s", name, exc.message)
+                taker = None
+            self._log_nodes[name] = (time.monotonic() + LOG_NODE_TTL, taker)
+            return taker
 
     def _defer(self, server: dict, path: str, name: str) -> None:
         """A node that does not take log backups now: acknowledge the file once the node
-        that does has archived it (equal content), waiting up to DEFER_WAIT seconds; if in
-        the meantime this node becomes the one, archive it here."""
+        that does has archived it (equal content), waiting up to DEFER_WAIT seconds (not at
+        all when no node takes log backups now); if in the meantime this node becomes the
+        one, archive it here."""
         deadline = time.monotonic() + DEFER_WAIT
+        checksum = content_checksum(self.vault, Path(path))
         while True:
-            if held_elsewhere(self.vault, server, Path(path), name) is not None:
+            if already_held(self.vault, server, name, checksum) is not None:
                 return
             taker = self._log_node(server)
             if taker == server["name"]:
                 self._submit(server, path, name).result()
                 return
-            if time.monotonic() > deadline:
+            # no node takes log backups now (secondary-only without a secondary, a primary
+            # outside the vault's region): say so at once, PostgreSQL asks again later
+            if taker is None or time.monotonic() > deadline:
                 raise DbsafeError("archive.deferred", name=name, server=server["name"],
                                   set=server["replica_set"], taker=taker or "no node")
             time.sleep(DEFER_POLL)

@@ -28,12 +28,17 @@ _SPECS = [
     ErrorSpec("vault.format_unsupported", 2, 409,
               "the vault at {path} has format {found}; this dbsafe reads format {expected}"),
     ErrorSpec("region.unknown", 2, 400, "unknown region {region!r}; valid regions: {valid}"),
+    ErrorSpec("region.ambiguous", 2, 400,
+              "{region!r} is the abbreviation of more than one region; give the name: {names}"),
     ErrorSpec("server.unknown", 2, 404,
               "no server named {name!r} in this vault; list them with `dbsafe server list` "
               "or register it with `dbsafe server add`"),
     ErrorSpec("server.exists", 2, 409,
               "a server named {name!r} is already registered; pick another name or "
               "remove it with `dbsafe server remove {name}`"),
+    ErrorSpec("server.pgdata_registered", 2, 409,
+              "{pgdata} is already registered as server {name!r}; one cluster is one server "
+              "(two names for it would back it up twice)"),
     ErrorSpec("server.pgdata_missing", 2, 400,
               "{pgdata} is not a PostgreSQL data directory ({reason}); give the folder that "
               "holds PG_VERSION and global/"),
@@ -213,22 +218,35 @@ _SPECS = [
     ErrorSpec("replicaset.node_has_items", 2, 409,
               "server {server!r} has databases protected on their own ({items}); a node of a "
               "replica set is protected through the set: stop that protection first "
-              "(`dbsafe unprotect {server} --all --retain-data`), then add the node"),
+              "(`dbsafe unprotect {server} --retain-data`), then add the node"),
     ErrorSpec("replicaset.node_alone", 2, 409,
               "server {name!r} is a node of replica set {set!r}: protecting or backing up one "
               "node on its own makes the set's backups fail; use the set instead "
               "(`dbsafe {action} {set} ...`)"),
-    ErrorSpec("replicaset.protected", 2, 409,
-              "replica set {name!r} has protected databases; stop protection first "
-              "(`dbsafe unprotect {name} --all --retain-data` or `--delete-data`)"),
+    ErrorSpec("replicaset.has_data", 2, 409,
+              "replica set {name!r} still holds {what}; stop protection with "
+              "`dbsafe unprotect {name} --delete-data` first (or keep the set: its "
+              "points restore only through it)"),
     ErrorSpec("replicaset.no_node", 3, 409,
               "no node of replica set {name!r} may take a {type} backup now: {reason}"),
     ErrorSpec("replicaset.archiving_inactive", 3, 409,
               "node {server} of replica set {name!r} does not archive WAL into this vault "
               "({reason}); run `dbsafe protect {name} --all --restart` to set it up"),
+    ErrorSpec("replicaset.remove_with_command", 2, 409,
+              "{name!r} is a replica set, not a server; remove it with "
+              "`dbsafe replicaset remove {name}`"),
+    ErrorSpec("restore.target_standby", 2, 409,
+              "{target!r} is a standby (read-only, in recovery): restore the database into "
+              "its primary, or into its replica set (`--target-server SET`), and let "
+              "replication bring it to the standby"),
     ErrorSpec("vault.region_fixed", 2, 409,
               "this vault's region is already {region}; a vault's region cannot change "
               "(create a vault in the other region instead)"),
+    ErrorSpec("protect.standby_alone", 2, 409,
+              "{name!r} is a standby (in recovery); protecting a standby on its own, beside "
+              "its primary, makes backups fail: protect them together as a replica set "
+              "(`dbsafe replicaset add SET`, `dbsafe replicaset node add SET {name}` and its "
+              "primary, then `dbsafe protect SET`)"),
     ErrorSpec("unprotect.choose_data", 2, 400,
               "say what happens to the backups of {name}: --retain-data keeps every point "
               "until you delete it, --delete-data removes the points only these databases use"),

@@ -28,14 +28,25 @@ def _key(text: str) -> str:
 _LOOKUP: dict[str, str] = {}
 for _name, _abbr in REGIONS.items():
     _LOOKUP.setdefault(_key(_name), _name)
+# An abbreviation the list gives to two regions (AC: Australia Central and Central 2)
+# names neither: it is refused with both names.
+_AMBIGUOUS: dict[str, list[str]] = {}
 for _name, _abbr in REGIONS.items():
-    if _abbr:
-        _LOOKUP.setdefault(_key(_abbr), _name)
+    if _abbr and _key(_abbr) not in _LOOKUP:
+        _AMBIGUOUS.setdefault(_key(_abbr), []).append(_name)
+for _abbr_key, _names in list(_AMBIGUOUS.items()):
+    if len(_names) == 1:
+        _LOOKUP[_abbr_key] = _names[0]
+        del _AMBIGUOUS[_abbr_key]
 
 
 def check_region(text: str) -> str:
     """The canonical region name for a name or abbreviation (any case, any spacing)."""
-    name = _LOOKUP.get(_key(text))
+    key = _key(text)
+    if key in _AMBIGUOUS:
+        raise DbsafeError("region.ambiguous", region=text,
+                          names=" or ".join(repr(n) for n in _AMBIGUOUS[key]))
+    name = _LOOKUP.get(key)
     if name is None:
         raise DbsafeError("region.unknown", region=text, valid=", ".join(REGIONS))
     return name

@@ -82,14 +82,30 @@ def choose(nodes: list[NodeState], preference: str, vault_region: str | None,
     if secondaries:
         return Choice(secondaries[0].server,
                       f"backup preference {preference}: a healthy secondary{where}")
+    why = _why_no_secondary(nodes, primary, in_region)
     if preference == "secondary-only":
-        return Choice(None, f"backup preference secondary-only: no healthy secondary{where}, "
-                      "and this preference never uses the primary")
-    fallback = from_primary(f"backup preference {preference}: no healthy secondary{where}, "
-                            "so the primary takes it")
+        return Choice(None, f"backup preference secondary-only: no healthy secondary{where} "
+                      f"({why}), and this preference never uses the primary")
+    fallback = from_primary(f"backup preference {preference}: no healthy secondary{where} "
+                            f"({why}), so the primary takes it")
     if fallback.server is None:
-        return Choice(None, f"no healthy secondary{where}, and {fallback.reason}")
+        return Choice(None, f"no healthy secondary{where} ({why}), and {fallback.reason}")
     return fallback
+
+
+def _why_no_secondary(nodes: list[NodeState], primary: NodeState | None, in_region) -> str:
+    others = [n for n in nodes if n is not primary]
+    if not others:
+        return "the set has no other node"
+    said = []
+    for n in others:
+        if n.role != "standby":
+            said.append(f"{n.server} is {n.role}" + (f": {n.reason}" if n.reason else ""))
+        elif not in_region(n):
+            said.append(f"{n.server} is in region {n.region}")
+        else:
+            said.append(f"{n.server}: {n.reason}")
+    return "; ".join(said)
 
 
 def plan(nodes: list[NodeState], preference: str, vault_region: str | None) -> dict:

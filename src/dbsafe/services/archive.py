@@ -38,7 +38,12 @@ def _read(vault: Vault, path: Path) -> tuple[bytes, os.stat_result, list, list[b
     return data, st, chunks, ids, repo.file_checksum(ids)
 
 
-def _already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict | None:
+def content_checksum(vault: Vault, path: Path) -> str:
+    """The checksum a WAL file's record would carry (compared with the vault's copy)."""
+    return _read(vault, path)[4]
+
+
+def already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict | None:
     """The vault's record of ``name`` when it holds the same content (a retry, or another
     node of the lineage archived it first); other content is a conflict."""
     sysid = server["system_identifier"]
@@ -51,17 +56,11 @@ def _already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict 
     return existing
 
 
-def held_elsewhere(vault: Vault, server: dict, path: Path, name: str) -> dict | None:
-    """Whether the vault already holds this file with equal content, without storing it (a
-    replica set node that does not take log backups now acknowledges only such files)."""
-    return _already_held(vault, server, name, _read(vault, path)[4])
-
-
 def _archive(vault: Vault, server: dict, path: Path, name: str) -> dict:
     repo = vault.repo
     sysid = server["system_identifier"]
     data, st, chunks, ids, checksum = _read(vault, path)
-    existing = _already_held(vault, server, name, checksum)
+    existing = already_held(vault, server, name, checksum)
     if existing is not None:
         return existing
     sink = repo.block_sink(WAL_LEVEL)

@@ -110,7 +110,7 @@ def log_chain(vault: Vault, server: dict, points: list[dict]) -> Chain:
         if parent is not None and parent.start_time is not None and run.start_time is None:
             run.start_time = parent.start_time
             run.base = parent.base
-    gaps = []
+    gaps = timeline_gaps(runs, hist)
     for a, b in zip(runs, runs[1:], strict=False):
         if a.timeline == b.timeline:
             gaps.append({"timeline": a.timeline, "start_lsn": wal.format_lsn(a.end_lsn),
@@ -120,6 +120,35 @@ def log_chain(vault: Vault, server: dict, points: list[dict]) -> Chain:
                          "first_missing": wal.segment_file_name(
                              a.timeline, a.last["segno"] + 1, a.last["segment_size"])})
     return Chain(runs, gaps, hist)
+
+
+def timeline_gaps(runs: list[Run], hist: dict[int, list]) -> list[dict]:
+    """WAL missing around a timeline switch: the first run of a later timeline that does
+    not continue its parent's run (a failover whose last WAL of the old timeline, or first
+    of the new one, never reached the vault). The gap runs from the end of the latest
+    earlier run below it to the start of that run."""
+    gaps = []
+    seen: set[int] = set()
+    for run in runs:
+        if run.timeline in seen:
+            continue
+        seen.add(run.timeline)
+        if run.timeline == 1 or parent_run(run, runs, hist) is not None:
+            continue
+        switches = hist.get(run.timeline) or []
+        ancestors = {s.parent for s in switches} or set(range(1, run.timeline))
+        before = [r for r in runs if r.timeline in ancestors and r.end_lsn <= run.start_lsn]
+        if not before:
+            continue  # the chain starts here
+        prev = max(before, key=lambda r: r.end_lsn)
+        gaps.append({"timeline": run.timeline, "start_lsn": wal.format_lsn(prev.end_lsn),
+                     "end_lsn": wal.format_lsn(run.start_lsn),
+                     "start_time": prev.end_time, "end_time": run.first_time,
+                     "missing_segments": max(run.first["segno"] - prev.last["segno"] - 1, 1),
+                     "first_missing": wal.segment_file_name(
+                         prev.timeline, prev.last["segno"] + 1, prev.last["segment_size"]),
+                     "timeline_switch": True})
+    return gaps
 
 
 def parent_run(run: Run, runs: list[Run], hist: dict[int, list]) -> Run | None:

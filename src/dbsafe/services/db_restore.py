@@ -52,7 +52,14 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
     source, manifest = load_point(vault, name, point_id)
     selection.restore_plan(manifest, [db])  # the point must hold the database
     target = get_server(vault, target_server)
+    if target["kind"] == "replica-set":  # into its primary of now; standbys replay it
+        from dbsafe.services import replicasets
+
+        replicasets.look(vault, target_server)
+        target = get_server(vault, target_server)
     with open_instance(target) as conn:
+        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            raise DbsafeError("restore.target_standby", target=target_server)
         major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
         if major < manifest["instance"]["pg_version"]:
             raise DbsafeError("restore.target_version_older", target=target_server,

@@ -41,7 +41,8 @@ def local_instances(vault: Vault | None) -> list[dict]:
     registered = {}
     if vault is not None:
         for s in vault.catalog.list_servers():
-            registered[str(Path(s["pgdata"]).resolve())] = s["name"]
+            if s["kind"] == "server":  # a replica set's entry mirrors its primary's
+                registered[str(Path(s["pgdata"]).resolve())] = s["name"]
     rows = instances.find_instances([Path(p) for p in registered])
     for row in rows:
         row["server"] = registered.get(row["pgdata"])
@@ -80,6 +81,11 @@ def refresh(vault: Vault, name: str, now: datetime | None = None) -> dict:
     "new", "gone", "renamed", "auto_protected", "warnings"} (see ``reconcile``).
     """
     server = get_server(vault, name)
+    if server["kind"] == "replica-set":  # read the databases on its primary of now
+        from dbsafe.services import replicasets
+
+        replicasets.look(vault, name)
+        server = get_server(vault, name)
     with open_instance(server) as conn:
         facts = discover.instance_facts(conn)
         dbs = discover.databases(conn, Path(server["pgdata"]))

@@ -52,8 +52,11 @@ def check_health(vault: Vault, now: str | None = None, *,
                  space_min_free_bytes: int = SPACE_MIN_FREE_BYTES) -> list[dict]:
     """Run every check once, raise or resolve their alerts, return one finding per check."""
     now = now or utcnow()
+    _look_at_replica_sets(vault)
     servers = vault.catalog.list_servers()
-    full = [s["name"] for s in servers if (s["recovery_model"] or "SIMPLE") == "FULL"]
+    # a replica set's chain and archiving are checked once, on the set (its primary)
+    full = [s["name"] for s in servers
+            if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]]
     checks = [lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)],
               lambda: [agent(vault, full)]]
     checks += [lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes)
@@ -67,6 +70,18 @@ def check_health(vault: Vault, now: str | None = None, *,
     for f in findings:
         _settle(vault, f, now)
     return [f.as_dict() for f in findings]
+
+
+def _look_at_replica_sets(vault: Vault) -> None:
+    """Roles first: a set's entry then points at its primary of now (after a failover)."""
+    from dbsafe.services import replicasets
+
+    for rs in vault.catalog.list_replica_sets():
+        try:
+            if vault.catalog.list_nodes(rs["name"]):
+                replicasets.look(vault, rs["name"])
+        except Exception:
+            alerts.log.exception("looking at the nodes of replica set %s failed", rs["name"])
 
 
 def _settle(vault: Vault, finding: Finding, now: str) -> None:
@@ -124,9 +139,11 @@ def server_checks(vault: Vault, server: dict, full: bool,
                   lag_threshold: int) -> list[Finding]:
     """Reachability of one server; for FULL servers its log chain and archiving lag."""
     name = server["name"]
+    why = (f"a node of replica set {server['replica_set']}: checked on the set"
+           if server.get("replica_set") else "SIMPLE recovery model")
     findings = [chain_check(vault, server)] if full else [
-        Finding(alerts.CHAIN_BROKEN, name, True, "SIMPLE recovery model: no log chain"),
-        Finding(alerts.ARCHIVE_LAG, name, True, "SIMPLE recovery model: no archiving")]
+        Finding(alerts.CHAIN_BROKEN, name, True, f"{why}: no log chain of its own"),
+        Finding(alerts.ARCHIVE_LAG, name, True, f"{why}: no archiving of its own")]
     try:
         conn = open_instance(server)
     except DbsafeError as exc:

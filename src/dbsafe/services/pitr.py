@@ -74,8 +74,12 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
     if time_ is not None:
         t = parse_time(time_)
         label = t.isoformat()
-        run = next((r for r in _restorable(chain)
-                    if _time(r.start_time) <= t < _time(r.end_time)), None)
+        # The newest timeline that reaches t, as recovery_target_timeline=latest would: a
+        # parent timeline's WAL past a promotion (the old primary archived it before it
+        # crashed) is a dead branch whose commits the surviving history lost.
+        run = max((r for r in _restorable(chain)
+                   if _time(r.start_time) <= t < _time(r.end_time)),
+                  key=lambda r: r.timeline, default=None)
         if run is None:
             raise DbsafeError("restore.outside_chain", target=label, name=server["name"],
                               ranges=describe_ranges(chain))

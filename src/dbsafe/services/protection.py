@@ -76,6 +76,10 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
         replicasets.look(vault, name)  # its entry now points at the primary
         server = get_server(vault, name)
     with open_instance(server) as conn:
+        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            # a standby protected on its own is the seed's "two nodes backed up
+            # individually": its primary must be protected with it, as one replica set
+            raise DbsafeError("protect.standby_alone", name=name)
         dbs = discover.databases(conn, Path(server["pgdata"]))
     names = [d["name"] for d in dbs]
     chosen = (protectable_names(dbs) if databases is None

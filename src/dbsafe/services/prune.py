@@ -145,7 +145,7 @@ def _first_segment(vault: Vault, system_id: str, segment_size: int) -> str | Non
 def _lineage(vault: Vault, system_id: str) -> list[str]:
     """The registered servers of one cluster lineage (a primary and its standbys)."""
     return [s["name"] for s in vault.catalog.list_servers()
-            if s["system_identifier"] == system_id]
+            if s["system_identifier"] == system_id and not s["replica_set"]]
 
 
 def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,

@@ -69,12 +69,16 @@ def set_preference(vault: Vault, name: str, preference: str) -> dict:
 
 
 def remove_set(vault: Vault, name: str) -> dict:
-    """Forget the set (its nodes stay registered servers). Refused while it protects
-    databases; points taken through it stay in the vault and in ``dbsafe prune``'s reach."""
+    """Forget the set (its nodes stay registered servers). Refused while it has items or
+    points: they restore only through it."""
     get_set(vault, name)
     entry = vault.catalog.get_server(name)
-    if entry is not None and vault.catalog.list_protected(entry["instance_id"]):
-        raise DbsafeError("replicaset.protected", name=name)
+    if entry is not None:
+        items = vault.catalog.list_items(entry["instance_id"])
+        points = vault.catalog.list_points(entry["instance_id"])
+        if items or points:
+            raise DbsafeError("replicaset.has_data", name=name,
+                              what=f"{len(items)} item(s) and {len(points)} recovery point(s)")
     vault.catalog.remove_replica_set(name)
     return {"replica_set": name, "removed": True}
 
@@ -102,13 +106,19 @@ def add_node(vault: Vault, name: str, server: str, region: str | None = None) ->
     vault.catalog.update_server(server, region=region)
     if not node["replica_set"]:
         vault.catalog.add_node(name, server)
+    archiving = None
     if entry is None:
         vault.catalog.add_server(name, "replica set", vault_region, {
             **{k: node[k] for k in ENDPOINT},
             "pg_version": node["pg_version"], "system_identifier": node["system_identifier"],
             "recovery_model": None, "wal_segment_size": node["wal_segment_size"],
         }, kind="replica-set")
-    return show(vault, name)
+    elif entry["recovery_model"] == "FULL":  # a node joining a protected set archives too
+        from dbsafe.services.protection import archive_command, configure_archiving
+
+        archiving = configure_archiving(vault, node, "FULL", archive_command(vault),
+                                        mode="always")
+    return {**show(vault, name), "archiving": archiving}
 
 
 def remove_node(vault: Vault, name: str, server: str) -> dict:

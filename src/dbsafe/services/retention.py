@@ -5,7 +5,7 @@ Points that hold a database whose protection was stopped with "retain data" are 
 never expired. The WAL older than the base of the retained log chain is pruned, but only
 when a single registered server carries that cluster lineage (another server of the same
 system identifier, a standby or a restored copy, may need older WAL; its own retention does
-not run here).
+not run here). The nodes of a replica set do not count: the set stands for them.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     if expire:
         delete_points(vault, expire, reason=f"retention of policy {policy.name}")
     base = vault.catalog.get_point(decision.wal_base_point) if decision.wal_base_point else None
-    lineage = [s for s in vault.catalog.list_servers()
-               if s["system_identifier"] == server["system_identifier"]]
+    lineage = [s for s in vault.catalog.list_servers()  # a set's nodes count as the set
+               if s["system_identifier"] == server["system_identifier"] and not s["replica_set"]]
     if base is not None and len(lineage) == 1 and server["recovery_model"] == "FULL":
         result["wal"] = prune_wal(vault, server["system_identifier"], base["start_lsn"],
                                   base["timeline"])

@@ -52,6 +52,9 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     if vault.catalog.get_server(name) is not None:
         raise DbsafeError("server.exists", name=name)
     pgdata = Path(pgdata).resolve() if Path(pgdata).exists() else Path(pgdata)
+    for other in vault.catalog.list_servers():
+        if other["kind"] == "server" and Path(other["pgdata"]) == pgdata:
+            raise DbsafeError("server.pgdata_registered", pgdata=pgdata, name=other["name"])
     major = cluster.major_version(pgdata)
     bin_dir = cluster.find_bin_dir(major, bin_dir)
     if region is not None:
@@ -75,7 +78,10 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
 
 
 def describe(server: dict) -> dict:
-    return {"name": server["name"], "pgdata": server["pgdata"], "port": server["port"],
+    return {"name": server["name"], "kind": server["kind"],
+            # the replica set a server is a node of (a set's own entry: None)
+            "replica_set": server["replica_set"],
+            "pgdata": server["pgdata"], "port": server["port"],
             "host": server["host"], "bin_dir": server["bin_dir"],
             "pg_version": server["pg_version"], "region": server["region"],
             "system_identifier": server["system_identifier"],
@@ -92,8 +98,10 @@ def list_servers(vault: Vault) -> list[dict]:
 
 
 def remove_server(vault: Vault, name: str) -> None:
-    if not vault.catalog.remove_server(name):
-        raise DbsafeError("server.unknown", name=name)
+    server = get_server(vault, name)
+    if server["kind"] == "replica-set":
+        raise DbsafeError("replicaset.remove_with_command", name=name)
+    vault.catalog.remove_server(name)
 
 
 def set_options(vault: Vault, name: str, max_concurrent: int | None) -> dict:

@@ -35,11 +35,13 @@ def add(name: str = typer.Argument(..., help="A name for this server's instance.
 
 @app.command("list")
 def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List registered servers."""
+    """List registered servers, and replica sets (kind replica-set: protected and backed up
+    as one; their nodes name them in replica_set)."""
     render.state.json = json
     rows = servers.list_servers(open_vault())
     render.emit(rows, lambda r: render.table(
-        r, ["name", "pg_version", "pgdata", "port", "recovery_model", "region"]))
+        r, ["name", "kind", "replica_set", "pg_version", "pgdata", "port", "recovery_model",
+            "region"]))
 
 
 @app.command("remove")
