@@ -43,7 +43,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import dataset  # noqa: E402
 from dataset import BIN, PG_USER, as_postgres, log  # noqa: E402
 from run import git_commit, version  # noqa: E402
 from wal import (  # noqa: E402
@@ -55,11 +54,11 @@ from wal import (  # noqa: E402
     Ledger,
     PgBackRest,
     _cmdline,
-    build_template,
     descendants,
     generate_wal,
     make_cluster,
     med,
+    new_run,
     prepare_load,
     proc_table,
     segno_of,
@@ -502,18 +501,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    WORK.mkdir(mode=0o755, exist_ok=True)
-    run_dir = WORK / f"run-{stamp}"
-    run_dir.mkdir(mode=0o755)
-    shutil.chown(run_dir, PG_USER, PG_USER)
-    if args.small:
-        template, source = build_template(10), "fresh pgbench -s 10 (--small)"
-    elif (dataset.PGDATA / "PG_VERSION").exists() and \
-            not (dataset.PGDATA / "postmaster.pid").exists():
-        template, source = dataset.PGDATA, "copy of the bench dataset (stopped)"
-    else:
-        template, source = build_template(100), "fresh pgbench -s 100 (dataset busy/absent)"
+    stamp, run_dir, template, source = new_run(WORK, args.small)
     log(f"dbsafe {git_commit()}, primary: {source}")
     result: dict = {
         "timestamp": stamp, "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1040,6 +1040,23 @@ def summarize(result: dict) -> dict:
     return s
 
 
+def new_run(work: Path, small: bool) -> tuple[str, Path, Path, str]:
+    """(timestamp, a fresh run folder under ``work`` owned by postgres, the cluster to copy,
+    what it is): the bench dataset when it is there and stopped, else a pgbench cluster."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work.mkdir(mode=0o755, exist_ok=True)
+    work.chmod(0o755)
+    run_dir = work / f"run-{stamp}"
+    run_dir.mkdir(mode=0o755)
+    shutil.chown(run_dir, PG_USER, PG_USER)
+    if small:
+        return stamp, run_dir, build_template(10), "fresh pgbench -s 10 (--small)"
+    if (dataset.PGDATA / "PG_VERSION").exists() and \
+            not (dataset.PGDATA / "postmaster.pid").exists():
+        return stamp, run_dir, dataset.PGDATA, "copy of the bench dataset (stopped)"
+    return stamp, run_dir, build_template(100), "fresh pgbench -s 100 (dataset busy/absent)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -1058,19 +1075,7 @@ def main() -> None:
         sys.exit("run as root")
     if args.small:
         args.load_seconds, args.drain_mb, args.pitr_mb = 10, 128, 128
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    WORK.mkdir(mode=0o755, exist_ok=True)
-    WORK.chmod(0o755)
-    run_dir = WORK / f"run-{stamp}"
-    run_dir.mkdir(mode=0o755)
-    shutil.chown(run_dir, PG_USER, PG_USER)
-    if args.small:
-        template, source = build_template(10), "fresh pgbench -s 10 (--small)"
-    elif (dataset.PGDATA / "PG_VERSION").exists() and \
-            not (dataset.PGDATA / "postmaster.pid").exists():
-        template, source = dataset.PGDATA, "copy of the bench dataset (stopped)"
-    else:
-        template, source = build_template(100), "fresh pgbench -s 100 (dataset busy/absent)"
+    stamp, run_dir, template, source = new_run(WORK, args.small)
     log(f"dbsafe {git_commit()}, clusters: {source}")
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     result: dict = {

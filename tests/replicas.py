@@ -12,10 +12,12 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from conftest import PG_BIN, Pg, Vault, as_postgres, chown_postgres, free_port, new_cluster
 
 MARKER = "dbsafe_test_node"
+REGION = "West Europe"  # the test vaults' region
 PRIMARY_SETTINGS = {"wal_level": "replica", "max_wal_senders": "10", "hot_standby": "on",
                     "wal_keep_size": "512MB"}
 
@@ -81,6 +83,31 @@ def promote(pg: Pg) -> None:
 def register(vault: Vault, name: str, pg: Pg, region: str | None = None) -> dict:
     args = ["server", "add", name, "--pgdata", pg.pgdata, "--port", pg.port]
     return vault.ok(*args, *(["--region", region] if region else []))
+
+
+def protected_set(template: Path, area: Path, cli_env: dict[str, str],
+                  standby_region: str = REGION) -> SimpleNamespace:
+    """A vault in REGION holding replica set ``rs`` (preference primary), protected with
+    --all: primary p1 (database ``app``, table ``t`` of 1000 rows) and its standby s1 in
+    ``standby_region``. Its agent runs from ``area/run``."""
+    env = {**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}
+    vault = Vault(area / "vault", env)
+    vault.ok("vault", "init", "--region", REGION)
+    p1 = make_primary(template, area, "p1")
+    p1.execute("CREATE DATABASE app")
+    p1.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
+    p1.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g", "app")
+    s1 = make_standby(p1, area, "s1")
+    register(vault, "p1", p1)
+    register(vault, "s1", s1)
+    vault.ok("replicaset", "add", "rs", "--preference", "primary")
+    vault.ok("replicaset", "node", "add", "rs", "p1", "--region", REGION)
+    shown = vault.ok("replicaset", "node", "add", "rs", "s1", "--region", standby_region)
+    protected = vault.ok("protect", "rs", "--all", "--restart")
+    assert protected["archiving_active"], protected
+    wait_streaming(s1)
+    return SimpleNamespace(vault=vault, p1=p1, s1=s1, sysid=shown["system_identifier"],
+                           area=area, env=cli_env, template=template)
 
 
 def node_read(vault: Vault, point_id: str) -> str:

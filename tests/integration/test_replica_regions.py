@@ -8,22 +8,20 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from conftest import PG_BIN, Pg, Vault, as_postgres, free_port, restored
 from replicas import (
-    make_primary,
+    REGION,
     make_standby,
     node_read,
     promote,
+    protected_set,
     register,
     wait_replayed,
-    wait_streaming,
     wal_taker,
 )
 
-REGION = "West Europe"
 ELSEWHERE = "North Europe"
 
 
@@ -31,24 +29,7 @@ ELSEWHERE = "North Europe"
 def rs(pg_template, module_area, cli_env):
     """p1 (primary, West Europe) and s1 (its standby, North Europe) as set ``rs`` of a
     West Europe vault, protected (archive_mode=always on both)."""
-    env = {**cli_env, "DBSAFE_RUN_DIR": str(module_area / "run")}
-    vault = Vault(module_area / "vault", env)
-    vault.ok("vault", "init", "--region", REGION)
-    p1 = make_primary(pg_template, module_area, "p1")
-    p1.execute("CREATE DATABASE app")
-    p1.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
-    p1.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g", "app")
-    s1 = make_standby(p1, module_area, "s1")
-    register(vault, "p1", p1)
-    register(vault, "s1", s1)
-    vault.ok("replicaset", "add", "rs", "--preference", "primary")
-    vault.ok("replicaset", "node", "add", "rs", "p1", "--region", REGION)
-    shown = vault.ok("replicaset", "node", "add", "rs", "s1", "--region", "NE")
-    protected = vault.ok("protect", "rs", "--all", "--restart")
-    assert protected["archiving_active"], protected
-    wait_streaming(s1)
-    return SimpleNamespace(vault=vault, p1=p1, s1=s1, sysid=shown["system_identifier"],
-                           area=module_area, env=cli_env, template=pg_template)
+    return protected_set(pg_template, module_area, cli_env, standby_region="NE")
 
 
 def _write(rs, n: int) -> None:

@@ -4,22 +4,18 @@ the node whose pg_wal a WAL file came from), not by what the planner says."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-from conftest import Vault
 from replicas import (
-    make_primary,
+    REGION,
     make_standby,
     mark,
     node_read,
+    protected_set,
     register,
     wait_replayed,
     wait_streaming,
     wal_taker,
 )
-
-REGION = "West Europe"
 
 # the seed's four tables, plus what happens when the only secondary is down
 EXPECTED = {  # preference: {type: (standby up, standby down)}; None: refused
@@ -36,23 +32,7 @@ EXPECTED = {  # preference: {type: (standby up, standby down)}; None: refused
 
 @pytest.fixture(scope="module")
 def rs(pg_template, module_area, cli_env):
-    env = {**cli_env, "DBSAFE_RUN_DIR": str(module_area / "run")}
-    vault = Vault(module_area / "vault", env)
-    vault.ok("vault", "init", "--region", REGION)
-    p1 = make_primary(pg_template, module_area, "p1")
-    p1.execute("CREATE DATABASE app")
-    p1.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
-    p1.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g", "app")
-    s1 = make_standby(p1, module_area, "s1")
-    register(vault, "p1", p1)
-    register(vault, "s1", s1)
-    vault.ok("replicaset", "add", "rs", "--preference", "primary")
-    vault.ok("replicaset", "node", "add", "rs", "p1", "--region", REGION)
-    shown = vault.ok("replicaset", "node", "add", "rs", "s1", "--region", REGION)
-    protected = vault.ok("protect", "rs", "--all", "--restart")
-    assert protected["archiving_active"], protected
-    wait_streaming(s1)
-    return SimpleNamespace(vault=vault, p1=p1, s1=s1, sysid=shown["system_identifier"])
+    return protected_set(pg_template, module_area, cli_env)
 
 
 def _write(rs, n: int) -> None:

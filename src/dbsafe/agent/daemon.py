@@ -8,6 +8,7 @@ user's state folder otherwise, or ``$DBSAFE_RUN_DIR/<vault id>`` when that is se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -50,8 +51,7 @@ class AgentPaths:
 
     def archive_command(self) -> str:
         """The archive_command that hands WAL to this agent ('dbsafe-wal' marks it ours)."""
-        python = CLIENT_PYTHON if Path(CLIENT_PYTHON).exists() else sys.executable
-        return f"{python} -I -S {self.client} push %p"
+        return f"{self.client} push %p"
 
 
 def agent_paths(vault_id: str) -> AgentPaths:
@@ -64,19 +64,48 @@ def agent_paths(vault_id: str) -> AgentPaths:
     return AgentPaths(Path(platformdirs.user_state_dir("dbsafe")) / f"agent-{short}")
 
 
-def install_client(paths: AgentPaths) -> None:
-    """Write the archive command's client (readable by all; it holds no secret)."""
+def install_client(paths: AgentPaths) -> str:
+    """Write the archive command's client (executable by all; it holds no secret): the C
+    client (dbsafe_wal.c) compiled for this socket, else the Python one (client.py).
+    Returns which. A client built from the same source for the same socket is kept."""
     for folder in reversed([paths.run_dir, *paths.run_dir.parents]):
         if not folder.exists():
             folder.mkdir(mode=0o755)
     os.chmod(paths.run_dir, 0o755)
-    source = resources.files("dbsafe.agent").joinpath("client.py").read_text()
-    text = "#!" + CLIENT_PYTHON + " -I -S\n" + source.replace("@SOCKET@", str(paths.socket))
-    if not paths.client.exists() or paths.client.read_text() != text:
-        tmp = paths.client.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, paths.client)
+    here = resources.files("dbsafe.agent")
+    c_source = here.joinpath("dbsafe_wal.c").read_bytes()
+    stamp = hashlib.sha256(c_source + str(paths.socket).encode()).hexdigest()
+    stamp_file = paths.client.with_name("dbsafe-wal.built")
+    if paths.client.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return "native"
+    tmp = paths.client.with_suffix(".tmp")
+    if _compile(c_source, paths.socket, tmp):
+        kind = "native"
+    else:
+        python = CLIENT_PYTHON if Path(CLIENT_PYTHON).exists() else sys.executable
+        source = here.joinpath("client.py").read_text()
+        tmp.write_text(f"#!{python} -IS\n" + source.replace("@SOCKET@", str(paths.socket)))
+        kind, stamp = "python", ""
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, paths.client)
+    stamp_file.write_text(stamp)
+    return kind
+
+
+def _compile(source: bytes, socket_path: Path, out: Path) -> bool:
+    """cc the C client; False (and the Python client is used) when that is not possible."""
+    import shutil
+    import tempfile
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or '"' in str(socket_path) or "\\" in str(socket_path):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "dbsafe_wal.c"
+        src.write_bytes(source)
+        proc = subprocess.run([cc, "-O2", "-o", str(out), f'-DSOCKET_PATH="{socket_path}"',
+                               str(src)], capture_output=True, text=True, timeout=120)
+    return proc.returncode == 0
 
 
 def ping(paths: AgentPaths, timeout: float = 2.0) -> dict | None:

@@ -21,6 +21,12 @@ def our_command(vault) -> str:
     return daemon.agent_paths(vault.repo.config["vault_id"]).archive_command()
 
 
+def same_agent(command: str, ours: str) -> bool:
+    """Whether an archive_command of dbsafe's hands WAL to the agent of ``ours`` (the same
+    client path; an older dbsafe ran it through ``python3 -I -S``)."""
+    return ours.split()[0] in command.split()
+
+
 def other_solutions(conn, pgdata: Path, ours: str | None) -> list[dict]:
     """Findings: each {"kind", "detail", "action"}; empty when dbsafe is alone."""
     found = []
@@ -32,7 +38,7 @@ def other_solutions(conn, pgdata: Path, ours: str | None) -> list[dict]:
                                 f"({settings.command or settings.library})",
                       "action": "keep one backup solution: stop the other tool's archiving, "
                                 "or do not protect this server with dbsafe"})
-    elif owner == "dbsafe" and ours and settings.command != ours:
+    elif owner == "dbsafe" and ours and not same_agent(settings.command, ours):
         found.append({"kind": "other_vault",
                       "detail": f"another dbsafe vault's agent archives this server's WAL "
                                 f"({settings.command})",

@@ -153,7 +153,7 @@ def configure_archiving(vault: Vault, server: dict, model: str, command: str | N
             raise DbsafeError("protect.archive_owned", name=name, tool=owner,
                               command=settings.command or settings.library)
         ours = command or coexistence.our_command(vault)
-        if owner == "dbsafe" and settings.command != ours:
+        if owner == "dbsafe" and not coexistence.same_agent(settings.command, ours):
             raise DbsafeError("protect.other_vault", name=name, command=settings.command)
         lines: list[str] = []
         restart_needed = False

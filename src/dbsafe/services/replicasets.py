@@ -185,15 +185,9 @@ def look(vault: Vault, name: str) -> list[NodeState]:
     return states
 
 
-def plan(vault: Vault, name: str, states: list[NodeState] | None = None) -> dict:
-    states = look(vault, name) if states is None else states
-    preference = get_set(vault, name)["preference"]
-    return node_choice.plan(states, preference, vault.repo.config.get("region"))
-
-
-def node_for(vault: Vault, entry: dict, backup_type: str) -> tuple[dict, dict]:
-    """(the set's entry with the chosen node's endpoint, the choice) for one backup run;
-    ``replicaset.no_node`` with the reason when no node may take it now."""
+def node_for(vault: Vault, entry: dict, backup_type: str) -> dict:
+    """The set's entry with the chosen node's endpoint (and ``node``, ``node_reason``) for
+    one backup run; ``replicaset.no_node`` with the reason when no node may take it now."""
     name = entry["name"]
     states = look(vault, name)
     preference = get_set(vault, name)["preference"]
@@ -203,9 +197,8 @@ def node_for(vault: Vault, entry: dict, backup_type: str) -> tuple[dict, dict]:
         raise DbsafeError("replicaset.no_node", name=name, type=backup_type,
                           reason=choice.reason)
     node = get_server(vault, choice.server)
-    target = {**get_server(vault, name), **{k: node[k] for k in ENDPOINT},
-              "node": choice.server, "node_reason": choice.reason}
-    return target, choice.as_dict()
+    return {**get_server(vault, name), **{k: node[k] for k in ENDPOINT},
+            "node": choice.server, "node_reason": choice.reason}
 
 
 def log_node(vault: Vault, name: str) -> str | None:
@@ -222,7 +215,7 @@ def node_for_job(vault: Vault, entry: dict, backup_type: str, trigger: str,
     from dbsafe.services.jobs import Job
 
     try:
-        return node_for(vault, entry, backup_type)[0]
+        return node_for(vault, entry, backup_type)
     except DbsafeError as exc:
         if exc.code != "replicaset.no_node":
             raise
