@@ -28,8 +28,9 @@ def mark(pg: Pg, node: str) -> None:
     chown_postgres(path)
 
 
-def make_primary(template: Path, area: Path, name: str = "p1") -> Pg:
-    pg = new_cluster(template, area, name, PRIMARY_SETTINGS)
+def make_primary(template: Path, area: Path, name: str = "p1",
+                 settings: dict[str, str] | None = None) -> Pg:
+    pg = new_cluster(template, area, name, {**PRIMARY_SETTINGS, **(settings or {})})
     mark(pg, name)
     return pg
 
@@ -86,21 +87,25 @@ def register(vault: Vault, name: str, pg: Pg, region: str | None = None) -> dict
 
 
 def protected_set(template: Path, area: Path, cli_env: dict[str, str],
-                  standby_region: str = REGION) -> SimpleNamespace:
-    """A vault in REGION holding replica set ``rs`` (preference primary), protected with
-    --all: primary p1 (database ``app``, table ``t`` of 1000 rows) and its standby s1 in
-    ``standby_region``. Its agent runs from ``area/run``."""
+                  standby_region: str = REGION, preference: str = "primary",
+                  settings: dict[str, str] | None = None,
+                  setup_sql: tuple[str, ...] = ()) -> SimpleNamespace:
+    """A vault in REGION holding replica set ``rs``, protected with --all: primary p1
+    (database ``app`` with table ``t`` of 1000 rows, then ``setup_sql`` run there) and its
+    standby s1 in ``standby_region``. Its agent runs from ``area/run``."""
     env = {**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}
     vault = Vault(area / "vault", env)
     vault.ok("vault", "init", "--region", REGION)
-    p1 = make_primary(template, area, "p1")
+    p1 = make_primary(template, area, "p1", settings)
     p1.execute("CREATE DATABASE app")
     p1.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
     p1.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g", "app")
+    for sql in setup_sql:
+        p1.execute(sql, "app")
     s1 = make_standby(p1, area, "s1")
     register(vault, "p1", p1)
     register(vault, "s1", s1)
-    vault.ok("replicaset", "add", "rs", "--preference", "primary")
+    vault.ok("replicaset", "add", "rs", "--preference", preference)
     vault.ok("replicaset", "node", "add", "rs", "p1", "--region", REGION)
     shown = vault.ok("replicaset", "node", "add", "rs", "s1", "--region", standby_region)
     protected = vault.ok("protect", "rs", "--all", "--restart")

@@ -17,20 +17,16 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import psycopg
 import pytest
-from conftest import PG_BIN, Pg, Vault, new_cluster, restored
+from conftest import PG_BIN, Pg, Vault, restored
 from replicas import (
-    PRIMARY_SETTINGS,
     make_standby,
-    mark,
     node_read,
     promote,
-    register,
+    protected_set,
     wait_replayed,
-    wait_streaming,
     wal_taker,
 )
 
@@ -160,25 +156,10 @@ def _restore_ids(vault: Vault, area: Path, instant: datetime, tag: str) -> list[
 
 @pytest.fixture
 def rs(pg_template, area, cli_env, request):
-    env = {**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}
-    vault = Vault(area / "vault", env)
-    vault.ok("vault", "init", "--region", REGION)
-    p1 = new_cluster(pg_template, area, "p1",
-                     {**PRIMARY_SETTINGS, "track_commit_timestamp": "on"})
-    mark(p1, "p1")
-    p1.execute(f"CREATE DATABASE {DB}")
-    p1.execute(LEDGER, DB)
-    s1 = make_standby(p1, area, "s1")
-    register(vault, "p1", p1)
-    register(vault, "s1", s1)
-    vault.ok("replicaset", "add", "rs", "--preference", request.param)
-    vault.ok("replicaset", "node", "add", "rs", "p1", "--region", REGION)
-    shown = vault.ok("replicaset", "node", "add", "rs", "s1", "--region", REGION)
-    protected = vault.ok("protect", "rs", "--all", "--restart")
-    assert protected["archiving_active"], protected
-    wait_streaming(s1)
-    return SimpleNamespace(vault=vault, p1=p1, s1=s1, sysid=shown["system_identifier"],
-                           area=area, preference=request.param)
+    ns = protected_set(pg_template, area, cli_env, preference=request.param,
+                       settings={"track_commit_timestamp": "on"}, setup_sql=(LEDGER,))
+    ns.preference = request.param
+    return ns
 
 
 def _log_backup(rs, node: str, timeline: int) -> dict:
