@@ -185,14 +185,18 @@ def look(vault: Vault, name: str) -> list[NodeState]:
     return states
 
 
+def choose_node(vault: Vault, name: str, backup_type: str) -> node_choice.Choice:
+    """Which node takes ``backup_type`` now, after looking at the nodes."""
+    preference = get_set(vault, name)["preference"]
+    return node_choice.choose(look(vault, name), preference, vault.repo.config.get("region"),
+                              backup_type)
+
+
 def node_for(vault: Vault, entry: dict, backup_type: str) -> dict:
     """The set's entry with the chosen node's endpoint (and ``node``, ``node_reason``) for
     one backup run; ``replicaset.no_node`` with the reason when no node may take it now."""
     name = entry["name"]
-    states = look(vault, name)
-    preference = get_set(vault, name)["preference"]
-    choice = node_choice.choose(states, preference, vault.repo.config.get("region"),
-                                backup_type)
+    choice = choose_node(vault, name, backup_type)
     if choice.server is None:
         raise DbsafeError("replicaset.no_node", name=name, type=backup_type,
                           reason=choice.reason)
@@ -203,9 +207,7 @@ def node_for(vault: Vault, entry: dict, backup_type: str) -> dict:
 
 def log_node(vault: Vault, name: str) -> str | None:
     """The node whose WAL the vault stores now (the agent asks, per archived file)."""
-    preference = get_set(vault, name)["preference"]
-    return node_choice.choose(look(vault, name), preference, vault.repo.config.get("region"),
-                              "log").server
+    return choose_node(vault, name, "log").server
 
 
 def node_for_job(vault: Vault, entry: dict, backup_type: str, trigger: str,
