@@ -103,7 +103,12 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
             except (ValueError, IndexError):
                 raise DbsafeError("restore.bad_target", target=lsn,
                                   reason="not an LSN such as 0/3000060") from None
-        run = next((r for r in _restorable(chain) if r.start_lsn <= at < r.end_lsn), None)
+        # as for a time: the newest timeline holding the position (the surviving history
+        # past a promotion), except that a log point stays on its own timeline
+        holding = [r for r in _restorable(chain) if r.start_lsn <= at < r.end_lsn]
+        if log_point is not None and log_point.get("timeline") is not None:
+            holding = [r for r in holding if r.timeline == log_point["timeline"]] or holding
+        run = max(holding, key=lambda r: r.timeline, default=None)
         if run is None:
             raise DbsafeError("restore.outside_chain", target=label, name=server["name"],
                               ranges=describe_ranges(chain))
