@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import secrets_guard
 
 from dbsafe.core.concurrency import pid_alive
 
@@ -149,9 +150,12 @@ def stop_agents_under(root: Path) -> None:
 
 
 def remove_area(area: Path) -> None:
+    """Stop what runs in ``area``, search what was written there for secrets, remove it."""
     stop_agents_under(area)
     stop_clusters_under(area)
+    leaks = secrets_guard.scan_tree(area)
     shutil.rmtree(area, ignore_errors=True)
+    assert not leaks, f"secrets written to files: {leaks}"
 
 
 # --------------------------------------------------------------------------------------
@@ -368,7 +372,7 @@ def cli_env() -> Iterator[dict[str, str]]:
     env.update(XDG_STATE_HOME=str(state / "state"), XDG_DATA_HOME=str(state / "data"),
                XDG_CACHE_HOME=str(state / "cache"), COLUMNS="200", NO_COLOR="1")
     yield env
-    shutil.rmtree(state, ignore_errors=True)
+    remove_area(state)  # dbsafe's own logs are there
 
 
 def run_cli(env: dict[str, str], *args: str, vault: Path | None = None,
@@ -379,6 +383,8 @@ def run_cli(env: dict[str, str], *args: str, vault: Path | None = None,
     argv += [str(a) for a in args]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=timeout)
+    leaks = secrets_guard.leaks_in(proc.stdout + proc.stderr)
+    assert not leaks, f"dbsafe {' '.join(argv[3:])} printed secrets {leaks}"
     return CliResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -449,6 +455,14 @@ class Vault:
     def repository(self):
         from dbsafe.vault.repository import Repository
         return Repository.open(self.path)
+
+    def repository_with_key(self, passphrase: str):
+        """The repository of an encrypted vault, opened with this client's key."""
+        from dbsafe.vault import crypto
+        from dbsafe.vault.repository import Repository
+        doc = crypto.parse_key_file((self.path / "key").read_bytes())
+        master = crypto.unwrap_master(doc, passphrase)
+        return Repository.open(self.path, master=lambda: master)
 
 
 def make_vault(env: dict[str, str], path: Path) -> Vault:

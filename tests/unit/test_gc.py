@@ -56,9 +56,9 @@ def test_writer_lock_is_held_while_writing_and_required(root):
     with pytest.raises(RuntimeError):
         repo.block_sink(level=1)
     with repo.writing("backup"):
-        (lock,) = locks.live_locks(root)
+        (lock,) = locks.live_locks(repo.storage)
         assert lock.pid == os.getpid() and lock.doc["kind"] == "backup"
-    assert locks.live_locks(root) == []
+    assert locks.live_locks(repo.storage) == []
     assert list((root / "locks").iterdir()) == []
 
 
@@ -257,6 +257,7 @@ def test_crash_in_the_middle_of_a_sweep(root):
 def test_unreadable_manifest_stops_gc_before_deleting(root):
     repo = Repository.open(root)
     _store(repo, _blocks(2))
+    (root / "manifests").mkdir(exist_ok=True)
     (root / "manifests" / "20240101T000000Z-0000000f").write_bytes(b"garbage")
     before = _packs(root)
     with pytest.raises(DbsafeError) as exc:

@@ -6,12 +6,16 @@ the last one applied, and each is applied in its own transaction.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import sqlite3
 import threading
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
 
 _MIGRATIONS = resources.files("dbsafe.catalog") / "migrations"
 
@@ -55,6 +59,19 @@ class SqliteCatalog:
 
     def close(self) -> None:
         self._db.close()
+
+    # provisional (lead): replaced by the shared-catalog work
+    def describe(self) -> dict:
+        return {"backend": "sqlite", "location": str(self.path)}
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str):
+        with open(self.path.with_name(f"{self.path.name}.{name}.lock"), "a") as guard:
+            try:
+                fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DbsafeError("gc.running", path=self.path.parent) from None
+            yield
 
     def _all(self, sql: str, *args: object) -> list[dict]:
         with self._lock:

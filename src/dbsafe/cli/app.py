@@ -17,6 +17,7 @@ from dbsafe.cli.commands import (
     backup,
     drills,
     jobs,
+    key,
     plan,
     points,
     policy,
@@ -44,6 +45,7 @@ def _global(vault_dir: Path = typer.Option(
 
 
 app.add_typer(vault.app, name="vault")
+app.add_typer(key.app, name="key")
 app.add_typer(server.app, name="server")
 app.add_typer(agent.app, name="agent")
 app.add_typer(policy.app, name="policy")

@@ -27,6 +27,29 @@ _SPECS = [
               "a vault already exists at {path}; use it, or choose another --vault folder"),
     ErrorSpec("vault.format_unsupported", 2, 409,
               "the vault at {path} has format {found}; this dbsafe reads format {expected}"),
+    # vault keys (issue 7: encryption)
+    ErrorSpec("key.missing", 2, 403,
+              "this client has no key for the encrypted vault {vault_id}; bring it from a "
+              "server that has it: `dbsafe key export FILE` there, then `dbsafe key import "
+              "FILE` here (nothing was read or written)"),
+    ErrorSpec("key.wrong", 2, 403,
+              "that key does not open vault {vault_id} (it belongs to another vault); "
+              "import this vault's key with `dbsafe key import FILE`"),
+    ErrorSpec("key.wrong_passphrase", 2, 403,
+              "the passphrase does not unlock the key in {path}; check DBSAFE_PASSPHRASE"),
+    ErrorSpec("key.passphrase_needed", 2, 403,
+              "a passphrase is needed {purpose}: set {env} or run the command at a terminal"),
+    ErrorSpec("key.passphrase_mismatch", 2, 400, "the two passphrases differ; try again"),
+    ErrorSpec("key.file_missing", 2, 404, "no key file at {path}"),
+    ErrorSpec("key.file_invalid", 2, 400,
+              "{path} is not a dbsafe key file (a `dbsafe key export` file, or 64 hex digits)"),
+    ErrorSpec("key.export_exists", 2, 409,
+              "{path} exists; export to a new file (an existing key is never overwritten)"),
+    ErrorSpec("key.not_encrypted", 2, 409,
+              "this vault is not encrypted: it has no key (create an encrypted vault with "
+              "`dbsafe vault init --encryption on`)"),
+    ErrorSpec("key.file_without_encryption", 2, 400,
+              "--key-file is for encrypted vaults: add --encryption on"),
     ErrorSpec("region.unknown", 2, 400, "unknown region {region!r}; valid regions: {valid}"),
     ErrorSpec("region.ambiguous", 2, 400,
               "{region!r} is the abbreviation of more than one region; give the name: {names}"),

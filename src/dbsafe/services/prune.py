@@ -202,7 +202,8 @@ def run_gc(vault: Vault, wait_seconds: float = 0.0,
            repack_unused: float = REPACK_UNUSED) -> dict:
     """Garbage collection of the vault's packs as a ``gc`` job (vault/gc.py)."""
     with Job(vault.catalog, "gc", None) as job:
-        result = {**collect_garbage(vault.repo, wait_seconds, repack_unused=repack_unused),
+        result = {**collect_garbage(vault.repo, wait_seconds, repack_unused=repack_unused,
+                                  exclusive=vault.exclusive("gc")),
                   "job_id": job.id}
         job.finish(result)
         return result

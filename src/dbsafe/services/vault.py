@@ -3,15 +3,20 @@ user's data folder."""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
+from dbsafe.catalog import open_catalog
 from dbsafe.catalog.sqlite import SqliteCatalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
+from dbsafe.services import keys
+from dbsafe.services.adopt import adopt_servers
+from dbsafe.storage import open_storage
 from dbsafe.vault.repository import Repository
 
 
@@ -22,30 +27,102 @@ def default_vault_path() -> Path:
     return Path(platformdirs.user_data_dir("dbsafe")) / "vault"
 
 
+CLIENT_FILE = "client.json"
+
+
 @dataclass
 class Vault:
+    """One client's view of a vault: ``path`` is this client's folder (``--vault`` /
+    DBSAFE_HOME), holding ``client.json`` (where the repository and the catalog are, where
+    the key is) unless the repository itself lives there, as a local vault's does."""
+
     path: Path
     repo: Repository
     catalog: SqliteCatalog
+    settings: dict = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path | None = None) -> Vault:
         path = Path(path) if path else default_vault_path()
-        repo = Repository.open(path)
-        catalog = SqliteCatalog(path / "catalog.sqlite")
-        return cls(path, repo, catalog)
+        settings = _read_settings(path)
+        storage = open_storage(settings.get("repository") or str(path))
+        repo = Repository.open(storage)
+        repo_master(repo, path, settings)
+        return cls(path, repo, open_catalog(settings.get("catalog"), path), settings)
 
     @classmethod
-    def init(cls, path: Path | None = None, region: str | None = None) -> Vault:
+    def init(cls, path: Path | None = None, region: str | None = None, *,
+             repository: str | None = None, catalog: str | None = None,
+             encryption: bool = False, key_file: Path | None = None) -> Vault:
+        """A new vault: its repository in ``path`` or at ``repository`` (an object store),
+        its catalog in ``path`` or in PostgreSQL (``catalog``); encrypted when asked."""
         path = Path(path) if path else default_vault_path()
         if region is not None:
             region = check_region(region)
-        if (path / "config").exists():
+        if (path / "config").exists() or (path / CLIENT_FILE).exists():
             raise DbsafeError("vault.exists", path=path)
-        repo = Repository.init(path, region)
-        catalog = SqliteCatalog(path / "catalog.sqlite")
-        catalog.record_vault(repo.config["vault_id"], str(path), region, repo.config["created"])
-        return cls(path, repo, catalog)
+        if key_file is not None and not encryption:
+            raise DbsafeError("key.file_without_encryption")
+        storage = open_storage(repository or str(path), create=True)
+        master = store_key = None
+        settings: dict = {}
+        if repository:
+            settings["repository"] = repository
+        if catalog:
+            settings["catalog"] = catalog
+        if encryption:
+            master, store_key, key_settings = keys.new_vault_key(path, key_file)
+            settings.update(key_settings)
+        path.mkdir(parents=True, exist_ok=True)
+        repo = Repository.init(storage, region, master)
+        if store_key is not None:
+            store_key(repo.config["vault_id"])
+        if settings:
+            _write_settings(path, settings)
+        repo_master(repo, path, settings)
+        vault = cls(path, repo, open_catalog(catalog, path), settings)
+        vault.catalog.record_vault(repo.config["vault_id"], repo.location, region,
+                                   repo.config["created"])
+        return vault
+
+    @classmethod
+    def connect(cls, path: Path | None, repository: str, catalog: str | None = None) -> Vault:
+        """Make ``path`` a client of an existing vault (another server of the same team):
+        nothing is written to the repository. An encrypted vault then needs its key
+        (`dbsafe key import`) before anything is read or written."""
+        path = Path(path) if path else default_vault_path()
+        if (path / "config").exists() or (path / CLIENT_FILE).exists():
+            raise DbsafeError("vault.exists", path=path)
+        repo = Repository.open(open_storage(repository))
+        settings = {"repository": repository, **({"catalog": catalog} if catalog else {})}
+        path.mkdir(parents=True, exist_ok=True)
+        _write_settings(path, settings)
+        repo_master(repo, path, settings)
+        vault = cls(path, repo, open_catalog(catalog, path), settings)
+        vault.catalog.record_vault(repo.config["vault_id"], repo.location,
+                                   repo.config["region"], repo.config["created"])
+        if not repo.encrypted:  # an encrypted vault's manifests wait for `key import`
+            adopt_servers(vault)
+        return vault
+
+    def master(self) -> bytes:
+        """This client's master key (asks for the passphrase); ``key.missing`` without."""
+        master = keys.master_source(self.path, self.settings, self.repo.config["vault_id"])()
+        self.repo.check_master(master)
+        return master
+
+    def use_key_file(self, key_file: str | None) -> None:
+        """Record where this client's key is (None: ``<folder>/key``)."""
+        if key_file is None:
+            self.settings.pop("key_file", None)
+        else:
+            self.settings["key_file"] = key_file
+        _write_settings(self.path, self.settings)
+        repo_master(self.repo, self.path, self.settings)
+
+    def exclusive(self, name: str):
+        """A lock one holder at a time across every client of this vault (the catalog's)."""
+        return self.catalog.exclusive(name)
 
     def set_region(self, region: str) -> dict:
         """Set the region of a vault that has none (a vault's region never changes)."""
@@ -58,4 +135,24 @@ class Vault:
         cfg = self.repo.config
         return {"path": str(self.path), "vault_id": cfg["vault_id"], "region": cfg["region"],
                 "created": cfg["created"], "block_size": cfg["block_size"],
-                "format": cfg["format"]}
+                "format": cfg["format"], "repository": self.repo.storage.describe(),
+                "catalog": self.catalog.describe(), "encrypted": self.repo.encrypted}
+
+
+def repo_master(repo: Repository, home: Path, settings: dict) -> None:
+    """Tell an encrypted repository where this client's master key comes from."""
+    if repo.encrypted:
+        repo._master = keys.master_source(home, settings, repo.config["vault_id"])
+
+
+def _read_settings(path: Path) -> dict:
+    try:
+        return json.loads((path / CLIENT_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _write_settings(path: Path, settings: dict) -> None:
+    tmp = path / f".{CLIENT_FILE}.tmp"
+    tmp.write_text(json.dumps(settings, indent=2))
+    os.replace(tmp, path / CLIENT_FILE)

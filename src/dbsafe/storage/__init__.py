@@ -8,4 +8,9 @@ when ``put``/``commit`` returns, and is never modified afterwards.
 from dbsafe.storage.base import ObjectWriter, Storage
 from dbsafe.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "ObjectWriter", "Storage"]
+__all__ = ["LocalStorage", "ObjectWriter", "Storage", "open_storage"]
+
+
+def open_storage(location: str, create: bool = False) -> Storage:
+    # provisional: local folders only until the object-store backends land
+    return LocalStorage(location)

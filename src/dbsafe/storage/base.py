@@ -21,8 +21,9 @@ class ObjectWriter(Protocol):
 
 
 class Storage(Protocol):
-    def put(self, name: str, data: bytes) -> None:
-        """Write ``name`` atomically and durably (visible whole, or not at all)."""
+    def put(self, name: str, data: bytes, durable: bool = True) -> None:
+        """Write ``name`` atomically (visible whole, or not at all) and, unless told
+        otherwise, durably (writer locks need not survive a crash: their process did not)."""
 
     def writer(self, name: str) -> ObjectWriter:
         """Start a streaming write of ``name``."""
@@ -50,3 +51,12 @@ class Storage(Protocol):
 
     def retire(self, names: Iterable[str]) -> None:
         """Stop using handles kept open on ``names`` (deleted elsewhere)."""
+
+    def cleanup(self) -> int:
+        """Remove what dead writers left behind (temporary files, unfinished uploads);
+        returns how many."""
+
+    def describe(self) -> dict:
+        """``{"backend", "location"}``, never a secret."""
+
+    def close(self) -> None: ...

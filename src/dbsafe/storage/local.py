@@ -47,10 +47,11 @@ class _LocalWriter:
     def tell(self) -> int:
         return self._size
 
-    def commit(self) -> None:
-        os.fsync(self._file.fileno())
+    def commit(self, durable: bool = True) -> None:
+        if durable:
+            os.fsync(self._file.fileno())
         self._file.close()
-        self._storage.publish(self._tmp, self._name)
+        self._storage.publish(self._tmp, self._name, durable)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -77,7 +78,7 @@ class LocalStorage:
             self._known_dirs.add(tmp)
         return tmp / f"{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
 
-    def publish(self, tmp: Path, name: str) -> None:
+    def publish(self, tmp: Path, name: str, durable: bool = True) -> None:
         dest = self.root / name
         parent = dest.parent
         if parent not in self._known_dirs:
@@ -86,13 +87,14 @@ class LocalStorage:
                 _fsync_dir(parent.parent)
             self._known_dirs.add(parent)
         os.replace(tmp, dest)
-        _fsync_dir(parent)
+        if durable:
+            _fsync_dir(parent)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, durable: bool = True) -> None:
         writer = self.writer(name)
         try:
             writer.write(data)
-            writer.commit()
+            writer.commit(durable)
         except BaseException:
             writer.abort()
             raise
@@ -160,7 +162,10 @@ class LocalStorage:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / name)
 
-    def remove_stale_tmp(self) -> int:
+    def describe(self) -> dict:
+        return {"backend": "local", "location": str(self.root)}
+
+    def cleanup(self) -> int:
         """Remove temporary files this host's dead processes left behind; returns how many."""
         tmp = self.root / "tmp"
         removed = 0

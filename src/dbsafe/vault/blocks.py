@@ -59,6 +59,8 @@ class BlockSink:
         self._open_packs: list[PackWriter] = []
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-seal")
         self._sealing: list[Future] = []
+        # an encrypted vault: every pack of this sink uses the data key current now
+        self._key = keyed.ring.current if keyed.ring is not None else None
         self.stats = SinkStats()
 
     def _compressor(self) -> zstandard.ZstdCompressor | None:
@@ -73,7 +75,7 @@ class BlockSink:
     def _pack(self) -> PackWriter:
         pack = getattr(self._local, "pack", None)
         if pack is None:
-            pack = self._local.pack = PackWriter(self._storage)
+            pack = self._local.pack = PackWriter(self._storage, self._key)
             with self._lock:
                 self._open_packs.append(pack)
         return pack
@@ -92,6 +94,8 @@ class BlockSink:
             packed = comp.compress(data)
             if len(packed) < len(data):
                 blob, codec = packed, CODEC_ZSTD
+        if self._key is not None:  # compress, then encrypt
+            blob = self._keyed.encrypt_blob(self._key[1], block_id, blob)
         pack = self._pack()
         pack.add(block_id, bytes(blob) if isinstance(blob, memoryview) else blob,
                  len(data), codec)
@@ -112,11 +116,14 @@ class BlockSink:
             pack.abort()
             return
         header_size = pack.finish()
-        index = self._keyed.seal(KIND_INDEX, {"pack": pack.pack_id, "blobs": pack.blobs})
+        doc = {"pack": pack.pack_id, "blobs": pack.blobs}
+        if pack.key_id is not None:
+            doc["key"] = pack.key_id
+        index = self._keyed.seal(KIND_INDEX, doc)
         self._storage.put(f"index/{pack.pack_id}", index)
         with self._lock:
             self.stats.bytes_stored += header_size + len(index)
-            self._index.add_pack(pack.pack_id, pack.blobs)
+            self._index.add_pack(pack.pack_id, pack.blobs, pack.key_id)
             for entry in pack.blobs:
                 self._pending.discard(bytes.fromhex(entry[0]))
 

@@ -15,6 +15,8 @@ import fcntl
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -68,7 +70,7 @@ def _waits(repo: Repository, tomb_id: str) -> list[str]:
     try:
         return json.loads(repo.storage.get(name))["locks"]
     except FileNotFoundError:
-        waits = [lock.name for lock in locks.live_locks(repo.root)]
+        waits = [lock.name for lock in locks.live_locks(repo.storage)]
         repo.storage.put(name, json.dumps({"locks": waits}).encode())
         return waits
 
@@ -110,8 +112,8 @@ def survey(repo: Repository) -> Survey:
         blobs = _index_blobs(repo, pack_id) if pack_id in index_sizes else None
         if blobs is None:
             try:
-                blobs = read_pack_header(storage, pack_id)
-            except (ValueError, OSError, IndexError):
+                blobs, _key = read_pack_header(storage, pack_id, repo.keyed.ring)
+            except (ValueError, OSError, IndexError, UnicodeDecodeError):
                 unreadable.append(pack_id)
                 continue
         packs[pack_id] = PackInfo(pack_id, [(b[0], b[2]) for b in blobs], data_bytes,
@@ -266,11 +268,12 @@ def _repack(repo: Repository, moves: dict[str, set[str]], report: Report) -> Non
 
 
 def _blocking(repo: Repository, tomb_id: str) -> list[str]:
-    return [name for name in _waits(repo, tomb_id) if locks.lock_alive(repo.root, name)]
+    return [name for name in _waits(repo, tomb_id) if locks.lock_alive(repo.storage, name)]
 
 
 def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True,
-                    repack_unused: float = REPACK_UNUSED) -> dict:
+                    repack_unused: float = REPACK_UNUSED,
+                    exclusive: AbstractContextManager | None = None) -> dict:
     """Sweep the tombstones whose writers are gone, then mark unused packs and repack those
     at least ``repack_unused`` unused (1.0: never), and sweep them at once when no writer
     runs, or after waiting up to ``wait_seconds`` for those that do.
@@ -278,16 +281,14 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
     Never deletes a block a manifest or WAL record uses; idempotent; a crash at any step
     leaves a readable vault. Returns counts and bytes (``bytes_freed`` counts deleted packs
     and index files; ``bytes_repacked`` what repacking wrote).
+
+    ``exclusive`` keeps two runs apart (one at a time per vault): the catalog's lock, which
+    spans hosts when the catalog is shared; without it, a lock file in a local vault.
     """
     storage = repo.storage
-    (repo.root / GC).mkdir(exist_ok=True)
-    with open(repo.root / GC / "lock", "a") as guard:
-        try:
-            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DbsafeError("gc.running", path=repo.root) from None
-        cleaned = {"tmp_removed": storage.remove_stale_tmp(),
-                   "stale_locks_removed": locks.remove_stale(repo.root)}
+    with exclusive if exclusive is not None else _local_guard(repo):
+        cleaned = {"tmp_removed": storage.cleanup(),
+                   "stale_locks_removed": locks.remove_stale(storage)}
         report = Report()
         ready = [t for t in _tombstone_ids(storage) if not _blocking(repo, t)]
         found = survey(repo)
@@ -312,10 +313,24 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
                           for name in _blocking(repo, t)})
         return {**report.as_dict(), "packs_total": len(found.packs),
                 "tombstones_pending": len(_tombstone_ids(storage)),
-                "waiting_for": [lock.describe() for lock in locks.all_locks(repo.root)
+                "waiting_for": [lock.describe() for lock in locks.all_locks(repo.storage)
                                 if lock.name in waiting],
                 "unreadable_packs": found.unreadable, **_partially_used(repo, found, used),
                 **cleaned}
+
+
+@contextlib.contextmanager
+def _local_guard(repo: Repository) -> Iterator[None]:
+    root = getattr(repo.storage, "root", None)
+    if root is None:
+        raise ValueError("garbage collection of a remote vault needs the catalog's lock")
+    (root / GC).mkdir(exist_ok=True)
+    with open(root / GC / "lock", "a") as guard:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DbsafeError("gc.running", path=root) from None
+        yield
 
 
 def _partially_used(repo: Repository, found: Survey, used: set[str]) -> dict:

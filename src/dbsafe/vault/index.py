@@ -20,6 +20,7 @@ class BlobLocation(NamedTuple):
     length: int
     raw_length: int
     codec: int
+    key_id: str | None  # the data key of an encrypted pack
 
 
 class BlobIndex:
@@ -29,12 +30,12 @@ class BlobIndex:
         self.excluded: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # writers of the maps; lookups need none
 
-    def add_pack(self, pack_id: str, blobs: list) -> None:
+    def add_pack(self, pack_id: str, blobs: list, key_id: str | None = None) -> None:
         with self._lock:
             self.packs.add(pack_id)
             for id_hex, offset, length, raw_length, codec in blobs:
-                self._blobs.setdefault(bytes.fromhex(id_hex),
-                                       BlobLocation(pack_id, offset, length, raw_length, codec))
+                self._blobs.setdefault(bytes.fromhex(id_hex), BlobLocation(
+                    pack_id, offset, length, raw_length, codec, key_id))
 
     def replace(self, other: BlobIndex) -> None:
         """Take ``other``'s content (a reload), keeping this object: sinks hold it."""

@@ -1,15 +1,14 @@
 """Writer locks: which processes may still deduplicate against a pack garbage collection is
 about to delete (docs/repository-format.md, *Garbage collection*).
 
-A lock is a small file ``locks/<host>-<pid>-<random>``, not fsynced: after a crash its
-process is gone, which is exactly when the lock stops counting. Host and pid are in the
-name, so liveness is known from the name alone; the boot id and the process start time in
-the content catch a pid reused after a reboot or by another process.
+A lock is a small object ``locks/<host>-<pid>-<random>`` (on a local vault not fsynced:
+after a crash its process is gone, which is exactly when the lock stops counting). Host and
+pid are in the name, so liveness is known from the name alone; the boot id and the process
+start time in the content catch a pid reused after a reboot or by another process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive
+from dbsafe.storage.base import Storage
 
 LOCKS = "locks"
 HOST = socket.gethostname().replace("-", "_")  # as in tmp/ names (storage.local)
@@ -78,69 +78,55 @@ class LockInfo:
 class WriterLock:
     """One writer's lock; ``release`` removes it (idempotent)."""
 
-    def __init__(self, root: Path, kind: str) -> None:
-        folder = Path(root) / LOCKS
-        folder.mkdir(exist_ok=True)
+    def __init__(self, storage: Storage, kind: str) -> None:
+        self._storage = storage
         pid = os.getpid()
-        self.path = folder / f"{HOST}-{pid}-{secrets.token_hex(6)}"
+        self.name = f"{HOST}-{pid}-{secrets.token_hex(6)}"
         doc = {"kind": kind, "host": HOST, "pid": pid,
                "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
                "boot_id": _boot_id(), "proc_start": process_start(pid)}
-        # Written in place: a reader that catches the content half-written judges the lock
-        # by host and pid alone (the name), which is on the safe side.
-        with open(self.path, "x") as f:
-            try:
-                f.write(json.dumps(doc))
-                f.flush()
-            except BaseException:  # a full disk, say: no lock is left behind
-                self.release()
-                raise
+        storage.put(f"{LOCKS}/{self.name}", json.dumps(doc).encode(), durable=False)
 
     def release(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self._storage.delete(f"{LOCKS}/{self.name}")
 
 
-def _parse(path: Path) -> LockInfo | None:
-    host, _, rest = path.name.partition("-")
+def _parse(storage: Storage, name: str) -> LockInfo | None:
+    host, _, rest = name.partition("-")
     pid_text = rest.partition("-")[0]
     if not pid_text.isdigit():
         return None
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(storage.get(f"{LOCKS}/{name}"))
     except FileNotFoundError:
         return None  # released meanwhile
     except (OSError, ValueError):
         doc = {}
-    return LockInfo(path.name, host, int(pid_text), doc)
+    return LockInfo(name, host, int(pid_text), doc)
 
 
-def all_locks(root: Path) -> Iterator[LockInfo]:
-    folder = Path(root) / LOCKS
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.iterdir()):
-        info = _parse(path)
+def all_locks(storage: Storage) -> Iterator[LockInfo]:
+    for name in sorted(storage.names(LOCKS)):
+        info = _parse(storage, name)
         if info is not None:
             yield info
 
 
-def live_locks(root: Path) -> list[LockInfo]:
-    return [lock for lock in all_locks(root) if lock.alive()]
+def live_locks(storage: Storage) -> list[LockInfo]:
+    return [lock for lock in all_locks(storage) if lock.alive()]
 
 
-def lock_alive(root: Path, name: str) -> bool:
+def lock_alive(storage: Storage, name: str) -> bool:
     """Whether the lock ``name`` still exists and its process runs."""
-    info = _parse(Path(root) / LOCKS / name)
+    info = _parse(storage, name)
     return info is not None and info.alive()
 
 
-def remove_stale(root: Path) -> int:
+def remove_stale(storage: Storage) -> int:
     """Remove the locks of this host's dead processes; returns how many."""
     removed = 0
-    for lock in all_locks(root):
+    for lock in all_locks(storage):
         if not lock.alive():
-            with contextlib.suppress(FileNotFoundError):
-                (Path(root) / LOCKS / lock.name).unlink()
-                removed += 1
+            storage.delete(f"{LOCKS}/{lock.name}")
+            removed += 1
     return removed

@@ -13,7 +13,8 @@ import struct
 import zstandard
 
 from dbsafe.storage.base import ObjectWriter, Storage
-from dbsafe.vault.format import PACK_MAGIC
+from dbsafe.vault import crypto
+from dbsafe.vault.format import PACK_MAGIC, PACK_MAGIC_ENCRYPTED
 
 BlobEntry = list  # [id_hex, offset, length, raw_length, codec]
 
@@ -23,10 +24,18 @@ def pack_name(pack_id: str) -> str:
 
 
 class PackWriter:
-    def __init__(self, storage: Storage) -> None:
+    """``key``: (key id, data key) in an encrypted vault: the caller encrypts the blobs
+    (``Keyed.encrypt_blob``), the writer encrypts the header with the same key."""
+
+    def __init__(self, storage: Storage, key: tuple[str, bytes] | None = None) -> None:
         self.pack_id = secrets.token_hex(16)
+        self.key = key
         self._writer: ObjectWriter = storage.writer(pack_name(self.pack_id))
         self.blobs: list[BlobEntry] = []
+
+    @property
+    def key_id(self) -> str | None:
+        return None if self.key is None else self.key[0]
 
     @property
     def size(self) -> int:
@@ -42,7 +51,12 @@ class PackWriter:
         """Write the header and commit; returns the header's size in bytes."""
         header = zstandard.ZstdCompressor(level=3).compress(
             json.dumps({"blobs": self.blobs}, separators=(",", ":")).encode())
-        trailer = header + struct.pack("<I", len(header)) + PACK_MAGIC
+        if self.key is None:
+            trailer = header + struct.pack("<I", len(header)) + PACK_MAGIC
+        else:
+            key_id, key = self.key
+            header = crypto.encrypt(key, header, self.pack_id.encode()) + key_id.encode()
+            trailer = header + struct.pack("<I", len(header)) + PACK_MAGIC_ENCRYPTED
         self._writer.write(trailer)
         self._writer.commit()
         return len(trailer)
@@ -51,11 +65,20 @@ class PackWriter:
         self._writer.abort()
 
 
-def read_pack_header(storage: Storage, pack_id: str) -> list[BlobEntry]:
-    """The blob list stored at the end of a pack (used to rebuild index files)."""
+def read_pack_header(storage: Storage, pack_id: str,
+                     ring: crypto.KeyRing | None = None) -> tuple[list[BlobEntry], str | None]:
+    """The blob list stored at the end of a pack (used to rebuild index files), and the
+    data key id of an encrypted pack."""
     data = storage.get(pack_name(pack_id))
-    if data[-8:] != PACK_MAGIC:
-        raise ValueError("bad pack magic")
     (length,) = struct.unpack("<I", data[-12:-8])
     header = data[-12 - length:-12]
-    return json.loads(zstandard.ZstdDecompressor().decompress(header))["blobs"]
+    key_id = None
+    if data[-8:] == PACK_MAGIC_ENCRYPTED:
+        if ring is None:
+            raise ValueError("encrypted pack in a plain vault")
+        key_id = header[-crypto.KEY_ID_LENGTH:].decode()
+        header = crypto.decrypt(ring.key(key_id), header[:-crypto.KEY_ID_LENGTH],
+                                pack_id.encode())
+    elif data[-8:] != PACK_MAGIC or ring is not None:
+        raise ValueError("bad pack magic")
+    return json.loads(zstandard.ZstdDecompressor().decompress(header))["blobs"], key_id

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import zstandard
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.storage.base import Storage
 from dbsafe.storage.local import LocalStorage
+from dbsafe.vault import crypto
 from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.format import (
     CODEC_ZSTD,
@@ -28,6 +32,12 @@ from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import WriterLock
 from dbsafe.vault.packs import pack_name
 
+KEYS = "keys"
+
+
+def _storage(where: Storage | Path | str) -> Storage:
+    return LocalStorage(Path(where)) if isinstance(where, (str, Path)) else where
+
 
 class BlockError(Exception):
     """A block could not be read back intact. ``kind`` is 'missing' or 'corrupt'."""
@@ -40,41 +50,60 @@ class BlockError(Exception):
 
 
 class Repository:
-    def __init__(self, root: Path, config: dict) -> None:
-        self.root = root
+    """``master``: for an encrypted vault, a function returning the master key, called the
+    first time the vault's keys are needed (listing points needs none; reading or writing
+    data does), so commands that touch no data never ask for a passphrase."""
+
+    def __init__(self, storage: Storage, config: dict,
+                 master: Callable[[], bytes] | None = None) -> None:
+        self.storage = storage
         self.config = config
-        self.storage = LocalStorage(root)
-        self.keyed = Keyed(config["id_key"])
         self.block_size: int = config["block_size"]
+        self._master = master
+        self._keyed: Keyed | None = None
+        self._keys_lock = threading.Lock()
         self._index: BlobIndex | None = None
         self._index_lock = threading.Lock()
         self._local = threading.local()
 
+    @property
+    def location(self) -> str:
+        return self.storage.describe()["location"]
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.config.get("encryption"))
+
     # lifecycle -----------------------------------------------------------------------
     @classmethod
-    def init(cls, root: Path, region: str | None = None) -> Repository:
-        root = Path(root)
-        if (root / "config").exists():
-            raise DbsafeError("vault.exists", path=root)
-        root.mkdir(parents=True, exist_ok=True)
-        config = new_config(region)
-        storage = LocalStorage(root)
-        for folder in ("data", "index", "manifests", "tmp"):
-            (root / folder).mkdir(exist_ok=True)
+    def init(cls, where: Storage | Path | str, region: str | None = None,
+             master: bytes | None = None) -> Repository:
+        """A new vault; encrypted when given a master key (its first data key is stored)."""
+        storage = _storage(where)
+        if storage.exists("config"):
+            raise DbsafeError("vault.exists", path=storage.describe()["location"])
+        config = new_config(region, encryption={"cipher": crypto.CIPHER} if master else None)
+        if master is not None:
+            config["encryption"]["key_check"] = crypto.key_check(master, config["vault_id"])
+            key_id = crypto.new_key_id()
+            storage.put(f"{KEYS}/{key_id}",
+                        crypto.wrap_data_key(master, key_id, secrets.token_bytes(32)))
         storage.put("config", json.dumps(config, indent=2).encode())
-        return cls(root, config)
+        return cls(storage, config, (lambda: master) if master is not None else None)
 
     @classmethod
-    def open(cls, root: Path) -> Repository:
-        root = Path(root)
+    def open(cls, where: Storage | Path | str,
+             master: Callable[[], bytes] | None = None) -> Repository:
+        storage = _storage(where)
         try:
-            config = json.loads((root / "config").read_bytes())
+            config = json.loads(storage.get("config"))
         except FileNotFoundError:
-            raise DbsafeError("vault.not_initialised", path=root) from None
+            raise DbsafeError("vault.not_initialised",
+                              path=storage.describe()["location"]) from None
         if config.get("format") != FORMAT:
-            raise DbsafeError("vault.format_unsupported", path=root,
+            raise DbsafeError("vault.format_unsupported", path=storage.describe()["location"],
                               found=config.get("format"), expected=FORMAT)
-        return cls(root, config)
+        return cls(storage, config, master)
 
     def set_region(self, region: str) -> None:
         """Give a vault created without a region its region: once (docs, *config*)."""
@@ -83,6 +112,63 @@ class Repository:
         config = {**self.config, "region": region}
         self.storage.put("config", json.dumps(config, indent=2).encode())
         self.config = config
+
+    # keys (docs/repository-format.md, *Encryption*) ------------------------------------
+    @property
+    def keyed(self) -> Keyed:
+        """The vault's keyed hash and codec; in an encrypted vault this unwraps the keys
+        (asking for the master key) the first time."""
+        if self._keyed is None:
+            with self._keys_lock:
+                if self._keyed is None:
+                    self._keyed = self._open_keys()
+        return self._keyed
+
+    def _open_keys(self) -> Keyed:
+        if not self.encrypted:
+            return Keyed(bytes.fromhex(self.config["id_key"]))
+        if self._master is None:
+            raise DbsafeError("key.missing", vault_id=self.config["vault_id"])
+        master = self._master()
+        self.check_master(master)
+        ring = crypto.KeyRing(master, self._load_data_key, self._newest_data_key())
+        return Keyed(ring.id_key, ring)
+
+    def check_master(self, master: bytes) -> None:
+        """Refuse a master key of another vault (``key.wrong``)."""
+        expected = self.config["encryption"]["key_check"]
+        if not hmac.compare_digest(crypto.key_check(master, self.config["vault_id"]), expected):
+            raise DbsafeError("key.wrong", vault_id=self.config["vault_id"])
+
+    def data_key_ids(self) -> list[str]:
+        return sorted(self.storage.names(KEYS))
+
+    def _newest_data_key(self) -> str:
+        ids = self.data_key_ids()
+        if not ids:
+            raise DbsafeError("vault.object_corrupt", path=KEYS, reason="no data key")
+        return ids[-1]
+
+    def _load_data_key(self, key_id: str) -> bytes:
+        try:
+            return self.storage.get(f"{KEYS}/{key_id}")
+        except FileNotFoundError:
+            raise DbsafeError("vault.object_corrupt", path=f"{KEYS}/{key_id}",
+                              reason="a data key is missing") from None
+
+    def rotate_data_key(self) -> str:
+        """Start a new data key for everything written from now on; objects written with
+        older keys keep naming (and using) theirs. Returns the new key's id."""
+        ring = self.keyed.ring
+        if ring is None:
+            raise DbsafeError("key.not_encrypted")
+        key_id = crypto.new_key_id()
+        while key_id <= ring.current_id:  # two rotations within one second
+            key_id = crypto.new_key_id()
+        self.storage.put(f"{KEYS}/{key_id}",
+                         crypto.wrap_data_key(ring.master, key_id, secrets.token_bytes(32)))
+        ring.current_id = key_id
+        return key_id
 
     # index -----------------------------------------------------------------------------
     @property
@@ -130,7 +216,7 @@ class Repository:
             return  # swept meanwhile
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
-        index.add_pack(doc["pack"], doc["blobs"])
+        index.add_pack(doc["pack"], doc["blobs"], doc.get("key"))
 
     # writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -142,10 +228,13 @@ class Repository:
         The lock is visible before the index is refreshed, so the refresh sees every
         tombstone written before the lock was listed by a garbage collection.
         """
-        lock = WriterLock(self.root, kind)
+        lock = WriterLock(self.storage, kind)
         depth = getattr(self._local, "writing", 0)
         self._local.writing = depth + 1
         try:
+            ring = self.keyed.ring
+            if ring is not None and depth == 0:  # another client may have rotated the key
+                ring.current_id = max(ring.current_id, self._newest_data_key())
             self.refresh_index()
             yield
         finally:
@@ -157,7 +246,7 @@ class Repository:
         collection from deleting what the sink deduplicates against)."""
         if not getattr(self._local, "writing", 0):
             raise RuntimeError("block_sink() needs `with repo.writing(kind):` around the write")
-        self.storage.remove_stale_tmp()
+        self.storage.cleanup()
         return BlockSink(self.storage, self.keyed, self.index, level, self.block_size)
 
     def file_checksum(self, block_ids: list[bytes]) -> str:
@@ -245,6 +334,11 @@ class Repository:
             raise BlockError("missing", block_id, f"pack {loc.pack_id} is missing") from None
         if len(blob) != loc.length:
             raise BlockError("corrupt", block_id, f"pack {loc.pack_id} is truncated")
+        if loc.key_id is not None:
+            try:
+                blob = self.keyed.decrypt_blob(loc.key_id, block_id, blob)
+            except crypto.CryptoError:
+                raise BlockError("corrupt", block_id, "ciphertext fails authentication") from None
         if loc.codec == CODEC_ZSTD:
             try:
                 data = self._decompressor().decompress(blob, max_output_size=loc.raw_length)

@@ -1,6 +1,8 @@
-"""dbsafe vault init | info | region"""
+"""dbsafe vault init | connect | info | region"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -11,14 +13,46 @@ from dbsafe.services.vault import Vault
 app = typer.Typer(help="Create and inspect the vault.", no_args_is_help=True)
 
 
+REPOSITORY_HELP = ("Where backups are stored: a folder (default: the vault folder), "
+                   "s3://BUCKET/PREFIX?endpoint=URL or azure://CONTAINER/PREFIX?account=NAME; "
+                   "credentials come from the environment (docs/storage.md).")
+CATALOG_HELP = ("The catalog: SQLite in the vault folder (default), or a PostgreSQL DSN "
+                "shared by every server using the vault (docs/catalog.md).")
+
+
 @app.command("init")
 def init(region: str = typer.Option(None, help="Region of the vault (e.g. 'West Europe')."),
+         repository: str = typer.Option(None, help=REPOSITORY_HELP),
+         catalog: str = typer.Option(None, help=CATALOG_HELP),
+         encryption: str = typer.Option("off", help="on: encrypt everything stored (AES-256-GCM"
+                                        "); the key's passphrase comes from DBSAFE_PASSPHRASE "
+                                        "or a prompt, unless --key-file."),
+         key_file: Path = typer.Option(None, help="Encrypted vaults: the key in this file "
+                                       "(created, mode 0600, when absent)."),
          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Create an empty vault (repository and catalog)."""
     render.state.json = json
-    vault = Vault.init(vault_path(), region)
-    render.emit(vault.describe(),
-                lambda d: render.out.print(f"vault created at {d['path']} (id {d['vault_id']})"))
+    if encryption not in ("on", "off"):
+        raise typer.BadParameter("on or off", param_hint="--encryption")
+    vault = Vault.init(vault_path(), region, repository=repository, catalog=catalog,
+                       encryption=encryption == "on", key_file=key_file)
+    render.emit(vault.describe(), _created)
+
+
+def _created(d: dict) -> None:
+    render.out.print(f"vault created at {d['path']} (id {d['vault_id']})")
+    if d["encrypted"]:
+        render.out.print("[bold]encrypted[/]: without its key nobody can read it, you "
+                         "included. Keep a copy now: `dbsafe key export FILE`.")
+
+
+@app.command("connect")
+def connect(repository: str = typer.Option(..., help=REPOSITORY_HELP),
+            catalog: str = typer.Option(None, help=CATALOG_HELP),
+            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Use an existing vault from this server (an encrypted one needs `dbsafe key import`)."""
+    render.state.json = json
+    render.emit(Vault.connect(vault_path(), repository, catalog).describe(), render.fields)
 
 
 @app.command("info")

@@ -1,0 +1,48 @@
+"""dbsafe key show | export | import | rotate: the key of an encrypted vault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dbsafe.cli import render
+from dbsafe.cli.context import lazy, open_vault
+
+keys = lazy("dbsafe.services.keys")
+
+app = typer.Typer(help="The key of an encrypted vault: show, export, import, rotate.",
+                  no_args_is_help=True)
+
+
+@app.command("show")
+def show(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Whether the vault is encrypted, its data keys, and whether this client has the key."""
+    render.state.json = json
+    render.emit(keys.describe(open_vault()), render.fields)
+
+
+@app.command("export")
+def export(dest: Path = typer.Argument(..., help="A new file to write the key to."),
+           plain: bool = typer.Option(False, "--plain", help="Unwrapped (for a secret "
+                                      "manager); default: wrapped by a passphrase."),
+           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Write the vault key to a file (mode 0600), to restore on another server."""
+    render.state.json = json
+    render.emit(keys.export_key(open_vault(), dest, plain), render.fields)
+
+
+@app.command("import")
+def import_(source: Path = typer.Argument(..., help="A file written by `dbsafe key export`."),
+            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Make an exported key this client's key, after checking that it opens the vault."""
+    render.state.json = json
+    render.emit(keys.import_key(open_vault(), source), render.fields)
+
+
+@app.command("rotate")
+def rotate(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-wrap the key under a new passphrase (DBSAFE_NEW_PASSPHRASE or a prompt) and start
+    a new data key for new backups; older backups stay readable."""
+    render.state.json = json
+    render.emit(keys.rotate(open_vault()), render.fields)
