@@ -63,7 +63,7 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
 
     # No recovery point, no manifest.
     assert vault.points("k") == []
-    assert list((vault.path / "manifests").iterdir()) == []
+    assert vault.repository().point_ids() == []
 
     # The job shows as failed: abandoned.
     jobs = {j["id"]: j for j in vault.jobs()}

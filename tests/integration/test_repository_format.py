@@ -34,7 +34,8 @@ def written(source, module_area, cli_env):
 def test_config(written):
     _vault, _result, config = written
     assert set(config) == {"format", "vault_id", "created", "block_size", "id_hash", "id_key",
-                           "region"}
+                           "region", "encryption"}
+    assert config["encryption"] is None
     assert config["format"] == 1 and config["id_hash"] == "blake3-keyed"
     assert _hex(config["vault_id"], 32) and _hex(config["id_key"], 64)
     assert config["block_size"] % 8192 == 0 and config["block_size"] > 0

@@ -99,15 +99,22 @@ def _size(n: float) -> str:
 
 
 def vault_space(vault: Vault, min_free_pct: float, min_free_bytes: int) -> Finding:
-    st = os.statvfs(vault.path)
+    """Free space where the repository is: a local folder's file system (an object store
+    has no such limit to watch)."""
+    root = getattr(vault.repo.storage, "root", None)
+    if root is None:
+        return Finding(alerts.VAULT_SPACE_LOW, None, True,
+                       f"the repository is in {vault.repo.storage.describe()['backend']}: "
+                       "no file system to fill", {"path": vault.repo.location})
+    st = os.statvfs(root)
     total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     pct = 100.0 * free / total if total else 0.0
-    details = {"path": str(vault.path), "free_bytes": free, "total_bytes": total,
+    details = {"path": str(root), "free_bytes": free, "total_bytes": total,
                "free_pct": round(pct, 2), "min_free_pct": min_free_pct,
                "min_free_bytes": min_free_bytes}
     if free < min_free_bytes or pct < min_free_pct:
         return Finding(alerts.VAULT_SPACE_LOW, None, False,
-                       f"the vault's file system ({vault.path}) has {_size(free)} free "
+                       f"the vault's file system ({root}) has {_size(free)} free "
                        f"({pct:.1f} %), below the minimum of {_size(min_free_bytes)} and "
                        f"{min_free_pct:g} %: backups and WAL archiving will fail when it is "
                        "full; free space, prune old points or move the vault", details)
