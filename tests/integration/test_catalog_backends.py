@@ -18,6 +18,7 @@ from catalog_hammer import INSTANCE, point
 from conftest import catalog_dsn
 
 from dbsafe.catalog import open_catalog
+from dbsafe.catalog.postgres import PostgresCatalog
 from dbsafe.core.errors import DbsafeError
 
 HAMMER = Path(__file__).resolve().parent.parent / "catalog_hammer.py"
@@ -288,3 +289,14 @@ def test_a_missing_database_is_named_in_the_error(catalog_cluster, tmp_path):
     assert failed.value.code == "catalog.connect_failed"
     assert f"{catalog_cluster.port}/no_such_db" in failed.value.message
     assert 'database "no_such_db" does not exist' in failed.value.message
+
+
+def test_a_schema_argument_wins_over_the_dsn_search_path(catalog_cluster):
+    named, given = (f"t_{uuid.uuid4().hex[:12]}" for _ in range(2))
+    catalog = PostgresCatalog(catalog_dsn(catalog_cluster, named), schema=given)
+    catalog.add_server("a", "h", None, INSTANCE)
+    assert catalog.describe()["schema"] == given
+    assert catalog_cluster.execute(f"SELECT name FROM {given}.servers") == [("a",)]
+    assert catalog_cluster.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                   params=(named,)) == []
+    catalog.close()

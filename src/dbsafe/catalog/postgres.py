@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
 import hashlib
 import os
 import re
@@ -121,7 +122,7 @@ def parse_dsn(dsn: str, schema: str | None = None) -> tuple[str, str, str]:
 def _location(params: dict) -> str:
     """host:port/dbname as libpq resolves them (parameters, then PG* variables)."""
     env = os.environ
-    user = params.get("user") or env.get("PGUSER") or "(current user)"
+    user = params.get("user") or env.get("PGUSER") or getpass.getuser()
     host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "local socket"
     port = params.get("port") or env.get("PGPORT") or "5432"
     dbname = params.get("dbname") or env.get("PGDATABASE") or user
