@@ -13,6 +13,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from catalog_hammer import INSTANCE, point
 from conftest import catalog_dsn
@@ -244,20 +245,27 @@ def test_agents_in_two_processes_lose_nothing_and_double_nothing(catalog_spec, t
     catalog.close()
 
 
-def test_first_opens_racing_migrate_a_fresh_schema_once(catalog_cluster, tmp_path):
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = catalog_dsn(catalog_cluster, schema)
-    with _processes([_spawn(dsn, tmp_path, "open") for _ in range(4)]) as ps:
+def test_first_opens_racing_migrate_a_fresh_catalog_once(catalog_spec, tmp_path):
+    with _processes([_spawn(catalog_spec, tmp_path, "open") for _ in range(4)]) as ps:
         for p in ps:
             p.stdin.write("go\n")
             p.stdin.flush()
+        opened = []
         for p in ps:
             stdout, stderr = p.communicate(timeout=300)
             assert p.returncode == 0, stderr
-            assert json.loads(stdout)["schema"] == schema
-    versions = catalog_cluster.execute(f"SELECT version FROM {schema}.schema_migrations "
-                                       "ORDER BY 1")
-    assert [v for (v,) in versions] == [1, 2, 3, 4]
+            opened.append(json.loads(stdout))
+    assert all(o == opened[0] for o in opened)
+    if opened[0]["backend"] == "sqlite":
+        db = sqlite3.connect(tmp_path / "catalog.sqlite")
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        db.close()
+    else:
+        conn = psycopg.connect(catalog_spec)
+        versions = conn.execute(f"SELECT version FROM {opened[0]['schema']}."
+                                "schema_migrations ORDER BY 1").fetchall()
+        conn.close()
+        assert [v for (v,) in versions] == [1, 2, 3, 4]
 
 
 def test_exclusive_is_refused_while_another_process_holds_it(catalog_spec, tmp_path):

@@ -60,6 +60,8 @@ class SqliteCatalog(SqlCatalog):
 
     @staticmethod
     def _apply(number: int, script: str, s: Session) -> None:
+        if s.all("PRAGMA user_version")[0]["user_version"] >= number:
+            return  # another process applied it while this one waited for the write lock
         for statement in statements(script):
             s.run(statement)
         s.run(f"PRAGMA user_version={number}")
