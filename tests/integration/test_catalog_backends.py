@@ -308,3 +308,15 @@ def test_a_schema_argument_wins_over_the_dsn_search_path(catalog_cluster):
     assert catalog_cluster.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                    params=(named,)) == []
     catalog.close()
+
+
+def test_a_user_who_may_not_create_the_schema_is_told(catalog_cluster, tmp_path):
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    catalog_cluster.execute(f"CREATE ROLE {role} LOGIN")
+    catalog_cluster.execute(f"REVOKE CREATE ON DATABASE postgres FROM {role}")
+    dsn = catalog_dsn(catalog_cluster, f"t_{uuid.uuid4().hex[:12]}").replace(
+        "user=postgres", f"user={role}")
+    with pytest.raises(DbsafeError) as failed:
+        open_catalog(dsn, tmp_path)
+    assert failed.value.code == "catalog.connect_failed"
+    assert "permission denied for database postgres" in failed.value.message

@@ -162,7 +162,11 @@ class PostgresCatalog(SqlCatalog):
             info = conn.info
             self.location = f"{info.host}:{info.port}/{info.dbname}"
             self.user = info.user
-            self._migrate(conn)
+            try:
+                self._migrate(conn)
+            except errors.InsufficientPrivilege as exc:  # e.g. no CREATE on the database
+                raise DbsafeError("catalog.connect_failed", location=self.location,
+                                  reason=" ".join(str(exc).split())) from None
         self._pool = ConnectionPool(self._conninfo, min_size=1, max_size=POOL_SIZE,
                                     kwargs={"autocommit": True, "row_factory": dict_row},
                                     name="dbsafe-catalog", open=True)
