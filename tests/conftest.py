@@ -496,3 +496,36 @@ def src_vault(vault: Vault, source: Pg) -> Vault:
 def restored(target: Path, port: int) -> Pg:
     """A handle on a cluster that ``dbsafe restore --start`` started (socket in pgdata)."""
     return Pg(pgdata=target, port=port, sockdir=target)
+
+
+# --------------------------------------------------------------------------------------
+# catalog backends (issue 7): SQLite, or a schema of its own on a PostgreSQL cluster
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def catalog_cluster(pg_template: Path) -> Iterator[Pg]:
+    """A cluster holding PostgreSQL catalogs: one per test process, started when first used."""
+    area = make_area("catalog-")
+    try:
+        yield new_cluster(pg_template, area, "catalog")
+    finally:
+        remove_area(area)
+
+
+def catalog_dsn(pg: Pg, schema: str | None = None, dbname: str = "postgres") -> str:
+    """A libpq keyword DSN of ``pg`` (no password: the test clusters trust local users)."""
+    dsn = f"host={pg.sockdir} port={pg.port} dbname={dbname} user={PG_USER}"
+    return f"{dsn} options='-c search_path={schema}'" if schema else dsn
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_spec(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty catalog for ``open_catalog(catalog_spec, tmp_path)``: 'sqlite', or a
+    DSN naming a schema of its own on the catalog cluster."""
+    if request.param == "sqlite":
+        return "sqlite"
+    import uuid
+
+    return catalog_dsn(request.getfixturevalue("catalog_cluster"),
+                       f"t_{uuid.uuid4().hex[:12]}")
+# end of catalog backends

@@ -11,15 +11,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from alert_receivers import Mailbox, Webhook, free_port
 
-from dbsafe.catalog.sqlite import SqliteCatalog
+from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import alert_delivery, alerts, monitor
 from dbsafe.services.vault import Vault
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    cat = SqliteCatalog(tmp_path / "catalog.sqlite")
+def catalog(catalog_spec, tmp_path):
+    cat = open_catalog(catalog_spec, tmp_path)
     yield cat
     cat.close()
 

@@ -1,6 +1,6 @@
-"""The scheduler's decisions with a fake clock and a real (SQLite) catalog: due runs,
-catch-up once after downtime, no repeat after a restart, retry of a lost run, and the
-per-server concurrency limit of the runner."""
+"""The scheduler's decisions with a fake clock and a real catalog (SQLite and PostgreSQL):
+due runs, catch-up once after downtime, no repeat after a restart, retry of a lost run, and
+the per-server concurrency limit of the runner."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dbsafe.catalog.sqlite import SqliteCatalog
+from dbsafe.catalog import open_catalog
 from dbsafe.policy.model import Policy
 from dbsafe.scheduler.clock import FakeClock
 from dbsafe.scheduler.due import Work, due_work
@@ -21,8 +21,8 @@ POLICY = Policy(name="nightly", full="daily", full_time="01:00", timezone="UTC",
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+def catalog(catalog_spec, tmp_path):
+    catalog = open_catalog(catalog_spec, tmp_path)
     instance = catalog.add_server("db1", "localhost", None, {
         "pgdata": "/nowhere", "port": 1, "bin_dir": "/usr/lib/postgresql/15/bin",
         "pg_version": 15, "system_identifier": "1"})

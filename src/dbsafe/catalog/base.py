@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 
@@ -109,3 +110,11 @@ class Catalog(Protocol):
         """Remove a point's row; False when there was none."""
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files; returns how many there were."""
+    # backends and cross-process locks (issue 7: shared catalog) -------------------------
+    def describe(self) -> dict:
+        """``backend`` ('sqlite' | 'postgresql') and ``location`` (a path, or
+        host:port/dbname plus ``schema`` and ``user``); never a secret."""
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A non-blocking lock ``name`` held for a ``with`` block, across processes (SQLite:
+        on this host) or hosts (PostgreSQL); DbsafeError catalog.busy when held elsewhere."""
+    def close(self) -> None: ...

@@ -363,6 +363,25 @@ _SPECS = [
               "(job {job_id}): a differential may be based on it; wait for the backup to end"),
     ErrorSpec("gc.running", 4, 409,
               "garbage collection already runs on the vault at {path}; wait for it to end"),
+    # ---------------------------------------------------------------------------------
+    # the catalog's backends: SQLite or a shared PostgreSQL (issue 7: catalog/)
+    ErrorSpec("catalog.spec_invalid", 2, 400,
+              "the catalog setting is not usable: {reason}; give 'sqlite' or a PostgreSQL "
+              "connection string (postgresql://USER@HOST:PORT/DBNAME or "
+              "'host=HOST port=PORT dbname=DBNAME user=USER')"),
+    ErrorSpec("catalog.password_in_dsn", 2, 400,
+              "the catalog connection string for {location} holds a password, and dbsafe "
+              "never stores passwords: remove it and give the password in PGPASSWORD, "
+              "~/.pgpass or the file PGPASSFILE names"),
+    ErrorSpec("catalog.connect_failed", 3, 502,
+              "cannot open the catalog database {location}: {reason}; check that the server "
+              "runs and accepts connections there, that the database exists, that the user "
+              "may create a schema in it, and that the password is in PGPASSWORD, ~/.pgpass "
+              "or PGPASSFILE"),
+    ErrorSpec("catalog.busy", 4, 409,
+              "{name!r} is held on the catalog at {location} by another process; wait for "
+              "it to end"),
+    # end of the catalog's backends
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

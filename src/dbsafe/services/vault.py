@@ -10,8 +10,7 @@ from pathlib import Path
 
 import platformdirs
 
-from dbsafe.catalog import open_catalog
-from dbsafe.catalog.sqlite import SqliteCatalog
+from dbsafe.catalog import Catalog, open_catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
 from dbsafe.services import keys
@@ -38,7 +37,7 @@ class Vault:
 
     path: Path
     repo: Repository
-    catalog: SqliteCatalog
+    catalog: Catalog
     settings: dict = field(default_factory=dict)
 
     @classmethod
@@ -63,6 +62,8 @@ class Vault:
             raise DbsafeError("vault.exists", path=path)
         if key_file is not None and not encryption:
             raise DbsafeError("key.file_without_encryption")
+        path.mkdir(parents=True, exist_ok=True)
+        catalog_db = open_catalog(catalog, path)  # checked before anything is written
         storage = open_storage(repository or str(path), create=True)
         master = store_key = None
         settings: dict = {}
@@ -73,14 +74,13 @@ class Vault:
         if encryption:
             master, store_key, key_settings = keys.new_vault_key(path, key_file)
             settings.update(key_settings)
-        path.mkdir(parents=True, exist_ok=True)
         repo = Repository.init(storage, region, master)
         if store_key is not None:
             store_key(repo.config["vault_id"])
         if settings:
             _write_settings(path, settings)
         repo_master(repo, path, settings)
-        vault = cls(path, repo, open_catalog(catalog, path), settings)
+        vault = cls(path, repo, catalog_db, settings)
         vault.catalog.record_vault(repo.config["vault_id"], repo.location, region,
                                    repo.config["created"])
         return vault
@@ -96,9 +96,10 @@ class Vault:
         repo = Repository.open(open_storage(repository))
         settings = {"repository": repository, **({"catalog": catalog} if catalog else {})}
         path.mkdir(parents=True, exist_ok=True)
+        catalog_db = open_catalog(catalog, path)
         _write_settings(path, settings)
         repo_master(repo, path, settings)
-        vault = cls(path, repo, open_catalog(catalog, path), settings)
+        vault = cls(path, repo, catalog_db, settings)
         vault.catalog.record_vault(repo.config["vault_id"], repo.location,
                                    repo.config["region"], repo.config["created"])
         if not repo.encrypted:  # an encrypted vault's manifests wait for `key import`

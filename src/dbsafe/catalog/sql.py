@@ -1,0 +1,470 @@
+"""The catalog's queries, shared by the SQLite and PostgreSQL backends.
+
+``SqlCatalog`` holds every method of the ``Catalog`` interface, written once in the SQL both
+databases accept (``?`` placeholders, ``INSERT ... ON CONFLICT``). A backend supplies how a
+statement runs (``_single``: one connection, autocommit) and how a read-modify-write runs
+atomically (``_atomic``), plus two small dialect strings: ``_NOW`` (the time now, as the
+text ``YYYY-MM-DD HH:MM:SS`` in UTC) and ``_IS`` (NULL-safe equality).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from importlib import resources
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+_MIGRATIONS = resources.files("dbsafe.catalog") / "migrations"
+_LOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def check_lock_name(name: str) -> str:
+    """A name for ``exclusive()``: lower-case letters, digits and ``_.-`` (it names a file)."""
+    if not _LOCK_NAME.fullmatch(name):
+        raise ValueError(f"bad lock name {name!r}")
+    return name
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered ``migrations/NNNN_*.sql`` scripts, in order."""
+    found = []
+    for entry in _MIGRATIONS.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a migration script (split on semicolons: comments must hold none)."""
+    return (s for s in script.split(";") if s.strip())
+
+
+class Session(Protocol):
+    """One connection's statements; ``?`` placeholders, rows as dicts."""
+
+    def all(self, sql: str, args: tuple = ()) -> list[dict]: ...
+    def run(self, sql: str, args: tuple = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+    def many(self, sql: str, rows: list[tuple]) -> int:
+        """Run a statement once per row; the number of rows changed in all."""
+    def insert_id(self, sql: str, args: tuple = ()) -> int:
+        """Run an INSERT into a table with an ``id`` key; the id of the new row."""
+
+
+class SqlCatalog:
+    _NOW = "datetime('now')"
+    _IS = "IS"
+
+    # what a backend provides ---------------------------------------------------------
+    def _single(self, body: Callable[[Session], T]) -> T:
+        """Run ``body``'s statement(s) on one connection, each committed at once."""
+        raise NotImplementedError
+
+    def _atomic(self, body: Callable[[Session], T], lock: str | None = None) -> T:
+        """Run ``body`` in one transaction that no other writer interleaves with: on
+        ``lock`` (a table) no other transaction writes until this one ends."""
+        raise NotImplementedError
+
+    # helpers -------------------------------------------------------------------------
+    def _all(self, sql: str, *args: object) -> list[dict]:
+        return self._single(lambda s: s.all(sql, args))
+
+    def _one(self, sql: str, *args: object) -> dict | None:
+        rows = self._all(sql, *args)
+        return rows[0] if rows else None
+
+    def _run(self, sql: str, *args: object) -> int:
+        return self._single(lambda s: s.run(sql, args))
+
+    def _update(self, table: str, where: str, fields: dict, *key: object) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE {table} SET {sets} WHERE {where}", *fields.values(), *key)
+
+    # vault -------------------------------------------------------------------------------
+    def record_vault(self, vault_id: str, path: str, region: str | None, created: str) -> None:
+        self._run("INSERT INTO vaults VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", vault_id,
+                  path, region, created)
+
+    def set_vault_region(self, vault_id: str, region: str) -> None:
+        self._run("UPDATE vaults SET region = ? WHERE vault_id = ?", region, vault_id)
+
+    # servers -----------------------------------------------------------------------------
+    def add_server(self, name: str, host: str, region: str | None, instance: dict,
+                   kind: str = "server") -> int:
+        def body(s: Session) -> int:
+            server_id = s.insert_id(
+                "INSERT INTO servers (name, host, region, created, kind) "
+                f"VALUES (?, ?, ?, {self._NOW}, ?)", (name, host, region, kind))
+            cols = ", ".join(instance)
+            marks = ", ".join("?" for _ in instance)
+            return s.insert_id(f"INSERT INTO instances (server_id, {cols}) VALUES (?, {marks})",
+                               (server_id, *instance.values()))
+        return self._atomic(body)
+
+    _SERVER_SELECT = (
+        "SELECT s.name, s.host AS server_host, s.region, s.created, s.kind, "
+        "i.id AS instance_id, "
+        "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
+        "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size, "
+        "i.auto_protect_policy, i.needs_full, i.max_concurrent, i.discovered, "
+        "n.replica_set "
+        "FROM servers s JOIN instances i ON i.server_id = s.id "
+        "LEFT JOIN replica_set_nodes n ON n.server = s.name")
+
+    def get_server(self, name: str) -> dict | None:
+        return self._one(self._SERVER_SELECT + " WHERE s.name = ?", name)
+
+    def list_servers(self) -> list[dict]:
+        return self._all(self._SERVER_SELECT + " ORDER BY s.name")
+
+    def remove_server(self, name: str) -> bool:
+        return self._run("DELETE FROM servers WHERE name = ?", name) > 0
+
+    def update_server(self, name: str, **fields: object) -> None:
+        self._update("servers", "name = ?", fields, name)
+
+    def update_instance(self, instance_id: int, **fields: object) -> None:
+        self._update("instances", "id = ?", fields, instance_id)
+
+    # replica sets ------------------------------------------------------------------------
+    def add_replica_set(self, name: str, preference: str) -> None:
+        self._run("INSERT INTO replica_sets (name, preference, created) "
+                  f"VALUES (?, ?, {self._NOW})", name, preference)
+
+    def get_replica_set(self, name: str) -> dict | None:
+        return self._one("SELECT * FROM replica_sets WHERE name = ?", name)
+
+    def list_replica_sets(self) -> list[dict]:
+        return self._all("SELECT * FROM replica_sets ORDER BY name")
+
+    def update_replica_set(self, name: str, **fields: object) -> None:
+        self._update("replica_sets", "name = ?", fields, name)
+
+    def remove_replica_set(self, name: str) -> None:
+        """The set, its node memberships and its own server entry (items, points rows)."""
+        def body(s: Session) -> None:
+            s.run("DELETE FROM replica_sets WHERE name = ?", (name,))
+            s.run("DELETE FROM servers WHERE name = ? AND kind = 'replica-set'", (name,))
+        self._atomic(body)
+
+    def add_node(self, replica_set: str, server: str) -> None:
+        self._run("INSERT INTO replica_set_nodes (replica_set, server, added) "
+                  f"VALUES (?, ?, {self._NOW})", replica_set, server)
+
+    def remove_node(self, replica_set: str, server: str) -> bool:
+        return self._run("DELETE FROM replica_set_nodes WHERE replica_set = ? AND server = ?",
+                         replica_set, server) > 0
+
+    def list_nodes(self, replica_set: str) -> list[dict]:
+        """The nodes with what was last seen of them (role, healthy, reason, timeline)."""
+        return self._all("SELECT n.server, n.role, n.healthy, n.reason, n.timeline, n.checked, "
+                         "n.added FROM replica_set_nodes n WHERE n.replica_set = ? "
+                         "ORDER BY n.server", replica_set)
+
+    def update_node(self, server: str, **fields: object) -> None:
+        self._update("replica_set_nodes", "server = ?", fields, server)
+
+    # databases ---------------------------------------------------------------------------
+    def replace_databases(self, instance_id: int, databases: list[dict]) -> None:
+        def body(s: Session) -> None:
+            s.run("DELETE FROM databases WHERE instance_id = ?", (instance_id,))
+            s.many("INSERT INTO databases (instance_id, name, oid, size_bytes, file_count, "
+                   f"read_only, kind, discovered) VALUES (?, ?, ?, ?, ?, ?, ?, {self._NOW})",
+                   [(instance_id, d["name"], d["oid"], d["size_bytes"], d["file_count"],
+                     int(d["read_only"]), d["kind"]) for d in databases])
+        self._atomic(body, lock="databases")
+
+    def list_databases(self, instance_id: int) -> list[dict]:
+        return self._all("SELECT name, oid, size_bytes, file_count, read_only, kind, discovered "
+                         "FROM databases WHERE instance_id = ? ORDER BY name", instance_id)
+
+    # points ------------------------------------------------------------------------------
+    _POINT_COLS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
+                   "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
+                   "databases", "base_point")
+
+    def add_point(self, instance_id: int, point: dict) -> None:
+        cols = ", ".join(self._POINT_COLS)
+        marks = ", ".join("?" for _ in self._POINT_COLS)
+        self._run(f"INSERT INTO recovery_points (instance_id, {cols}) VALUES (?, {marks}) "
+                  "ON CONFLICT DO NOTHING", instance_id,
+                  *(point.get(c) for c in self._POINT_COLS))
+
+    def list_points(self, instance_id: int) -> list[dict]:
+        return self._all("SELECT * FROM recovery_points WHERE instance_id = ? "
+                         "ORDER BY start_time, point_id", instance_id)
+
+    def get_point(self, point_id: str) -> dict | None:
+        return self._one("SELECT * FROM recovery_points WHERE point_id = ?", point_id)
+
+    # the log chain -----------------------------------------------------------------------
+    _WAL_COLS = ("system_identifier", "name", "timeline", "segno", "segment_size", "size",
+                 "end_lsn", "first_xact_time", "last_xact_time", "xacts", "restore_points",
+                 "mtime", "archived", "server")
+
+    def add_wal_file(self, row: dict) -> None:
+        marks = ", ".join("?" for _ in self._WAL_COLS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self._WAL_COLS[2:])
+        self._run(f"INSERT INTO wal_files ({', '.join(self._WAL_COLS)}) VALUES ({marks}) "
+                  f"ON CONFLICT (system_identifier, name) DO UPDATE SET {sets}",
+                  *(row.get(c) for c in self._WAL_COLS))
+
+    def list_wal_files(self, system_identifier: str) -> list[dict]:
+        # NULLS FIRST is SQLite's default order, spelled out for PostgreSQL
+        return self._all("SELECT * FROM wal_files WHERE system_identifier = ? "
+                         "ORDER BY timeline NULLS FIRST, segno NULLS FIRST, name",
+                         system_identifier)
+
+    def wal_file_names(self, system_identifier: str) -> set[str]:
+        return {r["name"] for r in self._all(
+            "SELECT name FROM wal_files WHERE system_identifier = ?", system_identifier)}
+
+    # protection: protected items (databases of an instance) ----------------------------
+    def protect_items(self, instance_id: int, items: list[tuple[str, int | None]],
+                      policy: str | None) -> None:
+        """Protect (or re-protect) databases ``items`` (name, oid) with ``policy``."""
+        def body(s: Session) -> None:
+            s.many("INSERT INTO protected_databases (instance_id, name, oid, policy, since) "
+                   f"VALUES (?, ?, ?, ?, {self._NOW}) ON CONFLICT (instance_id, name) DO "
+                   "UPDATE SET policy = excluded.policy, "
+                   "oid = COALESCE(excluded.oid, protected_databases.oid), "
+                   "state = 'protected', state_reason = NULL",
+                   [(instance_id, name, oid, policy) for name, oid in items])
+        self._atomic(body)
+
+    def list_items(self, instance_id: int | None = None) -> list[dict]:
+        """Protected items (every state) with their server's name."""
+        sql = ("SELECT p.*, s.name AS server FROM protected_databases p "
+               "JOIN instances i ON i.id = p.instance_id JOIN servers s ON s.id = i.server_id")
+        if instance_id is None:
+            return self._all(sql + " ORDER BY s.name, p.name")
+        return self._all(sql + " WHERE p.instance_id = ? ORDER BY p.name", instance_id)
+
+    def set_item(self, instance_id: int, name: str, **fields: object) -> None:
+        """Update an item's state, state_reason, warning or policy."""
+        self._update("protected_databases", "instance_id = ? AND name = ?", fields,
+                     instance_id, name)
+
+    def remove_items(self, instance_id: int, names: list[str]) -> None:
+        self._single(lambda s: s.many(
+            "DELETE FROM protected_databases WHERE instance_id = ? AND name = ?",
+            [(instance_id, n) for n in names]))
+
+    def count_items(self, instance_id: int | None = None) -> int:
+        """Items that count against the limits: every state but 'stopped' and 'source-gone'."""
+        sql = ("SELECT count(*) AS n FROM protected_databases "
+               "WHERE state NOT IN ('stopped', 'source-gone')")
+        if instance_id is None:
+            return self._one(sql)["n"]
+        return self._one(sql + " AND instance_id = ?", instance_id)["n"]
+
+    def list_protected(self, instance_id: int) -> list[str]:
+        """Names of the databases a backup run of the instance covers."""
+        return [r["name"] for r in self._all(
+            "SELECT name FROM protected_databases WHERE instance_id = ? AND state IN "
+            "('protected', 'inconsistent-policy') ORDER BY name", instance_id)]
+
+    # scheduler ------------------------------------------------------------------------
+    def get_slot(self, instance_id: int, policy: str, kind: str) -> dict | None:
+        return self._one("SELECT * FROM schedule_state WHERE instance_id = ? AND policy = ? "
+                         "AND kind = ?", instance_id, policy, kind)
+
+    def claim_slot(self, instance_id: int, policy: str, kind: str, slot: str,
+                   attempts: int = 1) -> None:
+        """Record ``slot`` as handled (before its job runs: a crash does not repeat it)."""
+        self._run("INSERT INTO schedule_state (instance_id, policy, kind, last_slot, attempts) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (instance_id, policy, kind) DO UPDATE "
+                  "SET last_slot = excluded.last_slot, attempts = excluded.attempts, "
+                  "job_id = NULL", instance_id, policy, kind, slot, attempts)
+
+    def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None:
+        self._run("UPDATE schedule_state SET job_id = ? WHERE instance_id = ? AND policy = ? "
+                  "AND kind = ?", job_id, instance_id, policy, kind)
+
+    # discovery and auto-protection (issue 5, services/discovery.py) ---------------------
+    def get_instance(self, instance_id: int) -> dict | None:
+        """Every column of an instance row (auto_protect_policy, discovered, ...)."""
+        return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
+
+    # jobs --------------------------------------------------------------------------------
+    def create_job(self, job_id: str, type: str, server: str | None, pid: int,
+                   start_time: str, *, conflicts: tuple[str, ...] = (),
+                   alive: Callable[[int], bool] | None = None, **extra: object) -> dict | None:
+        """Insert a running job, unless a live job of ``server`` with a backup_type in
+        ``conflicts`` runs: then return that job and insert nothing (one transaction)."""
+        def body(s: Session) -> dict | None:
+            if conflicts:
+                rows = s.all(
+                    "SELECT * FROM jobs WHERE server = ? AND type = ? AND state IN "
+                    "('running', 'cancelling') AND backup_type IN "
+                    f"({', '.join('?' for _ in conflicts)})", (server, type, *conflicts))
+                for row in rows:
+                    if alive is None or alive(row["pid"]):
+                        return row
+            cols = {"id": job_id, "type": type, "server": server, "state": "running",
+                    "start_time": start_time, "pid": pid, **extra}
+            s.run(f"INSERT INTO jobs ({', '.join(cols)}) VALUES "
+                  f"({', '.join('?' for _ in cols)})", tuple(cols.values()))
+            return None
+        return self._atomic(body, lock="jobs")
+
+    def update_job(self, job_id: str, **fields: object) -> None:
+        self._update("jobs", "id = ?", fields, job_id)
+
+    def get_job(self, job_id: str) -> dict | None:
+        return self._one("SELECT * FROM jobs WHERE id = ?", job_id)
+
+    def list_jobs(self, limit: int = 100, **equal: object) -> list[dict]:
+        """Newest first; ``equal`` filters columns (None values are ignored)."""
+        where = {k: v for k, v in equal.items() if v is not None}
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        return self._all(sql + " ORDER BY start_time DESC, id DESC LIMIT ?",
+                         *where.values(), limit)
+
+    # alerts and alert channels (issue 5, alerts) ---------------------------------------
+    @property
+    def _alert_key(self) -> str:
+        return f"state = 'active' AND kind = ? AND server {self._IS} ? AND item {self._IS} ?"
+
+    @staticmethod
+    def _keep_deliveries(old: str | None, new: str | None) -> str | None:
+        """The new details JSON of a repeated alert, keeping the old record of deliveries."""
+        kept = json.loads(old).get("deliveries") if old else None
+        if not kept:
+            return new
+        return json.dumps({**(json.loads(new) if new else {}), "deliveries": kept})
+
+    def upsert_alert(self, alert: dict, now: str) -> tuple[dict, bool]:
+        key = (alert["kind"], alert.get("server"), alert.get("item"))
+
+        def body(s: Session) -> tuple[dict, bool]:
+            rows = s.all(f"SELECT id, details FROM alerts WHERE {self._alert_key}", key)
+            if not rows:
+                alert_id = s.insert_id(
+                    "INSERT INTO alerts (kind, severity, server, item, message, details, "
+                    "job_id, raised, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (alert["kind"], alert["severity"], alert.get("server"),
+                     alert.get("item"), alert["message"], alert.get("details"),
+                     alert.get("job_id"), now, now))
+            else:
+                alert_id = rows[0]["id"]
+                details = self._keep_deliveries(rows[0]["details"], alert.get("details"))
+                s.run("UPDATE alerts SET count = count + 1, last_seen = ?, severity = ?, "
+                      "message = ?, details = ?, job_id = coalesce(?, job_id) WHERE id = ?",
+                      (now, alert["severity"], alert["message"], details,
+                       alert.get("job_id"), alert_id))
+            return s.all("SELECT * FROM alerts WHERE id = ?", (alert_id,))[0], not rows
+        return self._atomic(body, lock="alerts")
+
+    def get_alert(self, alert_id: int) -> dict | None:
+        return self._one("SELECT * FROM alerts WHERE id = ?", alert_id)
+
+    def update_alert(self, alert_id: int, **fields: object) -> None:
+        self._update("alerts", "id = ?", fields, alert_id)
+
+    def resolve_alert_rows(self, now: str, *, alert_id: int | None = None,
+                           key: tuple[str, str | None, str | None] | None = None
+                           ) -> list[dict]:
+        where, args = (("state = 'active' AND id = ?", (alert_id,)) if key is None
+                       else (self._alert_key, key))
+
+        def body(s: Session) -> list[int]:
+            ids = [r["id"] for r in s.all(f"SELECT id FROM alerts WHERE {where}", args)]
+            s.many("UPDATE alerts SET state = 'resolved', resolved = ? WHERE id = ?",
+                   [(now, i) for i in ids])
+            return ids
+        ids = self._atomic(body, lock="alerts")
+        return [r for i in ids if (r := self.get_alert(i)) is not None]
+
+    def list_alerts(self, state: str | None = None) -> list[dict]:
+        if state is None:
+            return self._all("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC")
+        return self._all("SELECT * FROM alerts WHERE state = ? ORDER BY last_seen DESC, "
+                         "id DESC", state)
+
+    def add_alert_channel(self, kind: str, target: str, options: str | None,
+                          on_success: bool, created: str) -> int:
+        return self._single(lambda s: s.insert_id(
+            "INSERT INTO alert_channels (kind, target, options, on_success, created) "
+            "VALUES (?, ?, ?, ?, ?)", (kind, target, options, int(on_success), created)))
+
+    def get_alert_channel(self, channel_id: int) -> dict | None:
+        return self._one("SELECT * FROM alert_channels WHERE id = ?", channel_id)
+
+    def list_alert_channels(self) -> list[dict]:
+        return self._all("SELECT * FROM alert_channels ORDER BY id")
+
+    def remove_alert_channel(self, channel_id: int) -> bool:
+        return self._run("DELETE FROM alert_channels WHERE id = ?", channel_id) > 0
+
+    # policies (issue 5, policy piece) ----------------------------------------------------
+    def insert_policy(self, name: str, body: str, created: str) -> bool:
+        """Add a policy; False (and nothing changed) when the name is taken."""
+        return self._run("INSERT INTO policies (name, body, created, updated) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         name, body, created, created) > 0
+
+    def update_policy(self, name: str, body: str, updated: str) -> bool:
+        return self._run("UPDATE policies SET body = ?, updated = ? WHERE name = ?",
+                         body, updated, name) > 0
+
+    def delete_policy(self, name: str) -> bool:
+        return self._run("DELETE FROM policies WHERE name = ?", name) > 0
+
+    def get_policy(self, name: str) -> dict | None:
+        return self._one("SELECT name, body, created, updated FROM policies WHERE name = ?",
+                         name)
+
+    def list_policies(self) -> list[dict]:
+        return self._all("SELECT name, body, created, updated FROM policies ORDER BY name")
+
+    def policy_users(self) -> list[dict]:
+        """Who uses a policy: protected databases (kind "database") and instances that
+        auto-protect with it (kind "auto-protection"), as rows (policy, kind, server,
+        database)."""
+        return self._all(
+            "SELECT pd.policy AS policy, 'database' AS kind, s.name AS server, "
+            "pd.name AS database FROM protected_databases pd "
+            "JOIN instances i ON i.id = pd.instance_id JOIN servers s ON s.id = i.server_id "
+            "WHERE pd.policy IS NOT NULL "
+            "UNION ALL "
+            "SELECT i.auto_protect_policy, 'auto-protection', s.name, NULL FROM instances i "
+            "JOIN servers s ON s.id = i.server_id WHERE i.auto_protect_policy IS NOT NULL "
+            "ORDER BY 1, 2, 3, 4 NULLS FIRST")
+    # end of policies ---------------------------------------------------------------------
+
+    # restore drills (issue 5, drills) ---------------------------------------------------
+    _DRILL_COLS = ("id", "server", "point_id", "started", "finished", "state", "rto_seconds",
+                   "rpo_seconds", "checks", "error_code", "error_message")
+
+    def set_table_counts(self, point_id: str, counts: str) -> None:
+        self._run("UPDATE recovery_points SET table_counts = ? WHERE point_id = ?", counts,
+                  point_id)
+
+    def add_drill(self, row: dict) -> None:
+        marks = ", ".join("?" for _ in self._DRILL_COLS)
+        self._run(f"INSERT INTO drills ({', '.join(self._DRILL_COLS)}) VALUES ({marks})",
+                  *(row.get(c) for c in self._DRILL_COLS))
+
+    def update_drill(self, drill_id: str, **fields: object) -> None:
+        self._update("drills", "id = ?", fields, drill_id)
+
+    def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
+        where, args = ("WHERE server = ?", [server]) if server else ("", [])
+        return self._all(f"SELECT * FROM drills {where} ORDER BY started DESC, id DESC "
+                         "LIMIT ?", *args, limit)
+
+    # deleting points and pruning the log chain (issue 5: services/prune.py) --------------
+    def delete_point(self, point_id: str) -> bool:
+        return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
+
+    def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
+        """Remove the rows of these WAL files, in one transaction; returns how many."""
+        return self._atomic(lambda s: s.many(
+            "DELETE FROM wal_files WHERE system_identifier = ? AND name = ?",
+            [(system_identifier, n) for n in names]))
