@@ -109,3 +109,7 @@ class Catalog(Protocol):
         """Remove a point's row; False when there was none."""
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files; returns how many there were."""
+    # soft delete (issue 7: services/softdelete.py)
+    def set_point_deleted(self, point_id: str, deleted_at: str | None,
+                          purge_after: str | None) -> None:
+        """Mirror a point's soft-delete marker (both None: the point is live)."""

@@ -507,3 +507,9 @@ class SqliteCatalog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    # soft delete (issue 7: services/softdelete.py) ----------------------------------------
+    def set_point_deleted(self, point_id: str, deleted_at: str | None,
+                          purge_after: str | None) -> None:
+        self._run("UPDATE recovery_points SET deleted_at = ?, purge_after = ? "
+                  "WHERE point_id = ?", deleted_at, purge_after, point_id)
