@@ -205,7 +205,8 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
             victims.append((at[1], at[0], name))
     victims.sort()  # oldest first: a crash leaves the chain starting later, never a hole
     servers = _lineage(vault, system_identifier)
-    log_points = [p for name in servers for p in list_points(vault, name)
+    log_points = [p for name in servers  # soft-deleted ones too: their WAL goes
+                  for p in list_points(vault, name, deleted=None)
                   if p["type"] == "log" and pruned(p["timeline"], wal.parse_lsn(p["stop_lsn"]) - 1)]
     result = {"system_identifier": system_identifier, "keep_from_lsn": keep_from_lsn,
               "keep_timeline": keep_timeline, "wal_files_deleted": len(victims),
