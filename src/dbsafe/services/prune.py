@@ -92,7 +92,7 @@ def remove_points(vault: Vault, points: list[dict]) -> None:
         delete_marker(vault.repo.storage, p["point_id"])
 
 
-def _job_server(servers: set[str | None]) -> str | None:
+def job_server(servers: set[str | None]) -> str | None:
     """The server a job is recorded under: the one concerned, or none when several are."""
     return servers.pop() if len(servers) == 1 else None
 
@@ -133,7 +133,7 @@ def delete_points(vault: Vault, point_ids: list[str], reason: str, *,
                               diffs=", ".join(staying))
         _check_busy(vault, p)
     refuse_if_held(vault, points, now)
-    with Job(vault.catalog, "delete", _job_server({p["server"] for p in points})) as job:
+    with Job(vault.catalog, "delete", job_server({p["server"] for p in points})) as job:
         vault.catalog.update_job(job.id, reason=reason)
         if soft:
             from dbsafe.services.softdelete import mark_deleted
@@ -215,7 +215,7 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
     if not victims and not log_points:  # nothing to do: no job row (retention calls often)
         return {**result, "first_kept": _first_segment(vault, system_identifier, seg),
                 "job_id": None}
-    with Job(vault.catalog, "prune-wal", _job_server(set(servers))) as job:
+    with Job(vault.catalog, "prune-wal", job_server(set(servers))) as job:
         vault.catalog.update_job(job.id, reason=f"keep WAL from {keep_from_lsn} "
                                                 f"(timelines up to {keep_timeline})")
         # Log points first: none may vouch for WAL that is gone.

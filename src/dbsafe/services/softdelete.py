@@ -18,7 +18,7 @@ from dbsafe.engines.postgres import wal
 from dbsafe.services.immutability import is_immutable, retention_holds
 from dbsafe.services.jobs import Job
 from dbsafe.services.points import list_points
-from dbsafe.services.prune import describe_point, diff_bases, remove_points
+from dbsafe.services.prune import describe_point, diff_bases, job_server, remove_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.softdelete import (
     MAX_DAYS,
@@ -35,11 +35,6 @@ from dbsafe.vault.softdelete import (
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _job_server(points: list[dict]) -> str | None:
-    servers = {p["server"] for p in points}
-    return servers.pop() if len(servers) == 1 else None
 
 
 # settings --------------------------------------------------------------------------------------
@@ -85,9 +80,9 @@ def undelete(vault: Vault, point_ids: list[str]) -> dict:
     """Bring soft-deleted points back, restorable as before, as an ``undelete`` job. A
     differential whose base full is soft-deleted too brings it back with it."""
     asked = list(dict.fromkeys(point_ids))
-    marked = marker_ids(vault.repo.storage)
+    marked = marker_ids(vault.repo.storage) & set(vault.repo.point_ids())
     for pid in asked:
-        if pid not in marked or not vault.repo.storage.exists(f"manifests/{pid}"):
+        if pid not in marked:
             describe_point(vault, pid)  # prune.point_unknown when there is no such point
             raise DbsafeError("softdelete.not_deleted", point_id=pid)
     bases = diff_bases(vault)
@@ -95,7 +90,7 @@ def undelete(vault: Vault, point_ids: list[str]) -> dict:
     points = [describe_point(vault, pid) for pid in asked + list(dict.fromkeys(also))]
     if not points:
         return {"undeleted": [], "job_id": None}
-    with Job(vault.catalog, "undelete", _job_server(points)) as job:
+    with Job(vault.catalog, "undelete", job_server({p["server"] for p in points})) as job:
         # Bases first: a crash never leaves a live differential on a soft-deleted full.
         for p in sorted(points, key=lambda p: p["type"] == "diff"):
             delete_marker(vault.repo.storage, p["point_id"])
@@ -117,7 +112,8 @@ def purge_due(vault: Vault, now: datetime | None = None) -> dict:
     now = now or datetime.now(UTC)
     storage = vault.repo.storage
     markers = {pid: read_marker(storage, pid) for pid in marker_ids(storage)}
-    debris = [pid for pid in markers if not storage.exists(f"manifests/{pid}")]
+    stored = set(vault.repo.point_ids())
+    debris = [pid for pid in markers if pid not in stored]
     for pid in debris:
         delete_marker(storage, pid)
     due = [describe_point(vault, pid) for pid, m in sorted(markers.items())
@@ -134,7 +130,7 @@ def purge_due(vault: Vault, now: datetime | None = None) -> dict:
               "markers_removed": len(debris), "job_id": None}
     if not due:
         return result
-    with Job(vault.catalog, "purge", _job_server(due)) as job:
+    with Job(vault.catalog, "purge", job_server({p["server"] for p in due})) as job:
         vault.catalog.update_job(job.id, reason="soft-delete retention ended")
         remove_points(vault, due)
         result["job_id"] = job.id
