@@ -22,6 +22,7 @@ def _cluster(pg_template, area, vault, name="g") -> Pg:
     pg.execute("CREATE DATABASE app")
     pg.pgbench("-i", "-s", "2", "-q", dbname="app")
     vault.add_server(name, pg)
+    vault.ok("vault", "soft-delete", "--off")  # deleted for good here (see test_soft_delete)
     return pg
 
 

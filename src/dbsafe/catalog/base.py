@@ -118,3 +118,7 @@ class Catalog(Protocol):
         """A non-blocking lock ``name`` held for a ``with`` block, across processes (SQLite:
         on this host) or hosts (PostgreSQL); DbsafeError catalog.busy when held elsewhere."""
     def close(self) -> None: ...
+    # soft delete (issue 7: services/softdelete.py)
+    def set_point_deleted(self, point_id: str, deleted_at: str | None,
+                          purge_after: str | None) -> None:
+        """Mirror a point's soft-delete marker (both None: the point is live)."""

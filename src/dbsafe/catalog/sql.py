@@ -463,6 +463,12 @@ class SqlCatalog:
     def delete_point(self, point_id: str) -> bool:
         return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
 
+    # soft delete (issue 7: services/softdelete.py)
+    def set_point_deleted(self, point_id: str, deleted_at: str | None,
+                          purge_after: str | None) -> None:
+        self._run("UPDATE recovery_points SET deleted_at = ?, purge_after = ? "
+                  "WHERE point_id = ?", deleted_at, purge_after, point_id)
+
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files, in one transaction; returns how many."""
         return self._atomic(lambda s: s.many(

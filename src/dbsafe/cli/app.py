@@ -27,6 +27,7 @@ from dbsafe.cli.commands import (
     restore,
     serve,
     server,
+    softdelete,
     vault,
     verify,
 )
@@ -67,6 +68,11 @@ app.command("drills")(drills.drills)
 app.command("plan")(plan.plan)
 app.command("delete-point")(prune.delete_point)
 app.command("gc")(prune.gc)
+# soft delete and immutability (issue 7) ------------------------------------------------------
+app.command("undelete")(softdelete.undelete)
+app.command("purge")(softdelete.purge)
+vault.app.command("soft-delete")(softdelete.soft_delete)
+vault.app.command("immutability")(softdelete.immutable)
 
 
 def _log_path() -> Path:

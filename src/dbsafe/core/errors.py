@@ -382,6 +382,31 @@ _SPECS = [
               "{name!r} is held on the catalog at {location} by another process; wait for "
               "it to end"),
     # end of the catalog's backends
+    # soft delete and immutable vaults (issue 7: services/softdelete.py, immutability.py)
+    ErrorSpec("point.soft_deleted", 2, 409,
+              "point {point_id} is soft-deleted (purged after {purge_after}); bring it back "
+              "with `dbsafe undelete {point_id}`, then restore it"),
+    ErrorSpec("softdelete.already_deleted", 2, 409,
+              "point {point_id} is already soft-deleted; see `dbsafe points NAME --deleted` "
+              "for when it is purged, or `dbsafe undelete {point_id}`"),
+    ErrorSpec("softdelete.not_deleted", 2, 409,
+              "point {point_id} is not soft-deleted: there is nothing to undelete"),
+    ErrorSpec("softdelete.days_out_of_range", 2, 400,
+              "soft-delete retention of {days} days is not allowed; choose {low} to {high} "
+              "days, or --off"),
+    ErrorSpec("immutability.state_unknown", 2, 400,
+              "unknown immutability {state!r}; choose one of: {valid}"),
+    ErrorSpec("immutability.locked", 2, 409,
+              "the vault's immutability is locked and cannot be turned {state}; a locked "
+              "vault stays immutable"),
+    ErrorSpec("immutability.retained", 2, 409,
+              "the vault is immutable: point {point_id} is retained until {until} "
+              "({count} point(s) of the request are retained); nothing was deleted; delete "
+              "it after its retention ends"),
+    ErrorSpec("immutability.soft_delete_locked", 2, 409,
+              "the vault is immutable: soft delete cannot be shortened or turned off "
+              "(now {current}, asked {asked}); turn immutability off first (not possible "
+              "once locked)"),
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

@@ -151,3 +151,19 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionD
 
     decision.expire = [p.point_id for p in ordered if p.point_id not in decision.keep]
     return decision
+
+
+# immutable vaults (issue 7: services/immutability.py) ----------------------------------------
+def retained_until(point: PointInfo, reasons: list[str], policy: Policy) -> datetime | None:
+    """When ``policy``'s retention of ``point`` ends, given the ``reasons`` ``decide`` keeps it
+    for: the latest end among its age-based tiers (daily, weekly, monthly, yearly, diff, log,
+    copy-only). None when no tier keeps it: the chain-safety reasons ("newest full",
+    "base of ...") hold a point for restorability, not for retention, and have no end date."""
+    end = point.end_time.astimezone(ZoneInfo(policy.timezone))
+    days = {"daily": policy.keep_daily, "weekly": 7 * (policy.keep_weekly or 0),
+            "diff": policy.keep_diff or MIN_DAYS, "log": policy.keep_log or MIN_DAYS,
+            "copy-only": policy.keep_daily or COPY_ONLY_FALLBACK_DAYS}
+    months = {"monthly": policy.keep_monthly, "yearly": 12 * (policy.keep_yearly or 0)}
+    ends = [end + timedelta(days=days[r]) for r in reasons if r in days] + \
+           [_months_before(end, -months[r]) for r in reasons if r in months]
+    return max(ends) if ends else None

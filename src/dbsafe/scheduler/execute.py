@@ -43,6 +43,7 @@ class Executor:
         from dbsafe.services.policies import get_policy
         from dbsafe.services.retention import apply_retention
         from dbsafe.services.servers import get_server
+        from dbsafe.services.softdelete import purge_due
 
         server = get_server(vault, work.server)
         policy = get_policy(vault, work.policy)
@@ -67,7 +68,9 @@ class Executor:
         vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, result["job_id"])
         self._clear_warnings(vault, server, work.kind)
         pruned = apply_retention(vault, work.server, self.clock.now())
-        if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted"):
+        purged = purge_due(vault, self.clock.now())  # soft-deleted points whose time is up
+        if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted") \
+                or purged["purged"]:
             from dbsafe.services.prune import run_gc
 
             run_gc(vault)  # packs a running writer may still use wait for the next run

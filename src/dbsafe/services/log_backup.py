@@ -108,7 +108,7 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
 
 def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
                   segment: str) -> dict:
-    points = list_points(vault, server["name"])
+    points = list_points(vault, server["name"], deleted=None)  # ranges stay contiguous
     rows = vault.catalog.list_wal_files(server["system_identifier"])
     seg_size = server["wal_segment_size"] or 16 << 20
     timeline, segno = wal.parse_segment_name(segment, seg_size)

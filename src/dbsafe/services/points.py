@@ -2,7 +2,10 @@
 
 A manifest is the truth: one that the catalog lacks (the process died between writing the
 manifest and the catalog row) is added when points are listed, and a row whose manifest is
-gone (a deletion died between removing the manifest and the row) is dropped.
+gone (a deletion died between removing the manifest and the row) is dropped. Soft-deleted
+points (a marker ``deleted/<point id>`` beside the manifest, docs/deleting.md) are mirrored
+the same way into the rows' ``deleted_at`` and ``purge_after``; listings leave them out
+unless asked, and a soft-deleted point is not loaded for a restore until it is undeleted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
+from dbsafe.vault.softdelete import marker_ids, read_marker
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
@@ -49,13 +53,33 @@ def reconcile(vault: Vault, server: dict) -> None:
         manifest, size = vault.repo.load_manifest_sized(point_id)
         if _belongs(manifest, server):
             vault.catalog.add_point(server["instance_id"], _point_row(manifest, size))
+    _reconcile_markers(vault, server)
 
 
-def list_points(vault: Vault, name: str) -> list[dict]:
+def _reconcile_markers(vault: Vault, server: dict) -> None:
+    """Rows follow the markers: a soft delete or undelete that died between the marker
+    (its commit point) and the row is completed here."""
+    marked = marker_ids(vault.repo.storage)
+    for row in vault.catalog.list_points(server["instance_id"]):
+        point_id = row["point_id"]
+        if point_id in marked and row["deleted_at"] is None:
+            marker = read_marker(vault.repo.storage, point_id)
+            if marker is not None:
+                vault.catalog.set_point_deleted(point_id, marker["deleted_at"],
+                                                marker["purge_after"])
+        elif point_id not in marked and row["deleted_at"] is not None:
+            vault.catalog.set_point_deleted(point_id, None, None)
+
+
+def list_points(vault: Vault, name: str, deleted: bool | None = False) -> list[dict]:
+    """The server's points, oldest first: live ones (``deleted=False``), soft-deleted ones
+    (``True``: with ``deleted_at`` and ``purge_after``), or all (``None``)."""
     server = get_server(vault, name)
     reconcile(vault, server)
-    points = vault.catalog.list_points(server["instance_id"])
-    return [{**{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS},
+    points = [p for p in vault.catalog.list_points(server["instance_id"])
+              if deleted is None or (p["deleted_at"] is not None) == deleted]
+    extra = ("deleted_at", "purge_after") if deleted is not False else ()
+    return [{**{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS + extra},
              "databases": json.loads(p["databases"]) if p["databases"] else None}
             for p in points]
 
@@ -70,16 +94,18 @@ def lineage_points(vault: Vault, server: dict) -> list[dict]:
     return sorted(points, key=lambda p: (p["start_time"], p["point_id"]))
 
 
-def points_and_chain(vault: Vault, name: str, database: str | None = None) -> dict:
+def points_and_chain(vault: Vault, name: str, database: str | None = None,
+                     deleted: bool = False) -> dict:
     """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
 
     With ``database``: only the points that can restore it (log points, and backups whose
-    run included it); the log chain belongs to the instance and is the same.
+    run included it); the log chain belongs to the instance and is the same. With
+    ``deleted``: the soft-deleted points instead (the log chain is that of the live ones).
     """
     from dbsafe.services.chain import log_chain
 
     server = get_server(vault, name)
-    points = list_points(vault, name)
+    points = list_points(vault, name, deleted)
     chain = log_chain(vault, server, lineage_points(vault, server))
     if database is not None:
         points = [p for p in points if p["type"] == "log" or p["databases"] is None
@@ -99,4 +125,8 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
         raise DbsafeError("point.unknown", point_id=point_id, name=name) from None
     if manifest["instance"]["system_identifier"] != server["system_identifier"]:
         raise DbsafeError("point.unknown", point_id=point_id, name=name)
+    marker = read_marker(vault.repo.storage, point_id)
+    if marker is not None:
+        raise DbsafeError("point.soft_deleted", point_id=point_id,
+                          purge_after=marker["purge_after"])
     return server, manifest

@@ -188,7 +188,8 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
 
     Retain: the items stay, state "stopped", with every point kept and never pruned.
     Delete: the items go, with the points no still-protected database shares (a point is
-    an instance backup: it is deleted only when all the databases it holds are unprotected).
+    an instance backup: it is deleted only when all the databases it holds are unprotected),
+    soft-deleted when the vault's soft delete is on (``purge_after`` says until when).
     When nothing of the instance stays protected, dbsafe's WAL archiving is turned off.
     """
     server = get_server(vault, name)
@@ -197,14 +198,16 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
     for db in chosen:
         if db not in items:
             raise DbsafeError("protect.not_protected", name=name, database=db)
-    deleted: list[str] = []
+    deleted: dict = {"deleted": [], "soft": False, "purge_after": None}
     if retain:
         for db in chosen:
             vault.catalog.set_item(server["instance_id"], db, state="stopped",
                                    state_reason="protection stopped, data retained")
     else:
+        # Points first (refused, with nothing changed, in an immutable vault before their
+        # retention ends: the items still tell which policy retains them), items after.
+        deleted = _delete_unshared_points(vault, server, set(items) - set(chosen))
         vault.catalog.remove_items(server["instance_id"], chosen)
-        deleted = _delete_unshared_points(vault, server)
     remaining = vault.catalog.list_protected(server["instance_id"])
     archiving_off = False
     if not remaining:
@@ -219,26 +222,27 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
                         archiving.disable(conn)
                         archiving_off = True
     return {"server": name, "databases": chosen, "data": "retained" if retain else "deleted",
-            "points_deleted": deleted, "still_protected": remaining,
+            "points_deleted": [p["point_id"] for p in deleted["deleted"]],
+            "soft_deleted": deleted["soft"], "purge_after": deleted["purge_after"],
+            "still_protected": remaining,
             "archiving_turned_off": archiving_off}
 
 
-def _delete_unshared_points(vault: Vault, server: dict) -> list[str]:
-    """Points of the instance none of whose databases is still an item (any state); log
-    points (they hold no database) go with the last item."""
+def _delete_unshared_points(vault: Vault, server: dict, kept: set[str]) -> dict:
+    """Delete the live points of the instance none of whose databases is in ``kept`` (the
+    items that stay, any state); log points (they hold no database) go with the last item.
+    Soft-deleted as the vault's setting says; returns ``prune.delete_points``' result."""
     import json
 
     from dbsafe.services.prune import delete_points
 
-    kept = {i["name"] for i in vault.catalog.list_items(server["instance_id"])}
     doomed = []
     for point in vault.catalog.list_points(server["instance_id"]):
         held = json.loads(point["databases"]) if point.get("databases") else None
-        if not kept or (held is not None and not set(held) & kept):
+        if point["deleted_at"] is None and (
+                not kept or (held is not None and not set(held) & kept)):
             doomed.append(point["point_id"])
-    if doomed:
-        delete_points(vault, doomed, reason="protection stopped with delete data")
-    return doomed
+    return delete_points(vault, doomed, reason="protection stopped with delete data")
 
 
 def reconfigure(vault: Vault, policy: str) -> list[dict]:

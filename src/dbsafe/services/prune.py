@@ -10,14 +10,17 @@ catalog row after, blocks only when garbage collection finds nothing using them.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
 from dbsafe.services.archive import reconcile_wal
+from dbsafe.services.immutability import refuse_if_held
 from dbsafe.services.jobs import Job, running_job
 from dbsafe.services.points import list_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.gc import REPACK_UNUSED, collect_garbage
+from dbsafe.vault.softdelete import delete_marker, marker_ids, soft_delete_setting
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
 # Segment-named WAL files other than segments: a promoted server's last partial segment and
@@ -26,7 +29,7 @@ _SEGMENT_PREFIXED = re.compile(r"^([0-9A-F]{24})(\.partial|\.[0-9A-F]{8}\.backup
 
 
 # points ------------------------------------------------------------------------------------
-def _describe(vault: Vault, point_id: str) -> dict:
+def describe_point(vault: Vault, point_id: str) -> dict:
     """What deleting a point needs to know, from its manifest (the truth) or, when the
     manifest is already gone (a deletion that died half-way), its catalog row."""
     try:
@@ -36,12 +39,13 @@ def _describe(vault: Vault, point_id: str) -> dict:
         if row is None:
             raise DbsafeError("prune.point_unknown", point_id=point_id) from None
         return {"point_id": point_id, "type": row["type"], "copy_only": bool(row["copy_only"]),
-                "server": None, "start_time": row["start_time"]}
+                "server": None, "start_time": row["start_time"], "end_time": row["end_time"]}
     return {"point_id": point_id, "type": m["type"], "copy_only": m["copy_only"],
-            "server": m["instance"]["server"], "start_time": m["start_time"]}
+            "server": m["instance"]["server"], "start_time": m["start_time"],
+            "end_time": m["end_time"]}
 
 
-def _diff_bases(vault: Vault) -> dict[str, str]:
+def diff_bases(vault: Vault) -> dict[str, str]:
     """{differential: its base full} for every differential in the vault."""
     out = {}
     for point_id in vault.repo.point_ids():
@@ -78,42 +82,69 @@ def _check_busy(vault: Vault, point: dict) -> None:
                           name=point["server"], job_id=busy["id"])
 
 
-def _remove(vault: Vault, points: list[dict]) -> None:
-    """Differentials before the fulls they are based on; per point, manifest then row."""
+def remove_points(vault: Vault, points: list[dict]) -> None:
+    """Differentials before the fulls they are based on; per point, manifest then row, then
+    a soft-delete marker the point may have (one left by a crash is removed by the next
+    purge: a marker without its manifest marks nothing)."""
     for p in sorted(points, key=lambda p: (p["type"] != "diff", p["start_time"])):
         vault.repo.delete_manifest(p["point_id"])
         vault.catalog.delete_point(p["point_id"])
+        delete_marker(vault.repo.storage, p["point_id"])
 
 
-def _job_server(servers: set[str | None]) -> str | None:
+def job_server(servers: set[str | None]) -> str | None:
     """The server a job is recorded under: the one concerned, or none when several are."""
     return servers.pop() if len(servers) == 1 else None
 
 
-def delete_points(vault: Vault, point_ids: list[str], reason: str) -> dict:
-    """Delete these points (manifests and catalog rows), recorded as a ``delete`` job with
-    ``reason``. Their blocks stay until garbage collection (``run_gc``) finds them unused.
+def delete_points(vault: Vault, point_ids: list[str], reason: str, *,
+                  soft: bool | None = None, now: datetime | None = None) -> dict:
+    """Delete these points, recorded as a ``delete`` job with ``reason``.
+
+    Soft (the vault's soft-delete setting unless ``soft`` says): each point gets a marker
+    and is purged after the soft-delete retention (``services.softdelete``); until then it
+    can be undeleted. Hard: manifests then catalog rows go now (a soft-deleted point too).
+    Blocks stay until garbage collection (``run_gc``) finds them unused. ``now`` (default:
+    the clock) dates the deletion and is what an immutable vault's retention is checked at.
 
     Refuses (nothing deleted) an unknown point, a full that a differential outside the
-    request is based on, and a server's latest full while a backup of that server runs.
+    request is based on (a soft-deleted one counts only for a hard delete), a server's
+    latest full while a backup of that server runs, an already soft-deleted point for a
+    soft delete, and in an immutable vault a point whose retention has not ended.
     """
-    points = [_describe(vault, pid) for pid in dict.fromkeys(point_ids)]
+    now = now or datetime.now(UTC)
+    points = [describe_point(vault, pid) for pid in dict.fromkeys(point_ids)]
+    setting = soft_delete_setting(vault.repo.storage)
+    soft = setting["enabled"] if soft is None else soft
+    result = {"deleted": [], "reason": reason, "soft": soft, "purge_after": None,
+              "job_id": None}
     if not points:
-        return {"deleted": [], "reason": reason, "job_id": None}
+        return result
     asked = {p["point_id"] for p in points}
-    bases = _diff_bases(vault)
+    marked = marker_ids(vault.repo.storage)
+    bases = diff_bases(vault)
     for p in points:
-        staying = sorted(d for d, b in bases.items() if b == p["point_id"] and d not in asked)
+        if soft and p["point_id"] in marked:
+            raise DbsafeError("softdelete.already_deleted", point_id=p["point_id"])
+        staying = sorted(d for d, b in bases.items() if b == p["point_id"] and d not in asked
+                         and not (soft and d in marked))
         if staying:
             raise DbsafeError("prune.base_in_use", point_id=p["point_id"],
                               diffs=", ".join(staying))
         _check_busy(vault, p)
-    with Job(vault.catalog, "delete", _job_server({p["server"] for p in points})) as job:
+    refuse_if_held(vault, points, now)
+    with Job(vault.catalog, "delete", job_server({p["server"] for p in points})) as job:
         vault.catalog.update_job(job.id, reason=reason)
-        _remove(vault, points)
-        result = {"deleted": [{k: p[k] for k in ("point_id", "type", "server", "start_time")}
-                              for p in points],
-                  "reason": reason, "job_id": job.id}
+        if soft:
+            from dbsafe.services.softdelete import mark_deleted
+
+            result["purge_after"] = mark_deleted(vault, points, reason, job.id, now,
+                                                 setting["days"])
+        else:
+            remove_points(vault, points)
+        result["deleted"] = [{k: p[k] for k in ("point_id", "type", "server", "start_time")}
+                             for p in points]
+        result["job_id"] = job.id
         job.finish(result)
         return result
 
@@ -174,7 +205,8 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
             victims.append((at[1], at[0], name))
     victims.sort()  # oldest first: a crash leaves the chain starting later, never a hole
     servers = _lineage(vault, system_identifier)
-    log_points = [p for name in servers for p in list_points(vault, name)
+    log_points = [p for name in servers  # soft-deleted ones too: their WAL goes
+                  for p in list_points(vault, name, deleted=None)
                   if p["type"] == "log" and pruned(p["timeline"], wal.parse_lsn(p["stop_lsn"]) - 1)]
     result = {"system_identifier": system_identifier, "keep_from_lsn": keep_from_lsn,
               "keep_timeline": keep_timeline, "wal_files_deleted": len(victims),
@@ -183,11 +215,11 @@ def prune_wal(vault: Vault, system_identifier: str, keep_from_lsn: str,
     if not victims and not log_points:  # nothing to do: no job row (retention calls often)
         return {**result, "first_kept": _first_segment(vault, system_identifier, seg),
                 "job_id": None}
-    with Job(vault.catalog, "prune-wal", _job_server(set(servers))) as job:
+    with Job(vault.catalog, "prune-wal", job_server(set(servers))) as job:
         vault.catalog.update_job(job.id, reason=f"keep WAL from {keep_from_lsn} "
                                                 f"(timelines up to {keep_timeline})")
         # Log points first: none may vouch for WAL that is gone.
-        _remove(vault, log_points)
+        remove_points(vault, log_points)
         for _, _, name in victims:
             vault.repo.delete_wal_record(system_identifier, name)
         vault.catalog.delete_wal_files(system_identifier, [v[2] for v in victims])

@@ -6,12 +6,18 @@ never expired. The WAL older than the base of the retained log chain is pruned, 
 when a single registered server carries that cluster lineage (another server of the same
 system identifier, a standby or a restored copy, may need older WAL; its own retention does
 not run here). The nodes of a replica set do not count: the set stands for them.
+
+Expired points are deleted for good (hard): soft delete guards against a person's deletion,
+retention is the policy itself. Soft-deleted points take no part in the decision, but a
+full stays while a soft-deleted differential is based on it, and the WAL they would need
+restored is kept (``softdelete.wal_floor``) until they are purged.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from dbsafe.engines.postgres.wal import parse_lsn
 from dbsafe.services.points import list_points
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
@@ -22,6 +28,7 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     from dbsafe.policy.retention import PointInfo, decide
     from dbsafe.services.policies import get_policy
     from dbsafe.services.prune import delete_points, prune_wal
+    from dbsafe.services.softdelete import wal_floor
 
     server = get_server(vault, name)
     items = vault.catalog.list_items(server["instance_id"])
@@ -37,16 +44,22 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     decision = decide(infos, policy, now)
     pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
     expire = [pid for pid in decision.expire if pid not in pinned]
-    bases = {p["base_point"] for p in points if p["point_id"] not in expire and p.get("base_point")}
+    bases = {p["base_point"] for p in list_points(vault, name, deleted=None)
+             if p["point_id"] not in expire and p.get("base_point")}
     expire = [pid for pid in expire if pid not in bases]
     result = {"server": name, "policy": policy.name, "expired": expire,
               "kept": decision.keep, "wal": None}
     if expire:
-        delete_points(vault, expire, reason=f"retention of policy {policy.name}")
+        delete_points(vault, expire, reason=f"retention of policy {policy.name}", soft=False,
+                      now=now)
     base = vault.catalog.get_point(decision.wal_base_point) if decision.wal_base_point else None
     lineage = [s for s in vault.catalog.list_servers()  # a set's nodes count as the set
                if s["system_identifier"] == server["system_identifier"] and not s["replica_set"]]
     if base is not None and len(lineage) == 1 and server["recovery_model"] == "FULL":
-        result["wal"] = prune_wal(vault, server["system_identifier"], base["start_lsn"],
+        keep_from = base["start_lsn"]
+        floor = wal_floor(vault, server["system_identifier"])
+        if floor is not None and parse_lsn(floor) < parse_lsn(keep_from):
+            keep_from = floor
+        result["wal"] = prune_wal(vault, server["system_identifier"], keep_from,
                                   base["timeline"])
     return result

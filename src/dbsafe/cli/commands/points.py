@@ -12,14 +12,20 @@ from dbsafe.services.points import points_and_chain
 def points(name: str = typer.Argument(..., help="A registered server."),
            db: str = typer.Option(None, "--db", help="Only points that can restore this "
                                                      "database."),
+           deleted: bool = typer.Option(False, "--deleted", help="The soft-deleted points "
+                                        "instead (undelete them with `dbsafe undelete`)."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the recovery points of a server and the time ranges its log chain covers."""
     render.state.json = json
-    data = points_and_chain(open_vault(), name, db)
+    data = points_and_chain(open_vault(), name, db, deleted)
 
     def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),
                   "stored": render.human_bytes(p["bytes_stored"])} for p in d["points"]]
+        if deleted:
+            render.table(shown, ["point_id", "type", "end_time", "deleted_at", "purge_after",
+                                 "stored"], title=f"soft-deleted points of {name}")
+            return
         render.table(shown, ["point_id", "type", "start_time", "end_time", "start_lsn",
                              "stop_lsn", "read", "stored"], title=f"recovery points of {name}")
         for r in d["log_ranges"]:

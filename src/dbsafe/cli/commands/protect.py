@@ -76,7 +76,9 @@ def unprotect(name: str = typer.Argument(..., help="A registered server."),
     result = protection.unprotect(open_vault(), name, db or None, retain=retain_data)
     render.emit(result, lambda r: render.out.print(
         f"{name}: protection stopped for {', '.join(r['databases'])}, data {r['data']}"
-        + (f" ({len(r['points_deleted'])} point(s) deleted)" if r["points_deleted"] else "")))
+        + (f" ({len(r['points_deleted'])} point(s) deleted)" if r["points_deleted"] else "")
+        + (f"; soft-deleted: kept until {r['purge_after']} (`dbsafe undelete` brings them "
+           "back)" if r["points_deleted"] and r["soft_deleted"] else "")))
 
 
 def items(name: str = typer.Argument(None, help="A registered server (default: all)."),

@@ -14,13 +14,15 @@ def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `d
                  reason: str = typer.Option("deleted by the user", "--reason",
                                             help="Recorded with the delete job."),
                  json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Delete recovery points; their blocks are freed by the next `dbsafe gc`."""
+    """Delete recovery points: soft-deleted (kept, undeletable) for the vault's soft-delete
+    days, else at once; their blocks are freed by a `dbsafe gc` after they are gone."""
     render.state.json = json
     result = prune.delete_points(open_vault(), points, reason)
+    ids = ", ".join(p["point_id"] for p in result["deleted"])
     render.emit(result, lambda r: render.out.print(
-        f"deleted {len(r['deleted'])} point(s): "
-        f"{', '.join(p['point_id'] for p in r['deleted'])}; run `dbsafe gc` to free their "
-        "blocks"))
+        f"soft-deleted {len(r['deleted'])} point(s): {ids}; kept until {r['purge_after']} "
+        "(`dbsafe undelete` brings them back)" if r["soft"] else
+        f"deleted {len(r['deleted'])} point(s): {ids}; run `dbsafe gc` to free their blocks"))
 
 
 def gc(wait: float = typer.Option(0, "--wait", help="Seconds to wait for running backups "
