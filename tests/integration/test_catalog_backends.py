@@ -20,6 +20,7 @@ from conftest import catalog_dsn
 
 from dbsafe.catalog import open_catalog
 from dbsafe.catalog.postgres import PostgresCatalog
+from dbsafe.catalog.sql import migrations
 from dbsafe.core.errors import DbsafeError
 
 HAMMER = Path(__file__).resolve().parent.parent / "catalog_hammer.py"
@@ -103,7 +104,7 @@ def exercise(c) -> list:
     r.append(c.create_job("j2", "backup", "a", 2, "2026-01-01T01", conflicts=("full",),
                           backup_type="full"))  # j1 runs: refused, returned
     r.append(c.create_job("j3", "backup", "a", 3, "2026-01-01T02", conflicts=("full",),
-                          alive=lambda pid: False, backup_type="full"))  # j1 is dead
+                          alive=lambda job: False, backup_type="full"))  # j1 is dead
     c.create_job("j4", "restore", None, 4, "2026-01-01T02")
     c.update_job("j1", state="completed", bytes_done=1 << 40, cancel_requested=True)
     r += [c.get_job("j1"), c.get_job("zz"), c.list_jobs(), c.list_jobs(2),
@@ -245,6 +246,9 @@ def test_agents_in_two_processes_lose_nothing_and_double_nothing(catalog_spec, t
     catalog.close()
 
 
+LATEST = max(number for number, _script in migrations())
+
+
 def test_first_opens_racing_migrate_a_fresh_catalog_once(catalog_spec, tmp_path):
     with _processes([_spawn(catalog_spec, tmp_path, "open") for _ in range(4)]) as ps:
         for p in ps:
@@ -258,14 +262,14 @@ def test_first_opens_racing_migrate_a_fresh_catalog_once(catalog_spec, tmp_path)
     assert all(o == opened[0] for o in opened)
     if opened[0]["backend"] == "sqlite":
         db = sqlite3.connect(tmp_path / "catalog.sqlite")
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,)
         db.close()
     else:
         conn = psycopg.connect(catalog_spec)
         versions = conn.execute(f"SELECT version FROM {opened[0]['schema']}."
                                 "schema_migrations ORDER BY 1").fetchall()
         conn.close()
-        assert [v for (v,) in versions] == [1, 2, 3, 4]
+        assert [v for (v,) in versions] == list(range(1, LATEST + 1))
 
 
 def test_exclusive_is_refused_while_another_process_holds_it(catalog_spec, tmp_path):

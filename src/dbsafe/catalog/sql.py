@@ -292,7 +292,7 @@ class SqlCatalog:
     # jobs --------------------------------------------------------------------------------
     def create_job(self, job_id: str, type: str, server: str | None, pid: int,
                    start_time: str, *, conflicts: tuple[str, ...] = (),
-                   alive: Callable[[int], bool] | None = None, **extra: object) -> dict | None:
+                   alive: Callable[[dict], bool] | None = None, **extra: object) -> dict | None:
         """Insert a running job, unless a live job of ``server`` with a backup_type in
         ``conflicts`` runs: then return that job and insert nothing (one transaction)."""
         def body(s: Session) -> dict | None:
@@ -302,7 +302,7 @@ class SqlCatalog:
                     "('running', 'cancelling') AND backup_type IN "
                     f"({', '.join('?' for _ in conflicts)})", (server, type, *conflicts))
                 for row in rows:
-                    if alive is None or alive(row["pid"]):
+                    if alive is None or alive(row):
                         return row
             cols = {"id": job_id, "type": type, "server": server, "state": "running",
                     "start_time": start_time, "pid": pid, **extra}

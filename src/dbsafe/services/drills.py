@@ -18,14 +18,13 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services.chain import BASE_TYPES, log_chain
-from dbsafe.services.jobs import Job, running_job, utcnow
+from dbsafe.services.jobs import Job, job_alive, running_job, utcnow
 from dbsafe.services.pitr import RecoveryPlan, plan_recovery
 from dbsafe.services.points import lineage_points, load_point
 from dbsafe.services.restore import run_restore
@@ -118,7 +117,7 @@ def _sweep(vault: Vault, root: Path, bin_dir: str) -> list[str]:
     removed = []
     for child in root.iterdir():
         job = vault.catalog.get_job(child.name) if child.name.startswith("drill-") else None
-        if job is None or (job["state"] == "running" and pid_alive(job["pid"])):
+        if job is None or (job["state"] == "running" and job_alive(job)):
             continue
         scratch.destroy(child, bin_dir, _owner_of(child))
         removed.append(child.name)
@@ -211,7 +210,7 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
     rows = vault.catalog.list_drills(server, limit)
     for row in rows:
         job = vault.catalog.get_job(row["id"]) if row["state"] == "running" else None
-        if job is not None and not (job["state"] == "running" and pid_alive(job["pid"])):
+        if job is not None and not (job["state"] == "running" and job_alive(job)):
             fields = {"state": "failed", "finished": job["end_time"] or utcnow(),
                       "error_code": "job.abandoned",
                       "error_message": f"the process that ran it (pid {job['pid']}) ended "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,9 @@ def utcnow() -> str:
 
 def new_job_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+HOST = socket.gethostname()
 
 
 class Job:
@@ -79,7 +83,8 @@ class Job:
     def __enter__(self) -> Job:
         conflicts = EXCLUSIVE.get(self.backup_type or "", ()) if self.type == "backup" else ()
         busy = self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow(),
-                                       conflicts=conflicts, alive=pid_alive, **self._extra)
+                                       conflicts=conflicts, alive=job_alive, host=HOST,
+                                       **self._extra)
         if busy:
             raise DbsafeError("backup.already_running", type=busy["backup_type"] or "backup",
                               name=self.server, job_id=busy["id"])
@@ -166,9 +171,17 @@ def _decode(job: dict) -> dict:
     return job
 
 
+def job_alive(job: dict) -> bool:
+    """Whether a job's process runs: checked by pid on its own host; a job of another host
+    (a catalog shared by several) is taken as running."""
+    if job.get("host") not in (None, HOST):
+        return True
+    return pid_alive(job["pid"])
+
+
 def _reap(catalog: Catalog, job: dict) -> dict:
     """A running job whose process is gone: failed (abandoned), or cancelled if asked."""
-    if job["state"] in ACTIVE and not pid_alive(job["pid"]):
+    if job["state"] in ACTIVE and not job_alive(job):
         if job["state"] == "cancelling":
             fields = {"state": "cancelled", "end_time": utcnow(), "error_code": "job.cancelled",
                       "error_message": "cancelled (its process had ended)"}
