@@ -6,12 +6,15 @@ lost, nothing corrupt, everything restores."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 from conftest import Pg, Vault, catalog_dsn, free_port, new_cluster, restored
+
+from dbsafe.storage import open_storage
 
 REPOSITORIES = ["folder"]
 
@@ -33,13 +36,16 @@ def shared(request, area: Path, cli_env: dict[str, str], pg_template: Path,
     b.ok("vault", "connect", "--repository", location, "--catalog", dsn)
     a.ok("vault", "soft-delete", "--off")  # deleted points go at once: gc has work to do
     clusters = {}
-    for name, scale in (("pga", "4"), ("pgb", "8")):
+    for name, scale in (("pga", "4"), ("pgb", "20")):
         pg = new_cluster(pg_template, area, name)
         pg.execute("CREATE DATABASE bench")
         pg.pgbench("-i", "-s", scale, "-q", dbname="bench")
         pg.execute("CHECKPOINT")
         clusters[name] = pg
-    return a, b, clusters
+    # A's rows are its own: its blocks become garbage once its point is deleted
+    clusters["pga"].execute("UPDATE pgbench_accounts SET filler = md5(aid::text)", "bench")
+    clusters["pga"].execute("CHECKPOINT")
+    return a, b, clusters, location, env
 
 
 def _finish(proc) -> dict:
@@ -58,8 +64,19 @@ def _restore_matches(vault: Vault, server: str, point_id: str, expected: dict, t
         pg.stop()
 
 
+def _writer_locks(location: str, env: dict[str, str]) -> list[str]:
+    saved = dict(os.environ)
+    os.environ.update(env)  # the object store's credentials
+    try:
+        storage = open_storage(location)
+        return storage.names("locks")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def test_two_agents_back_up_at_once_and_gc_runs_beside_a_backup(shared, area: Path):
-    a, b, clusters = shared
+    a, b, clusters, location, env = shared
     pga, pgb = clusters["pga"], clusters["pgb"]
     a.add_server("sa", pga)
     b.add_server("sb", pgb)
@@ -81,8 +98,16 @@ def test_two_agents_back_up_at_once_and_gc_runs_beside_a_backup(shared, area: Pa
                 "bench")
     pgb.execute("CHECKPOINT")
     expected_b2 = pgb.table_checksums()
-    a.ok("delete-point", first_a["point_id"])
     second = b.popen("backup", "sb", "--type", "full", "--json")
+    deadline = time.monotonic() + 60
+    while not any(j["type"] == "backup" and j["server"] == "sb" and j["state"] == "running"
+                  for j in a.jobs()):  # B's job is visible to A through the shared catalog
+        assert second.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    while not _writer_locks(location, env):  # ... and then its writer lock in the repository
+        assert second.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    a.ok("delete-point", first_a["point_id"])
     runs_of_gc = []
     while second.poll() is None:
         runs_of_gc.append(a.ok("gc"))

@@ -5,11 +5,12 @@ created (``backend_vault``)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import secrets_guard
-from conftest import Pg, Vault, free_port, restored
+from conftest import Pg, Vault, free_port, new_cluster, restored
 
 PASS = "backend suite passphrase 314159"
 secrets_guard.register(PASS)
@@ -17,16 +18,21 @@ secrets_guard.register(PASS)
 BACKENDS = ["local", "local-encrypted"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend_vault(request, area: Path, cli_env: dict[str, str], source: Pg) -> Vault:
-    kind = request.param
-    env = {**cli_env, "DBSAFE_PASSPHRASE": PASS}
+def _new_vault(kind: str, area: Path, cli_env: dict[str, str]) -> Vault:
+    """A vault of ``kind``; its agent (WAL archiving) runs from ``area/run``."""
+    env = {**cli_env, "DBSAFE_PASSPHRASE": PASS, "DBSAFE_RUN_DIR": str(area / "run")}
     args = ["vault", "init"]
     if kind.endswith("-encrypted"):
         args += ["--encryption", "on"]
     vault = Vault(area / "vault", env)
     info = vault.ok(*args)
     assert info["encrypted"] is kind.endswith("-encrypted")
+    return vault
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_vault(request, area: Path, cli_env: dict[str, str], source: Pg) -> Vault:
+    vault = _new_vault(request.param, area, cli_env)
     vault.add_server("src", source)
     return vault
 
@@ -62,3 +68,32 @@ def test_backup_restore_verify_gc(backend_vault: Vault, source: Pg, area: Path):
     points = {p["point_id"] for p in vault.points("src")}
     assert points == {full["point_id"], diff["point_id"]}
     assert vault.ok("verify", "src")["ok"] is True
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_log_chain_and_point_in_time(kind: str, area: Path, cli_env: dict[str, str],
+                                     pg_template: Path):
+    """WAL archived by the agent into the vault, a log backup, a restore to an instant."""
+    vault = _new_vault(kind, area, cli_env)
+    pg = new_cluster(pg_template, area, "pitr", settings={"track_commit_timestamp": "on"})
+    vault.add_server("pitr", pg)
+    assert vault.ok("protect", "pitr", "--all", "--restart")["archiving_active"] is True
+    pg.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+    pg.execute("INSERT INTO ledger SELECT generate_series(1, 10)")
+    vault.backup("pitr", "--type", "full")
+    pg.execute("INSERT INTO ledger SELECT generate_series(11, 20)")
+    time.sleep(0.05)
+    instant = pg.scalar("SELECT clock_timestamp()")
+    time.sleep(0.05)
+    pg.execute("INSERT INTO ledger SELECT generate_series(21, 30)")
+    log = vault.backup("pitr", "--type", "log")
+    assert log["type"] == "log" and not log["warnings"], log
+    assert vault.chain("pitr")["gaps"] == []
+    target = area / "pitr-restored"
+    out = vault.ok("restore", "pitr", "--time", instant.isoformat(), "--to-pgdata", target,
+                   "--port", free_port(), "--start")
+    got = restored(target, out["port"])
+    try:
+        assert got.scalar("SELECT count(*) FROM ledger") == 20
+    finally:
+        got.stop()

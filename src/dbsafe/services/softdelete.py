@@ -19,12 +19,11 @@ from dbsafe.services.immutability import is_immutable, retention_holds
 from dbsafe.services.jobs import Job
 from dbsafe.services.points import list_points
 from dbsafe.services.prune import describe_point, diff_bases, job_server, remove_points
-from dbsafe.services.vault import Vault
+from dbsafe.services.vault import Vault, protection_settings
 from dbsafe.vault.softdelete import (
     MAX_DAYS,
     MIN_DAYS,
     delete_marker,
-    immutability_setting,
     marker_ids,
     read_marker,
     save_soft_delete_setting,
@@ -40,8 +39,7 @@ def _iso(t: datetime) -> str:
 # settings --------------------------------------------------------------------------------------
 def settings(vault: Vault) -> dict:
     """The vault's soft-delete and immutability settings (every client reads the same)."""
-    return {"soft_delete": soft_delete_setting(vault.repo.storage),
-            "immutability": immutability_setting(vault.repo.storage)["state"]}
+    return protection_settings(vault.repo.storage)
 
 
 def set_soft_delete(vault: Vault, days: int | None, enabled: bool = True,

@@ -17,6 +17,7 @@ from dbsafe.services import keys
 from dbsafe.services.adopt import adopt_servers
 from dbsafe.storage import open_storage
 from dbsafe.vault.repository import Repository
+from dbsafe.vault.softdelete import immutability_setting, soft_delete_setting
 
 
 def default_vault_path() -> Path:
@@ -137,7 +138,14 @@ class Vault:
         return {"path": str(self.path), "vault_id": cfg["vault_id"], "region": cfg["region"],
                 "created": cfg["created"], "block_size": cfg["block_size"],
                 "format": cfg["format"], "repository": self.repo.storage.describe(),
-                "catalog": self.catalog.describe(), "encrypted": self.repo.encrypted}
+                "catalog": self.catalog.describe(), "encrypted": self.repo.encrypted,
+                **protection_settings(self.repo.storage)}
+
+
+def protection_settings(storage) -> dict:
+    """Soft delete and immutability, as every client of the vault reads them."""
+    return {"soft_delete": soft_delete_setting(storage),
+            "immutability": immutability_setting(storage)["state"]}
 
 
 def repo_master(repo: Repository, home: Path, settings: dict) -> None:
