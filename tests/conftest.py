@@ -482,3 +482,12 @@ def src_vault(vault: Vault, source: Pg) -> Vault:
 def restored(target: Path, port: int) -> Pg:
     """A handle on a cluster that ``dbsafe restore --start`` started (socket in pgdata)."""
     return Pg(pgdata=target, port=port, sockdir=target)
+
+
+# object storage servers and the storage_location fixture (issue 7, storage) ---------------
+from servers.fixtures import (  # noqa: E402, F401 - fixtures for every test module
+    azurite_server,
+    faulty_location,
+    s3_server,
+    storage_location,
+)

@@ -184,3 +184,12 @@ class LocalStorage:
                 os.close(fd)
             self._fds.clear()
             self._retired.clear()
+
+    # object storage additions (issue 7, storage) -----------------------------------------
+    def cleanup(self) -> int:
+        """The ``Storage`` name for ``remove_stale_tmp``."""
+        return self.remove_stale_tmp()
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": "local", "location": str(self.root)}
+    # end of object storage additions -----------------------------------------------------

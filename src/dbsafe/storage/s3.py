@@ -1,0 +1,288 @@
+"""A vault in an S3-compatible object store (AWS S3, MinIO, Ceph RGW, moto ...), with boto3.
+
+Names map to keys under an optional prefix. An S3 object is visible only once PutObject or
+CompleteMultipartUpload returns, whole, and is durable then: exactly the guarantees the
+``Storage`` interface asks for. Packs stream through a multipart upload whose parts upload
+in parallel (``PartedWriter``); an object that fits in one part is a single PutObject.
+
+Retries are botocore's "standard" mode with ``MAX_ATTEMPTS`` attempts: exponential backoff
+with full jitter, capped at 20 s a wait, 1 s base for throttling (503 SlowDown, 429) and
+50 ms for other 5xx and connection errors. 15 attempts ride out about a minute of
+throttling and half a minute of 5xx on average (20 s with margin); the standard mode's
+retry quota (a client-wide budget that stops retrying when every call is failing) still
+applies, so a store that is down for good fails fast instead of stalling every thread.
+Opening checks the bucket with a separate client that retries little, so a wrong endpoint
+is reported in seconds, not after a minute of backoff.
+
+One client is shared by all threads (boto3 clients are thread-safe; sessions are not, so
+the session is used only here, at open). Credentials come from boto3's standard chain
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance roles), never the location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.storage.location import Location
+from dbsafe.storage.parts import PartedWriter
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB          # S3's minimum for every part but the last
+MAX_ATTEMPTS = 15
+STALE_UPLOAD_AGE = dt.timedelta(hours=24)
+CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+           "InvalidToken", "403", "Forbidden"}
+_MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+_OBJECT_READS = {"get", "size"}
+
+
+class _S3Writer(PartedWriter):
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        super().__init__(storage.pool, storage.part_size, storage.parts_in_flight)
+        self._s3 = storage
+        self._key = key
+        self._upload_id: str | None = None
+
+    def _put_whole(self, data: bytes) -> None:
+        with self._s3.errors("put", self._key):
+            self._s3.client.put_object(Bucket=self._s3.bucket, Key=self._key, Body=data)
+
+    def _start_parts(self) -> None:
+        with self._s3.errors("start upload", self._key):
+            self._upload_id = self._s3.client.create_multipart_upload(
+                Bucket=self._s3.bucket, Key=self._key)["UploadId"]
+
+    def _upload_part(self, number: int, data: bytes) -> object:
+        with self._s3.errors("upload part", self._key):
+            reply = self._s3.client.upload_part(
+                Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
+                PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": reply["ETag"]}
+
+    def _complete(self, parts: list[object]) -> None:
+        with self._s3.errors("complete upload", self._key):
+            self._s3.client.complete_multipart_upload(
+                Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts})
+
+    def _drop(self) -> None:
+        if self._upload_id is None:
+            return
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._s3.client.abort_multipart_upload(
+                Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id)
+
+
+class S3Storage:
+    """Named bytes in ``bucket`` under ``prefix``. ``create`` makes a missing bucket."""
+
+    def __init__(self, location: Location, *, create: bool = False,
+                 env: Mapping[str, str] | None = None, part_size: int = 8 * MiB,
+                 parts_in_flight: int = 4, upload_threads: int = 8,
+                 max_connections: int = 32) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"S3 parts are at least {MIN_PART_SIZE} bytes")
+        self.location = location
+        self.bucket = location.container
+        self.prefix = location.prefix
+        self.part_size = part_size
+        self.parts_in_flight = parts_in_flight
+        endpoint = location.options.get("endpoint")
+        region = location.options.get("region")
+        session = boto3.session.Session(**_credentials(env), region_name=region)
+        # an explicit endpoint is an S3-compatible server: path-style addressing works with
+        # every one of them (virtual hosts need DNS names per bucket)
+        common = {"s3": {"addressing_style": "path"}} if endpoint else {}
+        self.client = session.client("s3", endpoint_url=endpoint, config=Config(
+            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            max_pool_connections=max_connections, **common))
+        probe = session.client("s3", endpoint_url=endpoint, config=Config(
+            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5,
+            read_timeout=20, **common))
+        try:
+            self._check_bucket(probe, create, region)
+        except BaseException:
+            self.client.close()
+            raise
+        finally:
+            probe.close()
+        self.pool = ThreadPoolExecutor(max_workers=upload_threads, thread_name_prefix="s3-put")
+
+    def _check_bucket(self, probe, create: bool, region: str | None) -> None:
+        with self.errors("open", ""):
+            try:
+                probe.head_bucket(Bucket=self.bucket)
+                return
+            except ClientError as exc:
+                if _code(exc) not in ("404", "NoSuchBucket", "NotFound") or not create:
+                    raise
+            args = {}
+            if region and region != "us-east-1":
+                args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                probe.create_bucket(Bucket=self.bucket, **args)
+            except ClientError as exc:  # made by another agent meanwhile: fine
+                if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    @contextlib.contextmanager
+    def errors(self, operation: str, name: str) -> Iterator[None]:
+        """Turn botocore failures into DbsafeErrors that name the location (no secret); a
+        missing object is FileNotFoundError and a range past its end ``_PastEnd``."""
+        where = self.location.display()
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _MISSING_KEY and name and operation in _OBJECT_READS:
+                raise FileNotFoundError(name) from None
+            if code in ("InvalidRange", "416"):
+                raise _PastEnd from None
+            reason = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+            if code in _DENIED:
+                raise DbsafeError("storage.access_denied", location=where, reason=reason,
+                                  variables=CREDENTIAL_VARIABLES) from None
+            if code == "NoSuchBucket" or (code in _MISSING_KEY and operation == "open"):
+                raise DbsafeError("storage.container_missing", location=where, what="bucket",
+                                  container=self.bucket) from None
+            raise DbsafeError("storage.request_failed", operation=operation, name=name,
+                              location=where, reason=reason) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise DbsafeError("storage.credentials_missing", location=where,
+                              variables=CREDENTIAL_VARIABLES) from None
+        except BotoConnectionError as exc:
+            raise DbsafeError("storage.unreachable", location=where,
+                              reason=type(exc).__name__) from None
+        except BotoCoreError as exc:
+            raise DbsafeError("storage.request_failed", operation=operation, name=name,
+                              location=where, reason=type(exc).__name__) from None
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _name(self, key: str) -> str:
+        return key[len(self.prefix) + 1:] if self.prefix else key
+
+    def _folder_key(self, folder: str) -> str:
+        folder = folder.strip("/")
+        return self.key(folder) + "/" if folder else (f"{self.prefix}/" if self.prefix else "")
+
+    # writing ---------------------------------------------------------------------------
+    def put(self, name: str, data: bytes) -> None:
+        with self.errors("put", name):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=bytes(data))
+
+    def writer(self, name: str) -> _S3Writer:
+        return _S3Writer(self, self.key(name))
+
+    # reading ---------------------------------------------------------------------------
+    def get(self, name: str) -> bytes:
+        with self.errors("get", name):
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            if not self.exists(name):
+                raise FileNotFoundError(name)
+            return b""
+        try:
+            with self.errors("get", name):
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key(name),
+                                              Range=f"bytes={offset}-{offset + length - 1}")
+                return body["Body"].read()
+        except _PastEnd:
+            return b""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.size(name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, name: str) -> int:
+        with self.errors("size", name):
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(name))[
+                "ContentLength"]
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for page in self._pages(Prefix=self._folder_key(prefix)):
+            for item in page.get("Contents", []):
+                yield self._name(item["Key"])
+
+    def names(self, folder: str) -> list[str]:
+        start = self._folder_key(folder)
+        return [item["Key"][len(start):]
+                for page in self._pages(Prefix=start, Delimiter="/")
+                for item in page.get("Contents", [])]
+
+    def _pages(self, **args) -> Iterator[dict]:
+        with self.errors("list", args["Prefix"]):
+            yield from self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, **args)
+
+    # removing --------------------------------------------------------------------------
+    def delete(self, name: str) -> None:
+        with self.errors("delete", name):  # S3 deletes are idempotent: 204 when missing too
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def retire(self, names: Iterable[str]) -> None:
+        """Nothing is held open per object."""
+
+    def cleanup(self) -> int:
+        """Abort multipart uploads under the prefix started more than 24 h ago (writers that
+        died: their parts cost storage until aborted); returns how many."""
+        cutoff = dt.datetime.now(dt.UTC) - STALE_UPLOAD_AGE
+        aborted = 0
+        with self.errors("cleanup", ""):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._folder_key(""))
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        with contextlib.suppress(ClientError):
+                            self.client.abort_multipart_upload(
+                                Bucket=self.bucket, Key=upload["Key"],
+                                UploadId=upload["UploadId"])
+                            aborted += 1
+        return aborted
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": "s3", "location": self.location.display()}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.client.close()
+
+
+class _PastEnd(Exception):
+    """A range that starts at or after the end of the object."""
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _credentials(env: Mapping[str, str] | None) -> dict[str, str]:
+    """Keys for the boto3 session from ``env`` when given; else boto3's own chain."""
+    if env is None:
+        return {}
+    names = {"aws_access_key_id": "AWS_ACCESS_KEY_ID",
+             "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+             "aws_session_token": "AWS_SESSION_TOKEN"}
+    return {arg: env[var] for arg, var in names.items() if env.get(var)}
