@@ -2,16 +2,17 @@
 
 While a fault is armed (for some seconds, or for the next N requests) every request is
 answered with 503 (or the status asked for) and the body the service itself would send
-(S3: ``SlowDown``; Azure: ``ServerBusy``); the request body is read and dropped, as a
-throttling front end does. Otherwise each request is forwarded as it came: headers
-unchanged (S3 signs the Host header), the body streamed in either direction, Range headers
-and chunked transfers included. The proxy counts what it did so a test can assert that the
-client really met the faults it survived.
+(S3: ``SlowDown``; Azure: ``ServerBusy``; ``InternalError`` for another 5xx); the request
+body is read and dropped, as a throttling front end does. Otherwise each request is
+forwarded as it came: headers unchanged (S3 signs the Host header), bodies streamed both
+ways, Range headers and chunked transfers included. The proxy counts what it did, so a test
+can assert that the client really met the faults it survived.
 """
 
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,13 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                "trailer", "upgrade", "expect", "proxy-connection"}
-_FAULT_BODIES = {
-    "s3": ("SlowDown", b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                       b"<Message>Please reduce your request rate.</Message>"
-                       b"<RequestId>dbsafe-fault-proxy</RequestId></Error>"),
-    "azure": ("ServerBusy", b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy'
-                            b"</Code><Message>The server is busy.</Message></Error>"),
-}
+# the error code each service sends for a throttling answer; other statuses: InternalError
+_THROTTLE_CODE = {"s3": "SlowDown", "azure": "ServerBusy"}
 _CHUNK = 64 * 1024
 
 
@@ -42,8 +38,7 @@ class FaultProxy:
         self._fail_until = 0.0
         self._fail_count = 0
         self._status = 503
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -78,6 +73,16 @@ class FaultProxy:
                 return None
             self.faults_served += 1
             return self._status
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client dropping a kept-alive connection is normal (a pool closing); the rest
+        is a bug in the proxy and is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -135,7 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             yield data
 
     def _send_fault(self, flavor: str, status: int) -> None:
-        code, body = _FAULT_BODIES[flavor]
+        code = _THROTTLE_CODE[flavor] if status in (429, 503) else "InternalError"
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>fault injected by the dbsafe test proxy</Message></Error>").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("x-ms-error-code" if flavor == "azure" else "x-amz-error-code", code)

@@ -6,9 +6,11 @@ visible whole, in one call; staged blocks nobody commits are never visible and t
 drops them after a week, so an aborted or dead writer leaves nothing to clean. An object
 that fits in one block is a single Put Blob.
 
-Retries: the SDK's ExponentialRetry with ``RETRY_TOTAL`` retries, waiting about 1, 3, 5, 9,
-17, 33 s (each +-1 s of jitter): a minute of 503 ServerBusy or 500/502/504 is ridden out,
-and a short burst costs a second or two. (Azure throttles with 503, so 429 is not retried.)
+Retries: the SDK's ExponentialRetry with ``RETRY_TOTAL`` retries, waiting 1 + 1.5**n s
+(+-1 s of jitter): about 2.5, 3.3, 4.4, 6, 9, 12, 18, 27, 39, 59 s. 20 s of 503 ServerBusy
+or 500/502/504 is ridden out by the fifth retry, a minute by the eighth, and a short burst
+costs a few seconds; only after about 3 minutes does a request fail. (Azure throttles with
+503, so 429 is not retried.)
 Opening checks the container with few retries, so a wrong endpoint is reported fast.
 
 Credentials come from the environment, never the location: AZURE_STORAGE_CONNECTION_STRING
@@ -40,7 +42,7 @@ from dbsafe.storage.location import Location
 from dbsafe.storage.parts import PartedWriter
 
 MiB = 1024 * 1024
-RETRY_TOTAL = 6
+RETRY_TOTAL = 10
 CREDENTIAL_VARIABLES = "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_KEY"
 _DENIED = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
            "InsufficientAccountPermissions"}
@@ -81,8 +83,10 @@ class AzureStorage:
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
         env = os.environ if env is None else env
-        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=RETRY_TOTAL,
-                                 random_jitter_range=1)
+        # the SDK also caps retries per kind (3 by default): raise them to the total
+        retry = ExponentialRetry(initial_backoff=1, increment_base=1.5, retry_total=RETRY_TOTAL,
+                                 random_jitter_range=1, retry_status=RETRY_TOTAL,
+                                 retry_read=RETRY_TOTAL, retry_connect=RETRY_TOTAL)
         self.service = _service_client(location, env, retry, max_connections)
         self.container = self.service.get_container_client(location.container)
         with self.errors("open", ""):

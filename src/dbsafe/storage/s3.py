@@ -7,10 +7,11 @@ in parallel (``PartedWriter``); an object that fits in one part is a single PutO
 
 Retries are botocore's "standard" mode with ``MAX_ATTEMPTS`` attempts: exponential backoff
 with full jitter, capped at 20 s a wait, 1 s base for throttling (503 SlowDown, 429) and
-50 ms for other 5xx and connection errors. 15 attempts ride out about a minute of
-throttling and half a minute of 5xx on average (20 s with margin); the standard mode's
-retry quota (a client-wide budget that stops retrying when every call is failing) still
-applies, so a store that is down for good fails fast instead of stalling every thread.
+50 ms for other 5xx and connection errors. 15 attempts wait, on average, about 100 s in
+all under throttling and about 60 s under 5xx: 20 s of 503s is ridden out with a wide
+margin. The standard mode's retry quota (a client-wide budget, 100 throttled or 35 other
+retries, refilled by successes) still applies: a store that is down for good fails fast
+instead of stalling every thread for minutes.
 Opening checks the bucket with a separate client that retries little, so a wrong endpoint
 is reported in seconds, not after a minute of backoff.
 
