@@ -107,8 +107,11 @@ class S3Storage:
         region = location.options.get("region")
         session = boto3.session.Session(**_credentials(env), region_name=region)
         # an explicit endpoint is an S3-compatible server: path-style addressing works with
-        # every one of them (virtual hosts need DNS names per bucket)
-        common = {"s3": {"addressing_style": "path"}} if endpoint else {}
+        # every one of them (virtual hosts need DNS names per bucket), and many reject the
+        # CRC checksums botocore now adds by default (the vault hashes every object itself)
+        common = {"s3": {"addressing_style": "path"},
+                  "request_checksum_calculation": "when_required",
+                  "response_checksum_validation": "when_required"} if endpoint else {}
         self.client = session.client("s3", endpoint_url=endpoint, config=Config(
             retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
             max_pool_connections=max_connections, **common))
