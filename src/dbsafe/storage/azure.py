@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -39,6 +39,7 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ExponentialRetry
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.location import Location
+from dbsafe.storage.objectstore import ObjectStore, PastEnd
 from dbsafe.storage.parts import PartedWriter
 
 MiB = 1024 * 1024
@@ -56,8 +57,7 @@ class _AzureWriter(PartedWriter):
         self._blob = storage.container.get_blob_client(storage.key(name))
 
     def _put_whole(self, data: bytes) -> None:
-        with self._azure.errors("put", self._name):
-            self._blob.upload_blob(data, overwrite=True)
+        self._azure.put(self._name, data)
 
     def _upload_part(self, number: int, data: bytes) -> object:
         # block ids of one blob must all have the same length: a fixed-width counter
@@ -71,7 +71,7 @@ class _AzureWriter(PartedWriter):
             self._blob.commit_block_list(parts)
 
 
-class AzureStorage:
+class AzureStorage(ObjectStore):
     """Named bytes in ``container`` under ``prefix``. ``create`` makes a missing container."""
 
     def __init__(self, location: Location, *, create: bool = False,
@@ -105,7 +105,7 @@ class AzureStorage:
     @contextlib.contextmanager
     def errors(self, operation: str, name: str) -> Iterator[None]:
         """Turn SDK failures into DbsafeErrors naming the location (no secret); a missing
-        blob is FileNotFoundError for the reads, ``_PastEnd`` for a range past its end."""
+        blob is FileNotFoundError for the reads, ``PastEnd`` for a range past its end."""
         where = self.location.display()
         try:
             yield
@@ -125,19 +125,12 @@ class AzureStorage:
                               reason=type(exc).__name__) from None
         except HttpResponseError as exc:
             if exc.status_code == 416 or exc.error_code == "InvalidRange":
-                raise _PastEnd from None
+                raise PastEnd from None
             if exc.error_code in _DENIED or exc.status_code == 403:
                 raise DbsafeError("storage.access_denied", location=where, reason=_reason(exc),
                                   variables=CREDENTIAL_VARIABLES) from None
             raise DbsafeError("storage.request_failed", operation=operation, name=name,
                               location=where, reason=_reason(exc)) from None
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _folder_key(self, folder: str) -> str:
-        folder = folder.strip("/")
-        return self.key(folder) + "/" if folder else (f"{self.prefix}/" if self.prefix else "")
 
     # writing ---------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:
@@ -152,38 +145,23 @@ class AzureStorage:
         with self.errors("get", name):
             return self.container.download_blob(self.key(name)).readall()
 
-    def get_range(self, name: str, offset: int, length: int) -> bytes:
-        if length <= 0:
-            if not self.exists(name):
-                raise FileNotFoundError(name)
-            return b""
-        try:
-            with self.errors("get", name):
-                return self.container.download_blob(self.key(name), offset=offset,
-                                                    length=length).readall()
-        except _PastEnd:
-            return b""
-
-    def exists(self, name: str) -> bool:
-        try:
-            self.size(name)
-        except FileNotFoundError:
-            return False
-        return True
+    def _read_range(self, name: str, offset: int, length: int) -> bytes:
+        with self.errors("get", name):
+            return self.container.download_blob(self.key(name), offset=offset,
+                                                length=length).readall()
 
     def size(self, name: str) -> int:
         with self.errors("size", name):
             return self.container.get_blob_client(self.key(name)).get_blob_properties().size
 
     def list(self, prefix: str) -> Iterator[str]:
-        start = self._folder_key(prefix)
-        skip = len(self.prefix) + 1 if self.prefix else 0
         with self.errors("list", prefix):
-            for key in self.container.list_blob_names(name_starts_with=start or None):
-                yield key[skip:]
+            for key in self.container.list_blob_names(
+                    name_starts_with=self.folder_key(prefix) or None):
+                yield self.name_of(key)
 
     def names(self, folder: str) -> list[str]:
-        start = self._folder_key(folder)
+        start = self.folder_key(folder)
         with self.errors("list", folder):
             return [item.name[len(start):]
                     for item in self.container.walk_blobs(name_starts_with=start or None)
@@ -193,9 +171,6 @@ class AzureStorage:
     def delete(self, name: str) -> None:
         with self.errors("delete", name), contextlib.suppress(ResourceNotFoundError):
             self.container.delete_blob(self.key(name))
-
-    def retire(self, names: Iterable[str]) -> None:
-        """Nothing is held open per object."""
 
     def cleanup(self) -> int:
         """Nothing to do: uncommitted blocks of dead writers are never visible and expire."""
@@ -207,10 +182,6 @@ class AzureStorage:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.service.close()
-
-
-class _PastEnd(Exception):
-    """A range that starts at or after the end of the blob."""
 
 
 def _reason(exc: HttpResponseError) -> str:

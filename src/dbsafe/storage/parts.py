@@ -43,7 +43,7 @@ class PartedWriter:
         raise NotImplementedError
 
     def _drop(self) -> None:
-        """Forget the parts stored so far (called once, after every upload ended)."""
+        """Forget the parts stored so far, if any (called once, after every upload ended)."""
 
     # the ObjectWriter interface ----------------------------------------------------------
     def write(self, data: bytes | memoryview) -> None:
@@ -81,9 +81,8 @@ class PartedWriter:
         for future in self._futures:
             future.cancel()
         wait(self._futures)
-        if self._futures:
-            self._drop()
         self._futures = []
+        self._drop()
 
     # ------------------------------------------------------------------------------------
     def _submit(self, part: bytes) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -39,6 +39,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.location import Location
+from dbsafe.storage.objectstore import ObjectStore, PastEnd
 from dbsafe.storage.parts import PartedWriter
 
 MiB = 1024 * 1024
@@ -53,30 +54,30 @@ _OBJECT_READS = {"get", "size"}
 
 
 class _S3Writer(PartedWriter):
-    def __init__(self, storage: S3Storage, key: str) -> None:
+    def __init__(self, storage: S3Storage, name: str) -> None:
         super().__init__(storage.pool, storage.part_size, storage.parts_in_flight)
         self._s3 = storage
-        self._key = key
+        self._name = name
+        self._key = storage.key(name)
         self._upload_id: str | None = None
 
     def _put_whole(self, data: bytes) -> None:
-        with self._s3.errors("put", self._key):
-            self._s3.client.put_object(Bucket=self._s3.bucket, Key=self._key, Body=data)
+        self._s3.put(self._name, data)
 
     def _start_parts(self) -> None:
-        with self._s3.errors("start upload", self._key):
+        with self._s3.errors("start upload", self._name):
             self._upload_id = self._s3.client.create_multipart_upload(
                 Bucket=self._s3.bucket, Key=self._key)["UploadId"]
 
     def _upload_part(self, number: int, data: bytes) -> object:
-        with self._s3.errors("upload part", self._key):
+        with self._s3.errors("upload part", self._name):
             reply = self._s3.client.upload_part(
                 Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
                 PartNumber=number, Body=data)
         return {"PartNumber": number, "ETag": reply["ETag"]}
 
     def _complete(self, parts: list[object]) -> None:
-        with self._s3.errors("complete upload", self._key):
+        with self._s3.errors("complete upload", self._name):
             self._s3.client.complete_multipart_upload(
                 Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts})
@@ -89,7 +90,7 @@ class _S3Writer(PartedWriter):
                 Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id)
 
 
-class S3Storage:
+class S3Storage(ObjectStore):
     """Named bytes in ``bucket`` under ``prefix``. ``create`` makes a missing bucket."""
 
     def __init__(self, location: Location, *, create: bool = False,
@@ -147,7 +148,7 @@ class S3Storage:
     @contextlib.contextmanager
     def errors(self, operation: str, name: str) -> Iterator[None]:
         """Turn botocore failures into DbsafeErrors that name the location (no secret); a
-        missing object is FileNotFoundError and a range past its end ``_PastEnd``."""
+        missing object is FileNotFoundError and a range past its end ``PastEnd``."""
         where = self.location.display()
         try:
             yield
@@ -156,7 +157,7 @@ class S3Storage:
             if code in _MISSING_KEY and name and operation in _OBJECT_READS:
                 raise FileNotFoundError(name) from None
             if code in ("InvalidRange", "416"):
-                raise _PastEnd from None
+                raise PastEnd from None
             reason = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
             if code in _DENIED:
                 raise DbsafeError("storage.access_denied", location=where, reason=reason,
@@ -176,48 +177,24 @@ class S3Storage:
             raise DbsafeError("storage.request_failed", operation=operation, name=name,
                               location=where, reason=type(exc).__name__) from None
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _name(self, key: str) -> str:
-        return key[len(self.prefix) + 1:] if self.prefix else key
-
-    def _folder_key(self, folder: str) -> str:
-        folder = folder.strip("/")
-        return self.key(folder) + "/" if folder else (f"{self.prefix}/" if self.prefix else "")
-
     # writing ---------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:
         with self.errors("put", name):
             self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=bytes(data))
 
     def writer(self, name: str) -> _S3Writer:
-        return _S3Writer(self, self.key(name))
+        return _S3Writer(self, name)
 
     # reading ---------------------------------------------------------------------------
     def get(self, name: str) -> bytes:
         with self.errors("get", name):
             return self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
 
-    def get_range(self, name: str, offset: int, length: int) -> bytes:
-        if length <= 0:
-            if not self.exists(name):
-                raise FileNotFoundError(name)
-            return b""
-        try:
-            with self.errors("get", name):
-                body = self.client.get_object(Bucket=self.bucket, Key=self.key(name),
-                                              Range=f"bytes={offset}-{offset + length - 1}")
-                return body["Body"].read()
-        except _PastEnd:
-            return b""
-
-    def exists(self, name: str) -> bool:
-        try:
-            self.size(name)
-        except FileNotFoundError:
-            return False
-        return True
+    def _read_range(self, name: str, offset: int, length: int) -> bytes:
+        with self.errors("get", name):
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(name),
+                                          Range=f"bytes={offset}-{offset + length - 1}")[
+                "Body"].read()
 
     def size(self, name: str) -> int:
         with self.errors("size", name):
@@ -225,12 +202,12 @@ class S3Storage:
                 "ContentLength"]
 
     def list(self, prefix: str) -> Iterator[str]:
-        for page in self._pages(Prefix=self._folder_key(prefix)):
+        for page in self._pages(Prefix=self.folder_key(prefix)):
             for item in page.get("Contents", []):
-                yield self._name(item["Key"])
+                yield self.name_of(item["Key"])
 
     def names(self, folder: str) -> list[str]:
-        start = self._folder_key(folder)
+        start = self.folder_key(folder)
         return [item["Key"][len(start):]
                 for page in self._pages(Prefix=start, Delimiter="/")
                 for item in page.get("Contents", [])]
@@ -245,9 +222,6 @@ class S3Storage:
         with self.errors("delete", name):  # S3 deletes are idempotent: 204 when missing too
             self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
 
-    def retire(self, names: Iterable[str]) -> None:
-        """Nothing is held open per object."""
-
     def cleanup(self) -> int:
         """Abort multipart uploads under the prefix started more than 24 h ago (writers that
         died: their parts cost storage until aborted); returns how many."""
@@ -255,7 +229,7 @@ class S3Storage:
         aborted = 0
         with self.errors("cleanup", ""):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._folder_key(""))
+                Bucket=self.bucket, Prefix=self.folder_key(""))
             for page in pages:
                 for upload in page.get("Uploads", []):
                     if upload["Initiated"] < cutoff:
@@ -272,10 +246,6 @@ class S3Storage:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.client.close()
-
-
-class _PastEnd(Exception):
-    """A range that starts at or after the end of the object."""
 
 
 def _code(exc: ClientError) -> str:
