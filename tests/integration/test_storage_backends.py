@@ -216,3 +216,14 @@ def test_azure_wrong_key_is_access_denied(azurite_server, tmp_path):
         open_storage(location, create=True, env={"AZURE_STORAGE_KEY": wrong})
     assert refused.value.code == "storage.access_denied"
     assert wrong not in refused.value.message
+
+
+def test_azure_endpoint_and_account_from_the_connection_string(azurite_server):
+    """A user with only AZURE_STORAGE_CONNECTION_STRING gives just the container."""
+    storage = open_storage("azure://dbsafe-from-env/vault", create=True,
+                           env=azurite_server.env())
+    try:
+        storage.put("config", b"c")
+        assert storage.get("config") == b"c"
+    finally:
+        storage.close()

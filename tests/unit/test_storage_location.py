@@ -67,3 +67,11 @@ def test_bad_locations(text, why):
         parse_location(text)
     assert refused.value.code == "storage.bad_location"
     assert why in refused.value.message
+
+
+def test_azure_without_credentials_says_which_variables():
+    with pytest.raises(DbsafeError) as refused:
+        open_storage("azure://backups/vault?account=acme&endpoint=http://127.0.0.1:9/acme",
+                     env={})
+    assert refused.value.code == "storage.credentials_missing"
+    assert "AZURE_STORAGE_KEY" in refused.value.message

@@ -192,32 +192,21 @@ def _reason(exc: HttpResponseError) -> str:
 def _service_client(location: Location, env: Mapping[str, str], retry: ExponentialRetry,
                     max_connections: int) -> BlobServiceClient:
     """A client for the location's account, with credentials from ``env`` only."""
-    session = requests.Session()  # sized for parallel range reads, like the S3 pool
-    adapter = requests.adapters.HTTPAdapter(pool_connections=max_connections,
-                                            pool_maxsize=max_connections)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    options = {"retry_policy": retry, "transport": RequestsTransport(session=session,
-                                                                      session_owner=True)}
     where = location.display()
     endpoint = location.options.get("endpoint")
     account = location.options.get("account")
     connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
     key = env.get("AZURE_STORAGE_KEY")
-    if connection_string and not endpoint:
-        try:
-            return BlobServiceClient.from_connection_string(connection_string, **options)
-        except ValueError:
-            raise DbsafeError("storage.bad_location", location=where,
-                              reason="AZURE_STORAGE_CONNECTION_STRING is not a valid "
-                                     "connection string") from None
+    credential = None
     if connection_string:
         fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
         account = account or fields.get("AccountName")
         key = key or fields.get("AccountKey")
-        credential = (fields.get("SharedAccessSignature") if not key else None)
-    else:
-        credential = None
+        credential = fields.get("SharedAccessSignature")
+        endpoint = endpoint or fields.get("BlobEndpoint")
+        if not endpoint and account and fields.get("EndpointSuffix"):  # sovereign clouds
+            scheme = fields.get("DefaultEndpointsProtocol", "https")
+            endpoint = f"{scheme}://{account}.blob.{fields['EndpointSuffix']}"
     if not account:
         raise DbsafeError("storage.bad_location", location=where,
                           reason="say which storage account: azure://CONTAINER?account=NAME")
@@ -226,5 +215,12 @@ def _service_client(location: Location, env: Mapping[str, str], retry: Exponenti
     if credential is None:
         raise DbsafeError("storage.credentials_missing", location=where,
                           variables=CREDENTIAL_VARIABLES)
-    url = endpoint or f"https://{account}.blob.core.windows.net"
-    return BlobServiceClient(account_url=url, credential=credential, **options)
+    session = requests.Session()  # sized for parallel range reads, like the S3 pool
+    adapter = requests.adapters.HTTPAdapter(pool_connections=max_connections,
+                                            pool_maxsize=max_connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return BlobServiceClient(
+        account_url=endpoint or f"https://{account}.blob.core.windows.net",
+        credential=credential, retry_policy=retry,
+        transport=RequestsTransport(session=session, session_owner=True))
