@@ -157,8 +157,8 @@ def test_throttling_is_ridden_out(faulty_location):
         assert proxy.faults_served > 0
         served = proxy.faults_served
         proxy.fail_for(3)
-        ranges = [(i * 1_000_003 % len(data), 100_000) for i in range(24)]
-        with ThreadPoolExecutor(6) as pool:
+        ranges = [(i * 1_000_003 % len(data), 100_000) for i in range(48)]
+        with ThreadPoolExecutor(16) as pool:  # as many readers as a restore
             got = list(pool.map(lambda r: store.get_range("data/ab/throttled", *r), ranges))
         assert got == [data[o:o + n] for o, n in ranges]
         assert proxy.faults_served > served
@@ -171,11 +171,11 @@ def test_server_errors_are_retried(faulty_location):
     location, proxy = faulty_location
     store = open_storage(location.location, create=True, env=location.env, part_size=PART)
     try:
-        proxy.fail_next(3, status=500)
+        proxy.fail_next(2, status=500)
         store.put("manifests/p", b"manifest")
-        proxy.fail_next(3, status=502)
+        proxy.fail_next(2, status=502)
         assert store.get("manifests/p") == b"manifest"
-        assert proxy.faults_served == 6
+        assert proxy.faults_served == 4
     finally:
         store.close()
 

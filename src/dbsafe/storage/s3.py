@@ -5,13 +5,14 @@ CompleteMultipartUpload returns, whole, and is durable then: exactly the guarant
 ``Storage`` interface asks for. Packs stream through a multipart upload whose parts upload
 in parallel (``PartedWriter``); an object that fits in one part is a single PutObject.
 
-Retries are botocore's "standard" mode with ``MAX_ATTEMPTS`` attempts: exponential backoff
-with full jitter, capped at 20 s a wait, 1 s base for throttling (503 SlowDown, 429) and
-50 ms for other 5xx and connection errors. 15 attempts wait, on average, about 100 s in
-all under throttling and about 60 s under 5xx: 20 s of 503s is ridden out with a wide
-margin. The standard mode's retry quota (a client-wide budget, 100 throttled or 35 other
-retries, refilled by successes) still applies: a store that is down for good fails fast
-instead of stalling every thread for minutes.
+Retries are botocore's "adaptive" mode with ``MAX_ATTEMPTS`` attempts: the "standard"
+mode's exponential backoff with full jitter (capped at 20 s a wait; 1 s base for throttling,
+503 SlowDown and 429, and 50 ms for other 5xx and connection errors) plus a client-wide rate
+limiter that slows every thread down while the store throttles. The limiter is what lets a
+restore with 16 reader threads ride out 20 s of SlowDown: without it each thread retries on
+its own and the client-wide retry budget (about 100 throttled or 35 other retries, refilled
+by successes) runs out. That budget still ends a sustained outage of plain 5xx errors early,
+so a store that is down fails the job fast instead of stalling every thread for minutes.
 Opening checks the bucket with a separate client that retries little, so a wrong endpoint
 is reported in seconds, not after a minute of backoff.
 
@@ -114,7 +115,7 @@ class S3Storage(ObjectStore):
                   "request_checksum_calculation": "when_required",
                   "response_checksum_validation": "when_required"} if endpoint else {}
         self.client = session.client("s3", endpoint_url=endpoint, config=Config(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
             max_pool_connections=max_connections, **common))
         probe = session.client("s3", endpoint_url=endpoint, config=Config(
             retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5,
