@@ -33,4 +33,14 @@ extras=""
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
   | grep -v -i -E "^WARNING: Location|is ignored" || true
+# object storage test server (issue 7, storage): Azurite, Microsoft's Azure Storage emulator,
+# from npm into tools/node (project-local). 3.35 is the newest that runs on Node 18 (Debian 12).
+if [ $with_test = 1 ] && [ ! -x tools/node/node_modules/.bin/azurite-blob ]; then
+  if ! command -v npm >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  mkdir -p tools/node
+  npm install --prefix tools/node --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+fi
 .venv/bin/dbsafe --help >/dev/null

@@ -529,3 +529,10 @@ def catalog_spec(request: pytest.FixtureRequest) -> str:
     return catalog_dsn(request.getfixturevalue("catalog_cluster"),
                        f"t_{uuid.uuid4().hex[:12]}")
 # end of catalog backends
+# object storage servers and the storage_location fixture (issue 7, storage) ---------------
+from servers.fixtures import (  # noqa: E402, F401 - fixtures for every test module
+    azurite_server,
+    faulty_location,
+    s3_server,
+    storage_location,
+)

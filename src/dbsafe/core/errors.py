@@ -407,6 +407,32 @@ _SPECS = [
               "the vault is immutable: soft delete cannot be shortened or turned off "
               "(now {current}, asked {asked}); turn immutability off first (not possible "
               "once locked)"),
+    # storage locations and object storage backends (issue 7, storage: src/dbsafe/storage/,
+    # docs/storage.md) -----------------------------------------------------------------
+    ErrorSpec("storage.bad_location", 2, 400,
+              "cannot use the storage location {location!r}: {reason}; see docs/storage.md "
+              "for the forms (a path, s3://BUCKET/PREFIX?endpoint=..., "
+              "azure://CONTAINER/PREFIX?account=...)"),
+    ErrorSpec("storage.secret_in_location", 2, 400,
+              "the storage location {location!r} carries a secret ({what}); a location is "
+              "stored and shown, so it must not: remove it and set the credentials in the "
+              "environment instead (S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; Azure: "
+              "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY)"),
+    ErrorSpec("storage.container_missing", 2, 404,
+              "{location} does not exist ({what} {container!r} is missing); check the name, "
+              "or create the vault there with `dbsafe vault init`, which creates it"),
+    ErrorSpec("storage.credentials_missing", 3, 401,
+              "no credentials for {location}; set {variables} in the environment"),
+    ErrorSpec("storage.access_denied", 3, 403,
+              "{location} refused access ({reason}); check the credentials in {variables} "
+              "and that they may read, write, list and delete there"),
+    ErrorSpec("storage.unreachable", 3, 502,
+              "cannot reach {location} ({reason}); check the endpoint, the network and that "
+              "the service runs"),
+    ErrorSpec("storage.request_failed", 5, 502,
+              "{operation} of {name!r} in {location} failed after retries: {reason}; "
+              "run the command again when the store answers"),
+    # end of storage -------------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

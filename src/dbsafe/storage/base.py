@@ -52,11 +52,14 @@ class Storage(Protocol):
     def retire(self, names: Iterable[str]) -> None:
         """Stop using handles kept open on ``names`` (deleted elsewhere)."""
 
+    # object storage additions (issue 7, storage) -----------------------------------------
     def cleanup(self) -> int:
-        """Remove what dead writers left behind (temporary files, unfinished uploads);
-        returns how many."""
+        """Remove what dead writers left behind (local: their tmp files; S3: multipart
+        uploads older than 24 h; Azure: nothing, uncommitted blocks expire); how many."""
 
-    def describe(self) -> dict:
-        """``{"backend", "location"}``, never a secret."""
+    def describe(self) -> dict[str, str]:
+        """``{"backend": "local"|"s3"|"azure", "location": ...}``; never a secret."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections, threads and descriptors."""
+    # end of object storage additions -----------------------------------------------------
