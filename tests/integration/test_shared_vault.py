@@ -13,14 +13,19 @@ from pathlib import Path
 
 import pytest
 from conftest import Pg, Vault, catalog_dsn, free_port, new_cluster, restored
+from servers.fixtures import make_location
 
 from dbsafe.storage import open_storage
 
-REPOSITORIES = ["folder"]
+REPOSITORIES = ["folder", "s3"]
 
 
 def _location(kind: str, area: Path, request: pytest.FixtureRequest) -> tuple[str, dict]:
-    return str(area / "repository"), {}
+    """One repository for both clients: a folder both reach, or a bucket on the S3 server."""
+    if kind == "folder":
+        return str(area / "repository"), {}
+    where = make_location(kind, request, area)
+    return where.location, where.env
 
 
 @pytest.fixture(params=REPOSITORIES)

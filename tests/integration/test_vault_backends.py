@@ -5,34 +5,19 @@ created (``backend_vault``)."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from pathlib import Path
 
 import pytest
-import secrets_guard
-from conftest import Pg, Vault, free_port, new_cluster, restored
-
-PASS = "backend suite passphrase 314159"
-secrets_guard.register(PASS)
-
-BACKENDS = ["local", "local-encrypted"]
+from backends import KINDS, new_vault
+from conftest import Pg, Vault, free_port, restored
 
 
-def _new_vault(kind: str, area: Path, cli_env: dict[str, str]) -> Vault:
-    """A vault of ``kind``; its agent (WAL archiving) runs from ``area/run``."""
-    env = {**cli_env, "DBSAFE_PASSPHRASE": PASS, "DBSAFE_RUN_DIR": str(area / "run")}
-    args = ["vault", "init"]
-    if kind.endswith("-encrypted"):
-        args += ["--encryption", "on"]
-    vault = Vault(area / "vault", env)
-    info = vault.ok(*args)
-    assert info["encrypted"] is kind.endswith("-encrypted")
-    return vault
-
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=KINDS)
 def backend_vault(request, area: Path, cli_env: dict[str, str], source: Pg) -> Vault:
-    vault = _new_vault(request.param, area, cli_env)
+    vault = new_vault(request.param, request, area, cli_env)
     vault.add_server("src", source)
     return vault
 
@@ -70,30 +55,38 @@ def test_backup_restore_verify_gc(backend_vault: Vault, source: Pg, area: Path):
     assert vault.ok("verify", "src")["ok"] is True
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
-def test_log_chain_and_point_in_time(kind: str, area: Path, cli_env: dict[str, str],
-                                     pg_template: Path):
-    """WAL archived by the agent into the vault, a log backup, a restore to an instant."""
-    vault = _new_vault(kind, area, cli_env)
-    pg = new_cluster(pg_template, area, "pitr", settings={"track_commit_timestamp": "on"})
-    vault.add_server("pitr", pg)
-    assert vault.ok("protect", "pitr", "--all", "--restart")["archiving_active"] is True
-    pg.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
-    pg.execute("INSERT INTO ledger SELECT generate_series(1, 10)")
-    vault.backup("pitr", "--type", "full")
-    pg.execute("INSERT INTO ledger SELECT generate_series(11, 20)")
-    time.sleep(0.05)
-    instant = pg.scalar("SELECT clock_timestamp()")
-    time.sleep(0.05)
-    pg.execute("INSERT INTO ledger SELECT generate_series(21, 30)")
-    log = vault.backup("pitr", "--type", "log")
-    assert log["type"] == "log" and not log["warnings"], log
-    assert vault.chain("pitr")["gaps"] == []
-    target = area / "pitr-restored"
-    out = vault.ok("restore", "pitr", "--time", instant.isoformat(), "--to-pgdata", target,
-                   "--port", free_port(), "--start")
-    got = restored(target, out["port"])
+
+def test_throttled_object_store_loses_nothing(request, area: Path, cli_env: dict[str, str],
+                                              source: Pg, s3_server):
+    """The S3 server answers 503 SlowDown for a while during a backup and again during a
+    restore: both ride it out; what was restored is what was backed up."""
+    from servers.faults import FaultProxy
+
+    proxy = FaultProxy(s3_server.port, flavor="s3").start()
     try:
-        assert got.scalar("SELECT count(*) FROM ledger") == 20
+        location = s3_server.location(f"throttled-{secrets.token_hex(4)}", "vault",
+                                      f"http://127.0.0.1:{proxy.port}")
+        vault = new_vault("s3", request, area, cli_env, location=location)
+        vault.add_server("src", source)
+        expected = source.table_checksums()
+        backup = vault.popen("backup", "src", "--type", "full", "--json")
+        time.sleep(1.0)  # into the copy
+        proxy.fail_for(4)
+        out, err = backup.communicate(timeout=600)
+        assert backup.returncode == 0, (out, err)
+        point = json.loads(out)
+        served = proxy.faults_served
+        assert served > 0, "the proxy served no 503"
+        target = area / "restored"
+        proxy.fail_for(3)  # from the restore's first request on
+        res = vault.ok("restore", "src", "--point", point["point_id"], "--to-pgdata", target,
+                       "--port", free_port(), "--start")
+        assert proxy.faults_served > served
+        pg = restored(target, res["port"])
+        try:
+            assert pg.table_checksums() == expected
+        finally:
+            pg.stop()
+        assert vault.ok("verify", "src")["ok"] is True
     finally:
-        got.stop()
+        proxy.stop()

@@ -132,7 +132,15 @@ class S3Storage(ObjectStore):
     def _check_bucket(self, probe, create: bool, region: str | None) -> None:
         with self.errors("open", ""):
             try:
-                probe.head_bucket(Bucket=self.bucket)
+                try:
+                    probe.head_bucket(Bucket=self.bucket)
+                except ClientError as exc:
+                    if not _busy(exc):
+                        raise
+                    # the store answers but is throttling or failing for now: it gets the
+                    # patience of every other request (the probe's few quick retries are
+                    # for endpoints that do not answer at all)
+                    self.client.head_bucket(Bucket=self.bucket)
                 return
             except ClientError as exc:
                 if _code(exc) not in ("404", "NoSuchBucket", "NotFound") or not create:
@@ -247,6 +255,13 @@ class S3Storage(ObjectStore):
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.client.close()
+
+
+def _busy(exc: ClientError) -> bool:
+    """Throttling or a server error: worth waiting for."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or status == 429 or _code(exc) in ("SlowDown", "Throttling",
+                                                             "ThrottlingException")
 
 
 def _code(exc: ClientError) -> str:
