@@ -33,6 +33,7 @@ from pathlib import Path
 
 from dbsafe.agent.daemon import AgentPaths, agent_paths, install_client, ping, running_pid
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.sdk_logging import quiet_sdk_loggers
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
 
@@ -221,6 +222,7 @@ def run(vault: Vault) -> None:
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    quiet_sdk_loggers()
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
         raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)

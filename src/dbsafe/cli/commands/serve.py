@@ -12,6 +12,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
+from dbsafe.core.sdk_logging import quiet_sdk_loggers
 
 
 def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
@@ -35,6 +36,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
                         "%(message)s" if not json else
                         '{"time": "%(asctime)s", "logger": "%(name)s", "level": '
                         '"%(levelname)s", "message": %(message)r}')
+    quiet_sdk_loggers()
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours))
     if once:
