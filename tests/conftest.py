@@ -456,6 +456,18 @@ class Vault:
         from dbsafe.vault.repository import Repository
         return Repository.open(self.path)
 
+    def restore_matches(self, server: str, point_id: str, expected: dict,
+                        target: Path) -> None:
+        """Restore ``point_id`` into ``target``, start it, compare its tables to
+        ``expected`` (``Pg.table_checksums()``), stop it."""
+        out = self.ok("restore", server, "--point", point_id, "--to-pgdata", target,
+                      "--port", free_port(), "--start")
+        pg = restored(target, out["port"])
+        try:
+            assert pg.table_checksums() == expected
+        finally:
+            pg.stop()
+
     def repository_with_key(self, passphrase: str):
         """The repository of an encrypted vault, opened with this client's key."""
         from dbsafe.vault import crypto

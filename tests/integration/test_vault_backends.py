@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from backends import KINDS, new_vault
-from conftest import Pg, Vault, free_port, restored
+from conftest import Pg, Vault
 
 
 @pytest.fixture(params=KINDS)
@@ -37,14 +37,7 @@ def test_backup_restore_verify_gc(backend_vault: Vault, source: Pg, area: Path):
     copy = vault.backup("src", "--type", "copy-only")
     assert vault.ok("verify", "src")["ok"] is True
 
-    target = area / "restored"
-    out = vault.ok("restore", "src", "--point", diff["point_id"], "--to-pgdata", target,
-                   "--port", free_port(), "--start")
-    pg = restored(target, out["port"])
-    try:
-        assert pg.table_checksums() == expected
-    finally:
-        pg.stop()
+    vault.restore_matches("src", diff["point_id"], expected, area / "restored")
 
     # deleting the copy-only frees what only it used; the rest stays restorable
     vault.ok("delete-point", copy["point_id"])
@@ -77,16 +70,9 @@ def test_throttled_object_store_loses_nothing(request, area: Path, cli_env: dict
         point = json.loads(out)
         served = proxy.faults_served
         assert served > 0, "the proxy served no 503"
-        target = area / "restored"
         proxy.fail_for(3)  # from the restore's first request on
-        res = vault.ok("restore", "src", "--point", point["point_id"], "--to-pgdata", target,
-                       "--port", free_port(), "--start")
+        vault.restore_matches("src", point["point_id"], expected, area / "restored")
         assert proxy.faults_served > served
-        pg = restored(target, res["port"])
-        try:
-            assert pg.table_checksums() == expected
-        finally:
-            pg.stop()
         assert vault.ok("verify", "src")["ok"] is True
     finally:
         proxy.stop()
