@@ -60,7 +60,7 @@ VAULT_KINDS = {
     "s3_enc": ("s3", True),
     "azure": ("azure", False),
 }
-PEERS = {"pgbackrest": False, "pgbackrest_enc": True}  # pgBackRest repos: encrypted?
+PEERS = ("pgbackrest", "pgbackrest_enc")  # pgBackRest: a plain and an encrypted repo
 ALL_KINDS = [*VAULT_KINDS, *PEERS]
 BUCKET = "dbsafe-bench"  # the S3 bucket and the Azure container; a prefix per vault
 SECRET_ENV = ("AWS_", "AZURE_", "DBSAFE_PASSPHRASE")
@@ -127,10 +127,10 @@ class VaultBench(Bench):
             chown_postgres(folder / sub)
         chown_postgres(folder)
         conf, repo, c = folder / "pgbackrest.conf", folder / "repo", self.cluster
+        conf.touch(mode=0o600)  # it holds the cipher pass: never readable by others
         conf.write_text(pgbackrest_conf(repo, folder, c.pgdata, c.port, c.socket_dir).replace(
             "[global]\n", "[global]\nrepo1-cipher-type=aes-256-cbc\n"
             f"repo1-cipher-pass={self.cipher_pass}\n", 1))
-        conf.chmod(0o600)
         chown_postgres(conf)
         self.pgbr_repos["pgbackrest_enc"] = (conf, repo)
         push = " && ".join(f"pgbackrest --config={cfg} --stanza={STANZA} archive-push %p"
@@ -349,7 +349,10 @@ def ratios(med: dict) -> dict:
     """Each dbsafe kind against the local plain vault; encrypted against plain (dbsafe,
     pgBackRest) and dbsafe's cost of encryption against pgBackRest's."""
     def m(kind: str, step: int, key: str = "seconds") -> float | None:
-        return med.get(step_names(kind)[step], {}).get(key)
+        got = med.get(step_names(kind)[step], {})
+        if key == "cpu":  # the tool's CPU s: less sensitive than time to others' load
+            return got["cpu_user_seconds"] + got["cpu_sys_seconds"] if got else None
+        return got.get(key)
 
     out: dict[str, float | None] = {}
     for kind in VAULT_KINDS:
@@ -362,11 +365,14 @@ def ratios(med: dict) -> dict:
                        ("pgbackrest_enc", "pgbackrest")):
         for i, what in enumerate(("backup", "restore")):
             out[f"{enc}_vs_{plain}_{what}"] = ratio(m(enc, i), m(plain, i))
+            out[f"{enc}_vs_{plain}_{what}_cpu"] = ratio(m(enc, i, "cpu"), m(plain, i, "cpu"))
         out[f"{enc}_vs_{plain}_stored"] = ratio(m(enc, 0, "bytes_stored"),
                                                 m(plain, 0, "bytes_stored"))
     for i, what in enumerate(("backup", "restore")):
-        out[f"encryption_cost_dbsafe_vs_pgbackrest_{what}"] = ratio(
-            out[f"local_enc_vs_local_{what}"], out[f"pgbackrest_enc_vs_pgbackrest_{what}"])
+        for cpu in ("", "_cpu"):
+            out[f"encryption_cost_dbsafe_vs_pgbackrest_{what}{cpu}"] = ratio(
+                out[f"local_enc_vs_local_{what}{cpu}"],
+                out[f"pgbackrest_enc_vs_pgbackrest_{what}{cpu}"])
         out[f"local_vs_pgbackrest_{what}"] = ratio(m("local", i), m("pgbackrest", i))
     return {k: v for k, v in out.items() if v is not None}
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from dbsafe.core.concurrency import default_workers, run_parallel
+from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.durability import fsync_file, sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import recovery
@@ -183,7 +183,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             dests = [layout.local_path(pgdata, f["path"], ts_dirs) for f in files]
             dests += [wal_dir / w["path"] for w in manifest["wal"]]
             _restore_files(vault.repo, files + manifest["wal"], dests,
-                           workers or default_workers(), job.advance)
+                           workers or vault.read_workers(), job.advance)
             layout.write_backup_label(pgdata, manifest["backup_label"])
             if as_files:
                 ts_note = "".join(
@@ -215,7 +215,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         if recovery is not None and not as_files:
             try:
                 log, recovered = _recover(vault, server, recovery, pgdata, port, owner,
-                                          workers or default_workers(),
+                                          workers or vault.read_workers(),
                                           databases[0] if databases else "postgres",
                                           keep_running=start or recovery.target.pause)
             except BaseException:

@@ -11,6 +11,7 @@ from pathlib import Path
 import platformdirs
 
 from dbsafe.catalog import Catalog, open_catalog
+from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
 from dbsafe.services import keys
@@ -121,6 +122,13 @@ class Vault:
             self.settings["key_file"] = key_file
         _write_settings(self.path, self.settings)
         repo_master(self.repo, self.path, self.settings)
+
+    def read_workers(self) -> int:
+        """Threads that read blocks (restore, verify): one per core on a local vault, where
+        a read is CPU work; more on an object store, where each block is a request that
+        mostly waits on the network (16, within the storage's 32 connections)."""
+        cores = default_workers()
+        return cores if self.repo.storage.describe()["backend"] == "local" else max(cores, 16)
 
     def exclusive(self, name: str):
         """A lock one holder at a time across every client of this vault (the catalog's)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from dbsafe.core.concurrency import default_workers, run_parallel
+from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import combine
 from dbsafe.services.jobs import Job, ProgressFn
@@ -70,7 +70,7 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
         job.expect(sum(_expected_bytes(vault, m) for m in manifests))
-        reports = [verify_point(vault, m, workers or default_workers(), job.advance)
+        reports = [verify_point(vault, m, workers or vault.read_workers(), job.advance)
                    for m in manifests]
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),
                   "seconds": round(time.perf_counter() - t0, 3)}
