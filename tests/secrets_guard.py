@@ -6,7 +6,8 @@ records in the catalog, manifests, PostgreSQL's configuration, the vault's objec
 
 Key files are where a key belongs (`key`, `*.key`): they are skipped. Relation data and
 WAL of PostgreSQL clusters are skipped too (dbsafe writes no configuration there; the
-configuration files beside them are searched).
+configuration files beside them are searched), and so are files over 16 MiB: full packs of
+compressed blocks, where a configuration file's text would not appear as it is anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 SECRETS: set[str] = set()
 MIN_LENGTH = 12  # shorter strings turn up in random bytes by chance
+MAX_BYTES = 16 << 20
 SKIPPED_DIRS = {"base", "global", "pg_wal", "pg_xact", "pg_multixact", "pg_tblspc",
                 "node_modules"}
 
@@ -44,7 +46,7 @@ def scan_tree(root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
         for name in filenames:
             path = Path(dirpath) / name
-            if _is_key_file(path) or not path.is_file():
+            if _is_key_file(path) or not path.is_file() or path.stat().st_size > MAX_BYTES:
                 continue
             try:
                 data = path.read_bytes()

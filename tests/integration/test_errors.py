@@ -173,7 +173,7 @@ def test_wal_level_minimal(vault: Vault, pg_template, area):
     err = check_error(vault.env, "server.wal_level", "backup", "m", vault=vault.path)
     assert "minimal" in err["message"]
     assert vault.points("m") == []
-    assert list((vault.path / "manifests").iterdir()) == []
+    assert vault.repository().point_ids() == []
     assert pg.scalar("SELECT count(*) FROM pg_replication_slots") == 0
     backups = [j for j in vault.jobs() if j["type"] == "backup"]
     assert backups and {j["state"] for j in backups} == {"failed"}
