@@ -158,6 +158,20 @@ def remove_area(area: Path) -> None:
     assert not leaks, f"secrets written to files: {leaks}"
 
 
+# The longest test files (minutes each: object stores, the scheduler's real clock, failover)
+# run first: pytest-xdist hands whole files to workers in collection order (--dist loadfile),
+# so a long file collected last would run alone at the end while the other workers idle.
+SLOW_FILES = ("test_vault_backends.py", "test_shared_vault.py", "test_serve.py",
+              "test_archive_faults.py", "test_vault_backends_log.py", "test_replica_failover.py",
+              "test_replica_sets.py", "test_replica_regions.py", "test_log_chain.py",
+              "test_prune_gc.py", "test_storage_backends.py", "test_scheduled_runs.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
+
+
 # --------------------------------------------------------------------------------------
 # PostgreSQL clusters
 # --------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def shared(request, area: Path, cli_env: dict[str, str], pg_template: Path,
     b.ok("vault", "connect", "--repository", location, "--catalog", dsn)
     a.ok("vault", "soft-delete", "--off")  # deleted points go at once: gc has work to do
     clusters = {}
-    for name, scale in (("pga", "4"), ("pgb", "40")):
+    for name, scale in (("pga", "4"), ("pgb", "20")):
         pg = new_cluster(pg_template, area, name)
         pg.execute("CREATE DATABASE bench")
         pg.pgbench("-i", "-s", scale, "-q", dbname="bench")
