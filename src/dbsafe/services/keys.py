@@ -126,7 +126,7 @@ def export_key(vault: Vault, dest: Path, plain: bool) -> dict:
     """Write the master key to ``dest``: wrapped by this client's passphrase (or, for a key
     kept plain, by one asked now), or ``plain`` for a secret manager."""
     _require_encrypted(vault)
-    master = vault.master()
+    master = vault.repo.master_key()
     vault_id = vault.repo.config["vault_id"]
     if plain:
         doc = crypto.wrap_master(master, vault_id, None)
@@ -165,7 +165,7 @@ def rotate(vault: Vault) -> dict:
     new data key for everything written from now on; older objects stay readable with
     the data keys they name."""
     _require_encrypted(vault)
-    master = vault.master()
+    master = vault.repo.master_key()  # keys opened once, reused by the rotation
     vault_id = vault.repo.config["vault_id"]
     path = key_path(vault.path, vault.settings)
     key_id = vault.repo.rotate_data_key()  # opens the keys with the passphrase of now

@@ -108,12 +108,6 @@ class Vault:
             adopt_servers(vault)
         return vault
 
-    def master(self) -> bytes:
-        """This client's master key (asks for the passphrase); ``key.missing`` without."""
-        master = keys.master_source(self.path, self.settings, self.repo.config["vault_id"])()
-        self.repo.check_master(master)
-        return master
-
     def use_key_file(self, key_file: str | None) -> None:
         """Record where this client's key is (None: ``<folder>/key``)."""
         if key_file is None:
@@ -159,7 +153,7 @@ def protection_settings(storage) -> dict:
 def repo_master(repo: Repository, home: Path, settings: dict) -> None:
     """Tell an encrypted repository where this client's master key comes from."""
     if repo.encrypted:
-        repo._master = keys.master_source(home, settings, repo.config["vault_id"])
+        repo.use_master(keys.master_source(home, settings, repo.config["vault_id"]))
 
 
 def _read_settings(path: Path) -> dict:

@@ -134,6 +134,19 @@ class Repository:
         ring = crypto.KeyRing(master, self._load_data_key, self._newest_data_key())
         return Keyed(ring.id_key, ring)
 
+    def use_master(self, master: Callable[[], bytes]) -> None:
+        """Where this client's master key comes from (asked when the keys are first needed)."""
+        with self._keys_lock:
+            self._master = master
+            self._keyed = None
+
+    def master_key(self) -> bytes:
+        """The master key of an encrypted vault (opening its keys, once, if not yet)."""
+        ring = self.keyed.ring
+        if ring is None:
+            raise DbsafeError("key.not_encrypted")
+        return ring.master
+
     def check_master(self, master: bytes) -> None:
         """Refuse a master key of another vault (``key.wrong``)."""
         expected = self.config["encryption"]["key_check"]
