@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from conftest import new_cluster
+from conftest import free_port, new_cluster
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -60,7 +60,8 @@ def test_serve_runs_policies_on_schedule(pg_template, area, wal_vault):
     # b: a full, so that the scheduled differential has its base
     base = vault.backup("b", "--type", "full")["point_id"]
 
-    serve = vault.popen("serve", "--tick", "1", "--discover-every", "0.002")
+    serve = vault.popen("serve", "--tick", "1", "--discover-every", "0.002",
+                        "--port", str(free_port()))
     try:
         time.sleep(3)
         b.execute("CREATE DATABASE late")

@@ -474,3 +474,97 @@ class SqlCatalog:
         return self._atomic(lambda s: s.many(
             "DELETE FROM wal_files WHERE system_identifier = ? AND name = ?",
             [(system_identifier, n) for n in names]))
+
+    # access: API tokens, portal users and sessions, the audit log (issue 8) -------------
+    def add_token(self, row: dict) -> None:
+        self._run("INSERT INTO api_tokens (id, name, role, secret_hash, created, created_by) "
+                  "VALUES (?, ?, ?, ?, ?, ?)", row["id"], row["name"], row["role"],
+                  row["secret_hash"], row["created"], row["created_by"])
+
+    def get_token(self, token_id: str) -> dict | None:
+        return self._one("SELECT * FROM api_tokens WHERE id = ?", token_id)
+
+    def list_tokens(self) -> list[dict]:
+        return self._all("SELECT * FROM api_tokens ORDER BY created, id")
+
+    def update_token(self, token_id: str, **fields: object) -> None:
+        self._update("api_tokens", "id = ?", fields, token_id)
+
+    def add_user(self, name: str, role: str, password_hash: str, created: str) -> bool:
+        return self._run("INSERT INTO users VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         name, role, password_hash, created) > 0
+
+    def get_user(self, name: str) -> dict | None:
+        return self._one("SELECT * FROM users WHERE name = ?", name)
+
+    def list_users(self) -> list[dict]:
+        return self._all("SELECT name, role, created FROM users ORDER BY name")
+
+    def update_user(self, name: str, **fields: object) -> None:
+        self._update("users", "name = ?", fields, name)
+
+    def remove_user(self, name: str) -> bool:
+        return self._run("DELETE FROM users WHERE name = ?", name) > 0
+
+    def add_session(self, row: dict) -> None:
+        cols = ", ".join(row)
+        self._run(f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                  *row.values())
+
+    def get_session(self, id_hash: str) -> dict | None:
+        return self._one("SELECT * FROM sessions WHERE id_hash = ?", id_hash)
+
+    def update_session(self, id_hash: str, **fields: object) -> None:
+        self._update("sessions", "id_hash = ?", fields, id_hash)
+
+    def remove_sessions(self, *, id_hash: str | None = None, principal: str | None = None,
+                        before: str | None = None) -> int:
+        """End one session, every session of a principal, or those expired before a time."""
+        if id_hash is not None:
+            return self._run("DELETE FROM sessions WHERE id_hash = ?", id_hash)
+        if principal is not None:
+            return self._run("DELETE FROM sessions WHERE principal = ?", principal)
+        return self._run("DELETE FROM sessions WHERE expires < ? OR absolute_expiry < ?",
+                         before, before)
+
+    def add_audit(self, row: dict) -> None:
+        cols = ", ".join(row)
+        self._run(f"INSERT INTO audit_log ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                  *row.values())
+
+    def list_audit(self, limit: int = 100, before_id: int | None = None,
+                   actor: str | None = None) -> list[dict]:
+        """Newest first; ``before_id`` pages back."""
+        where, args = [], []
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        if actor is not None:
+            where.append("actor = ?")
+            args.append(actor)
+        sql = "SELECT * FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
+
+    # the portal's overview (issue 8) -----------------------------------------------------
+    def newest_point(self, instance_id: int, type: str) -> dict | None:
+        """The newest live point of a type (one index probe: recovery_points_newest)."""
+        return self._one("SELECT point_id, type, end_time, databases FROM recovery_points "
+                         "WHERE instance_id = ? AND type = ? AND deleted_at IS NULL "
+                         "ORDER BY end_time DESC LIMIT 1", instance_id, type)
+
+    def newest_jobs(self, server: str, limit: int = 20) -> list[dict]:
+        return self._all("SELECT id, type, state, start_time, end_time, error_code, "
+                         "backup_type FROM jobs WHERE server = ? "
+                         "ORDER BY start_time DESC LIMIT ?", server, limit)
+
+    def count_jobs_since(self, since: str) -> dict[str, int]:
+        """Jobs started since a time, counted by state."""
+        return {r["state"]: r["n"] for r in self._all(
+            "SELECT state, COUNT(*) AS n FROM jobs WHERE start_time >= ? GROUP BY state",
+            since)}
+
+    def stored_bytes(self) -> int:
+        """The bytes the live points added to the vault, summed (each point's new bytes)."""
+        row = self._one("SELECT COALESCE(SUM(bytes_stored), 0) AS n FROM recovery_points "
+                        "WHERE deleted_at IS NULL")
+        return int(row["n"]) if row else 0

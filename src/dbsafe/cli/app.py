@@ -12,6 +12,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.commands import (
+    access,
     agent,
     alerts,
     backup,
@@ -73,6 +74,10 @@ app.command("undelete")(softdelete.undelete)
 app.command("purge")(softdelete.purge)
 vault.app.command("soft-delete")(softdelete.soft_delete)
 vault.app.command("immutability")(softdelete.immutable)
+# REST API and portal access (issue 8) ---------------------------------------------------------
+app.add_typer(access.tokens, name="token")
+app.add_typer(access.users, name="user")
+app.command("audit")(access.audit)
 
 
 def _log_path() -> Path:

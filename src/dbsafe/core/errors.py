@@ -433,6 +433,39 @@ _SPECS = [
               "{operation} of {name!r} in {location} failed after retries: {reason}; "
               "run the command again when the store answers"),
     # end of storage -------------------------------------------------------------------
+    # REST API, portal and access (issue 8) ----------------------------------------------
+    ErrorSpec("auth.required", 2, 401,
+              "this call needs a token: send `Authorization: Bearer TOKEN` (create one with "
+              "`dbsafe token create NAME --role reader|operator|contributor`) or log in"),
+    ErrorSpec("auth.invalid", 2, 401,
+              "that token or session is not valid (unknown, revoked or expired); log in again "
+              "or create a new token with `dbsafe token create`"),
+    ErrorSpec("auth.bad_login", 2, 401, "wrong user name or password"),
+    ErrorSpec("auth.forbidden", 2, 403,
+              "role {role!r} may not {action}; ask a Backup Contributor for a token with "
+              "role {needed!r}"),
+    ErrorSpec("auth.csrf", 2, 403,
+              "the form's CSRF token is missing or stale; reload the page and submit again"),
+    ErrorSpec("auth.role_unknown", 2, 400,
+              "unknown role {role!r}; roles: reader, operator, contributor"),
+    ErrorSpec("token.unknown", 2, 404, "no API token {token_id!r}; list them with "
+              "`dbsafe token list`"),
+    ErrorSpec("user.exists", 2, 409, "a user named {name!r} exists; pick another name"),
+    ErrorSpec("user.unknown", 2, 404, "no user named {name!r}; list them with `dbsafe user list`"),
+    ErrorSpec("user.password_weak", 2, 400,
+              "the password is too short ({length} characters); use at least {minimum}"),
+    ErrorSpec("request.invalid", 2, 422, "the request is not valid: {reason}"),
+    ErrorSpec("request.too_large", 2, 413,
+              "the request body has more than {limit} bytes; requests are small JSON documents"),
+    ErrorSpec("request.not_found", 2, 404, "no such endpoint: {method} {path}; see /openapi.json"),
+    ErrorSpec("request.method_not_allowed", 2, 405,
+              "{method} is not allowed on {path}; see /openapi.json"),
+    ErrorSpec("serve.tls_needed", 2, 400,
+              "serving on {host} (not loopback) needs TLS: give --tls-cert and --tls-key, or "
+              "--insecure if a proxy in front of dbsafe does TLS"),
+    ErrorSpec("serve.tls_files", 2, 400,
+              "give both --tls-cert and --tls-key (PEM files)"),
+    # end of REST API ------------------------------------------------------------------
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 

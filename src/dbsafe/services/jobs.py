@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from dbsafe.catalog.base import Catalog
@@ -48,6 +49,10 @@ def new_job_id(kind: str) -> str:
 
 
 HOST = socket.gethostname()
+# Told the id of the first job that starts in this context: the API starts work in a thread
+# and answers with the job's id as soon as its row exists (api/launch.py), while an error
+# raised before that (an unknown server, a backup already running) is answered at once.
+job_started: ContextVar[Callable[[str], None] | None] = ContextVar("job_started", default=None)
 
 
 class Job:
@@ -88,6 +93,9 @@ class Job:
         if busy:
             raise DbsafeError("backup.already_running", type=busy["backup_type"] or "backup",
                               name=self.server, job_id=busy["id"])
+        notify = job_started.get()
+        if notify is not None:
+            notify(self.id)
         return self
 
     def expect(self, nbytes: int) -> None:

@@ -266,3 +266,28 @@ class WalStager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+
+
+def base_and_plan(vault: Vault, name: str, point_id: str | None = None,
+                  time_: str | None = None, lsn: str | None = None,
+                  restore_point: str | None = None,
+                  pause: bool = False) -> tuple[str, RecoveryPlan | None]:
+    """What a restore starts from: a backup point as it is (``point_id`` of a full or a
+    differential: no recovery plan), or the base and plan that reach a target — a time, an
+    LSN, a named restore point, or the end of a log point (the CLI and the API share this)."""
+    from dbsafe.services.points import load_point
+    from dbsafe.services.servers import get_server
+
+    log_point = None
+    if point_id is not None:
+        _server, manifest = load_point(vault, name, point_id)
+        if manifest["type"] != "log":
+            if pause:
+                raise DbsafeError("restore.bad_target", target="pause",
+                                  reason="pausing needs a target: a time, an LSN, a restore "
+                                         "point or a log point")
+            return point_id, None
+        log_point = manifest
+    plan = plan_recovery(vault, get_server(vault, name), time_, lsn, restore_point, log_point,
+                         pause=pause)
+    return plan.base_point, plan

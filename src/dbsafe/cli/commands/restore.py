@@ -10,10 +10,8 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.services.db_restore import restore_database
-from dbsafe.services.pitr import plan_recovery
-from dbsafe.services.points import load_point
+from dbsafe.services.pitr import base_and_plan
 from dbsafe.services.restore import run_restore
-from dbsafe.services.servers import get_server
 
 
 def _tablespace_map(values: list[str]) -> dict[str, str]:
@@ -69,18 +67,7 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
     vault = open_vault()
-    plan = None
-    log_point = None
-    if point is not None:
-        _server, manifest = load_point(vault, name, point)
-        log_point = manifest if manifest["type"] == "log" else None
-    if point is None or log_point is not None:
-        plan = plan_recovery(vault, get_server(vault, name), time, lsn, restore_point,
-                             log_point, pause=no_recovery)
-        point = plan.base_point
-    elif no_recovery:
-        raise typer.BadParameter("--no-recovery needs a target: --time, --lsn, "
-                                 "--restore-point or a log point")
+    point, plan = base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery)
     if target_server is not None:
         with render.progress(f"restore {db} from {point}") as bar:
             result = restore_database(vault, name, db, point, plan, target_server, as_name,

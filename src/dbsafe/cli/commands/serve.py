@@ -1,18 +1,31 @@
-"""dbsafe serve: the scheduler (and, later, the REST API and portal) in one process."""
+"""dbsafe serve: the scheduler, the REST API and the portal in one process."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-import signal
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
+from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import quiet_sdk_loggers
+
+DEFAULT_PORT = 8270
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
@@ -25,12 +38,28 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
           tick: float = typer.Option(5.0, "--tick", help="Seconds between scheduler passes.",
                                      hidden=True),
           once: bool = typer.Option(False, "--once",
-                                    help="One scheduler pass, wait for its runs, exit."),
+                                    help="One scheduler pass, wait for its runs, exit "
+                                         "(no API or portal)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address of the API and portal."),
+          port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535),
+          tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate (HTTPS)."),
+          tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
+          insecure: bool = typer.Option(False, "--insecure",
+                                        help="Serve plain HTTP off loopback (a proxy in "
+                                             "front does TLS)."),
+          scheduler_on: bool = typer.Option(True, "--scheduler/--no-scheduler",
+                                            help="Run the scheduler too (off: API and portal "
+                                                 "only, e.g. a second host)."),
           json: bool = typer.Option(False, "--json", help="Log lines as JSON.")) -> None:
-    """Run the scheduler: scheduled backups, retention, discovery, health alerts, drills."""
+    """Run the scheduler (scheduled backups, retention, discovery, health alerts, drills), the
+    REST API (/api/v1, /openapi.json) and the portal (/) in one process."""
     from dbsafe.scheduler.service import Scheduler
 
     render.state.json = json
+    if (tls_cert is None) != (tls_key is None):
+        raise DbsafeError("serve.tls_files")
+    if not once and tls_cert is None and not insecure and not _loopback(host):
+        raise DbsafeError("serve.tls_needed", host=host)
     vault = open_vault()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s" if not json else
@@ -50,8 +79,32 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
                      for w in started], lambda r: render.out.print(f"{len(r)} run(s)"))
         return
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    logging.getLogger("dbsafe.scheduler").info("dbsafe serve: vault %s, pid %d", vault.path,
-                                               os.getpid())
-    scheduler.run(stop)
+    log = logging.getLogger("dbsafe.scheduler")
+    log.info("dbsafe serve: vault %s, pid %d", vault.path, os.getpid())
+    loop = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler")
+    if scheduler_on:
+        scheduler.acquire()  # refused at once when another serve schedules this vault
+        scheduler.release()
+        loop.start()
+    try:
+        _serve_http(vault.path, host, port, tls_cert, tls_key)
+    finally:
+        stop.set()
+        if loop.is_alive():
+            loop.join()
+
+
+def _serve_http(vault_path: Path, host: str, port: int, tls_cert: Path | None,
+                tls_key: Path | None) -> None:
+    """uvicorn in this thread until SIGINT/SIGTERM (it handles both)."""
+    import uvicorn
+
+    from dbsafe.api.app import create_app
+
+    app = create_app(vault_path, secure_cookies=tls_cert is not None)
+    scheme = "https" if tls_cert else "http"
+    logging.getLogger("dbsafe.api").info("portal and API on %s://%s:%d/ (API /api/v1, "
+                                         "OpenAPI /openapi.json)", scheme, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                ssl_certfile=str(tls_cert) if tls_cert else None,
+                ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=10)

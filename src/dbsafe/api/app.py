@@ -1,0 +1,59 @@
+"""The ASGI application ``dbsafe serve`` runs: the REST API under ``/api/v1`` and the
+portal at ``/``, behind one gate (api/gate.py) and one error format (api/errors.py)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from dbsafe import __version__
+from dbsafe.api import errors
+from dbsafe.api.gate import Gate
+from dbsafe.api.launch import Launcher
+from dbsafe.api.routes import access, backups, items, jobs, points, restores
+from dbsafe.services.vault import Vault
+
+API_PREFIX = "/api/v1"
+ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.router,
+           access.router]
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(responses=errors.COMMON_RESPONSES)
+
+    @router.get("/health", tags=["service"])
+    def health() -> dict:
+        """Liveness, without a token (it says nothing about the vault's contents)."""
+        return {"status": "ok", "version": __version__}
+
+    for r in ROUTERS:
+        router.include_router(r)
+    return router
+
+
+def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
+    """The app over the vault at ``vault_path`` (opened once; launched jobs open their own)."""
+    vault = Vault.open(vault_path)
+    launcher = Launcher(vault.path)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        launcher.shutdown(vault.catalog)
+
+    app = FastAPI(title="dbsafe", version=__version__, lifespan=lifespan,
+                  description="Backup vault for PostgreSQL: servers, protection, policies, "
+                              "backups, points, restores, jobs, alerts. Send "
+                              "`Authorization: Bearer TOKEN` (`dbsafe token create`).",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
+    app.state.vault = vault
+    app.state.launcher = launcher
+    app.state.secure_cookies = secure_cookies
+    errors.install(app)
+    app.include_router(api_router(), prefix=API_PREFIX)
+    from dbsafe.portal import pages
+    pages.install(app)
+    app.add_middleware(Gate, catalog=lambda: vault.catalog)
+    return app

@@ -1,0 +1,40 @@
+"""What endpoints ask FastAPI for: the vault, the launcher, and a caller allowed to act.
+
+``need("operate")`` is the first dependency of every endpoint that acts: it runs before the
+endpoint looks anything up, so a caller without the role is refused (403) whatever the path
+names, and learns nothing of what exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+
+from dbsafe.api.launch import Launcher
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services.access import Principal
+from dbsafe.services.vault import Vault
+
+
+def vault(request: Request) -> Vault:
+    return request.app.state.vault
+
+
+def launcher(request: Request) -> Launcher:
+    return request.app.state.launcher
+
+
+def principal(request: Request) -> Principal:
+    found = getattr(request.state, "principal", None)
+    if found is None:
+        raise DbsafeError("auth.required")
+    return found
+
+
+def need(permission: str) -> Callable[..., Principal]:
+    def check(caller: Principal = Depends(principal)) -> Principal:
+        caller.require(permission)
+        return caller
+    check.__name__ = f"need_{permission}"
+    return check

@@ -1,0 +1,88 @@
+"""Every failure the API returns is ``{"error": {"code", "message", "details"}}`` with the
+code of the error registry (docs/errors.md) and its HTTP status: scripts match on the code,
+people read the message. Nothing answers with a traceback or an HTML error page."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from dbsafe.core.errors import DbsafeError
+
+log = logging.getLogger("dbsafe.api")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# The statuses any endpoint may answer with besides its own (documented in the OpenAPI).
+COMMON_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": what} for status, what in (
+        (401, "No token or session, or one that is not valid"),
+        (403, "The caller's role does not allow this"),
+        (404, "Nothing of that name"),
+        (409, "The state of the vault or server does not allow it now"),
+        (413, "The request body is too large"),
+        (422, "The request is not valid"),
+        (502, "A server or store dbsafe depends on did not answer"),
+    )}
+
+
+def error_response(request: Request, error: DbsafeError) -> Response:
+    """JSON for the API; the portal's pages answer with an error page instead."""
+    request.state.error_code = error.code
+    path = request.url.path
+    if not path.startswith("/api/") and path != "/openapi.json":
+        from dbsafe.portal.web import error_page
+        return error_page(request, error)
+    return JSONResponse({"error": error.as_dict()}, status_code=error.spec.http_status)
+
+
+def _validation_reason(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where or 'body'}: {e.get('msg')}")
+    return "; ".join(parts) or "malformed request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DbsafeError)
+    async def _dbsafe(request: Request, exc: DbsafeError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(request, DbsafeError("request.invalid",
+                                                   reason=_validation_reason(exc)))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            error = DbsafeError("request.method_not_allowed", method=request.method,
+                                path=request.url.path)
+        elif exc.status_code == 404:
+            error = DbsafeError("request.not_found", method=request.method,
+                                path=request.url.path)
+        else:
+            error = DbsafeError("request.invalid", reason=str(exc.detail))
+        response = error_response(request, error)
+        response.status_code = exc.status_code if exc.status_code >= 400 else 400
+        return response
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(request, DbsafeError("internal", reason=type(exc).__name__))

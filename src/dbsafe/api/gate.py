@@ -1,0 +1,150 @@
+"""The gate every request passes before any endpoint runs (a plain ASGI middleware).
+
+1. It reads the body whole, up to ``MAX_BODY`` bytes (requests are small JSON documents or
+   forms): a larger one is answered 413 before anything parses it.
+2. It finds who is calling — a bearer token, else the portal's session cookie — and, for
+   ``/api/``, answers 401 to a caller it cannot name, before the request reaches routing:
+   without a valid token nobody learns even which paths exist. (The role a path needs is
+   checked next, by the endpoint's ``need(...)`` dependency, before it looks anything up.)
+3. After the answer, every change (POST, PUT, PATCH, DELETE) is written to the audit log:
+   who, what (method, path and the body without secrets), when, from where, and the outcome
+   (``ok`` or the error code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+from anyio import to_thread
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dbsafe.catalog.base import Catalog
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services import access
+
+log = logging.getLogger("dbsafe.api")
+MAX_BODY = 64 * 1024
+SESSION_COOKIE = "dbsafe_session"
+PUBLIC_API = ("/api/v1/health",)
+CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token")
+
+
+def principal_of(catalog: Catalog, headers: dict[str, str], cookies: dict[str, str]
+                 ) -> access.Principal | None:
+    """The caller a request names, None when it names nobody; ``auth.invalid`` when what it
+    sends is not valid."""
+    header = headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if header:
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise DbsafeError("auth.invalid")
+        return access.token_principal(catalog, credentials.strip())
+    session = cookies.get(SESSION_COOKIE)
+    if session:
+        return access.session_principal(catalog, session)
+    return None
+
+
+def _audit_detail(body: bytes, content_type: str) -> dict | None:
+    if not body:
+        return None
+    if "json" in content_type:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return {"body": "(not JSON)"}
+    elif "form" in content_type:
+        data = dict(parse_qsl(body.decode(errors="replace")))
+    else:
+        return {"body_bytes": len(body)}
+    if isinstance(data, dict):
+        return {k: ("***" if k in SECRET_FIELDS else v) for k, v in data.items()}
+    return {"body": data}
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, catalog: Callable[[], Catalog]) -> None:
+        self.app = app
+        self.catalog = catalog
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_BODY:
+                await self._refuse(scope, receive, send,
+                                   DbsafeError("request.too_large", limit=MAX_BODY))
+                return
+        path = scope["path"]
+        catalog = self.catalog()
+        try:
+            principal = await to_thread.run_sync(principal_of, catalog, dict(request.headers),
+                                                 request.cookies)
+        except DbsafeError as exc:
+            if path.startswith("/api/"):
+                await self._refuse(scope, receive, send, exc)
+                return
+            principal = None  # the portal sends a stale session to its login page
+        if principal is None and path.startswith("/api/") and path not in PUBLIC_API:
+            await self._refuse(scope, receive, send, DbsafeError("auth.required"))
+            return
+        scope.setdefault("state", {})["principal"] = principal
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, replay, send_status)
+        finally:
+            if scope["method"] in CHANGES and not scope["state"].get("audited"):
+                await to_thread.run_sync(self._audit, catalog, scope, request, body, status)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, error: DbsafeError) -> None:
+        response = JSONResponse({"error": error.as_dict()}, status_code=error.spec.http_status)
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _audit(catalog: Catalog, scope: Scope, request: Request, body: bytes,
+               status: int) -> None:
+        principal = scope["state"].get("principal")
+        if principal is None:
+            return  # nothing changed: the portal's login audits itself
+        code = scope["state"].get("error_code")
+        outcome = "ok" if status < 400 else (code or f"http.{status}")
+        client = scope.get("client")
+        try:
+            access.audit(catalog, principal, client[0] if client else "unknown",
+                         f"{scope['method']} {scope['path']}", scope["path"], outcome,
+                         _audit_detail(body, request.headers.get("content-type", "")))
+        except Exception:  # noqa: BLE001 - the answer is sent: log, never fail it now
+            log.exception("could not write the audit log")

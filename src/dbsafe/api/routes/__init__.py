@@ -1,0 +1,1 @@
+"""The REST API's endpoints under ``/api/v1``, one module per kind of resource."""

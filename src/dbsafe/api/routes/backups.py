@@ -1,0 +1,49 @@
+"""Backup now: start a full, copy-only, differential or log backup of a server."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from dbsafe.api.deps import launcher, need
+from dbsafe.api.launch import Launcher
+from dbsafe.services.backup import DEFAULT_LEVEL, run_backup
+from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
+
+router = APIRouter(tags=["backups"])
+
+
+class BackupRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    type: Literal["full", "copy-only", "diff", "log"] = "full"
+    databases: list[str] | None = Field(None, max_length=2000,
+                                        description="default: the protected databases")
+    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22)
+
+
+class Started(BaseModel):
+    job_id: str
+    job: str = Field(description="where to follow it")
+    events: str = Field(description="its progress as server-sent events")
+
+
+def started(job_id: str) -> Started:
+    return Started(job_id=job_id, job=f"/api/v1/jobs/{job_id}",
+                   events=f"/api/v1/jobs/{job_id}/events")
+
+
+@router.post("/servers/{server}/backups", status_code=202,
+             dependencies=[Depends(need("operate"))])
+def backup_now(server: str, body: BackupRequest,
+               run: Launcher = Depends(launcher)) -> Started:
+    """Start a backup; 202 with its job once it runs (checks that fail first answer at
+    once with their error)."""
+    if body.type == "log":
+        job_id = run.start("backup", lambda v: run_log_backup(
+            v, server, WAIT_SECONDS, databases=body.databases))
+    else:
+        job_id = run.start("backup", lambda v: run_backup(
+            v, server, body.type, body.compress_level, None, databases=body.databases))
+    return started(job_id)

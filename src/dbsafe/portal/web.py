@@ -1,0 +1,59 @@
+"""What every portal page shares: templates, the caller (or a redirect to the login page),
+CSRF checks on forms, and rendering of errors as a page rather than JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services.access import Principal
+from dbsafe.services.vault import Vault
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class LoginNeeded(Exception):
+    """Raised by ``caller`` for a page asked without a valid session: the app answers with
+    a redirect to /login (api/app.py installs the handler)."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+def caller(request: Request) -> Principal:
+    found = getattr(request.state, "principal", None)
+    if found is None:
+        raise LoginNeeded(str(request.url.path))
+    return found
+
+
+def vault(request: Request) -> Vault:
+    return request.app.state.vault
+
+
+def check_csrf(principal: Principal, token: str | None) -> None:
+    """A session's forms carry its CSRF token; a bearer-token caller sends no cookie, so
+    a forged cross-site form cannot act for it."""
+    if principal.csrf is not None and token != principal.csrf:
+        raise DbsafeError("auth.csrf")
+
+
+def page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    principal = getattr(request.state, "principal", None)
+    return templates.TemplateResponse(request, template, {"me": principal, **context},
+                                      status_code=status_code)
+
+
+def login_redirect(next_url: str) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(next_url)}", status_code=303)
+
+
+def error_page(request: Request, error: DbsafeError) -> HTMLResponse:
+    request.state.error_code = error.code
+    return page(request, "error.html", status_code=error.spec.http_status, error=error)

@@ -1,0 +1,206 @@
+"""Who may do what: API tokens, portal users and sessions, roles, and the audit log.
+
+Roles mirror the cloud service's three built-in ones:
+
+- ``reader`` (Backup Reader): reads everything, changes nothing;
+- ``operator`` (Backup Operator): everything except deleting backup data, stopping
+  protection with its data deleted, and changing policies;
+- ``contributor`` (Backup Contributor): everything, tokens and users too.
+
+Every endpoint names the *permission* it needs (``read``, ``operate``, ``delete``,
+``policy``, ``admin``); a role is the set of permissions it holds. Secrets are never kept:
+a token is ``dbs_<id>_<secret>`` and the catalog holds the SHA-256 of the secret (256 random
+bits: a slow hash adds nothing); a password is kept as an argon2id hash (argon2-cffi); a
+session cookie is kept as its SHA-256 too, so a copy of the catalog opens nothing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from dbsafe.catalog.base import Catalog
+from dbsafe.core.errors import DbsafeError
+
+ROLES = ("reader", "operator", "contributor")
+PERMISSIONS = {
+    "reader": frozenset({"read"}),
+    "operator": frozenset({"read", "operate"}),
+    "contributor": frozenset({"read", "operate", "delete", "policy", "admin"}),
+}
+# What each permission lets a caller do (error messages say it in these words).
+DOING = {"read": "read backup data", "operate": "run backups and restores or protect",
+         "delete": "delete backup data", "policy": "change policies",
+         "admin": "manage tokens and users"}
+TOKEN_PREFIX = "dbs_"
+SESSION_IDLE = timedelta(hours=1)
+SESSION_MAX = timedelta(hours=12)
+MIN_PASSWORD = 12
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: ``name`` (``token:<name>``, ``user:<name>``, ``cli:<os user>``), role,
+    and for a portal session its CSRF token."""
+
+    name: str
+    role: str
+    csrf: str | None = None
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS[self.role]
+
+    def require(self, permission: str) -> None:
+        if not self.may(permission):
+            needed = next(r for r in ROLES if permission in PERMISSIONS[r])
+            raise DbsafeError("auth.forbidden", role=self.role, action=DOING[permission],
+                              needed=needed)
+
+
+def now_text(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).isoformat(timespec="seconds")
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise DbsafeError("auth.role_unknown", role=role)
+    return role
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def cli_principal() -> Principal:
+    """The CLI runs with the vault's files: whoever can read them holds every role."""
+    return Principal(f"cli:{getpass.getuser()}", "contributor")
+
+
+# tokens -------------------------------------------------------------------------------
+def create_token(catalog: Catalog, name: str, role: str, created_by: str) -> dict:
+    """A new token; the returned ``token`` is the only time its secret is seen."""
+    check_role(role)
+    token_id = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    row = {"id": token_id, "name": name, "role": role, "secret_hash": _digest(secret),
+           "created": now_text(), "created_by": created_by}
+    catalog.add_token(row)
+    return {**public_token(row), "token": f"{TOKEN_PREFIX}{token_id}_{secret}"}
+
+
+def public_token(row: dict) -> dict:
+    return {k: row.get(k) for k in ("id", "name", "role", "created", "created_by",
+                                    "last_used", "revoked")}
+
+
+def list_tokens(catalog: Catalog) -> list[dict]:
+    return [public_token(r) for r in catalog.list_tokens()]
+
+
+def revoke_token(catalog: Catalog, token_id: str) -> dict:
+    row = catalog.get_token(token_id)
+    if row is None:
+        raise DbsafeError("token.unknown", token_id=token_id)
+    if row["revoked"] is None:
+        row["revoked"] = now_text()
+        catalog.update_token(token_id, revoked=row["revoked"])
+    return public_token(row)
+
+
+def token_principal(catalog: Catalog, token: str) -> Principal:
+    """The caller a bearer token names; ``auth.invalid`` for anything else."""
+    token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    row = catalog.get_token(token_id) if token.startswith(TOKEN_PREFIX) and secret else None
+    if (row is None or row["revoked"] is not None
+            or not hmac.compare_digest(row["secret_hash"], _digest(secret))):
+        raise DbsafeError("auth.invalid")
+    now = datetime.now(UTC)
+    if row["last_used"] is None or now - datetime.fromisoformat(row["last_used"]) > \
+            timedelta(minutes=1):  # a write per call would make every read a write
+        catalog.update_token(token_id, last_used=now_text(now))
+    return Principal(f"token:{row['name']}", row["role"])
+
+
+# users and sessions ---------------------------------------------------------------------
+def add_user(catalog: Catalog, name: str, role: str, password: str) -> dict:
+    check_role(role)
+    if len(password) < MIN_PASSWORD:
+        raise DbsafeError("user.password_weak", length=len(password), minimum=MIN_PASSWORD)
+    if not catalog.add_user(name, role, _hasher.hash(password), now_text()):
+        raise DbsafeError("user.exists", name=name)
+    return {"name": name, "role": role}
+
+
+def remove_user(catalog: Catalog, name: str) -> dict:
+    if not catalog.remove_user(name):
+        raise DbsafeError("user.unknown", name=name)
+    catalog.remove_sessions(principal=f"user:{name}")
+    return {"name": name, "removed": True}
+
+
+def login(catalog: Catalog, name: str, password: str) -> tuple[str, Principal]:
+    """Check a password and open a session: (cookie value, principal)."""
+    row = catalog.get_user(name)
+    try:
+        if row is None:
+            _hasher.hash(password)  # the same work either way: timing says nothing
+            raise VerificationError
+        _hasher.verify(row["password_hash"], password)
+    except (VerificationError, InvalidHashError):
+        raise DbsafeError("auth.bad_login") from None
+    return open_session(catalog, Principal(f"user:{name}", row["role"]))
+
+
+def open_session(catalog: Catalog, principal: Principal) -> tuple[str, Principal]:
+    """A session for a principal already authenticated (a password, or a token pasted
+    into the login form)."""
+    now = datetime.now(UTC)
+    catalog.remove_sessions(before=now_text(now))
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    catalog.add_session({"id_hash": _digest(session_id), "principal": principal.name,
+                         "role": principal.role, "csrf": csrf, "created": now_text(now),
+                         "expires": now_text(now + SESSION_IDLE),
+                         "absolute_expiry": now_text(now + SESSION_MAX)})
+    return session_id, Principal(principal.name, principal.role, csrf)
+
+
+def session_principal(catalog: Catalog, session_id: str) -> Principal:
+    row = catalog.get_session(_digest(session_id))
+    now = datetime.now(UTC)
+    if row is None or min(row["expires"], row["absolute_expiry"]) < now_text(now):
+        raise DbsafeError("auth.invalid")
+    if datetime.fromisoformat(row["expires"]) - now < SESSION_IDLE - timedelta(minutes=1):
+        catalog.update_session(row["id_hash"], expires=now_text(now + SESSION_IDLE))
+    return Principal(row["principal"], row["role"], row["csrf"])
+
+
+def end_session(catalog: Catalog, session_id: str) -> None:
+    catalog.remove_sessions(id_hash=_digest(session_id))
+
+
+# the audit log ---------------------------------------------------------------------------
+def audit(catalog: Catalog, principal: Principal, source: str, action: str,
+          target: str | None, outcome: str, detail: dict | None = None) -> None:
+    """One line of the audit log: ``outcome`` is ``ok`` or an error code."""
+    catalog.add_audit({"at": now_text(), "actor": principal.name, "role": principal.role,
+                       "source": source, "action": action, "target": target,
+                       "outcome": outcome,
+                       "detail": json.dumps(detail, sort_keys=True) if detail else None})
+
+
+def audit_log(catalog: Catalog, limit: int = 100, before_id: int | None = None,
+              actor: str | None = None) -> list[dict]:
+    rows = catalog.list_audit(limit, before_id, actor)
+    for r in rows:
+        r["detail"] = json.loads(r["detail"]) if r["detail"] else None
+    return rows

@@ -1,0 +1,129 @@
+"""What the portal's dashboard and item lists show: every protected database with its last
+backups and its health, and the vault's counts at a glance.
+
+Read from the catalog only (never the repository): the catalog is kept in step with the
+vault by every backup, and these pages are asked for often — with 2,000 items a listing
+must cost a few index probes per server, not a walk of the vault.
+
+Health of an item, worst first (docs/portal.md):
+
+- ``critical``: its state is ``source-gone`` or ``inconsistent-policy``, it has no full
+  backup yet, or a critical alert is active for its server or for it (a failed backup, a
+  broken log chain, an unreachable server or agent);
+- ``warning``: a warning alert is active for its server or for it (archive lag, a role
+  change), or the item carries a warning (a large database, a read-only one);
+- ``stopped``: protection stopped, its data retained;
+- ``healthy``: none of these.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from dbsafe.services.vault import Vault
+
+HEALTH = ("critical", "warning", "stopped", "healthy")
+BACKUP_TYPES = ("full", "copy-only", "diff", "log")
+
+
+def _newest(vault: Vault, instance_id: int) -> dict[str, dict | None]:
+    return {t: vault.catalog.newest_point(instance_id, t) for t in BACKUP_TYPES}
+
+
+def _alerts_by_target(vault: Vault) -> dict[tuple[str | None, str | None], list[dict]]:
+    found: dict[tuple[str | None, str | None], list[dict]] = {}
+    for a in vault.catalog.list_alerts("active"):
+        found.setdefault((a["server"], a["item"]), []).append(a)
+    return found
+
+
+def _health(item: dict, newest: dict[str, dict | None], alerts: list[dict]) -> tuple[str, list]:
+    reasons: list[str] = []
+    severities = {a["severity"] for a in alerts}
+    if item["state"] in ("source-gone", "inconsistent-policy"):
+        reasons.append(item["state_reason"] or item["state"])
+    if newest["full"] is None and item["state"] != "stopped":
+        reasons.append("no full backup yet")
+    reasons += [a["message"] for a in alerts if a["severity"] == "critical"]
+    if reasons:
+        return "critical", reasons
+    reasons = [a["message"] for a in alerts if a["severity"] == "warning"]
+    if item.get("warning"):
+        reasons.append(item["warning"])
+    if reasons or "warning" in severities:
+        return "warning", reasons
+    if item["state"] == "stopped":
+        return "stopped", ["protection stopped, data retained"]
+    return "healthy", []
+
+
+def _time(point: dict | None) -> str | None:
+    return point["end_time"] if point else None
+
+
+def items(vault: Vault) -> list[dict]:
+    """Every protected item (all states) with its last backups and health, by server and
+    name."""
+    rows = vault.catalog.list_items()
+    newest: dict[int, dict[str, dict | None]] = {}
+    alerts = _alerts_by_target(vault)
+    result = []
+    for item in rows:
+        per_type = newest.get(item["instance_id"])
+        if per_type is None:
+            per_type = newest[item["instance_id"]] = _newest(vault, item["instance_id"])
+        mine = alerts.get((item["server"], None), []) + alerts.get(
+            (item["server"], item["name"]), [])
+        health, reasons = _health(item, per_type, mine)
+        last = max((p for t, p in per_type.items() if t != "log" and p),
+                   key=lambda p: p["end_time"], default=None)
+        result.append({
+            "server": item["server"], "database": item["name"], "state": item["state"],
+            "policy": item["policy"], "health": health, "reasons": reasons,
+            "last_backup": _time(last), "last_backup_type": last["type"] if last else None,
+            "last_full": _time(per_type["full"]), "last_log": _time(per_type["log"])})
+    return result
+
+
+def page(rows: list[dict], *, search: str | None = None, health: str | None = None,
+         server: str | None = None, offset: int = 0, limit: int = 100) -> dict:
+    """A page of ``items()``, filtered: ``{"total", "offset", "limit", "items"}``."""
+    if search:
+        needle = search.lower()
+        rows = [r for r in rows if needle in r["database"].lower()
+                or needle in r["server"].lower()]
+    if health:
+        rows = [r for r in rows if r["health"] == health]
+    if server:
+        rows = [r for r in rows if r["server"] == server]
+    return {"total": len(rows), "offset": offset, "limit": limit,
+            "items": rows[offset:offset + limit]}
+
+
+def dashboard(vault: Vault, rows: list[dict] | None = None,
+              now: datetime | None = None) -> dict:
+    """Counts by health, jobs of the last 24 hours by state, the newest failed jobs, active
+    alerts by severity, and what the vault holds."""
+    rows = items(vault) if rows is None else rows
+    now = now or datetime.now(UTC)
+    by_health = dict.fromkeys(HEALTH, 0)
+    for r in rows:
+        by_health[r["health"]] += 1
+    since = (now - timedelta(hours=24)).isoformat(timespec="milliseconds")
+    alerts = vault.catalog.list_alerts("active")
+    by_severity: dict[str, int] = {}
+    for a in alerts:
+        by_severity[a["severity"]] = by_severity.get(a["severity"], 0) + 1
+    failed = vault.catalog.list_jobs(10, state="failed")
+    return {
+        "items": len(rows), "servers": len({r["server"] for r in rows}),
+        "health": by_health,
+        "jobs_24h": vault.catalog.count_jobs_since(since),
+        "failed_jobs": [{k: j[k] for k in ("id", "type", "server", "start_time",
+                                           "error_code", "error_message")} for j in failed],
+        "alerts": {"active": len(alerts), "by_severity": by_severity},
+        "vault": {"stored_bytes": vault.catalog.stored_bytes(),
+                  "storage": vault.repo.storage.describe(),
+                  "encrypted": bool(vault.repo.encrypted)},
+    }
+
