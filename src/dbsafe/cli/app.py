@@ -10,7 +10,7 @@ from pathlib import Path
 import platformdirs
 import typer
 
-from dbsafe.cli import render
+from dbsafe.cli import audit_trail, render
 from dbsafe.cli.commands import (
     access,
     agent,
@@ -85,10 +85,18 @@ def _log_path() -> Path:
 
 
 def main() -> None:
-    """Run the app; usage errors are Typer's (exit 2), ours print one line with their code."""
+    """Run the app; usage errors are Typer's (exit 2), ours print one line with their code.
+    A command that changes something is written to the audit log (cli/audit_trail.py)."""
+    argv = sys.argv[1:]
+    outcome = "ok"
     try:
         app()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            outcome = f"exit.{exc.code}"
+        raise
     except DbsafeError as exc:
+        outcome = exc.code
         render.error(exc)
         sys.exit(exc.exit_status)
     except KeyboardInterrupt:
@@ -99,5 +107,9 @@ def main() -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=log, level=logging.ERROR)
         logging.error("".join(traceback.format_exception(exc)))
+        outcome = "internal"
         render.error(DbsafeError("internal", reason=f"{type(exc).__name__}: {exc} (log: {log})"))
         sys.exit(70)
+    finally:
+        if audit_trail.is_change(argv):
+            audit_trail.record(argv, outcome)
