@@ -13,6 +13,7 @@ from dbsafe.api import errors
 from dbsafe.api.gate import Gate
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes import access, backups, items, jobs, points, restores
+from dbsafe.services import overview
 from dbsafe.services.vault import Vault
 
 API_PREFIX = "/api/v1"
@@ -51,9 +52,11 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
     app.state.vault = vault
     app.state.launcher = launcher
     app.state.secure_cookies = secure_cookies
+    app.state.items_cache = overview.ItemsCache()
     errors.install(app)
     app.include_router(api_router(), prefix=API_PREFIX)
     from dbsafe.portal import pages
     pages.install(app)
-    app.add_middleware(Gate, catalog=lambda: vault.catalog)
+    app.add_middleware(Gate, catalog=lambda: vault.catalog,
+                       changed=app.state.items_cache.invalidate)
     return app

@@ -6,9 +6,9 @@
    ``/api/``, answers 401 to a caller it cannot name, before the request reaches routing:
    without a valid token nobody learns even which paths exist. (The role a path needs is
    checked next, by the endpoint's ``need(...)`` dependency, before it looks anything up.)
-3. After the answer, every change (POST, PUT, PATCH, DELETE) is written to the audit log:
-   who, what (method, path and the body without secrets), when, from where, and the outcome
-   (``ok`` or the error code).
+3. After the answer, caches of what the pages show are dropped, and every change (POST,
+   PUT, PATCH, DELETE) is written to the audit log: who, what (method, path and the body
+   without secrets), when, from where, and the outcome (``ok`` or the error code).
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def _audit_detail(body: bytes, content_type: str) -> dict | None:
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, catalog: Callable[[], Catalog]) -> None:
+    def __init__(self, app: ASGIApp, catalog: Callable[[], Catalog],
+                 changed: Callable[[], None] = lambda: None) -> None:
         self.app = app
         self.catalog = catalog
+        self.changed = changed  # told after every change request (caches drop their copy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,8 +127,11 @@ class Gate:
         try:
             await self.app(scope, replay, send_status)
         finally:
-            if scope["method"] in CHANGES and not scope["state"].get("audited"):
-                await to_thread.run_sync(self._audit, catalog, scope, request, body, status)
+            if scope["method"] in CHANGES:
+                self.changed()
+                if not scope["state"].get("audited"):
+                    await to_thread.run_sync(self._audit, catalog, scope, request, body,
+                                             status)
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, error: DbsafeError) -> None:

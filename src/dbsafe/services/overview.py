@@ -18,6 +18,8 @@ Health of an item, worst first (docs/portal.md):
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.services.vault import Vault
@@ -83,6 +85,29 @@ def items(vault: Vault) -> list[dict]:
             "last_backup": _time(last), "last_backup_type": last["type"] if last else None,
             "last_full": _time(per_type["full"]), "last_log": _time(per_type["log"])})
     return result
+
+
+class ItemsCache:
+    """``items()`` for pages asked many times a second (the dashboard and lists of a portal
+    left open by many people): computed at most once per ``ttl`` seconds, and again at once
+    after a change made through this process (the API's gate calls ``invalidate``). Changes
+    made elsewhere (the CLI, another host) show within ``ttl``."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._rows: list[dict] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self, vault: Vault) -> list[dict]:
+        with self._lock:  # one recomputation at a time; the others wait for its result
+            if self._rows is None or time.monotonic() - self._at > self.ttl:
+                self._rows = items(vault)
+                self._at = time.monotonic()
+            return self._rows
+
+    def invalidate(self) -> None:
+        self._rows = None
 
 
 def page(rows: list[dict], *, search: str | None = None, health: str | None = None,

@@ -17,4 +17,5 @@ router = APIRouter()
 def dashboard(request: Request, me: Principal = Depends(caller),
               v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    return page(request, "dashboard.html", board=overview.dashboard(v))
+    board = overview.dashboard(v, request.app.state.items_cache.get(v))
+    return page(request, "dashboard.html", board=board)
