@@ -4,8 +4,9 @@
 # into the vault by the dbsafe agent), take a full backup, note an instant, change data,
 # take a log backup and a copy-only full, restore the instance as it was at that instant
 # into a new data directory, start it on another port, and show that the restored data
-# equals the data at that instant.
-#   --keep   leave the demo clusters running at the end (default: stop them)
+# equals the data at that instant; then start `dbsafe serve` (scheduler, REST API, portal)
+# and ask the API what the portal's dashboard shows.
+#   --keep   leave the demo clusters and the portal running at the end (default: stop them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0; [ "${1:-}" = "--keep" ] && keep=1
@@ -23,9 +24,12 @@ export DBSAFE_HOME="$DEMO/vault"
 SRC="$DEMO/source"; DST="$DEMO/restored"
 PORT=$(free_port); RPORT=$(free_port)
 while [ "$RPORT" = "$PORT" ]; do RPORT=$(free_port); done
+WPORT=8270
+SERVE_PID=""
 
 cleanup() {
   if [ $keep = 0 ]; then
+    [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null || true
     as_pg "$BIN/pg_ctl" -D "$DST" stop -m fast >/dev/null 2>&1 || true
     as_pg "$BIN/pg_ctl" -D "$SRC" stop -m fast >/dev/null 2>&1 || true
     "$DBSAFE" agent stop >/dev/null 2>&1 || true
@@ -81,8 +85,39 @@ else
   exit 1
 fi
 "$DBSAFE" jobs
+
+echo "== 7. the portal and the REST API: dbsafe serve on http://127.0.0.1:$WPORT/"
+if ! python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $WPORT)) == 0)"; then
+  WPORT=$(free_port)  # 8270 is taken (another dbsafe serve?): any free port will do
+fi
+"$DBSAFE" serve --port "$WPORT" > "$DEMO/serve.log" 2>&1 &
+SERVE_PID=$!
+TOKEN=$("$DBSAFE" token create demo-reader --role reader --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+"$PWD/.venv/bin/python" - "$WPORT" "$TOKEN" <<'PY'
+import json, sys, time, urllib.request
+port, token = sys.argv[1], sys.argv[2]
+def get(path):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+for _ in range(100):
+    try:
+        board = get("/api/v1/dashboard")
+        break
+    except OSError:
+        time.sleep(0.2)
+else:
+    sys.exit("dbsafe serve did not answer; see serve.log")
+items = get("/api/v1/items")["items"]
+print(f"   {board['items']} protected databases, health {board['health']}")
+for i in items:
+    print(f"   {i['server']}/{i['database']}: {i['health']}, last backup {i['last_backup']} "
+          f"({i['last_backup_type']}), last log {i['last_log']}")
+PY
 if [ $keep = 1 ]; then
   echo "left running: source on port $PORT (socket in $DEMO), restored on port $RPORT (socket in $DST); vault: $DBSAFE_HOME"
+  echo "portal: http://127.0.0.1:$WPORT/ (log in with this reader token: $TOKEN); stop it with: kill $SERVE_PID"
 else
-  echo "demo clusters stopped; files are in $DEMO (remove it when done)"
+  echo "demo clusters and portal stopped; files are in $DEMO (remove it when done)"
 fi

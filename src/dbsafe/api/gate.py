@@ -6,6 +6,8 @@
    ``/api/``, answers 401 to a caller it cannot name, before the request reaches routing:
    without a valid token nobody learns even which paths exist. (The role a path needs is
    checked next, by the endpoint's ``need(...)`` dependency, before it looks anything up.)
+   A change sent to ``/api/`` with the portal's cookie must carry the session's CSRF token
+   in ``X-CSRF-Token`` (the portal's own forms carry it as a field).
 3. After the answer, caches of what the pages show are dropped, and every change (POST,
    PUT, PATCH, DELETE) is written to the audit log: who, what (method, path and the body
    without secrets), when, from where, and the outcome (``ok`` or the error code).
@@ -104,6 +106,13 @@ class Gate:
             principal = None  # the portal sends a stale session to its login page
         if principal is None and path.startswith("/api/") and path not in PUBLIC_API:
             await self._refuse(scope, receive, send, DbsafeError("auth.required"))
+            return
+        if (principal is not None and principal.csrf is not None and path.startswith("/api/")
+                and scope["method"] in CHANGES
+                and request.headers.get("x-csrf-token") != principal.csrf):
+            # a change over the API with the portal's cookie (not a token) must carry the
+            # session's CSRF token, as the portal's forms do
+            await self._refuse(scope, receive, send, DbsafeError("auth.csrf"))
             return
         scope.setdefault("state", {})["principal"] = principal
 
