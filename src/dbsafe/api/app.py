@@ -52,11 +52,11 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
     app.state.vault = vault
     app.state.launcher = launcher
     app.state.secure_cookies = secure_cookies
-    app.state.items_cache = overview.ItemsCache()
+    app.state.overview = overview.OverviewCache(lambda: Vault.open(vault.path))
     errors.install(app)
     app.include_router(api_router(), prefix=API_PREFIX)
     from dbsafe.portal import pages
     pages.install(app)
     app.add_middleware(Gate, catalog=lambda: vault.catalog,
-                       changed=app.state.items_cache.invalidate)
+                       changed=app.state.overview.invalidate)
     return app

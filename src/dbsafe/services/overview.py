@@ -18,12 +18,16 @@ Health of an item, worst first (docs/portal.md):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.services.vault import Vault
 
+log = logging.getLogger("dbsafe.api")
 HEALTH = ("critical", "warning", "stopped", "healthy")
 BACKUP_TYPES = ("full", "copy-only", "diff", "log")
 
@@ -87,27 +91,66 @@ def items(vault: Vault) -> list[dict]:
     return result
 
 
-class ItemsCache:
-    """``items()`` for pages asked many times a second (the dashboard and lists of a portal
-    left open by many people): computed at most once per ``ttl`` seconds, and again at once
-    after a change made through this process (the API's gate calls ``invalidate``). Changes
-    made elsewhere (the CLI, another host) show within ``ttl``."""
+@dataclass(frozen=True)
+class Snapshot:
+    """The items and the dashboard as of ``taken`` (time.monotonic())."""
 
-    def __init__(self, ttl: float = 1.0) -> None:
+    items: list[dict]
+    board: dict
+    taken: float
+
+
+class OverviewCache:
+    """The items and the dashboard for pages asked many times a second (a portal left open
+    by many people, scripts polling the item list): each request reads a snapshot, which a
+    background thread renews once it is ``ttl`` seconds old, on its own catalog connection
+    (so a long listing never holds up the requests being answered). After a change made
+    through this process (the API's gate calls ``invalidate``) the next request computes a
+    new snapshot first, so what a user just did shows at once; changes made elsewhere (the
+    scheduler's runs, the CLI, another host) show within ``ttl`` seconds."""
+
+    def __init__(self, open_vault: Callable[[], Vault], ttl: float = 2.0) -> None:
         self.ttl = ttl
-        self._rows: list[dict] | None = None
-        self._at = 0.0
-        self._lock = threading.Lock()
+        self._open_vault = open_vault
+        self._vault: Vault | None = None
+        self._snapshot: Snapshot | None = None
+        self._dirty = False
+        self._renewing = False
+        self._lock = threading.Lock()      # guards _renewing
+        self._compute = threading.Lock()   # one computation at a time
 
-    def get(self, vault: Vault) -> list[dict]:
-        with self._lock:  # one recomputation at a time; the others wait for its result
-            if self._rows is None or time.monotonic() - self._at > self.ttl:
-                self._rows = items(vault)
-                self._at = time.monotonic()
-            return self._rows
+    def get(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None or self._dirty:
+            with self._compute:
+                if self._snapshot is None or self._dirty:
+                    self._dirty = False
+                    self._snapshot = self._take()
+                return self._snapshot
+        if time.monotonic() - snapshot.taken > self.ttl:
+            with self._lock:
+                start, self._renewing = not self._renewing, True
+            if start:
+                threading.Thread(target=self._renew, name="overview", daemon=True).start()
+        return snapshot
 
     def invalidate(self) -> None:
-        self._rows = None
+        self._dirty = True
+
+    def _take(self) -> Snapshot:
+        if self._vault is None:
+            self._vault = self._open_vault()
+        rows = items(self._vault)
+        return Snapshot(rows, dashboard(self._vault, rows), time.monotonic())
+
+    def _renew(self) -> None:
+        try:
+            with self._compute:
+                self._snapshot = self._take()
+        except Exception:  # noqa: BLE001 - the old snapshot stays; the next request retries
+            log.exception("could not renew the overview")
+        finally:
+            self._renewing = False
 
 
 def page(rows: list[dict], *, search: str | None = None, health: str | None = None,

@@ -5,17 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from dbsafe.portal.web import caller, page, vault
-from dbsafe.services import overview
+from dbsafe.portal.web import caller, page
 from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
 
 router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(request: Request, me: Principal = Depends(caller),
-              v: Vault = Depends(vault)) -> HTMLResponse:
+def dashboard(request: Request, me: Principal = Depends(caller)) -> HTMLResponse:
     me.require("read")
-    board = overview.dashboard(v, request.app.state.items_cache.get(v))
-    return page(request, "dashboard.html", board=board)
+    return page(request, "dashboard.html", board=request.app.state.overview.get().board)
