@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
+# --- issue 8 (load benchmark): --bench also installs the HTTP load tool bench/portal_load.py drives
+with_bench=0
+for arg in "$@"; do [ "$arg" = "--bench" ] && with_bench=1; done
+# --- end issue 8 (load benchmark)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -23,6 +27,12 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
+# --- issue 8 (load benchmark): wrk, the loopback load tool of bench/portal_load.py
+if [ $with_bench = 1 ] && ! command -v wrk >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+# --- end issue 8 (load benchmark)
 id postgres >/dev/null 2>&1 || { echo "the postgres OS user is missing (postgresql-15 creates it)" >&2; exit 1; }
 
 if [ ! -x .venv/bin/python ]; then
