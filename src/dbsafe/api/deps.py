@@ -1,5 +1,8 @@
 """What endpoints ask FastAPI for: the vault, the launcher, and a caller allowed to act.
 
+Both are ``async`` (they only look at the request): FastAPI runs a plain ``def`` dependency
+in its thread pool, a hop that costs more than the check on the most frequent calls.
+
 ``need("operate")`` is the first dependency of every endpoint that acts: it runs before the
 endpoint looks anything up, so a caller without the role is refused (403) whatever the path
 names, and learns nothing of what exists.
@@ -25,7 +28,7 @@ def launcher(request: Request) -> Launcher:
     return request.app.state.launcher
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     found = getattr(request.state, "principal", None)
     if found is None:
         raise DbsafeError("auth.required")
@@ -33,7 +36,7 @@ def principal(request: Request) -> Principal:
 
 
 def need(permission: str) -> Callable[..., Principal]:
-    def check(caller: Principal = Depends(principal)) -> Principal:
+    async def check(caller: Principal = Depends(principal)) -> Principal:
         caller.require(permission)
         return caller
     check.__name__ = f"need_{permission}"

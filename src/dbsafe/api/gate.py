@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -35,6 +36,31 @@ SESSION_COOKIE = "dbsafe_session"
 PUBLIC_API = ("/api/v1/health",)
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token")
+
+
+class CallerCache:
+    """Who a credential named, for ``TTL`` seconds: a page or a script polling many times a
+    second costs one catalog lookup per credential per ``TTL``, not one per request. The
+    gate clears it after every change made here (a revoked token, a removed user, a logout
+    take effect at once); a revocation made elsewhere (the CLI) within ``TTL``."""
+
+    TTL = 2.0
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[access.Principal, float]] = {}
+
+    def get(self, credential: str) -> access.Principal | None:
+        hit = self._seen.get(credential)
+        return hit[0] if hit and hit[1] > time.monotonic() else None
+
+    def put(self, credential: str, principal: access.Principal) -> None:
+        if len(self._seen) >= self.LIMIT:
+            self._seen.clear()
+        self._seen[credential] = (principal, time.monotonic() + self.TTL)
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def principal_of(catalog: Catalog, headers: dict[str, str], cookies: dict[str, str]
@@ -76,6 +102,7 @@ class Gate:
         self.app = app
         self.catalog = catalog
         self.changed = changed  # told after every change request (caches drop their copy)
+        self.callers = CallerCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,9 +123,15 @@ class Gate:
                 return
         path = scope["path"]
         catalog = self.catalog()
+        credential = request.headers.get("authorization") or \
+            request.cookies.get(SESSION_COOKIE) or ""
         try:
-            principal = await to_thread.run_sync(principal_of, catalog, dict(request.headers),
-                                                 request.cookies)
+            principal = self.callers.get(credential) if credential else None
+            if principal is None:
+                principal = await to_thread.run_sync(principal_of, catalog,
+                                                     dict(request.headers), request.cookies)
+                if principal is not None:
+                    self.callers.put(credential, principal)
         except DbsafeError as exc:
             if path.startswith("/api/"):
                 await self._refuse(scope, receive, send, exc)
@@ -137,6 +170,7 @@ class Gate:
             await self.app(scope, replay, send_status)
         finally:
             if scope["method"] in CHANGES:
+                self.callers.clear()
                 self.changed()
                 if not scope["state"].get("audited"):
                     await to_thread.run_sync(self._audit, catalog, scope, request, body,

@@ -134,6 +134,14 @@ class OverviewCache:
                 threading.Thread(target=self._renew, name="overview", daemon=True).start()
         return snapshot
 
+    def ready(self) -> Snapshot | None:
+        """The snapshot when ``get`` would not compute one first (an ``async`` endpoint then
+        answers without a thread), renewing it in the background when due."""
+        snapshot = self._snapshot
+        if snapshot is None or self._dirty:
+            return None
+        return self.get()
+
     def invalidate(self) -> None:
         self._dirty = True
 
