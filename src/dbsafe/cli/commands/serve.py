@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -96,15 +97,25 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
 
 def _serve_http(vault_path: Path, host: str, port: int, tls_cert: Path | None,
                 tls_key: Path | None) -> None:
-    """uvicorn in this thread until SIGINT/SIGTERM (it handles both)."""
+    """uvicorn in this thread until SIGINT/SIGTERM."""
     import uvicorn
 
     from dbsafe.api.app import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            """Stop serving, then end with status 0 like any clean stop (uvicorn's own
+            handler re-raises the signal once stopped, so a SIGTERM'd service would end
+            "killed")."""
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
 
     app = create_app(vault_path, secure_cookies=tls_cert is not None)
     scheme = "https" if tls_cert else "http"
     logging.getLogger("dbsafe.api").info("portal and API on %s://%s:%d/ (API /api/v1, "
                                          "OpenAPI /openapi.json)", scheme, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                ssl_certfile=str(tls_cert) if tls_cert else None,
-                ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=10)
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          ssl_certfile=str(tls_cert) if tls_cert else None,
+                          ssl_keyfile=str(tls_key) if tls_key else None,
+                          timeout_graceful_shutdown=10)).run()

@@ -1,0 +1,107 @@
+"""`dbsafe serve` as a user starts it: one process answering the API and the portal beside
+the scheduler; TLS off loopback (or --insecure), HTTPS with the given certificate, one
+scheduler per vault, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import signal
+import ssl
+import time
+
+import httpx
+from conftest import free_port
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def _self_signed(folder):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def _wait_up(url: str, proc, **client) -> httpx.Response:
+    for _ in range(150):
+        assert proc.poll() is None, proc.communicate()
+        try:
+            return httpx.get(url, timeout=2, **client)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def _stop(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_off_loopback_needs_tls_or_insecure(vault):
+    vault.fail("serve.tls_needed", "serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    vault.fail("serve.tls_files", "serve", "--tls-cert", "/nonexistent.pem")
+
+
+def test_https_with_the_given_certificate_and_secure_session_cookies(vault, area):
+    cert, key = _self_signed(area)
+    port = free_port()
+    token = vault.ok("token", "create", "t", "--role", "reader")["token"]
+    serve = vault.popen("serve", "--no-scheduler", "--port", port, "--tls-cert", cert,
+                        "--tls-key", key)
+    try:
+        tls = ssl.create_default_context(cafile=str(cert))
+        health = _wait_up(f"https://127.0.0.1:{port}/api/v1/health", serve, verify=tls)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=tls) as client:
+            login = client.post("/login", data={"token": token, "next": "/"},
+                                follow_redirects=False)
+            assert login.status_code == 303
+            cookie = login.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+            assert client.get("/").status_code == 200  # the session opens the dashboard
+        with httpx.Client(verify=False) as plain:  # noqa: S501 - proves plain HTTP is refused
+            try:
+                answer = plain.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+                assert answer.status_code >= 400
+            except httpx.TransportError:
+                pass
+    finally:
+        _stop(serve)
+
+
+def test_one_scheduler_per_vault_and_a_clean_stop(vault):
+    first_port, second_port = free_port(), free_port()
+    first = vault.popen("serve", "--port", first_port, "--tick", "1")
+    try:
+        _wait_up(f"http://127.0.0.1:{first_port}/api/v1/health", first)
+        second = vault.popen("serve", "--port", second_port)
+        _out, err = second.communicate(timeout=60)
+        assert second.returncode != 0 and "serve.already_running" in err, err
+        # an API-only process beside it is fine (a second host, or a reader's portal)
+        api_only = vault.popen("serve", "--no-scheduler", "--port", second_port)
+        try:
+            answer = _wait_up(f"http://127.0.0.1:{second_port}/api/v1/jobs", api_only)
+            assert answer.status_code == 401
+            assert answer.json()["error"]["code"] == "auth.required"
+        finally:
+            _stop(api_only)
+    finally:
+        err = _stop(first)
+    assert "Traceback" not in err
