@@ -20,6 +20,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services import selection
+from dbsafe.services.monitor import _size  # one way to say sizes in messages
 from dbsafe.services.pitr import RecoveryPlan, base_and_plan
 from dbsafe.services.points import load_point
 from dbsafe.services.servers import get_server, open_instance
@@ -27,14 +28,6 @@ from dbsafe.services.vault import Vault
 
 SPACE_MARGIN = 1.2  # a load needs the data plus its indexes being built, and some slack
 NOT_CHECKED = "not checked: the source did not resolve"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def free_bytes(path: Path) -> int:

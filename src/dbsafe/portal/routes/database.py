@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
-from dbsafe.portal.web import caller, check_csrf, page, vault
+from dbsafe.portal.web import caller, check_csrf, page, templates, vault
 from dbsafe.services import overview
 from dbsafe.services.access import Principal
 from dbsafe.services.backup import DEFAULT_LEVEL, run_backup
@@ -26,6 +26,16 @@ from dbsafe.services.servers import describe, get_server
 from dbsafe.services.vault import Vault
 
 router = APIRouter()
+
+
+def when(text: str | None, never: str = "never") -> str:
+    """A catalog time as the pages show it: to the second, in UTC."""
+    if not text:
+        return never
+    return timeline.parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = when  # the wizard's pages use it; others may too
 RECENT_POINTS = 50
 RECENT_JOBS = 10
 
