@@ -4,6 +4,7 @@ checks refuse a restore that would fail them."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -92,3 +93,46 @@ def test_a_reader_may_not_check_and_a_restore_refuses_what_the_checks_refuse(api
                                                             "target": target},
                       headers={"Authorization": f"Bearer {tokens['operator']}"})
     assert res.status_code == 409 and res.json()["error"]["code"] == "restore.database_exists"
+
+
+def _login(client, token) -> str:
+    """A portal session from an API token; the CSRF token its forms carry."""
+    res = client.post("/login", data={"token": token, "next": "/"})
+    assert res.status_code == 200, res.text
+    return re.search(r'name="csrf_token" value="([^"]+)"', res.text).group(1)
+
+
+def test_the_wizard_checks_before_it_offers_to_start(api):
+    client, tokens, point = api
+    csrf = _login(client, tokens["operator"])
+    page = client.get("/servers/src/databases/appdb?window=24h")
+    assert page.status_code == 200 and 'class="mark full"' in page.text and point in page.text
+    wizard = client.get(f"/servers/src/restore?database=appdb&point={point}")
+    assert wizard.status_code == 200 and f'value="{point}"' in wizard.text
+    form = {"csrf_token": csrf, "action": "check", "source": "point", "point": point,
+            "database": "appdb", "target": "server", "target_server": "src",
+            "new_name": "appdb"}
+    res = client.post("/servers/src/restore", data=form)
+    assert res.status_code == 200 and "restore.database_exists" in res.text
+    assert "Start restore" not in res.text
+    # starting anyway is refused by the same checks: the page again, no job
+    res = client.post("/servers/src/restore", data={**form, "action": "start"},
+                      follow_redirects=False)
+    assert res.status_code == 200 and "restore.database_exists" in res.text
+    res = client.post("/servers/src/restore", data={**form, "new_name": "appdb_copy"})
+    assert res.status_code == 200 and "Start restore" in res.text
+    # a form the API model refuses: one failed check, nothing else run
+    res = client.post("/servers/src/restore", data={**form, "source": "time", "time": ""})
+    assert res.status_code == 422 and "request.invalid" in res.text
+    res = client.post("/servers/src/restore", data={**form, "csrf_token": "forged"})
+    assert res.status_code == 403 and "auth.csrf" in res.text
+
+
+def test_a_reader_sees_the_database_but_not_the_wizard(api):
+    client, tokens, _ = api
+    _login(client, tokens["reader"])
+    page = client.get("/servers/src/databases/appdb")
+    assert page.status_code == 200 and "Back up now" not in page.text
+    assert "Restore…" not in page.text
+    res = client.get("/servers/src/restore?database=appdb")
+    assert res.status_code == 403 and "auth.forbidden" in res.text
