@@ -152,6 +152,41 @@ def _run(name: str, check: Callable[[], str]) -> dict:
         return {"check": name, "ok": False, "message": exc.message, "code": exc.code}
 
 
+def _skipped(name: str) -> dict:
+    return {"check": name, "ok": False, "message": NOT_CHECKED, "code": None}
+
+
+def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callable[[], str]]]:
+    """The checks of ``target`` after the source's, in the order they are shown; they read
+    what the source check ``found`` (its manifest, server and plan) when they run."""
+    db = target.get("database")
+
+    def manifest() -> dict:
+        return found["manifest"]
+
+    if target["kind"] == "server":
+        def into() -> dict:  # resolved once (a replica set's primary is looked up)
+            if "into" not in found:
+                found["into"] = target_server(vault, target["server"])
+            return found["into"]
+
+        return [("database", lambda: database_in_point(manifest(), db)),
+                ("version", lambda: target_version(into(), manifest())),
+                ("name", lambda: name_free(into(), target["new_name"],
+                                           target.get("overwrite", False))),
+                ("space", lambda: database_space(into(), manifest(), db))]
+    path = Path(target["path"])
+    if target["kind"] == "files":
+        return [("folder", lambda: folder_empty(path, manifest(), True)),
+                ("space", lambda: instance_space(path, manifest(), None))]
+    return ([("database", lambda: database_in_point(manifest(), db))] if db else []) + [
+        ("version", lambda: binaries(found["server"], manifest())),
+        ("folder", lambda: folder_empty(path, manifest(), False)),
+        ("port", lambda: port_ready(target.get("port"), target.get("start", False),
+                                    found["plan"] is not None)),
+        ("space", lambda: instance_space(path, manifest(), [db] if db else None))]
+
+
 def check_restore(vault: Vault, server: str, target: dict, *, point_id: str | None = None,
                   time: str | None = None, lsn: str | None = None,
                   restore_point: str | None = None, pause: bool = False) -> dict:
@@ -167,40 +202,9 @@ def check_restore(vault: Vault, server: str, target: dict, *, point_id: str | No
         return describe_source(found["point_id"], found["plan"])
 
     checks = [_run("source", source)]
-    manifest = found.get("manifest")
-    kind = target["kind"]
-    names = {"server": ["database", "version", "name", "space"],
-             "pgdata": (["database"] if target.get("database") else []) +
-                       ["version", "folder", "port", "space"],
-             "files": ["folder", "space"]}[kind]
-    if manifest is None:
-        checks += [{"check": n, "ok": False, "message": NOT_CHECKED, "code": None}
-                   for n in names]
-        return {"ok": False, "checks": checks}
-    db = target.get("database")
-    if kind == "server":
-        checks.append(_run("database", lambda: database_in_point(manifest, db)))
-        try:
-            into = target_server(vault, target["server"])
-        except DbsafeError as exc:
-            checks += [{"check": n, "ok": False, "message": exc.message, "code": exc.code}
-                       for n in names[1:]]
-            return {"ok": False, "checks": checks}
-        checks += [_run("version", lambda: target_version(into, manifest)),
-                   _run("name", lambda: name_free(into, target["new_name"],
-                                                  target.get("overwrite", False))),
-                   _run("space", lambda: database_space(into, manifest, db))]
+    planned = _planned(vault, target, found)
+    if "manifest" in found:
+        checks += [_run(name, check) for name, check in planned]
     else:
-        path = Path(target["path"])
-        as_files = kind == "files"
-        dbs = [db] if db else None
-        if db:
-            checks.append(_run("database", lambda: database_in_point(manifest, db)))
-        if not as_files:
-            checks += [_run("version", lambda: binaries(found["server"], manifest))]
-        checks.append(_run("folder", lambda: folder_empty(path, manifest, as_files)))
-        if not as_files:
-            checks.append(_run("port", lambda: port_ready(
-                target.get("port"), target.get("start", False), found["plan"] is not None)))
-        checks.append(_run("space", lambda: instance_space(path, manifest, dbs)))
+        checks += [_skipped(name) for name, _ in planned]
     return {"ok": all(c["ok"] for c in checks), "checks": checks}

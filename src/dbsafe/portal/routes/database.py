@@ -26,6 +26,8 @@ from dbsafe.services.servers import describe, get_server
 from dbsafe.services.vault import Vault
 
 router = APIRouter()
+RECENT_POINTS = 50
+RECENT_JOBS = 10
 
 
 def when(text: str | None, never: str = "never") -> str:
@@ -36,8 +38,6 @@ def when(text: str | None, never: str = "never") -> str:
 
 
 templates.env.filters["when"] = when  # the wizard's pages use it; others may too
-RECENT_POINTS = 50
-RECENT_JOBS = 10
 
 
 def _item(v: Vault, server: dict, db: str) -> dict:
