@@ -150,6 +150,9 @@ def _run(name: str, check: Callable[[], str]) -> dict:
         return {"check": name, "ok": True, "message": check(), "code": None}
     except DbsafeError as exc:
         return {"check": name, "ok": False, "message": exc.message, "code": exc.code}
+    except (OSError, ValueError) as exc:  # a path the OS refuses (too long, a NUL byte)
+        error = DbsafeError("request.invalid", reason=str(exc))
+        return {"check": name, "ok": False, "message": error.message, "code": error.code}
 
 
 def _skipped(name: str) -> dict:
