@@ -53,4 +53,18 @@ if [ $with_test = 1 ] && [ ! -x tools/node/node_modules/.bin/azurite-blob ]; the
   mkdir -p tools/node
   npm install --prefix tools/node --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
 fi
+# browser tests (issue 8, portal): Debian's chromium, driven by playwright-core from npm into
+# tools/node; 1.61.1 is the newest playwright-core that runs on Node 18 (Debian 12).
+if [ $with_test = 1 ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d tools/node/node_modules/playwright-core ]; then
+    mkdir -p tools/node
+    npm install --prefix tools/node --no-audit --no-fund --loglevel=error \
+      playwright-core@1.61.1 >/dev/null
+  fi
+fi
+# end of browser tests
 .venv/bin/dbsafe --help >/dev/null

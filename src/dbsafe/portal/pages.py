@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from dbsafe.portal.routes import dashboard, session
+from dbsafe.portal.routes import dashboard, database, restore, session
 from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
-ROUTERS = [session.router, dashboard.router]
+ROUTERS = [session.router, dashboard.router,
+           database.router, restore.router]  # database page, restore wizard (issue 8)
 
 
 def install(app: FastAPI) -> None:

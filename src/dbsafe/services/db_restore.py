@@ -22,26 +22,15 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.client import connect
-from dbsafe.services import selection
+from dbsafe.services import restore_checks as checks
 from dbsafe.services.jobs import ProgressFn
 from dbsafe.services.pitr import RecoveryPlan
 from dbsafe.services.points import load_point
 from dbsafe.services.restore import run_restore
-from dbsafe.services.servers import get_server, live_endpoint, open_instance
+from dbsafe.services.servers import live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
 STAGING_ROOT = Path("/var/tmp")
-SPACE_MARGIN = 1.2  # a load needs the data plus its indexes being built, and some slack
-
-
-def _database_bytes(manifest: dict, db: str) -> int:
-    oids = {d["oid"] for d in manifest.get("databases", []) if d["name"] == db}
-    return sum(f["size"] for f in manifest["files"] if selection.database_oid(f["path"]) in oids)
-
-
-def _free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def restore_database(vault: Vault, name: str, db: str, point_id: str,
@@ -50,27 +39,12 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
                      on_progress: ProgressFn | None = None) -> dict:
     t0 = time.perf_counter()
     source, manifest = load_point(vault, name, point_id)
-    selection.restore_plan(manifest, [db])  # the point must hold the database
-    target = get_server(vault, target_server)
-    if target["kind"] == "replica-set":  # into its primary of now; standbys replay it
-        from dbsafe.services import replicasets
-
-        replicasets.look(vault, target_server)
-        target = get_server(vault, target_server)
-    with open_instance(target) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-            raise DbsafeError("restore.target_standby", target=target_server)
-        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
-        if major < manifest["instance"]["pg_version"]:
-            raise DbsafeError("restore.target_version_older", target=target_server,
-                              version=major, source_version=manifest["instance"]["pg_version"])
-        if logical.database_exists(conn, new_name) and not overwrite:
-            raise DbsafeError("restore.database_exists", target=target_server, name=new_name)
-    need = int(_database_bytes(manifest, db) * SPACE_MARGIN)
-    free = _free_bytes(Path(target["pgdata"]))
-    if free < need:
-        raise DbsafeError("restore.no_space", where=f"{target_server} ({target['pgdata']})",
-                          need=need, free=free)
+    # the checks the portal's wizard and the API's /restores/check show (restore_checks)
+    checks.database_in_point(manifest, db)
+    target = checks.target_server(vault, target_server)
+    checks.target_version(target, manifest)
+    checks.name_free(target, new_name, overwrite)
+    checks.database_space(target, manifest, db)
     staging = Path(tempfile.mkdtemp(prefix="dbsafe-staging-", dir=STAGING_ROOT))
     os.chmod(staging, 0o755)
     pgdata = staging / "pgdata"

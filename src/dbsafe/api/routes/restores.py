@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, model_validator
 
-from dbsafe.api.deps import launcher, need
+from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.db_restore import restore_database
 from dbsafe.services.pitr import base_and_plan
 from dbsafe.services.restore import run_restore
+from dbsafe.services.restore_checks import check_restore
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["restores"])
@@ -100,3 +101,18 @@ def restore(server: str, body: RestoreRequest, run: Launcher = Depends(launcher)
         return started(run.start("restore", restore_work(server, body)))
     except ValueError as exc:  # a service's own argument check
         raise DbsafeError("request.invalid", reason=str(exc)) from exc
+
+
+# --- restore checks (issue 8, wizard) ----------------------------------------------------
+@router.post("/servers/{server}/restores/check", dependencies=[Depends(need("operate"))])
+def check(server: str, body: RestoreRequest, v: Vault = Depends(vault)) -> dict:
+    """What the restore would find, each check ok or failed with its message, without
+    starting or writing anything: the source resolves, the target's version is not older,
+    there is space, the new name is free, an instance target's folder is empty and its port
+    free. ``ok`` is true when all pass (services/restore_checks.py)."""
+    return check_restore(v, server, body.target.model_dump(), **source_of(body))
+
+
+def source_of(body: RestoreRequest) -> dict:
+    return {"point_id": body.point_id, "time": body.time, "lsn": body.lsn,
+            "restore_point": body.restore_point, "pause": body.pause}

@@ -4,3 +4,80 @@ document.addEventListener("submit", (event) => {
   const message = event.target.dataset.confirm;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+
+// --- database page and restore wizard (issue 8, wizard) ---
+// The timeline: a click on the log band picks that instant (clamped to the band's range),
+// a click on a mark picks that point; either fills the "Restore…" form and shows it.
+(() => {
+  const svg = document.getElementById("timeline");
+  const form = document.getElementById("restore-pick");
+  if (!svg || !form) return;
+  const time = document.getElementById("pick-time");
+  const point = document.getElementById("pick-point");
+  const shown = document.getElementById("pick-shown");
+  const cursor = document.getElementById("tl-cursor");
+  const start = Date.parse(svg.dataset.start);
+  const end = Date.parse(svg.dataset.end);
+  const width = Number(svg.dataset.width);
+  const isoSeconds = (ms) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  const moveCursor = (x) => {
+    cursor.setAttribute("x1", x); cursor.setAttribute("x2", x);
+    cursor.setAttribute("visibility", "visible");
+  };
+  const unpick = () => svg.querySelectorAll(".mark.picked").forEach((m) => m.classList.remove("picked"));
+  const pickMark = (mark) => {
+    unpick();
+    mark.classList.add("picked");
+    point.value = mark.dataset.point; time.value = "";
+    shown.textContent = `point ${mark.dataset.point} (ended ${mark.dataset.time})`;
+  };
+  svg.addEventListener("click", (event) => {
+    const mark = event.target.closest(".mark");
+    if (mark) { pickMark(mark); return; }
+    const band = event.target.closest(".band");
+    if (!band) return;
+    const at = svg.createSVGPoint();
+    at.x = event.clientX; at.y = event.clientY;
+    const x = at.matrixTransform(svg.getScreenCTM().inverse()).x;
+    let ms = start + (x / width) * (end - start);
+    ms = Math.min(Math.max(ms, Date.parse(band.dataset.start)), Date.parse(band.dataset.end) - 1000);
+    unpick();
+    time.value = isoSeconds(ms); point.value = "";
+    shown.textContent = `instant ${time.value}`;
+    moveCursor(((ms - start) / (end - start)) * width);
+  });
+  svg.addEventListener("keydown", (event) => {
+    const mark = event.target.closest(".mark");
+    if (mark && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); pickMark(mark); }
+  });
+  time.addEventListener("input", () => { if (time.value) point.value = ""; });
+  point.addEventListener("input", () => { if (point.value) time.value = ""; });
+})();
+
+// The wizard: show the fields of the chosen target only; once a field changes after a
+// check, the results are stale and "Start restore" goes away until checked again.
+(() => {
+  const wizard = document.getElementById("wizard");
+  if (!wizard) return;
+  const showTarget = () => {
+    const chosen = wizard.querySelector("input[name=target]:checked")?.value;
+    wizard.querySelectorAll(".target-fields").forEach((div) => {
+      div.hidden = div.dataset.target !== chosen;
+    });
+  };
+  const stale = () => {
+    document.getElementById("start-restore")?.closest("p")?.remove();
+    document.getElementById("checks")?.classList.add("stale");
+  };
+  wizard.addEventListener("change", (event) => {
+    if (event.target.name === "target") showTarget();
+    stale();
+  });
+  wizard.addEventListener("input", (event) => {
+    const radio = wizard.querySelector(`input[name=source][value="${event.target.name}"]`);
+    if (radio) radio.checked = true;  // typing an instant or a point chooses it
+    stale();
+  });
+  showTarget();
+})();
+// --- end database page and restore wizard ---

@@ -1,0 +1,113 @@
+"""The restore wizard: 1 source (a point, or an instant), 2 target (a new database in a
+registered server, a new data directory, or files), 3 check — the checks of
+services/restore_checks run without starting anything, and only when all pass does
+"Start restore" appear. Starting builds the API's RestoreRequest and starts it through the
+app's launcher as ``POST /api/v1/servers/{server}/restores`` does, then shows the job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from dbsafe.api.routes.restores import RestoreRequest, restore_work, source_of
+from dbsafe.portal.web import caller, check_csrf, page, vault
+from dbsafe.services.access import Principal
+from dbsafe.services.restore_checks import check_restore
+from dbsafe.services.servers import get_server
+from dbsafe.services.vault import Vault
+
+router = APIRouter()
+
+
+def _form(server: dict, database: str | None, point: str | None, time: str | None) -> dict:
+    """The wizard's fields on first display: the source the timeline picked, a new database
+    in the same server named after the source and the day."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M")
+    return {"source": "point" if point and not time else "time", "point": point or "",
+            "time": time or "", "database": database or "", "target": "server",
+            "target_server": server["name"],
+            "new_name": f"{database}_restored_{stamp}" if database else "",
+            "path": "", "port": "", "start": False, "only_database": True, "files_path": ""}
+
+
+def _request(f: dict) -> RestoreRequest:
+    """The API's request for the wizard's fields (pydantic checks them as the API does)."""
+    source = {"point_id": f["point"].strip() or None} if f["source"] == "point" else \
+        {"time": f["time"].strip() or None}
+    if f["target"] == "server":
+        target = {"kind": "server", "server": f["target_server"], "database": f["database"],
+                  "new_name": f["new_name"].strip()}
+    elif f["target"] == "pgdata":
+        target = {"kind": "pgdata", "path": f["path"].strip(),
+                  "port": int(f["port"]) if f["port"].strip() else None, "start": f["start"],
+                  "database": f["database"] if f["only_database"] and f["database"] else None}
+    else:
+        target = {"kind": "files", "path": f["files_path"].strip()}
+    return RestoreRequest.model_validate({**source, "target": target})
+
+
+def _invalid(exc: ValidationError | ValueError) -> dict:
+    if isinstance(exc, ValidationError):
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}"
+                            for e in exc.errors())
+    else:
+        reasons = str(exc)
+    return {"ok": False, "checks": [{"check": "form", "ok": False, "message": reasons,
+                                     "code": "request.invalid"}]}
+
+
+def _render(request: Request, v: Vault, server: dict, form: dict, result: dict | None,
+            status_code: int = 200) -> HTMLResponse:
+    return page(request, "restore.html", status_code=status_code, server=server, f=form,
+                result=result,
+                databases=[d["name"] for d in v.catalog.list_databases(server["instance_id"])
+                           if d["kind"] == "user" or d["name"] == "postgres"],
+                servers=[s["name"] for s in v.catalog.list_servers()])
+
+
+@router.get("/servers/{server}/restore", response_class=HTMLResponse)
+def wizard(request: Request, server: str, database: str | None = None,
+           point: str | None = None, time: str | None = None,
+           me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    me.require("operate")
+    found = get_server(v, server)
+    return _render(request, v, found, _form(found, database, point, time), None)
+
+
+@router.post("/servers/{server}/restore", response_class=HTMLResponse, response_model=None)
+def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
+                   action: Literal["check", "start"] = Form("check"),
+                   source: Literal["point", "time"] = Form("time"),
+                   point: str = Form("", max_length=100), time: str = Form("", max_length=64),
+                   database: str = Form("", max_length=63),
+                   target: Literal["server", "pgdata", "files"] = Form("server"),
+                   target_server: str = Form("", max_length=63),
+                   new_name: str = Form("", max_length=63),
+                   path: str = Form("", max_length=4096), port: str = Form("", max_length=5),
+                   start: bool = Form(False), only_database: bool = Form(False),
+                   files_path: str = Form("", max_length=4096),
+                   me: Principal = Depends(caller),
+                   v: Vault = Depends(vault)) -> HTMLResponse | RedirectResponse:
+    """Check (step 3), or start when every check passes (they run again first: the state
+    may have changed since they were shown)."""
+    me.require("operate")
+    check_csrf(me, csrf_token)
+    found = get_server(v, server)
+    form = {"source": source, "point": point, "time": time, "database": database,
+            "target": target, "target_server": target_server, "new_name": new_name,
+            "path": path, "port": port, "start": start, "only_database": only_database,
+            "files_path": files_path}
+    try:
+        body = _request(form)
+    except (ValidationError, ValueError) as exc:
+        return _render(request, v, found, form, _invalid(exc), status_code=422)
+    result = check_restore(v, server, body.target.model_dump(), **source_of(body))
+    if action == "start" and result["ok"]:
+        job_id = request.app.state.launcher.start("restore", restore_work(server, body))
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+    return _render(request, v, found, form, result)
