@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.portal.web import caller, check_csrf, page, templates, vault
-from dbsafe.services import overview
 from dbsafe.services.access import Principal
 from dbsafe.services.backup import DEFAULT_LEVEL, run_backup
 from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
@@ -40,11 +39,11 @@ def when(text: str | None, never: str = "never") -> str:
 templates.env.filters["when"] = when  # the wizard's pages use it; others may too
 
 
-def _item(v: Vault, server: dict, db: str) -> dict:
+def _item(v: Vault, rows: list[dict], server: dict, db: str) -> dict:
     """The database's overview row (health and last backups); a discovered database that is
     not protected gets a row saying so; an unknown one is an error."""
-    for row in overview.page(overview.items(v), server=server["name"])["items"]:
-        if row["database"] == db:
+    for row in rows:
+        if row["server"] == server["name"] and row["database"] == db:
             return row
     names = [d["name"] for d in v.catalog.list_databases(server["instance_id"])]
     if db not in names:
@@ -60,7 +59,7 @@ def database_page(request: Request, server: str, db: str, window: str | None = N
                   me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
     found = get_server(v, server)
-    item = _item(v, found, db)
+    item = _item(v, request.app.state.overview.get().items, found, db)
     chain = points_and_chain(v, server, db)
     name, start, end = timeline.window(window, datetime.now(UTC))
     drawn = timeline.build(chain["points"], chain["log_ranges"], chain["gaps"], start, end)
