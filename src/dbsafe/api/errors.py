@@ -30,6 +30,7 @@ class ErrorBody(BaseModel):
 # The statuses any endpoint may answer with besides its own (documented in the OpenAPI).
 COMMON_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": what} for status, what in (
+        (400, "The request names something that is not valid here"),
         (401, "No token or session, or one that is not valid"),
         (403, "The caller's role does not allow this"),
         (404, "Nothing of that name"),
@@ -80,6 +81,7 @@ def install(app: FastAPI) -> None:
             error = DbsafeError("request.invalid", reason=str(exc.detail))
         response = error_response(request, error)
         response.status_code = exc.status_code if exc.status_code >= 400 else 400
+        response.headers.update(exc.headers or {})  # 405: Allow
         return response
 
     @app.exception_handler(Exception)

@@ -1,0 +1,25 @@
+"""Bounded request fields the endpoints share: names, folders and ids as the service layer
+accepts them. Bounds are checked before any endpoint runs (422 ``request.invalid``), so a
+name with a control character or a 1 MB string never reaches the catalog or the file
+system."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path as PathParam
+from pydantic import Field
+
+# A server, replica set or policy name: what the CLI takes, without control characters.
+Name = Annotated[str, Field(min_length=1, max_length=63,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+# A PostgreSQL database name (identifiers: at most 63 bytes).
+Database = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
+# An absolute path on the dbsafe host.
+Folder = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")]
+# A free-text note recorded with a job (a reason).
+Note = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")]
+# Catalog row ids (alerts, channels): SQLite integers.
+RowId = Annotated[int, PathParam(ge=1, le=2**62)]
+PointId = Annotated[str, PathParam(min_length=1, max_length=100,
+                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
