@@ -18,7 +18,7 @@ router = APIRouter(tags=["alerts"])
 
 
 class EmailOptions(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     host: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x20/]+$",
                       description="SMTP server")
     port: int = Field(25, ge=1, le=65535)
@@ -35,7 +35,7 @@ class EmailOptions(BaseModel):
 
 class ChannelRequest(BaseModel):
     """A webhook (``target``: an http(s) URL) or an e-mail address with its SMTP options."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     kind: Literal["webhook", "email"]
     target: str = Field(min_length=3, max_length=2048, pattern=r"^[^\x00-\x20]+$")
     email: EmailOptions | None = None
@@ -49,7 +49,7 @@ class ChannelRequest(BaseModel):
 
 
 class CheckRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     lag_threshold_mib: int | None = Field(None, ge=1, le=1 << 30)
     min_free_pct: float | None = Field(None, ge=0, le=100)
     min_free_mib: int | None = Field(None, ge=0, le=1 << 40)

@@ -16,7 +16,7 @@ router = APIRouter(tags=["backups"])
 
 
 class BackupRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     type: Literal["full", "copy-only", "diff", "log"] = "full"
     databases: list[str] | None = Field(None, max_length=2000,
                                         description="default: the protected databases")

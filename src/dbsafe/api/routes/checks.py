@@ -18,13 +18,13 @@ router = APIRouter(tags=["checks"])
 
 
 class VerifyRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     point_id: str | None = Field(None, min_length=1, max_length=100,
                                  description="one point (default: every point)")
 
 
 class DrillRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     point_id: str | None = Field(None, min_length=1, max_length=100,
                                  description="default: the newest restorable state")
     amcheck: bool = Field(False, description="also check every btree index with amcheck")

@@ -8,15 +8,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path as PathParam
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 # A server, replica set or policy name: what the CLI takes, without control characters.
 Name = Annotated[str, Field(min_length=1, max_length=63,
                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 # A PostgreSQL database name (identifiers: at most 63 bytes).
 Database = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
-# An absolute path on the dbsafe host.
-Folder = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")]
+# An absolute path on the dbsafe host, no part of it over the file systems' 255 bytes (a
+# longer one is an OSError, not an answer).
+def _short_parts(path: str) -> str:
+    if any(len(part.encode()) > 255 for part in path.split("/")):
+        raise ValueError("a part of the path is longer than 255 bytes")
+    return path
+
+
+Folder = Annotated[str, Field(min_length=1, max_length=4096,
+                              pattern=r"^(/|(/[^/\x00]{1,255})+/?)$"),
+                   AfterValidator(_short_parts)]
 # A free-text note recorded with a job (a reason).
 Note = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")]
 # Catalog row ids (alerts, channels): SQLite integers.

@@ -16,20 +16,20 @@ router = APIRouter(tags=["planner"])
 
 
 class PlanRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     cores: int = Field(ge=1, le=4096, description="vCPUs of the database server")
-    bandwidth_mbps: float = Field(gt=0, le=1e7, description="network to the vault, Mbit/s")
+    bandwidth_mbps: float = Field(ge=0.01, le=1e7, description="network to the vault, Mbit/s")
     db_count: int = Field(ge=1, le=100_000, description="databases to protect")
-    db_size_gb: float = Field(gt=0, le=1e6, description="size of each, GB")
+    db_size_gb: float = Field(ge=0.001, le=1e6, description="size of each, GB")
     change_rate_pct: float = Field(ge=0, le=100, description="% of blocks changed a day")
     policy: Name = "default"
-    window_hours: float = Field(8.0, gt=0, le=24, description="the daily backup window")
+    window_hours: float = Field(8.0, ge=0.01, le=24, description="the daily backup window")
     instances: int = Field(1, ge=1, le=100_000,
                            description="PostgreSQL instances the databases are in")
     wal_gb_per_day: float | None = Field(None, ge=0, le=1e6,
                                          description="WAL per database a day (default: the "
                                                      "changed data)")
-    disk_mb_s: float | None = Field(None, gt=0, le=1e7,
+    disk_mb_s: float | None = Field(None, ge=0.01, le=1e7,
                                     description="read rate of the data disks, MB/s")
 
 

@@ -12,35 +12,43 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Name
-from dbsafe.policy.model import WEEKDAYS, Policy
+from dbsafe.policy.model import COMPRESSION_LEVELS, LOG_MINUTES, RANGES, WEEKDAYS, Policy
 from dbsafe.services import policies, protection
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["policies"])
 Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]
 Days = Annotated[list[Weekday], Field(max_length=7)]
-Time = Annotated[str, Field(pattern=r"^\d\d:\d\d$", description="HH:MM local time")]
-Count = Annotated[int, Field(ge=0, le=100_000)]
+Time = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                            description="HH:MM local time")]
+LogMinutes = Literal[LOG_MINUTES]  # type: ignore[valid-type]
+
+
+def keep(setting: str) -> object:
+    """A retention tier's field with the seed's range (policy/model.py RANGES)."""
+    low, high, unit = RANGES[setting]
+    return Field(None, ge=low, le=high, description=f"{low}-{high} {unit}; null: none")
 
 
 class PolicySettings(BaseModel):
     """Every setting of a policy; null unsets an optional one (a retention tier, logs)."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     full: Literal["daily", "weekly"] | None = None
     full_days: Days | None = Field(None, description="weekly full: its weekdays")
     full_time: Time | None = None
     timezone: str | None = Field(None, min_length=1, max_length=64, description="IANA name")
     diff_days: Days | None = Field(None, description="weekly full only")
-    log_every: Count | None = Field(None, description="minutes between log backups; null: "
-                                                      "none (SIMPLE recovery model)")
-    keep_daily: Count | None = None
-    keep_weekly: Count | None = None
-    keep_monthly: Count | None = None
-    keep_yearly: Count | None = None
-    keep_diff: Count | None = None
-    keep_log: Count | None = None
+    log_every: LogMinutes | None = Field(None, description="minutes between log backups; "
+                                                           "null: none (SIMPLE model)")
+    keep_daily: int | None = keep("keep_daily")
+    keep_weekly: int | None = keep("keep_weekly")
+    keep_monthly: int | None = keep("keep_monthly")
+    keep_yearly: int | None = keep("keep_yearly")
+    keep_diff: int | None = keep("keep_diff")
+    keep_log: int | None = keep("keep_log")
     compression: bool | None = None
-    compression_level: int | None = Field(None, ge=0, le=22)
+    compression_level: int | None = Field(None, ge=COMPRESSION_LEVELS[0],
+                                          le=COMPRESSION_LEVELS[1])
     drill_days: Days | None = None
     drill_time: Time | None = None
 

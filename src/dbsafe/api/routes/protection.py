@@ -25,7 +25,7 @@ Databases = list[Database]
 
 class ProtectRequest(BaseModel):
     """Exactly one of ``databases``, ``all`` and ``auto`` (all, and those created later)."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     databases: Databases | None = Field(None, min_length=1, max_length=2000)
     all: bool = False
     auto: bool = False
@@ -39,7 +39,7 @@ class ProtectRequest(BaseModel):
 
 
 class StopRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     databases: Databases | None = Field(None, min_length=1, max_length=2000,
                                         description="default: every protected database")
     delete_data: bool = Field(False, description="delete the points only these use "

@@ -21,18 +21,18 @@ PREFERENCE_HELP = ("which node takes log and copy-only backups; fulls and differ
 
 
 class ReplicaSetRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     name: Name
     preference: Preference = Field("primary", description=PREFERENCE_HELP)
 
 
 class PreferenceChange(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     preference: Preference = Field(description=PREFERENCE_HELP)
 
 
 class NodeRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     server: Name = Field(description="a registered server of the same cluster")
     region: str | None = Field(None, min_length=1, max_length=64,
                                description="default: the server's, else the vault's")

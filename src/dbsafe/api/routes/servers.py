@@ -20,7 +20,7 @@ router = APIRouter(tags=["servers"])
 class ServerRequest(BaseModel):
     """A running PostgreSQL instance of this host to register (version, port and connection
     are checked)."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     name: Name
     pgdata: Folder
     port: int = Field(ge=1, le=65535)
@@ -33,7 +33,7 @@ class ServerRequest(BaseModel):
 
 
 class ServerChange(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     max_concurrent: int | None = Field(None, ge=1, le=1000,
                                        description="scheduled runs at a time on this server")
 

@@ -19,7 +19,7 @@ router = APIRouter(tags=["vault"])
 class VaultChange(BaseModel):
     """Settings to change; those not given stay. Applied in this order: region, soft
     delete, immutability (so one request can lengthen soft delete and then lock)."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     region: str | None = Field(None, min_length=1, max_length=64,
                                description="once, for a vault created without one")
     soft_delete: bool | None = Field(None, description="false: deleted points go at once")
