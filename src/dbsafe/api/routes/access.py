@@ -18,13 +18,13 @@ Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_
 
 
 class TokenRequest(BaseModel):
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = {"extra": "forbid"}
     name: Name
     role: Role
 
 
 class UserRequest(BaseModel):
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = {"extra": "forbid"}
     name: Name
     role: Role
     password: str = Field(min_length=access.MIN_PASSWORD, max_length=1024)

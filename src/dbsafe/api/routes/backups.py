@@ -16,11 +16,11 @@ router = APIRouter(tags=["backups"])
 
 
 class BackupRequest(BaseModel):
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = {"extra": "forbid"}
     type: Literal["full", "copy-only", "diff", "log"] = "full"
     databases: list[str] | None = Field(None, max_length=2000,
                                         description="default: the protected databases")
-    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22)
+    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22, strict=True)
 
 
 class Started(BaseModel):

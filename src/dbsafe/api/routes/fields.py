@@ -26,8 +26,6 @@ def _short_parts(path: str) -> str:
 Folder = Annotated[str, Field(min_length=1, max_length=4096,
                               pattern=r"^(/|(/[^/\x00]{1,255})+/?)$"),
                    AfterValidator(_short_parts)]
-# A free-text note recorded with a job (a reason).
-Note = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")]
 # Catalog row ids (alerts, channels): SQLite integers.
 RowId = Annotated[int, PathParam(ge=1, le=2**62)]
 PointId = Annotated[str, PathParam(min_length=1, max_length=100,
