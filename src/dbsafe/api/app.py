@@ -12,13 +12,33 @@ from dbsafe import __version__
 from dbsafe.api import errors
 from dbsafe.api.gate import Gate
 from dbsafe.api.launch import Launcher
-from dbsafe.api.routes import access, backups, items, jobs, points, restores
+from dbsafe.api.routes import (
+    access,
+    alerts,
+    backups,
+    checks,
+    deletion,
+    items,
+    jobs,
+    planner,
+    points,
+    policies,
+    protection,
+    replicasets,
+    restores,
+    servers,
+)
+from dbsafe.api.routes import vault as vault_routes
 from dbsafe.services import overview
 from dbsafe.services.vault import Vault
 
 API_PREFIX = "/api/v1"
 ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.router,
            access.router]
+# the rest of the CLI's actions (issue 8, helper "api")
+ROUTERS += [servers.router, protection.router, replicasets.router, policies.router,
+            alerts.router, planner.router, checks.router, deletion.router,
+            vault_routes.router]
 
 
 def api_router() -> APIRouter:

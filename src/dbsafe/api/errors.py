@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from dbsafe.core.errors import DbsafeError
 
@@ -30,6 +31,7 @@ class ErrorBody(BaseModel):
 # The statuses any endpoint may answer with besides its own (documented in the OpenAPI).
 COMMON_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": what} for status, what in (
+        (400, "The request names something that is not valid here"),
         (401, "No token or session, or one that is not valid"),
         (403, "The caller's role does not allow this"),
         (404, "Nothing of that name"),
@@ -58,6 +60,17 @@ def _validation_reason(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "malformed request"
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's own Allow names only the
+    first route matched, and FastAPI has one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DbsafeError)
     async def _dbsafe(request: Request, exc: DbsafeError) -> Response:
@@ -80,6 +93,8 @@ def install(app: FastAPI) -> None:
             error = DbsafeError("request.invalid", reason=str(exc.detail))
         response = error_response(request, error)
         response.status_code = exc.status_code if exc.status_code >= 400 else 400
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed(request))
         return response
 
     @app.exception_handler(Exception)

@@ -20,7 +20,7 @@ class BackupRequest(BaseModel):
     type: Literal["full", "copy-only", "diff", "log"] = "full"
     databases: list[str] | None = Field(None, max_length=2000,
                                         description="default: the protected databases")
-    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22)
+    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22, strict=True)
 
 
 class Started(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
+from dbsafe.api.routes.fields import Folder as Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.db_restore import restore_database
 from dbsafe.services.pitr import base_and_plan
@@ -19,13 +20,12 @@ from dbsafe.services.restore_checks import check_restore
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["restores"])
-Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/")]
 Name = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class DataDirectoryTarget(BaseModel):
     """A new, empty data directory on this host; ``start`` starts it on ``port``."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     kind: Literal["pgdata"]
     path: Path
     port: int | None = Field(None, ge=1024, le=65535)
@@ -35,14 +35,14 @@ class DataDirectoryTarget(BaseModel):
 
 class FilesTarget(BaseModel):
     """Files, WAL and a RESTORE.txt saying how to start them, in an empty folder."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     kind: Literal["files"]
     path: Path
 
 
 class ServerTarget(BaseModel):
     """One database into a running server (or a replica set's primary) under a new name."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     kind: Literal["server"]
     server: Name
     database: Name
@@ -52,7 +52,7 @@ class ServerTarget(BaseModel):
 
 class RestoreRequest(BaseModel):
     """Exactly one of ``point_id``, ``time``, ``lsn``, ``restore_point``."""
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
     point_id: str | None = Field(None, max_length=100)
     time: str | None = Field(None, max_length=64, description="ISO 8601; no zone: UTC")
     lsn: str | None = Field(None, max_length=32)

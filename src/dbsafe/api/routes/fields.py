@@ -1,0 +1,32 @@
+"""Bounded request fields the endpoints share: names, folders and ids as the service layer
+accepts them. Bounds are checked before any endpoint runs (422 ``request.invalid``), so a
+name with a control character or a 1 MB string never reaches the catalog or the file
+system."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path as PathParam
+from pydantic import AfterValidator, Field
+
+# A server, replica set or policy name: what the CLI takes, without control characters.
+Name = Annotated[str, Field(min_length=1, max_length=63,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+# A PostgreSQL database name (identifiers: at most 63 bytes).
+Database = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
+# An absolute path on the dbsafe host, no part of it over the file systems' 255 bytes (a
+# longer one is an OSError, not an answer).
+def _short_parts(path: str) -> str:
+    if any(len(part.encode()) > 255 for part in path.split("/")):
+        raise ValueError("a part of the path is longer than 255 bytes")
+    return path
+
+
+Folder = Annotated[str, Field(min_length=1, max_length=4096,
+                              pattern=r"^(/|(/[^/\x00]{1,255})+/?)$"),
+                   AfterValidator(_short_parts)]
+# Catalog row ids (alerts, channels): SQLite integers.
+RowId = Annotated[int, PathParam(ge=1, le=2**62)]
+PointId = Annotated[str, PathParam(min_length=1, max_length=100,
+                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]

@@ -1,0 +1,83 @@
+"""Servers: register, list, show, change and forget them, and discovery — the PostgreSQL
+instances of this host, and a server's databases read again (``dbsafe server``,
+``dbsafe discover``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from dbsafe.api.deps import need, vault
+from dbsafe.api.routes.fields import Folder, Name
+from dbsafe.services import discovery, servers
+from dbsafe.services.vault import Vault
+
+router = APIRouter(tags=["servers"])
+
+
+class ServerRequest(BaseModel):
+    """A running PostgreSQL instance of this host to register (version, port and connection
+    are checked)."""
+    model_config = {"extra": "forbid", "strict": True}
+    name: Name
+    pgdata: Folder
+    port: int = Field(ge=1, le=65535)
+    host: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$",
+                             description="host or socket folder (default: from "
+                                         "postmaster.pid)")
+    bin_dir: Folder | None = Field(None, description="folder of pg_ctl (default: found by "
+                                                     "version)")
+    region: str | None = Field(None, min_length=1, max_length=64)
+
+
+class ServerChange(BaseModel):
+    model_config = {"extra": "forbid", "strict": True}
+    max_concurrent: int | None = Field(None, ge=1, le=1000,
+                                       description="scheduled runs at a time on this server")
+
+
+@router.get("/servers", dependencies=[Depends(need("read"))])
+def list_servers(v: Vault = Depends(vault)) -> list[dict]:
+    """Registered servers, and replica sets (kind ``replica-set``)."""
+    return servers.list_servers(v)
+
+
+@router.post("/servers", status_code=201, dependencies=[Depends(need("operate"))])
+def add_server(body: ServerRequest, v: Vault = Depends(vault)) -> dict:
+    """Register a running instance, as `dbsafe server add`."""
+    return servers.add_server(v, body.name, Path(body.pgdata), body.port, body.host,
+                              body.bin_dir, body.region)
+
+
+@router.get("/servers/{server}", dependencies=[Depends(need("read"))])
+def show_server(server: str, v: Vault = Depends(vault)) -> dict:
+    return servers.describe(servers.get_server(v, server))
+
+
+@router.patch("/servers/{server}", dependencies=[Depends(need("operate"))])
+def change_server(server: str, body: ServerChange, v: Vault = Depends(vault)) -> dict:
+    """Change a server's settings (those not given stay)."""
+    return servers.set_options(v, server, body.max_concurrent)
+
+
+@router.delete("/servers/{server}", dependencies=[Depends(need("operate"))])
+def remove_server(server: str, v: Vault = Depends(vault)) -> dict:
+    """Forget a server; its recovery points stay in the vault."""
+    servers.remove_server(v, server)
+    return {"removed": server}
+
+
+@router.get("/instances", tags=["discovery"], dependencies=[Depends(need("read"))])
+def local_instances(v: Vault = Depends(vault)) -> list[dict]:
+    """The PostgreSQL instances of this host, each with the server registered for it."""
+    return discovery.local_instances(v)
+
+
+@router.post("/servers/{server}/discovery", tags=["discovery"],
+             dependencies=[Depends(need("operate"))])
+def discover(server: str, v: Vault = Depends(vault)) -> dict:
+    """Read the server's databases again: new ones (auto-protected when the server is),
+    dropped and renamed ones, and why a database cannot be protected."""
+    return discovery.refresh(v, server)

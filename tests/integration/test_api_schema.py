@@ -1,0 +1,121 @@
+"""The REST API against its own OpenAPI document (issue 8, part 5), with schemathesis run
+as a subprocess against a real ``dbsafe serve``:
+
+(a) as a Backup Contributor, on a vault with one registered server (path parameter
+    ``server`` pinned to it), every check: no 5xx, every status and body as documented
+    (errors are ``{"error": {code, message, details}}``, COMMON_RESPONSES in api/errors.py),
+    invalid data refused, 405 with a true ``Allow``;
+(b) without a token: every operation 401;
+(c) oversized (70 KiB) and malformed JSON bodies on POST endpoints: 413 / 422 with a code.
+
+Left out of (a): operations that would write where the generated data says on this host
+(restores into random folders, scratch clusters) or forget the one server; test_api.py
+covers them with real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import secrets_guard
+from api_serve import Serve, start_serve
+from conftest import make_area, make_vault, new_cluster, remove_area
+
+EXCLUDED = [  # left out of (a); see the module's docstring
+    "POST /api/v1/servers/{server}/restores",
+    "POST /api/v1/servers/{server}/drills",
+    "DELETE /api/v1/servers/{server}",
+]
+CONFIG = """
+headers = { Authorization = "Bearer ${DBSAFE_TEST_TOKEN}" }
+generation.max-examples = %(examples)d
+[parameters]
+"path.server" = "db"
+[checks.positive_data_acceptance]
+# The schema bounds every field; what only the service can judge (is this folder a data
+# directory, is this time zone known, does this policy's combination of settings hold)
+# answers 400 or 422 with its code, as documented.
+expected-statuses = ["2xx", 400, 401, 403, 404, 409, 422]
+"""
+
+
+@pytest.fixture(scope="module")
+def served(pg_template: Path, cli_env: dict[str, str]) -> Iterator[Serve]:
+    area = make_area("apischema-")
+    serve = None
+    try:
+        pg = new_cluster(pg_template, area, "db")
+        env = {**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}  # the agent, if protected
+        vault = make_vault(env, area / "vault")
+        vault.add_server("db", pg)
+        serve = start_serve(vault, area / "serve.log")
+        yield serve
+    finally:
+        if serve is not None:
+            serve.stop()
+        remove_area(area)
+
+
+def schemathesis(serve: Serve, role: str | None, *args: str, examples: int = 8,
+                 phases: str = "examples,coverage,fuzzing") -> subprocess.CompletedProcess:
+    """``schemathesis run`` against the serve's /openapi.json; the token goes through the
+    environment into a config file's header (never on a command line or in the output)."""
+    folder = serve.log.parent
+    config = folder / f"schemathesis-{role}.toml"
+    text = CONFIG % {"examples": examples}
+    if role is None:  # no token: even valid data must be answered 401
+        text = text.replace('headers = { Authorization = "Bearer ${DBSAFE_TEST_TOKEN}" }\n',
+                            "").replace('["2xx", 400, 401, 403, 404, 409, 422]', "[401]")
+    config.write_text(text)
+    env = {**serve.vault.env, "DBSAFE_TEST_TOKEN": serve.tokens.get(role or "reader", "")}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "--no-color",
+         "--config-file", str(config), "run", f"{serve.url}/openapi.json", "--workers", "1",
+         "--phases", phases, "--max-failures", "50",
+         "--request-timeout", "60", *args],
+        capture_output=True, text=True, env=env, cwd=folder, timeout=600)
+    leaks = secrets_guard.leaks_in(proc.stdout + proc.stderr)
+    assert not leaks, "schemathesis printed a token"
+    return proc
+
+
+def failures(proc: subprocess.CompletedProcess) -> str:
+    """What schemathesis found (its FAILURES section), else the end of its output."""
+    out = proc.stdout
+    start = out.find("FAILURES")
+    end = out.find("WARNINGS", start) if start >= 0 else -1
+    return (out[start:end] if start >= 0 else out[-5000:])[:30000] + proc.stderr[-2000:]
+
+
+def test_contributor_conforms(served: Serve):
+    excluded = [arg for name in EXCLUDED for arg in ("--exclude-name", name)]
+    proc = schemathesis(served, "contributor", "--checks", "all", *excluded, examples=8)
+    assert proc.returncode == 0, failures(proc)
+
+
+def test_no_token_everything_401(served: Serve):
+    proc = schemathesis(served, None, "--checks",
+                        "not_a_server_error,positive_data_acceptance,content_type_conformance",
+                        "--exclude-path", "/api/v1/health", examples=3, phases="fuzzing")
+    assert proc.returncode == 0, failures(proc)
+    spec = httpx.get(f"{served.url}/openapi.json").json()
+    assert spec["paths"]  # the document itself needs no token
+
+
+def test_oversized_and_malformed_bodies(served: Serve):
+    big = json.dumps({"name": "x" * (70 << 10)})
+    with served.client("contributor") as c:
+        for path in ("/servers", "/policies", "/servers/db/backups", "/planner",
+                     "/servers/db/protection", "/alert-channels"):
+            r = c.post(path, content=big, headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, (path, r.status_code)
+            assert r.json()["error"]["code"] == "request.too_large"
+            for bad in (b"{", b"[1, 2", b"\xff\xfe", b'{"name": }', b"null", b"42"):
+                r = c.post(path, content=bad, headers={"Content-Type": "application/json"})
+                assert r.status_code == 422, (path, bad, r.status_code, r.text)
+                assert r.json()["error"]["code"] == "request.invalid"
