@@ -258,3 +258,33 @@ def test_reader_sees_no_actions_and_is_refused(portal):
         resolved = c.get("/alerts", params={"state": "resolved"})
         assert "archiving of pg lags 2 GiB behind" in resolved.text
     assert portal.vault.ok("alerts") == []
+
+
+def test_protect_all_and_auto_protection(portal):
+    """After the reader's test (which checks app3 stays unprotected)."""
+    portal.vault.ok("policy", "create", "nolog", "--log-every", "none")
+    with portal.login("otto") as c:
+        token = csrf(c.get("/servers/pg").text)
+        done = c.post("/servers/pg/protect", data={"policy": "-", "action": "all",
+                                                   "csrf_token": token})
+        assert done.status_code == 200 and "protected 3 database(s)" in done.text, done.text
+        items = {i["name"]: i["state"] for i in portal.vault.ok("items", "pg")}
+        assert items == dict.fromkeys(("app1", "app2", "app3", "postgres"), "protected")
+
+        none = c.post("/servers/pg/auto", data={"policy": "-", "enable": "true",
+                                                "csrf_token": token})
+        assert none.status_code == 422 and "auto-protection needs a policy" in none.text
+        on = c.post("/servers/pg/auto", data={"policy": "nolog", "enable": "true",
+                                              "csrf_token": token})
+        assert on.status_code == 200 and "auto-protection on" in on.text, on.text
+        assert "on, policy nolog" in on.text
+        portal.pg.execute("CREATE DATABASE app4")
+        found = c.post("/servers/pg/discover", data={"csrf_token": token})
+        assert "auto-protected app4" in found.text
+        assert {i["name"]: i["policy"] for i in portal.vault.ok("items", "pg")}["app4"] == \
+            "nolog"
+        off = c.post("/servers/pg/auto", data={"enable": "false", "csrf_token": token})
+        assert off.status_code == 200 and "auto-protection off" in off.text
+        portal.pg.execute("CREATE DATABASE app5")
+        c.post("/servers/pg/discover", data={"csrf_token": token})
+        assert "app5" not in {i["name"] for i in portal.vault.ok("items", "pg")}

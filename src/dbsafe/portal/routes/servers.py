@@ -164,7 +164,11 @@ def auto_protection(request: Request, name: str, policy: str = Form(NO_POLICY, m
     me.require("operate")
     check_csrf(me, csrf_token)
     outcome = _outcome()
-    if enable:
+    if enable and policy == NO_POLICY:
+        # discovery protects new databases with the instance's policy: it needs one
+        outcome["refused"].append(DbsafeError("request.invalid",
+                                              reason="auto-protection needs a policy"))
+    elif enable:
         _protect(v, name, policy, restart, None, outcome)
     else:
         protection.auto_protect_off(v, name)
