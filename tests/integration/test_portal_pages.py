@@ -192,6 +192,7 @@ def test_policy_create_edit_delete(portal):
         # the form carries the model's ranges for the browser to check
         assert 'name="keep_daily" min="7" max="9999"' in page.text
         assert 'name="keep_log" min="7" max="35"' in page.text
+        assert r'pattern="[A-Za-z0-9][A-Za-z0-9._\-]{0,62}"' in page.text
         bad = c.post("/policies", data=_policy_form(token, name="nightly", keep_daily="3"))
         assert bad.status_code == 400
         assert "keep_daily must be 7 to 9999 days, not 3" in bad.text

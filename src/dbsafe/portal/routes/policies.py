@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.policy import model
 from dbsafe.policy.model import (
     COMPRESSION_LEVELS,
     DEFAULT_POLICY,
@@ -27,8 +28,10 @@ from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
 
 router = APIRouter()
-NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"   # policy/model.py _NAME
-TIME_PATTERN = "([01][0-9]|2[0-3]):[0-5][0-9]"      # policy/model.py _HHMM
+# The model's patterns for the inputs' pattern attribute: browsers compile it with
+# JavaScript's v flag, where a '-' inside a class must be escaped.
+NAME_PATTERN = model._NAME.pattern.replace("_-]", "_\\-]")
+TIME_PATTERN = model._HHMM.pattern
 NUMBERS = (*RANGES, "log_every", "compression_level")
 DAYS = ("full_days", "diff_days", "drill_days")
 
