@@ -76,6 +76,7 @@ def _answer(request: Request, v: Vault, name: str, outcome: dict) -> HTMLRespons
     status = 200
     if outcome["refused"] and not outcome["done"]:
         status = outcome["refused"][0].spec.http_status
+        request.state.error_code = outcome["refused"][0].code   # the audit log's outcome
     outcome["refused"] = [e.message for e in outcome["refused"]]
     return _server_page(request, v, name, status, outcome)
 
