@@ -21,3 +21,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginNeeded)
     async def _login(_request: Request, exc: LoginNeeded):
         return login_redirect(exc.next_url)
+
+
+# portal pages: lists, servers, policies, alerts, planner, jobs (issue 8 part 3) --------
+def _portal_pages() -> list:
+    from dbsafe.portal.routes import alerts, databases, jobs, planner, policies, servers
+
+    return [databases.router, servers.router, policies.router, alerts.router,
+            planner.router, jobs.router]
+
+
+ROUTERS += _portal_pages()
+# end of portal pages ---------------------------------------------------------------------

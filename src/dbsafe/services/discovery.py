@@ -204,3 +204,16 @@ def _some(names: list[str]) -> str:
     shown = ", ".join(names[:MAX_NAMES_IN_WARNING])
     more = len(names) - MAX_NAMES_IN_WARNING
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+# portal: a server's databases read live, without reconciling (issue 8, portal pages) ------
+def live_databases(vault: Vault, name: str) -> list[dict]:
+    """The databases of server ``name`` as they are now, each with ``protectable`` and the
+    ``reason`` when not, and its item's ``state`` and ``policy``; nothing is written (the
+    portal's server page reads this on every view; ``refresh`` reconciles)."""
+    server = get_server(vault, name)
+    with open_instance(server) as conn:
+        dbs = discover.databases(conn, Path(server["pgdata"]))
+    items = {i["name"]: i for i in vault.catalog.list_items(server["instance_id"])}
+    return [_describe(d, items.get(d["name"])) for d in dbs]
+# end of portal ------------------------------------------------------------------------

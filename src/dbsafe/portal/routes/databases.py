@@ -1,0 +1,33 @@
+"""The database list: every protected item with its health and last backups, filtered and
+paged (100 a page) from the catalog (services/overview.py), never from the repository."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from dbsafe.portal.web import caller, page, vault
+from dbsafe.services import overview
+from dbsafe.services.access import Principal
+from dbsafe.services.vault import Vault
+
+router = APIRouter()
+PAGE = 100
+Health = Literal[overview.HEALTH]  # type: ignore[valid-type]
+
+
+@router.get("/databases", response_class=HTMLResponse)
+def databases(request: Request, search: str = Query("", max_length=100),
+              health: Health | Literal[""] = "", server: str = Query("", max_length=100),
+              offset: int = Query(0, ge=0), me: Principal = Depends(caller),
+              v: Vault = Depends(vault)) -> HTMLResponse:
+    me.require("read")
+    rows = overview.items(v)
+    servers = sorted({r["server"] for r in rows})
+    found = overview.page(rows, search=search or None, health=health or None,
+                          server=server or None, offset=offset, limit=PAGE)
+    return page(request, "databases.html", found=found, servers=servers,
+                health_values=overview.HEALTH,
+                query={"search": search, "health": health, "server": server})

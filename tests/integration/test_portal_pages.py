@@ -1,0 +1,291 @@
+"""The portal's pages against a real `dbsafe serve` (no scheduler) over a vault with a real
+PostgreSQL cluster registered: every page answers, a database is protected and a policy
+created and edited through the forms (CSRF token taken from the page), the model's refusal
+shows beside the form, a Backup Reader sees no action buttons and is refused when posting
+anyway, and a finished backup's job page shows its result."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import secrets_guard
+from conftest import free_port, make_vault, new_cluster
+
+from dbsafe.services import alerts as alert_service
+from dbsafe.services.vault import Vault as ServiceVault
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+USERS = {"carla": "contributor", "otto": "operator", "rita": "reader"}
+
+
+@dataclass
+class Portal:
+    url: str
+    vault: object              # conftest.Vault
+    pg: object                 # conftest.Pg
+    passwords: dict[str, str]
+
+    @contextlib.contextmanager
+    def login(self, name: str) -> Iterator[httpx.Client]:
+        """A client logged in through the login form (its session cookie kept)."""
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            answer = client.post("/login", data={"name": name,
+                                                 "password": self.passwords[name], "next": "/"})
+            assert answer.status_code == 303, answer.text
+            secrets_guard.register(client.cookies["dbsafe_session"])
+            yield client
+
+
+def csrf(html: str) -> str:
+    found = CSRF.search(html)
+    assert found and found.group(1), "no CSRF token in the page"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
+    pg = new_cluster(pg_template, module_area, "pg")
+    for db in ("app1", "app2", "app3"):
+        pg.execute(f"CREATE DATABASE {db}")
+    pg.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g", "app1")
+    pg.execute("CREATE DATABASE tmpl IS_TEMPLATE true")
+    vault = make_vault(cli_env, module_area / "vault")
+    vault.add_server("pg", pg)
+    passwords = {}
+    for name, role in USERS.items():
+        passwords[name] = f"pw-{secrets.token_urlsafe(16)}"
+        secrets_guard.register(passwords[name])
+        env = {**cli_env, "DBSAFE_USER_PASSWORD": passwords[name]}
+        vault_env = type(vault)(vault.path, env)
+        vault_env.ok("user", "add", name, "--role", role)
+    port = free_port()
+    serve = vault.popen("serve", "--no-scheduler", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            assert serve.poll() is None, serve.communicate()
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield Portal(url, vault, pg, passwords)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.communicate(timeout=60)
+        except Exception:  # noqa: BLE001 - never leave it running
+            serve.kill()
+            serve.communicate()
+
+
+def test_every_page_answers(portal):
+    with portal.login("carla") as c:
+        assert c.get("/databases").status_code == 200
+        servers = c.get("/servers")
+        assert servers.status_code == 200 and 'href="/servers/pg"' in servers.text
+        page = c.get("/servers/pg")
+        assert page.status_code == 200
+        # live databases, with the reason one cannot be protected
+        assert "app1" in page.text and "template database" in page.text
+        assert "Discover databases now" in page.text and "Protect selected" in page.text
+        found = c.post("/servers/pg/discover", data={"csrf_token": csrf(page.text)})
+        assert found.status_code == 200 and "discovered" in found.text
+        policies = c.get("/policies")
+        assert policies.status_code == 200 and 'href="/policies/default"' in policies.text
+        assert c.get("/policies/default").status_code == 200
+        for state in ("active", "resolved"):
+            assert c.get("/alerts", params={"state": state}).status_code == 200
+        assert "Resource planner" in c.get("/planner").text
+        plan = c.get("/planner", params={"cores": 4, "bandwidth_mbps": 1000, "db_count": 20,
+                                         "db_size_gb": 5, "change_rate_pct": 3,
+                                         "policy": "default"})
+        assert plan.status_code == 200 and "recommended maximum" in plan.text
+        refused = c.get("/planner", params={"cores": 0, "bandwidth_mbps": 1000,
+                                            "db_count": 20, "db_size_gb": 5,
+                                            "change_rate_pct": 3})
+        assert refused.status_code == 400 and "--cores must be at least 1" in refused.text
+        assert c.get("/jobs").status_code == 200
+        missing = c.get("/servers/nosuch")
+        assert missing.status_code == 404 and "server.unknown" in missing.text
+    anonymous = httpx.get(f"{portal.url}/databases")
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+
+
+def test_protect_backup_and_job_page(portal):
+    with portal.login("otto") as c:
+        page = c.get("/servers/pg")
+        token = csrf(page.text)
+        # no CSRF token: refused before anything happens
+        forged = c.post("/servers/pg/protect", data={"db": "app1", "policy": "-",
+                                                     "action": "selected"})
+        assert forged.status_code == 403 and "auth.csrf" in forged.text
+        assert portal.vault.ok("items", "pg") == []
+        # a template database is refused with its reason, nothing else changes
+        refused = c.post("/servers/pg/protect", data={"db": "tmpl", "policy": "-",
+                                                      "action": "selected",
+                                                      "csrf_token": token})
+        assert refused.status_code == 400 and "cannot be protected" in refused.text
+        done = c.post("/servers/pg/protect", data={"db": ["app1", "app2"], "policy": "-",
+                                                   "action": "selected", "csrf_token": token})
+        assert done.status_code == 200, done.text
+        assert "protected 2 database(s) with policy none, recovery model SIMPLE" in done.text
+        items = {i["name"]: i for i in portal.vault.ok("items", "pg")}
+        assert set(items) == {"app1", "app2"}
+        assert all(i["state"] == "protected" for i in items.values())
+        listed = c.get("/databases", params={"search": "app"})
+        assert 'href="/servers/pg/databases/app1"' in listed.text
+        assert "1–2 of 2 databases" in listed.text
+        assert "no full backup yet" in listed.text           # health reason, on hover
+
+        job_id = portal.vault.backup("pg", "--type", "full")["job_id"]
+        jobs = c.get("/jobs", params={"server": "pg", "type": "backup"})
+        assert f'href="/jobs/{job_id}"' in jobs.text
+        job = c.get(f"/jobs/{job_id}")
+        assert job.status_code == 200 and "completed" in job.text
+        assert "Result" in job.text and "point_id" in job.text
+        assert "Cancel job" not in job.text                  # it is not running
+        # the live stream the page follows, authenticated by the session cookie
+        events = c.get(f"/api/v1/jobs/{job_id}/events")
+        assert events.status_code == 200 and "event: end" in events.text
+        late = c.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
+        assert late.status_code == 409 and "job.not_running" in late.text
+        healthy = c.get("/databases", params={"health": "healthy", "server": "pg"})
+        assert "app1" in healthy.text and "app2" in healthy.text
+
+        # an operator may stop protection keeping data, not deleting it
+        stop = c.get("/servers/pg")
+        assert "Stop protection, keep data" in stop.text
+        assert "Stop protection and delete data" not in stop.text
+        denied = c.post("/servers/pg/unprotect", data={"db": "app2", "data": "delete",
+                                                       "csrf_token": token})
+        assert denied.status_code == 403 and "auth.forbidden" in denied.text
+        kept = c.post("/servers/pg/unprotect", data={"db": "app2", "data": "retain",
+                                                     "csrf_token": token})
+        assert kept.status_code == 200 and "data retained" in kept.text
+        assert {i["name"]: i["state"] for i in portal.vault.ok("items", "pg")}["app2"] == \
+            "stopped"
+
+
+def _policy_form(token: str, **changes: object) -> dict:
+    form = {"csrf_token": token, "full": "daily", "full_time": "02:00", "timezone": "UTC",
+            "log_every": "", "keep_daily": "30", "keep_weekly": "", "keep_monthly": "",
+            "keep_yearly": "", "keep_diff": "", "keep_log": "", "compression": "on",
+            "compression_level": "3", "drill_time": "04:00"}
+    form.update(changes)
+    return form
+
+
+def test_policy_create_edit_delete(portal):
+    with portal.login("carla") as c:
+        page = c.get("/policies")
+        token = csrf(page.text)
+        # the form carries the model's ranges for the browser to check
+        assert 'name="keep_daily" min="7" max="9999"' in page.text
+        assert 'name="keep_log" min="7" max="35"' in page.text
+        assert r'pattern="[A-Za-z0-9][A-Za-z0-9._\-]{0,62}"' in page.text
+        bad = c.post("/policies", data=_policy_form(token, name="nightly", keep_daily="3"))
+        assert bad.status_code == 400
+        assert "keep_daily must be 7 to 9999 days, not 3" in bad.text
+        assert 'value="nightly"' in bad.text                  # the draft is kept
+        assert c.get("/policies/nightly").status_code == 404   # nothing was saved
+        made = c.post("/policies", data=_policy_form(token, name="nightly"))
+        assert made.status_code == 303 and made.headers["location"] == "/policies/nightly"
+        stored = portal.vault.ok("policy", "show", "nightly")
+        assert stored["full_time"] == "02:00" and stored["log_every"] is None
+        assert stored["compression_level"] == 3 and stored["recovery_model"] == "SIMPLE"
+
+        weekly = _policy_form(token, full="weekly", full_days=["sun", "wed"], keep_daily="",
+                              keep_weekly="8", diff_days=["mon"], keep_diff="14",
+                              log_every="30", keep_log="50")
+        refused = c.post("/policies/nightly", data=weekly)
+        assert refused.status_code == 400
+        assert "keep_log must be 7 to 35 days, not 50" in refused.text
+        assert portal.vault.ok("policy", "show", "nightly")["full"] == "daily"
+        edited = c.post("/policies/nightly", data={**weekly, "keep_log": "14"})
+        assert edited.status_code == 200 and "saved and applied" in edited.text
+        stored = portal.vault.ok("policy", "show", "nightly")
+        assert stored["full_days"] == ["wed", "sun"] and stored["keep_log"] == 14
+        assert stored["recovery_model"] == "FULL"
+
+        gone = c.post("/policies/nightly/delete", data={"csrf_token": token})
+        assert gone.status_code == 303
+        assert "nightly" not in {p["name"] for p in portal.vault.ok("policy", "list")}
+
+
+def test_reader_sees_no_actions_and_is_refused(portal):
+    service_vault = ServiceVault.open(portal.vault.path)
+    try:
+        alert = alert_service.raise_alert(service_vault.catalog, "archive_lag", "warning",
+                                          "archiving of pg lags 2 GiB behind", server="pg")
+    finally:
+        service_vault.catalog.close()
+    with portal.login("rita") as c:
+        pages = {path: c.get(path) for path in ("/servers/pg", "/policies",
+                                                 "/policies/default", "/alerts")}
+        assert all(p.status_code == 200 for p in pages.values())
+        text = "".join(p.text for p in pages.values())
+        for button in ("Discover databases now", "Protect selected", "Protect all",
+                       "Stop protection, keep data", "Stop protection and delete data",
+                       "Turn on", "Create policy", "Save and apply", "Delete policy",
+                       "Resolve"):
+            assert f">{button}</button>" not in text, button
+        assert text.count("</button>") == 4      # the log-out button of each page
+        assert "archiving of pg lags 2 GiB behind" in pages["/alerts"].text
+        token = csrf(pages["/alerts"].text)      # the logout form's: a valid token
+        for path, form in (("/servers/pg/protect", {"db": "app3", "action": "selected"}),
+                           ("/servers/pg/discover", {}),
+                           ("/policies", _policy_form(token, name="sneaky")),
+                           (f"/alerts/{alert['id']}/resolve", {})):
+            answer = c.post(path, data={**form, "csrf_token": token})
+            assert answer.status_code == 403 and "auth.forbidden" in answer.text, path
+    assert "app3" not in {i["name"] for i in portal.vault.ok("items", "pg")}
+    assert [a["id"] for a in portal.vault.ok("alerts")] == [alert["id"]]
+
+    with portal.login("otto") as c:
+        page = c.get("/alerts")
+        assert ">Resolve</button>" in page.text
+        done = c.post(f"/alerts/{alert['id']}/resolve", data={"csrf_token": csrf(page.text)})
+        assert done.status_code == 303
+        resolved = c.get("/alerts", params={"state": "resolved"})
+        assert "archiving of pg lags 2 GiB behind" in resolved.text
+    assert portal.vault.ok("alerts") == []
+
+
+def test_protect_all_and_auto_protection(portal):
+    """After the reader's test (which checks app3 stays unprotected)."""
+    portal.vault.ok("policy", "create", "nolog", "--log-every", "none")
+    with portal.login("otto") as c:
+        token = csrf(c.get("/servers/pg").text)
+        done = c.post("/servers/pg/protect", data={"policy": "-", "action": "all",
+                                                   "csrf_token": token})
+        assert done.status_code == 200 and "protected 3 database(s)" in done.text, done.text
+        items = {i["name"]: i["state"] for i in portal.vault.ok("items", "pg")}
+        assert items == dict.fromkeys(("app1", "app2", "app3", "postgres"), "protected")
+
+        none = c.post("/servers/pg/auto", data={"policy": "-", "enable": "true",
+                                                "csrf_token": token})
+        assert none.status_code == 422 and "auto-protection needs a policy" in none.text
+        on = c.post("/servers/pg/auto", data={"policy": "nolog", "enable": "true",
+                                              "csrf_token": token})
+        assert on.status_code == 200 and "auto-protection on" in on.text, on.text
+        assert "on, policy nolog" in on.text
+        portal.pg.execute("CREATE DATABASE app4")
+        found = c.post("/servers/pg/discover", data={"csrf_token": token})
+        assert "auto-protected app4" in found.text
+        assert {i["name"]: i["policy"] for i in portal.vault.ok("items", "pg")}["app4"] == \
+            "nolog"
+        off = c.post("/servers/pg/auto", data={"enable": "false", "csrf_token": token})
+        assert off.status_code == 200 and "auto-protection off" in off.text
+        portal.pg.execute("CREATE DATABASE app5")
+        c.post("/servers/pg/discover", data={"csrf_token": token})
+        assert "app5" not in {i["name"] for i in portal.vault.ok("items", "pg")}
