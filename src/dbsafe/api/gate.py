@@ -159,6 +159,8 @@ class Gate:
             return await receive()
 
         status = 500
+        if scope["method"] in CHANGES:
+            self.changed()  # a page rendered after the change (not redirected) must see it
 
         async def send_status(message: Message) -> None:
             nonlocal status

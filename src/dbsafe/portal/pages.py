@@ -6,11 +6,23 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from dbsafe.portal.routes import dashboard, database, restore, session
+from dbsafe.portal.routes import (
+    alerts,
+    dashboard,
+    database,
+    databases,
+    jobs,
+    planner,
+    policies,
+    restore,
+    servers,
+    session,
+)
 from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
-ROUTERS = [session.router, dashboard.router,
-           database.router, restore.router]  # database page, restore wizard (issue 8)
+ROUTERS = [session.router, dashboard.router, databases.router, database.router,
+           restore.router, servers.router, jobs.router, policies.router, alerts.router,
+           planner.router]
 
 
 def install(app: FastAPI) -> None:
@@ -21,15 +33,3 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginNeeded)
     async def _login(_request: Request, exc: LoginNeeded):
         return login_redirect(exc.next_url)
-
-
-# portal pages: lists, servers, policies, alerts, planner, jobs (issue 8 part 3) --------
-def _portal_pages() -> list:
-    from dbsafe.portal.routes import alerts, databases, jobs, planner, policies, servers
-
-    return [databases.router, servers.router, policies.router, alerts.router,
-            planner.router, jobs.router]
-
-
-ROUTERS += _portal_pages()
-# end of portal pages ---------------------------------------------------------------------

@@ -37,6 +37,12 @@ def vault(request: Request) -> Vault:
     return request.app.state.vault
 
 
+def items(request: Request) -> list[dict]:
+    """Every protected item with its health, from the app's overview snapshot (renewed in
+    the background: a page never lists the whole vault itself)."""
+    return request.app.state.overview.get().items
+
+
 def check_csrf(principal: Principal, token: str | None) -> None:
     """A session's forms carry its CSRF token; a bearer-token caller sends no cookie, so
     a forged cross-site form cannot act for it."""

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
-from dbsafe.portal.web import caller, page, vault
+from dbsafe.portal.web import caller, items, page, vault
 from dbsafe.services import overview
 from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
@@ -24,7 +24,7 @@ def databases(request: Request, search: str = Query("", max_length=100),
               offset: int = Query(0, ge=0), me: Principal = Depends(caller),
               v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    rows = overview.items(v)
+    rows = items(request)
     servers = sorted({r["server"] for r in rows})
     found = overview.page(rows, search=search or None, health=health or None,
                           server=server or None, offset=offset, limit=PAGE)

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
+from dbsafe.portal.web import items as overview_items
 from dbsafe.services import discovery, limits, overview, policies, protection
 from dbsafe.services.access import Principal
 from dbsafe.services.servers import get_server, list_servers
@@ -35,7 +36,7 @@ def servers_page(request: Request, me: Principal = Depends(caller),
                  v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
     by_server: dict[str, list[str]] = {}
-    for row in overview.items(v):
+    for row in overview_items(request):
         by_server.setdefault(row["server"], []).append(row["health"])
     rows = [{**s, "items": len(by_server.get(s["name"], [])),
              "health": _worst(by_server.get(s["name"], []))} for s in list_servers(v)]
@@ -45,7 +46,7 @@ def servers_page(request: Request, me: Principal = Depends(caller),
 def _server_page(request: Request, v: Vault, name: str, status_code: int = 200,
                  outcome: dict | None = None) -> HTMLResponse:
     server = get_server(v, name)
-    items = [r for r in overview.items(v) if r["server"] == name]
+    items = [r for r in overview_items(request) if r["server"] == name]
     try:
         databases, unreachable = discovery.live_databases(v, name), None
     except DbsafeError as exc:
