@@ -88,11 +88,18 @@ try {
   await Promise.all([page.waitForURL(`${url}/`), page.click("form[action='/login'] button")]);
   await screenshot(page, "dashboard");
 
-  // protect the database
-  // TODO(lead, at merge): protect from the server page of the "portal" helper
-  // (/servers/{server}: tick the database, choose the policy, Protect) instead of asking
-  // pytest to run `dbsafe protect`.
-  await step("protect");
+  // protect the database from its server's page: tick it, the default policy (FULL
+  // model: its WAL is archived into the vault), allow the restart archiving needs
+  await page.goto(`${url}/servers/${server}`);
+  await screenshot(page, "server");
+  await page.check(`#protect-form input[name=db][value='${database}']`);
+  await page.selectOption("#protect-form select[name=policy]", "default");
+  await page.check("#protect-form input[name=restart]");
+  await Promise.all([page.waitForLoadState("load"),
+                     page.click("#protect-form button[value=selected]")]);
+  await screenshot(page, "server-protected");
+  const refused = await page.locator(".refused, .error").allTextContents();
+  if (refused.join("").trim()) throw new Error(`protecting was refused: ${refused.join(" ")}`);
 
   // its page, then a full backup from it
   await page.goto(`${url}/servers/${server}/databases/${database}`);

@@ -1,8 +1,8 @@
 """The portal in a real browser (issue 8, part 4): Playwright (playwright-core from npm,
 driving Debian's chromium) runs tests/browser/restore_flow.mjs against `dbsafe serve` over
 a real vault and a real PostgreSQL cluster. This file prepares them, does what the script
-asks between its steps (protect, write rows), and checks that the database the wizard
-restored holds exactly the rows committed up to the instant picked on the timeline.
+asks between its steps (write rows after the full backup), and checks that the database the
+wizard restored holds exactly the rows committed up to the instant picked on the timeline.
 
 Screenshots of every page visited go to tests/artefacts/browser/ (gitignored).
 """
@@ -103,10 +103,7 @@ def test_restore_an_instant_picked_on_the_timeline(serve, wal_vault):
             log.append(line.rstrip())
             if line.startswith("@@step "):
                 step = line.split()[1]
-                if step == "protect":
-                    # TODO(lead, at merge): done in the browser once the server page lands
-                    wal_vault.ok("protect", "src", "--db", "shop", "--restart")
-                elif step == "write-rows":
+                if step == "write-rows":
                     _write_rows(pg)
                 flow.stdin.write("ok\n")
                 flow.stdin.flush()

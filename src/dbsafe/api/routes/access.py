@@ -70,7 +70,8 @@ def remove_user(name: str, v: Vault = Depends(vault)) -> dict:
 
 
 @router.get("/audit", dependencies=[Depends(need("admin"))])
-def audit_log(limit: int = Query(100, ge=1, le=1000), before_id: int | None = Query(None, ge=1),
+def audit_log(limit: int = Query(100, ge=1, le=1000),
+              before_id: int | None = Query(None, ge=1, le=2**62),
               actor: str | None = Query(None, max_length=200),
               v: Vault = Depends(vault)) -> list[dict]:
     """Changes, newest first: who, what, when, from where, and the outcome."""
