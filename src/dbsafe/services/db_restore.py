@@ -23,7 +23,7 @@ from dbsafe.engines.postgres import logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services import restore_checks as checks
-from dbsafe.services.jobs import ProgressFn
+from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan
 from dbsafe.services.points import load_point
 from dbsafe.services.restore import run_restore
@@ -45,44 +45,50 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
     checks.target_version(target, manifest)
     checks.name_free(target, new_name, overwrite)
     checks.database_space(target, manifest, db)
-    staging = Path(tempfile.mkdtemp(prefix="dbsafe-staging-", dir=STAGING_ROOT))
-    os.chmod(staging, 0o755)
-    pgdata = staging / "pgdata"
-    jobs = workers or default_workers()
-    temp_name = f"{new_name}__dbsafe_{secrets.token_hex(3)}"
-    try:
-        staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
-                             start=True, workers=workers, on_progress=on_progress,
-                             recovery=recovery, databases=[db])
-        t_copy = time.perf_counter()
-        t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
-        with open_instance(target) as tconn, connect(staged["port"], str(pgdata), db) as sconn:
-            logical.create_like(sconn, db, tconn, temp_name)
+    # one job from staging to the rename: it ends when the database is in the target
+    with Job(vault.catalog, "restore", name, on_progress, items=[db]) as job:
+        staging = Path(tempfile.mkdtemp(prefix="dbsafe-staging-", dir=STAGING_ROOT))
+        os.chmod(staging, 0o755)
+        pgdata = staging / "pgdata"
+        jobs = workers or default_workers()
+        temp_name = f"{new_name}__dbsafe_{secrets.token_hex(3)}"
         try:
-            logical.copy_database(target["bin_dir"], (str(pgdata), staged["port"]), db,
-                                  (t_host, t_port), temp_name, jobs, staging)
-            with open_instance(target) as tconn:
-                if overwrite:
-                    logical.drop(tconn, new_name)
-                logical.rename(tconn, temp_name, new_name)
-            if overwrite:  # the chain restarts: the next differential or log becomes a full
-                vault.catalog.update_instance(
-                    target["instance_id"],
-                    needs_full=f"database {new_name} was overwritten by a restore of {point_id}")
-        except BaseException:
-            with open_instance(target) as tconn:
-                logical.drop(tconn, temp_name)
-            raise
-        copy_seconds = time.perf_counter() - t_copy
-    finally:
-        with contextlib.suppress(DbsafeError):
-            if (pgdata / "postmaster.pid").exists():
-                layout.stop(pgdata, source["bin_dir"],
-                            manifest["instance"].get("owner") or "postgres")
-        shutil.rmtree(staging, ignore_errors=True)
-    return {"server": name, "database": db, "point_id": point_id,
-            "target_server": target_server, "new_name": new_name, "overwrote": overwrite,
-            "recovery": staged["recovery"], "bytes_restored": staged["bytes_written"],
-            "stage_seconds": staged["seconds"], "copy_seconds": round(copy_seconds, 3),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "note": "owners and grants are not copied (--no-owner --no-privileges)"}
+            staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
+                                 start=True, workers=workers, recovery=recovery,
+                                 databases=[db], job=job)
+            t_copy = time.perf_counter()
+            t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
+            with open_instance(target) as tconn, connect(staged["port"], str(pgdata), db) as sconn:
+                logical.create_like(sconn, db, tconn, temp_name)
+            try:
+                logical.copy_database(target["bin_dir"], (str(pgdata), staged["port"]), db,
+                                      (t_host, t_port), temp_name, jobs, staging)
+                with open_instance(target) as tconn:
+                    if overwrite:
+                        logical.drop(tconn, new_name)
+                    logical.rename(tconn, temp_name, new_name)
+                if overwrite:  # the chain restarts: the next differential or log becomes a full
+                    vault.catalog.update_instance(
+                        target["instance_id"],
+                        needs_full=f"database {new_name} was overwritten by a restore of "
+                                   f"{point_id}")
+            except BaseException:
+                with open_instance(target) as tconn:
+                    logical.drop(tconn, temp_name)
+                raise
+            copy_seconds = time.perf_counter() - t_copy
+        finally:
+            with contextlib.suppress(DbsafeError):
+                if (pgdata / "postmaster.pid").exists():
+                    layout.stop(pgdata, source["bin_dir"],
+                                manifest["instance"].get("owner") or "postgres")
+            shutil.rmtree(staging, ignore_errors=True)
+        result = {"server": name, "database": db, "point_id": point_id,
+                  "target_server": target_server, "new_name": new_name,
+                  "overwrote": overwrite, "recovery": staged["recovery"],
+                  "bytes_restored": staged["bytes_written"],
+                  "stage_seconds": staged["seconds"], "copy_seconds": round(copy_seconds, 3),
+                  "seconds": round(time.perf_counter() - t0, 3),
+                  "note": "owners and grants are not copied (--no-owner --no-privileges)"}
+        job.finish(result)
+        return result

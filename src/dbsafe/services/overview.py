@@ -192,7 +192,7 @@ def dashboard(vault: Vault, rows: list[dict] | None = None,
         by_severity[a["severity"]] = by_severity.get(a["severity"], 0) + 1
     failed = vault.catalog.list_jobs(10, state="failed")
     return {
-        "items": len(rows), "servers": len({r["server"] for r in rows}),
+        "items": len(rows), "servers": len(vault.catalog.list_servers()),
         "health": by_health,
         "jobs_24h": vault.catalog.count_jobs_since(since),
         "failed_jobs": [{k: j[k] for k in ("id", "type", "server", "start_time",

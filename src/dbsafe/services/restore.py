@@ -142,7 +142,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 tablespace_map: dict[str, str] | None = None, owner: str | None = None,
                 workers: int | None = None, on_progress: ProgressFn | None = None,
                 recovery: RecoveryPlan | None = None,
-                databases: list[str] | None = None) -> dict:
+                databases: list[str] | None = None, job: Job | None = None) -> dict:
     """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
     server is started for that, and stopped again afterwards unless ``start``). With
     ``databases``, only those databases' files are written (services/selection.py)."""
@@ -167,7 +167,9 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     owner = owner or manifest["instance"].get("owner") or "postgres"
     layout.check_owner(owner)
     created = [p for p in [target, *ts_dirs.values()] if not p.exists()]
-    with Job(vault.catalog, "restore", name, on_progress) as job:
+    own_job = job is None  # else a step of a larger restore's job (db_restore.py)
+    with Job(vault.catalog, "restore", name, on_progress) if own_job else \
+            contextlib.nullcontext(job) as job:
         t0 = time.perf_counter()
         total = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"]) + \
             sum(w[2] for f in files for _, writes in f.get("pages", ()) for w in writes)
@@ -237,7 +239,8 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             "socket_dir": str(pgdata) if start or (recovery and recovery.target.pause) else None,
             "recovery": recovered,
         }
-        job.finish(result)
+        if own_job:
+            job.finish(result)
         return result
 
 
