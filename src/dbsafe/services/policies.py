@@ -116,3 +116,17 @@ def delete_policy(vault: Vault, name: str) -> None:
                                          else "")
         raise DbsafeError("policy.in_use", name=name, count=len(users), items=shown)
     vault.catalog.delete_policy(name)
+
+
+def whole_number(setting: str, text: str, policy: str) -> int | None:
+    """A number setting as a person types it (a CLI option, a form field): empty or
+    ``none`` is None (the rule off), else a whole number; ``policy.invalid`` otherwise."""
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise DbsafeError("policy.invalid", policy=policy,
+                          rule=f"{setting} must be a whole number or none, not {text!r}"
+                          ) from None

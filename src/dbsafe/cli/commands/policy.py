@@ -41,16 +41,6 @@ DRILL_TIME = typer.Option(None, "--drill-time", help="HH:MM of the drills (defau
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
-def _number(option: str, text: str, name: str) -> int | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise DbsafeError("policy.invalid", policy=name,
-                          rule=f"{option} must be a whole number or none, not {text!r}") from None
-
-
 def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_every,
              keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff, keep_log,
              compression, compression_level, drill_days, drill_time) -> dict:
@@ -69,7 +59,7 @@ def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_eve
                        ("keep_yearly", keep_yearly), ("keep_diff", keep_diff),
                        ("keep_log", keep_log), ("compression_level", compression_level)):
         if value is not None:
-            changes[key] = _number("--" + key.replace("_", "-"), value, name)
+            changes[key] = policies.whole_number("--" + key.replace("_", "-"), value, name)
     if compression is not None:
         flag = compression.strip().lower()
         if flag not in ("on", "off"):

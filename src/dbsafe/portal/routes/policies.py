@@ -36,17 +36,6 @@ NUMBERS = (*RANGES, "log_every", "compression_level")
 DAYS = ("full_days", "diff_days", "drill_days")
 
 
-def _number(form: FormData, key: str, name: str) -> int | None:
-    text = str(form.get(key, "")).strip()
-    if text.lower() in ("", "none"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise DbsafeError("policy.invalid", policy=name,
-                          rule=f"{key} must be a whole number or empty, not {text!r}") from None
-
-
 def _settings(form: FormData, name: str) -> dict:
     """Every setting of the form (it sends them all: an empty number is "none")."""
     settings: dict[str, object] = {
@@ -58,7 +47,7 @@ def _settings(form: FormData, name: str) -> dict:
     for key in DAYS:
         settings[key] = tuple(str(d) for d in form.getlist(key))
     for key in NUMBERS:
-        settings[key] = _number(form, key, name)
+        settings[key] = policies.whole_number(key, str(form.get(key, "")), name)
     if settings["compression_level"] is None:
         settings["compression_level"] = DEFAULT_POLICY.compression_level
     return settings
