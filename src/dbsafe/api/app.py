@@ -3,6 +3,7 @@ portal at ``/``, behind one gate (api/gate.py) and one error format (api/errors.
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from dbsafe.api.routes import (
 )
 from dbsafe.api.routes import vault as vault_routes
 from dbsafe.services import overview
+from dbsafe.services import points as points_service
 from dbsafe.services.vault import Vault
 
 API_PREFIX = "/api/v1"
@@ -61,6 +63,10 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # the first listing of points reconciles the catalog with the repository (seconds
+        # on a large vault): done now, in the background, rather than in a user's request
+        threading.Thread(target=points_service.reconcile, args=(vault,), name="reconcile",
+                         daemon=True).start()
         yield
         launcher.shutdown(vault.catalog)
 

@@ -38,6 +38,10 @@ class Catalog(Protocol):
     def add_point(self, instance_id: int, point: dict) -> None:
         """Idempotent: a point already present is left as it is."""
     def list_points(self, instance_id: int) -> list[dict]: ...
+    def point_ids(self) -> set[str]:
+        """Every point's id (all servers)."""
+    def deleted_point_ids(self) -> set[str]:
+        """Every soft-deleted point's id (all servers)."""
     def get_point(self, point_id: str) -> dict | None: ...
     # the log chain (archived WAL files of one cluster lineage)
     def add_wal_file(self, row: dict) -> None:

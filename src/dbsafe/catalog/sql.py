@@ -193,6 +193,15 @@ class SqlCatalog:
                   "ON CONFLICT DO NOTHING", instance_id,
                   *(point.get(c) for c in self._POINT_COLS))
 
+    def point_ids(self) -> set[str]:
+        """The id of every point the catalog holds, of every server."""
+        return {r["point_id"] for r in self._all("SELECT point_id FROM recovery_points")}
+
+    def deleted_point_ids(self) -> set[str]:
+        """The points soft-deleted (``deleted_at`` set), of every server."""
+        return {r["point_id"] for r in self._all(
+            "SELECT point_id FROM recovery_points WHERE deleted_at IS NOT NULL")}
+
     def list_points(self, instance_id: int) -> list[dict]:
         return self._all("SELECT * FROM recovery_points WHERE instance_id = ? "
                          "ORDER BY start_time, point_id", instance_id)

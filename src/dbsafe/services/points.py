@@ -42,40 +42,47 @@ def _belongs(manifest: dict, server: dict) -> bool:
             and instance["system_identifier"] == server["system_identifier"])
 
 
-def reconcile(vault: Vault, server: dict) -> None:
-    known = {p["point_id"] for p in vault.catalog.list_points(server["instance_id"])}
-    stored = vault.repo.point_ids()
-    for point_id in known - set(stored):
+def reconcile(vault: Vault) -> None:
+    """The catalog's rows follow the repository's manifests and soft-delete markers, for
+    every server at once, once per vault handle: listing the repository is listing every
+    server's manifests (170,000 for 20 servers with 90 days of log backups), so it is done
+    once, not per server or per read. The scheduler's runs, each with their own handle,
+    repair what a crash left; a long-lived handle (the API's) reads the catalog after."""
+    if vault.reconciled:
+        return
+    stored = set(vault.repo.point_ids())
+    known = vault.catalog.point_ids()
+    for point_id in known - stored:
         vault.catalog.delete_point(point_id)
-    for point_id in stored:
-        if point_id in known or vault.catalog.get_point(point_id) is not None:
-            continue
+    servers = vault.catalog.list_servers()
+    for point_id in stored - known:
         manifest, size = vault.repo.load_manifest_sized(point_id)
-        if _belongs(manifest, server):
-            vault.catalog.add_point(server["instance_id"], _point_row(manifest, size))
-    _reconcile_markers(vault, server)
+        owner = next((s for s in servers if _belongs(manifest, s)), None)
+        if owner is not None:
+            vault.catalog.add_point(owner["instance_id"], _point_row(manifest, size))
+    _reconcile_markers(vault, stored)
+    vault.reconciled = True
 
 
-def _reconcile_markers(vault: Vault, server: dict) -> None:
+def _reconcile_markers(vault: Vault, stored: set[str]) -> None:
     """Rows follow the markers: a soft delete or undelete that died between the marker
     (its commit point) and the row is completed here."""
-    marked = marker_ids(vault.repo.storage)
-    for row in vault.catalog.list_points(server["instance_id"]):
-        point_id = row["point_id"]
-        if point_id in marked and row["deleted_at"] is None:
-            marker = read_marker(vault.repo.storage, point_id)
-            if marker is not None:
-                vault.catalog.set_point_deleted(point_id, marker["deleted_at"],
-                                                marker["purge_after"])
-        elif point_id not in marked and row["deleted_at"] is not None:
-            vault.catalog.set_point_deleted(point_id, None, None)
+    marked = marker_ids(vault.repo.storage) & stored
+    deleted = vault.catalog.deleted_point_ids()
+    for point_id in marked - deleted:
+        marker = read_marker(vault.repo.storage, point_id)
+        if marker is not None:
+            vault.catalog.set_point_deleted(point_id, marker["deleted_at"],
+                                            marker["purge_after"])
+    for point_id in deleted - marked:
+        vault.catalog.set_point_deleted(point_id, None, None)
 
 
 def list_points(vault: Vault, name: str, deleted: bool | None = False) -> list[dict]:
     """The server's points, oldest first: live ones (``deleted=False``), soft-deleted ones
     (``True``: with ``deleted_at`` and ``purge_after``), or all (``None``)."""
     server = get_server(vault, name)
-    reconcile(vault, server)
+    reconcile(vault)
     points = [p for p in vault.catalog.list_points(server["instance_id"])
               if deleted is None or (p["deleted_at"] is not None) == deleted]
     extra = ("deleted_at", "purge_after") if deleted is not False else ()

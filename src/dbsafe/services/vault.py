@@ -41,6 +41,8 @@ class Vault:
     repo: Repository
     catalog: Catalog
     settings: dict = field(default_factory=dict)
+    # whether this handle's catalog rows were reconciled with the repository (points.py)
+    reconciled: bool = False
 
     @classmethod
     def open(cls, path: Path | None = None) -> Vault:
