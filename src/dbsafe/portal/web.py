@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.access import Principal
@@ -41,6 +42,31 @@ def items(request: Request) -> list[dict]:
     """Every protected item with its health, from the app's overview snapshot (renewed in
     the background: a page never lists the whole vault itself)."""
     return request.app.state.overview.get().items
+
+
+class Fragments:
+    """Rendered pieces of pages that depend only on the overview snapshot and the query
+    (not on who asks): a table of 100 items costs ~10 ms to render and the same first
+    page is asked for by everyone with the portal open, so each is rendered once per
+    snapshot (at most every 2 s)."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._snapshot: object = None
+        self._rendered: dict[tuple, Markup] = {}
+
+    def get(self, snapshot: object, key: tuple, template: str, **context) -> Markup:
+        if snapshot is not self._snapshot or len(self._rendered) >= self.LIMIT:
+            self._snapshot, self._rendered = snapshot, {}
+        found = self._rendered.get(key)
+        if found is None:
+            found = Markup(templates.env.get_template(template).render(**context))
+            self._rendered[key] = found
+        return found
+
+
+fragments = Fragments()
 
 
 def check_csrf(principal: Principal, token: str | None) -> None:

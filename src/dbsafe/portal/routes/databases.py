@@ -8,10 +8,9 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
-from dbsafe.portal.web import caller, items, page, vault
+from dbsafe.portal.web import caller, fragments, page
 from dbsafe.services import overview
 from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
 
 router = APIRouter()
 PAGE = 100
@@ -21,13 +20,13 @@ Health = Literal[overview.HEALTH]  # type: ignore[valid-type]
 @router.get("/databases", response_class=HTMLResponse)
 def databases(request: Request, search: str = Query("", max_length=100),
               health: Health | Literal[""] = "", server: str = Query("", max_length=100),
-              offset: int = Query(0, ge=0), me: Principal = Depends(caller),
-              v: Vault = Depends(vault)) -> HTMLResponse:
+              offset: int = Query(0, ge=0), me: Principal = Depends(caller)) -> HTMLResponse:
     me.require("read")
-    rows = items(request)
-    servers = sorted({r["server"] for r in rows})
-    found = overview.page(rows, search=search or None, health=health or None,
+    snapshot = request.app.state.overview.get()
+    query = {"search": search, "health": health, "server": server}
+    found = overview.page(snapshot.items, search=search or None, health=health or None,
                           server=server or None, offset=offset, limit=PAGE)
-    return page(request, "databases.html", found=found, servers=servers,
-                health_values=overview.HEALTH,
-                query={"search": search, "health": health, "server": server})
+    table = fragments.get(snapshot, (search, health, server, offset), "_items_table.html",
+                          found=found, query=query)
+    return page(request, "databases.html", table=table, health_values=overview.HEALTH,
+                servers=sorted({r["server"] for r in snapshot.items}), query=query)
