@@ -43,7 +43,7 @@ def make_standby(primary: Pg, area: Path, name: str, pgdata: Path | None = None,
         shutil.rmtree(pgdata)
     proc = as_postgres([str(PG_BIN / "pg_basebackup"), "-h", str(primary.sockdir), "-p",
                         str(primary.port), "-U", "postgres", "-D", str(pgdata), "-R",
-                        "-X", "stream", "-c", "fast"])
+                        "-X", "stream", "-c", "fast", "--no-sync"])
     assert proc.returncode == 0, proc.stderr
     standby = Pg(pgdata, port or free_port(), area, area / f"{name}.log")
     mark(standby, name)

@@ -41,7 +41,7 @@ def _check(vault: Vault, server: str, names: list[str], auto: bool = False) -> l
 def crowded_cluster(pg_template, module_area):
     """A cluster of 55 user databases (56 protectable, with postgres); the tests only
     change what their own vault records about it."""
-    pg = new_cluster(pg_template, module_area, "crowded", settings={"fsync": "off"})
+    pg = new_cluster(pg_template, module_area, "crowded")
     _create(pg, [f"u{i:03d}" for i in range(1, 56)])
     return pg
 
@@ -92,7 +92,7 @@ def test_items_per_server_and_per_vault(crowded, pg_template, area, vault, monke
 
     # per vault: a second server shares the vault's 52
     monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", "52")
-    other = new_cluster(pg_template, area, "other", settings={"fsync": "off"})
+    other = new_cluster(pg_template, area, "other")
     _create(other, ["o1", "o2", "o3"])
     vault.add_server("o", other)
     assert _check(vault, "o", ["o1", "o2"]) == []
@@ -138,7 +138,7 @@ def _relation_files(pgdata, oid: int) -> int:
 def test_a_database_of_thirteen_thousand_files(pg_template, area, vault):
     """The seed promises 1,000 files per database; a full backup and restore of 13,200
     relation files (one database) restores every table's rows."""
-    pg = new_cluster(pg_template, area, "files", settings={"fsync": "off"})
+    pg = new_cluster(pg_template, area, "files")
     pg.execute("CREATE DATABASE many")
     with pg.connect("many") as conn:
         with conn.transaction():

@@ -216,7 +216,7 @@ def test_chain_continues_after_a_promotion(pg_template, area, wal_vault):
     standby_dir = area / "standby"
     proc = as_postgres([str(PG_BIN / "pg_basebackup"), "-h", str(primary.sockdir), "-p",
                         str(primary.port), "-U", "postgres", "-D", str(standby_dir), "-R",
-                        "-X", "stream"])
+                        "-X", "stream", "--no-sync"])
     assert proc.returncode == 0, proc.stderr
     standby = Pg(standby_dir, free_port(), area, area / "standby.log")
     standby.start()
