@@ -98,19 +98,6 @@ def make_area(tag: str = "") -> Path:
     return area
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` still runs; a zombie does not. A daemon (postmaster, agent) that
-    exits is reparented to PID 1, and PID 1 of some machines (this VM's) reaps it only a
-    second or two later; until then ``pid_alive`` still sees it."""
-    if not pid_alive(pid):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def stop_postmaster(pgdata: Path) -> None:
     """Stop the postmaster of ``pgdata`` if one runs (immediate mode), and wait for it."""
     pid_file = pgdata / "postmaster.pid"
@@ -118,18 +105,18 @@ def stop_postmaster(pgdata: Path) -> None:
         pid = int(pid_file.read_text().splitlines()[0])
     except (FileNotFoundError, IndexError, ValueError):
         return
-    if not running(pid):
+    if not pid_alive(pid):
         return
     as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "stop", "-m", "immediate", "-w",
                  "-t", "60"], timeout=90)
     deadline = time.monotonic() + 30
-    while running(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if running(pid):  # pg_ctl could not stop it: immediate shutdown by signal
+    if pid_alive(pid):  # pg_ctl could not stop it: immediate shutdown by signal
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + 30
-        while running(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
@@ -156,7 +143,7 @@ def stop_agents_under(root: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while running(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

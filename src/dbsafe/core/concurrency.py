@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 
 
 def default_workers() -> int:
@@ -29,7 +30,9 @@ def run_parallel(workers: int, name: str, calls: Sequence[tuple[Callable, tuple]
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a process with this pid runs on this host. A process that has exited but
+    is not yet reaped by its parent (a zombie: a stopped server until init collects it,
+    often a second or two later) has ended: waiting for it to vanish waits for nothing."""
     if not pid:
         return False
     try:
@@ -38,4 +41,8 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: the signal said it exists
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
