@@ -165,7 +165,8 @@ def remove_area(area: Path) -> None:
 SLOW_FILES = ("test_vault_backends.py", "test_replica_regions.py", "test_replica_sets.py",
               "test_archive_faults.py", "test_replica_failover.py", "test_log_chain.py",
               "test_serve.py", "test_shared_vault.py", "test_vault_backends_log.py",
-              "test_errors.py", "test_drills.py", "test_differential.py")
+              "test_errors.py", "test_portal_browser.py", "test_restore_checks.py",
+              "test_drills.py", "test_differential.py", "test_api_schema.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
