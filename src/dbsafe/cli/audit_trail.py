@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import socket
 
-from dbsafe.services import access
-
 GROUPS = {"vault", "key", "server", "agent", "policy", "replicaset", "job", "alerts", "drill",
           "token", "user"}
 READS = {"items", "points", "verify", "jobs", "serve", "drills", "plan", "audit", "list", "show",
@@ -46,6 +44,7 @@ def is_change(argv: list[str]) -> bool:
 def record(argv: list[str], outcome: str) -> None:
     """Write the audit line; never fails the command (no vault yet: nothing to record in)."""
     from dbsafe.cli.context import open_vault
+    from dbsafe.services import access
 
     try:
         vault = open_vault()

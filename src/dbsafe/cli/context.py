@@ -6,8 +6,11 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from dbsafe.services.vault import Vault
+if TYPE_CHECKING:
+    from dbsafe.services.vault import Vault
+
 
 
 class _Options:
@@ -22,6 +25,8 @@ def vault_path() -> Path | None:
 
 
 def open_vault() -> Vault:
+    from dbsafe.services.vault import Vault  # loaded by the command that needs it
+
     return Vault.open(options.vault)
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dbsafe.core import defaults
 from dbsafe.core.concurrency import default_workers
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
@@ -25,8 +26,8 @@ from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
-BACKUP_TYPES = ("full", "copy-only", "diff")
-DEFAULT_LEVEL = 1
+BACKUP_TYPES = defaults.BACKUP_TYPES
+DEFAULT_LEVEL = defaults.COMPRESS_LEVEL
 MAX_CORRUPT_LISTED = 1000
 CONTROL_FILE = "global/pg_control"
 

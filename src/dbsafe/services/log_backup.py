@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover, wal
 from dbsafe.services import coexistence, replicasets, selection
@@ -23,7 +24,7 @@ from dbsafe.services.points import lineage_points, list_points
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
-WAIT_SECONDS = 300
+WAIT_SECONDS = defaults.LOG_WAIT_SECONDS
 
 
 def require_full_model(server: dict) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.secrets_input import passphrase
-from dbsafe.services import access
+
+access = lazy("dbsafe.services.access")
 
 tokens = typer.Typer(help="API tokens for the REST API and the portal.", no_args_is_help=True)
 users = typer.Typer(help="Portal users (name and password).", no_args_is_help=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from dbsafe.agent import daemon
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import lazy, open_vault
+
+daemon = lazy("dbsafe.agent.daemon")
 
 app = typer.Typer(help="The resident agent that archives WAL into the vault.",
                   no_args_is_help=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services.backup import BACKUP_TYPES, DEFAULT_LEVEL, run_backup
-from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
+from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core.defaults import BACKUP_TYPES, COMPRESS_LEVEL, LOG_WAIT_SECONDS
 
+backups = lazy("dbsafe.services.backup")
+log_backups = lazy("dbsafe.services.log_backup")
 TYPES = (*BACKUP_TYPES, "log")
 
 
@@ -16,13 +17,13 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            type: str = typer.Option("full", "--type", help=(
                "full, copy-only, diff (the pages changed since the latest full that is not "
                "copy-only) or log (the WAL up to now, archived).")),
-           compress_level: int = typer.Option(DEFAULT_LEVEL, "--compress-level", min=0, max=22,
+           compress_level: int = typer.Option(COMPRESS_LEVEL, "--compress-level", min=0, max=22,
                                               help="zstd level for new blocks; 0 stores raw."),
            workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
            db: list[str] = typer.Option(None, "--db",
                                         help="Back up only these databases (repeat); default: "
                                              "the protected ones."),
-           wait: float = typer.Option(WAIT_SECONDS, help="log: seconds to wait for the WAL "
+           wait: float = typer.Option(LOG_WAIT_SECONDS, help="log: seconds to wait for the WAL "
                                                          "to reach the vault."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
@@ -30,11 +31,11 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
     if type not in TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
     if type == "log":
-        result = run_log_backup(open_vault(), name, wait, databases=db or None)
+        result = log_backups.run_log_backup(open_vault(), name, wait, databases=db or None)
         render.emit(result, _human_log)
         return
     with render.progress(f"backup {name}") as bar:
-        result = run_backup(open_vault(), name, type, compress_level, workers, bar,
+        result = backups.run_backup(open_vault(), name, type, compress_level, workers, bar,
                             databases=db or None)
 
     def human(r: dict) -> None:

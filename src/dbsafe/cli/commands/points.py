@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services.points import points_and_chain
+from dbsafe.cli.context import lazy, open_vault
+
+points_service = lazy("dbsafe.services.points")
 
 
 def points(name: str = typer.Argument(..., help="A registered server."),
@@ -17,7 +18,7 @@ def points(name: str = typer.Argument(..., help="A registered server."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the recovery points of a server and the time ranges its log chain covers."""
     render.state.json = json
-    data = points_and_chain(open_vault(), name, db, deleted)
+    data = points_service.points_and_chain(open_vault(), name, db, deleted)
 
     def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),

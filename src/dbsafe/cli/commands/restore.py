@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services.db_restore import restore_database
-from dbsafe.services.pitr import base_and_plan
-from dbsafe.services.restore import run_restore
+from dbsafe.cli.context import lazy, open_vault
+
+db_restore = lazy("dbsafe.services.db_restore")
+pitr = lazy("dbsafe.services.pitr")
+restores = lazy("dbsafe.services.restore")
 
 
 def _tablespace_map(values: list[str]) -> dict[str, str]:
@@ -67,18 +68,18 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
     vault = open_vault()
-    point, plan = base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery)
+    point, plan = pitr.base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery)
     if target_server is not None:
         with render.progress(f"restore {db} from {point}") as bar:
-            result = restore_database(vault, name, db, point, plan, target_server, as_name,
-                                      overwrite, workers, bar)
+            result = db_restore.restore_database(vault, name, db, point, plan, target_server,
+                                                 as_name, overwrite, workers, bar)
         render.emit(result, lambda r: render.out.print(
             f"database {r['database']} of {name} (point {r['point_id']}"
             + (f", recovered to {r['recovery']['target']}" if r["recovery"] else "")
             + f") is now {r['new_name']!r} in {r['target_server']} ({r['seconds']} s)"))
         return
     with render.progress(f"restore {point}") as bar:
-        result = run_restore(vault, name, point, to_pgdata, as_files, port, start,
+        result = restores.run_restore(vault, name, point, to_pgdata, as_files, port, start,
                              _tablespace_map(tablespace_map), owner, workers, bar,
                              recovery=plan, databases=[db] if db else None)
 

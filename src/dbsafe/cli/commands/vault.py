@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import vault_path
-from dbsafe.services.vault import Vault
+from dbsafe.cli.context import lazy, vault_path
+
+vaults = lazy("dbsafe.services.vault")
 
 app = typer.Typer(help="Create and inspect the vault.", no_args_is_help=True)
 
@@ -34,7 +35,7 @@ def init(region: str = typer.Option(None, help="Region of the vault (e.g. 'West 
     render.state.json = json
     if encryption not in ("on", "off"):
         raise typer.BadParameter("on or off", param_hint="--encryption")
-    vault = Vault.init(vault_path(), region, repository=repository, catalog=catalog,
+    vault = vaults.Vault.init(vault_path(), region, repository=repository, catalog=catalog,
                        encryption=encryption == "on", key_file=key_file)
     render.emit(vault.describe(), _created)
 
@@ -52,14 +53,14 @@ def connect(repository: str = typer.Option(..., help=REPOSITORY_HELP),
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Use an existing vault from this server (an encrypted one needs `dbsafe key import`)."""
     render.state.json = json
-    render.emit(Vault.connect(vault_path(), repository, catalog).describe(), render.fields)
+    render.emit(vaults.Vault.connect(vault_path(), repository, catalog).describe(), render.fields)
 
 
 @app.command("info")
 def info(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show where the vault is and how it is set up."""
     render.state.json = json
-    vault = Vault.open(vault_path())
+    vault = vaults.Vault.open(vault_path())
     render.emit(vault.describe(), render.fields)
 
 
@@ -68,4 +69,4 @@ def region(name: str = typer.Argument(..., help="A supported region, e.g. 'West 
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Give a vault created without a region its region (once: it never changes after)."""
     render.state.json = json
-    render.emit(Vault.open(vault_path()).set_region(name), render.fields)
+    render.emit(vaults.Vault.open(vault_path()).set_region(name), render.fields)

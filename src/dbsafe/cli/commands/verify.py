@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
-from dbsafe.services.verify import run_verify
+from dbsafe.cli.context import lazy, open_vault
+
+verifier = lazy("dbsafe.services.verify")
 
 
 def verify(name: str = typer.Argument(..., help="A registered server."),
@@ -16,7 +17,7 @@ def verify(name: str = typer.Argument(..., help="A registered server."),
     """Re-read every block of a point (or of all points) and check its hash."""
     render.state.json = json
     with render.progress(f"verify {name}") as bar:
-        result = run_verify(open_vault(), name, point, workers, bar)
+        result = verifier.run_verify(open_vault(), name, point, workers, bar)
     render.emit(result, lambda r: render.out.print(
         f"{len(r['points'])} point(s) of {name} verified: every block intact "
         f"({r['seconds']} s)"))
