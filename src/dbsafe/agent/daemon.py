@@ -22,6 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
+from dbsafe.core.child_env import tool_env
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
@@ -104,7 +105,8 @@ def _compile(source: bytes, socket_path: Path, out: Path) -> bool:
         src = Path(tmp) / "dbsafe_wal.c"
         src.write_bytes(source)
         proc = subprocess.run([cc, "-O2", "-o", str(out), f'-DSOCKET_PATH="{socket_path}"',
-                               str(src)], capture_output=True, text=True, timeout=120)
+                               str(src)], capture_output=True, text=True, timeout=120,
+                              env=tool_env())
     return proc.returncode == 0
 
 

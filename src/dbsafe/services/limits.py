@@ -15,6 +15,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from dbsafe.core.child_env import tool_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.vault import Vault
 
@@ -176,7 +177,8 @@ def filesystem_type(path: Path) -> str | None:
     """The type of the file system holding ``path`` (findmnt, util-linux), or None."""
     try:
         proc = subprocess.run(["findmnt", "--noheadings", "--output", "FSTYPE", "--target",
-                               str(path)], capture_output=True, text=True, timeout=30)
+                               str(path)], capture_output=True, text=True, timeout=30,
+                              env=tool_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = proc.stdout.split()

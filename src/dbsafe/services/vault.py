@@ -110,13 +110,17 @@ class Vault:
             adopt_servers(vault)
         return vault
 
+    def save_settings(self) -> None:
+        """Write this client's settings (``client.json``) as they are in ``settings``."""
+        _write_settings(self.path, self.settings)
+
     def use_key_file(self, key_file: str | None) -> None:
         """Record where this client's key is (None: ``<folder>/key``)."""
         if key_file is None:
             self.settings.pop("key_file", None)
         else:
             self.settings["key_file"] = key_file
-        _write_settings(self.path, self.settings)
+        self.save_settings()
         repo_master(self.repo, self.path, self.settings)
 
     def read_workers(self) -> int:

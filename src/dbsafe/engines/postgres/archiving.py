@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.cluster import as_owner
+from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
     import psycopg
@@ -117,7 +116,7 @@ def restart(pgdata: Path, bin_dir: str, owner: str) -> None:
         os.chown(log_dir, st.st_uid, st.st_gid)
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "300", "-m", "fast",
             "-l", str(log_dir / "dbsafe-restart.log"), "restart"]
-    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
+    proc = run_as_owner(owner, argv)
     if proc.returncode != 0:
         reason = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("server.restart_failed", pgdata=pgdata,

@@ -4,10 +4,13 @@ a postmaster runs and where it listens, where its programs are."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbsafe.core.child_env import client_env, server_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import SUPPORTED_MAJORS
 
@@ -83,3 +86,18 @@ def as_owner(owner: str, argv: list[str]) -> list[str]:
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         return [runuser, "-u", owner, "--", *argv]
     return argv
+
+
+def run_as_owner(owner: str, argv: list[str], *, client: bool = False,
+                 **kwargs) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program as the cluster's owner with an allow-listed environment
+    (core/child_env.py): a server it starts never sees dbsafe's secrets. ``client``: a
+    client program (pg_dump, pg_restore), which also gets libpq's connection variables."""
+    try:
+        home = pwd.getpwnam(owner).pw_dir
+    except KeyError:
+        home = None
+    env = client_env(home) if client else server_env(home)
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(as_owner(owner, argv), env=env, **kwargs)

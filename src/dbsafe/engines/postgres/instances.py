@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from dbsafe.core.child_env import tool_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster
 
@@ -88,10 +89,12 @@ def lsclusters() -> list[dict]:
     exe = shutil.which("pg_lsclusters")
     if exe is None:
         return []
-    proc = subprocess.run([exe, "--json"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([exe, "--json"], capture_output=True, text=True, timeout=60,
+                          env=tool_env())
     if proc.returncode == 0 and proc.stdout.lstrip().startswith("["):
         return [_from_json(c) for c in json.loads(proc.stdout)]
-    proc = subprocess.run([exe, "--no-header"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([exe, "--no-header"], capture_output=True, text=True, timeout=60,
+                          env=tool_env())
     if proc.returncode != 0:
         return []
     return parse_columns(proc.stdout)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbsafe.core.child_env import client_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.client import default_user
 
@@ -52,7 +53,7 @@ def rename(conn: psycopg.Connection, old: str, new: str) -> None:
 
 
 def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=client_env())
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.copy_failed", step=what,

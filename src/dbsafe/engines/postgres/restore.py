@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import subprocess
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.cluster import as_owner
+from dbsafe.engines.postgres.cluster import run_as_owner
 
 
 def require_empty(path: Path) -> None:
@@ -132,7 +131,7 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
     socket_dir = pgdata  # always writable by the owner; the port alone may clash elsewhere
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
             "-t", str(timeout), "-o", f"-p {port} -k {socket_dir} {options}".rstrip(), "start"]
-    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
+    proc = run_as_owner(owner, argv)
     if proc.returncode != 0:
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
                           reason=last_fatal(log))
@@ -156,7 +155,7 @@ def stop(pgdata: Path, bin_dir: str, owner: str) -> None:
     """Stop a restored cluster cleanly (fast mode), so it starts later without recovery."""
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "300", "-m", "fast",
             "stop"]
-    proc = subprocess.run(as_owner(owner, argv), capture_output=True, text=True)
+    proc = run_as_owner(owner, argv)
     if proc.returncode != 0:
         reason = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=pgdata,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.engines.postgres.cluster import as_owner
+from dbsafe.engines.postgres.cluster import run_as_owner
 
 # No TCP listener, no autovacuum (it would change pages a drill inspects), log to the
 # pg_ctl log file in the data directory, at most 128 MB of shared buffers.
@@ -56,8 +56,7 @@ def _stop(pgdata: Path, bin_dir: str, owner: str) -> None:
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "-t",
             str(STOP_SECONDS), "stop"]
     with contextlib.suppress(subprocess.SubprocessError, OSError):
-        if subprocess.run(as_owner(owner, argv), capture_output=True,
-                          timeout=STOP_SECONDS + 10).returncode == 0:
+        if run_as_owner(owner, argv, timeout=STOP_SECONDS + 10).returncode == 0:
             return  # the postmaster removed its pid file: it has ended
     for sig in (signal.SIGQUIT, signal.SIGKILL):  # pg_ctl failed: the signals it would send
         with contextlib.suppress(ProcessLookupError):
