@@ -255,6 +255,17 @@ _SPECS = [
     ErrorSpec("replicaset.archiving_inactive", 3, 409,
               "node {server} of replica set {name!r} does not archive WAL into this vault "
               "({reason}); run `dbsafe protect {name} --all --restart` to set it up"),
+    ErrorSpec("server.protected", 2, 409,
+              "server {name!r} has protected databases ({items}): dbsafe archives its WAL, and "
+              "removing the server would leave PostgreSQL handing WAL to an agent that no "
+              "longer takes it (pg_wal grows until production stops); nothing was removed; "
+              "stop protection first (`dbsafe unprotect {name} --retain-data`, or "
+              "--delete-data), then remove it"),
+    ErrorSpec("server.archiving_ours", 2, 409,
+              "server {name!r} still archives its WAL through dbsafe (archive_command = "
+              "{command}); nothing was removed; turn that off first (`dbsafe unprotect "
+              "{name} --retain-data`, or reset archive_command in PostgreSQL), then remove "
+              "it"),
     ErrorSpec("replicaset.remove_with_command", 2, 409,
               "{name!r} is a replica set, not a server; remove it with "
               "`dbsafe replicaset remove {name}`"),
