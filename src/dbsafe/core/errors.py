@@ -418,6 +418,14 @@ _SPECS = [
               "the vault is immutable: soft delete cannot be shortened or turned off "
               "(now {current}, asked {asked}); turn immutability off first (not possible "
               "once locked)"),
+    ErrorSpec("immutability.retention_shortened", 2, 409,
+              "the vault is immutable: {what} would shorten retention ({changes}); nothing "
+              "was changed; lengthening is fine, shortening needs immutability off (not "
+              "possible once locked)"),
+    ErrorSpec("immutability.server_retained", 2, 409,
+              "the vault is immutable: server {name!r} holds {count} recovery point(s) whose "
+              "retention has not ended (the last until {until}); nothing was removed; "
+              "remove it after their retention ends and they are deleted"),
     # storage locations and object storage backends (issue 7, storage: src/dbsafe/storage/,
     # docs/storage.md) -----------------------------------------------------------------
     ErrorSpec("storage.bad_location", 2, 400,

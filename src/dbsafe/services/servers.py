@@ -13,6 +13,7 @@ from dbsafe.engines.postgres import archiving, cluster, discover
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services import limits
 from dbsafe.services.coexistence import our_command, same_agent
+from dbsafe.services.immutability import refuse_server_removal
 from dbsafe.services.vault import Vault
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def remove_server(vault: Vault, name: str) -> None:
     Refused while it is protected or its cluster still archives through this vault's agent
     (PostgreSQL would keep handing WAL to an agent that no longer takes it, and pg_wal
     would grow until production stops): ``dbsafe unprotect`` turns archiving off first. A
-    cluster that does not answer is judged by its protected items alone.
+    cluster that does not answer is judged by its protected items alone. An immutable
+    vault also refuses while the server holds points whose retention runs.
     """
     server = get_server(vault, name)
     if server["kind"] == "replica-set":
@@ -115,6 +117,7 @@ def remove_server(vault: Vault, name: str) -> None:
     command = _our_archiving(vault, server)
     if command is not None:
         raise DbsafeError("server.archiving_ours", name=name, command=command)
+    refuse_server_removal(vault, server)
     vault.catalog.remove_server(name)
 
 
