@@ -9,7 +9,7 @@ import logging
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from alert_receivers import Mailbox, Webhook, free_port, self_signed
+from alert_receivers import Mailbox, Webhook, free_port, smtp_tls
 
 from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
@@ -225,7 +225,7 @@ class Logins:
 def test_smtp_password_goes_only_over_verified_tls(lite, tmp_path, monkeypatch):
     """STARTTLS with a certificate the channel's CA file vouches for: the password goes,
     encrypted. Not trusted, not offered, or never asked for: it never leaves dbsafe."""
-    ca_file, server_tls = self_signed(tmp_path)
+    ca_file, server_tls = smtp_tls(tmp_path)
     logins = Logins(b"s3cret")
     controller, box = _smtp(authenticator=logins, tls_context=server_tls)  # AUTH needs TLS
     try:
@@ -279,7 +279,7 @@ def test_smtp_password_goes_only_over_verified_tls(lite, tmp_path, monkeypatch):
 
 
 def test_smtp_implicit_tls(lite, tmp_path, monkeypatch):
-    ca_file, server_tls = self_signed(tmp_path)
+    ca_file, server_tls = smtp_tls(tmp_path)
     logins = Logins(b"s3cret")
     # (aiosmtpd counts only STARTTLS as TLS for auth_require_tls: Logins checks the socket)
     controller, box = _smtp(authenticator=logins, ssl_context=server_tls,
