@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from conftest import free_port, new_cluster, restored
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.prune import delete_points
+from dbsafe.services.immutability import retention_holds
+from dbsafe.services.prune import delete_points, describe_point
 from dbsafe.services.retention import apply_retention
 from dbsafe.services.softdelete import purge_due
 from dbsafe.services.vault import Vault
@@ -233,6 +234,8 @@ def test_an_immutable_vault_keeps_the_retention_a_point_had_at_backup_time(src_v
                                          "keep_monthly": None, "keep_yearly": None,
                                          "keep_diff": None, "keep_log": None}
         v.catalog.delete_point(point["point_id"])
+        described = describe_point(v, point["point_id"])  # from the manifest alone
+        assert retention_holds(v, [described], later) == {point["point_id"]: held_until}
         assert _ids(vault.points("src")) == [point["point_id"]]
         vault.fail("immutability.retained", "delete-point", point["point_id"])
 

@@ -312,6 +312,8 @@ def test_smtp_passwords_only_from_dbsafe_smtp_variables_and_only_with_tls(lite, 
     assert "goes with --smtp-user" in refused(password_env="DBSAFE_SMTP_PW", starttls=True)
     assert "goes with --starttls" in refused(ca_file="/etc/ssl/certs/ca-certificates.crt")
     assert "absolute" in refused(starttls=True, ca_file="ca.pem")
+    for special in ("/dev/zero", str(tmp_path)):  # would stall the sender, or is no file
+        assert "regular file" in refused(starttls=True, ca_file=special)
     (tmp_path / "not-pem").write_text("hello")
     assert "PEM" in refused(starttls=True, ca_file=str(tmp_path / "not-pem"))
     assert alerts.list_channels(lite) == []

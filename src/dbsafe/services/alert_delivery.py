@@ -124,8 +124,13 @@ def email_security_problem(options: dict) -> str | None:
     if options.get("starttls") and options.get("tls"):
         return "choose STARTTLS (--starttls) or implicit TLS (--smtp-tls), not both"
     tls = options.get("starttls") or options.get("tls")
-    if options.get("ca_file") and not tls:
-        return "a CA file (--smtp-ca-file) goes with --starttls or --smtp-tls"
+    if options.get("ca_file"):
+        if not tls:
+            return "a CA file (--smtp-ca-file) goes with --starttls or --smtp-tls"
+        path = options["ca_file"]
+        if not isinstance(path, str) or not os.path.isabs(path) or not os.path.isfile(path):
+            # a regular file only: a FIFO or /dev/zero would stall the sender
+            return f"the CA file {path!r} must be the absolute path of a regular file"
     if not options.get("user"):
         return ("--smtp-password-env goes with --smtp-user" if options.get("password_env")
                 else None)

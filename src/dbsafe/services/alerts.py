@@ -20,7 +20,6 @@ import logging
 import ssl
 import urllib.parse
 from email.utils import parseaddr
-from pathlib import Path
 
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
@@ -279,20 +278,14 @@ def _check_channel(kind: str, target: str, options: dict) -> dict:
     if problem:
         raise invalid(problem)
     if options.get("ca_file"):
-        _check_ca_file(options["ca_file"], invalid)
+        try:
+            ssl.create_default_context(cafile=options["ca_file"])
+        except (OSError, ssl.SSLError):
+            raise invalid(f"{options['ca_file']} is not a readable file of PEM "
+                          "certificates") from None
     if options.get("sender") and "@" not in parseaddr(options["sender"])[1]:
         raise invalid(f"sender {options['sender']!r} is not an e-mail address")
     return {**{k: v for k, v in options.items() if v not in (None, "", False)}, "port": port}
-
-
-def _check_ca_file(path: object, invalid) -> None:
-    """A CA file must be an absolute path to PEM certificates the sender can load."""
-    if not isinstance(path, str) or not Path(path).is_absolute():
-        raise invalid(f"the CA file {path!r} must be an absolute path")
-    try:
-        ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError):
-        raise invalid(f"{path} is not a readable file of PEM certificates") from None
 
 
 def add_channel(catalog: Catalog, kind: str, target: str, options: dict | None = None,

@@ -126,7 +126,7 @@ def _uncatalogued_end(vault: Vault, point: dict) -> datetime:
         manifest = vault.repo.load_manifest(point["point_id"])
     except KeyError:
         manifest = {}
-    info = PointInfo.of({**point, "copy_only": point.get("copy_only", False)})
+    info = PointInfo.of({"copy_only": False, **point})
     rule = _rule(vault, None, manifest.get("retention"))
     if isinstance(rule, int):
         return info.end_time + timedelta(days=rule)
