@@ -73,6 +73,7 @@ def test_only_a_contributor_removes_a_server_and_never_while_dbsafe_archives_it(
     # Stopping protection (an operator, data retained) turns dbsafe's archiving off.
     r = op.post("/servers/prod/protection/stop", json={})
     assert r.status_code == 200 and r.json()["archiving_turned_off"], r.text
+    assert r.json()["restart_needed"]  # archive_mode=off takes a restart: said, not hidden
     assert "dbsafe" not in _archive_command(pg, "")
 
     # An archive_command that still hands WAL to this vault's agent is refused too.

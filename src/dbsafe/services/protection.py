@@ -227,7 +227,7 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
         deleted = _delete_unshared_points(vault, server, set(items) - set(chosen))
         vault.catalog.remove_items(server["instance_id"], chosen)
     remaining = vault.catalog.list_protected(server["instance_id"])
-    archiving_off = False
+    archiving_off = restart_needed = False
     if not remaining:
         vault.catalog.update_instance(server["instance_id"], auto_protect_policy=None)
         if server["recovery_model"] == "FULL":
@@ -237,13 +237,14 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
             for member in members:
                 with open_instance(member) as conn:
                     if archiving.read_settings(conn).owner == "dbsafe":
-                        archiving.disable(conn)
+                        # archive_mode stays on until a restart: PostgreSQL keeps its WAL
+                        restart_needed |= archiving.disable(conn)
                         archiving_off = True
     return {"server": name, "databases": chosen, "data": "retained" if retain else "deleted",
             "points_deleted": [p["point_id"] for p in deleted["deleted"]],
             "soft_deleted": deleted["soft"], "purge_after": deleted["purge_after"],
             "still_protected": remaining,
-            "archiving_turned_off": archiving_off}
+            "archiving_turned_off": archiving_off, "restart_needed": restart_needed}
 
 
 def _delete_unshared_points(vault: Vault, server: dict, kept: set[str]) -> dict:
