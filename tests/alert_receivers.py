@@ -1,13 +1,17 @@
 """Local receivers for alert tests: an HTTP server that records webhook POSTs and an
-aiosmtpd handler that records e-mails, both on loopback."""
+aiosmtpd handler that records e-mails, both on loopback, and the TLS of an SMTP server."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from certs import self_signed
 
 
 def free_port() -> int:
@@ -61,3 +65,13 @@ class Mailbox:
 
     def subjects(self) -> list[str]:
         return [m["Subject"] for _, m in self.messages]
+
+
+
+def smtp_tls(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """For an SMTP server with TLS: (the certificate file a client is told to trust, a
+    server context that presents it)."""
+    cert_file, key_file = self_signed(folder)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    return cert_file, server

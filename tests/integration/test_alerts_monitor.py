@@ -136,9 +136,21 @@ def test_alerts_command_line(vault):
         assert added["kind"] == "webhook" and added["on_success"] is True
         mail = vault.ok("alerts", "channel", "add", "--email", "dba@example.org",
                         "--smtp-host", "127.0.0.1", "--smtp-port", "2525", "--smtp-user", "u",
-                        "--smtp-password-env", "SMTP_PW", "--starttls")
+                        "--smtp-password-env", "DBSAFE_SMTP_PW", "--starttls")
         assert mail["options"] == {"host": "127.0.0.1", "port": 2525, "user": "u",
-                                   "password_env": "SMTP_PW", "starttls": True}
+                                   "password_env": "DBSAFE_SMTP_PW", "starttls": True}
+        smtp = ["alerts", "channel", "add", "--email", "dba@example.org", "--smtp-host",
+                "127.0.0.1", "--smtp-user", "u"]
+        for var in ("HOME", "AWS_SECRET_ACCESS_KEY"):  # any variable but DBSAFE_SMTP_*
+            out = vault.fail("alerts.channel_invalid", *smtp, "--smtp-password-env", var,
+                             "--starttls")
+            assert "DBSAFE_SMTP_" in out["error"]["message"]
+        out = vault.fail("alerts.channel_invalid", *smtp, "--smtp-password-env",
+                         "DBSAFE_SMTP_PW")
+        assert "only sent over TLS" in out["error"]["message"]
+        implicit = vault.ok(*smtp, "--smtp-password-env", "DBSAFE_SMTP_PW", "--smtp-tls")
+        assert implicit["options"]["port"] == 465 and implicit["options"]["tls"] is True
+        vault.ok("alerts", "channel", "remove", str(implicit["id"]))
         vault.fail("alerts.channel_invalid", "alerts", "channel", "add")
         vault.fail("alerts.channel_invalid", "alerts", "channel", "add", "--webhook",
                    hook.url, "--smtp-host", "h")

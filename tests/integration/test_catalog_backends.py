@@ -270,7 +270,7 @@ def test_first_opens_racing_migrate_a_fresh_catalog_once(catalog_spec, tmp_path)
         versions = conn.execute(f"SELECT version FROM {opened[0]['schema']}."
                                 "schema_migrations ORDER BY 1").fetchall()
         conn.close()
-        assert [v for (v,) in versions] == list(range(1, LATEST + 1))
+        assert [v for (v,) in versions] == [number for number, _script in migrations()]
 
 
 def test_exclusive_is_refused_while_another_process_holds_it(catalog_spec, tmp_path):

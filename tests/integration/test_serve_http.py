@@ -4,37 +4,13 @@ scheduler per vault, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import signal
 import ssl
 import time
 
 import httpx
+from certs import self_signed
 from conftest import free_port
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-def _self_signed(folder):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def _wait_up(url: str, proc, **client) -> httpx.Response:
@@ -60,7 +36,7 @@ def test_off_loopback_needs_tls_or_insecure(vault):
 
 
 def test_https_with_the_given_certificate_and_secure_session_cookies(vault, area):
-    cert, key = _self_signed(area)
+    cert, key = self_signed(area)
     port = free_port()
     token = vault.ok("token", "create", "t", "--role", "reader")["token"]
     serve = vault.popen("serve", "--no-scheduler", "--port", port, "--tls-cert", cert,

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import free_port, new_cluster, restored
 
-from dbsafe.services.prune import delete_points
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services.immutability import retention_holds
+from dbsafe.services.prune import delete_points, describe_point
 from dbsafe.services.retention import apply_retention
 from dbsafe.services.softdelete import purge_due
 from dbsafe.services.vault import Vault
@@ -180,3 +182,74 @@ def test_retention_keeps_the_wal_a_soft_deleted_point_needs(pg_template, area, w
     assert out["wal"]["wal_files_deleted"] >= 3
     assert vault.chain("w")["gaps"] == []
     v.catalog.close()
+
+
+def test_an_immutable_vault_keeps_the_retention_a_point_had_at_backup_time(src_vault):
+    """Retention is fixed when a backup commits: shortening the policy later (allowed only
+    while the vault is not immutable) does not shorten what an immutable vault keeps, and a
+    catalog rebuilt from the manifests keeps it too. An immutable vault refuses to shorten
+    a policy, to move databases to a shorter one, and to remove a server whose points it
+    retains."""
+    vault = src_vault
+    vault.ok("policy", "create", "month", "--log-every", "none", "--keep-daily", "30")
+    vault.ok("policy", "create", "week", "--log-every", "none", "--keep-daily", "7")
+    vault.ok("protect", "src", "--all", "--policy", "month")  # SIMPLE: archiving untouched
+    # a copy-only full: kept keep_daily days whatever else the vault holds (a full's
+    # daily tier would depend on the fulls after it)
+    point = vault.backup("src", "--type", "copy-only")
+    end = datetime.fromisoformat(point["end_time"])
+    held_until = (end + timedelta(days=30)).isoformat(timespec="seconds")
+
+    vault.ok("vault", "immutability", "on")
+    out = vault.fail("immutability.retention_shortened", "policy", "edit", "month",
+                     "--keep-daily", "7")
+    assert out["error"]["details"] == {"what": "editing policy 'month'",
+                                       "changes": "keep_daily 30 days -> 7 days",
+                                       "setting": "keep_daily", "old": "30", "new": "7"}
+    out = vault.fail("immutability.retention_shortened", "protect", "src", "--all",
+                     "--policy", "week")
+    assert "from policy 'month' to 'week'" in out["error"]["message"]
+    assert vault.ok("policy", "show", "month")["keep_daily"] == 30
+    vault.ok("policy", "edit", "month", "--keep-daily", "31")  # lengthening is fine
+
+    # Immutability off: the policy may be shortened; it no longer governs the old point.
+    vault.ok("vault", "immutability", "off")
+    vault.ok("policy", "edit", "month", "--keep-daily", "7")
+    vault.ok("vault", "immutability", "on")
+    v = Vault.open(vault.path)
+    later = datetime.now(UTC) + timedelta(days=10)
+    try:
+        out = apply_retention(v, "src", later)
+        assert out["expired"] == [] and out["held"] == {point["point_id"]: held_until}
+        try:
+            delete_points(v, [point["point_id"]], "test", now=later)
+            raise AssertionError("deleted before its retention ended")
+        except DbsafeError as exc:
+            assert exc.code == "immutability.retained" and exc.details["until"] == held_until
+
+        # The manifest carries the retention: a catalog row rebuilt from it keeps it.
+        manifest = v.repo.load_manifest(point["point_id"])
+        assert manifest["retention"] == {"policy": "month", "timezone": "UTC",
+                                         "keep_daily": 30, "keep_weekly": None,
+                                         "keep_monthly": None, "keep_yearly": None,
+                                         "keep_diff": None, "keep_log": None}
+        v.catalog.delete_point(point["point_id"])
+        described = describe_point(v, point["point_id"])  # from the manifest alone
+        assert retention_holds(v, [described], later) == {point["point_id"]: held_until}
+        assert _ids(vault.points("src")) == [point["point_id"]]
+        vault.fail("immutability.retained", "delete-point", point["point_id"])
+
+        # Removing the server: refused while protected, then while its point is retained.
+        vault.fail("server.protected", "server", "remove", "src")
+        vault.ok("unprotect", "src", "--retain-data")
+        out = vault.fail("immutability.server_retained", "server", "remove", "src")
+        assert out["error"]["details"]["until"] == held_until
+        assert _ids(vault.points("src")) == [point["point_id"]]
+
+        vault.ok("vault", "immutability", "locked")
+        vault.fail("immutability.locked", "vault", "immutability", "off")
+        out = delete_points(v, [point["point_id"]], "test",
+                            now=later + timedelta(days=21))  # its 30 days are over
+        assert out["soft"] is True
+    finally:
+        v.catalog.close()

@@ -9,7 +9,7 @@ import logging
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from alert_receivers import Mailbox, Webhook, free_port
+from alert_receivers import Mailbox, Webhook, free_port, smtp_tls
 
 from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
@@ -201,32 +201,122 @@ def test_job_hook_raises_resolves_and_notifies(catalog, webhook):
                                   "result": "{not json"})
 
 
-def test_smtp_login_password_from_environment(catalog, monkeypatch):
-    seen = []
+@pytest.fixture
+def lite(tmp_path):
+    """A SQLite catalog (the SMTP tests need no second backend)."""
+    cat = open_catalog("sqlite", tmp_path)
+    yield cat
+    cat.close()
 
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        seen.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == b"s3cret", handled=False)
 
-    controller, box = _smtp(authenticator=authenticator, auth_require_tls=False)
+class Logins:
+    """An aiosmtpd authenticator recording (login, password, over TLS) for each AUTH."""
+
+    def __init__(self, password: bytes) -> None:
+        self.password = password
+        self.seen: list[tuple[bytes, bytes, bool]] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self.seen.append((auth_data.login, auth_data.password, tls))
+        return AuthResult(success=auth_data.password == self.password, handled=False)
+
+
+def test_smtp_password_goes_only_over_verified_tls(lite, tmp_path, monkeypatch):
+    """STARTTLS with a certificate the channel's CA file vouches for: the password goes,
+    encrypted. Not trusted, not offered, or never asked for: it never leaves dbsafe."""
+    ca_file, server_tls = smtp_tls(tmp_path)
+    logins = Logins(b"s3cret")
+    controller, box = _smtp(authenticator=logins, tls_context=server_tls)  # AUTH needs TLS
     try:
-        channel = _email_channel(catalog, controller.port, user="alerts",
-                                 password_env="DBSAFE_TEST_SMTP_PW")
-        assert "password" not in json.dumps(alerts.list_channels(catalog)).replace(
-            "password_env", "")
-        missing = alerts.raise_alert(catalog, alerts.DRILL_FAILED, "critical", "drill",
+        trusting = _email_channel(lite, controller.port, user="alerts", starttls=True,
+                                  password_env="DBSAFE_SMTP_TEST_PW", ca_file=str(ca_file))
+        assert "password" not in trusting["options"]
+        missing = alerts.raise_alert(lite, alerts.DRILL_FAILED, "critical", "drill",
                                      server="a")
-        assert "DBSAFE_TEST_SMTP_PW" in missing["deliveries"][0]["error"] and not box.messages
-        monkeypatch.setenv("DBSAFE_TEST_SMTP_PW", "s3cret")
-        assert alerts.test_channel(catalog, channel["id"])["ok"]
-        assert seen[-1] == (b"alerts", b"s3cret")
+        assert "DBSAFE_SMTP_TEST_PW" in missing["deliveries"][0]["error"] and not box.messages
+        monkeypatch.setenv("DBSAFE_SMTP_TEST_PW", "s3cret")
+        assert alerts.test_channel(lite, trusting["id"])["ok"]
+        assert logins.seen == [(b"alerts", b"s3cret", True)]
         (_, mail), = box.messages
         assert mail["Subject"] == "[dbsafe] TEST test: vault"
-        monkeypatch.setenv("DBSAFE_TEST_SMTP_PW", "wrong")
+        monkeypatch.setenv("DBSAFE_SMTP_TEST_PW", "wrong")
         with pytest.raises(DbsafeError, match="SMTPAuthenticationError"):
-            alerts.test_channel(catalog, channel["id"])
+            alerts.test_channel(lite, trusting["id"])
+
+        # The system's store does not know the certificate: the handshake fails, no login.
+        untrusting = _email_channel(lite, controller.port, user="alerts", starttls=True,
+                                    password_env="DBSAFE_SMTP_TEST_PW")
+        logins.seen.clear()
+        with pytest.raises(DbsafeError, match="SSLCertVerificationError"):
+            alerts.test_channel(lite, untrusting["id"])
+        assert logins.seen == [] and len(box.messages) == 1
     finally:
         controller.stop()
+
+    # A server that offers no STARTTLS (and would take a password in clear) never gets it.
+    plain, plain_box = _smtp(authenticator=logins, auth_require_tls=False)
+    try:
+        downgraded = _email_channel(lite, plain.port, user="alerts", starttls=True,
+                                    password_env="DBSAFE_SMTP_TEST_PW", ca_file=str(ca_file))
+        with pytest.raises(DbsafeError, match="SMTPNotSupportedError"):
+            alerts.test_channel(lite, downgraded["id"])
+        assert logins.seen == [] and plain_box.messages == []
+
+        # Channels stored without the checks (an older dbsafe, a hand-edited catalog):
+        # sending checks again, before connecting.
+        monkeypatch.setenv("HOME", "not-for-smtp")
+        for options in ({"user": "u", "password_env": "DBSAFE_SMTP_TEST_PW"},
+                        {"user": "u", "password_env": "HOME", "starttls": True}):
+            row = lite.add_alert_channel("email", "dba@example.org", json.dumps(
+                {"host": "127.0.0.1", "port": plain.port, **options}), False, "now")
+            with pytest.raises(DbsafeError) as exc:
+                alerts.test_channel(lite, row)
+            assert "not sent" in exc.value.message
+        assert logins.seen == [] and plain_box.messages == []
+    finally:
+        plain.stop()
+
+
+def test_smtp_implicit_tls(lite, tmp_path, monkeypatch):
+    ca_file, server_tls = smtp_tls(tmp_path)
+    logins = Logins(b"s3cret")
+    # (aiosmtpd counts only STARTTLS as TLS for auth_require_tls: Logins checks the socket)
+    controller, box = _smtp(authenticator=logins, ssl_context=server_tls,
+                            auth_require_tls=False)
+    try:
+        monkeypatch.setenv("DBSAFE_SMTP_PW", "s3cret")
+        channel = _email_channel(lite, controller.port, user="alerts", tls=True,
+                                 password_env="DBSAFE_SMTP_PW", ca_file=str(ca_file))
+        assert alerts.test_channel(lite, channel["id"])["ok"]
+        assert logins.seen == [(b"alerts", b"s3cret", True)] and len(box.messages) == 1
+        assert alerts.add_channel(lite, "email", "a@example.org",
+                                  {"host": "h", "tls": True})["options"]["port"] == 465
+    finally:
+        controller.stop()
+
+
+def test_smtp_passwords_only_from_dbsafe_smtp_variables_and_only_with_tls(lite, tmp_path):
+    def refused(**options) -> str:
+        with pytest.raises(DbsafeError) as exc:
+            alerts.add_channel(lite, "email", "a@example.org", {"host": "h", **options})
+        assert exc.value.code == "alerts.channel_invalid"
+        return exc.value.message
+
+    for var in ("HOME", "AWS_SECRET_ACCESS_KEY", "DBSAFE_PASSPHRASE", "dbsafe_smtp_x",
+                "DBSAFE_SMTP_", "X_DBSAFE_SMTP_PW"):
+        assert "DBSAFE_SMTP_" in refused(user="u", password_env=var, starttls=True), var
+    assert "only sent over TLS" in refused(user="u", password_env="DBSAFE_SMTP_PW")
+    assert "not both" in refused(user="u", password_env="DBSAFE_SMTP_PW", starttls=True,
+                                 tls=True)
+    assert "goes with --smtp-user" in refused(password_env="DBSAFE_SMTP_PW", starttls=True)
+    assert "goes with --starttls" in refused(ca_file="/etc/ssl/certs/ca-certificates.crt")
+    assert "absolute" in refused(starttls=True, ca_file="ca.pem")
+    for special in ("/dev/zero", str(tmp_path)):  # would stall the sender, or is no file
+        assert "regular file" in refused(starttls=True, ca_file=special)
+    (tmp_path / "not-pem").write_text("hello")
+    assert "PEM" in refused(starttls=True, ca_file=str(tmp_path / "not-pem"))
+    assert alerts.list_channels(lite) == []
 
 
 def test_channels_are_checked(catalog):
@@ -247,9 +337,9 @@ def test_channels_are_checked(catalog):
     invalid("email", "a@example.org", {"host": "h", "port": 70000})
     assert alerts.list_channels(catalog) == []
     ch = alerts.add_channel(catalog, "email", "a@example.org",
-                            {"host": "h", "user": "u", "password_env": "PW", "sender": None,
-                             "starttls": True}, on_success=True)
-    assert ch["options"] == {"host": "h", "user": "u", "password_env": "PW",
+                            {"host": "h", "user": "u", "password_env": "DBSAFE_SMTP_PW",
+                             "sender": None, "starttls": True}, on_success=True)
+    assert ch["options"] == {"host": "h", "user": "u", "password_env": "DBSAFE_SMTP_PW",
                              "starttls": True, "port": 25} and ch["on_success"] is True
     assert alerts.remove_channel(catalog, ch["id"])["id"] == ch["id"]
     for call in (lambda: alerts.remove_channel(catalog, ch["id"]),

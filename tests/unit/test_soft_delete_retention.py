@@ -1,5 +1,7 @@
-"""When an immutable vault's retention of a point ends (``retained_until``), and the soft
-delete objects of the repository (markers and settings) as a local folder stores them."""
+"""When an immutable vault's retention of a point ends (``retained_until``), the retention
+frozen into a point at backup time (``freeze``, ``thaw``) and what counts as shortening it,
+and the soft delete objects of the repository (markers and settings) as a local folder
+stores them."""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ import pytest
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy
-from dbsafe.policy.retention import PointInfo, decide, retained_until
+from dbsafe.policy.retention import (
+    PointInfo,
+    decide,
+    freeze,
+    longest_until,
+    retained_until,
+    shortened,
+    thaw,
+)
 from dbsafe.storage.local import LocalStorage
 from dbsafe.vault import softdelete as sd
 
@@ -57,6 +67,48 @@ def test_differentials_logs_and_copy_only_fulls():
     assert got["L"] == utc(2026, 3, 16, 2)
     assert got["C"] == utc(2026, 4, 1, 3)                      # no daily tier: 30 days
     assert got["F"] == utc(2026, 3, 29, 1)
+
+
+def test_frozen_retention_round_trips_and_storage_cannot_smuggle_anything_in():
+    policy = Policy("gfs", timezone="Europe/Berlin", keep_daily=10, keep_weekly=2,
+                    keep_monthly=3, keep_yearly=7, keep_diff=None, **NO_LOGS)
+    doc = freeze(policy, 14)
+    assert doc == {"policy": "gfs", "timezone": "Europe/Berlin", "keep_daily": 10,
+                   "keep_weekly": 2, "keep_monthly": 3, "keep_yearly": 7, "keep_diff": None,
+                   "keep_log": None}
+    thawed = thaw(doc)
+    assert (thawed.name, thawed.timezone) == ("gfs", "Europe/Berlin")
+    assert not shortened(policy, thawed) and not shortened(thawed, policy)
+    assert freeze(None, 14) == {"policy": None, "keep_days": 14} and thaw(freeze(None, 14)) == 14
+    for bad in (None, [], {}, {**doc, "extra": 1}, {**doc, "keep_daily": 3},
+                {**doc, "keep_yearly": True}, {**doc, "keep_log": "14"},
+                {**doc, "timezone": "Mars/Olympus"}, {**doc, "policy": None},
+                {"policy": None, "keep_days": 0}, {"policy": "x", "keep_days": 14}):
+        with pytest.raises(ValueError):
+            thaw(bad)
+
+
+def test_what_shortens_retention():
+    old = Policy("p", keep_daily=30, keep_weekly=12, keep_log=14)
+    assert shortened(old, old) == []
+    assert shortened(old, Policy("p", keep_daily=31, keep_weekly=12, keep_monthly=6,
+                                 keep_log=14)) == []                 # longer, a new tier
+    assert shortened(old, Policy("p", keep_daily=7, keep_weekly=None, keep_log=14)) == [
+        ("keep_daily", 30, 7), ("keep_weekly", 12, None)]           # lower, or unset
+    assert shortened(old, Policy("p", full="weekly", full_days=("sun",), keep_daily=None,
+                                 keep_weekly=12, keep_log=14)) == [("keep_daily", 30, None)]
+
+
+def test_longest_until_when_the_neighbours_are_unknown():
+    policy = Policy("p", keep_daily=10, keep_weekly=2, keep_monthly=3, keep_diff=20,
+                    keep_log=7)
+    end = utc(2026, 1, 31, 1)
+    assert longest_until(PointInfo("F", "full", False, end, None), policy) == utc(2026, 4, 30, 1)
+    assert longest_until(PointInfo("C", "full", True, end, None), policy) == utc(2026, 2, 10, 1)
+    assert longest_until(PointInfo("D", "diff", False, end, "F"), policy) == utc(2026, 2, 20, 1)
+    assert longest_until(PointInfo("L", "log", False, end, None), policy) == utc(2026, 2, 7, 1)
+    row = {"point_id": "C", "type": "copy-only", "copy_only": 1, "end_time": end.isoformat()}
+    assert PointInfo.of(row) == PointInfo("C", "full", True, end, None)  # as decide wants
 
 
 def test_markers_and_settings_round_trip(tmp_path):

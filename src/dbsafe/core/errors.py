@@ -255,6 +255,17 @@ _SPECS = [
     ErrorSpec("replicaset.archiving_inactive", 3, 409,
               "node {server} of replica set {name!r} does not archive WAL into this vault "
               "({reason}); run `dbsafe protect {name} --all --restart` to set it up"),
+    ErrorSpec("server.protected", 2, 409,
+              "server {name!r} has protected databases ({items}): dbsafe archives its WAL, and "
+              "removing the server would leave PostgreSQL handing WAL to an agent that no "
+              "longer takes it (pg_wal grows until production stops); nothing was removed; "
+              "stop protection first (`dbsafe unprotect {name} --retain-data`, or "
+              "--delete-data), then remove it"),
+    ErrorSpec("server.archiving_ours", 2, 409,
+              "server {name!r} still archives its WAL through dbsafe (archive_command = "
+              "{command}); nothing was removed; turn that off first (`dbsafe unprotect "
+              "{name} --retain-data`, or reset archive_command in PostgreSQL), then remove "
+              "it"),
     ErrorSpec("replicaset.remove_with_command", 2, 409,
               "{name!r} is a replica set, not a server; remove it with "
               "`dbsafe replicaset remove {name}`"),
@@ -407,6 +418,14 @@ _SPECS = [
               "the vault is immutable: soft delete cannot be shortened or turned off "
               "(now {current}, asked {asked}); turn immutability off first (not possible "
               "once locked)"),
+    ErrorSpec("immutability.retention_shortened", 2, 409,
+              "the vault is immutable: {what} would shorten retention ({changes}); nothing "
+              "was changed; lengthening is fine, shortening needs immutability off (not "
+              "possible once locked)"),
+    ErrorSpec("immutability.server_retained", 2, 409,
+              "the vault is immutable: server {name!r} holds {count} recovery point(s) whose "
+              "retention has not ended (the last until {until}); nothing was removed; "
+              "remove it after their retention ends and they are deleted"),
     # storage locations and object storage backends (issue 7, storage: src/dbsafe/storage/,
     # docs/storage.md) -----------------------------------------------------------------
     ErrorSpec("storage.bad_location", 2, 400,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from dbsafe.policy.model import Policy
+from dbsafe.policy.model import RANGES, Policy, known_timezone
 
 TYPES = ("full", "diff", "log")
 MIN_DAYS = 7                  # the service's minimum retention for any backup type
@@ -39,6 +39,13 @@ class PointInfo:
     copy_only: bool
     end_time: datetime      # aware
     base_point: str | None  # for a diff: the full it is based on
+
+    @classmethod
+    def of(cls, row: dict) -> PointInfo:
+        """From a point as the catalog or a listing has it (``type`` ``copy-only`` there)."""
+        copy_only = bool(row["copy_only"]) or row["type"] == "copy-only"
+        return cls(row["point_id"], "full" if copy_only else row["type"], copy_only,
+                   datetime.fromisoformat(row["end_time"]), row.get("base_point"))
 
 
 @dataclass
@@ -153,7 +160,64 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionD
     return decision
 
 
-# immutable vaults (issue 7: services/immutability.py) ----------------------------------------
+# immutable vaults (services/immutability.py) ----------------------------------------------
+RETENTION_SETTINGS = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_diff",
+                      "keep_log")
+# The tiers that can keep a point of each kind ("full" that is not copy-only: every tier).
+_TIERS_OF = {"full": ("daily", "weekly", "monthly", "yearly"), "copy-only": ("copy-only",),
+             "diff": ("diff",), "log": ("log",)}
+
+
+def freeze(policy: Policy | None, no_policy_days: int) -> dict:
+    """The retention a point is given when its backup commits, kept with it for good (the
+    manifest's ``retention``, docs/repository-format.md): the retention settings and time
+    zone of ``policy``, or, when no policy governs the instance, ``no_policy_days``."""
+    if policy is None:
+        return {"policy": None, "keep_days": no_policy_days}
+    return {"policy": policy.name, "timezone": policy.timezone,
+            **{k: getattr(policy, k) for k in RETENTION_SETTINGS}}
+
+
+def thaw(doc: object) -> Policy | int:
+    """What ``freeze`` wrote, back: a policy holding only the retention settings, or the
+    days a point no policy governed is kept. ``ValueError`` for anything ``freeze`` does
+    not write (the document comes from storage: it is checked, not trusted)."""
+    if not isinstance(doc, dict):
+        raise ValueError("retention is not an object")
+    if set(doc) == {"policy", "keep_days"} and doc["policy"] is None:
+        days = doc["keep_days"]
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 36500:
+            raise ValueError(f"keep_days {days!r} is not a number of days")
+        return days
+    if set(doc) != {"policy", "timezone", *RETENTION_SETTINGS}:
+        raise ValueError(f"unexpected retention settings {sorted(doc)}")
+    if not isinstance(doc["policy"], str) or not known_timezone(doc["timezone"]):
+        raise ValueError("retention needs a policy name and a known time zone")
+    for setting in RETENTION_SETTINGS:
+        value, (low, high, _unit) = doc[setting], RANGES[setting]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not low <= value <= high):
+            raise ValueError(f"{setting} {value!r} is out of range")
+    return Policy(name=doc["policy"], timezone=doc["timezone"],
+                  **{k: doc[k] for k in RETENTION_SETTINGS})
+
+
+def shortened(old: Policy, new: Policy) -> list[tuple[str, int, int | None]]:
+    """(setting, old value, new value) for each retention setting ``new`` keeps points
+    shorter by than ``old`` (lower, or unset where it was set)."""
+    return [(k, getattr(old, k), getattr(new, k)) for k in RETENTION_SETTINGS
+            if getattr(old, k) is not None
+            and (getattr(new, k) is None or getattr(new, k) < getattr(old, k))]
+
+
+def longest_until(point: PointInfo, policy: Policy) -> datetime | None:
+    """The latest ``policy``'s retention of ``point`` could end: as if every tier its kind
+    can have kept it (for a point whose neighbours are unknown, so tiering cannot be
+    decided)."""
+    kind = "copy-only" if point.copy_only else point.type
+    return retained_until(point, list(_TIERS_OF[kind]), policy)
+
+
 def retained_until(point: PointInfo, reasons: list[str], policy: Policy) -> datetime | None:
     """When ``policy``'s retention of ``point`` ends, given the ``reasons`` ``decide`` keeps it
     for: the latest end among its age-based tiers (daily, weekly, monthly, yearly, diff, log,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -26,6 +27,12 @@ RETRY_DELAY = 1.0
 FORMAT = 1  # the webhook document's version
 
 EVENTS = ("raised", "resolved", "notice", "test")
+
+# The only environment variables a channel may name as its SMTP password: anything else
+# (DBSAFE_PASSPHRASE, AWS_SECRET_ACCESS_KEY, ...) would be handed to whatever server the
+# channel names.
+SMTP_PASSWORD_ENV = re.compile(r"DBSAFE_SMTP_[A-Za-z0-9_]+")
+SMTP_PORT, SMTPS_PORT = 25, 465
 
 
 class DeliveryError(Exception):
@@ -109,37 +116,96 @@ def default_sender() -> str:
     return f"dbsafe@{socket.getfqdn()}"
 
 
+def email_security_problem(options: dict) -> str | None:
+    """Why an e-mail channel's options may not be used (None: they may): a password only
+    from a ``DBSAFE_SMTP_*`` variable, and only over TLS (STARTTLS, or implicit TLS).
+    Checked when a channel is added and again before each sending (a stored channel may
+    come from an older dbsafe, or from whoever can write the catalog)."""
+    if options.get("starttls") and options.get("tls"):
+        return "choose STARTTLS (--starttls) or implicit TLS (--smtp-tls), not both"
+    tls = options.get("starttls") or options.get("tls")
+    if options.get("ca_file"):
+        if not tls:
+            return "a CA file (--smtp-ca-file) goes with --starttls or --smtp-tls"
+        path = options["ca_file"]
+        if not isinstance(path, str) or not os.path.isabs(path) or not os.path.isfile(path):
+            # a regular file only: a FIFO or /dev/zero would stall the sender
+            return f"the CA file {path!r} must be the absolute path of a regular file"
+    if not options.get("user"):
+        return ("--smtp-password-env goes with --smtp-user" if options.get("password_env")
+                else None)
+    var = options.get("password_env")
+    if not isinstance(var, str) or not SMTP_PASSWORD_ENV.fullmatch(var):
+        return ("an SMTP user needs the name of the environment variable holding the "
+                "password, and it must start with DBSAFE_SMTP_ (--smtp-password-env "
+                f"DBSAFE_SMTP_PASSWORD), not {var!r}: any other variable of the dbsafe "
+                "process may hold another secret")
+    if not tls:
+        return ("a password is only sent over TLS: add --starttls, or --smtp-tls for "
+                f"implicit TLS (port {SMTPS_PORT})")
+    return None
+
+
+def smtp_port(options: dict) -> int:
+    return int(options.get("port") or (SMTPS_PORT if options.get("tls") else SMTP_PORT))
+
+
+def _tls_context(options: dict) -> ssl.SSLContext:
+    """Certificates checked against the channel's CA file, else the system's store; the
+    host name is always checked. Never unverified."""
+    return ssl.create_default_context(cafile=options.get("ca_file"))
+
+
 def send_email(to: str, options: dict, alert: dict, event: str) -> None:
-    """``options``: host, port (25), sender, starttls, user and password_env: the name of the
-    environment variable holding the password (the password itself is never stored)."""
+    """``options``: host, port (25, or 465 with ``tls``), sender, ``starttls`` or ``tls``
+    (implicit TLS), ``ca_file`` (PEM certificates to trust instead of the system's), user
+    and password_env: the name of the ``DBSAFE_SMTP_*`` environment variable holding the
+    password (the password itself is never stored). The password is sent only over a
+    verified TLS connection: a server that does not offer STARTTLS never sees it."""
+    where = f"SMTP {options['host']}:{smtp_port(options)}"
+    problem = email_security_problem(options)
+    if problem:
+        raise DeliveryError(f"{where}: not sent: {problem}")
     password = None
     if options.get("user"):
-        var = options.get("password_env") or ""
+        var = options["password_env"]
         password = os.environ.get(var)
         if password is None:
             raise DeliveryError(f"the SMTP password variable {var!r} is not set in the "
                                 "environment of this process")
     msg = email_message(alert, event, options.get("sender") or default_sender(), to)
 
+    def connect() -> smtplib.SMTP:
+        if options.get("tls"):
+            return smtplib.SMTP_SSL(options["host"], smtp_port(options), timeout=TIMEOUT,
+                                    context=_tls_context(options))
+        smtp = smtplib.SMTP(options["host"], smtp_port(options), timeout=TIMEOUT)
+        if options.get("starttls"):
+            try:  # SMTPNotSupportedError when the server does not offer it
+                smtp.starttls(context=_tls_context(options))
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
+
     def send() -> None:
-        with smtplib.SMTP(options["host"], int(options.get("port") or 25),
-                          timeout=TIMEOUT) as smtp:
-            if options.get("starttls"):
-                smtp.starttls(context=ssl.create_default_context())
+        with connect() as smtp:
             if password is not None:
+                if not isinstance(smtp.sock, ssl.SSLSocket):  # never in clear
+                    raise smtplib.SMTPNotSupportedError("the connection is not encrypted")
                 smtp.login(options["user"], password)
             smtp.send_message(msg)
 
     def retryable(exc: Exception) -> bool:
         permanent = (smtplib.SMTPAuthenticationError, smtplib.SMTPRecipientsRefused,
-                     smtplib.SMTPSenderRefused, ssl.SSLCertVerificationError)
+                     smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError,
+                     ssl.SSLCertVerificationError)
         return not isinstance(exc, permanent)
 
     try:
         _with_retry(send, retryable)
     except (smtplib.SMTPException, OSError) as exc:
-        raise DeliveryError(f"SMTP {options['host']}:{options.get('port') or 25}: "
-                            f"{type(exc).__name__}: {exc}") from None
+        raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
 def send(channel: dict, alert: dict, event: str) -> None:

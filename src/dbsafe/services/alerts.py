@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import ssl
 import urllib.parse
 from email.utils import parseaddr
 
@@ -64,7 +64,8 @@ JOB_ALERTS: dict[str, tuple[str, str | None]] = {
 }
 SUCCEEDED_STATES = ("completed", "completed_with_warnings")
 _LOG_LEVEL = {"critical": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EMAIL_OPTIONS = {"host", "port", "sender", "user", "password_env", "starttls", "tls",
+                 "ca_file"}
 
 
 # --------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def _check_channel(kind: str, target: str, options: dict) -> dict:
         raise invalid(f"kind {kind!r} is neither webhook nor email")
     if "@" not in parseaddr(target)[1]:
         raise invalid(f"{target!r} is not an e-mail address")
-    unknown = set(options) - {"host", "port", "sender", "user", "password_env", "starttls"}
+    unknown = set(options) - EMAIL_OPTIONS
     if "password" in unknown:
         raise invalid("a password is never stored: put it in an environment variable of the "
                       "dbsafe process and give its name (--smtp-password-env)")
@@ -270,12 +271,18 @@ def _check_channel(kind: str, target: str, options: dict) -> dict:
         raise invalid(f"unknown e-mail options {sorted(unknown)}")
     if not options.get("host"):
         raise invalid("an e-mail channel needs the SMTP server (--smtp-host)")
-    port = int(options.get("port") or 25)
+    port = alert_delivery.smtp_port(options)
     if not 0 < port < 65536:
         raise invalid(f"SMTP port {port} is out of range")
-    if options.get("user") and not _ENV_NAME.match(options.get("password_env") or ""):
-        raise invalid("an SMTP user needs the name of the environment variable holding the "
-                      "password (--smtp-password-env VAR)")
+    problem = alert_delivery.email_security_problem(options)
+    if problem:
+        raise invalid(problem)
+    if options.get("ca_file"):
+        try:
+            ssl.create_default_context(cafile=options["ca_file"])
+        except (OSError, ssl.SSLError):
+            raise invalid(f"{options['ca_file']} is not a readable file of PEM "
+                          "certificates") from None
     if options.get("sender") and "@" not in parseaddr(options["sender"])[1]:
         raise invalid(f"sender {options['sender']!r} is not an e-mail address")
     return {**{k: v for k, v in options.items() if v not in (None, "", False)}, "port": port}
@@ -284,8 +291,9 @@ def _check_channel(kind: str, target: str, options: dict) -> dict:
 def add_channel(catalog: Catalog, kind: str, target: str, options: dict | None = None,
                 on_success: bool = False) -> dict:
     """Add a webhook (target: URL) or email (target: address; options: host, port, sender,
-    user, password_env, starttls) channel. Passwords are refused: only the name of an
-    environment variable holding one is stored."""
+    user, password_env, starttls, tls, ca_file) channel. Passwords are refused: only the
+    name of a ``DBSAFE_SMTP_*`` environment variable holding one is stored, and only with
+    STARTTLS or implicit TLS."""
     checked = _check_channel(kind, target, dict(options or {}))
     channel_id = catalog.add_alert_channel(kind, target,
                                            json.dumps(checked) if checked else None,

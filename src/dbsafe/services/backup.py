@@ -22,6 +22,7 @@ from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services import coexistence, counts, differential, discovery, replicasets, selection
 from dbsafe.services.copy import Copier, file_entry
+from dbsafe.services.immutability import backup_retention, retention_column
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
@@ -135,6 +136,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         raise
     ended = datetime.now(UTC)
     bytes_read = files_read + sum(w.size for w in wal)
+    retention = backup_retention(vault, server["instance_id"])  # the policy in force now
     manifest = {
         "format": 1,
         "point_id": point_id,
@@ -162,6 +164,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(entries),
                   "corrupt_pages": len(corrupt), **about_base.get("stats", {})},
         "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
+        "retention": retention,
     }
     manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
     bytes_stored = sink.stats.bytes_stored + repo.save_manifest(manifest)
@@ -172,7 +175,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
              "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]]),
-             "base_point": about_base.get("base")}
+             "base_point": about_base.get("base"), "retention": retention_column(retention)}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)
     return {

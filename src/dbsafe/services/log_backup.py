@@ -19,6 +19,7 @@ from dbsafe.engines.postgres import archiving, discover, wal
 from dbsafe.services import coexistence, replicasets, selection
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.chain import log_chain
+from dbsafe.services.immutability import backup_retention, retention_column
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.points import lineage_points, list_points
 from dbsafe.services.servers import get_server, open_instance
@@ -134,7 +135,7 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
         "segments": covered, "files": [], "wal": [], "dirs": [], "tablespaces": [],
         "stats": {"bytes_read": sum(r["size"] for r in rows if r["name"] in covered),
                   "bytes_stored": 0, "files": 0, "corrupt_pages": 0},
-        "corrupt_pages": [],
+        "corrupt_pages": [], "retention": backup_retention(vault, server["instance_id"]),
     }
     size = vault.repo.save_manifest(manifest)
     vault.catalog.add_point(server["instance_id"], {
@@ -142,7 +143,7 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
         "start_time": manifest["start_time"], "end_time": end_time,
         "start_lsn": manifest["start_lsn"], "stop_lsn": stop_lsn, "timeline": timeline,
         "bytes_read": manifest["stats"]["bytes_read"], "bytes_stored": size,
-        "corrupt_pages": 0})
+        "corrupt_pages": 0, "retention": retention_column(manifest["retention"])})
     chain = log_chain(vault, server, lineage_points(vault, server))
     warnings = []
     if chain.gaps:

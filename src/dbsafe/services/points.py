@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.services.immutability import retention_column
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 from dbsafe.vault.softdelete import marker_ids, read_marker
@@ -33,7 +34,10 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
             "corrupt_pages": manifest["stats"]["corrupt_pages"],
             "databases": json.dumps([d["name"] for d in manifest["databases"] if d["included"]])
-            if "databases" in manifest else None, "base_point": manifest.get("base")}
+            if "databases" in manifest else None, "base_point": manifest.get("base"),
+            # the retention frozen at backup time (services/immutability.py)
+            "retention": retention_column(manifest["retention"])
+            if "retention" in manifest else None}
 
 
 def _belongs(manifest: dict, server: dict) -> bool:

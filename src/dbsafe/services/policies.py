@@ -19,6 +19,7 @@ from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy import schedule
 from dbsafe.policy.model import DEFAULT_POLICY, Policy, normalised, validate
+from dbsafe.services.immutability import refuse_shorter_retention
 from dbsafe.services.vault import Vault
 
 
@@ -92,7 +93,8 @@ def list_policies(vault: Vault) -> list[dict]:
 
 
 def edit_policy(vault: Vault, name: str, **changes: object) -> Policy:
-    """Apply ``changes`` (Policy settings) to policy ``name``, validate, save, return it."""
+    """Apply ``changes`` (Policy settings) to policy ``name``, validate, save, return it.
+    An immutable vault refuses a change that shortens any retention setting."""
     current = get_policy(vault, name)
     if "name" in changes and changes["name"] != name:
         raise DbsafeError("policy.invalid", policy=name,
@@ -101,6 +103,7 @@ def edit_policy(vault: Vault, name: str, **changes: object) -> Policy:
     policy = current.with_changes(**changes)           # unknown settings refused
     policy = normalised(policy)
     validate(policy)
+    refuse_shorter_retention(vault, current, policy, f"editing policy {name!r}")
     vault.catalog.update_policy(name, json.dumps(policy.to_dict()), _now())
     return policy
 

@@ -99,6 +99,7 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
     if others - {policy}:
         raise DbsafeError("protect.policy_mismatch", name=name, current=sorted(
             p or "none" for p in others - {policy})[0], wanted=policy or "none")
+    _refuse_shorter_policy(vault, name, [i for i in items if i["name"] in chosen], policy)
     known = {i["name"] for i in items if i["state"] in ACTIVE_STATES}
     warnings = limits.check_protect(vault, server, [n for n in chosen if n not in known], auto)
     result = apply_model(vault, server, model, command, change_config, restart)
@@ -109,6 +110,23 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
     result.update({"databases": chosen, "policy": policy, "auto_protect": auto,
                    "warnings": warnings})
     return result
+
+
+def _refuse_shorter_policy(vault: Vault, name: str, items: list[dict],
+                           policy: str | None) -> None:
+    """An immutable vault refuses to move items (any state) to a policy that keeps points
+    shorter than theirs (``immutability.retention_shortened``)."""
+    from dbsafe.policy.model import Policy
+    from dbsafe.services.immutability import refuse_shorter_retention
+    from dbsafe.services.policies import get_policy
+
+    # no policy (SIMPLE, on-demand backups): no retention tier at all
+    new = get_policy(vault, policy) if policy else Policy("none", keep_daily=None,
+                                                           keep_log=None)
+    for old in sorted({i["policy"] for i in items if i["policy"] and i["policy"] != policy}):
+        refuse_shorter_retention(vault, get_policy(vault, old), new,
+                                 f"moving {name}'s databases from policy {old!r} to "
+                                 f"{policy or 'none'!r}")
 
 
 def apply_model(vault: Vault, server: dict, model: str, command: str | None,
@@ -209,7 +227,7 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
         deleted = _delete_unshared_points(vault, server, set(items) - set(chosen))
         vault.catalog.remove_items(server["instance_id"], chosen)
     remaining = vault.catalog.list_protected(server["instance_id"])
-    archiving_off = False
+    archiving_off = restart_needed = False
     if not remaining:
         vault.catalog.update_instance(server["instance_id"], auto_protect_policy=None)
         if server["recovery_model"] == "FULL":
@@ -219,13 +237,14 @@ def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool
             for member in members:
                 with open_instance(member) as conn:
                     if archiving.read_settings(conn).owner == "dbsafe":
-                        archiving.disable(conn)
+                        # archive_mode stays on until a restart: PostgreSQL keeps its WAL
+                        restart_needed |= archiving.disable(conn)
                         archiving_off = True
     return {"server": name, "databases": chosen, "data": "retained" if retain else "deleted",
             "points_deleted": [p["point_id"] for p in deleted["deleted"]],
             "soft_deleted": deleted["soft"], "purge_after": deleted["purge_after"],
             "still_protected": remaining,
-            "archiving_turned_off": archiving_off}
+            "archiving_turned_off": archiving_off, "restart_needed": restart_needed}
 
 
 def _delete_unshared_points(vault: Vault, server: dict, kept: set[str]) -> dict:

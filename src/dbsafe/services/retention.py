@@ -7,6 +7,10 @@ when a single registered server carries that cluster lineage (another server of 
 system identifier, a standby or a restored copy, may need older WAL; its own retention does
 not run here). The nodes of a replica set do not count: the set stands for them.
 
+In an immutable vault a point is not expired while the retention it was given at backup
+time runs (``held``; services/immutability.py), whatever the policy says now, and the WAL
+of a held log point is kept.
+
 Expired points are deleted for good (hard): soft delete guards against a person's deletion,
 retention is the policy itself. Soft-deleted points take no part in the decision, but a
 full stays while a soft-deleted differential is based on it, and the WAL they would need
@@ -26,6 +30,7 @@ from dbsafe.services.vault import Vault
 def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     """Expire what the instance's policy no longer keeps; returns what was done."""
     from dbsafe.policy.retention import PointInfo, decide
+    from dbsafe.services.immutability import instance_holds
     from dbsafe.services.policies import get_policy
     from dbsafe.services.prune import delete_points, prune_wal
     from dbsafe.services.softdelete import wal_floor
@@ -38,17 +43,16 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     policy = get_policy(vault, names.pop())
     pinned_dbs = {i["name"] for i in items if i["state"] == "stopped"}
     points = list_points(vault, name)
-    infos = [PointInfo(p["point_id"], p["type"], bool(p["copy_only"]),
-                       datetime.fromisoformat(p["end_time"]), p.get("base_point"))
-             for p in points]
-    decision = decide(infos, policy, now)
+    decision = decide([PointInfo.of(p) for p in points], policy, now)
     pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
-    expire = [pid for pid in decision.expire if pid not in pinned]
+    held = instance_holds(vault, server["instance_id"], now)  # immutable: frozen retention
+    expire = [pid for pid in decision.expire if pid not in pinned and pid not in held]
     bases = {p["base_point"] for p in list_points(vault, name, deleted=None)
              if p["point_id"] not in expire and p.get("base_point")}
     expire = [pid for pid in expire if pid not in bases]
     result = {"server": name, "policy": policy.name, "expired": expire,
-              "kept": decision.keep, "wal": None}
+              "kept": decision.keep, "held": {p: held[p] for p in decision.expire if p in held},
+              "wal": None}
     if expire:
         delete_points(vault, expire, reason=f"retention of policy {policy.name}", soft=False,
                       now=now)
@@ -57,9 +61,9 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
                if s["system_identifier"] == server["system_identifier"] and not s["replica_set"]]
     if base is not None and len(lineage) == 1 and server["recovery_model"] == "FULL":
         keep_from = base["start_lsn"]
-        floor = wal_floor(vault, server["system_identifier"])
-        if floor is not None and parse_lsn(floor) < parse_lsn(keep_from):
-            keep_from = floor
+        floors = [wal_floor(vault, server["system_identifier"])] + [
+            p["start_lsn"] for p in points if p["type"] == "log" and p["point_id"] in held]
+        keep_from = min([f for f in floors if f is not None] + [keep_from], key=parse_lsn)
         result["wal"] = prune_wal(vault, server["system_identifier"], keep_from,
                                   base["timeline"])
     return result

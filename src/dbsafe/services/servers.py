@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
-from dbsafe.engines.postgres import cluster, discover
+from dbsafe.engines.postgres import archiving, cluster, discover
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services import limits
+from dbsafe.services.coexistence import our_command, same_agent
+from dbsafe.services.immutability import refuse_server_removal
 from dbsafe.services.vault import Vault
 
 if TYPE_CHECKING:
@@ -98,10 +100,38 @@ def list_servers(vault: Vault) -> list[dict]:
 
 
 def remove_server(vault: Vault, name: str) -> None:
+    """Forget a server (its catalog rows; its manifests stay in the repository).
+
+    Refused while it is protected or its cluster still archives through this vault's agent
+    (PostgreSQL would keep handing WAL to an agent that no longer takes it, and pg_wal
+    would grow until production stops): ``dbsafe unprotect`` turns archiving off first. A
+    cluster that does not answer is judged by its protected items alone. An immutable
+    vault also refuses while the server holds points whose retention runs.
+    """
     server = get_server(vault, name)
     if server["kind"] == "replica-set":
         raise DbsafeError("replicaset.remove_with_command", name=name)
+    protected = vault.catalog.list_protected(server["instance_id"])
+    if protected:
+        raise DbsafeError("server.protected", name=name, items=", ".join(protected))
+    command = _our_archiving(vault, server)
+    if command is not None:
+        raise DbsafeError("server.archiving_ours", name=name, command=command)
+    refuse_server_removal(vault, server)
     vault.catalog.remove_server(name)
+
+
+def _our_archiving(vault: Vault, server: dict) -> str | None:
+    """The cluster's archive_command when it hands WAL to this vault's agent; None when it
+    does not, or when the cluster does not answer."""
+    try:
+        with open_instance(server) as conn:
+            settings = archiving.read_settings(conn)
+    except DbsafeError:
+        return None
+    if settings.owner == "dbsafe" and same_agent(settings.command, our_command(vault)):
+        return settings.command
+    return None
 
 
 def set_options(vault: Vault, name: str, max_concurrent: int | None) -> dict:

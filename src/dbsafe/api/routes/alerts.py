@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import RowId
+from dbsafe.api.routes.fields import Folder, RowId
 from dbsafe.services import alerts, monitor
 from dbsafe.services.vault import Vault
 
@@ -21,16 +21,20 @@ class EmailOptions(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     host: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x20/]+$",
                       description="SMTP server")
-    port: int = Field(25, ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535, description="default 25, 465 with tls")
     sender: str | None = Field(None, min_length=3, max_length=320,
                                description="From address (default dbsafe@<this host>)")
     user: str | None = Field(None, min_length=1, max_length=255)
-    password_env: str | None = Field(None, min_length=1, max_length=100,
-                                     pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    password_env: str | None = Field(None, min_length=13, max_length=100,
+                                     pattern=r"^DBSAFE_SMTP_[A-Za-z0-9_]+$",
                                      description="environment variable of the dbsafe "
-                                                 "process holding the SMTP password (a "
-                                                 "password is never stored)")
+                                                 "process holding the SMTP password, "
+                                                 "DBSAFE_SMTP_* (a password is never "
+                                                 "stored; needs starttls or tls)")
     starttls: bool = False
+    tls: bool = Field(False, description="implicit TLS (port 465)")
+    ca_file: Folder | None = Field(None, description="PEM certificates to trust for the "
+                                                     "SMTP server instead of the system's")
 
 
 class ChannelRequest(BaseModel):

@@ -62,9 +62,11 @@ def change_server(server: str, body: ServerChange, v: Vault = Depends(vault)) ->
     return servers.set_options(v, server, body.max_concurrent)
 
 
-@router.delete("/servers/{server}", dependencies=[Depends(need("operate"))])
+@router.delete("/servers/{server}", dependencies=[Depends(need("delete"))])
 def remove_server(server: str, v: Vault = Depends(vault)) -> dict:
-    """Forget a server; its recovery points stay in the vault."""
+    """Forget a server (Backup Contributor: its points leave the catalog); refused while it
+    is protected or archives through dbsafe, and in an immutable vault while it holds
+    retained points. Its manifests stay in the vault."""
     servers.remove_server(v, server)
     return {"removed": server}
 

@@ -81,15 +81,23 @@ def channel_add(
         webhook: str = typer.Option(None, "--webhook", help="POST alerts as JSON to this URL."),
         email: str = typer.Option(None, "--email", help="Mail alerts to this address."),
         smtp_host: str = typer.Option(None, "--smtp-host", help="SMTP server (e-mail)."),
-        smtp_port: int = typer.Option(25, "--smtp-port", help="SMTP port."),
+        smtp_port: int = typer.Option(None, "--smtp-port",
+                                      help="SMTP port (default 25, 465 with --smtp-tls)."),
         sender: str = typer.Option(None, "--sender",
                                    help="From address (default dbsafe@<this host>)."),
         smtp_user: str = typer.Option(None, "--smtp-user", help="SMTP login user."),
         smtp_password_env: str = typer.Option(
             None, "--smtp-password-env",
-            help="Name of the environment variable holding the SMTP password (the password "
-                 "is never stored)."),
+            help="Name of the environment variable holding the SMTP password, starting "
+                 "with DBSAFE_SMTP_ (the password is never stored; needs --starttls or "
+                 "--smtp-tls)."),
         starttls: bool = typer.Option(False, "--starttls", help="Use STARTTLS."),
+        smtp_tls: bool = typer.Option(False, "--smtp-tls",
+                                      help="Implicit TLS from the first byte (port 465)."),
+        smtp_ca_file: str = typer.Option(
+            None, "--smtp-ca-file",
+            help="PEM certificates to trust for the SMTP server instead of the system's "
+                 "(a private CA); the server's certificate is always checked."),
         on_success: bool = typer.Option(False, "--on-success",
                                         help="Also send success notices (backups, restores, "
                                              "drills; not log backups)."),
@@ -100,8 +108,8 @@ def channel_add(
         raise DbsafeError("alerts.channel_invalid",
                           reason="give exactly one of --webhook URL and --email ADDRESS")
     if webhook:
-        smtp = [smtp_host, sender, smtp_user, smtp_password_env]
-        if any(smtp) or starttls:
+        smtp = [smtp_host, smtp_port, sender, smtp_user, smtp_password_env, smtp_ca_file]
+        if any(smtp) or starttls or smtp_tls:
             raise DbsafeError("alerts.channel_invalid",
                               reason="the SMTP options go with --email, not --webhook")
         channel = service.add_channel(open_vault().catalog, "webhook", webhook, None,
@@ -109,7 +117,7 @@ def channel_add(
     else:
         options = {"host": smtp_host, "port": smtp_port, "sender": sender,
                    "user": smtp_user, "password_env": smtp_password_env,
-                   "starttls": starttls}
+                   "starttls": starttls, "tls": smtp_tls, "ca_file": smtp_ca_file}
         channel = service.add_channel(open_vault().catalog, "email", email, options,
                                       on_success)
     render.emit(channel, lambda c: render.out.print(

@@ -74,11 +74,19 @@ def unprotect(name: str = typer.Argument(..., help="A registered server."),
     if retain_data == delete_data:
         raise DbsafeError("unprotect.choose_data", name=name)
     result = protection.unprotect(open_vault(), name, db or None, retain=retain_data)
-    render.emit(result, lambda r: render.out.print(
-        f"{name}: protection stopped for {', '.join(r['databases'])}, data {r['data']}"
-        + (f" ({len(r['points_deleted'])} point(s) deleted)" if r["points_deleted"] else "")
-        + (f"; soft-deleted: kept until {r['purge_after']} (`dbsafe undelete` brings them "
-           "back)" if r["points_deleted"] and r["soft_deleted"] else "")))
+
+    def human(r: dict) -> None:
+        render.out.print(
+            f"{name}: protection stopped for {', '.join(r['databases'])}, data {r['data']}"
+            + (f" ({len(r['points_deleted'])} point(s) deleted)" if r["points_deleted"]
+               else "")
+            + (f"; soft-deleted: kept until {r['purge_after']} (`dbsafe undelete` brings "
+               "them back)" if r["points_deleted"] and r["soft_deleted"] else ""))
+        if r["restart_needed"]:
+            render.out.print("[yellow]restart PostgreSQL[/yellow]: archive_mode stays on "
+                             "until then, and PostgreSQL keeps every WAL segment meanwhile")
+
+    render.emit(result, human)
 
 
 def items(name: str = typer.Argument(None, help="A registered server (default: all)."),
