@@ -119,6 +119,9 @@ _SPECS = [
     ErrorSpec("restore.tablespace_target", 2, 409,
               "tablespace {oid} would be restored to {path}: {reason}; map it elsewhere "
               "with --tablespace-map {oid}=DIR"),
+    ErrorSpec("restore.write_failed", 5, 500,
+              "the restore into {path} failed while writing: {reason}; what it made was "
+              "removed (nothing that existed before was written)"),
     ErrorSpec("restore.root_invalid", 2, 400,
               "{path} cannot be a restore root: {reason}"),
     ErrorSpec("restore.owner_unknown", 2, 400,

@@ -280,9 +280,14 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 except BaseException:
                     _stop_if_running(pgdata_path, server["bin_dir"], owner)
                     raise
-        except BaseException:
+        except BaseException as exc:
             for m in made:
                 m.remove()
+            if isinstance(exc, OSError):  # a full disk, or something planted on the way
+                raise DbsafeError("restore.write_failed", path=target,
+                                  reason=f"{exc.strerror or exc}"
+                                         + (f" ({exc.filename})" if exc.filename else "")) \
+                    from exc
             raise
         finally:
             for tree in trees:
