@@ -244,3 +244,19 @@ def test_backup_under_write_load_restores_a_consistent_cluster(src_vault, source
         assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
     finally:
         pg.stop()
+
+
+def test_a_failed_start_leaves_nothing_behind(src_vault, source, area):
+    """--start that fails (here: a setting of the source only a start reads, a socket group
+    that does not exist) removes what the restore made, and leaves no server running."""
+    source.execute("ALTER SYSTEM SET unix_socket_group = 'dbsafe-no-such-group'")
+    try:
+        point = src_vault.backup("src")["point_id"]
+    finally:
+        source.execute("ALTER SYSTEM RESET unix_socket_group")
+    target = area / "r"
+    out = src_vault.fail("restore.start_failed", "restore", "src", "--point", point,
+                         "--to-pgdata", target, "--port", free_port(), "--start")
+    assert "dbsafe-no-such-group" in out["error"]["message"] or \
+        "Unix-domain" in out["error"]["message"], out
+    assert not target.exists() and sorted(os.listdir(area)) == ["vault"]

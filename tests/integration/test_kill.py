@@ -1,4 +1,5 @@
-"""A backup killed with SIGKILL in the middle of copying leaves no trace that matters."""
+"""A backup or a restore killed with SIGKILL in the middle of copying leaves no trace that
+matters."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import signal
 import time
 
-from conftest import make_vault, new_cluster
+import pytest
+from conftest import Pg, chown_postgres, free_port, make_vault, new_cluster
 
 
 def _running_backup(vault) -> dict | None:
@@ -95,3 +97,45 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
     jobs = {j["id"]: j for j in vault.jobs()}
     assert jobs[result["job_id"]]["state"] == "completed"
     assert pg.scalar("SELECT count(*) FROM pg_replication_slots") == 0
+
+
+def test_restore_killed_midway_leaves_no_startable_data_directory(src_vault, area):
+    """pg_control (and backup_label) come last, once everything else is durable: a restore
+    killed before leaves a folder PostgreSQL refuses to start, even after a DBA hands it to
+    postgres, instead of one it starts with pages still zero."""
+    point = src_vault.backup("src")["point_id"]
+    manifest = src_vault.repository().load_manifest(point)
+    largest = max(manifest["files"], key=lambda f: f["size"])["path"]
+    target = area / "killed"
+    proc = src_vault.popen("restore", "src", "--point", point, "--to-pgdata", target,
+                           "--workers", "1", "--json")
+    try:
+        deadline = time.monotonic() + 120
+        # the largest file is written first: kill once its first blocks are on disk
+        while not ((target / largest).exists() and (target / largest).stat().st_blocks):
+            assert proc.poll() is None, f"restore ended before it was killed: " \
+                                        f"{proc.communicate()}"
+            assert time.monotonic() < deadline, "the restore never started writing"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert target.is_dir() and (target / "base").is_dir()
+    assert not (target / "global" / "pg_control").exists()
+    assert not (target / "backup_label").exists()
+    # what a DBA might do with a folder that looks like a data directory
+    chown_postgres(target, recursive=True)
+    os.chmod(target, 0o700)
+    pg = Pg(pgdata=target, port=free_port(), sockdir=area, log=area / "killed.log")
+    with pytest.raises(RuntimeError, match="could not start server"):
+        pg.start()
+    assert not (target / "postmaster.pid").exists()
+    # and a new restore does not write into what the killed one left
+    src_vault.fail("restore.target_exists", "restore", "src", "--point", point,
+                   "--to-pgdata", target)

@@ -164,9 +164,13 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
     log = pgdata / "dbsafe-restore-start.log"
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
             "-t", str(timeout), "start"]
-    with run_settings(pgdata, {"port": str(port), "unix_socket_directories": str(pgdata),
-                               **(settings or {})}, owner):
-        proc = run_as_owner(owner, argv)
+    try:
+        with run_settings(pgdata, {"port": str(port), "unix_socket_directories": str(pgdata),
+                                   **(settings or {})}, owner):
+            proc = run_as_owner(owner, argv)
+    except OSError as exc:  # postgresql.auto.conf is not a plain file of the owner's
+        raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
+                          reason=f"its settings cannot be set safely: {exc}") from None
     if proc.returncode != 0:
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
                           reason=last_fatal(log))
