@@ -43,7 +43,9 @@ def _manifest() -> dict:
                   _file("pg_tblspc/16390/PG_15_202209061/5/16400"),
                   _file("log/postgresql.log", 10, 0o640),
                   {**_file("base/1/2608", 4 * 8192),
-                   "delta": {"pages": [[0, 1], [2, 2]], "block_pages": [3]}}],
+                   "delta": {"pages": [[0, 1], [2, 2]], "block_pages": [3]}},
+                  {**_file("base/1/PG_VERSION", 3), "blocks": [],  # unchanged since the base
+                   "delta": {"pages": [], "block_pages": []}}],
         "skipped": [{"path": "base/1/99999", "size": 8192, "mode": 0o600}],
         "wal": [_file(SEGMENT, 16 << 20)],
     }
@@ -108,7 +110,8 @@ FORGED = [
     (lambda m: m["files"][7]["delta"].update(pages=[[0, 1], [3, 2]]), "past the end"),
     (lambda m: m["files"][7]["delta"].update(block_pages=[2]), "do not hold"),
     (lambda m: m["files"][7]["delta"].update(block_pages=[200]), "do not hold"),
-    (lambda m: m["files"][7].update(size=4 * 8192 + 1), "whole pages"),
+    (lambda m: m["files"][7].update(size=3 * 8192 + 1), "past the end"),
+    (lambda m: m["files"][7].update(delta=[]), "not an object"),
     (lambda m: m.update(files="base/1/1259"), "not a list"),
 ]
 

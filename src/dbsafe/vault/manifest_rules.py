@@ -124,8 +124,8 @@ def _file(name: str, entry: dict, block_size: int) -> None:
 def _delta(name: str, entry: dict, block_size: int) -> None:
     """docs/repository-format.md, *Differentials*: pages sorted, apart, inside the file."""
     delta = entry["delta"]
-    if not isinstance(delta, dict) or entry["size"] % PAGE_SIZE:
-        raise ManifestProblem(name, "has a delta on a size that is not whole pages")
+    if not isinstance(delta, dict):
+        raise ManifestProblem(name, "has a delta that is not an object")
     pages, per_block = delta.get("pages"), delta.get("block_pages")
     if not isinstance(pages, list) or not isinstance(per_block, list):
         raise ManifestProblem(name, "has a delta without pages or block_pages")
