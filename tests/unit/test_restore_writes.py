@@ -263,3 +263,16 @@ def test_make_dir_refuses_an_existing_name(tmp_path, decoy):
             make_dir("stage", fd, 0o700)
     finally:
         os.close(fd)
+
+
+def test_pg_ctl_never_sees_a_path_its_shell_would_read(tmp_path):
+    """pg_ctl runs the server through sh -c with the data directory's path in it: a start
+    is refused before pg_ctl runs when that path holds anything but plain names."""
+    from dbsafe.engines.postgres.restore import start
+
+    pgdata = tmp_path / "x$(touch PWNED)"
+    pgdata.mkdir()
+    with pytest.raises(DbsafeError) as caught:
+        start(pgdata, "/nonexistent/bin", 5999, "postgres")
+    assert caught.value.code == "restore.target_unsafe"
+    assert os.listdir(pgdata) == [] and not list(tmp_path.rglob("PWNED"))
