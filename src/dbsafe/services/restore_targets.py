@@ -103,7 +103,7 @@ def refusal(roots: list[Path], path: Path) -> tuple[str, dict] | None:
     problem = name_problem(text)
     if problem:
         return "restore.target_unsafe", {"reason": problem}
-    root = next((r for r in roots if path.is_relative_to(r) and path != r), None)
+    root = _root_of(roots, path)
     if root is None:
         return "restore.target_outside_roots", {
             "roots": ", ".join(map(str, roots)) or "none are configured"}
@@ -129,8 +129,13 @@ def place(vault: Vault, path: Path, under: Path | None = None) -> Placement:
     refused = refusal(roots, path)
     if refused:
         raise DbsafeError(refused[0], path=path, **refused[1])
-    root = next(r for r in roots if path.is_relative_to(r))
+    root = _root_of(roots, path)
+    assert root is not None
     return Placement(root, path.relative_to(root).parts)
+
+
+def _root_of(roots: list[Path], path: Path) -> Path | None:
+    return next((r for r in roots if path.is_relative_to(r) and path != r), None)
 
 
 def place_tablespace(vault: Vault, oid: str, path: Path, under: Path | None) -> Placement:
@@ -157,20 +162,19 @@ class Made:
     folder this restore made (removing it removes everything the restore made there)."""
     tree: Tree
     parent_fd: int
-    _top: tuple[int, str] | None = None
-    _fds: list[int] = field(default_factory=list)
+    top: tuple[int, str]  # (descriptor of its parent, its name)
+    fds: list[int] = field(default_factory=list)
 
     def remove(self) -> None:
-        """Remove what was made (never what existed before)."""
-        if self._top is not None:
-            fd, name = self._top
-            shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+        """Remove what was made (never what existed before); before ``close``."""
+        fd, name = self.top
+        shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
 
     def close(self) -> None:
         self.tree.close()
-        for fd in dict.fromkeys(self._fds):
+        for fd in self.fds:
             os.close(fd)
-        self._fds.clear()
+        self.fds.clear()
 
 
 def create(placement: Placement, mode: int) -> Made:
