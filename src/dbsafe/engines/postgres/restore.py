@@ -140,7 +140,7 @@ def run_settings(pgdata: Path, settings: dict[str, str], owner: str) -> Iterator
     fd = open_dir(pgdata)
     try:
         before = read_regular(fd, AUTO_CONF) or b""
-        ids = owner_ids(owner)
+        ids = owner_ids(owner) if os.geteuid() == 0 else None
         replace_file(fd, AUTO_CONF, before + conf_lines(
             "for this start only, removed by dbsafe once the server runs", settings).encode(),
             0o600, ids)
