@@ -212,7 +212,7 @@ class DiffBench(run.Bench):
     def verify_restore(self, rep: int) -> None:
         """Restore full + diff (timed, for information), start it, compare with the source."""
         self.source_facts = json.loads(self.cluster.psql(self.CHECK_SQL))
-        target = run.empty_dir(self.run_dir / "restored")
+        target = run.fresh_path(self.run_dir / "restored")
         point = self.runs["dbsafe_diff"][-1]["dbsafe_json"]["point_id"]
         r = measure(f"dbsafe_diff_restore-{rep}", [
             *self.dbsafe, "--vault", str(self.diff_vault), "restore", SERVER, "--point", point,

@@ -314,12 +314,14 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root (see bench/README.md)")
 
+    from dbsafe.core.fdtree import Tree
     from dbsafe.engines.postgres import restore as pg_restore
     from dbsafe.engines.postgres.backup import BackupSession
     from dbsafe.services import restore as restore_service
     from dbsafe.services.backup import default_workers, run_backup
     from dbsafe.services.copy import Copier
     from dbsafe.services.restore import run_restore
+    from dbsafe.services.restore_targets import add_root
     from dbsafe.services.servers import add_server
     from dbsafe.services.vault import Vault
     from dbsafe.vault.blocks import BlockSink
@@ -340,6 +342,7 @@ def main() -> None:
     try:
         work.mkdir(parents=True)
         vault = Vault.init(work / "vault")
+        add_root(vault, work)
         add_server(vault, "bench", dataset.PGDATA, cluster.port)
         t = time.perf_counter()
         warm(dataset.PGDATA)
@@ -367,7 +370,7 @@ def main() -> None:
             phases = Phases()
             phases.wrap(restore_service, "_restore_files", "restore: write blocks (all files)")
             phases.wrap(pg_restore, "make_layout", "restore: make layout")
-            phases.wrap(pg_restore, "chown_tree", "restore: chown tree")
+            phases.wrap(Tree, "chown", "restore: chown tree")
             phases.wrap(Repository, "_load_index", "vault: load index")
             vault2 = Vault.open(work / "vault")  # a cold index, as a new process has
             res, measured = profiled(

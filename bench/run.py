@@ -275,6 +275,14 @@ def chown_postgres(*paths: Path) -> None:
         shutil.chown(p, PG_USER, PG_USER)
 
 
+def fresh_path(path: Path) -> Path:
+    """A restore target for dbsafe: absent (dbsafe creates its target; an existing folder,
+    even empty, is refused)."""
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
 def empty_dir(path: Path, owner_postgres: bool = False) -> Path:
     if path.exists():
         shutil.rmtree(path)
@@ -403,6 +411,7 @@ class Bench:
         self.vault_no += 1
         vault = self.run_dir / f"vault-{self.vault_no}"
         for argv in (["vault", "init", "--json"],
+                     ["vault", "restore-roots", "add", str(self.run_dir), "--json"],
                      ["server", "add", SERVER, "--pgdata", str(self.cluster.pgdata),
                       "--port", str(self.cluster.port), "--json"]):
             proc = subprocess.run([*self.dbsafe, "--vault", str(vault), *argv],
@@ -513,7 +522,7 @@ class Bench:
     def dbsafe_restore(self, vault: Path, point_id: str, name: str) -> dict:
         if "dbsafe" in self.restored:  # a retry: remove the previous restore first
             shutil.rmtree(self.restored.pop("dbsafe"))
-        target = empty_dir(self.run_dir / name)
+        target = fresh_path(self.run_dir / name)
         warm(vault)
         r = measure(name, [*self.dbsafe, "--vault", str(vault), "restore", SERVER, "--point",
                            point_id, "--to-pgdata", str(target), "--json"], self.logs,

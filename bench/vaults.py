@@ -181,8 +181,9 @@ class VaultBench(Bench):
         init = ["vault", "init", "--json",
                 *(["--repository", location] if location else []),
                 *(["--encryption", "on"] if encrypted else [])]
-        for argv in (init, ["server", "add", SERVER, "--pgdata", str(self.cluster.pgdata),
-                            "--port", str(self.cluster.port), "--json"]):
+        for argv in (init, ["vault", "restore-roots", "add", str(self.run_dir), "--json"],
+                     ["server", "add", SERVER, "--pgdata", str(self.cluster.pgdata),
+                      "--port", str(self.cluster.port), "--json"]):
             proc = subprocess.run([*self.dbsafe, "--vault", str(vault), *argv],
                                   capture_output=True, text=True, env=self.env)
             if proc.returncode != 0:

@@ -300,6 +300,7 @@ class Dbsafe:
     def __init__(self, run_dir: Path, tag: str, pg: PG) -> None:
         self.pg = pg
         self.vault = run_dir / f"vault-{tag}"
+        self.run_dir = run_dir
         self.agent_dir = run_dir / "agent"
         self.env = {**os.environ, "DBSAFE_HOME": str(self.vault),
                     "DBSAFE_RUN_DIR": str(self.agent_dir), "PGUSER": PG_USER}
@@ -312,6 +313,7 @@ class Dbsafe:
     def setup(self) -> None:
         self.agent_dir.mkdir(mode=0o755, exist_ok=True)
         self.cli("vault", "init")
+        self.cli("vault", "restore-roots", "add", str(self.run_dir))
         self.cli("server", "add", SERVER, "--pgdata", str(self.pg.pgdata), "--port",
                  str(self.pg.port), "--host", str(self.pg.socket_dir))
         out = self.cli("protect", SERVER, "--all", "--restart")

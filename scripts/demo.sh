@@ -51,6 +51,7 @@ psql_src -c "CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS body FROM gen
 
 echo "== 2. a local vault in $DBSAFE_HOME"
 "$DBSAFE" vault init
+"$DBSAFE" vault restore-roots add "$DEMO"   # restores write only new folders below it
 "$DBSAFE" server add demo --pgdata "$SRC" --port "$PORT"
 "$DBSAFE" discover demo
 "$DBSAFE" protect demo --all --recovery-model full --restart

@@ -421,6 +421,15 @@ def assert_no_traceback(res: CliResult) -> None:
     assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.describe()
 
 
+def allow_restores(vault_path: Path, *roots: Path) -> None:
+    """Make ``roots`` the restore roots of the client in ``vault_path`` (``restore_roots`` in
+    its client.json, as `dbsafe vault restore-roots add` writes it, without a CLI call)."""
+    settings_file = vault_path / "client.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    settings["restore_roots"] = [str(r) for r in roots]
+    settings_file.write_text(json.dumps(settings, indent=2))
+
+
 class Vault:
     """A vault folder and the dbsafe command line pointed at it."""
 
@@ -431,6 +440,9 @@ class Vault:
     def run(self, *args: str, cwd: Path | None = None, timeout: int = 600) -> CliResult:
         res = run_cli(self.env, *args, vault=self.path, cwd=cwd, timeout=timeout)
         assert_no_traceback(res)
+        if res.returncode == 0 and tuple(args[:2]) in (("vault", "init"), ("vault", "connect")):
+            # restores may write only below restore roots: a new client's is its test's area
+            allow_restores(self.path, self.path.parent)
         return res
 
     def ok(self, *args: str, cwd: Path | None = None) -> object:

@@ -9,6 +9,7 @@ The tests of this module share the serve and run in order (xdist ``--dist loadfi
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,6 +214,46 @@ def test_role_matrix(api: Setup):
     r = boss.post("/tokens", json={"name": "extra", "role": "reader"})
     assert r.status_code == 201 and r.json()["role"] == "reader"
     assert boss.delete(f"/tokens/{r.json()['id']}").status_code == 200
+
+
+def test_an_operator_restores_only_below_the_restore_roots(api: Setup):
+    """An operator names the restore's folder, but dbsafe writes only new folders below
+    the roots an administrator allowed on the host (here the area), with plain names: a
+    folder elsewhere, a link, or shell syntax in a name is refused before any job, and
+    nothing is created."""
+    op = api.serve.client("operator")
+    point_id = op.get("/servers/db/points").json()["points"][0]["point_id"]
+    outside = make_area("api-outside-")
+    try:
+        os.chown(outside, 0, 0)
+        (api.area / "to-outside").symlink_to(outside)
+        shell = api.area / "x$(touch pwned)`touch pwned`"
+        refused = [
+            ({"kind": "pgdata", "path": str(outside / "r")}, 403,
+             "restore.target_outside_roots"),
+            ({"kind": "files", "path": "/etc/dbsafe-restore"}, 403,
+             "restore.target_outside_roots"),
+            ({"kind": "pgdata", "path": str(shell), "port": free_port(), "start": True}, 400,
+             "restore.target_unsafe"),
+            ({"kind": "files", "path": str(api.area / "a b;id")}, 400, "restore.target_unsafe"),
+            ({"kind": "pgdata", "path": str(api.area / "to-outside" / "r")}, 400,
+             "restore.target_unsafe"),
+        ]
+        listing = sorted(os.listdir(api.area))
+        for target, status, code in refused:
+            body = {"point_id": point_id, "target": target}
+            r = op.post("/servers/db/restores", json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+            checked = op.post("/servers/db/restores/check", json=body).json()
+            folder = next(c for c in checked["checks"] if c["check"] == "folder")
+            assert (checked["ok"], folder["code"]) == (False, code), checked
+        assert sorted(os.listdir(api.area)) == listing and os.listdir(outside) == []
+        assert not Path("/etc/dbsafe-restore").exists() and not list(Path.cwd().glob("pwned"))
+        roots = api.serve.client("reader").get("/vault").json()["restore_roots"]
+        assert roots == [str(api.area)]
+    finally:
+        (api.area / "to-outside").unlink(missing_ok=True)
+        remove_area(outside)
 
 
 def test_every_operation_needs_a_token(api: Setup):

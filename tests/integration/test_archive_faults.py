@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Pg, make_vault, new_cluster, restored
+from conftest import Pg, allow_restores, make_vault, new_cluster, restored
 
 from dbsafe.vault.repository import Repository
 
@@ -124,6 +124,7 @@ def small_disk(area):
 
 def test_vault_disk_full(pg_template, area, small_disk, cli_env):
     vault = make_vault({**cli_env, "DBSAFE_RUN_DIR": str(area / "run")}, small_disk / "vault")
+    allow_restores(vault.path, area)  # the restore goes beside the small disk, not on it
     pg = _setup(pg_template, area, vault)
     # WAL that does not compress away: random text, more than the disk can take
     rows = 0

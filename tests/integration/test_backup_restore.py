@@ -109,26 +109,35 @@ def test_second_full_of_unchanged_instance_stores_almost_nothing(src_vault, sour
     assert points[first["point_id"]]["bytes_read"] == first["bytes_read"]
 
 
-def test_restore_refuses_a_non_empty_target(src_vault, area):
+def test_restore_refuses_an_existing_target(src_vault, area):
+    """dbsafe creates its target: a folder that exists, even an empty one, is refused and
+    left as it was (owner and mode included)."""
     point = src_vault.backup("src")["point_id"]
     target = area / "occupied"
     target.mkdir()
     keep = target / "keep.txt"
     keep.write_bytes(b"precious data\n")
     os.utime(keep, (1_000_000, 1_000_000))
+    empty = area / "empty"
+    empty.mkdir(mode=0o755)
+    os.chmod(empty, 0o755)
 
     for mode in ("--to-pgdata", "--as-files"):
-        out = src_vault.fail("restore.target_not_empty", "restore", "src", "--point", point,
+        out = src_vault.fail("restore.target_exists", "restore", "src", "--point", point,
                              mode, target)
         assert str(target) in out["error"]["message"]
         assert sorted(os.listdir(target)) == ["keep.txt"]
         assert keep.read_bytes() == b"precious data\n"
         assert keep.stat().st_mtime == 1_000_000
+        src_vault.fail("restore.target_exists", "restore", "src", "--point", point, mode,
+                       empty)
+        assert os.listdir(empty) == []
+        assert (empty.stat().st_uid, empty.stat().st_mode & 0o7777) == (0, 0o755)
 
     # A target that is a file is refused too, and left alone.
     a_file = area / "a-file"
     a_file.write_text("x")
-    src_vault.fail("restore.target_not_empty", "restore", "src", "--point", point,
+    src_vault.fail("restore.target_exists", "restore", "src", "--point", point,
                    "--to-pgdata", a_file)
     assert a_file.read_text() == "x"
 
@@ -235,3 +244,19 @@ def test_backup_under_write_load_restores_a_consistent_cluster(src_vault, source
         assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
     finally:
         pg.stop()
+
+
+def test_a_failed_start_leaves_nothing_behind(src_vault, source, area):
+    """--start that fails (here: a setting of the source only a start reads, a socket group
+    that does not exist) removes what the restore made, and leaves no server running."""
+    source.execute("ALTER SYSTEM SET unix_socket_group = 'dbsafe-no-such-group'")
+    try:
+        point = src_vault.backup("src")["point_id"]
+    finally:
+        source.execute("ALTER SYSTEM RESET unix_socket_group")
+    target = area / "r"
+    out = src_vault.fail("restore.start_failed", "restore", "src", "--point", point,
+                         "--to-pgdata", target, "--port", free_port(), "--start")
+    assert "dbsafe-no-such-group" in out["error"]["message"] or \
+        "Unix-domain" in out["error"]["message"], out
+    assert not target.exists() and sorted(os.listdir(area)) == ["vault"]

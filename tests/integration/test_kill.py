@@ -1,12 +1,17 @@
-"""A backup killed with SIGKILL in the middle of copying leaves no trace that matters."""
+"""A backup or a restore killed with SIGKILL in the middle of copying leaves no trace that
+matters."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 
-from conftest import make_vault, new_cluster
+import pytest
+from conftest import Pg, chown_postgres, free_port, make_vault, new_cluster
 
 
 def _running_backup(vault) -> dict | None:
@@ -21,6 +26,29 @@ def _tmp_files(vault_path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """The process, killed if still running and its pipes closed however the block ends."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _wait_until(proc: subprocess.Popen, ready, what: str, pause: float):
+    """What ``ready()`` returns once it is true, while ``proc`` (doing ``what``) still runs."""
+    deadline = time.monotonic() + 120
+    while not (found := ready()):
+        assert proc.poll() is None, f"{what} ended before it was killed: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"the {what} never started writing"
+        time.sleep(pause)
+    return found
+
+
 def test_backup_killed_mid_copy(pg_template, area, cli_env):
     pg = new_cluster(pg_template, area, "victim")
     pg.pgbench("-i", "-s", "3", "-q")
@@ -31,17 +59,13 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
 
     # zstd level 19 on one thread copies well under 1 MB/s here: the copy is surely still
     # running when we kill it, whatever the machine.
-    proc = vault.popen("backup", "k", "--workers", "1", "--compress-level", "19", "--json")
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            job = _running_backup(vault)
-            if job and (job["bytes_done"] > 0 or _tmp_files(vault.path)):
-                break
-            assert proc.poll() is None, f"backup ended before it was killed: " \
-                                        f"{proc.communicate()}"
-            assert time.monotonic() < deadline, "the backup never started copying"
-            time.sleep(0.1)
+    def copying() -> dict | None:
+        job = _running_backup(vault)
+        return job if job and (job["bytes_done"] > 0 or _tmp_files(vault.path)) else None
+
+    with _reaped(vault.popen("backup", "k", "--workers", "1", "--compress-level", "19",
+                             "--json")) as proc:
+        job = _wait_until(proc, copying, "backup", 0.1)
         assert job["pid"] == proc.pid
         # A second backup of the same server is refused while this one runs.
         busy = vault.run("backup", "k", "--json")
@@ -52,12 +76,6 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
         assert proc.poll() is None, "backup ended before it was killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert slots_during == 1, "the backup should hold a temporary slot while it copies"
 
@@ -95,3 +113,34 @@ def test_backup_killed_mid_copy(pg_template, area, cli_env):
     jobs = {j["id"]: j for j in vault.jobs()}
     assert jobs[result["job_id"]]["state"] == "completed"
     assert pg.scalar("SELECT count(*) FROM pg_replication_slots") == 0
+
+
+def test_restore_killed_midway_leaves_no_startable_data_directory(src_vault, area):
+    """pg_control (and backup_label) come last, once everything else is durable: a restore
+    killed before leaves a folder PostgreSQL refuses to start, even after a DBA hands it to
+    postgres, instead of one it starts with pages still zero."""
+    point = src_vault.backup("src")["point_id"]
+    manifest = src_vault.repository().load_manifest(point)
+    largest = max(manifest["files"], key=lambda f: f["size"])["path"]
+    target = area / "killed"
+    with _reaped(src_vault.popen("restore", "src", "--point", point, "--to-pgdata", target,
+                                 "--workers", "1", "--json")) as proc:
+        # the largest file is written first: kill once its first blocks are on disk
+        _wait_until(proc, lambda: (target / largest).exists() and
+                    (target / largest).stat().st_blocks, "restore", 0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert target.is_dir() and (target / "base").is_dir()
+    assert not (target / "global" / "pg_control").exists()
+    assert not (target / "backup_label").exists()
+    # what a DBA might do with a folder that looks like a data directory
+    chown_postgres(target, recursive=True)
+    os.chmod(target, 0o700)
+    pg = Pg(pgdata=target, port=free_port(), sockdir=area, log=area / "killed.log")
+    with pytest.raises(RuntimeError, match="could not start server"):
+        pg.start()
+    assert not (target / "postmaster.pid").exists()
+    # and a new restore does not write into what the killed one left
+    src_vault.fail("restore.target_exists", "restore", "src", "--point", point,
+                   "--to-pgdata", target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import pytest
 import secrets_guard
@@ -66,8 +67,14 @@ def test_checks_of_an_instance_restore(api, area):
                                               "port": taken, "start": True}}
         found = _verdicts(_check(client, tokens["operator"], body))
     assert found == {"source": (True, None), "version": (True, None),
-                     "folder": (False, "restore.target_not_empty"),
+                     "folder": (False, "restore.target_exists"),
                      "port": (False, "restore.port_in_use"), "space": (True, None)}
+    # the rules the restore holds: below a restore root, with a plain name
+    for path, code in (("/etc/dbsafe-never", "restore.target_outside_roots"),
+                       (str(area / "x$(id)"), "restore.target_unsafe")):
+        body = {"point_id": point, "target": {"kind": "pgdata", "path": path}}
+        assert _verdicts(_check(client, tokens["operator"], body))["folder"] == (False, code)
+    assert not (area / "x$(id)").exists() and not Path("/etc/dbsafe-never").exists()
     fresh = area / "new" / "pgdata"
     body = {"point_id": point, "target": {"kind": "files", "path": str(fresh)}}
     assert _verdicts(_check(client, tokens["operator"], body)) == {

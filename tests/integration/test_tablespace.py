@@ -6,7 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Pg, chown_postgres, free_port, make_vault, new_cluster, restored
+from conftest import (
+    Pg,
+    allow_restores,
+    chown_postgres,
+    free_port,
+    make_vault,
+    new_cluster,
+    restored,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +84,18 @@ def test_tablespace_round_trip(ts_cluster, ts_vault, area):
 
 
 def test_restore_refuses_occupied_tablespace_location(ts_cluster, ts_vault, area):
-    """Without a map the tablespace would go back to its original (non-empty) place."""
+    """Without a map the tablespace would go back to its original place: refused when that
+    is outside the restore roots, and when it exists."""
     _pg, oid, location = ts_cluster
     point = ts_vault.backup("ts")["point_id"]
     listing = sorted(p.name for p in location.iterdir())
     out = ts_vault.fail("restore.tablespace_target", "restore", "ts", "--point", point,
                         "--to-pgdata", area / "r")
-    assert oid in out["error"]["message"]
+    assert oid in out["error"]["message"] and "restore-roots add" in out["error"]["message"]
+    allow_restores(ts_vault.path, area, location.parent)
+    out = ts_vault.fail("restore.tablespace_target", "restore", "ts", "--point", point,
+                        "--to-pgdata", area / "r")
+    assert oid in out["error"]["message"] and "exists" in out["error"]["message"]
     assert sorted(p.name for p in location.iterdir()) == listing
     assert not (area / "r").exists()
 

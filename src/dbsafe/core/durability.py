@@ -13,42 +13,37 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
 
 
-def fsync_file(path: Path | str) -> None:
-    """Flush one file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_trees(roots: Iterable[Path]) -> None:
-    """Make every file and folder under ``roots`` durable."""
-    roots = [Path(r) for r in roots]
+def sync_trees(folders: Iterable[int]) -> None:
+    """Make every file and folder below the open folders ``folders`` (descriptors) durable."""
     if _syncfs is not None:
         seen: set[int] = set()
-        for root in roots:
-            dev = os.stat(root).st_dev
+        for fd in folders:
+            dev = os.fstat(fd).st_dev
             if dev in seen:
                 continue
             seen.add(dev)
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if _syncfs(fd) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err), str(root))
-            finally:
-                os.close(fd)
+            if _syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
         return
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
+    for top in folders:
+        for _path, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top):
             for name in [*files, "."]:
-                fsync_file(os.path.join(dirpath, name))
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:  # a tablespace link: its tree is synced
+                        continue
+                    raise
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)

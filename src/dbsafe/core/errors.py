@@ -106,12 +106,24 @@ _SPECS = [
               "(`dbsafe points {name}`)"),
     ErrorSpec("point.unknown", 2, 404,
               "no recovery point {point_id!r} for {name!r}; list them with `dbsafe points {name}`"),
-    ErrorSpec("restore.target_not_empty", 2, 409,
-              "restore target {path} is not empty; give an empty or new folder "
-              "(dbsafe never overwrites a data directory)"),
+    ErrorSpec("restore.target_exists", 2, 409,
+              "restore target {path} exists; name a folder that does not exist yet: dbsafe "
+              "creates it, and never writes into a folder it did not create (a restore "
+              "that was interrupted leaves its folder: remove it first)"),
+    ErrorSpec("restore.target_outside_roots", 2, 403,
+              "restore target {path} is not below a folder restores may write to ({roots}); "
+              "restore below one of them, or have an administrator add one with `dbsafe "
+              "vault restore-roots add DIR`"),
+    ErrorSpec("restore.target_unsafe", 2, 400,
+              "{path} cannot be a restore target: {reason}"),
     ErrorSpec("restore.tablespace_target", 2, 409,
-              "tablespace {oid} would be restored to {path}, which is not empty; map it "
-              "elsewhere with --tablespace-map {oid}=DIR"),
+              "tablespace {oid} would be restored to {path}: {reason}; map it elsewhere "
+              "with --tablespace-map {oid}=DIR"),
+    ErrorSpec("restore.write_failed", 5, 500,
+              "the restore into {path} failed while writing: {reason}; what it made was "
+              "removed (nothing that existed before was written)"),
+    ErrorSpec("restore.root_invalid", 2, 400,
+              "{path} cannot be a restore root: {reason}"),
     ErrorSpec("restore.owner_unknown", 2, 400,
               "there is no OS user {owner!r} to own the restored files; create it or pass "
               "--owner with an existing user (usually postgres)"),
@@ -192,6 +204,10 @@ _SPECS = [
               "damaged; run `dbsafe verify` and take a new full backup"),
     ErrorSpec("vault.object_corrupt", 6, 500,
               "{path} in the vault is corrupt ({reason}); run `dbsafe verify`"),
+    ErrorSpec("vault.manifest_invalid", 6, 500,
+              "point {point_id} is refused before anything is written: its manifest's "
+              "{entry} {rule}; dbsafe did not write it, so the vault's storage may have been "
+              "tampered with: restore another point and check who can write the storage"),
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),

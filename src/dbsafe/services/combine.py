@@ -9,21 +9,24 @@ be restored; that is said before anything is written.
 from __future__ import annotations
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.services import manifest_checks
 from dbsafe.vault.repository import Repository
 
 PAGE_SIZE = 8192
 
 
 def load_base(repo: Repository, manifest: dict) -> dict | None:
-    """The base manifest of a differential (None for a full); point.base_missing if gone."""
+    """The base manifest of a differential (None for a full); point.base_missing if gone,
+    vault.manifest_invalid if it breaks the format's rules."""
     if manifest["type"] != "diff":
         return None
     try:
-        return repo.load_manifest(manifest["base"])
+        base = repo.load_manifest(manifest["base"])
     except KeyError:
         raise DbsafeError("point.base_missing", point_id=manifest["point_id"],
                           base=manifest["base"],
                           name=manifest["instance"]["server"]) from None
+    return manifest_checks.checked(base, manifest["base"])
 
 
 def file_writes(manifest: dict, base: dict | None) -> list[dict]:
@@ -41,7 +44,11 @@ def file_writes(manifest: dict, base: dict | None) -> list[dict]:
         if delta is None:
             out.append(entry)
             continue
-        under = base_files[entry["path"]]
+        under = base_files.get(entry["path"])
+        if under is None:
+            raise DbsafeError("vault.manifest_invalid", point_id=manifest["point_id"],
+                              entry=f"delta {entry['path'][:200]!r}",
+                              rule="has no file of that path in its base")
         used = -(-min(entry["size"], under["size"]) // bs)
         out.append({**entry, "blocks": under["blocks"][:used],
                     "pages": _scatter(delta, entry["blocks"])})

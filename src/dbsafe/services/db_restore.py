@@ -53,9 +53,11 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
         jobs = workers or default_workers()
         temp_name = f"{new_name}__dbsafe_{secrets.token_hex(3)}"
         try:
+            # the staging folder is root's (mkdtemp: new, 0700, then 0755 so the cluster's
+            # owner can reach its data directory); the restore makes pgdata inside it
             staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
                                  start=True, workers=workers, recovery=recovery,
-                                 databases=[db], job=job)
+                                 databases=[db], job=job, under=staging)
             t_copy = time.perf_counter()
             t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
             with open_instance(target) as tconn, connect(staged["port"], str(pgdata), db) as sconn:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import make_dir, make_path, open_dir
 from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
@@ -28,6 +29,7 @@ from dbsafe.services.jobs import Job, job_alive, running_job, utcnow
 from dbsafe.services.pitr import RecoveryPlan, plan_recovery
 from dbsafe.services.points import lineage_points, load_point
 from dbsafe.services.restore import run_restore
+from dbsafe.services.restore_targets import name_problem
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 
@@ -99,9 +101,11 @@ def choose_target(vault: Vault, server: dict, point_id: str | None = None) -> Ta
 def scratch_folder(root: Path | None) -> Path:
     """The scratch root, created if missing; refused when someone else could own it (it
     sits in a world-writable folder by default)."""
-    root = Path(root or DEFAULT_SCRATCH_ROOT).absolute()
-    if not root.exists():
-        root.mkdir(parents=True, mode=0o755)
+    root = Path(os.path.abspath(root or DEFAULT_SCRATCH_ROOT))
+    problem = name_problem(str(root))
+    if problem:  # the drill's data directory is below it, and pg_ctl's shell reads that
+        raise DbsafeError("drill.scratch_unsafe", path=root, reason=problem)
+    make_path(root, 0o755)
     if root.is_symlink() or not root.is_dir():
         raise DbsafeError("drill.scratch_unsafe", path=root, reason="not a plain folder")
     owner = root.stat().st_uid
@@ -119,15 +123,17 @@ def _sweep(vault: Vault, root: Path, bin_dir: str) -> list[str]:
         job = vault.catalog.get_job(child.name) if child.name.startswith("drill-") else None
         if job is None or (job["state"] == "running" and job_alive(job)):
             continue
-        scratch.destroy(child, bin_dir, _owner_of(child))
+        scratch.destroy(child, bin_dir, _owner_of(child / "pgdata"))
         removed.append(child.name)
     return removed
 
 
-def _owner_of(path: Path) -> str:
+def _owner_of(pgdata: Path) -> str:
+    """Who a stale scratch cluster ran as (root never: its folder was not handed over)."""
     try:
-        return pwd.getpwuid(path.stat().st_uid).pw_name
-    except KeyError:
+        uid = pgdata.lstat().st_uid
+        return pwd.getpwuid(uid).pw_name if uid != 0 else "postgres"
+    except (OSError, KeyError):
         return "postgres"
 
 
@@ -229,10 +235,14 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
     """Restore, start and check; returns the RTO in seconds."""
     import psycopg  # here: the CLI imports this module at every start
 
-    folder.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(owner)
-        os.chown(folder, entry.pw_uid, entry.pw_gid)
+    # The drill's folder stays root's: the restore makes the data directory and the
+    # tablespaces in it and hands over only those, so the cluster's owner never holds a
+    # folder root writes in (a link planted there would be followed).
+    root_fd = open_dir(folder.parent)
+    try:
+        os.close(make_dir(folder.name, root_fd, 0o755))
+    finally:
+        os.close(root_fd)
     pgdata = folder / "pgdata"
     port = layout.free_port()
     tablespaces = {ts["oid"]: str(folder / "tablespaces" / ts["oid"])
@@ -240,7 +250,7 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
     try:
         restored = run_restore(vault, server["name"], target.point_id, to_pgdata=pgdata,
                                port=port, tablespace_map=tablespaces, owner=owner,
-                               recovery=target.plan)
+                               recovery=target.plan, under=folder)
         t0 = time.perf_counter()
         scratch.start(pgdata, server["bin_dir"], port, owner)
         started_seconds = time.perf_counter() - t0

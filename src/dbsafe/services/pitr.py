@@ -18,10 +18,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import O_NEW, write_new
 from dbsafe.engines.postgres import wal
 from dbsafe.engines.postgres.recovery import RecoveryTarget
 from dbsafe.services.chain import (
@@ -32,6 +32,7 @@ from dbsafe.services.chain import (
     log_chain,
     parent_run,
 )
+from dbsafe.services.manifest_checks import check_wal_names
 from dbsafe.services.points import lineage_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.repository import BlockError
@@ -189,12 +190,19 @@ def _wal_files(chain: Chain, run: Run, base_stop: int, last: dict | None) -> lis
 
 
 class WalStager:
-    """Decompress the plan's WAL files into the stage folder, in parallel, a window ahead."""
+    """Decompress the plan's WAL files into the stage folder, in parallel, a window ahead.
 
-    def __init__(self, vault: Vault, system_id: str, names: list[str], stage: Path,
+    The stage folder (``stage_fd``) belongs to the cluster's owner, whose restore_command
+    moves the files out: dbsafe only makes new files in it (``O_EXCL | O_NOFOLLOW``,
+    through the folder's descriptor) and renames them within it, so nothing the owner
+    plants there is followed. Names come from the catalog, which the storage's WAL records
+    fill: only PostgreSQL's WAL names are staged."""
+
+    def __init__(self, vault: Vault, system_id: str, names: list[str], stage_fd: int,
                  uid: int, gid: int, workers: int) -> None:
+        check_wal_names(names, "the recovery plan")
         self.vault, self.system_id, self.names = vault, system_id, names
-        self.stage, self.uid, self.gid = stage, uid, gid
+        self.stage_fd, self.uid, self.gid = stage_fd, uid, gid
         self.workers = max(1, workers)
         self.error: BaseException | None = None
         self.staged = 0
@@ -202,14 +210,19 @@ class WalStager:
         self._stop = threading.Event()
 
     def prepare(self) -> None:
-        self.stage.mkdir(mode=0o700)
-        os.chown(self.stage, self.uid, self.gid)
         for name in self.names:
-            (self.stage / f"{name}.wait").touch()
+            write_new(self.stage_fd, f"{name}.wait", b"")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dbsafe-wal-stager", daemon=True)
         self._thread.start()
+
+    def _exists(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.stage_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _run(self) -> None:
         try:
@@ -217,8 +230,7 @@ class WalStager:
             lock = threading.Lock()
 
             def taken(name: str) -> bool:
-                return not (self.stage / name).exists() and \
-                    not (self.stage / f"{name}.wait").exists()
+                return not self._exists(name) and not self._exists(f"{name}.wait")
 
             def stage_one(name: str) -> None:
                 while not self._stop.is_set():
@@ -245,21 +257,26 @@ class WalStager:
         if record is None:
             raise DbsafeError("vault.block_missing", block_id="(whole file)", path=f"wal/{name}",
                               reason="its record is gone")
-        tmp = self.stage / f"{name}.tmp"
-        with open(tmp, "wb") as f:
+        tmp = f"{name}.tmp"
+        fd = os.open(tmp, O_NEW, 0o600, dir_fd=self.stage_fd)
+        try:
+            if markers:
+                os.fchown(fd, self.uid, self.gid)
             for id_hex in record["blocks"]:
                 try:
-                    f.write(self.vault.repo.read_block(bytes.fromhex(id_hex)))
+                    data = memoryview(self.vault.repo.read_block(bytes.fromhex(id_hex)))
                 except BlockError as exc:
                     code = "vault.block_missing" if exc.kind == "missing" else \
                         "vault.block_corrupt"
                     raise DbsafeError(code, block_id=id_hex, path=f"wal/{name}",
                                       reason=exc.reason) from None
+                while data:
+                    data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=self.stage_fd, dst_dir_fd=self.stage_fd)
         if markers:
-            os.chown(tmp, self.uid, self.gid)
-        os.rename(tmp, self.stage / name)
-        if markers:
-            (self.stage / f"{name}.wait").unlink()
+            os.unlink(f"{name}.wait", dir_fd=self.stage_fd)
         self.staged += 1
 
     def stop(self) -> None:

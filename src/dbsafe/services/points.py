@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.services import manifest_checks
 from dbsafe.services.immutability import retention_column
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
@@ -128,7 +129,9 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
 
 def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     """(server, manifest) of a point of ``name``'s cluster lineage (the same system
-    identifier: a standby's or former primary's backups restore it too)."""
+    identifier: a standby's or former primary's backups restore it too); a manifest that
+    breaks the format's rules is refused (``vault.manifest_invalid``) before anyone acts on
+    it."""
     server = get_server(vault, name)
     try:
         manifest = vault.repo.load_manifest(point_id)
@@ -140,4 +143,4 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     if marker is not None:
         raise DbsafeError("point.soft_deleted", point_id=point_id,
                           purge_after=marker["purge_after"])
-    return server, manifest
+    return server, manifest_checks.checked(manifest, point_id)

@@ -1,30 +1,36 @@
-"""Restore a recovery point into an empty data directory, or as plain files.
+"""Restore a recovery point into a new data directory, or as plain files.
 
-Blocks are fetched, decompressed and checked against their ids in parallel threads and
-written with ``pwrite`` into files pre-sized with ``ftruncate``; all-zero blocks are not
-written (the files stay sparse there). Nothing is trusted but hashes: one bad block fails
-the restore, and what the restore had written is removed, so a target is never left
-looking like a usable data directory when it is not.
+The manifest was checked when it was loaded (services/manifest_checks.py) and the target
+is a new folder below a restore root (services/restore_targets.py), written through
+descriptors (core/fdtree.py) while only root can enter it, then handed to the cluster's
+owner. Blocks are fetched, decompressed and checked against their ids in parallel threads
+and written with ``pwrite`` into files pre-sized with ``ftruncate``; all-zero blocks are
+not written (the files stay sparse there). Nothing is trusted but hashes: one bad block
+fails the restore, and what the restore made is removed, so a target is never left
+looking like a usable data directory when it is not. ``global/pg_control`` and
+``backup_label`` are written last, once everything else is durable: a restore killed
+before leaves a folder PostgreSQL refuses to start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
+import shlex
 import shutil
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from dbsafe.core.concurrency import run_parallel
-from dbsafe.core.durability import fsync_file, sync_trees
+from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import recovery
+from dbsafe.core.fdtree import Tree, make_dir, write_new
+from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services import combine, selection
+from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
+from dbsafe.services import combine, restore_targets, selection
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan, WalStager
 from dbsafe.services.points import load_point
@@ -48,13 +54,14 @@ PostgreSQL replays the WAL up to {stop_lsn} and opens the database.
 {tablespaces}"""
 
 
-def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], workers: int,
-                   on_bytes) -> None:
-    """Write each entry's blocks to its destination path, in parallel.
+def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree, str]],
+                   workers: int, on_bytes) -> None:
+    """Write each entry's blocks to its destination (a tree and a name in it), in parallel.
 
     ``entries`` come from ``combine.file_writes``: a differential's files are their base's
     blocks (cut at the differential's size), then its changed pages written over them in a
-    second pass, so that no page is written before the base block under it.
+    second pass, so that no page is written before the base block under it. Each file is
+    made new (``O_EXCL | O_NOFOLLOW``) in its folder before any is written.
 
     Large files are written first, and each is fsynced by one background thread as soon as
     its last block is written, so the disk flushes while the rest is still decompressed
@@ -64,23 +71,20 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
     bs = repo.block_size
     zero_id = repo.keyed.digest(bytes(bs))  # an all-zero block: left as a hole
     tasks, page_tasks = [], []
-    for entry, path in zip(entries, dest, strict=True):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, entry["mode"] or 0o600)
-        try:
-            os.ftruncate(fd, entry["size"])
-        finally:
-            os.close(fd)
+    for entry, (tree, rel) in zip(entries, dest, strict=True):
+        tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
         blocks = entry["blocks"]
         for first in range(0, len(blocks), TASK_BLOCKS):
-            tasks.append((entry, path, first, blocks[first:first + TASK_BLOCKS]))
+            tasks.append((entry, tree, rel, first, blocks[first:first + TASK_BLOCKS]))
         pages = entry.get("pages", [])
         for first in range(0, len(pages), TASK_BLOCKS):
-            page_tasks.append((entry, path, pages[first:first + TASK_BLOCKS]))
+            page_tasks.append((entry, tree, rel, pages[first:first + TASK_BLOCKS]))
     tasks.sort(key=lambda t: -t[0]["size"])
     page_tasks.sort(key=lambda t: -t[0]["size"])
-    tasks_left = {str(t[1]): 0 for t in tasks + page_tasks}
+    tasks_left: dict[tuple[int, str], int] = {}
     for t in tasks + page_tasks:
-        tasks_left[str(t[1])] += 1
+        key = (id(t[1]), t[2])
+        tasks_left[key] = tasks_left.get(key, 0) + 1
     lock = threading.Lock()
     flushes: list[Future] = []
 
@@ -92,14 +96,14 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
             raise DbsafeError(code, block_id=block_id.hex(), path=entry["path"],
                               reason=exc.reason) from None
 
-    def done(entry: dict, path: Path) -> None:
+    def done(entry: dict, tree: Tree, rel: str) -> None:
         with lock:
-            tasks_left[str(path)] -= 1
-            if tasks_left[str(path)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
-                flushes.append(flusher.submit(fsync_file, path))
+            tasks_left[(id(tree), rel)] -= 1
+            if tasks_left[(id(tree), rel)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
+                flushes.append(flusher.submit(tree.fsync, rel))
 
-    def run(entry: dict, path: Path, first: int, ids: list[str]) -> None:
-        fd = os.open(path, os.O_WRONLY)
+    def run(entry: dict, tree: Tree, rel: str, first: int, ids: list[str]) -> None:
+        fd = tree.open_write(rel)
         try:
             for i, id_hex in enumerate(ids):
                 block_id = bytes.fromhex(id_hex)
@@ -114,10 +118,10 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                 on_bytes(length)
         finally:
             os.close(fd)
-        done(entry, path)
+        done(entry, tree, rel)
 
-    def run_pages(entry: dict, path: Path, blocks: list) -> None:
-        fd = os.open(path, os.O_WRONLY)
+    def run_pages(entry: dict, tree: Tree, rel: str, blocks: list) -> None:
+        fd = tree.open_write(rel)
         try:
             for id_hex, writes in blocks:
                 data = memoryview(read(bytes.fromhex(id_hex), entry))
@@ -126,15 +130,48 @@ def _restore_files(repo: Repository, entries: list[dict], dest: Iterable[Path], 
                     on_bytes(length)
         finally:
             os.close(fd)
-        done(entry, path)
+        done(entry, tree, rel)
 
     with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-flush") as flusher:
         run_parallel(workers, "dbsafe-restore", [(run, t) for t in tasks])
         run_parallel(workers, "dbsafe-restore", [(run_pages, t) for t in page_tasks])
     for fut in flushes:
         fut.result()
-    for entry, path in zip(entries, dest, strict=True):
-        os.utime(path, (entry["mtime"], entry["mtime"]))
+    for entry, (tree, rel) in zip(entries, dest, strict=True):
+        tree.set_mtime(rel, entry["mtime"])
+
+
+def _file_bytes(repo: Repository, entry: dict) -> bytes:
+    """One small file's content (pg_control: written on its own, last)."""
+    out = bytearray(entry["size"])
+    bs = repo.block_size
+    for i, id_hex in enumerate(entry["blocks"]):
+        data = repo.read_block(bytes.fromhex(id_hex))[:max(0, entry["size"] - i * bs)]
+        out[i * bs:i * bs + len(data)] = data
+    for id_hex, writes in entry.get("pages", ()):
+        data = repo.read_block(bytes.fromhex(id_hex))
+        for file_offset, at, length in writes:
+            out[file_offset:file_offset + length] = data[at:at + length]
+    return bytes(out)
+
+
+def _write_control(repo: Repository, pgdata: Tree, entry: dict | None, label: str,
+                   owner: tuple[int, int] | None) -> None:
+    """What makes the folder a data directory PostgreSQL starts, written after everything
+    else is durable: a restore killed before leaves a folder PostgreSQL refuses (no
+    global/pg_control), never one it starts with pages still zero."""
+    if entry is not None:
+        try:
+            data = _file_bytes(repo, entry)
+        except BlockError as exc:
+            code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
+            raise DbsafeError(code, block_id=exc.block_id.hex(), path=entry["path"],
+                              reason=exc.reason) from None
+        folder, _, name = CONTROL_FILE.rpartition("/")
+        write_new(pgdata.folder(folder), name, data, layout.file_mode(entry.get("mode")),
+                  owner, sync=True)
+        os.fsync(pgdata.folder(folder))
+    layout.write_backup_label(pgdata, label, owner)
 
 
 def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None = None,
@@ -142,22 +179,31 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 tablespace_map: dict[str, str] | None = None, owner: str | None = None,
                 workers: int | None = None, on_progress: ProgressFn | None = None,
                 recovery: RecoveryPlan | None = None,
-                databases: list[str] | None = None, job: Job | None = None) -> dict:
+                databases: list[str] | None = None, job: Job | None = None,
+                under: Path | None = None) -> dict:
     """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
     server is started for that, and stopped again afterwards unless ``start``). With
-    ``databases``, only those databases' files are written (services/selection.py)."""
+    ``databases``, only those databases' files are written (services/selection.py).
+
+    The target and each tablespace's place are new folders below the vault's restore roots
+    (services/restore_targets.py), or below ``under``: a folder the caller made for the
+    restore (a drill's, a staging folder). What the restore made is removed when it fails.
+    """
     server, manifest = load_point(vault, name, point_id)
     files, sparse, left_out = selection.restore_plan(manifest, databases)
     files = combine.file_writes({**manifest, "files": files},
                                 combine.load_base(vault.repo, manifest))
-    target = Path(to_pgdata or as_files).absolute()
-    layout.require_empty(target)
-    pgdata = target / "pgdata" if as_files else target
-    wal_dir = target / "wal" if as_files else pgdata / "pg_wal"
-    if as_files:
-        tablespace_map = {ts["oid"]: str(target / "tablespaces" / ts["oid"])
-                          for ts in manifest["tablespaces"]}
-    ts_dirs = layout.tablespace_targets(manifest["tablespaces"], tablespace_map or {})
+    target = Path(os.path.abspath(to_pgdata or as_files))
+    placement = restore_targets.place(vault, target, under)
+    ts_places = {} if as_files else {
+        ts["oid"]: restore_targets.place_tablespace(
+            vault, ts["oid"], Path((tablespace_map or {}).get(ts["oid"], ts["location"])), under)
+        for ts in manifest["tablespaces"]}
+    restore_targets.apart([target, *(p.path for p in ts_places.values())])
+    pgdata_path = target / "pgdata" if as_files else target
+    stage = recovery_engine.stage_dir(pgdata_path)
+    if recovery is not None and not as_files and os.path.lexists(stage):
+        raise DbsafeError("restore.target_exists", path=stage)
     if recovery is not None and not as_files and port is None:
         port = layout.free_port()
     if start and port is None:
@@ -166,7 +212,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         raise DbsafeError("restore.port_in_use", port=port)
     owner = owner or manifest["instance"].get("owner") or "postgres"
     layout.check_owner(owner)
-    created = [p for p in [target, *ts_dirs.values()] if not p.exists()]
+    ids = layout.owner_ids(owner) if os.geteuid() == 0 else None
     own_job = job is None  # else a step of a larger restore's job (db_restore.py)
     with Job(vault.catalog, "restore", name, on_progress) if own_job else \
             contextlib.nullcontext(job) as job:
@@ -174,69 +220,93 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         total = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"]) + \
             sum(w[2] for f in files for _, writes in f.get("pages", ()) for w in writes)
         job.expect(total)
-
+        made: list[restore_targets.Made] = []
+        trees: list[Tree] = []
         try:
-            target.mkdir(parents=True, exist_ok=True)
-            layout.make_layout(pgdata, manifest["dirs"], ts_dirs)
-            wal_dir.mkdir(parents=True, exist_ok=True)
+            made.append(restore_targets.create(placement, 0o755 if as_files else 0o700))
+            made += [restore_targets.create(p, 0o700) for p in ts_places.values()]
+            top = made[0].tree
+            if as_files:
+                if manifest["tablespaces"]:
+                    top.mkdir("tablespaces", 0o755)
+                ts_trees = {ts["oid"]: top.subtree(f"tablespaces/{ts['oid']}")
+                            for ts in manifest["tablespaces"]}
+                pgdata, wal = top.subtree("pgdata"), top.subtree("wal")
+                trees += [pgdata, wal, *ts_trees.values()]
+            else:
+                ts_trees = dict(zip(ts_places, (m.tree for m in made[1:]), strict=True))
+                pgdata, wal = top, top.subtree("pg_wal")
+                trees.append(wal)
+            layout.make_layout(pgdata, manifest["dirs"], ts_trees)
             for entry in sparse:
-                layout.sparse_file(layout.local_path(pgdata, entry["path"], ts_dirs),
-                                   entry["size"], entry["mode"])
-            dests = [layout.local_path(pgdata, f["path"], ts_dirs) for f in files]
-            dests += [wal_dir / w["path"] for w in manifest["wal"]]
-            _restore_files(vault.repo, files + manifest["wal"], dests,
+                tree, rel = layout.placed(entry["path"], pgdata, ts_trees)
+                tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
+            control = next((f for f in files if f["path"] == CONTROL_FILE), None)
+            rest = [f for f in files if f is not control]
+            dests = [layout.placed(f["path"], pgdata, ts_trees) for f in rest]
+            dests += [(wal, w["path"]) for w in manifest["wal"]]
+            _restore_files(vault.repo, rest + manifest["wal"], dests,
                            workers or vault.read_workers(), job.advance)
-            layout.write_backup_label(pgdata, manifest["backup_label"])
             if as_files:
-                ts_note = "".join(
-                    f"Tablespace {ts['oid']} (was {ts['location']}) is in tablespaces/"
-                    f"{ts['oid']}; pgdata/pg_tblspc/{ts['oid']} links to it.\n"
-                    for ts in manifest["tablespaces"])
-                (target / "RESTORE.txt").write_text(AS_FILES_README.format(
-                    point_id=point_id, server=name, tablespaces=ts_note,
-                    pg_version=manifest["instance"]["pg_version"],
-                    **{k: manifest[k] for k in ("start_time", "end_time", "start_lsn",
-                                                "stop_lsn")}) + _recovery_note(recovery, wal_dir))
-            if as_files:
+                write_new(top.fd, "RESTORE.txt", _as_files_readme(
+                    manifest, point_id, name, recovery, wal.path).encode(), 0o644)
                 if recovery is not None:
-                    _stage_files(vault, server, recovery, wal_dir)
+                    _stage_files(vault, server, recovery, wal.fd)
             else:
                 layout.disable_archiving(pgdata)
-            if port is not None and not as_files:
-                layout.set_port(pgdata, port)
-            layout.chown_tree([pgdata, *ts_dirs.values()], owner)
-            if as_files:
-                layout.chown_tree([wal_dir], owner)
-            sync_trees([target, *ts_dirs.values()])
-        except BaseException:
-            _remove_created(target, created, ts_dirs)
-            raise
-        restored_seconds = time.perf_counter() - t0
-        log = None
-        recovered = None
-        if recovery is not None and not as_files:
-            try:
-                log, recovered = _recover(vault, server, recovery, pgdata, port, owner,
+                if port is not None:
+                    layout.set_port(pgdata, port)
+                if recovery is not None:
+                    recovery_engine.write_settings(pgdata, recovery.target, stage)
+            if ids is not None:
+                for tree in [pgdata, *ts_trees.values()] + ([wal] if as_files else []):
+                    tree.chown(*ids)
+            sync_trees([m.tree.fd for m in made])
+            _write_control(vault.repo, pgdata, control, manifest["backup_label"], ids)
+            if control is not None:
+                job.advance(control["size"])
+            restored_seconds = time.perf_counter() - t0
+            log = None
+            recovered = None
+            if recovery is not None and not as_files:
+                log, recovered = _recover(vault, server, recovery, pgdata_path,
+                                          made[0].parent_fd, port, owner,
                                           workers or vault.read_workers(),
                                           databases[0] if databases else "postgres",
                                           keep_running=start or recovery.target.pause)
-            except BaseException:
-                _remove_created(target, created, ts_dirs)
-                raise
-        elif start:
-            log = layout.start(pgdata, server["bin_dir"], port, owner)
+            elif start:
+                try:
+                    log = layout.start(pgdata_path, server["bin_dir"], port, owner)
+                except BaseException:
+                    _stop_if_running(pgdata_path, server["bin_dir"], owner)
+                    raise
+        except BaseException as exc:
+            for m in made:
+                m.remove()
+            if isinstance(exc, OSError):  # a full disk, or something planted on the way
+                raise DbsafeError("restore.write_failed", path=target,
+                                  reason=f"{exc.strerror or exc}"
+                                         + (f" ({exc.filename})" if exc.filename else "")) \
+                    from exc
+            raise
+        finally:
+            for tree in trees:
+                tree.close()
+            for m in made:
+                m.close()
         result = {
             "point_id": point_id, "server": name, "target": str(target),
-            "pgdata": str(pgdata), "mode": "files" if as_files else "pgdata",
+            "pgdata": str(pgdata_path), "mode": "files" if as_files else "pgdata",
             "bytes_written": total, "files": len(files),
             "databases_left_out": left_out,
             "wal_segments": len(manifest["wal"]),
-            "tablespaces": {oid: str(p) for oid, p in ts_dirs.items()},
+            "tablespaces": {oid: str(t.path) for oid, t in ts_trees.items()},
             "seconds": round(time.perf_counter() - t0, 3),
             "restore_seconds": round(restored_seconds, 3),
             "started": bool(start or (recovery and recovery.target.pause and not as_files)),
             "port": port, "log": str(log) if log else None,
-            "socket_dir": str(pgdata) if start or (recovery and recovery.target.pause) else None,
+            "socket_dir": str(pgdata_path) if start or (recovery and recovery.target.pause)
+            else None,
             "recovery": recovered,
         }
         if own_job:
@@ -244,48 +314,73 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         return result
 
 
-def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, port: int,
-             owner: str, workers: int, dbname: str, keep_running: bool) -> tuple[Path, dict]:
-    """Start the restored server in recovery, feed it the plan's WAL, wait for the target."""
+def _stop_if_running(pgdata: Path, bin_dir: str, owner: str) -> None:
+    if layout.postmaster_pid(pgdata) is not None:
+        with contextlib.suppress(DbsafeError):
+            layout.stop(pgdata, bin_dir, owner)
+
+
+def _as_files_readme(manifest: dict, point_id: str, name: str, plan: RecoveryPlan | None,
+                     wal_dir: Path) -> str:
+    ts_note = "".join(
+        f"Tablespace {ts['oid']} (was {ts['location']}) is in tablespaces/"
+        f"{ts['oid']}; pgdata/pg_tblspc/{ts['oid']} links to it.\n"
+        for ts in manifest["tablespaces"])
+    return AS_FILES_README.format(
+        point_id=point_id, server=name, tablespaces=ts_note,
+        pg_version=manifest["instance"]["pg_version"],
+        **{k: manifest[k] for k in ("start_time", "end_time", "start_lsn", "stop_lsn")}) + \
+        _recovery_note(plan, wal_dir)
+
+
+def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, parent_fd: int,
+             port: int, owner: str, workers: int, dbname: str,
+             keep_running: bool) -> tuple[Path, dict]:
+    """Start the restored server in recovery, feed it the plan's WAL, wait for the target.
+
+    The WAL is staged in a folder beside the data directory, made here in ``parent_fd``
+    (the target's parent) and given to the cluster's owner, whose restore_command takes
+    the files; dbsafe writes into it only new files, through its descriptor."""
     t0 = time.perf_counter()
-    entry = pwd.getpwnam(owner)
-    stage = recovery.stage_dir(pgdata)
-    recovery.write_settings(pgdata, plan.target, stage)
-    layout.chown_tree([pgdata], owner)
-    shutil.rmtree(stage, ignore_errors=True)
-    stager = WalStager(vault, server["system_identifier"], plan.wal_files, stage,
-                       entry.pw_uid, entry.pw_gid, workers)
-    stager.prepare()
-    stager.start()
-    log = pgdata / "dbsafe-restore-start.log"
+    uid, gid = layout.owner_ids(owner)
+    stage = recovery_engine.stage_dir(pgdata)
     try:
+        stage_fd = make_dir(stage.name, parent_fd, 0o700)
+    except FileExistsError:
+        raise DbsafeError("restore.target_exists", path=stage) from None
+    stager = WalStager(vault, server["system_identifier"], plan.wal_files, stage_fd,
+                       uid, gid, workers)
+    try:
+        os.fchown(stage_fd, uid, gid)
+        stager.prepare()
+        stager.start()
+        log = pgdata / "dbsafe-restore-start.log"
         layout.start(pgdata, server["bin_dir"], port, owner,
-                     options="" if keep_running else recovery.replay_options())
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        recovery.wait_for_target(pgdata, port, plan.target, pid, log, lambda: stager.error,
-                                 dbname)
+                     settings={} if keep_running else recovery_engine.replay_settings())
+        pid = layout.postmaster_pid(pgdata)
+        recovery_engine.wait_for_target(pgdata, port, plan.target, pid, log,
+                                        lambda: stager.error, dbname)
         if not plan.target.pause:
-            recovery.clear_settings(pgdata, port, dbname)
+            recovery_engine.clear_settings(pgdata, port, dbname)
         if not keep_running:
             layout.stop(pgdata, server["bin_dir"], owner)
     except BaseException:
         stager.stop()
-        if (pgdata / "postmaster.pid").exists():
-            with contextlib.suppress(DbsafeError):
-                layout.stop(pgdata, server["bin_dir"], owner)
+        _stop_if_running(pgdata, server["bin_dir"], owner)
         raise
     finally:
         stager.stop()
-        shutil.rmtree(stage, ignore_errors=True)
+        os.close(stage_fd)
+        shutil.rmtree(stage.name, dir_fd=parent_fd, ignore_errors=True)
     return log, {"target": plan.target.describe(), "timeline": plan.target.timeline,
                  "paused": plan.target.pause, "base_point": plan.base_point,
                  "wal_files": len(plan.wal_files), "wal_staged": stager.staged,
                  "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _stage_files(vault: Vault, server: dict, plan: RecoveryPlan, wal_dir: Path) -> None:
+def _stage_files(vault: Vault, server: dict, plan: RecoveryPlan, wal_fd: int) -> None:
     """--as-files with a target: the WAL recovery needs, next to the base's own."""
-    stager = WalStager(vault, server["system_identifier"], plan.wal_files, wal_dir, 0, 0, 1)
+    stager = WalStager(vault, server["system_identifier"], plan.wal_files, wal_fd, 0, 0, 1)
     for name in plan.wal_files:
         stager.write_plain(name)
 
@@ -293,23 +388,9 @@ def _stage_files(vault: Vault, server: dict, plan: RecoveryPlan, wal_dir: Path) 
 def _recovery_note(plan: RecoveryPlan | None, wal_dir: Path) -> str:
     if plan is None:
         return ""
-    lines = [f"{k} = '{v}'" for k, v in plan.target.settings().items()]
+    lines = [f"{k} = {layout.conf_value(v)}" for k, v in plan.target.settings().items()]
+    command = layout.conf_value(f"cp {shlex.quote(str(wal_dir))}/%f %p")
     return ("\nTo recover to {} instead of stopping at the backup's end, before step 3:\n"
             "  touch pgdata/recovery.signal, and add to pgdata/postgresql.auto.conf:\n"
-            "    restore_command = 'cp {}/%f %p'\n    {}\n").format(
-                plan.target.describe(), wal_dir, "\n    ".join(lines))
-
-
-def _remove_created(target: Path, created: list[Path], ts_dirs: dict[str, Path]) -> None:
-    """Undo a failed restore: empty what was empty, remove what we created."""
-    for path in [target, *ts_dirs.values()]:
-        if not path.exists():
-            continue
-        if path in created:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            for child in path.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+            "    restore_command = {}\n    {}\n").format(
+                plan.target.describe(), command, "\n    ".join(lines))

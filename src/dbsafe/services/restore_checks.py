@@ -1,7 +1,8 @@
 """What a DBA wants checked before a restore runs, without starting or writing anything:
 the source resolves (a point, or a base plus the WAL that reaches an instant), the target
 runs a PostgreSQL version no older than the backup's, has the space, has no database of
-the new name, and an instance target's folder is empty and its port free.
+the new name, and an instance target's folder is new, below a restore root and plainly
+named, and its port free.
 
 Each check is a function that raises its ``DbsafeError`` or returns a sentence saying what
 it found. services/db_restore.py calls the same functions before it writes anything, so the
@@ -19,7 +20,7 @@ from pathlib import Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, logical
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services import selection
+from dbsafe.services import restore_targets, selection
 from dbsafe.services.monitor import _size  # one way to say sizes in messages
 from dbsafe.services.pitr import RecoveryPlan, base_and_plan
 from dbsafe.services.points import load_point
@@ -111,12 +112,16 @@ def database_space(target: dict, manifest: dict, db: str) -> str:
 
 # --- an instance into a new data directory, or files ------------------------------------
 
-def folder_empty(path: Path, manifest: dict, as_files: bool) -> str:
-    layout.require_empty(path)
-    if not as_files:  # tablespaces go back to their own (empty) places
-        layout.tablespace_targets(manifest["tablespaces"], {})
+def folder_ready(vault: Vault, path: Path, manifest: dict, as_files: bool) -> str:
+    """The target is a new folder below a restore root, with a plain name; so is each
+    tablespace's own place (services/restore_targets.py: the rules the restore holds)."""
+    placement = restore_targets.place(vault, path)
+    places = [] if as_files else [  # tablespaces go back to their own places
+        restore_targets.place_tablespace(vault, ts["oid"], Path(ts["location"]), None)
+        for ts in manifest["tablespaces"]]
+    restore_targets.apart([placement.path, *(p.path for p in places)])
     layout.check_owner(manifest["instance"].get("owner") or "postgres")
-    return f"{path} is empty" if path.exists() else f"{path} will be created"
+    return f"{placement.path} will be created below the restore root {placement.root}"
 
 
 def binaries(server: dict, manifest: dict) -> str:
@@ -180,11 +185,11 @@ def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callabl
                 ("space", lambda: database_space(into(), manifest(), db))]
     path = Path(target["path"])
     if target["kind"] == "files":
-        return [("folder", lambda: folder_empty(path, manifest(), True)),
+        return [("folder", lambda: folder_ready(vault, path, manifest(), True)),
                 ("space", lambda: instance_space(path, manifest(), None))]
     return ([("database", lambda: database_in_point(manifest(), db))] if db else []) + [
         ("version", lambda: binaries(found["server"], manifest())),
-        ("folder", lambda: folder_empty(path, manifest(), False)),
+        ("folder", lambda: folder_ready(vault, path, manifest(), False)),
         ("port", lambda: port_ready(target.get("port"), target.get("start", False),
                                     found["plan"] is not None)),
         ("space", lambda: instance_space(path, manifest(), [db] if db else None))]

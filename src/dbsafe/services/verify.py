@@ -59,19 +59,38 @@ def _expected_bytes(vault: Vault, manifest: dict) -> int:
         return 0  # reported by verify_point
 
 
+def _load_all(vault: Vault, name: str) -> tuple[list[dict], list[dict]]:
+    """Every point's manifest, and a failed report for each one the format's rules refuse
+    (a forged manifest is damage to report, not a reason to leave the others unchecked)."""
+    manifests, refused = [], []
+    for p in list_points(vault, name):
+        try:
+            manifests.append(load_point(vault, name, p["point_id"])[1])
+        except DbsafeError as exc:
+            if exc.code != "vault.manifest_invalid":
+                raise
+            refused.append({"point_id": p["point_id"], "blocks": 0, "ok": False,
+                            "problems": [{"block_id": None, "problem": "manifest_invalid",
+                                          "reason": exc.message, "files": []}],
+                            "damaged_files": []})
+    return manifests, refused
+
+
 def run_verify(vault: Vault, name: str, point_id: str | None = None,
                workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
     """Verify one point, or every point of ``name``; raises verify.failed when any is damaged.
 
     The report is attached to the error (``details['report']``) so --json can still print it.
     """
-    ids = [point_id] if point_id else [p["point_id"] for p in list_points(vault, name)]
-    manifests = [load_point(vault, name, pid)[1] for pid in ids]
+    if point_id:
+        manifests, refused = [load_point(vault, name, point_id)[1]], []
+    else:
+        manifests, refused = _load_all(vault, name)
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
         job.expect(sum(_expected_bytes(vault, m) for m in manifests))
-        reports = [verify_point(vault, m, workers or vault.read_workers(), job.advance)
-                   for m in manifests]
+        reports = refused + [verify_point(vault, m, workers or vault.read_workers(),
+                                          job.advance) for m in manifests]
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),
                   "seconds": round(time.perf_counter() - t0, 3)}
         bad = [r for r in reports if not r["ok"]]

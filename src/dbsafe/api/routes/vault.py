@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
 from dbsafe.services import immutability, softdelete
+from dbsafe.services.restore_targets import restore_roots
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["vault"])
@@ -30,10 +31,17 @@ class VaultChange(BaseModel):
         None, description="locked cannot be undone")
 
 
+def _described(v: Vault) -> dict:
+    """The vault, and the folders this host's restores may write into (shown, never
+    changed here: `dbsafe vault restore-roots` on the host)."""
+    return {**v.describe(), "restore_roots": [str(r) for r in restore_roots(v)]}
+
+
 @router.get("/vault", dependencies=[Depends(need("read"))])
 def vault_info(v: Vault = Depends(vault)) -> dict:
-    """Where the vault is and how it is set up, with soft delete and immutability."""
-    return v.describe()
+    """Where the vault is and how it is set up, with soft delete, immutability and the
+    restore roots."""
+    return _described(v)
 
 
 @router.patch("/vault", dependencies=[Depends(need("admin"))])
@@ -46,4 +54,4 @@ def change_vault(body: VaultChange, v: Vault = Depends(vault)) -> dict:
         softdelete.set_soft_delete(v, body.soft_delete_days, enabled=enabled)
     if body.immutability is not None:
         immutability.set_immutability(v, body.immutability)
-    return v.describe()
+    return _described(v)

@@ -1,4 +1,4 @@
-"""dbsafe vault init | connect | info | region"""
+"""dbsafe vault init | connect | info | region | restore-roots list|add|remove"""
 
 from __future__ import annotations
 
@@ -70,3 +70,40 @@ def region(name: str = typer.Argument(..., help="A supported region, e.g. 'West 
     """Give a vault created without a region its region (once: it never changes after)."""
     render.state.json = json
     render.emit(vaults.Vault.open(vault_path()).set_region(name), render.fields)
+
+
+roots_app = typer.Typer(help="Folders restores may write into (new folders below them only). "
+                             "Only here, on the host: the API and the portal show them.",
+                        no_args_is_help=True)
+app.add_typer(roots_app, name="restore-roots")
+targets = lazy("dbsafe.services.restore_targets")
+
+
+def _roots(roots: list[str]) -> None:
+    for root in roots:
+        render.out.print(root)
+
+
+@roots_app.command("list")
+def roots_list(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show the restore roots (default: /var/lib/dbsafe/restores)."""
+    render.state.json = json
+    render.emit([str(r) for r in targets.restore_roots(vaults.Vault.open(vault_path()))],
+                _roots)
+
+
+@roots_app.command("add")
+def roots_add(folder: Path = typer.Argument(..., help="An absolute folder; created (0755) "
+                                                       "when missing."),
+              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Allow restores (and their tablespaces) into new folders below FOLDER."""
+    render.state.json = json
+    render.emit(targets.add_root(vaults.Vault.open(vault_path()), folder), _roots)
+
+
+@roots_app.command("remove")
+def roots_remove(folder: Path = typer.Argument(..., help="A restore root."),
+                 json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Stop allowing restores below FOLDER (nothing on disk changes)."""
+    render.state.json = json
+    render.emit(targets.remove_root(vaults.Vault.open(vault_path()), folder), _roots)

@@ -7,12 +7,16 @@ and ahead of the startup process. For each file still to come there is a ``<name
 marker; the command waits while the marker exists and then takes the file. A name without
 file or marker is not part of the plan and is answered "not found" at once. The command is
 inline shell, not a script: once the stage folder is gone it still answers "not found"
-(a missing script would exit 127, which PostgreSQL treats as fatal).
+(a missing script would exit 127, which PostgreSQL treats as fatal). PostgreSQL runs it
+with ``sh -c``: the stage path is quoted for the shell (shlex) and its ``%`` doubled for
+PostgreSQL's own escapes, although restore targets are held to plain names anyway
+(services/restore_targets.py).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +24,9 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import Tree, write_new
 from dbsafe.engines.postgres.client import connect
-from dbsafe.engines.postgres.restore import last_fatal
+from dbsafe.engines.postgres.restore import append_settings, last_fatal
 
 REPLAY_BUFFERS_MAX_MB = 4096
 RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target_lsn",
@@ -50,16 +55,16 @@ class RecoveryTarget:
 
 
 def restore_command(stage: Path) -> str:
-    s = str(stage)
+    """The shell command PostgreSQL runs for each WAL file (``%f`` its name, ``%p`` where
+    to put it); the stage path is a quoted word of the script, the script one quoted
+    argument of ``sh -c``, and ``%`` is doubled so PostgreSQL passes it through."""
+    s = shlex.quote(str(stage))
     # History files are asked for more than once (at start and at each timeline switch):
     # they are copied; segments are asked for once and are moved.
-    return (f'sh -c \'while [ -f "{s}/$1.wait" ]; do sleep 0.02; done; '
-            f'test -f "{s}/$1" || exit 1; case "$1" in *.history) cp "{s}/$1" "$2";; '
-            f'*) mv "{s}/$1" "$2";; esac\' dbsafe-restore %f %p')
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    script = (f'while [ -f {s}/"$1.wait" ]; do sleep 0.02; done; '
+              f'test -f {s}/"$1" || exit 1; case "$1" in *.history) cp {s}/"$1" "$2";; '
+              f'*) mv {s}/"$1" "$2";; esac')
+    return f"sh -c {shlex.quote(script)} dbsafe-restore".replace("%", "%%") + " %f %p"
 
 
 def stage_dir(pgdata: Path) -> Path:
@@ -70,22 +75,21 @@ def stage_dir(pgdata: Path) -> Path:
     return pgdata.parent / f".{pgdata.name}.dbsafe-wal-stage"
 
 
-def replay_options() -> str:
-    """Server options for a recovery run that dbsafe stops afterwards: shared buffers of an
+def replay_settings() -> dict[str, str]:
+    """Server settings for a recovery run that dbsafe stops afterwards: shared buffers of an
     eighth of the memory (at most 4 GB) so that replay does not evict and write pages it
     will touch again; the restored server's own settings apply from its next start."""
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-    return f"-c shared_buffers={max(128, min(REPLAY_BUFFERS_MAX_MB, total_mb // 8))}MB"
+    return {"shared_buffers": f"{max(128, min(REPLAY_BUFFERS_MAX_MB, total_mb // 8))}MB"}
 
 
-def write_settings(pgdata: Path, target: RecoveryTarget, stage: Path) -> None:
-    """recovery.signal plus the recovery settings (postgresql.auto.conf: it is read last)."""
-    settings = {"restore_command": restore_command(stage), **target.settings()}
-    with open(pgdata / "postgresql.auto.conf", "a") as f:
-        f.write("\n# point-in-time recovery, set by dbsafe restore (removed after it)\n")
-        for key, value in settings.items():
-            f.write(f"{key} = {_quote(value)}\n")
-    (pgdata / "recovery.signal").write_text("")
+def write_settings(pgdata: Tree, target: RecoveryTarget, stage: Path) -> None:
+    """recovery.signal plus the recovery settings (postgresql.auto.conf: it is read last),
+    written while the restore still holds the data directory."""
+    append_settings(pgdata, "point-in-time recovery, set by dbsafe restore (removed after "
+                            "it)", {"restore_command": restore_command(stage),
+                                    **target.settings()})
+    write_new(pgdata.fd, "recovery.signal", b"")
 
 
 def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_pid: int,

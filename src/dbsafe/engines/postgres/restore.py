@@ -3,87 +3,109 @@
 The WAL saved with a backup goes into pg_wal next to backup_label, as pg_basebackup does
 with ``-X stream``: PostgreSQL then replays it to the backup's end on its first start and
 needs no restore_command.
+
+Everything here writes through a ``Tree`` (core/fdtree.py): the data directory and each
+tablespace are folders the restore created and holds open, so no link planted in them is
+followed. Modes are PostgreSQL's own: at most 0640 for files and 0750 for folders (group
+read with ``initdb -g``), never setuid. Settings a server needs for one run only (its
+port, its socket folder, replay's buffers) go into ``postgresql.auto.conf`` for that
+start and are taken out again once it runs: ``pg_ctl -o`` would hand them to a shell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import Tree, open_dir, read_regular, read_tail, replace_file, write_new
+from dbsafe.core.path_rules import unsafe_part
 from dbsafe.engines.postgres.cluster import run_as_owner
 
-
-def require_empty(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise DbsafeError("restore.target_not_empty", path=path)
-
-
-def tablespace_targets(tablespaces: list[dict], mapping: dict[str, str]) -> dict[str, Path]:
-    """Where each tablespace goes: the mapping, else its original place if that is empty."""
-    targets = {}
-    for ts in tablespaces:
-        target = Path(mapping.get(ts["oid"], ts["location"])).absolute()
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise DbsafeError("restore.tablespace_target", oid=ts["oid"], path=target)
-        targets[ts["oid"]] = target
-    return targets
+AUTO_CONF = "postgresql.auto.conf"
+FILE_MODES = 0o640  # owner read-write, group read (a cluster made with initdb -g)
+DIR_MODES = 0o750
 
 
-def local_path(pgdata: Path, rel: str, tablespace_dirs: dict[str, Path]) -> Path:
-    """Where the file ``rel`` of a backup lands, following tablespace remapping."""
-    if rel.startswith("pg_tblspc/"):
+def file_mode(mode: int | None) -> int:
+    """A restored file's mode: the backed-up one within PostgreSQL's, owner rw always."""
+    return (mode or 0o600) & FILE_MODES | 0o600
+
+
+def dir_mode(mode: int | None) -> int:
+    return (mode or 0o700) & DIR_MODES | 0o700
+
+
+def placed(rel: str, pgdata: Tree, tablespaces: dict[str, Tree]) -> tuple[Tree, str]:
+    """Where the file or folder ``rel`` of a backup lands: a tablespace's ``pg_tblspc/<oid>/
+    ...`` in that tablespace's tree, the rest in the data directory's."""
+    if rel.startswith("pg_tblspc/") and rel.count("/") >= 2:
         _, oid, rest = rel.split("/", 2)
-        return tablespace_dirs[oid] / rest
-    return pgdata / rel
+        return tablespaces[oid], rest
+    return pgdata, rel
 
 
-def make_layout(pgdata: Path, dirs: list[dict], tablespace_dirs: dict[str, Path]) -> None:
-    """Create the data directory, its folders and the tablespace links."""
-    pgdata.mkdir(parents=True, exist_ok=True)
-    os.chmod(pgdata, 0o700)
-    for oid, target in tablespace_dirs.items():
-        target.mkdir(parents=True, exist_ok=True)
-        os.chmod(target, 0o700)
-        (pgdata / "pg_tblspc").mkdir(mode=0o700, exist_ok=True)
-        link = pgdata / "pg_tblspc" / oid
-        if not link.is_symlink():
-            link.symlink_to(target)
+def make_layout(pgdata: Tree, dirs: list[dict], tablespaces: dict[str, Tree]) -> None:
+    """The data directory's folders and its tablespace links (the only links a restore
+    makes: each to the path of a tablespace tree it made)."""
+    pgdata.mkdir("", 0o700)
+    for oid, tree in tablespaces.items():
+        pgdata.mkdir("pg_tblspc", 0o700)
+        pgdata.symlink(str(tree.path), f"pg_tblspc/{oid}")
     for d in dirs:
         if d.get("type") == "tablespace":
             continue
-        folder = local_path(pgdata, d["path"], tablespace_dirs)
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, d.get("mode", 0o700))
+        tree, rel = placed(d["path"], pgdata, tablespaces)
+        tree.mkdir(rel, dir_mode(d.get("mode")))
 
 
-def sparse_file(path: Path, size: int, mode: int) -> None:
-    """An all-zero file that takes no space: a database left out of a selective restore."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode or 0o600)
+def owner_ids(owner: str) -> tuple[int, int]:
+    entry = pwd.getpwnam(owner)
+    return entry.pw_uid, entry.pw_gid
+
+
+def write_backup_label(pgdata: Tree, label: str, owner: tuple[int, int] | None) -> None:
+    """backup_label, made durable: with pg_control, the last file a restore writes."""
+    write_new(pgdata.fd, "backup_label", label.encode(), 0o600, owner, sync=True)
+    os.fsync(pgdata.fd)
+
+
+def conf_value(value: str) -> str:
+    """A string as PostgreSQL's configuration files quote it (a quote doubled, a backslash
+    escaped: the parser reads backslash escapes inside quotes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def conf_lines(comment: str, settings: dict[str, str]) -> str:
+    return f"\n# {comment}\n" + "".join(
+        f"{k} = {v if v.isdigit() else conf_value(v)}\n" for k, v in settings.items())
+
+
+def append_settings(pgdata: Tree, comment: str, settings: dict[str, str]) -> None:
+    """Add settings to postgresql.auto.conf (read last, so they win) of a data directory
+    the restore still holds (before it is handed to the cluster's owner)."""
+    fd = os.open(AUTO_CONF, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW |
+                 os.O_CLOEXEC, 0o600, dir_fd=pgdata.fd)
     try:
-        os.ftruncate(fd, size)
+        os.write(fd, conf_lines(comment, settings).encode())
     finally:
         os.close(fd)
 
 
-def write_backup_label(pgdata: Path, label: str) -> None:
-    (pgdata / "backup_label").write_text(label)
-
-
-def set_port(pgdata: Path, port: int) -> None:
+def set_port(pgdata: Tree, port: int) -> None:
     """Record the new port in postgresql.auto.conf so a later restart keeps it."""
-    with open(pgdata / "postgresql.auto.conf", "a") as f:
-        f.write(f"\n# set by dbsafe restore\nport = {port}\n")
+    append_settings(pgdata, "set by dbsafe restore", {"port": str(port)})
 
 
-def disable_archiving(pgdata: Path) -> None:
+def disable_archiving(pgdata: Tree) -> None:
     """A restored copy must never archive into its source's log chain (the vault would
     refuse its different WAL anyway): archiving is off until a DBA turns it on."""
-    with open(pgdata / "postgresql.auto.conf", "a") as f:
-        f.write("\n# set by dbsafe restore: a restored copy does not archive into the "
-                "source's chain\narchive_mode = 'off'\n")
+    append_settings(pgdata, "set by dbsafe restore: a restored copy does not archive into "
+                            "the source's chain", {"archive_mode": "off"})
 
 
 def check_owner(owner: str) -> None:
@@ -92,19 +114,6 @@ def check_owner(owner: str) -> None:
         pwd.getpwnam(owner)
     except KeyError:
         raise DbsafeError("restore.owner_unknown", owner=owner) from None
-
-
-def chown_tree(paths: list[Path], owner: str) -> None:
-    """Give every restored file to the OS user that runs PostgreSQL (only root can)."""
-    if os.geteuid() != 0:
-        return
-    entry = pwd.getpwnam(owner)
-    for root in paths:
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid,
-                         follow_symlinks=False)
 
 
 def free_port() -> int:
@@ -123,15 +132,45 @@ def port_free(port: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def run_settings(pgdata: Path, settings: dict[str, str], owner: str) -> Iterator[None]:
+    """``settings`` in postgresql.auto.conf while the block runs (a server start), the
+    file as it was afterwards. The data directory belongs to the cluster's owner by now,
+    so the file is read without following a link and replaced, never written through."""
+    fd = open_dir(pgdata)
+    try:
+        before = read_regular(fd, AUTO_CONF) or b""
+        ids = owner_ids(owner) if os.geteuid() == 0 else None
+        replace_file(fd, AUTO_CONF, before + conf_lines(
+            "for this start only, removed by dbsafe once the server runs", settings).encode(),
+            0o600, ids)
+        try:
+            yield
+        finally:
+            replace_file(fd, AUTO_CONF, before, 0o600, ids)
+    finally:
+        os.close(fd)
+
+
 def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
-          options: str = "") -> Path:
+          settings: dict[str, str] | None = None) -> Path:
     """Start the restored cluster and wait until it accepts connections; returns its log.
-    ``options`` are extra server options for this run only."""
+    ``settings`` are server settings for this run only; the socket is in ``pgdata`` (always
+    writable by the owner; the port alone may clash elsewhere)."""
+    part = unsafe_part(str(pgdata))
+    if part is not None:  # pg_ctl runs the server through sh -c with this path in it
+        raise DbsafeError("restore.target_unsafe", path=pgdata,
+                          reason=f"its part {part!r} would reach pg_ctl's shell")
     log = pgdata / "dbsafe-restore-start.log"
-    socket_dir = pgdata  # always writable by the owner; the port alone may clash elsewhere
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
-            "-t", str(timeout), "-o", f"-p {port} -k {socket_dir} {options}".rstrip(), "start"]
-    proc = run_as_owner(owner, argv)
+            "-t", str(timeout), "start"]
+    try:
+        with run_settings(pgdata, {"port": str(port), "unix_socket_directories": str(pgdata),
+                                   **(settings or {})}, owner):
+            proc = run_as_owner(owner, argv)
+    except OSError as exc:  # postgresql.auto.conf is not a plain file of the owner's
+        raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
+                          reason=f"its settings cannot be set safely: {exc}") from None
     if proc.returncode != 0:
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=log,
                           reason=last_fatal(log))
@@ -140,15 +179,34 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
 
 def last_fatal(log: Path) -> str:
     """The server log's last FATAL or PANIC line: the reason a start or recovery failed
-    (the log may be removed with a failed restore, so the message carries it)."""
+    (the log may be removed with a failed restore, so the message carries it). The log is
+    the cluster owner's file: it is read without following a link."""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        text = read_tail(log, 64 << 10).decode(errors="replace")
     except FileNotFoundError:
         return "the server stopped (no log)"
+    except OSError as exc:
+        return f"the server stopped (its log cannot be read: {exc})"
+    lines = text.splitlines()
     for line in reversed(lines):
         if "FATAL" in line or "PANIC" in line:
             return line.strip()
     return lines[-1].strip() if lines else "the server stopped"
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid in postmaster.pid (None without one): a file of the cluster's owner, read
+    without following a link."""
+    try:
+        fd = open_dir(pgdata)
+    except OSError:
+        return None
+    try:
+        return int((read_regular(fd, "postmaster.pid", 4096) or b"").split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def stop(pgdata: Path, bin_dir: str, owner: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -21,21 +22,24 @@ from dbsafe.engines.postgres.cluster import run_as_owner
 
 # No TCP listener, no autovacuum (it would change pages a drill inspects), log to the
 # pg_ctl log file in the data directory, at most 128 MB of shared buffers.
-OPTIONS = ("-c listen_addresses='' -c autovacuum=off -c logging_collector=off -c ssl=off "
-           "-c shared_buffers=128MB -c huge_pages=off")
+SETTINGS = {"listen_addresses": "", "autovacuum": "off", "logging_collector": "off",
+            "ssl": "off", "shared_buffers": "128MB", "huge_pages": "off"}
 STOP_SECONDS = 60
 
 
 def start(pgdata: Path, bin_dir: str, port: int, owner: str) -> Path:
     """Start it and wait until it accepts connections (on ``pgdata``'s socket); its log."""
-    return layout.start(pgdata, bin_dir, port, owner, options=OPTIONS)
+    return layout.start(pgdata, bin_dir, port, owner, settings=SETTINGS)
 
 
-def _postmaster_pid(pgdata: Path) -> int | None:
+def _owned_by(pid: int, owner: str) -> bool:
+    """Whether ``pid`` runs as ``owner`` (never root): postmaster.pid is the owner's to
+    write, so a pid in it is signalled only when it is one of the owner's processes."""
     try:
-        return int((pgdata / "postmaster.pid").read_text().split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
+        uid = os.stat(f"/proc/{pid}").st_uid
+        return uid != 0 and uid == pwd.getpwnam(owner).pw_uid
+    except (OSError, KeyError):
+        return False
 
 
 def _alive(pid: int | None) -> bool:
@@ -50,7 +54,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _stop(pgdata: Path, bin_dir: str, owner: str) -> None:
-    pid = _postmaster_pid(pgdata)
+    pid = layout.postmaster_pid(pgdata)
     if not _alive(pid):
         return
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "-t",
@@ -59,6 +63,8 @@ def _stop(pgdata: Path, bin_dir: str, owner: str) -> None:
         if run_as_owner(owner, argv, timeout=STOP_SECONDS + 10).returncode == 0:
             return  # the postmaster removed its pid file: it has ended
     for sig in (signal.SIGQUIT, signal.SIGKILL):  # pg_ctl failed: the signals it would send
+        if not _owned_by(pid, owner):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + STOP_SECONDS / 2

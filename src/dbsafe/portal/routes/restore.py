@@ -18,6 +18,7 @@ from dbsafe.api.routes.restores import RestoreRequest, restore_work, source_of
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services.access import Principal
 from dbsafe.services.restore_checks import check_restore
+from dbsafe.services.restore_targets import restore_roots
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 
@@ -64,7 +65,7 @@ def _invalid(exc: ValidationError | ValueError) -> dict:
 def _render(request: Request, v: Vault, server: dict, form: dict, result: dict | None,
             status_code: int = 200) -> HTMLResponse:
     return page(request, "restore.html", status_code=status_code, server=server, f=form,
-                result=result,
+                result=result, roots=[str(r) for r in restore_roots(v)],
                 databases=[d["name"] for d in v.catalog.list_databases(server["instance_id"])
                            if d["kind"] == "user" or d["name"] == "postgres"],
                 servers=[s["name"] for s in v.catalog.list_servers()])

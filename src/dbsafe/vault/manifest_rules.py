@@ -1,0 +1,143 @@
+"""The shape a manifest must have before anything is restored from it.
+
+In a plain vault anyone who can write the storage can forge a manifest (the keyed hash's
+key sits in the repository's own ``config``), and a scheduled drill restores whatever the
+newest manifest says with nobody watching. So a reader checks every entry it would act on
+against docs/repository-format.md (*Manifests*, *Differentials*) before it writes
+anything: paths relative and normalised (they are joined to a target folder), modes plain
+permission bits (no setuid, setgid or sticky), sizes and block counts that agree, delta
+pages inside their file, no path listed twice or both as a file and a folder.
+
+These are the repository's rules and know nothing of PostgreSQL; where PostgreSQL fixes a
+data directory's layout, engines/postgres/layout_rules.py adds its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dbsafe.core.path_rules import relative_path_problem
+
+PAGE_SIZE = 8192  # a delta's unit (docs/repository-format.md, *Differentials*)
+MAX_MODE = 0o777  # permission bits only: setuid, setgid and sticky are refused
+LISTS = ("files", "dirs", "skipped", "wal")
+
+
+class ManifestProblem(Exception):
+    """An entry of a manifest breaks a rule; ``entry`` names it, ``rule`` says why."""
+
+    def __init__(self, entry: str, rule: str) -> None:
+        super().__init__(f"{entry}: {rule}")
+        self.entry, self.rule = entry, rule
+
+
+def shown(key: str, i: int, entry: object) -> str:
+    """An entry as an error names it: its list, its index and (shortened) its path."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    return f"{key}[{i}]" + (f" {path[:200]!r}" if isinstance(path, str) else "")
+
+
+def entries(doc: dict, key: str) -> Iterator[tuple[str, dict]]:
+    """(name for errors, entry) of one of the manifest's lists; refuses what is not one."""
+    items = doc.get(key, [])
+    if not isinstance(items, list):
+        raise ManifestProblem(key, "is not a list")
+    for i, entry in enumerate(items):
+        name = shown(key, i, entry)
+        if not isinstance(entry, dict):
+            raise ManifestProblem(name, "is not an object")
+        yield name, entry
+
+
+def _int(value: object, low: int = 0, high: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and \
+        (high is None or value <= high)
+
+
+def check(doc: dict) -> None:
+    """Raise ManifestProblem for the first entry of ``doc`` that breaks a rule."""
+    if not isinstance(doc, dict):
+        raise ManifestProblem("manifest", "is not an object")
+    files = [(n, e) for n, e in entries(doc, "files")]
+    block_size = doc.get("block_size")
+    if files and not _int(block_size, 1):
+        raise ManifestProblem("block_size", "is not a positive integer")
+    kinds: dict[str, str] = {}
+    for name, entry in files:
+        _file(name, entry, block_size)
+        _claim(kinds, entry["path"], "file", name)
+    for name, entry in entries(doc, "skipped"):
+        _common(name, entry)
+        _claim(kinds, entry["path"], "file", name)
+    for name, entry in entries(doc, "dirs"):
+        _common(name, entry, sized=False)
+        if entry.get("type", "dir") not in ("dir", "tablespace"):
+            raise ManifestProblem(name, "has a type other than dir or tablespace")
+        _claim(kinds, entry["path"], "dir", name)
+    for path, kind in kinds.items():  # a file cannot be a folder another path goes through
+        parent = path.rpartition("/")[0]
+        while parent:
+            if kinds.get(parent) == "file":
+                raise ManifestProblem(f"{kind} {path[:200]!r}",
+                                      f"lies below {parent[:200]!r}, which is a file")
+            parent = parent.rpartition("/")[0]
+    wal_names: set[str] = set()
+    for name, entry in entries(doc, "wal"):
+        _file(name, entry, block_size)
+        if "/" in entry["path"]:
+            raise ManifestProblem(name, "is a WAL file name with a folder in it")
+        if entry["path"] in wal_names:
+            raise ManifestProblem(name, "is listed twice")
+        wal_names.add(entry["path"])
+
+
+def _claim(kinds: dict[str, str], path: str, kind: str, name: str) -> None:
+    if path in kinds:
+        raise ManifestProblem(name, "is listed twice (as a file or a folder)")
+    kinds[path] = kind
+
+
+def _common(name: str, entry: dict, sized: bool = True) -> None:
+    problem = relative_path_problem(entry.get("path"))
+    if problem:
+        raise ManifestProblem(name, f"path {problem}")
+    if not _int(entry.get("mode", 0), 0, MAX_MODE):
+        raise ManifestProblem(name, "has a mode that is not plain permission bits "
+                                    "(setuid, setgid and sticky are refused)")
+    if sized and not _int(entry.get("size")):
+        raise ManifestProblem(name, "has a size that is not a whole number of bytes")
+
+
+def _file(name: str, entry: dict, block_size: int) -> None:
+    _common(name, entry)
+    blocks = entry.get("blocks")
+    if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+        raise ManifestProblem(name, "has no list of block ids")
+    if not isinstance(entry.get("mtime", 0), int | float):
+        raise ManifestProblem(name, "has an mtime that is not a number")
+    if entry.get("delta") is not None:
+        _delta(name, entry, block_size)
+    elif len(blocks) != -(-entry["size"] // block_size):
+        raise ManifestProblem(name, "has a block count that does not match its size")
+
+
+def _delta(name: str, entry: dict, block_size: int) -> None:
+    """docs/repository-format.md, *Differentials*: pages sorted, apart, inside the file."""
+    delta = entry["delta"]
+    if not isinstance(delta, dict):
+        raise ManifestProblem(name, "has a delta that is not an object")
+    pages, per_block = delta.get("pages"), delta.get("block_pages")
+    if not isinstance(pages, list) or not isinstance(per_block, list):
+        raise ManifestProblem(name, "has a delta without pages or block_pages")
+    end, listed = 0, 0
+    for run in pages:
+        if not (isinstance(run, list) and len(run) == 2 and _int(run[0]) and _int(run[1], 1)
+                and run[0] >= end):
+            raise ManifestProblem(name, "has delta pages that are not sorted runs apart")
+        end, listed = run[0] + run[1], listed + run[1]
+    if end > entry["size"] // PAGE_SIZE:
+        raise ManifestProblem(name, "has delta pages past the end of the file")
+    if len(per_block) != len(entry["blocks"]) or \
+            not all(_int(n, 1, block_size // PAGE_SIZE) for n in per_block) or \
+            sum(per_block) != listed:
+        raise ManifestProblem(name, "has delta blocks that do not hold its pages")
