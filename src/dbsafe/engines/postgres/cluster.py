@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbsafe.core.child_env import client_env, server_env
+from dbsafe.core.child_env import SAFE_PATH, client_env, server_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import SUPPORTED_MAJORS
 
@@ -67,23 +68,104 @@ def running_postmaster(pgdata: Path) -> Postmaster:
 
 
 def find_bin_dir(major: int, given: str | None = None) -> str:
-    """Where pg_ctl of this major version lives: given, Debian's layout, or PATH."""
+    """Where pg_ctl of this major version lives: given, Debian's layout, or the safe PATH;
+    resolved, and only when it is a folder root holds (``trusted_bin_dir``)."""
     candidates = [given] if given else [f"/usr/lib/postgresql/{major}/bin",
                                         f"/usr/pgsql-{major}/bin"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "pg_ctl").exists():
-            return str(candidate)
-    on_path = shutil.which("pg_ctl")
+            return trusted_bin_dir(candidate)
+    on_path = shutil.which("pg_ctl", path=SAFE_PATH)
     if not given and on_path:
-        return str(Path(on_path).resolve().parent)
+        return trusted_bin_dir(str(Path(on_path).resolve().parent))
     raise DbsafeError("server.pgdata_missing", pgdata=given or f"PostgreSQL {major}",
                       reason="pg_ctl not found; pass --bin-dir")
+
+
+def _refuse_unless_root_held(path: str, st: os.stat_result, what: str, bin_dir: str) -> None:
+    """Only root may be able to change what dbsafe runs: owned by root, not writable by a
+    group or by others."""
+    problem = None
+    if st.st_uid != 0:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = f"uid {st.st_uid}"
+        problem = f"owned by {owner}, not root"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"writable by its group or by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
+                          reason=f"{what} is {problem}")
+
+
+def trusted_bin_dir(bin_dir: str) -> str:
+    """``bin_dir`` resolved, after checking that every folder of that path is root's alone.
+
+    dbsafe (root) runs the programs of this folder, so whoever can change a component of
+    its path could make root run a program of theirs. Raises ``server.bin_dir_unsafe``
+    naming the component and what is wrong with it."""
+    if not bin_dir or not os.path.isabs(bin_dir):
+        raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir or "(none)",
+                          path=bin_dir or "(none)", reason="it is not an absolute path")
+    resolved = os.path.realpath(bin_dir)
+    path = "/"
+    for part in ["", *Path(resolved).parts[1:]]:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
+                              reason=exc.strerror or str(exc)) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
+                              reason="it is not a folder")
+        _refuse_unless_root_held(path, st, "the folder", bin_dir)
+    return resolved
+
+
+def trusted_program(program: str) -> str:
+    """The resolved path of a PostgreSQL program, after checking it and its folder as
+    ``trusted_bin_dir`` does: a regular file root owns that nobody else can write. pg_ctl
+    also runs ``postgres`` from its own folder, which is checked with it."""
+    if not os.path.isabs(program):
+        found = shutil.which(program, path=SAFE_PATH)
+        if found is None:
+            raise DbsafeError("server.bin_dir_unsafe", bin_dir="(none)", path=program,
+                              reason="no such program on the system PATH")
+        program = found
+    resolved = os.path.realpath(program)
+    folder = trusted_bin_dir(os.path.dirname(resolved))
+    names = [os.path.basename(resolved)]
+    if names[0] == "pg_ctl":
+        names.append("postgres")
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise DbsafeError("server.bin_dir_unsafe", bin_dir=folder, path=path,
+                              reason=exc.strerror or str(exc)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise DbsafeError("server.bin_dir_unsafe", bin_dir=folder, path=path,
+                              reason="it is not a regular file")
+        _refuse_unless_root_held(path, st, "the program", folder)
+    return resolved
+
+
+def owner_of(pgdata: Path) -> str:
+    """The OS user owning a data directory: PostgreSQL runs as that user, and so do the
+    programs dbsafe runs for it (``postgres`` when the uid has no name)."""
+    try:
+        return pwd.getpwuid(os.stat(pgdata).st_uid).pw_name
+    except KeyError:
+        return "postgres"
 
 
 def as_owner(owner: str, argv: list[str]) -> list[str]:
     """``argv`` run as the OS user owning the cluster (PostgreSQL refuses to run as root)."""
     if os.geteuid() == 0 and owner != "root":
-        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        runuser = shutil.which("runuser", path=SAFE_PATH) or "/usr/sbin/runuser"
         return [runuser, "-u", owner, "--", *argv]
     return argv
 
@@ -92,7 +174,11 @@ def run_as_owner(owner: str, argv: list[str], *, client: bool = False,
                  **kwargs) -> subprocess.CompletedProcess:
     """Run a PostgreSQL program as the cluster's owner with an allow-listed environment
     (core/child_env.py): a server it starts never sees dbsafe's secrets. ``client``: a
-    client program (pg_dump, pg_restore), which also gets libpq's connection variables."""
+    client program (pg_dump, pg_restore), which also gets libpq's connection variables.
+
+    The program (``argv[0]``) is checked at every run (``trusted_program``): the catalog
+    row it came from may have changed since the server was registered."""
+    argv = [trusted_program(argv[0]), *argv[1:]]
     try:
         home = pwd.getpwnam(owner).pw_dir
     except KeyError:
