@@ -132,23 +132,33 @@ def test_a_push_names_a_wal_file_and_only_regular_files_are_read(agent):
 
 
 def test_idle_connections_time_out_and_connections_are_bounded(agent, monkeypatch):
+    assert 0 < server._Handler.timeout <= 60  # never waits for a client forever
     monkeypatch.setattr(server._Handler, "timeout", 0.5)
-    monkeypatch.setattr(agent.server, "_slots", threading.BoundedSemaphore(2))
-    idle = []
-    for _ in range(2):  # connections that never send a request take every slot
-        conn = socket.socket(socket.AF_UNIX)
-        conn.settimeout(60)  # guards the run against a hang only
-        conn.connect(str(agent.paths.socket))
-        idle.append(conn)
-    with socket.socket(socket.AF_UNIX) as extra:
-        extra.settimeout(60)
-        extra.connect(str(agent.paths.socket))
-        reply = json.loads(extra.makefile().readline())
-    assert not reply["ok"] and "busy" in reply["error"]
-    for conn in idle:  # the agent hangs up on a connection that sends nothing in time
-        assert conn.recv(100) == b""
-        conn.close()
-    assert agent.ask({"op": "status"})["ok"]
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 2)
+    paths = daemon.AgentPaths(agent.paths.run_dir.parent / "run2")  # an agent of 2 slots
+    paths.run_dir.mkdir()
+    small = server.serve(paths, agent.server.archiver)
+    threading.Thread(target=small.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        idle = []
+        for _ in range(2):  # connections that never send a request take every slot
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(60)  # guards the run against a hang only
+            conn.connect(str(paths.socket))
+            idle.append(conn)
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.settimeout(60)
+            extra.connect(str(paths.socket))
+            reply = json.loads(extra.makefile().readline())
+        assert not reply["ok"] and "busy" in reply["error"]
+        for conn in idle:  # the agent hangs up on a connection that sends nothing in time
+            assert conn.recv(100) == b""
+            conn.close()
+        assert Agent(paths, agent.pgdata, small).ask({"op": "status"})["ok"]
+    finally:
+        small.shutdown()
+        small.server_close()
 
 
 def test_wal_files_read_as_root(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import platformdirs
 
-from dbsafe.core.child_env import tool_env
+from dbsafe.core.child_env import SAFE_PATH, tool_env
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
@@ -129,7 +129,7 @@ def _compile(source: bytes, socket_path: Path, out: Path) -> bool:
     import shutil
     import tempfile
 
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = shutil.which("cc", path=SAFE_PATH) or shutil.which("gcc", path=SAFE_PATH)
     if cc is None or '"' in str(socket_path) or "\\" in str(socket_path):
         return False
     with tempfile.TemporaryDirectory() as tmp:

@@ -244,10 +244,15 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
             raise
 
     def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        """ThreadingMixIn's, with the slot given back before the connection is closed (a
+        client that saw the end may connect again at once)."""
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self._slots.release()
+            self.shutdown_request(request)
 
     def answer(self, request: dict, uid: int) -> dict:
         if request.get("op") == "status":

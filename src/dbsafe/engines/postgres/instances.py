@@ -24,7 +24,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from dbsafe.core.child_env import tool_env
+from dbsafe.core.child_env import SAFE_PATH, tool_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster
 
@@ -86,7 +86,7 @@ def _complete(row: dict) -> dict:
 
 def lsclusters() -> list[dict]:
     """Debian's clusters (empty where postgresql-common is not installed)."""
-    exe = shutil.which("pg_lsclusters")
+    exe = shutil.which("pg_lsclusters", path=SAFE_PATH)
     if exe is None:
         return []
     proc = subprocess.run([exe, "--json"], capture_output=True, text=True, timeout=60,
