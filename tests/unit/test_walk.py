@@ -10,6 +10,7 @@ import pytest
 from conftest import chown_postgres, new_cluster, pg_uid_gid
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.services import copy
 
@@ -195,3 +196,24 @@ def test_a_file_swapped_after_the_walk_is_refused(walked, tmp_path):
         os.close(fd)
     (d / "pg_logical/replorigin").unlink()
     assert copy.open_source(by_path["pg_logical/replorigin"]) is None  # gone: vanished
+
+
+def test_small_files_of_the_data_directory_are_read_as_regular_files(tmp_path):
+    """PG_VERSION and postmaster.pid are read by every command: a link (to /dev/zero, or
+    to a file of root's) or a FIFO in their place is refused, never followed or waited on."""
+    d = tmp_path / "pgdata"
+    (d / "global").mkdir(parents=True)
+    elsewhere = tmp_path / "version"
+    elsewhere.write_text("15\n")
+    (d / "PG_VERSION").symlink_to(elsewhere)
+    with pytest.raises(DbsafeError) as caught:
+        cluster.major_version(d)
+    assert caught.value.code == "server.pgdata_missing" and "symbolic link" in str(caught.value)
+    (d / "PG_VERSION").unlink()
+    os.mkfifo(d / "PG_VERSION")
+    with pytest.raises(DbsafeError, match="a FIFO"):
+        cluster.major_version(d)
+    (d / "postmaster.pid").symlink_to("/dev/zero")
+    with pytest.raises(DbsafeError) as caught:
+        cluster.running_postmaster(d)
+    assert caught.value.code == "server.not_running" and "symbolic link" in str(caught.value)

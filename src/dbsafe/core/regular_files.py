@@ -67,3 +67,20 @@ def read_capped(fd: int, cap: int) -> bytes | None:
         total += len(chunk)
         if total > cap:
             return None
+
+
+SMALL_FILE = 64 << 10
+
+
+def read_small(path: str, cap: int = SMALL_FILE) -> str:
+    """The text of a small file another user writes (PG_VERSION, postmaster.pid): a
+    regular file of at most ``cap`` bytes, else ``NotRegularFile``; ``FileNotFoundError``
+    when there is none. A link to /dev/zero or a FIFO in its place never stalls dbsafe."""
+    fd, st = open_regular(path)
+    try:
+        data = read_capped(fd, cap) if st.st_size <= cap else None
+    finally:
+        os.close(fd)
+    if data is None:
+        raise NotRegularFile(path, f"it is larger than {cap} bytes")
+    return data.decode(errors="replace")

@@ -1,5 +1,10 @@
 """Facts about a cluster read from its data directory, with no connection: version, whether
-a postmaster runs and where it listens, where its programs are."""
+a postmaster runs and where it listens, where its programs are; and running those programs
+as the cluster's owner.
+
+The data directory is the ``postgres`` user's: its small files are read as regular files
+only (core/regular_files.py), and a program runs only from a folder root alone can change
+(``trusted_bin_dir``)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 
 from dbsafe.core.child_env import SAFE_PATH, client_env, server_env
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.regular_files import NotRegularFile, read_small
 from dbsafe.engines.postgres import SUPPORTED_MAJORS
 
 
@@ -29,13 +35,20 @@ def major_version(pgdata: Path) -> int:
     if not pgdata.is_dir():
         raise DbsafeError("server.pgdata_missing", pgdata=pgdata, reason="no such folder")
     try:
-        text = (pgdata / "PG_VERSION").read_text().strip()
+        text = read_small(str(pgdata / "PG_VERSION")).strip()
     except FileNotFoundError:
         raise DbsafeError("server.pgdata_missing", pgdata=pgdata,
                           reason="it has no PG_VERSION file") from None
+    except NotRegularFile as exc:
+        raise DbsafeError("server.pgdata_missing", pgdata=pgdata,
+                          reason=f"PG_VERSION: {exc.reason}") from None
     if not (pgdata / "global").is_dir():
         raise DbsafeError("server.pgdata_missing", pgdata=pgdata, reason="it has no global/")
-    major = int(text.split(".")[0])
+    try:
+        major = int(text.split(".")[0])
+    except ValueError:
+        raise DbsafeError("server.pgdata_missing", pgdata=pgdata,
+                          reason=f"PG_VERSION holds {text[:40]!r}") from None
     if major not in SUPPORTED_MAJORS:
         raise DbsafeError("server.version_unsupported", version=text,
                           supported=", ".join(map(str, SUPPORTED_MAJORS)))
@@ -46,10 +59,13 @@ def running_postmaster(pgdata: Path) -> Postmaster:
     """The live postmaster of ``pgdata`` (from postmaster.pid), or server.not_running."""
     pid_file = Path(pgdata) / "postmaster.pid"
     try:
-        lines = pid_file.read_text().splitlines()
+        lines = read_small(str(pid_file)).splitlines()
     except FileNotFoundError:
         raise DbsafeError("server.not_running", pgdata=pgdata,
                           reason="no postmaster.pid") from None
+    except NotRegularFile as exc:
+        raise DbsafeError("server.not_running", pgdata=pgdata,
+                          reason=f"postmaster.pid: {exc.reason}") from None
     try:
         pid = int(lines[0])
         port = int(lines[3])
