@@ -98,11 +98,19 @@ def find_bin_dir(major: int, given: str | None = None) -> str:
                       reason="pg_ctl not found; pass --bin-dir")
 
 
-def _refuse_unless_root_held(path: str, st: os.stat_result, what: str, bin_dir: str) -> None:
-    """Only root may be able to change what dbsafe runs: owned by root, not writable by a
-    group or by others."""
+def _check_root_held(path: str, folder: bool, bin_dir: str) -> None:
+    """``path`` is a folder (or a regular file, a program) that only root may change:
+    owned by root, not writable by a group or by others; else ``server.bin_dir_unsafe``."""
+    what = "the folder" if folder else "the program"
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
+                          reason=exc.strerror or str(exc)) from None
     problem = None
-    if st.st_uid != 0:
+    if not (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+        problem = "not a folder" if folder else "not a regular file"
+    elif st.st_uid != 0:
         try:
             owner = pwd.getpwuid(st.st_uid).pw_name
         except KeyError:
@@ -118,9 +126,9 @@ def _refuse_unless_root_held(path: str, st: os.stat_result, what: str, bin_dir: 
 def trusted_bin_dir(bin_dir: str) -> str:
     """``bin_dir`` resolved, after checking that every folder of that path is root's alone.
 
-    dbsafe (root) runs the programs of this folder, so whoever can change a component of
-    its path could make root run a program of theirs. Raises ``server.bin_dir_unsafe``
-    naming the component and what is wrong with it."""
+    dbsafe runs the programs of this folder (as root, or as a cluster's owner), so whoever
+    can change a component of its path could make it run a program of theirs. Raises
+    ``server.bin_dir_unsafe`` naming the component and what is wrong with it."""
     if not bin_dir or not os.path.isabs(bin_dir):
         raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir or "(none)",
                           path=bin_dir or "(none)", reason="it is not an absolute path")
@@ -128,15 +136,7 @@ def trusted_bin_dir(bin_dir: str) -> str:
     path = "/"
     for part in ["", *Path(resolved).parts[1:]]:
         path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except OSError as exc:
-            raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
-                              reason=exc.strerror or str(exc)) from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise DbsafeError("server.bin_dir_unsafe", bin_dir=bin_dir, path=path,
-                              reason="it is not a folder")
-        _refuse_unless_root_held(path, st, "the folder", bin_dir)
+        _check_root_held(path, True, bin_dir)
     return resolved
 
 
@@ -156,16 +156,7 @@ def trusted_program(program: str) -> str:
     if names[0] == "pg_ctl":
         names.append("postgres")
     for name in names:
-        path = os.path.join(folder, name)
-        try:
-            st = os.lstat(path)
-        except OSError as exc:
-            raise DbsafeError("server.bin_dir_unsafe", bin_dir=folder, path=path,
-                              reason=exc.strerror or str(exc)) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise DbsafeError("server.bin_dir_unsafe", bin_dir=folder, path=path,
-                              reason="it is not a regular file")
-        _refuse_unless_root_held(path, st, "the program", folder)
+        _check_root_held(os.path.join(folder, name), False, folder)
     return resolved
 
 
