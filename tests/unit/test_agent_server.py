@@ -178,9 +178,9 @@ def test_wal_files_read_as_root(tmp_path):
     data, st = archive.read_wal_file(srv, pgdata / "pg_wal" / FIRST, FIRST)
     assert len(data) == SEGMENT == st.st_size
     _plant(pgdata, SECOND, "oversize")
-    assert "larger than a segment file can be" in refused(SECOND)
+    assert f"larger than {SEGMENT} bytes (a segment file)" in refused(SECOND)
     (pgdata / "pg_wal" / "00000002.history").write_bytes(b"1\t0/3000000\tno reason\n" * 60000)
-    assert "larger than a history file" in refused("00000002.history")
+    assert "larger than 1048576 bytes (a history file)" in refused("00000002.history")
     (pgdata / "pg_wal" / "000000010000000000000003.00000028.backup").mkdir()
     assert "a folder" in refused("000000010000000000000003.00000028.backup")
     _plant(pgdata, "000000010000000000000004.partial", "fifo")

@@ -56,17 +56,21 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def read_capped(fd: int, cap: int) -> bytes | None:
-    """Everything from an open file, or None when it holds more than ``cap`` bytes."""
-    chunks, total = [], 0
-    while True:
-        chunk = os.read(fd, min(cap + 1 - total, 1 << 24))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > cap:
-            return None
+def read_regular(path: str, cap: int) -> tuple[bytes, os.stat_result]:
+    """The whole of a regular file (``open_regular``) and its ``fstat``, when it holds at
+    most ``cap`` bytes (it may grow while it is read); else ``NotRegularFile``."""
+    fd, st = open_regular(path)
+    try:
+        chunks, total = [], 0
+        while st.st_size <= cap and total <= cap:
+            chunk = os.read(fd, min(cap + 1 - total, 1 << 24))
+            if not chunk:
+                return b"".join(chunks), st
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    raise NotRegularFile(path, f"it is larger than {cap} bytes")
 
 
 SMALL_FILE = 64 << 10
@@ -76,11 +80,4 @@ def read_small(path: str, cap: int = SMALL_FILE) -> str:
     """The text of a small file another user writes (PG_VERSION, postmaster.pid): a
     regular file of at most ``cap`` bytes, else ``NotRegularFile``; ``FileNotFoundError``
     when there is none. A link to /dev/zero or a FIFO in its place never stalls dbsafe."""
-    fd, st = open_regular(path)
-    try:
-        data = read_capped(fd, cap) if st.st_size <= cap else None
-    finally:
-        os.close(fd)
-    if data is None:
-        raise NotRegularFile(path, f"it is larger than {cap} bytes")
-    return data.decode(errors="replace")
+    return read_regular(path, cap)[0].decode(errors="replace")

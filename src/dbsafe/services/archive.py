@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.regular_files import NotRegularFile, open_regular, read_capped
+from dbsafe.core.regular_files import NotRegularFile, read_regular
 from dbsafe.engines.postgres import wal
 from dbsafe.services.vault import Vault
 
@@ -44,18 +44,10 @@ def read_wal_file(server: dict, path: Path, name: str) -> tuple[bytes, os.stat_r
     cap = (server.get("wal_segment_size") or MAX_SEGMENT) if kind in ("segment", "partial") \
         else SMALL_WAL_FILE
     try:
-        fd, st = open_regular(str(path))
+        return read_regular(str(path), cap)
     except NotRegularFile as exc:
         raise DbsafeError("archive.file_refused", name=name, server=server["name"],
-                          reason=exc.reason) from None
-    try:
-        data = read_capped(fd, cap) if st.st_size <= cap else None
-    finally:
-        os.close(fd)
-    if data is None:
-        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
-                          reason=f"it is larger than a {kind} file can be ({cap} bytes)")
-    return data, st
+                          reason=f"{exc.reason} (a {kind} file)") from None
 
 
 def _blocks(vault: Vault, data: bytes) -> tuple[list, list[bytes], str]:

@@ -156,7 +156,10 @@ def _tablespace_location(fd: int, oid: str, tablespaces: dict[str, str]) -> str 
     the server reports that tablespace there; None for a link it does not know."""
     if oid not in tablespaces:
         return None
-    target = os.readlink(oid, dir_fd=fd)
+    try:
+        target = os.readlink(oid, dir_fd=fd)
+    except FileNotFoundError:
+        return None  # dropped while we walked
     if target != tablespaces[oid]:
         raise DbsafeError("backup.tablespace_unsafe", oid=oid, target=target,
                           reason=f"the server reports it at {tablespaces[oid]}")
