@@ -62,26 +62,28 @@ class Agent:
 @pytest.fixture
 def agent() -> Iterator[Agent]:
     area = make_area("agent-")  # reachable by postgres, unlike pytest's tmp_path
-    vault = Vault.init(area / "vault")
-    pgdata = area / "pgdata"
-    (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
-    chown_postgres(pgdata, recursive=True)
-    vault.catalog.add_server("pg", socket.gethostname(), None, {
-        "pgdata": str(pgdata), "port": 1, "host": None, "bin_dir": str(PG_BIN),
-        "socket_dir": None, "pg_version": 15, "system_identifier": "7",
-        "recovery_model": "FULL", "data_checksums": 0, "wal_segment_size": SEGMENT})
-    paths = daemon.AgentPaths(area / "run")
-    daemon.install_client(paths)
-    srv = server.serve(paths, server.Archiver(vault))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
+    vault = srv = None
     try:
+        vault = Vault.init(area / "vault")
+        pgdata = area / "pgdata"
+        (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
+        chown_postgres(pgdata, recursive=True)
+        vault.catalog.add_server("pg", socket.gethostname(), None, {
+            "pgdata": str(pgdata), "port": 1, "host": None, "bin_dir": str(PG_BIN),
+            "socket_dir": None, "pg_version": 15, "system_identifier": "7",
+            "recovery_model": "FULL", "data_checksums": 0, "wal_segment_size": SEGMENT})
+        paths = daemon.AgentPaths(area / "run")
+        daemon.install_client(paths)
+        srv = server.serve(paths, server.Archiver(vault))
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         yield Agent(paths, pgdata, srv)
     finally:
-        srv.shutdown()
-        srv.server_close()
-        vault.catalog.close()
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
+        if vault is not None:
+            vault.catalog.close()
         remove_area(area)
 
 
