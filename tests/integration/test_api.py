@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from api_serve import Serve, start_serve
 from conftest import Pg, free_port, make_area, make_vault, new_cluster, remove_area, restored
@@ -137,6 +138,25 @@ def test_register_protect_backup_restore(api: Setup):
     assert plan.status_code == 200 and plan.json()["max_databases"] > 0, plan.text
     info = reader.get("/vault").json()
     assert info["soft_delete"]["enabled"] and info["immutability"] == "off"
+
+
+def test_no_role_picks_the_programs_folder(api: Setup):
+    """dbsafe runs pg_ctl, pg_dump and pg_restore from a server's bin_dir: the API has no
+    such field for any role (a contributor picks one only at the command line)."""
+    planted = api.area / "bin"
+    planted.mkdir()
+    (planted / "pg_ctl").write_text(f"#!/bin/sh\ntouch {api.area / 'ran'}\n")
+    (planted / "pg_ctl").chmod(0o755)
+    for role in ("operator", "contributor"):
+        with api.serve.client(role) as client:
+            r = client.post("/servers", json={"name": f"planted-{role}",
+                                              "pgdata": str(api.pg.pgdata),
+                                              "port": api.pg.port, "bin_dir": str(planted)})
+        assert r.status_code == 422 and "bin_dir" in r.text, (role, r.text)
+    schema = httpx.get(f"{api.serve.url}/openapi.json",
+                       headers={"Authorization": f"Bearer {api.serve.tokens['reader']}"})
+    assert "bin_dir" not in json.dumps(schema.json()["components"]["schemas"]["ServerRequest"])
+    assert not (api.area / "ran").exists()
 
 
 def test_role_matrix(api: Setup):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,37 @@ def test_discover_counts_files_in_tablespaces(ts_cluster, ts_vault):
     postgres_oid = dbs["postgres"]["oid"]
     in_base = sum(1 for p in (pg.pgdata / "base" / str(postgres_oid)).iterdir() if p.is_file())
     assert dbs["postgres"]["file_count"] > in_base
+
+
+def test_backup_follows_only_the_tablespaces_the_server_reports(ts_cluster, ts_vault, area):
+    """The postgres OS user can put links in pg_tblspc: a link of its own, and a
+    tablespace's link pointed elsewhere, never make root copy another folder's files."""
+    pg, oid, location = ts_cluster
+    secret = area / "roots"
+    secret.mkdir(mode=0o700)
+    (secret / "shadow").write_text("root:secret\n")
+    planted = pg.pgdata / "pg_tblspc" / "99999"
+    planted.symlink_to(secret)
+    try:
+        manifest = ts_vault.repository().load_manifest(ts_vault.backup("ts")["point_id"])
+    finally:
+        planted.unlink()
+    assert manifest["tablespaces"] == [{"oid": oid, "location": str(location)}]
+    assert not [f for f in manifest["files"] if f["path"].startswith("pg_tblspc/99999")]
+    # ts1's own link pointed at a copy of the tablespace in root's folder (the server
+    # keeps working; it reports the new place, since it reads the link): the backup stops
+    pg.execute("CHECKPOINT")  # nothing of ts1 left to write: the copy stays unchanged
+    copy = area / "ts_copy"
+    subprocess.run(["cp", "-a", str(location), str(copy)], check=True)
+    os.chown(copy, 0, 0)
+    (copy / "shadow").write_text("root:secret\n")
+    (copy / "shadow").chmod(0o600)
+    link = pg.pgdata / "pg_tblspc" / oid
+    link.unlink()
+    link.symlink_to(copy)
+    try:
+        out = ts_vault.fail("backup.tablespace_unsafe", "backup", "ts")
+    finally:
+        link.unlink()
+        link.symlink_to(location)
+    assert str(copy) in out["error"]["message"]

@@ -40,7 +40,7 @@ def _serve_once(sock_path: Path, reply: bytes, seen: list) -> threading.Thread:
 @pytest.mark.parametrize("kind", ["native", "python"])
 def test_both_clients_push_and_report(paths, kind, monkeypatch, tmp_path):
     if kind == "python":
-        monkeypatch.setattr(shutil, "which", lambda name: None)
+        monkeypatch.setattr(shutil, "which", lambda name, **_: None)
     elif shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler")
     assert daemon.install_client(paths) == kind

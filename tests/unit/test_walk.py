@@ -7,9 +7,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import chown_postgres, new_cluster
+from conftest import chown_postgres, new_cluster, pg_uid_gid
 
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import files as pgfiles
+from dbsafe.services import copy
 
 
 def _touch(path: Path, data: bytes = b"x") -> None:
@@ -103,3 +106,114 @@ def test_walk_skips_temporary_relations(live):
         files, _, _ = pgfiles.walk(pg.pgdata)
     listed = {f.path for f in files}
     assert temp_rel not in listed, f"temporary relation file {temp_rel} is backed up"
+
+
+# --- what the postgres OS user can plant: links, FIFOs, files swapped after the walk -----
+
+def _secret(tmp_path: Path) -> Path:
+    """A root-owned folder with a file root alone may read."""
+    folder = tmp_path / "roots"
+    folder.mkdir(mode=0o700)
+    _touch(folder / "shadow", b"root:secret\n")
+    (folder / "shadow").chmod(0o600)
+    return folder
+
+
+def test_tablespace_links_are_followed_only_as_the_server_reports_them(tmp_path):
+    d = tmp_path / "pgdata"
+    _touch(d / "PG_VERSION", b"15\n")
+    ts = tmp_path / "ts1"
+    _touch(ts / "PG_15_202209061" / "16384" / "16400")
+    (d / "pg_tblspc").mkdir()
+    (d / "pg_tblspc" / "16500").symlink_to(ts)
+    secret = _secret(tmp_path)
+    (d / "pg_tblspc" / "99999").symlink_to(secret)  # a link the server does not know
+    files, dirs, tablespaces = pgfiles.walk(d, {"16500": str(ts)})
+    assert tablespaces == [{"oid": "16500", "location": str(ts)}]
+    assert {f.path for f in files} == {"PG_VERSION", "pg_tblspc/16500/PG_15_202209061/16384/16400"}
+    assert "pg_tblspc/99999" not in {x["path"] for x in dirs}
+    # the link was changed after the server was asked: refused
+    with pytest.raises(DbsafeError) as caught:
+        pgfiles.walk(d, {"16500": str(tmp_path / "elsewhere")})
+    assert caught.value.code == "backup.tablespace_unsafe"
+    # the server reports the link as it is (pg_tablespace_location reads it), so a link
+    # its owner re-pointed at root's folder is refused by that folder's owner
+    chown_postgres(d)
+    with pytest.raises(DbsafeError) as caught:
+        pgfiles.walk(d, {"16500": str(ts)})
+    assert caught.value.code == "backup.tablespace_unsafe" and "uid 0" in caught.value.message
+    # no link is followed anywhere else
+    (d / "base").mkdir()
+    (d / "base" / "1").symlink_to(secret)
+    (d / "postgresql.auto.conf").symlink_to(secret / "shadow")
+    files, _, _ = pgfiles.walk(d, {})
+    assert {f.path for f in files} == {"PG_VERSION"}
+
+
+@pytest.fixture
+def walked(tmp_path) -> tuple[Path, dict]:
+    """A data directory of the postgres user, walked: {path: SourceFile}."""
+    d = tmp_path / "pgdata"
+    for rel in ("PG_VERSION", "global/pg_control", "base/1/1259", "pg_logical/replorigin"):
+        _touch(d / rel, b"x" * 100)
+    chown_postgres(d, recursive=True)
+    files, _, _ = pgfiles.walk(d)
+    assert all(f.owner == pg_uid_gid()[0] and f.identity for f in files)
+    return d, {f.path: f for f in files}
+
+
+def _unsafe(source) -> str:
+    with pytest.raises(DbsafeError) as caught:
+        copy.open_source(source)
+    assert caught.value.code == "backup.file_unsafe"
+    return caught.value.message
+
+
+def test_a_file_swapped_after_the_walk_is_refused(walked, tmp_path):
+    d, by_path = walked
+    secret = _secret(tmp_path) / "shadow"
+    # the file itself: a link to root's file, a FIFO (would block a reader forever)
+    (d / "global/pg_control").unlink()
+    (d / "global/pg_control").symlink_to(secret)
+    assert "symbolic link" in _unsafe(by_path["global/pg_control"])
+    (d / "PG_VERSION").unlink()
+    os.mkfifo(d / "PG_VERSION")
+    assert "a FIFO" in _unsafe(by_path["PG_VERSION"])
+    # a folder above it: base/1 renamed away and a link to root's folder put in its place
+    (d / "base/1").rename(d / "base/1.old")
+    (d / "base/1").symlink_to(secret.parent)
+    (secret.parent / "1259").write_bytes(b"root's own")
+    assert "replaced since the backup listed it" in _unsafe(by_path["base/1/1259"])
+    # PostgreSQL renames a new file over an old one (checkpoints do): the owner's file is read
+    new = d / "pg_logical/replorigin.tmp"
+    _touch(new, b"y" * 100)
+    chown_postgres(new)
+    new.rename(d / "pg_logical/replorigin")
+    fd = copy.open_source(by_path["pg_logical/replorigin"])
+    try:
+        assert os.pread(fd, 100, 0) == b"y" * 100
+    finally:
+        os.close(fd)
+    (d / "pg_logical/replorigin").unlink()
+    assert copy.open_source(by_path["pg_logical/replorigin"]) is None  # gone: vanished
+
+
+def test_small_files_of_the_data_directory_are_read_as_regular_files(tmp_path):
+    """PG_VERSION and postmaster.pid are read by every command: a link (to /dev/zero, or
+    to a file of root's) or a FIFO in their place is refused, never followed or waited on."""
+    d = tmp_path / "pgdata"
+    (d / "global").mkdir(parents=True)
+    elsewhere = tmp_path / "version"
+    elsewhere.write_text("15\n")
+    (d / "PG_VERSION").symlink_to(elsewhere)
+    with pytest.raises(DbsafeError) as caught:
+        cluster.major_version(d)
+    assert caught.value.code == "server.pgdata_missing" and "symbolic link" in str(caught.value)
+    (d / "PG_VERSION").unlink()
+    os.mkfifo(d / "PG_VERSION")
+    with pytest.raises(DbsafeError, match="a FIFO"):
+        cluster.major_version(d)
+    (d / "postmaster.pid").symlink_to("/dev/zero")
+    with pytest.raises(DbsafeError) as caught:
+        cluster.running_postmaster(d)
+    assert caught.value.code == "server.not_running" and "symbolic link" in str(caught.value)

@@ -2,7 +2,10 @@
 
 One agent per vault. Its run folder must be reachable by the ``postgres`` user, who runs
 the archive command: ``/var/lib/dbsafe/agent-<vault id>`` when dbsafe runs as root, the
-user's state folder otherwise, or ``$DBSAFE_RUN_DIR/<vault id>`` when that is set.
+user's state folder otherwise, or ``$DBSAFE_RUN_DIR/<vault id>`` when that is set. The
+folder is the agent's user's, mode 0750, its group the clusters' owners' (``socket_group``):
+other local users cannot reach the socket, and only the agent's user can change what is in
+it (the archive command's client among them). The agent's log is 0600.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -22,11 +27,12 @@ from pathlib import Path
 
 import platformdirs
 
-from dbsafe.core.child_env import tool_env
+from dbsafe.core.child_env import SAFE_PATH, tool_env
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
 CLIENT_PYTHON = "/usr/bin/python3"
+CLUSTER_USER = "postgres"
 START_TIMEOUT = 20.0
 
 
@@ -65,14 +71,39 @@ def agent_paths(vault_id: str) -> AgentPaths:
     return AgentPaths(Path(platformdirs.user_state_dir("dbsafe")) / f"agent-{short}")
 
 
-def install_client(paths: AgentPaths) -> str:
-    """Write the archive command's client (executable by all; it holds no secret): the C
-    client (dbsafe_wal.c) compiled for this socket, else the Python one (client.py).
-    Returns which. A client built from the same source for the same socket is kept."""
-    for folder in reversed([paths.run_dir, *paths.run_dir.parents]):
+def socket_group() -> int | None:
+    """The group that may reach the agent: the ``postgres`` user's (the owner of the
+    clusters, who runs the archive command; a cluster of another OS user needs that user
+    in this group). None where there is no such user: the agent's own group then."""
+    try:
+        return pwd.getpwnam(CLUSTER_USER).pw_gid
+    except KeyError:
+        return None
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """The run folder, made if needed: the agent's user's alone (refused otherwise: who can
+    write it could swap the client PostgreSQL runs, or plant links where dbsafe writes),
+    0750 with the clusters' owners' group."""
+    for folder in reversed([run_dir, *run_dir.parents]):
         if not folder.exists():
             folder.mkdir(mode=0o755)
-    os.chmod(paths.run_dir, 0o755)
+    st = os.lstat(run_dir)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise DbsafeError("agent.run_dir_unsafe", path=run_dir,
+                          reason="it is not a folder of the agent's user")
+    group = socket_group()
+    if group is not None and st.st_gid != group:
+        with contextlib.suppress(PermissionError):  # not root: the agent's own group
+            os.chown(run_dir, -1, group, follow_symlinks=False)
+    os.chmod(run_dir, 0o750)
+
+
+def install_client(paths: AgentPaths) -> str:
+    """Write the archive command's client (it holds no secret): the C client
+    (dbsafe_wal.c) compiled for this socket, else the Python one (client.py). Returns which.
+    A client built from the same source for the same socket is kept."""
+    _prepare_run_dir(paths.run_dir)
     here = resources.files("dbsafe.agent")
     c_source = here.joinpath("dbsafe_wal.c").read_bytes()
     stamp = hashlib.sha256(c_source + str(paths.socket).encode()).hexdigest()
@@ -98,7 +129,7 @@ def _compile(source: bytes, socket_path: Path, out: Path) -> bool:
     import shutil
     import tempfile
 
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = shutil.which("cc", path=SAFE_PATH) or shutil.which("gcc", path=SAFE_PATH)
     if cc is None or '"' in str(socket_path) or "\\" in str(socket_path):
         return False
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,8 +174,9 @@ def ensure_running(vault_path: Path, vault_id: str) -> dict:
     status = ping(paths)
     if status is not None:
         return status
-    paths.log.touch(exist_ok=True)
-    with open(paths.log, "ab") as log:
+    fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # errors name files: the agent's user's alone
+    with open(fd, "ab") as log:
         subprocess.Popen([sys.executable, "-m", "dbsafe", "--vault", str(vault_path), "agent",
                           "run"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True, close_fds=True)

@@ -13,12 +13,20 @@ preference names for log backups stores; a push from another node is acknowledge
 vault holds that file with equal content (``Archiver._defer``), so no node drops WAL the
 vault does not have.
 
-Only the OS user that owns the data directory (or root) may push its files: the socket is
-open to every local user, and the peer's uid is checked (SO_PEERCRED) against the owner.
+Who may talk to it: the socket (0660) and its run folder (0750) belong to root and the
+group of the clusters' owners (agent/daemon.py), and a push is accepted only from the OS
+user owning that data directory, or root (the peer's uid, SO_PEERCRED). Others learn at
+most that an agent runs (``status`` details, which name files and errors, go to root). A
+push names a file of the server's pg_wal by a WAL file name, equal to the path's last
+component; the file is read only if it is a regular file (services/archive.py). Each
+connection has ``READ_TIMEOUT`` seconds to send its request, and at most
+``MAX_CONNECTIONS`` are served at once: beyond that a connection is answered "busy" at once
+(the archive command fails, PostgreSQL retries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,14 +39,26 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from dbsafe.agent.daemon import AgentPaths, agent_paths, install_client, ping, running_pid
+from dbsafe.agent.daemon import (
+    AgentPaths,
+    agent_paths,
+    install_client,
+    ping,
+    running_pid,
+    socket_group,
+)
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import quiet_sdk_loggers
+from dbsafe.engines.postgres import wal
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
 
 READ_AHEAD = 8
 WORKERS = 2
+READ_TIMEOUT = 30.0  # seconds a connection has to send its request line
+MAX_CONNECTIONS = 64  # connections served at once; PostgreSQL runs one archive command
+#                       at a time per cluster, so this is many clusters' worth
+MAX_REQUEST = 65536
 LOG_NODE_TTL = 2.0   # seconds a replica set's log node choice is reused
 DEFER_WAIT = 10.0    # seconds a deferred push waits for the log node to archive the file
 DEFER_POLL = 0.25
@@ -135,7 +155,7 @@ class Archiver:
         all when no node takes log backups now); if in the meantime this node becomes the
         one, archive it here."""
         deadline = time.monotonic() + DEFER_WAIT
-        checksum = content_checksum(self.vault, Path(path))
+        checksum = content_checksum(self.vault, server, Path(path), name)
         while True:
             if already_held(self.vault, server, name, checksum) is not None:
                 return
@@ -157,10 +177,17 @@ class Archiver:
         except OSError:
             return
         current = os.path.basename(path)
-        for name in [n for n in ready if n != current][:READ_AHEAD]:
+        # only names PostgreSQL gives WAL files: anything else in archive_status was put
+        # there by someone else (the files themselves are checked when they are read)
+        names = [n for n in ready if n != current and wal.wal_file_kind(n) is not None]
+        for name in names[:READ_AHEAD]:
             self._submit(server, str(Path(path).parent / name), name)
 
-    def status(self) -> dict:
+    def status(self, details: bool = True) -> dict:
+        """The agent's counters and last error (which names files and errors) with
+        ``details``; only that it runs without."""
+        if not details:
+            return {"ok": True, "pid": os.getpid()}
         with self._lock:
             return {"ok": True, "pid": os.getpid(), "archived": self.archived,
                     "failures": self.failures, "in_progress": len(self._running),
@@ -174,30 +201,68 @@ def _peer_uid(conn: socket.socket) -> int:
 
 class _Handler(socketserver.StreamRequestHandler):
     server: _AgentServer
+    timeout = READ_TIMEOUT  # on every read and write of the connection
 
     def handle(self) -> None:
-        line = self.rfile.readline(65536)
         try:
-            reply = self.server.answer(json.loads(line), _peer_uid(self.request))
-        except (ValueError, KeyError) as exc:
+            line = self.rfile.readline(MAX_REQUEST)
+        except OSError:  # nothing sent in time, or the client went away
+            return
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
+            reply = self.server.answer(request, _peer_uid(self.request))
+        except (ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "error": f"bad request: {exc}"}
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(OSError):
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 
 class _AgentServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, paths: AgentPaths, archiver: Archiver) -> None:
+    def __init__(self, socket_path: Path, archiver: Archiver) -> None:
         self.archiver = archiver
-        super().__init__(str(paths.socket), _Handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(str(socket_path), _Handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        """A thread per connection, up to MAX_CONNECTIONS; beyond, "busy" at once."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(json.dumps({
+                    "ok": False, "error": f"the agent is busy ({MAX_CONNECTIONS} connections "
+                    "at once); PostgreSQL keeps the file and retries"}).encode() + b"\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        """ThreadingMixIn's, with the slot given back before the connection is closed (a
+        client that saw the end may connect again at once)."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._slots.release()
+            self.shutdown_request(request)
 
     def answer(self, request: dict, uid: int) -> dict:
         if request.get("op") == "status":
-            return self.archiver.status()
+            return self.archiver.status(details=uid in (0, os.geteuid()))
         if request.get("op") != "push":
             return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
-        cwd, name = request["cwd"], request["name"]
-        path = os.path.normpath(request["path"])
+        cwd, path, name = request["cwd"], request["path"], request["name"]
+        if not all(isinstance(v, str) for v in (cwd, path, name)):
+            raise ValueError("cwd, path and name must be strings")
+        path = os.path.normpath(path)
         server = self.archiver.server_for(cwd)
         if server is None:
             return {"ok": False, "error": f"{cwd} is not a data directory registered in this "
@@ -205,8 +270,10 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
         owner = os.stat(server["pgdata"]).st_uid
         if uid not in (0, owner):
             return {"ok": False, "error": f"uid {uid} may not archive WAL of {server['name']}"}
-        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(
-                os.path.join(server["pgdata"], "pg_wal")) or "/" in name:
+        if wal.wal_file_kind(name) is None or os.path.basename(path) != name:
+            return {"ok": False, "error": f"{name!r} is not the name of the WAL file {path}"}
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(
+                os.path.join(server["pgdata"], "pg_wal")):
             return {"ok": False, "error": f"{path} is not a file of {server['name']}'s pg_wal"}
         try:
             self.archiver.push(server, path, name)
@@ -215,6 +282,19 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
         except Exception as exc:  # disk full, catalog locked, ...: PostgreSQL retries
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return {"ok": True}
+
+
+def serve(paths: AgentPaths, archiver: Archiver) -> _AgentServer:
+    """The agent's socket, bound and reachable only by root and the clusters' owners'
+    group (``daemon.socket_group``); serve it with ``serve_forever``."""
+    paths.socket.unlink(missing_ok=True)
+    server = _AgentServer(paths.socket, archiver)
+    group = socket_group()
+    if group is not None:
+        with contextlib.suppress(PermissionError):  # not root: the agent's own group
+            os.chown(paths.socket, -1, group)
+    os.chmod(paths.socket, 0o660)
+    return server
 
 
 def run(vault: Vault) -> None:
@@ -226,9 +306,7 @@ def run(vault: Vault) -> None:
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
         raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)
-    paths.socket.unlink(missing_ok=True)
-    server = _AgentServer(paths, Archiver(vault))
-    os.chmod(paths.socket, 0o666)
+    server = serve(paths, Archiver(vault))
     paths.pid_file.write_text(f"{os.getpid()}\n")
 
     def stop(_signum, _frame) -> None:

@@ -85,6 +85,12 @@ _SPECS = [
     ErrorSpec("server.wal_level", 3, 409,
               "wal_level is {wal_level}; a backup needs wal_level=replica or logical "
               "(set it in postgresql.conf and restart PostgreSQL)"),
+    ErrorSpec("server.bin_dir_unsafe", 2, 409,
+              "dbsafe will not run PostgreSQL's programs from {bin_dir}: {path}: {reason}; "
+              "only root may be able to change a program dbsafe runs: use the "
+              "packaged folder (e.g. /usr/lib/postgresql/<version>/bin), or give a folder "
+              "whose every component root owns and only root can write "
+              "(`dbsafe server add --bin-dir`)"),
     ErrorSpec("server.no_replication_slot", 3, 409,
               "cannot reserve WAL for the backup: {reason}; a backup holds one temporary "
               "replication slot while it runs: raise max_replication_slots (restart needed) "
@@ -94,6 +100,14 @@ _SPECS = [
               "or cancel it"),
     ErrorSpec("backup.file_read_failed", 5, 500,
               "could not read {path}: {reason}"),
+    ErrorSpec("backup.file_unsafe", 6, 409,
+              "the backup stopped: {path} is not what the backup listed: {reason}; "
+              "PostgreSQL never does this: find out who changed the data directory (dbsafe "
+              "reads only the cluster's regular files as root)"),
+    ErrorSpec("backup.tablespace_unsafe", 6, 409,
+              "the backup stopped: the tablespace link pg_tblspc/{oid} points to {target}: "
+              "{reason}; dbsafe follows a tablespace link only to the location the server "
+              "reports, in a folder of the cluster's owner: find out who changed it"),
     ErrorSpec("backup.no_full", 2, 409,
               "a differential needs a full backup of {name} first; take one with "
               "`dbsafe backup {name} --type full`"),
@@ -145,12 +159,19 @@ _SPECS = [
               "with --recovery-model simple"),
     ErrorSpec("agent.start_failed", 5, 500,
               "the dbsafe agent did not start; see {log}"),
+    ErrorSpec("agent.run_dir_unsafe", 2, 409,
+              "the agent's run folder {path} cannot be used: {reason}; remove it (dbsafe "
+              "makes it again) or set DBSAFE_RUN_DIR to a folder of the user dbsafe runs as"),
     ErrorSpec("agent.already_running", 3, 409,
               "a dbsafe agent (pid {pid}) already serves this vault on {socket}"),
     ErrorSpec("archive.deferred", 3, 409,
               "WAL file {name} of {server!r} is not archived from this node: replica set "
               "{set!r} takes log backups from {taker} now (its backup preference); PostgreSQL "
               "keeps the file and asks again, and it is acknowledged once {taker} archived it"),
+    ErrorSpec("archive.file_refused", 3, 409,
+              "WAL file {name} of {server!r} was not archived: {reason}; PostgreSQL puts "
+              "only regular files named like WAL into pg_wal: find out who put this one "
+              "there and remove it (dbsafe reads nothing else as root)"),
     ErrorSpec("archive.conflict", 6, 409,
               "WAL file {name} of {server!r} is already in the vault with other content: "
               "another cluster or a restored copy archives into this chain; stop its archiving "

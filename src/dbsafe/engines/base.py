@@ -6,7 +6,10 @@ make up a backup and how to read one block of one of them safely.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+from dbsafe.core.regular_files import NotRegularFile, open_regular
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,25 @@ class SourceFile:
     mtime: float
     paged: bool = False  # holds 8 KiB pages with checksums (a relation segment)
     first_page: int = 0  # block number of its first page (segment number x pages per segment)
+    identity: tuple[int, int] | None = None  # (device, inode) the walk saw
+    owner: int | None = None  # uid owning the data directory, when identity is given
+
+    def open(self) -> int:
+        """A read-only descriptor of this file, refused (``NotRegularFile``) unless it is
+        a regular file reached without a link at its last component and, when the walk
+        recorded it, the very file the walk saw, or one the data directory's owner put in
+        its place (PostgreSQL renames a few files over older ones, e.g. at checkpoints).
+        So a file swapped for a link, a FIFO or another folder's file after the walk never
+        makes root read what is not the cluster's. Readers stay within ``size``.
+        ``FileNotFoundError`` when it is gone (a dropped relation)."""
+        fd, st = open_regular(self.abspath)
+        if self.identity is not None and (st.st_dev, st.st_ino) != self.identity \
+                and st.st_uid != self.owner:
+            os.close(fd)
+            raise NotRegularFile(self.abspath, f"it was replaced since the backup listed it, "
+                                 f"by a file of uid {st.st_uid}, not the data directory's "
+                                 f"owner's")
+        return fd
 
 
 @dataclass

@@ -14,33 +14,53 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.regular_files import NotRegularFile, read_regular
 from dbsafe.engines.postgres import wal
 from dbsafe.services.vault import Vault
 
 WAL_LEVEL = 1  # zstd level for WAL: WAL compresses well even at the fastest level
+MAX_SEGMENT = 1 << 30      # PostgreSQL's largest wal_segment_size (initdb --wal-segsize)
+SMALL_WAL_FILE = 1 << 20   # timeline and backup history files: a few lines of text
 
 
 def archive_wal_file(vault: Vault, server: dict, path: Path, name: str) -> dict:
     """Store one WAL file of ``server`` (a segment, history, backup or partial file)."""
-    # The writer lock spans the blocks and the record listing them (vault/gc.py).
+    data, st = read_wal_file(server, path, name)
+    # The writer lock spans the blocks and the record listing them (vault/gc.py); the file
+    # is read before it is taken: a file that cannot be read never holds up other writers.
     with vault.repo.writing("archive"):
-        return _archive(vault, server, path, name)
+        return _archive(vault, server, name, data, st)
 
 
-def _read(vault: Vault, path: Path) -> tuple[bytes, os.stat_result, list, list[bytes], str]:
+def read_wal_file(server: dict, path: Path, name: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of a file of ``server``'s pg_wal, read as root from a folder its owner
+    writes: only a name PostgreSQL archives, only a regular file reached without a link at
+    its last component (core/regular_files.py), at most a segment's size (history and
+    backup history files: ``SMALL_WAL_FILE``). Refused: ``archive.file_refused``."""
+    kind = wal.wal_file_kind(name)
+    if kind is None or os.path.basename(path) != name:
+        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
+                          reason="not the name of a WAL file PostgreSQL archives")
+    cap = (server.get("wal_segment_size") or MAX_SEGMENT) if kind in ("segment", "partial") \
+        else SMALL_WAL_FILE
+    try:
+        return read_regular(str(path), cap)
+    except NotRegularFile as exc:
+        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
+                          reason=f"{exc.reason} (a {kind} file)") from None
+
+
+def _blocks(vault: Vault, data: bytes) -> tuple[list, list[bytes], str]:
     repo = vault.repo
-    with open(path, "rb") as f:
-        data = f.read()
-        st = os.fstat(f.fileno())
     bs = repo.block_size
     chunks = [memoryview(data)[i:i + bs] for i in range(0, len(data), bs)]
     ids = [repo.keyed.digest(c) for c in chunks]
-    return data, st, chunks, ids, repo.file_checksum(ids)
+    return chunks, ids, repo.file_checksum(ids)
 
 
-def content_checksum(vault: Vault, path: Path) -> str:
+def content_checksum(vault: Vault, server: dict, path: Path, name: str) -> str:
     """The checksum a WAL file's record would carry (compared with the vault's copy)."""
-    return _read(vault, path)[4]
+    return _blocks(vault, read_wal_file(server, path, name)[0])[2]
 
 
 def already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict | None:
@@ -56,10 +76,10 @@ def already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict |
     return existing
 
 
-def _archive(vault: Vault, server: dict, path: Path, name: str) -> dict:
+def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_result) -> dict:
     repo = vault.repo
     sysid = server["system_identifier"]
-    data, st, chunks, ids, checksum = _read(vault, path)
+    chunks, ids, checksum = _blocks(vault, data)
     existing = already_held(vault, server, name, checksum)
     if existing is not None:
         return existing

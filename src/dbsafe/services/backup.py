@@ -9,7 +9,6 @@ commit point) → record the point in the catalog.
 from __future__ import annotations
 
 import json
-import pwd
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -145,7 +144,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         **{k: v for k, v in about_base.items() if k != "stats"},
         "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
                      "pg_version": major, "pgdata": str(pgdata),
-                     "owner": _owner_name(pgdata), "node": server.get("node")},
+                     "owner": cluster.owner_of(pgdata), "node": server.get("node")},
         "start_time": started.isoformat(timespec="milliseconds"),
         "end_time": ended.isoformat(timespec="milliseconds"),
         "start_lsn": start_lsn,
@@ -192,10 +191,3 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn")},
         **about_base.get("stats", {}),
     }
-
-
-def _owner_name(pgdata: Path) -> str:
-    try:
-        return pwd.getpwuid(pgdata.stat().st_uid).pw_name
-    except KeyError:
-        return "postgres"

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dbsafe.core.concurrency import run_parallel
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.regular_files import NotRegularFile
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.vault.blocks import BlockSink
 
@@ -78,9 +80,8 @@ class Copier:
         return [self._finish(r) for r in results]
 
     def _run(self, task: _Task, source: SourceFile, result: CopiedFile) -> None:
-        try:
-            fd = os.open(source.abspath, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = open_source(source)
+        if fd is None:
             result.vanished = True  # dropped while we copied: WAL replay removes it anyway
             return
         try:
@@ -113,6 +114,18 @@ class Copier:
             r.size = min(r.size, first_hole * self.block_size)
         r.corrupt_pages.sort()
         return r
+
+
+def open_source(source: SourceFile) -> int | None:
+    """A descriptor of a file to copy (``SourceFile.open``: the regular file the walk saw),
+    None when it is gone; ``backup.file_unsafe`` for anything else found in its place."""
+    try:
+        return source.open()
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as exc:
+        raise DbsafeError("backup.file_unsafe", path=source.abspath, reason=exc.reason) \
+            from None
 
 
 def file_entry(repo, copied: CopiedFile) -> dict:

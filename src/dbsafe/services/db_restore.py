@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import logical
+from dbsafe.engines.postgres import cluster, logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services import restore_checks as checks
@@ -64,7 +64,8 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
                 logical.create_like(sconn, db, tconn, temp_name)
             try:
                 logical.copy_database(target["bin_dir"], (str(pgdata), staged["port"]), db,
-                                      (t_host, t_port), temp_name, jobs, staging)
+                                      (t_host, t_port), temp_name, jobs, staging,
+                                      cluster.owner_of(Path(target["pgdata"])))
                 with open_instance(target) as tconn:
                     if overwrite:
                         logical.drop(tconn, new_name)

@@ -23,7 +23,14 @@ from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
-from dbsafe.services.copy import TASK_BLOCKS, Copier, SizedCall, by_size, file_entry
+from dbsafe.services.copy import (
+    TASK_BLOCKS,
+    Copier,
+    SizedCall,
+    by_size,
+    file_entry,
+    open_source,
+)
 from dbsafe.services.points import list_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.blocks import BlockSink
@@ -142,9 +149,8 @@ class DeltaCopier:
     def _run(self, result: DeltaFile, part_no: int, first_block: int, blocks: int) -> None:
         source, bs = result.source, self.block_size
         part = result.parts[part_no]
-        try:
-            fd = os.open(source.abspath, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = open_source(source)
+        if fd is None:
             result.vanished = True  # dropped while we copied: WAL replay removes it anyway
             return
         stream = bytearray()  # changed pages not yet stored: less than a block

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import archiving, discover
+from dbsafe.engines.postgres import archiving, cluster, discover
 from dbsafe.services import coexistence
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
@@ -191,7 +191,7 @@ def configure_archiving(vault: Vault, server: dict, model: str, command: str | N
     restarted = False
     if restart_needed and restart and not lines:
         archiving.restart(Path(server["pgdata"]), server["bin_dir"],
-                          _owner(Path(server["pgdata"])))
+                          cluster.owner_of(Path(server["pgdata"])))
         restarted, restart_needed = True, False
     with open_instance(server) as conn:
         now = archiving.read_settings(conn)
@@ -294,12 +294,6 @@ def reconfigure(vault: Vault, policy: str) -> list[dict]:
         done.append({"server": name, "state": state, "reason": reason,
                      "fix": fix if reason else None, **result})
     return done
-
-
-def _owner(pgdata: Path) -> str:
-    import pwd
-
-    return pwd.getpwuid(pgdata.stat().st_uid).pw_name
 
 
 

@@ -82,7 +82,11 @@ def target_server(vault: Vault, name: str) -> dict:
 
 
 def target_version(target: dict, manifest: dict) -> str:
-    """The target takes writes (no standby) and runs the backup's major version or newer."""
+    """The target takes writes (no standby) and runs the backup's major version or newer;
+    the pg_dump and pg_restore that copy the database are root's (cluster.trusted_program:
+    its catalog row may have been changed since it was registered)."""
+    for program in ("pg_dump", "pg_restore"):
+        cluster.trusted_program(str(Path(target["bin_dir"]) / program))
     with open_instance(target) as conn:
         if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise DbsafeError("restore.target_standby", target=target["name"])

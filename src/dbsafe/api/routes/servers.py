@@ -19,7 +19,9 @@ router = APIRouter(tags=["servers"])
 
 class ServerRequest(BaseModel):
     """A running PostgreSQL instance of this host to register (version, port and connection
-    are checked)."""
+    are checked). Its programs' folder is the one found for its version: only a
+    contributor at the command line picks another (`dbsafe server add --bin-dir`), since
+    dbsafe runs what is in it."""
     model_config = {"extra": "forbid", "strict": True}
     name: Name
     pgdata: Folder
@@ -27,8 +29,6 @@ class ServerRequest(BaseModel):
     host: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$",
                              description="host or socket folder (default: from "
                                          "postmaster.pid)")
-    bin_dir: Folder | None = Field(None, description="folder of pg_ctl (default: found by "
-                                                     "version)")
     region: str | None = Field(None, min_length=1, max_length=64)
 
 
@@ -48,7 +48,7 @@ def list_servers(v: Vault = Depends(vault)) -> list[dict]:
 def add_server(body: ServerRequest, v: Vault = Depends(vault)) -> dict:
     """Register a running instance, as `dbsafe server add`."""
     return servers.add_server(v, body.name, Path(body.pgdata), body.port, body.host,
-                              body.bin_dir, body.region)
+                              region=body.region)
 
 
 @router.get("/servers/{server}", dependencies=[Depends(need("read"))])

@@ -22,7 +22,8 @@ def add(name: str = typer.Argument(..., help="A name for this server's instance.
         port: int = typer.Option(..., help="The port it listens on."),
         host: str = typer.Option(None,
                                  help="Host or socket folder (default: from postmaster.pid)."),
-        bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version)."),
+        bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version);"
+                                    " every folder of its path must be root's alone."),
         region: str = typer.Option(None, help="The server's region."),
         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Register a running PostgreSQL instance (checks version, port and connection)."""

@@ -113,7 +113,8 @@ def restart(pgdata: Path, bin_dir: str, owner: str) -> None:
     if not log_dir.exists():
         log_dir.mkdir(mode=0o700)
         st = pgdata.stat()
-        os.chown(log_dir, st.st_uid, st.st_gid)
+        # never follow a link: the owner could have put one in its place since
+        os.chown(log_dir, st.st_uid, st.st_gid, follow_symlinks=False)
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "300", "-m", "fast",
             "-l", str(log_dir / "dbsafe-restart.log"), "restart"]
     proc = run_as_owner(owner, argv)

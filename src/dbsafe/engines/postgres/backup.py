@@ -79,7 +79,13 @@ class BackupSession:
         return text
 
     def files(self) -> tuple[list[SourceFile], list[dict], list[dict]]:
-        return pgfiles.walk(self.pgdata)
+        """The files to copy (files.py); tablespace links are followed only to where this
+        session's server says its tablespaces are."""
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT oid::text, pg_tablespace_location(oid) FROM pg_tablespace "
+            "WHERE pg_tablespace_location(oid) <> ''").fetchall()
+        return pgfiles.walk(self.pgdata, dict(rows))
 
     def read_block(self, fd: int, source: SourceFile, offset: int, length: int) -> BlockRead:
         """Read ``length`` bytes at ``offset`` of an open file and check its pages.
@@ -141,14 +147,16 @@ class BackupSession:
             if line.startswith("START TIMELINE:"):
                 timeline = int(line.split(":", 1)[1])
         segments = []
+        owner = self.pgdata.stat().st_uid
         first = self.start_lsn // self.segment_size
         last = parse_lsn(stop_lsn) // self.segment_size
         for segno in range(first, last + 1):
             name = wal_segment_name(timeline, segno * self.segment_size, self.segment_size)
             path = self.pgdata / "pg_wal" / name
-            st = path.stat()
+            st = path.lstat()  # a link is refused when the copy opens it (SourceFile.open)
             segments.append(SourceFile(path=name, abspath=str(path), size=st.st_size,
-                                       mode=0o600, mtime=st.st_mtime))
+                                       mode=0o600, mtime=st.st_mtime,
+                                       identity=(st.st_dev, st.st_ino), owner=owner))
         return BackupStop(stop_lsn=stop_lsn, backup_label=label, tablespace_map=spcmap or "",
                           timeline=timeline, wal_segments=segments)
 

@@ -69,10 +69,12 @@ def _count_files(folder: Path) -> int:
 def databases(conn: psycopg.Connection, pgdata: Path) -> list[dict]:
     """Every database but template0, with size, file count and whether it takes writes;
     also whether it is a template, allows connections, or is invalid (datconnlimit -2: a
-    DROP DATABASE interrupted half-way, PostgreSQL 15.4 and later)."""
+    DROP DATABASE interrupted half-way, PostgreSQL 15.4 and later). A database whose files
+    PostgreSQL cannot find (a tablespace link pointing nowhere) has size 0: pg_database_size
+    says NULL then."""
     rows = conn.execute(
         """
-        SELECT d.datname, d.oid::bigint, pg_database_size(d.oid), d.datallowconn,
+        SELECT d.datname, d.oid::bigint, coalesce(pg_database_size(d.oid), 0), d.datallowconn,
                coalesce((SELECT bool_or(s.cfg ~* '^default_transaction_read_only=(on|true|1|yes)$')
                          FROM pg_db_role_setting r, unnest(r.setconfig) AS s(cfg)
                          WHERE r.setdatabase = d.oid AND r.setrole = 0), false),

@@ -10,11 +10,13 @@ relations (only their init fork is kept; PostgreSQL rebuilds them from it at sta
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 from pathlib import Path
 
+from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 
 # Folders whose contents are never copied (the folder itself is).
@@ -60,22 +62,31 @@ def _is_relation_dir(rel: str) -> bool:
     return parts[0] == "pg_tblspc" and len(parts) == 4
 
 
-def walk(pgdata: Path) -> tuple[list[SourceFile], list[dict], list[dict]]:
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
+         ) -> tuple[list[SourceFile], list[dict], list[dict]]:
     """(files to copy, directories to recreate, tablespaces) of a data directory.
 
-    Tablespace links in pg_tblspc are followed; their files are listed under
-    ``pg_tblspc/<oid>/...`` and each tablespace is returned as ``{"oid", "location"}``.
+    The ``postgres`` OS user can put links anywhere in its data directory; dbsafe reads as
+    root. So the walk goes from folder to folder by file descriptor and never follows a
+    link (``O_NOFOLLOW``), except a tablespace's: ``tablespaces`` maps oid to location as
+    the server reports them (``pg_tablespace``); a link ``pg_tblspc/<oid>`` is followed
+    only when it names one of them with that very location, into a folder of the data
+    directory's owner (``backup.tablespace_unsafe`` otherwise); any other link is left out.
+    Its files are listed under ``pg_tblspc/<oid>/...`` and each tablespace is returned as
+    ``{"oid", "location"}``. Each file carries what the walk saw of it (device, inode, the
+    data directory's owner), which ``SourceFile.open`` holds the file to.
     """
-    pgdata = Path(pgdata)
+    tablespaces = tablespaces or {}
     files: list[SourceFile] = []
     dirs: list[dict] = []
-    tablespaces: list[dict] = []
+    found_tablespaces: list[dict] = []
 
-    def visit(abs_dir: str, rel_dir: str) -> None:
-        try:
-            entries = list(os.scandir(abs_dir))
-        except FileNotFoundError:
-            return  # removed while we walked (a dropped database): nothing to copy
+    def visit(fd: int, abs_dir: str, rel_dir: str, owner: int) -> None:
+        with os.scandir(fd) as it:
+            entries = list(it)
         names = [e.name for e in entries]
         unlogged = _unlogged_main_forks(names) if _is_relation_dir(rel_dir) else set()
         paged_dir = _is_relation_dir(rel_dir)
@@ -86,10 +97,16 @@ def walk(pgdata: Path) -> tuple[list[SourceFile], list[dict], list[dict]]:
             except FileNotFoundError:
                 continue
             if rel_dir == "pg_tblspc" and stat.S_ISLNK(st.st_mode):
-                target = os.readlink(entry.path)
-                tablespaces.append({"oid": entry.name, "location": target})
+                location = _tablespace_location(fd, entry.name, tablespaces)
+                if location is None:
+                    continue  # a link PostgreSQL does not know as a tablespace
+                found_tablespaces.append({"oid": entry.name, "location": location})
                 dirs.append({"path": rel, "mode": 0o700, "type": "tablespace"})
-                visit(os.path.realpath(entry.path), rel)
+                sub = _open_tablespace(entry.name, location, owner)
+                try:
+                    visit(sub, location, rel, owner)
+                finally:
+                    os.close(sub)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if entry.name.startswith("pgsql_tmp"):
@@ -100,7 +117,18 @@ def walk(pgdata: Path) -> tuple[list[SourceFile], list[dict], list[dict]]:
                         dirs.append({"path": "pg_wal/archive_status", "mode": 0o700,
                                      "type": "dir"})
                     continue
-                visit(entry.path, rel)
+                try:
+                    sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # removed (a dropped database) or replaced while we walked
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+                    continue  # replaced by a link while we walked: never followed
+                try:
+                    visit(sub, f"{abs_dir}/{entry.name}", rel, owner)
+                finally:
+                    os.close(sub)
             elif stat.S_ISREG(st.st_mode):
                 if _skip_file(entry.name, top_level=not rel_dir) or entry.name in unlogged:
                     continue
@@ -109,10 +137,47 @@ def walk(pgdata: Path) -> tuple[list[SourceFile], list[dict], list[dict]]:
                 match = RELATION_FILE.match(entry.name) if paged_dir else None
                 segno = int(match.group(5) or 0) if match else 0
                 files.append(SourceFile(
-                    path=rel, abspath=entry.path, size=st.st_size,
+                    path=rel, abspath=f"{abs_dir}/{entry.name}", size=st.st_size,
                     mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime,
-                    paged=match is not None, first_page=segno * PAGES_PER_SEGMENT))
+                    paged=match is not None, first_page=segno * PAGES_PER_SEGMENT,
+                    identity=(st.st_dev, st.st_ino), owner=owner))
             # other symlinks, sockets and fifos are not part of a backup
 
-    visit(str(pgdata), "")
-    return files, dirs, tablespaces
+    root = os.open(pgdata, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        visit(root, str(pgdata), "", os.fstat(root).st_uid)
+    finally:
+        os.close(root)
+    return files, dirs, found_tablespaces
+
+
+def _tablespace_location(fd: int, oid: str, tablespaces: dict[str, str]) -> str | None:
+    """The location of the tablespace link ``oid`` (in the pg_tblspc folder ``fd``) when
+    the server reports that tablespace there; None for a link it does not know."""
+    if oid not in tablespaces:
+        return None
+    try:
+        target = os.readlink(oid, dir_fd=fd)
+    except FileNotFoundError:
+        return None  # dropped while we walked
+    if target != tablespaces[oid]:
+        raise DbsafeError("backup.tablespace_unsafe", oid=oid, target=target,
+                          reason=f"the server reports it at {tablespaces[oid]}")
+    return target
+
+
+def _open_tablespace(oid: str, location: str, owner: int) -> int:
+    """The tablespace's folder, open, when the data directory's owner owns it (PostgreSQL
+    requires it; a link to anyone else's folder would make root read that folder)."""
+    try:
+        fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DbsafeError("backup.tablespace_unsafe", oid=oid, target=location,
+                          reason=exc.strerror or str(exc)) from None
+    uid = os.fstat(fd).st_uid
+    if uid != owner:
+        os.close(fd)
+        raise DbsafeError("backup.tablespace_unsafe", oid=oid, target=location,
+                          reason=f"that folder belongs to uid {uid}, not to the data "
+                                 f"directory's owner (uid {owner})")
+    return fd

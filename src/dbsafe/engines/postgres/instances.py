@@ -24,8 +24,9 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from dbsafe.core.child_env import tool_env
+from dbsafe.core.child_env import SAFE_PATH, tool_env
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.regular_files import NotRegularFile, read_small
 from dbsafe.engines.postgres import cluster
 
 PROC = Path("/proc")
@@ -66,8 +67,8 @@ def _canonical(pgdata: str) -> str:
 def _complete(row: dict) -> dict:
     """Fill what the data directory itself says: version, and the live postmaster."""
     pgdata = Path(row["pgdata"])
-    with contextlib.suppress(OSError, ValueError):
-        row["version"] = int((pgdata / "PG_VERSION").read_text().split(".")[0])
+    with contextlib.suppress(OSError, ValueError, NotRegularFile):
+        row["version"] = int(read_small(str(pgdata / "PG_VERSION")).split(".")[0])
     try:
         postmaster = cluster.running_postmaster(pgdata)
     except DbsafeError:
@@ -86,7 +87,7 @@ def _complete(row: dict) -> dict:
 
 def lsclusters() -> list[dict]:
     """Debian's clusters (empty where postgresql-common is not installed)."""
-    exe = shutil.which("pg_lsclusters")
+    exe = shutil.which("pg_lsclusters", path=SAFE_PATH)
     if exe is None:
         return []
     proc = subprocess.run([exe, "--json"], capture_output=True, text=True, timeout=60,

@@ -4,18 +4,20 @@ Used by the single-database restore: the database is recovered in a staging clus
 copied into the live target under a new name. The directory format with ``-j`` dumps and
 loads several tables at once; the target's own (newer or equal) programs are used, since
 pg_dump reads older servers but not newer ones. Owners and grants are not copied
-(``--no-owner --no-privileges``): the target may not have the source's roles.
+(``--no-owner --no-privileges``): the target may not have the source's roles. Both programs
+run as the target cluster's OS user (never as root), with an allow-listed environment.
 """
 
 from __future__ import annotations
 
-import subprocess
+import os
+import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbsafe.core.child_env import client_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.client import default_user
+from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
     import psycopg
@@ -52,22 +54,35 @@ def rename(conn: psycopg.Connection, old: str, new: str) -> None:
                                                                   sql.Identifier(new)))
 
 
-def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=client_env())
+def _run(owner: str, argv: list[str], what: str) -> None:
+    proc = run_as_owner(owner, argv, client=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.copy_failed", step=what,
                           reason=lines[-1] if lines else f"exit {proc.returncode}")
 
 
+def _conninfo(endpoint: tuple[str, int], dbname: str) -> str:
+    """``--dbname`` as a connection string: a database name is then never read as an option
+    (``-x``) or as a connection string of its own (``host=... dbname=...``)."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo("", host=endpoint[0], port=endpoint[1], user=default_user(),
+                         dbname=dbname)
+
+
 def copy_database(bin_dir: str, source: tuple[str, int], source_db: str,
-                  target: tuple[str, int], target_db: str, jobs: int, workdir: Path) -> None:
-    """Dump ``source_db`` from (host, port) ``source`` and load it into ``target_db``."""
-    bin_path = Path(bin_dir)
-    user = default_user()
+                  target: tuple[str, int], target_db: str, jobs: int, workdir: Path,
+                  owner: str) -> None:
+    """Dump ``source_db`` from (host, port) ``source`` and load it into ``target_db``, both
+    programs run as ``owner`` (the target cluster's), the dump in ``workdir/dump``, a
+    folder made for that user."""
     dump = workdir / "dump"
-    _run([str(bin_path / "pg_dump"), "-h", source[0], "-p", str(source[1]), "-U", user,
-          "-Fd", "-j", str(jobs), "-Z", "0", "-f", str(dump), source_db], "pg_dump")
-    _run([str(bin_path / "pg_restore"), "-h", target[0], "-p", str(target[1]), "-U", user,
-          "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error", "-d", target_db,
-          str(dump)], "pg_restore")
+    dump.mkdir(mode=0o700)
+    user = pwd.getpwnam(owner)
+    os.chown(dump, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    _run(owner, [str(Path(bin_dir) / "pg_dump"), f"--dbname={_conninfo(source, source_db)}",
+                 "-Fd", "-j", str(jobs), "-Z", "0", "-f", str(dump)], "pg_dump")
+    _run(owner, [str(Path(bin_dir) / "pg_restore"), f"--dbname={_conninfo(target, target_db)}",
+                 "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+                 str(dump)], "pg_restore")

@@ -16,6 +16,10 @@ from dbsafe.engines.postgres._walscan import scan_segment
 
 SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+PARTIAL = re.compile(r"^[0-9A-F]{24}\.partial$")
+BACKUP_HISTORY = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")
+WAL_FILE_KINDS = (("segment", SEGMENT), ("history", HISTORY), ("partial", PARTIAL),
+                  ("backup", BACKUP_HISTORY))
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -44,6 +48,15 @@ def parse_segment_name(name: str, segment_size: int) -> tuple[int, int] | None:
         return None
     per_id = 0x100000000 // segment_size
     return int(m.group(1), 16), int(m.group(2), 16) * per_id + int(m.group(3), 16)
+
+
+def wal_file_kind(name: str) -> str | None:
+    """"segment", "history", "partial" or "backup" for a name PostgreSQL gives a file it
+    archives; None for any other name."""
+    for kind, pattern in WAL_FILE_KINDS:
+        if pattern.match(name):
+            return kind
+    return None
 
 
 def pg_time(microseconds: int | None) -> datetime | None:
