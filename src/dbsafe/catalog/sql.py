@@ -472,6 +472,15 @@ class SqlCatalog:
     def delete_point(self, point_id: str) -> bool:
         return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
 
+    def mark_point_deleting(self, point_id: str, when: str) -> None:
+        """dbsafe is about to remove this point's manifest (services/prune.remove_points)."""
+        self._run("UPDATE recovery_points SET deleting = ? WHERE point_id = ?", when, point_id)
+
+    def deleting_point_ids(self) -> set[str]:
+        """The points whose deletion dbsafe started (``mark_point_deleting``)."""
+        return {r["point_id"] for r in self._all(
+            "SELECT point_id FROM recovery_points WHERE deleting IS NOT NULL")}
+
     # soft delete (issue 7: services/softdelete.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:

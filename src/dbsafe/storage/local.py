@@ -1,8 +1,13 @@
 """A vault in a local (or mounted) folder.
 
-Writes go to ``tmp/<host>-<pid>-<random>`` and are renamed into place after fsync, and the
-destination folder is fsynced, so a crash leaves either the whole object or none. Readers
-use ``pread`` on cached descriptors: many threads read one pack without seeking.
+Writes go to ``tmp/<scope>-<pid>-<random>`` and are renamed into place after fsync, and the
+destination folder is fsynced, so a crash leaves either the whole object or none; a folder
+made for an object is made durable in its parent, up to a folder that existed, before the
+object counts as written. Readers use ``pread`` on cached descriptors: many threads read
+one pack without seeking.
+
+Only the folder's owner may read it: folders are made 0700 and files 0600, and the vault's
+own folder is set to 0700 when its owner opens it (``tighten``), whatever made it before.
 """
 
 from __future__ import annotations
@@ -10,15 +15,18 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dbsafe.core.concurrency import pid_alive
+from dbsafe.core.concurrency import pid_alive, pid_scope
 
-_HOST = socket.gethostname().replace("-", "_")
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# A temporary file of another scope (a clone of this machine, a previous boot, an older
+# dbsafe naming files by host) is removed once it has not been written for this long.
+TMP_STALE_SECONDS = 24 * 3600.0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -29,12 +37,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, durable: bool = True) -> None:
+    """Create ``path`` and its missing parents (mode 0700); with ``durable``, fsync the
+    parent of every folder created, from the top, so each new entry is on disk."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made by another writer meanwhile
+        if durable:
+            _fsync_dir(folder.parent)
+
+
+def tighten(path: Path) -> None:
+    """Make a folder its owner's alone (0700) when this process owns it; a folder of
+    another owner is left as it is."""
+    with contextlib.suppress(FileNotFoundError):
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, st.st_mode & 0o7700)
+
+
 class _LocalWriter:
     def __init__(self, storage: LocalStorage, name: str) -> None:
         self._storage = storage
         self._name = name
         self._tmp = storage.tmp_path()
-        self._file = open(self._tmp, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     FILE_MODE)
+        self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
         self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -65,6 +100,7 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        tighten(self.root)
         self._fds: dict[str, int] = {}
         self._retired: list[tuple[float, int]] = []
         self._fd_lock = threading.Lock()
@@ -74,17 +110,18 @@ class LocalStorage:
     def tmp_path(self) -> Path:
         tmp = self.root / "tmp"
         if tmp not in self._known_dirs:
-            tmp.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():  # its parents as they come; the vault's own: 0700
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(self.root)
+            make_dirs(tmp, durable=False)
             self._known_dirs.add(tmp)
-        return tmp / f"{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+        return tmp / f"{pid_scope()}-{os.getpid()}-{secrets.token_hex(8)}"
 
     def publish(self, tmp: Path, name: str, durable: bool = True) -> None:
         dest = self.root / name
         parent = dest.parent
         if parent not in self._known_dirs:
-            if not parent.exists():
-                parent.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(parent.parent)
+            make_dirs(parent, durable)
             self._known_dirs.add(parent)
         os.replace(tmp, dest)
         if durable:
@@ -166,18 +203,27 @@ class LocalStorage:
         return {"backend": "local", "location": str(self.root)}
 
     def cleanup(self) -> int:
-        """Remove temporary files this host's dead processes left behind; returns how many."""
+        """Remove temporary files whose writers are gone; returns how many. A writer in
+        this process's scope (``pid_scope``) is gone when its pid is; any other file is
+        removed once nothing wrote it for ``TMP_STALE_SECONDS`` (its pid means nothing
+        here: a clone of this machine, a previous boot, an older dbsafe)."""
         tmp = self.root / "tmp"
         removed = 0
         if not tmp.is_dir():
             return 0
+        scope = pid_scope()
         for entry in tmp.iterdir():
-            host, _, rest = entry.name.partition("-")
-            pid_text = rest.partition("-")[0]
-            if host != _HOST or not pid_text.isdigit():
-                continue
-            if pid_alive(int(pid_text)):
-                continue
+            parts = entry.name.split("-")
+            if len(parts) == 3 and parts[0] == scope and parts[1].isdigit():
+                if pid_alive(int(parts[1])):
+                    continue
+            else:
+                try:
+                    idle = time.time() - entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if idle < TMP_STALE_SECONDS:
+                    continue
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
                 removed += 1
