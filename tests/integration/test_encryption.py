@@ -14,7 +14,8 @@ from conftest import Pg, Vault, free_port, restored
 PASS = "correct horse battery staple 7"
 NEW_PASS = "a new passphrase 99, longer"
 WRONG_PASS = "not the passphrase at all"
-secrets_guard.register(PASS, NEW_PASS, WRONG_PASS)
+NEWER_PASS = "the newest passphrase 31415"
+secrets_guard.register(PASS, NEW_PASS, WRONG_PASS, NEWER_PASS)
 MARKER = "dbsafe-secret-marker-4242"
 
 
@@ -167,6 +168,23 @@ def test_rotation_keeps_old_backups_readable(enc_vault: Vault, source: Pg, area:
             assert pg.scalar(probes, "appdb") == rows[point["point_id"]]
         finally:
             pg.stop()
+
+    # a master rotation: a new master key, the data keys and the id key re-wrapped under
+    # it; every key file of the old one stops opening the vault, other clients follow by
+    # importing the new key
+    out = Vault(now.path, {**now.env, "DBSAFE_NEW_PASSPHRASE": NEWER_PASS}).ok(
+        "key", "rotate", "--master")
+    assert out["master_rotated"] is True and out["data_keys"] == 3
+    newest = Vault(enc_vault.path, {**enc_vault.env, "DBSAFE_PASSPHRASE": NEWER_PASS})
+    now.fail("key.wrong_passphrase", "verify", "src")  # this client's key was replaced
+    out = other.fail("vault.tampered", "points", "src")  # pinned the old key check
+    assert "key import" in out["error"]["message"]
+    other.fail("key.wrong", "key", "import", area / "before-rotation.key")
+    newest.ok("key", "export", area / "after-rotation.key", "--plain")
+    other.ok("key", "import", area / "after-rotation.key")
+    assert other.ok("verify", "src")["ok"] is True  # every block, old and new, under it
+    third = newest.backup("src", "--type", "full")  # same ids: all blocks deduplicated
+    assert third["bytes_read"] > 0 and third["bytes_stored"] < third["bytes_read"] / 10
 
 
 def test_damaged_ciphertext_is_detected(enc_vault: Vault, area: Path):
