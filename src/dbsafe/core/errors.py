@@ -33,8 +33,9 @@ _SPECS = [
               "server that has it: `dbsafe key export FILE` there, then `dbsafe key import "
               "FILE` here (nothing was read or written)"),
     ErrorSpec("key.wrong", 2, 403,
-              "that key does not open vault {vault_id} (it belongs to another vault); "
-              "import this vault's key with `dbsafe key import FILE`"),
+              "that key does not open vault {vault_id} (it belongs to another vault, or the "
+              "vault's master key was replaced since: `dbsafe key rotate --master`); import "
+              "this vault's key with `dbsafe key import FILE`"),
     ErrorSpec("key.wrong_passphrase", 2, 403,
               "the passphrase does not unlock the key in {path}; check DBSAFE_PASSPHRASE"),
     ErrorSpec("key.passphrase_needed", 2, 403,

@@ -15,7 +15,7 @@ PASSPHRASE_ENV = "DBSAFE_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "DBSAFE_NEW_PASSPHRASE"
 MIN_LENGTH = 12
 MIN_DISTINCT = 8
-MIN_BITS = 60  # length x log2(alphabet of the character classes used): a simple count
+MIN_BITS = 60  # different characters x log2(alphabet of the classes used): a simple count
 
 
 def passphrase(purpose: str, env: str = PASSPHRASE_ENV, confirm: bool = False) -> str:
@@ -35,9 +35,10 @@ def passphrase(purpose: str, env: str = PASSPHRASE_ENV, confirm: bool = False) -
 
 def passphrase_problem(value: str) -> str | None:
     """Why a new passphrase is too weak to protect a vault key, or None. A simple rule,
-    not a password meter: at least 12 characters, 8 of them different, and about 60 bits
-    when each character is counted as a random one of the classes used (lower case,
-    upper case, digits, others): 13 lower-case letters, or 12 of mixed classes, pass."""
+    not a password meter: at least 12 characters, 8 of them different, and 60 bits when
+    each *different* character counts as a random one of the classes used (lower case,
+    upper case, digits, others), so repeats add nothing: 13 different lower-case letters
+    pass, "password1234" does not, four words with spaces do."""
     if len(value) < MIN_LENGTH:
         return f"{len(value)} characters"
     if len(set(value)) < MIN_DISTINCT:
@@ -46,7 +47,7 @@ def passphrase_problem(value: str) -> str | None:
     alphabet = sum(len(c) for c in classes if any(ch in c for ch in value))
     if any(not any(ch in c for c in classes) for ch in value):
         alphabet += 33  # signs, spaces, letters beyond ASCII
-    bits = len(value) * math.log2(alphabet)
+    bits = len(set(value)) * math.log2(alphabet)
     if bits < MIN_BITS:
         return f"about {bits:.0f} bits by a simple count, fewer than {MIN_BITS}"
     return None

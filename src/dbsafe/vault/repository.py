@@ -62,7 +62,8 @@ def _first(names: Iterator[str]) -> str | None:
 
 def _blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
     """Why an index file's blob list cannot be trusted, or None. Bounds matter: a reader
-    allocates ``length`` bytes to read a blob and ``raw_length`` to decompress it."""
+    allocates ``length`` bytes to read a blob and ``raw_length`` to decompress it. (A plain
+    loop: ~0.2 µs a blob, where an index of a million blobs loads at every writer's start.)"""
     if encrypted != isinstance(doc.get("key"), str):
         return "its data key is missing" if encrypted else "a data key in a plain vault"
     blobs = doc.get("blobs")
@@ -70,18 +71,14 @@ def _blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
         return "no blob list"
     extra = BLOB_OVERHEAD if encrypted else 0
     for entry in blobs:
-        try:
-            id_hex, offset, length, raw_length, codec = entry
-            ok = (len(id_hex) == 64 and offset >= 0 and 0 <= raw_length <= block_size
-                  and 0 < length <= raw_length + extra
-                  and (codec == CODEC_ZSTD or (codec == CODEC_RAW
-                                               and length == raw_length + extra))
-                  and all(type(v) is int for v in (offset, length, raw_length)))
-            bytes.fromhex(id_hex)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            return f"blob entry {str(entry)[:120]} is out of bounds (block size {block_size})"
+        if type(entry) is not list or len(entry) != 5:
+            return f"blob entry {str(entry)[:100]} is not [id, offset, length, raw, codec]"
+        id_hex, offset, length, raw, codec = entry
+        if not (type(offset) is int and type(length) is int and type(raw) is int
+                and type(id_hex) is str and len(id_hex) == 64
+                and offset >= 0 and 0 <= raw <= block_size and 0 < length <= raw + extra
+                and (codec == CODEC_ZSTD or (codec == CODEC_RAW and length == raw + extra))):
+            return f"blob entry {str(entry)[:100]} is out of bounds (block size {block_size})"
     return None
 
 
@@ -263,6 +260,7 @@ class Repository:
             raise DbsafeError("vault.tampered", path=self.location,
                               what="config fails its authentication under the master key",
                               action=TAMPERED_ACTION)
+        self._mac_missing = False
         if self.on_config_verified is not None:
             self.on_config_verified()
 
@@ -421,7 +419,11 @@ class Repository:
             doc = self.load_index_file(pack_id)
         except FileNotFoundError:
             return  # swept meanwhile
-        index.add_pack(pack_id, doc["blobs"], doc.get("key"))
+        try:
+            index.add_pack(pack_id, doc["blobs"], doc.get("key"))
+        except ValueError:  # a block id that is not hex
+            raise DbsafeError("vault.object_corrupt", path=f"index/{pack_id}",
+                              reason="a blob id is not hex") from None
 
     # writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
