@@ -133,21 +133,22 @@ def master_source(home: Path, settings: dict, vault_id: str,
 
     def load() -> bytes:
         path = key_path(home, settings, vault_id)
-        pending = path.with_name(path.name + PENDING)
-        if not path.exists() and not pending.exists():
+        # a rotation writes the new key beside the key folder's file (or the --key-file)
+        candidates = [path, *dict.fromkeys(
+            p.with_name(p.name + PENDING) for p in (path, default_key_path(vault_id)))]
+        found = [c for c in candidates if c.exists()]
+        if not found:
             raise DbsafeError("key.missing", vault_id=vault_id)
         first: DbsafeError | None = None
-        for candidate in (path, pending):
-            if not candidate.exists():
-                continue
+        for candidate in found:
             try:
                 master = _open_key_file(candidate, vault_id)
             except DbsafeError as exc:
                 first = first or exc
                 continue
             if crypto.key_check(master, vault_id) == key_check():
-                if candidate is pending:
-                    os.replace(pending, path)
+                if candidate != path:  # finish the rotation: the new key in its place
+                    os.replace(candidate, candidate.with_name(candidate.name[:-len(PENDING)]))
                 return master
             first = first or DbsafeError("key.wrong", vault_id=vault_id)
         assert first is not None
@@ -299,8 +300,11 @@ def rotate_master(vault: Vault) -> dict:
     else:
         secret = new_passphrase("new, for the new vault key", env=NEW_PASSPHRASE_ENV)
         doc = crypto.wrap_master(fresh, vault_id, secret)
-        dest = path if vault.settings.get("key_file") else default_key_path(vault_id)
-        _make_key_dir(dest.parent)
+        if vault.settings.get("key_file"):
+            dest = path
+        else:
+            dest = default_key_path(vault_id)
+            _make_key_dir(dest.parent)
     pending = dest.with_name(dest.name + PENDING)
     write_key_file(pending, doc)  # kept until the vault takes the new key
     key_id = repo.rotate_master(fresh)

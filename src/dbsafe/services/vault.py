@@ -175,10 +175,11 @@ class Vault:
 
     def pin_key(self) -> None:
         """Pin the vault's key check as it is now (``key import``, a master rotation; the
-        key has been checked against it and the config's mac)."""
-        self.settings["pins"] = {**trust_fields(self.repo.config), "config_mac": True}
+        key has been checked against it and the config's mac, when it has one)."""
+        authenticated = bool((self.repo.config.get("encryption") or {}).get("mac"))
+        self.settings["pins"] = {**trust_fields(self.repo.config), "config_mac": authenticated}
         self.save_settings()
-        self.repo.require_mac = True
+        self.repo.require_mac = authenticated
 
     def check_usable(self) -> None:
         """What a long-running service checks before it starts (``dbsafe serve``): the pins

@@ -45,6 +45,7 @@ STALE_SECONDS = 1800.0    # stale for everyone else after 30 minutes without a r
 PROCESS_CLIENT = secrets.token_hex(8)
 LEGACY_HOST = socket.gethostname().replace("-", "_")  # how locks of older versions name hosts
 log = logging.getLogger("dbsafe.vault")
+LAPSED = "its heartbeat lapsed (the process was stopped or cut off)"
 
 
 def _now() -> str:
@@ -128,24 +129,25 @@ class WriterLock:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
-            if self._lapsed():
-                self._lost = "its heartbeat lapsed (the process was stopped or cut off)"
-            elif self._lost is None and not self._storage.exists(f"{LOCKS}/{self.name}"):
-                self._lost = "another client removed it as stale"
+            try:
+                if self._lapsed():
+                    self._lost = LAPSED
+                elif not self._storage.exists(f"{LOCKS}/{self.name}"):
+                    self._lost = "another client removed it as stale"
+                else:
+                    self._write()
+                    self._refreshed = time.time()
+            except Exception as exc:  # the storage may be back at the next beat
+                log.warning("refreshing writer lock %s failed: %s", self.name, exc)
             if self._lost is not None:
                 log.error("writer lock %s lost: %s", self.name, self._lost)
                 return
-            try:
-                self._write()
-                self._refreshed = time.time()
-            except Exception as exc:  # the storage may be back at the next beat
-                log.warning("refreshing writer lock %s failed: %s", self.name, exc)
 
     def check(self) -> None:
         """Refuse to commit (``vault.lock_lost``) when other clients may have judged this
         lock stale: packs this writer deduplicated against may be gone."""
         if self._lost is None and self._lapsed():
-            self._lost = "its heartbeat lapsed (the process was stopped or cut off)"
+            self._lost = LAPSED
         if self._lost is not None:
             raise DbsafeError("vault.lock_lost", lock=self.name, reason=self._lost)
 
