@@ -114,8 +114,8 @@ class Catalog(Protocol):
         """Remove a point's row; False when there was none."""
     def mark_point_deleting(self, point_id: str, when: str) -> None:
         """dbsafe starts deleting the point: its manifest goes next, then the row."""
-    def deleting_point_ids(self) -> set[str]:
-        """Every point whose deletion dbsafe started."""
+    def point_deletions(self) -> dict[str, str | None]:
+        """Every point's id, with when dbsafe started deleting it (or None)."""
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files; returns how many there were."""
     # backends and cross-process locks (issue 7: shared catalog) -------------------------

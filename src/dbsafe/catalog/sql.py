@@ -476,10 +476,11 @@ class SqlCatalog:
         """dbsafe is about to remove this point's manifest (services/prune.remove_points)."""
         self._run("UPDATE recovery_points SET deleting = ? WHERE point_id = ?", when, point_id)
 
-    def deleting_point_ids(self) -> set[str]:
-        """The points whose deletion dbsafe started (``mark_point_deleting``)."""
-        return {r["point_id"] for r in self._all(
-            "SELECT point_id FROM recovery_points WHERE deleting IS NOT NULL")}
+    def point_deletions(self) -> dict[str, str | None]:
+        """Every point's id, with when dbsafe started deleting it (``mark_point_deleting``)
+        or None: one read, so that a deletion finishing meanwhile is seen whole."""
+        return {r["point_id"]: r["deleting"] for r in self._all(
+            "SELECT point_id, deleting FROM recovery_points")}
 
     # soft delete (issue 7: services/softdelete.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,

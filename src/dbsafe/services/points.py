@@ -55,11 +55,11 @@ def reconcile(vault: Vault) -> None:
     if vault.reconciled:
         return
     stored = set(vault.repo.point_ids())
-    known = vault.catalog.point_ids()
+    deletions = vault.catalog.point_deletions()
+    known = set(deletions)
     servers = vault.catalog.list_servers()
     vanished = known - stored
-    if vanished:
-        _report_vanished(vault, vanished - vault.catalog.deleting_point_ids(), servers)
+    _report_vanished(vault, {p for p in vanished if deletions[p] is None}, servers)
     for point_id in vanished:
         vault.catalog.delete_point(point_id)
     for point_id in stored - known:
