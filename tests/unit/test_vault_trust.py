@@ -539,3 +539,48 @@ def test_the_first_wal_record_of_a_lineage_makes_its_folders_durable(root, monke
     repo.save_wal_record(SYSID, {"name": "000000010000000000000001", "blocks": [], "size": 0})
     folders = [s for s in synced if Path(s).is_dir()]
     assert folders == [str(root), str(root / "wal"), str(root / "wal" / SYSID)], synced
+
+
+# a shared folder: links, FIFOs and other files planted under object names -----------------
+def test_links_and_fifos_planted_as_objects_are_never_followed(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me")
+    (root / "manifests").mkdir()
+    (root / "manifests" / "20240101T000000Z-0000000a").symlink_to(outside / "victim")
+    os.mkfifo(root / "manifests" / "20240101T000000Z-0000000b")  # a read would block
+    repo = Repository.open(root)
+    assert repo.point_ids() == []
+    for point in ("20240101T000000Z-0000000a", "20240101T000000Z-0000000b"):
+        with pytest.raises(KeyError):
+            repo.load_manifest(point)
+    (root / "wal").symlink_to(outside, target_is_directory=True)  # a folder swapped
+    assert list(repo.storage.list("wal")) == [] and repo.storage.names("wal") == []
+    assert repo.load_wal_record("..", "victim") is None
+    repo.storage.delete("wal/victim")
+    with pytest.raises(FileNotFoundError):
+        repo.save_wal_record(SYSID, {"name": "000000010000000000000001", "blocks": []})
+    assert [p.name for p in outside.iterdir()] == ["victim"]
+    assert (outside / "victim").read_text() == "keep me"
+
+
+def test_gc_deletes_nothing_through_an_index_folder_swapped_for_a_link(root, tmp_path):
+    """A plain vault on a share: ``index/`` replaced by a link to another folder, and a real
+    (unused) pack planted under the name of a file there. Garbage collection would delete
+    the pack's "index file", that is the file elsewhere; it must refuse instead."""
+    from dbsafe.vault.gc import collect_garbage
+
+    repo = Repository.open(root)
+    _store(repo, [os.urandom(30_000)])  # an unused pack
+    (pack,) = (root / "data").rglob("*/*")
+    (root / "data" / "vi").mkdir()
+    pack.rename(root / "data" / "vi" / "victim")
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me")
+    shutil.rmtree(root / "index")
+    (root / "index").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DbsafeError) as exc:
+        collect_garbage(Repository.open(root))
+    assert exc.value.code == "vault.index_missing"
+    assert (outside / "victim").read_text() == "keep me"

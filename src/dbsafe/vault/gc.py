@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -323,13 +322,11 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
 
 @contextlib.contextmanager
 def _local_guard(repo: Repository) -> Iterator[None]:
-    root = getattr(repo.storage, "root", None)
-    if root is None:
+    open_guard = getattr(repo.storage, "open_guard", None)
+    if open_guard is None:
         raise ValueError("garbage collection of a remote vault needs the catalog's lock")
-    (root / GC).mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(root / GC / "lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
-                 0o600)
-    with open(fd, "a") as guard:
+    root = repo.storage.root
+    with open(open_guard(f"{GC}/lock"), "a") as guard:
         try:
             fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
