@@ -63,8 +63,18 @@ def tighten(path: Path) -> None:
 
 
 def _parts(name: str) -> list[str]:
+    """The components of an object's or folder's name ("" is the root folder)."""
+    if name == "":
+        return []
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
+        raise NotAFile(errno.ENOENT, "not an object name", name)
+    return parts
+
+
+def _object(name: str) -> list[str]:
+    parts = _parts(name)
+    if not parts:
         raise NotAFile(errno.ENOENT, "not an object name", name)
     return parts
 
@@ -158,7 +168,7 @@ class LocalStorage:
 
     def _open(self, name: str) -> int:
         """A read descriptor of the regular file ``name`` (never a link, FIFO or device)."""
-        parts = _parts(name)
+        parts = _object(name)
         with self.folder(parts[:-1]) as parent:
             try:
                 fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -175,7 +185,7 @@ class LocalStorage:
         return fd
 
     def _stat(self, name: str) -> os.stat_result:
-        parts = _parts(name)
+        parts = _object(name)
         with self.folder(parts[:-1]) as parent:
             return _regular(os.stat(parts[-1], dir_fd=parent, follow_symlinks=False), name)
 
@@ -187,7 +197,7 @@ class LocalStorage:
         return f"{pid_scope()}-{os.getpid()}-{secrets.token_hex(8)}"
 
     def publish(self, tmp: str, name: str, durable: bool = True) -> None:
-        parts = _parts(name)
+        parts = _object(name)
         with self.folder(["tmp"]) as tmp_fd, \
                 self.folder(parts[:-1], create=True, durable=durable) as parent:
             os.replace(tmp, parts[-1], src_dir_fd=tmp_fd, dst_dir_fd=parent)
@@ -204,7 +214,7 @@ class LocalStorage:
             raise
 
     def writer(self, name: str) -> _LocalWriter:
-        _parts(name)
+        _object(name)
         return _LocalWriter(self, name)
 
     # reading -------------------------------------------------------------------------
@@ -249,15 +259,16 @@ class LocalStorage:
         with os.scandir(fd) as it:
             entries = list(it)
         for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
             if entry.is_file(follow_symlinks=False):
-                yield f"{rel}/{entry.name}"
+                yield name
             elif entry.is_dir(follow_symlinks=False):
                 try:
                     inner = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
                 except OSError:
                     continue  # gone, or swapped for a link meanwhile
                 try:
-                    yield from self._walk(inner, f"{rel}/{entry.name}")
+                    yield from self._walk(inner, name)
                 finally:
                     os.close(inner)
 
@@ -287,13 +298,13 @@ class LocalStorage:
             fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
-        parts = _parts(name)
+        parts = _object(name)
         with contextlib.suppress(FileNotFoundError), self.folder(parts[:-1]) as parent:
             os.unlink(parts[-1], dir_fd=parent)  # a link is removed, never followed
 
     def open_guard(self, name: str) -> int:
         """A descriptor of the file ``name`` (made, 0600) to hold an advisory lock on."""
-        parts = _parts(name)
+        parts = _object(name)
         with self.folder(parts[:-1], create=True, durable=False) as parent:
             try:
                 return os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
