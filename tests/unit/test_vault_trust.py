@@ -584,3 +584,34 @@ def test_gc_deletes_nothing_through_an_index_folder_swapped_for_a_link(root, tmp
         collect_garbage(Repository.open(root))
     assert exc.value.code == "vault.index_missing"
     assert (outside / "victim").read_text() == "keep me"
+
+
+def test_an_encrypted_vault_of_before_keeps_its_ids_and_objects_through_a_rotation(enc_root):
+    """A vault made before id keys were stored and configs authenticated: its block ids are
+    keyed by a key derived from its first master key, its objects are version-1 seals. Its
+    first writer authenticates its config; a master rotation stores the derived id key
+    wrapped, so ids, deduplication and old objects all survive it."""
+    from dbsafe.vault import crypto
+
+    config = _config(enc_root)
+    for field in ("id_key", "mac"):
+        del config["encryption"][field]
+    (enc_root / "config").write_text(json.dumps(config))
+    repo = Repository.open(enc_root, master=lambda: MASTER)
+    block = os.urandom(20_000)
+    (block_id,) = _store(repo, [block])  # the writer also adds the mac
+    assert block_id == blake3.blake3(block, key=crypto.derive_id_key(MASTER)).digest()
+    assert _config(enc_root)["encryption"]["mac"]
+    key_id = repo.data_key_ids()[0]
+    point = "20230101T000000Z-0000000e"
+    payload = zstandard.ZstdCompressor().compress(json.dumps(
+        _manifest(point, [block_id.hex()])).encode())
+    head = b"DBSAFEE\nM" + key_id.encode()
+    (enc_root / "manifests").mkdir()
+    (enc_root / "manifests" / point).write_bytes(
+        head + crypto.encrypt(repo.keyed.ring.key(key_id), payload, head))
+    repo.rotate_master(NEW_MASTER)
+    fresh = Repository.open(enc_root, master=lambda: NEW_MASTER)
+    assert fresh.load_manifest(point)["files"][0]["blocks"] == [block_id.hex()]
+    assert fresh.read_block(block_id) == block
+    assert fresh.keyed.digest(block) == block_id
