@@ -271,7 +271,7 @@ def write_repository(repo, s: ServerSeed) -> None:
                       "switched": True, "restore_points": []}}
         objects.append((f"wal/{s.sysid}/{w['name']}", KIND_WAL, record))
     for name, kind, body in objects:
-        repo.storage.put(name, repo.keyed.seal(kind, body), durable=False)
+        repo.storage.put(name, repo.keyed.seal(kind, body, name), durable=False)
 
 
 JOB_COLS = ("id", "type", "server", "state", "bytes_done", "bytes_total", "start_time",

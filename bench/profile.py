@@ -245,7 +245,7 @@ def components(pgdata: Path, workers: int, count: int = 128) -> dict:
     block = 1 << 20
     blocks = sample_blocks(pgdata, count, block)
     mb = len(blocks) * block / 1e6
-    keyed = Keyed(os.urandom(32).hex())
+    keyed = Keyed(os.urandom(32), vault_id="0" * 32)
     comp = zstandard.ZstdCompressor(level=1)
     compressed = [comp.compress(b) for _, b, _ in blocks]
     dctx = zstandard.ZstdDecompressor()

@@ -164,6 +164,7 @@ class VaultBench(Bench):
         env["PGUSER"] = PG_USER
         if encrypted:
             env["DBSAFE_PASSPHRASE"] = self.passphrase
+            env["DBSAFE_KEY_DIR"] = str(self.run_dir / "keys")  # not /etc/dbsafe/keys
         if store == "s3":
             env.update(S3_ENV)
         elif store == "azure":

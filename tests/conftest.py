@@ -394,12 +394,14 @@ class CliResult:
 @pytest.fixture(scope="session")
 def cli_env() -> Iterator[dict[str, str]]:
     """Environment for dbsafe subprocesses: no DBSAFE_HOME leaking in, logs kept out of
-    /root (platformdirs follows the XDG variables)."""
+    /root (platformdirs follows the XDG variables), vault keys out of /etc/dbsafe/keys
+    (DBSAFE_KEY_DIR; each key file is named by its vault's random id)."""
     state = make_area("xdg-")
     env = {k: v for k, v in os.environ.items() if k not in ("DBSAFE_HOME", "PGUSER",
                                                             "PGHOST", "PGPORT")}
     env.update(XDG_STATE_HOME=str(state / "state"), XDG_DATA_HOME=str(state / "data"),
-               XDG_CACHE_HOME=str(state / "cache"), COLUMNS="200", NO_COLOR="1")
+               XDG_CACHE_HOME=str(state / "cache"), XDG_CONFIG_HOME=str(state / "config"),
+               DBSAFE_KEY_DIR=str(state / "keys"), COLUMNS="200", NO_COLOR="1")
     yield env
     remove_area(state)  # dbsafe's own logs are there
 
@@ -509,11 +511,17 @@ class Vault:
         finally:
             pg.stop()
 
+    @property
+    def key_file(self) -> Path:
+        """Where this client keeps the key of its encrypted vault (the key folder)."""
+        vault_id = json.loads((self.path / "config").read_text())["vault_id"]
+        return Path(self.env["DBSAFE_KEY_DIR"]) / f"{vault_id}.key"
+
     def repository_with_key(self, passphrase: str):
         """The repository of an encrypted vault, opened with this client's key."""
         from dbsafe.vault import crypto
         from dbsafe.vault.repository import Repository
-        doc = crypto.parse_key_file((self.path / "key").read_bytes())
+        doc = crypto.parse_key_file(self.key_file.read_bytes())
         master = crypto.unwrap_master(doc, passphrase)
         return Repository.open(self.path, master=lambda: master)
 

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from dbsafe.vault.format import KIND_INDEX
-
 
 def _blobs(vault) -> dict[str, list]:
     """{pack id: [[id, offset, length, raw_length, codec], ...]} from the index files."""
     repo = vault.repository()
     result = {}
     for f in (vault.path / "index").iterdir():
-        doc = repo.keyed.unseal(KIND_INDEX, f.read_bytes())
+        doc = repo.load_index_file(f.name)
         result[doc["pack"]] = doc["blobs"]
     return result
 

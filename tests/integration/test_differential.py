@@ -22,8 +22,6 @@ from conftest import (
     restored,
 )
 
-from dbsafe.vault.format import KIND_INDEX
-
 HOUR = 3600
 
 
@@ -218,7 +216,7 @@ def _blobs(vault) -> dict[str, tuple[str, int, int]]:
     repo = vault.repository()
     out = {}
     for f in (vault.path / "index").iterdir():
-        doc = repo.keyed.unseal(KIND_INDEX, f.read_bytes())
+        doc = repo.load_index_file(f.name)
         for id_hex, offset, length, _raw, _codec in doc["blobs"]:
             out[id_hex] = (doc["pack"], offset, length)
     return out

@@ -14,7 +14,8 @@ from conftest import Pg, Vault, free_port, restored
 PASS = "correct horse battery staple 7"
 NEW_PASS = "a new passphrase 99, longer"
 WRONG_PASS = "not the passphrase at all"
-secrets_guard.register(PASS, NEW_PASS, WRONG_PASS)
+NEWER_PASS = "the newest passphrase 31415"
+secrets_guard.register(PASS, NEW_PASS, WRONG_PASS, NEWER_PASS)
 MARKER = "dbsafe-secret-marker-4242"
 
 
@@ -36,6 +37,7 @@ def _client(area: Path, env: dict[str, str], name: str, repository: Path,
     env = {k: v for k, v in env.items() if k != "DBSAFE_PASSPHRASE"}
     if passphrase is not None:
         env["DBSAFE_PASSPHRASE"] = passphrase
+    env["DBSAFE_KEY_DIR"] = str(area / f"{name}-keys")  # another server: its own key folder
     other = Vault(area / name, env)
     out = other.ok("vault", "connect", "--repository", repository)
     assert out["encrypted"] is True and out["repository"]["location"] == str(repository)
@@ -59,7 +61,7 @@ def test_nothing_readable_is_stored(enc_vault: Vault, source: Pg, area: Path):
     repo = enc_vault.repository_with_key(PASS)
     ids = set()
     for pack in repo.storage.names("index"):
-        doc = repo.keyed.unseal(b"I", repo.storage.get(f"index/{pack}"))
+        doc = repo.load_index_file(pack)
         assert doc["key"] == repo.data_key_ids()[0]
         ids.update(bytes.fromhex(b[0]) for b in doc["blobs"])
     assert len(ids) > 10
@@ -73,10 +75,15 @@ def test_nothing_readable_is_stored(enc_vault: Vault, source: Pg, area: Path):
             assert block_id not in data and block_id.hex().encode() not in data, path
     config = json.loads((enc_vault.path / "config").read_text())
     assert config["id_key"] is None and config["encryption"]["cipher"] == "aes-256-gcm"
-    # the key file on this client is wrapped: the passphrase is not in it
-    key_doc = json.loads((enc_vault.path / "key").read_text())
+    # the key file on this client is wrapped (argon2id): the passphrase is not in it; it is
+    # kept outside the vault's folder, in a folder of its own
+    key_doc = json.loads(enc_vault.key_file.read_text())
     assert "master_key" not in key_doc and PASS not in json.dumps(key_doc)
-    assert (enc_vault.path / "key").stat().st_mode & 0o777 == 0o600
+    assert key_doc["kdf"]["name"] == "argon2id" and key_doc["kdf"]["m"] >= 64 * 1024
+    assert enc_vault.key_file.stat().st_mode & 0o777 == 0o600
+    assert enc_vault.key_file.parent.stat().st_mode & 0o777 == 0o700
+    assert not (enc_vault.path / "key").exists()
+    assert not any(enc_vault.path.rglob("*.key"))
     assert enc_vault.ok("verify", "src")["ok"] is True
 
 
@@ -87,13 +94,13 @@ def test_restore_elsewhere_needs_the_key(enc_vault: Vault, source: Pg, area: Pat
 
     # without its key (moved away), a client can list but not read: refused, nothing written
     target = area / "restored"
-    (enc_vault.path / "key").rename(area / "key.away")
+    enc_vault.key_file.rename(area / "key.away")
     assert [p["point_id"] for p in enc_vault.points("src")] == [point["point_id"]]
     enc_vault.fail("key.missing", "restore", "src", "--point", point["point_id"],
                    "--to-pgdata", target)
     assert not target.exists()
     enc_vault.fail("key.missing", "verify", "src")
-    (area / "key.away").rename(enc_vault.path / "key")
+    (area / "key.away").rename(enc_vault.key_file)
 
     # a second client of the same repository (its own catalog) has no key
     other = _client(area, enc_vault.env, "client2", enc_vault.path)
@@ -145,7 +152,7 @@ def test_rotation_keeps_old_backups_readable(enc_vault: Vault, source: Pg, area:
     second = now.backup("src", "--type", "full")
     rows[second["point_id"]] = source.scalar(probes, "appdb")
     repo = now.repository_with_key(new_pass)
-    keys_used = {repo.keyed.unseal(b"I", repo.storage.get(f"index/{p}"))["key"]
+    keys_used = {repo.load_index_file(p)["key"]
                  for p in repo.storage.names("index")}
     assert keys_used == set(repo.data_key_ids())  # old packs on the old key, new on the new
     assert now.ok("verify", "src")["ok"] is True
@@ -161,6 +168,23 @@ def test_rotation_keeps_old_backups_readable(enc_vault: Vault, source: Pg, area:
             assert pg.scalar(probes, "appdb") == rows[point["point_id"]]
         finally:
             pg.stop()
+
+    # a master rotation: a new master key, the data keys and the id key re-wrapped under
+    # it; every key file of the old one stops opening the vault, other clients follow by
+    # importing the new key
+    out = Vault(now.path, {**now.env, "DBSAFE_NEW_PASSPHRASE": NEWER_PASS}).ok(
+        "key", "rotate", "--master")
+    assert out["master_rotated"] is True and out["data_keys"] == 3
+    newest = Vault(enc_vault.path, {**enc_vault.env, "DBSAFE_PASSPHRASE": NEWER_PASS})
+    now.fail("key.wrong_passphrase", "verify", "src")  # this client's key was replaced
+    out = other.fail("vault.tampered", "points", "src")  # pinned the old key check
+    assert "key import" in out["error"]["message"]
+    other.fail("key.wrong", "key", "import", area / "before-rotation.key")
+    newest.ok("key", "export", area / "after-rotation.key", "--plain")
+    other.ok("key", "import", area / "after-rotation.key")
+    assert other.ok("verify", "src")["ok"] is True  # every block, old and new, under it
+    third = newest.backup("src", "--type", "full")  # same ids: all blocks deduplicated
+    assert third["bytes_read"] > 0 and third["bytes_stored"] < third["bytes_read"] / 10
 
 
 def test_damaged_ciphertext_is_detected(enc_vault: Vault, area: Path):

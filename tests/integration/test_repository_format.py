@@ -17,6 +17,13 @@ POINT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
 
 
+def _bound_hash_ok(sealed: bytes, key: bytes, vault_id: str, name: str) -> bool:
+    """A version-2 plain seal: BLAKE3-keyed over magic, kind, vault id, the name's length
+    (2 bytes, big-endian) and name, then the payload (docs, *Sealed objects*)."""
+    binding = vault_id.encode() + struct.pack(">H", len(name)) + name.encode()
+    return blake3.blake3(sealed[:9] + binding + sealed[41:], key=key).digest() == sealed[9:41]
+
+
 def _hex(text: str, length: int) -> bool:
     return len(text) == length and bool(HEX.match(text))
 
@@ -67,10 +74,11 @@ def test_packs_and_index_files(written):
             data[-12 - header_len:-12]))
         blobs = header["blobs"]
         sealed = (vault.path / "index" / pack.name).read_bytes()
-        assert sealed[:9] == b"DBSAFE1\nI"
-        assert blake3.blake3(sealed[41:], key=key).digest() == sealed[9:41]
-        doc = repo.keyed.unseal(b"I", sealed)
+        assert sealed[:9] == b"DBSAFE2\nI"
+        assert _bound_hash_ok(sealed, key, config["vault_id"], f"index/{pack.name}")
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(sealed[41:]))
         assert doc == {"pack": pack.name, "blobs": blobs}
+        assert repo.load_index_file(pack.name) == doc
         offset = 0
         for id_hex, off, length, raw_length, codec in blobs:
             assert off == offset, "blobs are back to back"
@@ -92,8 +100,8 @@ def test_manifest(written):
     (path,) = list((vault.path / "manifests").iterdir())
     assert path.name == result["point_id"] and POINT_ID.match(path.name)
     sealed = path.read_bytes()
-    assert sealed[:9] == b"DBSAFE1\nM"
-    assert blake3.blake3(sealed[41:], key=key).digest() == sealed[9:41]
+    assert sealed[:9] == b"DBSAFE2\nM"
+    assert _bound_hash_ok(sealed, key, config["vault_id"], f"manifests/{path.name}")
     m = json.loads(zstandard.ZstdDecompressor().decompress(sealed[41:]))
     required = {"format", "point_id", "type", "copy_only", "instance", "start_time",
                 "end_time", "start_lsn", "stop_lsn", "timeline", "backup_label",
@@ -113,7 +121,7 @@ def test_manifest(written):
 
     index = {}
     for f in (vault.path / "index").iterdir():
-        for b in vault.repository().keyed.unseal(b"I", f.read_bytes())["blobs"]:
+        for b in vault.repository().load_index_file(f.name)["blobs"]:
             index[b[0]] = b[3]
     for entry in m["files"] + m["wal"]:
         assert len(entry["blocks"]) == math.ceil(entry["size"] / bs), entry["path"]

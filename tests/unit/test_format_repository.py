@@ -12,43 +12,44 @@ from dbsafe.vault.packs import read_pack_header
 from dbsafe.vault.repository import BlockError, Repository
 
 KEY = bytes.fromhex("11" * 32)
-DOC = {"point_id": "20240101T000000Z-abcdef01", "files": [{"path": "base/1/1259", "n": 3}]}
+VAULT_ID = "ab" * 16
+POINT = "20240101T000000Z-abcdef01"
+NAME = f"manifests/{POINT}"
+DOC = {"point_id": POINT, "files": [{"path": "base/1/1259", "n": 3}]}
 
 
 def test_seal_round_trip():
-    keyed = Keyed(KEY)
-    sealed = keyed.seal(KIND_MANIFEST, DOC)
-    assert sealed[:8] == b"DBSAFE1\n" and sealed[8:9] == b"M"
-    assert keyed.unseal(KIND_MANIFEST, sealed) == DOC
+    keyed = Keyed(KEY, vault_id=VAULT_ID)
+    sealed = keyed.seal(KIND_MANIFEST, DOC, NAME)
+    assert sealed[:8] == b"DBSAFE2\n" and sealed[8:9] == b"M"
+    assert keyed.unseal(KIND_MANIFEST, sealed, NAME) == DOC
 
 
 def test_unseal_rejects_every_flipped_byte():
-    keyed = Keyed(KEY)
-    sealed = keyed.seal(KIND_MANIFEST, DOC)
+    keyed = Keyed(KEY, vault_id=VAULT_ID)
+    sealed = keyed.seal(KIND_MANIFEST, DOC, NAME)
     for i in range(len(sealed)):
         damaged = bytearray(sealed)
         damaged[i] ^= 0x01
         with pytest.raises(SealError):
-            keyed.unseal(KIND_MANIFEST, bytes(damaged))
+            keyed.unseal(KIND_MANIFEST, bytes(damaged), NAME)
 
 
 def test_unseal_rejects_wrong_kind_key_and_truncation():
-    keyed = Keyed(KEY)
-    sealed = keyed.seal(KIND_INDEX, DOC)
+    keyed = Keyed(KEY, vault_id=VAULT_ID)
+    sealed = keyed.seal(KIND_MANIFEST, DOC, NAME)
     with pytest.raises(SealError):
-        keyed.unseal(KIND_MANIFEST, sealed)
+        keyed.unseal(KIND_INDEX, sealed, NAME)
     with pytest.raises(SealError):
-        Keyed(bytes.fromhex("22" * 32)).unseal(KIND_INDEX, sealed)
+        Keyed(bytes.fromhex("22" * 32), vault_id=VAULT_ID).unseal(KIND_MANIFEST, sealed, NAME)
     for cut in (0, 8, 40, len(sealed) - 1):
         with pytest.raises(SealError):
-            keyed.unseal(KIND_INDEX, sealed[:cut])
+            keyed.unseal(KIND_MANIFEST, sealed[:cut], NAME)
 
 
 def _index_blobs(repo: Repository) -> list[list]:
-    blobs = []
-    for name in repo.storage.list("index"):
-        blobs.extend(repo.keyed.unseal(KIND_INDEX, repo.storage.get(name))["blobs"])
-    return blobs
+    return [b for pack in repo.storage.names("index")
+            for b in repo.load_index_file(pack)["blobs"]]
 
 
 @pytest.fixture

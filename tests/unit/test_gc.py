@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from dbsafe.core.concurrency import pid_scope
 from dbsafe.core.errors import DbsafeError
 from dbsafe.vault import locks
 from dbsafe.vault.gc import collect_garbage
@@ -56,9 +57,9 @@ def test_writer_lock_is_held_while_writing_and_required(root):
     with pytest.raises(RuntimeError):
         repo.block_sink(level=1)
     with repo.writing("backup"):
-        (lock,) = locks.live_locks(repo.storage)
+        (lock,) = locks.live_locks(repo.storage, repo.client_id)
         assert lock.pid == os.getpid() and lock.doc["kind"] == "backup"
-    assert locks.live_locks(repo.storage) == []
+    assert locks.live_locks(repo.storage, repo.client_id) == []
     assert list((root / "locks").iterdir()) == []
 
 
@@ -193,7 +194,7 @@ def test_gc_wait_sweeps_in_the_same_run_once_the_writer_is_gone(root):
     repo = Repository.open(root)
     _store(repo, _blocks(2))
     sleeper = subprocess.Popen(["sleep", "0.5"])
-    _fake_lock(root, locks.HOST, sleeper.pid)
+    _fake_lock(root, locks.PROCESS_CLIENT, sleeper.pid)
     try:
         out = collect_garbage(Repository.open(root), wait_seconds=60)
     finally:
@@ -201,20 +202,21 @@ def test_gc_wait_sweeps_in_the_same_run_once_the_writer_is_gone(root):
     assert out["packs_deleted"] == 1 and out["tombstones_pending"] == 0
 
 
-def _fake_lock(root, host: str, pid: int) -> str:
+def _fake_lock(root, client: str, pid: int, **doc) -> str:
+    """A writer lock as client ``client`` writes it in this scope (``pid_scope``)."""
     (root / "locks").mkdir(exist_ok=True)
-    name = f"{host}-{pid}-abcdef"
-    (root / "locks" / name).write_text(json.dumps({"kind": "backup"}))
+    name = f"{client}-{pid_scope()}-{pid}-abcdef"
+    (root / "locks" / name).write_text(json.dumps({"kind": "backup", **doc}))
     return name
 
 
-def test_stale_locks_do_not_block_and_other_hosts_do(root):
+def test_stale_locks_do_not_block_and_other_clients_do(root):
     repo = Repository.open(root)
     _store(repo, _blocks(2))
     dead = subprocess.Popen(["true"])
     dead.wait()
-    _fake_lock(root, locks.HOST, dead.pid)
-    remote = _fake_lock(root, "elsewhere", 4242)
+    _fake_lock(root, locks.PROCESS_CLIENT, dead.pid)
+    remote = _fake_lock(root, "0123456789abcdef", 4242, refreshed=locks._now())
     out = collect_garbage(Repository.open(root))
     assert out["stale_locks_removed"] == 1
     assert out["packs_marked"] == 1 and out["packs_deleted"] == 0

@@ -112,6 +112,10 @@ class Catalog(Protocol):
     # deleting points and pruning the log chain (issue 5: services/prune.py)
     def delete_point(self, point_id: str) -> bool:
         """Remove a point's row; False when there was none."""
+    def mark_point_deleting(self, point_id: str, when: str) -> None:
+        """dbsafe starts deleting the point: its manifest goes next, then the row."""
+    def point_deletions(self) -> dict[str, str | None]:
+        """Every point's id, with when dbsafe started deleting it (or None)."""
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files; returns how many there were."""
     # backends and cross-process locks (issue 7: shared catalog) -------------------------

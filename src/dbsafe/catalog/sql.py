@@ -472,6 +472,16 @@ class SqlCatalog:
     def delete_point(self, point_id: str) -> bool:
         return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
 
+    def mark_point_deleting(self, point_id: str, when: str) -> None:
+        """dbsafe is about to remove this point's manifest (services/prune.remove_points)."""
+        self._run("UPDATE recovery_points SET deleting = ? WHERE point_id = ?", when, point_id)
+
+    def point_deletions(self) -> dict[str, str | None]:
+        """Every point's id, with when dbsafe started deleting it (``mark_point_deleting``)
+        or None: one read, so that a deletion finishing meanwhile is seen whole."""
+        return {r["point_id"]: r["deleting"] for r in self._all(
+            "SELECT point_id, deleting FROM recovery_points")}
+
     # soft delete (issue 7: services/softdelete.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:

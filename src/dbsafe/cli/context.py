@@ -24,10 +24,11 @@ def vault_path() -> Path | None:
     return options.vault
 
 
-def open_vault() -> Vault:
+def open_vault(*, new_key: bool = False) -> Vault:
+    """The vault of --vault / DBSAFE_HOME (``new_key``: for `dbsafe key import` only)."""
     from dbsafe.services.vault import Vault  # loaded by the command that needs it
 
-    return Vault.open(options.vault)
+    return Vault.open(options.vault, new_key=new_key)
 
 
 

@@ -1,7 +1,11 @@
-"""Threads and processes: default parallelism, running tasks in parallel, liveness of a pid."""
+"""Threads and processes: default parallelism, running tasks in parallel, liveness of a pid
+and where a pid means anything (``pid_scope``)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -46,3 +50,38 @@ def pid_alive(pid: int | None) -> bool:
     except OSError:
         return True  # no /proc: the signal said it exists
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def boot_id() -> str | None:
+    """This boot of the kernel (random at every boot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22);
+    None when there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
+@functools.cache
+def pid_scope() -> str:
+    """Where a pid names one process, as 12 hex digits: this kernel boot, this pid
+    namespace and, when readable (as root), this VM's DMI uuid. Two processes can judge
+    each other's pids only in the same scope: a cloned VM boots with another boot id (and
+    one resumed from a memory snapshot keeps it, but not its VM uuid), a container has its
+    own pid namespace. Without /proc the scope says "unknown" to everyone."""
+    parts = [boot_id() or ""]
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    with contextlib.suppress(OSError):
+        parts.append(Path("/sys/class/dmi/id/product_uuid").read_text().strip())
+    if not parts[0]:
+        parts.append(os.urandom(8).hex())  # nothing to tell machines apart: judge nobody
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]

@@ -33,8 +33,9 @@ _SPECS = [
               "server that has it: `dbsafe key export FILE` there, then `dbsafe key import "
               "FILE` here (nothing was read or written)"),
     ErrorSpec("key.wrong", 2, 403,
-              "that key does not open vault {vault_id} (it belongs to another vault); "
-              "import this vault's key with `dbsafe key import FILE`"),
+              "that key does not open vault {vault_id} (it belongs to another vault, or the "
+              "vault's master key was replaced since: `dbsafe key rotate --master`); import "
+              "this vault's key with `dbsafe key import FILE`"),
     ErrorSpec("key.wrong_passphrase", 2, 403,
               "the passphrase does not unlock the key in {path}; check DBSAFE_PASSPHRASE"),
     ErrorSpec("key.passphrase_needed", 2, 403,
@@ -50,6 +51,9 @@ _SPECS = [
               "`dbsafe vault init --encryption on`)"),
     ErrorSpec("key.file_without_encryption", 2, 400,
               "--key-file is for encrypted vaults: add --encryption on"),
+    ErrorSpec("key.passphrase_weak", 2, 400,
+              "that passphrase is too weak ({reason}); use at least {minimum} characters "
+              "with some variety (several words, or letters, digits and signs)"),
     ErrorSpec("region.unknown", 2, 400, "unknown region {region!r}; valid regions: {valid}"),
     ErrorSpec("region.ambiguous", 2, 400,
               "{region!r} is the abbreviation of more than one region; give the name: {names}"),
@@ -229,6 +233,17 @@ _SPECS = [
               "point {point_id} is refused before anything is written: its manifest's "
               "{entry} {rule}; dbsafe did not write it, so the vault's storage may have been "
               "tampered with: restore another point and check who can write the storage"),
+    # a repository that is not what this client knows of it (hostile storage)
+    ErrorSpec("vault.tampered", 6, 409,
+              "the vault at {path} is not the vault this client knows: {what}; dbsafe uses "
+              "nothing of it (nothing was read or written). {action}"),
+    ErrorSpec("vault.index_missing", 6, 409,
+              "the vault at {path} has packs in data/ but no index file in index/ (moved "
+              "or deleted); nothing was read or written: put index/ back (or rebuild it "
+              "from the packs' headers) before backing up or restoring"),
+    ErrorSpec("vault.lock_lost", 5, 409,
+              "this writer's lock {lock} lapsed ({reason}): other clients may have deleted "
+              "packs it reuses, so it did not commit; run the backup again"),
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),

@@ -44,6 +44,7 @@ BACKUP_SUCCEEDED = "backup_succeeded"
 RESTORE_SUCCEEDED = "restore_succeeded"
 DRILL_SUCCEEDED = "drill_succeeded"
 ROLE_CHANGED = "replica_role_changed"
+MANIFEST_MISSING = "manifest_missing"
 
 SEVERITIES = ("critical", "warning", "info")
 KINDS: dict[str, str] = {
@@ -51,7 +52,7 @@ KINDS: dict[str, str] = {
     DRILL_FAILED: "critical", CHAIN_BROKEN: "critical", ARCHIVE_LAG: "warning",
     VAULT_SPACE_LOW: "warning", AGENT_UNREACHABLE: "critical", SERVER_UNREACHABLE: "critical",
     BACKUP_SUCCEEDED: "info", RESTORE_SUCCEEDED: "info", DRILL_SUCCEEDED: "info",
-    ROLE_CHANGED: "warning",
+    ROLE_CHANGED: "warning", MANIFEST_MISSING: "critical",
 }
 NOTICE_KINDS = frozenset({BACKUP_SUCCEEDED, RESTORE_SUCCEEDED, DRILL_SUCCEEDED, ROLE_CHANGED})
 

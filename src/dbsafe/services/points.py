@@ -2,7 +2,10 @@
 
 A manifest is the truth: one that the catalog lacks (the process died between writing the
 manifest and the catalog row) is added when points are listed, and a row whose manifest is
-gone (a deletion died between removing the manifest and the row) is dropped. Soft-deleted
+gone is dropped: quietly when dbsafe was deleting the point (a deletion died between
+removing the manifest and the row), with a critical alert (``manifest_missing``) when the
+manifest vanished without dbsafe deleting it: someone who can write the storage removed a
+backup. Soft-deleted
 points (a marker ``deleted/<point id>`` beside the manifest, docs/deleting.md) are mirrored
 the same way into the rows' ``deleted_at`` and ``purge_after``; listings leave them out
 unless asked, and a soft-deleted point is not loaded for a restore until it is undeleted.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import manifest_checks
+from dbsafe.services import alerts, manifest_checks
 from dbsafe.services.immutability import retention_column
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
@@ -56,10 +59,13 @@ def reconcile(vault: Vault) -> None:
     if vault.reconciled:
         return
     stored = set(vault.repo.point_ids())
-    known = vault.catalog.point_ids()
-    for point_id in known - stored:
-        vault.catalog.delete_point(point_id)
+    deletions = vault.catalog.point_deletions()
+    known = set(deletions)
     servers = vault.catalog.list_servers()
+    vanished = known - stored
+    _report_vanished(vault, {p for p in vanished if deletions[p] is None}, servers)
+    for point_id in vanished:
+        vault.catalog.delete_point(point_id)
     for point_id in stored - known:
         manifest, size = vault.repo.load_manifest_sized(point_id)
         owner = next((s for s in servers if _belongs(manifest, s)), None)
@@ -67,6 +73,22 @@ def reconcile(vault: Vault) -> None:
             vault.catalog.add_point(owner["instance_id"], _point_row(manifest, size))
     _reconcile_markers(vault, stored)
     vault.reconciled = True
+
+
+def _report_vanished(vault: Vault, point_ids: set[str], servers: list[dict]) -> None:
+    """A critical alert per point whose manifest vanished without dbsafe deleting it."""
+    names = {s["instance_id"]: s["name"] for s in servers}
+    for point_id in sorted(point_ids):
+        row = vault.catalog.get_point(point_id) or {}
+        alerts.raise_alert(
+            vault.catalog, alerts.MANIFEST_MISSING, alerts.KINDS[alerts.MANIFEST_MISSING],
+            f"the manifest of point {point_id} ({row.get('type')} backup of "
+            f"{row.get('start_time')}) vanished from the repository without dbsafe "
+            "deleting it: the point cannot be restored and is no longer listed; find out "
+            "who can write the vault's storage, and put the manifest back from a copy if "
+            "there is one", server=names.get(row.get("instance_id")), item=point_id,
+            details={k: row.get(k) for k in ("type", "start_time", "end_time", "start_lsn",
+                                             "stop_lsn")})
 
 
 def _reconcile_markers(vault: Vault, stored: set[str]) -> None:

@@ -16,7 +16,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.immutability import refuse_if_held
-from dbsafe.services.jobs import Job, running_job
+from dbsafe.services.jobs import Job, running_job, utcnow
 from dbsafe.services.points import list_points
 from dbsafe.services.vault import Vault
 from dbsafe.vault.gc import REPACK_UNUSED, collect_garbage
@@ -83,10 +83,12 @@ def _check_busy(vault: Vault, point: dict) -> None:
 
 
 def remove_points(vault: Vault, points: list[dict]) -> None:
-    """Differentials before the fulls they are based on; per point, manifest then row, then
-    a soft-delete marker the point may have (one left by a crash is removed by the next
-    purge: a marker without its manifest marks nothing)."""
+    """Differentials before the fulls they are based on; per point, the row marked as being
+    deleted, the manifest, the row, then a soft-delete marker the point may have (one left
+    by a crash is removed by the next purge: a marker without its manifest marks nothing).
+    The mark tells the next listing that the manifest went by dbsafe's hand."""
     for p in sorted(points, key=lambda p: (p["type"] != "diff", p["start_time"])):
+        vault.catalog.mark_point_deleting(p["point_id"], utcnow())  # not a vanished manifest
         vault.repo.delete_manifest(p["point_id"])
         vault.catalog.delete_point(p["point_id"])
         delete_marker(vault.repo.storage, p["point_id"])

@@ -119,8 +119,9 @@ class BlockSink:
         doc = {"pack": pack.pack_id, "blobs": pack.blobs}
         if pack.key_id is not None:
             doc["key"] = pack.key_id
-        index = self._keyed.seal(KIND_INDEX, doc)
-        self._storage.put(f"index/{pack.pack_id}", index)
+        name = f"index/{pack.pack_id}"
+        index = self._keyed.seal(KIND_INDEX, doc, name)
+        self._storage.put(name, index)
         with self._lock:
             self.stats.bytes_stored += header_size + len(index)
             self._index.add_pack(pack.pack_id, pack.blobs, pack.key_id)

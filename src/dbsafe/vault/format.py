@@ -6,7 +6,9 @@ See docs/repository-format.md; change that page in the same commit as this file.
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import struct
 from datetime import UTC, datetime
 
 import blake3
@@ -17,25 +19,40 @@ from dbsafe.vault.crypto import KeyRing
 
 FORMAT = 1
 DEFAULT_BLOCK_SIZE = 1 << 20
+MAX_BLOCK_SIZE = 64 << 20
+ID_HASH = "blake3-keyed"
+# Sealed objects: version 1 (read only), and version 2, bound to the vault and the name.
 SEAL_MAGIC = b"DBSAFE1\n"
 SEAL_MAGIC_ENCRYPTED = b"DBSAFEE\n"
+SEAL2_MAGIC = b"DBSAFE2\n"
+SEAL2_MAGIC_ENCRYPTED = b"DBSAFE2E"
+PLAIN_MAGICS = (SEAL_MAGIC, SEAL2_MAGIC)
+ENCRYPTED_MAGICS = (SEAL_MAGIC_ENCRYPTED, SEAL2_MAGIC_ENCRYPTED)
+BOUND_MAGICS = (SEAL2_MAGIC, SEAL2_MAGIC_ENCRYPTED)
 KIND_INDEX = b"I"
 KIND_MANIFEST = b"M"
 KIND_WAL = b"W"
+# The field by which each kind of document names itself: it MUST equal the object's name.
+SELF_NAME = {KIND_INDEX: "pack", KIND_MANIFEST: "point_id", KIND_WAL: "name"}
+# What a document may decompress to at most (a zstd frame declaring more is refused before
+# anything is allocated): a manifest of a 10 TB instance in 1 MiB blocks is ~700 MB.
+MAX_DOCUMENT = {KIND_INDEX: 256 << 20, KIND_MANIFEST: 1 << 30, KIND_WAL: 64 << 20}
+MAX_PACK_HEADER = 256 << 20
 PACK_MAGIC = b"DBSPACK1"
 PACK_MAGIC_ENCRYPTED = b"DBSPACKE"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+_VAULT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class SealError(ValueError):
-    """A sealed object failed its checks (wrong magic, kind or hash)."""
+    """A sealed object failed its checks (wrong magic, kind, hash or name)."""
 
 
 def new_config(region: str | None, block_size: int = DEFAULT_BLOCK_SIZE,
                encryption: dict | None = None) -> dict:
-    """A new vault's config. An encrypted vault (``encryption``: cipher and key check) has
-    no ``id_key``: its block ids are keyed by a key derived from the master key."""
+    """A new vault's config. An encrypted vault (``encryption``: cipher, key check, wrapped
+    id key and mac, filled in by the repository) has no plain ``id_key``."""
     if block_size % 8192:
         raise ValueError("block_size must be a multiple of 8192")
     return {
@@ -43,21 +60,100 @@ def new_config(region: str | None, block_size: int = DEFAULT_BLOCK_SIZE,
         "vault_id": secrets.token_hex(16),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "block_size": block_size,
-        "id_hash": "blake3-keyed",
+        "id_hash": ID_HASH,
         "id_key": None if encryption else secrets.token_hex(32),
         "region": region,
         "encryption": encryption,
     }
 
 
+def config_problem(config: object) -> str | None:
+    """Why ``config`` cannot be a vault's config (None when its fields are well formed)."""
+    if not isinstance(config, dict):
+        return "not a JSON object"
+    if not isinstance(config.get("vault_id"), str) or not _VAULT_ID.fullmatch(config["vault_id"]):
+        return "vault_id is not 32 hex digits"
+    size = config.get("block_size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 8192 <= size <= MAX_BLOCK_SIZE \
+            or size % 8192:
+        return "block_size is not a multiple of 8192 up to 64 MiB"
+    if config.get("id_hash") != ID_HASH:
+        return f"unknown id_hash {config.get('id_hash')!r}"
+    encryption = config.get("encryption")
+    if encryption is None:
+        key = config.get("id_key")
+        if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
+            return "a plain vault's id_key is not 64 hex digits"
+    elif not isinstance(encryption, dict) or not isinstance(encryption.get("key_check"), str):
+        return "encryption has no key_check"
+    return None
+
+
+def trust_fields(config: dict) -> dict:
+    """What a client pins of a vault (docs/repository-format.md, *Clients*): its id, format,
+    block size, whether it is encrypted, and its key (the key check of an encrypted vault,
+    a fingerprint of a plain vault's id key)."""
+    encryption = config.get("encryption")
+    if encryption:
+        key = encryption["key_check"]
+    else:
+        key = "blake3:" + blake3.blake3(bytes.fromhex(config["id_key"])).hexdigest()
+    return {"vault_id": config["vault_id"], "format": config["format"],
+            "block_size": config["block_size"], "encrypted": bool(encryption), "key": key}
+
+
+_TRUST_LABELS = {"vault_id": "vault id", "format": "format", "block_size": "block size",
+                 "encrypted": "encryption", "key": "key check"}
+
+
+def trust_differences(known: dict, found: dict) -> list[str]:
+    """What differs between two ``trust_fields``, in words (for ``vault.tampered``)."""
+    def shown(value: object) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)[:16]
+
+    return [f"{label} is {shown(found.get(k))}, this client knows {shown(known.get(k))}"
+            for k, label in _TRUST_LABELS.items() if known.get(k) != found.get(k)]
+
+
+def decompress_bounded(data: bytes | memoryview, cap: int,
+                       dctx: zstandard.ZstdDecompressor | None = None) -> bytes:
+    """One zstd frame that declares its size, at most ``cap`` bytes (every frame dbsafe
+    writes does): a forged frame cannot make a reader allocate more. ValueError otherwise."""
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise ValueError("not a zstd frame") from None
+    if size < 0:
+        raise ValueError("the zstd frame does not declare its size")
+    if size > cap:
+        raise ValueError(f"the zstd frame declares {size} bytes, more than {cap}")
+    try:
+        out = (dctx or zstandard.ZstdDecompressor()).decompress(data)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"cannot decompress: {exc}") from None
+    if len(out) != size:
+        raise ValueError("the zstd frame holds another size than it declares")
+    return out
+
+
+def _binding(vault_id: str, name: str) -> bytes:
+    """What a version-2 seal binds an object to: the vault and the object's name."""
+    raw = name.encode()
+    return vault_id.encode() + struct.pack(">H", len(raw)) + raw
+
+
 class Keyed:
     """The vault's keyed hash and object codec: block ids, file checksums, sealed objects,
     and (in an encrypted vault, given its ``KeyRing``) the encryption of blobs, pack
-    headers and sealed objects."""
+    headers and sealed objects. ``vault_id`` is what sealed objects are bound to, with
+    their names."""
 
-    def __init__(self, key: bytes, ring: KeyRing | None = None) -> None:
+    def __init__(self, key: bytes, ring: KeyRing | None = None, *, vault_id: str) -> None:
         self.key = key
         self.ring = ring
+        self.vault_id = vault_id
 
     @property
     def encrypted(self) -> bool:
@@ -67,38 +163,61 @@ class Keyed:
         # blake3 releases the GIL on large inputs, so hashing runs in parallel threads.
         return blake3.blake3(data, key=self.key).digest()
 
-    def seal(self, kind: bytes, document: object) -> bytes:
+    def seal(self, kind: bytes, document: dict, name: str) -> bytes:
+        """The sealed object ``name`` (version 2): bound to this vault and to ``name``."""
         payload = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(document, separators=(",", ":")).encode())
         if self.ring is None:
-            return SEAL_MAGIC + kind + self.digest(payload) + payload
+            head = SEAL2_MAGIC + kind
+            return head + self._bound_digest(head, name, payload) + payload
         key_id, key = self.ring.current
-        head = SEAL_MAGIC_ENCRYPTED + kind + key_id.encode()
-        return head + crypto.encrypt(key, payload, head)
+        head = SEAL2_MAGIC_ENCRYPTED + kind + key_id.encode()
+        return head + crypto.encrypt(key, payload, head + _binding(self.vault_id, name))
 
-    def unseal(self, kind: bytes, data: bytes) -> object:
-        magic = SEAL_MAGIC_ENCRYPTED if self.ring is not None else SEAL_MAGIC
-        if data[:8] != magic:
-            if data[:8] in (SEAL_MAGIC, SEAL_MAGIC_ENCRYPTED):
-                raise SealError("encrypted object in a plain vault" if self.ring is None
-                                else "plain object in an encrypted vault")
+    def _bound_digest(self, head: bytes, name: str, payload: bytes) -> bytes:
+        hasher = blake3.blake3(head + _binding(self.vault_id, name), key=self.key)
+        hasher.update(payload)
+        return hasher.digest()
+
+    def unseal(self, kind: bytes, data: bytes, name: str) -> dict:
+        """The document of the sealed object ``name``, after checking its magic, kind, hash
+        or authentication (version 2: its binding to this vault and ``name`` too), its
+        size, and that it names itself ``name``. SealError otherwise."""
+        magic = data[:8]
+        if magic not in PLAIN_MAGICS + ENCRYPTED_MAGICS:
             raise SealError("bad magic")
+        if (magic in ENCRYPTED_MAGICS) != (self.ring is not None):
+            raise SealError("encrypted object in a plain vault" if self.ring is None
+                            else "plain object in an encrypted vault")
         if data[8:9] != kind:
             raise SealError(f"kind {data[8:9]!r}, expected {kind!r}")
+        bound = magic in BOUND_MAGICS
         if self.ring is None:
             if len(data) < 41:
                 raise SealError("truncated")
             payload = data[41:]
-            if self.digest(payload) != data[9:41]:
-                raise SealError("hash mismatch")
+            expected = self._bound_digest(data[:9], name, payload) if bound \
+                else self.digest(payload)
+            if expected != data[9:41]:
+                raise SealError("hash mismatch" + (" (or another vault's or name's object)"
+                                                   if bound else ""))
         else:
             end = 9 + crypto.KEY_ID_LENGTH
+            aad = data[:end] + (_binding(self.vault_id, name) if bound else b"")
             try:
                 key = self.ring.key(data[9:end].decode())
-                payload = crypto.decrypt(key, data[end:], data[:end])
+                payload = crypto.decrypt(key, data[end:], aad)
             except (crypto.CryptoError, UnicodeDecodeError, FileNotFoundError) as exc:
                 raise SealError(f"cannot decrypt: {exc}") from None
-        return json.loads(zstandard.ZstdDecompressor().decompress(payload))
+        try:
+            document = json.loads(decompress_bounded(payload, MAX_DOCUMENT[kind]))
+        except ValueError as exc:
+            raise SealError(str(exc)) from None
+        base = name.rsplit("/", 1)[-1]
+        named = document.get(SELF_NAME[kind]) if isinstance(document, dict) else None
+        if named != base:
+            raise SealError(f"the object names itself {named!r}, not {base!r}")
+        return document
 
     # blobs (docs, *Encryption*): the block id is the associated data
     def encrypt_blob(self, key: bytes, block_id: bytes, blob: bytes | memoryview) -> bytes:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import Storage
 from dbsafe.vault import locks
-from dbsafe.vault.format import KIND_INDEX, SealError
 from dbsafe.vault.packs import pack_name, read_pack_header
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ def _waits(repo: Repository, tomb_id: str) -> list[str]:
     try:
         return json.loads(repo.storage.get(name))["locks"]
     except FileNotFoundError:
-        waits = [lock.name for lock in locks.live_locks(repo.storage)]
+        waits = [lock.name for lock in locks.live_locks(repo.storage, repo.client_id)]
         repo.storage.put(name, json.dumps({"locks": waits}).encode())
         return waits
 
@@ -123,8 +122,8 @@ def survey(repo: Repository) -> Survey:
 
 def _index_blobs(repo: Repository, pack_id: str) -> list | None:
     try:
-        return repo.keyed.unseal(KIND_INDEX, repo.storage.get(f"index/{pack_id}"))["blobs"]
-    except (FileNotFoundError, SealError):
+        return repo.load_index_file(pack_id)["blobs"]
+    except (FileNotFoundError, DbsafeError):
         return None
 
 
@@ -268,7 +267,8 @@ def _repack(repo: Repository, moves: dict[str, set[str]], report: Report) -> Non
 
 
 def _blocking(repo: Repository, tomb_id: str) -> list[str]:
-    return [name for name in _waits(repo, tomb_id) if locks.lock_alive(repo.storage, name)]
+    return [name for name in _waits(repo, tomb_id)
+            if locks.lock_alive(repo.storage, name, repo.client_id)]
 
 
 def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True,
@@ -286,9 +286,10 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
     spans hosts when the catalog is shared; without it, a lock file in a local vault.
     """
     storage = repo.storage
+    repo.check_index()  # an index moved aside would make every pack look unindexed
     with exclusive if exclusive is not None else _local_guard(repo):
         cleaned = {"tmp_removed": storage.cleanup(),
-                   "stale_locks_removed": locks.remove_stale(storage)}
+                   "stale_locks_removed": locks.remove_stale(storage, repo.client_id)}
         report = Report()
         ready = [t for t in _tombstone_ids(storage) if not _blocking(repo, t)]
         found = survey(repo)
@@ -321,11 +322,11 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
 
 @contextlib.contextmanager
 def _local_guard(repo: Repository) -> Iterator[None]:
-    root = getattr(repo.storage, "root", None)
-    if root is None:
+    open_guard = getattr(repo.storage, "open_guard", None)
+    if open_guard is None:
         raise ValueError("garbage collection of a remote vault needs the catalog's lock")
-    (root / GC).mkdir(exist_ok=True)
-    with open(root / GC / "lock", "a") as guard:
+    root = repo.storage.root
+    with open(open_guard(f"{GC}/lock"), "a") as guard:
         try:
             fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

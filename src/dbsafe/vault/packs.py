@@ -14,7 +14,12 @@ import zstandard
 
 from dbsafe.storage.base import ObjectWriter, Storage
 from dbsafe.vault import crypto
-from dbsafe.vault.format import PACK_MAGIC, PACK_MAGIC_ENCRYPTED
+from dbsafe.vault.format import (
+    MAX_PACK_HEADER,
+    PACK_MAGIC,
+    PACK_MAGIC_ENCRYPTED,
+    decompress_bounded,
+)
 
 BlobEntry = list  # [id_hex, offset, length, raw_length, codec]
 
@@ -68,9 +73,15 @@ class PackWriter:
 def read_pack_header(storage: Storage, pack_id: str,
                      ring: crypto.KeyRing | None = None) -> tuple[list[BlobEntry], str | None]:
     """The blob list stored at the end of a pack (used to rebuild index files), and the
-    data key id of an encrypted pack."""
+    data key id of an encrypted pack. ValueError when the header cannot be trusted (bad
+    magic, a plain pack in an encrypted vault or the reverse, failed authentication, a
+    header decompressing beyond ``MAX_PACK_HEADER``)."""
     data = storage.get(pack_name(pack_id))
+    if len(data) < 12:
+        raise ValueError("truncated pack")
     (length,) = struct.unpack("<I", data[-12:-8])
+    if length > len(data) - 12:
+        raise ValueError("pack header longer than the pack")
     header = data[-12 - length:-12]
     key_id = None
     if data[-8:] == PACK_MAGIC_ENCRYPTED:
@@ -80,5 +91,8 @@ def read_pack_header(storage: Storage, pack_id: str,
         header = crypto.decrypt(ring.key(key_id), header[:-crypto.KEY_ID_LENGTH],
                                 pack_id.encode())
     elif data[-8:] != PACK_MAGIC or ring is not None:
-        raise ValueError("bad pack magic")
-    return json.loads(zstandard.ZstdDecompressor().decompress(header))["blobs"], key_id
+        raise ValueError("bad pack magic, or a plain pack in an encrypted vault")
+    doc = json.loads(decompress_bounded(header, MAX_PACK_HEADER))
+    if not isinstance(doc, dict) or not isinstance(doc.get("blobs"), list):
+        raise ValueError("pack header lists no blobs")
+    return doc["blobs"], key_id

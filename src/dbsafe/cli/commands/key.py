@@ -37,12 +37,17 @@ def import_(source: Path = typer.Argument(..., help="A file written by `dbsafe k
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Make an exported key this client's key, after checking that it opens the vault."""
     render.state.json = json
-    render.emit(keys.import_key(open_vault(), source), render.fields)
+    render.emit(keys.import_key(open_vault(new_key=True), source), render.fields)
 
 
 @app.command("rotate")
-def rotate(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def rotate(master: bool = typer.Option(False, "--master", help="Replace the master key "
+                                       "itself: every key file of the old one stops "
+                                       "opening the vault; other clients must import the "
+                                       "new one."),
+           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Re-wrap the key under a new passphrase (DBSAFE_NEW_PASSPHRASE or a prompt) and start
-    a new data key for new backups; older backups stay readable."""
+    a new data key for new backups; older backups stay readable. With --master, a new
+    master key too."""
     render.state.json = json
-    render.emit(keys.rotate(open_vault()), render.fields)
+    render.emit(keys.rotate(open_vault(), master=master), render.fields)

@@ -62,6 +62,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     if not once and tls_cert is None and not insecure and not _loopback(host):
         raise DbsafeError("serve.tls_needed", host=host)
     vault = open_vault()
+    vault.check_usable()  # a rewritten config refused at open, an index moved aside here
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s" if not json else
                         '{"time": "%(asctime)s", "logger": "%(name)s", "level": '
