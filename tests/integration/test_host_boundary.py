@@ -170,10 +170,14 @@ def test_a_catalog_row_pointing_at_an_unsafe_bin_dir_is_refused_at_use(host):
     try:
         for name in ("src", "tgt"):
             service.catalog.update_instance(rows[name]["instance_id"], bin_dir=str(planted))
+        restores = [j for j in host.vault.jobs() if j["type"] == "restore"]
         out = host.vault.fail("server.bin_dir_unsafe", "restore", "src", "--point", host.full,
                               "--to-pgdata", host.area / "refused", "--port", free_port(),
                               "--start")
         assert f"from {planted}: /var/tmp: the folder is writable" in out["error"]["message"]
+        # refused before anything was written: no restore job, no target
+        assert [j for j in host.vault.jobs() if j["type"] == "restore"] == restores
+        assert not (host.area / "refused").exists()
         host.vault.fail("server.bin_dir_unsafe", "restore", "src", "--db", "postgres",
                         "--point", host.full, "--target-server", "tgt", "--as", "refused")
         assert "refused" not in [r[0] for r in host.tgt.execute(

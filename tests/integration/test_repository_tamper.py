@@ -192,6 +192,14 @@ def test_a_wal_record_under_another_name_is_refused(setup: Setup):
                            s.log["point_id"], "--as-files", target)
         assert last in out["error"]["message"]
         assert not target.exists()
+        # into a data directory: PostgreSQL asks for the WAL while it recovers; the file
+        # that cannot be staged aborts recovery at once (the server would otherwise wait
+        # for it until pg_ctl's timeout) and the restore says why and leaves nothing
+        out = s.vault.fail("vault.object_corrupt", "restore", "src", "--point",
+                           s.log["point_id"], "--to-pgdata", target)
+        assert last in out["error"]["message"]
+        assert not target.exists()
+        assert not list(s.area.glob(".restored.dbsafe-wal-stage*"))
     finally:
         needed.write_bytes(original)
     # planted where the next segment's record will go: the agent refuses to take it as

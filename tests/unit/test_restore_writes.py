@@ -13,7 +13,7 @@ import pytest
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, open_dir, read_regular, replace_file, write_new
-from dbsafe.engines.postgres.recovery import restore_command
+from dbsafe.engines.postgres.recovery import STAGE_FAILED, restore_command
 from dbsafe.engines.postgres.restore import conf_value, dir_mode, file_mode
 from dbsafe.services import restore_targets
 
@@ -247,6 +247,23 @@ def test_restore_command_runs_no_command_from_its_path(tmp_path, folder):
     assert run("00000002.history") == 0 and (stage / "00000002.history").exists()
     assert run("000000010000000000000008") == 1  # not staged: "not found"
     assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_restore_command_aborts_recovery_once_staging_failed(tmp_path):
+    """A file still awaited (its .wait marker) when staging fails: the command exits above
+    125, which PostgreSQL takes as a failure of the command and aborts recovery on (a plain
+    "not found" would end recovery there and promote short of the target)."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / f"{SEGMENT}.wait").write_bytes(b"")
+    (stage / STAGE_FAILED).write_bytes(b"")
+    work = tmp_path / "pgdata"
+    (work / "pg_wal").mkdir(parents=True)
+    proc = subprocess.run(["sh", "-c", _as_postgresql_runs(restore_command(stage), SEGMENT,
+                                                            "pg_wal/RECOVERYXLOG")],
+                          cwd=work, timeout=30)
+    assert proc.returncode > 125
+    assert not (work / "pg_wal" / "RECOVERYXLOG").exists()
 
 
 def test_configuration_values_are_quoted_as_postgresql_reads_them():

@@ -11,6 +11,7 @@ point-in-time restores lose most time).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import O_NEW, write_new
 from dbsafe.engines.postgres import wal
-from dbsafe.engines.postgres.recovery import RecoveryTarget
+from dbsafe.engines.postgres.recovery import STAGE_FAILED, RecoveryTarget
 from dbsafe.services.chain import (
     BASE_TYPES,
     Chain,
@@ -247,6 +248,10 @@ class WalStager:
             run_parallel(self.workers, "dbsafe-stage", [(stage_one, (n,)) for n in self.names])
         except BaseException as exc:  # reported to the waiting restore, which stops PostgreSQL
             self.error = exc
+            # and told to PostgreSQL's restore_command, which aborts recovery at once
+            # (a server still starting would otherwise wait on a file that never comes)
+            with contextlib.suppress(OSError):
+                write_new(self.stage_fd, STAGE_FAILED, b"")
 
     def write_plain(self, name: str) -> None:
         """Write one file to the folder, no markers (restore --as-files)."""

@@ -27,6 +27,7 @@ from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, write_new
+from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
@@ -212,6 +213,11 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         raise DbsafeError("restore.port_in_use", port=port)
     owner = owner or manifest["instance"].get("owner") or "postgres"
     layout.check_owner(owner)
+    # what would fail later, said before the target exists: a vault without its index
+    # files reads no block, and a server is started only from a folder root alone holds
+    vault.repo.check_index()
+    if (start or recovery is not None) and not as_files:
+        cluster.trusted_program(str(Path(server["bin_dir"]) / "pg_ctl"))
     ids = layout.owner_ids(owner) if os.geteuid() == 0 else None
     own_job = job is None  # else a step of a larger restore's job (db_restore.py)
     with Job(vault.catalog, "restore", name, on_progress) if own_job else \
@@ -355,8 +361,13 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, paren
         stager.prepare()
         stager.start()
         log = pgdata / "dbsafe-restore-start.log"
-        layout.start(pgdata, server["bin_dir"], port, owner,
-                     settings={} if keep_running else recovery_engine.replay_settings())
+        try:
+            layout.start(pgdata, server["bin_dir"], port, owner,
+                         settings={} if keep_running else recovery_engine.replay_settings())
+        except DbsafeError:
+            if stager.error is not None:  # recovery aborted because a file could not be staged
+                raise stager.error from None
+            raise
         pid = layout.postmaster_pid(pgdata)
         recovery_engine.wait_for_target(pgdata, port, plan.target, pid, log,
                                         lambda: stager.error, dbname)

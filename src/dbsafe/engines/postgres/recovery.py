@@ -54,14 +54,21 @@ class RecoveryTarget:
         return "the end of the staged WAL" if self.kind == "end" else f"{self.kind} {self.value}"
 
 
+STAGE_FAILED = "dbsafe-stage.failed"  # made in the stage folder when staging failed
+
+
 def restore_command(stage: Path) -> str:
     """The shell command PostgreSQL runs for each WAL file (``%f`` its name, ``%p`` where
     to put it); the stage path is a quoted word of the script, the script one quoted
     argument of ``sh -c``, and ``%`` is doubled so PostgreSQL passes it through."""
     s = shlex.quote(str(stage))
     # History files are asked for more than once (at start and at each timeline switch):
-    # they are copied; segments are asked for once and are moved.
-    script = (f'while [ -f {s}/"$1.wait" ]; do sleep 0.02; done; '
+    # they are copied; segments are asked for once and are moved. When dbsafe cannot stage
+    # a file (``STAGE_FAILED``), the command exits 126: above 125, PostgreSQL takes it as
+    # a failure of the command itself and aborts recovery, rather than reading "not found"
+    # as the end of the archive and promoting short of the target.
+    fail = f"[ -f {s}/{STAGE_FAILED} ] && exit 126"
+    script = (f'while [ -f {s}/"$1.wait" ]; do {fail}; sleep 0.02; done; {fail}; '
               f'test -f {s}/"$1" || exit 1; case "$1" in *.history) cp {s}/"$1" "$2";; '
               f'*) mv {s}/"$1" "$2";; esac')
     return f"sh -c {shlex.quote(script)} dbsafe-restore".replace("%", "%%") + " %f %p"
