@@ -70,12 +70,17 @@ def browser(serve: Serve, source: str = "127.0.0.1") -> httpx.Client:
                         transport=httpx.HTTPTransport(local_address=source))
 
 
-def login(client: httpx.Client, **form: str) -> httpx.Response:
-    """The login form, filled in as a browser does (with its CSRF token)."""
+def form_token(client: httpx.Client) -> str:
+    """The login form's CSRF token (its cookie is set by the same answer)."""
     page = client.get("/login")
     assert page.status_code == 200, page.text
-    return client.post("/login", data={"next": "/", **form,
-                                       "login_csrf": CSRF.search(page.text).group(1)})
+    found = CSRF.search(page.text)
+    return found.group(1) if found else ""
+
+
+def login(client: httpx.Client, **form: str) -> httpx.Response:
+    """The login form, filled in as a browser does (with its CSRF token)."""
+    return client.post("/login", data={"next": "/", **form, "login_csrf": form_token(client)})
 
 
 def page_code(response: httpx.Response) -> str:
@@ -217,7 +222,7 @@ def test_forwarding_headers_are_believed_from_the_named_proxy_only(api: Setup):
         secret = api.serve.token(f"via-{source}", "reader")
         with browser(api.serve, source) as c:
             c.headers.update(forwarded)
-            csrf = CSRF.search(c.get("/login").text).group(1)
+            csrf = form_token(c)
             # the login cookie may be Secure (https at the proxy): sent by hand here
             r = c.post("/login", data={"token": secret, "login_csrf": csrf},
                        headers={"Cookie": f"dbsafe_login={csrf}"})
