@@ -15,7 +15,8 @@ covers them with real data.
 The document is fetched with a token (it needs one, like the rest of the API) and given to
 schemathesis as a file. Runs are derandomised with a fixed seed, so CI cannot fail by
 chance; ``DBSAFE_FUZZ_RANDOM=1`` runs many more examples with a new seed each time, for
-maintainers hunting (docs/api.md, *Fuzzing*)."""
+maintainers hunting (``DBSAFE_FUZZ_SEED=N`` replays the run that printed ``Seed: N``;
+docs/api.md, *Fuzzing*)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,10 @@ def schemathesis(serve: Serve, role: str | None, *args: str, examples: int = 8,
         text = text.replace('headers = { Authorization = "Bearer ${DBSAFE_TEST_TOKEN}" }\n',
                             "").replace('["2xx", 400, 401, 403, 404, 409, 422]', "[401]")
     config.write_text(text)
-    chance = [] if RANDOM else ["--seed", str(SEED), "--generation-deterministic"]
+    chance = ["--seed", str(SEED), "--generation-deterministic"]
+    if RANDOM:  # a new seed each run, unless one is given to replay a finding
+        chance = ["--seed", os.environ["DBSAFE_FUZZ_SEED"]] \
+            if os.environ.get("DBSAFE_FUZZ_SEED") else []
     env = {**serve.vault.env, "DBSAFE_TEST_TOKEN": serve.tokens.get(role or "reader", "")}
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "--no-color",
@@ -102,25 +106,30 @@ def schemathesis(serve: Serve, role: str | None, *args: str, examples: int = 8,
     return proc
 
 
-def failures(proc: subprocess.CompletedProcess) -> str:
-    """What schemathesis found (its FAILURES section), else the end of its output."""
+def failures(proc: subprocess.CompletedProcess, serve: Serve) -> str:
+    """What schemathesis found (its FAILURES section, else the end of its output), the seed
+    it used, and the serve's tracebacks (a 500 says only ``internal``)."""
     out = proc.stdout
     start = out.find("FAILURES")
     end = out.find("WARNINGS", start) if start >= 0 else -1
-    return (out[start:end] if start >= 0 else out[-5000:])[:30000] + proc.stderr[-2000:]
+    seed = [line.strip() for line in out.splitlines() if line.strip().startswith("Seed")]
+    log = serve.log.read_text()
+    tracebacks = log[log.find("Traceback") - 300:][-12000:] if "Traceback" in log else ""
+    return ((out[start:end] if start >= 0 else out[-5000:])[:30000] + "\n".join(seed)
+            + proc.stderr[-2000:] + "\nserve log:\n" + tracebacks)
 
 
 def test_contributor_conforms(served: Serve):
     excluded = [arg for name in EXCLUDED for arg in ("--exclude-name", name)]
     proc = schemathesis(served, "contributor", "--checks", "all", *excluded, examples=8)
-    assert proc.returncode == 0, failures(proc)
+    assert proc.returncode == 0, failures(proc, served)
 
 
 def test_no_token_everything_401(served: Serve):
     proc = schemathesis(served, None, "--checks",
                         "not_a_server_error,positive_data_acceptance,content_type_conformance",
                         "--exclude-path", "/api/v1/health", examples=3, phases="fuzzing")
-    assert proc.returncode == 0, failures(proc)
+    assert proc.returncode == 0, failures(proc, served)
     for path in ("/openapi.json", "/api/docs"):  # the document needs a token too
         r = httpx.get(f"{served.url}{path}")
         assert r.status_code == 401 and r.json()["error"]["code"] == "auth.required"
