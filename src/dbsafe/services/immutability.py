@@ -59,11 +59,10 @@ def _retention_ends(vault: Vault, instance_id: int, now: datetime) -> dict[str, 
     """{point id: when its retention ends} for every point of the instance, soft-deleted
     ones included (they are backups of the vault all the same; counting them only ever
     ends a point's tiers earlier, never later, than retention itself would)."""
-    from dbsafe.policy.retention import PointInfo, decide, retained_until
+    from dbsafe.policy.retention import decide, retained_until
+    from dbsafe.services.retention import point_info
 
-    infos = [PointInfo(r["point_id"], r["type"], bool(r["copy_only"]),
-                       datetime.fromisoformat(r["end_time"]), r["base_point"])
-             for r in vault.catalog.list_points(instance_id)]
+    infos = [point_info(r) for r in vault.catalog.list_points(instance_id)]
     policy = _policy_of(vault, instance_id)
     if policy is None:
         return {p.point_id: p.end_time + timedelta(days=NO_POLICY_DAYS) for p in infos}

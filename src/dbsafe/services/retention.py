@@ -23,9 +23,19 @@ from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
 
 
+def point_info(row: dict):  # -> PointInfo
+    """A point (a catalog row or a listed point) as retention sees it: the catalog's type
+    ``copy-only`` is a full with ``copy_only`` set."""
+    from dbsafe.policy.retention import PointInfo
+
+    return PointInfo(row["point_id"], "full" if row["type"] == "copy-only" else row["type"],
+                     bool(row["copy_only"]), datetime.fromisoformat(row["end_time"]),
+                     row.get("base_point"))
+
+
 def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     """Expire what the instance's policy no longer keeps; returns what was done."""
-    from dbsafe.policy.retention import PointInfo, decide
+    from dbsafe.policy.retention import decide
     from dbsafe.services.policies import get_policy
     from dbsafe.services.prune import delete_points, prune_wal
     from dbsafe.services.softdelete import wal_floor
@@ -38,9 +48,7 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     policy = get_policy(vault, names.pop())
     pinned_dbs = {i["name"] for i in items if i["state"] == "stopped"}
     points = list_points(vault, name)
-    infos = [PointInfo(p["point_id"], p["type"], bool(p["copy_only"]),
-                       datetime.fromisoformat(p["end_time"]), p.get("base_point"))
-             for p in points]
+    infos = [point_info(p) for p in points]
     decision = decide(infos, policy, now)
     pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
     expire = [pid for pid in decision.expire if pid not in pinned]
