@@ -110,6 +110,12 @@ def test_register_protect_backup_restore(api: Setup):
 
     points = op.get("/servers/db/points").json()["points"]
     assert [p["type"] for p in points] == ["full"]
+    # points come a page at a time (oldest first), bounded like every number of the API
+    page = op.get("/servers/db/points", params={"offset": 1, "limit": 5}).json()
+    assert (page["total"], page["offset"], page["points"]) == (1, 1, [])
+    for bad in ({"limit": 0}, {"limit": 10**6}, {"offset": 2**90}):
+        r = op.get("/servers/db/points", params=bad)
+        assert r.status_code == 422 and error_code(r) == "request.invalid", bad
     point_id = points[0]["point_id"]
     assert point_id == job["result"]["point_id"]
 

@@ -181,7 +181,8 @@ def test_same_tables_and_columns_on_both_backends(catalog_cluster, tmp_path):
         on_pg.setdefault(table, []).append(column)
     assert on_pg.pop("schema_migrations") == ["version", "applied"]
     assert on_pg == on_sqlite
-    assert len(on_sqlite) == 19  # 15, and issue 8: api_tokens, users, sessions, audit_log
+    # 15, and issue 8: api_tokens, users, sessions, audit_log, and issue 15: login_devices
+    assert len(on_sqlite) == 20
     assert indexes == {i for (i,) in catalog_cluster.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname NOT LIKE "
         "'%%_pkey' AND indexname NOT LIKE '%%_key'", params=(pg.schema,))}

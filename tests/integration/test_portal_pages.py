@@ -23,6 +23,7 @@ from dbsafe.services import alerts as alert_service
 from dbsafe.services.vault import Vault as ServiceVault
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')  # the login form's own
 USERS = {"carla": "contributor", "otto": "operator", "rita": "reader"}
 
 
@@ -37,7 +38,8 @@ class Portal:
     def login(self, name: str) -> Iterator[httpx.Client]:
         """A client logged in through the login form (its session cookie kept)."""
         with httpx.Client(base_url=self.url, timeout=60) as client:
-            answer = client.post("/login", data={"name": name,
+            form = LOGIN_CSRF.search(client.get("/login").text).group(1)
+            answer = client.post("/login", data={"name": name, "login_csrf": form,
                                                  "password": self.passwords[name], "next": "/"})
             assert answer.status_code == 303, answer.text
             secrets_guard.register(client.cookies["dbsafe_session"])

@@ -4,6 +4,7 @@ scheduler per vault, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
+import re
 import signal
 import ssl
 import time
@@ -46,8 +47,10 @@ def test_https_with_the_given_certificate_and_secure_session_cookies(vault, area
         health = _wait_up(f"https://127.0.0.1:{port}/api/v1/health", serve, verify=tls)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=tls) as client:
-            login = client.post("/login", data={"token": token, "next": "/"},
-                                follow_redirects=False)
+            form = re.search(r'name="login_csrf" value="([^"]+)"',
+                             client.get("/login").text).group(1)
+            login = client.post("/login", data={"token": token, "next": "/",
+                                                "login_csrf": form}, follow_redirects=False)
             assert login.status_code == 303
             cookie = login.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie

@@ -124,3 +124,54 @@ def test_audit_log_pages_newest_first(catalog):
 def test_cli_changes_are_told_from_reads(argv, words, change):
     assert command_of(argv) == words
     assert is_change(argv) is change
+
+
+def test_revoking_a_token_ends_the_sessions_opened_with_it(catalog):
+    """A session opened by pasting a token records it: revoking the token ends the session,
+    and a session row that outlived the revocation (a login racing it) is refused too."""
+    made = access.create_token(catalog, "ci", "operator", "cli:root")
+    kept = access.create_token(catalog, "other", "operator", "cli:root")
+    session, who = access.token_login(catalog, made["token"])
+    other, _ = access.token_login(catalog, kept["token"])
+    assert (who.name, who.role) == ("token:ci", "operator") and who.csrf
+    assert access.session_principal(catalog, session).name == "token:ci"
+    raced = catalog.get_session(hashlib.sha256(session.encode()).hexdigest())
+    access.revoke_token(catalog, made["id"])
+    with pytest.raises(DbsafeError, match="auth.invalid"):
+        access.session_principal(catalog, session)
+    assert access.session_principal(catalog, other).name == "token:other"
+    catalog.add_session({k: raced[k] for k in raced if k != "token_live"})
+    with pytest.raises(DbsafeError, match="auth.invalid"):
+        access.session_principal(catalog, session)
+
+
+def test_a_typed_name_is_kept_bounded_and_printable():
+    assert access.shown_name("ana") == "ana"
+    shown = access.shown_name("x\x1b[31m\n\u202e" + "y" * 70_000)
+    assert len(shown) == access.SHOWN_NAME_MAX and shown.endswith("…")
+    assert shown.startswith("x?[31m??y") and shown.isprintable()
+
+
+def test_a_device_cookie_names_the_user_it_was_given_to(catalog):
+    access.add_user(catalog, "ana", "reader", "correct horse battery")
+    device = access.remember_device(catalog, "ana")
+    assert access.device_user(catalog, device) == "ana"
+    assert access.device_user(catalog, "forged") is None
+    assert access.device_user(catalog, None) is None
+    for _ in range(access.DEVICE_KEEP):
+        access.remember_device(catalog, "ana")
+    assert access.device_user(catalog, device) is None  # only the newest are kept
+    newest = access.remember_device(catalog, "ana")
+    access.remove_user(catalog, "ana")
+    assert access.device_user(catalog, newest) is None
+
+
+def test_alerts_are_listed_a_page_at_a_time(catalog):
+    from dbsafe.services import alerts
+
+    for n in range(5):
+        alerts.raise_alert(catalog, alerts.ARCHIVE_LAG, "warning", f"lag {n}", server=f"s{n}",
+                           now=f"2026-01-01T00:00:0{n}+00:00")
+    assert [a["server"] for a in alerts.list_alerts(catalog, "active", 2, 1)] == ["s3", "s2"]
+    assert len(alerts.list_alerts(catalog, None)) == 5
+    assert alerts.list_alerts(catalog, "resolved", 10, 0) == []

@@ -243,3 +243,17 @@ def test_chains_never_break_on_random_histories(seed):
         base.end_time == d.log_keep_from
     if base.type == "diff":
         assert base.base_point in d.keep
+
+
+def test_a_copy_only_point_of_the_catalog_is_a_full_to_retention():
+    """The catalog's type ``copy-only`` (found by the randomised API fuzzing: stopping
+    protection with delete_data in an immutable vault answered 500) becomes a copy-only
+    full, which retention keeps as such."""
+    rows = [{"point_id": "f1", "type": "full", "copy_only": 0, "base_point": None,
+             "end_time": "2026-03-01T01:00:00+00:00"},
+            {"point_id": "c1", "type": "copy-only", "copy_only": 1, "base_point": None,
+             "end_time": "2026-03-02T01:00:00+00:00"}]
+    infos = [PointInfo.of(r) for r in rows]
+    assert [(i.type, i.copy_only) for i in infos] == [("full", False), ("full", True)]
+    decision = decide(infos, Policy("p", keep_daily=30), utc(2026, 3, 3))
+    assert "copy-only" in decision.keep["c1"] and not decision.expire

@@ -11,7 +11,8 @@ from fastapi import APIRouter, FastAPI
 
 from dbsafe import __version__
 from dbsafe.api import errors
-from dbsafe.api.gate import Gate
+from dbsafe.api.gate import SPEC, Gate
+from dbsafe.api.hosts import AllowedHosts
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes import (
     access,
@@ -30,6 +31,7 @@ from dbsafe.api.routes import (
     servers,
 )
 from dbsafe.api.routes import vault as vault_routes
+from dbsafe.api.streams import StreamSlots
 from dbsafe.services import overview
 from dbsafe.services import points as points_service
 from dbsafe.services.vault import Vault
@@ -56,8 +58,11 @@ def api_router() -> APIRouter:
     return router
 
 
-def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
-    """The app over the vault at ``vault_path`` (opened once; launched jobs open their own)."""
+def create_app(vault_path: Path, *, secure_cookies: bool = False,
+               hosts: AllowedHosts | None = None) -> FastAPI:
+    """The app over the vault at ``vault_path`` (opened once; launched jobs open their own).
+    ``secure_cookies``: the portal's cookies get ``Secure`` (HTTPS here or at a proxy);
+    ``hosts``: the names it answers to (default: the loopback names, api/hosts.py)."""
     vault = Vault.open(vault_path)
     launcher = Launcher(vault.path)
 
@@ -69,20 +74,23 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False) -> FastAPI:
                          daemon=True).start()
         yield
         launcher.shutdown(vault.catalog)
+        _app.state.login_guard.shutdown()
 
     app = FastAPI(title="dbsafe", version=__version__, lifespan=lifespan,
                   description="Backup vault for PostgreSQL: servers, protection, policies, "
                               "backups, points, restores, jobs, alerts. Send "
                               "`Authorization: Bearer TOKEN` (`dbsafe token create`).",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
+                  docs_url="/api/docs", redoc_url=None, openapi_url=SPEC,
+                  swagger_ui_oauth2_redirect_url=None)
     app.state.vault = vault
     app.state.launcher = launcher
     app.state.secure_cookies = secure_cookies
+    app.state.streams = StreamSlots()
     app.state.overview = overview.OverviewCache(lambda: Vault.open(vault.path))
     errors.install(app)
     app.include_router(api_router(), prefix=API_PREFIX)
     from dbsafe.portal import pages
     pages.install(app)
     app.add_middleware(Gate, catalog=lambda: vault.catalog,
-                       changed=app.state.overview.invalidate)
+                       changed=app.state.overview.invalidate, hosts=hosts)
     return app

@@ -31,7 +31,8 @@ class ErrorBody(BaseModel):
 # The statuses any endpoint may answer with besides its own (documented in the OpenAPI).
 COMMON_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": what} for status, what in (
-        (400, "The request names something that is not valid here"),
+        (400, "The request names something that is not valid here, or the Host header "
+              "is not a name this server answers to"),
         (401, "No token or session, or one that is not valid"),
         (403, "The caller's role does not allow this"),
         (404, "Nothing of that name"),
@@ -42,6 +43,19 @@ COMMON_RESPONSES: dict[int | str, dict] = {
     )}
 
 
+def error_json(error: DbsafeError) -> JSONResponse:
+    """The error as the API answers it; an error that says when to come back (429, 503)
+    carries it in ``Retry-After`` too."""
+    response = JSONResponse({"error": error.as_dict()}, status_code=error.spec.http_status)
+    retry_after(response, error)
+    return response
+
+
+def retry_after(response: Response, error: DbsafeError) -> None:
+    if "retry_after" in error.details:
+        response.headers["Retry-After"] = str(error.details["retry_after"])
+
+
 def error_response(request: Request, error: DbsafeError) -> Response:
     """JSON for the API; the portal's pages answer with an error page instead."""
     request.state.error_code = error.code
@@ -49,7 +63,7 @@ def error_response(request: Request, error: DbsafeError) -> Response:
     if not path.startswith("/api/") and path != "/openapi.json":
         from dbsafe.portal.web import error_page
         return error_page(request, error)
-    return JSONResponse({"error": error.as_dict()}, status_code=error.spec.http_status)
+    return error_json(error)
 
 
 def _validation_reason(exc: RequestValidationError) -> str:

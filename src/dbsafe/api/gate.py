@@ -1,11 +1,14 @@
 """The gate every request passes before any endpoint runs (a plain ASGI middleware).
 
+0. It refuses a ``Host`` header that is not one of the names this serve answers to (400
+   ``request.bad_host``: DNS rebinding, api/hosts.py).
 1. It reads the body whole, up to ``MAX_BODY`` bytes (requests are small JSON documents or
    forms): a larger one is answered 413 before anything parses it.
 2. It finds who is calling — a bearer token, else the portal's session cookie — and, for
-   ``/api/``, answers 401 to a caller it cannot name, before the request reaches routing:
-   without a valid token nobody learns even which paths exist. (The role a path needs is
-   checked next, by the endpoint's ``need(...)`` dependency, before it looks anything up.)
+   ``/api/`` and the OpenAPI document, answers 401 to a caller it cannot name, before the
+   request reaches routing: without a valid token nobody learns even which paths exist.
+   (The role a path needs is checked next, by the endpoint's ``need(...)`` dependency,
+   before it looks anything up.)
    A change sent to ``/api/`` with the portal's cookie must carry the session's CSRF token
    in ``X-CSRF-Token`` (the portal's own forms carry it as a field).
 3. After the answer, caches of what the pages show are dropped, and every change (POST,
@@ -22,10 +25,11 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from anyio import to_thread
-from fastapi.responses import JSONResponse
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dbsafe.api.errors import error_json
+from dbsafe.api.hosts import AllowedHosts
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import access
@@ -34,30 +38,33 @@ log = logging.getLogger("dbsafe.api")
 MAX_BODY = 64 * 1024
 SESSION_COOKIE = "dbsafe_session"
 PUBLIC_API = ("/api/v1/health",)
+SPEC = "/openapi.json"
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
-SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token")
+SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token", "login_csrf")
 
 
 class CallerCache:
     """Who a credential named, for ``TTL`` seconds: a page or a script polling many times a
     second costs one catalog lookup per credential per ``TTL``, not one per request. The
     gate clears it after every change made here (a revoked token, a removed user, a logout
-    take effect at once); a revocation made elsewhere (the CLI) within ``TTL``."""
+    take effect at once); a revocation made elsewhere (the CLI, another serve) takes effect
+    here within ``TTL`` — the bound docs/access.md states."""
 
     TTL = 2.0
     LIMIT = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._seen: dict[str, tuple[access.Principal, float]] = {}
+        self._clock = clock
 
     def get(self, credential: str) -> access.Principal | None:
         hit = self._seen.get(credential)
-        return hit[0] if hit and hit[1] > time.monotonic() else None
+        return hit[0] if hit and hit[1] > self._clock() else None
 
     def put(self, credential: str, principal: access.Principal) -> None:
         if len(self._seen) >= self.LIMIT:
             self._seen.clear()
-        self._seen[credential] = (principal, time.monotonic() + self.TTL)
+        self._seen[credential] = (principal, self._clock() + self.TTL)
 
     def clear(self) -> None:
         self._seen.clear()
@@ -96,12 +103,19 @@ def _audit_detail(body: bytes, content_type: str) -> dict | None:
     return {"body": data}
 
 
+def needs_caller(path: str) -> bool:
+    """The API (but its health) and its OpenAPI document answer only a known caller."""
+    return (path.startswith("/api/") and path not in PUBLIC_API) or path == SPEC
+
+
 class Gate:
     def __init__(self, app: ASGIApp, catalog: Callable[[], Catalog],
-                 changed: Callable[[], None] = lambda: None) -> None:
+                 changed: Callable[[], None] = lambda: None,
+                 hosts: AllowedHosts | None = None) -> None:
         self.app = app
         self.catalog = catalog
         self.changed = changed  # told after every change request (caches drop their copy)
+        self.hosts = hosts or AllowedHosts.for_serving("127.0.0.1")
         self.callers = CallerCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,6 +123,11 @@ class Gate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        host = request.headers.get("host")
+        if not self.hosts.allows(host):
+            await self._refuse(scope, receive, send,
+                               DbsafeError("request.bad_host", host=(host or "")[:100]))
+            return
         body = b""
         more = True
         while more:
@@ -133,11 +152,11 @@ class Gate:
                 if principal is not None:
                     self.callers.put(credential, principal)
         except DbsafeError as exc:
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == SPEC:
                 await self._refuse(scope, receive, send, exc)
                 return
             principal = None  # the portal sends a stale session to its login page
-        if principal is None and path.startswith("/api/") and path not in PUBLIC_API:
+        if principal is None and needs_caller(path):
             await self._refuse(scope, receive, send, DbsafeError("auth.required"))
             return
         if (principal is not None and principal.csrf is not None and path.startswith("/api/")
@@ -180,8 +199,7 @@ class Gate:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, error: DbsafeError) -> None:
-        response = JSONResponse({"error": error.as_dict()}, status_code=error.spec.http_status)
-        await response(scope, receive, send)
+        await error_json(error)(scope, receive, send)
 
     @staticmethod
     def _audit(catalog: Catalog, scope: Scope, request: Request, body: bytes,

@@ -390,11 +390,13 @@ class SqlCatalog:
         ids = self._atomic(body, lock="alerts")
         return [r for i in ids if (r := self.get_alert(i)) is not None]
 
-    def list_alerts(self, state: str | None = None) -> list[dict]:
-        if state is None:
-            return self._all("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC")
-        return self._all("SELECT * FROM alerts WHERE state = ? ORDER BY last_seen DESC, "
-                         "id DESC", state)
+    def list_alerts(self, state: str | None = None, limit: int | None = None,
+                    offset: int = 0) -> list[dict]:
+        where, args = ("", ()) if state is None else ("WHERE state = ? ", (state,))
+        page = "" if limit is None else " LIMIT ? OFFSET ?"
+        args += () if limit is None else (limit, offset)
+        return self._all(f"SELECT * FROM alerts {where}ORDER BY last_seen DESC, id DESC{page}",
+                         *args)
 
     def add_alert_channel(self, kind: str, target: str, options: str | None,
                           on_success: bool, created: str) -> int:
@@ -531,20 +533,42 @@ class SqlCatalog:
                   *row.values())
 
     def get_session(self, id_hash: str) -> dict | None:
-        return self._one("SELECT * FROM sessions WHERE id_hash = ?", id_hash)
+        return self._one(
+            "SELECT s.*, CASE WHEN s.token_id IS NULL THEN NULL "
+            "WHEN t.id IS NOT NULL AND t.revoked IS NULL THEN 1 ELSE 0 END AS token_live "
+            "FROM sessions s LEFT JOIN api_tokens t ON t.id = s.token_id "
+            "WHERE s.id_hash = ?", id_hash)
 
     def update_session(self, id_hash: str, **fields: object) -> None:
         self._update("sessions", "id_hash = ?", fields, id_hash)
 
     def remove_sessions(self, *, id_hash: str | None = None, principal: str | None = None,
-                        before: str | None = None) -> int:
-        """End one session, every session of a principal, or those expired before a time."""
+                        token_id: str | None = None, before: str | None = None) -> int:
+        """End one session, every session of a principal or opened with a token, or those
+        expired before a time."""
         if id_hash is not None:
             return self._run("DELETE FROM sessions WHERE id_hash = ?", id_hash)
         if principal is not None:
             return self._run("DELETE FROM sessions WHERE principal = ?", principal)
+        if token_id is not None:
+            return self._run("DELETE FROM sessions WHERE token_id = ?", token_id)
         return self._run("DELETE FROM sessions WHERE expires < ? OR absolute_expiry < ?",
                          before, before)
+
+    def add_login_device(self, id_hash: str, user_name: str, created: str,
+                         keep: int) -> None:
+        def body(s: Session) -> None:
+            s.run("INSERT INTO login_devices VALUES (?, ?, ?)", (id_hash, user_name, created))
+            s.run("DELETE FROM login_devices WHERE user_name = ? AND id_hash NOT IN ("
+                  "SELECT id_hash FROM login_devices WHERE user_name = ? "
+                  "ORDER BY created DESC, id_hash LIMIT ?)", (user_name, user_name, keep))
+        self._atomic(body)
+
+    def get_login_device(self, id_hash: str) -> dict | None:
+        return self._one("SELECT * FROM login_devices WHERE id_hash = ?", id_hash)
+
+    def remove_login_devices(self, user_name: str) -> int:
+        return self._run("DELETE FROM login_devices WHERE user_name = ?", user_name)
 
     def add_audit(self, row: dict) -> None:
         cols = ", ".join(row)

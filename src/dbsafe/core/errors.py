@@ -517,6 +517,13 @@ _SPECS = [
               "role {needed!r}"),
     ErrorSpec("auth.csrf", 2, 403,
               "the form's CSRF token is missing or stale; reload the page and submit again"),
+    ErrorSpec("auth.throttled", 2, 429,
+              "too many failed logins {scope}; wait {retry_after} seconds and try again (a "
+              "browser that logged in as that user before is not held back by others' "
+              "failures)"),
+    ErrorSpec("auth.busy", 2, 503,
+              "too many logins are being checked at once; try again in {retry_after} "
+              "seconds"),
     ErrorSpec("auth.role_unknown", 2, 400,
               "unknown role {role!r}; roles: reader, operator, contributor"),
     ErrorSpec("token.unknown", 2, 404, "no API token {token_id!r}; list them with "
@@ -531,9 +538,20 @@ _SPECS = [
     ErrorSpec("request.not_found", 2, 404, "no such endpoint: {method} {path}; see /openapi.json"),
     ErrorSpec("request.method_not_allowed", 2, 405,
               "{method} is not allowed on {path}; see /openapi.json"),
+    ErrorSpec("request.bad_host", 2, 400,
+              "this dbsafe serve does not answer to the host name {host!r} (a page of "
+              "another site may be trying to reach it); open it by one of its names, or "
+              "start it with `--allowed-host NAME`"),
+    ErrorSpec("request.too_many_streams", 2, 429,
+              "too many job event streams are open ({scope}); close a job's page or "
+              "stream and try again in {retry_after} seconds"),
     ErrorSpec("serve.tls_needed", 2, 400,
               "serving on {host} (not loopback) needs TLS: give --tls-cert and --tls-key, or "
-              "--insecure if a proxy in front of dbsafe does TLS"),
+              "--behind-tls-proxy if a proxy in front of dbsafe does TLS (--insecure: plain "
+              "HTTP, no TLS anywhere)"),
+    ErrorSpec("serve.forwarded_ips", 2, 400,
+              "--forwarded-allow-ips takes the addresses of your proxies (IP addresses or "
+              "networks, comma-separated), not {value!r}"),
     ErrorSpec("serve.tls_files", 2, 400,
               "give both --tls-cert and --tls-key (PEM files)"),
     # end of REST API ------------------------------------------------------------------

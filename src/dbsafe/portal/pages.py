@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
+from dbsafe.portal.login_guard import LoginGuard
 from dbsafe.portal.routes import (
     alerts,
     dashboard,
@@ -26,6 +27,7 @@ ROUTERS = [session.router, dashboard.router, databases.router, database.router,
 
 
 def install(app: FastAPI) -> None:
+    app.state.login_guard = LoginGuard()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router, include_in_schema=False)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from dbsafe.api.errors import retry_after
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
@@ -88,4 +89,13 @@ def login_redirect(next_url: str) -> RedirectResponse:
 
 def error_page(request: Request, error: DbsafeError) -> HTMLResponse:
     request.state.error_code = error.code
-    return page(request, "error.html", status_code=error.spec.http_status, error=error)
+    response = page(request, "error.html", status_code=error.spec.http_status, error=error)
+    retry_after(response, error)
+    return response
+
+
+def cookie_secure(request: Request) -> bool:
+    """Whether cookies get ``Secure``: when dbsafe serves HTTPS itself, runs behind a TLS
+    proxy (``--behind-tls-proxy``), or the request came over HTTPS as a proxy trusted by
+    ``--forwarded-allow-ips`` says (nobody else's ``X-Forwarded-Proto`` is believed)."""
+    return request.app.state.secure_cookies or request.url.scheme == "https"

@@ -44,6 +44,9 @@ TOKEN_PREFIX = "dbs_"
 SESSION_IDLE = timedelta(hours=1)
 SESSION_MAX = timedelta(hours=12)
 MIN_PASSWORD = 12
+SHOWN_NAME_MAX = 64       # characters of a typed user name kept in the audit log
+DEVICE_MAX = timedelta(days=90)
+DEVICE_KEEP = 20          # device cookies remembered per user
 _hasher = PasswordHasher()
 
 
@@ -107,17 +110,25 @@ def list_tokens(catalog: Catalog) -> list[dict]:
 
 
 def revoke_token(catalog: Catalog, token_id: str) -> dict:
+    """Revoke a token and end the portal sessions opened with it (a session whose token is
+    revoked is refused anyway: ``session_principal`` checks the token too)."""
     row = catalog.get_token(token_id)
     if row is None:
         raise DbsafeError("token.unknown", token_id=token_id)
     if row["revoked"] is None:
         row["revoked"] = now_text()
         catalog.update_token(token_id, revoked=row["revoked"])
+    catalog.remove_sessions(token_id=token_id)
     return public_token(row)
 
 
 def token_principal(catalog: Catalog, token: str) -> Principal:
     """The caller a bearer token names; ``auth.invalid`` for anything else."""
+    return _token_row(catalog, token)[1]
+
+
+def _token_row(catalog: Catalog, token: str) -> tuple[str, Principal]:
+    """(token id, principal) of a valid token; ``auth.invalid`` for anything else."""
     token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
     row = catalog.get_token(token_id) if token.startswith(TOKEN_PREFIX) and secret else None
     if (row is None or row["revoked"] is not None
@@ -127,7 +138,14 @@ def token_principal(catalog: Catalog, token: str) -> Principal:
     if row["last_used"] is None or now - datetime.fromisoformat(row["last_used"]) > \
             timedelta(minutes=1):  # a write per call would make every read a write
         catalog.update_token(token_id, last_used=now_text(now))
-    return Principal(f"token:{row['name']}", row["role"])
+    return token_id, Principal(f"token:{row['name']}", row["role"])
+
+
+def token_login(catalog: Catalog, token: str) -> tuple[str, Principal]:
+    """A portal session for a pasted token: (cookie value, principal). The session records
+    the token, so revoking the token ends it."""
+    token_id, principal = _token_row(catalog, token)
+    return open_session(catalog, principal, token_id=token_id)
 
 
 # users and sessions ---------------------------------------------------------------------
@@ -144,7 +162,36 @@ def remove_user(catalog: Catalog, name: str) -> dict:
     if not catalog.remove_user(name):
         raise DbsafeError("user.unknown", name=name)
     catalog.remove_sessions(principal=f"user:{name}")
+    catalog.remove_login_devices(name)
     return {"name": name, "removed": True}
+
+
+def shown_name(text: str, limit: int = SHOWN_NAME_MAX) -> str:
+    """A name someone typed, as the audit log and the log keep it: printable characters
+    only (any other, a newline or a terminal escape, becomes ``?``), at most ``limit`` of
+    them (a longer one is cut and ends with ``…``)."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[:limit + 1])
+    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
+
+
+def remember_device(catalog: Catalog, user_name: str) -> str:
+    """A new device cookie for a browser that just logged in as ``user_name`` (kept as its
+    SHA-256, the user's ``DEVICE_KEEP`` newest only)."""
+    value = secrets.token_urlsafe(32)
+    catalog.add_login_device(_digest(value), user_name,
+                             datetime.now(UTC).isoformat(timespec="microseconds"), DEVICE_KEEP)
+    return value
+
+
+def device_user(catalog: Catalog, value: str | None) -> str | None:
+    """The user a device cookie was given to, if it is one and not older than
+    ``DEVICE_MAX``."""
+    if not value or len(value) > 100:
+        return None
+    row = catalog.get_login_device(_digest(value))
+    if row is None or datetime.fromisoformat(row["created"]) < datetime.now(UTC) - DEVICE_MAX:
+        return None
+    return row["user_name"]
 
 
 def login(catalog: Catalog, name: str, password: str) -> tuple[str, Principal]:
@@ -160,9 +207,10 @@ def login(catalog: Catalog, name: str, password: str) -> tuple[str, Principal]:
     return open_session(catalog, Principal(f"user:{name}", row["role"]))
 
 
-def open_session(catalog: Catalog, principal: Principal) -> tuple[str, Principal]:
-    """A session for a principal already authenticated (a password, or a token pasted
-    into the login form)."""
+def open_session(catalog: Catalog, principal: Principal, token_id: str | None = None
+                 ) -> tuple[str, Principal]:
+    """A session for a principal already authenticated (a password, or the token
+    ``token_id`` pasted into the login form)."""
     now = datetime.now(UTC)
     catalog.remove_sessions(before=now_text(now))
     session_id = secrets.token_urlsafe(32)
@@ -170,14 +218,18 @@ def open_session(catalog: Catalog, principal: Principal) -> tuple[str, Principal
     catalog.add_session({"id_hash": _digest(session_id), "principal": principal.name,
                          "role": principal.role, "csrf": csrf, "created": now_text(now),
                          "expires": now_text(now + SESSION_IDLE),
-                         "absolute_expiry": now_text(now + SESSION_MAX)})
+                         "absolute_expiry": now_text(now + SESSION_MAX),
+                         "token_id": token_id})
     return session_id, Principal(principal.name, principal.role, csrf)
 
 
 def session_principal(catalog: Catalog, session_id: str) -> Principal:
+    """The caller a session cookie names. A session opened with a token is refused once
+    the token is revoked, even if its row outlived the revocation (a login that raced it)."""
     row = catalog.get_session(_digest(session_id))
     now = datetime.now(UTC)
-    if row is None or min(row["expires"], row["absolute_expiry"]) < now_text(now):
+    if (row is None or min(row["expires"], row["absolute_expiry"]) < now_text(now)
+            or row["token_live"] == 0):
         raise DbsafeError("auth.invalid")
     if datetime.fromisoformat(row["expires"]) - now < SESSION_IDLE - timedelta(minutes=1):
         catalog.update_session(row["id_hash"], expires=now_text(now + SESSION_IDLE))

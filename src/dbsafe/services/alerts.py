@@ -143,9 +143,11 @@ def resolve_alert(catalog: Catalog, alert_id: int) -> dict:
     return public(catalog.get_alert(alert_id) or row)
 
 
-def list_alerts(catalog: Catalog, state: str | None = "active") -> list[dict]:
-    """Alerts in public form, most recently seen first; ``state`` None lists all."""
-    return [public(r) for r in catalog.list_alerts(state)]
+def list_alerts(catalog: Catalog, state: str | None = "active", limit: int | None = None,
+                offset: int = 0) -> list[dict]:
+    """Alerts in public form, most recently seen first; ``state`` None lists all;
+    ``limit`` rows from ``offset`` (None: every one)."""
+    return [public(r) for r in catalog.list_alerts(state, limit, offset)]
 
 
 def _log(alert: dict, event: str) -> None:

@@ -129,12 +129,15 @@ def lineage_points(vault: Vault, server: dict) -> list[dict]:
 
 
 def points_and_chain(vault: Vault, name: str, database: str | None = None,
-                     deleted: bool = False) -> dict:
+                     deleted: bool = False, offset: int = 0,
+                     limit: int | None = None) -> dict:
     """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
 
     With ``database``: only the points that can restore it (log points, and backups whose
     run included it); the log chain belongs to the instance and is the same. With
     ``deleted``: the soft-deleted points instead (the log chain is that of the live ones).
+    ``limit`` points from ``offset`` (oldest first; None: every one); ``total`` counts them
+    all.
     """
     from dbsafe.services.chain import log_chain
 
@@ -144,9 +147,10 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
     if database is not None:
         points = [p for p in points if p["type"] == "log" or p["databases"] is None
                   or database in p["databases"]]
+    page = points[offset:] if limit is None else points[offset:offset + limit]
     return {"server": name, "recovery_model": server["recovery_model"] or "SIMPLE",
-            "database": database, "points": points, "log_ranges": chain.ranges(),
-            "gaps": chain.gaps}
+            "database": database, "total": len(points), "offset": offset, "points": page,
+            "log_ranges": chain.ranges(), "gaps": chain.gaps}
 
 
 def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Folder, RowId
+from dbsafe.api.routes.fields import Folder, Offset, RowId
 from dbsafe.services import alerts, monitor
 from dbsafe.services.vault import Vault
 
@@ -61,11 +61,10 @@ class CheckRequest(BaseModel):
 
 @router.get("/alerts", dependencies=[Depends(need("read"))])
 def list_alerts(state: Literal["active", "resolved", "all"] = "active",
-                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+                limit: int = Query(100, ge=1, le=1000), offset: Offset = 0,
                 v: Vault = Depends(vault)) -> list[dict]:
-    """Alerts, most recently seen first."""
-    rows = alerts.list_alerts(v.catalog, None if state == "all" else state)
-    return rows[offset:offset + limit]
+    """Alerts, most recently seen first, a page at a time."""
+    return alerts.list_alerts(v.catalog, None if state == "all" else state, limit, offset)
 
 
 @router.post("/alerts/{alert_id}/resolve", dependencies=[Depends(need("operate"))])

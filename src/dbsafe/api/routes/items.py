@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from dbsafe.api.deps import need
+from dbsafe.api.routes.fields import Offset
 from dbsafe.services import overview
 
 router = APIRouter(tags=["items"])
@@ -63,7 +64,7 @@ class Dashboard(BaseModel):
 @router.get("/items", dependencies=[Depends(need("read"))], response_model=ItemPage)
 async def list_items(request: Request, search: str | None = Query(None, max_length=100),
                health: Health | None = None, server: str | None = Query(None, max_length=100),
-               offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=2000)
+               offset: Offset = 0, limit: int = Query(100, ge=1, le=2000)
                ) -> FastJSON:
     """A page of protected items (every state), by server and name: health, the reasons
     for it, last backup, last full, last log backup."""

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import weakref
 from typing import Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from dbsafe.api.deps import need, vault
+from dbsafe.api.errors import ErrorBody
+from dbsafe.api.gate import principal_of
+from dbsafe.core.errors import DbsafeError
 from dbsafe.services import jobs as job_service
+from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["jobs"])
 State = Literal[job_service.STATES]  # type: ignore[valid-type]
 EVENT_INTERVAL = 0.5
+RECHECK_SECONDS = 5.0  # how often a stream checks that its caller may still read
 
 
 @router.get("/jobs", dependencies=[Depends(need("read"))])
@@ -44,26 +51,57 @@ def progress_event(job: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(job, default=str)}\n\n"
 
 
-@router.get("/jobs/{job_id}/events", dependencies=[Depends(need("read"))],
-            response_class=StreamingResponse,
+def error_event(error: DbsafeError) -> str:
+    """The last event of a stream whose caller is no longer allowed."""
+    return f"event: error\ndata: {json.dumps({'error': error.as_dict()})}\n\n"
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "progress events until the job ends"}})
-async def job_events(job_id: str, v: Vault = Depends(vault)) -> StreamingResponse:
+                             "description": "progress events until the job ends"},
+                       429: {"model": ErrorBody,
+                             "description": "too many streams open (``Retry-After``)"}})
+async def job_events(job_id: str, request: Request, caller: Principal = Depends(need("read")),
+                     v: Vault = Depends(vault)) -> StreamingResponse:
     """The job's progress as server-sent events, twice a second while it changes, and a
-    last ``end`` event with its final state."""
+    last ``end`` event with its final state. The caller is checked again every
+    ``RECHECK_SECONDS``: a revoked token or ended session gets an ``error`` event and the
+    stream ends. At most 8 streams per caller and 64 in all (429 beyond)."""
     first = await to_thread.run_sync(job_service.get_job, v.catalog, job_id)
+    slot = request.app.state.streams.take(caller.name)
+    headers, cookies = dict(request.headers), dict(request.cookies)
+
+    async def still_allowed() -> DbsafeError | None:
+        try:
+            if await to_thread.run_sync(principal_of, v.catalog, headers, cookies) is None:
+                return DbsafeError("auth.required")
+        except DbsafeError as exc:
+            return exc
+        return None
 
     async def stream():
-        job, last = first, None
-        while True:
-            key = (job["state"], job["bytes_done"], job["bytes_total"])
-            if key != last:
-                yield progress_event(job)
-                last = key
-            if job["state"] in job_service.FINAL:
-                return
-            await asyncio.sleep(EVENT_INTERVAL)
-            job = await to_thread.run_sync(job_service.get_job, v.catalog, job_id)
+        try:
+            job, last, checked = first, None, time.monotonic()
+            while True:
+                key = (job["state"], job["bytes_done"], job["bytes_total"])
+                if key != last:
+                    yield progress_event(job)
+                    last = key
+                if job["state"] in job_service.FINAL:
+                    return
+                await asyncio.sleep(EVENT_INTERVAL)
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    refused = await still_allowed()
+                    if refused is not None:
+                        yield error_event(refused)
+                        return
+                    yield ": still following\n\n"  # a comment: finds a client gone away
+                job = await to_thread.run_sync(job_service.get_job, v.catalog, job_id)
+        finally:
+            slot.release()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    events = stream()
+    weakref.finalize(events, slot.release)  # a stream never started frees its slot too
+    return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})

@@ -46,7 +46,8 @@ def token_list(json: bool = typer.Option(False, "--json", help="Print JSON.")) -
 @tokens.command("revoke")
 def token_revoke(token_id: str = typer.Argument(..., help="The token's id (`token list`)."),
                  json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Revoke a token: calls with it are refused from now on."""
+    """Revoke a token: calls with it, and portal sessions opened with it, are refused from
+    now on (by a running `dbsafe serve` within 2 seconds)."""
     render.state.json = json
     row = access.revoke_token(open_vault().catalog, token_id)
     render.emit(row, lambda r: render.out.print(f"token {r['id']} revoked at {r['revoked']}"))

@@ -46,8 +46,21 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
           tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate (HTTPS)."),
           tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
           insecure: bool = typer.Option(False, "--insecure",
-                                        help="Serve plain HTTP off loopback (a proxy in "
-                                             "front does TLS)."),
+                                        help="Serve plain HTTP off loopback, with no TLS "
+                                             "anywhere."),
+          behind_tls_proxy: bool = typer.Option(
+              False, "--behind-tls-proxy",
+              help="A proxy in front does TLS: serve plain HTTP to it, give the portal's "
+                   "cookies the Secure flag."),
+          forwarded_allow_ips: str = typer.Option(
+              "", "--forwarded-allow-ips",
+              help="Addresses of your proxies (comma-separated IPs or networks): their "
+                   "X-Forwarded-For and X-Forwarded-Proto are believed, nobody else's."),
+          allowed_host: list[str] = typer.Option(
+              [], "--allowed-host",
+              help="A host name the portal is opened by (repeat for more); besides "
+                   "localhost, 127.0.0.1, ::1 and --host, any other Host is refused "
+                   "(DNS rebinding)."),
           scheduler_on: bool = typer.Option(True, "--scheduler/--no-scheduler",
                                             help="Run the scheduler too (off: API and portal "
                                                  "only, e.g. a second host)."),
@@ -59,8 +72,10 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     render.state.json = json
     if (tls_cert is None) != (tls_key is None):
         raise DbsafeError("serve.tls_files")
-    if not once and tls_cert is None and not insecure and not _loopback(host):
+    if not once and tls_cert is None and not (insecure or behind_tls_proxy) \
+            and not _loopback(host):
         raise DbsafeError("serve.tls_needed", host=host)
+    proxies = _proxies(forwarded_allow_ips)
     vault = open_vault()
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
@@ -89,19 +104,35 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
         scheduler.release()
         loop.start()
     try:
-        _serve_http(vault.path, host, port, tls_cert, tls_key)
+        _serve_http(vault.path, host, port, tls_cert, tls_key,
+                    secure_cookies=tls_cert is not None or behind_tls_proxy, proxies=proxies,
+                    allowed_hosts=allowed_host)
     finally:
         stop.set()
         if loop.is_alive():
             loop.join()
 
 
+def _proxies(text: str) -> list[str]:
+    """The proxies whose forwarding headers are believed (none unless given: uvicorn's own
+    default would believe any local process)."""
+    found = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise DbsafeError("serve.forwarded_ips", value=part) from None
+    return found
+
+
 def _serve_http(vault_path: Path, host: str, port: int, tls_cert: Path | None,
-                tls_key: Path | None) -> None:
+                tls_key: Path | None, *, secure_cookies: bool, proxies: list[str],
+                allowed_hosts: list[str]) -> None:
     """uvicorn in this thread until SIGINT/SIGTERM."""
     import uvicorn
 
     from dbsafe.api.app import create_app
+    from dbsafe.api.hosts import AllowedHosts
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -112,11 +143,13 @@ def _serve_http(vault_path: Path, host: str, port: int, tls_cert: Path | None,
                 self.force_exit = True
             self.should_exit = True
 
-    app = create_app(vault_path, secure_cookies=tls_cert is not None)
+    app = create_app(vault_path, secure_cookies=secure_cookies,
+                     hosts=AllowedHosts.for_serving(host, allowed_hosts))
     scheme = "https" if tls_cert else "http"
     logging.getLogger("dbsafe.api").info("portal and API on %s://%s:%d/ (API /api/v1, "
                                          "OpenAPI /openapi.json)", scheme, host, port)
     Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                           ssl_certfile=str(tls_cert) if tls_cert else None,
                           ssl_keyfile=str(tls_key) if tls_key else None,
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                           timeout_graceful_shutdown=10)).run()

@@ -1,4 +1,5 @@
-"""Alerts: the active ones (and the resolved, on their own tab), with a resolve button."""
+"""Alerts: the active ones (and the resolved, on their own tab), 100 a page, with a resolve
+button."""
 
 from __future__ import annotations
 
@@ -7,24 +8,27 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from dbsafe.api.routes.fields import Offset, RowId
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services import alerts as alert_service
 from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
 
 router = APIRouter()
+PAGE = 100
 
 
 @router.get("/alerts", response_class=HTMLResponse)
 def alerts_page(request: Request, state: Literal["active", "resolved"] = "active",
-                me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+                offset: Offset = 0, me: Principal = Depends(caller),
+                v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    return page(request, "alerts.html", alerts=alert_service.list_alerts(v.catalog, state),
-                state=state)
+    rows = alert_service.list_alerts(v.catalog, state, PAGE, offset)
+    return page(request, "alerts.html", alerts=rows, state=state, offset=offset, page=PAGE)
 
 
 @router.post("/alerts/{alert_id}/resolve")
-def resolve(alert_id: int, csrf_token: str = Form(""), me: Principal = Depends(caller),
+def resolve(alert_id: RowId, csrf_token: str = Form(""), me: Principal = Depends(caller),
             v: Vault = Depends(vault)) -> RedirectResponse:
     me.require("operate")
     check_csrf(me, csrf_token)

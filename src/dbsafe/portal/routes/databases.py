@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
+from dbsafe.api.routes.fields import Offset
 from dbsafe.portal.web import caller, fragments, page
 from dbsafe.services import overview
 from dbsafe.services.access import Principal
@@ -20,7 +21,7 @@ Health = Literal[overview.HEALTH]  # type: ignore[valid-type]
 @router.get("/databases", response_class=HTMLResponse)
 def databases(request: Request, search: str = Query("", max_length=100),
               health: Health | Literal[""] = "", server: str = Query("", max_length=100),
-              offset: int = Query(0, ge=0), me: Principal = Depends(caller)) -> HTMLResponse:
+              offset: Offset = 0, me: Principal = Depends(caller)) -> HTMLResponse:
     me.require("read")
     snapshot = request.app.state.overview.get()
     query = {"search": search, "health": health, "server": server}
