@@ -354,7 +354,7 @@ def main() -> None:
         phases.wrap(BackupSession, "stop", "backup: pg_backup_stop")
         phases.wrap(Copier, "copy", "backup: copy blocks (data + WAL)")
         phases.wrap(BlockSink, "close", "backup: seal last packs")
-        phases.wrap(Repository, "_load_index", "vault: load index")
+        phases.wrap(Repository, "refresh_index", "vault: load index")
         phases.wrap(Repository, "save_manifest", "backup: write manifest")
         phases.wrap(vault.catalog, "add_point", "backup: catalog add_point")
         result, measured = profiled(f"profiling one full backup ({workers} workers)", phases,
@@ -371,7 +371,7 @@ def main() -> None:
             phases.wrap(restore_service, "_restore_files", "restore: write blocks (all files)")
             phases.wrap(pg_restore, "make_layout", "restore: make layout")
             phases.wrap(Tree, "chown", "restore: chown tree")
-            phases.wrap(Repository, "_load_index", "vault: load index")
+            phases.wrap(Repository, "refresh_index", "vault: load index")
             vault2 = Vault.open(work / "vault")  # a cold index, as a new process has
             res, measured = profiled(
                 "profiling its restore", phases,
