@@ -113,6 +113,10 @@ FORGED = [
     (lambda m: m["files"][7].update(size=3 * 8192 + 1), "past the end"),
     (lambda m: m["files"][7].update(delta=[]), "not an object"),
     (lambda m: m.update(files="base/1/1259"), "not a list"),
+    (lambda m: m["files"][4].update(blocks=["zz" * 32] * 4), "64 hex digits"),
+    (lambda m: m["files"][4].update(blocks=[ID[:-2]] * 4), "64 hex digits"),
+    (lambda m: m.update(base="../config"), "not a point id"),
+    (lambda m: m.update(base="20260101T000000Z-0123abcd/../../x"), "not a point id"),
 ]
 
 

@@ -14,6 +14,7 @@ data directory's layout, engines/postgres/layout_rules.py adds its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from dbsafe.core.path_rules import relative_path_problem
@@ -21,6 +22,8 @@ from dbsafe.core.path_rules import relative_path_problem
 PAGE_SIZE = 8192  # a delta's unit (docs/repository-format.md, *Differentials*)
 MAX_MODE = 0o777  # permission bits only: setuid, setgid and sticky are refused
 LISTS = ("files", "dirs", "skipped", "wal")
+BLOCK_ID = re.compile(r"[0-9a-f]{64}")  # 32 bytes, hex (docs/repository-format.md, *Terms*)
+POINT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")  # YYYYMMDDTHHMMSSZ-<8 hex>
 
 
 class ManifestProblem(Exception):
@@ -58,6 +61,9 @@ def check(doc: dict) -> None:
     """Raise ManifestProblem for the first entry of ``doc`` that breaks a rule."""
     if not isinstance(doc, dict):
         raise ManifestProblem("manifest", "is not an object")
+    base = doc.get("base")
+    if base is not None and not (isinstance(base, str) and POINT_ID.fullmatch(base)):
+        raise ManifestProblem("base", "is not a point id (YYYYMMDDTHHMMSSZ-<8 hex>)")
     files = [(n, e) for n, e in entries(doc, "files")]
     block_size = doc.get("block_size")
     if files and not _int(block_size, 1):
@@ -111,8 +117,9 @@ def _common(name: str, entry: dict, sized: bool = True) -> None:
 def _file(name: str, entry: dict, block_size: int) -> None:
     _common(name, entry)
     blocks = entry.get("blocks")
-    if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
-        raise ManifestProblem(name, "has no list of block ids")
+    if not isinstance(blocks, list) or \
+            not all(isinstance(b, str) and BLOCK_ID.fullmatch(b) for b in blocks):
+        raise ManifestProblem(name, "has no list of block ids (64 hex digits each)")
     if not isinstance(entry.get("mtime", 0), int | float):
         raise ManifestProblem(name, "has an mtime that is not a number")
     if entry.get("delta") is not None:
