@@ -6,10 +6,9 @@ cd "$(dirname "$0")/.."
 
 with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
-# --- issue 8 (load benchmark): --bench also installs the HTTP load tool bench/portal_load.py drives
+# --bench also installs the benchmarks' peers and tools (pgBackRest, wrk)
 with_bench=0
 for arg in "$@"; do [ "$arg" = "--bench" ] && with_bench=1; done
-# --- end issue 8 (load benchmark)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -27,12 +26,17 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
-# --- issue 8 (load benchmark): wrk, the loopback load tool of bench/portal_load.py
-if [ $with_bench = 1 ] && ! command -v wrk >/dev/null; then
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+# --bench: the peers and tools of bench/ (Debian's packages): pgBackRest for bench/run.py,
+# wrk for the loopback load of bench/portal_load.py
+bench_packages=()
+if [ $with_bench = 1 ]; then
+  command -v pgbackrest >/dev/null || bench_packages+=(pgbackrest)
+  command -v wrk >/dev/null || bench_packages+=(wrk)
 fi
-# --- end issue 8 (load benchmark)
+if [ ${#bench_packages[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${bench_packages[@]}" >/dev/null
+fi
 id postgres >/dev/null 2>&1 || { echo "the postgres OS user is missing (postgresql-15 creates it)" >&2; exit 1; }
 
 if [ ! -x .venv/bin/python ]; then
