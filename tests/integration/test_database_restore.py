@@ -232,7 +232,9 @@ def copying(pg_template, cli_env) -> Iterator[Copying]:
 
 def _database_facts(pg: Pg, db: str) -> dict:
     with pg.connect(db) as conn:
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        def one(sql: str) -> object:
+            return conn.execute(sql).fetchone()[0]
+
         return {
             "owner": one("SELECT pg_get_userbyid(datdba) FROM pg_database "
                          "WHERE datname = current_database()"),
