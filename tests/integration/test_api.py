@@ -332,3 +332,19 @@ def test_audit_log_and_revoked_token(api: Setup):
         assert r.status_code == 401 and error_code(r) == "auth.invalid"
         r = c.post("/servers/db/backups", json={"type": "full"})
         assert r.status_code == 401 and error_code(r) == "auth.invalid"
+
+
+def test_a_backup_asked_for_over_the_api_is_compressed_as_the_policy_says(api: Setup):
+    """No compress_level: the server's policy's compression (not a fixed level 1)."""
+    made = api.serve.client("contributor").post("/policies", json={
+        "name": "packed", "log_every": None, "compression_level": 5})
+    assert made.status_code == 201, made.text
+    op = api.serve.client("operator")
+    r = op.post("/servers/db/protection", json={"all": True, "policy": "packed"})
+    assert r.status_code == 200, r.text
+    r = op.post("/servers/db/backups", json={"type": "copy-only"})
+    assert r.status_code == 202, r.text
+    job = wait_job(op, r.json()["job_id"])
+    assert job["state"] == "completed", job
+    assert (job["result"]["compression_level"], job["result"]["compression_from"]) == \
+        (5, "policy packed")

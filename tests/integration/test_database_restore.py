@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from conftest import Pg, new_cluster, restored
+import pytest
+from conftest import (
+    Pg,
+    Vault,
+    chown_postgres,
+    make_area,
+    make_vault,
+    new_cluster,
+    remove_area,
+    restored,
+)
 
 APP_SETUP = [
     "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance numeric)",
@@ -135,3 +151,189 @@ def test_protection_per_database(pg_template, area, wal_vault):
     assert "ro" in out["databases_left_out"] and "keep" not in out["databases_left_out"]
     got = restored(area / "only-keep", out["port"])
     assert got.scalar("SELECT count(*) FROM t", "keep") == 20000
+
+
+# --- owners, grants and settings; where the copy is staged -----------------------------
+
+# roles of the source; the target has all but ``ghost``
+SOURCE_ROLES = ("app_owner", "app_reader", "ghost")
+OWNED_SETUP = [
+    "CREATE SCHEMA s AUTHORIZATION app_owner",
+    "CREATE TABLE s.t (id int PRIMARY KEY, v text)",
+    "ALTER TABLE s.t OWNER TO app_owner",
+    "INSERT INTO s.t SELECT g, md5(g::text) FROM generate_series(1, 2000) g",
+    "COMMENT ON TABLE s.t IS 'the t table'",
+    "COMMENT ON COLUMN s.t.v IS 'a hash'",
+    "GRANT USAGE ON SCHEMA s TO app_reader, ghost",
+    "GRANT SELECT ON s.t TO app_reader",
+    "GRANT SELECT, INSERT ON s.t TO ghost",
+    "CREATE TABLE s.g (id int)",
+    "ALTER TABLE s.g OWNER TO ghost",
+    "INSERT INTO s.g VALUES (1), (2)",
+    "ALTER TABLE s.t ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY readers ON s.t TO app_reader USING (id < 100)",
+    "CREATE POLICY ghosts ON s.t TO ghost USING (true)",
+    "ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA s GRANT SELECT ON TABLES TO "
+    "app_reader",
+    "CREATE TABLE s.far (id int) TABLESPACE far",
+    "INSERT INTO s.far SELECT generate_series(1, 100)",
+]
+DATABASE_SETUP = [
+    "ALTER DATABASE app OWNER TO app_owner",
+    "COMMENT ON DATABASE app IS 'the app, as it was'",
+    "REVOKE ALL ON DATABASE app FROM PUBLIC",
+    "GRANT CONNECT ON DATABASE app TO app_reader, ghost",
+    "ALTER DATABASE app SET work_mem = '7MB'",
+    "ALTER DATABASE app SET search_path = 's', public",
+    "ALTER ROLE app_reader IN DATABASE app SET statement_timeout = '42s'",
+    "ALTER ROLE ghost IN DATABASE app SET statement_timeout = '43s'",
+    "ALTER DATABASE app SET default_transaction_read_only = on",  # last: it applies to the load
+]
+
+
+@dataclass
+class Copying:
+    area: Path
+    vault: Vault
+    src: Pg
+    tgt: Pg
+    point: str
+
+
+@pytest.fixture(scope="module")
+def copying(pg_template, cli_env) -> Iterator[Copying]:
+    """A source whose database ``app`` has owners, grants, comments, a policy, a table in
+    a tablespace and database-level settings, backed up once; a running target with every
+    role of it but ``ghost``."""
+    area = make_area("dbcopy-")
+    try:
+        src = new_cluster(pg_template, area, "src")
+        tgt = new_cluster(pg_template, area, "tgt")
+        for role in SOURCE_ROLES:
+            src.execute(f"CREATE ROLE {role}")
+        for role in SOURCE_ROLES[:2]:
+            tgt.execute(f"CREATE ROLE {role}")
+        (area / "far").mkdir()
+        chown_postgres(area / "far")
+        src.execute(f"CREATE TABLESPACE far LOCATION '{area / 'far'}'")
+        src.execute("CREATE DATABASE app")
+        for sql in OWNED_SETUP:
+            src.execute(sql, "app")
+        for sql in DATABASE_SETUP:
+            src.execute(sql)
+        vault = make_vault(cli_env, area / "vault")
+        vault.add_server("src", src)
+        vault.add_server("tgt", tgt)
+        vault.ok("protect", "src", "--all", "--recovery-model", "simple")
+        yield Copying(area, vault, src, tgt, vault.backup("src")["point_id"])
+    finally:
+        remove_area(area)
+
+
+def _database_facts(pg: Pg, db: str) -> dict:
+    with pg.connect(db) as conn:
+        def one(sql: str) -> object:
+            return conn.execute(sql).fetchone()[0]
+
+        return {
+            "owner": one("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                         "WHERE datname = current_database()"),
+            "acl": one("SELECT datacl::text FROM pg_database WHERE datname = current_database()"),
+            "comment": one("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                           "WHERE datname = current_database()"),
+            "settings": dict(conn.execute(
+                "SELECT coalesce(r.rolname, '*'), array_to_string(s.setconfig, ' | ') "
+                "FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole "
+                "WHERE s.setdatabase = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())").fetchall()),
+            "tables": dict(conn.execute(
+                "SELECT c.relname, pg_get_userbyid(c.relowner) || ' ' || "
+                "coalesce(c.relacl::text, '-') FROM pg_class c "
+                "WHERE c.relnamespace = 's'::regnamespace AND c.relkind = 'r'").fetchall()),
+            "schema": one("SELECT pg_get_userbyid(nspowner) FROM pg_namespace "
+                          "WHERE nspname = 's'"),
+            "comments": (one("SELECT obj_description('s.t'::regclass, 'pg_class')"),
+                         one("SELECT col_description('s.t'::regclass, 2)")),
+            "policies": dict(conn.execute(
+                "SELECT policyname, array_to_string(roles, ',') FROM pg_policies").fetchall()),
+            "default_acl": one("SELECT array_agg(pg_get_userbyid(defaclrole) || ' ' || "
+                               "defaclacl::text) FROM pg_default_acl"),
+            "rows": one("SELECT (SELECT count(*) FROM s.t) + (SELECT count(*) FROM s.g) "
+                        "+ (SELECT count(*) FROM s.far)"),
+        }
+
+
+def test_owners_grants_and_settings_survive_and_what_a_missing_role_held_is_named(copying):
+    """Restored into another running server, the database keeps its owner, privileges,
+    comment and settings, its objects' owners, grants, comments and policies, for every
+    role the target has; what named ``ghost`` (not a role of the target) is not kept, is
+    owned by the role the target is loaded as, and is listed. The copy is staged next to
+    the target's data directory, and that folder is gone afterwards."""
+    c = copying
+    out = c.vault.ok("restore", "src", "--db", "app", "--point", c.point,
+                     "--target-server", "tgt", "--as", "app_copy")
+    got = _database_facts(c.tgt, "app_copy")
+    source = _database_facts(c.src, "app")
+    # the database itself
+    assert got["owner"] == source["owner"] == "app_owner"
+    assert got["acl"] == "{app_owner=CTc/app_owner,app_reader=c/app_owner}"
+    assert got["comment"] == source["comment"] == "the app, as it was"
+    assert got["settings"] == {
+        "*": "work_mem=7MB | search_path=s, public | default_transaction_read_only=on",
+        "app_reader": "statement_timeout=42s"}
+    # its objects
+    assert got["schema"] == "app_owner" and got["comments"] == source["comments"]
+    assert got["tables"]["t"] == \
+        "app_owner {app_owner=arwdDxt/app_owner,app_reader=r/app_owner}"
+    assert got["tables"]["g"] == "postgres -"          # ghost's table: the loader's
+    assert got["tables"]["far"] == source["tables"]["far"]  # the target's own tablespace
+    assert got["policies"] == {"readers": "app_reader"}
+    assert got["default_acl"] == source["default_acl"] and got["default_acl"]
+    assert got["rows"] == source["rows"] == 2102
+    # what could not be kept, named
+    assert out["roles_missing"] == ["ghost"]
+    assert {(n["what"], n["object"]) for n in out["not_kept"]} == {
+        ("owner", "table s.g"), ("privileges", "table s.t"), ("privileges", "schema s"),
+        ("privileges", "database app_copy"), ("policy", "policy ghosts on table s.t"),
+        ("settings", "database app_copy (statement_timeout=43s)")}
+    assert {n["role"] for n in out["not_kept"]} == {"ghost"}
+    assert "ghost" in out["note"] and "belongs to postgres" in out["note"]
+    # staged on the target's file system, next to its data directory; removed
+    staged = Path(out["staged_in"])
+    assert staged.parent == c.tgt.pgdata.parent and staged.name.startswith("dbsafe-staging-")
+    assert os.stat(staged.parent).st_dev == os.stat(c.tgt.pgdata).st_dev
+    assert not staged.exists() and not list(c.area.glob("dbsafe-staging-*"))
+
+
+def test_a_staging_file_system_too_small_is_refused_before_anything_is_written(
+        copying, pg_template):
+    """A target whose data directory's file system cannot hold the staged copy, the dump
+    and the load: ``restore.no_space`` naming the folder, what is needed and what is free,
+    before a job, a folder or a database is made."""
+    c = copying
+    small = c.area / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    tgt = None
+    try:
+        tgt = new_cluster(pg_template, small, "tgt")
+        c.vault.add_server("small", tgt)
+        before = sorted(p.name for p in small.iterdir())
+        jobs = [j["id"] for j in c.vault.jobs()]
+        out = c.vault.fail("restore.no_space", "restore", "src", "--db", "app", "--point",
+                           c.point, "--target-server", "small", "--as", "app_copy")
+        message = out["error"]["message"]
+        need, free = map(int, re.search(r"needs about (\d+) bytes, (\d+) are free",
+                                        message).groups())
+        assert f"{small}, the file system of small's data directory" in message
+        assert need > free > 0
+        assert sorted(p.name for p in small.iterdir()) == before  # no staging folder
+        assert [j["id"] for j in c.vault.jobs()] == jobs          # no job started
+        assert not tgt.scalar("SELECT count(*) FROM pg_database WHERE datname = 'app_copy'")
+    finally:
+        if tgt is not None:
+            tgt.stop("immediate")
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -291,3 +291,21 @@ def test_protect_all_and_auto_protection(portal):
         portal.pg.execute("CREATE DATABASE app5")
         c.post("/servers/pg/discover", data={"csrf_token": token})
         assert "app5" not in {i["name"] for i in portal.vault.ok("items", "pg")}
+
+
+def test_back_up_now_is_compressed_as_the_policy_says(portal):
+    """A database page's "Back up now": the policy's compression, not a fixed level 1."""
+    portal.vault.ok("policy", "create", "packed", "--log-every", "none",
+                    "--compression-level", "5")
+    portal.vault.ok("protect", "pg", "--all", "--policy", "packed")
+    with portal.login("otto") as c:
+        page = c.get("/servers/pg/databases/app1")
+        started = c.post("/servers/pg/databases/app1/backup",
+                         data={"type": "copy-only", "csrf_token": csrf(page.text)})
+        assert started.status_code == 303, started.text
+        job_id = started.headers["location"].rsplit("/", 1)[1]
+        assert "event: end" in c.get(f"/api/v1/jobs/{job_id}/events").text
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["state"] == "completed", job
+    assert (job["result"]["compression_level"], job["result"]["compression_from"]) == \
+        (5, "policy packed")

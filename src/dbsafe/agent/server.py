@@ -8,6 +8,10 @@ Read-ahead: on each push the agent looks at ``pg_wal/archive_status/*.ready`` an
 archiving the next files in parallel, so that when PostgreSQL asks for them (one at a time,
 in order) they are usually done already and the answer is immediate.
 
+Compression: a file's new blocks are stored at the zstd level of the server's policy (raw
+when the policy's compression is off; level 1 without a policy), looked up at most every
+``LEVEL_TTL`` seconds.
+
 Replica sets: every node archives (archive_mode=always), but only the node the set's backup
 preference names for log backups stores; a push from another node is acknowledged once the
 vault holds that file with equal content (``Archiver._defer``), so no node drops WAL the
@@ -60,6 +64,7 @@ MAX_CONNECTIONS = 64  # connections served at once; PostgreSQL runs one archive 
 #                       at a time per cluster, so this is many clusters' worth
 MAX_REQUEST = 65536
 LOG_NODE_TTL = 2.0   # seconds a replica set's log node choice is reused
+LEVEL_TTL = 2.0      # seconds a server's compression level (its policy's) is reused
 DEFER_WAIT = 10.0    # seconds a deferred push waits for the log node to archive the file
 DEFER_POLL = 0.25
 log = logging.getLogger("dbsafe.agent")
@@ -75,6 +80,7 @@ class Archiver:
         self._running: dict[str, Future] = {}
         self._servers: dict[str, dict] = {}
         self._log_nodes: dict[str, tuple[float, str | None]] = {}
+        self._levels: dict[str, tuple[float, int]] = {}
         self._look_lock = threading.Lock()
         self.archived = 0
         self.failures = 0
@@ -98,7 +104,8 @@ class Archiver:
 
     def _archive(self, server: dict, path: str, name: str) -> dict:
         try:
-            record = archive_wal_file(self.vault, server, Path(path), name)
+            record = archive_wal_file(self.vault, server, Path(path), name,
+                                      self._level(server))
         except BaseException as exc:
             with self._lock:
                 self.failures += 1
@@ -148,6 +155,20 @@ class Archiver:
                 taker = None
             self._log_nodes[name] = (time.monotonic() + LOG_NODE_TTL, taker)
             return taker
+
+    def _level(self, server: dict) -> int:
+        """The zstd level of the server's policy for its WAL (0: stored raw), looked up at
+        most every LEVEL_TTL seconds: a policy edited or changed applies within that."""
+        from dbsafe.services.policies import compression_for
+
+        with self._look_lock:
+            cached = self._levels.get(server["name"])
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+        level = compression_for(self.vault, server)[0]  # a failure fails this file's push
+        with self._look_lock:
+            self._levels[server["name"]] = (time.monotonic() + LEVEL_TTL, level)
+        return level
 
     def _defer(self, server: dict, path: str, name: str) -> None:
         """A node that does not take log backups now: acknowledge the file once the node

@@ -89,6 +89,12 @@ class Policy:
         """FULL when log backups run (point-in-time restore), else SIMPLE."""
         return "FULL" if self.log_every else "SIMPLE"
 
+    @property
+    def zstd_level(self) -> int:
+        """The zstd level new blocks of the policy's items are stored with: 0 (raw) when
+        compression is off."""
+        return self.compression_level if self.compression else 0
+
     def full_weekdays(self) -> tuple[str, ...]:
         """The weekdays a full runs on (every day for a daily full)."""
         return WEEKDAYS if self.full == "daily" else self.full_days

@@ -40,22 +40,19 @@ class Executor:
         from dbsafe.services import healing
         from dbsafe.services.backup import run_backup
         from dbsafe.services.log_backup import run_log_backup
-        from dbsafe.services.policies import get_policy
         from dbsafe.services.retention import apply_retention
         from dbsafe.services.servers import get_server
         from dbsafe.services.softdelete import purge_due
 
         server = get_server(vault, work.server)
-        policy = get_policy(vault, work.policy)
         kind, reason = healing.effective_type(vault, server, work.kind, self.clock.now())
         if kind == "diff":
             self._warn_read_only(vault, server)
         try:
             if kind == "log":
                 result = run_log_backup(vault, work.server, trigger="scheduled", reason=reason)
-            else:
-                level = policy.compression_level if policy.compression else 0
-                result = run_backup(vault, work.server, kind, level=level, trigger="scheduled",
+            else:  # compressed as the instance's policy says, as every backup is
+                result = run_backup(vault, work.server, kind, trigger="scheduled",
                                     reason=reason)
         except DbsafeError as exc:
             if exc.code == "backup.already_running" or exc.code in SKIP_CODES:

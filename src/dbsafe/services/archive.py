@@ -13,23 +13,26 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regular_files import NotRegularFile, read_regular
 from dbsafe.engines.postgres import wal
 from dbsafe.services.vault import Vault
 
-WAL_LEVEL = 1  # zstd level for WAL: WAL compresses well even at the fastest level
 MAX_SEGMENT = 1 << 30      # PostgreSQL's largest wal_segment_size (initdb --wal-segsize)
 SMALL_WAL_FILE = 1 << 20   # timeline and backup history files: a few lines of text
 
 
-def archive_wal_file(vault: Vault, server: dict, path: Path, name: str) -> dict:
-    """Store one WAL file of ``server`` (a segment, history, backup or partial file)."""
+def archive_wal_file(vault: Vault, server: dict, path: Path, name: str,
+                     level: int = defaults.COMPRESS_LEVEL) -> dict:
+    """Store one WAL file of ``server`` (a segment, history, backup or partial file), its
+    new blocks compressed at zstd ``level`` (0: raw; the agent passes the server's policy's,
+    services/policies.compression_for)."""
     data, st = read_wal_file(server, path, name)
     # The writer lock spans the blocks and the record listing them (vault/gc.py); the file
     # is read before it is taken: a file that cannot be read never holds up other writers.
     with vault.repo.writing("archive"):
-        return _archive(vault, server, name, data, st)
+        return _archive(vault, server, name, data, st, level)
 
 
 def read_wal_file(server: dict, path: Path, name: str) -> tuple[bytes, os.stat_result]:
@@ -76,14 +79,15 @@ def already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict |
     return existing
 
 
-def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_result) -> dict:
+def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_result,
+             level: int) -> dict:
     repo = vault.repo
     sysid = server["system_identifier"]
     chunks, ids, checksum = _blocks(vault, data)
     existing = already_held(vault, server, name, checksum)
     if existing is not None:
         return existing
-    sink = repo.block_sink(WAL_LEVEL)
+    sink = repo.block_sink(level)
     try:
         for chunk in chunks:
             sink.store(chunk)

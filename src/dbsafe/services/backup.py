@@ -23,11 +23,11 @@ from dbsafe.services import coexistence, counts, differential, discovery, replic
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.immutability import backup_retention, retention_column
 from dbsafe.services.jobs import Job, ProgressFn
+from dbsafe.services.policies import compression_for
 from dbsafe.services.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.vault import Vault
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
-DEFAULT_LEVEL = defaults.COMPRESS_LEVEL
 MAX_CORRUPT_LISTED = 1000
 CONTROL_FILE = "global/pg_control"
 
@@ -36,12 +36,14 @@ def new_point_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT_LEVEL,
+def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = None,
                workers: int | None = None, on_progress: ProgressFn | None = None,
                databases: list[str] | None = None, trigger: str = "on-demand",
                reason: str | None = None) -> dict:
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
-    when none is chosen); the other databases are recorded as left out."""
+    when none is chosen); the other databases are recorded as left out. New blocks are
+    compressed at ``level`` when given (0: stored raw), else as the instance's policy says
+    (services/policies.compression_for)."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
@@ -59,6 +61,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     listed, skip = selection.choose(dbs, databases,
                                     vault.catalog.list_protected(server["instance_id"]),
                                     type, name)
+    level, level_from = ((level, "asked for this backup") if level is not None
+                         else compression_for(vault, server))
     base = differential.find_base(vault, server) if type == "diff" else None
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
@@ -71,7 +75,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
                       f"another backup solution: {found['detail']}; {found['action']}"})
         result = _backup(vault, server, type, level, workers or default_workers(), job,
                          (listed, skip), base)
-        result["job_id"] = job.id
+        result.update(job_id=job.id, compression_from=level_from)
         if server.get("node"):
             result.update(node=server["node"], node_reason=server["node_reason"])
         if type == "full" and server["needs_full"]:

@@ -1,36 +1,36 @@
 """One database, as it was at a point or an instant, into another running server.
 
-Steps: check the target (version, name, space) before anything is written; restore only
-that database's files plus the instance files into a staging cluster (services/selection)
-and recover it to the target instant; copy the database into the live target under a
-temporary name; swap it in (dropping the old one only with ``overwrite``); remove the
+Steps: check the target (version, name, space for the load and the staging) before
+anything is written; restore only that database's files plus the instance files into a
+staging cluster next to the target's data directory (services/staging.py,
+services/selection.py) and recover it to the target instant; rename the staged database
+to a temporary name and make it name only roles the target has (engines/postgres/
+db_roles.py: what could not be kept is reported); copy it, with its owners, grants,
+comments and database-level settings, into the live target (engines/postgres/logical.py);
+rename it to the new name (dropping the old one only with ``overwrite``); remove the
 staging cluster. The source server is never touched: everything comes from the vault.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import cluster, logical
+from dbsafe.engines.postgres import cluster, db_roles, logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services import restore_checks as checks
+from dbsafe.services import staging as stage
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan
 from dbsafe.services.points import load_point
 from dbsafe.services.restore import run_restore
 from dbsafe.services.servers import live_endpoint, open_instance
 from dbsafe.services.vault import Vault
-
-STAGING_ROOT = Path("/var/tmp")
 
 
 def restore_database(vault: Vault, name: str, db: str, point_id: str,
@@ -44,28 +44,27 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
     target = checks.target_server(vault, target_server)
     checks.target_version(target, manifest)
     checks.name_free(target, new_name, overwrite)
-    checks.database_space(target, manifest, db)
+    checks.database_space(target, manifest, db, recovery, source.get("wal_segment_size"))
+    owner = cluster.owner_of(Path(target["pgdata"]))
     # one job from staging to the rename: it ends when the database is in the target
     with Job(vault.catalog, "restore", name, on_progress, items=[db]) as job:
-        staging = Path(tempfile.mkdtemp(prefix="dbsafe-staging-", dir=STAGING_ROOT))
-        os.chmod(staging, 0o755)
-        pgdata = staging / "pgdata"
+        staging = stage.create(target, job.id)
+        pgdata = staging.path / "pgdata"
         jobs = workers or default_workers()
-        temp_name = f"{new_name}__dbsafe_{secrets.token_hex(3)}"
+        temp_name = f"dbsafe_restore_{secrets.token_hex(4)}"
         try:
-            # the staging folder is root's (mkdtemp: new, 0700, then 0755 so the cluster's
-            # owner can reach its data directory); the restore makes pgdata inside it
             staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
                                  start=True, workers=workers, recovery=recovery,
-                                 databases=[db], job=job, under=staging)
+                                 databases=[db], job=job, under=staging.held,
+                                 tablespace_map=staging.tablespace_map(manifest))
             t_copy = time.perf_counter()
             t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
-            with open_instance(target) as tconn, connect(staged["port"], str(pgdata), db) as sconn:
-                logical.create_like(sconn, db, tconn, temp_name)
+            fit = _fit(target, (str(pgdata), staged["port"]), db, temp_name, new_name)
             try:
-                logical.copy_database(target["bin_dir"], (str(pgdata), staged["port"]), db,
-                                      (t_host, t_port), temp_name, jobs, staging,
-                                      cluster.owner_of(Path(target["pgdata"])))
+                logical.copy_database(target["bin_dir"], (str(pgdata), staged["port"]),
+                                      temp_name, (t_host, t_port), jobs,
+                                      staging.folder_for("dump", owner), owner,
+                                      fit.keep_owners)
                 with open_instance(target) as tconn:
                     if overwrite:
                         logical.drop(tconn, new_name)
@@ -85,13 +84,45 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
                 if (pgdata / "postmaster.pid").exists():
                     layout.stop(pgdata, source["bin_dir"],
                                 manifest["instance"].get("owner") or "postgres")
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.remove()
         result = {"server": name, "database": db, "point_id": point_id,
                   "target_server": target_server, "new_name": new_name,
                   "overwrote": overwrite, "recovery": staged["recovery"],
-                  "bytes_restored": staged["bytes_written"],
+                  "bytes_restored": staged["bytes_written"], "staged_in": str(staging.path),
                   "stage_seconds": staged["seconds"], "copy_seconds": round(copy_seconds, 3),
                   "seconds": round(time.perf_counter() - t0, 3),
-                  "note": "owners and grants are not copied (--no-owner --no-privileges)"}
+                  "roles_missing": fit.missing, "not_kept": fit.not_kept,
+                  "note": _note(fit, target_server)}
         job.finish(result)
         return result
+
+
+def _fit(target: dict, staged: tuple[str, int], db: str, temp_name: str,
+         new_name: str) -> db_roles.Fit:
+    """Make the staged database ready to copy: in recovery still (a paused target)
+    promoted, renamed to ``temp_name`` (the name it is created under in the target),
+    naming only roles the target has."""
+    import psycopg
+
+    host, port = staged
+    try:
+        with open_instance(target) as tconn:
+            present, loader = db_roles.names(tconn), db_roles.current_user(tconn)
+        with connect(port, host, db) as conn:
+            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                conn.execute("SELECT pg_promote(true, 300)")
+        logical.rename_staged(port, host, db, temp_name)
+        with connect(port, host, temp_name) as conn:
+            return db_roles.fit_to(conn, present, loader, new_name)
+    except psycopg.Error as exc:
+        raise DbsafeError("restore.copy_failed", step="matching the target's roles",
+                          reason=str(exc).strip().splitlines()[0]) from None
+
+
+def _note(fit: db_roles.Fit, target_server: str) -> str:
+    if not fit.not_kept:
+        return "owners, grants, comments and database settings kept"
+    roles = ", ".join(sorted({r["role"] for r in fit.not_kept}))
+    return (f"owners, grants, comments and database settings kept, except what names a "
+            f"role {target_server} does not have ({roles}; see not_kept): what such a role "
+            f"owned belongs to {fit.loader}, what was granted to or by it is not granted")

@@ -58,8 +58,9 @@ def set_immutability(vault: Vault, state: str, now: datetime | None = None) -> d
 
 
 # the retention a point is given --------------------------------------------------------------
-def _policy_of(vault: Vault, instance_id: int) -> Policy | None:
-    """The policy that governs an instance's points: that of its protected items, else
+def governing_policy(vault: Vault, instance_id: int) -> Policy | None:
+    """The policy that governs an instance's new points (their retention, and their
+    compression: services/policies.compression_for): that of its protected items, else
     that of its stopped ones (they keep the retention their policy gave their points); None
     when there is none, or more than one."""
     from dbsafe.services.policies import get_policy
@@ -75,7 +76,7 @@ def _policy_of(vault: Vault, instance_id: int) -> Policy | None:
 def backup_retention(vault: Vault, instance_id: int) -> dict:
     """The retention a point of the instance gets now, to be written into its manifest
     (``retention``) and catalog row when its backup commits."""
-    return freeze(_policy_of(vault, instance_id), NO_POLICY_DAYS)
+    return freeze(governing_policy(vault, instance_id), NO_POLICY_DAYS)
 
 
 def retention_column(retention: dict) -> str:
@@ -92,7 +93,7 @@ def _rule(vault: Vault, instance_id: int | None, frozen: str | dict | None) -> P
             return thaw(json.loads(frozen) if isinstance(frozen, str) else frozen)
         except ValueError:
             pass
-    policy = _policy_of(vault, instance_id) if instance_id is not None else None
+    policy = governing_policy(vault, instance_id) if instance_id is not None else None
     return NO_POLICY_DAYS if policy is None else policy
 
 

@@ -16,10 +16,11 @@ import json
 from datetime import UTC, datetime
 
 from dbsafe.catalog.base import Catalog
+from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy import schedule
 from dbsafe.policy.model import DEFAULT_POLICY, Policy, normalised, validate
-from dbsafe.services.immutability import refuse_shorter_retention
+from dbsafe.services.immutability import governing_policy, refuse_shorter_retention
 from dbsafe.services.vault import Vault
 
 
@@ -106,6 +107,21 @@ def edit_policy(vault: Vault, name: str, **changes: object) -> Policy:
     refuse_shorter_retention(vault, current, policy, f"editing policy {name!r}")
     vault.catalog.update_policy(name, json.dumps(policy.to_dict()), _now())
     return policy
+
+
+def compression_for(vault: Vault, server: dict) -> tuple[int, str]:
+    """(zstd level, where it comes from) for a new block of ``server``'s backups or WAL:
+    the level of the policy that governs its points (0 when that policy's compression is
+    off), else ``defaults.COMPRESS_LEVEL``. A node of a replica set follows its set's
+    policy: the set's entry holds the protected items."""
+    instance_id = server["instance_id"]
+    if server.get("replica_set"):
+        entry = vault.catalog.get_server(server["replica_set"])
+        instance_id = entry["instance_id"] if entry is not None else instance_id
+    policy = governing_policy(vault, instance_id)
+    if policy is None:
+        return defaults.COMPRESS_LEVEL, "the default (no policy)"
+    return policy.zstd_level, f"policy {policy.name}"
 
 
 def delete_policy(vault: Vault, name: str) -> None:

@@ -181,14 +181,15 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 workers: int | None = None, on_progress: ProgressFn | None = None,
                 recovery: RecoveryPlan | None = None,
                 databases: list[str] | None = None, job: Job | None = None,
-                under: Path | None = None) -> dict:
+                under: Path | restore_targets.Held | None = None) -> dict:
     """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
     server is started for that, and stopped again afterwards unless ``start``). With
     ``databases``, only those databases' files are written (services/selection.py).
 
     The target and each tablespace's place are new folders below the vault's restore roots
     (services/restore_targets.py), or below ``under``: a folder the caller made for the
-    restore (a drill's, a staging folder). What the restore made is removed when it fails.
+    restore (a drill's; a staging folder, held open). What the restore made is removed
+    when it fails.
     """
     server, manifest = load_point(vault, name, point_id)
     files, sparse, left_out = selection.restore_plan(manifest, databases)

@@ -20,14 +20,15 @@ from pathlib import Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, logical
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services import restore_targets, selection
+from dbsafe.services import restore_targets, selection, staging
 from dbsafe.services.monitor import _size  # one way to say sizes in messages
-from dbsafe.services.pitr import RecoveryPlan, base_and_plan
+from dbsafe.services.pitr import STAGE_WINDOW, RecoveryPlan, base_and_plan
 from dbsafe.services.points import load_point
 from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
 SPACE_MARGIN = 1.2  # a load needs the data plus its indexes being built, and some slack
+DEFAULT_SEGMENT = 16 << 20
 NOT_CHECKED = "not checked: the source did not resolve"
 
 
@@ -108,10 +109,35 @@ def name_free(target: dict, new_name: str, overwrite: bool) -> str:
     return f"{target['name']!r} has no database {new_name!r}"
 
 
-def database_space(target: dict, manifest: dict, db: str) -> str:
-    need = int(database_bytes(manifest, db) * SPACE_MARGIN)
-    return _require_space(f"{target['name']} ({target['pgdata']})", Path(target["pgdata"]),
-                          need)
+def staging_bytes(manifest: dict, db: str, plan: RecoveryPlan | None,
+                  segment_size: int) -> int:
+    """What a single-database restore writes in its staging folder, at most at once: the
+    restored files (the instance's and the database's; the other databases' are sparse)
+    with the backup's WAL, the WAL recovery is fed ahead of it, and the dump (estimated
+    at the database's size: its rows as text, without indexes)."""
+    files, _sparse, _left_out = selection.restore_plan(manifest, [db])
+    restored = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"])
+    ahead = (min(len(plan.wal_files), STAGE_WINDOW) + 2) * segment_size if plan else 0
+    return restored + ahead + database_bytes(manifest, db)
+
+
+def database_space(target: dict, manifest: dict, db: str, plan: RecoveryPlan | None = None,
+                   segment_size: int | None = None) -> str:
+    """Space for the load (the database's files × SPACE_MARGIN, on the target's data
+    directory's file system) and for the staging (services/staging.py: next to that data
+    directory; on the same file system both count at once)."""
+    pgdata = Path(target["pgdata"])
+    load = int(database_bytes(manifest, db) * SPACE_MARGIN)
+    folder = staging.parent_of(target)
+    staged = staging_bytes(manifest, db, plan, segment_size or DEFAULT_SEGMENT)
+    if os.stat(folder).st_dev == os.stat(pgdata).st_dev:
+        return _require_space(f"{folder}, the file system of {target['name']}'s data "
+                              f"directory {pgdata} (the load and the staging folder)",
+                              folder, load + staged)
+    return "; ".join((
+        _require_space(f"{target['name']}'s data directory {pgdata} (the load)", pgdata,
+                       load),
+        _require_space(f"{folder}, where the staging folder goes", folder, staged)))
 
 
 # --- an instance into a new data directory, or files ------------------------------------
@@ -186,7 +212,9 @@ def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callabl
                 ("version", lambda: target_version(into(), manifest())),
                 ("name", lambda: name_free(into(), target["new_name"],
                                            target.get("overwrite", False))),
-                ("space", lambda: database_space(into(), manifest(), db))]
+                ("space", lambda: database_space(
+                    into(), manifest(), db, found["plan"],
+                    found["server"].get("wal_segment_size")))]
     path = Path(target["path"])
     if target["kind"] == "files":
         return [("folder", lambda: folder_ready(vault, path, manifest(), True)),

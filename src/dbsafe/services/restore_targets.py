@@ -14,7 +14,10 @@ directory, a files folder, a tablespace's place) must
 
 ``place`` checks without writing (the restore checks the portal and the API show use it);
 ``create`` makes the folder and returns it open (core/fdtree.py) with what is needed to
-remove exactly what was made.
+remove exactly what was made. A restore may instead go below a folder its caller made and
+holds open (``Held``: a single-database restore's staging folder, which sits in a folder
+the ``postgres`` OS user owns and can rename things in): it is then written through that
+descriptor, whatever its path names by then.
 """
 
 from __future__ import annotations
@@ -84,10 +87,19 @@ def remove_root(vault: Vault, path: Path) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A folder the caller made for a restore and holds open (``fd``, not closed here)."""
+    path: Path
+    fd: int
+
+
+@dataclass(frozen=True)
 class Placement:
-    """A target that passed the rules: its root and the names below it (the target last)."""
+    """A target that passed the rules: its root and the names below it (the target last);
+    ``root_fd``: the root's descriptor when the caller holds it open (``Held``)."""
     root: Path
     parts: tuple[str, ...]
+    root_fd: int | None = None
 
     @property
     def path(self) -> Path:
@@ -121,24 +133,29 @@ def refusal(roots: list[Path], path: Path) -> tuple[str, dict] | None:
     return None
 
 
-def place(vault: Vault, path: Path, under: Path | None = None) -> Placement:
+def place(vault: Vault, path: Path, under: Path | Held | None = None) -> Placement:
     """``path`` as a new restore target below the vault's roots (or below ``under``, a
     folder a drill or a staging step made for itself); refuses it otherwise."""
     path = Path(os.path.abspath(path))
+    held = under if isinstance(under, Held) else None
+    if held is not None:
+        under = held.path
     roots = [Path(os.path.abspath(under))] if under is not None else restore_roots(vault)
     refused = refusal(roots, path)
     if refused:
         raise DbsafeError(refused[0], path=path, **refused[1])
     root = _root_of(roots, path)
     assert root is not None
-    return Placement(root, path.relative_to(root).parts)
+    return Placement(root, path.relative_to(root).parts,
+                     held.fd if held is not None else None)
 
 
 def _root_of(roots: list[Path], path: Path) -> Path | None:
     return next((r for r in roots if path.is_relative_to(r) and path != r), None)
 
 
-def place_tablespace(vault: Vault, oid: str, path: Path, under: Path | None) -> Placement:
+def place_tablespace(vault: Vault, oid: str, path: Path, under: Path | Held | None
+                     ) -> Placement:
     """A tablespace's target, refused as ``restore.tablespace_target`` with the reason."""
     try:
         return place(vault, path, under)
@@ -181,11 +198,12 @@ def create(placement: Placement, mode: int) -> Made:
     """Make the target (``mode``), and the folders between it and its root, through
     descriptors: a link or a file planted on the way since ``place`` is refused, and a
     target that appeared meanwhile is ``restore.target_exists``."""
-    if placement.root == DEFAULT_ROOT:
+    if placement.root == DEFAULT_ROOT and placement.root_fd is None:
         make_path(DEFAULT_ROOT, ROOT_MODE)
     path = placement.path
     try:
-        fd = os.open(placement.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = (os.dup(placement.root_fd) if placement.root_fd is not None else
+              os.open(placement.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError as exc:
         raise DbsafeError("restore.target_unsafe", path=path,
                           reason=f"its restore root cannot be opened ({exc.strerror})") from None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import launcher, need
 from dbsafe.api.launch import Launcher
-from dbsafe.services.backup import DEFAULT_LEVEL, run_backup
+from dbsafe.services.backup import run_backup
 from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
 
 router = APIRouter(tags=["backups"])
@@ -20,7 +20,10 @@ class BackupRequest(BaseModel):
     type: Literal["full", "copy-only", "diff", "log"] = "full"
     databases: list[str] | None = Field(None, max_length=2000,
                                         description="default: the protected databases")
-    compress_level: int = Field(DEFAULT_LEVEL, ge=0, le=22, strict=True)
+    compress_level: int | None = Field(
+        None, ge=0, le=22, strict=True,
+        description="zstd level for this backup's new blocks (0: raw); default: the "
+                    "compression of the server's policy (level 1 without a policy)")
 
 
 class Started(BaseModel):

@@ -6,7 +6,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
-from dbsafe.core.defaults import BACKUP_TYPES, COMPRESS_LEVEL, LOG_WAIT_SECONDS
+from dbsafe.core.defaults import BACKUP_TYPES, LOG_WAIT_SECONDS
 
 backups = lazy("dbsafe.services.backup")
 log_backups = lazy("dbsafe.services.log_backup")
@@ -17,8 +17,10 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            type: str = typer.Option("full", "--type", help=(
                "full, copy-only, diff (the pages changed since the latest full that is not "
                "copy-only) or log (the WAL up to now, archived).")),
-           compress_level: int = typer.Option(COMPRESS_LEVEL, "--compress-level", min=0, max=22,
-                                              help="zstd level for new blocks; 0 stores raw."),
+           compress_level: int = typer.Option(
+               None, "--compress-level", min=0, max=22,
+               help="zstd level for this backup's new blocks; 0 stores raw (default: the "
+                    "server's policy's compression, level 1 without a policy)."),
            workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
            db: list[str] = typer.Option(None, "--db",
                                         help="Back up only these databases (repeat); default: "
@@ -42,7 +44,8 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
         render.out.print(
             f"{r['type']} backup of {name}: point {r['point_id']}\n"
             f"  read {render.human_bytes(r['bytes_read'])} in {r['seconds']} s "
-            f"({r['mb_per_second']} MB/s), stored {render.human_bytes(r['bytes_stored'])} new\n"
+            f"({r['mb_per_second']} MB/s), stored {render.human_bytes(r['bytes_stored'])} new "
+            f"(zstd level {r['compression_level']}, {r['compression_from']})\n"
             f"  LSN {r['start_lsn']} → {r['stop_lsn']}, timeline {r['timeline']}, "
             f"{r['files']} files, {r['wal_segments']} WAL segments")
         if r["type"] == "diff":

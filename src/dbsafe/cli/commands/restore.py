@@ -73,10 +73,7 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
         with render.progress(f"restore {db} from {point}") as bar:
             result = db_restore.restore_database(vault, name, db, point, plan, target_server,
                                                  as_name, overwrite, workers, bar)
-        render.emit(result, lambda r: render.out.print(
-            f"database {r['database']} of {name} (point {r['point_id']}"
-            + (f", recovered to {r['recovery']['target']}" if r["recovery"] else "")
-            + f") is now {r['new_name']!r} in {r['target_server']} ({r['seconds']} s)"))
+        render.emit(result, _human_database)
         return
     with render.progress(f"restore {point}") as bar:
         result = restores.run_restore(vault, name, point, to_pgdata, as_files, port, start,
@@ -101,3 +98,14 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             render.out.print(f"see {r['target']}/RESTORE.txt to start it by hand")
 
     render.emit(result, human)
+
+
+def _human_database(r: dict) -> None:
+    render.out.print(
+        f"database {r['database']} of {r['server']} (point {r['point_id']}"
+        + (f", recovered to {r['recovery']['target']}" if r["recovery"] else "")
+        + f") is now {r['new_name']!r} in {r['target_server']} ({r['seconds']} s)\n"
+        + f"  {r['note']}")
+    for item in r["not_kept"]:
+        render.err.print(f"[yellow]not kept[/yellow]: {item['what']}: {item['object']} "
+                         f"(role {item['role']})")

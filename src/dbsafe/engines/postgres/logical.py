@@ -3,20 +3,23 @@
 Used by the single-database restore: the database is recovered in a staging cluster, then
 copied into the live target under a new name. The directory format with ``-j`` dumps and
 loads several tables at once; the target's own (newer or equal) programs are used, since
-pg_dump reads older servers but not newer ones. Owners and grants are not copied
-(``--no-owner --no-privileges``): the target may not have the source's roles. Both programs
-run as the target cluster's OS user (never as root), with an allow-listed environment.
+pg_dump reads older servers but not newer ones. The copy is whole: ``--create`` carries
+what lives outside the database's contents (its encoding and locale, owner, privileges,
+comment, ``ALTER DATABASE … SET`` and ``ALTER ROLE … IN DATABASE … SET``), and owners and
+grants are restored, by role name, unless the staged copy could not be made to fit the
+target's roles (engines/postgres/db_roles.py): then ``--no-owner --no-privileges``.
+Tablespaces are not (``--no-tablespaces``): the target's are its own. Both programs run as
+the target cluster's OS user (never as root), with an allow-listed environment.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.client import default_user
+from dbsafe.engines.postgres.client import connect, default_user
 from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
@@ -28,17 +31,33 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
         is not None
 
 
-def create_like(source: psycopg.Connection, source_db: str, target: psycopg.Connection,
-                new_name: str) -> None:
-    """An empty database on the target with the source database's encoding and locale."""
-    from psycopg import sql
+def rename_staged(port: int, host: str, old: str, new: str) -> None:
+    """Rename database ``old`` of a staging cluster (dbsafe's own, disposable) to ``new``,
+    connected to another database: template1, or template0 to rename template1."""
+    via = "template1"
+    if old == via:  # template0 takes connections once told to
+        with connect(port, host, via) as conn:
+            conn.execute("ALTER DATABASE template0 ALLOW_CONNECTIONS true")
+        via = "template0"
+    with connect(port, host, via) as conn:
+        rename_idle(conn, old, new)
 
-    encoding, collate, ctype = source.execute(
-        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
-        "WHERE datname = %s", (source_db,)).fetchone()
-    target.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
-                           "LC_CTYPE {}").format(sql.Identifier(new_name), sql.Literal(encoding),
-                                                 sql.Literal(collate), sql.Literal(ctype)))
+
+def rename_idle(conn: psycopg.Connection, old: str, new: str, tries: int = 50) -> None:
+    """Rename ``old`` (of a server dbsafe runs for itself: a staging cluster) after ending
+    the sessions in it, which PostgreSQL requires (autovacuum may start one meanwhile)."""
+    from psycopg import errors
+
+    for attempt in range(tries):
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (old,))
+        try:
+            rename(conn, old, new)
+            return
+        except errors.ObjectInUse:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1)
 
 
 def drop(conn: psycopg.Connection, name: str) -> None:
@@ -64,25 +83,26 @@ def _run(owner: str, argv: list[str], what: str) -> None:
 
 def _conninfo(endpoint: tuple[str, int], dbname: str) -> str:
     """``--dbname`` as a connection string: a database name is then never read as an option
-    (``-x``) or as a connection string of its own (``host=... dbname=...``)."""
+    (``-x``) or as a connection string of its own (``host=... dbname=...``). Every session
+    may write: a database whose settings say ``default_transaction_read_only`` (a setting
+    the copy restores early) would otherwise refuse the rest of the load."""
     from psycopg.conninfo import make_conninfo
 
     return make_conninfo("", host=endpoint[0], port=endpoint[1], user=default_user(),
-                         dbname=dbname)
+                         dbname=dbname, options="-c default_transaction_read_only=off")
 
 
 def copy_database(bin_dir: str, source: tuple[str, int], source_db: str,
-                  target: tuple[str, int], target_db: str, jobs: int, workdir: Path,
-                  owner: str) -> None:
-    """Dump ``source_db`` from (host, port) ``source`` and load it into ``target_db``, both
-    programs run as ``owner`` (the target cluster's), the dump in ``workdir/dump``, a
-    folder made for that user."""
-    dump = workdir / "dump"
-    dump.mkdir(mode=0o700)
-    user = pwd.getpwnam(owner)
-    os.chown(dump, user.pw_uid, user.pw_gid, follow_symlinks=False)
+                  target: tuple[str, int], jobs: int, dump: Path, owner: str,
+                  keep_owners: bool = True) -> None:
+    """Dump ``source_db`` from (host, port) ``source`` into folder ``dump`` (made for
+    ``owner``) and load it into the server at ``target`` as a new database of the same
+    name (``--create``: it must not exist there), both programs run as ``owner`` (the
+    target cluster's). ``keep_owners`` false: objects are owned by the role loading them,
+    and no privileges are granted."""
     _run(owner, [str(Path(bin_dir) / "pg_dump"), f"--dbname={_conninfo(source, source_db)}",
-                 "-Fd", "-j", str(jobs), "-Z", "0", "-f", str(dump)], "pg_dump")
-    _run(owner, [str(Path(bin_dir) / "pg_restore"), f"--dbname={_conninfo(target, target_db)}",
-                 "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
-                 str(dump)], "pg_restore")
+                 "--create", "-Fd", "-j", str(jobs), "-Z", "0", "-f", str(dump)], "pg_dump")
+    drop_owners = [] if keep_owners else ["--no-owner", "--no-privileges"]
+    _run(owner, [str(Path(bin_dir) / "pg_restore"), f"--dbname={_conninfo(target, 'postgres')}",
+                 "--create", "--no-tablespaces", "-j", str(jobs), "--exit-on-error",
+                 *drop_owners, str(dump)], "pg_restore")

@@ -18,7 +18,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.portal.web import caller, check_csrf, page, templates, vault
 from dbsafe.services.access import Principal
-from dbsafe.services.backup import DEFAULT_LEVEL, run_backup
+from dbsafe.services.backup import run_backup
 from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
 from dbsafe.services.points import points_and_chain
 from dbsafe.services.servers import describe, get_server
@@ -81,7 +81,7 @@ def backup_now(request: Request, server: str, db: str, csrf_token: str = Form(""
     def work(v: Vault) -> dict:
         if type == "log":
             return run_log_backup(v, server, WAIT_SECONDS, databases=[db])
-        return run_backup(v, server, type, DEFAULT_LEVEL, None, databases=[db])
+        return run_backup(v, server, type, databases=[db])  # the policy's compression
 
     job_id = request.app.state.launcher.start("backup", work)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
