@@ -15,7 +15,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import quiet_sdk_loggers
+from dbsafe.core.sdk_logging import resident_logging
 
 DEFAULT_PORT = 8270
 
@@ -78,11 +78,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     proxies = _proxies(forwarded_allow_ips)
     vault = open_vault()
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
-                        "%(message)s" if not json else
-                        '{"time": "%(asctime)s", "logger": "%(name)s", "level": '
-                        '"%(levelname)s", "message": %(message)r}')
-    quiet_sdk_loggers()
+    resident_logging(json_lines=json)
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours))
     if once:
