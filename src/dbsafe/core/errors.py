@@ -253,6 +253,12 @@ _SPECS = [
     ErrorSpec("job.not_running", 2, 409, "job {job_id} is {state}, not running; only a "
               "running job can be cancelled"),
     ErrorSpec("job.bad_state", 2, 400, "unknown job state {state!r}; valid states: {valid}"),
+    # a job's end recorded without an exception of its own (its row's error_code)
+    ErrorSpec("job.abandoned", 5, 500,
+              "the process that ran it (pid {pid}) ended without finishing; nothing it wrote "
+              "is visible; run it again when needed"),
+    ErrorSpec("job.interrupted", 130, 409,
+              "interrupted by the user; nothing it wrote is visible; run it again when needed"),
     ErrorSpec("protect.policy_mismatch", 2, 409,
               "the protected databases of {name} use policy {current!r}; all databases of an "
               "instance share one policy (PostgreSQL's WAL and base backups are per instance). "

@@ -152,16 +152,20 @@ class Job:
             if self._result is None:
                 self.finish({})
             return
-        if isinstance(exc, DbsafeError):
-            code, message = exc.code, exc.message
-        elif isinstance(exc, KeyboardInterrupt):
-            code, message = "job.interrupted", "interrupted by the user"
-        else:
-            code, message = "internal", f"{type(exc).__name__}: {exc}"
-        state = "cancelled" if code == "job.cancelled" else "failed"
-        self.catalog.update_job(self.id, state=state, end_time=utcnow(), error_code=code,
-                                error_message=message)
+        self.catalog.update_job(self.id, **failure(exc))
         _run_hooks(self.catalog, self.id)
+
+
+def failure(exc: BaseException) -> dict:
+    """The end of a job that raised ``exc``: state, end time, error code and message."""
+    if isinstance(exc, DbsafeError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, KeyboardInterrupt):
+        code, message = "job.interrupted", DbsafeError("job.interrupted").message
+    else:
+        code, message = "internal", f"{type(exc).__name__}: {exc}"
+    return {"state": "cancelled" if code == "job.cancelled" else "failed",
+            "end_time": utcnow(), "error_code": code, "error_message": message}
 
 
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
@@ -195,8 +199,7 @@ def _reap(catalog: Catalog, job: dict) -> dict:
                       "error_message": "cancelled (its process had ended)"}
         else:
             fields = {"state": "failed", "end_time": utcnow(), "error_code": "job.abandoned",
-                      "error_message": f"the process that ran it (pid {job['pid']}) ended "
-                                       "without finishing; nothing it wrote is visible"}
+                      "error_message": DbsafeError("job.abandoned", pid=job["pid"]).message}
         catalog.update_job(job["id"], **fields)
         job.update(fields)
         _run_hooks(catalog, job["id"])
