@@ -1,5 +1,6 @@
 """The loop of ``dbsafe serve``: every few seconds, supervise the WAL agent, refresh
-discovery when due, check health, and hand due runs to the runner.
+discovery when due, check health, and hand due runs to the runner. Each of these is a step
+(scheduler/steps.py): one that fails is a job and an alert, and the loop goes on.
 
 One scheduler per vault: it holds ``<vault>/serve.lock`` (flock) while it runs, so a second
 ``serve`` is refused instead of doubling every backup.
@@ -14,11 +15,13 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock, SystemClock
-from dbsafe.scheduler.due import Work, due_work, parse_time
+from dbsafe.scheduler.due import Work, due_work
 from dbsafe.scheduler.execute import Executor
 from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
+from dbsafe.scheduler.steps import run_step
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
@@ -83,16 +86,29 @@ class Scheduler:
         self._supervise_agent()
         self._discover(now)
         self._check_health(now)
+        done = run_step(self.vault, "schedule", None, lambda: self._schedule(now),
+                        warnings_of=lambda done: done[1])
+        return done[0] if done else []
+
+    def _schedule(self, now: datetime) -> tuple[list[Work], list[str]]:
+        """Hand the due runs to the runner; (the runs, warnings: policies in use that are
+        missing, whose items are then never scheduled)."""
         from dbsafe.services.policies import get_policy
 
         catalog = self.vault.catalog
-        names = {i["policy"] for i in catalog.list_items() if i["policy"]}
-        policies = {}
-        for name in names:
+        users: dict[str, set[str]] = {}
+        for item in catalog.list_items():
+            if item["policy"]:
+                users.setdefault(item["policy"], set()).add(item["server"])
+        policies, missing = {}, []
+        for name, servers in sorted(users.items()):
             try:
                 policies[name] = get_policy(self.vault, name)
-            except DbsafeError:
-                log.error("policy %s used by protected items is missing", name)
+            except DbsafeError as exc:
+                missing.append(f"policy {name} of the protected databases of "
+                               f"{', '.join(sorted(servers))} cannot be read ({exc.message}); "
+                               f"nothing of theirs is scheduled: protect them with another "
+                               f"policy (`dbsafe protect NAME --all --policy P`)")
         due = due_work(catalog, policies, now, self.runner.busy(), self._job_lost)
         for work in due:
             catalog.claim_slot(work.instance_id, work.policy, work.kind, work.slot.isoformat(),
@@ -100,7 +116,7 @@ class Scheduler:
             log.info("%s: scheduled %s (slot %s, attempt %d)", work.server, work.kind,
                      work.slot.isoformat(), work.attempt)
             self.runner.submit(work)
-        return due
+        return due, missing
 
     # helpers -----------------------------------------------------------------------------------
     def _job_lost(self, job_id: str | None) -> bool:
@@ -124,36 +140,42 @@ class Scheduler:
         """serve keeps the WAL agent alive: after a reboot or a crash it is started again."""
         if not self.supervise_agent:
             return
-        if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
-            from dbsafe.agent import daemon
 
-            try:
+        def ensure() -> None:
+            if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
+                from dbsafe.agent import daemon
+
                 daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
-            except DbsafeError as exc:
-                log.error("cannot start the WAL agent: %s", exc.message)
+
+        run_step(self.vault, "agent", None, ensure)
 
     def _discover(self, now: datetime) -> None:
         from dbsafe.services.discovery import refresh
 
+        for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
+                or []:
+            run_step(self.vault, "discovery", name,
+                     lambda name=name: refresh(self.vault, name, now=now),
+                     warnings_of=lambda found: found["warnings"])
+
+    def _to_discover(self, now: datetime) -> list[str]:
+        """Servers whose last discovery is older than ``discover_every`` and that have
+        something to discover for (protected items, or auto-protection)."""
+        due = []
         for server in self.vault.catalog.list_servers():
             last = server.get("discovered")
             if last and now - parse_time(last) < self.discover_every:
                 continue
-            if not (server.get("auto_protect_policy") or
-                    self.vault.catalog.list_items(server["instance_id"])):
-                continue
-            try:
-                refresh(self.vault, server["name"], now=now)
-            except DbsafeError as exc:
-                log.warning("discovery of %s failed: %s", server["name"], exc.message)
+            if server.get("auto_protect_policy") or \
+                    self.vault.catalog.list_items(server["instance_id"]):
+                due.append(server["name"])
+        return due
 
     def _check_health(self, now: datetime) -> None:
         if self._last_health and now - self._last_health < self.health_every:
             return
         self._last_health = now
-        from dbsafe.services.monitor import check_health
+        from dbsafe.services.monitor import check_health, checks_not_run
 
-        try:
-            check_health(self.vault, now)
-        except Exception:  # noqa: BLE001
-            log.exception("health check failed")
+        run_step(self.vault, "health-check", None, lambda: check_health(self.vault, now),
+                 warnings_of=checks_not_run)

@@ -161,7 +161,8 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
         try:
             try:
                 stale = _sweep(vault, root, server["bin_dir"])
-                rto = _run(vault, server, target, manifest, drill, folder, owner, amcheck)
+                rto = _run(vault, server, target, manifest, drill, folder, owner, amcheck,
+                           job)
             finally:
                 scratch.destroy(folder, server["bin_dir"], owner)
                 drill.record("cleanup", not folder.exists(), removed=str(folder),
@@ -228,7 +229,7 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
 # ------------------------------------------------------------------------------------------
 
 def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Drill,
-         folder: Path, owner: str, amcheck: bool) -> float:
+         folder: Path, owner: str, amcheck: bool, job: Job) -> float:
     """Restore, start and check; returns the RTO in seconds."""
     import psycopg  # here: the CLI imports this module at every start
 
@@ -245,9 +246,11 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
     tablespaces = {ts["oid"]: str(folder / "tablespaces" / ts["oid"])
                    for ts in manifest["tablespaces"]}
     try:
+        # a step of the drill's job: a scratch copy that fails is the drill's failure
+        # (drill_failed), not a failed restore of the server (restore_failed)
         restored = run_restore(vault, server["name"], target.point_id, to_pgdata=pgdata,
                                port=port, tablespace_map=tablespaces, owner=owner,
-                               recovery=target.plan, under=folder)
+                               recovery=target.plan, under=folder, job=job)
         t0 = time.perf_counter()
         scratch.start(pgdata, server["bin_dir"], port, owner)
         started_seconds = time.perf_counter() - t0

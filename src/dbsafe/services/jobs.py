@@ -168,6 +168,30 @@ def failure(exc: BaseException) -> dict:
             "end_time": utcnow(), "error_code": code, "error_message": message}
 
 
+def record_job(catalog: Catalog, type: str, server: str | None, *, started: str,
+               error: BaseException | None = None, result: dict | None = None,
+               trigger: str = "scheduled", backup_type: str | None = None,
+               reason: str | None = None) -> str:
+    """Record, after the fact, work that ran without a job of its own: a scheduled backup
+    that failed before its job could start (the server was down), a step of ``dbsafe
+    serve`` that failed or warned (retention, discovery, ...). It failed with ``error``, or
+    completed with ``result`` (with warnings when ``result["warnings"]``); its alerts are
+    raised as for any job. Returns the job's id."""
+    job_id = new_job_id(type)
+    catalog.create_job(job_id, type, server, os.getpid(), started, host=HOST,
+                       trigger=trigger, backup_type=backup_type, reason=reason)
+    if error is not None:
+        catalog.update_job(job_id, **failure(error))
+    else:
+        result = result or {}
+        warnings = result.get("warnings") or []
+        catalog.update_job(job_id, state="completed_with_warnings" if warnings else "completed",
+                           end_time=utcnow(), warnings=json.dumps(warnings),
+                           result=json.dumps({**result, "job_id": job_id}, default=str))
+    _run_hooks(catalog, job_id)
+    return job_id
+
+
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
     """Alerts for the job's end (failed, or a success that resolves an earlier failure);
     they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
