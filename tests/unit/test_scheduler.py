@@ -191,3 +191,29 @@ def test_a_step_of_every_pass_is_one_job_while_its_alert_stays(tmp_path):
         "default"
     assert alerts.list_alerts(vault.catalog) == []
 
+
+def test_one_scheduler_per_catalog(tmp_path):
+    """A second scheduler is refused: on this host by serve.lock (with the pid), and by the
+    catalog's lock, which a scheduler of another client folder or host sharing a
+    PostgreSQL catalog holds (here: another handle on this catalog holds it)."""
+    from dbsafe.core.errors import DbsafeError
+    from dbsafe.scheduler.service import Scheduler
+    from dbsafe.services.vault import Vault
+
+    Vault.init(tmp_path / "vault")
+    first = Scheduler(tmp_path / "vault", supervise_agent=False)
+    first.acquire()
+    try:
+        with pytest.raises(DbsafeError) as refused:
+            Scheduler(tmp_path / "vault", supervise_agent=False).acquire()
+        assert refused.value.code == "serve.already_running"
+    finally:
+        first.release()
+    elsewhere = Vault.open(tmp_path / "vault")
+    with elsewhere.exclusive("scheduler"):
+        with pytest.raises(DbsafeError) as refused:
+            Scheduler(tmp_path / "vault", supervise_agent=False).acquire()
+        assert refused.value.code == "serve.scheduler_elsewhere"
+    again = Scheduler(tmp_path / "vault", supervise_agent=False)
+    again.acquire()  # both locks are free again
+    again.release()

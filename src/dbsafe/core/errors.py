@@ -344,7 +344,11 @@ _SPECS = [
               "until you delete it, --delete-data removes the points only these databases use"),
     ErrorSpec("serve.already_running", 3, 409,
               "a dbsafe serve (pid {pid}) already runs the scheduler of this vault; stop it "
-              "first or use that one"),
+              "first or use that one (`--no-scheduler` serves the API and portal only)"),
+    ErrorSpec("serve.scheduler_elsewhere", 3, 409,
+              "another dbsafe serve, on another host or from another client folder, runs the "
+              "scheduler of this vault's catalog {catalog}: one scheduler per catalog; stop "
+              "it first, or serve the API and portal only here with `--no-scheduler`"),
 
     # policies and the resource planner (issue 5, policy piece) ------------------------
     ErrorSpec("policy.invalid", 2, 400,

@@ -2,12 +2,16 @@
 discovery when due, check health, and hand due runs to the runner. Each of these is a step
 (scheduler/steps.py): one that fails is a job and an alert, and the loop goes on.
 
-One scheduler per vault: it holds ``<vault>/serve.lock`` (flock) while it runs, so a second
-``serve`` is refused instead of doubling every backup.
+One scheduler per vault catalog: while it runs it holds ``serve.lock`` in the vault's
+client folder (flock: a second ``serve`` on this host is refused with the first one's pid)
+and the catalog's lock ``scheduler`` (services/vault.py ``exclusive``: SQLite, this host;
+a PostgreSQL catalog, every host sharing it), so a second scheduler is refused instead of
+doubling every backup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -46,9 +50,12 @@ class Scheduler:
                              limit_of=self._server_limit)
         self._last_health: datetime | None = None
         self._lock_fd: int | None = None
+        self._catalog_lock: contextlib.ExitStack | None = None
 
-    # one scheduler per vault ---------------------------------------------------------------
+    # one scheduler per vault catalog ---------------------------------------------------------
     def acquire(self) -> None:
+        """Take both locks, or raise ``serve.already_running`` (this host: with the other
+        one's pid) or ``serve.scheduler_elsewhere`` (another host on the shared catalog)."""
         path = self.vault_path / "serve.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -57,18 +64,33 @@ class Scheduler:
             pid = os.read(fd, 32).decode().strip() or "?"
             os.close(fd)
             raise DbsafeError("serve.already_running", pid=pid) from None
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self.vault.exclusive("scheduler"))
+        except DbsafeError as exc:
+            os.close(fd)
+            if exc.code != "catalog.busy":
+                raise
+            raise DbsafeError("serve.scheduler_elsewhere",
+                              catalog=self.vault.catalog.describe()["location"]) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        self._lock_fd, self._catalog_lock = fd, held
 
     def release(self) -> None:
+        if self._catalog_lock is not None:
+            self._catalog_lock.close()
+            self._catalog_lock = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     # the loop --------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        self.acquire()
+        """Pass after pass until ``stop``; holds the locks (taken here unless the caller
+        took them, as ``serve`` does to refuse a second scheduler before it serves)."""
+        if self._lock_fd is None:
+            self.acquire()
         try:
             while not stop.is_set():
                 try:

@@ -96,8 +96,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     log.info("dbsafe serve: vault %s, pid %d", vault.path, os.getpid())
     loop = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler")
     if scheduler_on:
-        scheduler.acquire()  # refused at once when another serve schedules this vault
-        scheduler.release()
+        scheduler.acquire()  # refused at once when another scheduler runs; held to the end
         loop.start()
     try:
         _serve_http(vault.path, host, port, tls_cert, tls_key,
@@ -107,6 +106,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
         stop.set()
         if loop.is_alive():
             loop.join()
+        scheduler.release()
 
 
 def _proxies(text: str) -> list[str]:
