@@ -58,8 +58,14 @@ def test_health_follows_backups_only_and_overdue_backups(pg_template, area, vaul
     assert active == {("restore_failed", None), ("backup_overdue", "app"),
                       ("backup_overdue", "postgres")}
 
+    # app is no longer protected: its alert resolves; postgres is overdue until a backup
+    vault.ok("unprotect", "hh", "--db", "app", "--delete-data")
+    monitor.check_health(service, **ROOMY)
+    active = {(a["kind"], a["item"]) for a in alerts.list_alerts(service.catalog)}
+    assert active == {("restore_failed", None), ("backup_overdue", "postgres")}
+
     vault.backup("hh", "--type", "full")  # a backup catches up
     found = monitor.check_health(service, **ROOMY)
     assert all(f["ok"] for f in found if f["check"] == "backup_overdue")
     assert {a["kind"] for a in alerts.list_alerts(service.catalog)} == {"restore_failed"}
-    assert _health(service) == healthy
+    assert _health(service) == {"postgres": ("healthy", [])}

@@ -173,6 +173,13 @@ def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):
     assert len(list_jobs(vault.catalog)) == 2  # a clean run that did nothing writes no job
 
 
+def test_every_step_is_a_job_type_the_portal_filters_on():
+    from dbsafe.scheduler.steps import STEPS
+    from dbsafe.services.jobs import TYPES
+
+    assert set(STEPS) <= set(TYPES)
+
+
 def test_a_step_of_every_pass_is_one_job_while_its_alert_stays(tmp_path):
     from dbsafe.scheduler.steps import run_step
     from dbsafe.services import alerts

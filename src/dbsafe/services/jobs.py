@@ -32,6 +32,10 @@ from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
 ProgressFn = Callable[[int, int], None]
+# What jobs do: the work a user starts, the deletions it leads to, and the steps of
+# `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
+TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
+         "gc", "retention", "discovery", "health-check", "agent", "schedule")
 ACTIVE = ("running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
 STATES = ACTIVE + FINAL

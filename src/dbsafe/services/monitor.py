@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -81,14 +82,14 @@ def check_health(vault: Vault, now: datetime | str | None = None, *,
     checks += [("server", s["name"],
                 lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes))
                for s in servers]
-    checks += [("backup age", s["name"], lambda s=s: overdue_checks(vault, s, moment))
+    active = alerts.active_keys(vault.catalog)
+    checks += [("backup age", s["name"], lambda s=s: overdue_checks(vault, s, moment, active))
                for s in servers]
     for label, server, check in checks:
         try:
             findings += check()
         except Exception as exc:  # one broken check must not stop the others
             findings.append(_not_run(f"the {label} check", server, exc))
-    active = alerts.active_keys(vault.catalog)
     stamp = moment.isoformat(timespec="milliseconds")
     for f in findings:
         _settle(vault, f, stamp, active)
@@ -296,12 +297,15 @@ def lag_check(vault: Vault, server: dict, conn, threshold: int) -> Finding:
                    details)
 
 
-def overdue_checks(vault: Vault, server: dict, now: datetime) -> list[Finding]:
+def overdue_checks(vault: Vault, server: dict, now: datetime,
+                   active: Set[tuple[str, str | None, str | None]] = frozenset()
+                   ) -> list[Finding]:
     """``backup_overdue`` per database of the server: its newest restorable instant
     (services/restorable.py) against its policy's deadline (policy/overdue.py). A database
     with no point yet is measured from when it was protected; one without a policy (on
     demand only), stopped or gone from its server is never overdue, and one whose policy
-    cannot be read is left to the scheduler's alert about it (``step_failed``)."""
+    cannot be read is left to the scheduler's alert about it (``step_failed``). An alert
+    (in ``active``) of a database that is no longer an item resolves."""
     from dbsafe.services.policies import get_policy
 
     items = vault.catalog.list_items(server["instance_id"])
@@ -340,6 +344,10 @@ def overdue_checks(vault: Vault, server: dict, now: datetime) -> list[Finding]:
             f"minutes); see `dbsafe jobs --server {server['name']}` and `dbsafe alerts` for "
             "why backups do not run or fail", {**details, "age_seconds": round(
                 (now - since).total_seconds())}, item=item["name"]))
+    gone = {i for kind, at, i in active if kind == alerts.BACKUP_OVERDUE
+            and at == server["name"]} - {i["name"] for i in items}
+    found += [Finding(alerts.BACKUP_OVERDUE, server["name"], True, "no longer protected",
+                      {"database": name}, item=name) for name in sorted(gone)]
     return found
 
 
