@@ -123,8 +123,11 @@ def _failed(vault: Vault, step: Step, server: str | None, exc: Exception, starte
 
 def _alert(vault: Vault, step: Step, server: str | None, what: str, details: dict,
            job_id: str | None, severity: str | None = None) -> None:
+    """Raise (or, while active, repeat) the step's alert; a repeat without a job of its
+    own leaves the alert's ``job_id`` at the last one recorded."""
     subject = f"{step.name} of {server}" if server else step.name
+    if job_id is not None:
+        details = {**details, "job_id": job_id}
     alerts.raise_alert(vault.catalog, alerts.STEP_FAILED, severity or step.severity,
                        f"{subject} {what}; {step.consequence}", server=server,
-                       item=step.name, details={"step": step.name, **details,
-                                                "job_id": job_id}, job_id=job_id)
+                       item=step.name, details={"step": step.name, **details}, job_id=job_id)
