@@ -315,12 +315,13 @@ def overdue_checks(vault: Vault, server: dict, now: datetime,
             policies[name] = get_policy(vault, name)
         except DbsafeError:
             continue
+    deadlines = {name: restorable_deadline(p, now) for name, p in policies.items()}
     held = [i["name"] for i in items if i["policy"] in policies and i["state"] in ACTIVE_ITEMS]
     newest = newest_instants(vault, server, held) if held else {}
     found = []
     for item in items:
         policy = policies[item["policy"]] if item["name"] in newest else None
-        deadline = restorable_deadline(policy, now) if policy else None
+        deadline = deadlines[policy.name] if policy else None
         instant = newest.get(item["name"])
         since = parse_time(instant or item["since"])
         details = {"database": item["name"], "newest_restorable": instant,
