@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import datetime, timedelta
 
 from alert_receivers import Webhook
 from conftest import Pg, new_cluster
@@ -126,6 +127,21 @@ def test_broken_chain_raised_until_a_full_follows_the_gap(pg_template, area, wal
     assert healed["ok"] and "followed by a base backup" in healed["message"]
     assert _active(vault) == set()
     assert wal_vault.chain("gap")["gaps"]  # the gap itself stays in the history
+
+    # FULL model: the newest restorable instant is the end of the log chain (its last
+    # commit: the log backup's), even with the base full long ago; hourly log backups (the
+    # default policy) allow it one to two hours and 15 minutes
+    wal_vault.backup("gap", "--type", "log")
+    end = wal_vault.chain("gap")["log_ranges"][-1]["end_time"]
+    with sqlite3.connect(wal_vault.path / "catalog.sqlite") as db:
+        db.execute("UPDATE recovery_points SET end_time = '2026-01-01T00:00:00+00:00' "
+                   "WHERE type != 'log'")
+    assert _check(vault)[("backup_overdue", "gap")]["ok"]
+    later = datetime.fromisoformat(end) + timedelta(hours=3)
+    overdue = _check(vault, now=later)[("backup_overdue", "gap")]
+    assert not overdue["ok"] and overdue["details"]["newest_restorable"] == end
+    assert "a log backup every 60 minutes" in overdue["message"]
+    assert _check(vault)[("backup_overdue", "gap")]["ok"] and _active(vault) == set()
 
 
 def test_alerts_command_line(vault):

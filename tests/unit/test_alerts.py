@@ -378,7 +378,8 @@ def test_vault_space_low_raised_then_resolved(tmp_path):
 
 def test_unreachable_server_and_agent_and_a_broken_check(tmp_path, monkeypatch):
     """A FULL server whose data directory is gone and no agent: both alerts; a check that
-    crashes is logged and the others still run."""
+    crashes is a finding ``check_not_run`` (what `dbsafe serve` alerts as step_failed), and
+    the others still run."""
     monkeypatch.setenv("DBSAFE_RUN_DIR", str(tmp_path / "run"))
     vault = Vault.init(tmp_path / "vault")
     vault.catalog.add_server("ghost", "host", None, {
@@ -399,7 +400,9 @@ def test_unreachable_server_and_agent_and_a_broken_check(tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(monitor, "chain_check", crash)
-    checks = [f["check"] for f in monitor.check_health(vault, space_min_free_pct=0,
-                                                       space_min_free_bytes=0)]
-    assert checks == ["vault_space_low", "agent_unreachable"]
+    found = monitor.check_health(vault, space_min_free_pct=0, space_min_free_bytes=0)
+    assert [f["check"] for f in found] == ["vault_space_low", "agent_unreachable",
+                                           "check_not_run"]
+    assert found[-1]["server"] == "ghost" and "RuntimeError: boom" in found[-1]["message"]
+    assert monitor.checks_not_run(found) == [found[-1]["message"]]
     assert len(alerts.list_alerts(vault.catalog)) == 2  # nothing resolved by the crash

@@ -122,3 +122,105 @@ def test_runner_holds_the_per_server_limit_and_queues_the_rest():
     release.set()
     assert runner.join(10)
     assert runner.max_seen == {"a": 2, "b": 1}
+
+
+# the steps of serve and its lock (scheduler/steps.py, scheduler/service.py) ---------------
+
+def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):
+    """Retention of a server (a catalog row: retention decides from the catalog and the
+    vault, it never connects) whose items name a policy that does not exist, then two
+    policies, then one."""
+    from dbsafe.scheduler.execute import _retention_warnings
+    from dbsafe.scheduler.steps import run_step
+    from dbsafe.services import alerts
+    from dbsafe.services.jobs import list_jobs
+    from dbsafe.services.retention import apply_retention
+    from dbsafe.services.vault import Vault
+
+    vault = Vault.init(tmp_path / "vault")
+    instance = vault.catalog.add_server("db1", "localhost", None, {
+        "pgdata": "/nowhere", "port": 1, "bin_dir": "/usr/lib/postgresql/15/bin",
+        "pg_version": 15, "system_identifier": "1"})
+    vault.catalog.protect_items(instance, [("app", 16384)], "gone")
+
+    def retention() -> dict | None:
+        return run_step(vault, "retention", "db1", lambda: apply_retention(vault, "db1", T0),
+                        warnings_of=_retention_warnings)
+
+    assert retention() is None
+    (job,) = list_jobs(vault.catalog)
+    assert (job["type"], job["server"], job["state"], job["trigger"], job["error_code"]) == \
+        ("retention", "db1", "failed", "scheduled", "policy.unknown")
+    (alert,) = alerts.list_alerts(vault.catalog)
+    assert (alert["kind"], alert["server"], alert["item"], alert["job_id"]) == \
+        ("step_failed", "db1", "retention", job["id"])
+    assert alert["message"].startswith("retention of db1 failed: [policy.unknown]")
+
+    # two policies on one instance: retention cannot tell which one keeps what
+    vault.catalog.protect_items(instance, [("postgres", 5)], "default")
+    assert retention()["skipped"]
+    newest = list_jobs(vault.catalog)[0]  # a job of its own: it runs after each backup
+    assert newest["state"] == "completed_with_warnings" and newest["type"] == "retention"
+    assert "no single policy" in newest["warnings"][0]["message"]
+    (alert,) = alerts.list_alerts(vault.catalog)
+    assert alert["count"] == 2 and "completed with warnings: retention did not run" in \
+        alert["message"]
+
+    vault.catalog.set_item(instance, "app", policy="default")
+    assert retention()["expired"] == []
+    assert alerts.list_alerts(vault.catalog) == []
+    assert alerts.list_alerts(vault.catalog, "resolved")[0]["item"] == "retention"
+    assert len(list_jobs(vault.catalog)) == 2  # a clean run that did nothing writes no job
+
+
+def test_every_step_is_a_job_type_the_portal_filters_on():
+    from dbsafe.scheduler.steps import STEPS
+    from dbsafe.services.jobs import TYPES
+
+    assert set(STEPS) <= set(TYPES)
+
+
+def test_a_step_of_every_pass_is_one_job_while_its_alert_stays(tmp_path):
+    from dbsafe.scheduler.steps import run_step
+    from dbsafe.services import alerts
+    from dbsafe.services.jobs import list_jobs
+    from dbsafe.services.policies import get_policy
+    from dbsafe.services.vault import Vault
+
+    vault = Vault.init(tmp_path / "vault")
+    for _ in range(3):  # every few seconds: one job, one alert counted three times
+        assert run_step(vault, "schedule", None, lambda: get_policy(vault, "gone")) is None
+    (job,) = list_jobs(vault.catalog)
+    assert job["type"] == "schedule" and job["error_code"] == "policy.unknown"
+    (alert,) = alerts.list_alerts(vault.catalog)
+    assert alert["count"] == 3 and alert["severity"] == "critical"
+    assert run_step(vault, "schedule", None, lambda: get_policy(vault, "default")).name == \
+        "default"
+    assert alerts.list_alerts(vault.catalog) == []
+
+
+def test_one_scheduler_per_catalog(tmp_path):
+    """A second scheduler is refused: on this host by serve.lock (with the pid), and by the
+    catalog's lock, which a scheduler of another client folder or host sharing a
+    PostgreSQL catalog holds (here: another handle on this catalog holds it)."""
+    from dbsafe.core.errors import DbsafeError
+    from dbsafe.scheduler.service import Scheduler
+    from dbsafe.services.vault import Vault
+
+    Vault.init(tmp_path / "vault")
+    first = Scheduler(tmp_path / "vault", supervise_agent=False)
+    first.acquire()
+    try:
+        with pytest.raises(DbsafeError) as refused:
+            Scheduler(tmp_path / "vault", supervise_agent=False).acquire()
+        assert refused.value.code == "serve.already_running"
+    finally:
+        first.release()
+    elsewhere = Vault.open(tmp_path / "vault")
+    with elsewhere.exclusive("scheduler"):
+        with pytest.raises(DbsafeError) as refused:
+            Scheduler(tmp_path / "vault", supervise_agent=False).acquire()
+        assert refused.value.code == "serve.scheduler_elsewhere"
+    again = Scheduler(tmp_path / "vault", supervise_agent=False)
+    again.acquire()  # both locks are free again
+    again.release()

@@ -52,7 +52,7 @@ from dbsafe.agent.daemon import (
     socket_group,
 )
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import quiet_sdk_loggers
+from dbsafe.core.sdk_logging import resident_logging
 from dbsafe.engines.postgres import wal
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
@@ -318,12 +318,12 @@ def serve(paths: AgentPaths, archiver: Archiver) -> _AgentServer:
     return server
 
 
-def run(vault: Vault) -> None:
-    """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits)."""
+def run(vault: Vault, json_lines: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits). ``json_lines``:
+    log one JSON object a line."""
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    quiet_sdk_loggers()
+    resident_logging(json_lines, text_format="%(asctime)s %(levelname)s %(message)s")
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
         raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)

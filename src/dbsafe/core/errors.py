@@ -253,6 +253,12 @@ _SPECS = [
     ErrorSpec("job.not_running", 2, 409, "job {job_id} is {state}, not running; only a "
               "running job can be cancelled"),
     ErrorSpec("job.bad_state", 2, 400, "unknown job state {state!r}; valid states: {valid}"),
+    # a job's end recorded without an exception of its own (its row's error_code)
+    ErrorSpec("job.abandoned", 5, 500,
+              "the process that ran it (pid {pid}) ended without finishing; nothing it wrote "
+              "is visible; run it again when needed"),
+    ErrorSpec("job.interrupted", 130, 409,
+              "interrupted by the user; nothing it wrote is visible; run it again when needed"),
     ErrorSpec("protect.policy_mismatch", 2, 409,
               "the protected databases of {name} use policy {current!r}; all databases of an "
               "instance share one policy (PostgreSQL's WAL and base backups are per instance). "
@@ -338,7 +344,11 @@ _SPECS = [
               "until you delete it, --delete-data removes the points only these databases use"),
     ErrorSpec("serve.already_running", 3, 409,
               "a dbsafe serve (pid {pid}) already runs the scheduler of this vault; stop it "
-              "first or use that one"),
+              "first or use that one (`--no-scheduler` serves the API and portal only)"),
+    ErrorSpec("serve.scheduler_elsewhere", 3, 409,
+              "another dbsafe serve, on another host or from another client folder, runs the "
+              "scheduler of this vault's catalog {catalog}: one scheduler per catalog; stop "
+              "it first, or serve the API and portal only here with `--no-scheduler`"),
 
     # policies and the resource planner (issue 5, policy piece) ------------------------
     ErrorSpec("policy.invalid", 2, 400,

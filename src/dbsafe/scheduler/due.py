@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from dbsafe.catalog.base import Catalog
+from dbsafe.catalog.base import Catalog, parse_time
 from dbsafe.policy.model import Policy
 from dbsafe.policy.schedule import latest_slot
 
@@ -76,8 +76,3 @@ def due_work(catalog: Catalog, policies: Mapping[str, Policy], now: datetime,
                                 attempt=state["attempts"] + 1))
     return due
 
-
-def parse_time(text: str) -> datetime:
-    """Catalog times: ISO 8601, or SQLite's 'YYYY-MM-DD HH:MM:SS' (UTC)."""
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

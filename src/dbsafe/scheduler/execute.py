@@ -1,5 +1,8 @@
 """What one scheduled run does: a backup (turned into a full when the chain needs it),
-then retention; or a restore drill. Every run is an ordinary job with trigger "scheduled".
+then retention, the purge of soft-deleted points and garbage collection; or a restore
+drill. Every run is an ordinary job with trigger "scheduled"; a run that fails before its
+job could start (the server is down) is recorded as a failed job all the same, so its alert
+is raised; the steps after a backup record their own failures (scheduler/steps.py).
 
 Each run opens the vault afresh: the block index it deduplicates against is then read after
 any garbage collection that ran since (a long-lived index could point at swept packs).
@@ -13,12 +16,16 @@ from pathlib import Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock
 from dbsafe.scheduler.due import Work
+from dbsafe.scheduler.steps import run_step
+from dbsafe.services.jobs import job_started, record_job, utcnow
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
 # Refusals that mean "this item cannot take this type now": skipped with a warning on the
 # items, not failed (the seed: scheduled log backups under SIMPLE are skipped).
 SKIP_CODES = ("backup.log_simple", "backup.archiving_inactive", "backup.read_only_db")
+# Refusals that mean "a run of this kind is going on": the running one covers the slot.
+BUSY_CODES = ("backup.already_running", "drill.already_running")
 
 
 class Executor:
@@ -40,67 +47,51 @@ class Executor:
         from dbsafe.services import healing
         from dbsafe.services.backup import run_backup
         from dbsafe.services.log_backup import run_log_backup
-        from dbsafe.services.retention import apply_retention
+        from dbsafe.services.policies import get_policy
         from dbsafe.services.servers import get_server
-        from dbsafe.services.softdelete import purge_due
 
-        server = get_server(vault, work.server)
-        kind, reason = healing.effective_type(vault, server, work.kind, self.clock.now())
-        if kind == "diff":
-            self._warn_read_only(vault, server)
-        try:
+        with Attempt(vault, work) as attempt:
+            server = get_server(vault, work.server)
+            get_policy(vault, work.policy)  # a slot of a policy deleted since: a failed job
+            kind, reason = healing.effective_type(vault, server, work.kind, self.clock.now())
+            attempt.backup_type, attempt.reason = kind, reason
+            if kind == "diff":
+                self._warn_read_only(vault, server)
             if kind == "log":
                 result = run_log_backup(vault, work.server, trigger="scheduled", reason=reason)
             else:  # compressed as the instance's policy says, as every backup is
                 result = run_backup(vault, work.server, kind, trigger="scheduled",
                                     reason=reason)
-        except DbsafeError as exc:
-            if exc.code == "backup.already_running" or exc.code in SKIP_CODES:
-                self._skip(vault, work, exc)
-                return
-            job = self._latest_job(vault, work.server, kind)
-            if job:
-                vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, job)
-            raise
+        if attempt.ended:
+            return
         vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, result["job_id"])
         self._clear_warnings(vault, server, work.kind)
-        pruned = apply_retention(vault, work.server, self.clock.now())
-        purged = purge_due(vault, self.clock.now())  # soft-deleted points whose time is up
-        if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted") \
-                or purged["purged"]:
-            from dbsafe.services.prune import run_gc
+        self._maintain(vault, work.server)
 
-            run_gc(vault)  # packs a running writer may still use wait for the next run
+    def _maintain(self, vault: Vault, name: str) -> None:
+        """After a scheduled backup: retention of its server, the purge of soft-deleted
+        points whose time is up, and garbage collection when either deleted something
+        (packs a running writer may still use wait for the next run)."""
+        from dbsafe.services.prune import run_gc
+        from dbsafe.services.retention import apply_retention
+        from dbsafe.services.softdelete import purge_due
+
+        now = self.clock.now()
+        pruned = run_step(vault, "retention", name, lambda: apply_retention(vault, name, now),
+                          warnings_of=_retention_warnings) or {}
+        purged = run_step(vault, "purge", None, lambda: purge_due(vault, now)) or {}
+        if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted") \
+                or purged.get("purged"):
+            run_step(vault, "gc", None, lambda: run_gc(vault))
 
     def _drill(self, vault: Vault, work: Work) -> None:
         from dbsafe.services.drills import run_drill
 
-        try:
+        with Attempt(vault, work) as attempt:
             row = run_drill(vault, work.server)
-        except DbsafeError:
-            job = self._latest_job(vault, work.server, None, type="drill")
-            if job:
-                vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, job)
-            raise
-        job = row.get("job_id") or self._latest_job(vault, work.server, None, type="drill")
-        vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, job or "drill")
-
-    @staticmethod
-    def _latest_job(vault: Vault, server: str, backup_type: str | None,
-                    type: str = "backup") -> str | None:
-        rows = vault.catalog.list_jobs(1, server=server, type=type, backup_type=backup_type,
-                                       trigger="scheduled")
-        return rows[0]["id"] if rows else None
-
-    @staticmethod
-    def _skip(vault: Vault, work: Work, exc: DbsafeError) -> None:
-        note = f"scheduled {work.kind} backup skipped: {exc.message}"
-        log.warning("%s: %s", work.server, note)
-        vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind,
-                                   f"skipped: {exc.code}")
-        if exc.code != "backup.already_running":
-            for name in vault.catalog.list_protected(work.instance_id):
-                vault.catalog.set_item(work.instance_id, name, warning=note)
+        if not attempt.ended:
+            vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind,
+                                       row["job_id"])
 
     @staticmethod
     def _warn_read_only(vault: Vault, server: dict) -> None:
@@ -119,3 +110,60 @@ class Executor:
         for item in vault.catalog.list_items(server["instance_id"]):
             if (item["warning"] or "").startswith(f"scheduled {kind} backup skipped"):
                 vault.catalog.set_item(server["instance_id"], item["name"], warning=None)
+
+
+def _retention_warnings(result: dict) -> list[str]:
+    return [f"retention did not run: {result['skipped']}"] if result.get("skipped") else []
+
+
+class Attempt:
+    """One scheduled backup or drill: notes the jobs it starts; an error ends it, as a job
+    that failed (the one it started, or one recorded now with the error: a backup of a
+    server that is down fails before its job exists) whose hook raises ``backup_failed``
+    or ``drill_failed``, and the slot names that job. A refusal in ``SKIP_CODES`` or
+    ``BUSY_CODES`` only skips the slot. ``ended`` tells the caller to stop there."""
+
+    def __init__(self, vault: Vault, work: Work) -> None:
+        self.vault = vault
+        self.work = work
+        self.backup_type: str | None = None if work.kind == "drill" else work.kind
+        self.reason: str | None = None
+        self.started = utcnow()
+        self.jobs: list[str] = []
+        self.ended = False
+
+    def __enter__(self) -> Attempt:
+        self._token = job_started.set(self.jobs.append)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        job_started.reset(self._token)
+        if not isinstance(exc, Exception):
+            return False
+        self.ended = True
+        work, catalog = self.work, self.vault.catalog
+        what = "drill" if work.kind == "drill" else f"{self.backup_type} backup"
+        if isinstance(exc, DbsafeError) and exc.code in SKIP_CODES + BUSY_CODES:
+            _skip(self.vault, work, exc)
+            return True
+        if isinstance(exc, DbsafeError):
+            log.warning("%s: scheduled %s failed: [%s] %s", work.server, what, exc.code,
+                        exc.message)
+        else:  # a bug: the traceback to the log, one line to the job and its alert
+            log.exception("%s: scheduled %s failed", work.server, what)
+        job_id = self.jobs[0] if self.jobs else record_job(
+            catalog, "drill" if work.kind == "drill" else "backup", work.server,
+            started=self.started, error=exc, backup_type=self.backup_type,
+            reason=self.reason)
+        catalog.set_slot_job(work.instance_id, work.policy, work.kind, job_id)
+        return True
+
+
+def _skip(vault: Vault, work: Work, exc: DbsafeError) -> None:
+    note = f"scheduled {work.kind} backup skipped: {exc.message}"
+    log.warning("%s: %s", work.server, note)
+    vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind,
+                               f"skipped: {exc.code}")
+    if exc.code not in BUSY_CODES:
+        for name in vault.catalog.list_protected(work.instance_id):
+            vault.catalog.set_item(work.instance_id, name, warning=note)

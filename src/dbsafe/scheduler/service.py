@@ -1,12 +1,17 @@
 """The loop of ``dbsafe serve``: every few seconds, supervise the WAL agent, refresh
-discovery when due, check health, and hand due runs to the runner.
+discovery when due, check health, and hand due runs to the runner. Each of these is a step
+(scheduler/steps.py): one that fails is a job and an alert, and the loop goes on.
 
-One scheduler per vault: it holds ``<vault>/serve.lock`` (flock) while it runs, so a second
-``serve`` is refused instead of doubling every backup.
+One scheduler per vault catalog: while it runs it holds ``serve.lock`` in the vault's
+client folder (flock: a second ``serve`` on this host is refused with the first one's pid)
+and the catalog's lock ``scheduler`` (services/vault.py ``exclusive``: SQLite, this host;
+a PostgreSQL catalog, every host sharing it), so a second scheduler is refused instead of
+doubling every backup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -14,11 +19,13 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock, SystemClock
-from dbsafe.scheduler.due import Work, due_work, parse_time
+from dbsafe.scheduler.due import Work, due_work
 from dbsafe.scheduler.execute import Executor
 from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
+from dbsafe.scheduler.steps import run_step
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
@@ -43,9 +50,12 @@ class Scheduler:
                              limit_of=self._server_limit)
         self._last_health: datetime | None = None
         self._lock_fd: int | None = None
+        self._catalog_lock: contextlib.ExitStack | None = None
 
-    # one scheduler per vault ---------------------------------------------------------------
+    # one scheduler per vault catalog ---------------------------------------------------------
     def acquire(self) -> None:
+        """Take both locks, or raise ``serve.already_running`` (this host: with the other
+        one's pid) or ``serve.scheduler_elsewhere`` (another host on the shared catalog)."""
         path = self.vault_path / "serve.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -54,18 +64,33 @@ class Scheduler:
             pid = os.read(fd, 32).decode().strip() or "?"
             os.close(fd)
             raise DbsafeError("serve.already_running", pid=pid) from None
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self.vault.exclusive("scheduler"))
+        except DbsafeError as exc:
+            os.close(fd)
+            if exc.code != "catalog.busy":
+                raise
+            raise DbsafeError("serve.scheduler_elsewhere",
+                              catalog=self.vault.catalog.describe()["location"]) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        self._lock_fd, self._catalog_lock = fd, held
 
     def release(self) -> None:
+        if self._catalog_lock is not None:
+            self._catalog_lock.close()
+            self._catalog_lock = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     # the loop --------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        self.acquire()
+        """Pass after pass until ``stop``; holds the locks (taken here unless the caller
+        took them, as ``serve`` does to refuse a second scheduler before it serves)."""
+        if self._lock_fd is None:
+            self.acquire()
         try:
             while not stop.is_set():
                 try:
@@ -83,16 +108,29 @@ class Scheduler:
         self._supervise_agent()
         self._discover(now)
         self._check_health(now)
+        done = run_step(self.vault, "schedule", None, lambda: self._schedule(now),
+                        warnings_of=lambda done: done[1])
+        return done[0] if done else []
+
+    def _schedule(self, now: datetime) -> tuple[list[Work], list[str]]:
+        """Hand the due runs to the runner; (the runs, warnings: policies in use that are
+        missing, whose items are then never scheduled)."""
         from dbsafe.services.policies import get_policy
 
         catalog = self.vault.catalog
-        names = {i["policy"] for i in catalog.list_items() if i["policy"]}
-        policies = {}
-        for name in names:
+        users: dict[str, set[str]] = {}
+        for item in catalog.list_items():
+            if item["policy"]:
+                users.setdefault(item["policy"], set()).add(item["server"])
+        policies, missing = {}, []
+        for name, servers in sorted(users.items()):
             try:
                 policies[name] = get_policy(self.vault, name)
-            except DbsafeError:
-                log.error("policy %s used by protected items is missing", name)
+            except DbsafeError as exc:
+                missing.append(f"policy {name} of the protected databases of "
+                               f"{', '.join(sorted(servers))} cannot be read ({exc.message}); "
+                               f"nothing of theirs is scheduled: protect them with another "
+                               f"policy (`dbsafe protect NAME --all --policy P`)")
         due = due_work(catalog, policies, now, self.runner.busy(), self._job_lost)
         for work in due:
             catalog.claim_slot(work.instance_id, work.policy, work.kind, work.slot.isoformat(),
@@ -100,7 +138,7 @@ class Scheduler:
             log.info("%s: scheduled %s (slot %s, attempt %d)", work.server, work.kind,
                      work.slot.isoformat(), work.attempt)
             self.runner.submit(work)
-        return due
+        return due, missing
 
     # helpers -----------------------------------------------------------------------------------
     def _job_lost(self, job_id: str | None) -> bool:
@@ -124,36 +162,42 @@ class Scheduler:
         """serve keeps the WAL agent alive: after a reboot or a crash it is started again."""
         if not self.supervise_agent:
             return
-        if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
-            from dbsafe.agent import daemon
 
-            try:
+        def ensure() -> None:
+            if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
+                from dbsafe.agent import daemon
+
                 daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
-            except DbsafeError as exc:
-                log.error("cannot start the WAL agent: %s", exc.message)
+
+        run_step(self.vault, "agent", None, ensure)
 
     def _discover(self, now: datetime) -> None:
         from dbsafe.services.discovery import refresh
 
+        for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
+                or []:
+            run_step(self.vault, "discovery", name,
+                     lambda name=name: refresh(self.vault, name, now=now),
+                     warnings_of=lambda found: found["warnings"])
+
+    def _to_discover(self, now: datetime) -> list[str]:
+        """Servers whose last discovery is older than ``discover_every`` and that have
+        something to discover for (protected items, or auto-protection)."""
+        due = []
         for server in self.vault.catalog.list_servers():
             last = server.get("discovered")
             if last and now - parse_time(last) < self.discover_every:
                 continue
-            if not (server.get("auto_protect_policy") or
-                    self.vault.catalog.list_items(server["instance_id"])):
-                continue
-            try:
-                refresh(self.vault, server["name"], now=now)
-            except DbsafeError as exc:
-                log.warning("discovery of %s failed: %s", server["name"], exc.message)
+            if server.get("auto_protect_policy") or \
+                    self.vault.catalog.list_items(server["instance_id"]):
+                due.append(server["name"])
+        return due
 
     def _check_health(self, now: datetime) -> None:
         if self._last_health and now - self._last_health < self.health_every:
             return
         self._last_health = now
-        from dbsafe.services.monitor import check_health
+        from dbsafe.services.monitor import check_health, checks_not_run
 
-        try:
-            check_health(self.vault, now)
-        except Exception:  # noqa: BLE001
-            log.exception("health check failed")
+        run_step(self.vault, "health-check", None, lambda: check_health(self.vault, now),
+                 warnings_of=checks_not_run)

@@ -45,6 +45,8 @@ RESTORE_SUCCEEDED = "restore_succeeded"
 DRILL_SUCCEEDED = "drill_succeeded"
 ROLE_CHANGED = "replica_role_changed"
 MANIFEST_MISSING = "manifest_missing"
+BACKUP_OVERDUE = "backup_overdue"
+STEP_FAILED = "step_failed"
 
 SEVERITIES = ("critical", "warning", "info")
 KINDS: dict[str, str] = {
@@ -52,7 +54,8 @@ KINDS: dict[str, str] = {
     DRILL_FAILED: "critical", CHAIN_BROKEN: "critical", ARCHIVE_LAG: "warning",
     VAULT_SPACE_LOW: "warning", AGENT_UNREACHABLE: "critical", SERVER_UNREACHABLE: "critical",
     BACKUP_SUCCEEDED: "info", RESTORE_SUCCEEDED: "info", DRILL_SUCCEEDED: "info",
-    ROLE_CHANGED: "warning", MANIFEST_MISSING: "critical",
+    ROLE_CHANGED: "warning", MANIFEST_MISSING: "critical", BACKUP_OVERDUE: "critical",
+    STEP_FAILED: "warning",
 }
 NOTICE_KINDS = frozenset({BACKUP_SUCCEEDED, RESTORE_SUCCEEDED, DRILL_SUCCEEDED, ROLE_CHANGED})
 
@@ -141,6 +144,12 @@ def resolve_alert(catalog: Catalog, alert_id: int) -> dict:
         _log(alert, "resolved")
         _deliver_and_record(catalog, alert, "resolved", now)
     return public(catalog.get_alert(alert_id) or row)
+
+
+def active_keys(catalog: Catalog) -> set[tuple[str, str | None, str | None]]:
+    """The (kind, server, item) of every active alert: one read, for callers that would
+    otherwise try to resolve each of many conditions that are mostly fine."""
+    return {(a["kind"], a["server"], a["item"]) for a in catalog.list_alerts("active")}
 
 
 def list_alerts(catalog: Catalog, state: str | None = "active", limit: int | None = None,

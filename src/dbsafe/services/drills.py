@@ -25,7 +25,7 @@ from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
 from dbsafe.engines.postgres.client import connect
 from dbsafe.services.chain import BASE_TYPES, log_chain
-from dbsafe.services.jobs import Job, job_alive, running_job, utcnow
+from dbsafe.services.jobs import Job, failure, job_alive, running_job, utcnow
 from dbsafe.services.pitr import RecoveryPlan, plan_recovery
 from dbsafe.services.points import lineage_points, load_point
 from dbsafe.services.restore import run_restore
@@ -161,7 +161,8 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
         try:
             try:
                 stale = _sweep(vault, root, server["bin_dir"])
-                rto = _run(vault, server, target, manifest, drill, folder, owner, amcheck)
+                rto = _run(vault, server, target, manifest, drill, folder, owner, amcheck,
+                           job)
             finally:
                 scratch.destroy(folder, server["bin_dir"], owner)
                 drill.record("cleanup", not folder.exists(), removed=str(folder),
@@ -170,12 +171,10 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
                 raise DbsafeError("drill.check_failed", drill_id=job.id, name=name,
                                   check="cleanup", reason=f"{folder} could not be removed")
         except BaseException as exc:
-            code, message = ((exc.code, exc.message) if isinstance(exc, DbsafeError) else
-                             ("job.interrupted", "interrupted by the user")
-                             if isinstance(exc, KeyboardInterrupt) else
-                             ("internal", f"{type(exc).__name__}: {exc}"))
-            row.update(state="failed", finished=utcnow(), error_code=code,
-                       error_message=message, checks=drill.checks)
+            ended = failure(exc)
+            row.update(state="failed", finished=ended["end_time"],
+                       error_code=ended["error_code"], error_message=ended["error_message"],
+                       checks=drill.checks)
             vault.catalog.update_drill(job.id, **_stored(row, "state", "finished", "checks",
                                                          "error_code", "error_message"))
             if isinstance(exc, DbsafeError):
@@ -219,8 +218,7 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
         if job is not None and not (job["state"] == "running" and job_alive(job)):
             fields = {"state": "failed", "finished": job["end_time"] or utcnow(),
                       "error_code": "job.abandoned",
-                      "error_message": f"the process that ran it (pid {job['pid']}) ended "
-                                       "without finishing"}
+                      "error_message": DbsafeError("job.abandoned", pid=job["pid"]).message}
             vault.catalog.update_drill(row["id"], **fields)
             row.update(fields)
     return [_shown(r) for r in rows]
@@ -231,7 +229,7 @@ def list_drills(vault: Vault, server: str | None = None, limit: int = 100) -> li
 # ------------------------------------------------------------------------------------------
 
 def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Drill,
-         folder: Path, owner: str, amcheck: bool) -> float:
+         folder: Path, owner: str, amcheck: bool, job: Job) -> float:
     """Restore, start and check; returns the RTO in seconds."""
     import psycopg  # here: the CLI imports this module at every start
 
@@ -248,9 +246,11 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
     tablespaces = {ts["oid"]: str(folder / "tablespaces" / ts["oid"])
                    for ts in manifest["tablespaces"]}
     try:
+        # a step of the drill's job: a scratch copy that fails is the drill's failure
+        # (drill_failed), not a failed restore of the server (restore_failed)
         restored = run_restore(vault, server["name"], target.point_id, to_pgdata=pgdata,
                                port=port, tablespace_map=tablespaces, owner=owner,
-                               recovery=target.plan, under=folder)
+                               recovery=target.plan, under=folder, job=job)
         t0 = time.perf_counter()
         scratch.start(pgdata, server["bin_dir"], port, owner)
         started_seconds = time.perf_counter() - t0

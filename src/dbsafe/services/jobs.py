@@ -32,6 +32,10 @@ from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 
 ProgressFn = Callable[[int, int], None]
+# What jobs do: the work a user starts, the deletions it leads to, and the steps of
+# `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
+TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
+         "gc", "retention", "discovery", "health-check", "agent", "schedule")
 ACTIVE = ("running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
 STATES = ACTIVE + FINAL
@@ -152,16 +156,44 @@ class Job:
             if self._result is None:
                 self.finish({})
             return
-        if isinstance(exc, DbsafeError):
-            code, message = exc.code, exc.message
-        elif isinstance(exc, KeyboardInterrupt):
-            code, message = "job.interrupted", "interrupted by the user"
-        else:
-            code, message = "internal", f"{type(exc).__name__}: {exc}"
-        state = "cancelled" if code == "job.cancelled" else "failed"
-        self.catalog.update_job(self.id, state=state, end_time=utcnow(), error_code=code,
-                                error_message=message)
+        self.catalog.update_job(self.id, **failure(exc))
         _run_hooks(self.catalog, self.id)
+
+
+def failure(exc: BaseException) -> dict:
+    """The end of a job that raised ``exc``: state, end time, error code and message."""
+    if isinstance(exc, DbsafeError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, KeyboardInterrupt):
+        code, message = "job.interrupted", DbsafeError("job.interrupted").message
+    else:
+        code, message = "internal", f"{type(exc).__name__}: {exc}"
+    return {"state": "cancelled" if code == "job.cancelled" else "failed",
+            "end_time": utcnow(), "error_code": code, "error_message": message}
+
+
+def record_job(catalog: Catalog, type: str, server: str | None, *, started: str,
+               error: BaseException | None = None, result: dict | None = None,
+               trigger: str = "scheduled", backup_type: str | None = None,
+               reason: str | None = None) -> str:
+    """Record, after the fact, work that ran without a job of its own: a scheduled backup
+    that failed before its job could start (the server was down), a step of ``dbsafe
+    serve`` that failed or warned (retention, discovery, ...). It failed with ``error``, or
+    completed with ``result`` (with warnings when ``result["warnings"]``); its alerts are
+    raised as for any job. Returns the job's id."""
+    job_id = new_job_id(type)
+    catalog.create_job(job_id, type, server, os.getpid(), started, host=HOST,
+                       trigger=trigger, backup_type=backup_type, reason=reason)
+    if error is not None:
+        catalog.update_job(job_id, **failure(error))
+    else:
+        result = result or {}
+        warnings = result.get("warnings") or []
+        catalog.update_job(job_id, state="completed_with_warnings" if warnings else "completed",
+                           end_time=utcnow(), warnings=json.dumps(warnings),
+                           result=json.dumps({**result, "job_id": job_id}, default=str))
+    _run_hooks(catalog, job_id)
+    return job_id
 
 
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
@@ -195,8 +227,7 @@ def _reap(catalog: Catalog, job: dict) -> dict:
                       "error_message": "cancelled (its process had ended)"}
         else:
             fields = {"state": "failed", "end_time": utcnow(), "error_code": "job.abandoned",
-                      "error_message": f"the process that ran it (pid {job['pid']}) ended "
-                                       "without finishing; nothing it wrote is visible"}
+                      "error_message": DbsafeError("job.abandoned", pid=job["pid"]).message}
         catalog.update_job(job["id"], **fields)
         job.update(fields)
         _run_hooks(catalog, job["id"])

@@ -3,31 +3,46 @@ condition holds and resolves it when the condition clears (services/alerts.py ke
 repeat from being sent again).
 
 Checks: the vault's free space; the agent (when a server uses the FULL model, the agent
-archives its WAL); per server, that PostgreSQL answers; and for FULL servers the archiving
+archives its WAL); per server, that PostgreSQL answers; for FULL servers the archiving
 lag (WAL written but not in the vault yet) and the log chain (a gap with no base backup
-after it leaves the chain broken until the next full).
+after it leaves the chain broken until the next full); and per protected database, that
+its newest restorable instant is as recent as its policy asks (``backup_overdue``).
+
+A check that cannot run (it raises) does not stop the others: it is a finding
+``check_not_run`` (no alert of its own; ``dbsafe serve`` raises ``step_failed`` for it, see
+scheduler/steps.py), and the alerts it would settle stay as they are.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Set
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from dbsafe.agent.daemon import agent_paths, ping, running_pid
+from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
+from dbsafe.policy.overdue import GRACE, restorable_deadline, slot_kinds
 from dbsafe.services import alerts
 from dbsafe.services.chain import BASE_TYPES, log_chain
-from dbsafe.services.jobs import utcnow
+from dbsafe.services.jobs import failure
 from dbsafe.services.points import lineage_points
+from dbsafe.services.restorable import newest_instants
 from dbsafe.services.servers import open_instance
 from dbsafe.services.vault import Vault
+
+log = logging.getLogger("dbsafe.monitor")
 
 GiB = 1 << 30
 MiB = 1 << 20
 LAG_THRESHOLD_BYTES = 1 * GiB
 SPACE_MIN_FREE_PCT = 10.0
 SPACE_MIN_FREE_BYTES = 1 * GiB
+CHECK_NOT_RUN = "check_not_run"   # a finding, not an alert kind: a check that raised
+ACTIVE_ITEMS = ("protected", "inconsistent-policy")
 
 
 @dataclass
@@ -40,56 +55,97 @@ class Finding:
     message: str
     details: dict = field(default_factory=dict)
     alert_id: int | None = None
+    item: str | None = None
 
     def as_dict(self) -> dict:
-        return {"check": self.check, "server": self.server, "ok": self.ok,
-                "message": self.message, "details": self.details, "alert_id": self.alert_id}
+        return {"check": self.check, "server": self.server, "item": self.item,
+                "ok": self.ok, "message": self.message, "details": self.details,
+                "alert_id": self.alert_id}
 
 
-def check_health(vault: Vault, now: str | None = None, *,
+def check_health(vault: Vault, now: datetime | str | None = None, *,
                  lag_threshold_bytes: int = LAG_THRESHOLD_BYTES,
                  space_min_free_pct: float = SPACE_MIN_FREE_PCT,
                  space_min_free_bytes: int = SPACE_MIN_FREE_BYTES) -> list[dict]:
-    """Run every check once, raise or resolve their alerts, return one finding per check."""
-    now = now or utcnow()
-    _look_at_replica_sets(vault)
+    """Run every check once, raise or resolve their alerts, return one finding per check
+    (and per protected database for ``backup_overdue``). ``now``: the time the checks
+    judge at (default: the clock)."""
+    moment = _moment(now)
+    findings = _look_at_replica_sets(vault)
     servers = vault.catalog.list_servers()
     # a replica set's chain and archiving are checked once, on the set (its primary)
     full = [s["name"] for s in servers
             if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]]
-    checks = [lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)],
-              lambda: [agent(vault, full)]]
-    checks += [lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes)
+    checks = [("vault space", None,
+               lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)]),
+              ("agent", None, lambda: [agent(vault, full)])]
+    checks += [("server", s["name"],
+                lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes))
                for s in servers]
-    findings: list[Finding] = []
-    for check in checks:
+    active = alerts.active_keys(vault.catalog)
+    checks += [("backup age", s["name"], lambda s=s: overdue_checks(vault, s, moment, active))
+               for s in servers]
+    for label, server, check in checks:
         try:
             findings += check()
-        except Exception:  # one broken check must not stop the others; its alert stays
-            alerts.log.exception("a health check failed")
+        except Exception as exc:  # one broken check must not stop the others
+            findings.append(_not_run(f"the {label} check", server, exc))
+    stamp = moment.isoformat(timespec="milliseconds")
     for f in findings:
-        _settle(vault, f, now)
+        _settle(vault, f, stamp, active)
     return [f.as_dict() for f in findings]
 
 
-def _look_at_replica_sets(vault: Vault) -> None:
+def checks_not_run(findings: list[dict]) -> list[str]:
+    """What ``check_health`` could not check (``dbsafe serve`` alerts them)."""
+    return [f["message"] for f in findings if f["check"] == CHECK_NOT_RUN]
+
+
+def _moment(now: datetime | str | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(now) if isinstance(now, str) else now
+    return moment.astimezone(UTC)
+
+
+def _not_run(what: str, server: str | None, exc: Exception) -> Finding:
+    """A check that raised: its traceback to the log when it is a bug, one line here; the
+    alerts it settles stay as they are until it runs again."""
+    if not isinstance(exc, DbsafeError):
+        log.exception("%s of %s could not run", what, server or "the vault")
+    ended = failure(exc)
+    where = f" of {server}" if server else ""
+    return Finding(CHECK_NOT_RUN, server, False,
+                   f"{what}{where} could not run: [{ended['error_code']}] "
+                   f"{ended['error_message']}", {"error_code": ended["error_code"]})
+
+
+def _look_at_replica_sets(vault: Vault) -> list[Finding]:
     """Roles first: a set's entry then points at its primary of now (after a failover)."""
     from dbsafe.services import replicasets
 
+    found = []
     for rs in vault.catalog.list_replica_sets():
         try:
             if vault.catalog.list_nodes(rs["name"]):
                 replicasets.look(vault, rs["name"])
-        except Exception:
-            alerts.log.exception("looking at the nodes of replica set %s failed", rs["name"])
+        except Exception as exc:
+            found.append(_not_run("the role check", rs["name"], exc))
+    return found
 
 
-def _settle(vault: Vault, finding: Finding, now: str) -> None:
+def _settle(vault: Vault, finding: Finding, now: str,
+            active: set[tuple[str, str | None, str | None]]) -> None:
+    if finding.check not in alerts.KINDS:
+        return
+    key = (finding.check, finding.server, finding.item)
     if finding.ok:
-        alerts.resolve_alerts(vault.catalog, finding.check, server=finding.server, now=now)
+        if key in active:
+            alerts.resolve_alerts(vault.catalog, finding.check, server=finding.server,
+                                  item=finding.item, now=now)
     else:
         alert = alerts.raise_alert(vault.catalog, finding.check, alerts.KINDS[finding.check],
-                                   finding.message, server=finding.server,
+                                   finding.message, server=finding.server, item=finding.item,
                                    details=finding.details, now=now)
         finding.alert_id = alert["id"]
 
@@ -239,3 +295,66 @@ def lag_check(vault: Vault, server: dict, conn, threshold: int) -> Finding:
                    f"reach past {details['archived_until'] or 'the last archived segment'} "
                    "and pg_wal grows; check `dbsafe agent status` and the PostgreSQL log",
                    details)
+
+
+def overdue_checks(vault: Vault, server: dict, now: datetime,
+                   active: Set[tuple[str, str | None, str | None]] = frozenset()
+                   ) -> list[Finding]:
+    """``backup_overdue`` per database of the server: its newest restorable instant
+    (services/restorable.py) against its policy's deadline (policy/overdue.py). A database
+    with no point yet is measured from when it was protected; one without a policy (on
+    demand only), stopped or gone from its server is never overdue, and one whose policy
+    cannot be read is left to the scheduler's alert about it (``step_failed``). An alert
+    (in ``active``) of a database that is no longer an item resolves."""
+    from dbsafe.services.policies import get_policy
+
+    items = vault.catalog.list_items(server["instance_id"])
+    policies = {}
+    for name in {i["policy"] for i in items if i["policy"] and i["state"] in ACTIVE_ITEMS}:
+        try:
+            policies[name] = get_policy(vault, name)
+        except DbsafeError:
+            continue
+    deadlines = {name: restorable_deadline(p, now) for name, p in policies.items()}
+    held = [i["name"] for i in items if i["policy"] in policies and i["state"] in ACTIVE_ITEMS]
+    newest = newest_instants(vault, server, held) if held else {}
+    found = []
+    for item in items:
+        policy = policies[item["policy"]] if item["name"] in newest else None
+        deadline = deadlines[policy.name] if policy else None
+        instant = newest.get(item["name"])
+        since = parse_time(instant or item["since"])
+        details = {"database": item["name"], "newest_restorable": instant,
+                   "deadline": deadline.isoformat() if deadline else None,
+                   "policy": item["policy"]}
+        if deadline is None or since >= deadline:
+            found.append(Finding(alerts.BACKUP_OVERDUE, server["name"], True,
+                                 "within its policy" if deadline else "not held to a schedule",
+                                 details, item=item["name"]))
+            continue
+        rule = (f"a log backup every {policy.log_every} minutes" if policy.log_every
+                else "its full and differential schedule")
+        what = (f"its newest restorable instant is {instant}" if instant else
+                f"no point holds it since it was protected ({item['since']})")
+        found.append(Finding(
+            alerts.BACKUP_OVERDUE, server["name"], False,
+            f"backups of {item['name']} on {server['name']} are overdue: {what}, "
+            f"{_age(now - since)} ago; policy {policy.name} ({rule}) asks for an instant "
+            f"after {deadline.isoformat(timespec='seconds')} (the slot before the latest "
+            f"{'/'.join(slot_kinds(policy))} slot, less {int(GRACE.total_seconds() // 60)} "
+            f"minutes); see `dbsafe jobs --server {server['name']}` and `dbsafe alerts` for "
+            "why backups do not run or fail", {**details, "age_seconds": round(
+                (now - since).total_seconds())}, item=item["name"]))
+    gone = {i for kind, at, i in active if kind == alerts.BACKUP_OVERDUE
+            and at == server["name"]} - {i["name"] for i in items}
+    found += [Finding(alerts.BACKUP_OVERDUE, server["name"], True, "no longer protected",
+                      {"database": name}, item=name) for name in sorted(gone)]
+    return found
+
+
+def _age(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} d"] * bool(days) + [f"{hours} h"] * bool(hours) + [f"{minutes} min"]
+    return " ".join(parts[:2])

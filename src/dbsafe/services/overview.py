@@ -5,19 +5,25 @@ Read from the catalog only (never the repository): the catalog is kept in step w
 vault by every backup, and these pages are asked for often — with 2,000 items a listing
 must cost a few index probes per server, not a walk of the vault.
 
-Health of an item, worst first (docs/portal.md):
+Health of an item says how its backups stand, worst first (docs/portal.md):
 
 - ``critical``: its state is ``source-gone`` or ``inconsistent-policy``, it has no full
-  backup yet, or a critical alert is active for its server or for it (a failed backup, a
-  broken log chain, an unreachable server or agent);
-- ``warning``: a warning alert is active for its server or for it (archive lag, a role
-  change), or the item carries a warning (a large database, a read-only one);
+  backup yet, or a critical alert about its backups is active (``BACKUP_STATE``: a failed
+  backup or a failed verify of a point holding it, its backups overdue, a broken log chain,
+  its server or the agent archiving its WAL unreachable, a vanished point);
+- ``warning``: such an alert of severity warning is active (archive lag), or the item
+  carries a warning (a large database, a read-only one);
 - ``stopped``: protection stopped, its data retained;
 - ``healthy``: none of these.
+
+Other alerts — a failed restore or drill (a copy elsewhere, a scratch cluster), the vault's
+space, a step of ``serve`` such as retention — are shown on the dashboard and in the alerts,
+not in the health of databases whose backups they say nothing about.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from dbsafe.services import alerts as kinds
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.api")
@@ -36,11 +43,43 @@ def _newest(vault: Vault, instance_id: int) -> dict[str, dict | None]:
     return {t: vault.catalog.newest_point(instance_id, t) for t in BACKUP_TYPES}
 
 
-def _alerts_by_target(vault: Vault) -> dict[tuple[str | None, str | None], list[dict]]:
-    found: dict[tuple[str | None, str | None], list[dict]] = {}
+# The alerts about an item's backups (the others say nothing of them), by how they name
+# the items they concern: every item of the alert's server; the databases named in the
+# details (the failed job's "items", the vanished point's "databases"; none named: every
+# item of the server); the alert's own item; the servers a vault-wide alert lists.
+OF_THE_SERVER = {kinds.CHAIN_BROKEN, kinds.ARCHIVE_LAG, kinds.SERVER_UNREACHABLE}
+OF_NAMED_DATABASES = {kinds.BACKUP_FAILED: "items", kinds.VERIFY_FAILED: "items",
+                      kinds.MANIFEST_MISSING: "databases"}
+OF_THE_ITEM = {kinds.BACKUP_OVERDUE}
+OF_LISTED_SERVERS = {kinds.AGENT_UNREACHABLE: "servers"}
+BACKUP_STATE = OF_THE_SERVER | set(OF_NAMED_DATABASES) | OF_THE_ITEM | set(OF_LISTED_SERVERS)
+
+
+def _backup_alerts(vault: Vault) -> dict[str | None, list[dict]]:
+    """Active alerts about backups, by server (details parsed)."""
+    found: dict[str | None, list[dict]] = {}
     for a in vault.catalog.list_alerts("active"):
-        found.setdefault((a["server"], a["item"]), []).append(a)
+        if a["kind"] in BACKUP_STATE:
+            details = json.loads(a["details"]) if a.get("details") else {}
+            found.setdefault(a["server"], []).append({**a, "details": details})
     return found
+
+
+def _concerning(item: dict, by_server: dict[str | None, list[dict]]) -> list[dict]:
+    """The alerts about this item's backups."""
+    mine = [a for a in by_server.get(None, ()) if a["kind"] in OF_LISTED_SERVERS
+            and item["server"] in (a["details"].get(OF_LISTED_SERVERS[a["kind"]]) or ())]
+    for a in by_server.get(item["server"], ()):
+        if a["kind"] in OF_NAMED_DATABASES:
+            named = a["details"].get(OF_NAMED_DATABASES[a["kind"]])
+            if named is None or item["name"] in named:
+                mine.append(a)
+        elif a["kind"] in OF_THE_ITEM:
+            if a["item"] == item["name"]:
+                mine.append(a)
+        elif a["kind"] in OF_THE_SERVER:
+            mine.append(a)
+    return mine
 
 
 def _health(item: dict, newest: dict[str, dict | None], alerts: list[dict]) -> tuple[str, list]:
@@ -72,15 +111,13 @@ def items(vault: Vault) -> list[dict]:
     name."""
     rows = vault.catalog.list_items()
     newest: dict[int, dict[str, dict | None]] = {}
-    alerts = _alerts_by_target(vault)
+    alerts = _backup_alerts(vault)
     result = []
     for item in rows:
         per_type = newest.get(item["instance_id"])
         if per_type is None:
             per_type = newest[item["instance_id"]] = _newest(vault, item["instance_id"])
-        mine = alerts.get((item["server"], None), []) + alerts.get(
-            (item["server"], item["name"]), [])
-        health, reasons = _health(item, per_type, mine)
+        health, reasons = _health(item, per_type, _concerning(item, alerts))
         last = max((p for t, p in per_type.items() if t != "log" and p),
                    key=lambda p: p["end_time"], default=None)
         result.append({

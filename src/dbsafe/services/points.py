@@ -87,8 +87,10 @@ def _report_vanished(vault: Vault, point_ids: set[str], servers: list[dict]) -> 
             "deleting it: the point cannot be restored and is no longer listed; find out "
             "who can write the vault's storage, and put the manifest back from a copy if "
             "there is one", server=names.get(row.get("instance_id")), item=point_id,
-            details={k: row.get(k) for k in ("type", "start_time", "end_time", "start_lsn",
-                                             "stop_lsn")})
+            details={**{k: row.get(k) for k in ("type", "start_time", "end_time",
+                                                "start_lsn", "stop_lsn")},
+                     "databases": json.loads(row["databases"]) if row.get("databases")
+                     else None})
 
 
 def _reconcile_markers(vault: Vault, stored: set[str]) -> None:

@@ -3,6 +3,7 @@ check it against its id."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -95,6 +96,11 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
                   "seconds": round(time.perf_counter() - t0, 3)}
         bad = [r for r in reports if not r["ok"]]
         if bad:
+            # the databases the damage concerns: their health turns critical, no other's
+            held = {m["point_id"]: m.get("databases") for m in manifests}
+            if all(held.get(r["point_id"]) is not None for r in bad):
+                vault.catalog.update_job(job.id, items=json.dumps(sorted(
+                    {d["name"] for r in bad for d in held[r["point_id"]] if d["included"]})))
             err = DbsafeError("verify.failed", point_id=", ".join(r["point_id"] for r in bad),
                               problems=sum(len(r["problems"]) for r in bad),
                               files=len({f for r in bad for f in r["damaged_files"]}))

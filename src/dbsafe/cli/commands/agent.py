@@ -14,11 +14,13 @@ app = typer.Typer(help="The resident agent that archives WAL into the vault.",
 
 
 @app.command("run")
-def run() -> None:
+def run(json: bool = typer.Option(False, "--json",
+                                  help="Log lines as JSON (and an error as JSON).")) -> None:
     """Serve in the foreground (what `start` runs in the background)."""
     from dbsafe.agent.server import run as serve
 
-    serve(open_vault())
+    render.state.json = json
+    serve(open_vault(), json_lines=json)
 
 
 @app.command("start")

@@ -15,7 +15,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import quiet_sdk_loggers
+from dbsafe.core.sdk_logging import resident_logging
 
 DEFAULT_PORT = 8270
 
@@ -78,11 +78,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     proxies = _proxies(forwarded_allow_ips)
     vault = open_vault()
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
-                        "%(message)s" if not json else
-                        '{"time": "%(asctime)s", "logger": "%(name)s", "level": '
-                        '"%(levelname)s", "message": %(message)r}')
-    quiet_sdk_loggers()
+    resident_logging(json_lines=json)
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours))
     if once:
@@ -100,8 +96,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
     log.info("dbsafe serve: vault %s, pid %d", vault.path, os.getpid())
     loop = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler")
     if scheduler_on:
-        scheduler.acquire()  # refused at once when another serve schedules this vault
-        scheduler.release()
+        scheduler.acquire()  # refused at once when another scheduler runs; held to the end
         loop.start()
     try:
         _serve_http(vault.path, host, port, tls_cert, tls_key,
@@ -111,6 +106,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
         stop.set()
         if loop.is_alive():
             loop.join()
+        scheduler.release()
 
 
 def _proxies(text: str) -> list[str]:

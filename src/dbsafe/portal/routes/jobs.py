@@ -17,7 +17,6 @@ from dbsafe.services.vault import Vault
 
 router = APIRouter()
 LIMIT = 100
-TYPES = ("backup", "restore", "verify", "drill")
 State = Literal[job_service.STATES]  # type: ignore[valid-type]
 
 
@@ -28,7 +27,7 @@ def jobs_page(request: Request, state: State | Literal[""] = "",
     me.require("read")
     rows = job_service.list_jobs(v.catalog, LIMIT, state=state or None, server=server or None,
                                  type=type or None)
-    return page(request, "jobs.html", jobs=rows, states=job_service.STATES, types=TYPES,
+    return page(request, "jobs.html", jobs=rows, states=job_service.STATES, types=job_service.TYPES,
                 servers=[s["name"] for s in v.catalog.list_servers()], limit=LIMIT,
                 query={"state": state, "server": server, "type": type})
 

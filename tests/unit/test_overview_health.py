@@ -1,0 +1,60 @@
+"""Which alerts the health of a protected database follows (services/overview.py): those
+about its backups, found by how each kind names what it concerns; never a restore, a drill,
+the vault's space or a step of serve. From the catalog alone, as the overview reads it."""
+
+from __future__ import annotations
+
+import json
+
+from dbsafe.services import alerts, overview
+from dbsafe.services.vault import Vault
+
+
+def test_health_follows_the_alerts_about_its_backups_only(tmp_path):
+    vault = Vault.init(tmp_path / "vault")
+    catalog = vault.catalog
+    for name, sysid in (("db1", "1"), ("db2", "2")):
+        instance = catalog.add_server(name, "localhost", None, {
+            "pgdata": f"/nowhere/{name}", "port": 1, "pg_version": 15,
+            "bin_dir": "/usr/lib/postgresql/15/bin", "system_identifier": sysid})
+        catalog.protect_items(instance, [("app", 16384), ("postgres", 5)], None)
+        catalog.add_point(instance, {  # the row a full backup leaves (overview reads rows)
+            "point_id": f"20261201T010000Z-{sysid * 8}", "type": "full", "copy_only": 0,
+            "start_time": "2026-12-01T01:00:00+00:00", "end_time": "2026-12-01T01:05:00+00:00",
+            "start_lsn": "0/2000028", "stop_lsn": "0/2000100", "timeline": 1,
+            "bytes_read": 1, "bytes_stored": 1, "corrupt_pages": 0,
+            "databases": json.dumps(["app", "postgres"]), "base_point": None,
+            "retention": None})
+
+    def health() -> dict[tuple[str, str], str]:
+        return {(i["server"], i["database"]): i["health"] for i in overview.items(vault)}
+
+    everyone_healthy = dict.fromkeys(health(), "healthy")
+    assert health() == everyone_healthy
+
+    def job(type: str, **fields) -> None:
+        alerts.job_finished(catalog, {"id": f"{type}-x", "type": type, "server": "db1",
+                                      "state": "failed", "error_code": "x.y",
+                                      "error_message": "failed", **fields})
+
+    job("restore")  # a copy of db1 elsewhere did not start
+    job("drill")    # a scratch cluster of db1 did not pass
+    assert health() == everyone_healthy
+    alerts.raise_alert(catalog, alerts.VAULT_SPACE_LOW, "warning", "low")
+    alerts.raise_alert(catalog, alerts.STEP_FAILED, "warning", "retention of db1 failed",
+                       server="db1", item="retention")
+    assert len(alerts.list_alerts(catalog)) == 4 and health() == everyone_healthy
+
+    job("backup", backup_type="full", items=["app"])  # a backup of app only
+    job("verify", items=["app"])  # a damaged point that holds app only
+    assert health() == {**everyone_healthy, ("db1", "app"): "critical"}
+    alerts.raise_alert(catalog, alerts.BACKUP_OVERDUE, "critical", "late", server="db2",
+                       item="postgres")
+    assert health() == {**everyone_healthy, ("db1", "app"): "critical",
+                        ("db2", "postgres"): "critical"}
+    alerts.raise_alert(catalog, alerts.AGENT_UNREACHABLE, "critical", "down",
+                       details={"servers": ["db2"]})  # the agent archives db2's WAL
+    assert health() == {**everyone_healthy, ("db1", "app"): "critical",
+                        ("db2", "app"): "critical", ("db2", "postgres"): "critical"}
+    alerts.raise_alert(catalog, alerts.CHAIN_BROKEN, "critical", "gap", server="db1")
+    assert set(health().values()) == {"critical"}
