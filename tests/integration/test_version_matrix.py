@@ -24,10 +24,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import PG_BIN, Pg, as_postgres, free_port, restored
 
-from dbsafe.engines.postgres import SUPPORTED_MAJORS
+from dbsafe.engines.postgres import SUPPORTED_MAJORS, logical
+from dbsafe.engines.postgres.client import connect
 
 REPO = Path(__file__).resolve().parents[2]
 MATRIX = (12, 13, 14, 15, 16, 17, 18)
@@ -140,3 +142,13 @@ def test_round_trip(major, area, wal_vault):
     assert out["new_name"] == "app_then"
     assert ids(pg, "app_then") == list(range(1, 151))
     assert ids(pg, "app") == list(range(21, 201))
+
+    # dropping a database a session still uses (an overwrite, a failed copy's leftover)
+    busy = pg.connect("app_then")
+    busy.execute("BEGIN")
+    with connect(pg.port, str(pg.sockdir)) as conn:
+        logical.drop(conn, "app_then")
+        assert not logical.database_exists(conn, "app_then")
+    with pytest.raises(psycopg.OperationalError):  # the session was ended
+        busy.execute("SELECT 1")
+    busy.close()
