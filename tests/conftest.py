@@ -166,7 +166,8 @@ SLOW_FILES = ("test_vault_backends.py", "test_replica_regions.py", "test_replica
               "test_archive_faults.py", "test_replica_failover.py", "test_log_chain.py",
               "test_serve.py", "test_shared_vault.py", "test_vault_backends_log.py",
               "test_errors.py", "test_portal_browser.py", "test_restore_checks.py",
-              "test_drills.py", "test_differential.py", "test_api_schema.py")
+              "test_drills.py", "test_differential.py", "test_api_schema.py",
+              "test_version_matrix.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -194,13 +195,14 @@ class Pg:
     port: int
     sockdir: Path
     log: Path | None = None
+    bin_dir: Path = PG_BIN  # another major's programs: tests/integration/test_version_matrix.py
 
     def start(self) -> None:
         log = self.log or self.pgdata.parent / f"{self.pgdata.name}.log"
         if not log.exists():
             log.touch()
             chown_postgres(log)
-        proc = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log),
+        proc = as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log),
                             "-w", "-t", "120", "-o", f"-p {self.port} -k {self.sockdir}",
                             "start"])
         if proc.returncode != 0:
@@ -208,7 +210,7 @@ class Pg:
                                f"{log.read_text() if log.exists() else ''}")
 
     def stop(self, mode: str = "fast") -> None:
-        proc = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), "stop", "-m",
+        proc = as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "stop", "-m",
                             mode, "-w", "-t", "120"])
         if proc.returncode != 0:
             raise RuntimeError(f"pg_ctl stop failed: {proc.stdout}{proc.stderr}")

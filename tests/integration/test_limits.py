@@ -11,6 +11,7 @@ real limit of 2,000 with a catalog that holds 2,000 items.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -217,3 +218,30 @@ def test_a_data_directory_on_an_overlay_is_refused(pg_template, overlay, vault):
                      pg.pgdata, "--port", pg.port)
     assert "overlay file system (overlay)" in out["error"]["message"]
     assert vault.ok("server", "list") == []
+
+
+def test_another_linux_is_registered_with_a_warning(pg_template, area, vault, tmp_path,
+                                                    monkeypatch):
+    """The result and the CLI's own output name the system and the one the suite runs on
+    (the command runs in this process, so that it reads the os-release file given here)."""
+    from typer.testing import CliRunner
+
+    from dbsafe.cli.app import app
+
+    (tmp_path / "os-release").write_text('PRETTY_NAME="Rocky Linux 9.5"\nID=rocky\n')
+    monkeypatch.setattr(limits, "OS_RELEASE_FILES", (str(tmp_path / "os-release"),))
+    monkeypatch.setenv("COLUMNS", "400")
+    source = new_cluster(pg_template, area)
+
+    def add(name: str, *extra: str):
+        res = CliRunner().invoke(app, ["--vault", str(vault.path), "server", "add", name,
+                                       "--pgdata", str(source.pgdata), "--port",
+                                       str(source.port), *extra])
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    (warning,) = json.loads(add("rocky", "--json"))["warnings"]
+    assert "Rocky Linux 9.5" in warning and "Debian 12 (bookworm)" in warning
+    vault.ok("server", "remove", "rocky")
+    text = add("rocky")
+    assert "warning" in text and "Rocky Linux 9.5" in text, text

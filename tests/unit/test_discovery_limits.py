@@ -5,30 +5,52 @@ from __future__ import annotations
 
 import pytest
 
-from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.instances import parse_columns
 from dbsafe.services import limits
 from dbsafe.services.discovery import protectability, protectable_names
 
+DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+ID=debian
+"""
 
-def test_debian_12_is_supported():
-    limits.check_os({"ID": "debian", "VERSION_ID": "12", "PRETTY_NAME": "Debian GNU/Linux 12"})
+
+def test_debian_12_is_what_the_suite_runs_on(tmp_path):
+    (tmp_path / "os-release").write_text(DEBIAN_12)
+    release = limits.read_os_release((str(tmp_path / "missing"), str(tmp_path / "os-release")))
+    assert release["ID"] == "debian" and release["VERSION_ID"] == "12"
+    assert limits.check_os(release) is None
 
 
-@pytest.mark.parametrize("release, shown", [
-    ({"ID": "ubuntu", "VERSION_ID": "24.04", "PRETTY_NAME": "Ubuntu 24.04 LTS"},
+@pytest.mark.parametrize("text, shown", [
+    ('NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nPRETTY_NAME="Ubuntu 24.04 LTS"\n',
      "Ubuntu 24.04 LTS"),
-    ({"ID": "debian", "VERSION_ID": "11", "PRETTY_NAME": "Debian GNU/Linux 11 (bullseye)"},
+    ("# a comment\nPRETTY_NAME='Debian GNU/Linux 11 (bullseye)'\nID=debian\nVERSION_ID=11\n",
      "Debian GNU/Linux 11 (bullseye)"),
-    ({"ID": "rhel", "VERSION_ID": "9.4"}, "rhel 9.4"),
-    ({}, "unknown"),
+    ('ID="rhel"\nVERSION_ID="9.4"\nPRETTY_NAME="unbalanced\n', "rhel 9.4"),
+    (None, "an unknown system"),
 ])
-def test_other_systems_are_refused_with_the_supported_list(release, shown):
-    with pytest.raises(DbsafeError) as err:
-        limits.check_os(release)
-    assert err.value.code == "server.os_unsupported"
-    assert shown in err.value.message
-    assert "Debian 12 (bookworm)" in err.value.message
+def test_other_systems_are_accepted_with_a_warning_naming_the_tested_one(tmp_path, text,
+                                                                         shown):
+    """Refused before; now a warning naming the system and the one the suite runs on."""
+    path = tmp_path / "os-release"
+    if text is not None:
+        path.write_text(text)
+    warning = limits.check_os(limits.read_os_release((str(path),)))
+    assert warning is not None and shown in warning
+    assert "Debian 12 (bookworm)" in warning and "registered" in warning
+
+
+def test_registration_returns_the_warning(tmp_path, monkeypatch):
+    (tmp_path / "os-release").write_text('ID=fedora\nVERSION_ID=41\n')
+    monkeypatch.setattr(limits, "OS_RELEASE_FILES", (str(tmp_path / "os-release"),))
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (warning,) = limits.check_registration(pgdata, str(pgdata))
+    assert "fedora 41" in warning
+    (tmp_path / "os-release").write_text(DEBIAN_12)
+    assert limits.check_registration(pgdata, str(pgdata)) == []
 
 
 def test_pg_lsclusters_columns_of_older_postgresql_common():

@@ -403,8 +403,11 @@ _SPECS = [
     ErrorSpec("limit.auto_protect_skipped", 3, 409,
               "{count} database(s) of {name!r} were not auto-protected ({names}): {reason}; "
               "stop protecting databases you no longer need, then run `dbsafe discover {name}`"),
-    ErrorSpec("server.os_unsupported", 2, 400,
-              "this host runs {found}, which dbsafe does not support; supported: {supported}"),
+    ErrorSpec("server.os_untested", 3, 409,
+              "this host runs {found}; dbsafe's test suite runs on {tested}: the server is "
+              "registered, but nothing has checked dbsafe on this system (its PostgreSQL "
+              "packages' layout, the tools dbsafe runs: runuser, findmnt, pg_lsclusters); "
+              "try a backup and a restore before relying on it"),
     ErrorSpec("server.deployment_unsupported", 2, 400,
               "the instance in {pgdata} cannot be registered: {what}; dbsafe supports "
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "

@@ -11,7 +11,7 @@ lists them all.
 from __future__ import annotations
 
 import os
-import platform
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -42,9 +42,13 @@ databases in Azure VMs"): "Azure Backup sets a maximum number of databases in on
 job to 50. To protect more than 50 databases, configure multiple backups", or enable
 auto-protection (issue 5, part 7, keeps the rule)."""
 
-SUPPORTED_OS = {("debian", "12"): "Debian 12 (bookworm)"}
-"""Scenario support: "Supported operating systems". dbsafe's list is what its test suite
-runs on: Debian 12 with the postgresql-common layout."""
+TESTED_OS = {("debian", "12"): "Debian 12 (bookworm)"}
+"""Scenario support: "Supported operating systems". What dbsafe's test suite runs on:
+Debian 12 with the postgresql-common layout. Another Linux system is accepted with a
+warning that says so (``server.os_untested``)."""
+
+OS_RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
+"""Where the system says what it is (os-release(5): the first that exists)."""
 
 NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "fuse.ceph", "glusterfs",
@@ -131,20 +135,15 @@ def large_database_warning(name: str, size_bytes: int) -> str:
 
 # registration -----------------------------------------------------------------------------
 
-def check_registration(pgdata: Path, data_directory: str,
-                       os_release: dict[str, str] | None = None) -> None:
-    """Refuse to register an instance on an unsupported OS or deployment.
+def check_registration(pgdata: Path, data_directory: str) -> list[str]:
+    """Refuse to register an instance on an unsupported deployment; return the warnings
+    (a system the test suite does not run on).
 
     ``data_directory`` is what the connected server reports: it must be the ``pgdata``
     given (dbsafe reads the files itself, so it must run beside the instance — not
     through a remote host, a proxy or another container).
     """
-    if os_release is None:
-        try:
-            os_release = platform.freedesktop_os_release()
-        except OSError:  # no /etc/os-release: an unknown system
-            os_release = {}
-    check_os(os_release)
+    warning = check_os(read_os_release())
     try:
         same = os.path.samefile(pgdata, data_directory)
     except OSError:
@@ -162,15 +161,45 @@ def check_registration(pgdata: Path, data_directory: str,
         raise DbsafeError("server.deployment_unsupported", pgdata=pgdata,
                           what=f"it is on an overlay file system ({kind}): a container's "
                                "copy-on-write layer, lost with the container")
+    return [warning] if warning else []
 
 
-def check_os(release: dict[str, str]) -> None:
-    """``release``: the fields of /etc/os-release (platform.freedesktop_os_release())."""
-    key = (release.get("ID", "").lower(), release.get("VERSION_ID", "").strip('"'))
-    if key not in SUPPORTED_OS:
-        found = release.get("PRETTY_NAME") or " ".join(k for k in key if k) or "unknown"
-        raise DbsafeError("server.os_unsupported", found=found,
-                          supported=", ".join(SUPPORTED_OS.values()))
+def check_os(release: dict[str, str]) -> str | None:
+    """None on a system the test suite runs on; else the warning that says which it runs
+    on. ``release``: the fields of os-release (``read_os_release``)."""
+    key = (release.get("ID", "").lower(), release.get("VERSION_ID", ""))
+    if key in TESTED_OS:
+        return None
+    found = release.get("PRETTY_NAME") or " ".join(k for k in key if k) or "an unknown system"
+    return DbsafeError("server.os_untested", found=found,
+                       tested=", ".join(TESTED_OS.values())).message
+
+
+def read_os_release(files: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The fields of the first os-release file of ``files`` (default ``OS_RELEASE_FILES``)
+    that exists; empty when none does. Read here rather than by
+    ``platform.freedesktop_os_release``, which reads fixed paths once per process."""
+    for path in OS_RELEASE_FILES if files is None else files:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        return parse_os_release(text)
+    return {}
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """``KEY=value`` lines, values quoted as in a shell (os-release(5)); others ignored."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or not key or key.startswith("#"):
+            continue
+        try:
+            fields[key] = "".join(shlex.split(value))
+        except ValueError:  # an unbalanced quote
+            continue
+    return fields
 
 
 def filesystem_type(path: Path) -> str | None:

@@ -64,7 +64,8 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     port, conn_host = live_endpoint(pgdata, port, host)
     with connect(port, conn_host) as conn:
         facts = discover.instance_facts(conn)
-        limits.check_registration(pgdata, facts["data_directory"])  # OS, deployment
+        # deployment (refused); a system the test suite does not run on (a warning)
+        warnings = limits.check_registration(pgdata, facts["data_directory"])
         dbs = discover.databases(conn, pgdata)
     vault.catalog.add_server(name, socket.gethostname(), region, {
         "pgdata": str(pgdata), "port": port, "host": host, "bin_dir": bin_dir,
@@ -76,7 +77,7 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     })
     server = get_server(vault, name)
     vault.catalog.replace_databases(server["instance_id"], dbs)
-    return describe(server)
+    return {**describe(server), "warnings": warnings}
 
 
 def describe(server: dict) -> dict:

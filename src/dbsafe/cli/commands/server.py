@@ -29,9 +29,15 @@ def add(name: str = typer.Argument(..., help="A name for this server's instance.
     """Register a running PostgreSQL instance (checks version, port and connection)."""
     render.state.json = json
     result = servers.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
-    render.emit(result, lambda d: render.out.print(
-        f"registered {d['name']}: PostgreSQL {d['pg_version']} in {d['pgdata']} on port "
-        f"{d['port']}, recovery model {d['recovery_model']}"))
+
+    def human(d: dict) -> None:
+        render.out.print(f"registered {d['name']}: PostgreSQL {d['pg_version']} in "
+                         f"{d['pgdata']} on port {d['port']}, recovery model "
+                         f"{d['recovery_model']}")
+        for w in d["warnings"]:
+            render.out.print(f"[yellow]warning[/yellow]: {render.escape(w)}")
+
+    render.emit(result, human)
 
 
 @app.command("list")

@@ -3,7 +3,8 @@
  * where valid WAL ends, the timestamps of its commit and abort records (the only records
  * recovery_target_time stops at) and its named restore points.
  *
- * Layout (src/include/access/xlog_internal.h, xlogrecord.h, xact.h; unchanged in 12-17):
+ * Layout (src/include/access/xlog_internal.h, xlogrecord.h, xact.h; unchanged in 12-18, and
+ * tests/integration/test_version_matrix.py restores to a time on each of them):
  * every XLOG_BLCKSZ page starts with a header of 24 bytes (40 when XLP_LONG_HEADER) whose
  * xlp_pageaddr is the page's own LSN; records (24-byte XLogRecord header, then block
  * headers, then block data, then main data) are 8-byte aligned and run on across pages,

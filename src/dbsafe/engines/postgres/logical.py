@@ -61,9 +61,21 @@ def rename_idle(conn: psycopg.Connection, old: str, new: str, tries: int = 50) -
 
 
 def drop(conn: psycopg.Connection, name: str) -> None:
+    """Drop a database even while sessions use it (``WITH (FORCE)``, PostgreSQL 13+; on 12
+    new connections are refused first, then the sessions ended, as FORCE does)."""
     from psycopg import sql
 
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    if conn.info.server_version >= 130000:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        return
+    if not database_exists(conn, name):
+        return
+    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+        sql.Identifier(name)))
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def rename(conn: psycopg.Connection, old: str, new: str) -> None:

@@ -54,6 +54,14 @@ class RecoveryTarget:
         return "the end of the staged WAL" if self.kind == "end" else f"{self.kind} {self.value}"
 
 
+# Whether recovery runs, and paused (PostgreSQL 14 tells "pause requested" from "paused";
+# before it, pg_is_wal_replay_paused() is true once recovery stops at a pausing target)
+PAUSE_STATE_SQL = ("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
+                   "THEN pg_get_wal_replay_pause_state() END")
+PAUSE_STATE_SQL_13 = ("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
+                      "THEN CASE WHEN pg_is_wal_replay_paused() THEN 'paused' "
+                      "ELSE 'not paused' END END")
+
 STAGE_FAILED = "dbsafe-stage.failed"  # made in the stage folder when staging failed
 
 
@@ -122,8 +130,8 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
         try:
             with connect(port, str(pgdata), dbname) as conn:
                 in_recovery, state = conn.execute(
-                    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() "
-                    "THEN pg_get_wal_replay_pause_state() END").fetchone()
+                    PAUSE_STATE_SQL if conn.info.server_version >= 140000
+                    else PAUSE_STATE_SQL_13).fetchone()
             connected_once, first_failure = True, None
         except (psycopg.Error, DbsafeError) as exc:
             first_failure = first_failure or time.monotonic()

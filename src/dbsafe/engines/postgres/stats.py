@@ -46,13 +46,17 @@ TABLES_SQL = """
 """
 POSITION_SQL = ("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
                 "ELSE pg_current_wal_insert_lsn() END::text")
-# Did one of these transactions commit? (ids are 64-bit xid8; ``running`` are excluded)
+# Did one of these transactions commit? (ids are 64-bit, epoch included; ``running`` are
+# excluded). PostgreSQL 12 has the same functions under their older names: txid_status,
+# txid_current_snapshot (same text form); 13 brought pg_xact_status and xid8.
 COMMITTED_SQL = """
     SELECT EXISTS (
       SELECT 1 FROM (SELECT unnest(%(xids)s::bigint[])
                      UNION ALL SELECT generate_series(%(lo)s::bigint, %(hi)s::bigint - 1)) c(x)
-      WHERE x <> ALL (%(running)s::bigint[]) AND pg_xact_status(x::text::xid8) = 'committed')
+      WHERE x <> ALL (%(running)s::bigint[]) AND {status} = 'committed')
 """
+XACT_STATUS = "pg_xact_status(x::text::xid8)"
+XACT_STATUS_12 = "txid_status(x)"
 
 
 def error_line(exc: BaseException) -> str:
@@ -68,7 +72,12 @@ def _snapshot(text: str) -> tuple[int, int, list[int]]:
 
 def snapshot(conn: psycopg.Connection) -> str:
     """The current transaction snapshot of the instance, as text."""
-    return conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    function = "pg_current_snapshot" if _since_13(conn) else "txid_current_snapshot"
+    return conn.execute(f"SELECT {function}()::text").fetchone()[0]
+
+
+def _since_13(conn: psycopg.Connection) -> bool:
+    return conn.info.server_version >= 130000
 
 
 def xact_mark(conns: ConnFactory) -> str | None:
@@ -85,8 +94,9 @@ def xact_mark(conns: ConnFactory) -> str | None:
 
 def _any_committed(conn: psycopg.Connection, xids: list[int], lo: int, hi: int,
                    running: list[int]) -> bool:
-    return bool(conn.execute(COMMITTED_SQL, {"xids": xids, "lo": lo, "hi": max(lo, hi),
-                                             "running": running}).fetchone()[0])
+    sql = COMMITTED_SQL.format(status=XACT_STATUS if _since_13(conn) else XACT_STATUS_12)
+    return bool(conn.execute(sql, {"xids": xids, "lo": lo, "hi": max(lo, hi),
+                                   "running": running}).fetchone()[0])
 
 
 def committed_between(conn: psycopg.Connection, since: str | None, until: str) -> bool:
