@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from dbsafe.core.errors import DbsafeError
+from dbsafe.core.errors import DbsafeError, os_error
 from dbsafe.core.fdtree import make_dir, make_path, open_dir
 from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
@@ -170,7 +170,8 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
                 raise DbsafeError("drill.check_failed", drill_id=job.id, name=name,
                                   check="cleanup", reason=f"{folder} could not be removed")
         except BaseException as exc:
-            code, message = ((exc.code, exc.message) if isinstance(exc, DbsafeError) else
+            known = exc if isinstance(exc, DbsafeError) else os_error(exc)
+            code, message = ((known.code, known.message) if known is not None else
                              ("job.interrupted", "interrupted by the user")
                              if isinstance(exc, KeyboardInterrupt) else
                              ("internal", f"{type(exc).__name__}: {exc}"))
