@@ -48,8 +48,9 @@ from dbsafe.agent.daemon import (
     socket_group,
 )
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import quiet_sdk_loggers
+from dbsafe.core.sdk_logging import TIME_FORMAT, quiet_sdk_loggers
 from dbsafe.engines.postgres import wal
+from dbsafe.services import alerts
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
 
@@ -79,6 +80,7 @@ class Archiver:
         self.archived = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.vault_full = False  # a full vault refused a file since the last success
 
     def server_for(self, cwd: str) -> dict | None:
         key = os.path.realpath(cwd)
@@ -104,10 +106,15 @@ class Archiver:
                 self.failures += 1
                 self.last_error = f"{name}: {exc}"
                 self._running.pop(path, None)
+                if getattr(exc, "code", None) == "vault.full":
+                    self.vault_full = True
             log.error("archiving %s of %s failed: %s", name, server["name"], exc)
             raise
         with self._lock:
             self.archived += 1
+            was_full, self.vault_full = self.vault_full, False
+        if was_full:
+            alerts.vault_writable(self.vault.catalog)
         return record
 
     def push(self, server: dict, path: str, name: str) -> None:
@@ -301,7 +308,8 @@ def run(vault: Vault) -> None:
     """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits)."""
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt=TIME_FORMAT)
     quiet_sdk_loggers()
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
