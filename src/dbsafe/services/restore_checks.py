@@ -83,8 +83,8 @@ def instance_needs(manifest: dict, files: list[dict], target: Path,
     for f in files:
         rel = f["path"]
         oid = rel.split("/")[1] if rel.startswith("pg_tblspc/") and rel.count("/") >= 2 \
-            else None
-        needs[target if as_files or oid is None else tablespaces[oid]] += f["size"]
+            else ""
+        needs[target if as_files else tablespaces.get(oid, target)] += f["size"]
     if plan is not None:
         staged = len(plan.wal_files) if as_files else min(len(plan.wal_files), STAGE_WINDOW)
         needs[target] += staged * (segment_size or DEFAULT_SEGMENT)

@@ -41,6 +41,7 @@ DIR_MODE = 0o700
 # dbsafe naming files by host) is removed once it has not been written for this long.
 TMP_STALE_SECONDS = 24 * 3600.0
 MAX_OBJECT = 2 << 30  # ``get`` reads whole objects: none dbsafe writes comes near this
+FS_BLOCK = 4096  # what a refused write needs at least (a new name, a flush: one block)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)
 
@@ -155,7 +156,7 @@ class LocalStorage:
             except OSError:
                 free = 0
             raise DbsafeError("vault.full", path=self.root, what=f"writing {name}",
-                              need=need, free=free) from exc
+                              need=max(need, FS_BLOCK), free=free) from exc
 
     @contextlib.contextmanager
     def folder(self, parts: list[str], create: bool = False,

@@ -37,7 +37,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
                                               "overrides it per server."),
           total: int = typer.Option(4, "--max-total", min=bounds.RUNS_AT_A_TIME[0],
                                     max=bounds.RUNS_AT_A_TIME[1], help="Runs at a time in all."),
-          discover_hours: float = typer.Option(8.0, "--discover-every", min=0.01, max=8760,
+          discover_hours: float = typer.Option(8.0, "--discover-every", min=0, max=8760,
                                                help="Hours between discoveries."),
           tick: float = typer.Option(5.0, "--tick", min=0.01, max=3600,
                                      help="Seconds between scheduler passes.", hidden=True),
