@@ -48,7 +48,7 @@ from dbsafe.agent.daemon import (
     socket_group,
 )
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import TIME_FORMAT, quiet_sdk_loggers
+from dbsafe.core.sdk_logging import quiet_sdk_loggers
 from dbsafe.engines.postgres import wal
 from dbsafe.services import alerts
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
@@ -308,8 +308,7 @@ def run(vault: Vault) -> None:
     """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits)."""
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt=TIME_FORMAT)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     quiet_sdk_loggers()
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:

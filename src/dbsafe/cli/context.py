@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from dbsafe.services.vault import Vault
 
 
-
 def checked_name(value: str | None) -> str | None:
     """A Typer callback: a new server's, replica set's or policy's name, as the API takes
     it (a usage error otherwise)."""

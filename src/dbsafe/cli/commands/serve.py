@@ -16,7 +16,7 @@ from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.sdk_logging import TIME_FORMAT, quiet_sdk_loggers
+from dbsafe.core.sdk_logging import quiet_sdk_loggers
 
 DEFAULT_PORT = 8270
 
@@ -86,7 +86,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s" if not json else
                         '{"time": "%(asctime)s", "logger": "%(name)s", "level": '
-                        '"%(levelname)s", "message": %(message)r}', datefmt=TIME_FORMAT)
+                        '"%(levelname)s", "message": %(message)r}')
     quiet_sdk_loggers()
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours))
