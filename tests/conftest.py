@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,6 +301,28 @@ def area() -> Iterator[Path]:
     path = make_area()
     yield path
     remove_area(path)
+
+
+@pytest.fixture
+def small_fs(area: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``small_fs(name, size)``: a tmpfs of ``size`` (``"48m"``) mounted at ``area/name``,
+    to fill on purpose; unmounted afterwards (skipped where mounting is not allowed)."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        where = area / name
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(where)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        stop_clusters_under(where)
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from conftest import Pg, new_cluster, restored
 
@@ -124,7 +124,7 @@ def test_refusals(pg_template, area, wal_vault):
     vault.backup("plain")
     vault.fail("backup.log_simple", "backup", "plain", "--type", "log")
     vault.fail("restore.simple_model", "restore", "plain", "--time",
-               datetime.now().isoformat(), "--to-pgdata", area / "x")
+               datetime.now(UTC).isoformat(), "--to-pgdata", area / "x")
     vault.fail("protect.no_databases", "protect", "plain")
     vault.fail("protect.unknown_database", "protect", "plain", "--db", "nope")
 

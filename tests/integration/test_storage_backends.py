@@ -180,6 +180,52 @@ def test_server_errors_are_retried(faulty_location):
         store.close()
 
 
+def test_a_full_local_folder_is_vault_full(small_fs):
+    """ENOSPC while writing: ``vault.full`` naming the folder, the refused write's bytes
+    and what is free; nothing is left once the write is dropped."""
+    folder = small_fs("full", "1m") / "vault"
+    store = open_storage(str(folder), create=True)
+
+    def said(error: DbsafeError) -> None:
+        assert error.code == "vault.full", error
+        assert error.details["path"] == folder and error.details["need"] > 0
+        assert int(error.details["free"]) < 1 << 20
+
+    try:
+        with pytest.raises(DbsafeError) as full:
+            store.put("data/ab/big", os.urandom(2 << 20))
+        said(full.value)
+        assert list((folder / "tmp").iterdir()) == [] and not store.exists("data/ab/big")
+        writer = store.writer("data/ab/streamed")
+        with pytest.raises(DbsafeError) as full:
+            for _ in range(4):
+                writer.write(os.urandom(1 << 20))
+        said(full.value)
+        writer.abort()
+        assert list((folder / "tmp").iterdir()) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("faulty_location", ["s3"], indirect=True)
+@pytest.mark.parametrize("status, code", [(507, "XMinioStorageFull"), (403, "QuotaExceeded")])
+def test_a_full_object_store_is_vault_full(faulty_location, status, code):
+    """An S3-compatible store out of room (MinIO's full drives, Ceph RGW's quota) is
+    ``vault.full`` at once, not retried and not an access or request failure. (Azure Blob
+    has no such answer to map: a storage account's capacity is not a quota a write meets.)"""
+    location, proxy = faulty_location
+    store = open_storage(location.location, create=True, env=location.env, part_size=PART)
+    try:
+        proxy.fail_next(1, status=status, code=code)
+        with pytest.raises(DbsafeError) as full:
+            store.put("manifests/p", b"manifest")
+        assert full.value.code == "vault.full" and code in full.value.message
+        assert full.value.details["need"] == len(b"manifest")
+        assert proxy.faults_served == 1  # refused once, not retried
+    finally:
+        store.close()
+
+
 # ------------------------------------------------------------------------------------------
 # opening: missing container, unreachable endpoint, bad credentials — clear errors
 

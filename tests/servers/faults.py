@@ -38,6 +38,7 @@ class FaultProxy:
         self._fail_until = 0.0
         self._fail_count = 0
         self._status = 503
+        self._code: str | None = None
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
         self.port = self._server.server_address[1]
@@ -57,14 +58,18 @@ class FaultProxy:
         with self._lock:
             self._fail_until = time.monotonic() + seconds
             self._status = status
+            self._code = None
 
-    def fail_next(self, count: int, status: int = 503) -> None:
+    def fail_next(self, count: int, status: int = 503, code: str | None = None) -> None:
+        """The next ``count`` requests fail with ``status`` and the error ``code`` (default:
+        the service's own for that status)."""
         with self._lock:
             self._fail_count = count
             self._status = status
+            self._code = code
 
-    def take_fault(self) -> int | None:
-        """The status to fail this request with, or None to forward it."""
+    def take_fault(self) -> tuple[int, str | None] | None:
+        """The status (and error code) to fail this request with, or None to forward it."""
         with self._lock:
             if self._fail_count > 0:
                 self._fail_count -= 1
@@ -72,7 +77,7 @@ class FaultProxy:
                 self.forwarded += 1
                 return None
             self.faults_served += 1
-            return self._status
+            return self._status, self._code
 
 
 class _Server(ThreadingHTTPServer):
@@ -94,11 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy: FaultProxy = self.server.proxy
         body = self._request_body()
-        status = proxy.take_fault()
-        if status is not None:
+        fault = proxy.take_fault()
+        if fault is not None:
             for _ in body:  # drain: the connection stays usable for the client's retry
                 pass
-            self._send_fault(proxy.flavor, status)
+            self._send_fault(proxy.flavor, *fault)
             return
         conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
         try:
@@ -139,8 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(data)
             yield data
 
-    def _send_fault(self, flavor: str, status: int) -> None:
-        code = _THROTTLE_CODE[flavor] if status in (429, 503) else "InternalError"
+    def _send_fault(self, flavor: str, status: int, code: str | None = None) -> None:
+        code = code or (_THROTTLE_CODE[flavor] if status in (429, 503) else "InternalError")
         body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
                 f"<Message>fault injected by the dbsafe test proxy</Message></Error>").encode()
         self.send_response(status)

@@ -54,6 +54,7 @@ from dbsafe.agent.daemon import (
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
 from dbsafe.engines.postgres import wal
+from dbsafe.services import alerts
 from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
 from dbsafe.services.vault import Vault
 
@@ -85,6 +86,7 @@ class Archiver:
         self.archived = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.vault_full = False  # a full vault refused a file since the last success
 
     def server_for(self, cwd: str) -> dict | None:
         key = os.path.realpath(cwd)
@@ -111,10 +113,15 @@ class Archiver:
                 self.failures += 1
                 self.last_error = f"{name}: {exc}"
                 self._running.pop(path, None)
+                if getattr(exc, "code", None) == "vault.full":
+                    self.vault_full = True
             log.error("archiving %s of %s failed: %s", name, server["name"], exc)
             raise
         with self._lock:
             self.archived += 1
+            was_full, self.vault_full = self.vault_full, False
+        if was_full:
+            alerts.vault_writable(self.vault.catalog)
         return record
 
     def push(self, server: dict, path: str, name: str) -> None:

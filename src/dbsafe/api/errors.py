@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from dbsafe.core.errors import DbsafeError
+from dbsafe.core.errors import DbsafeError, os_error
 
 log = logging.getLogger("dbsafe.api")
 
@@ -114,4 +114,5 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(request, DbsafeError("internal", reason=type(exc).__name__))
+        return error_response(request, os_error(exc) or
+                              DbsafeError("internal", reason=type(exc).__name__))

@@ -153,7 +153,7 @@ class _PgSession:
 
 
 class PostgresCatalog(SqlCatalog):
-    _NOW = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    _NOW = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')"
     _IS = "IS NOT DISTINCT FROM"
 
     def __init__(self, dsn: str, schema: str | None = None) -> None:

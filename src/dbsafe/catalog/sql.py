@@ -4,7 +4,8 @@
 databases accept (``?`` placeholders, ``INSERT ... ON CONFLICT``). A backend supplies how a
 statement runs (``_single``: one connection, autocommit) and how a read-modify-write runs
 atomically (``_atomic``), plus two small dialect strings: ``_NOW`` (the time now, as the
-text ``YYYY-MM-DD HH:MM:SS`` in UTC) and ``_IS`` (NULL-safe equality).
+text ``YYYY-MM-DDTHH:MM:SS+00:00``: ISO 8601 with its zone, as every time the catalog
+holds) and ``_IS`` (NULL-safe equality).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Session(Protocol):
 
 
 class SqlCatalog:
-    _NOW = "datetime('now')"
+    _NOW = "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')"
     _IS = "IS"
 
     # what a backend provides ---------------------------------------------------------

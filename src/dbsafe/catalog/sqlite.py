@@ -20,6 +20,8 @@ from pathlib import Path
 from dbsafe.catalog.sql import Session, SqlCatalog, T, check_lock_name, migrations, statements
 from dbsafe.core.errors import DbsafeError
 
+PAGE = 4096  # SQLite's page: what a write to a full catalog needs at least
+
 
 class _SqliteSession:
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -75,20 +77,34 @@ class SqliteCatalog(SqlCatalog):
     def describe(self) -> dict:
         return {"backend": "sqlite", "location": str(self.path)}
 
+    @contextlib.contextmanager
+    def _space(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as ``vault.full``: the catalog is the vault's
+        too, and its file system the one a full backup or WAL archiving filled."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            st = os.statvfs(self.path.parent)
+            raise DbsafeError("vault.full", path=self.path.parent, what="writing the catalog",
+                              need=PAGE, free=st.f_bavail * st.f_frsize) from exc
+
     def _single(self, body: Callable[[Session], T]) -> T:
-        with self._lock:
+        with self._lock, self._space():
             return body(self._s)
 
     def _atomic(self, body: Callable[[Session], T], lock: str | None = None) -> T:
         # BEGIN IMMEDIATE locks the whole database for writing: ``lock`` needs nothing more
-        with self._lock:
+        with self._lock, self._space():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 result = body(self._s)
                 self._db.execute("COMMIT")
                 return result
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite ends it itself on some errors (disk full)
+                    self._db.execute("ROLLBACK")
                 raise
 
     @contextlib.contextmanager

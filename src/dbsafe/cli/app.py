@@ -32,8 +32,11 @@ from dbsafe.cli.commands import (
     vault,
     verify,
 )
-from dbsafe.cli.context import options
-from dbsafe.core.errors import DbsafeError
+from dbsafe.cli.context import checked_path, options
+from dbsafe.core.errors import DbsafeError, os_error
+
+# Click's base of usage errors as the Typer in use has it (newer Typers vendor their Click)
+CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 app = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -41,7 +44,7 @@ app = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help
 
 @app.callback()
 def _global(vault_dir: Path = typer.Option(
-        None, "--vault", envvar="DBSAFE_HOME",
+        None, "--vault", envvar="DBSAFE_HOME", callback=checked_path,
         help="Vault folder (default: DBSAFE_HOME, else the user's data folder).")) -> None:
     options.vault = vault_dir
 
@@ -84,13 +87,51 @@ def _log_path() -> Path:
     return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """``--json`` among the options (before a ``--`` that ends them)."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def _usage_error(exc: Exception) -> DbsafeError:
+    """A usage error of Click's (an unknown or missing option, a value out of range) as the
+    registry's ``usage.invalid``."""
+    ctx = getattr(exc, "ctx", None)
+    details: dict[str, object] = {"reason": exc.format_message().rstrip("."),
+                                  "command": ctx.command_path if ctx else "dbsafe"}
+    param = getattr(exc, "param", None)
+    if param is not None:  # an option by its first flag, an argument by its NAME
+        details["option"] = param.opts[0] if param.param_type_name == "option" else \
+            param.human_readable_name
+    return DbsafeError("usage.invalid", **details)
+
+
+def _run(argv: list[str]) -> None:
+    """The app; with ``--json``, a usage error is a JSON error object too (``usage.invalid``,
+    exit 2) instead of Typer's box of text, which is for people."""
+    if not _wants_json(argv):
+        app()
+        return
+    render.state.json = True  # a usage error comes before the command would set it
+    try:
+        status = app(standalone_mode=False)
+    except CLICK_ERROR as exc:
+        raise _usage_error(exc) from None
+    except typer.Abort:
+        render.err.print("aborted")
+        sys.exit(1)
+    if isinstance(status, int) and status:
+        sys.exit(status)
+
+
 def main() -> None:
-    """Run the app; usage errors are Typer's (exit 2), ours print one line with their code.
-    A command that changes something is written to the audit log (cli/audit_trail.py)."""
+    """Run the app; Typer's usage errors exit 2 (JSON with ``--json``), ours print one line
+    with their code, an operating system's error is reported as what it is (not as dbsafe's
+    bug). A command that changes something is written to the audit log
+    (cli/audit_trail.py)."""
     argv = sys.argv[1:]
     outcome = "ok"
     try:
-        app()
+        _run(argv)
     except SystemExit as exc:
         if exc.code not in (0, None):
             outcome = f"exit.{exc.code}"
@@ -102,14 +143,16 @@ def main() -> None:
     except KeyboardInterrupt:
         render.err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a bug: one line for the user, the traceback in the log
+    except Exception as exc:  # one line for the user, the traceback in the log
         log = _log_path()
         log.parent.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=log, level=logging.ERROR)
         logging.error("".join(traceback.format_exception(exc)))
-        outcome = "internal"
-        render.error(DbsafeError("internal", reason=f"{type(exc).__name__}: {exc} (log: {log})"))
-        sys.exit(70)
+        error = os_error(exc) or \
+            DbsafeError("internal", reason=f"{type(exc).__name__}: {exc} (log: {log})")
+        outcome = error.code
+        render.error(error)
+        sys.exit(error.exit_status)
     finally:
         if audit_trail.is_change(argv):
             audit_trail.record(argv, outcome)

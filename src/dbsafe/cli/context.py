@@ -1,4 +1,6 @@
-"""Options every command shares (the vault location), set by the app's callback."""
+"""Options every command shares (the vault location), set by the app's callback, and the
+checks of names and paths the commands run on their options before any work (the bounds
+the API holds: core/bounds.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,34 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import typer
+
+from dbsafe.core import bounds
+
 if TYPE_CHECKING:
     from dbsafe.services.vault import Vault
 
+
+def checked_name(value: str | None) -> str | None:
+    """A Typer callback: a new server's, replica set's or policy's name, as the API takes
+    it (a usage error otherwise)."""
+    if value is not None and (problem := bounds.name_problem(value)):
+        raise typer.BadParameter(f"{value!r}: {problem}")
+    return value
+
+
+def checked_account(value: str | None) -> str | None:
+    """A Typer callback: a new user's or token's name, as the API takes it."""
+    if value is not None and (problem := bounds.account_problem(value)):
+        raise typer.BadParameter(f"{value!r}: {problem}")
+    return value
+
+
+def checked_path(value: Path | None) -> Path | None:
+    """A Typer callback: a path the file systems can take (a usage error otherwise)."""
+    if value is not None and (problem := bounds.path_problem(str(value))):
+        raise typer.BadParameter(problem)
+    return value
 
 
 class _Options:

@@ -7,6 +7,7 @@ HTTP status for the API, and a message that says what failed and what to do. Rai
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -202,6 +203,11 @@ _SPECS = [
               "{target} is outside the log chain of {name!r}; restorable ranges: {ranges}"),
     ErrorSpec("restore.bad_target", 2, 400,
               "cannot read the restore target {target!r}: {reason}"),
+    # instants (services/instants.py): one rule for the CLI, the API and the portal
+    ErrorSpec("time.zone_missing", 2, 400,
+              "the instant {text!r} has no time zone, and dbsafe does not guess one (a "
+              "point-in-time restore to the wrong hour restores the wrong data); give it "
+              "with its zone: {local} ({zone}, the zone of the dbsafe host) or {utc}"),
     ErrorSpec("restore.database_not_in_point", 2, 404,
               "point {point_id} does not hold database {database!r}; it holds: {held}"),
     ErrorSpec("restore.target_version_older", 2, 409,
@@ -211,8 +217,9 @@ _SPECS = [
               "{target!r} already has a database {name!r}; choose another --as name, or pass "
               "--overwrite to replace it (it is dropped only after the copy succeeded)"),
     ErrorSpec("restore.no_space", 3, 507,
-              "not enough disk space on {where}: the database needs about {need} bytes, "
-              "{free} are free; free space or restore elsewhere"),
+              "not enough disk space on {where}: the restore needs about {need} bytes, "
+              "{free} are free; free space or restore elsewhere (what the restore made "
+              "was removed)"),
     ErrorSpec("restore.copy_failed", 5, 500,
               "copying the restored database into the target failed at {step}: {reason}; "
               "the target is unchanged"),
@@ -233,6 +240,12 @@ _SPECS = [
               "point {point_id} is refused before anything is written: its manifest's "
               "{entry} {rule}; dbsafe did not write it, so the vault's storage may have been "
               "tampered with: restore another point and check who can write the storage"),
+    # a full vault file system (services/space.py; storage/local.py turns ENOSPC into it)
+    ErrorSpec("vault.full", 3, 507,
+              "the vault's storage at {path} is full: {what} needs about {need} more bytes "
+              "and {free} are free; nothing of it was kept and the vault's earlier points "
+              "are intact: free space there (delete points with `dbsafe delete-point`, then "
+              "`dbsafe gc`) or move the vault, then run it again"),
     # a repository that is not what this client knows of it (hostile storage)
     ErrorSpec("vault.tampered", 6, 409,
               "the vault at {path} is not the vault this client knows: {what}; dbsafe uses "
@@ -568,6 +581,17 @@ _SPECS = [
     ErrorSpec("serve.tls_files", 2, 400,
               "give both --tls-cert and --tls-key (PEM files)"),
     # end of REST API ------------------------------------------------------------------
+    # the command line's own usage errors (cli/app.py): an unknown option, a missing or
+    # out-of-range value; the message is Click's
+    ErrorSpec("usage.invalid", 2, 400, "{reason}; see `{command} --help`"),
+    # an operating system error no service turned into its own (core/errors.py, os_error)
+    ErrorSpec("system.no_space", 3, 507,
+              "no space left on the file system of {path} ({reason}); free space there and "
+              "run it again"),
+    ErrorSpec("system.io_failed", 5, 500,
+              "the operating system refused {path}: {reason}; check that the path exists "
+              "and is what dbsafe expects there (a folder, a file), its permissions and its "
+              "file system, then run it again"),
     ErrorSpec("internal", 70, 500, "internal error: {reason}; please report it with the log"),
 ]
 
@@ -595,6 +619,22 @@ class DbsafeError(Exception):
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message,
                 "details": {k: str(v) for k, v in self.details.items()}}
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error(exc: BaseException) -> DbsafeError | None:
+    """An operating system error that no service turned into an error of its own, as the
+    registry's error the user reads instead of ``internal``: it is the host's condition,
+    not dbsafe's bug. None for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    details = {"path": exc.filename or "a file or folder it uses",
+               "reason": exc.strerror or str(exc) or type(exc).__name__,
+               "errno": errno.errorcode.get(exc.errno or 0, exc.errno)}
+    return DbsafeError("system.no_space" if exc.errno in NO_SPACE else "system.io_failed",
+                       **details)
 
 
 def errors_markdown() -> str:

@@ -9,6 +9,7 @@ import logging
 
 SDK_LOGGERS = ("azure", "botocore", "boto3", "urllib3", "s3transfer")
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # every instant dbsafe prints carries its zone
 
 
 class JsonLines(logging.Formatter):
@@ -26,7 +27,8 @@ class JsonLines(logging.Formatter):
 def resident_logging(json_lines: bool = False, text_format: str = TEXT_FORMAT) -> None:
     """Log to stderr at INFO (a no-op when logging is set up already)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if json_lines else logging.Formatter(text_format))
+    handler.setFormatter(JsonLines(datefmt=TIME_FORMAT) if json_lines else
+                         logging.Formatter(text_format, datefmt=TIME_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     quiet_sdk_loggers()
 

@@ -3,6 +3,7 @@ CSRF checks on forms, and rendering of errors as a page rather than JSON."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,11 +14,23 @@ from markupsafe import Markup
 
 from dbsafe.api.errors import retry_after
 from dbsafe.core.errors import DbsafeError
+from dbsafe.portal import timeline
 from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def when(text: str | None, never: str = "never") -> str:
+    """An instant as every page shows it: to the second, in UTC, saying so (catalog times
+    carry their zone; one without is UTC, as the catalog writes them)."""
+    if not text:
+        return never
+    return timeline.parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = when
 
 
 class LoginNeeded(Exception):

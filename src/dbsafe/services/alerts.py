@@ -38,6 +38,7 @@ DRILL_FAILED = "drill_failed"
 CHAIN_BROKEN = "chain_broken"
 ARCHIVE_LAG = "archive_lag"
 VAULT_SPACE_LOW = "vault_space_low"
+VAULT_FULL = "vault_full"
 AGENT_UNREACHABLE = "agent_unreachable"
 SERVER_UNREACHABLE = "server_unreachable"
 BACKUP_SUCCEEDED = "backup_succeeded"
@@ -52,7 +53,8 @@ SEVERITIES = ("critical", "warning", "info")
 KINDS: dict[str, str] = {
     BACKUP_FAILED: "critical", RESTORE_FAILED: "critical", VERIFY_FAILED: "critical",
     DRILL_FAILED: "critical", CHAIN_BROKEN: "critical", ARCHIVE_LAG: "warning",
-    VAULT_SPACE_LOW: "warning", AGENT_UNREACHABLE: "critical", SERVER_UNREACHABLE: "critical",
+    VAULT_SPACE_LOW: "warning", VAULT_FULL: "critical", AGENT_UNREACHABLE: "critical",
+    SERVER_UNREACHABLE: "critical",
     BACKUP_SUCCEEDED: "info", RESTORE_SUCCEEDED: "info", DRILL_SUCCEEDED: "info",
     ROLE_CHANGED: "warning", MANIFEST_MISSING: "critical", BACKUP_OVERDUE: "critical",
     STEP_FAILED: "warning",
@@ -214,7 +216,26 @@ def job_finished(catalog: Catalog, job: dict) -> None:
         log.exception("alerts for job %s could not be raised", job.get("id"))
 
 
+def vault_full(catalog: Catalog, message: str, *, source: str,
+               job_id: str | None = None) -> dict:
+    """The vault's storage refused a write for space (``vault.full``): one alert for the
+    vault, whichever backup or WAL file met it first (``source``); the next write that
+    succeeds resolves it (``vault_writable``)."""
+    return raise_alert(catalog, VAULT_FULL, KINDS[VAULT_FULL], message,
+                       details={"source": source}, job_id=job_id)
+
+
+def vault_writable(catalog: Catalog) -> None:
+    """A backup or WAL file was stored: the vault is no longer full."""
+    resolve_alerts(catalog, VAULT_FULL)
+
+
 def _job_finished(catalog: Catalog, job: dict) -> None:
+    if job.get("state") == "failed" and job.get("error_code") == "vault.full":
+        vault_full(catalog, job.get("error_message") or "the vault is full",
+                   source=f"{job.get('type')} job {job.get('id')}", job_id=job.get("id"))
+    elif job.get("type") == "backup" and job.get("state") in SUCCEEDED_STATES:
+        vault_writable(catalog)
     if job.get("type") not in JOB_ALERTS:
         return
     failed_kind, success_kind = JOB_ALERTS[job["type"]]

@@ -4,6 +4,11 @@ A file is archived when its blocks are in sealed, indexed packs and its record i
 (docs/repository-format.md, *WAL file records*); only then may the archive command report
 success. Archiving the same file twice is a success when the content is equal and an error
 when it differs, as pgBackRest does: two writers on one chain must never be silent.
+
+A file is stored only when the vault has room for it (it needs at most its own size): a
+vault within one WAL file of full refuses with ``vault.full`` before writing, and so does
+one the file system fills meanwhile; either raises the ``vault_full`` alert, and PostgreSQL
+keeps the file and asks again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regular_files import NotRegularFile, read_regular
 from dbsafe.engines.postgres import wal
+from dbsafe.services import alerts, space
 from dbsafe.services.vault import Vault
 
 MAX_SEGMENT = 1 << 30      # PostgreSQL's largest wal_segment_size (initdb --wal-segsize)
@@ -31,8 +37,14 @@ def archive_wal_file(vault: Vault, server: dict, path: Path, name: str,
     data, st = read_wal_file(server, path, name)
     # The writer lock spans the blocks and the record listing them (vault/gc.py); the file
     # is read before it is taken: a file that cannot be read never holds up other writers.
-    with vault.repo.writing("archive"):
-        return _archive(vault, server, name, data, st, level)
+    try:
+        with vault.repo.writing("archive"):
+            return _archive(vault, server, name, data, st, level)
+    except DbsafeError as exc:
+        if exc.code == "vault.full":
+            alerts.vault_full(vault.catalog, exc.message,
+                              source=f"WAL archiving of {server['name']}")
+        raise
 
 
 def read_wal_file(server: dict, path: Path, name: str) -> tuple[bytes, os.stat_result]:
@@ -87,13 +99,17 @@ def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_res
     existing = already_held(vault, server, name, checksum)
     if existing is not None:
         return existing
+    what = f"WAL file {name} of {server['name']}"
+    space.require(vault, len(data), what)
     sink = repo.block_sink(level)
     try:
         for chunk in chunks:
             sink.store(chunk)
         sink.close()
-    except BaseException:
+    except BaseException as exc:
         sink.abort()
+        if isinstance(exc, DbsafeError) and exc.code == "vault.full":
+            raise space.said_by(exc, what, len(data)) from exc
         raise
     record = {"format": 1, "name": name, "size": len(data), "blocks": [i.hex() for i in ids],
               "checksum": checksum, "mtime": st.st_mtime,

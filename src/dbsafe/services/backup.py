@@ -17,9 +17,18 @@ from pathlib import Path
 
 from dbsafe.core import defaults
 from dbsafe.core.concurrency import default_workers
+from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import coexistence, counts, differential, discovery, replicasets, selection
+from dbsafe.services import (
+    coexistence,
+    counts,
+    differential,
+    discovery,
+    replicasets,
+    selection,
+    space,
+)
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.immutability import backup_retention, retention_column
 from dbsafe.services.jobs import Job, ProgressFn
@@ -133,9 +142,13 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         session.close()
         sink.close()
         table_counts = counted.result()
-    except BaseException:
+    except BaseException as exc:
         session.close()
         sink.abort()
+        if isinstance(exc, DbsafeError) and exc.code == "vault.full":
+            raise space.said_by(exc, f"the {type} backup of {server['name']}",
+                                space.projected(*job.progress(), sink.stats.bytes_stored)) \
+                from exc
         raise
     ended = datetime.now(UTC)
     bytes_read = files_read + sum(w.size for w in wal)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.concurrency import pid_alive
-from dbsafe.core.errors import DbsafeError
+from dbsafe.core.errors import DbsafeError, os_error
 
 ProgressFn = Callable[[int, int], None]
 # What jobs do: the work a user starts, the deletions it leads to, and the steps of
@@ -122,6 +122,11 @@ class Job:
             if self.on_progress:
                 self.on_progress(done, total)
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes done, bytes expected) so far."""
+        with self._lock:
+            return self._done, self._total
+
     def check_cancelled(self) -> None:
         """For waits that make no progress (a log backup waiting for its segment)."""
         with self._lock:
@@ -166,6 +171,8 @@ def failure(exc: BaseException) -> dict:
         code, message = exc.code, exc.message
     elif isinstance(exc, KeyboardInterrupt):
         code, message = "job.interrupted", DbsafeError("job.interrupted").message
+    elif (host_error := os_error(exc)) is not None:  # the host's condition, not a bug
+        code, message = host_error.code, host_error.message
     else:
         code, message = "internal", f"{type(exc).__name__}: {exc}"
     return {"state": "cancelled" if code == "job.cancelled" else "failed",

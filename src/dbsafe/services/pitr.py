@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
@@ -33,6 +33,7 @@ from dbsafe.services.chain import (
     log_chain,
     parent_run,
 )
+from dbsafe.services.instants import parse_instant
 from dbsafe.services.manifest_checks import check_wal_names
 from dbsafe.services.points import lineage_points
 from dbsafe.services.vault import Vault
@@ -50,18 +51,6 @@ class RecoveryPlan:
     notes: dict = field(default_factory=dict)
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 instant; without a zone it is this machine's local time."""
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise DbsafeError("restore.bad_target", target=text,
-                          reason="not an ISO 8601 time such as 2026-11-25T14:03:27+01:00") from None
-    if t.tzinfo is None:
-        t = t.astimezone()
-    return t.astimezone(UTC)
-
-
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -69,12 +58,12 @@ def _time(text: str) -> datetime:
 def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
                   lsn: str | None = None, name: str | None = None,
                   log_point: dict | None = None, pause: bool = False) -> RecoveryPlan:
+    t = parse_instant(time_) if time_ is not None else None  # input first: no zone, no plan
     if (server["recovery_model"] or "SIMPLE") != "FULL":
         raise DbsafeError("restore.simple_model", name=server["name"])
     points = lineage_points(vault, server)
     chain = log_chain(vault, server, points)
-    if time_ is not None:
-        t = parse_time(time_)
+    if t is not None:
         label = t.isoformat()
         # The newest timeline that reaches t, as recovery_target_timeline=latest would: a
         # parent timeline's WAL past a promotion (the old primary archived it before it

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.durability import sync_trees
-from dbsafe.core.errors import DbsafeError
+from dbsafe.core.errors import NO_SPACE, DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, write_new
 from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
-from dbsafe.services import combine, restore_targets, selection
+from dbsafe.services import combine, restore_checks, restore_targets, selection
 from dbsafe.services.jobs import Job, ProgressFn
 from dbsafe.services.pitr import RecoveryPlan, WalStager
 from dbsafe.services.points import load_point
@@ -202,6 +202,10 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             vault, ts["oid"], Path((tablespace_map or {}).get(ts["oid"], ts["location"])), under)
         for ts in manifest["tablespaces"]}
     restore_targets.apart([target, *(p.path for p in ts_places.values())])
+    # room for all of it, said before anything is written (restore.no_space)
+    restore_checks.require_places(restore_checks.instance_needs(
+        manifest, files, target, {oid: p.path for oid, p in ts_places.items()}, recovery,
+        server.get("wal_segment_size"), bool(as_files)))
     pgdata_path = target / "pgdata" if as_files else target
     stage = recovery_engine.stage_dir(pgdata_path)
     if recovery is not None and not as_files and os.path.lexists(stage):
@@ -290,7 +294,10 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         except BaseException as exc:
             for m in made:
                 m.remove()
-            if isinstance(exc, OSError):  # a full disk, or something planted on the way
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # filled meanwhile
+                raise DbsafeError("restore.no_space", where=target, need=total,
+                                  free=restore_checks.free_bytes(target)) from exc
+            if isinstance(exc, OSError):  # something planted on the way
                 raise DbsafeError("restore.write_failed", path=target,
                                   reason=f"{exc.strerror or exc}"
                                          + (f" ({exc.filename})" if exc.filename else "")) \

@@ -28,7 +28,7 @@ from dbsafe.services.servers import get_server, open_instance
 from dbsafe.services.vault import Vault
 
 SPACE_MARGIN = 1.2  # a load needs the data plus its indexes being built, and some slack
-DEFAULT_SEGMENT = 16 << 20
+DEFAULT_SEGMENT = 16 << 20  # a WAL segment, when the server's row does not say
 NOT_CHECKED = "not checked: the source did not resolve"
 
 
@@ -47,6 +47,48 @@ def _require_space(where: str, path: Path, need: int) -> str:
     if free < need:
         raise DbsafeError("restore.no_space", where=where, need=need, free=free)
     return f"needs about {_size(need)} on {where}; {_size(free)} free"
+
+
+def _device(path: Path) -> int:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return os.stat(path).st_dev
+
+
+def require_places(needs: dict[Path, int]) -> str:
+    """Each place an instance restore writes to (the target, each tablespace's place) has
+    room for what lands there, places on one file system counted together;
+    ``restore.no_space`` names the first that has not."""
+    by_device: dict[int, list[tuple[Path, int]]] = {}
+    for path, need in needs.items():
+        by_device.setdefault(_device(path), []).append((path, need))
+    said = []
+    for places in by_device.values():
+        where = ", ".join(str(p) for p, _ in places)
+        said.append(_require_space(where, places[0][0], sum(n for _, n in places)))
+    return "; ".join(said)
+
+
+def instance_needs(manifest: dict, files: list[dict], target: Path,
+                   tablespaces: dict[str, Path], plan: RecoveryPlan | None,
+                   segment_size: int | None, as_files: bool) -> dict[Path, int]:
+    """Bytes an instance restore writes to each place: the data directory's files and the
+    backup's WAL into ``target``, a tablespace's files into its place (``tablespaces``; as
+    files, into ``target`` too), and a recovery's WAL — all of it for ``--as-files``, the
+    stager's window beside the data directory otherwise. All-zero blocks are counted
+    though they stay holes: the restored server may fill them."""
+    needs = {target: sum(w["size"] for w in manifest["wal"]), **dict.fromkeys(
+        tablespaces.values(), 0)}
+    for f in files:
+        rel = f["path"]
+        oid = rel.split("/")[1] if rel.startswith("pg_tblspc/") and rel.count("/") >= 2 \
+            else ""
+        needs[target if as_files else tablespaces.get(oid, target)] += f["size"]
+    if plan is not None:
+        staged = len(plan.wal_files) if as_files else min(len(plan.wal_files), STAGE_WINDOW)
+        needs[target] += staged * (segment_size or DEFAULT_SEGMENT)
+    return needs
 
 
 # --- the source ---------------------------------------------------------------------------
@@ -172,10 +214,13 @@ def port_ready(port: int | None, start: bool, recovers: bool) -> str:
     return "not started: no port needed"
 
 
-def instance_space(path: Path, manifest: dict, databases: list[str] | None) -> str:
+def instance_space(path: Path, server: dict, manifest: dict, databases: list[str] | None,
+                   plan: RecoveryPlan | None, as_files: bool) -> str:
     files, _sparse, _left_out = selection.restore_plan(manifest, databases)
-    need = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"])
-    return _require_space(str(path), path, need)
+    tablespaces = {} if as_files else {ts["oid"]: Path(ts["location"])
+                                       for ts in manifest["tablespaces"]}
+    return require_places(instance_needs(manifest, files, path, tablespaces, plan,
+                                         server.get("wal_segment_size"), as_files))
 
 
 # --- all of them ---------------------------------------------------------------------------
@@ -218,13 +263,15 @@ def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callabl
     path = Path(target["path"])
     if target["kind"] == "files":
         return [("folder", lambda: folder_ready(vault, path, manifest(), True)),
-                ("space", lambda: instance_space(path, manifest(), None))]
+                ("space", lambda: instance_space(path, found["server"], manifest(), None,
+                                                 found["plan"], True))]
     return ([("database", lambda: database_in_point(manifest(), db))] if db else []) + [
         ("version", lambda: binaries(found["server"], manifest())),
         ("folder", lambda: folder_ready(vault, path, manifest(), False)),
         ("port", lambda: port_ready(target.get("port"), target.get("start", False),
                                     found["plan"] is not None)),
-        ("space", lambda: instance_space(path, manifest(), [db] if db else None))]
+        ("space", lambda: instance_space(path, found["server"], manifest(),
+                                         [db] if db else None, found["plan"], False))]
 
 
 def check_restore(vault: Vault, server: str, target: dict, *, point_id: str | None = None,

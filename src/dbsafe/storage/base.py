@@ -57,6 +57,11 @@ class Storage(Protocol):
         """Remove what dead writers left behind (local: their tmp files; S3: multipart
         uploads older than 24 h; Azure: nothing, uncommitted blocks expire); how many."""
 
+    def free_space(self) -> int | None:
+        """Bytes a write may still add where the backend has such a limit to read (a local
+        file system); None for an object store, whose quota shows only when a write is
+        refused. A write refused for space raises ``vault.full``."""
+
     def describe(self) -> dict[str, str]:
         """``{"backend": "local"|"s3"|"azure", "location": ...}``; never a secret."""
 

@@ -14,6 +14,10 @@ delete a file outside the vault.
 
 Only the folder's owner may read it: folders are made 0700 and files 0600, and the vault's
 own folder is set to 0700 when its owner opens it (``tighten``), whatever made it before.
+
+A write the file system refuses for space (ENOSPC, or EDQUOT: a quota) raises ``vault.full``
+naming the folder, the bytes of that write and the bytes free; the writer's caller drops
+what it wrote (``abort``), as after any failed write.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive, pid_scope
+from dbsafe.core.errors import NO_SPACE, DbsafeError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -36,6 +41,7 @@ DIR_MODE = 0o700
 # dbsafe naming files by host) is removed once it has not been written for this long.
 TMP_STALE_SECONDS = 24 * 3600.0
 MAX_OBJECT = 2 << 30  # ``get`` reads whole objects: none dbsafe writes comes near this
+FS_BLOCK = 4096  # what a refused write needs at least (a new name, a flush: one block)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)
 
@@ -90,7 +96,7 @@ class _LocalWriter:
         self._storage = storage
         self._name = name
         self._tmp = storage.tmp_name()
-        with storage.folder(["tmp"]) as tmp:
+        with storage.folder(["tmp"]) as tmp, storage.space(name, 0):  # no inode left
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, FILE_MODE, dir_fd=tmp)
         self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
@@ -98,18 +104,20 @@ class _LocalWriter:
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        with self._storage.space(self._name, len(view)):
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
         self._size += len(data)
 
     def tell(self) -> int:
         return self._size
 
     def commit(self, durable: bool = True) -> None:
-        if durable:
-            os.fsync(self._file.fileno())
-        self._file.close()
+        with self._storage.space(self._name, 0):  # a file system may refuse at the flush
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
         self._storage.publish(self._tmp, self._name, durable)
 
     def abort(self) -> None:
@@ -128,6 +136,27 @@ class LocalStorage:
         self._fds: dict[str, int] = {}
         self._retired: list[tuple[float, int]] = []
         self._fd_lock = threading.Lock()
+
+    def free_space(self) -> int:
+        """Bytes an unprivileged writer may still add to the folder's file system."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    @contextlib.contextmanager
+    def space(self, name: str, need: int) -> Iterator[None]:
+        """The file system refusing a write of ``need`` bytes to ``name`` for space, as
+        ``vault.full``."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            try:
+                free = self.free_space()
+            except OSError:
+                free = 0
+            raise DbsafeError("vault.full", path=self.root, what=f"writing {name}",
+                              need=max(need, FS_BLOCK), free=free) from exc
 
     @contextlib.contextmanager
     def folder(self, parts: list[str], create: bool = False,
@@ -192,13 +221,13 @@ class LocalStorage:
     # writing -------------------------------------------------------------------------
     def tmp_name(self) -> str:
         """A new name in ``tmp/`` (made if missing), for one write."""
-        with self.folder(["tmp"], create=True, durable=False):
+        with self.space("tmp/", 0), self.folder(["tmp"], create=True, durable=False):
             pass
         return f"{pid_scope()}-{os.getpid()}-{secrets.token_hex(8)}"
 
     def publish(self, tmp: str, name: str, durable: bool = True) -> None:
         parts = _object(name)
-        with self.folder(["tmp"]) as tmp_fd, \
+        with self.space(name, 0), self.folder(["tmp"]) as tmp_fd, \
                 self.folder(parts[:-1], create=True, durable=durable) as parent:
             os.replace(tmp, parts[-1], src_dir_fd=tmp_fd, dst_dir_fd=parent)
             if durable:
@@ -305,7 +334,7 @@ class LocalStorage:
     def open_guard(self, name: str) -> int:
         """A descriptor of the file ``name`` (made, 0600) to hold an advisory lock on."""
         parts = _object(name)
-        with self.folder(parts[:-1], create=True, durable=False) as parent:
+        with self.space(name, 0), self.folder(parts[:-1], create=True, durable=False) as parent:
             try:
                 return os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                                | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)

@@ -55,3 +55,7 @@ class ObjectStore:
 
     def retire(self, names: Iterable[str]) -> None:
         """Nothing is held open per object."""
+
+    def free_space(self) -> None:
+        """No file system to fill: a quota shows only when a write is refused."""
+        return None

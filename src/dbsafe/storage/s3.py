@@ -51,6 +51,9 @@ CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
            "InvalidToken", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+# A store out of room: Ceph RGW's bucket or user quota, MinIO's full drives, a 507 from any
+# S3-compatible server (AWS S3 itself has no quota to meet).
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "507"}
 _OBJECT_READS = {"get", "size"}
 
 
@@ -71,7 +74,7 @@ class _S3Writer(PartedWriter):
                 Bucket=self._s3.bucket, Key=self._key)["UploadId"]
 
     def _upload_part(self, number: int, data: bytes) -> object:
-        with self._s3.errors("upload part", self._name):
+        with self._s3.errors("upload part", self._name, len(data)):
             reply = self._s3.client.upload_part(
                 Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
                 PartNumber=number, Body=data)
@@ -155,9 +158,10 @@ class S3Storage(ObjectStore):
                     raise
 
     @contextlib.contextmanager
-    def errors(self, operation: str, name: str) -> Iterator[None]:
+    def errors(self, operation: str, name: str, size: int = 0) -> Iterator[None]:
         """Turn botocore failures into DbsafeErrors that name the location (no secret); a
-        missing object is FileNotFoundError and a range past its end ``PastEnd``."""
+        missing object is FileNotFoundError, a range past its end ``PastEnd``, a store out
+        of room ``vault.full`` (``size``: the bytes of the refused write)."""
         where = self.location.display()
         try:
             yield
@@ -168,6 +172,10 @@ class S3Storage(ObjectStore):
             if code in ("InvalidRange", "416"):
                 raise PastEnd from None
             reason = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+            if code in _FULL or _status(exc) == 507:
+                raise DbsafeError("vault.full", path=where, free=0, need=size,
+                                  what=f"writing {name} (the store answered {reason})") \
+                    from None
             if code in _DENIED:
                 raise DbsafeError("storage.access_denied", location=where, reason=reason,
                                   variables=CREDENTIAL_VARIABLES) from None
@@ -188,7 +196,7 @@ class S3Storage(ObjectStore):
 
     # writing ---------------------------------------------------------------------------
     def put(self, name: str, data: bytes, durable: bool = True) -> None:  # always durable
-        with self.errors("put", name):
+        with self.errors("put", name, len(data)):
             self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=bytes(data))
 
     def writer(self, name: str) -> _S3Writer:
@@ -258,10 +266,15 @@ class S3Storage(ObjectStore):
 
 
 def _busy(exc: ClientError) -> bool:
-    """Throttling or a server error: worth waiting for."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return status >= 500 or status == 429 or _code(exc) in ("SlowDown", "Throttling",
-                                                             "ThrottlingException")
+    """Throttling or a server error: worth waiting for (not a full store: waiting does not
+    make room)."""
+    status = _status(exc)
+    return (status >= 500 and status != 507) or status == 429 or \
+        _code(exc) in ("SlowDown", "Throttling", "ThrottlingException")
+
+
+def _status(exc: ClientError) -> int:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
 
 
 def _code(exc: ClientError) -> str:

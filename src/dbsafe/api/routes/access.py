@@ -8,13 +8,16 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, principal, vault
+from dbsafe.api.routes.fields import Limit
+from dbsafe.core import bounds
 from dbsafe.services import access
 from dbsafe.services.access import Principal
 from dbsafe.services.vault import Vault
 
 router = APIRouter(tags=["access"])
 Role = Literal[access.ROLES]  # type: ignore[valid-type]
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=bounds.ACCOUNT_MAX,
+                            pattern=bounds.ACCOUNT_PATTERN)]
 
 
 class TokenRequest(BaseModel):
@@ -70,7 +73,7 @@ def remove_user(name: str, v: Vault = Depends(vault)) -> dict:
 
 
 @router.get("/audit", dependencies=[Depends(need("admin"))])
-def audit_log(limit: int = Query(100, ge=1, le=1000),
+def audit_log(limit: Limit = 100,
               before_id: int | None = Query(None, ge=1, le=2**62),
               actor: str | None = Query(None, max_length=200),
               v: Vault = Depends(vault)) -> list[dict]:

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Folder, Offset, RowId
+from dbsafe.api.routes.fields import Folder, Offset, Port, RowId
+from dbsafe.core import bounds
 from dbsafe.services import alerts, monitor
 from dbsafe.services.vault import Vault
 
@@ -21,7 +22,7 @@ class EmailOptions(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     host: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x20/]+$",
                       description="SMTP server")
-    port: int | None = Field(None, ge=1, le=65535, description="default 25, 465 with tls")
+    port: Port | None = Field(None, description="default 25, 465 with tls")
     sender: str | None = Field(None, min_length=3, max_length=320,
                                description="From address (default dbsafe@<this host>)")
     user: str | None = Field(None, min_length=1, max_length=255)
@@ -54,9 +55,9 @@ class ChannelRequest(BaseModel):
 
 class CheckRequest(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
-    lag_threshold_mib: int | None = Field(None, ge=1, le=1 << 30)
-    min_free_pct: float | None = Field(None, ge=0, le=100)
-    min_free_mib: int | None = Field(None, ge=0, le=1 << 40)
+    lag_threshold_mib: int | None = Field(None, ge=bounds.LAG_MIB[0], le=bounds.LAG_MIB[1])
+    min_free_pct: float | None = Field(None, ge=bounds.FREE_PCT[0], le=bounds.FREE_PCT[1])
+    min_free_mib: int | None = Field(None, ge=bounds.FREE_MIB[0], le=bounds.FREE_MIB[1])
 
 
 @router.get("/alerts", dependencies=[Depends(need("read"))])

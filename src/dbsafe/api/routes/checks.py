@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
+from dbsafe.api.routes.fields import Limit
 from dbsafe.services.drills import list_drills, run_drill
 from dbsafe.services.vault import Vault
 from dbsafe.services.verify import run_verify
@@ -48,6 +49,6 @@ def drill(server: str, body: DrillRequest, run: Launcher = Depends(launcher)) ->
 
 @router.get("/drills", dependencies=[Depends(need("read"))])
 def drills(server: str | None = Query(None, max_length=100),
-           limit: int = Query(50, ge=1, le=1000), v: Vault = Depends(vault)) -> list[dict]:
+           limit: Limit = 50, v: Vault = Depends(vault)) -> list[dict]:
     """Restore drills, newest first: state, RTO, RPO and the failing check."""
     return list_drills(v, server, limit)

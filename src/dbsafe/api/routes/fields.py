@@ -11,9 +11,11 @@ from fastapi import Path as PathParam
 from fastapi import Query
 from pydantic import AfterValidator, Field
 
-# A server, replica set or policy name: what the CLI takes, without control characters.
-Name = Annotated[str, Field(min_length=1, max_length=63,
-                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+from dbsafe.core import bounds
+
+# A server, replica set or policy name: what the CLI takes (core/bounds.py).
+Name = Annotated[str, Field(min_length=1, max_length=bounds.NAME_MAX,
+                            pattern=bounds.NAME_PATTERN)]
 # A PostgreSQL database name (identifiers: at most 63 bytes).
 Database = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
 # An absolute path on the dbsafe host, no part of it over the file systems' 255 bytes (a
@@ -28,7 +30,7 @@ Folder = Annotated[str, Field(min_length=1, max_length=4096,
                               pattern=r"^(/|(/[^/\x00]{1,255})+/?)$"),
                    AfterValidator(_short_parts)]
 # Catalog row ids (alerts, channels): SQLite integers.
-RowId = Annotated[int, PathParam(ge=1, le=2**62)]
+RowId = Annotated[int, PathParam(ge=bounds.ROW_ID[0], le=bounds.ROW_ID[1])]
 PointId = Annotated[str, PathParam(min_length=1, max_length=100,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 # Where a page of a list starts. Every integer the API takes has both bounds (a unit test
@@ -36,3 +38,8 @@ PointId = Annotated[str, PathParam(min_length=1, max_length=100,
 # or the database driver.
 MAX_OFFSET = 10**9
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+# How many rows of a list (jobs, drills, audit): what the CLI's --limit takes.
+Limit = Annotated[int, Query(ge=bounds.LIST_LIMIT[0], le=bounds.LIST_LIMIT[1],
+                             description="rows at most")]
+# A port to reach a server on, to serve on, of an SMTP server.
+Port = Annotated[int, Field(ge=bounds.PORT[0], le=bounds.PORT[1])]

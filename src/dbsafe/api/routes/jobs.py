@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from dbsafe.api.deps import need, vault
 from dbsafe.api.errors import ErrorBody
 from dbsafe.api.gate import principal_of
+from dbsafe.api.routes.fields import Limit
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import jobs as job_service
 from dbsafe.services.access import Principal
@@ -29,7 +30,7 @@ RECHECK_SECONDS = 5.0  # how often a stream checks that its caller may still rea
 @router.get("/jobs", dependencies=[Depends(need("read"))])
 def list_jobs(state: State | None = None, server: str | None = None,
               type: str | None = Query(None, max_length=40),
-              limit: int = Query(100, ge=1, le=1000), v: Vault = Depends(vault)) -> list[dict]:
+              limit: Limit = 100, v: Vault = Depends(vault)) -> list[dict]:
     """Jobs, newest first (backups, restores, verifies, drills), filtered."""
     return job_service.list_jobs(v.catalog, limit, state=state, server=server, type=type)
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Name
+from dbsafe.core.bounds import PLAN
 from dbsafe.policy import planner
 from dbsafe.services.policies import get_policy
 from dbsafe.services.vault import Vault
@@ -15,22 +16,25 @@ from dbsafe.services.vault import Vault
 router = APIRouter(tags=["planner"])
 
 
+def _bounded(key: str, description: str, default: object = ...):
+    """A planner input, bounded as the CLI bounds it (core/bounds.py)."""
+    low, high = PLAN[key]
+    return Field(default, ge=low, le=high, description=description)
+
+
 class PlanRequest(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
-    cores: int = Field(ge=1, le=4096, description="vCPUs of the database server")
-    bandwidth_mbps: float = Field(ge=0.01, le=1e7, description="network to the vault, Mbit/s")
-    db_count: int = Field(ge=1, le=100_000, description="databases to protect")
-    db_size_gb: float = Field(ge=0.001, le=1e6, description="size of each, GB")
-    change_rate_pct: float = Field(ge=0, le=100, description="% of blocks changed a day")
+    cores: int = _bounded("cores", "vCPUs of the database server")
+    bandwidth_mbps: float = _bounded("bandwidth_mbps", "network to the vault, Mbit/s")
+    db_count: int = _bounded("db_count", "databases to protect")
+    db_size_gb: float = _bounded("db_size_gb", "size of each, GB")
+    change_rate_pct: float = _bounded("change_rate_pct", "% of blocks changed a day")
     policy: Name = "default"
-    window_hours: float = Field(8.0, ge=0.01, le=24, description="the daily backup window")
-    instances: int = Field(1, ge=1, le=100_000,
-                           description="PostgreSQL instances the databases are in")
-    wal_gb_per_day: float | None = Field(None, ge=0, le=1e6,
-                                         description="WAL per database a day (default: the "
-                                                     "changed data)")
-    disk_mb_s: float | None = Field(None, ge=0.01, le=1e7,
-                                    description="read rate of the data disks, MB/s")
+    window_hours: float = _bounded("window_hours", "the daily backup window", 8.0)
+    instances: int = _bounded("instances", "PostgreSQL instances the databases are in", 1)
+    wal_gb_per_day: float | None = _bounded(
+        "wal_gb_per_day", "WAL per database a day (default: the changed data)", None)
+    disk_mb_s: float | None = _bounded("disk_mb_s", "read rate of the data disks, MB/s", None)
 
 
 @router.post("/planner", dependencies=[Depends(need("read"))])

@@ -12,6 +12,7 @@ from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.api.routes.fields import Folder as Path
+from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.db_restore import restore_database
 from dbsafe.services.pitr import base_and_plan
@@ -28,7 +29,8 @@ class DataDirectoryTarget(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     kind: Literal["pgdata"]
     path: Path
-    port: int | None = Field(None, ge=1024, le=65535)
+    port: int | None = Field(None, ge=bounds.RESTORE_PORT[0], le=bounds.RESTORE_PORT[1],
+                             description="its owner starts it: 1024 or above")
     start: bool = False
     database: Name | None = Field(None, description="restore only this database")
 
@@ -54,7 +56,9 @@ class RestoreRequest(BaseModel):
     """Exactly one of ``point_id``, ``time``, ``lsn``, ``restore_point``."""
     model_config = {"extra": "forbid", "strict": True}
     point_id: str | None = Field(None, max_length=100)
-    time: str | None = Field(None, max_length=64, description="ISO 8601; no zone: UTC")
+    time: str | None = Field(None, max_length=64,
+                             description="ISO 8601 with its zone (Z or +HH:MM); one without "
+                                         "a zone is refused (400 time.zone_missing)")
     lsn: str | None = Field(None, max_length=32)
     restore_point: str | None = Field(None, max_length=63)
     pause: bool = Field(False, description="stay paused in recovery at the target")

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Folder, Name
+from dbsafe.api.routes.fields import Folder, Name, Port
+from dbsafe.core import bounds
 from dbsafe.services import discovery, servers
 from dbsafe.services.vault import Vault
 
@@ -25,7 +26,7 @@ class ServerRequest(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     name: Name
     pgdata: Folder
-    port: int = Field(ge=1, le=65535)
+    port: Port
     host: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$",
                              description="host or socket folder (default: from "
                                          "postmaster.pid)")
@@ -34,7 +35,8 @@ class ServerRequest(BaseModel):
 
 class ServerChange(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
-    max_concurrent: int | None = Field(None, ge=1, le=1000,
+    max_concurrent: int | None = Field(None, ge=bounds.RUNS_AT_A_TIME[0],
+                                       le=bounds.RUNS_AT_A_TIME[1],
                                        description="scheduled runs at a time on this server")
 
 

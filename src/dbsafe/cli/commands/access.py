@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_account, lazy, open_vault
+from dbsafe.core import bounds
 from dbsafe.core.secrets_input import passphrase
 
 access = lazy("dbsafe.services.access")
@@ -23,7 +24,8 @@ ROLE_HELP = ("reader (Backup Reader: read only), operator (Backup Operator: no d
 
 
 @tokens.command("create")
-def token_create(name: str = typer.Argument(..., help="What the token is for."),
+def token_create(name: str = typer.Argument(..., callback=checked_account,
+                                           help="What the token is for."),
                  role: str = typer.Option(..., "--role", help=ROLE_HELP),
                  json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Create a token; it is shown this once (only its hash is kept)."""
@@ -54,7 +56,7 @@ def token_revoke(token_id: str = typer.Argument(..., help="The token's id (`toke
 
 
 @users.command("add")
-def user_add(name: str = typer.Argument(...),
+def user_add(name: str = typer.Argument(..., callback=checked_account),
              role: str = typer.Option(..., "--role", help=ROLE_HELP),
              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Add a portal user; the password from DBSAFE_USER_PASSWORD or a prompt."""
@@ -80,7 +82,8 @@ def user_remove(name: str = typer.Argument(...),
     render.emit(row, lambda r: render.out.print(f"user {r['name']} removed"))
 
 
-def audit(limit: int = typer.Option(50, help="How many, newest first."),
+def audit(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST_LIMIT[1],
+                                    help="How many, newest first."),
           actor: str = typer.Option(None, help="Only this caller (token:NAME, user:NAME)."),
           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The audit log: every change made through the API and the portal."""

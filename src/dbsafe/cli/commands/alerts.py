@@ -6,6 +6,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 
 service = lazy("dbsafe.services.alerts")
@@ -18,6 +19,9 @@ channel_app = typer.Typer(help="Webhooks and e-mail addresses that receive alert
 app.add_typer(channel_app, name="channel")
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
+ALERT_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1], help="The alert's id.")
+CHANNEL_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1],
+                            help="The channel's id.")
 ALERT_COLUMNS = ["id", "severity", "kind", "server", "item", "count", "last_seen", "state",
                  "message"]
 
@@ -42,7 +46,7 @@ def alerts(ctx: typer.Context,
 
 
 @app.command("resolve")
-def resolve(alert_id: int = typer.Argument(..., help="The alert's id."),
+def resolve(alert_id: int = ALERT_ID,
             json: bool = JSON) -> None:
     """Mark an alert resolved and tell the channels (a check may raise it again)."""
     render.state.json = json
@@ -52,12 +56,14 @@ def resolve(alert_id: int = typer.Argument(..., help="The alert's id."),
 
 @app.command("check")
 def check(lag_threshold_mib: int = typer.Option(
-              None, "--lag-threshold-mib",
+              None, "--lag-threshold-mib", min=bounds.LAG_MIB[0], max=bounds.LAG_MIB[1],
               help="Archiving lag above which archive_lag is raised (default 1024)."),
-          min_free_pct: float = typer.Option(None, "--min-free-pct",
+          min_free_pct: float = typer.Option(None, "--min-free-pct", min=bounds.FREE_PCT[0],
+                                             max=bounds.FREE_PCT[1],
                                              help="Vault free space below this % alerts "
                                                   "(default 10)."),
-          min_free_mib: int = typer.Option(None, "--min-free-mib",
+          min_free_mib: int = typer.Option(None, "--min-free-mib", min=bounds.FREE_MIB[0],
+                                           max=bounds.FREE_MIB[1],
                                            help="Vault free space below this alerts "
                                                 "(default 1024)."),
           json: bool = JSON) -> None:
@@ -81,7 +87,8 @@ def channel_add(
         webhook: str = typer.Option(None, "--webhook", help="POST alerts as JSON to this URL."),
         email: str = typer.Option(None, "--email", help="Mail alerts to this address."),
         smtp_host: str = typer.Option(None, "--smtp-host", help="SMTP server (e-mail)."),
-        smtp_port: int = typer.Option(None, "--smtp-port",
+        smtp_port: int = typer.Option(None, "--smtp-port", min=bounds.PORT[0],
+                                      max=bounds.PORT[1],
                                       help="SMTP port (default 25, 465 with --smtp-tls)."),
         sender: str = typer.Option(None, "--sender",
                                    help="From address (default dbsafe@<this host>)."),
@@ -136,7 +143,7 @@ def channel_list(json: bool = JSON) -> None:
 
 
 @channel_app.command("remove")
-def channel_remove(channel_id: int = typer.Argument(..., help="The channel's id."),
+def channel_remove(channel_id: int = CHANNEL_ID,
                    json: bool = JSON) -> None:
     """Remove an alert channel."""
     render.state.json = json
@@ -145,7 +152,7 @@ def channel_remove(channel_id: int = typer.Argument(..., help="The channel's id.
 
 
 @channel_app.command("test")
-def channel_test(channel_id: int = typer.Argument(..., help="The channel's id."),
+def channel_test(channel_id: int = CHANNEL_ID,
                  json: bool = JSON) -> None:
     """Send a test alert to a channel (alerts.delivery_failed if it does not arrive)."""
     render.state.json = json

@@ -6,6 +6,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core import bounds
 from dbsafe.core.defaults import BACKUP_TYPES, LOG_WAIT_SECONDS
 
 backups = lazy("dbsafe.services.backup")
@@ -21,12 +22,15 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                None, "--compress-level", min=0, max=22,
                help="zstd level for this backup's new blocks; 0 stores raw (default: the "
                     "server's policy's compression, level 1 without a policy)."),
-           workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
+           workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
+                                       help="Reader threads (default: the core count)."),
            db: list[str] = typer.Option(None, "--db",
                                         help="Back up only these databases (repeat); default: "
                                              "the protected ones."),
-           wait: float = typer.Option(LOG_WAIT_SECONDS, help="log: seconds to wait for the WAL "
-                                                         "to reach the vault."),
+           wait: float = typer.Option(LOG_WAIT_SECONDS, min=bounds.WAIT_SECONDS[0],
+                                      max=bounds.WAIT_SECONDS[1],
+                                      help="log: seconds to wait for the WAL to reach the "
+                                           "vault."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
     render.state.json = json

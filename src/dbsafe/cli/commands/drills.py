@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_path, lazy, open_vault
+from dbsafe.core import bounds
 
 service = lazy("dbsafe.services.drills")
 
@@ -37,7 +38,7 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
         amcheck: bool = typer.Option(False, "--amcheck",
                                      help="Also check every btree index with amcheck."),
         scratch_root: Path = typer.Option(
-            None, "--scratch-root",
+            None, "--scratch-root", callback=checked_path,
             help="Folder for the scratch cluster (default /var/tmp/dbsafe-drills)."),
         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Restore into a scratch cluster, check it, record RTO and RPO, remove it."""
@@ -61,7 +62,8 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
 
 
 def drills(server: str = typer.Option(None, "--server", help="Only this server's drills."),
-           limit: int = typer.Option(50, help="How many, newest first."),
+           limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST_LIMIT[1],
+                                     help="How many, newest first."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List restore drills with their state, RTO, RPO and failing check."""
     render.state.json = json

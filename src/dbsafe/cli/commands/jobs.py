@@ -6,12 +6,14 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
+from dbsafe.core import bounds
 from dbsafe.services.jobs import cancel_job, get_job, list_jobs
 
 app = typer.Typer(help="Show or cancel one job.", no_args_is_help=True)
 
 
-def jobs(limit: int = typer.Option(50, help="How many, newest first."),
+def jobs(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST_LIMIT[1],
+                                   help="How many, newest first."),
          state: str = typer.Option(None, "--state", help="running, completed, "
                                    "completed_with_warnings, failed, cancelling, cancelled."),
          server: str = typer.Option(None, "--server", help="Only this server's jobs."),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_path, lazy, open_vault
 
 keys = lazy("dbsafe.services.keys")
 
@@ -23,7 +23,8 @@ def show(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None
 
 
 @app.command("export")
-def export(dest: Path = typer.Argument(..., help="A new file to write the key to."),
+def export(dest: Path = typer.Argument(..., callback=checked_path,
+                                       help="A new file to write the key to."),
            plain: bool = typer.Option(False, "--plain", help="Unwrapped (for a secret "
                                       "manager); default: wrapped by a passphrase."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -33,7 +34,8 @@ def export(dest: Path = typer.Argument(..., help="A new file to write the key to
 
 
 @app.command("import")
-def import_(source: Path = typer.Argument(..., help="A file written by `dbsafe key export`."),
+def import_(source: Path = typer.Argument(..., callback=checked_path,
+                                         help="A file written by `dbsafe key export`."),
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Make an exported key this client's key, after checking that it opens the vault."""
     render.state.json = json

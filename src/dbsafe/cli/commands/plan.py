@@ -7,29 +7,34 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core.bounds import PLAN
 
 planner = lazy("dbsafe.policy.planner")
 policies = lazy("dbsafe.services.policies")
 
 
-def plan(cores: int = typer.Option(..., "--cores", help="vCPUs of the database server."),
-         bandwidth_mbps: float = typer.Option(..., "--bandwidth-mbps",
-                                              help="Network to the vault, megabits/s."),
-         db_count: int = typer.Option(..., "--db-count", help="Databases to protect."),
-         db_size_gb: float = typer.Option(..., "--db-size-gb", help="Size of each, GB."),
-         change_rate_pct: float = typer.Option(..., "--change-rate-pct",
-                                               help="% of the data's blocks changed a day."),
+def _option(default, key: str, help: str):
+    """An option of the planner's, bounded as the API bounds it (core/bounds.py)."""
+    low, high = PLAN[key]
+    return typer.Option(default, "--" + key.replace("_", "-"), min=low, max=high, help=help)
+
+
+def plan(cores: int = _option(..., "cores", "vCPUs of the database server."),
+         bandwidth_mbps: float = _option(..., "bandwidth_mbps",
+                                         "Network to the vault, megabits/s."),
+         db_count: int = _option(..., "db_count", "Databases to protect."),
+         db_size_gb: float = _option(..., "db_size_gb", "Size of each, GB."),
+         change_rate_pct: float = _option(..., "change_rate_pct",
+                                          "% of the data's blocks changed a day."),
          policy: str = typer.Option("default", "--policy", help="A policy in the vault."),
-         window_hours: float = typer.Option(8.0, "--window-hours",
-                                            help="The daily backup window."),
-         instances: int = typer.Option(1, "--instances",
-                                       help="PostgreSQL instances the databases are in."),
-         wal_gb_per_day: float = typer.Option(None, "--wal-gb-per-day",
-                                              help="WAL per database a day (default: the "
-                                                   "changed data)."),
-         disk_mb_s: float = typer.Option(None, "--disk-mb-s",
-                                         help="Read rate of the data disks, MB/s (default: "
-                                              "never binds)."),
+         window_hours: float = _option(8.0, "window_hours", "The daily backup window."),
+         instances: int = _option(1, "instances", "PostgreSQL instances the databases are in."),
+         wal_gb_per_day: float = _option(None, "wal_gb_per_day",
+                                         "WAL per database a day (default: the changed "
+                                         "data)."),
+         disk_mb_s: float = _option(None, "disk_mb_s",
+                                    "Read rate of the data disks, MB/s (default: never "
+                                    "binds)."),
          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Estimate the backup window, peak concurrency, vault growth and the most databases
     this server can protect with a policy (rates measured by the benchmark)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_name, lazy, open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
 
@@ -81,7 +81,8 @@ def _show(d: dict) -> None:
               "keep_log") if d[k] is not None]
     render.out.print(f"  retention: {', '.join(tiers)}")
     level = f"zstd level {d['compression_level']}" if d["compression"] else "off"
-    drills = f"{days(d['drill_days'])} at {d['drill_time']}" if d["drill_days"] else "none"
+    drills = f"{days(d['drill_days'])} at {d['drill_time']} {d['timezone']}" \
+        if d["drill_days"] else "none"
     render.out.print(f"  compression: {level}   drills: {drills}")
     if "next_runs" in d:
         for kind, when in d["next_runs"].items():
@@ -92,7 +93,7 @@ def _show(d: dict) -> None:
 
 
 @app.command("create")
-def create(name: str = typer.Argument(..., help="The policy's name."),
+def create(name: str = typer.Argument(..., callback=checked_name, help="The policy's name."),
            full: str = FULL, full_days: str = FULL_DAYS, full_time: str = FULL_TIME,
            timezone: str = TIMEZONE, diff_days: str = DIFF_DAYS, log_every: str = LOG_EVERY,
            keep_daily: str = KEEP_DAILY, keep_weekly: str = KEEP_WEEKLY,

@@ -6,6 +6,7 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core import bounds
 
 prune = lazy("dbsafe.services.prune")
 
@@ -25,8 +26,10 @@ def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `d
         f"deleted {len(r['deleted'])} point(s): {ids}; run `dbsafe gc` to free their blocks"))
 
 
-def gc(wait: float = typer.Option(0, "--wait", help="Seconds to wait for running backups "
-                                                    "to end, to delete what they held back."),
+def gc(wait: float = typer.Option(0, "--wait", min=bounds.WAIT_SECONDS[0],
+                                  max=bounds.WAIT_SECONDS[1],
+                                  help="Seconds to wait for running backups to end, to "
+                                       "delete what they held back."),
        repack_unused: float = typer.Option(
            None, "--repack-unused", min=0, max=100,
            help="Rewrite a pack whose unused share is at least this percentage (100: never; "

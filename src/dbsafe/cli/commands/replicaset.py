@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_name, lazy, open_vault
 
 replicasets = lazy("dbsafe.services.replicasets")
 
@@ -30,7 +30,8 @@ def _show(data: dict) -> None:
 
 
 @app.command("add")
-def add(name: str = typer.Argument(..., help="A name for the set (not a server's name)."),
+def add(name: str = typer.Argument(..., callback=checked_name,
+                                   help="A name for the set (not a server's name)."),
         preference: str = typer.Option("primary", help=PREFERENCE_HELP),
         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Create a replica set; add its nodes with `dbsafe replicaset node add`."""

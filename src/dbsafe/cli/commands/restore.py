@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_path, lazy, open_vault
+from dbsafe.core import bounds
 
 db_restore = lazy("dbsafe.services.db_restore")
 pitr = lazy("dbsafe.services.pitr")
@@ -21,6 +22,8 @@ def _tablespace_map(values: list[str]) -> dict[str, str]:
         oid, sep, path = v.partition("=")
         if not sep or not oid.isdigit() or not path:
             raise typer.BadParameter(f"{v!r} is not OID=DIR", param_hint="--tablespace-map")
+        if problem := bounds.path_problem(path):
+            raise typer.BadParameter(f"{v!r}: {problem}", param_hint="--tablespace-map")
         mapping[oid] = path
     return mapping
 
@@ -28,7 +31,9 @@ def _tablespace_map(values: list[str]) -> dict[str, str]:
 def restore(name: str = typer.Argument(..., help="The server the point belongs to."),
             point: str = typer.Option(None, "--point", help="Recovery point id."),
             time: str = typer.Option(None, "--time",
-                                     help="Point in time, ISO 8601 (no zone: local time)."),
+                                     help="Point in time, ISO 8601 with its zone "
+                                          "(2026-11-25T14:03:27+01:00, or ...Z for UTC); "
+                                          "one without a zone is refused."),
             lsn: str = typer.Option(None, "--lsn", help="Recover up to this WAL position."),
             restore_point: str = typer.Option(None, "--restore-point",
                                               help="A named restore point "
@@ -46,14 +51,19 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             overwrite: bool = typer.Option(False, "--overwrite",
                                            help="Replace a database of that name in the "
                                                 "target server."),
-            to_pgdata: Path = typer.Option(None, help="An empty folder for the data directory."),
-            as_files: Path = typer.Option(None, help="An empty folder for the files and WAL."),
-            port: int = typer.Option(None, help="Port for the restored server."),
+            to_pgdata: Path = typer.Option(None, callback=checked_path,
+                                           help="An empty folder for the data directory."),
+            as_files: Path = typer.Option(None, callback=checked_path,
+                                          help="An empty folder for the files and WAL."),
+            port: int = typer.Option(None, min=bounds.RESTORE_PORT[0], max=bounds.RESTORE_PORT[1],
+                                     help="Port for the restored server (its owner starts "
+                                          "it: 1024 or above)."),
             start: bool = typer.Option(False, "--start", help="Start it after restoring."),
             tablespace_map: list[str] = typer.Option(None, help="OID=DIR, once per tablespace."),
             owner: str = typer.Option(None,
                                       help="OS user to own the files (default: as backed up)."),
-            workers: int = typer.Option(None, help="Writer threads (default: the core count)."),
+            workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
+                                        help="Writer threads (default: the core count)."),
             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
     render.state.json = json

@@ -13,7 +13,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import checked_path, open_vault
+from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
 
@@ -29,22 +30,26 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def serve(per_server: int = typer.Option(3, "--max-per-server", min=1,
+def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_AT_A_TIME[0],
+                                         max=bounds.RUNS_AT_A_TIME[1],
                                          help="Backups at a time per server (queued beyond); "
                                               "`dbsafe server set NAME --max-concurrent N` "
                                               "overrides it per server."),
-          total: int = typer.Option(4, "--max-total", min=1, help="Runs at a time in all."),
-          discover_hours: float = typer.Option(8.0, "--discover-every",
+          total: int = typer.Option(4, "--max-total", min=bounds.RUNS_AT_A_TIME[0],
+                                    max=bounds.RUNS_AT_A_TIME[1], help="Runs at a time in all."),
+          discover_hours: float = typer.Option(8.0, "--discover-every", min=0, max=8760,
                                                help="Hours between discoveries."),
-          tick: float = typer.Option(5.0, "--tick", help="Seconds between scheduler passes.",
-                                     hidden=True),
+          tick: float = typer.Option(5.0, "--tick", min=0.01, max=3600,
+                                     help="Seconds between scheduler passes.", hidden=True),
           once: bool = typer.Option(False, "--once",
                                     help="One scheduler pass, wait for its runs, exit "
                                          "(no API or portal)."),
           host: str = typer.Option("127.0.0.1", "--host", help="Address of the API and portal."),
-          port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535),
-          tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate (HTTPS)."),
-          tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
+          port: int = typer.Option(DEFAULT_PORT, "--port", min=bounds.PORT[0], max=bounds.PORT[1]),
+          tls_cert: Path = typer.Option(None, "--tls-cert", callback=checked_path,
+                                        help="PEM certificate (HTTPS)."),
+          tls_key: Path = typer.Option(None, "--tls-key", callback=checked_path,
+                                       help="PEM private key (HTTPS)."),
           insecure: bool = typer.Option(False, "--insecure",
                                         help="Serve plain HTTP off loopback, with no TLS "
                                              "anywhere."),

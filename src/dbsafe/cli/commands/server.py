@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import checked_name, checked_path, lazy, open_vault
+from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 
 discovery = lazy("dbsafe.services.discovery")
@@ -17,9 +18,11 @@ app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_h
 
 
 @app.command("add")
-def add(name: str = typer.Argument(..., help="A name for this server's instance."),
-        pgdata: Path = typer.Option(..., help="Its data directory."),
-        port: int = typer.Option(..., help="The port it listens on."),
+def add(name: str = typer.Argument(..., callback=checked_name,
+                                   help="A name for this server's instance."),
+        pgdata: Path = typer.Option(..., callback=checked_path, help="Its data directory."),
+        port: int = typer.Option(..., min=bounds.PORT[0], max=bounds.PORT[1],
+                                 help="The port it listens on."),
         host: str = typer.Option(None,
                                  help="Host or socket folder (default: from postmaster.pid)."),
         bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version);"
@@ -77,7 +80,8 @@ def discover(name: str = typer.Argument(None, help="A registered server."),
 
 @app.command("set")
 def set_(name: str = typer.Argument(..., help="A registered server."),
-         max_concurrent: int = typer.Option(None, "--max-concurrent", min=1,
+         max_concurrent: int = typer.Option(None, "--max-concurrent", min=bounds.RUNS_AT_A_TIME[0],
+                                            max=bounds.RUNS_AT_A_TIME[1],
                                             help="Scheduled runs at a time on this server."),
          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Change a server's settings."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, vault_path
+from dbsafe.cli.context import checked_path, lazy, vault_path
 
 vaults = lazy("dbsafe.services.vault")
 
@@ -93,8 +93,9 @@ def roots_list(json: bool = typer.Option(False, "--json", help="Print JSON.")) -
 
 
 @roots_app.command("add")
-def roots_add(folder: Path = typer.Argument(..., help="An absolute folder; created (0755) "
-                                                       "when missing."),
+def roots_add(folder: Path = typer.Argument(..., callback=checked_path,
+                                            help="An absolute folder; created (0755) when "
+                                                 "missing."),
               json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Allow restores (and their tablespaces) into new folders below FOLDER."""
     render.state.json = json

@@ -6,13 +6,15 @@ import typer
 
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
+from dbsafe.core import bounds
 
 verifier = lazy("dbsafe.services.verify")
 
 
 def verify(name: str = typer.Argument(..., help="A registered server."),
            point: str = typer.Option(None, "--point", help="One point (default: all)."),
-           workers: int = typer.Option(None, help="Reader threads (default: the core count)."),
+           workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
+                                       help="Reader threads (default: the core count)."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Re-read every block of a point (or of all points) and check its hash."""
     render.state.json = json

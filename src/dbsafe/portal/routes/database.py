@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
-from dbsafe.portal.web import caller, check_csrf, page, templates, vault
+from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services.access import Principal
 from dbsafe.services.backup import run_backup
 from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
@@ -27,16 +27,6 @@ from dbsafe.services.vault import Vault
 router = APIRouter()
 RECENT_POINTS = 50
 RECENT_JOBS = 10
-
-
-def when(text: str | None, never: str = "never") -> str:
-    """A catalog time as the pages show it: to the second, in UTC."""
-    if not text:
-        return never
-    return timeline.parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-templates.env.filters["when"] = when  # the wizard's pages use it; others may too
 
 
 def _item(v: Vault, rows: list[dict], server: dict, db: str) -> dict:
