@@ -61,8 +61,8 @@ def test_a_command_with_json_prints_json(name, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["dbsafe", *argv])
     monkeypatch.setattr(render.state, "json", False)  # what an earlier command left
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        cli.main()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        cli.main()  # an error exits; a command that succeeds (vault init) may return
     printed = json.loads(out.getvalue())
     assert isinstance(printed, (dict, list)), out.getvalue()
     if isinstance(printed, dict) and "error" in printed:

@@ -20,6 +20,7 @@ CODE_NAMES = {"code", "error_code"}
 COMPUTED_RAISERS = {
     ("services/restore.py", "code"), ("services/pitr.py", "code"),
     ("services/restore_targets.py", "refused[0]"),
+    ("core/errors.py", "'system.no_space' if exc.errno in NO_SPACE else 'system.io_failed'"),
 }
 
 
