@@ -589,11 +589,14 @@ class SqlCatalog:
         return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
 
     # the portal's overview (issue 8) -----------------------------------------------------
-    def newest_point(self, instance_id: int, type: str) -> dict | None:
-        """The newest live point of a type (one index probe: recovery_points_newest)."""
-        return self._one("SELECT point_id, type, end_time, databases FROM recovery_points "
+    def newest_points(self, instance_id: int, type: str, offset: int,
+                      limit: int) -> list[dict]:
+        """Live points of a type, newest first, ``limit`` from ``offset`` (walked along the
+        index recovery_points_newest)."""
+        return self._all("SELECT point_id, type, end_time, databases FROM recovery_points "
                          "WHERE instance_id = ? AND type = ? AND deleted_at IS NULL "
-                         "ORDER BY end_time DESC LIMIT 1", instance_id, type)
+                         "ORDER BY end_time DESC, point_id DESC LIMIT ? OFFSET ?",
+                         instance_id, type, limit, offset)
 
     def newest_jobs(self, server: str, limit: int = 20) -> list[dict]:
         return self._all("SELECT id, type, state, start_time, end_time, error_code, "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dbsafe.core import defaults
 from dbsafe.core.concurrency import default_workers
+from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services import coexistence, counts, differential, discovery, replicasets, selection
@@ -41,7 +42,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
                databases: list[str] | None = None, trigger: str = "on-demand",
                reason: str | None = None) -> dict:
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
-    when none is chosen); the other databases are recorded as left out."""
+    when none is chosen); the other databases are recorded as left out. A differential's
+    base is the latest full that holds every database it holds (a scheduled one becomes a
+    full when there is none, and says why in its warnings)."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
@@ -56,16 +59,33 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
     # a protected database dropped since the last discovery becomes "source gone" now,
     # instead of failing every backup until the next discovery
     discovery.reconcile(vault, server, dbs)
-    listed, skip = selection.choose(dbs, databases,
-                                    vault.catalog.list_protected(server["instance_id"]),
-                                    type, name)
-    base = differential.find_base(vault, server) if type == "diff" else None
+    protected = vault.catalog.list_protected(server["instance_id"])
+    listed, skip = selection.choose(dbs, databases, protected, type, name)
+    held = [d["name"] for d in listed if d["included"]]
+    became_full = None
+    base = None
+    if type == "diff":
+        try:
+            base = differential.find_base(vault, server, held)
+        except DbsafeError as exc:
+            # A database the scheduler's check did not know yet (discovery just protected
+            # it): the scheduled run becomes a full, as self-healing does (healing.py).
+            if exc.code != "backup.no_full" or trigger != "scheduled":
+                raise
+            type = "full"
+            became_full = DbsafeError("backup.diff_became_full", name=name,
+                                      databases=exc.details["databases"])
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
+    # what a backup without --db holds: only a full of all of it restarts the chain
+    instance, _ = selection.choose(dbs, None, protected, "full", name)
+    whole = {d["name"] for d in instance if d["included"]} <= set(held)
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=[d["name"] for d in listed if d["included"]], reason=reason,
+             items=held, reason=reason or (became_full and became_full.message),
              node=server.get("node")) as job, \
             vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
+        if became_full is not None:
+            job.warn(became_full.as_dict())
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
@@ -74,7 +94,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int = DEFAULT
         result["job_id"] = job.id
         if server.get("node"):
             result.update(node=server["node"], node_reason=server["node_reason"])
-        if type == "full" and server["needs_full"]:
+        if type == "full" and server["needs_full"] and whole:
             vault.catalog.update_instance(server["instance_id"], needs_full=None)
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
         return result

@@ -57,7 +57,8 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
             # owner can reach its data directory); the restore makes pgdata inside it
             staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
                                  start=True, workers=workers, recovery=recovery,
-                                 databases=[db], job=job, under=staging)
+                                 databases=[db], job=job, under=staging,
+                                 drop_left_out=False)
             t_copy = time.perf_counter()
             t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
             with open_instance(target) as tconn, connect(staged["port"], str(pgdata), db) as sconn:

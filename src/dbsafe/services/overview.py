@@ -1,5 +1,5 @@
 """What the portal's dashboard and item lists show: every protected database with its last
-backups and its health, and the vault's counts at a glance.
+backups (of the points that hold it) and its health, and the vault's counts at a glance.
 
 Read from the catalog only (never the repository): the catalog is kept in step with the
 vault by every backup, and these pages are asked for often — with 2,000 items a listing
@@ -25,15 +25,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from dbsafe.services import coverage
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.api")
 HEALTH = ("critical", "warning", "stopped", "healthy")
 BACKUP_TYPES = ("full", "copy-only", "diff", "log")
+NEWEST_PAGE = 20
 
 
-def _newest(vault: Vault, instance_id: int) -> dict[str, dict | None]:
-    return {t: vault.catalog.newest_point(instance_id, t) for t in BACKUP_TYPES}
+def _newest(vault: Vault, instance_id: int,
+            names: set[str]) -> dict[str, dict[str, dict | None]]:
+    """database -> backup type -> the newest live point of that type that holds it
+    (services/coverage.py: a backup taken with --db is not the last backup of the others).
+    The newest points are read a page at a time until every database has its own: one
+    page when the newest point of a type holds them all, as a backup of the instance does."""
+    found: dict[str, dict[str, dict | None]] = {n: dict.fromkeys(BACKUP_TYPES) for n in names}
+    for t in BACKUP_TYPES:
+        left, offset = set(names), 0
+        while left:
+            page = vault.catalog.newest_points(instance_id, t, offset, NEWEST_PAGE)
+            for point in page:
+                for name in left - set(coverage.missing(point, left)):
+                    found[name][t] = point
+                    left.discard(name)
+            if len(page) < NEWEST_PAGE:
+                break
+            offset += NEWEST_PAGE
+    return found
 
 
 def _alerts_by_target(vault: Vault) -> dict[tuple[str | None, str | None], list[dict]]:
@@ -71,13 +90,14 @@ def items(vault: Vault) -> list[dict]:
     """Every protected item (all states) with its last backups and health, by server and
     name."""
     rows = vault.catalog.list_items()
-    newest: dict[int, dict[str, dict | None]] = {}
+    names: dict[int, set[str]] = {}
+    for item in rows:
+        names.setdefault(item["instance_id"], set()).add(item["name"])
+    newest = {iid: _newest(vault, iid, dbs) for iid, dbs in names.items()}
     alerts = _alerts_by_target(vault)
     result = []
     for item in rows:
-        per_type = newest.get(item["instance_id"])
-        if per_type is None:
-            per_type = newest[item["instance_id"]] = _newest(vault, item["instance_id"])
+        per_type = newest[item["instance_id"]][item["name"]]
         mine = alerts.get((item["server"], None), []) + alerts.get(
             (item["server"], item["name"]), [])
         health, reasons = _health(item, per_type, mine)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import alerts, manifest_checks
+from dbsafe.services import alerts, coverage, manifest_checks
 from dbsafe.services.immutability import retention_column
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
@@ -134,7 +134,8 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
     """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
 
     With ``database``: only the points that can restore it (log points, and backups whose
-    run included it); the log chain belongs to the instance and is the same. With
+    run included it), and the log chain's ranges as they are for it: restorable from the
+    end of a backup that holds it (the WAL belongs to the instance). With
     ``deleted``: the soft-deleted points instead (the log chain is that of the live ones).
     ``limit`` points from ``offset`` (oldest first; None: every one); ``total`` counts them
     all.
@@ -143,10 +144,11 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
 
     server = get_server(vault, name)
     points = list_points(vault, name, deleted)
-    chain = log_chain(vault, server, lineage_points(vault, server))
+    lineage = lineage_points(vault, server)
     if database is not None:
-        points = [p for p in points if p["type"] == "log" or p["databases"] is None
-                  or database in p["databases"]]
+        points = [p for p in points if coverage.holds(p, [database])]
+        lineage = [p for p in lineage if coverage.holds(p, [database])]
+    chain = log_chain(vault, server, lineage)
     page = points[offset:] if limit is None else points[offset:offset + limit]
     return {"server": name, "recovery_model": server["recovery_model"] or "SIMPLE",
             "database": database, "total": len(points), "offset": offset, "points": page,
