@@ -8,7 +8,6 @@ commit point) → record the point in the catalog.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,15 @@ from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
-from dbsafe.services import coexistence, counts, differential, discovery, replicasets, selection
+from dbsafe.services import (
+    coexistence,
+    counts,
+    coverage,
+    differential,
+    discovery,
+    replicasets,
+    selection,
+)
 from dbsafe.services.copy import Copier, file_entry
 from dbsafe.services.immutability import backup_retention, retention_column
 from dbsafe.services.jobs import Job, ProgressFn
@@ -193,7 +200,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
-             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]]),
+             **coverage.columns(chosen[0]),
              "base_point": about_base.get("base"), "retention": retention_column(retention)}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)

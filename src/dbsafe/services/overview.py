@@ -46,9 +46,10 @@ def _newest(vault: Vault, instance_id: int,
         while left:
             page = vault.catalog.newest_points(instance_id, t, offset, NEWEST_PAGE)
             for point in page:
-                for name in left - set(coverage.missing(point, left)):
+                have = coverage.held(point)
+                for name in left if have is None else left & have:
                     found[name][t] = point
-                    left.discard(name)
+                left = set() if have is None else left - have
             if len(page) < NEWEST_PAGE:
                 break
             offset += NEWEST_PAGE

@@ -24,7 +24,7 @@ from dbsafe.vault.softdelete import marker_ids, read_marker
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                "databases", "base_point")
+                "databases", "left_out", "base_point")
 
 
 def _point_row(manifest: dict, manifest_size: int) -> dict:
@@ -37,8 +37,8 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "bytes_read": manifest["stats"]["bytes_read"],
             "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
             "corrupt_pages": manifest["stats"]["corrupt_pages"],
-            "databases": json.dumps([d["name"] for d in manifest["databases"] if d["included"]])
-            if "databases" in manifest else None, "base_point": manifest.get("base"),
+            **(coverage.columns(manifest["databases"]) if "databases" in manifest else {}),
+            "base_point": manifest.get("base"),
             # the retention frozen at backup time (services/immutability.py)
             "retention": retention_column(manifest["retention"])
             if "retention" in manifest else None}
@@ -114,7 +114,7 @@ def list_points(vault: Vault, name: str, deleted: bool | None = False) -> list[d
               if deleted is None or (p["deleted_at"] is not None) == deleted]
     extra = ("deleted_at", "purge_after") if deleted is not False else ()
     return [{**{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS + extra},
-             "databases": json.loads(p["databases"]) if p["databases"] else None}
+             **{k: json.loads(p[k]) if p[k] else None for k in ("databases", "left_out")}}
             for p in points]
 
 
