@@ -1,8 +1,9 @@
 """Restore drills: prove that the newest backup restores, and measure how long it takes.
 
 A drill restores the newest restorable state of a server (with the log chain: its newest
-instant; else its newest backup) into a scratch cluster on this server, starts it, checks
-it (connections, every database answers, row counts against those taken at backup time,
+instant; else its newest backup; from a base that leaves out no protected database when one
+exists) into a scratch cluster on this server, starts it, checks it (connections, every
+protected database is there and answers, row counts against those taken at backup time,
 optionally amcheck), records RTO (restore + recovery seconds) and RPO (age of the restored
 instant when the drill started), and always removes the scratch cluster. See docs/drills.md.
 """
