@@ -31,28 +31,28 @@ from dbsafe.services.vault import Vault
 log = logging.getLogger("dbsafe.api")
 HEALTH = ("critical", "warning", "stopped", "healthy")
 BACKUP_TYPES = ("full", "copy-only", "diff", "log")
-NEWEST_PAGE = 20
+NEWEST_PAGE = 50
 
 
 def _newest(vault: Vault, instance_id: int,
             names: set[str]) -> dict[str, dict[str, dict | None]]:
     """database -> backup type -> the newest live point of that type that holds it
     (services/coverage.py: a backup taken with --db is not the last backup of the others).
-    The newest points are read a page at a time until every database has its own: one
-    page when the newest point of a type holds them all, as a backup of the instance does."""
+    The newest point of a type is read alone (it holds them all when it is a backup of the
+    instance), then pages of older ones until every database has its own."""
     found: dict[str, dict[str, dict | None]] = {n: dict.fromkeys(BACKUP_TYPES) for n in names}
     for t in BACKUP_TYPES:
-        left, offset = set(names), 0
+        left, offset, limit = set(names), 0, 1
         while left:
-            page = vault.catalog.newest_points(instance_id, t, offset, NEWEST_PAGE)
+            page = vault.catalog.newest_points(instance_id, t, offset, limit)
             for point in page:
                 have = coverage.held(point)
                 for name in left if have is None else left & have:
                     found[name][t] = point
                 left = set() if have is None else left - have
-            if len(page) < NEWEST_PAGE:
+            if len(page) < limit:
                 break
-            offset += NEWEST_PAGE
+            offset, limit = offset + limit, NEWEST_PAGE
     return found
 
 
