@@ -122,6 +122,20 @@ def test_a_database_full_is_not_the_last_full_of_the_others(h):
     assert rows["y"]["last_backup"] == h.full["end_time"]
 
 
+def test_the_full_a_running_differential_uses_is_not_deleted(h):
+    """While an instance differential runs, its base is the instance full, not the newer
+    full of x: deleting it is refused."""
+    from dbsafe.services.jobs import Job
+
+    _history(h)
+    v = _open(h)
+    with Job(v.catalog, "backup", "multi", backup_type="diff",
+             items=["postgres", "template1", "x", "y"]):
+        out = h.vault.run("delete-point", _full(h)["point_id"], "--json")
+    assert out.returncode != 0, out.describe()
+    assert out.json()["error"]["code"] == "prune.point_in_use"
+
+
 def test_a_drill_restores_every_protected_database_or_fails(h):
     """The drill of the newest state restores y from the instance full; a drill of the
     full of x fails, naming y, instead of passing with y "not checked"."""
