@@ -1,13 +1,13 @@
 """Differential backups: the base full, which files to read, and the page deltas stored.
 
-A differential is cumulative since the latest full that is not copy-only and holds every
-database the differential holds (SQL Server's semantics, per database), so a restore needs
-that full and the differential, never a chain. Which pages
-changed is the engine's call (their LSNs, engines/postgres/delta.py); here we decide which
-files to read at all and turn the pages kept into manifest entries (docs/
-repository-format.md, *Differentials*). The copy keeps the hot path's shape: tasks of up
-to ``TASK_BLOCKS`` blocks of one file on parallel threads, each thread holding the block it
-read and under two blocks of changed pages (a block's worth is stored as soon as it is there).
+A differential is cumulative since the latest full that is not copy-only and leaves out none
+of the databases the differential holds (SQL Server's semantics, per database), so a restore
+needs that full and the differential, never a chain. Which pages changed is the engine's
+call (their LSNs, engines/postgres/delta.py); here we decide which files to read at all and
+turn the pages kept into manifest entries (docs/repository-format.md, *Differentials*). The
+copy keeps the hot path's shape: tasks of up to ``TASK_BLOCKS`` blocks of one file on
+parallel threads, each thread holding the block it read and under two blocks of changed
+pages (a block's worth is stored as soon as it is there).
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ ReadChanged = Callable[[int, SourceFile, int, int, int, int], BlockRead]
 
 
 def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
-    """The manifest of the latest full (not copy-only) point of ``server`` that holds every
-    one of ``databases`` (those the differential will hold: a full taken with ``--db``
-    holds only the databases it names, and is no base for the others). None such:
-    ``backup.no_full``, naming the databases the latest full lacks."""
+    """The manifest of the latest full (not copy-only) point of ``server`` that leaves out
+    none of ``databases`` (those the differential will hold: a full taken with ``--db``
+    holds only the databases it names, and is no base for the others; a database created
+    after the full is copied whole). None such: ``backup.no_full``, naming the databases
+    the latest full left out."""
     fulls = [p for p in list_points(vault, server["name"])
              if p["type"] == "full" and not p["copy_only"]]
     base = coverage.newest(fulls, databases)

@@ -73,8 +73,8 @@ def _time(text: str) -> datetime:
 
 def choose_target(vault: Vault, server: dict, point_id: str | None = None) -> Target:
     """The newest restorable state, or the point given (a log point: recovered to it). Its
-    base holds every database the instance's backups hold when one does (a backup taken
-    with --db is not the newest state of the others)."""
+    base leaves out none of the databases the instance's backups hold when one such exists
+    (a backup taken with --db is not the newest state of the others)."""
     name = server["name"]
     if point_id is not None:
         _, manifest = load_point(vault, name, point_id)

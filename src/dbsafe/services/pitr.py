@@ -3,8 +3,8 @@ WAL to the recovering server.
 
 The plan picks the latest base (full, copy-only or differential) that ends before the
 target on the target's log-chain run and holds the databases restored (services/coverage.py),
-and the archived WAL files from that base's stop to
-the record where recovery stops, following timeline switches. The stager then decompresses
+and the archived WAL files from that base's stop to the record where recovery stops,
+following timeline switches. The stager then decompresses
 those files in parallel, ahead of PostgreSQL's startup process and a bounded window ahead
 (peers fetch one segment per restore_command call, serially: that is where their
 point-in-time restores lose most time).
@@ -75,8 +75,8 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
     """The base and WAL that reach the target. With ``databases`` (a restore of those
     alone) only the backups that hold them are bases, and the chain is theirs
     (``restore.database_not_in_chain`` when none precedes the target); without, the base
-    is the latest that holds the most of the instance's databases (services/coverage.py):
-    an older full of every database before a newer full of a few."""
+    is the latest of those that leave out the fewest of the instance's databases
+    (services/coverage.py): an older full of every database before a newer full of a few."""
     if (server["recovery_model"] or "SIMPLE") != "FULL":
         raise DbsafeError("restore.simple_model", name=server["name"])
     points = lineage_points(vault, server)
@@ -185,8 +185,8 @@ def _run_path(chain: Chain, run: Run) -> list[dict]:
 
 def _base(points: list[dict], chain: Chain, run: Run, before,
           wanted: list[str]) -> dict | None:
-    """The base backup before the target on ``run`` or its ancestors that holds the most of
-    ``wanted``, the latest of those."""
+    """The base backup before the target on ``run`` or its ancestors that leaves out the
+    fewest of ``wanted``, the latest of those."""
     runs = _ancestry(chain, run)
     candidates = [p for p in points if p["type"] in BASE_TYPES and before(p) and any(
         r.timeline == p["timeline"] and r.holds(wal.parse_lsn(p["stop_lsn"])) for r in runs)]
