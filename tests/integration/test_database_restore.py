@@ -103,7 +103,8 @@ def test_one_database_into_a_live_server(pg_template, area, wal_vault):
     assert servers["src"]["next_backup_full_because"] is None
     # no staging cluster is left behind
     assert not list(area.glob("dbsafe-staging-*"))
-    vault.fail("restore.database_not_in_point", "restore", "src", "--db", "nope",
+    # a restore of one database at an instant starts from a backup that holds it
+    vault.fail("restore.database_not_in_chain", "restore", "src", "--db", "nope",
                "--time", instant.isoformat(), "--target-server", "tgt", "--as", "x")
 
 
@@ -135,13 +136,14 @@ def test_protection_per_database(pg_template, area, wal_vault):
     # read-only databases take fulls only
     vault.fail("backup.read_only_db", "backup", "src", "--type", "log", "--db", "ro")
     vault.fail("backup.read_only_db", "backup", "src", "--type", "diff", "--db", "ro")
-    # the point restores the protected databases; the others come back as empty files
+    # the point restores the protected databases; the others, whose data it does not
+    # hold, are dropped once the restored server runs
     out = vault.ok("restore", "src", "--point", full["point_id"], "--to-pgdata",
                    area / "r", "--port", str(src.port + 1000), "--start")
-    assert out["databases_left_out"] == ["skip"]
+    assert out["databases_left_out"] == ["skip"] and out["databases_dropped"] == ["skip"]
     got = restored(area / "r", out["port"])
     assert got.scalar("SELECT count(*) FROM t", "keep") == 20000
-    got.execute("DROP DATABASE skip")
+    assert got.scalar("SELECT count(*) FROM pg_database WHERE datname = 'skip'") == 0
     got.execute("CREATE DATABASE fresh")  # from template1, restored whole
     assert got.scalar("SELECT count(*) FROM pg_class", "fresh") > 0
     # a selective restore of one database of a point that holds several

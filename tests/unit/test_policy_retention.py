@@ -257,3 +257,50 @@ def test_a_copy_only_point_of_the_catalog_is_a_full_to_retention():
     assert [(i.type, i.copy_only) for i in infos] == [("full", False), ("full", True)]
     decision = decide(infos, Policy("p", keep_daily=30), utc(2026, 3, 3))
     assert "copy-only" in decision.keep["c1"] and not decision.expire
+
+
+# per database: a full taken with --db holds only the databases it names --------------------
+def held(point: PointInfo, *databases: str) -> PointInfo:
+    return PointInfo(point.point_id, point.type, point.copy_only, point.end_time,
+                     point.base_point, frozenset(databases))
+
+
+def test_tiers_and_the_newest_full_are_per_database():
+    """Daily instance fulls, and on the last days a later full of x alone each day: y's
+    daily, monthly and newest full stay the instance fulls, x's move to the fulls of x."""
+    instance = [held(p, "x", "y") for p in daily_fulls(date(2026, 1, 1), date(2026, 3, 1),
+                                                        tz=UTC)]
+    only_x = [held(full(f"X{d}", utc(2026, 2, d, 23)), "x") for d in (27, 28)]
+    points = instance + only_x + [held(full("X0301", utc(2026, 3, 1, 12)), "x")]
+    policy = Policy("p", keep_daily=7, keep_monthly=2, **NO_LOGS)
+    d = decide(points, policy, utc(2026, 3, 1, 18), ["x", "y"])
+    assert d.keep["F2026-03-01"] == ["daily", "monthly", "newest full"]   # y's
+    assert d.keep["F2026-02-28"] == ["daily", "monthly"]                  # y's February
+    assert d.keep["X28"] == ["daily", "monthly"]                          # x's February
+    assert d.keep["X0301"] == ["daily", "monthly", "newest full"]         # x's
+    assert "F2026-01-31" in d.keep                                        # both, January
+    # the instance at large (no databases given) keeps only the latest of each day
+    instance_wide = decide(points, policy, utc(2026, 3, 1, 18))
+    assert "F2026-02-28" not in instance_wide.keep
+    assert instance_wide.keep["X0301"] == ["daily", "monthly", "newest full"]
+
+
+def test_the_log_chain_keeps_a_base_of_every_database():
+    """The base of y's log chain is the instance full, older than the full of x after it;
+    the WAL is kept from the older of the two."""
+    points = [held(full("F1", utc(2026, 3, 1, 1)), "x", "y"),
+              held(full("X2", utc(2026, 3, 2, 1)), "x"),
+              held(diff("D3", utc(2026, 3, 3, 1), "X2"), "x"),
+              log("L1", utc(2026, 3, 3, 2))]
+    policy = Policy("p", keep_daily=7, keep_log=7, log_every=15)
+    d = decide(points, policy, utc(2026, 3, 20), ["x", "y"])
+    assert "base of the log chain" in d.keep["F1"]
+    assert "base of the log chain" in d.keep["D3"]
+    assert d.wal_base_point == "F1"
+    assert d.log_keep_from == utc(2026, 3, 13)
+    # a point of every database (None) and one listed as a catalog row holds every one
+    assert PointInfo.of({"point_id": "L", "type": "log", "copy_only": 0,
+                         "end_time": "2026-03-01T00:00:00+00:00"}).holds("y")
+    row = PointInfo.of({"point_id": "X", "type": "full", "copy_only": 0,
+                        "end_time": "2026-03-01T00:00:00+00:00", "databases": '["x"]'})
+    assert row.holds("x") and not row.holds("y")

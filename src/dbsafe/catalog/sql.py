@@ -185,7 +185,7 @@ class SqlCatalog:
     # points ------------------------------------------------------------------------------
     _POINT_COLS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                    "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                   "databases", "base_point", "retention")
+                   "databases", "base_point", "retention", "left_out")
 
     def add_point(self, instance_id: int, point: dict) -> None:
         cols = ", ".join(self._POINT_COLS)
@@ -590,11 +590,14 @@ class SqlCatalog:
         return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
 
     # the portal's overview (issue 8) -----------------------------------------------------
-    def newest_point(self, instance_id: int, type: str) -> dict | None:
-        """The newest live point of a type (one index probe: recovery_points_newest)."""
-        return self._one("SELECT point_id, type, end_time, databases FROM recovery_points "
+    def newest_points(self, instance_id: int, type: str, offset: int,
+                      limit: int) -> list[dict]:
+        """Live points of a type, newest first, ``limit`` from ``offset`` (walked along the
+        index recovery_points_newest)."""
+        return self._all("SELECT point_id, type, end_time, databases FROM recovery_points "
                          "WHERE instance_id = ? AND type = ? AND deleted_at IS NULL "
-                         "ORDER BY end_time DESC LIMIT 1", instance_id, type)
+                         "ORDER BY end_time DESC, point_id DESC LIMIT ? OFFSET ?",
+                         instance_id, type, limit, offset)
 
     def newest_jobs(self, server: str, limit: int = 20) -> list[dict]:
         return self._all("SELECT id, type, state, start_time, end_time, error_code, "

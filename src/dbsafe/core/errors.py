@@ -114,8 +114,12 @@ _SPECS = [
               "{reason}; dbsafe follows a tablespace link only to the location the server "
               "reports, in a folder of the cluster's owner: find out who changed it"),
     ErrorSpec("backup.no_full", 2, 409,
-              "a differential needs a full backup of {name} first; take one with "
-              "`dbsafe backup {name} --type full`"),
+              "no full backup of {name} holds {databases}, and a differential needs one as "
+              "its base (a backup taken with --db holds only the databases it names); take "
+              "one with `dbsafe backup {name} --type full`"),
+    ErrorSpec("backup.diff_became_full", 2, 409,
+              "the scheduled differential of {name} ran as a full: no full backup held "
+              "{databases} (a backup taken with --db holds only the databases it names)"),
     ErrorSpec("backup.base_unusable", 3, 409,
               "the latest full {base} of {name!r} cannot be the base of a differential: "
               "{reason}; take a new one with `dbsafe backup {name} --type full`"),
@@ -226,6 +230,10 @@ _SPECS = [
     ErrorSpec("restore.no_base", 2, 409,
               "no full backup of {name!r} precedes {target} on its log chain; restorable "
               "ranges: {ranges}"),
+    ErrorSpec("restore.database_not_in_chain", 2, 409,
+              "no backup of {name!r} that holds database {database!r} precedes {target} on "
+              "its log chain (a backup taken with --db holds only the databases it names); "
+              "{database!r} is restorable in: {ranges}"),
     ErrorSpec("restore.recovery_failed", 5, 500,
               "recovery of {pgdata} did not reach {target}: {reason}; see {log}"),
     ErrorSpec("vault.block_missing", 6, 500,
@@ -448,8 +456,9 @@ _SPECS = [
               "full {point_id} is the base of differential(s) {diffs}, which would stay and "
               "could not be restored; delete them in the same request, or keep the full"),
     ErrorSpec("prune.point_in_use", 4, 409,
-              "point {point_id} is the latest full of {name!r} and a backup of {name!r} runs "
-              "(job {job_id}): a differential may be based on it; wait for the backup to end"),
+              "point {point_id} is the latest full of {name!r} that holds the databases a "
+              "running backup of {name!r} holds (job {job_id}): a differential may be based "
+              "on it; wait for the backup to end"),
     ErrorSpec("gc.running", 4, 409,
               "garbage collection already runs on the vault at {path}; wait for it to end"),
     # ---------------------------------------------------------------------------------

@@ -4,23 +4,31 @@ Rules (docs/policies.md):
 
 - Fulls (not copy-only) are *tagged* into tiers, no extra backups are taken: daily = the
   latest full of each local day, weekly = of each ISO week, monthly = of each month,
-  yearly = of each year (local dates in the policy's time zone). A tagged point is kept
+  yearly = of each year (local dates in the policy's time zone), per database: the latest
+  full *that holds it* (a full taken with ``--db`` holds only the databases it names, so
+  it does not stand for the others). A tagged point is kept
   while it is younger than its tier's length (keep_daily days, keep_weekly weeks,
   keep_monthly calendar months, keep_yearly calendar years, counted back from ``now``).
 - Differentials are kept keep_diff days, log points keep_log days, copy-only fulls
   keep_daily days (30 when the policy has no daily tier). A kind whose retention the policy
   leaves unset (on-demand differentials under a daily-full policy, log points left from
   before a switch to SIMPLE) is kept the service's minimum of 7 days.
-- Chain safety: the newest full is always kept; a full is kept while any kept differential
-  is based on it; for point-in-time restore, the latest full or differential that ended at
-  or before ``now - keep_log`` is kept as the base of the log chain (``wal_base_point``),
-  so a restore to any instant from ``log_keep_from`` to now stays possible.
+- Chain safety: the newest full of each database is always kept; a full is kept while any
+  kept differential is based on it; for point-in-time restore, per database, the latest
+  full or differential holding it that ended at or before ``now - keep_log`` is kept as a
+  base of the log chain (the oldest of those is ``wal_base_point``), so a restore of any
+  database to any instant from ``log_keep_from`` to now stays possible.
+
+``databases`` are the databases the policy protects on the instance; a point's
+``databases`` are those it holds (None: every one, as a log point or a point from before
+dbsafe recorded them). Without ``databases`` every point counts for the instance as one.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,13 +47,22 @@ class PointInfo:
     copy_only: bool
     end_time: datetime      # aware
     base_point: str | None  # for a diff: the full it is based on
+    databases: frozenset[str] | None = None  # the databases it holds (None: every one)
 
     @classmethod
     def of(cls, row: dict) -> PointInfo:
-        """From a point as the catalog or a listing has it (``type`` ``copy-only`` there)."""
+        """From a point as the catalog or a listing has it (``type`` ``copy-only`` there,
+        ``databases`` a list or its JSON)."""
         copy_only = bool(row["copy_only"]) or row["type"] == "copy-only"
+        names = row.get("databases")
+        if isinstance(names, str):
+            names = json.loads(names)
         return cls(row["point_id"], "full" if copy_only else row["type"], copy_only,
-                   datetime.fromisoformat(row["end_time"]), row.get("base_point"))
+                   datetime.fromisoformat(row["end_time"]), row.get("base_point"),
+                   None if names is None or row["type"] == "log" else frozenset(names))
+
+    def holds(self, database: str | None) -> bool:
+        return database is None or self.databases is None or database in self.databases
 
 
 @dataclass
@@ -103,8 +120,11 @@ def _check(points: list[PointInfo], now: datetime) -> None:
         seen.add(p.point_id)
 
 
-def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionDecision:
-    """What ``policy`` keeps of ``points`` at ``now``, with the reasons; the rest expires."""
+def decide(points: list[PointInfo], policy: Policy, now: datetime,
+           databases: Iterable[str] | None = None) -> RetentionDecision:
+    """What ``policy`` keeps of ``points`` at ``now``, with the reasons; the rest expires.
+    Tiers, the newest full and the log chain's base are decided for each of ``databases``
+    from the points that hold it (None: for the instance, from every point)."""
     _check(points, now)
     tz = ZoneInfo(policy.timezone)
     ordered = sorted(points, key=lambda p: (p.end_time, p.point_id))
@@ -120,13 +140,16 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionD
         return p.end_time > now - timedelta(days=days)
 
     fulls = [p for p in ordered if p.type == "full" and not p.copy_only]
+    each = sorted(set(databases)) if databases else [None]
     for tier, period, cutoff in _tiers(policy, now.astimezone(tz)):
-        latest: dict[object, PointInfo] = {}
-        for p in fulls:                          # in time order: the last one wins
-            latest[period(p.end_time.astimezone(tz))] = p
-        for p in latest.values():
-            if p.end_time > cutoff:
-                tag(p.point_id, tier)
+        for database in each:
+            latest: dict[object, PointInfo] = {}
+            for p in fulls:                      # in time order: the last one wins
+                if p.holds(database):
+                    latest[period(p.end_time.astimezone(tz))] = p
+            for p in latest.values():
+                if p.end_time > cutoff:
+                    tag(p.point_id, tier)
 
     copy_only_days = policy.keep_daily or COPY_ONLY_FALLBACK_DAYS
     log_days = policy.keep_log or MIN_DAYS
@@ -137,19 +160,27 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime) -> RetentionD
             tag(p.point_id, "diff")
         elif p.type == "log" and young(p, log_days):
             tag(p.point_id, "log")
-    if fulls:
-        tag(fulls[-1].point_id, "newest full")
+    for database in each:
+        held = [p for p in fulls if p.holds(database)]
+        if held:
+            tag(held[-1].point_id, "newest full")
 
     if policy.log_every is not None or any(p.type == "log" for p in ordered):
         cutoff = now - timedelta(days=log_days)
         full_ids = {p.point_id for p in fulls}
-        bases = [p for p in ordered if p.type == "diff" or p.point_id in full_ids]
-        before = [p for p in bases if p.end_time <= cutoff]
-        base = before[-1] if before else (bases[0] if bases else None)
-        if base is not None:
-            tag(base.point_id, "base of the log chain")
-            decision.wal_base_point = base.point_id
-            decision.log_keep_from = max(cutoff, base.end_time)
+        chain_bases = []
+        for database in each:
+            bases = [p for p in ordered if (p.type == "diff" or p.point_id in full_ids)
+                     and p.holds(database)]
+            before = [p for p in bases if p.end_time <= cutoff]
+            base = before[-1] if before else (bases[0] if bases else None)
+            if base is not None:
+                tag(base.point_id, "base of the log chain")
+                chain_bases.append(base)
+        if chain_bases:
+            oldest = min(chain_bases, key=lambda p: (p.end_time, p.point_id))
+            decision.wal_base_point = oldest.point_id
+            decision.log_keep_from = max(cutoff, max(p.end_time for p in chain_bases))
 
     for point_id in list(decision.keep):         # a kept differential keeps its full
         p = by_id[point_id]

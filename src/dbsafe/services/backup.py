@@ -8,7 +8,6 @@ commit point) → record the point in the catalog.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services import (
     coexistence,
     counts,
+    coverage,
     differential,
     discovery,
     replicasets,
@@ -52,7 +52,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
     when none is chosen); the other databases are recorded as left out. New blocks are
     compressed at ``level`` when given (0: stored raw), else as the instance's policy says
-    (services/policies.compression_for)."""
+    (services/policies.compression_for). A differential's base is the latest full that
+    holds every database it holds (a scheduled one becomes a full when there is none, and
+    says why in its warnings)."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
@@ -67,18 +69,35 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
     # a protected database dropped since the last discovery becomes "source gone" now,
     # instead of failing every backup until the next discovery
     discovery.reconcile(vault, server, dbs)
-    listed, skip = selection.choose(dbs, databases,
-                                    vault.catalog.list_protected(server["instance_id"]),
-                                    type, name)
+    protected = vault.catalog.list_protected(server["instance_id"])
+    listed, skip = selection.choose(dbs, databases, protected, type, name)
+    held = [d["name"] for d in listed if d["included"]]
     level, level_from = ((level, "asked for this backup") if level is not None
                          else compression_for(vault, server))
-    base = differential.find_base(vault, server) if type == "diff" else None
+    became_full = None
+    base = None
+    if type == "diff":
+        try:
+            base = differential.find_base(vault, server, held)
+        except DbsafeError as exc:
+            # A database the scheduler's check did not know yet (discovery just protected
+            # it): the scheduled run becomes a full, as self-healing does (healing.py).
+            if exc.code != "backup.no_full" or trigger != "scheduled":
+                raise
+            type = "full"
+            became_full = DbsafeError("backup.diff_became_full", name=name,
+                                      databases=exc.details["databases"])
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
+    # what a backup without --db holds: only a full of all of it restarts the chain
+    instance, _ = selection.choose(dbs, None, protected, "full", name)
+    whole = {d["name"] for d in instance if d["included"]} <= set(held)
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=[d["name"] for d in listed if d["included"]], reason=reason,
+             items=held, reason=reason or (became_full and became_full.message),
              node=server.get("node")) as job, \
             vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
+        if became_full is not None:
+            job.warn(became_full.as_dict())
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
@@ -87,7 +106,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
         result.update(job_id=job.id, compression_from=level_from)
         if server.get("node"):
             result.update(node=server["node"], node_reason=server["node_reason"])
-        if type == "full" and server["needs_full"]:
+        if type == "full" and server["needs_full"] and whole:
             vault.catalog.update_instance(server["instance_id"], needs_full=None)
         job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
         return result
@@ -190,7 +209,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
-             "databases": json.dumps([d["name"] for d in chosen[0] if d["included"]]),
+             **coverage.columns(chosen[0]),
              "base_point": about_base.get("base"), "retention": retention_column(retention)}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)

@@ -56,7 +56,8 @@ def restore_database(vault: Vault, name: str, db: str, point_id: str,
             staged = run_restore(vault, name, point_id, to_pgdata=pgdata, port=layout.free_port(),
                                  start=True, workers=workers, recovery=recovery,
                                  databases=[db], job=job, under=staging.held,
-                                 tablespace_map=staging.tablespace_map(manifest))
+                                 tablespace_map=staging.tablespace_map(manifest),
+                                 drop_left_out=False)
             t_copy = time.perf_counter()
             t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
             fit = _fit(target, (str(pgdata), staged["port"]), db, temp_name, new_name)

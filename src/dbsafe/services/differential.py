@@ -1,12 +1,13 @@
 """Differential backups: the base full, which files to read, and the page deltas stored.
 
-A differential is cumulative since the latest full that is not copy-only (SQL Server's
-semantics), so a restore needs that full and the differential, never a chain. Which pages
-changed is the engine's call (their LSNs, engines/postgres/delta.py); here we decide which
-files to read at all and turn the pages kept into manifest entries (docs/
-repository-format.md, *Differentials*). The copy keeps the hot path's shape: tasks of up
-to ``TASK_BLOCKS`` blocks of one file on parallel threads, each thread holding the block it
-read and under two blocks of changed pages (a block's worth is stored as soon as it is there).
+A differential is cumulative since the latest full that is not copy-only and leaves out none
+of the databases the differential holds (SQL Server's semantics, per database), so a restore
+needs that full and the differential, never a chain. Which pages changed is the engine's
+call (their LSNs, engines/postgres/delta.py); here we decide which files to read at all and
+turn the pages kept into manifest entries (docs/repository-format.md, *Differentials*). The
+copy keeps the hot path's shape: tasks of up to ``TASK_BLOCKS`` blocks of one file on
+parallel threads, each thread holding the block it read and under two blocks of changed
+pages (a block's worth is stored as soon as it is there).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
+from dbsafe.services import coverage
 from dbsafe.services.copy import (
     TASK_BLOCKS,
     Copier,
@@ -43,17 +45,24 @@ MTIME_MARGIN = 60.0
 ReadChanged = Callable[[int, SourceFile, int, int, int, int], BlockRead]
 
 
-def find_base(vault: Vault, server: dict) -> dict:
-    """The manifest of the latest full (not copy-only) point of ``server``."""
+def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
+    """The manifest of the latest full (not copy-only) point of ``server`` that leaves out
+    none of ``databases`` (those the differential will hold: a full taken with ``--db``
+    holds only the databases it names, and is no base for the others; a database created
+    after the full is copied whole). None such: ``backup.no_full``, naming the databases
+    the latest full left out."""
     fulls = [p for p in list_points(vault, server["name"])
              if p["type"] == "full" and not p["copy_only"]]
-    if not fulls:
-        raise DbsafeError("backup.no_full", name=server["name"])
-    point_id = max(fulls, key=lambda p: (p["start_time"], p["point_id"]))["point_id"]
+    base = coverage.newest(fulls, databases)
+    if base is None:
+        latest = coverage.newest(fulls, ())
+        lacking = databases if latest is None else coverage.missing(latest, databases)
+        raise DbsafeError("backup.no_full", name=server["name"],
+                          databases=coverage.named(lacking))
     try:
-        return vault.repo.load_manifest(point_id)
+        return vault.repo.load_manifest(base["point_id"])
     except KeyError:
-        raise DbsafeError("backup.base_unusable", base=point_id, name=server["name"],
+        raise DbsafeError("backup.base_unusable", base=base["point_id"], name=server["name"],
                           reason="its manifest is missing from the vault") from None
 
 

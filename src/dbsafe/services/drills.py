@@ -1,8 +1,9 @@
 """Restore drills: prove that the newest backup restores, and measure how long it takes.
 
 A drill restores the newest restorable state of a server (with the log chain: its newest
-instant; else its newest backup) into a scratch cluster on this server, starts it, checks
-it (connections, every database answers, row counts against those taken at backup time,
+instant; else its newest backup; from a base that leaves out no protected database when one
+exists) into a scratch cluster on this server, starts it, checks it (connections, every
+protected database is there and answers, row counts against those taken at backup time,
 optionally amcheck), records RTO (restore + recovery seconds) and RPO (age of the restored
 instant when the drill started), and always removes the scratch cluster. See docs/drills.md.
 """
@@ -24,6 +25,7 @@ from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
 from dbsafe.engines.postgres.client import connect
+from dbsafe.services import coverage, selection
 from dbsafe.services.chain import BASE_TYPES, log_chain
 from dbsafe.services.jobs import Job, failure, job_alive, running_job, utcnow
 from dbsafe.services.pitr import RecoveryPlan, plan_recovery
@@ -70,7 +72,9 @@ def _time(text: str) -> datetime:
 
 
 def choose_target(vault: Vault, server: dict, point_id: str | None = None) -> Target:
-    """The newest restorable state, or the point given (a log point: recovered to it)."""
+    """The newest restorable state, or the point given (a log point: recovered to it). Its
+    base leaves out none of the databases the instance's backups hold when one such exists
+    (a backup taken with --db is not the newest state of the others)."""
     name = server["name"]
     if point_id is not None:
         _, manifest = load_point(vault, name, point_id)
@@ -79,8 +83,9 @@ def choose_target(vault: Vault, server: dict, point_id: str | None = None) -> Ta
             return Target(plan.base_point, plan, manifest["end_time"], f"log point {point_id}")
         return Target(point_id, None, manifest["end_time"], f"point {point_id}")
     points = lineage_points(vault, server)
-    newest = max((p for p in points if p["type"] in BASE_TYPES),
-                 key=lambda p: _time(p["end_time"]), default=None)
+    bases = [p for p in points if p["type"] in BASE_TYPES]
+    newest = coverage.newest(bases, coverage.instance_databases(vault, server)) or \
+        coverage.newest(bases, ())
     if (server["recovery_model"] or "SIMPLE") == "FULL":
         ranges = log_chain(vault, server, points).ranges()
         end = max(ranges, key=lambda r: _time(r["end_time"]), default=None)
@@ -265,7 +270,8 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
                  rto_seconds=round(rto, 3), bytes_written=restored["bytes_written"])
     conns = partial(connect, port, str(pgdata))
     try:
-        with conns("postgres") as conn:
+        with conns(selection.control_database(manifest, restored["databases_left_out"])) \
+                as conn:
             # Before any query of the drill's own writes WAL (see _count_check).
             position = wal.parse_lsn(conn.execute(stats.POSITION_SQL).fetchone()[0])
             dbs = pgchecks.databases(conn)
@@ -273,6 +279,15 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
         raise drill.fail("connections", stats.error_line(exc)) from None
     drill.record("connections", True, port=port)
     left_out = set(restored["databases_left_out"])
+    # every database the instance's backups hold is there, and not as a left-out shell
+    missing = sorted(set(coverage.instance_databases(vault, server))
+                     - ({db for db, _ in dbs} - left_out))
+    if missing:
+        raise drill.fail("databases", f"{coverage.named(missing)}: protected, but not in "
+                         f"what was restored ({target.label}, base point "
+                         f"{target.point_id}); a backup taken with --db holds only the "
+                         "databases it names: take a full backup of the instance",
+                         missing=missing)
     usable = [db for db, allow in dbs if allow and db not in left_out]
     failed = {db: why for db in usable if (why := pgchecks.answers(conns, db))}
     if failed:

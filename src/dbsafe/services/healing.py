@@ -1,9 +1,11 @@
 """Self-healing chain: when a scheduled differential or log backup must be a full instead.
 
 As the cloud service does, the next differential or log backup is turned into a full when no
-full exists, when the log chain is broken after the latest full, when the latest full is
-older than 15 days, after an overwrite restore into the instance, or after its recovery
-model changed (the last two are remembered in ``instances.needs_full``). The job records why.
+full holds every database the instance's backups hold (a full taken with ``--db`` holds only
+the databases it names: it is no base for the others), when the log chain is broken after
+that full, when it is older than 15 days, after an overwrite restore into the instance, or
+after its recovery model changed (the last two are remembered in ``instances.needs_full``,
+which only such a full clears). The job records why.
 On-demand backups are not converted: they fail with their stable code (``backup.no_full``,
 ...), so a script gets what it asked for or a reason.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from dbsafe.engines.postgres import wal
+from dbsafe.services import coverage
 from dbsafe.services.chain import log_chain
 from dbsafe.services.points import lineage_points, list_points
 from dbsafe.services.vault import Vault
@@ -29,7 +32,12 @@ def effective_type(vault: Vault, server: dict, requested: str,
              if p["type"] == "full" and not p["copy_only"]]
     if not fulls:
         return "full", f"no full backup of {server['name']} exists yet"
-    latest = max(fulls, key=lambda p: p["end_time"])
+    databases = coverage.instance_databases(vault, server)
+    latest = coverage.newest(fulls, databases)
+    if latest is None:
+        lacking = coverage.missing(coverage.newest(fulls, ()), databases)
+        return "full", (f"no full backup holds {coverage.named(lacking)} (a backup taken "
+                        "with --db holds only the databases it names)")
     if server.get("needs_full"):
         return "full", server["needs_full"]
     age = now - datetime.fromisoformat(latest["end_time"])

@@ -1,5 +1,5 @@
 """What the portal's dashboard and item lists show: every protected database with its last
-backups and its health, and the vault's counts at a glance.
+backups (of the points that hold it) and its health, and the vault's counts at a glance.
 
 Read from the catalog only (never the repository): the catalog is kept in step with the
 vault by every backup, and these pages are asked for often — with 2,000 items a listing
@@ -32,15 +32,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.services import alerts as kinds
+from dbsafe.services import coverage
 from dbsafe.services.vault import Vault
 
 log = logging.getLogger("dbsafe.api")
 HEALTH = ("critical", "warning", "stopped", "healthy")
 BACKUP_TYPES = ("full", "copy-only", "diff", "log")
+NEWEST_PAGE = 50
 
 
-def _newest(vault: Vault, instance_id: int) -> dict[str, dict | None]:
-    return {t: vault.catalog.newest_point(instance_id, t) for t in BACKUP_TYPES}
+def _newest(vault: Vault, instance_id: int,
+            names: set[str]) -> dict[str, dict[str, dict | None]]:
+    """database -> backup type -> the newest live point of that type that holds it
+    (services/coverage.py: a backup taken with --db is not the last backup of the others).
+    The newest point of a type is read alone (it holds them all when it is a backup of the
+    instance), then pages of older ones until every database has its own."""
+    found: dict[str, dict[str, dict | None]] = {n: dict.fromkeys(BACKUP_TYPES) for n in names}
+    for t in BACKUP_TYPES:
+        left, offset, limit = set(names), 0, 1
+        while left:
+            page = vault.catalog.newest_points(instance_id, t, offset, limit)
+            for point in page:
+                have = coverage.held(point)
+                for name in left if have is None else left & have:
+                    found[name][t] = point
+                left = set() if have is None else left - have
+            if len(page) < limit:
+                break
+            offset, limit = offset + limit, NEWEST_PAGE
+    return found
 
 
 # The alerts about an item's backups (the others say nothing of them), by how they name
@@ -110,13 +130,14 @@ def items(vault: Vault) -> list[dict]:
     """Every protected item (all states) with its last backups and health, by server and
     name."""
     rows = vault.catalog.list_items()
-    newest: dict[int, dict[str, dict | None]] = {}
+    names: dict[int, set[str]] = {}
+    for item in rows:
+        names.setdefault(item["instance_id"], set()).add(item["name"])
+    newest = {iid: _newest(vault, iid, dbs) for iid, dbs in names.items()}
     alerts = _backup_alerts(vault)
     result = []
     for item in rows:
-        per_type = newest.get(item["instance_id"])
-        if per_type is None:
-            per_type = newest[item["instance_id"]] = _newest(vault, item["instance_id"])
+        per_type = newest[item["instance_id"]][item["name"]]
         health, reasons = _health(item, per_type, _concerning(item, alerts))
         last = max((p for t, p in per_type.items() if t != "log" and p),
                    key=lambda p: p["end_time"], default=None)

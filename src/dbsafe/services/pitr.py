@@ -2,8 +2,9 @@
 WAL to the recovering server.
 
 The plan picks the latest base (full, copy-only or differential) that ends before the
-target on the target's log-chain run, and the archived WAL files from that base's stop to
-the record where recovery stops, following timeline switches. The stager then decompresses
+target on the target's log-chain run and holds the databases restored (services/coverage.py),
+and the archived WAL files from that base's stop to the record where recovery stops,
+following timeline switches. The stager then decompresses
 those files in parallel, ahead of PostgreSQL's startup process and a bounded window ahead
 (peers fetch one segment per restore_command call, serially: that is where their
 point-in-time restores lose most time).
@@ -25,6 +26,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import O_NEW, write_new
 from dbsafe.engines.postgres import wal
 from dbsafe.engines.postgres.recovery import STAGE_FAILED, RecoveryTarget
+from dbsafe.services import coverage
 from dbsafe.services.chain import (
     BASE_TYPES,
     Chain,
@@ -57,11 +59,33 @@ def _time(text: str) -> datetime:
 
 def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
                   lsn: str | None = None, name: str | None = None,
-                  log_point: dict | None = None, pause: bool = False) -> RecoveryPlan:
+                  log_point: dict | None = None, pause: bool = False,
+                  databases: list[str] | None = None) -> RecoveryPlan:
+    """The base and WAL that reach the target. With ``databases`` (a restore of those
+    alone) only the backups that hold them are bases, and the chain is theirs
+    (``restore.database_not_in_chain`` when none precedes the target); without, the base
+    is the latest of those that leave out the fewest of the instance's databases
+    (services/coverage.py): an older full of every database before a newer full of a few."""
     t = parse_instant(time_) if time_ is not None else None  # input first: no zone, no plan
     if (server["recovery_model"] or "SIMPLE") != "FULL":
         raise DbsafeError("restore.simple_model", name=server["name"])
     points = lineage_points(vault, server)
+    if databases:
+        points = [p for p in points if coverage.holds(p, databases)]
+    try:
+        return _plan(vault, server, points, t, lsn, name, log_point, pause,
+                     databases or coverage.instance_databases(vault, server))
+    except DbsafeError as exc:
+        if not databases or exc.code not in ("restore.outside_chain", "restore.no_base"):
+            raise
+        raise DbsafeError("restore.database_not_in_chain", name=server["name"],
+                          database=", ".join(databases), target=exc.details["target"],
+                          ranges=exc.details["ranges"]) from None
+
+
+def _plan(vault: Vault, server: dict, points: list[dict], t: datetime | None, lsn: str | None,
+          name: str | None, log_point: dict | None, pause: bool,
+          wanted: list[str]) -> RecoveryPlan:
     chain = log_chain(vault, server, points)
     if t is not None:
         label = t.isoformat()
@@ -74,7 +98,7 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
         if run is None:
             raise DbsafeError("restore.outside_chain", target=label, name=server["name"],
                               ranges=describe_ranges(chain))
-        base = _base(points, chain, run, lambda p: _time(p["end_time"]) <= t)
+        base = _base(points, chain, run, lambda p: _time(p["end_time"]) <= t, wanted)
         last = next((s for s in _run_path(chain, run)
                      if s["last_xact_time"] and _time(s["last_xact_time"]) > t), None)
         target = RecoveryTarget("time", t.isoformat(), run.timeline, pause)
@@ -103,7 +127,8 @@ def plan_recovery(vault: Vault, server: dict, time_: str | None = None,
         if run is None:
             raise DbsafeError("restore.outside_chain", target=label, name=server["name"],
                               ranges=describe_ranges(chain))
-        base = _base(points, chain, run, lambda p: wal.parse_lsn(p["stop_lsn"]) <= at)
+        base = _base(points, chain, run, lambda p: wal.parse_lsn(p["stop_lsn"]) <= at,
+                     wanted)
         seg = run.first["segment_size"]
         path = _run_path(chain, run)
         last = next((s for s in path if s["segno"] > at // seg), None) if lsn else \
@@ -147,11 +172,15 @@ def _run_path(chain: Chain, run: Run) -> list[dict]:
     return out
 
 
-def _base(points: list[dict], chain: Chain, run: Run, before) -> dict | None:
+def _base(points: list[dict], chain: Chain, run: Run, before,
+          wanted: list[str]) -> dict | None:
+    """The base backup before the target on ``run`` or its ancestors that leaves out the
+    fewest of ``wanted``, the latest of those."""
     runs = _ancestry(chain, run)
     candidates = [p for p in points if p["type"] in BASE_TYPES and before(p) and any(
         r.timeline == p["timeline"] and r.holds(wal.parse_lsn(p["stop_lsn"])) for r in runs)]
-    return max(candidates, key=lambda p: p["end_time"], default=None)
+    return max(candidates, key=lambda p: (-len(coverage.missing(p, wanted)), p["end_time"]),
+               default=None)
 
 
 def _restore_point(chain: Chain, name: str) -> dict | None:
@@ -281,11 +310,12 @@ class WalStager:
 
 def base_and_plan(vault: Vault, name: str, point_id: str | None = None,
                   time_: str | None = None, lsn: str | None = None,
-                  restore_point: str | None = None,
-                  pause: bool = False) -> tuple[str, RecoveryPlan | None]:
+                  restore_point: str | None = None, pause: bool = False,
+                  databases: list[str] | None = None) -> tuple[str, RecoveryPlan | None]:
     """What a restore starts from: a backup point as it is (``point_id`` of a full or a
     differential: no recovery plan), or the base and plan that reach a target — a time, an
-    LSN, a named restore point, or the end of a log point (the CLI and the API share this)."""
+    LSN, a named restore point, or the end of a log point (the CLI and the API share this).
+    ``databases``: a restore of those alone, from a base that holds them."""
     from dbsafe.services.points import load_point
     from dbsafe.services.servers import get_server
 
@@ -300,5 +330,5 @@ def base_and_plan(vault: Vault, name: str, point_id: str | None = None,
             return point_id, None
         log_point = manifest
     plan = plan_recovery(vault, get_server(vault, name), time_, lsn, restore_point, log_point,
-                         pause=pause)
+                         pause=pause, databases=databases)
     return plan.base_point, plan

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import alerts, manifest_checks
+from dbsafe.services import alerts, coverage, manifest_checks
 from dbsafe.services.immutability import retention_column
 from dbsafe.services.servers import get_server
 from dbsafe.services.vault import Vault
@@ -24,7 +24,7 @@ from dbsafe.vault.softdelete import marker_ids, read_marker
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                "databases", "base_point")
+                "databases", "left_out", "base_point")
 
 
 def _point_row(manifest: dict, manifest_size: int) -> dict:
@@ -37,8 +37,8 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "bytes_read": manifest["stats"]["bytes_read"],
             "bytes_stored": manifest["stats"]["bytes_stored"] + manifest_size,
             "corrupt_pages": manifest["stats"]["corrupt_pages"],
-            "databases": json.dumps([d["name"] for d in manifest["databases"] if d["included"]])
-            if "databases" in manifest else None, "base_point": manifest.get("base"),
+            **(coverage.columns(manifest["databases"]) if "databases" in manifest else {}),
+            "base_point": manifest.get("base"),
             # the retention frozen at backup time (services/immutability.py)
             "retention": retention_column(manifest["retention"])
             if "retention" in manifest else None}
@@ -116,7 +116,7 @@ def list_points(vault: Vault, name: str, deleted: bool | None = False) -> list[d
               if deleted is None or (p["deleted_at"] is not None) == deleted]
     extra = ("deleted_at", "purge_after") if deleted is not False else ()
     return [{**{k: (bool(p[k]) if k == "copy_only" else p[k]) for k in POINT_FIELDS + extra},
-             "databases": json.loads(p["databases"]) if p["databases"] else None}
+             **{k: json.loads(p[k]) if p[k] else None for k in ("databases", "left_out")}}
             for p in points]
 
 
@@ -136,7 +136,8 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
     """Points, restorable log ranges and gaps of a server (what `dbsafe points` shows).
 
     With ``database``: only the points that can restore it (log points, and backups whose
-    run included it); the log chain belongs to the instance and is the same. With
+    run included it), and the log chain's ranges as they are for it: restorable from the
+    end of a backup that holds it (the WAL belongs to the instance). With
     ``deleted``: the soft-deleted points instead (the log chain is that of the live ones).
     ``limit`` points from ``offset`` (oldest first; None: every one); ``total`` counts them
     all.
@@ -145,10 +146,11 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
 
     server = get_server(vault, name)
     points = list_points(vault, name, deleted)
-    chain = log_chain(vault, server, lineage_points(vault, server))
+    lineage = lineage_points(vault, server)
     if database is not None:
-        points = [p for p in points if p["type"] == "log" or p["databases"] is None
-                  or database in p["databases"]]
+        points = [p for p in points if coverage.holds(p, [database])]
+        lineage = [p for p in lineage if coverage.holds(p, [database])]
+    chain = log_chain(vault, server, lineage)
     page = points[offset:] if limit is None else points[offset:offset + limit]
     return {"server": name, "recovery_model": server["recovery_model"] or "SIMPLE",
             "database": database, "total": len(points), "offset": offset, "points": page,

@@ -9,11 +9,13 @@ catalog row after, blocks only when garbage collection finds nothing using them.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
+from dbsafe.services import coverage
 from dbsafe.services.archive import reconcile_wal
 from dbsafe.services.immutability import refuse_if_held
 from dbsafe.services.jobs import Job, running_job, utcnow
@@ -65,8 +67,9 @@ def diff_bases(vault: Vault) -> dict[str, str]:
 
 
 def _check_busy(vault: Vault, point: dict) -> None:
-    """Refuse the latest full of a server while a backup of it runs (a differential reads
-    it as its base, and would name it in a manifest written after the deletion)."""
+    """Refuse the latest full that holds the databases of a running backup of its server
+    (a differential reads it as its base, and would name it in a manifest written after the
+    deletion)."""
     if point["type"] != "full" or point["copy_only"] or point["server"] is None:
         return
     if vault.catalog.get_server(point["server"]) is None:
@@ -76,7 +79,7 @@ def _check_busy(vault: Vault, point: dict) -> None:
         return
     fulls = [p for p in list_points(vault, point["server"])
              if p["type"] == "full" and not p["copy_only"]]
-    latest = max(fulls, key=lambda p: (p["start_time"], p["point_id"]), default=None)
+    latest = coverage.newest(fulls, json.loads(busy.get("items") or "[]"))
     if latest is not None and latest["point_id"] == point["point_id"]:
         raise DbsafeError("prune.point_in_use", point_id=point["point_id"],
                           name=point["server"], job_id=busy["id"])

@@ -2,25 +2,20 @@
 at risk now (its RPO), what the health check ``backup_overdue`` holds to the policy.
 
 A database is held by a base backup (full, copy-only or differential) whose run included
-it: the point's ``databases`` (None for points made before dbsafe recorded them: every
-database). Its newest restorable instant is the end of the newest base point holding it or,
-under the FULL model, the end of the log chain that continues from such a point (its last
-archived commit: each log backup writes one), whichever is later. Which points hold a
-database is decided by ``holds`` alone, so a change of that rule reaches every caller.
+it (services/coverage.py decides, for every caller alike). Its newest restorable instant is
+the end of the newest base point holding it or, under the FULL model, the end of the log
+chain that continues from such a point (its last archived commit: each log backup writes
+one), whichever is later.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from dbsafe.services import coverage
 from dbsafe.services.chain import BASE_TYPES, log_chain
 from dbsafe.services.points import lineage_points
 from dbsafe.services.vault import Vault
-
-
-def holds(point: dict, database: str) -> bool:
-    """Whether ``point`` can restore ``database``."""
-    return point["databases"] is None or database in point["databases"]
 
 
 def newest_instants(vault: Vault, server: dict, databases: list[str]) -> dict[str, str | None]:
@@ -31,7 +26,7 @@ def newest_instants(vault: Vault, server: dict, databases: list[str]) -> dict[st
     found: dict[tuple[str, ...], str | None] = {}
     result = {}
     for db in databases:
-        mine = [p for p in bases if holds(p, db)]
+        mine = [p for p in bases if coverage.holds(p, [db])]
         key = tuple(p["point_id"] for p in mine)
         if key not in found:
             ends = [p["end_time"] for p in mine]

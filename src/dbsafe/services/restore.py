@@ -181,10 +181,17 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 workers: int | None = None, on_progress: ProgressFn | None = None,
                 recovery: RecoveryPlan | None = None,
                 databases: list[str] | None = None, job: Job | None = None,
-                under: Path | restore_targets.Held | None = None) -> dict:
+                under: Path | restore_targets.Held | None = None,
+                drop_left_out: bool = True) -> dict:
     """Restore ``point_id``; with ``recovery``, then recover it to the plan's target (the
     server is started for that, and stopped again afterwards unless ``start``). With
     ``databases``, only those databases' files are written (services/selection.py).
+
+    The databases the point does not hold (or, with ``databases``, the others) are
+    ``databases_left_out``: their files are zeros and connecting to them fails; when the
+    restore brings the server up (recovery that is not paused, ``start``) it drops them
+    (``databases_dropped``), unless ``drop_left_out`` is false (a staging copy that only
+    dumps one database).
 
     The target and each tablespace's place are new folders below the vault's restore roots
     (services/restore_targets.py), or below ``under``: a folder the caller made for the
@@ -193,6 +200,10 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     """
     server, manifest = load_point(vault, name, point_id)
     files, sparse, left_out = selection.restore_plan(manifest, databases)
+    ask_in = selection.control_database(manifest, left_out)
+    oids = {d["name"]: d["oid"] for d in manifest.get("databases", [])}
+    to_drop = [oids[n] for n in left_out] if drop_left_out else []
+    dropped: list[str] = []
     files = combine.file_writes({**manifest, "files": files},
                                 combine.load_base(vault.repo, manifest))
     target = Path(os.path.abspath(to_pgdata or as_files))
@@ -260,7 +271,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                            workers or vault.read_workers(), job.advance)
             if as_files:
                 write_new(top.fd, "RESTORE.txt", _as_files_readme(
-                    manifest, point_id, name, recovery, wal.path).encode(), 0o644)
+                    manifest, point_id, name, recovery, wal.path, left_out).encode(), 0o644)
                 if recovery is not None:
                     _stage_files(vault, server, recovery, wal.fd)
             else:
@@ -280,14 +291,15 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             log = None
             recovered = None
             if recovery is not None and not as_files:
-                log, recovered = _recover(vault, server, recovery, pgdata_path,
-                                          made[0].parent_fd, port, owner,
-                                          workers or vault.read_workers(),
-                                          databases[0] if databases else "postgres",
-                                          keep_running=start or recovery.target.pause)
+                log, recovered, dropped = _recover(
+                    vault, server, recovery, pgdata_path, made[0].parent_fd, port, owner,
+                    workers or vault.read_workers(), ask_in, to_drop,
+                    keep_running=start or recovery.target.pause)
             elif start:
                 try:
                     log = layout.start(pgdata_path, server["bin_dir"], port, owner)
+                    if to_drop:
+                        dropped = layout.drop_databases(pgdata_path, port, ask_in, to_drop)
                 except BaseException:
                     _stop_if_running(pgdata_path, server["bin_dir"], owner)
                     raise
@@ -312,7 +324,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             "point_id": point_id, "server": name, "target": str(target),
             "pgdata": str(pgdata_path), "mode": "files" if as_files else "pgdata",
             "bytes_written": total, "files": len(files),
-            "databases_left_out": left_out,
+            "databases_left_out": left_out, "databases_dropped": dropped,
             "wal_segments": len(manifest["wal"]),
             "tablespaces": {oid: str(t.path) for oid, t in ts_trees.items()},
             "seconds": round(time.perf_counter() - t0, 3),
@@ -335,11 +347,15 @@ def _stop_if_running(pgdata: Path, bin_dir: str, owner: str) -> None:
 
 
 def _as_files_readme(manifest: dict, point_id: str, name: str, plan: RecoveryPlan | None,
-                     wal_dir: Path) -> str:
+                     wal_dir: Path, left_out: list[str]) -> str:
     ts_note = "".join(
         f"Tablespace {ts['oid']} (was {ts['location']}) is in tablespaces/"
         f"{ts['oid']}; pgdata/pg_tblspc/{ts['oid']} links to it.\n"
         for ts in manifest["tablespaces"])
+    if left_out:
+        ts_note += (f"The point does not hold the databases {', '.join(left_out)}: their "
+                    "files are zeros and connecting to them fails; drop them once the "
+                    "server runs.\n")
     return AS_FILES_README.format(
         point_id=point_id, server=name, tablespaces=ts_note,
         pg_version=manifest["instance"]["pg_version"],
@@ -348,9 +364,10 @@ def _as_files_readme(manifest: dict, point_id: str, name: str, plan: RecoveryPla
 
 
 def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, parent_fd: int,
-             port: int, owner: str, workers: int, dbname: str,
-             keep_running: bool) -> tuple[Path, dict]:
-    """Start the restored server in recovery, feed it the plan's WAL, wait for the target.
+             port: int, owner: str, workers: int, dbname: str, drop: list[int],
+             keep_running: bool) -> tuple[Path, dict, list[str]]:
+    """Start the restored server in recovery, feed it the plan's WAL, wait for the target;
+    once it is promoted, drop the databases with the OIDs ``drop`` (returns their names).
 
     The WAL is staged in a folder beside the data directory, made here in ``parent_fd``
     (the target's parent) and given to the cluster's owner, whose restore_command takes
@@ -379,8 +396,11 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, paren
         pid = layout.postmaster_pid(pgdata)
         recovery_engine.wait_for_target(pgdata, port, plan.target, pid, log,
                                         lambda: stager.error, dbname)
+        dropped = []
         if not plan.target.pause:
             recovery_engine.clear_settings(pgdata, port, dbname)
+            if drop:
+                dropped = layout.drop_databases(pgdata, port, dbname, drop)
         if not keep_running:
             layout.stop(pgdata, server["bin_dir"], owner)
     except BaseException:
@@ -394,7 +414,7 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, paren
     return log, {"target": plan.target.describe(), "timeline": plan.target.timeline,
                  "paused": plan.target.pause, "base_point": plan.base_point,
                  "wal_files": len(plan.wal_files), "wal_staged": stager.staged,
-                 "seconds": round(time.perf_counter() - t0, 3)}
+                 "seconds": round(time.perf_counter() - t0, 3)}, dropped
 
 
 def _stage_files(vault: Vault, server: dict, plan: RecoveryPlan, wal_fd: int) -> None:

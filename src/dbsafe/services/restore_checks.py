@@ -283,8 +283,10 @@ def check_restore(vault: Vault, server: str, target: dict, *, point_id: str | No
     found: dict = {}
 
     def source() -> str:
-        found["point_id"], found["plan"] = base_and_plan(vault, server, point_id, time, lsn,
-                                                         restore_point, pause)
+        database = target.get("database")
+        found["point_id"], found["plan"] = base_and_plan(
+            vault, server, point_id, time, lsn, restore_point, pause,
+            databases=[database] if database else None)
         found["server"], found["manifest"] = load_point(vault, server, found["point_id"])
         return describe_source(found["point_id"], found["plan"])
 

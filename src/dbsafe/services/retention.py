@@ -1,5 +1,7 @@
 """Applying a policy's retention to an instance's points: what expires is decided by
-``dbsafe.policy.retention.decide`` (pure); this deletes it, without breaking a chain.
+``dbsafe.policy.retention.decide`` (pure), per protected database from the points that hold
+it (a full taken with ``--db`` does not stand for the others); this deletes it, without
+breaking a chain.
 
 Points that hold a database whose protection was stopped with "retain data" are pinned:
 never expired. The WAL older than the base of the retained log chain is pruned, but only
@@ -43,7 +45,8 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     policy = get_policy(vault, names.pop())
     pinned_dbs = {i["name"] for i in items if i["state"] == "stopped"}
     points = list_points(vault, name)
-    decision = decide([PointInfo.of(p) for p in points], policy, now)
+    decision = decide([PointInfo.of(p) for p in points], policy, now,
+                      vault.catalog.list_protected(server["instance_id"]))
     pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
     held = instance_holds(vault, server["instance_id"], now)  # immutable: frozen retention
     expire = [pid for pid in decision.expire if pid not in pinned and pid not in held]

@@ -8,8 +8,8 @@ Template databases are always taken (a restored instance needs a whole template1
 CREATE DATABASE). A database left out is recorded by its files' names and sizes: a restore
 creates them as sparse, all-zero files, as pgBackRest's selective restore does, so that WAL
 replay finds every file it touches (the first change of each page after the backup's
-checkpoint carries a full page image). Such a database is not usable after the restore and
-should be dropped.
+checkpoint carries a full page image). Such a database is not usable after the restore:
+connecting to it fails, and a restore that brings the server up drops it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 
 DB_FILE = re.compile(r"^(?:base|pg_tblspc/\d+/PG_[^/]+)/(\d+)/(\d+(?:_\w+)?(?:\.\d+)?)$")
+# a relation file, or the folder's relation map (a database left out of a restore keeps
+# only its PG_VERSION)
+DB_FOLDER_FILE = re.compile(
+    r"^(?:base|pg_tblspc/\d+/PG_[^/]+)/(\d+)/(\d+(?:_\w+)?(?:\.\d+)?|pg_filenode\.map)$")
 
 
 def database_oid(path: str) -> int | None:
@@ -71,24 +75,38 @@ def split_files(files: list[SourceFile], skip: set[int]) -> tuple[list[SourceFil
 
 def restore_plan(manifest: dict, wanted: list[str] | None,
                  ) -> tuple[list[dict], list[dict], list[str]]:
-    """(file entries to write, entries to create as sparse zero files, names of the
-    databases left unusable) for a restore of ``wanted`` databases (None: all it holds)."""
+    """(file entries to write, entries to create as zero files, names of the databases left
+    out) for a restore of ``wanted`` databases (None: all the point holds).
+
+    A database left out keeps its folder, so that WAL replay finds every file it touches,
+    but its relation files are sparse zeros and so is its ``pg_filenode.map``: connecting to
+    it fails ("relation mapping file ... contains invalid data", as after pgBackRest's
+    selective restore) instead of showing empty or half-replayed catalogs. A restore that
+    brings the server up drops it (services/restore.py)."""
     skipped = list(manifest.get("skipped", []))
     listed = {d["name"]: d for d in manifest.get("databases", [])}
-    if not wanted:
-        return manifest["files"], skipped, sorted(n for n, d in listed.items()
-                                                  if not d["included"])
-    for name in wanted:
-        if name not in listed or not listed[name]["included"]:
-            raise DbsafeError("restore.database_not_in_point", database=name,
-                              point_id=manifest["point_id"],
-                              held=", ".join(n for n, d in listed.items() if d["included"]))
-    drop = {d["oid"] for n, d in listed.items() if n not in wanted and not is_template(d)}
+    if wanted:
+        for name in wanted:
+            if name not in listed or not listed[name]["included"]:
+                raise DbsafeError("restore.database_not_in_point", database=name,
+                                  point_id=manifest["point_id"],
+                                  held=", ".join(n for n, d in listed.items() if d["included"]))
+        left_out = sorted(n for n, d in listed.items() if n not in wanted and not is_template(d))
+    else:
+        left_out = sorted(n for n, d in listed.items() if not d["included"])
+    drop = {listed[n]["oid"] for n in left_out}
     files = []
     for entry in manifest["files"]:
-        if database_oid(entry["path"]) not in drop:
+        m = DB_FOLDER_FILE.match(entry["path"])
+        if m is None or int(m.group(1)) not in drop:
             files.append(entry)
         else:
             skipped.append({"path": entry["path"], "size": entry["size"], "mode": entry["mode"]})
-    return files, skipped, sorted(n for n, d in listed.items()
-                                  if n not in wanted and not is_template(d))
+    return files, skipped, left_out
+
+
+def control_database(manifest: dict, left_out: list[str]) -> str:
+    """A database to ask a restored server things in: ``postgres`` when the point holds it,
+    else ``template1`` (templates are always held)."""
+    names = {d["name"] for d in manifest.get("databases", [])} or {"postgres"}
+    return "postgres" if "postgres" in names and "postgres" not in left_out else "template1"

@@ -83,8 +83,10 @@ def restore_work(server: str, body: RestoreRequest):
     target = body.target
 
     def work(v: Vault) -> dict:
+        database = getattr(target, "database", None)
         point, plan = base_and_plan(v, server, body.point_id, body.time, body.lsn,
-                                    body.restore_point, body.pause)
+                                    body.restore_point, body.pause,
+                                    databases=[database] if database else None)
         if isinstance(target, ServerTarget):
             return restore_database(v, server, target.database, point, plan, target.server,
                                     target.new_name, target.overwrite)

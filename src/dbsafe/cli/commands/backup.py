@@ -16,8 +16,8 @@ TYPES = (*BACKUP_TYPES, "log")
 
 def backup(name: str = typer.Argument(..., help="A registered server."),
            type: str = typer.Option("full", "--type", help=(
-               "full, copy-only, diff (the pages changed since the latest full that is not "
-               "copy-only) or log (the WAL up to now, archived).")),
+               "full, copy-only, diff (the pages changed since the latest full, not "
+               "copy-only, that holds its databases) or log (the WAL up to now, archived).")),
            compress_level: int = typer.Option(
                None, "--compress-level", min=0, max=22,
                help="zstd level for this backup's new blocks; 0 stores raw (default: the "
@@ -25,8 +25,9 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
                                        help="Reader threads (default: the core count)."),
            db: list[str] = typer.Option(None, "--db",
-                                        help="Back up only these databases (repeat); default: "
-                                             "the protected ones."),
+                                        help="Back up only these databases (repeat; the "
+                                             "point is a full or base of those only); "
+                                             "default: the protected ones."),
            wait: float = typer.Option(LOG_WAIT_SECONDS, min=bounds.WAIT_SECONDS[0],
                                       max=bounds.WAIT_SECONDS[1],
                                       help="log: seconds to wait for the WAL to reach the "

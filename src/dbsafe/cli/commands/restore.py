@@ -78,7 +78,8 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
     vault = open_vault()
-    point, plan = pitr.base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery)
+    point, plan = pitr.base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery,
+                                     databases=[db] if db else None)
     if target_server is not None:
         with render.progress(f"restore {db} from {point}") as bar:
             result = db_restore.restore_database(vault, name, db, point, plan, target_server,
@@ -98,9 +99,14 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             state = "paused in recovery at" if rec["paused"] else "recovered to"
             render.out.print(f"{state} {rec['target']} (base {rec['base_point']}, "
                              f"{rec['wal_files']} WAL files, {rec['seconds']} s)")
-        if r["databases_left_out"]:
-            render.out.print("not restored (drop them once the server runs): "
-                             + ", ".join(r["databases_left_out"]))
+        if r["databases_dropped"]:
+            render.out.print(f"not in point {r['point_id']}, so dropped from the restored "
+                             "server: " + ", ".join(r["databases_dropped"]))
+        kept = [d for d in r["databases_left_out"] if d not in r["databases_dropped"]]
+        if kept:
+            render.out.print(f"not in point {r['point_id']} (their files are zeros, "
+                             "connecting to them fails; drop them once the server runs): "
+                             + ", ".join(kept))
         if r["started"]:
             render.out.print(f"PostgreSQL is running on port {r['port']}, socket in "
                              f"{r['socket_dir']} (log: {r['log']})")

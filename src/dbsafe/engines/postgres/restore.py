@@ -218,3 +218,27 @@ def stop(pgdata: Path, bin_dir: str, owner: str) -> None:
         reason = (proc.stderr or proc.stdout).strip().splitlines()
         raise DbsafeError("restore.start_failed", pgdata=pgdata, log=pgdata,
                           reason=reason[-1] if reason else f"pg_ctl stop exit {proc.returncode}")
+
+
+def drop_databases(pgdata: Path, port: int, dbname: str, oids: list[int]) -> list[str]:
+    """Drop the databases with these OIDs from a restored server that dbsafe runs (a restore
+    left their files zeros: nobody can connect to them), asking in ``dbname``; returns the
+    names dropped. No ``WITH (FORCE)`` (PostgreSQL 13+) is needed: no session can be in
+    such a database, and DROP DATABASE ends autovacuum's workers itself."""
+    import psycopg
+    from psycopg import sql
+
+    from dbsafe.engines.postgres.client import connect
+
+    with connect(port, str(pgdata), dbname) as conn:
+        try:
+            names = [r[0] for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE oid::bigint = ANY(%s) ORDER BY 1",
+                (oids,)).fetchall()]
+            for name in names:
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise DbsafeError("restore.start_failed", pgdata=pgdata, log=pgdata,
+                              reason=f"it started, but dropping a database the point does "
+                                     f"not hold failed: {str(exc).strip()}") from None
+    return names
