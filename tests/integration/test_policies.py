@@ -136,7 +136,7 @@ def test_plan_with_a_stored_policy(vault):
     assert doubled["first_full_hours"] <= out["first_full_hours"]
     text = vault.run(*args)
     assert text.returncode == 0 and "recommended maximum:" in text.stdout
-    vault.fail("plan.invalid", "plan", *args[1:2], "0", *args[3:])
+    vault.fail("usage.invalid", "plan", *args[1:2], "0", *args[3:])
     vault.fail("policy.unknown", "plan", *args[1:-1], "nope")
 
 

@@ -91,6 +91,13 @@ def test_round_trip(major, area, wal_vault):
     assert int(pg.scalar("SHOW server_version_num")) // 10000 == major
     pg.execute("CREATE DATABASE app")
     pg.execute(LEDGER, "app")
+    # what lives outside the database's contents, which a single-database restore keeps on
+    # every major (a client newer than the server: engines/postgres/logical.py)
+    pg.execute("CREATE ROLE clerk")
+    pg.execute("COMMENT ON DATABASE app IS 'the ledger'")
+    pg.execute("ALTER DATABASE app SET work_mem = '5MB'")
+    pg.execute("REVOKE ALL ON DATABASE app FROM PUBLIC")
+    pg.execute("GRANT CONNECT ON DATABASE app TO clerk")
     write(pg, 1, 50)
     name = f"pg{major}"
     added = vault.ok("server", "add", name, "--pgdata", pg.pgdata, "--port", pg.port,
@@ -139,6 +146,12 @@ def test_round_trip(major, area, wal_vault):
                    "--target-server", name, "--as", "app_then")
     assert out["new_name"] == "app_then"
     assert ids(pg, "app_then") == list(range(1, 151))
+    assert pg.scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                     "WHERE datname = 'app_then'") == "the ledger"
+    assert pg.scalar("SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d "
+                     "ON d.oid = s.setdatabase WHERE datname = 'app_then'") == ["work_mem=5MB"]
+    assert pg.scalar("SELECT has_database_privilege('clerk', 'app_then', 'CONNECT')") is True
+    assert pg.scalar("SELECT has_database_privilege('public', 'app_then', 'TEMP')") is False
     assert ids(pg, "app") == list(range(21, 201))
 
     # dropping a database a session still uses (an overwrite, a failed copy's leftover)
