@@ -73,7 +73,7 @@ def create_databases(cluster: Cluster, names: list[str], workers: int) -> float:
 def set_auto_protection(vault: Path, server: str, policy: str) -> None:
     """Turn auto-protection on through the catalog (what ``dbsafe protect NAME --auto
     --policy P`` records)."""
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.handle.vault_handle import Vault
 
     v = Vault.open(vault)
     v.catalog.update_instance(v.catalog.get_server(server)["instance_id"],
@@ -83,8 +83,8 @@ def set_auto_protection(vault: Path, server: str, policy: str) -> None:
 
 def refused_over_limit(vault: Path, server: str, name: str) -> str:
     from dbsafe.core.errors import DbsafeError
-    from dbsafe.services import limits
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.inventory import limits
 
     v = Vault.open(vault)
     try:

@@ -94,7 +94,7 @@ def daily_policy():
 
 class ServerSeed:
     """One server's catalog rows, in time order, made the way the services make them
-    (services/backup.py, log_backup.py, archive.wal_row, jobs.Job)."""
+    (services/backup/take.py, log_backup.py, archive.wal_row, jobs.Job)."""
 
     def __init__(self, index: int, dbs: int, start: datetime, end: datetime,
                  rng: random.Random) -> None:
@@ -233,7 +233,7 @@ def segment_name(segno: int) -> str:
 
 def write_repository(repo, s: ServerSeed) -> None:
     """The vault objects the catalog rows stand for, so that a read path which reconciles
-    the catalog with the repository (services/points.reconcile, archive.reconcile_wal)
+    the catalog with the repository (services/lifecycle/points.reconcile, archive.reconcile_wal)
     keeps every row: one manifest per point (its header, the segments a log point covers;
     no files, as no cluster was copied) and one record per WAL file (no blocks). Sealed
     as Repository.save_manifest / save_wal_record seal them, but put without fsync
@@ -281,8 +281,8 @@ JOB_COLS = ("id", "type", "server", "state", "bytes_done", "bytes_total", "start
 
 def seed(vault_dir: Path, servers: int, dbs: int, days: int, alerts_on: int) -> dict:
     """A new vault whose catalog holds the benchmark's rows; returns what was seeded."""
-    from dbsafe.services import alerts
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.activity import alerts
+    from dbsafe.services.handle.vault_handle import Vault
 
     vault = Vault.init(vault_dir)
     catalog = vault.catalog

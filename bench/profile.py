@@ -317,13 +317,13 @@ def main() -> None:
     from dbsafe.core.fdtree import Tree
     from dbsafe.engines.postgres import restore as pg_restore
     from dbsafe.engines.postgres.backup import BackupSession
-    from dbsafe.services import restore as restore_service
-    from dbsafe.services.backup import default_workers, run_backup
-    from dbsafe.services.copy import Copier
-    from dbsafe.services.restore import run_restore
-    from dbsafe.services.restore_targets import add_root
-    from dbsafe.services.servers import add_server
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.backup.copy import Copier
+    from dbsafe.services.backup.take import default_workers, run_backup
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.inventory.servers import add_server
+    from dbsafe.services.restore import instance as restore_service
+    from dbsafe.services.restore.instance import run_restore
+    from dbsafe.services.restore.targets import add_root
     from dbsafe.vault.blocks import BlockSink
     from dbsafe.vault.repository import Repository
 

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from alert_receivers import Webhook
 from conftest import Pg, new_cluster
 
-from dbsafe.services import alerts, monitor
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.activity import alerts
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+from dbsafe.services.operations import monitor
 
 SEGMENT = 16 << 20
 ROOMY = {"space_min_free_pct": 0.0, "space_min_free_bytes": 0}  # space is tested apart

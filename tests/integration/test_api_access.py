@@ -31,8 +31,8 @@ from conftest import Vault, make_area, make_vault, remove_area
 
 from dbsafe.api.gate import CallerCache
 from dbsafe.portal import login_guard
-from dbsafe.services.jobs import Job
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.activity.jobs import Job
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
 
 CSRF = re.compile(r'name="login_csrf" value="([^"]+)"')
 CODE = re.compile(r'data-code="([^"]+)"')

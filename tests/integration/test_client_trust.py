@@ -147,9 +147,10 @@ def _point(vault_path: Path, point_id: str) -> None:
 
 
 def test_a_manifest_that_vanished_raises_an_alert_and_a_deletion_does_not(area, cli_env):
-    from dbsafe.services import alerts, points, prune
-    from dbsafe.services.adopt import adopt_servers
-    from dbsafe.services.vault import Vault as Client
+    from dbsafe.services.activity import alerts
+    from dbsafe.services.handle.adopt import adopt_servers
+    from dbsafe.services.handle.vault_handle import Vault as Client
+    from dbsafe.services.lifecycle import points, prune
 
     vault = Vault(area / "vault", cli_env)
     vault.ok("vault", "init")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from conftest import new_cluster
 
-from dbsafe.services import limits
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+from dbsafe.services.inventory import limits
 
 
 def _catalog_call(vault, fn):

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import free_port, new_cluster
 
-from dbsafe.services import alerts, monitor, overview
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.activity import alerts
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+from dbsafe.services.operations import monitor, overview
 
 ROOMY = {"space_min_free_pct": 0.0, "space_min_free_bytes": 0}
 

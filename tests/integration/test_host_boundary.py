@@ -30,7 +30,7 @@ from conftest import (
     restored,
 )
 
-from dbsafe.services.vault import Vault as VaultService
+from dbsafe.services.handle.vault_handle import Vault as VaultService
 
 SECRETS = {
     "DBSAFE_PASSPHRASE": "hostboundary-passphrase-4711",

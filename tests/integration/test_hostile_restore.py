@@ -23,9 +23,9 @@ import pytest
 from conftest import Vault, free_port, make_area, make_vault, remove_area
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import drills
-from dbsafe.services import restore as restore_service
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+from dbsafe.services.restore import drills
+from dbsafe.services.restore import instance as restore_service
 
 ESCAPE = "../" * 12  # from any depth below /var/tmp, up to /
 

@@ -20,8 +20,8 @@ from conftest import Pg, Vault, chown_postgres, free_port, new_cluster, restored
 from test_discovery import items, set_auto_protect
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import limits
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+from dbsafe.services.inventory import limits
 
 
 def _create(pg: Pg, names: list[str]) -> None:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from conftest import Pg, free_port, make_vault, new_cluster, restored
 
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle.vault_handle import Vault
 
 ROWS = 20000
 
@@ -82,9 +82,9 @@ def _history(h) -> None:
 def test_no_full_holds_every_database_so_a_differential_needs_one(h, monkeypatch):
     """Only a full of x exists: an instance differential has no base (on demand: refused,
     naming y; scheduled: it becomes a full and says why)."""
-    from dbsafe.services import healing
-    from dbsafe.services.backup import run_backup
-    from dbsafe.services.servers import get_server
+    from dbsafe.services.backup import healing
+    from dbsafe.services.backup.take import run_backup
+    from dbsafe.services.inventory.servers import get_server
 
     on_demand = h.vault.run("backup", "multi", "--type", "diff", "--json")
     monkeypatch.setenv("DBSAFE_RUN_DIR", str(h.area / "run"))  # the agent the CLI started
@@ -106,7 +106,7 @@ def test_no_full_holds_every_database_so_a_differential_needs_one(h, monkeypatch
 def test_a_database_full_is_not_the_last_full_of_the_others(h):
     """The items' last backups count only the points that hold them; a full of x does not
     clear the instance's "next backup must be a full"."""
-    from dbsafe.services import overview
+    from dbsafe.services.operations import overview
 
     v = _open(h)
     server = v.catalog.get_server("multi")
@@ -125,7 +125,7 @@ def test_a_database_full_is_not_the_last_full_of_the_others(h):
 def test_the_full_a_running_differential_uses_is_not_deleted(h):
     """While an instance differential runs, its base is the instance full, not the newer
     full of x: deleting it is refused."""
-    from dbsafe.services.jobs import Job
+    from dbsafe.services.activity.jobs import Job
 
     _history(h)
     v = _open(h)
@@ -210,7 +210,7 @@ def test_an_instance_restore_leaves_out_what_the_point_does_not_hold(h):
 
 def test_retention_keeps_the_instance_full_that_y_needs(h):
     """The fulls of x are newer, but y's newest full is the instance full."""
-    from dbsafe.services.retention import apply_retention
+    from dbsafe.services.lifecycle.apply_retention import apply_retention
 
     _history(h)
     out = apply_retention(_open(h), "multi", datetime.now(UTC))

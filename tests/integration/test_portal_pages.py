@@ -19,8 +19,8 @@ import pytest
 import secrets_guard
 from conftest import free_port, make_vault, new_cluster
 
-from dbsafe.services import alerts as alert_service
-from dbsafe.services.vault import Vault as ServiceVault
+from dbsafe.services.activity import alerts as alert_service
+from dbsafe.services.handle.vault_handle import Vault as ServiceVault
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
 LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')  # the login form's own

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from conftest import Pg, free_port, new_cluster, restored
 
-from dbsafe.services.backup import run_backup
-from dbsafe.services.prune import prune_wal
-from dbsafe.services.vault import Vault
+from dbsafe.services.backup.take import run_backup
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.lifecycle.prune import prune_wal
 
 LEDGER = "CREATE TABLE ledger (id int PRIMARY KEY, note text)"
 

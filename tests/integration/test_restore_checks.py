@@ -1,4 +1,4 @@
-"""Restore checks (services/restore_checks.py) through POST /api/v1/servers/{s}/restores/check:
+"""Restore checks (services/restore/checks.py) through POST /api/v1/servers/{s}/restores/check:
 each check ok or failed with its code and message, nothing started or written; the same
 checks refuse a restore that would fail them."""
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from conftest import free_port, new_cluster, restored
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.immutability import retention_holds
-from dbsafe.services.prune import delete_points, describe_point
-from dbsafe.services.retention import apply_retention
-from dbsafe.services.softdelete import purge_due
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.immutability import retention_holds
+from dbsafe.services.lifecycle.apply_retention import apply_retention
+from dbsafe.services.lifecycle.deletion import purge_due
+from dbsafe.services.lifecycle.prune import delete_points, describe_point
 
 
 def _ids(points: list[dict]) -> list[str]:

@@ -11,9 +11,9 @@ import subprocess
 
 from conftest import allow_restores, make_vault, new_cluster
 
-from dbsafe.services import alerts
-from dbsafe.services.archive import archive_wal_file
-from dbsafe.services.vault import Vault
+from dbsafe.services.activity import alerts
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.logchain.archive import archive_wal_file
 
 SEGMENT = 16 << 20
 

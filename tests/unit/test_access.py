@@ -10,7 +10,7 @@ import pytest
 from dbsafe.catalog import open_catalog
 from dbsafe.cli.audit_trail import command_of, is_change
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import access
+from dbsafe.services.operations import access
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_a_device_cookie_names_the_user_it_was_given_to(catalog):
 
 
 def test_alerts_are_listed_a_page_at_a_time(catalog):
-    from dbsafe.services import alerts
+    from dbsafe.services.activity import alerts
 
     for n in range(5):
         alerts.raise_alert(catalog, alerts.ARCHIVE_LAG, "warning", f"lag {n}", server=f"s{n}",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dbsafe.agent import daemon
-from dbsafe.services.coexistence import same_agent
+from dbsafe.services.inventory.coexistence import same_agent
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The agent's socket (agent/server.py): who can reach it, what it tells whom, how long and
 how many connections it serves, which files a push may name; and how the agent reads a
-file of pg_wal as root (services/archive.py). A real vault, an agent served in a thread,
+file of pg_wal as root (services/logchain/archive.py). A real vault, an agent served in a thread,
 clients as root, as postgres and as nobody."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from conftest import PG_BIN, chown_postgres, make_area, pg_uid_gid, remove_area
 
 from dbsafe.agent import daemon, server
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import archive
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.logchain import archive
 
 SEGMENT = 16 << 20
 FIRST, SECOND = "000000010000000000000001", "000000010000000000000002"

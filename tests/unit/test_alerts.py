@@ -13,8 +13,10 @@ from alert_receivers import Mailbox, Webhook, free_port, smtp_tls
 
 from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import alert_delivery, alerts, monitor
-from dbsafe.services.vault import Vault
+from dbsafe.services.activity import alerts
+from dbsafe.services.activity import delivery as alert_delivery
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.operations import monitor
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dbsafe.api.hosts import AllowedHosts, host_name
 from dbsafe.api.streams import StreamSlots
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.login_guard import HashPool, Throttle, attempt_keys, source_key
-from dbsafe.services.access import Principal
+from dbsafe.services.operations.access import Principal
 
 
 class Clock:

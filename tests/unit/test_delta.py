@@ -9,8 +9,8 @@ import pytest
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 from dbsafe.engines.postgres.delta import changed_pages, page_runs, tracks_changes
-from dbsafe.services.combine import blocks_used, file_writes
-from dbsafe.services.differential import check_base, plan
+from dbsafe.services.backup.differential import check_base, plan
+from dbsafe.services.restore.combine import blocks_used, file_writes
 
 PAGE = 8192
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dbsafe.engines.postgres.instances import parse_columns
-from dbsafe.services import limits
-from dbsafe.services.discovery import protectability, protectable_names
+from dbsafe.services.inventory import limits
+from dbsafe.services.protection.discovery import protectability, protectable_names
 
 DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"

@@ -1,5 +1,5 @@
 """The rules a manifest must keep before anything is restored from it (vault/manifest_rules.py
-and engines/postgres/layout_rules.py, joined by services/manifest_checks.py): each forged
+and engines/postgres/layout_rules.py, joined by services/lifecycle/manifest_checks.py): each forged
 entry is refused with vault.manifest_invalid naming the entry and the rule."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.manifest_checks import check_wal_names, checked
+from dbsafe.services.lifecycle.manifest_checks import check_wal_names, checked
 
 BS = 1 << 20
 ID = "ab" * 32

@@ -1,4 +1,4 @@
-"""Which alerts the health of a protected database follows (services/overview.py): those
+"""Which alerts the health of a protected database follows (services/operations/overview.py): those
 about its backups, found by how each kind names what it concerns; never a restore, a drill,
 the vault's space or a step of serve. From the catalog alone, as the overview reads it."""
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
-from dbsafe.services import alerts, overview
-from dbsafe.services.vault import Vault
+from dbsafe.services.activity import alerts
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.operations import overview
 
 
 def test_health_follows_the_alerts_about_its_backups_only(tmp_path):

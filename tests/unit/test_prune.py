@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbsafe.services.prune import _segment_of
+from dbsafe.services.lifecycle.prune import _segment_of
 
 SEG = 16 << 20
 

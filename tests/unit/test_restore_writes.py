@@ -1,5 +1,5 @@
 """How a restore writes, without a cluster: through descriptors (core/fdtree.py), into new
-folders below restore roots (services/restore_targets.py), and the shell command recovery
+folders below restore roots (services/restore/targets.py), and the shell command recovery
 runs (engines/postgres/recovery.py) quoted so that no path can run a command."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, open_dir, read_regular, replace_file, write_new
 from dbsafe.engines.postgres.recovery import STAGE_FAILED, restore_command
 from dbsafe.engines.postgres.restore import conf_value, dir_mode, file_mode
-from dbsafe.services import restore_targets
+from dbsafe.services.restore import targets as restore_targets
 
 SEGMENT = "000000010000000000000007"
 
@@ -116,7 +116,7 @@ def test_modes_are_postgresql_s_own():
     assert dir_mode(0o777) == 0o750 and dir_mode(0o700) == 0o700 and dir_mode(0o2755) == 0o750
 
 
-# --- services/restore_targets.py ----------------------------------------------------------
+# --- services/restore/targets.py ----------------------------------------------------------
 
 def _refused(code: str, client: Client, path: Path, under: Path | None = None) -> str:
     with pytest.raises(DbsafeError) as caught:

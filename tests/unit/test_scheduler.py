@@ -132,10 +132,10 @@ def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):
     policies, then one."""
     from dbsafe.scheduler.execute import _retention_warnings
     from dbsafe.scheduler.steps import run_step
-    from dbsafe.services import alerts
-    from dbsafe.services.jobs import list_jobs
-    from dbsafe.services.retention import apply_retention
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.activity import alerts
+    from dbsafe.services.activity.jobs import list_jobs
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.lifecycle.apply_retention import apply_retention
 
     vault = Vault.init(tmp_path / "vault")
     instance = vault.catalog.add_server("db1", "localhost", None, {
@@ -175,17 +175,17 @@ def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):
 
 def test_every_step_is_a_job_type_the_portal_filters_on():
     from dbsafe.scheduler.steps import STEPS
-    from dbsafe.services.jobs import TYPES
+    from dbsafe.services.activity.jobs import TYPES
 
     assert set(STEPS) <= set(TYPES)
 
 
 def test_a_step_of_every_pass_is_one_job_while_its_alert_stays(tmp_path):
     from dbsafe.scheduler.steps import run_step
-    from dbsafe.services import alerts
-    from dbsafe.services.jobs import list_jobs
-    from dbsafe.services.policies import get_policy
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.activity import alerts
+    from dbsafe.services.activity.jobs import list_jobs
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.inventory.policies import get_policy
 
     vault = Vault.init(tmp_path / "vault")
     for _ in range(3):  # every few seconds: one job, one alert counted three times
@@ -205,7 +205,7 @@ def test_one_scheduler_per_catalog(tmp_path):
     PostgreSQL catalog holds (here: another handle on this catalog holds it)."""
     from dbsafe.core.errors import DbsafeError
     from dbsafe.scheduler.service import Scheduler
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.handle.vault_handle import Vault
 
     Vault.init(tmp_path / "vault")
     first = Scheduler(tmp_path / "vault", supervise_agent=False)

@@ -1,4 +1,4 @@
-"""A single-database restore's staging folder (services/staging.py), without a cluster: made
+"""A single-database restore's staging folder (services/restore/staging.py), without a cluster: made
 next to the target's data directory, reached only through descriptors, so the ``postgres``
 user (who owns the folder it sits in) cannot redirect what root writes there."""
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import restore_targets, staging
+from dbsafe.services.restore import staging
+from dbsafe.services.restore import targets as restore_targets
 
 
 def _target(parent: Path) -> dict:

@@ -325,7 +325,7 @@ def test_a_master_rotation_that_dies_leaves_a_vault_one_key_opens(enc_root, monk
 
 
 def test_a_key_file_of_a_rotation_that_died_is_taken(enc_root, tmp_path, monkeypatch):
-    from dbsafe.services import keys
+    from dbsafe.services.handle import keys
     from dbsafe.vault import crypto
 
     monkeypatch.setenv("DBSAFE_KEY_DIR", str(tmp_path / "keys"))
@@ -402,7 +402,7 @@ def test_gc_spares_packs_of_a_live_writer_of_another_client_with_the_same_host(t
     """Two clients of one vault on two machines with the same host name (cloned VMs, pods):
     the other client's writer runs under a pid that is dead here. Its lock is not this
     client's to judge by pid: gc waits for it instead of deleting what it may reuse."""
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.handle.vault_handle import Vault
     from dbsafe.vault.gc import collect_garbage
 
     here = Vault.init(tmp_path / "a")

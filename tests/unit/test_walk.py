@@ -12,7 +12,7 @@ from conftest import chown_postgres, new_cluster, pg_uid_gid
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import files as pgfiles
-from dbsafe.services import copy
+from dbsafe.services.backup import copy
 
 
 def _touch(path: Path, data: bytes = b"x") -> None:

@@ -22,7 +22,7 @@ group of the clusters' owners (agent/daemon.py), and a push is accepted only fro
 user owning that data directory, or root (the peer's uid, SO_PEERCRED). Others learn at
 most that an agent runs (``status`` details, which name files and errors, go to root). A
 push names a file of the server's pg_wal by a WAL file name, equal to the path's last
-component; the file is read only if it is a regular file (services/archive.py). Each
+component; the file is read only if it is a regular file (services/logchain/archive.py). Each
 connection has ``READ_TIMEOUT`` seconds to send its request, and at most
 ``MAX_CONNECTIONS`` are served at once: beyond that a connection is answered "busy" at once
 (the archive command fails, PostgreSQL retries).
@@ -54,9 +54,9 @@ from dbsafe.agent.daemon import (
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
 from dbsafe.engines.postgres import wal
-from dbsafe.services import alerts
-from dbsafe.services.archive import already_held, archive_wal_file, content_checksum
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity
+from dbsafe.services.handle import Vault
+from dbsafe.services.logchain import already_held, archive_wal_file, content_checksum
 
 READ_AHEAD = 8
 WORKERS = 2
@@ -121,7 +121,7 @@ class Archiver:
             self.archived += 1
             was_full, self.vault_full = self.vault_full, False
         if was_full:
-            alerts.vault_writable(self.vault.catalog)
+            activity.vault_writable(self.vault.catalog)
         return record
 
     def push(self, server: dict, path: str, name: str) -> None:
@@ -147,7 +147,7 @@ class Archiver:
     def _log_node(self, server: dict) -> str | None:
         """Which node of the server's replica set takes log backups now (looked up at most
         every LOG_NODE_TTL seconds: it connects to every node)."""
-        from dbsafe.services import replicasets
+        from dbsafe.services import protection
 
         name = server["replica_set"]
         with self._look_lock:  # one look at the nodes at a time, shared by every push
@@ -156,7 +156,7 @@ class Archiver:
             if cached is not None and cached[0] > now:
                 return cached[1]
             try:
-                taker = replicasets.log_node(self.vault, name)
+                taker = protection.log_node(self.vault, name)
             except DbsafeError as exc:
                 log.warning("replica set %s: %s", name, exc.message)
                 taker = None
@@ -166,7 +166,7 @@ class Archiver:
     def _level(self, server: dict) -> int:
         """The zstd level of the server's policy for its WAL (0: stored raw), looked up at
         most every LEVEL_TTL seconds: a policy edited or changed applies within that."""
-        from dbsafe.services.policies import compression_for
+        from dbsafe.services.inventory import compression_for
 
         with self._look_lock:
             cached = self._levels.get(server["name"])

@@ -32,9 +32,8 @@ from dbsafe.api.routes import (
 )
 from dbsafe.api.routes import vault as vault_routes
 from dbsafe.api.streams import StreamSlots
-from dbsafe.services import overview
-from dbsafe.services import points as points_service
-from dbsafe.services.vault import Vault
+from dbsafe.services import lifecycle, operations
+from dbsafe.services.handle import Vault
 
 API_PREFIX = "/api/v1"
 ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.router,
@@ -70,7 +69,7 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False,
     async def lifespan(_app: FastAPI):
         # the first listing of points reconciles the catalog with the repository (seconds
         # on a large vault): done now, in the background, rather than in a user's request
-        threading.Thread(target=points_service.reconcile, args=(vault,), name="reconcile",
+        threading.Thread(target=lifecycle.reconcile, args=(vault,), name="reconcile",
                          daemon=True).start()
         yield
         launcher.shutdown(vault.catalog)
@@ -86,7 +85,7 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False,
     app.state.launcher = launcher
     app.state.secure_cookies = secure_cookies
     app.state.streams = StreamSlots()
-    app.state.overview = overview.OverviewCache(lambda: Vault.open(vault.path))
+    app.state.overview = operations.OverviewCache(lambda: Vault.open(vault.path))
     errors.install(app)
     app.include_router(api_router(), prefix=API_PREFIX)
     from dbsafe.portal import pages

@@ -16,8 +16,8 @@ from fastapi import Depends, Request
 
 from dbsafe.api.launch import Launcher
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 
 def vault(request: Request) -> Vault:

@@ -32,7 +32,7 @@ from dbsafe.api.errors import error_json
 from dbsafe.api.hosts import AllowedHosts
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import access
+from dbsafe.services import operations
 
 log = logging.getLogger("dbsafe.api")
 MAX_BODY = 64 * 1024
@@ -54,14 +54,14 @@ class CallerCache:
     LIMIT = 10_000
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._seen: dict[str, tuple[access.Principal, float]] = {}
+        self._seen: dict[str, tuple[operations.Principal, float]] = {}
         self._clock = clock
 
-    def get(self, credential: str) -> access.Principal | None:
+    def get(self, credential: str) -> operations.Principal | None:
         hit = self._seen.get(credential)
         return hit[0] if hit and hit[1] > self._clock() else None
 
-    def put(self, credential: str, principal: access.Principal) -> None:
+    def put(self, credential: str, principal: operations.Principal) -> None:
         if len(self._seen) >= self.LIMIT:
             self._seen.clear()
         self._seen[credential] = (principal, self._clock() + self.TTL)
@@ -71,7 +71,7 @@ class CallerCache:
 
 
 def principal_of(catalog: Catalog, headers: dict[str, str], cookies: dict[str, str]
-                 ) -> access.Principal | None:
+                 ) -> operations.Principal | None:
     """The caller a request names, None when it names nobody; ``auth.invalid`` when what it
     sends is not valid."""
     header = headers.get("authorization", "")
@@ -79,10 +79,10 @@ def principal_of(catalog: Catalog, headers: dict[str, str], cookies: dict[str, s
     if header:
         if scheme.lower() != "bearer" or not credentials.strip():
             raise DbsafeError("auth.invalid")
-        return access.token_principal(catalog, credentials.strip())
+        return operations.token_principal(catalog, credentials.strip())
     session = cookies.get(SESSION_COOKIE)
     if session:
-        return access.session_principal(catalog, session)
+        return operations.session_principal(catalog, session)
     return None
 
 
@@ -211,7 +211,7 @@ class Gate:
         outcome = "ok" if status < 400 else (code or f"http.{status}")
         client = scope.get("client")
         try:
-            access.audit(catalog, principal, client[0] if client else "unknown",
+            operations.audit(catalog, principal, client[0] if client else "unknown",
                          f"{scope['method']} {scope['path']}", scope["path"], outcome,
                          _audit_detail(body, request.headers.get("content-type", "")))
         except Exception:  # noqa: BLE001 - the answer is sent: log, never fail it now

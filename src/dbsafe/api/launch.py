@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from dbsafe.services.jobs import cancel_job, get_job, job_started
-from dbsafe.services.vault import Vault
+from dbsafe.services.activity import cancel_job, get_job, job_started
+from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.api")
 

@@ -68,7 +68,7 @@ class Catalog(Protocol):
     def claim_slot(self, instance_id: int, policy: str, kind: str, slot: str,
                    attempts: int = 1) -> None: ...
     def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None: ...
-    # discovery and auto-protection (issue 5, services/discovery.py)
+    # discovery and auto-protection (issue 5, services/protection/discovery.py)
     def get_instance(self, instance_id: int) -> dict | None:
         """Every column of the instance row, or None."""
     # jobs
@@ -117,7 +117,7 @@ class Catalog(Protocol):
     def update_drill(self, drill_id: str, **fields: object) -> None: ...
     def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
         """Newest first."""
-    # deleting points and pruning the log chain (issue 5: services/prune.py)
+    # deleting points and pruning the log chain (issue 5: services/lifecycle/prune.py)
     def delete_point(self, point_id: str) -> bool:
         """Remove a point's row; False when there was none."""
     def mark_point_deleting(self, point_id: str, when: str) -> None:
@@ -134,11 +134,12 @@ class Catalog(Protocol):
         """A non-blocking lock ``name`` held for a ``with`` block, across processes (SQLite:
         on this host) or hosts (PostgreSQL); DbsafeError catalog.busy when held elsewhere."""
     def close(self) -> None: ...
-    # soft delete (issue 7: services/softdelete.py)
+    # soft delete (issue 7: services/lifecycle/deletion.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:
         """Mirror a point's soft-delete marker (both None: the point is live)."""
-    # access and the overview (issue 8: services/access.py, services/overview.py) --------
+    # access and the overview (issue 8: services/operations/access.py,
+    # services/operations/overview.py)
     def add_token(self, row: dict) -> None: ...
     def get_token(self, token_id: str) -> dict | None: ...
     def list_tokens(self) -> list[dict]: ...

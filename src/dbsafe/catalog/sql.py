@@ -294,7 +294,7 @@ class SqlCatalog:
         self._run("UPDATE schedule_state SET job_id = ? WHERE instance_id = ? AND policy = ? "
                   "AND kind = ?", job_id, instance_id, policy, kind)
 
-    # discovery and auto-protection (issue 5, services/discovery.py) ---------------------
+    # discovery and auto-protection (issue 5, services/protection/discovery.py)
     def get_instance(self, instance_id: int) -> dict | None:
         """Every column of an instance row (auto_protect_policy, discovered, ...)."""
         return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
@@ -471,12 +471,13 @@ class SqlCatalog:
         return self._all(f"SELECT * FROM drills {where} ORDER BY started DESC, id DESC "
                          "LIMIT ?", *args, limit)
 
-    # deleting points and pruning the log chain (issue 5: services/prune.py) --------------
+    # deleting points and pruning the log chain (issue 5: services/lifecycle/prune.py)
     def delete_point(self, point_id: str) -> bool:
         return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
 
     def mark_point_deleting(self, point_id: str, when: str) -> None:
-        """dbsafe is about to remove this point's manifest (services/prune.remove_points)."""
+        """dbsafe is about to remove this point's manifest
+        (services/lifecycle/prune.remove_points)."""
         self._run("UPDATE recovery_points SET deleting = ? WHERE point_id = ?", when, point_id)
 
     def point_deletions(self) -> dict[str, str | None]:
@@ -485,7 +486,7 @@ class SqlCatalog:
         return {r["point_id"]: r["deleting"] for r in self._all(
             "SELECT point_id, deleting FROM recovery_points")}
 
-    # soft delete (issue 7: services/softdelete.py)
+    # soft delete (issue 7: services/lifecycle/deletion.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:
         self._run("UPDATE recovery_points SET deleted_at = ?, purge_after = ? "

@@ -44,11 +44,11 @@ def is_change(argv: list[str]) -> bool:
 def record(argv: list[str], outcome: str) -> None:
     """Write the audit line; never fails the command (no vault yet: nothing to record in)."""
     from dbsafe.cli.context import open_vault
-    from dbsafe.services import access
+    from dbsafe.services import operations
 
     try:
         vault = open_vault()
-        access.audit(vault.catalog, access.cli_principal(), f"cli@{socket.gethostname()}",
+        operations.audit(vault.catalog, operations.cli_principal(), f"cli@{socket.gethostname()}",
                      " ".join(command_of(argv)), None, outcome, {"argv": argv})
         vault.catalog.close()
     except Exception:  # noqa: BLE001 - the command's own result stands either way

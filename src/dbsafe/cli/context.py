@@ -15,7 +15,7 @@ import typer
 from dbsafe.core import bounds
 
 if TYPE_CHECKING:
-    from dbsafe.services.vault import Vault
+    from dbsafe.services.handle import Vault
 
 
 def checked_name(value: str | None) -> str | None:
@@ -53,7 +53,7 @@ def vault_path() -> Path | None:
 
 def open_vault(*, new_key: bool = False) -> Vault:
     """The vault of --vault / DBSAFE_HOME (``new_key``: for `dbsafe key import` only)."""
-    from dbsafe.services.vault import Vault  # loaded by the command that needs it
+    from dbsafe.services.handle import Vault  # loaded by the command that needs it
 
     return Vault.open(options.vault, new_key=new_key)
 

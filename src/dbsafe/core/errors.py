@@ -207,7 +207,7 @@ _SPECS = [
               "{target} is outside the log chain of {name!r}; restorable ranges: {ranges}"),
     ErrorSpec("restore.bad_target", 2, 400,
               "cannot read the restore target {target!r}: {reason}"),
-    # instants (services/instants.py): one rule for the CLI, the API and the portal
+    # instants (services/restore/instants.py): one rule for the CLI, the API and the portal
     ErrorSpec("time.zone_missing", 2, 400,
               "the instant {text!r} has no time zone, and dbsafe does not guess one (a "
               "point-in-time restore to the wrong hour restores the wrong data); give it "
@@ -248,7 +248,7 @@ _SPECS = [
               "point {point_id} is refused before anything is written: its manifest's "
               "{entry} {rule}; dbsafe did not write it, so the vault's storage may have been "
               "tampered with: restore another point and check who can write the storage"),
-    # a full vault file system (services/space.py; storage/local.py turns ENOSPC into it)
+    # a full vault file system (services/handle/space.py; storage/local.py turns ENOSPC into it)
     ErrorSpec("vault.full", 3, 507,
               "the vault's storage at {path} is full: {what} needs about {need} more bytes "
               "and {free} are free; nothing of it was kept and the vault's earlier points "
@@ -401,7 +401,7 @@ _SPECS = [
               "the address, that the receiver is up, and the channel's options"),
     # end of alerts ------------------------------------------------------------------
     # discovery, auto-protection and the support matrix's limits (issue 5, parts 6-7:
-    # services/discovery.py, services/limits.py, docs/discovery-and-limits.md) ---------------
+    # services/protection/discovery.py, services/inventory/limits.py, docs/discovery-and-limits.md)
     ErrorSpec("discover.no_target", 2, 400,
               "say what to discover: a registered server (`dbsafe discover NAME`) or the "
               "PostgreSQL instances of this host (`dbsafe discover --instances`)"),
@@ -434,7 +434,7 @@ _SPECS = [
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "
               "runs on (docs/discovery-and-limits.md, Registration)"),
     # end of discovery and limits --------------------------------------------------------------
-    # restore drills (issue 5, services/drills.py) ------------------------------------
+    # restore drills (issue 5, services/restore/drills.py) ------------------------------------
     ErrorSpec("drill.no_point", 2, 409,
               "{name!r} has no backup a drill could restore; take a full backup first "
               "(`dbsafe backup {name} --type full`)"),
@@ -448,7 +448,7 @@ _SPECS = [
               "what the vault holds may not restore: run `dbsafe verify {name}`, take a "
               "new full backup, and see `dbsafe drills --server {name}`"),
     # ---------------------------------------------------------------------------------
-    # deleting points and garbage collection (issue 5: services/prune.py, vault/gc.py)
+    # deleting points and garbage collection (issue 5: services/lifecycle/prune.py, vault/gc.py)
     ErrorSpec("prune.point_unknown", 2, 404,
               "no recovery point {point_id!r} in this vault; list them with "
               "`dbsafe points NAME`"),
@@ -480,7 +480,7 @@ _SPECS = [
               "{name!r} is held on the catalog at {location} by another process; wait for "
               "it to end"),
     # end of the catalog's backends
-    # soft delete and immutable vaults (issue 7: services/softdelete.py, immutability.py)
+    # soft delete and immutable vaults (issue 7: services/lifecycle/deletion.py, immutability.py)
     ErrorSpec("point.soft_deleted", 2, 409,
               "point {point_id} is soft-deleted (purged after {purge_after}); bring it back "
               "with `dbsafe undelete {point_id}`, then restore it"),

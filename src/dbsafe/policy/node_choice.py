@@ -1,7 +1,7 @@
 """Which node of a replica set takes each backup type: the support matrix's four tables.
 
 Pure: it decides from what was seen of the nodes (role, health, region), the set's backup
-preference and the vault's region; services/replicasets.py looks at the nodes.
+preference and the vault's region; services/protection/replica_sets.py looks at the nodes.
 
 | preference     | full, diff | log, copy-only                                     |
 | -------------- | ---------- | -------------------------------------------------- |

@@ -191,7 +191,7 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime,
     return decision
 
 
-# immutable vaults (services/immutability.py) ----------------------------------------------
+# immutable vaults (services/inventory/immutability.py)
 RETENTION_SETTINGS = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_diff",
                       "keep_log")
 # The tiers that can keep a point of each kind ("full" that is not copy-only: every tier).

@@ -124,7 +124,8 @@ def _gap_title(g: dict) -> str:
 
 def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: datetime,
           end: datetime, width: int = WIDTH) -> Timeline:
-    """The shapes of ``points`` (as services/points lists them), the chain's ``log_ranges``
+    """The shapes of ``points`` (as services/lifecycle/points lists them), the chain's
+    ``log_ranges``
     and ``gaps`` inside [start, end]."""
     tl = Timeline(start, end, width, ticks=ticks(start, end, width))
     for r in log_ranges:

@@ -15,8 +15,8 @@ from markupsafe import Markup
 from dbsafe.api.errors import retry_after
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -17,8 +17,8 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock
 from dbsafe.scheduler.due import Work
 from dbsafe.scheduler.steps import run_step
-from dbsafe.services.jobs import job_started, record_job, utcnow
-from dbsafe.services.vault import Vault
+from dbsafe.services.activity import job_started, record_job, utcnow
+from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
 # Refusals that mean "this item cannot take this type now": skipped with a warning on the
@@ -44,16 +44,14 @@ class Executor:
             vault.catalog.close()
 
     def _backup(self, vault: Vault, work: Work) -> None:
-        from dbsafe.services import healing
-        from dbsafe.services.backup import run_backup
-        from dbsafe.services.log_backup import run_log_backup
-        from dbsafe.services.policies import get_policy
-        from dbsafe.services.servers import get_server
+        from dbsafe.services import backup
+        from dbsafe.services.backup import run_backup, run_log_backup
+        from dbsafe.services.inventory import get_policy, get_server
 
         with Attempt(vault, work) as attempt:
             server = get_server(vault, work.server)
             get_policy(vault, work.policy)  # a slot of a policy deleted since: a failed job
-            kind, reason = healing.effective_type(vault, server, work.kind, self.clock.now())
+            kind, reason = backup.effective_type(vault, server, work.kind, self.clock.now())
             attempt.backup_type, attempt.reason = kind, reason
             if kind == "diff":
                 self._warn_read_only(vault, server)
@@ -72,9 +70,7 @@ class Executor:
         """After a scheduled backup: retention of its server, the purge of soft-deleted
         points whose time is up, and garbage collection when either deleted something
         (packs a running writer may still use wait for the next run)."""
-        from dbsafe.services.prune import run_gc
-        from dbsafe.services.retention import apply_retention
-        from dbsafe.services.softdelete import purge_due
+        from dbsafe.services.lifecycle import apply_retention, purge_due, run_gc
 
         now = self.clock.now()
         pruned = run_step(vault, "retention", name, lambda: apply_retention(vault, name, now),
@@ -85,7 +81,7 @@ class Executor:
             run_step(vault, "gc", None, lambda: run_gc(vault))
 
     def _drill(self, vault: Vault, work: Work) -> None:
-        from dbsafe.services.drills import run_drill
+        from dbsafe.services.restore import run_drill
 
         with Attempt(vault, work) as attempt:
             row = run_drill(vault, work.server)

@@ -4,7 +4,8 @@ discovery when due, check health, and hand due runs to the runner. Each of these
 
 One scheduler per vault catalog: while it runs it holds ``serve.lock`` in the vault's
 client folder (flock: a second ``serve`` on this host is refused with the first one's pid)
-and the catalog's lock ``scheduler`` (services/vault.py ``exclusive``: SQLite, this host;
+and the catalog's lock ``scheduler`` (services/handle/vault_handle.py ``exclusive``: SQLite, this
+host;
 a PostgreSQL catalog, every host sharing it), so a second scheduler is refused instead of
 doubling every backup.
 """
@@ -26,7 +27,7 @@ from dbsafe.scheduler.due import Work, due_work
 from dbsafe.scheduler.execute import Executor
 from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
 from dbsafe.scheduler.steps import run_step
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
 DISCOVER_EVERY = timedelta(hours=8)
@@ -115,7 +116,7 @@ class Scheduler:
     def _schedule(self, now: datetime) -> tuple[list[Work], list[str]]:
         """Hand the due runs to the runner; (the runs, warnings: policies in use that are
         missing, whose items are then never scheduled)."""
-        from dbsafe.services.policies import get_policy
+        from dbsafe.services.inventory import get_policy
 
         catalog = self.vault.catalog
         users: dict[str, set[str]] = {}
@@ -146,7 +147,7 @@ class Scheduler:
             return True  # claimed, then serve stopped before the run started
         if job_id.startswith("skipped"):
             return False
-        from dbsafe.services.jobs import get_job
+        from dbsafe.services.activity import get_job
 
         try:
             job = get_job(self.vault.catalog, job_id)
@@ -172,7 +173,7 @@ class Scheduler:
         run_step(self.vault, "agent", None, ensure)
 
     def _discover(self, now: datetime) -> None:
-        from dbsafe.services.discovery import refresh
+        from dbsafe.services.protection import refresh
 
         for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
                 or []:
@@ -197,7 +198,7 @@ class Scheduler:
         if self._last_health and now - self._last_health < self.health_every:
             return
         self._last_health = now
-        from dbsafe.services.monitor import check_health, checks_not_run
+        from dbsafe.services.operations import check_health, checks_not_run
 
         run_step(self.vault, "health-check", None, lambda: check_health(self.vault, now),
                  warnings_of=checks_not_run)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import alerts
-from dbsafe.services.jobs import failure, job_started, record_job, utcnow
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity
+from dbsafe.services.activity import failure, job_started, record_job, utcnow
+from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
 T = TypeVar("T")
@@ -76,7 +76,7 @@ def run_step(vault: Vault, name: str, server: str | None, action: Callable[[], T
     active = repeat = False
     try:
         # read first: a step that runs fine (nearly always) writes nothing
-        active = (alerts.STEP_FAILED, server, name) in alerts.active_keys(catalog)
+        active = (activity.STEP_FAILED, server, name) in activity.active_keys(catalog)
         repeat = active and step.frequent
         result = action()
     except Exception as exc:  # noqa: BLE001 - recorded and alerted, never lost
@@ -93,7 +93,7 @@ def run_step(vault: Vault, name: str, server: str | None, action: Callable[[], T
             _alert(vault, step, server, "completed with warnings: " + "; ".join(warnings),
                    {"warnings": warnings}, job_id, severity="warning")
         elif active:
-            alerts.resolve_alerts(catalog, alerts.STEP_FAILED, server=server, item=name)
+            activity.resolve_alerts(catalog, activity.STEP_FAILED, server=server, item=name)
     except Exception:  # noqa: BLE001 - the catalog itself fails: the log is all that is left
         log.exception("%s of %s: its outcome could not be recorded", name, server or "vault")
     return result
@@ -128,6 +128,6 @@ def _alert(vault: Vault, step: Step, server: str | None, what: str, details: dic
     subject = f"{step.name} of {server}" if server else step.name
     if job_id is not None:
         details = {**details, "job_id": job_id}
-    alerts.raise_alert(vault.catalog, alerts.STEP_FAILED, severity or step.severity,
+    activity.raise_alert(vault.catalog, activity.STEP_FAILED, severity or step.severity,
                        f"{subject} {what}; {step.consequence}", server=server,
                        item=step.name, details={"step": step.name, **details}, job_id=job_id)

@@ -4,7 +4,7 @@ It trusts nothing it reads from the storage: ``config`` is checked for form (and
 encrypted vault, its authentication under the master key), index files for the bounds of
 every blob, sealed objects for their binding to this vault and their names; a long-lived
 writer reads ``config`` again before each write. What a client pins of the vault is the
-client's business (services/vault.py); ``trust_fields`` says what.
+client's business (services/handle/vault_handle.py); ``trust_fields`` says what.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field, model_validator
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Folder, Offset, Port, RowId
 from dbsafe.core import bounds
-from dbsafe.services import alerts, monitor
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity, operations
+from dbsafe.services.handle import Vault
 
 router = APIRouter(tags=["alerts"])
 
@@ -65,13 +65,13 @@ def list_alerts(state: Literal["active", "resolved", "all"] = "active",
                 limit: int = Query(100, ge=1, le=1000), offset: Offset = 0,
                 v: Vault = Depends(vault)) -> list[dict]:
     """Alerts, most recently seen first, a page at a time."""
-    return alerts.list_alerts(v.catalog, None if state == "all" else state, limit, offset)
+    return activity.list_alerts(v.catalog, None if state == "all" else state, limit, offset)
 
 
 @router.post("/alerts/{alert_id}/resolve", dependencies=[Depends(need("operate"))])
 def resolve_alert(alert_id: RowId, v: Vault = Depends(vault)) -> dict:
     """Mark an alert resolved and tell the channels (a check may raise it again)."""
-    return alerts.resolve_alert(v.catalog, alert_id)
+    return activity.resolve_alert(v.catalog, alert_id)
 
 
 @router.post("/alerts/check", dependencies=[Depends(need("operate"))])
@@ -81,27 +81,27 @@ def check(body: CheckRequest, v: Vault = Depends(vault)) -> list[dict]:
              "space_min_free_pct": body.min_free_pct,
              "space_min_free_bytes": (body.min_free_mib << 20
                                       if body.min_free_mib is not None else None)}
-    return monitor.check_health(v, **{k: x for k, x in given.items() if x is not None})
+    return operations.check_health(v, **{k: x for k, x in given.items() if x is not None})
 
 
 @router.get("/alert-channels", dependencies=[Depends(need("admin"))])
 def list_channels(v: Vault = Depends(vault)) -> list[dict]:
-    return alerts.list_channels(v.catalog)
+    return activity.list_channels(v.catalog)
 
 
 @router.post("/alert-channels", status_code=201, dependencies=[Depends(need("admin"))])
 def add_channel(body: ChannelRequest, v: Vault = Depends(vault)) -> dict:
     """Add a channel; every new and resolved alert is sent to it."""
     options = body.email.model_dump() if body.email else None
-    return alerts.add_channel(v.catalog, body.kind, body.target, options, body.on_success)
+    return activity.add_channel(v.catalog, body.kind, body.target, options, body.on_success)
 
 
 @router.delete("/alert-channels/{channel_id}", dependencies=[Depends(need("admin"))])
 def remove_channel(channel_id: RowId, v: Vault = Depends(vault)) -> dict:
-    return alerts.remove_channel(v.catalog, channel_id)
+    return activity.remove_channel(v.catalog, channel_id)
 
 
 @router.post("/alert-channels/{channel_id}/test", dependencies=[Depends(need("admin"))])
 def test_channel(channel_id: RowId, v: Vault = Depends(vault)) -> dict:
     """Send a test alert to one channel (``alerts.delivery_failed`` if it does not arrive)."""
-    return alerts.test_channel(v.catalog, channel_id)
+    return activity.test_channel(v.catalog, channel_id)

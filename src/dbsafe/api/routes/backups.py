@@ -9,8 +9,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import launcher, need
 from dbsafe.api.launch import Launcher
-from dbsafe.services.backup import run_backup
-from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
+from dbsafe.services.backup import WAIT_SECONDS, run_backup, run_log_backup
 
 router = APIRouter(tags=["backups"])
 

@@ -11,9 +11,8 @@ from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.api.routes.fields import Limit
-from dbsafe.services.drills import list_drills, run_drill
-from dbsafe.services.vault import Vault
-from dbsafe.services.verify import run_verify
+from dbsafe.services.handle import Vault
+from dbsafe.services.restore import list_drills, run_drill, run_verify
 
 router = APIRouter(tags=["checks"])
 

@@ -13,9 +13,9 @@ from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.api.routes.fields import PointId
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import prune, softdelete
-from dbsafe.services.servers import get_server
-from dbsafe.services.vault import Vault
+from dbsafe.services import lifecycle
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import get_server
 
 router = APIRouter(tags=["points"])
 
@@ -35,7 +35,7 @@ def delete_point(server: str, point_id: PointId,
     """Delete a point: soft-deleted (kept, undeletable) for the vault's soft-delete days,
     else at once; its blocks are freed by the next garbage collection."""
     _point_of(v, server, point_id)
-    return prune.delete_points(v, [point_id], reason)
+    return lifecycle.delete_points(v, [point_id], reason)
 
 
 @router.post("/servers/{server}/points/{point_id}/undelete",
@@ -43,17 +43,17 @@ def delete_point(server: str, point_id: PointId,
 def undelete_point(server: str, point_id: PointId, v: Vault = Depends(vault)) -> dict:
     """Bring a soft-deleted point back (with its base full when that is deleted too)."""
     _point_of(v, server, point_id)
-    return softdelete.undelete(v, [point_id])
+    return lifecycle.undelete(v, [point_id])
 
 
 @router.post("/vault/purge", tags=["vault"], dependencies=[Depends(need("delete"))])
 def purge(v: Vault = Depends(vault)) -> dict:
     """Delete for good the soft-deleted points whose soft-delete retention has ended."""
-    return softdelete.purge_due(v)
+    return lifecycle.purge_due(v)
 
 
 @router.post("/vault/gc", tags=["vault"], status_code=202,
              dependencies=[Depends(need("delete"))])
 def gc(run: Launcher = Depends(launcher)) -> Started:
     """Start a garbage collection: delete the packs no point and no WAL file uses."""
-    return started(run.start("gc", lambda v: prune.run_gc(v)))
+    return started(run.start("gc", lambda v: lifecycle.run_gc(v)))

@@ -1,5 +1,5 @@
 """Protected items at a glance: every database with its last backups and health, and the
-dashboard's counts (services/overview.py).
+dashboard's counts (services/operations/overview.py).
 
 Both answer from the overview's snapshot (``async``: no thread hop when it is at hand) and
 hand their JSON to the response as it is, encoded by orjson (the models below document it):
@@ -18,10 +18,10 @@ from pydantic import BaseModel
 
 from dbsafe.api.deps import need
 from dbsafe.api.routes.fields import Offset
-from dbsafe.services import overview
+from dbsafe.services import operations
 
 router = APIRouter(tags=["items"])
-Health = Literal[overview.HEALTH]  # type: ignore[valid-type]
+Health = Literal[operations.HEALTH]  # type: ignore[valid-type]
 
 
 class FastJSON(JSONResponse):
@@ -69,7 +69,7 @@ async def list_items(request: Request, search: str | None = Query(None, max_leng
     """A page of protected items (every state), by server and name: health, the reasons
     for it, last backup, last full, last log backup."""
     rows = (await _snapshot(request)).items
-    return FastJSON(overview.page(rows, search=search, health=health, server=server,
+    return FastJSON(operations.page(rows, search=search, health=health, server=server,
                                   offset=offset, limit=limit))
 
 
@@ -79,7 +79,7 @@ async def dashboard(request: Request) -> FastJSON:
     return FastJSON((await _snapshot(request)).board)
 
 
-async def _snapshot(request: Request) -> overview.Snapshot:
+async def _snapshot(request: Request) -> operations.Snapshot:
     """The overview, without a thread when it is at hand (it nearly always is)."""
     cache = request.app.state.overview
     return cache.ready() or await to_thread.run_sync(cache.get)

@@ -17,12 +17,12 @@ from dbsafe.api.errors import ErrorBody
 from dbsafe.api.gate import principal_of
 from dbsafe.api.routes.fields import Limit
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import jobs as job_service
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter(tags=["jobs"])
-State = Literal[job_service.STATES]  # type: ignore[valid-type]
+State = Literal[activity.STATES]  # type: ignore[valid-type]
 EVENT_INTERVAL = 0.5
 RECHECK_SECONDS = 5.0  # how often a stream checks that its caller may still read
 
@@ -32,23 +32,23 @@ def list_jobs(state: State | None = None, server: str | None = None,
               type: str | None = Query(None, max_length=40),
               limit: Limit = 100, v: Vault = Depends(vault)) -> list[dict]:
     """Jobs, newest first (backups, restores, verifies, drills), filtered."""
-    return job_service.list_jobs(v.catalog, limit, state=state, server=server, type=type)
+    return activity.list_jobs(v.catalog, limit, state=state, server=server, type=type)
 
 
 @router.get("/jobs/{job_id}", dependencies=[Depends(need("read"))])
 def show_job(job_id: str, v: Vault = Depends(vault)) -> dict:
-    return job_service.get_job(v.catalog, job_id)
+    return activity.get_job(v.catalog, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(need("operate"))])
 def cancel_job(job_id: str, v: Vault = Depends(vault)) -> dict:
     """Ask a running job to stop: it ends ``cancelled`` and removes what it made."""
-    return job_service.cancel_job(v.catalog, job_id)
+    return activity.cancel_job(v.catalog, job_id)
 
 
 def progress_event(job: dict) -> str:
     """One server-sent event: ``event: progress|end``, ``data:`` the job's JSON."""
-    kind = "end" if job["state"] in job_service.FINAL else "progress"
+    kind = "end" if job["state"] in activity.FINAL else "progress"
     return f"event: {kind}\ndata: {json.dumps(job, default=str)}\n\n"
 
 
@@ -68,7 +68,7 @@ async def job_events(job_id: str, request: Request, caller: Principal = Depends(
     last ``end`` event with its final state. The caller is checked again every
     ``RECHECK_SECONDS``: a revoked token or ended session gets an ``error`` event and the
     stream ends. At most 8 streams per caller and 64 in all (429 beyond)."""
-    first = await to_thread.run_sync(job_service.get_job, v.catalog, job_id)
+    first = await to_thread.run_sync(activity.get_job, v.catalog, job_id)
     slot = request.app.state.streams.take(caller.name)
     headers, cookies = dict(request.headers), dict(request.cookies)
 
@@ -88,7 +88,7 @@ async def job_events(job_id: str, request: Request, caller: Principal = Depends(
                 if key != last:
                     yield progress_event(job)
                     last = key
-                if job["state"] in job_service.FINAL:
+                if job["state"] in activity.FINAL:
                     return
                 await asyncio.sleep(EVENT_INTERVAL)
                 if time.monotonic() - checked >= RECHECK_SECONDS:
@@ -98,7 +98,7 @@ async def job_events(job_id: str, request: Request, caller: Principal = Depends(
                         yield error_event(refused)
                         return
                     yield ": still following\n\n"  # a comment: finds a client gone away
-                job = await to_thread.run_sync(job_service.get_job, v.catalog, job_id)
+                job = await to_thread.run_sync(activity.get_job, v.catalog, job_id)
         finally:
             slot.release()
 

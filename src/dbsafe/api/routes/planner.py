@@ -10,8 +10,8 @@ from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Name
 from dbsafe.core.bounds import PLAN
 from dbsafe.policy import planner
-from dbsafe.services.policies import get_policy
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import get_policy
 
 router = APIRouter(tags=["planner"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Offset
-from dbsafe.services.points import points_and_chain
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.lifecycle import points_and_chain
 
 router = APIRouter(tags=["points"])
 MAX_POINTS = 5000  # a page: 90 days of 15-minute log backups are 8,640 points

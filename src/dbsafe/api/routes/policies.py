@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Name
 from dbsafe.policy.model import COMPRESSION_LEVELS, LOG_MINUTES, RANGES, WEEKDAYS, Policy
-from dbsafe.services import policies, protection
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory, protection
+from dbsafe.services.handle import Vault
 
 router = APIRouter(tags=["policies"])
 Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]
@@ -69,13 +69,13 @@ class PolicyRequest(PolicySettings):
 @router.get("/policies", dependencies=[Depends(need("read"))])
 def list_policies(v: Vault = Depends(vault)) -> list[dict]:
     """Every policy with its recovery model and the items that use it."""
-    return policies.list_policies(v)
+    return inventory.list_policies(v)
 
 
 @router.get("/policies/{name}", dependencies=[Depends(need("read"))])
 def show_policy(name: str, v: Vault = Depends(vault)) -> dict:
     """A policy, the next run of each kind, and what uses it."""
-    return policies.show_policy(v, name)
+    return inventory.show_policy(v, name)
 
 
 @router.post("/policies", status_code=201, dependencies=[Depends(need("policy"))])
@@ -84,19 +84,19 @@ def create_policy(body: PolicyRequest, v: Vault = Depends(vault)) -> dict:
     changes = body.changes()
     changes.pop("name")
     base = Policy(body.name)
-    return policies.create_policy(v, base.with_changes(**base.implied(changes)))
+    return inventory.create_policy(v, base.with_changes(**base.implied(changes)))
 
 
 @router.patch("/policies/{name}", dependencies=[Depends(need("policy"))])
 def edit_policy(name: str, body: PolicySettings, v: Vault = Depends(vault)) -> dict:
     """Change the given settings; applied at once to the items using the policy (recovery
     model, retention of existing points)."""
-    current = policies.get_policy(v, name)
+    current = inventory.get_policy(v, name)
     return protection.change_policy(v, name, **current.implied(body.changes()))
 
 
 @router.delete("/policies/{name}", dependencies=[Depends(need("policy"))])
 def delete_policy(name: str, v: Vault = Depends(vault)) -> dict:
     """Delete a policy nothing uses (never the default)."""
-    policies.delete_policy(v, name)
+    inventory.delete_policy(v, name)
     return {"deleted": name}

@@ -15,9 +15,9 @@ from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Database, Name
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import protection
-from dbsafe.services.access import Principal
-from dbsafe.services.servers import get_server
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import get_server
+from dbsafe.services.operations import Principal
 
 router = APIRouter(tags=["protection"])
 Databases = list[Database]

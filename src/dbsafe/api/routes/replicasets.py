@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Name
 from dbsafe.policy.node_choice import PREFERENCES
-from dbsafe.services import replicasets
-from dbsafe.services.vault import Vault
+from dbsafe.services import protection
+from dbsafe.services.handle import Vault
 
 router = APIRouter(tags=["replica sets"])
 Preference = Literal[PREFERENCES]  # type: ignore[valid-type]
@@ -40,40 +40,40 @@ class NodeRequest(BaseModel):
 
 @router.get("/replica-sets", dependencies=[Depends(need("read"))])
 def list_sets(v: Vault = Depends(vault)) -> list[dict]:
-    return replicasets.list_sets(v)
+    return protection.list_sets(v)
 
 
 @router.post("/replica-sets", status_code=201, dependencies=[Depends(need("operate"))])
 def add_set(body: ReplicaSetRequest, v: Vault = Depends(vault)) -> dict:
     """Create a replica set; add its nodes next."""
-    return replicasets.add_set(v, body.name, body.preference)
+    return protection.add_set(v, body.name, body.preference)
 
 
 @router.get("/replica-sets/{name}", dependencies=[Depends(need("read"))])
 def show_set(name: str, v: Vault = Depends(vault)) -> dict:
     """The nodes as they are now (role, region, health) and which takes each backup type."""
-    return replicasets.show(v, name)
+    return protection.show(v, name)
 
 
 @router.patch("/replica-sets/{name}", dependencies=[Depends(need("operate"))])
 def set_preference(name: str, body: PreferenceChange, v: Vault = Depends(vault)) -> dict:
     """Change the backup preference (it applies from the next backup)."""
-    return replicasets.set_preference(v, name, body.preference)
+    return protection.set_preference(v, name, body.preference)
 
 
 @router.delete("/replica-sets/{name}", dependencies=[Depends(need("operate"))])
 def remove_set(name: str, v: Vault = Depends(vault)) -> dict:
     """Forget a replica set (refused while it has items or points; its nodes stay)."""
-    return replicasets.remove_set(v, name)
+    return protection.remove_set(v, name)
 
 
 @router.post("/replica-sets/{name}/nodes", dependencies=[Depends(need("operate"))])
 def add_node(name: str, body: NodeRequest, v: Vault = Depends(vault)) -> dict:
     """Make a registered server a node of the set."""
-    return replicasets.add_node(v, name, body.server, body.region)
+    return protection.add_node(v, name, body.server, body.region)
 
 
 @router.delete("/replica-sets/{name}/nodes/{server}", dependencies=[Depends(need("operate"))])
 def remove_node(name: str, server: str, v: Vault = Depends(vault)) -> dict:
     """Take a node out of the set (it stays a registered server)."""
-    return replicasets.remove_node(v, name, server)
+    return protection.remove_node(v, name, server)

@@ -14,11 +14,8 @@ from dbsafe.api.routes.backups import Started, started
 from dbsafe.api.routes.fields import Folder as Path
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services.db_restore import restore_database
-from dbsafe.services.pitr import base_and_plan
-from dbsafe.services.restore import run_restore
-from dbsafe.services.restore_checks import check_restore
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.restore import base_and_plan, check_restore, restore_database, run_restore
 
 router = APIRouter(tags=["restores"])
 Name = Annotated[str, Field(min_length=1, max_length=63)]
@@ -115,7 +112,7 @@ def check(server: str, body: RestoreRequest, v: Vault = Depends(vault)) -> dict:
     """What the restore would find, each check ok or failed with its message, without
     starting or writing anything: the source resolves, the target's version is not older,
     there is space, the new name is free, an instance target's folder is empty and its port
-    free. ``ok`` is true when all pass (services/restore_checks.py)."""
+    free. ``ok`` is true when all pass (services/restore/checks.py)."""
     return check_restore(v, server, body.target.model_dump(), **source_of(body))
 
 

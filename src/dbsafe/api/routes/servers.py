@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import need, vault
 from dbsafe.api.routes.fields import Folder, Name, Port
 from dbsafe.core import bounds
-from dbsafe.services import discovery, servers
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory, protection
+from dbsafe.services.handle import Vault
 
 router = APIRouter(tags=["servers"])
 
@@ -43,25 +43,25 @@ class ServerChange(BaseModel):
 @router.get("/servers", dependencies=[Depends(need("read"))])
 def list_servers(v: Vault = Depends(vault)) -> list[dict]:
     """Registered servers, and replica sets (kind ``replica-set``)."""
-    return servers.list_servers(v)
+    return inventory.list_servers(v)
 
 
 @router.post("/servers", status_code=201, dependencies=[Depends(need("operate"))])
 def add_server(body: ServerRequest, v: Vault = Depends(vault)) -> dict:
     """Register a running instance, as `dbsafe server add`."""
-    return servers.add_server(v, body.name, Path(body.pgdata), body.port, body.host,
+    return inventory.add_server(v, body.name, Path(body.pgdata), body.port, body.host,
                               region=body.region)
 
 
 @router.get("/servers/{server}", dependencies=[Depends(need("read"))])
 def show_server(server: str, v: Vault = Depends(vault)) -> dict:
-    return servers.describe(servers.get_server(v, server))
+    return inventory.describe(inventory.get_server(v, server))
 
 
 @router.patch("/servers/{server}", dependencies=[Depends(need("operate"))])
 def change_server(server: str, body: ServerChange, v: Vault = Depends(vault)) -> dict:
     """Change a server's settings (those not given stay)."""
-    return servers.set_options(v, server, body.max_concurrent)
+    return inventory.set_options(v, server, body.max_concurrent)
 
 
 @router.delete("/servers/{server}", dependencies=[Depends(need("delete"))])
@@ -69,14 +69,14 @@ def remove_server(server: str, v: Vault = Depends(vault)) -> dict:
     """Forget a server (Backup Contributor: its points leave the catalog); refused while it
     is protected or archives through dbsafe, and in an immutable vault while it holds
     retained points. Its manifests stay in the vault."""
-    servers.remove_server(v, server)
+    inventory.remove_server(v, server)
     return {"removed": server}
 
 
 @router.get("/instances", tags=["discovery"], dependencies=[Depends(need("read"))])
 def local_instances(v: Vault = Depends(vault)) -> list[dict]:
     """The PostgreSQL instances of this host, each with the server registered for it."""
-    return discovery.local_instances(v)
+    return protection.local_instances(v)
 
 
 @router.post("/servers/{server}/discovery", tags=["discovery"],
@@ -84,4 +84,4 @@ def local_instances(v: Vault = Depends(vault)) -> list[dict]:
 def discover(server: str, v: Vault = Depends(vault)) -> dict:
     """Read the server's databases again: new ones (auto-protected when the server is),
     dropped and renamed ones, and why a database cannot be protected."""
-    return discovery.refresh(v, server)
+    return protection.refresh(v, server)

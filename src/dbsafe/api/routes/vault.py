@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.services import immutability, softdelete
-from dbsafe.services.restore_targets import restore_roots
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory, lifecycle
+from dbsafe.services.handle import Vault
+from dbsafe.services.restore import restore_roots
 
 router = APIRouter(tags=["vault"])
 
@@ -50,8 +50,8 @@ def change_vault(body: VaultChange, v: Vault = Depends(vault)) -> dict:
         v.set_region(body.region)
     if body.soft_delete is not None or body.soft_delete_days is not None:
         enabled = body.soft_delete if body.soft_delete is not None else \
-            softdelete.settings(v)["soft_delete"]["enabled"]
-        softdelete.set_soft_delete(v, body.soft_delete_days, enabled=enabled)
+            lifecycle.settings(v)["soft_delete"]["enabled"]
+        lifecycle.set_soft_delete(v, body.soft_delete_days, enabled=enabled)
     if body.immutability is not None:
-        immutability.set_immutability(v, body.immutability)
+        inventory.set_immutability(v, body.immutability)
     return _described(v)

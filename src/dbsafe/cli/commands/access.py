@@ -13,7 +13,7 @@ from dbsafe.cli.context import checked_account, lazy, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.secrets_input import passphrase
 
-access = lazy("dbsafe.services.access")
+access = lazy("dbsafe.services.operations")
 
 tokens = typer.Typer(help="API tokens for the REST API and the portal.", no_args_is_help=True)
 users = typer.Typer(help="Portal users (name and password).", no_args_is_help=True)

@@ -9,8 +9,8 @@ from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 
-service = lazy("dbsafe.services.alerts")
-monitor = lazy("dbsafe.services.monitor")
+service = lazy("dbsafe.services.activity")
+monitor = lazy("dbsafe.services.operations")
 
 app = typer.Typer(help="Alerts (failed jobs, broken chain, archiving lag, space, agent) and "
                        "where they are sent.")

@@ -10,7 +10,7 @@ from dbsafe.core import bounds
 from dbsafe.core.defaults import BACKUP_TYPES, LOG_WAIT_SECONDS
 
 backups = lazy("dbsafe.services.backup")
-log_backups = lazy("dbsafe.services.log_backup")
+log_backups = lazy("dbsafe.services.backup")
 TYPES = (*BACKUP_TYPES, "log")
 
 

@@ -10,7 +10,7 @@ from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, lazy, open_vault
 from dbsafe.core import bounds
 
-service = lazy("dbsafe.services.drills")
+service = lazy("dbsafe.services.restore")
 
 app = typer.Typer(help="Restore drills: restore the newest backup into a scratch cluster "
                        "and check it.", no_args_is_help=True)

@@ -7,7 +7,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
-from dbsafe.services.jobs import cancel_job, get_job, list_jobs
+from dbsafe.services.activity import cancel_job, get_job, list_jobs
 
 app = typer.Typer(help="Show or cancel one job.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, lazy, open_vault
 
-keys = lazy("dbsafe.services.keys")
+keys = lazy("dbsafe.services.handle")
 
 app = typer.Typer(help="The key of an encrypted vault: show, export, import, rotate.",
                   no_args_is_help=True)

@@ -10,7 +10,7 @@ from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core.bounds import PLAN
 
 planner = lazy("dbsafe.policy.planner")
-policies = lazy("dbsafe.services.policies")
+policies = lazy("dbsafe.services.inventory")
 
 
 def _option(default, key: str, help: str):

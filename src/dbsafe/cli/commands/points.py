@@ -7,7 +7,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
 
-points_service = lazy("dbsafe.services.points")
+points_service = lazy("dbsafe.services.lifecycle")
 
 
 def points(name: str = typer.Argument(..., help="A registered server."),

@@ -9,7 +9,7 @@ from dbsafe.cli.context import checked_name, lazy, open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
 
-policies = lazy("dbsafe.services.policies")
+policies = lazy("dbsafe.services.inventory")
 protection = lazy("dbsafe.services.protection")
 
 app = typer.Typer(help="Backup policies: schedules, retention, compression.",

@@ -96,7 +96,7 @@ def items(name: str = typer.Argument(None, help="A registered server (default: a
     vault = open_vault()
     instance = None
     if name:
-        from dbsafe.services.servers import get_server
+        from dbsafe.services.inventory import get_server
 
         instance = get_server(vault, name)["instance_id"]
     rows = vault.catalog.list_items(instance)

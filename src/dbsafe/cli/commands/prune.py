@@ -8,7 +8,7 @@ from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core import bounds
 
-prune = lazy("dbsafe.services.prune")
+prune = lazy("dbsafe.services.lifecycle")
 
 
 def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `dbsafe points`)."),

@@ -7,7 +7,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import checked_name, lazy, open_vault
 
-replicasets = lazy("dbsafe.services.replicasets")
+replicasets = lazy("dbsafe.services.protection")
 
 app = typer.Typer(help="Replica sets: a primary and its standbys, protected once.",
                   no_args_is_help=True)

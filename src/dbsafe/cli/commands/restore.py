@@ -11,8 +11,8 @@ from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, lazy, open_vault
 from dbsafe.core import bounds
 
-db_restore = lazy("dbsafe.services.db_restore")
-pitr = lazy("dbsafe.services.pitr")
+db_restore = lazy("dbsafe.services.restore")
+pitr = lazy("dbsafe.services.restore")
 restores = lazy("dbsafe.services.restore")
 
 

@@ -11,8 +11,8 @@ from dbsafe.cli.context import checked_name, checked_path, lazy, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 
-discovery = lazy("dbsafe.services.discovery")
-servers = lazy("dbsafe.services.servers")
+discovery = lazy("dbsafe.services.protection")
+servers = lazy("dbsafe.services.inventory")
 
 app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
 

@@ -7,8 +7,8 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
 
-softdelete = lazy("dbsafe.services.softdelete")
-immutability = lazy("dbsafe.services.immutability")
+softdelete = lazy("dbsafe.services.lifecycle")
+immutability = lazy("dbsafe.services.inventory")
 
 
 def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point ids (see "

@@ -9,7 +9,7 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, lazy, vault_path
 
-vaults = lazy("dbsafe.services.vault")
+vaults = lazy("dbsafe.services.handle")
 
 app = typer.Typer(help="Create and inspect the vault.", no_args_is_help=True)
 
@@ -76,7 +76,7 @@ roots_app = typer.Typer(help="Folders restores may write into (new folders below
                              "Only here, on the host: the API and the portal show them.",
                         no_args_is_help=True)
 app.add_typer(roots_app, name="restore-roots")
-targets = lazy("dbsafe.services.restore_targets")
+targets = lazy("dbsafe.services.restore")
 
 
 def _roots(roots: list[str]) -> None:

@@ -8,7 +8,7 @@ from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core import bounds
 
-verifier = lazy("dbsafe.services.verify")
+verifier = lazy("dbsafe.services.restore")
 
 
 def verify(name: str = typer.Argument(..., help="A registered server."),

@@ -10,7 +10,7 @@ inline shell, not a script: once the stage folder is gone it still answers "not 
 (a missing script would exit 127, which PostgreSQL treats as fatal). PostgreSQL runs it
 with ``sh -c``: the stage path is quoted for the shell (shlex) and its ``%`` doubled for
 PostgreSQL's own escapes, although restore targets are held to plain names anyway
-(services/restore_targets.py).
+(services/restore/targets.py).
 """
 
 from __future__ import annotations

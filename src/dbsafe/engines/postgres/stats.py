@@ -140,7 +140,7 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
     import psycopg
 
     # The WAL position before the snapshot: a change the count does not see was written
-    # after it, or belongs to a transaction running at the snapshot (services/drills.py
+    # after it, or belongs to a transaction running at the snapshot (services/restore/drills.py
     # looks for both in a restored copy that recovered past the count).
     position = conn.execute(POSITION_SQL).fetchone()[0]
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.api.routes.fields import Offset, RowId
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import alerts as alert_service
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 PAGE = 100
@@ -23,7 +23,7 @@ def alerts_page(request: Request, state: Literal["active", "resolved"] = "active
                 offset: Offset = 0, me: Principal = Depends(caller),
                 v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    rows = alert_service.list_alerts(v.catalog, state, PAGE, offset)
+    rows = activity.list_alerts(v.catalog, state, PAGE, offset)
     return page(request, "alerts.html", alerts=rows, state=state, offset=offset, page=PAGE)
 
 
@@ -32,5 +32,5 @@ def resolve(alert_id: RowId, csrf_token: str = Form(""), me: Principal = Depends
             v: Vault = Depends(vault)) -> RedirectResponse:
     me.require("operate")
     check_csrf(me, csrf_token)
-    alert_service.resolve_alert(v.catalog, alert_id)
+    activity.resolve_alert(v.catalog, alert_id)
     return RedirectResponse("/alerts", status_code=303)

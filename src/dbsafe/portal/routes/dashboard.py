@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from dbsafe.portal.web import caller, page
-from dbsafe.services.access import Principal
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 

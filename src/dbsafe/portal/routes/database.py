@@ -1,7 +1,7 @@
 """A database's page: its state, policy and health, its restore timeline (portal/timeline.py
 draws it), its recent backups and jobs, "Back up now", and the way into the restore wizard.
 
-The points and the log chain come from services/points.points_and_chain, which reconciles
+The points and the log chain come from services/lifecycle/points.points_and_chain, which reconciles
 the server's points with the repository: slower than the catalog-only lists, and only done
 here, where a user asked for this one database's points.
 """
@@ -17,12 +17,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services.access import Principal
-from dbsafe.services.backup import run_backup
-from dbsafe.services.log_backup import WAIT_SECONDS, run_log_backup
-from dbsafe.services.points import points_and_chain
-from dbsafe.services.servers import describe, get_server
-from dbsafe.services.vault import Vault
+from dbsafe.services.backup import WAIT_SECONDS, run_backup, run_log_backup
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import describe, get_server
+from dbsafe.services.lifecycle import points_and_chain
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 RECENT_POINTS = 50

@@ -1,5 +1,5 @@
 """The database list: every protected item with its health and last backups, filtered and
-paged (100 a page) from the catalog (services/overview.py), never from the repository."""
+paged (100 a page) from the catalog (services/operations/overview.py), never from the repository."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from fastapi.responses import HTMLResponse
 
 from dbsafe.api.routes.fields import Offset
 from dbsafe.portal.web import caller, fragments, page
-from dbsafe.services import overview
-from dbsafe.services.access import Principal
+from dbsafe.services import operations
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 PAGE = 100
-Health = Literal[overview.HEALTH]  # type: ignore[valid-type]
+Health = Literal[operations.HEALTH]  # type: ignore[valid-type]
 
 
 @router.get("/databases", response_class=HTMLResponse)
@@ -25,9 +25,9 @@ def databases(request: Request, search: str = Query("", max_length=100),
     me.require("read")
     snapshot = request.app.state.overview.get()
     query = {"search": search, "health": health, "server": server}
-    found = overview.page(snapshot.items, search=search or None, health=health or None,
+    found = operations.page(snapshot.items, search=search or None, health=health or None,
                           server=server or None, offset=offset, limit=PAGE)
     table = fragments.get(snapshot, (search, health, server, offset), "_items_table.html",
                           found=found, query=query)
-    return page(request, "databases.html", table=table, health_values=overview.HEALTH,
+    return page(request, "databases.html", table=table, health_values=operations.HEALTH,
                 servers=sorted({r["server"] for r in snapshot.items}), query=query)

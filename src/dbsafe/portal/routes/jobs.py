@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import jobs as job_service
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import activity
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 LIMIT = 100
-State = Literal[job_service.STATES]  # type: ignore[valid-type]
+State = Literal[activity.STATES]  # type: ignore[valid-type]
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -25,9 +25,9 @@ def jobs_page(request: Request, state: State | Literal[""] = "",
               server: str = Query("", max_length=100), type: str = Query("", max_length=40),
               me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    rows = job_service.list_jobs(v.catalog, LIMIT, state=state or None, server=server or None,
+    rows = activity.list_jobs(v.catalog, LIMIT, state=state or None, server=server or None,
                                  type=type or None)
-    return page(request, "jobs.html", jobs=rows, states=job_service.STATES, types=job_service.TYPES,
+    return page(request, "jobs.html", jobs=rows, states=activity.STATES, types=activity.TYPES,
                 servers=[s["name"] for s in v.catalog.list_servers()], limit=LIMIT,
                 query={"state": state, "server": server, "type": type})
 
@@ -36,8 +36,8 @@ def jobs_page(request: Request, state: State | Literal[""] = "",
 def job_page(request: Request, job_id: str, me: Principal = Depends(caller),
              v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    job = job_service.get_job(v.catalog, job_id)
-    return page(request, "job.html", job=job, active=job["state"] in job_service.ACTIVE,
+    job = activity.get_job(v.catalog, job_id)
+    return page(request, "job.html", job=job, active=job["state"] in activity.ACTIVE,
                 result=json.dumps(job["result"], indent=2, sort_keys=True, default=str)
                 if job.get("result") is not None else None)
 
@@ -47,5 +47,5 @@ def cancel(job_id: str, csrf_token: str = Form(""), me: Principal = Depends(call
            v: Vault = Depends(vault)) -> RedirectResponse:
     me.require("operate")
     check_csrf(me, csrf_token)
-    job_service.cancel_job(v.catalog, job_id)
+    activity.cancel_job(v.catalog, job_id)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)

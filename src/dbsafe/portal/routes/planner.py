@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy import planner
 from dbsafe.portal.web import caller, page, vault
-from dbsafe.services import policies
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 # field -> (parser, required); defaults as `dbsafe plan`'s
@@ -51,10 +51,10 @@ def planner_page(request: Request, me: Principal = Depends(caller),
     if given:
         try:
             answer = planner.plan(planner.PlanInput(
-                policy=policies.get_policy(v, form["policy"]), **_inputs(form)))
+                policy=inventory.get_policy(v, form["policy"]), **_inputs(form)))
         except DbsafeError as exc:
             error, status = exc.message, exc.spec.http_status
             request.state.error_code = exc.code
     return page(request, "planner.html", status_code=status, form=form, answer=answer,
-                error=error, policies=[p["name"] for p in policies.list_policies(v)],
+                error=error, policies=[p["name"] for p in inventory.list_policies(v)],
                 max_databases=planner.MAX_DATABASES_PER_SERVER)

@@ -23,9 +23,9 @@ from dbsafe.policy.model import (
     Policy,
 )
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import policies, protection
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory, protection
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 # The model's patterns for the inputs' pattern attribute: browsers compile it with
@@ -47,7 +47,7 @@ def _settings(form: FormData, name: str) -> dict:
     for key in DAYS:
         settings[key] = tuple(str(d) for d in form.getlist(key))
     for key in NUMBERS:
-        settings[key] = policies.whole_number(key, str(form.get(key, "")), name)
+        settings[key] = inventory.whole_number(key, str(form.get(key, "")), name)
     if settings["compression_level"] is None:
         settings["compression_level"] = DEFAULT_POLICY.compression_level
     return settings
@@ -62,14 +62,14 @@ def _form_context() -> dict:
 def _list_page(request: Request, v: Vault, status_code: int = 200, error: str | None = None,
                draft: dict | None = None) -> HTMLResponse:
     return page(request, "policies.html", status_code=status_code,
-                policies=policies.list_policies(v), error=error,
+                policies=inventory.list_policies(v), error=error,
                 draft=draft or {**DEFAULT_POLICY.to_dict(), "name": ""}, **_form_context())
 
 
 def _policy_page(request: Request, v: Vault, name: str, status_code: int = 200,
                  error: str | None = None, draft: dict | None = None,
                  outcome: dict | None = None) -> HTMLResponse:
-    shown = policies.show_policy(v, name)
+    shown = inventory.show_policy(v, name)
     return page(request, "policy.html", status_code=status_code, policy=shown, error=error,
                 draft=draft or shown, outcome=outcome, **_form_context())
 
@@ -94,7 +94,7 @@ async def create(request: Request, me: Principal = Depends(caller),
         try:
             settings = _settings(form, name)
             draft.update(settings)
-            policies.create_policy(v, Policy(name).with_changes(**settings))
+            inventory.create_policy(v, Policy(name).with_changes(**settings))
         except DbsafeError as exc:
             request.state.error_code = exc.code
             return _list_page(request, v, exc.spec.http_status, exc.message, draft)
@@ -113,14 +113,14 @@ def policy_page(request: Request, name: str, me: Principal = Depends(caller),
 @router.post("/policies/{name}", response_class=HTMLResponse)
 async def edit(request: Request, name: str, me: Principal = Depends(caller),
                v: Vault = Depends(vault)) -> HTMLResponse:
-    """Save the form's settings and apply them at once (services/protection.change_policy:
+    """Save the form's settings and apply them at once (services/protection/items.change_policy:
     the servers using it are reconfigured and retention runs)."""
     me.require("policy")
     form = await request.form()
     check_csrf(me, str(form.get("csrf_token", "")))
 
     def work() -> HTMLResponse:
-        draft = policies.show_policy(v, name)          # policy.unknown: the error page
+        draft = inventory.show_policy(v, name)          # policy.unknown: the error page
         try:
             settings = _settings(form, name)
             draft.update(settings)
@@ -139,5 +139,5 @@ async def delete(request: Request, name: str, me: Principal = Depends(caller),
     me.require("policy")
     form = await request.form()
     check_csrf(me, str(form.get("csrf_token", "")))
-    await run_in_threadpool(policies.delete_policy, v, name)
+    await run_in_threadpool(inventory.delete_policy, v, name)
     return RedirectResponse("/policies", status_code=303)

@@ -1,6 +1,6 @@
 """The restore wizard: 1 source (a point, or an instant), 2 target (a new database in a
 registered server, a new data directory, or files), 3 check — the checks of
-services/restore_checks run without starting anything, and only when all pass does
+services/restore/checks run without starting anything, and only when all pass does
 "Start restore" appear. Starting builds the API's RestoreRequest and starts it through the
 app's launcher as ``POST /api/v1/servers/{server}/restores`` does, then shows the job.
 """
@@ -16,11 +16,10 @@ from pydantic import ValidationError
 
 from dbsafe.api.routes.restores import RestoreRequest, restore_work, source_of
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services.access import Principal
-from dbsafe.services.restore_checks import check_restore
-from dbsafe.services.restore_targets import restore_roots
-from dbsafe.services.servers import get_server
-from dbsafe.services.vault import Vault
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import get_server
+from dbsafe.services.operations import Principal
+from dbsafe.services.restore import check_restore, restore_roots
 
 router = APIRouter()
 

@@ -3,7 +3,7 @@ its databases read live with the reason one cannot be protected, protecting a se
 in one go, auto-protection, stopping protection, and discovery on demand.
 
 The list reads the catalog only. A server's page also reads the server's databases live
-(services/discovery.live_databases, one connection): what can be protected is what the
+(services/protection/discovery.live_databases, one connection): what can be protected is what the
 server has now. When the server does not answer, the page says why and shows the catalog's
 items still.
 """
@@ -16,10 +16,10 @@ from fastapi.responses import HTMLResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.portal.web import items as overview_items
-from dbsafe.services import discovery, limits, overview, policies, protection
-from dbsafe.services.access import Principal
-from dbsafe.services.servers import get_server, list_servers
-from dbsafe.services.vault import Vault
+from dbsafe.services import inventory, operations, protection
+from dbsafe.services.handle import Vault
+from dbsafe.services.inventory import get_server, list_servers
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 NO_POLICY = "-"
@@ -28,7 +28,7 @@ policy name can start with '-')."""
 
 
 def _worst(healths: list[str]) -> str | None:
-    return min(healths, key=overview.HEALTH.index) if healths else None
+    return min(healths, key=operations.HEALTH.index) if healths else None
 
 
 @router.get("/servers", response_class=HTMLResponse)
@@ -48,15 +48,15 @@ def _server_page(request: Request, v: Vault, name: str, status_code: int = 200,
     server = get_server(v, name)
     items = [r for r in overview_items(request) if r["server"] == name]
     try:
-        databases, unreachable = discovery.live_databases(v, name), None
+        databases, unreachable = protection.live_databases(v, name), None
     except DbsafeError as exc:
         databases, unreachable = [], exc.message
     nodes = v.catalog.list_nodes(name) if server["kind"] == "replica-set" else []
     return page(request, "server.html", status_code=status_code, server=server,
                 items=items, databases=databases, unreachable=unreachable, nodes=nodes,
-                policies=[p["name"] for p in policies.list_policies(v)],
+                policies=[p["name"] for p in inventory.list_policies(v)],
                 no_policy=NO_POLICY, outcome=outcome,
-                per_request=limits.MAX_PER_REQUEST)
+                per_request=inventory.MAX_PER_REQUEST)
 
 
 @router.get("/servers/{name}", response_class=HTMLResponse)
@@ -87,7 +87,7 @@ def discover(request: Request, name: str, csrf_token: str = Form(""),
              me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("operate")
     check_csrf(me, csrf_token)
-    found = discovery.refresh(v, name)
+    found = protection.refresh(v, name)
     outcome = _outcome()
     outcome["done"].append(
         f"discovered {len(found['databases'])} databases: new {', '.join(found['new']) or 'none'}"
@@ -129,7 +129,7 @@ def _protect(v: Vault, name: str, choice: str, restart: bool, batches: list[list
 def _batches(names: list[str]) -> list[list[str]]:
     """A selection split into requests of at most ``limits.MAX_PER_REQUEST`` databases (the
     per-request limit); the per-server and per-vault limits still apply to the whole."""
-    size = limits.MAX_PER_REQUEST
+    size = inventory.MAX_PER_REQUEST
     return [names[i:i + size] for i in range(0, len(names), size)]
 
 
@@ -143,7 +143,7 @@ def protect(request: Request, name: str, db: list[str] = Form([]),
     me.require("operate")
     check_csrf(me, csrf_token)
     if action == "all":
-        db = [d["name"] for d in discovery.live_databases(v, name)
+        db = [d["name"] for d in protection.live_databases(v, name)
               if d["protectable"] and not d["protected"]]
     elif action != "selected":
         raise DbsafeError("request.invalid", reason=f"action {action!r}: selected or all")

@@ -24,9 +24,9 @@ from dbsafe.api.gate import SESSION_COOKIE
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.login_guard import LoginGuard, attempt_keys
 from dbsafe.portal.web import caller, check_csrf, cookie_secure, page, vault
-from dbsafe.services import access
-from dbsafe.services.access import Principal
-from dbsafe.services.vault import Vault
+from dbsafe.services import operations
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
 
 router = APIRouter()
 log = logging.getLogger("dbsafe.api")
@@ -76,10 +76,10 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
     guard: LoginGuard = request.app.state.login_guard
     source = request.client.host if request.client else "unknown"
     token = token.strip()
-    shown = access.shown_name(name)
+    shown = operations.shown_name(name)
     device = request.cookies.get(DEVICE_COOKIE)
     known = (not token and bool(device) and
-             await to_thread.run_sync(access.device_user, v.catalog, device) == name)
+             await to_thread.run_sync(operations.device_user, v.catalog, device) == name)
     try:
         attempt = guard.throttle.admit(attempt_keys(source, None if token else shown,
                                                     device if known else None))
@@ -87,10 +87,10 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
         return _login_page(request, next, exc.spec.http_status, exc)
     try:
         if token:
-            session_id, principal = await to_thread.run_sync(access.token_login, v.catalog,
+            session_id, principal = await to_thread.run_sync(operations.token_login, v.catalog,
                                                              token)
         else:
-            session_id, principal = await guard.hashes.run(access.login, v.catalog, name,
+            session_id, principal = await guard.hashes.run(operations.login, v.catalog, name,
                                                            password)
     except DbsafeError as exc:
         if exc.code != "auth.busy":  # busy: nothing was checked
@@ -98,21 +98,21 @@ async def login(request: Request, name: str = Form(""), password: str = Form("")
                 log.warning("logins %s held for up to %d s after repeated failures (the "
                             "last from %s)", held, guard.throttle.window, source)
             attempted = Principal(f"user:{shown}" if not token else "token:?", "reader")
-            await to_thread.run_sync(access.audit, v.catalog, attempted, source, "login",
+            await to_thread.run_sync(operations.audit, v.catalog, attempted, source, "login",
                                      None, exc.code)
         return _login_page(request, next, exc.spec.http_status, exc)
     finally:
         attempt.end()  # a success, or what was raised besides (the failure counted first)
-    await to_thread.run_sync(access.audit, v.catalog, principal, source, "login", None, "ok")
+    await to_thread.run_sync(operations.audit, v.catalog, principal, source, "login", None, "ok")
     response = RedirectResponse(_safe_next(next), status_code=303)
     secure = cookie_secure(request)
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
-                        secure=secure, max_age=int(access.SESSION_MAX.total_seconds()))
+                        secure=secure, max_age=int(operations.SESSION_MAX.total_seconds()))
     if not token and not known:
-        remembered = await to_thread.run_sync(access.remember_device, v.catalog, name)
+        remembered = await to_thread.run_sync(operations.remember_device, v.catalog, name)
         response.set_cookie(DEVICE_COOKIE, remembered, httponly=True, samesite="strict",
                             secure=secure, path=LOGIN_PATH,
-                            max_age=int(access.DEVICE_MAX.total_seconds()))
+                            max_age=int(operations.DEVICE_MAX.total_seconds()))
     return response
 
 
@@ -122,7 +122,7 @@ def logout(request: Request, csrf_token: str = Form(""),
     check_csrf(me, csrf_token)
     session = request.cookies.get(SESSION_COOKIE)
     if session:
-        access.end_session(v.catalog, session)
+        operations.end_session(v.catalog, session)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -1,0 +1,286 @@
+"""Every backup, restore, verify and drill runs as a job recorded in the catalog.
+
+A job row is written when the work starts, its progress (bytes done of total) at most a few
+times a second, and its end state with an error code and message when it fails. A job whose
+process died without finishing (killed, power loss) is shown as failed, ``job.abandoned``.
+
+States: running (in progress), completed, completed_with_warnings, failed, cancelling,
+cancelled. Cancellation works across processes: ``cancel_job`` sets a flag in the catalog and
+the job, which reads it back with each progress write, stops with ``job.cancelled`` — a
+backup leaves nothing visible (its manifest is never written), a restore removes what it
+created.
+
+Backups of one server exclude each other by kind: a full, copy-only or differential while
+another of these runs, or a log backup while a log backup runs, is refused with
+``backup.already_running``; a log backup may run beside a full (as the seed's do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from dbsafe.catalog.base import Catalog
+from dbsafe.core.concurrency import pid_alive
+from dbsafe.core.errors import DbsafeError, os_error
+
+ProgressFn = Callable[[int, int], None]
+# What jobs do: the work a user starts, the deletions it leads to, and the steps of
+# `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
+TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
+         "gc", "retention", "discovery", "health-check", "agent", "schedule")
+ACTIVE = ("running", "cancelling")
+FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+STATES = ACTIVE + FINAL
+# Backup kinds that may not run at the same time on one server.
+EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
+             "diff": ("full", "copy-only", "diff"), "log": ("log",)}
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_job_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+HOST = socket.gethostname()
+# Told the id of the first job that starts in this context: the API starts work in a thread
+# and answers with the job's id as soon as its row exists (api/launch.py), while an error
+# raised before that (an unknown server, a backup already running) is answered at once.
+job_started: ContextVar[Callable[[str], None] | None] = ContextVar("job_started", default=None)
+
+
+class Job:
+    """Context manager: ``with Job(catalog, "backup", server) as job: ... job.finish(result)``.
+
+    ``backup_type`` makes the job exclusive with running backups of the same server (see
+    the module docstring); ``trigger`` is "on-demand" or "scheduled"; ``reason`` says why
+    the job is what it is (a differential turned into a full, ...).
+    """
+
+    PROGRESS_INTERVAL = 0.5
+
+    def __init__(self, catalog: Catalog, type: str, server: str | None,
+                 on_progress: ProgressFn | None = None, *, backup_type: str | None = None,
+                 trigger: str = "on-demand", items: list[str] | None = None,
+                 reason: str | None = None, node: str | None = None) -> None:
+        self.catalog = catalog
+        self.type = type
+        self.server = server
+        self.backup_type = backup_type
+        self.id = new_job_id(type)
+        self.on_progress = on_progress
+        self._extra = {"trigger": trigger, "backup_type": backup_type,
+                       "items": json.dumps(items) if items is not None else None,
+                       "reason": reason, "node": node}
+        self._last_write = 0.0
+        self._done = 0
+        self._total = 0
+        self._lock = threading.Lock()
+        self._result: dict | None = None
+        self.warnings: list[dict] = []
+
+    def __enter__(self) -> Job:
+        conflicts = EXCLUSIVE.get(self.backup_type or "", ()) if self.type == "backup" else ()
+        busy = self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow(),
+                                       conflicts=conflicts, alive=job_alive, host=HOST,
+                                       **self._extra)
+        if busy:
+            raise DbsafeError("backup.already_running", type=busy["backup_type"] or "backup",
+                              name=self.server, job_id=busy["id"])
+        notify = job_started.get()
+        if notify is not None:
+            notify(self.id)
+        return self
+
+    def expect(self, nbytes: int) -> None:
+        """Add ``nbytes`` to the work this job has to do."""
+        with self._lock:
+            self._total += nbytes
+
+    def advance(self, nbytes: int) -> None:
+        """Record ``nbytes`` more done; called from many threads. Raises ``job.cancelled``
+        when a cancel was requested."""
+        with self._lock:
+            self._done += nbytes
+            done, total = self._done, self._total
+            now = time.monotonic()
+            write = now - self._last_write >= self.PROGRESS_INTERVAL or done >= total
+            if write:
+                self._last_write = now
+                self.catalog.update_job(self.id, bytes_done=done, bytes_total=total)
+                self._check_cancel()
+            if self.on_progress:
+                self.on_progress(done, total)
+
+    def progress(self) -> tuple[int, int]:
+        """(bytes done, bytes expected) so far."""
+        with self._lock:
+            return self._done, self._total
+
+    def check_cancelled(self) -> None:
+        """For waits that make no progress (a log backup waiting for its segment)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_write >= self.PROGRESS_INTERVAL:
+                self._last_write = now
+                self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        row = self.catalog.get_job(self.id)
+        if row and row["cancel_requested"]:
+            raise DbsafeError("job.cancelled", job_id=self.id)
+
+    def warn(self, warning: dict) -> None:
+        self.warnings.append(warning)
+
+    def finish(self, result: dict, state: str = "completed") -> None:
+        if self.warnings:
+            result.setdefault("warnings", [])
+            result["warnings"] = [*result["warnings"], *self.warnings]
+            state = "completed_with_warnings" if state == "completed" else state
+        self._result = result
+        with self._lock:
+            self.catalog.update_job(self.id, state=state, end_time=utcnow(),
+                                    bytes_done=self._total, bytes_total=self._total,
+                                    warnings=json.dumps(result.get("warnings") or []) or None,
+                                    result=json.dumps(result, default=str))
+        _run_hooks(self.catalog, self.id)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            if self._result is None:
+                self.finish({})
+            return
+        self.catalog.update_job(self.id, **failure(exc))
+        _run_hooks(self.catalog, self.id)
+
+
+def failure(exc: BaseException) -> dict:
+    """The end of a job that raised ``exc``: state, end time, error code and message."""
+    if isinstance(exc, DbsafeError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, KeyboardInterrupt):
+        code, message = "job.interrupted", DbsafeError("job.interrupted").message
+    elif (host_error := os_error(exc)) is not None:  # the host's condition, not a bug
+        code, message = host_error.code, host_error.message
+    else:
+        code, message = "internal", f"{type(exc).__name__}: {exc}"
+    return {"state": "cancelled" if code == "job.cancelled" else "failed",
+            "end_time": utcnow(), "error_code": code, "error_message": message}
+
+
+def record_job(catalog: Catalog, type: str, server: str | None, *, started: str,
+               error: BaseException | None = None, result: dict | None = None,
+               trigger: str = "scheduled", backup_type: str | None = None,
+               reason: str | None = None) -> str:
+    """Record, after the fact, work that ran without a job of its own: a scheduled backup
+    that failed before its job could start (the server was down), a step of ``dbsafe
+    serve`` that failed or warned (retention, discovery, ...). It failed with ``error``, or
+    completed with ``result`` (with warnings when ``result["warnings"]``); its alerts are
+    raised as for any job. Returns the job's id."""
+    job_id = new_job_id(type)
+    catalog.create_job(job_id, type, server, os.getpid(), started, host=HOST,
+                       trigger=trigger, backup_type=backup_type, reason=reason)
+    if error is not None:
+        catalog.update_job(job_id, **failure(error))
+    else:
+        result = result or {}
+        warnings = result.get("warnings") or []
+        catalog.update_job(job_id, state="completed_with_warnings" if warnings else "completed",
+                           end_time=utcnow(), warnings=json.dumps(warnings),
+                           result=json.dumps({**result, "job_id": job_id}, default=str))
+    _run_hooks(catalog, job_id)
+    return job_id
+
+
+def _run_hooks(catalog: Catalog, job_id: str) -> None:
+    """Alerts for the job's end (failed, or a success that resolves an earlier failure);
+    they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
+    from dbsafe.services.activity import alerts
+
+    alerts.job_finished(catalog, _decode(catalog.get_job(job_id)))
+
+
+def _decode(job: dict) -> dict:
+    for key in ("result", "warnings", "items"):
+        if isinstance(job.get(key), str):
+            job[key] = json.loads(job[key])
+    return job
+
+
+def job_alive(job: dict) -> bool:
+    """Whether a job's process runs: checked by pid on its own host; a job of another host
+    (a catalog shared by several) is taken as running."""
+    if job.get("host") not in (None, HOST):
+        return True
+    return pid_alive(job["pid"])
+
+
+def _reap(catalog: Catalog, job: dict) -> dict:
+    """A running job whose process is gone: failed (abandoned), or cancelled if asked."""
+    if job["state"] in ACTIVE and not job_alive(job):
+        if job["state"] == "cancelling":
+            fields = {"state": "cancelled", "end_time": utcnow(), "error_code": "job.cancelled",
+                      "error_message": "cancelled (its process had ended)"}
+        else:
+            fields = {"state": "failed", "end_time": utcnow(), "error_code": "job.abandoned",
+                      "error_message": DbsafeError("job.abandoned", pid=job["pid"]).message}
+        catalog.update_job(job["id"], **fields)
+        job.update(fields)
+        _run_hooks(catalog, job["id"])
+    return job
+
+
+def list_jobs(catalog: Catalog, limit: int = 100, *, state: str | None = None,
+              server: str | None = None, type: str | None = None,
+              backup_type: str | None = None, item: str | None = None,
+              trigger: str | None = None) -> list[dict]:
+    """Jobs, newest first, filtered; running jobs whose process is gone are reaped."""
+    if state is not None and state not in STATES:
+        raise DbsafeError("job.bad_state", state=state, valid=", ".join(STATES))
+    jobs = []
+    for job in catalog.list_jobs(limit if not (state or item) else max(limit, 5000),
+                                 server=server, type=type, backup_type=backup_type,
+                                 trigger=trigger):
+        job = _decode(_reap(catalog, job))
+        if state and job["state"] != state:
+            continue
+        if item and item not in (job.get("items") or []):
+            continue
+        jobs.append(job)
+    return jobs[:limit]
+
+
+def get_job(catalog: Catalog, job_id: str) -> dict:
+    job = catalog.get_job(job_id)
+    if job is None:
+        raise DbsafeError("job.unknown", job_id=job_id)
+    return _decode(_reap(catalog, job))
+
+
+def cancel_job(catalog: Catalog, job_id: str) -> dict:
+    """Ask a running job to stop; it ends as ``cancelled`` at its next progress write."""
+    job = get_job(catalog, job_id)
+    if job["state"] not in ACTIVE:
+        raise DbsafeError("job.not_running", job_id=job_id, state=job["state"])
+    catalog.update_job(job_id, cancel_requested=1, state="cancelling")
+    return get_job(catalog, job_id)
+
+
+
+def running_job(catalog: Catalog, type: str, server: str) -> dict | None:
+    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type)."""
+    for job in catalog.list_jobs(200, server=server, type=type):
+        if _reap(catalog, job)["state"] in ACTIVE:
+            return job
+    return None

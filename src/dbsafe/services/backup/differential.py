@@ -1,0 +1,277 @@
+"""Differential backups: the base full, which files to read, and the page deltas stored.
+
+A differential is cumulative since the latest full that is not copy-only and leaves out none
+of the databases the differential holds (SQL Server's semantics, per database), so a restore
+needs that full and the differential, never a chain. Which pages changed is the engine's
+call (their LSNs, engines/postgres/delta.py); here we decide which files to read at all and
+turn the pages kept into manifest entries (docs/repository-format.md, *Differentials*). The
+copy keeps the hot path's shape: tasks of up to ``TASK_BLOCKS`` blocks of one file on
+parallel threads, each thread holding the block it read and under two blocks of changed
+pages (a block's worth is stored as soon as it is there).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dbsafe.core.concurrency import run_parallel
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.base import BlockRead, SourceFile
+from dbsafe.engines.postgres.backup import parse_lsn
+from dbsafe.engines.postgres.delta import tracks_changes
+from dbsafe.engines.postgres.pages import PAGE_SIZE
+from dbsafe.services.backup.copy import (
+    TASK_BLOCKS,
+    Copier,
+    SizedCall,
+    by_size,
+    file_entry,
+    open_source,
+)
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.lifecycle import coverage
+from dbsafe.services.lifecycle.points import list_points
+from dbsafe.vault.blocks import BlockSink
+
+# A file is not read when its size and mtime are the base's and that mtime lies this many
+# seconds before the base started: no write reached it since (the margin covers clock
+# adjustments; a write's mtime is taken from the same clock as the base's start time).
+MTIME_MARGIN = 60.0
+
+ReadChanged = Callable[[int, SourceFile, int, int, int, int], BlockRead]
+
+
+def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
+    """The manifest of the latest full (not copy-only) point of ``server`` that leaves out
+    none of ``databases`` (those the differential will hold: a full taken with ``--db``
+    holds only the databases it names, and is no base for the others; a database created
+    after the full is copied whole). None such: ``backup.no_full``, naming the databases
+    the latest full left out."""
+    fulls = [p for p in list_points(vault, server["name"])
+             if p["type"] == "full" and not p["copy_only"]]
+    base = coverage.newest(fulls, databases)
+    if base is None:
+        latest = coverage.newest(fulls, ())
+        lacking = databases if latest is None else coverage.missing(latest, databases)
+        raise DbsafeError("backup.no_full", name=server["name"],
+                          databases=coverage.named(lacking))
+    try:
+        return vault.repo.load_manifest(base["point_id"])
+    except KeyError:
+        raise DbsafeError("backup.base_unusable", base=base["point_id"], name=server["name"],
+                          reason="its manifest is missing from the vault") from None
+
+
+def check_base(base: dict, name: str, major: int, start_lsn: str | None = None,
+               timeline: int | None = None) -> None:
+    """Refuse a base the page LSNs cannot be compared with (see the format doc)."""
+    reason = None
+    if base["instance"]["pg_version"] != major:
+        reason = f"it is of PostgreSQL {base['instance']['pg_version']}, the server runs {major}"
+    elif start_lsn is not None and parse_lsn(start_lsn) < parse_lsn(base["stop_lsn"]):
+        reason = (f"the server's WAL position {start_lsn} is before the full's end "
+                  f"{base['stop_lsn']} (was an older copy of the data directory put back?)")
+    elif timeline is not None and timeline != base["timeline"]:
+        reason = f"the server moved from timeline {base['timeline']} to {timeline}"
+    if reason:
+        raise DbsafeError("backup.base_unusable", base=base["point_id"], name=name,
+                          reason=reason)
+
+
+@dataclass
+class Plan:
+    """What a differential does with each file of the data directory."""
+
+    whole: list[SourceFile] = field(default_factory=list)
+    scan: list[tuple[SourceFile, dict]] = field(default_factory=list)
+    not_read: list[tuple[SourceFile, dict]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def plan(files: list[SourceFile], base: dict) -> Plan:
+    base_files = {e["path"]: e for e in base["files"]}
+    cutoff = datetime.fromisoformat(base["start_time"]).timestamp() - MTIME_MARGIN
+    out = Plan()
+    for f in files:
+        entry = base_files.get(f.path)
+        if entry is None:
+            out.whole.append(f)
+        elif f.size == entry["size"] and f.mtime == entry["mtime"] and f.mtime < cutoff:
+            out.not_read.append((f, entry))
+        elif tracks_changes(f):
+            out.scan.append((f, entry))
+        else:
+            out.whole.append(f)
+    present = {f.path for f in files}
+    out.dropped = sorted(p for p in base_files if p not in present)
+    return out
+
+
+@dataclass
+class _Part:
+    """The pages one task kept: runs of file page numbers, and (block id, pages) stored."""
+
+    runs: list[list[int]] = field(default_factory=list)
+    blocks: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+@dataclass
+class DeltaFile:
+    source: SourceFile
+    base: dict
+    size: int
+    parts: list[_Part]
+    corrupt_pages: list[int] = field(default_factory=list)
+    vanished: bool = False
+    bytes_read: int = 0
+
+
+class DeltaCopier:
+    """Reads main-fork segments and stores the pages the engine selects."""
+
+    def __init__(self, sink: BlockSink, read_changed: ReadChanged, block_size: int,
+                 since_lsn: int, on_bytes: Callable[[int], None]) -> None:
+        self.sink = sink
+        self.read_changed = read_changed
+        self.block_size = block_size
+        self.since_lsn = since_lsn
+        self.on_bytes = on_bytes
+        self._lock = threading.Lock()
+
+    def prepare(self, scans: list[tuple[SourceFile, dict]]
+                ) -> tuple[list[DeltaFile], list[SizedCall]]:
+        results, calls = [], []
+        for source, base in scans:
+            n = -(-source.size // self.block_size)
+            starts = range(0, n, TASK_BLOCKS)
+            result = DeltaFile(source, base, source.size, [_Part() for _ in starts])
+            results.append(result)
+            calls.extend((source.size, self._run, (result, i, first,
+                                                   min(TASK_BLOCKS, n - first)))
+                         for i, first in enumerate(starts))
+        return results, calls
+
+    def _run(self, result: DeltaFile, part_no: int, first_block: int, blocks: int) -> None:
+        source, bs = result.source, self.block_size
+        part = result.parts[part_no]
+        fd = open_source(source)
+        if fd is None:
+            result.vanished = True  # dropped while we copied: WAL replay removes it anyway
+            return
+        stream = bytearray()  # changed pages not yet stored: less than a block
+        read_bytes = 0
+        try:
+            for b in range(first_block, first_block + blocks):
+                offset = b * bs
+                length = min(bs, source.size - offset)
+                read = self.read_changed(fd, source, offset, length, self.since_lsn,
+                                         result.base["size"])
+                read_bytes += len(read.data)
+                for first, count in read.pages or ():
+                    page = offset // PAGE_SIZE + first
+                    if part.runs and part.runs[-1][0] + part.runs[-1][1] == page:
+                        part.runs[-1][1] += count
+                    else:
+                        part.runs.append([page, count])
+                    stream += read.data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
+                    while len(stream) >= bs:
+                        self._store(part, bytes(stream[:bs]))
+                        del stream[:bs]
+                self.on_bytes(len(read.data))
+                if len(read.data) < length:
+                    # Truncated while we read: WAL replay truncates it again, so the file
+                    # stays as long as what we kept (see DeltaCopier.entry).
+                    with self._lock:
+                        result.size = min(result.size,
+                                          offset + len(read.data) // PAGE_SIZE * PAGE_SIZE)
+                if read.corrupt_pages:
+                    with self._lock:
+                        result.corrupt_pages.extend(read.corrupt_pages)
+                if len(read.data) < length:
+                    break
+            if stream:
+                self._store(part, bytes(stream))
+        finally:
+            os.close(fd)
+            with self._lock:
+                result.bytes_read += read_bytes
+
+    def _store(self, part: _Part, data: bytes) -> None:
+        block_id, _ = self.sink.store(data)
+        part.blocks.append((block_id, len(data) // PAGE_SIZE))
+
+
+def _join(parts: list[_Part]) -> tuple[list[list[int]], list[tuple[bytes, int]]]:
+    """The runs and blocks of a file from its tasks' parts, adjacent runs merged."""
+    runs: list[list[int]] = []
+    blocks: list[tuple[bytes, int]] = []
+    for part in parts:
+        for first, count in part.runs:
+            if runs and runs[-1][0] + runs[-1][1] == first:
+                runs[-1][1] += count
+            else:
+                runs.append([first, count])
+        blocks += part.blocks
+    return runs, blocks
+
+
+def delta_entry(repo, source: SourceFile, size: int, runs: list[list[int]],
+                blocks: list[tuple[bytes, int]]) -> dict:
+    ids = [b for b, _ in blocks]
+    return {"path": source.path, "size": size, "mode": source.mode, "mtime": source.mtime,
+            "blocks": [b.hex() for b in ids], "checksum": repo.file_checksum(ids),
+            "delta": {"pages": runs, "block_pages": [n for _, n in blocks]}}
+
+
+@dataclass
+class DiffCopy:
+    """What a differential's copy produced, for its manifest and result."""
+
+    entries: list[dict]
+    corrupt: list[dict]
+    bytes_read: int
+    stats: dict
+    dropped: list[str]
+
+
+def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: list[SourceFile],
+               base: dict, expect: Callable[[int], None]) -> DiffCopy:
+    """Copy new and non-relation files whole and the changed pages of the rest, in one pool
+    of ``copier.workers`` threads."""
+    p = plan(files, base)
+    expect(sum(f.size for f in p.whole) + sum(f.size for f, _ in p.scan))
+    deltas = DeltaCopier(copier.sink, read_changed, copier.block_size,
+                         parse_lsn(base["start_lsn"]), copier.on_bytes)
+    whole_results, whole_calls = copier.prepare(p.whole)
+    delta_results, delta_calls = deltas.prepare(p.scan)
+    run_parallel(copier.workers, "dbsafe-copy", by_size(whole_calls + delta_calls))
+    whole = [c for c in copier.finish(whole_results) if not c.vanished]
+
+    entries = [file_entry(repo, c) for c in whole]
+    corrupt = [{"path": c.source.path, "block": n} for c in whole for n in c.corrupt_pages]
+    pages = changed_files = 0
+    for r in delta_results:
+        if r.vanished:
+            continue
+        runs, blocks = _join(r.parts)
+        # A file truncated while we read keeps its length up to the last page kept.
+        size = max(r.size, (runs[-1][0] + runs[-1][1]) * PAGE_SIZE if runs else 0)
+        entries.append(delta_entry(repo, r.source, size, runs, blocks))
+        corrupt += [{"path": r.source.path, "block": n} for n in sorted(r.corrupt_pages)]
+        kept = sum(n for _, n in runs)
+        pages += kept
+        changed_files += kept > 0
+    for source, entry in p.not_read:
+        entries.append(delta_entry(repo, source, entry["size"], [], []))
+    order = {f.path: i for i, f in enumerate(files)}
+    entries.sort(key=lambda e: order[e["path"]])
+    scanned = [r for r in delta_results if not r.vanished]
+    stats = {"pages_changed": pages, "files_whole": len(whole), "files_delta": changed_files,
+             "files_unchanged": len(scanned) - changed_files + len(p.not_read),
+             "files_not_read": len(p.not_read), "files_dropped": len(p.dropped)}
+    bytes_read = sum(c.size for c in whole) + sum(r.bytes_read for r in scanned)
+    return DiffCopy(entries, corrupt, bytes_read, stats, p.dropped)

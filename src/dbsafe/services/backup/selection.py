@@ -1,0 +1,112 @@
+"""Which databases a backup covers and a restore writes.
+
+A database's files are ``base/<oid>/...`` and ``pg_tblspc/<tablespace>/PG_*/<oid>/...``;
+everything else (global/, pg_xact/, ...) belongs to the instance and is always taken, as
+are the small non-relation files of every database folder, and template0 (never listed by
+discovery, never changed, needed by CREATE DATABASE).
+Template databases are always taken (a restored instance needs a whole template1 for
+CREATE DATABASE). A database left out is recorded by its files' names and sizes: a restore
+creates them as sparse, all-zero files, as pgBackRest's selective restore does, so that WAL
+replay finds every file it touches (the first change of each page after the backup's
+checkpoint carries a full page image). Such a database is not usable after the restore:
+connecting to it fails, and a restore that brings the server up drops it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.base import SourceFile
+
+DB_FILE = re.compile(r"^(?:base|pg_tblspc/\d+/PG_[^/]+)/(\d+)/(\d+(?:_\w+)?(?:\.\d+)?)$")
+# a relation file, or the folder's relation map (a database left out of a restore keeps
+# only its PG_VERSION)
+DB_FOLDER_FILE = re.compile(
+    r"^(?:base|pg_tblspc/\d+/PG_[^/]+)/(\d+)/(\d+(?:_\w+)?(?:\.\d+)?|pg_filenode\.map)$")
+
+
+def database_oid(path: str) -> int | None:
+    """The database a relation file belongs to; None for every other file (a database's
+    PG_VERSION and pg_filenode.map are always kept, so the folder stays a database)."""
+    m = DB_FILE.match(path)
+    return int(m.group(1)) if m else None
+
+
+def choose(dbs: list[dict], wanted: list[str] | None, protected: list[str],
+           backup_type: str, server_name: str) -> tuple[list[dict], set[int]]:
+    """(databases with an ``included`` flag, OIDs to leave out) for one backup run.
+
+    ``wanted`` (from --db) wins; else the protected databases; else all of them.
+    """
+    names = {d["name"] for d in dbs}
+    chosen = set(wanted or protected or names)
+    for name in chosen - names:
+        raise DbsafeError("protect.unknown_database", name=server_name, database=name,
+                          valid=", ".join(sorted(names)))
+    if wanted and backup_type in ("diff", "log"):
+        for d in dbs:
+            if d["name"] in chosen and d["read_only"]:
+                raise DbsafeError("backup.read_only_db", database=d["name"])
+    listed = [{"name": d["name"], "oid": d["oid"], "template": is_template(d),
+               "included": d["name"] in chosen or is_template(d)} for d in dbs]
+    return listed, {d["oid"] for d in listed if not d["included"]}
+
+
+def is_template(db: dict) -> bool:
+    """Template databases (template1, and any marked as one) are always taken and restored
+    whole: a restored instance needs them for CREATE DATABASE. Manifests written before the
+    ``template`` flag existed know template1 by its name."""
+    return bool(db.get("is_template") or db.get("template") or db.get("name") == "template1")
+
+
+def split_files(files: list[SourceFile], skip: set[int]) -> tuple[list[SourceFile], list[dict]]:
+    """(files to copy, entries of files left out: path, size, mode)."""
+    if not skip:
+        return files, []
+    kept, skipped = [], []
+    for f in files:
+        if database_oid(f.path) in skip:
+            skipped.append({"path": f.path, "size": f.size, "mode": f.mode})
+        else:
+            kept.append(f)
+    return kept, skipped
+
+
+def restore_plan(manifest: dict, wanted: list[str] | None,
+                 ) -> tuple[list[dict], list[dict], list[str]]:
+    """(file entries to write, entries to create as zero files, names of the databases left
+    out) for a restore of ``wanted`` databases (None: all the point holds).
+
+    A database left out keeps its folder, so that WAL replay finds every file it touches,
+    but its relation files are sparse zeros and so is its ``pg_filenode.map``: connecting to
+    it fails ("relation mapping file ... contains invalid data", as after pgBackRest's
+    selective restore) instead of showing empty or half-replayed catalogs. A restore that
+    brings the server up drops it (services/restore/instance.py)."""
+    skipped = list(manifest.get("skipped", []))
+    listed = {d["name"]: d for d in manifest.get("databases", [])}
+    if wanted:
+        for name in wanted:
+            if name not in listed or not listed[name]["included"]:
+                raise DbsafeError("restore.database_not_in_point", database=name,
+                                  point_id=manifest["point_id"],
+                                  held=", ".join(n for n, d in listed.items() if d["included"]))
+        left_out = sorted(n for n, d in listed.items() if n not in wanted and not is_template(d))
+    else:
+        left_out = sorted(n for n, d in listed.items() if not d["included"])
+    drop = {listed[n]["oid"] for n in left_out}
+    files = []
+    for entry in manifest["files"]:
+        m = DB_FOLDER_FILE.match(entry["path"])
+        if m is None or int(m.group(1)) not in drop:
+            files.append(entry)
+        else:
+            skipped.append({"path": entry["path"], "size": entry["size"], "mode": entry["mode"]})
+    return files, skipped, left_out
+
+
+def control_database(manifest: dict, left_out: list[str]) -> str:
+    """A database to ask a restored server things in: ``postgres`` when the point holds it,
+    else ``template1`` (templates are always held)."""
+    names = {d["name"] for d in manifest.get("databases", [])} or {"postgres"}
+    return "postgres" if "postgres" in names and "postgres" not in left_out else "template1"

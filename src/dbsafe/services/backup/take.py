@@ -1,0 +1,225 @@
+"""Full, copy-only full and differential backups of a registered instance into the vault.
+
+Order of events (docs/repository-format.md, *Write order*): start the backup → copy the data
+files (a differential: the changed pages, services/backup/differential.py) → stop it → copy the WAL
+from start to stop → seal the last packs and their index files → write the manifest (the
+commit point) → record the point in the catalog.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dbsafe.core import defaults
+from dbsafe.core.concurrency import default_workers
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres import cluster, discover
+from dbsafe.engines.postgres.backup import BackupSession
+from dbsafe.services.activity.jobs import Job, ProgressFn
+from dbsafe.services.backup import counts, differential, selection
+from dbsafe.services.backup.copy import Copier, file_entry
+from dbsafe.services.handle import space
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory import coexistence
+from dbsafe.services.inventory.immutability import backup_retention, retention_column
+from dbsafe.services.inventory.policies import compression_for
+from dbsafe.services.inventory.servers import get_server, live_endpoint, open_instance
+from dbsafe.services.lifecycle import coverage
+from dbsafe.services.protection import discovery
+from dbsafe.services.protection import replica_sets as replicasets
+
+BACKUP_TYPES = defaults.BACKUP_TYPES
+MAX_CORRUPT_LISTED = 1000
+CONTROL_FILE = "global/pg_control"
+
+
+def new_point_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = None,
+               workers: int | None = None, on_progress: ProgressFn | None = None,
+               databases: list[str] | None = None, trigger: str = "on-demand",
+               reason: str | None = None) -> dict:
+    """Back up the instance files plus ``databases`` (default: the protected ones, or all
+    when none is chosen); the other databases are recorded as left out. New blocks are
+    compressed at ``level`` when given (0: stored raw), else as the instance's policy says
+    (services/inventory/policies.compression_for). A differential's base is the latest full that
+    holds every database it holds (a scheduled one becomes a full when there is none, and
+    says why in its warnings)."""
+    if type not in BACKUP_TYPES:
+        raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
+    server = get_server(vault, name)
+    replicasets.refuse_node_alone(server, "backup")
+    if server["kind"] == "replica-set":  # the node the preference names takes it
+        server = replicasets.node_for_job(vault, server, type, trigger, reason)
+    # Checks that need no job: bad input fails before anything is recorded.
+    with open_instance(server) as conn:
+        dbs = discover.databases(conn, Path(server["pgdata"]))
+        others = coexistence.other_solutions(conn, Path(server["pgdata"]),
+                                             coexistence.our_command(vault))
+    # a protected database dropped since the last discovery becomes "source gone" now,
+    # instead of failing every backup until the next discovery
+    discovery.reconcile(vault, server, dbs)
+    protected = vault.catalog.list_protected(server["instance_id"])
+    listed, skip = selection.choose(dbs, databases, protected, type, name)
+    held = [d["name"] for d in listed if d["included"]]
+    level, level_from = ((level, "asked for this backup") if level is not None
+                         else compression_for(vault, server))
+    became_full = None
+    base = None
+    if type == "diff":
+        try:
+            base = differential.find_base(vault, server, held)
+        except DbsafeError as exc:
+            # A database the scheduler's check did not know yet (discovery just protected
+            # it): the scheduled run becomes a full, as self-healing does (healing.py).
+            if exc.code != "backup.no_full" or trigger != "scheduled":
+                raise
+            type = "full"
+            became_full = DbsafeError("backup.diff_became_full", name=name,
+                                      databases=exc.details["databases"])
+    if base is not None:
+        differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
+    # what a backup without --db holds: only a full of all of it restarts the chain
+    instance, _ = selection.choose(dbs, None, protected, "full", name)
+    whole = {d["name"] for d in instance if d["included"]} <= set(held)
+    with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
+             items=held, reason=reason or (became_full and became_full.message),
+             node=server.get("node")) as job, \
+            vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
+        if became_full is not None:
+            job.warn(became_full.as_dict())
+        for found in others:
+            job.warn({"code": f"coexistence.{found['kind']}", "message":
+                      f"another backup solution: {found['detail']}; {found['action']}"})
+        result = _backup(vault, server, type, level, workers or default_workers(), job,
+                         (listed, skip), base)
+        result.update(job_id=job.id, compression_from=level_from)
+        if server.get("node"):
+            result.update(node=server["node"], node_reason=server["node_reason"])
+        if type == "full" and server["needs_full"] and whole:
+            vault.catalog.update_instance(server["instance_id"], needs_full=None)
+        job.finish(result, "completed_with_warnings" if result["corrupt_pages"] else "completed")
+        return result
+
+
+def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
+            chosen: tuple[list[dict], set[int]], base: dict | None = None) -> dict:
+    repo = vault.repo
+    pgdata = Path(server["pgdata"])
+    major = cluster.major_version(pgdata)
+    port, host = live_endpoint(pgdata, server["port"], server["host"])
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    point_id = new_point_id(started)
+    session = BackupSession(pgdata, port, host, major, bool(server["data_checksums"]))
+    sink = repo.block_sink(level)
+    copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
+    about_base: dict = {}  # a differential's base, dropped files and counts
+    try:
+        start_lsn = session.start(f"dbsafe {point_id}")
+        if base is not None:
+            differential.check_base(base, server["name"], major, start_lsn)
+        files, dirs, tablespaces = session.files()
+        files, skipped = selection.split_files(files, chosen[1])
+        if base is None:
+            job.expect(sum(f.size for f in files))
+            # pg_control last: a backup from a standby ends where the copied pg_control's
+            # minimum recovery point says, so it must be later than every other file
+            control = [f for f in files if f.path == CONTROL_FILE]
+            rest = [f for f in files if f.path != CONTROL_FILE]
+            copied = [c for c in copier.copy(rest) + copier.copy(control) if not c.vanished]
+            entries = [file_entry(repo, c) for c in copied]
+            corrupt = [{"path": c.source.path, "block": p}
+                       for c in copied for p in c.corrupt_pages]
+            files_read = sum(c.size for c in copied)
+        else:
+            diff = differential.copy_files(repo, copier, session.read_changed, files, base,
+                                           job.expect)
+            entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
+            about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
+                          "dropped": diff.dropped, "stats": diff.stats}
+        counts_mark = counts.mark(port, host)  # restore drills: row counts
+        stop = session.stop()
+        # counted on a thread while the stop's WAL is copied and the last pack sealed
+        counting = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-counts")
+        counted = counting.submit(counts.take, port, host, chosen[0], counts_mark)
+        counting.shutdown(wait=False)
+        if base is not None:
+            differential.check_base(base, server["name"], major, timeline=stop.timeline)
+        job.expect(sum(f.size for f in stop.wal_segments))
+        wal = copier.copy(stop.wal_segments)
+        session.close()
+        sink.close()
+        table_counts = counted.result()
+    except BaseException as exc:
+        session.close()
+        sink.abort()
+        if isinstance(exc, DbsafeError) and exc.code == "vault.full":
+            raise space.said_by(exc, f"the {type} backup of {server['name']}",
+                                space.projected(*job.progress(), sink.stats.bytes_stored)) \
+                from exc
+        raise
+    ended = datetime.now(UTC)
+    bytes_read = files_read + sum(w.size for w in wal)
+    retention = backup_retention(vault, server["instance_id"])  # the policy in force now
+    manifest = {
+        "format": 1,
+        "point_id": point_id,
+        "type": type,
+        "copy_only": type == "copy-only",
+        **{k: v for k, v in about_base.items() if k != "stats"},
+        "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
+                     "pg_version": major, "pgdata": str(pgdata),
+                     "owner": cluster.owner_of(pgdata), "node": server.get("node")},
+        "start_time": started.isoformat(timespec="milliseconds"),
+        "end_time": ended.isoformat(timespec="milliseconds"),
+        "start_lsn": start_lsn,
+        "stop_lsn": stop.stop_lsn,
+        "timeline": stop.timeline,
+        "backup_label": stop.backup_label,
+        "tablespace_map": stop.tablespace_map,
+        "tablespaces": tablespaces,
+        "compression": {"codec": "zstd" if level else "none", "level": level},
+        "block_size": repo.block_size,
+        "dirs": dirs,
+        "files": entries,
+        "databases": chosen[0],
+        "skipped": skipped,
+        "wal": [file_entry(repo, w) for w in wal],
+        "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(entries),
+                  "corrupt_pages": len(corrupt), **about_base.get("stats", {})},
+        "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
+        "retention": retention,
+    }
+    manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
+    bytes_stored = sink.stats.bytes_stored + repo.save_manifest(manifest)
+    seconds = time.perf_counter() - t0
+    point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),
+             "start_time": manifest["start_time"], "end_time": manifest["end_time"],
+             "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
+             "bytes_read": bytes_read, "bytes_stored": bytes_stored,
+             "corrupt_pages": len(corrupt),
+             **coverage.columns(chosen[0]),
+             "base_point": about_base.get("base"), "retention": retention_column(retention)}
+    vault.catalog.add_point(server["instance_id"], point)
+    vault.catalog.set_table_counts(point_id, table_counts)
+    return {
+        "point_id": point_id, "type": type, "copy_only": type == "copy-only",
+        "server": server["name"], "bytes_read": bytes_read,
+        "bytes_stored": bytes_stored, "blocks_new": sink.stats.blocks_new,
+        "blocks_reused": sink.stats.blocks_reused, "files": len(entries),
+        "wal_segments": len(wal), "seconds": round(seconds, 3),
+        "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,
+        "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
+        "start_time": manifest["start_time"], "end_time": manifest["end_time"],
+        "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
+        "compression_level": level, "workers": workers,
+        **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn")},
+        **about_base.get("stats", {}),
+    }

@@ -1,0 +1,67 @@
+"""Watching the whole: health checks, RPO, the overview, access and audit. Modules: access,
+monitor, overview, restorable. It imports only the groups below it (handle, activity,
+inventory, logchain, lifecycle, protection, backup, restore). The names here are the
+group's published surface: the CLI, the API, the portal, the scheduler and the agent
+import them from here, never a module inside (import-linter holds both rules;
+docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dbsafe.services.operations.access import (
+    DEVICE_MAX,
+    MIN_PASSWORD,
+    PERMISSIONS,
+    ROLES,
+    SESSION_MAX,
+    Principal,
+    add_user,
+    audit,
+    audit_log,
+    cli_principal,
+    create_token,
+    device_user,
+    end_session,
+    list_tokens,
+    login,
+    remember_device,
+    remove_user,
+    revoke_token,
+    session_principal,
+    shown_name,
+    token_login,
+    token_principal,
+)
+from dbsafe.services.operations.monitor import check_health, checks_not_run
+from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
+
+__all__ = [
+    "DEVICE_MAX",
+    "HEALTH",
+    "MIN_PASSWORD",
+    "OverviewCache",
+    "PERMISSIONS",
+    "Principal",
+    "ROLES",
+    "SESSION_MAX",
+    "Snapshot",
+    "add_user",
+    "audit",
+    "audit_log",
+    "check_health",
+    "checks_not_run",
+    "cli_principal",
+    "create_token",
+    "device_user",
+    "end_session",
+    "list_tokens",
+    "login",
+    "page",
+    "remember_device",
+    "remove_user",
+    "revoke_token",
+    "session_principal",
+    "shown_name",
+    "token_login",
+    "token_principal",
+]
