@@ -72,6 +72,11 @@ def save_soft_delete_setting(storage: Storage, enabled: bool, days: int, changed
     _save(storage, SOFT_DELETE, {"enabled": enabled, "days": days, "changed": changed})
 
 
+def immutable(storage: Storage) -> bool:
+    """Whether the vault is immutable (``on`` or ``locked``)."""
+    return immutability_setting(storage)["state"] != "off"
+
+
 def immutability_setting(storage: Storage) -> dict:
     """``{"state": "off" | "on" | "locked", "changed": ISO time or None}``."""
     doc = _load(storage, IMMUTABILITY) or {}

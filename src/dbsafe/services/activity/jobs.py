@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError, os_error
+from dbsafe.services.activity import alerts
 
 ProgressFn = Callable[[int, int], None]
 # What jobs do: the work a user starts, the deletions it leads to, and the steps of
@@ -206,7 +207,6 @@ def record_job(catalog: Catalog, type: str, server: str | None, *, started: str,
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
     """Alerts for the job's end (failed, or a success that resolves an earlier failure);
     they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
-    from dbsafe.services.activity import alerts
 
     alerts.job_finished(catalog, _decode(catalog.get_job(job_id)))
 

@@ -18,21 +18,22 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.policy.model import RANGES, Policy
+from dbsafe.policy.model import Policy
 from dbsafe.policy.retention import (
     PointInfo,
     decide,
     freeze,
     longest_until,
     retained_until,
-    shortened,
     thaw,
 )
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.policies import governing_policy
 from dbsafe.vault.softdelete import (
     DEFAULT_DAYS,
     IMMUTABILITY_STATES,
     immutability_setting,
+    immutable,
     save_immutability_setting,
 )
 
@@ -40,7 +41,7 @@ NO_POLICY_DAYS = DEFAULT_DAYS  # retention of a point no policy governs, in an i
 
 
 def is_immutable(vault: Vault) -> bool:
-    return immutability_setting(vault.repo.storage)["state"] != "off"
+    return immutable(vault.repo.storage)
 
 
 def set_immutability(vault: Vault, state: str, now: datetime | None = None) -> dict:
@@ -58,21 +59,6 @@ def set_immutability(vault: Vault, state: str, now: datetime | None = None) -> d
 
 
 # the retention a point is given --------------------------------------------------------------
-def governing_policy(vault: Vault, instance_id: int) -> Policy | None:
-    """The policy that governs an instance's new points (their retention, and their
-    compression: services/inventory/policies.compression_for): that of its protected items, else
-    that of its stopped ones (they keep the retention their policy gave their points); None
-    when there is none, or more than one."""
-    from dbsafe.services.inventory.policies import get_policy
-
-    items = vault.catalog.list_items(instance_id)
-    for chosen in ([i for i in items if i["state"] != "stopped"], items):
-        names = {i["policy"] for i in chosen if i["policy"]}
-        if names:
-            return get_policy(vault, names.pop()) if len(names) == 1 else None
-    return None
-
-
 def backup_retention(vault: Vault, instance_id: int) -> dict:
     """The retention a point of the instance gets now, to be written into its manifest
     (``retention``) and catalog row when its backup commits."""
@@ -175,24 +161,7 @@ def refuse_if_held(vault: Vault, points: list[dict], now: datetime) -> None:
                           count=len(held))
 
 
-# what an immutable vault refuses besides deletions ----------------------------------------
-def _changes(old: Policy, new: Policy) -> str:
-    def shown(setting: str, value: int | None) -> str:
-        return "none" if value is None else f"{value} {RANGES[setting][2]}"
-    return ", ".join(f"{k} {shown(k, a)} -> {shown(k, b)}" for k, a, b in shortened(old, new))
-
-
-def refuse_shorter_retention(vault: Vault, old: Policy, new: Policy, what: str) -> None:
-    """Raise ``immutability.retention_shortened`` when the vault is immutable and ``new``
-    keeps points shorter than ``old`` by any retention setting (``what`` says which change:
-    a policy edit, or items moved to another policy)."""
-    cut = shortened(old, new)
-    if cut and is_immutable(vault):
-        setting, before, after = cut[0]
-        raise DbsafeError("immutability.retention_shortened", what=what,
-                          changes=_changes(old, new), setting=setting, old=before, new=after)
-
-
+# what an immutable vault refuses besides deletions (a shorter policy: inventory/policies.py)
 def refuse_server_removal(vault: Vault, server: dict, now: datetime | None = None) -> None:
     """Raise ``immutability.server_retained`` when the vault is immutable and the server
     holds points whose retention has not ended: removing it would drop their catalog rows

@@ -19,9 +19,10 @@ from dbsafe.catalog.base import Catalog
 from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy import schedule
-from dbsafe.policy.model import DEFAULT_POLICY, Policy, normalised, validate
+from dbsafe.policy.model import DEFAULT_POLICY, RANGES, Policy, normalised, validate
+from dbsafe.policy.retention import shortened
 from dbsafe.services.handle.vault_handle import Vault
-from dbsafe.services.inventory.immutability import governing_policy, refuse_shorter_retention
+from dbsafe.vault.softdelete import immutable
 
 
 def _now() -> str:
@@ -149,3 +150,35 @@ def whole_number(setting: str, text: str, policy: str) -> int | None:
         raise DbsafeError("policy.invalid", policy=policy,
                           rule=f"{setting} must be a whole number or none, not {text!r}"
                           ) from None
+
+
+def governing_policy(vault: Vault, instance_id: int) -> Policy | None:
+    """The policy that governs an instance's new points (their retention, and their
+    compression: services/inventory/policies.compression_for): that of its protected items, else
+    that of its stopped ones (they keep the retention their policy gave their points); None
+    when there is none, or more than one."""
+
+    items = vault.catalog.list_items(instance_id)
+    for chosen in ([i for i in items if i["state"] != "stopped"], items):
+        names = {i["policy"] for i in chosen if i["policy"]}
+        if names:
+            return get_policy(vault, names.pop()) if len(names) == 1 else None
+    return None
+
+
+# what an immutable vault refuses of a policy change (docs/deleting.md) --------------
+def _changes(old: Policy, new: Policy) -> str:
+    def shown(setting: str, value: int | None) -> str:
+        return "none" if value is None else f"{value} {RANGES[setting][2]}"
+    return ", ".join(f"{k} {shown(k, a)} -> {shown(k, b)}" for k, a, b in shortened(old, new))
+
+
+def refuse_shorter_retention(vault: Vault, old: Policy, new: Policy, what: str) -> None:
+    """Raise ``immutability.retention_shortened`` when the vault is immutable and ``new``
+    keeps points shorter than ``old`` by any retention setting (``what`` says which change:
+    a policy edit, or items moved to another policy)."""
+    cut = shortened(old, new)
+    if cut and immutable(vault.repo.storage):
+        setting, before, after = cut[0]
+        raise DbsafeError("immutability.retention_shortened", what=what,
+                          changes=_changes(old, new), setting=setting, old=before, new=after)

@@ -24,18 +24,18 @@ from __future__ import annotations
 from datetime import datetime
 
 from dbsafe.engines.postgres.wal import parse_lsn
+from dbsafe.policy.retention import PointInfo, decide
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.immutability import instance_holds
+from dbsafe.services.inventory.policies import get_policy
 from dbsafe.services.inventory.servers import get_server
+from dbsafe.services.lifecycle.deletion import wal_floor
 from dbsafe.services.lifecycle.points import list_points
+from dbsafe.services.lifecycle.prune import delete_points, prune_wal
 
 
 def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     """Expire what the instance's policy no longer keeps; returns what was done."""
-    from dbsafe.policy.retention import PointInfo, decide
-    from dbsafe.services.inventory.immutability import instance_holds
-    from dbsafe.services.inventory.policies import get_policy
-    from dbsafe.services.lifecycle.deletion import wal_floor
-    from dbsafe.services.lifecycle.prune import delete_points, prune_wal
 
     server = get_server(vault, name)
     items = vault.catalog.list_items(server["instance_id"])

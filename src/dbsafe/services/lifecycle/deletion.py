@@ -11,7 +11,7 @@ delete (manifest, row) then the marker. docs/deleting.md says what a user sees.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
@@ -28,7 +28,6 @@ from dbsafe.vault.softdelete import (
     read_marker,
     save_soft_delete_setting,
     soft_delete_setting,
-    write_marker,
 )
 
 
@@ -61,19 +60,6 @@ def set_soft_delete(vault: Vault, days: int | None, enabled: bool = True,
 
 
 # deleting, undeleting ------------------------------------------------------------------------
-def mark_deleted(vault: Vault, points: list[dict], reason: str, job_id: str, now: datetime,
-                 days: int) -> str:
-    """Soft-delete ``points`` (checked by ``prune.delete_points``): marker, then catalog
-    columns. Returns their ``purge_after``."""
-    purge_after = _iso(now + timedelta(days=days))
-    for p in points:
-        write_marker(vault.repo.storage, {"point_id": p["point_id"], "deleted_at": _iso(now),
-                                          "purge_after": purge_after, "reason": reason,
-                                          "job_id": job_id})
-        vault.catalog.set_point_deleted(p["point_id"], _iso(now), purge_after)
-    return purge_after
-
-
 def undelete(vault: Vault, point_ids: list[str]) -> dict:
     """Bring soft-deleted points back, restorable as before, as an ``undelete`` job. A
     differential whose base full is soft-deleted too brings it back with it."""

@@ -21,6 +21,7 @@ from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.immutability import retention_column
 from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.lifecycle import coverage, manifest_checks
+from dbsafe.services.logchain.chain import log_chain
 from dbsafe.vault.softdelete import marker_ids, read_marker
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
@@ -143,7 +144,6 @@ def points_and_chain(vault: Vault, name: str, database: str | None = None,
     ``limit`` points from ``offset`` (oldest first; None: every one); ``total`` counts them
     all.
     """
-    from dbsafe.services.logchain.chain import log_chain
 
     server = get_server(vault, name)
     points = list_points(vault, name, deleted)

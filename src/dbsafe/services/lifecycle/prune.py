@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import wal
@@ -22,7 +22,7 @@ from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
 from dbsafe.services.logchain.archive import reconcile_wal
 from dbsafe.vault.gc import REPACK_UNUSED, collect_garbage
-from dbsafe.vault.softdelete import delete_marker, marker_ids, soft_delete_setting
+from dbsafe.vault.softdelete import delete_marker, marker_ids, soft_delete_setting, write_marker
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
 # Segment-named WAL files other than segments: a promoted server's last partial segment and
@@ -102,6 +102,21 @@ def job_server(servers: set[str | None]) -> str | None:
     return servers.pop() if len(servers) == 1 else None
 
 
+def mark_deleted(vault: Vault, points: list[dict], reason: str, job_id: str, now: datetime,
+                 days: int) -> str:
+    """Soft-delete ``points`` (checked by ``delete_points``): marker, then catalog columns
+    (services/lifecycle/deletion.py undeletes and purges them). Returns their
+    ``purge_after``."""
+    at = now.astimezone(UTC).isoformat(timespec="seconds")
+    purge_after = (now + timedelta(days=days)).astimezone(UTC).isoformat(timespec="seconds")
+    for p in points:
+        write_marker(vault.repo.storage, {"point_id": p["point_id"], "deleted_at": at,
+                                          "purge_after": purge_after, "reason": reason,
+                                          "job_id": job_id})
+        vault.catalog.set_point_deleted(p["point_id"], at, purge_after)
+    return purge_after
+
+
 def delete_points(vault: Vault, point_ids: list[str], reason: str, *,
                   soft: bool | None = None, now: datetime | None = None) -> dict:
     """Delete these points, recorded as a ``delete`` job with ``reason``.
@@ -141,7 +156,6 @@ def delete_points(vault: Vault, point_ids: list[str], reason: str, *,
     with Job(vault.catalog, "delete", job_server({p["server"] for p in points})) as job:
         vault.catalog.update_job(job.id, reason=reason)
         if soft:
-            from dbsafe.services.lifecycle.deletion import mark_deleted
 
             result["purge_after"] = mark_deleted(vault, points, reason, job.id, now,
                                                  setting["days"])

@@ -30,10 +30,12 @@ from dbsafe.policy.overdue import GRACE, restorable_deadline, slot_kinds
 from dbsafe.services.activity import alerts
 from dbsafe.services.activity.jobs import failure
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.policies import get_policy
 from dbsafe.services.inventory.servers import open_instance
 from dbsafe.services.lifecycle.points import lineage_points
 from dbsafe.services.logchain.chain import BASE_TYPES, log_chain
 from dbsafe.services.operations.restorable import newest_instants
+from dbsafe.services.protection import replica_sets as replicasets
 
 log = logging.getLogger("dbsafe.monitor")
 
@@ -121,7 +123,6 @@ def _not_run(what: str, server: str | None, exc: Exception) -> Finding:
 
 def _look_at_replica_sets(vault: Vault) -> list[Finding]:
     """Roles first: a set's entry then points at its primary of now (after a failover)."""
-    from dbsafe.services.protection import replica_sets as replicasets
 
     found = []
     for rs in vault.catalog.list_replica_sets():
@@ -302,7 +303,6 @@ def overdue_checks(vault: Vault, server: dict, now: datetime,
     demand only), stopped or gone from its server is never overdue, and one whose policy
     cannot be read is left to the scheduler's alert about it (``step_failed``). An alert
     (in ``active``) of a database that is no longer an item resolves."""
-    from dbsafe.services.inventory.policies import get_policy
 
     items = vault.catalog.list_items(server["instance_id"])
     policies = {}

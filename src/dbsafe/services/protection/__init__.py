@@ -1,15 +1,15 @@
 """Protecting databases: discovery, replica sets, protect and unprotect. Modules:
-discovery, items, replica_sets. It imports only the groups below it (handle, activity,
-inventory, logchain, lifecycle). The names here are the group's published surface: the
-CLI, the API, the portal, the scheduler and the agent import them from here, never a
-module inside (import-linter holds both rules; docs/architecture.md).
+archive_setup, discovery, items, replica_sets. It imports only the groups below it
+(handle, activity, inventory, logchain, lifecycle). The names here are the group's
+published surface: the CLI, the API, the portal, the scheduler and the agent import them
+from here, never a module inside (import-linter holds both rules; docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from dbsafe.services.protection.archive_setup import archive_command
 from dbsafe.services.protection.discovery import live_databases, local_instances, refresh
 from dbsafe.services.protection.items import (
-    archive_command,
     auto_protect_off,
     change_policy,
     protect,

@@ -29,6 +29,7 @@ from dbsafe.engines.postgres import discover, instances
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory import limits
 from dbsafe.services.inventory.servers import get_server, open_instance
+from dbsafe.services.protection import replica_sets as replicasets
 
 ACTIVE = ("protected", "inconsistent-policy")
 """Item states a backup covers (and the limits count)."""
@@ -83,7 +84,6 @@ def refresh(vault: Vault, name: str, now: datetime | None = None) -> dict:
     """
     server = get_server(vault, name)
     if server["kind"] == "replica-set":  # read the databases on its primary of now
-        from dbsafe.services.protection import replica_sets as replicasets
 
         replicasets.look(vault, name)
         server = get_server(vault, name)

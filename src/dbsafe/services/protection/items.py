@@ -17,22 +17,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import archiving, cluster, discover
+from dbsafe.engines.postgres import archiving, discover
+from dbsafe.policy.model import Policy
 from dbsafe.services.handle.vault_handle import Vault
-from dbsafe.services.inventory import coexistence
+from dbsafe.services.inventory import limits
+from dbsafe.services.inventory.policies import (
+    edit_policy,
+    get_policy,
+    refuse_shorter_retention,
+    show_policy,
+)
 from dbsafe.services.inventory.servers import get_server, open_instance
+from dbsafe.services.lifecycle.apply_retention import apply_retention
+from dbsafe.services.lifecycle.prune import delete_points
+from dbsafe.services.protection import replica_sets as replicasets
+from dbsafe.services.protection.archive_setup import archive_command, configure_archiving
+from dbsafe.services.protection.discovery import protectability, protectable_names
 
 MODELS = ("FULL", "SIMPLE")
 ACTIVE_STATES = ("protected", "inconsistent-policy")
-
-
-def archive_command(vault: Vault) -> str:
-    """The agent's archive_command for this vault; starts the agent when it is not running."""
-    from dbsafe.agent import daemon
-
-    vault_id = vault.repo.config["vault_id"]
-    daemon.ensure_running(vault.path, vault_id)
-    return daemon.agent_paths(vault_id).archive_command()
 
 
 def resolve(vault: Vault, policy: str | None, recovery_model: str | None) -> tuple[str | None, str]:
@@ -41,7 +44,6 @@ def resolve(vault: Vault, policy: str | None, recovery_model: str | None) -> tup
     No policy: the shipped "default" policy (daily full, hourly logs) for the FULL model,
     none (on-demand backups only) for SIMPLE.
     """
-    from dbsafe.services.inventory.policies import get_policy
 
     model = recovery_model.upper() if recovery_model else None
     if model is not None and model not in MODELS:
@@ -66,9 +68,6 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
     when the connected role may not ALTER SYSTEM, the result carries the lines to add.
     ``auto`` also protects every database created later (at the next discovery).
     """
-    from dbsafe.services.inventory import limits
-    from dbsafe.services.protection import replica_sets as replicasets
-    from dbsafe.services.protection.discovery import protectability, protectable_names
 
     policy, model = resolve(vault, policy, recovery_model)
     server = get_server(vault, name)
@@ -117,9 +116,6 @@ def _refuse_shorter_policy(vault: Vault, name: str, items: list[dict],
                            policy: str | None) -> None:
     """An immutable vault refuses to move items (any state) to a policy that keeps points
     shorter than theirs (``immutability.retention_shortened``)."""
-    from dbsafe.policy.model import Policy
-    from dbsafe.services.inventory.immutability import refuse_shorter_retention
-    from dbsafe.services.inventory.policies import get_policy
 
     # no policy (SIMPLE, on-demand backups): no retention tier at all
     new = get_policy(vault, policy) if policy else Policy("none", keep_daily=None,
@@ -155,51 +151,6 @@ def apply_model(vault: Vault, server: dict, model: str, command: str | None,
                                 f"to {model}")
     vault.catalog.update_instance(server["instance_id"], **fields)
     return result
-
-
-def configure_archiving(vault: Vault, server: dict, model: str, command: str | None,
-                        change_config: bool = True, restart: bool = False,
-                        mode: str = "on") -> dict:
-    """One instance's archive settings for ``model``: ours with archive_mode at least
-    ``mode`` (FULL), or none (SIMPLE); another tool's or another vault's are refused."""
-    import psycopg
-
-    name = server["name"]
-    with open_instance(server) as conn:
-        settings = archiving.read_settings(conn)
-        owner = settings.owner
-        if model == "FULL" and owner not in (None, "dbsafe"):
-            raise DbsafeError("protect.archive_owned", name=name, tool=owner,
-                              command=settings.command or settings.library)
-        ours = command or coexistence.our_command(vault)
-        if owner == "dbsafe" and not coexistence.same_agent(settings.command, ours):
-            raise DbsafeError("protect.other_vault", name=name, command=settings.command)
-        lines: list[str] = []
-        restart_needed = False
-        if model == "FULL" and not (owner == "dbsafe" and settings.command == command
-                                    and settings.active_ours
-                                    and archiving.mode_suffices(settings.mode, mode)):
-            if change_config:
-                try:
-                    restart_needed = archiving.enable(conn, command, mode)
-                except psycopg.errors.InsufficientPrivilege:
-                    lines = archiving.config_lines(command, mode)
-            else:
-                lines = archiving.config_lines(command, mode)
-                restart_needed = not archiving.mode_suffices(settings.mode, mode)
-        elif model == "SIMPLE" and owner == "dbsafe":
-            restart_needed = archiving.disable(conn)
-    restarted = False
-    if restart_needed and restart and not lines:
-        archiving.restart(Path(server["pgdata"]), server["bin_dir"],
-                          cluster.owner_of(Path(server["pgdata"])))
-        restarted, restart_needed = True, False
-    with open_instance(server) as conn:
-        now = archiving.read_settings(conn)
-    return {"server": name, "recovery_model": model,
-            "archiving_active": now.active_ours and archiving.mode_suffices(now.mode, mode),
-            "archive_command": command, "restart_needed": restart_needed,
-            "restarted": restarted, "config_lines": lines}
 
 
 def unprotect(vault: Vault, name: str, databases: list[str] | None, retain: bool) -> dict:
@@ -254,7 +205,6 @@ def _delete_unshared_points(vault: Vault, server: dict, kept: set[str]) -> dict:
     Soft-deleted as the vault's setting says; returns ``prune.delete_points``' result."""
     import json
 
-    from dbsafe.services.lifecycle.prune import delete_points
 
     doomed = []
     for point in vault.catalog.list_points(server["instance_id"]):
@@ -268,7 +218,6 @@ def _delete_unshared_points(vault: Vault, server: dict, kept: set[str]) -> dict:
 def reconfigure(vault: Vault, policy: str) -> list[dict]:
     """Apply a changed policy to every instance using it (its recovery model); an instance
     whose reconfiguration fails gets its items marked "inconsistent-policy" with the fix."""
-    from dbsafe.services.inventory.policies import get_policy
 
     model = get_policy(vault, policy).recovery_model
     done = []
@@ -303,8 +252,6 @@ def change_policy(vault: Vault, name: str, **changes: object) -> dict:
     recovery model), and its retention runs on the existing points."""
     from datetime import UTC, datetime
 
-    from dbsafe.services.inventory.policies import edit_policy, show_policy
-    from dbsafe.services.lifecycle.apply_retention import apply_retention
 
     edit_policy(vault, name, **changes)
     servers = reconfigure(vault, name)

@@ -19,8 +19,11 @@ from dbsafe.core.regions import check_region
 from dbsafe.engines.postgres.roles import role_facts
 from dbsafe.policy import node_choice
 from dbsafe.policy.node_choice import NodeState
+from dbsafe.services.activity import alerts
+from dbsafe.services.activity.jobs import Job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
+from dbsafe.services.protection.archive_setup import archive_command, configure_archiving
 
 log = logging.getLogger("dbsafe.replicasets")
 
@@ -114,7 +117,6 @@ def add_node(vault: Vault, name: str, server: str, region: str | None = None) ->
             "recovery_model": None, "wal_segment_size": node["wal_segment_size"],
         }, kind="replica-set")
     elif entry["recovery_model"] == "FULL":  # a node joining a protected set archives too
-        from dbsafe.services.protection.items import archive_command, configure_archiving
 
         archiving = configure_archiving(vault, node, "FULL", archive_command(vault),
                                         mode="always")
@@ -145,7 +147,6 @@ def look(vault: Vault, name: str) -> list[NodeState]:
     """Ask every node for its role now; record it, and notice role changes (logged, and the
     set's entry follows the primary). With two primaries, the one on the newer timeline is
     the primary; the other is reported unhealthy."""
-    from dbsafe.services.activity import alerts
 
     rows = {n["server"]: n for n in vault.catalog.list_nodes(name)}
     if not rows:
@@ -214,7 +215,6 @@ def node_for_job(vault: Vault, entry: dict, backup_type: str, trigger: str,
                  reason: str | None) -> dict:
     """``node_for`` for a backup job: when no node may take it, the refusal is a failed job
     (and so an alert), since the set is protected and its schedule expects that backup."""
-    from dbsafe.services.activity.jobs import Job
 
     try:
         return node_for(vault, entry, backup_type)

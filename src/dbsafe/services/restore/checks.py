@@ -25,6 +25,7 @@ from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
 from dbsafe.services.lifecycle.points import load_point
+from dbsafe.services.protection import replica_sets as replicasets
 from dbsafe.services.restore import staging
 from dbsafe.services.restore import targets as restore_targets
 from dbsafe.services.restore.pitr import STAGE_WINDOW, RecoveryPlan, base_and_plan
@@ -119,7 +120,6 @@ def target_server(vault: Vault, name: str) -> dict:
     standbys replay the restore)."""
     target = get_server(vault, name)
     if target["kind"] == "replica-set":
-        from dbsafe.services.protection import replica_sets as replicasets
 
         replicasets.look(vault, name)
         target = get_server(vault, name)

@@ -28,9 +28,10 @@ from dbsafe.core.fdtree import O_NEW, write_new
 from dbsafe.engines.postgres import wal
 from dbsafe.engines.postgres.recovery import STAGE_FAILED, RecoveryTarget
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.manifest_checks import check_wal_names
-from dbsafe.services.lifecycle.points import lineage_points
+from dbsafe.services.lifecycle.points import lineage_points, load_point
 from dbsafe.services.logchain.chain import (
     BASE_TYPES,
     Chain,
@@ -318,8 +319,6 @@ def base_and_plan(vault: Vault, name: str, point_id: str | None = None,
     differential: no recovery plan), or the base and plan that reach a target — a time, an
     LSN, a named restore point, or the end of a log point (the CLI and the API share this).
     ``databases``: a restore of those alone, from a base that holds them."""
-    from dbsafe.services.inventory.servers import get_server
-    from dbsafe.services.lifecycle.points import load_point
 
     log_point = None
     if point_id is not None:
