@@ -14,10 +14,11 @@ import logging
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
 from dbsafe.scheduler.clock import Clock
 from dbsafe.scheduler.due import Work
 from dbsafe.scheduler.steps import run_step
-from dbsafe.services.activity import job_started, record_job, utcnow
+from dbsafe.services.activity import job_started, record_job
 from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
 from dbsafe.services import activity
-from dbsafe.services.activity import failure, job_started, record_job, utcnow
+from dbsafe.services.activity import failure, job_started, record_job
 from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")

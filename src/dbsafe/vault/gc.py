@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import Storage
 from dbsafe.vault import locks
-from dbsafe.vault.packs import pack_name, read_pack_header
+from dbsafe.vault.packs import BlockError, pack_name, read_pack_header
 
 if TYPE_CHECKING:
     from dbsafe.vault.repository import Repository
@@ -247,7 +247,6 @@ def _repack(repo: Repository, moves: dict[str, set[str]], report: Report) -> Non
     """Copy the used blocks of tombstoned packs into new packs, as a writer: the tombstone
     keeps the sink from deduplicating against the packs being emptied. A block that cannot
     be read intact is not copied, so its pack keeps being needed and is rescued."""
-    from dbsafe.vault.repository import BlockError  # the repository imports this module
 
     with repo.writing("gc"):
         sink = repo.block_sink(REPACK_LEVEL)

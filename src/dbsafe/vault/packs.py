@@ -96,3 +96,13 @@ def read_pack_header(storage: Storage, pack_id: str,
     if not isinstance(doc, dict) or not isinstance(doc.get("blobs"), list):
         raise ValueError("pack header lists no blobs")
     return doc["blobs"], key_id
+
+
+class BlockError(Exception):
+    """A block could not be read back intact. ``kind`` is 'missing' or 'corrupt'."""
+
+    def __init__(self, kind: str, block_id: bytes, reason: str) -> None:
+        super().__init__(f"{kind} block {block_id.hex()}: {reason}")
+        self.kind = kind
+        self.block_id = block_id
+        self.reason = reason

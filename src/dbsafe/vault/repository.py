@@ -42,7 +42,7 @@ from dbsafe.vault.format import (
 from dbsafe.vault.gc import held_packs
 from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
-from dbsafe.vault.packs import pack_name
+from dbsafe.vault.packs import BlockError, pack_name
 
 KEYS = "keys"
 BLOB_OVERHEAD = crypto.NONCE + crypto.TAG  # an encrypted blob's bytes beyond its plaintext
@@ -84,16 +84,6 @@ def _blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
 
 TAMPERED_ACTION = ("if nobody changed it on purpose, someone who can write the storage "
                    "did: put back the original from a copy and check who can write there")
-
-
-class BlockError(Exception):
-    """A block could not be read back intact. ``kind`` is 'missing' or 'corrupt'."""
-
-    def __init__(self, kind: str, block_id: bytes, reason: str) -> None:
-        super().__init__(f"{kind} block {block_id.hex()}: {reason}")
-        self.kind = kind
-        self.block_id = block_id
-        self.reason = reason
 
 
 class Repository:

@@ -31,7 +31,6 @@ from dbsafe.services.activity.jobs import (
     job_started,
     list_jobs,
     record_job,
-    utcnow,
 )
 
 __all__ = [
@@ -55,6 +54,5 @@ __all__ = [
     "resolve_alert",
     "resolve_alerts",
     "test_channel",
-    "utcnow",
     "vault_writable",
 ]

@@ -23,9 +23,9 @@ from email.utils import parseaddr
 
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
 from dbsafe.services.activity import delivery as alert_delivery
 from dbsafe.services.activity.delivery import DeliveryError
-from dbsafe.services.activity.jobs import utcnow
 
 log = logging.getLogger("dbsafe.alerts")
 log.addHandler(logging.NullHandler())  # `dbsafe serve` configures where the log goes

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError, os_error
+from dbsafe.core.stamps import utcnow
 from dbsafe.services.activity import alerts
 
 ProgressFn = Callable[[int, int], None]
@@ -43,10 +44,6 @@ STATES = ACTIVE + FINAL
 # Backup kinds that may not run at the same time on one server.
 EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
              "diff": ("full", "copy-only", "diff"), "log": ("log",)}
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def new_job_id(kind: str) -> str:

@@ -14,8 +14,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
 from dbsafe.engines.postgres import wal
-from dbsafe.services.activity.jobs import Job, running_job, utcnow
+from dbsafe.services.activity.jobs import Job, running_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.immutability import refuse_if_held
 from dbsafe.services.lifecycle import coverage

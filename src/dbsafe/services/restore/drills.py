@@ -21,11 +21,12 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import make_dir, make_path, open_dir
+from dbsafe.core.stamps import utcnow
 from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
 from dbsafe.engines.postgres.client import connect
-from dbsafe.services.activity.jobs import Job, failure, job_alive, running_job, utcnow
+from dbsafe.services.activity.jobs import Job, failure, job_alive, running_job
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server
