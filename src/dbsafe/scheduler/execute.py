@@ -46,7 +46,6 @@ class Executor:
 
     def _backup(self, vault: Vault, work: Work) -> None:
         from dbsafe.services import backup
-        from dbsafe.services.backup import run_backup, run_log_backup
         from dbsafe.services.inventory import get_policy, get_server
 
         with Attempt(vault, work) as attempt:
@@ -56,11 +55,9 @@ class Executor:
             attempt.backup_type, attempt.reason = kind, reason
             if kind == "diff":
                 self._warn_read_only(vault, server)
-            if kind == "log":
-                result = run_log_backup(vault, work.server, trigger="scheduled", reason=reason)
-            else:  # compressed as the instance's policy says, as every backup is
-                result = run_backup(vault, work.server, kind, trigger="scheduled",
-                                    reason=reason)
+            # compressed as the instance's policy says, as every backup is
+            result = backup.take_backup(vault, backup.BackupRequest(
+                work.server, kind, trigger="scheduled", reason=reason))
         if attempt.ended:
             return
         vault.catalog.set_slot_job(work.instance_id, work.policy, work.kind, result["job_id"])

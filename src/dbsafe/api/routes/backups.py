@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import launcher, need
 from dbsafe.api.launch import Launcher
-from dbsafe.services.backup import WAIT_SECONDS, run_backup, run_log_backup
+from dbsafe.services import backup
 
 router = APIRouter(tags=["backups"])
 
@@ -42,10 +42,5 @@ def backup_now(server: str, body: BackupRequest,
                run: Launcher = Depends(launcher)) -> Started:
     """Start a backup; 202 with its job once it runs (checks that fail first answer at
     once with their error)."""
-    if body.type == "log":
-        job_id = run.start("backup", lambda v: run_log_backup(
-            v, server, WAIT_SECONDS, databases=body.databases))
-    else:
-        job_id = run.start("backup", lambda v: run_backup(
-            v, server, body.type, body.compress_level, None, databases=body.databases))
-    return started(job_id)
+    request = backup.BackupRequest(server, body.type, body.databases, body.compress_level)
+    return started(run.start("backup", lambda v: backup.take_backup(v, request)))

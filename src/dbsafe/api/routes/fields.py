@@ -1,7 +1,7 @@
-"""Bounded request fields the endpoints share: names, folders and ids as the service layer
-accepts them. Bounds are checked before any endpoint runs (422 ``request.invalid``), so a
-name with a control character or a 1 MB string never reaches the catalog or the file
-system."""
+"""Bounded request fields the endpoints share: ids, pages and ports (names, database names
+and folders are core/fields.py's, shared with the services' request types). Bounds are
+checked before any endpoint runs (422 ``request.invalid``), so a 1 MB string or an offset
+of 2**90 never reaches the catalog."""
 
 from __future__ import annotations
 
@@ -9,26 +9,10 @@ from typing import Annotated
 
 from fastapi import Path as PathParam
 from fastapi import Query
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from dbsafe.core import bounds
 
-# A server, replica set or policy name: what the CLI takes (core/bounds.py).
-Name = Annotated[str, Field(min_length=1, max_length=bounds.NAME_MAX,
-                            pattern=bounds.NAME_PATTERN)]
-# A PostgreSQL database name (identifiers: at most 63 bytes).
-Database = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f]+$")]
-# An absolute path on the dbsafe host, no part of it over the file systems' 255 bytes (a
-# longer one is an OSError, not an answer).
-def _short_parts(path: str) -> str:
-    if any(len(part.encode()) > 255 for part in path.split("/")):
-        raise ValueError("a part of the path is longer than 255 bytes")
-    return path
-
-
-Folder = Annotated[str, Field(min_length=1, max_length=4096,
-                              pattern=r"^(/|(/[^/\x00]{1,255})+/?)$"),
-                   AfterValidator(_short_parts)]
 # Catalog row ids (alerts, channels): SQLite integers.
 RowId = Annotated[int, PathParam(ge=bounds.ROW_ID[0], le=bounds.ROW_ID[1])]
 PointId = Annotated[str, PathParam(min_length=1, max_length=100,

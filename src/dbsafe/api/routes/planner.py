@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Name
 from dbsafe.core.bounds import PLAN
+from dbsafe.core.fields import Name
 from dbsafe.policy import planner
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_policy

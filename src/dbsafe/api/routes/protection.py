@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Database, Name
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fields import Database, Name
 from dbsafe.services import protection
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server

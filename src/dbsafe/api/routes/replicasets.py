@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Name
+from dbsafe.core.fields import Name
 from dbsafe.policy.node_choice import PREFERENCES
 from dbsafe.services import protection
 from dbsafe.services.handle import Vault

@@ -7,11 +7,9 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import lazy, open_vault
 from dbsafe.core import bounds
-from dbsafe.core.defaults import BACKUP_TYPES, LOG_WAIT_SECONDS
+from dbsafe.core.defaults import LOG_WAIT_SECONDS
 
 backups = lazy("dbsafe.services.backup")
-log_backups = lazy("dbsafe.services.backup")
-TYPES = (*BACKUP_TYPES, "log")
 
 
 def backup(name: str = typer.Argument(..., help="A registered server."),
@@ -35,15 +33,15 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
     render.state.json = json
-    if type not in TYPES:
-        raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
+    if type not in backups.REQUEST_TYPES:
+        raise typer.BadParameter(f"must be one of {', '.join(backups.REQUEST_TYPES)}",
+                                 param_hint="--type")
+    request = backups.BackupRequest(name, type, db or None, compress_level, workers, wait)
+    with render.progress(f"{type} backup {name}") as bar:
+        result = backups.take_backup(open_vault(), request, bar)
     if type == "log":
-        result = log_backups.run_log_backup(open_vault(), name, wait, databases=db or None)
         render.emit(result, _human_log)
         return
-    with render.progress(f"backup {name}") as bar:
-        result = backups.run_backup(open_vault(), name, type, compress_level, workers, bar,
-                            databases=db or None)
 
     def human(r: dict) -> None:
         render.out.print(

@@ -11,8 +11,6 @@ from dbsafe.cli import render
 from dbsafe.cli.context import checked_path, lazy, open_vault
 from dbsafe.core import bounds
 
-db_restore = lazy("dbsafe.services.restore")
-pitr = lazy("dbsafe.services.restore")
 restores = lazy("dbsafe.services.restore")
 
 
@@ -77,19 +75,27 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
         raise typer.BadParameter("--target-server needs --db DB and --as NEWNAME")
     if start and (as_files is not None or port is None):
         raise typer.BadParameter("--start needs --to-pgdata and --port")
-    vault = open_vault()
-    point, plan = pitr.base_and_plan(vault, name, point, time, lsn, restore_point, no_recovery,
-                                     databases=[db] if db else None)
     if target_server is not None:
-        with render.progress(f"restore {db} from {point}") as bar:
-            result = db_restore.restore_database(vault, name, db, point, plan, target_server,
-                                                 as_name, overwrite, workers, bar)
+        target: dict = {"kind": "server", "server": target_server, "database": db,
+                        "new_name": as_name, "overwrite": overwrite}
+    elif as_files is not None:
+        target = {"kind": "files", "path": str(as_files), "database": db}
+    else:
+        target = {"kind": "pgdata", "path": str(to_pgdata), "port": port, "start": start,
+                  "database": db}
+    try:
+        request = restores.RestoreRequest.model_validate(
+            {"point_id": point, "time": time, "lsn": lsn, "restore_point": restore_point,
+             "pause": no_recovery, "target": target})
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise typer.BadParameter(str(exc)) from None
+    with render.progress(f"restore {db or name}") as bar:
+        result = restores.run_request(open_vault(), name, request,
+                                      tablespace_map=_tablespace_map(tablespace_map),
+                                      owner=owner, workers=workers, on_progress=bar)
+    if target_server is not None:
         render.emit(result, _human_database)
         return
-    with render.progress(f"restore {point}") as bar:
-        result = restores.run_restore(vault, name, point, to_pgdata, as_files, port, start,
-                             _tablespace_map(tablespace_map), owner, workers, bar,
-                             recovery=plan, databases=[db] if db else None)
 
     def human(r: dict) -> None:
         render.out.print(f"restored {r['point_id']} into {r['target']} "

@@ -1,8 +1,9 @@
 """The restore wizard: 1 source (a point, or an instant), 2 target (a new database in a
 registered server, a new data directory, or files), 3 check — the checks of
 services/restore/checks run without starting anything, and only when all pass does
-"Start restore" appear. Starting builds the API's RestoreRequest and starts it through the
-app's launcher as ``POST /api/v1/servers/{server}/restores`` does, then shows the job.
+"Start restore" appear. Starting builds the services' RestoreRequest (the API's body too)
+and starts it through the app's launcher as ``POST /api/v1/servers/{server}/restores``
+does, then shows the job.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from dbsafe.api.routes.restores import RestoreRequest, restore_work, source_of
 from dbsafe.portal.web import caller, check_csrf, page, vault
+from dbsafe.services import restore as restores
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
-from dbsafe.services.restore import check_restore, restore_roots
+from dbsafe.services.restore import RestoreRequest, restore_roots
 
 router = APIRouter()
 
@@ -36,7 +37,7 @@ def _form(server: dict, database: str | None, point: str | None, time: str | Non
 
 
 def _request(f: dict) -> RestoreRequest:
-    """The API's request for the wizard's fields (pydantic checks them as the API does)."""
+    """The restore request for the wizard's fields (pydantic checks them as the API does)."""
     source = {"point_id": f["point"].strip() or None} if f["source"] == "point" else \
         {"time": f["time"].strip() or None}
     if f["target"] == "server":
@@ -106,8 +107,9 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
         body = _request(form)
     except (ValidationError, ValueError) as exc:
         return _render(request, v, found, form, _invalid(exc), status_code=422)
-    result = check_restore(v, server, body.target.model_dump(), **source_of(body))
+    result = restores.check_request(v, server, body)
     if action == "start" and result["ok"]:
-        job_id = request.app.state.launcher.start("restore", restore_work(server, body))
+        job_id = request.app.state.launcher.start(
+            "restore", lambda job_vault: restores.run_request(job_vault, server, body))
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     return _render(request, v, found, form, result)
