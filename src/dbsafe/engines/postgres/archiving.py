@@ -1,4 +1,5 @@
-"""WAL archiving settings of a running server: who owns them, and setting ours.
+"""WAL archiving of a running server: who owns its settings, setting ours, what its
+archiver reports, and ending the current segment so that the archiver hands it over.
 
 Two backup tools archiving one server's WAL make both chains unreliable (the support
 matrix warns about exactly this), so an archive_command that is not dbsafe's is named and
@@ -63,6 +64,56 @@ def read_settings(conn: psycopg.Connection) -> ArchiveSettings:
         "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'archive_library'), '')"
     ).fetchone()[0]
     return ArchiveSettings(mode, command, library)
+
+
+def archive_mode_pending_restart(conn: psycopg.Connection) -> bool:
+    """Whether archive_mode was changed in the configuration but the server still runs with
+    the old value (it takes effect at a restart only). ``pg_settings.pending_restart``:
+    PostgreSQL 9.5 on."""
+    return conn.execute("SELECT pending_restart FROM pg_settings "
+                        "WHERE name = 'archive_mode'").fetchone()[0]
+
+
+def archiver_stats(conn: psycopg.Connection) -> tuple:
+    """The archiver's counters: (archived_count, last_archived_wal, failed_count,
+    last_failed_wal, last_failed_time as text), since the statistics were last reset.
+    ``pg_stat_archiver``: PostgreSQL 9.4 on."""
+    return conn.execute(
+        "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal, "
+        "last_failed_time::text FROM pg_stat_archiver").fetchone()
+
+
+def last_archive_failure(conn: psycopg.Connection) -> tuple:
+    """(last_failed_wal, last_failed_time) of the archiver: the segment it last failed to
+    archive and when (a timestamp), both None when none failed. ``pg_stat_archiver``:
+    PostgreSQL 9.4 on."""
+    return conn.execute(
+        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+
+
+def ready_segments(conn: psycopg.Connection) -> int:
+    """How many finished WAL files wait for the archiver (``.ready`` in
+    pg_wal/archive_status). ``pg_ls_archive_statusdir()``: PostgreSQL 12 on; raises
+    psycopg.Error for a role that is neither superuser nor pg_monitor."""
+    return conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() "
+                        "WHERE name LIKE '%.ready'").fetchone()[0]
+
+
+def write_commit_record(conn: psycopg.Connection) -> None:
+    """Commit a transaction that only took an id (autocommit): it writes a commit record,
+    so a recovery to an instant before it has a record to stop at; on a primary with a
+    standby, a record in the next segment also makes the standby close the one before.
+    ``txid_current()``: every supported version (deprecated since PostgreSQL 13 for
+    pg_current_xact_id, still there in 18)."""
+    conn.execute("SELECT txid_current()")
+
+
+def switch_wal(conn: psycopg.Connection) -> tuple[str, str]:
+    """End the current WAL segment (a primary only): (the switch's LSN as text, the name of
+    the segment it ended, the one the archiver gets next). ``pg_switch_wal``,
+    ``pg_walfile_name``: PostgreSQL 10 on."""
+    return conn.execute(
+        "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
 
 
 def config_lines(command: str, mode: str = "on") -> list[str]:

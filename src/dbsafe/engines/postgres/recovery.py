@@ -21,12 +21,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, write_new
 from dbsafe.engines.postgres.client import connect
 from dbsafe.engines.postgres.restore import append_settings, last_fatal
+
+if TYPE_CHECKING:
+    import psycopg
 
 REPLAY_BUFFERS_MAX_MB = 4096
 RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target_lsn",
@@ -153,6 +157,13 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
         time.sleep(0.1)
     raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
                       target=target.describe(), reason=f"not done after {timeout} s")
+
+
+def promote(conn: psycopg.Connection) -> None:
+    """Promote a server in recovery (a restored copy paused at its target) and wait, up to
+    300 s, until it takes writes (its answer, false when it did not in time, is not read).
+    ``pg_promote(wait, wait_seconds)``: PostgreSQL 12 on."""
+    conn.execute("SELECT pg_promote(true, 300)")
 
 
 def clear_settings(pgdata: Path, port: int, dbname: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dbsafe.engines.postgres.status import current_wal, is_in_recovery
 from dbsafe.engines.postgres.wal import parse_lsn
 
 
@@ -24,10 +25,9 @@ class RoleFacts:
 
 
 def role_facts(conn) -> RoleFacts:
-    in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    in_recovery = is_in_recovery(conn)
     if not in_recovery:
-        lsn, walfile = conn.execute(
-            "SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l").fetchone()
+        lsn, walfile = current_wal(conn)
         streaming = conn.execute(
             "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]
         return RoleFacts("primary", int(walfile[:8], 16), True, None, parse_lsn(lsn),

@@ -120,6 +120,26 @@ def running_then_committed(conn: psycopg.Connection, then: str) -> bool:
     return _any_committed(conn, [x for x in xip if x < hi], 0, 0, running)
 
 
+def wal_position(conn: psycopg.Connection) -> str:
+    """The server's WAL position now, as LSN text, in one statement: the last replayed LSN
+    when in recovery (a standby, a restored copy), else the current insert LSN.
+    ``pg_last_wal_replay_lsn``, ``pg_current_wal_insert_lsn``: PostgreSQL 10 on."""
+    return conn.execute(POSITION_SQL).fetchone()[0]
+
+
+def relation_filepath(conn: psycopg.Connection, oid: int) -> str:
+    """The main fork's path of relation ``oid``, relative to the data directory.
+    ``pg_relation_filepath``: PostgreSQL 9.0 on."""
+    return conn.execute("SELECT pg_relation_filepath(%s::oid)", (oid,)).fetchone()[0]
+
+
+def pg_class_filepath(conn: psycopg.Connection) -> str:
+    """The main fork's path of this database's pg_class (DDL that makes or drops a table
+    changes it), relative to the data directory. ``pg_relation_filepath``: PostgreSQL 9.0
+    on."""
+    return conn.execute("SELECT pg_relation_filepath('pg_class')").fetchone()[0]
+
+
 def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
     """Every table that is counted, by "schema.table": oid, schema, name, main fork bytes
     and filenode."""
@@ -142,7 +162,7 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
     # The WAL position before the snapshot: a change the count does not see was written
     # after it, or belongs to a transaction running at the snapshot (services/restore/drills.py
     # looks for both in a restored copy that recovered past the count).
-    position = conn.execute(POSITION_SQL).fetchone()[0]
+    position = wal_position(conn)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     snap = snapshot(conn)  # the first query: it fixes the transaction's snapshot

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres import archiving, discover, wal
+from dbsafe.engines.postgres import archiving, discover, status, wal
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
@@ -56,14 +56,13 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         settings = archiving.read_settings(conn)
         others = coexistence.other_solutions(conn, Path(node["pgdata"]),
                                              coexistence.our_command(vault))
-        standby = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        standby = status.is_in_recovery(conn)
         if standby and settings.active_ours and settings.mode != "always":
             raise DbsafeError("replicaset.archiving_inactive", server=node["node"], name=name,
                               reason="archive_mode is on, not always: a standby archives "
                                      "nothing")
         if not settings.active_ours:
-            pending = conn.execute("SELECT pending_restart FROM pg_settings "
-                                   "WHERE name = 'archive_mode'").fetchone()[0]
+            pending = archiving.archive_mode_pending_restart(conn)
             hint = ("restart PostgreSQL to start it (`dbsafe protect {0} --all --restart`)"
                     if pending else "turn it on with `dbsafe protect {0} --all`").format(name)
             raise DbsafeError("backup.archiving_inactive", name=node.get("node") or name,
@@ -78,11 +77,10 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
         started = datetime.now(UTC)
-        conn.execute("SELECT txid_current()")
-        stop_lsn, segment = conn.execute(
-            "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
+        archiving.write_commit_record(conn)
+        stop_lsn, segment = archiving.switch_wal(conn)
         if standby:  # a record in the next segment makes the standby close this one
-            conn.execute("SELECT txid_current()")
+            archiving.write_commit_record(conn)
         sysid = server["system_identifier"]
         deadline = time.monotonic() + wait_seconds
         while segment not in vault.catalog.wal_file_names(sysid):
@@ -91,9 +89,7 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                 break
             if time.monotonic() > deadline:
                 with open_instance(node) as node_conn:
-                    failed, failed_at = node_conn.execute(
-                        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver"
-                    ).fetchone()
+                    failed, failed_at = archiving.last_archive_failure(node_conn)
                 raise DbsafeError("backup.log_timeout", lsn=stop_lsn, segment=segment,
                                   seconds=wait_seconds,
                                   failure=f"{failed} at {failed_at}" if failed else "none")

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dbsafe.engines.postgres import archiving
-
-BASE_BACKUPS_SQL = "SELECT count(*) FROM pg_stat_progress_basebackup"
-# PostgreSQL 12 has no such view: a walsender sending a base backup is in state 'backup'
-BASE_BACKUPS_SQL_12 = "SELECT count(*) FROM pg_stat_replication WHERE state = 'backup'"
+from dbsafe.engines.postgres import archiving, status
 
 
 def our_command(vault) -> str:
@@ -48,8 +44,7 @@ def other_solutions(conn, pgdata: Path, ours: str | None) -> list[dict]:
                                 f"({settings.command})",
                       "action": "protect a server in one vault only: stop protection in "
                                 "the other vault first"})
-    streaming = conn.execute(BASE_BACKUPS_SQL if conn.info.server_version >= 130000
-                             else BASE_BACKUPS_SQL_12).fetchone()[0]
+    streaming = status.base_backups_streaming(conn)
     if streaming:
         found.append({"kind": "base_backup_running",
                       "detail": f"{streaming} base backup(s) are streaming to another tool "

@@ -25,7 +25,8 @@ from dbsafe.agent.daemon import agent_paths, ping, running_pid
 from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import GiB, MiB, size_text
-from dbsafe.engines.postgres import wal
+from dbsafe.engines.postgres import archiving, wal
+from dbsafe.engines.postgres.status import current_wal, is_in_recovery
 from dbsafe.policy.overdue import GRACE, restorable_deadline, slot_kinds
 from dbsafe.services.activity import alerts
 from dbsafe.services.activity.jobs import failure
@@ -249,16 +250,12 @@ def lag_check(vault: Vault, server: dict, conn, threshold: int) -> Finding:
     import psycopg
 
     name = server["name"]
-    if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+    if is_in_recovery(conn):
         return Finding(alerts.ARCHIVE_LAG, name, True, "a standby: no WAL of its own")
-    lsn_text, walfile = conn.execute(
-        "SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l").fetchone()
-    archiver = conn.execute(
-        "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal, "
-        "last_failed_time::text FROM pg_stat_archiver").fetchone()
+    lsn_text, walfile = current_wal(conn)
+    archiver = archiving.archiver_stats(conn)
     try:
-        ready = conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() "
-                             "WHERE name LIKE '%.ready'").fetchone()[0]
+        ready = archiving.ready_segments(conn)
     except psycopg.Error:  # needs superuser or pg_monitor
         ready = None
     seg_size = server["wal_segment_size"] or 16 * MiB

@@ -23,6 +23,8 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, db_roles, logical
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.recovery import promote
+from dbsafe.engines.postgres.status import is_in_recovery
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import live_endpoint, open_instance
@@ -110,8 +112,8 @@ def _fit(target: dict, staged: tuple[str, int], db: str, temp_name: str,
         with open_instance(target) as tconn:
             present, loader = db_roles.names(tconn), db_roles.current_user(tconn)
         with connect(port, host, db) as conn:
-            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                conn.execute("SELECT pg_promote(true, 300)")
+            if is_in_recovery(conn):
+                promote(conn)
         logical.rename_staged(port, host, db, temp_name)
         with connect(port, host, temp_name) as conn:
             return db_roles.fit_to(conn, present, loader, new_name)

@@ -275,7 +275,7 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
         with conns(selection.control_database(manifest, restored["databases_left_out"])) \
                 as conn:
             # Before any query of the drill's own writes WAL (see _count_check).
-            position = wal.parse_lsn(conn.execute(stats.POSITION_SQL).fetchone()[0])
+            position = wal.parse_lsn(stats.wal_position(conn))
             dbs = pgchecks.databases(conn)
     except (psycopg.Error, DbsafeError) as exc:
         raise drill.fail("connections", stats.error_line(exc)) from None
@@ -372,10 +372,9 @@ def _why_changed(conn, pgdata: Path, taken: dict, key: str, table: dict | None,
     if table is not None and key in taken["filenodes"]:
         if table["filenode"] != taken["filenodes"][key]:
             return "changed after backup: the table was rewritten (new filenode)"
-        relpath = conn.execute("SELECT pg_relation_filepath(%s::oid)",
-                               (table["oid"],)).fetchone()[0]
+        relpath = stats.relation_filepath(conn, table["oid"])
     else:  # the table appeared or vanished: DDL changes pg_class
-        relpath = conn.execute("SELECT pg_relation_filepath('pg_class')").fetchone()[0]
+        relpath = stats.pg_class_filepath(conn)
     if stats.changed_pages_between(pgdata, relpath, wal.parse_lsn(taken["position"]),
                                    position):
         return "changed after backup: the restore recovered changes made after the count"
