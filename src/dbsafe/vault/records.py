@@ -255,6 +255,11 @@ class Segment(Record):
                 "last_xact_time": STR_OR_NULL, "xacts": COUNT, "switched": BOOL,
                 "restore_points": LIST}
 
+    timeline = property(lambda self: self["timeline"])
+    segno = property(lambda self: self["segno"])
+    segment_size = property(lambda self: self["segment_size"])
+    end_lsn = property(lambda self: self.get("end_lsn"))
+
 
 class WalRecord(Record):
     """An archived WAL file (*WAL file records*)."""
