@@ -19,6 +19,7 @@ from dbsafe.storage.base import Storage
 from dbsafe.vault.format import CODEC_RAW, CODEC_ZSTD, DEFAULT_BLOCK_SIZE, KIND_INDEX, Keyed
 from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.packs import PackWriter
+from dbsafe.vault.records import IndexFile
 
 PACK_TARGET_SIZE = 64 << 20
 FAST_HASH_LOG = 12
@@ -116,9 +117,8 @@ class BlockSink:
             pack.abort()
             return
         header_size = pack.finish()
-        doc = {"pack": pack.pack_id, "blobs": pack.blobs}
-        if pack.key_id is not None:
-            doc["key"] = pack.key_id
+        doc = IndexFile.new(pack=pack.pack_id, blobs=pack.blobs) if pack.key_id is None \
+            else IndexFile.new(pack=pack.pack_id, blobs=pack.blobs, key=pack.key_id)
         name = f"index/{pack.pack_id}"
         index = self._keyed.seal(KIND_INDEX, doc, name)
         self._storage.put(name, index)

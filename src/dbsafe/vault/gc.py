@@ -122,7 +122,7 @@ def survey(repo: Repository) -> Survey:
 
 def _index_blobs(repo: Repository, pack_id: str) -> list | None:
     try:
-        return repo.load_index_file(pack_id)["blobs"]
+        return repo.load_index_file(pack_id)["blobs"]  # the lists, as a pack header's
     except (FileNotFoundError, DbsafeError):
         return None
 
@@ -139,13 +139,12 @@ def used_blocks(repo: Repository) -> set[str]:
             manifest = repo.load_manifest(point_id)
         except KeyError:
             continue  # deleted meanwhile
-        for entry in manifest["files"] + manifest["wal"]:
-            used.update(entry["blocks"])
+        used.update(manifest.block_ids())
     for name in repo.storage.list("wal"):
         _, system_id, file_name = name.split("/", 2)
         record = repo.load_wal_record(system_id, file_name)
         if record is not None:
-            used.update(record["blocks"])
+            used.update(record.blocks)
     return used
 
 

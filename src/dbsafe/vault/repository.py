@@ -25,7 +25,6 @@ from dbsafe.storage.local import LocalStorage
 from dbsafe.vault import crypto
 from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.format import (
-    CODEC_RAW,
     CODEC_ZSTD,
     FORMAT,
     KIND_INDEX,
@@ -43,9 +42,9 @@ from dbsafe.vault.gc import held_packs
 from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
 from dbsafe.vault.packs import BlockError, pack_name
+from dbsafe.vault.records import IndexFile, Manifest, WalRecord
 
 KEYS = "keys"
-BLOB_OVERHEAD = crypto.NONCE + crypto.TAG  # an encrypted blob's bytes beyond its plaintext
 
 
 def _storage(where: Storage | Path | str) -> Storage:
@@ -58,28 +57,6 @@ def _dump(config: dict) -> bytes:
 
 def _first(names: Iterator[str]) -> str | None:
     return next(iter(names), None)
-
-
-def _blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
-    """Why an index file's blob list cannot be trusted, or None. Bounds matter: a reader
-    allocates ``length`` bytes to read a blob and ``raw_length`` to decompress it. (A plain
-    loop: ~0.2 µs a blob, where an index of a million blobs loads at every writer's start.)"""
-    if encrypted != isinstance(doc.get("key"), str):
-        return "its data key is missing" if encrypted else "a data key in a plain vault"
-    blobs = doc.get("blobs")
-    if not isinstance(blobs, list):
-        return "no blob list"
-    extra = BLOB_OVERHEAD if encrypted else 0
-    for entry in blobs:
-        if type(entry) is not list or len(entry) != 5:
-            return f"blob entry {str(entry)[:100]} is not [id, offset, length, raw, codec]"
-        id_hex, offset, length, raw, codec = entry
-        if not (type(offset) is int and type(length) is int and type(raw) is int
-                and type(id_hex) is str and len(id_hex) == 64
-                and offset >= 0 and 0 <= raw <= block_size and 0 < length <= raw + extra
-                and (codec == CODEC_ZSTD or (codec == CODEC_RAW and length == raw + extra))):
-            return f"blob entry {str(entry)[:100]} is out of bounds (block size {block_size})"
-    return None
 
 
 TAMPERED_ACTION = ("if nobody changed it on purpose, someone who can write the storage "
@@ -391,18 +368,15 @@ class Repository:
                 _first(self.storage.list("data")) is not None:
             raise DbsafeError("vault.index_missing", path=self.location)
 
-    def load_index_file(self, pack_id: str) -> dict:
-        """The checked document of ``index/<pack id>`` (FileNotFoundError when missing)."""
+    def load_index_file(self, pack_id: str) -> IndexFile:
+        """The checked record of ``index/<pack id>`` (FileNotFoundError when missing)."""
         name = f"index/{pack_id}"
         data = self.storage.get(name)
         try:
             doc = self.keyed.unseal(KIND_INDEX, data, name)
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
-        problem = _blobs_problem(doc, self.block_size, self.encrypted)
-        if problem is not None:
-            raise DbsafeError("vault.object_corrupt", path=name, reason=problem)
-        return doc
+        return IndexFile.parse_in(doc, name, self.block_size, self.encrypted)
 
     def _add_index_file(self, index: BlobIndex, pack_id: str) -> None:
         try:
@@ -462,7 +436,7 @@ class Repository:
     def file_checksum(self, block_ids: list[bytes]) -> str:
         return self.keyed.digest(b"".join(block_ids)).hex()
 
-    def save_manifest(self, manifest: dict) -> int:
+    def save_manifest(self, manifest: Manifest | dict) -> int:
         """Write the manifest (the backup's commit point); returns its size in bytes."""
         name = f"manifests/{manifest['point_id']}"
         sealed = self.keyed.seal(KIND_MANIFEST, manifest, name)
@@ -470,7 +444,7 @@ class Repository:
         self.storage.put(name, sealed)
         return len(sealed)
 
-    def save_wal_record(self, system_id: str, record: dict) -> None:
+    def save_wal_record(self, system_id: str, record: WalRecord | dict) -> None:
         """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
         name = f"wal/{system_id}/{record['name']}"
         sealed = self.keyed.seal(KIND_WAL, record, name)
@@ -485,17 +459,19 @@ class Repository:
         self.storage.delete(f"wal/{system_id}/{name}")
 
     # reading -----------------------------------------------------------------------------
-    def load_wal_record(self, system_id: str, name: str) -> dict | None:
-        """The record of an archived WAL file, or None when it was never archived."""
+    def load_wal_record(self, system_id: str, name: str) -> WalRecord | None:
+        """The record of an archived WAL file, or None when it was never archived;
+        ``vault.object_corrupt`` when it is not one (records.WalRecord)."""
         path = f"wal/{system_id}/{name}"
         try:
             data = self.storage.get(path)
         except FileNotFoundError:
             return None
         try:
-            return self.keyed.unseal(KIND_WAL, data, path)
+            doc = self.keyed.unseal(KIND_WAL, data, path)
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=path, reason=exc) from None
+        return WalRecord.parse(doc, path)
 
     def wal_names(self, system_id: str) -> list[str]:
         return sorted(name.rsplit("/", 1)[1] for name in self.storage.list(f"wal/{system_id}"))
@@ -503,20 +479,23 @@ class Repository:
     def point_ids(self) -> list[str]:
         return sorted(name.rsplit("/", 1)[1] for name in self.storage.list("manifests"))
 
-    def load_manifest(self, point_id: str) -> dict:
+    def load_manifest(self, point_id: str) -> Manifest:
         return self.load_manifest_sized(point_id)[0]
 
-    def load_manifest_sized(self, point_id: str) -> tuple[dict, int]:
-        """The manifest and the size of its sealed object in bytes."""
+    def load_manifest_sized(self, point_id: str) -> tuple[Manifest, int]:
+        """The manifest and the size of its sealed object in bytes; ``vault.object_corrupt``
+        when it is not one (records.Manifest: its shape; the rules of its entries are
+        checked where a point is acted on, services/lifecycle/manifest_checks.py)."""
         name = f"manifests/{point_id}"
         try:
             data = self.storage.get(name)
         except FileNotFoundError:
             raise KeyError(point_id) from None
         try:
-            return self.keyed.unseal(KIND_MANIFEST, data, name), len(data)
+            doc = self.keyed.unseal(KIND_MANIFEST, data, name)
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
+        return Manifest.parse(doc, name), len(data)
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "dctx", None)

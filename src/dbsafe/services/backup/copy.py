@@ -19,6 +19,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regular_files import NotRegularFile
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.vault.blocks import BlockSink
+from dbsafe.vault.records import FileEntry
 
 TASK_BLOCKS = 32
 
@@ -128,11 +129,12 @@ def open_source(source: SourceFile) -> int | None:
             from None
 
 
-def file_entry(repo, copied: CopiedFile) -> dict:
+def file_entry(repo, copied: CopiedFile) -> FileEntry:
     """The manifest entry of a file copied whole (docs/repository-format.md, *Manifests*)."""
-    return {"path": copied.source.path, "size": copied.size, "mode": copied.source.mode,
-            "mtime": copied.source.mtime, "blocks": [b.hex() for b in copied.block_ids],
-            "checksum": repo.file_checksum(copied.block_ids)}
+    return FileEntry.new(path=copied.source.path, size=copied.size, mode=copied.source.mode,
+                         mtime=copied.source.mtime,
+                         blocks=[b.hex() for b in copied.block_ids],
+                         checksum=repo.file_checksum(copied.block_ids))
 
 
 def _blocks(size: int, block_size: int) -> int:

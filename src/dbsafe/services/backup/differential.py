@@ -36,6 +36,7 @@ from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
 from dbsafe.vault.blocks import BlockSink
+from dbsafe.vault.records import FileEntry
 
 # A file is not read when its size and mtime are the base's and that mtime lies this many
 # seconds before the base started: no write reached it since (the margin covers clock
@@ -220,11 +221,11 @@ def _join(parts: list[_Part]) -> tuple[list[list[int]], list[tuple[bytes, int]]]
 
 
 def delta_entry(repo, source: SourceFile, size: int, runs: list[list[int]],
-                blocks: list[tuple[bytes, int]]) -> dict:
+                blocks: list[tuple[bytes, int]]) -> FileEntry:
     ids = [b for b, _ in blocks]
-    return {"path": source.path, "size": size, "mode": source.mode, "mtime": source.mtime,
-            "blocks": [b.hex() for b in ids], "checksum": repo.file_checksum(ids),
-            "delta": {"pages": runs, "block_pages": [n for _, n in blocks]}}
+    return FileEntry.new(path=source.path, size=size, mode=source.mode, mtime=source.mtime,
+                         blocks=[b.hex() for b in ids], checksum=repo.file_checksum(ids),
+                         delta={"pages": runs, "block_pages": [n for _, n in blocks]})
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dbsafe.services.lifecycle.points import lineage_points, list_points
 from dbsafe.services.logchain.archive import reconcile_wal
 from dbsafe.services.logchain.chain import log_chain
 from dbsafe.services.protection import replica_sets as replicasets
+from dbsafe.vault.records import Instance, Manifest
 
 WAIT_SECONDS = defaults.LOG_WAIT_SECONDS
 
@@ -124,17 +125,18 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
     ended = datetime.now(UTC)
     point_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     end_time = last_row["last_xact_time"] or ended.isoformat(timespec="milliseconds")
-    manifest = {
-        "format": 1, "point_id": point_id, "type": "log", "copy_only": False,
-        "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
-                     "pg_version": server["pg_version"], "pgdata": server["pgdata"]},
-        "start_time": started.isoformat(timespec="milliseconds"), "end_time": end_time,
-        "start_lsn": wal.format_lsn(start_lsn), "stop_lsn": stop_lsn, "timeline": timeline,
-        "segments": covered, "files": [], "wal": [], "dirs": [], "tablespaces": [],
-        "stats": {"bytes_read": sum(r["size"] for r in rows if r["name"] in covered),
-                  "bytes_stored": 0, "files": 0, "corrupt_pages": 0},
-        "corrupt_pages": [], "retention": backup_retention(vault, server["instance_id"]),
-    }
+    manifest = Manifest.new(
+        format=1, point_id=point_id, type="log", copy_only=False,
+        instance=Instance.new(server=server["name"],
+                              system_identifier=server["system_identifier"],
+                              pg_version=server["pg_version"], pgdata=server["pgdata"]),
+        start_time=started.isoformat(timespec="milliseconds"), end_time=end_time,
+        start_lsn=wal.format_lsn(start_lsn), stop_lsn=stop_lsn, timeline=timeline,
+        segments=covered, files=[], wal=[], dirs=[], tablespaces=[],
+        stats={"bytes_read": sum(r["size"] for r in rows if r["name"] in covered),
+               "bytes_stored": 0, "files": 0, "corrupt_pages": 0},
+        corrupt_pages=[], retention=backup_retention(vault, server["instance_id"]),
+    )
     size = vault.repo.save_manifest(manifest)
     vault.catalog.add_point(server["instance_id"], {
         "point_id": point_id, "type": "log", "copy_only": 0,

@@ -18,6 +18,7 @@ import re
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
+from dbsafe.vault.records import Database
 
 DB_FILE = re.compile(r"^(?:base|pg_tblspc/\d+/PG_[^/]+)/(\d+)/(\d+(?:_\w+)?(?:\.\d+)?)$")
 # a relation file, or the folder's relation map (a database left out of a restore keeps
@@ -48,8 +49,8 @@ def choose(dbs: list[dict], wanted: list[str] | None, protected: list[str],
         for d in dbs:
             if d["name"] in chosen and d["read_only"]:
                 raise DbsafeError("backup.read_only_db", database=d["name"])
-    listed = [{"name": d["name"], "oid": d["oid"], "template": is_template(d),
-               "included": d["name"] in chosen or is_template(d)} for d in dbs]
+    listed = [Database.new(name=d["name"], oid=d["oid"], template=is_template(d),
+                           included=d["name"] in chosen or is_template(d)) for d in dbs]
     return listed, {d["oid"] for d in listed if not d["included"]}
 
 

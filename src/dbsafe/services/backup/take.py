@@ -31,6 +31,7 @@ from dbsafe.services.inventory.servers import get_server, live_endpoint, open_in
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.protection import discovery
 from dbsafe.services.protection import replica_sets as replicasets
+from dbsafe.vault.records import Instance, Manifest
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
 MAX_CORRUPT_LISTED = 1000
@@ -168,36 +169,37 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     ended = datetime.now(UTC)
     bytes_read = files_read + sum(w.size for w in wal)
     retention = backup_retention(vault, server["instance_id"])  # the policy in force now
-    manifest = {
-        "format": 1,
-        "point_id": point_id,
-        "type": type,
-        "copy_only": type == "copy-only",
+    manifest = Manifest.new(
+        format=1,
+        point_id=point_id,
+        type=type,
+        copy_only=type == "copy-only",
         **{k: v for k, v in about_base.items() if k != "stats"},
-        "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
-                     "pg_version": major, "pgdata": str(pgdata),
-                     "owner": cluster.owner_of(pgdata), "node": server.get("node")},
-        "start_time": started.isoformat(timespec="milliseconds"),
-        "end_time": ended.isoformat(timespec="milliseconds"),
-        "start_lsn": start_lsn,
-        "stop_lsn": stop.stop_lsn,
-        "timeline": stop.timeline,
-        "backup_label": stop.backup_label,
-        "tablespace_map": stop.tablespace_map,
-        "tablespaces": tablespaces,
-        "compression": {"codec": "zstd" if level else "none", "level": level},
-        "block_size": repo.block_size,
-        "dirs": dirs,
-        "files": entries,
-        "databases": chosen[0],
-        "skipped": skipped,
-        "wal": [file_entry(repo, w) for w in wal],
-        "stats": {"bytes_read": bytes_read, "bytes_stored": 0, "files": len(entries),
-                  "corrupt_pages": len(corrupt), **about_base.get("stats", {})},
-        "corrupt_pages": corrupt[:MAX_CORRUPT_LISTED],
-        "retention": retention,
-    }
-    manifest["stats"]["bytes_stored"] = sink.stats.bytes_stored
+        instance=Instance.new(server=server["name"],
+                              system_identifier=server["system_identifier"],
+                              pg_version=major, pgdata=str(pgdata),
+                              owner=cluster.owner_of(pgdata), node=server.get("node")),
+        start_time=started.isoformat(timespec="milliseconds"),
+        end_time=ended.isoformat(timespec="milliseconds"),
+        start_lsn=start_lsn,
+        stop_lsn=stop.stop_lsn,
+        timeline=stop.timeline,
+        backup_label=stop.backup_label,
+        tablespace_map=stop.tablespace_map,
+        tablespaces=tablespaces,
+        compression={"codec": "zstd" if level else "none", "level": level},
+        block_size=repo.block_size,
+        dirs=dirs,
+        files=entries,
+        databases=chosen[0],
+        skipped=skipped,
+        wal=[file_entry(repo, w) for w in wal],
+        stats={"bytes_read": bytes_read, "bytes_stored": sink.stats.bytes_stored,
+               "files": len(entries), "corrupt_pages": len(corrupt),
+               **about_base.get("stats", {})},
+        corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
+        retention=retention,
+    )
     bytes_stored = sink.stats.bytes_stored + repo.save_manifest(manifest)
     seconds = time.perf_counter() - t0
     point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),

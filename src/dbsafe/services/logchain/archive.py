@@ -25,6 +25,7 @@ from dbsafe.engines.postgres import wal
 from dbsafe.services.activity import alerts
 from dbsafe.services.handle import space
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.vault.records import Segment, WalRecord
 
 MAX_SEGMENT = 1 << 30      # PostgreSQL's largest wal_segment_size (initdb --wal-segsize)
 SMALL_WAL_FILE = 1 << 20   # timeline and backup history files: a few lines of text
@@ -112,21 +113,22 @@ def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_res
         if isinstance(exc, DbsafeError) and exc.code == "vault.full":
             raise space.said_by(exc, what, len(data)) from exc
         raise
-    record = {"format": 1, "name": name, "size": len(data), "blocks": [i.hex() for i in ids],
-              "checksum": checksum, "mtime": st.st_mtime,
-              "archived": datetime.now(UTC).isoformat(timespec="milliseconds"),
-              "server": server["name"], "segment": None}
+    archived = datetime.now(UTC).isoformat(timespec="milliseconds")
+    segment = None
     segment_size = server.get("wal_segment_size") or len(data)
     parsed = wal.parse_segment_name(name, segment_size)
     if parsed is not None:
         timeline, segno = parsed
         facts = wal.scan(data, segno, segment_size)
-        record["segment"] = {
-            "timeline": timeline, "segno": segno, "segment_size": segment_size,
-            "end_lsn": wal.format_lsn(facts.end_lsn),
-            "first_xact_time": _iso(facts.first_xact_time),
-            "last_xact_time": _iso(facts.last_xact_time), "xacts": facts.xacts,
-            "switched": facts.switched, "restore_points": facts.restore_points}
+        segment = Segment.new(
+            timeline=timeline, segno=segno, segment_size=segment_size,
+            end_lsn=wal.format_lsn(facts.end_lsn),
+            first_xact_time=_iso(facts.first_xact_time),
+            last_xact_time=_iso(facts.last_xact_time), xacts=facts.xacts,
+            switched=facts.switched, restore_points=facts.restore_points)
+    record = WalRecord.new(format=1, name=name, size=len(data), blocks=[i.hex() for i in ids],
+                           checksum=checksum, mtime=st.st_mtime, archived=archived,
+                           server=server["name"], segment=segment)
     repo.save_wal_record(sysid, record)
     vault.catalog.add_wal_file(wal_row(sysid, record))
     return record
