@@ -18,7 +18,6 @@ channel_app = typer.Typer(help="Webhooks and e-mail addresses that receive alert
                           no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
 
-JSON = typer.Option(False, "--json", help="Print JSON.")
 ALERT_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1], help="The alert's id.")
 CHANNEL_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1],
                             help="The channel's id.")
@@ -35,21 +34,17 @@ def _alerts_table(rows: list[dict]) -> None:
 
 @app.callback(invoke_without_command=True)
 def alerts(ctx: typer.Context,
-           all_: bool = typer.Option(False, "--all", help="Resolved alerts too."),
-           json: bool = JSON) -> None:
+           all_: bool = typer.Option(False, "--all", help="Resolved alerts too.")) -> None:
     """List active alerts (with --all, resolved ones too)."""
     if ctx.invoked_subcommand is not None:
         return
-    render.state.json = json
     rows = service.list_alerts(open_vault().catalog, None if all_ else "active")
     render.emit(rows, _alerts_table)
 
 
 @app.command("resolve")
-def resolve(alert_id: int = ALERT_ID,
-            json: bool = JSON) -> None:
+def resolve(alert_id: int = ALERT_ID) -> None:
     """Mark an alert resolved and tell the channels (a check may raise it again)."""
-    render.state.json = json
     alert = service.resolve_alert(open_vault().catalog, alert_id)
     render.emit(alert, lambda a: render.out.print(f"alert {a['id']} ({a['kind']}) resolved"))
 
@@ -65,10 +60,8 @@ def check(lag_threshold_mib: int = typer.Option(
           min_free_mib: int = typer.Option(None, "--min-free-mib", min=bounds.FREE_MIB[0],
                                            max=bounds.FREE_MIB[1],
                                            help="Vault free space below this alerts "
-                                                "(default 1024)."),
-          json: bool = JSON) -> None:
+                                                "(default 1024).")) -> None:
     """Run the health checks now and raise or resolve their alerts (serve does it often)."""
-    render.state.json = json
     given = {"lag_threshold_bytes": lag_threshold_mib and lag_threshold_mib << 20,
              "space_min_free_pct": min_free_pct,
              "space_min_free_bytes": min_free_mib and min_free_mib << 20}
@@ -107,10 +100,8 @@ def channel_add(
                  "(a private CA); the server's certificate is always checked."),
         on_success: bool = typer.Option(False, "--on-success",
                                         help="Also send success notices (backups, restores, "
-                                             "drills; not log backups)."),
-        json: bool = JSON) -> None:
+                                             "drills; not log backups).")) -> None:
     """Add a webhook or e-mail channel; every new and resolved alert is sent to it."""
-    render.state.json = json
     if bool(webhook) == bool(email):
         raise DbsafeError("alerts.channel_invalid",
                           reason="give exactly one of --webhook URL and --email ADDRESS")
@@ -133,9 +124,8 @@ def channel_add(
 
 
 @channel_app.command("list")
-def channel_list(json: bool = JSON) -> None:
+def channel_list() -> None:
     """List the alert channels."""
-    render.state.json = json
     rows = service.list_channels(open_vault().catalog)
     render.emit(rows, lambda r: render.table(
         [{**c, "options": ", ".join(f"{k}={v}" for k, v in c["options"].items())}
@@ -143,19 +133,15 @@ def channel_list(json: bool = JSON) -> None:
 
 
 @channel_app.command("remove")
-def channel_remove(channel_id: int = CHANNEL_ID,
-                   json: bool = JSON) -> None:
+def channel_remove(channel_id: int = CHANNEL_ID) -> None:
     """Remove an alert channel."""
-    render.state.json = json
     channel = service.remove_channel(open_vault().catalog, channel_id)
     render.emit(channel, lambda c: render.out.print(f"removed channel {c['id']}"))
 
 
 @channel_app.command("test")
-def channel_test(channel_id: int = CHANNEL_ID,
-                 json: bool = JSON) -> None:
+def channel_test(channel_id: int = CHANNEL_ID) -> None:
     """Send a test alert to a channel (alerts.delivery_failed if it does not arrive)."""
-    render.state.json = json
     record = service.test_channel(open_vault().catalog, channel_id)
     render.emit(record, lambda r: render.out.print(
         f"test alert delivered to channel {r['channel']} ({r['target']})"))

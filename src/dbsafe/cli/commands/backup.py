@@ -31,10 +31,8 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            wait: float = typer.Option(LOG_WAIT_SECONDS, min=bounds.WAIT_SECONDS[0],
                                       max=bounds.WAIT_SECONDS[1],
                                       help="log: seconds to wait for the WAL to reach the "
-                                           "vault."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                           "vault.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
-    render.state.json = json
     if type not in TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
     if type == "log":

@@ -16,9 +16,8 @@ app = typer.Typer(help="The key of an encrypted vault: show, export, import, rot
 
 
 @app.command("show")
-def show(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def show() -> None:
     """Whether the vault is encrypted, its data keys, and whether this client has the key."""
-    render.state.json = json
     render.emit(keys.describe(open_vault()), render.fields)
 
 
@@ -26,19 +25,15 @@ def show(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None
 def export(dest: Path = typer.Argument(..., callback=checked_path,
                                        help="A new file to write the key to."),
            plain: bool = typer.Option(False, "--plain", help="Unwrapped (for a secret "
-                                      "manager); default: wrapped by a passphrase."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                      "manager); default: wrapped by a passphrase.")) -> None:
     """Write the vault key to a file (mode 0600), to restore on another server."""
-    render.state.json = json
     render.emit(keys.export_key(open_vault(), dest, plain), render.fields)
 
 
 @app.command("import")
 def import_(source: Path = typer.Argument(..., callback=checked_path,
-                                         help="A file written by `dbsafe key export`."),
-            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                         help="A file written by `dbsafe key export`.")) -> None:
     """Make an exported key this client's key, after checking that it opens the vault."""
-    render.state.json = json
     render.emit(keys.import_key(open_vault(new_key=True), source), render.fields)
 
 
@@ -46,10 +41,8 @@ def import_(source: Path = typer.Argument(..., callback=checked_path,
 def rotate(master: bool = typer.Option(False, "--master", help="Replace the master key "
                                        "itself: every key file of the old one stops "
                                        "opening the vault; other clients must import the "
-                                       "new one."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                       "new one.")) -> None:
     """Re-wrap the key under a new passphrase (DBSAFE_NEW_PASSPHRASE or a prompt) and start
     a new data key for new backups; older backups stay readable. With --master, a new
     master key too."""
-    render.state.json = json
     render.emit(keys.rotate(open_vault(), master=master), render.fields)

@@ -34,11 +34,9 @@ def plan(cores: int = _option(..., "cores", "vCPUs of the database server."),
                                          "data)."),
          disk_mb_s: float = _option(None, "disk_mb_s",
                                     "Read rate of the data disks, MB/s (default: never "
-                                    "binds)."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                    "binds).")) -> None:
     """Estimate the backup window, peak concurrency, vault growth and the most databases
     this server can protect with a policy (rates measured by the benchmark)."""
-    render.state.json = json
     result = planner.plan(planner.PlanInput(
         cores=cores, bandwidth_mbps=bandwidth_mbps, db_count=db_count,
         db_size_gb=db_size_gb, change_rate_pct=change_rate_pct,

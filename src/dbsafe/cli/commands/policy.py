@@ -38,7 +38,6 @@ COMPRESSION_LEVEL = typer.Option(None, "--compression-level", help="zstd level 1
 DRILL_DAYS = typer.Option(None, "--drill-days", help="Restore drills on these weekdays, "
                                                      "or none.")
 DRILL_TIME = typer.Option(None, "--drill-time", help="HH:MM of the drills (default 04:00).")
-JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_every,
@@ -100,10 +99,9 @@ def create(name: str = typer.Argument(..., callback=checked_name, help="The poli
            keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
            keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
            compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-           drill_time: str = DRILL_TIME, json: bool = JSON) -> None:
+           drill_time: str = DRILL_TIME) -> None:
     """Create a policy. Unset settings take the default policy's values; a weekly full has
     no daily tier, and --log-every none also unsets --keep-log."""
-    render.state.json = json
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
@@ -121,9 +119,8 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
          keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
          keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
          compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-         drill_time: str = DRILL_TIME, json: bool = JSON) -> None:
+         drill_time: str = DRILL_TIME) -> None:
     """Change the given settings of a policy (it applies to existing points too)."""
-    render.state.json = json
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
@@ -142,16 +139,14 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="A policy."), json: bool = JSON) -> None:
+def show(name: str = typer.Argument(..., help="A policy.")) -> None:
     """Show a policy, the next run of each kind, and what uses it."""
-    render.state.json = json
     render.emit(policies.show_policy(open_vault(), name), _show)
 
 
 @app.command("list")
-def list_(json: bool = JSON) -> None:
+def list_() -> None:
     """List policies with the items that use them."""
-    render.state.json = json
     rows = policies.list_policies(open_vault())
 
     def human(rs: list) -> None:
@@ -170,8 +165,7 @@ def list_(json: bool = JSON) -> None:
 
 
 @app.command("delete")
-def delete(name: str = typer.Argument(..., help="An unused policy."), json: bool = JSON) -> None:
+def delete(name: str = typer.Argument(..., help="An unused policy.")) -> None:
     """Delete a policy no item uses (the default policy stays)."""
-    render.state.json = json
     policies.delete_policy(open_vault(), name)
     render.emit({"deleted": name}, lambda d: render.out.print(f"deleted policy {name}"))

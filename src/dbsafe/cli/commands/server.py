@@ -27,10 +27,8 @@ def add(name: str = typer.Argument(..., callback=checked_name,
                                  help="Host or socket folder (default: from postmaster.pid)."),
         bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version);"
                                     " every folder of its path must be root's alone."),
-        region: str = typer.Option(None, help="The server's region."),
-        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        region: str = typer.Option(None, help="The server's region.")) -> None:
     """Register a running PostgreSQL instance (checks version, port and connection)."""
-    render.state.json = json
     result = servers.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
 
     def human(d: dict) -> None:
@@ -44,10 +42,9 @@ def add(name: str = typer.Argument(..., callback=checked_name,
 
 
 @app.command("list")
-def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_() -> None:
     """List registered servers, and replica sets (kind replica-set: protected and backed up
     as one; their nodes name them in replica_set)."""
-    render.state.json = json
     rows = servers.list_servers(open_vault())
     render.emit(rows, lambda r: render.table(
         r, ["name", "kind", "replica_set", "pg_version", "pgdata", "port", "recovery_model",
@@ -55,9 +52,8 @@ def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
 
 
 @app.command("remove")
-def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def remove(name: str) -> None:
     """Forget a server (its recovery points stay in the vault)."""
-    render.state.json = json
     servers.remove_server(open_vault(), name)
     render.emit({"removed": name}, lambda d: render.out.print(f"removed {name}"))
 
@@ -65,11 +61,9 @@ def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSO
 def discover(name: str = typer.Argument(None, help="A registered server."),
              instances: bool = typer.Option(False, "--instances",
                                             help="List the PostgreSQL instances of this host "
-                                                 "instead."),
-             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                 "instead.")) -> None:
     """Discover a server's databases again (auto-protecting new ones, marking dropped ones),
     or with --instances the PostgreSQL instances of this host."""
-    render.state.json = json
     if instances:
         _discover_instances()
     elif name is None:
@@ -82,10 +76,9 @@ def discover(name: str = typer.Argument(None, help="A registered server."),
 def set_(name: str = typer.Argument(..., help="A registered server."),
          max_concurrent: int = typer.Option(None, "--max-concurrent", min=bounds.RUNS_AT_A_TIME[0],
                                             max=bounds.RUNS_AT_A_TIME[1],
-                                            help="Scheduled runs at a time on this server."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                            help="Scheduled runs at a time on this "
+                                                 "server.")) -> None:
     """Change a server's settings."""
-    render.state.json = json
     render.emit(servers.set_options(open_vault(), name, max_concurrent), render.fields)
 
 

@@ -12,10 +12,9 @@ immutability = lazy("dbsafe.services.inventory")
 
 
 def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point ids (see "
-                                                          "`dbsafe points NAME --deleted`)."),
-             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                          "`dbsafe points NAME "
+                                                          "--deleted`).")) -> None:
     """Bring soft-deleted recovery points back, restorable as before."""
-    render.state.json = json
     result = softdelete.undelete(open_vault(), points)
     render.emit(result, lambda r: render.out.print(
         f"undeleted {len(r['undeleted'])} point(s): "
@@ -24,10 +23,9 @@ def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point id
            if r["bases_undeleted"] else "")))
 
 
-def purge(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def purge() -> None:
     """Delete for good the soft-deleted points whose soft-delete retention has ended (what
     `dbsafe serve` also does after each backup); their blocks go at the next `dbsafe gc`."""
-    render.state.json = json
     result = softdelete.purge_due(open_vault())
 
     def human(r: dict) -> None:
@@ -44,10 +42,8 @@ def purge(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
 def soft_delete(days: int = typer.Option(None, "--days", help="Days a deleted point is kept "
                                                               "before it is purged (14-180)."),
                 off: bool = typer.Option(False, "--off", help="Delete points for good at "
-                                                              "once."),
-                json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                              "once.")) -> None:
     """Show or set how long deleted points are kept (soft delete; on, 14 days by default)."""
-    render.state.json = json
     vault = open_vault()
     if off or days is not None:
         result = softdelete.set_soft_delete(vault, days, enabled=not off)
@@ -60,11 +56,9 @@ def soft_delete(days: int = typer.Option(None, "--days", help="Days a deleted po
 
 
 def immutable(state: str = typer.Argument(None, help="on | off | locked (irreversible); "
-                                                     "default: show it."),
-              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                     "default: show it.")) -> None:
     """Show or set vault immutability: while on or locked, no point is deleted before its
     retention ends and soft delete cannot be shortened; locked cannot be undone."""
-    render.state.json = json
     vault = open_vault()
     if state is not None:
         immutability.set_immutability(vault, state)

@@ -14,10 +14,8 @@ verifier = lazy("dbsafe.services.restore")
 def verify(name: str = typer.Argument(..., help="A registered server."),
            point: str = typer.Option(None, "--point", help="One point (default: all)."),
            workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
-                                       help="Reader threads (default: the core count)."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                       help="Reader threads (default: the core count).")) -> None:
     """Re-read every block of a point (or of all points) and check its hash."""
-    render.state.json = json
     with render.progress(f"verify {name}") as bar:
         result = verifier.run_verify(open_vault(), name, point, workers, bar)
     render.emit(result, lambda r: render.out.print(
