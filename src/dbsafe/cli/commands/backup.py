@@ -5,12 +5,10 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
 from dbsafe.core.defaults import BACKUP_TYPES, LOG_WAIT_SECONDS
 
-backups = lazy("dbsafe.services.backup")
-log_backups = lazy("dbsafe.services.backup")
 TYPES = (*BACKUP_TYPES, "log")
 
 
@@ -33,6 +31,9 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                                       help="log: seconds to wait for the WAL to reach the "
                                            "vault.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
+    from dbsafe.services import backup as backups
+    from dbsafe.services import backup as log_backups
+
     if type not in TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(TYPES)}", param_hint="--type")
     if type == "log":

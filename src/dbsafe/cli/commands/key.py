@@ -7,9 +7,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, lazy, open_vault
-
-keys = lazy("dbsafe.services.handle")
+from dbsafe.cli.context import checked_path, open_vault
 
 app = typer.Typer(help="The key of an encrypted vault: show, export, import, rotate.",
                   no_args_is_help=True)
@@ -18,7 +16,9 @@ app = typer.Typer(help="The key of an encrypted vault: show, export, import, rot
 @app.command("show")
 def show() -> None:
     """Whether the vault is encrypted, its data keys, and whether this client has the key."""
-    render.emit(keys.describe(open_vault()), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.describe(open_vault()), render.fields)
 
 
 @app.command("export")
@@ -27,14 +27,18 @@ def export(dest: Path = typer.Argument(..., callback=checked_path,
            plain: bool = typer.Option(False, "--plain", help="Unwrapped (for a secret "
                                       "manager); default: wrapped by a passphrase.")) -> None:
     """Write the vault key to a file (mode 0600), to restore on another server."""
-    render.emit(keys.export_key(open_vault(), dest, plain), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.export_key(open_vault(), dest, plain), render.fields)
 
 
 @app.command("import")
 def import_(source: Path = typer.Argument(..., callback=checked_path,
                                          help="A file written by `dbsafe key export`.")) -> None:
     """Make an exported key this client's key, after checking that it opens the vault."""
-    render.emit(keys.import_key(open_vault(new_key=True), source), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.import_key(open_vault(new_key=True), source), render.fields)
 
 
 @app.command("rotate")
@@ -45,4 +49,6 @@ def rotate(master: bool = typer.Option(False, "--master", help="Replace the mast
     """Re-wrap the key under a new passphrase (DBSAFE_NEW_PASSPHRASE or a prompt) and start
     a new data key for new backups; older backups stay readable. With --master, a new
     master key too."""
-    render.emit(keys.rotate(open_vault(), master=master), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.rotate(open_vault(), master=master), render.fields)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_name, lazy, open_vault
+from dbsafe.cli.context import checked_name, open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
-
-policies = lazy("dbsafe.services.inventory")
-protection = lazy("dbsafe.services.protection")
 
 app = typer.Typer(help="Backup policies: schedules, retention, compression.",
                   no_args_is_help=True)
@@ -44,6 +41,8 @@ def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_eve
              keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff, keep_log,
              compression, compression_level, drill_days, drill_time) -> dict:
     """The settings given on the command line, parsed (validation comes later)."""
+    from dbsafe.services import inventory
+
     changes: dict[str, object] = {}
     for key, value in (("full", full), ("full_time", full_time), ("timezone", timezone),
                        ("drill_time", drill_time)):
@@ -58,7 +57,7 @@ def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_eve
                        ("keep_yearly", keep_yearly), ("keep_diff", keep_diff),
                        ("keep_log", keep_log), ("compression_level", compression_level)):
         if value is not None:
-            changes[key] = policies.whole_number("--" + key.replace("_", "-"), value, name)
+            changes[key] = inventory.whole_number("--" + key.replace("_", "-"), value, name)
     if compression is not None:
         flag = compression.strip().lower()
         if flag not in ("on", "off"):
@@ -102,12 +101,14 @@ def create(name: str = typer.Argument(..., callback=checked_name, help="The poli
            drill_time: str = DRILL_TIME) -> None:
     """Create a policy. Unset settings take the default policy's values; a weekly full has
     no daily tier, and --log-every none also unsets --keep-log."""
+    from dbsafe.services import inventory
+
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
     base = Policy(name)
-    result = policies.create_policy(open_vault(),
-                                    base.with_changes(**base.implied(changes)))
+    result = inventory.create_policy(open_vault(),
+                                     base.with_changes(**base.implied(changes)))
     render.emit(result, _show)
 
 
@@ -121,11 +122,13 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
          compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
          drill_time: str = DRILL_TIME) -> None:
     """Change the given settings of a policy (it applies to existing points too)."""
+    from dbsafe.services import inventory, protection
+
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
     vault = open_vault()
-    current = policies.get_policy(vault, name)
+    current = inventory.get_policy(vault, name)
     result = protection.change_policy(vault, name, **current.implied(changes))
 
     def human(r: dict) -> None:
@@ -141,13 +144,17 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
 @app.command("show")
 def show(name: str = typer.Argument(..., help="A policy.")) -> None:
     """Show a policy, the next run of each kind, and what uses it."""
-    render.emit(policies.show_policy(open_vault(), name), _show)
+    from dbsafe.services import inventory
+
+    render.emit(inventory.show_policy(open_vault(), name), _show)
 
 
 @app.command("list")
 def list_() -> None:
     """List policies with the items that use them."""
-    rows = policies.list_policies(open_vault())
+    from dbsafe.services import inventory
+
+    rows = inventory.list_policies(open_vault())
 
     def human(rs: list) -> None:
         short = {"keep_daily": "d", "keep_weekly": "w", "keep_monthly": "m", "keep_yearly": "y",
@@ -167,5 +174,7 @@ def list_() -> None:
 @app.command("delete")
 def delete(name: str = typer.Argument(..., help="An unused policy.")) -> None:
     """Delete a policy no item uses (the default policy stays)."""
-    policies.delete_policy(open_vault(), name)
+    from dbsafe.services import inventory
+
+    inventory.delete_policy(open_vault(), name)
     render.emit({"deleted": name}, lambda d: render.out.print(f"deleted policy {name}"))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
-
-protection = lazy("dbsafe.services.protection")
 
 
 def protect(name: str = typer.Argument(..., help="A registered server."),
@@ -29,6 +27,8 @@ def protect(name: str = typer.Argument(..., help="A registered server."),
                 False, "--no-config-change",
                 help="Do not ALTER SYSTEM: print the lines to add instead.")) -> None:
     """Protect databases of a server with a policy (and its recovery model)."""
+    from dbsafe.services import protection
+
     if sum((bool(db), all_, auto)) != 1:
         raise DbsafeError("protect.no_databases")
     if recovery_model and recovery_model.lower() not in ("full", "simple"):
@@ -67,6 +67,8 @@ def unprotect(name: str = typer.Argument(..., help="A registered server."),
               delete_data: bool = typer.Option(False, "--delete-data",
                                                help="Delete the points only these use.")) -> None:
     """Stop protecting databases; protect them again to resume."""
+    from dbsafe.services import protection
+
     if retain_data == delete_data:
         raise DbsafeError("unprotect.choose_data", name=name)
     result = protection.unprotect(open_vault(), name, db or None, retain=retain_data)

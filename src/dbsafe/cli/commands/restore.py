@@ -8,12 +8,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, lazy, open_vault
+from dbsafe.cli.context import checked_path, open_vault
 from dbsafe.core import bounds
-
-db_restore = lazy("dbsafe.services.restore")
-pitr = lazy("dbsafe.services.restore")
-restores = lazy("dbsafe.services.restore")
 
 
 def _tablespace_map(values: list[str]) -> dict[str, str]:
@@ -65,6 +61,10 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
                                         help="Writer threads (default: the core count).")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
+    from dbsafe.services import restore as db_restore
+    from dbsafe.services import restore as pitr
+    from dbsafe.services import restore as restores
+
     targets = [t for t in (point, time, lsn, restore_point) if t is not None]
     if len(targets) != 1:
         raise typer.BadParameter("give exactly one of --point, --time, --lsn, --restore-point")

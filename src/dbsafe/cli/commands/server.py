@@ -7,12 +7,9 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_name, checked_path, lazy, open_vault
+from dbsafe.cli.context import checked_name, checked_path, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-
-discovery = lazy("dbsafe.services.protection")
-servers = lazy("dbsafe.services.inventory")
 
 app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
 
@@ -29,7 +26,9 @@ def add(name: str = typer.Argument(..., callback=checked_name,
                                     " every folder of its path must be root's alone."),
         region: str = typer.Option(None, help="The server's region.")) -> None:
     """Register a running PostgreSQL instance (checks version, port and connection)."""
-    result = servers.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
+    from dbsafe.services import inventory
+
+    result = inventory.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
 
     def human(d: dict) -> None:
         render.out.print(f"registered {d['name']}: PostgreSQL {d['pg_version']} in "
@@ -45,7 +44,9 @@ def add(name: str = typer.Argument(..., callback=checked_name,
 def list_() -> None:
     """List registered servers, and replica sets (kind replica-set: protected and backed up
     as one; their nodes name them in replica_set)."""
-    rows = servers.list_servers(open_vault())
+    from dbsafe.services import inventory
+
+    rows = inventory.list_servers(open_vault())
     render.emit(rows, lambda r: render.table(
         r, ["name", "kind", "replica_set", "pg_version", "pgdata", "port", "recovery_model",
             "region"]))
@@ -54,7 +55,9 @@ def list_() -> None:
 @app.command("remove")
 def remove(name: str) -> None:
     """Forget a server (its recovery points stay in the vault)."""
-    servers.remove_server(open_vault(), name)
+    from dbsafe.services import inventory
+
+    inventory.remove_server(open_vault(), name)
     render.emit({"removed": name}, lambda d: render.out.print(f"removed {name}"))
 
 
@@ -64,12 +67,14 @@ def discover(name: str = typer.Argument(None, help="A registered server."),
                                                  "instead.")) -> None:
     """Discover a server's databases again (auto-protecting new ones, marking dropped ones),
     or with --instances the PostgreSQL instances of this host."""
+    from dbsafe.services import protection
+
     if instances:
         _discover_instances()
     elif name is None:
         raise DbsafeError("discover.no_target")
     else:
-        render.emit(discovery.refresh(open_vault(), name), _human_databases)
+        render.emit(protection.refresh(open_vault(), name), _human_databases)
 
 
 @app.command("set")
@@ -79,17 +84,21 @@ def set_(name: str = typer.Argument(..., help="A registered server."),
                                             help="Scheduled runs at a time on this "
                                                  "server.")) -> None:
     """Change a server's settings."""
-    render.emit(servers.set_options(open_vault(), name, max_concurrent), render.fields)
+    from dbsafe.services import inventory
+
+    render.emit(inventory.set_options(open_vault(), name, max_concurrent), render.fields)
 
 
 def _discover_instances() -> None:
+    from dbsafe.services import protection
+
     try:
         vault = open_vault()
     except DbsafeError as exc:
         if exc.code != "vault.not_initialised":
             raise
         vault = None  # no vault yet: list the host's instances all the same
-    rows = discovery.local_instances(vault)
+    rows = protection.local_instances(vault)
     render.emit(rows, lambda r: render.table(
         r, ["pgdata", "port", "version", "running", "source", "cluster", "server",
             "bin_dir"], title="PostgreSQL instances on this host"))

@@ -5,17 +5,16 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
-
-softdelete = lazy("dbsafe.services.lifecycle")
-immutability = lazy("dbsafe.services.inventory")
+from dbsafe.cli.context import open_vault
 
 
 def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point ids (see "
                                                           "`dbsafe points NAME "
                                                           "--deleted`).")) -> None:
     """Bring soft-deleted recovery points back, restorable as before."""
-    result = softdelete.undelete(open_vault(), points)
+    from dbsafe.services import lifecycle
+
+    result = lifecycle.undelete(open_vault(), points)
     render.emit(result, lambda r: render.out.print(
         f"undeleted {len(r['undeleted'])} point(s): "
         f"{', '.join(p['point_id'] for p in r['undeleted'])}"
@@ -26,7 +25,9 @@ def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point id
 def purge() -> None:
     """Delete for good the soft-deleted points whose soft-delete retention has ended (what
     `dbsafe serve` also does after each backup); their blocks go at the next `dbsafe gc`."""
-    result = softdelete.purge_due(open_vault())
+    from dbsafe.services import lifecycle
+
+    result = lifecycle.purge_due(open_vault())
 
     def human(r: dict) -> None:
         render.out.print(f"purged {len(r['purged'])} point(s)"
@@ -44,11 +45,13 @@ def soft_delete(days: int = typer.Option(None, "--days", help="Days a deleted po
                 off: bool = typer.Option(False, "--off", help="Delete points for good at "
                                                               "once.")) -> None:
     """Show or set how long deleted points are kept (soft delete; on, 14 days by default)."""
+    from dbsafe.services import lifecycle
+
     vault = open_vault()
     if off or days is not None:
-        result = softdelete.set_soft_delete(vault, days, enabled=not off)
+        result = lifecycle.set_soft_delete(vault, days, enabled=not off)
     else:
-        result = softdelete.settings(vault)
+        result = lifecycle.settings(vault)
     sd = result["soft_delete"]
     kept = f"on: deleted points are kept {sd['days']} days" if sd["enabled"] else "off"
     render.emit(result, lambda r: render.out.print(
@@ -59,8 +62,10 @@ def immutable(state: str = typer.Argument(None, help="on | off | locked (irrever
                                                      "default: show it.")) -> None:
     """Show or set vault immutability: while on or locked, no point is deleted before its
     retention ends and soft delete cannot be shortened; locked cannot be undone."""
+    from dbsafe.services import inventory, lifecycle
+
     vault = open_vault()
     if state is not None:
-        immutability.set_immutability(vault, state)
-    result = softdelete.settings(vault)
+        inventory.set_immutability(vault, state)
+    result = lifecycle.settings(vault)
     render.emit(result, lambda r: render.out.print(f"immutability {r['immutability']}"))
