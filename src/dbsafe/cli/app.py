@@ -103,12 +103,12 @@ app.command("drills")(drills.drills)
 app.command("plan")(plan.plan)
 app.command("delete-point")(prune.delete_point)
 app.command("gc")(prune.gc)
-# soft delete and immutability (issue 7) ------------------------------------------------------
+# soft delete and immutability -----------------------------------------------------------------
 app.command("undelete")(softdelete.undelete)
 app.command("purge")(softdelete.purge)
 vault.app.command("soft-delete")(softdelete.soft_delete)
 vault.app.command("immutability")(softdelete.immutable)
-# REST API and portal access (issue 8) ---------------------------------------------------------
+# REST API and portal access -------------------------------------------------------------------
 app.add_typer(access.tokens, name="token")
 app.add_typer(access.users, name="user")
 app.command("audit")(access.audit)

@@ -106,7 +106,7 @@ def restore(server: str, body: RestoreRequest, run: Launcher = Depends(launcher)
         raise DbsafeError("request.invalid", reason=str(exc)) from exc
 
 
-# --- restore checks (issue 8, wizard) ----------------------------------------------------
+# --- restore checks (the portal's restore wizard) ----------------------------------------
 @router.post("/servers/{server}/restores/check", dependencies=[Depends(need("operate"))])
 def check(server: str, body: RestoreRequest, v: Vault = Depends(vault)) -> dict:
     """What the restore would find, each check ok or failed with its message, without
