@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """2,000 databases on one instance: discovery, auto-protection, one full backup, and the
-2,001st refused (issue 5, the support matrix's "2000 databases per server" row).
+2,001st refused (the support matrix's "2000 databases per server" row).
 
 Run as root from the checkout:   .venv/bin/python bench/many_databases.py
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The portal and the REST API under load (issue 8's benchmark): with 2,000 protected
+"""The portal and the REST API under load: with 2,000 protected
 databases and 90 days of points in the catalog, the dashboard and the database list must
 render in < 300 ms and the API's item list answer in < 100 ms at the 95th percentile under
 20 concurrent clients.

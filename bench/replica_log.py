@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Log backups of a replica set: from the primary or from a streaming standby (issue 6).
+"""Log backups of a replica set: from the primary or from a streaming standby.
 
 Run as root from the checkout:   .venv/bin/python bench/replica_log.py [--drain-mb 1024]
 

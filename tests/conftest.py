@@ -584,7 +584,7 @@ def restored(target: Path, port: int) -> Pg:
 
 
 # --------------------------------------------------------------------------------------
-# catalog backends (issue 7): SQLite, or a schema of its own on a PostgreSQL cluster
+# catalog backends: SQLite, or a schema of its own on a PostgreSQL cluster
 # --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -613,8 +613,7 @@ def catalog_spec(request: pytest.FixtureRequest) -> str:
 
     return catalog_dsn(request.getfixturevalue("catalog_cluster"),
                        f"t_{uuid.uuid4().hex[:12]}")
-# end of catalog backends
-# object storage servers and the storage_location fixture (issue 7, storage) ---------------
+# object storage servers and the storage_location fixture ---------------------------------
 from servers.fixtures import (  # noqa: E402, F401 - fixtures for every test module
     azurite_server,
     faulty_location,

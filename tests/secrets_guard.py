@@ -1,4 +1,4 @@
-"""Secrets hygiene (issue 7, part 5): every secret a test hands to dbsafe (passphrases,
+"""Secrets hygiene: every secret a test hands to dbsafe (passphrases,
 object-store credentials, catalog passwords, plain master keys) is registered here, and
 everything the test run writes is searched for it: the output of every dbsafe command
 (--json and errors), and every file left in a test area when it is removed (logs, job

@@ -1,4 +1,4 @@
-// The portal in a real browser (issue 8, part 4): log in, protect a database, back it up
+// The portal in a real browser: log in, protect a database, back it up
 // from its page and watch the job, pick an instant on the restore timeline, run the wizard
 // to a new database on the same server, and watch the restore finish.
 //

@@ -1,4 +1,4 @@
-"""The portal in a real browser (issue 8, part 4): Playwright (playwright-core from npm,
+"""The portal in a real browser: Playwright (playwright-core from npm,
 driving Debian's chromium) runs tests/browser/restore_flow.mjs against `dbsafe serve` over
 a real vault and a real PostgreSQL cluster. This file prepares them, does what the script
 asks between its steps (write rows after the full backup), and checks that the database the

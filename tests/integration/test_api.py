@@ -1,4 +1,4 @@
-"""The REST API end to end (issue 8, parts 1, 2 and 5): a real ``dbsafe serve`` over a real
+"""The REST API end to end: a real ``dbsafe serve`` over a real
 vault and PostgreSQL cluster, called with httpx as each role.
 
 One server is registered, protected, backed up and restored over the API (the restored

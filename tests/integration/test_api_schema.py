@@ -1,4 +1,4 @@
-"""The REST API against its own OpenAPI document (issue 8, part 5), with schemathesis run
+"""The REST API against its own OpenAPI document, with schemathesis run
 as a subprocess against a real ``dbsafe serve``:
 
 (a) as a Backup Contributor, on a vault with one registered server (path parameter

@@ -1,4 +1,4 @@
-"""One chain across a failover (issue 6): a replica set's primary crashes under a write load,
+"""One chain across a failover: a replica set's primary crashes under a write load,
 its standby is promoted and takes over the load, and the set's log chain goes on from the
 new primary on timeline 2. Point-in-time restores before, during and after the failover
 hold exactly the surviving history's rows: the rows the old primary committed but never

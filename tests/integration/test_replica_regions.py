@@ -1,4 +1,4 @@
-"""Replica sets across regions (issue 6): regions are checked against the supported list,
+"""Replica sets across regions: regions are checked against the supported list,
 only nodes in the vault's region take backups (a secondary elsewhere never does; a primary
 failed over to another region stops full backups until it fails back, and the failures are
 jobs and alerts), and one cluster is protected once (one vault, one set, one way)."""

@@ -1,4 +1,4 @@
-"""Secrets hygiene (issue 7, part 5). Every test's dbsafe output and files are searched for
+"""Secrets hygiene. Every test's dbsafe output and files are searched for
 registered secrets by tests/secrets_guard.py; this module feeds dbsafe secrets in the wrong
 places and in failing commands, where a careless error message would echo them."""
 

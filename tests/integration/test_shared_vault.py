@@ -1,4 +1,4 @@
-"""One vault shared by two agents (issue 7, part 3): two clients, each in its own folder,
+"""One vault shared by two agents: two clients, each in its own folder,
 with one repository and one PostgreSQL catalog, register different servers and back them up
 at the same time; garbage collection runs from one while the other backs up. Nothing is
 lost, nothing corrupt, everything restores."""

@@ -38,7 +38,7 @@ from dbsafe.services.handle import Vault
 API_PREFIX = "/api/v1"
 ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.router,
            access.router]
-# the rest of the CLI's actions (issue 8, helper "api")
+# the rest of the CLI's actions
 ROUTERS += [servers.router, protection.router, replicasets.router, policies.router,
             alerts.router, planner.router, checks.router, deletion.router,
             vault_routes.router]

@@ -68,7 +68,7 @@ class Catalog(Protocol):
     def claim_slot(self, instance_id: int, policy: str, kind: str, slot: str,
                    attempts: int = 1) -> None: ...
     def set_slot_job(self, instance_id: int, policy: str, kind: str, job_id: str) -> None: ...
-    # discovery and auto-protection (issue 5, services/protection/discovery.py)
+    # discovery and auto-protection (services/protection/discovery.py)
     def get_instance(self, instance_id: int) -> dict | None:
         """Every column of the instance row, or None."""
     # jobs
@@ -79,7 +79,7 @@ class Catalog(Protocol):
     def update_job(self, job_id: str, **fields: object) -> None: ...
     def get_job(self, job_id: str) -> dict | None: ...
     def list_jobs(self, limit: int = 100, **equal: object) -> list[dict]: ...
-    # alerts and alert channels (issue 5, alerts) ---------------------------------------
+    # alerts and alert channels (services/activity/alerts.py) ----------------------------
     def upsert_alert(self, alert: dict, now: str) -> tuple[dict, bool]:
         """Atomic: the active alert of (kind, server, item) gets count + 1, last_seen, and the
         new severity, message, details and job_id (details is JSON; its old "deliveries"
@@ -99,7 +99,7 @@ class Catalog(Protocol):
     def get_alert_channel(self, channel_id: int) -> dict | None: ...
     def list_alert_channels(self) -> list[dict]: ...
     def remove_alert_channel(self, channel_id: int) -> bool: ...
-    # policies (issue 5, policy piece)
+    # policies (services/inventory/policies.py)
     def insert_policy(self, name: str, body: str, created: str) -> bool:
         """Add a policy (body: the JSON of Policy.to_dict()); False when the name is taken."""
     def update_policy(self, name: str, body: str, updated: str) -> bool: ...
@@ -109,15 +109,14 @@ class Catalog(Protocol):
     def list_policies(self) -> list[dict]: ...
     def policy_users(self) -> list[dict]:
         """Rows (policy, kind "database" | "auto-protection", server, database)."""
-    # end of policies
-    # restore drills (issue 5, drills)
+    # restore drills (services/restore/drills.py)
     def set_table_counts(self, point_id: str, counts: str) -> None:
         """The JSON of engines/postgres/stats.table_counts for a point."""
     def add_drill(self, row: dict) -> None: ...
     def update_drill(self, drill_id: str, **fields: object) -> None: ...
     def list_drills(self, server: str | None = None, limit: int = 100) -> list[dict]:
         """Newest first."""
-    # deleting points and pruning the log chain (issue 5: services/lifecycle/prune.py)
+    # deleting points and pruning the log chain (services/lifecycle/prune.py)
     def delete_point(self, point_id: str) -> bool:
         """Remove a point's row; False when there was none."""
     def mark_point_deleting(self, point_id: str, when: str) -> None:
@@ -126,7 +125,7 @@ class Catalog(Protocol):
         """Every point's id, with when dbsafe started deleting it (or None)."""
     def delete_wal_files(self, system_identifier: str, names: list[str]) -> int:
         """Remove the rows of these WAL files; returns how many there were."""
-    # backends and cross-process locks (issue 7: shared catalog) -------------------------
+    # backends and cross-process locks (a catalog shared by several hosts) ---------------
     def describe(self) -> dict:
         """``backend`` ('sqlite' | 'postgresql') and ``location`` (a path, or
         host:port/dbname plus ``schema`` and ``user``); never a secret."""
@@ -134,11 +133,11 @@ class Catalog(Protocol):
         """A non-blocking lock ``name`` held for a ``with`` block, across processes (SQLite:
         on this host) or hosts (PostgreSQL); DbsafeError catalog.busy when held elsewhere."""
     def close(self) -> None: ...
-    # soft delete (issue 7: services/lifecycle/deletion.py)
+    # soft delete (services/lifecycle/deletion.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:
         """Mirror a point's soft-delete marker (both None: the point is live)."""
-    # access and the overview (issue 8: services/operations/access.py,
+    # access and the overview (services/operations/access.py,
     # services/operations/overview.py)
     def add_token(self, row: dict) -> None: ...
     def get_token(self, token_id: str) -> dict | None: ...

@@ -294,7 +294,7 @@ class SqlCatalog:
         self._run("UPDATE schedule_state SET job_id = ? WHERE instance_id = ? AND policy = ? "
                   "AND kind = ?", job_id, instance_id, policy, kind)
 
-    # discovery and auto-protection (issue 5, services/protection/discovery.py)
+    # discovery and auto-protection (services/protection/discovery.py)
     def get_instance(self, instance_id: int) -> dict | None:
         """Every column of an instance row (auto_protect_policy, discovered, ...)."""
         return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
@@ -336,7 +336,7 @@ class SqlCatalog:
         return self._all(sql + " ORDER BY start_time DESC, id DESC LIMIT ?",
                          *where.values(), limit)
 
-    # alerts and alert channels (issue 5, alerts) ---------------------------------------
+    # alerts and alert channels (services/activity/alerts.py) ----------------------------
     @property
     def _alert_key(self) -> str:
         return f"state = 'active' AND kind = ? AND server {self._IS} ? AND item {self._IS} ?"
@@ -414,7 +414,7 @@ class SqlCatalog:
     def remove_alert_channel(self, channel_id: int) -> bool:
         return self._run("DELETE FROM alert_channels WHERE id = ?", channel_id) > 0
 
-    # policies (issue 5, policy piece) ----------------------------------------------------
+    # policies (services/inventory/policies.py) -------------------------------------------
     def insert_policy(self, name: str, body: str, created: str) -> bool:
         """Add a policy; False (and nothing changed) when the name is taken."""
         return self._run("INSERT INTO policies (name, body, created, updated) "
@@ -448,9 +448,8 @@ class SqlCatalog:
             "SELECT i.auto_protect_policy, 'auto-protection', s.name, NULL FROM instances i "
             "JOIN servers s ON s.id = i.server_id WHERE i.auto_protect_policy IS NOT NULL "
             "ORDER BY 1, 2, 3, 4 NULLS FIRST")
-    # end of policies ---------------------------------------------------------------------
 
-    # restore drills (issue 5, drills) ---------------------------------------------------
+    # restore drills (services/restore/drills.py) ----------------------------------------
     _DRILL_COLS = ("id", "server", "point_id", "started", "finished", "state", "rto_seconds",
                    "rpo_seconds", "checks", "error_code", "error_message")
 
@@ -471,7 +470,7 @@ class SqlCatalog:
         return self._all(f"SELECT * FROM drills {where} ORDER BY started DESC, id DESC "
                          "LIMIT ?", *args, limit)
 
-    # deleting points and pruning the log chain (issue 5: services/lifecycle/prune.py)
+    # deleting points and pruning the log chain (services/lifecycle/prune.py)
     def delete_point(self, point_id: str) -> bool:
         return self._run("DELETE FROM recovery_points WHERE point_id = ?", point_id) > 0
 
@@ -486,7 +485,7 @@ class SqlCatalog:
         return {r["point_id"]: r["deleting"] for r in self._all(
             "SELECT point_id, deleting FROM recovery_points")}
 
-    # soft delete (issue 7: services/lifecycle/deletion.py)
+    # soft delete (services/lifecycle/deletion.py)
     def set_point_deleted(self, point_id: str, deleted_at: str | None,
                           purge_after: str | None) -> None:
         self._run("UPDATE recovery_points SET deleted_at = ?, purge_after = ? "
@@ -498,7 +497,7 @@ class SqlCatalog:
             "DELETE FROM wal_files WHERE system_identifier = ? AND name = ?",
             [(system_identifier, n) for n in names]))
 
-    # access: API tokens, portal users and sessions, the audit log (issue 8) -------------
+    # access: API tokens, portal users and sessions, the audit log ------------------------
     def add_token(self, row: dict) -> None:
         self._run("INSERT INTO api_tokens (id, name, role, secret_hash, created, created_by) "
                   "VALUES (?, ?, ?, ?, ?, ?)", row["id"], row["name"], row["role"],
@@ -590,7 +589,7 @@ class SqlCatalog:
         sql = "SELECT * FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
         return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
 
-    # the portal's overview (issue 8) -----------------------------------------------------
+    # the portal's overview (services/operations/overview.py) -----------------------------
     def newest_points(self, instance_id: int, type: str, offset: int,
                       limit: int) -> list[dict]:
         """Live points of a type, newest first, ``limit`` from ``offset`` (walked along the

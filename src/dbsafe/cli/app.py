@@ -6,9 +6,11 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import typer
+from typer.core import TyperGroup
 
 from dbsafe.cli import audit_trail, render
 from dbsafe.cli.commands import (
@@ -38,15 +40,44 @@ from dbsafe.core.errors import DbsafeError, os_error
 # Click's base of usage errors as the Typer in use has it (newer Typers vendor their Click)
 CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+
+def json_first(args: list[str]) -> list[str]:
+    """``args`` with its ``--json`` (each one before a ``--``, which ends the options) moved to
+    the front, once."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--json" not in args[:end]:
+        return args
+    return ["--json", *(a for a in args[:end] if a != "--json"), *args[end:]]
+
+
+class _Dbsafe(TyperGroup):
+    """The ``dbsafe`` group. ``--json`` is its option, global to every command, yet it may
+    come anywhere on the command line (``dbsafe backup main --json``, as scripts and the docs
+    write it): Click takes a group's options only before the command's name, so the group
+    moves ``--json`` to the front of the arguments before parsing them (``json_first``).
+    A ``--json`` is the option wherever it stands before a ``--``, also where an option would
+    have taken it as its value."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's Click's Context
+        return super().parse_args(ctx, json_first(args))
+
+
 app = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_Dbsafe)
 
 
 @app.callback()
 def _global(vault_dir: Path = typer.Option(
         None, "--vault", envvar="DBSAFE_HOME", callback=checked_path,
-        help="Vault folder (default: DBSAFE_HOME, else the user's data folder).")) -> None:
+        help="Vault folder (default: DBSAFE_HOME, else the user's data folder)."),
+        json_output: bool = typer.Option(
+            False, "--json",
+            help="Print JSON: a command's result, an error as {\"error\": {\"code\", "
+                 "\"message\", ...}}, usage errors too; `serve` and `agent run` log JSON "
+                 "lines. Global: it may come anywhere on the command line, e.g. "
+                 "`dbsafe backup main --json`.")) -> None:
     options.vault = vault_dir
+    render.state.json = json_output
 
 
 app.add_typer(vault.app, name="vault")
@@ -72,12 +103,12 @@ app.command("drills")(drills.drills)
 app.command("plan")(plan.plan)
 app.command("delete-point")(prune.delete_point)
 app.command("gc")(prune.gc)
-# soft delete and immutability (issue 7) ------------------------------------------------------
+# soft delete and immutability -----------------------------------------------------------------
 app.command("undelete")(softdelete.undelete)
 app.command("purge")(softdelete.purge)
 vault.app.command("soft-delete")(softdelete.soft_delete)
 vault.app.command("immutability")(softdelete.immutable)
-# REST API and portal access (issue 8) ---------------------------------------------------------
+# REST API and portal access -------------------------------------------------------------------
 app.add_typer(access.tokens, name="token")
 app.add_typer(access.users, name="user")
 app.command("audit")(access.audit)
@@ -88,8 +119,8 @@ def _log_path() -> Path:
 
 
 def _wants_json(argv: list[str]) -> bool:
-    """``--json`` among the options (before a ``--`` that ends them)."""
-    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+    """``--json`` among the options (before a ``--`` that ends them), wherever it stands."""
+    return json_first(argv)[:1] == ["--json"]
 
 
 def _usage_error(exc: Exception) -> DbsafeError:
@@ -111,7 +142,7 @@ def _run(argv: list[str]) -> None:
     if not _wants_json(argv):
         app()
         return
-    render.state.json = True  # a usage error comes before the command would set it
+    render.state.json = True  # a usage error comes before the callback would set it
     try:
         status = app(standalone_mode=False)
     except CLICK_ERROR as exc:

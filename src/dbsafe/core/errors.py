@@ -28,7 +28,7 @@ _SPECS = [
               "a vault already exists at {path}; use it, or choose another --vault folder"),
     ErrorSpec("vault.format_unsupported", 2, 409,
               "the vault at {path} has format {found}; this dbsafe reads format {expected}"),
-    # vault keys (issue 7: encryption)
+    # vault keys (encryption)
     ErrorSpec("key.missing", 2, 403,
               "this client has no key for the encrypted vault {vault_id}; bring it from a "
               "server that has it: `dbsafe key export FILE` there, then `dbsafe key import "
@@ -268,7 +268,7 @@ _SPECS = [
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),
-    # jobs, protection with policies, the scheduler (issue 5, lead)
+    # jobs, protection with policies, the scheduler
     ErrorSpec("job.cancelled", 8, 409, "job {job_id} was cancelled; nothing it wrote is "
               "visible (a backup's point is not recorded); run it again when needed"),
     ErrorSpec("job.not_running", 2, 409, "job {job_id} is {state}, not running; only a "
@@ -371,7 +371,7 @@ _SPECS = [
               "scheduler of this vault's catalog {catalog}: one scheduler per catalog; stop "
               "it first, or serve the API and portal only here with `--no-scheduler`"),
 
-    # policies and the resource planner (issue 5, policy piece) ------------------------
+    # policies and the resource planner ------------------------------------------------
     ErrorSpec("policy.invalid", 2, 400,
               "policy {policy!r} is not valid: {rule}; nothing was saved"),
     ErrorSpec("policy.unknown", 2, 404,
@@ -388,8 +388,7 @@ _SPECS = [
               "the default policy cannot be deleted (it is what protection uses when no "
               "policy is named); change it with `dbsafe policy edit default`"),
     ErrorSpec("plan.invalid", 2, 400, "cannot plan: {rule}"),
-    # end of policies and the resource planner ------------------------------------------
-    # alerts and alert channels (issue 5, alerts) ------------------------------------
+    # alerts and alert channels ------------------------------------------------------
     ErrorSpec("alerts.unknown", 2, 404,
               "no alert {alert_id}; list them with `dbsafe alerts --all`"),
     ErrorSpec("alerts.channel_unknown", 2, 404,
@@ -399,9 +398,8 @@ _SPECS = [
     ErrorSpec("alerts.delivery_failed", 5, 502,
               "the test alert did not reach channel {channel_id} ({target}): {reason}; check "
               "the address, that the receiver is up, and the channel's options"),
-    # end of alerts ------------------------------------------------------------------
-    # discovery, auto-protection and the support matrix's limits (issue 5, parts 6-7:
-    # services/protection/discovery.py, services/inventory/limits.py, docs/discovery-and-limits.md)
+    # discovery, auto-protection and the support matrix's limits
+    # (services/protection/discovery.py, services/inventory/limits.py, docs/discovery-and-limits.md)
     ErrorSpec("discover.no_target", 2, 400,
               "say what to discover: a registered server (`dbsafe discover NAME`) or the "
               "PostgreSQL instances of this host (`dbsafe discover --instances`)"),
@@ -433,8 +431,7 @@ _SPECS = [
               "the instance in {pgdata} cannot be registered: {what}; dbsafe supports "
               "PostgreSQL whose data directory is on a local file system of the host dbsafe "
               "runs on (docs/discovery-and-limits.md, Registration)"),
-    # end of discovery and limits --------------------------------------------------------------
-    # restore drills (issue 5, services/restore/drills.py) ------------------------------------
+    # restore drills (services/restore/drills.py) ---------------------------------------------
     ErrorSpec("drill.no_point", 2, 409,
               "{name!r} has no backup a drill could restore; take a full backup first "
               "(`dbsafe backup {name} --type full`)"),
@@ -448,7 +445,7 @@ _SPECS = [
               "what the vault holds may not restore: run `dbsafe verify {name}`, take a "
               "new full backup, and see `dbsafe drills --server {name}`"),
     # ---------------------------------------------------------------------------------
-    # deleting points and garbage collection (issue 5: services/lifecycle/prune.py, vault/gc.py)
+    # deleting points and garbage collection (services/lifecycle/prune.py, vault/gc.py)
     ErrorSpec("prune.point_unknown", 2, 404,
               "no recovery point {point_id!r} in this vault; list them with "
               "`dbsafe points NAME`"),
@@ -462,7 +459,7 @@ _SPECS = [
     ErrorSpec("gc.running", 4, 409,
               "garbage collection already runs on the vault at {path}; wait for it to end"),
     # ---------------------------------------------------------------------------------
-    # the catalog's backends: SQLite or a shared PostgreSQL (issue 7: catalog/)
+    # the catalog's backends: SQLite or a shared PostgreSQL (catalog/)
     ErrorSpec("catalog.spec_invalid", 2, 400,
               "the catalog setting is not usable: {reason}; give 'sqlite' or a PostgreSQL "
               "connection string (postgresql://USER@HOST:PORT/DBNAME or "
@@ -479,8 +476,7 @@ _SPECS = [
     ErrorSpec("catalog.busy", 4, 409,
               "{name!r} is held on the catalog at {location} by another process; wait for "
               "it to end"),
-    # end of the catalog's backends
-    # soft delete and immutable vaults (issue 7: services/lifecycle/deletion.py, immutability.py)
+    # soft delete and immutable vaults (services/lifecycle/deletion.py, immutability.py)
     ErrorSpec("point.soft_deleted", 2, 409,
               "point {point_id} is soft-deleted (purged after {purge_after}); bring it back "
               "with `dbsafe undelete {point_id}`, then restore it"),
@@ -513,7 +509,7 @@ _SPECS = [
               "the vault is immutable: server {name!r} holds {count} recovery point(s) whose "
               "retention has not ended (the last until {until}); nothing was removed; "
               "remove it after their retention ends and they are deleted"),
-    # storage locations and object storage backends (issue 7, storage: src/dbsafe/storage/,
+    # storage locations and object storage backends (src/dbsafe/storage/,
     # docs/storage.md) -----------------------------------------------------------------
     ErrorSpec("storage.bad_location", 2, 400,
               "cannot use the storage location {location!r}: {reason}; see docs/storage.md "
@@ -538,8 +534,7 @@ _SPECS = [
     ErrorSpec("storage.request_failed", 5, 502,
               "{operation} of {name!r} in {location} failed after retries: {reason}; "
               "run the command again when the store answers"),
-    # end of storage -------------------------------------------------------------------
-    # REST API, portal and access (issue 8) ----------------------------------------------
+    # REST API, portal and access --------------------------------------------------------
     ErrorSpec("auth.required", 2, 401,
               "this call needs a token: send `Authorization: Bearer TOKEN` (create one with "
               "`dbsafe token create NAME --role reader|operator|contributor`) or log in"),
@@ -589,7 +584,6 @@ _SPECS = [
               "networks, comma-separated), not {value!r}"),
     ErrorSpec("serve.tls_files", 2, 400,
               "give both --tls-cert and --tls-key (PEM files)"),
-    # end of REST API ------------------------------------------------------------------
     # the command line's own usage errors (cli/app.py): an unknown option, a missing or
     # out-of-range value; the message is Click's
     ErrorSpec("usage.invalid", 2, 400, "{reason}; see `{command} --help`"),

@@ -52,7 +52,7 @@ class Storage(Protocol):
     def retire(self, names: Iterable[str]) -> None:
         """Stop using handles kept open on ``names`` (deleted elsewhere)."""
 
-    # object storage additions (issue 7, storage) -----------------------------------------
+    # cleanup, free space, description, closing (every backend: local, S3, Azure) --------
     def cleanup(self) -> int:
         """Remove what dead writers left behind (local: their tmp files; S3: multipart
         uploads older than 24 h; Azure: nothing, uncommitted blocks expire); how many."""
@@ -67,4 +67,3 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections, threads and descriptors."""
-    # end of object storage additions -----------------------------------------------------

@@ -1,4 +1,4 @@
--- The service layer (issue 5): policies, the scheduler's memory, alerts, drills, job
+-- The service layer: policies, the scheduler's memory, alerts, drills, job
 -- triggers and cancellation. Comments here must not contain semicolons (the migration
 -- runner splits statements on them).
 

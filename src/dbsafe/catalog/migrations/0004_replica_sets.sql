@@ -1,4 +1,4 @@
--- Replica sets (issue 6): a primary and its streaming standbys, protected once. Comments
+-- Replica sets: a primary and its streaming standbys, protected once. Comments
 -- here must not contain semicolons (the migration runner splits statements on them).
 
 -- A set has its own entry in servers (kind 'replica-set', the same name space as servers):

@@ -1,4 +1,4 @@
--- Soft delete (issue 7). Comments here must not contain semicolons (the migration runner
+-- Soft delete. Comments here must not contain semicolons (the migration runner
 -- splits statements on them).
 
 -- A soft-deleted point keeps its row, mirroring its marker deleted/<point id> in the

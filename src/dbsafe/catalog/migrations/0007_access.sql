@@ -1,4 +1,4 @@
--- Issue 8 (REST API and portal): who may call dbsafe, and what they changed.
+-- Access for the REST API and the portal: who may call dbsafe, and what they changed.
 -- Comments here must not contain semicolons (the migration runner splits on them).
 
 -- API tokens: the secret part is kept only as its SHA-256 (a token is 256 random bits, so a

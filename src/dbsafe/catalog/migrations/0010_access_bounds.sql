@@ -1,4 +1,4 @@
--- Issue 15 (API and access): a portal session opened by pasting an API token records the
+-- API and access: a portal session opened by pasting an API token records the
 -- token, so revoking the token ends the session. Comments here must not contain semicolons
 -- (the migration runner splits on them).
 ALTER TABLE sessions ADD COLUMN token_id TEXT;

@@ -5,12 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-
-service = lazy("dbsafe.services.activity")
-monitor = lazy("dbsafe.services.operations")
 
 app = typer.Typer(help="Alerts (failed jobs, broken chain, archiving lag, space, agent) and "
                        "where they are sent.")
@@ -18,7 +15,6 @@ channel_app = typer.Typer(help="Webhooks and e-mail addresses that receive alert
                           no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
 
-JSON = typer.Option(False, "--json", help="Print JSON.")
 ALERT_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1], help="The alert's id.")
 CHANNEL_ID = typer.Argument(..., min=bounds.ROW_ID[0], max=bounds.ROW_ID[1],
                             help="The channel's id.")
@@ -35,22 +31,22 @@ def _alerts_table(rows: list[dict]) -> None:
 
 @app.callback(invoke_without_command=True)
 def alerts(ctx: typer.Context,
-           all_: bool = typer.Option(False, "--all", help="Resolved alerts too."),
-           json: bool = JSON) -> None:
+           all_: bool = typer.Option(False, "--all", help="Resolved alerts too.")) -> None:
     """List active alerts (with --all, resolved ones too)."""
+    from dbsafe.services import activity
+
     if ctx.invoked_subcommand is not None:
         return
-    render.state.json = json
-    rows = service.list_alerts(open_vault().catalog, None if all_ else "active")
+    rows = activity.list_alerts(open_vault().catalog, None if all_ else "active")
     render.emit(rows, _alerts_table)
 
 
 @app.command("resolve")
-def resolve(alert_id: int = ALERT_ID,
-            json: bool = JSON) -> None:
+def resolve(alert_id: int = ALERT_ID) -> None:
     """Mark an alert resolved and tell the channels (a check may raise it again)."""
-    render.state.json = json
-    alert = service.resolve_alert(open_vault().catalog, alert_id)
+    from dbsafe.services import activity
+
+    alert = activity.resolve_alert(open_vault().catalog, alert_id)
     render.emit(alert, lambda a: render.out.print(f"alert {a['id']} ({a['kind']}) resolved"))
 
 
@@ -65,15 +61,15 @@ def check(lag_threshold_mib: int = typer.Option(
           min_free_mib: int = typer.Option(None, "--min-free-mib", min=bounds.FREE_MIB[0],
                                            max=bounds.FREE_MIB[1],
                                            help="Vault free space below this alerts "
-                                                "(default 1024)."),
-          json: bool = JSON) -> None:
+                                                "(default 1024).")) -> None:
     """Run the health checks now and raise or resolve their alerts (serve does it often)."""
-    render.state.json = json
+    from dbsafe.services import operations
+
     given = {"lag_threshold_bytes": lag_threshold_mib and lag_threshold_mib << 20,
              "space_min_free_pct": min_free_pct,
              "space_min_free_bytes": min_free_mib and min_free_mib << 20}
-    findings = monitor.check_health(open_vault(),
-                                    **{k: v for k, v in given.items() if v is not None})
+    findings = operations.check_health(open_vault(),
+                                       **{k: v for k, v in given.items() if v is not None})
 
     def human(rows: list[dict]) -> None:
         render.table([{**f, "status": "ok" if f["ok"] else "ALERT"} for f in rows],
@@ -107,10 +103,10 @@ def channel_add(
                  "(a private CA); the server's certificate is always checked."),
         on_success: bool = typer.Option(False, "--on-success",
                                         help="Also send success notices (backups, restores, "
-                                             "drills; not log backups)."),
-        json: bool = JSON) -> None:
+                                             "drills; not log backups).")) -> None:
     """Add a webhook or e-mail channel; every new and resolved alert is sent to it."""
-    render.state.json = json
+    from dbsafe.services import activity
+
     if bool(webhook) == bool(email):
         raise DbsafeError("alerts.channel_invalid",
                           reason="give exactly one of --webhook URL and --email ADDRESS")
@@ -119,43 +115,44 @@ def channel_add(
         if any(smtp) or starttls or smtp_tls:
             raise DbsafeError("alerts.channel_invalid",
                               reason="the SMTP options go with --email, not --webhook")
-        channel = service.add_channel(open_vault().catalog, "webhook", webhook, None,
-                                      on_success)
+        channel = activity.add_channel(open_vault().catalog, "webhook", webhook, None,
+                                       on_success)
     else:
         options = {"host": smtp_host, "port": smtp_port, "sender": sender,
                    "user": smtp_user, "password_env": smtp_password_env,
                    "starttls": starttls, "tls": smtp_tls, "ca_file": smtp_ca_file}
-        channel = service.add_channel(open_vault().catalog, "email", email, options,
-                                      on_success)
+        channel = activity.add_channel(open_vault().catalog, "email", email, options,
+                                       on_success)
     render.emit(channel, lambda c: render.out.print(
         f"channel {c['id']}: {c['kind']} to {c['target']}"
         f"{' (with success notices)' if c['on_success'] else ''}"))
 
 
 @channel_app.command("list")
-def channel_list(json: bool = JSON) -> None:
+def channel_list() -> None:
     """List the alert channels."""
-    render.state.json = json
-    rows = service.list_channels(open_vault().catalog)
+    from dbsafe.services import activity
+
+    rows = activity.list_channels(open_vault().catalog)
     render.emit(rows, lambda r: render.table(
         [{**c, "options": ", ".join(f"{k}={v}" for k, v in c["options"].items())}
          for c in r], ["id", "kind", "target", "on_success", "options", "created"]))
 
 
 @channel_app.command("remove")
-def channel_remove(channel_id: int = CHANNEL_ID,
-                   json: bool = JSON) -> None:
+def channel_remove(channel_id: int = CHANNEL_ID) -> None:
     """Remove an alert channel."""
-    render.state.json = json
-    channel = service.remove_channel(open_vault().catalog, channel_id)
+    from dbsafe.services import activity
+
+    channel = activity.remove_channel(open_vault().catalog, channel_id)
     render.emit(channel, lambda c: render.out.print(f"removed channel {c['id']}"))
 
 
 @channel_app.command("test")
-def channel_test(channel_id: int = CHANNEL_ID,
-                 json: bool = JSON) -> None:
+def channel_test(channel_id: int = CHANNEL_ID) -> None:
     """Send a test alert to a channel (alerts.delivery_failed if it does not arrive)."""
-    render.state.json = json
-    record = service.test_channel(open_vault().catalog, channel_id)
+    from dbsafe.services import activity
+
+    record = activity.test_channel(open_vault().catalog, channel_id)
     render.emit(record, lambda r: render.out.print(
         f"test alert delivered to channel {r['channel']} ({r['target']})"))

@@ -5,11 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
 from dbsafe.core.defaults import LOG_WAIT_SECONDS
-
-backups = lazy("dbsafe.services.backup")
 
 
 def backup(name: str = typer.Argument(..., help="A registered server."),
@@ -29,10 +27,10 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
            wait: float = typer.Option(LOG_WAIT_SECONDS, min=bounds.WAIT_SECONDS[0],
                                       max=bounds.WAIT_SECONDS[1],
                                       help="log: seconds to wait for the WAL to reach the "
-                                           "vault."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                           "vault.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
-    render.state.json = json
+    from dbsafe.services import backup as backups
+
     if type not in backups.REQUEST_TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(backups.REQUEST_TYPES)}",
                                  param_hint="--type")

@@ -7,10 +7,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, lazy, open_vault
+from dbsafe.cli.context import checked_path, open_vault
 from dbsafe.core import bounds
-
-service = lazy("dbsafe.services.restore")
 
 app = typer.Typer(help="Restore drills: restore the newest backup into a scratch cluster "
                        "and check it.", no_args_is_help=True)
@@ -39,11 +37,11 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
                                      help="Also check every btree index with amcheck."),
         scratch_root: Path = typer.Option(
             None, "--scratch-root", callback=checked_path,
-            help="Folder for the scratch cluster (default /var/tmp/dbsafe-drills)."),
-        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+            help="Folder for the scratch cluster (default /var/tmp/dbsafe-drills).")) -> None:
     """Restore into a scratch cluster, check it, record RTO and RPO, remove it."""
-    render.state.json = json
-    result = service.run_drill(open_vault(), name, point, amcheck=amcheck,
+    from dbsafe.services import restore
+
+    result = restore.run_drill(open_vault(), name, point, amcheck=amcheck,
                                scratch_root=scratch_root)
 
     def human(d: dict) -> None:
@@ -63,11 +61,11 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
 
 def drills(server: str = typer.Option(None, "--server", help="Only this server's drills."),
            limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST_LIMIT[1],
-                                     help="How many, newest first."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                     help="How many, newest first.")) -> None:
     """List restore drills with their state, RTO, RPO and failing check."""
-    render.state.json = json
-    rows = service.list_drills(open_vault(), server, limit)
+    from dbsafe.services import restore
+
+    rows = restore.list_drills(open_vault(), server, limit)
 
     def human(r: list) -> None:
         shown = [{**d, "rto": _seconds(d["rto_seconds"]), "rpo": _seconds(d["rpo_seconds"]),

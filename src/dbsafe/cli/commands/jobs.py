@@ -7,7 +7,6 @@ import typer
 from dbsafe.cli import render
 from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
-from dbsafe.services.activity import cancel_job, get_job, list_jobs
 
 app = typer.Typer(help="Show or cancel one job.", no_args_is_help=True)
 
@@ -21,10 +20,10 @@ def jobs(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST
          backup_type: str = typer.Option(None, "--backup-type",
                                          help="full, copy-only, diff or log."),
          item: str = typer.Option(None, "--item", help="Only jobs covering this database."),
-         trigger: str = typer.Option(None, "--trigger", help="on-demand or scheduled."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+         trigger: str = typer.Option(None, "--trigger", help="on-demand or scheduled.")) -> None:
     """List jobs (scheduled log backups included) with their state and progress."""
-    render.state.json = json
+    from dbsafe.services.activity import list_jobs
+
     rows = list_jobs(open_vault().catalog, limit, state=state, server=server, type=type,
                      backup_type=backup_type, item=item, trigger=trigger)
 
@@ -40,17 +39,17 @@ def jobs(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST
 
 
 @app.command("show")
-def show(job_id: str = typer.Argument(..., help="A job id from `dbsafe jobs`."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def show(job_id: str = typer.Argument(..., help="A job id from `dbsafe jobs`.")) -> None:
     """One job with its result, warnings and error."""
-    render.state.json = json
+    from dbsafe.services.activity import get_job
+
     render.emit(get_job(open_vault().catalog, job_id), render.fields)
 
 
 @app.command("cancel")
-def cancel(job_id: str = typer.Argument(..., help="A running job's id."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def cancel(job_id: str = typer.Argument(..., help="A running job's id.")) -> None:
     """Ask a running job to stop; it ends as cancelled within a second or so."""
-    render.state.json = json
+    from dbsafe.services.activity import cancel_job
+
     row = cancel_job(open_vault().catalog, job_id)
     render.emit(row, lambda r: render.out.print(f"job {r['id']}: {r['state']}"))

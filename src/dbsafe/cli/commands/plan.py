@@ -6,11 +6,8 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core.bounds import PLAN
-
-planner = lazy("dbsafe.policy.planner")
-policies = lazy("dbsafe.services.inventory")
 
 
 def _option(default, key: str, help: str):
@@ -34,15 +31,16 @@ def plan(cores: int = _option(..., "cores", "vCPUs of the database server."),
                                          "data)."),
          disk_mb_s: float = _option(None, "disk_mb_s",
                                     "Read rate of the data disks, MB/s (default: never "
-                                    "binds)."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                    "binds).")) -> None:
     """Estimate the backup window, peak concurrency, vault growth and the most databases
     this server can protect with a policy (rates measured by the benchmark)."""
-    render.state.json = json
+    from dbsafe.policy import planner
+    from dbsafe.services import inventory
+
     result = planner.plan(planner.PlanInput(
         cores=cores, bandwidth_mbps=bandwidth_mbps, db_count=db_count,
         db_size_gb=db_size_gb, change_rate_pct=change_rate_pct,
-        policy=policies.get_policy(open_vault(), policy), window_hours=window_hours,
+        policy=inventory.get_policy(open_vault(), policy), window_hours=window_hours,
         instances=instances, wal_gb_per_day=wal_gb_per_day, disk_mb_s=disk_mb_s))
 
     def human(r: dict) -> None:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
-
-points_service = lazy("dbsafe.services.lifecycle")
+from dbsafe.cli.context import open_vault
 
 
 def points(name: str = typer.Argument(..., help="A registered server."),
            db: str = typer.Option(None, "--db", help="Only points that can restore this "
                                                      "database."),
            deleted: bool = typer.Option(False, "--deleted", help="The soft-deleted points "
-                                        "instead (undelete them with `dbsafe undelete`)."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                        "instead (undelete them with `dbsafe undelete`).")) -> None:
     """List the recovery points of a server and the time ranges its log chain covers."""
-    render.state.json = json
-    data = points_service.points_and_chain(open_vault(), name, db, deleted)
+    from dbsafe.services import lifecycle
+
+    data = lifecycle.points_and_chain(open_vault(), name, db, deleted)
 
     def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),

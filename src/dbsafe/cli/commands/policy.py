@@ -5,12 +5,9 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_name, lazy, open_vault
+from dbsafe.cli.context import checked_name, open_vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy, parse_days
-
-policies = lazy("dbsafe.services.inventory")
-protection = lazy("dbsafe.services.protection")
 
 app = typer.Typer(help="Backup policies: schedules, retention, compression.",
                   no_args_is_help=True)
@@ -38,13 +35,14 @@ COMPRESSION_LEVEL = typer.Option(None, "--compression-level", help="zstd level 1
 DRILL_DAYS = typer.Option(None, "--drill-days", help="Restore drills on these weekdays, "
                                                      "or none.")
 DRILL_TIME = typer.Option(None, "--drill-time", help="HH:MM of the drills (default 04:00).")
-JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_every,
              keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff, keep_log,
              compression, compression_level, drill_days, drill_time) -> dict:
     """The settings given on the command line, parsed (validation comes later)."""
+    from dbsafe.services import inventory
+
     changes: dict[str, object] = {}
     for key, value in (("full", full), ("full_time", full_time), ("timezone", timezone),
                        ("drill_time", drill_time)):
@@ -59,7 +57,7 @@ def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_eve
                        ("keep_yearly", keep_yearly), ("keep_diff", keep_diff),
                        ("keep_log", keep_log), ("compression_level", compression_level)):
         if value is not None:
-            changes[key] = policies.whole_number("--" + key.replace("_", "-"), value, name)
+            changes[key] = inventory.whole_number("--" + key.replace("_", "-"), value, name)
     if compression is not None:
         flag = compression.strip().lower()
         if flag not in ("on", "off"):
@@ -100,16 +98,17 @@ def create(name: str = typer.Argument(..., callback=checked_name, help="The poli
            keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
            keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
            compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-           drill_time: str = DRILL_TIME, json: bool = JSON) -> None:
+           drill_time: str = DRILL_TIME) -> None:
     """Create a policy. Unset settings take the default policy's values; a weekly full has
     no daily tier, and --log-every none also unsets --keep-log."""
-    render.state.json = json
+    from dbsafe.services import inventory
+
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
     base = Policy(name)
-    result = policies.create_policy(open_vault(),
-                                    base.with_changes(**base.implied(changes)))
+    result = inventory.create_policy(open_vault(),
+                                     base.with_changes(**base.implied(changes)))
     render.emit(result, _show)
 
 
@@ -121,14 +120,15 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
          keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
          keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
          compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-         drill_time: str = DRILL_TIME, json: bool = JSON) -> None:
+         drill_time: str = DRILL_TIME) -> None:
     """Change the given settings of a policy (it applies to existing points too)."""
-    render.state.json = json
+    from dbsafe.services import inventory, protection
+
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
                        keep_log, compression, compression_level, drill_days, drill_time)
     vault = open_vault()
-    current = policies.get_policy(vault, name)
+    current = inventory.get_policy(vault, name)
     result = protection.change_policy(vault, name, **current.implied(changes))
 
     def human(r: dict) -> None:
@@ -142,17 +142,19 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="A policy."), json: bool = JSON) -> None:
+def show(name: str = typer.Argument(..., help="A policy.")) -> None:
     """Show a policy, the next run of each kind, and what uses it."""
-    render.state.json = json
-    render.emit(policies.show_policy(open_vault(), name), _show)
+    from dbsafe.services import inventory
+
+    render.emit(inventory.show_policy(open_vault(), name), _show)
 
 
 @app.command("list")
-def list_(json: bool = JSON) -> None:
+def list_() -> None:
     """List policies with the items that use them."""
-    render.state.json = json
-    rows = policies.list_policies(open_vault())
+    from dbsafe.services import inventory
+
+    rows = inventory.list_policies(open_vault())
 
     def human(rs: list) -> None:
         short = {"keep_daily": "d", "keep_weekly": "w", "keep_monthly": "m", "keep_yearly": "y",
@@ -170,8 +172,9 @@ def list_(json: bool = JSON) -> None:
 
 
 @app.command("delete")
-def delete(name: str = typer.Argument(..., help="An unused policy."), json: bool = JSON) -> None:
+def delete(name: str = typer.Argument(..., help="An unused policy.")) -> None:
     """Delete a policy no item uses (the default policy stays)."""
-    render.state.json = json
-    policies.delete_policy(open_vault(), name)
+    from dbsafe.services import inventory
+
+    inventory.delete_policy(open_vault(), name)
     render.emit({"deleted": name}, lambda d: render.out.print(f"deleted policy {name}"))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core.errors import DbsafeError
-
-protection = lazy("dbsafe.services.protection")
 
 
 def protect(name: str = typer.Argument(..., help="A registered server."),
@@ -27,10 +25,10 @@ def protect(name: str = typer.Argument(..., help="A registered server."),
                                          help="Restart PostgreSQL if archiving needs it."),
             no_config_change: bool = typer.Option(
                 False, "--no-config-change",
-                help="Do not ALTER SYSTEM: print the lines to add instead."),
-            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                help="Do not ALTER SYSTEM: print the lines to add instead.")) -> None:
     """Protect databases of a server with a policy (and its recovery model)."""
-    render.state.json = json
+    from dbsafe.services import protection
+
     if sum((bool(db), all_, auto)) != 1:
         raise DbsafeError("protect.no_databases")
     if recovery_model and recovery_model.lower() not in ("full", "simple"):
@@ -67,10 +65,10 @@ def unprotect(name: str = typer.Argument(..., help="A registered server."),
               retain_data: bool = typer.Option(False, "--retain-data",
                                                help="Keep every point (never pruned)."),
               delete_data: bool = typer.Option(False, "--delete-data",
-                                               help="Delete the points only these use."),
-              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                               help="Delete the points only these use.")) -> None:
     """Stop protecting databases; protect them again to resume."""
-    render.state.json = json
+    from dbsafe.services import protection
+
     if retain_data == delete_data:
         raise DbsafeError("unprotect.choose_data", name=name)
     result = protection.unprotect(open_vault(), name, db or None, retain=retain_data)
@@ -89,10 +87,8 @@ def unprotect(name: str = typer.Argument(..., help="A registered server."),
     render.emit(result, human)
 
 
-def items(name: str = typer.Argument(None, help="A registered server (default: all)."),
-          json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def items(name: str = typer.Argument(None, help="A registered server (default: all).")) -> None:
     """Protected items: each database with its policy, state and warnings."""
-    render.state.json = json
     vault = open_vault()
     instance = None
     if name:

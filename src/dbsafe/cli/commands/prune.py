@@ -5,20 +5,18 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
+from dbsafe.cli.context import open_vault
 from dbsafe.core import bounds
-
-prune = lazy("dbsafe.services.lifecycle")
 
 
 def delete_point(points: list[str] = typer.Argument(..., help="Point ids (see `dbsafe points`)."),
                  reason: str = typer.Option("deleted by the user", "--reason",
-                                            help="Recorded with the delete job."),
-                 json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                            help="Recorded with the delete job.")) -> None:
     """Delete recovery points: soft-deleted (kept, undeletable) for the vault's soft-delete
     days, else at once; their blocks are freed by a `dbsafe gc` after they are gone."""
-    render.state.json = json
-    result = prune.delete_points(open_vault(), points, reason)
+    from dbsafe.services import lifecycle
+
+    result = lifecycle.delete_points(open_vault(), points, reason)
     ids = ", ".join(p["point_id"] for p in result["deleted"])
     render.emit(result, lambda r: render.out.print(
         f"soft-deleted {len(r['deleted'])} point(s): {ids}; kept until {r['purge_after']} "
@@ -33,13 +31,13 @@ def gc(wait: float = typer.Option(0, "--wait", min=bounds.WAIT_SECONDS[0],
        repack_unused: float = typer.Option(
            None, "--repack-unused", min=0, max=100,
            help="Rewrite a pack whose unused share is at least this percentage (100: never; "
-                "default 50)."),
-       json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                "default 50).")) -> None:
     """Delete the packs no recovery point and no archived WAL file uses (safe while backups
     run)."""
-    render.state.json = json
-    share = prune.REPACK_UNUSED if repack_unused is None else repack_unused / 100
-    result = prune.run_gc(open_vault(), wait, share)
+    from dbsafe.services import lifecycle
+
+    share = lifecycle.REPACK_UNUSED if repack_unused is None else repack_unused / 100
+    result = lifecycle.run_gc(open_vault(), wait, share)
 
     def human(r: dict) -> None:
         render.out.print(f"freed {render.human_bytes(r['bytes_freed'])} "

@@ -5,9 +5,7 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_name, lazy, open_vault
-
-replicasets = lazy("dbsafe.services.protection")
+from dbsafe.cli.context import checked_name, open_vault
 
 app = typer.Typer(help="Replica sets: a primary and its standbys, protected once.",
                   no_args_is_help=True)
@@ -32,41 +30,44 @@ def _show(data: dict) -> None:
 @app.command("add")
 def add(name: str = typer.Argument(..., callback=checked_name,
                                    help="A name for the set (not a server's name)."),
-        preference: str = typer.Option("primary", help=PREFERENCE_HELP),
-        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        preference: str = typer.Option("primary", help=PREFERENCE_HELP)) -> None:
     """Create a replica set; add its nodes with `dbsafe replicaset node add`."""
-    render.state.json = json
-    render.emit(replicasets.add_set(open_vault(), name, preference), _show)
+    from dbsafe.services import protection
+
+    render.emit(protection.add_set(open_vault(), name, preference), _show)
 
 
 @app.command("set")
-def set_(name: str, preference: str = typer.Option(..., help=PREFERENCE_HELP),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def set_(name: str, preference: str = typer.Option(..., help=PREFERENCE_HELP)) -> None:
     """Change a replica set's backup preference (it applies from the next backup)."""
-    render.state.json = json
-    render.emit(replicasets.set_preference(open_vault(), name, preference), _show)
+    from dbsafe.services import protection
+
+    render.emit(protection.set_preference(open_vault(), name, preference), _show)
 
 
 @app.command("show")
-def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def show(name: str) -> None:
     """The nodes as they are now (role, region, health) and which takes each backup type."""
-    render.state.json = json
-    render.emit(replicasets.show(open_vault(), name), _show)
+    from dbsafe.services import protection
+
+    render.emit(protection.show(open_vault(), name), _show)
 
 
 @app.command("list")
-def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_() -> None:
     """List replica sets."""
-    render.state.json = json
-    render.emit(replicasets.list_sets(open_vault()),
+    from dbsafe.services import protection
+
+    render.emit(protection.list_sets(open_vault()),
                 lambda rows: render.table(rows, ["name", "preference", "nodes"]))
 
 
 @app.command("remove")
-def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def remove(name: str) -> None:
     """Forget a replica set (refused while it protects databases; its nodes stay)."""
-    render.state.json = json
-    render.emit(replicasets.remove_set(open_vault(), name),
+    from dbsafe.services import protection
+
+    render.emit(protection.remove_set(open_vault(), name),
                 lambda d: render.out.print(f"removed replica set {name}"))
 
 
@@ -74,17 +75,17 @@ def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSO
 def node_add(name: str = typer.Argument(..., help="The replica set."),
              server: str = typer.Argument(..., help="A registered server (`dbsafe server add`)."),
              region: str = typer.Option(None, help="The node's region (default: the "
-                                                   "server's, else the vault's)."),
-             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                   "server's, else the vault's).")) -> None:
     """Make a registered server a node of the set (the same cluster: a primary or one of
     its streaming standbys)."""
-    render.state.json = json
-    render.emit(replicasets.add_node(open_vault(), name, server, region), _show)
+    from dbsafe.services import protection
+
+    render.emit(protection.add_node(open_vault(), name, server, region), _show)
 
 
 @node_app.command("remove")
-def node_remove(name: str, server: str,
-                json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def node_remove(name: str, server: str) -> None:
     """Take a node out of the set (it stays a registered server)."""
-    render.state.json = json
-    render.emit(replicasets.remove_node(open_vault(), name, server), _show)
+    from dbsafe.services import protection
+
+    render.emit(protection.remove_node(open_vault(), name, server), _show)

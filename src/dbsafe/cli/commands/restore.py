@@ -8,10 +8,8 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, lazy, open_vault
+from dbsafe.cli.context import checked_path, open_vault
 from dbsafe.core import bounds
-
-restores = lazy("dbsafe.services.restore")
 
 
 def _tablespace_map(values: list[str]) -> dict[str, str]:
@@ -61,10 +59,10 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             owner: str = typer.Option(None,
                                       help="OS user to own the files (default: as backed up)."),
             workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
-                                        help="Writer threads (default: the core count)."),
-            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                        help="Writer threads (default: the core count).")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
-    render.state.json = json
+    from dbsafe.services import restore as restores
+
     targets = [t for t in (point, time, lsn, restore_point) if t is not None]
     if len(targets) != 1:
         raise typer.BadParameter("give exactly one of --point, --time, --lsn, --restore-point")

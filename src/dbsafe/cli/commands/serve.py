@@ -68,13 +68,12 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
                    "(DNS rebinding)."),
           scheduler_on: bool = typer.Option(True, "--scheduler/--no-scheduler",
                                             help="Run the scheduler too (off: API and portal "
-                                                 "only, e.g. a second host)."),
-          json: bool = typer.Option(False, "--json", help="Log lines as JSON.")) -> None:
+                                                 "only, e.g. a second host).")) -> None:
     """Run the scheduler (scheduled backups, retention, discovery, health alerts, drills), the
-    REST API (/api/v1, /openapi.json) and the portal (/) in one process."""
+    REST API (/api/v1, /openapi.json) and the portal (/) in one process; with --json, log
+    lines are JSON."""
     from dbsafe.scheduler.service import Scheduler
 
-    render.state.json = json
     if (tls_cert is None) != (tls_key is None):
         raise DbsafeError("serve.tls_files")
     if not once and tls_cert is None and not (insecure or behind_tls_proxy) \
@@ -83,7 +82,7 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
     proxies = _proxies(forwarded_allow_ips)
     vault = open_vault()
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
-    resident_logging(json_lines=json)
+    resident_logging(json_lines=render.state.json)
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours))
     if once:

@@ -7,12 +7,9 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_name, checked_path, lazy, open_vault
+from dbsafe.cli.context import checked_name, checked_path, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-
-discovery = lazy("dbsafe.services.protection")
-servers = lazy("dbsafe.services.inventory")
 
 app = typer.Typer(help="Register PostgreSQL servers in the vault.", no_args_is_help=True)
 
@@ -27,11 +24,11 @@ def add(name: str = typer.Argument(..., callback=checked_name,
                                  help="Host or socket folder (default: from postmaster.pid)."),
         bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version);"
                                     " every folder of its path must be root's alone."),
-        region: str = typer.Option(None, help="The server's region."),
-        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        region: str = typer.Option(None, help="The server's region.")) -> None:
     """Register a running PostgreSQL instance (checks version, port and connection)."""
-    render.state.json = json
-    result = servers.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
+    from dbsafe.services import inventory
+
+    result = inventory.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
 
     def human(d: dict) -> None:
         render.out.print(f"registered {d['name']}: PostgreSQL {d['pg_version']} in "
@@ -44,59 +41,64 @@ def add(name: str = typer.Argument(..., callback=checked_name,
 
 
 @app.command("list")
-def list_(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_() -> None:
     """List registered servers, and replica sets (kind replica-set: protected and backed up
     as one; their nodes name them in replica_set)."""
-    render.state.json = json
-    rows = servers.list_servers(open_vault())
+    from dbsafe.services import inventory
+
+    rows = inventory.list_servers(open_vault())
     render.emit(rows, lambda r: render.table(
         r, ["name", "kind", "replica_set", "pg_version", "pgdata", "port", "recovery_model",
             "region"]))
 
 
 @app.command("remove")
-def remove(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def remove(name: str) -> None:
     """Forget a server (its recovery points stay in the vault)."""
-    render.state.json = json
-    servers.remove_server(open_vault(), name)
+    from dbsafe.services import inventory
+
+    inventory.remove_server(open_vault(), name)
     render.emit({"removed": name}, lambda d: render.out.print(f"removed {name}"))
 
 
 def discover(name: str = typer.Argument(None, help="A registered server."),
              instances: bool = typer.Option(False, "--instances",
                                             help="List the PostgreSQL instances of this host "
-                                                 "instead."),
-             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                 "instead.")) -> None:
     """Discover a server's databases again (auto-protecting new ones, marking dropped ones),
     or with --instances the PostgreSQL instances of this host."""
-    render.state.json = json
+    from dbsafe.services import protection
+
     if instances:
         _discover_instances()
     elif name is None:
         raise DbsafeError("discover.no_target")
     else:
-        render.emit(discovery.refresh(open_vault(), name), _human_databases)
+        render.emit(protection.refresh(open_vault(), name), _human_databases)
 
 
 @app.command("set")
 def set_(name: str = typer.Argument(..., help="A registered server."),
          max_concurrent: int = typer.Option(None, "--max-concurrent", min=bounds.RUNS_AT_A_TIME[0],
                                             max=bounds.RUNS_AT_A_TIME[1],
-                                            help="Scheduled runs at a time on this server."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                            help="Scheduled runs at a time on this "
+                                                 "server.")) -> None:
     """Change a server's settings."""
-    render.state.json = json
-    render.emit(servers.set_options(open_vault(), name, max_concurrent), render.fields)
+    from dbsafe.services import inventory
+
+    render.emit(inventory.set_options(open_vault(), name, max_concurrent), render.fields)
 
 
 def _discover_instances() -> None:
+    from dbsafe.services import protection
+
     try:
         vault = open_vault()
     except DbsafeError as exc:
         if exc.code != "vault.not_initialised":
             raise
         vault = None  # no vault yet: list the host's instances all the same
-    rows = discovery.local_instances(vault)
+    rows = protection.local_instances(vault)
     render.emit(rows, lambda r: render.table(
         r, ["pgdata", "port", "version", "running", "source", "cluster", "server",
             "bin_dir"], title="PostgreSQL instances on this host"))

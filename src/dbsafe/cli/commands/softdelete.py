@@ -5,18 +5,16 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import lazy, open_vault
-
-softdelete = lazy("dbsafe.services.lifecycle")
-immutability = lazy("dbsafe.services.inventory")
+from dbsafe.cli.context import open_vault
 
 
 def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point ids (see "
-                                                          "`dbsafe points NAME --deleted`)."),
-             json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                          "`dbsafe points NAME "
+                                                          "--deleted`).")) -> None:
     """Bring soft-deleted recovery points back, restorable as before."""
-    render.state.json = json
-    result = softdelete.undelete(open_vault(), points)
+    from dbsafe.services import lifecycle
+
+    result = lifecycle.undelete(open_vault(), points)
     render.emit(result, lambda r: render.out.print(
         f"undeleted {len(r['undeleted'])} point(s): "
         f"{', '.join(p['point_id'] for p in r['undeleted'])}"
@@ -24,11 +22,12 @@ def undelete(points: list[str] = typer.Argument(..., help="Soft-deleted point id
            if r["bases_undeleted"] else "")))
 
 
-def purge(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def purge() -> None:
     """Delete for good the soft-deleted points whose soft-delete retention has ended (what
     `dbsafe serve` also does after each backup); their blocks go at the next `dbsafe gc`."""
-    render.state.json = json
-    result = softdelete.purge_due(open_vault())
+    from dbsafe.services import lifecycle
+
+    result = lifecycle.purge_due(open_vault())
 
     def human(r: dict) -> None:
         render.out.print(f"purged {len(r['purged'])} point(s)"
@@ -44,15 +43,15 @@ def purge(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> Non
 def soft_delete(days: int = typer.Option(None, "--days", help="Days a deleted point is kept "
                                                               "before it is purged (14-180)."),
                 off: bool = typer.Option(False, "--off", help="Delete points for good at "
-                                                              "once."),
-                json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                              "once.")) -> None:
     """Show or set how long deleted points are kept (soft delete; on, 14 days by default)."""
-    render.state.json = json
+    from dbsafe.services import lifecycle
+
     vault = open_vault()
     if off or days is not None:
-        result = softdelete.set_soft_delete(vault, days, enabled=not off)
+        result = lifecycle.set_soft_delete(vault, days, enabled=not off)
     else:
-        result = softdelete.settings(vault)
+        result = lifecycle.settings(vault)
     sd = result["soft_delete"]
     kept = f"on: deleted points are kept {sd['days']} days" if sd["enabled"] else "off"
     render.emit(result, lambda r: render.out.print(
@@ -60,13 +59,13 @@ def soft_delete(days: int = typer.Option(None, "--days", help="Days a deleted po
 
 
 def immutable(state: str = typer.Argument(None, help="on | off | locked (irreversible); "
-                                                     "default: show it."),
-              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                     "default: show it.")) -> None:
     """Show or set vault immutability: while on or locked, no point is deleted before its
     retention ends and soft delete cannot be shortened; locked cannot be undone."""
-    render.state.json = json
+    from dbsafe.services import inventory, lifecycle
+
     vault = open_vault()
     if state is not None:
-        immutability.set_immutability(vault, state)
-    result = softdelete.settings(vault)
+        inventory.set_immutability(vault, state)
+    result = lifecycle.settings(vault)
     render.emit(result, lambda r: render.out.print(f"immutability {r['immutability']}"))

@@ -7,9 +7,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, lazy, vault_path
-
-vaults = lazy("dbsafe.services.handle")
+from dbsafe.cli.context import checked_path, vault_path
 
 app = typer.Typer(help="Create and inspect the vault.", no_args_is_help=True)
 
@@ -29,13 +27,13 @@ def init(region: str = typer.Option(None, help="Region of the vault (e.g. 'West 
                                         "); the key's passphrase comes from DBSAFE_PASSPHRASE "
                                         "or a prompt, unless --key-file."),
          key_file: Path = typer.Option(None, help="Encrypted vaults: the key in this file "
-                                       "(created, mode 0600, when absent)."),
-         json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                       "(created, mode 0600, when absent).")) -> None:
     """Create an empty vault (repository and catalog)."""
-    render.state.json = json
+    from dbsafe.services import handle
+
     if encryption not in ("on", "off"):
         raise typer.BadParameter("on or off", param_hint="--encryption")
-    vault = vaults.Vault.init(vault_path(), region, repository=repository, catalog=catalog,
+    vault = handle.Vault.init(vault_path(), region, repository=repository, catalog=catalog,
                        encryption=encryption == "on", key_file=key_file)
     render.emit(vault.describe(), _created)
 
@@ -49,34 +47,34 @@ def _created(d: dict) -> None:
 
 @app.command("connect")
 def connect(repository: str = typer.Option(..., help=REPOSITORY_HELP),
-            catalog: str = typer.Option(None, help=CATALOG_HELP),
-            json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+            catalog: str = typer.Option(None, help=CATALOG_HELP)) -> None:
     """Use an existing vault from this server (an encrypted one needs `dbsafe key import`)."""
-    render.state.json = json
-    render.emit(vaults.Vault.connect(vault_path(), repository, catalog).describe(), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.Vault.connect(vault_path(), repository, catalog).describe(), render.fields)
 
 
 @app.command("info")
-def info(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def info() -> None:
     """Show where the vault is and how it is set up."""
-    render.state.json = json
-    vault = vaults.Vault.open(vault_path())
+    from dbsafe.services import handle
+
+    vault = handle.Vault.open(vault_path())
     render.emit(vault.describe(), render.fields)
 
 
 @app.command("region")
-def region(name: str = typer.Argument(..., help="A supported region, e.g. 'West Europe'."),
-           json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def region(name: str = typer.Argument(..., help="A supported region, e.g. 'West Europe'.")) -> None:
     """Give a vault created without a region its region (once: it never changes after)."""
-    render.state.json = json
-    render.emit(vaults.Vault.open(vault_path()).set_region(name), render.fields)
+    from dbsafe.services import handle
+
+    render.emit(handle.Vault.open(vault_path()).set_region(name), render.fields)
 
 
 roots_app = typer.Typer(help="Folders restores may write into (new folders below them only). "
                              "Only here, on the host: the API and the portal show them.",
                         no_args_is_help=True)
 app.add_typer(roots_app, name="restore-roots")
-targets = lazy("dbsafe.services.restore")
 
 
 def _roots(roots: list[str]) -> None:
@@ -85,26 +83,27 @@ def _roots(roots: list[str]) -> None:
 
 
 @roots_app.command("list")
-def roots_list(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def roots_list() -> None:
     """Show the restore roots (default: /var/lib/dbsafe/restores)."""
-    render.state.json = json
-    render.emit([str(r) for r in targets.restore_roots(vaults.Vault.open(vault_path()))],
+    from dbsafe.services import handle, restore
+
+    render.emit([str(r) for r in restore.restore_roots(handle.Vault.open(vault_path()))],
                 _roots)
 
 
 @roots_app.command("add")
 def roots_add(folder: Path = typer.Argument(..., callback=checked_path,
                                             help="An absolute folder; created (0755) when "
-                                                 "missing."),
-              json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+                                                 "missing.")) -> None:
     """Allow restores (and their tablespaces) into new folders below FOLDER."""
-    render.state.json = json
-    render.emit(targets.add_root(vaults.Vault.open(vault_path()), folder), _roots)
+    from dbsafe.services import handle, restore
+
+    render.emit(restore.add_root(handle.Vault.open(vault_path()), folder), _roots)
 
 
 @roots_app.command("remove")
-def roots_remove(folder: Path = typer.Argument(..., help="A restore root."),
-                 json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def roots_remove(folder: Path = typer.Argument(..., help="A restore root.")) -> None:
     """Stop allowing restores below FOLDER (nothing on disk changes)."""
-    render.state.json = json
-    render.emit(targets.remove_root(vaults.Vault.open(vault_path()), folder), _roots)
+    from dbsafe.services import handle, restore
+
+    render.emit(restore.remove_root(handle.Vault.open(vault_path()), folder), _roots)

@@ -5,7 +5,7 @@ document.addEventListener("submit", (event) => {
   if (message && !window.confirm(message)) event.preventDefault();
 });
 
-// --- database page and restore wizard (issue 8, wizard) ---
+// --- database page and restore wizard ---
 // The timeline: a click on the log band picks that instant (clamped to the band's range),
 // a click on a mark picks that point; either fills the "Restore…" form and shows it.
 (() => {
@@ -82,7 +82,7 @@ document.addEventListener("submit", (event) => {
 })();
 // --- end database page and restore wizard ---
 
-// portal pages (helper "portal") -----------------------------------------------------------
+// portal pages ----------------------------------------------------------------------------
 // A button with data-confirm asks before its form submits (one form, several actions).
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-confirm]");
@@ -124,4 +124,3 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   events.onerror = () => events.close();
 });
-// end of portal pages

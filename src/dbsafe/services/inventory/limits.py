@@ -40,7 +40,7 @@ MAX_PER_REQUEST = 50
 """Not a support-matrix row but the seed service's companion guide ("Back up SQL Server
 databases in Azure VMs"): "Azure Backup sets a maximum number of databases in one backup
 job to 50. To protect more than 50 databases, configure multiple backups", or enable
-auto-protection (issue 5, part 7, keeps the rule)."""
+auto-protection (which keeps the rule)."""
 
 TESTED_OS = {("debian", "12"): "Debian 12 (bookworm)"}
 """Scenario support: "Supported operating systems". What dbsafe's test suite runs on:

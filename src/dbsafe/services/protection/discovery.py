@@ -207,7 +207,7 @@ def _some(names: list[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-# portal: a server's databases read live, without reconciling (issue 8, portal pages) ------
+# for the portal: a server's databases read live, without reconciling ----------------------
 def live_databases(vault: Vault, name: str) -> list[dict]:
     """The databases of server ``name`` as they are now, each with ``protectable`` and the
     ``reason`` when not, and its item's ``state`` and ``policy``; nothing is written (the
@@ -217,4 +217,3 @@ def live_databases(vault: Vault, name: str) -> list[dict]:
         dbs = discover.databases(conn, Path(server["pgdata"]))
     items = {i["name"]: i for i in vault.catalog.list_items(server["instance_id"])}
     return [_describe(d, items.get(d["name"])) for d in dbs]
-# end of portal ------------------------------------------------------------------------

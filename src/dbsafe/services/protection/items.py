@@ -262,10 +262,9 @@ def change_policy(vault: Vault, name: str, **changes: object) -> dict:
     return {**show_policy(vault, name), "reconfigured": servers, "retention": pruned}
 
 
-# portal: auto-protection off (issue 8, portal pages) -----------------------------------
+# for the portal: auto-protection off --------------------------------------------------
 def auto_protect_off(vault: Vault, name: str) -> dict:
     """Stop protecting databases created later on ``name``; what is protected stays so."""
     server = get_server(vault, name)
     vault.catalog.update_instance(server["instance_id"], auto_protect_policy=None)
     return {"server": name, "auto_protect": False}
-# end of portal ------------------------------------------------------------------------
