@@ -210,7 +210,7 @@ def test_an_instance_restore_leaves_out_what_the_point_does_not_hold(h):
 
 def test_retention_keeps_the_instance_full_that_y_needs(h):
     """The fulls of x are newer, but y's newest full is the instance full."""
-    from dbsafe.services.lifecycle.apply_retention import apply_retention
+    from dbsafe.services.lifecycle.expiry import apply_retention
 
     _history(h)
     out = apply_retention(_open(h), "multi", datetime.now(UTC))

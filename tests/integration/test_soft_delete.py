@@ -15,8 +15,8 @@ from conftest import free_port, new_cluster, restored
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.immutability import retention_holds
-from dbsafe.services.lifecycle.apply_retention import apply_retention
 from dbsafe.services.lifecycle.deletion import purge_due
+from dbsafe.services.lifecycle.expiry import apply_retention
 from dbsafe.services.lifecycle.prune import delete_points, describe_point
 
 

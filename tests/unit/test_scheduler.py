@@ -135,7 +135,7 @@ def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):
     from dbsafe.services.activity import alerts
     from dbsafe.services.activity.jobs import list_jobs
     from dbsafe.services.handle.vault_handle import Vault
-    from dbsafe.services.lifecycle.apply_retention import apply_retention
+    from dbsafe.services.lifecycle.expiry import apply_retention
 
     vault = Vault.init(tmp_path / "vault")
     instance = vault.catalog.add_server("db1", "localhost", None, {

@@ -12,6 +12,12 @@ from dbsafe.cli.context import checked_path, open_vault
 from dbsafe.core import bounds
 
 
+def _absolute(path: Path) -> str:
+    """A folder given relative to the current one, as the request takes it (absolute; not
+    resolved: links along it are the restore's to check)."""
+    return str(path if path.is_absolute() else Path.cwd() / path)
+
+
 def _tablespace_map(values: list[str]) -> dict[str, str]:
     mapping = {}
     for v in values or []:
@@ -77,9 +83,9 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
         target: dict = {"kind": "server", "server": target_server, "database": db,
                         "new_name": as_name, "overwrite": overwrite}
     elif as_files is not None:
-        target = {"kind": "files", "path": str(as_files), "database": db}
+        target = {"kind": "files", "path": _absolute(as_files), "database": db}
     else:
-        target = {"kind": "pgdata", "path": str(to_pgdata), "port": port, "start": start,
+        target = {"kind": "pgdata", "path": _absolute(to_pgdata), "port": port, "start": start,
                   "database": db}
     try:
         request = restores.RestoreRequest.model_validate(

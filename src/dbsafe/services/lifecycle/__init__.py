@@ -1,5 +1,5 @@
 """Recovery points over time: listing, coverage, retention, pruning, soft delete. Modules:
-apply_retention, coverage, deletion, manifest_checks, points, prune. It imports only the
+coverage, deletion, expiry, manifest_checks, points, prune. It imports only the
 groups below it (handle, activity, inventory, logchain). The names here are the group's
 published surface: the CLI, the API, the portal, the scheduler and the agent import them
 from here, never a module inside (import-linter holds both rules; docs/architecture.md).
@@ -7,8 +7,8 @@ from here, never a module inside (import-linter holds both rules; docs/architect
 
 from __future__ import annotations
 
-from dbsafe.services.lifecycle.apply_retention import apply_retention
 from dbsafe.services.lifecycle.deletion import purge_due, set_soft_delete, settings, undelete
+from dbsafe.services.lifecycle.expiry import apply_retention
 from dbsafe.services.lifecycle.points import points_and_chain, reconcile
 from dbsafe.services.lifecycle.prune import REPACK_UNUSED, delete_points, run_gc
 

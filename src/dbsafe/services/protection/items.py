@@ -28,7 +28,7 @@ from dbsafe.services.inventory.policies import (
     show_policy,
 )
 from dbsafe.services.inventory.servers import get_server, open_instance
-from dbsafe.services.lifecycle.apply_retention import apply_retention
+from dbsafe.services.lifecycle.expiry import apply_retention
 from dbsafe.services.lifecycle.prune import delete_points
 from dbsafe.services.protection import replica_sets as replicasets
 from dbsafe.services.protection.archive_setup import archive_command, configure_archiving
