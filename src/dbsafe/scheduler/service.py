@@ -166,7 +166,7 @@ class Scheduler:
 
         def ensure() -> None:
             if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
-                from dbsafe.agent import daemon
+                from dbsafe.engines.postgres import agent_process as daemon
 
                 daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
 

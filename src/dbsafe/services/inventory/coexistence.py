@@ -20,7 +20,7 @@ BASE_BACKUPS_SQL_12 = "SELECT count(*) FROM pg_stat_replication WHERE state = 'b
 
 
 def our_command(vault) -> str:
-    from dbsafe.agent import daemon
+    from dbsafe.engines.postgres import agent_process as daemon
 
     return daemon.agent_paths(vault.repo.config["vault_id"]).archive_command()
 

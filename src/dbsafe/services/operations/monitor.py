@@ -21,11 +21,11 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dbsafe.agent.daemon import agent_paths, ping, running_pid
 from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import GiB, MiB, size_text
 from dbsafe.engines.postgres import wal
+from dbsafe.engines.postgres.agent_process import agent_paths, ping, running_pid
 from dbsafe.policy.overdue import GRACE, restorable_deadline, slot_kinds
 from dbsafe.services.activity import alerts
 from dbsafe.services.activity.jobs import failure

@@ -17,7 +17,7 @@ from dbsafe.services.inventory.servers import open_instance
 
 def archive_command(vault: Vault) -> str:
     """The agent's archive_command for this vault; starts the agent when it is not running."""
-    from dbsafe.agent import daemon
+    from dbsafe.engines.postgres import agent_process as daemon
 
     vault_id = vault.repo.config["vault_id"]
     daemon.ensure_running(vault.path, vault_id)
