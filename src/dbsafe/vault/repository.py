@@ -16,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -52,7 +53,7 @@ def _storage(where: Storage | Path | str) -> Storage:
     return LocalStorage(Path(where)) if isinstance(where, (str, Path)) else where
 
 
-def _dump(config: dict) -> bytes:
+def _dump(config: dict[str, Any]) -> bytes:
     return json.dumps(config, indent=2).encode()
 
 
@@ -60,7 +61,7 @@ def _first(names: Iterator[str]) -> str | None:
     return next(iter(names), None)
 
 
-def _blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
+def _blobs_problem(doc: dict[str, Any], block_size: int, encrypted: bool) -> str | None:
     """Why an index file's blob list cannot be trusted, or None. Bounds matter: a reader
     allocates ``length`` bytes to read a blob and ``raw_length`` to decompress it. (A plain
     loop: ~0.2 µs a blob, where an index of a million blobs loads at every writer's start.)"""
@@ -91,7 +92,7 @@ class Repository:
     first time the vault's keys are needed (listing points needs none; reading or writing
     data does), so commands that touch no data never ask for a passphrase."""
 
-    def __init__(self, storage: Storage, config: dict,
+    def __init__(self, storage: Storage, config: dict[str, Any],
                  master: Callable[[], bytes] | None = None, *,
                  client_id: str | None = None) -> None:
         self.storage = storage
@@ -122,7 +123,8 @@ class Repository:
 
     @property
     def vault_id(self) -> str:
-        return self.config["vault_id"]
+        vault_id: str = self.config["vault_id"]
+        return vault_id
 
     # lifecycle -----------------------------------------------------------------------
     @classmethod
@@ -155,7 +157,7 @@ class Repository:
         return cls(storage, cls._read_config(storage), master, client_id=client_id)
 
     @staticmethod
-    def _read_config(storage: Storage) -> dict:
+    def _read_config(storage: Storage) -> dict[str, Any]:
         where = storage.describe()["location"]
         try:
             config = json.loads(storage.get("config"))
@@ -170,7 +172,8 @@ class Repository:
         problem = config_problem(config)
         if problem is not None:
             raise DbsafeError("vault.object_corrupt", path=f"{where}/config", reason=problem)
-        return config
+        checked: dict[str, Any] = config
+        return checked
 
     def recheck_config(self) -> None:
         """Read ``config`` again and refuse (``vault.tampered``) when what a client pins of
@@ -201,7 +204,7 @@ class Repository:
             self.storage.put("config", _dump(config))
             self.config = config
 
-    def _store_config(self, config: dict, master: bytes) -> None:
+    def _store_config(self, config: dict[str, Any], master: bytes) -> None:
         """Replace an encrypted vault's config, authenticated under ``master``."""
         encryption = {k: v for k, v in config["encryption"].items() if k != "mac"}
         config = {**config, "encryption": encryption}
@@ -235,7 +238,7 @@ class Repository:
                               self._id_key(master))
         return Keyed(ring.id_key, ring, vault_id=self.vault_id)
 
-    def _verify_config(self, master: bytes, config: dict) -> None:
+    def _verify_config(self, master: bytes, config: dict[str, Any]) -> None:
         """Refuse an encrypted vault's config whose mac fails (``vault.tampered``), or that
         lost its mac where this client saw one; note a config made before macs existed."""
         mac = config["encryption"].get("mac")
@@ -391,7 +394,7 @@ class Repository:
                 _first(self.storage.list("data")) is not None:
             raise DbsafeError("vault.index_missing", path=self.location)
 
-    def load_index_file(self, pack_id: str) -> dict:
+    def load_index_file(self, pack_id: str) -> dict[str, Any]:
         """The checked document of ``index/<pack id>`` (FileNotFoundError when missing)."""
         name = f"index/{pack_id}"
         data = self.storage.get(name)
@@ -462,7 +465,7 @@ class Repository:
     def file_checksum(self, block_ids: list[bytes]) -> str:
         return self.keyed.digest(b"".join(block_ids)).hex()
 
-    def save_manifest(self, manifest: dict) -> int:
+    def save_manifest(self, manifest: dict[str, Any]) -> int:
         """Write the manifest (the backup's commit point); returns its size in bytes."""
         name = f"manifests/{manifest['point_id']}"
         sealed = self.keyed.seal(KIND_MANIFEST, manifest, name)
@@ -470,7 +473,7 @@ class Repository:
         self.storage.put(name, sealed)
         return len(sealed)
 
-    def save_wal_record(self, system_id: str, record: dict) -> None:
+    def save_wal_record(self, system_id: str, record: dict[str, Any]) -> None:
         """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
         name = f"wal/{system_id}/{record['name']}"
         sealed = self.keyed.seal(KIND_WAL, record, name)
@@ -485,7 +488,7 @@ class Repository:
         self.storage.delete(f"wal/{system_id}/{name}")
 
     # reading -----------------------------------------------------------------------------
-    def load_wal_record(self, system_id: str, name: str) -> dict | None:
+    def load_wal_record(self, system_id: str, name: str) -> dict[str, Any] | None:
         """The record of an archived WAL file, or None when it was never archived."""
         path = f"wal/{system_id}/{name}"
         try:
@@ -503,10 +506,10 @@ class Repository:
     def point_ids(self) -> list[str]:
         return sorted(name.rsplit("/", 1)[1] for name in self.storage.list("manifests"))
 
-    def load_manifest(self, point_id: str) -> dict:
+    def load_manifest(self, point_id: str) -> dict[str, Any]:
         return self.load_manifest_sized(point_id)[0]
 
-    def load_manifest_sized(self, point_id: str) -> tuple[dict, int]:
+    def load_manifest_sized(self, point_id: str) -> tuple[dict[str, Any], int]:
         """The manifest and the size of its sealed object in bytes."""
         name = f"manifests/{point_id}"
         try:
@@ -550,6 +553,8 @@ class Repository:
         if len(blob) != loc.length:
             raise BlockError("corrupt", block_id, f"pack {loc.pack_id} is truncated")
         if self.encrypted:  # index files of an encrypted vault all name their data key
+            if loc.key_id is None:
+                raise BlockError("corrupt", block_id, f"pack {loc.pack_id} names no data key")
             try:
                 blob = self.keyed.decrypt_blob(loc.key_id, block_id, blob)
             except crypto.CryptoError:
