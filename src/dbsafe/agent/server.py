@@ -255,7 +255,9 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(str(socket_path), _Handler)
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:
+    # a stream server's requests are sockets (the base class's also allows datagrams)
+    def process_request(self, request: socket.socket,  # type: ignore[override]
+                        client_address: object) -> None:
         """A thread per connection, up to MAX_CONNECTIONS; beyond, "busy" at once."""
         if not self._slots.acquire(blocking=False):
             with contextlib.suppress(OSError):
@@ -271,7 +273,8 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
             self._slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+    def process_request_thread(self, request: socket.socket,  # type: ignore[override]
+                               client_address: object) -> None:
         """ThreadingMixIn's, with the slot given back before the connection is closed (a
         client that saw the end may connect again at once)."""
         try:

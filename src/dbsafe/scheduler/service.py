@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -178,7 +179,7 @@ class Scheduler:
         for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
                 or []:
             run_step(self.vault, "discovery", name,
-                     lambda name=name: refresh(self.vault, name, now=now),
+                     functools.partial(refresh, self.vault, name, now=now),
                      warnings_of=lambda found: found["warnings"])
 
     def _to_discover(self, now: datetime) -> list[str]:

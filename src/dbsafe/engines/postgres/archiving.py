@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
@@ -57,11 +58,11 @@ class ArchiveSettings:
 
 def read_settings(conn: psycopg.Connection) -> ArchiveSettings:
     """The settings in effect now (pg_settings.pending_restart is ignored here)."""
-    mode, command = conn.execute(
-        "SELECT current_setting('archive_mode'), current_setting('archive_command')").fetchone()
-    library = conn.execute(
+    mode, command = one_row(conn.execute(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command')"))
+    library = one_row(conn.execute(
         "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'archive_library'), '')"
-    ).fetchone()[0]
+    ))[0]
     return ArchiveSettings(mode, command, library)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.engines.postgres.pages import PAGE_SIZE, page_lsn
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _snapshot(text: str) -> tuple[int, int, list[int]]:
 def snapshot(conn: psycopg.Connection) -> str:
     """The current transaction snapshot of the instance, as text."""
     function = "pg_current_snapshot" if _since_13(conn) else "txid_current_snapshot"
-    return conn.execute(f"SELECT {function}()::text").fetchone()[0]
+    return one_row(conn.execute(f"SELECT {function}()::text"))[0]
 
 
 def _since_13(conn: psycopg.Connection) -> bool:
@@ -95,8 +96,8 @@ def xact_mark(conns: ConnFactory) -> str | None:
 def _any_committed(conn: psycopg.Connection, xids: list[int], lo: int, hi: int,
                    running: list[int]) -> bool:
     sql = COMMITTED_SQL.format(status=XACT_STATUS if _since_13(conn) else XACT_STATUS_12)
-    return bool(conn.execute(sql, {"xids": xids, "lo": lo, "hi": max(lo, hi),
-                                   "running": running}).fetchone()[0])
+    return bool(one_row(conn.execute(sql, {"xids": xids, "lo": lo, "hi": max(lo, hi),
+                                   "running": running}))[0])
 
 
 def committed_between(conn: psycopg.Connection, since: str | None, until: str) -> bool:
@@ -131,8 +132,8 @@ def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
 def count_rows(conn: psycopg.Connection, table: dict) -> int:
     from psycopg import sql
 
-    return conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
-        sql.Identifier(table["schema"], table["name"]))).fetchone()[0]
+    return one_row(conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
+        sql.Identifier(table["schema"], table["name"]))))[0]
 
 
 def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
@@ -142,7 +143,7 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
     # The WAL position before the snapshot: a change the count does not see was written
     # after it, or belongs to a transaction running at the snapshot (services/restore/drills.py
     # looks for both in a restored copy that recovered past the count).
-    position = conn.execute(POSITION_SQL).fetchone()[0]
+    position = one_row(conn.execute(POSITION_SQL))[0]
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     snap = snapshot(conn)  # the first query: it fixes the transaction's snapshot

@@ -16,6 +16,7 @@ from pathlib import Path
 from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover, wal
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
@@ -56,14 +57,14 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         settings = archiving.read_settings(conn)
         others = coexistence.other_solutions(conn, Path(node["pgdata"]),
                                              coexistence.our_command(vault))
-        standby = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        standby = one_row(conn.execute("SELECT pg_is_in_recovery()"))[0]
         if standby and settings.active_ours and settings.mode != "always":
             raise DbsafeError("replicaset.archiving_inactive", server=node["node"], name=name,
                               reason="archive_mode is on, not always: a standby archives "
                                      "nothing")
         if not settings.active_ours:
-            pending = conn.execute("SELECT pending_restart FROM pg_settings "
-                                   "WHERE name = 'archive_mode'").fetchone()[0]
+            pending = one_row(conn.execute("SELECT pending_restart FROM pg_settings "
+                                   "WHERE name = 'archive_mode'"))[0]
             hint = ("restart PostgreSQL to start it (`dbsafe protect {0} --all --restart`)"
                     if pending else "turn it on with `dbsafe protect {0} --all`").format(name)
             raise DbsafeError("backup.archiving_inactive", name=node.get("node") or name,
@@ -79,8 +80,8 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                       f"another backup solution: {found['detail']}; {found['action']}"})
         started = datetime.now(UTC)
         conn.execute("SELECT txid_current()")
-        stop_lsn, segment = conn.execute(
-            "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
+        stop_lsn, segment = one_row(conn.execute(
+            "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l"))
         if standby:  # a record in the next segment makes the standby close this one
             conn.execute("SELECT txid_current()")
         sysid = server["system_identifier"]
@@ -91,9 +92,9 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                 break
             if time.monotonic() > deadline:
                 with open_instance(node) as node_conn:
-                    failed, failed_at = node_conn.execute(
+                    failed, failed_at = one_row(node_conn.execute(
                         "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver"
-                    ).fetchone()
+                    ))
                 raise DbsafeError("backup.log_timeout", lsn=stop_lsn, segment=segment,
                                   seconds=wait_seconds,
                                   failure=f"{failed} at {failed_at}" if failed else "none")

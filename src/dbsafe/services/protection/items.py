@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import archiving, discover
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.policy.model import Policy
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory import limits
@@ -76,7 +77,7 @@ def protect(vault: Vault, name: str, databases: list[str] | None, recovery_model
         replicasets.look(vault, name)  # its entry now points at the primary
         server = get_server(vault, name)
     with open_instance(server) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        if one_row(conn.execute("SELECT pg_is_in_recovery()"))[0]:
             # a standby protected on its own is the seed's "two nodes backed up
             # individually": its primary must be protected with it, as one replica set
             raise DbsafeError("protect.standby_alone", name=name)

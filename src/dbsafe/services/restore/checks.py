@@ -21,6 +21,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import size_text
 from dbsafe.engines.postgres import cluster, logical
 from dbsafe.engines.postgres import restore as layout
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
@@ -133,9 +134,9 @@ def target_version(target: dict, manifest: dict) -> str:
     for program in ("pg_dump", "pg_restore"):
         cluster.trusted_program(str(Path(target["bin_dir"]) / program))
     with open_instance(target) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        if one_row(conn.execute("SELECT pg_is_in_recovery()"))[0]:
             raise DbsafeError("restore.target_standby", target=target["name"])
-        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+        major = int(one_row(conn.execute("SHOW server_version_num"))[0]) // 10000
     source_version = manifest["instance"]["pg_version"]
     if major < source_version:
         raise DbsafeError("restore.target_version_older", target=target["name"],

@@ -22,7 +22,7 @@ from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, db_roles, logical
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import live_endpoint, open_instance
@@ -110,7 +110,7 @@ def _fit(target: dict, staged: tuple[str, int], db: str, temp_name: str,
         with open_instance(target) as tconn:
             present, loader = db_roles.names(tconn), db_roles.current_user(tconn)
         with connect(port, host, db) as conn:
-            if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            if one_row(conn.execute("SELECT pg_is_in_recovery()"))[0]:
                 conn.execute("SELECT pg_promote(true, 300)")
         logical.rename_staged(port, host, db, temp_name)
         with connect(port, host, temp_name) as conn:

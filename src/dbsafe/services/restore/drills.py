@@ -25,7 +25,7 @@ from dbsafe.core.stamps import utcnow
 from dbsafe.engines.postgres import checks as pgchecks
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import scratch, stats, wal
-from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.services.activity.jobs import Job, failure, job_alive, running_job
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
@@ -275,7 +275,7 @@ def _run(vault: Vault, server: dict, target: Target, manifest: dict, drill: Dril
         with conns(selection.control_database(manifest, restored["databases_left_out"])) \
                 as conn:
             # Before any query of the drill's own writes WAL (see _count_check).
-            position = wal.parse_lsn(conn.execute(stats.POSITION_SQL).fetchone()[0])
+            position = wal.parse_lsn(one_row(conn.execute(stats.POSITION_SQL))[0])
             dbs = pgchecks.databases(conn)
     except (psycopg.Error, DbsafeError) as exc:
         raise drill.fail("connections", stats.error_line(exc)) from None
