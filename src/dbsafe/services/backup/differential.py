@@ -144,7 +144,8 @@ class DeltaCopier:
 
     def prepare(self, scans: list[tuple[SourceFile, dict]]
                 ) -> tuple[list[DeltaFile], list[SizedCall]]:
-        results, calls = [], []
+        results: list[DeltaFile] = []
+        calls: list[SizedCall] = []
         for source, base in scans:
             n = -(-source.size // self.block_size)
             starts = range(0, n, TASK_BLOCKS)

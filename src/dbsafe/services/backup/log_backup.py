@@ -116,7 +116,9 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
     points = list_points(vault, server["name"], deleted=None)  # ranges stay contiguous
     rows = vault.catalog.list_wal_files(server["system_identifier"])
     seg_size = server["wal_segment_size"] or 16 << 20
-    timeline, segno = wal.parse_segment_name(segment, seg_size)
+    parsed = wal.parse_segment_name(segment, seg_size)
+    assert parsed is not None  # the segment pg_switch_wal named
+    timeline, segno = parsed
     last_row = next(r for r in rows if r["name"] == segment)
     previous = [p for p in points if p["type"] == "log" and p["timeline"] == timeline]
     if previous:
@@ -129,7 +131,7 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
     ended = datetime.now(UTC)
     point_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     end_time = last_row["last_xact_time"] or ended.isoformat(timespec="milliseconds")
-    manifest = {
+    manifest: dict = {
         "format": 1, "point_id": point_id, "type": "log", "copy_only": False,
         "instance": {"server": server["name"], "system_identifier": server["system_identifier"],
                      "pg_version": server["pg_version"], "pgdata": server["pgdata"]},

@@ -89,7 +89,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
     instance, _ = selection.choose(dbs, None, protected, "full", name)
     whole = {d["name"] for d in instance if d["included"]} <= set(held)
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=held, reason=reason or (became_full and became_full.message),
+             items=held,
+             reason=reason or (became_full.message if became_full is not None else None),
              node=server.get("node")) as job, \
             vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
         if became_full is not None:

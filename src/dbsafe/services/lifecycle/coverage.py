@@ -38,7 +38,7 @@ def columns(listed: list[dict]) -> dict[str, str]:
 def _names(value: object) -> set[str] | None:
     if value is None:
         return None
-    return set(json.loads(value) if isinstance(value, str) else value)
+    return set(json.loads(value) if isinstance(value, str) else value)  # type: ignore[arg-type]  # a JSON list, or the list itself
 
 
 def held(point: dict) -> set[str] | None:
