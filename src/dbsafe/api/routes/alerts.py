@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Folder, Offset, Port, RowId
 from dbsafe.core import bounds
 from dbsafe.services import activity, operations
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Folder, Offset, Port, RowId
 
 router = APIRouter(tags=["alerts"])
 

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Name
 from dbsafe.core.bounds import PLAN
 from dbsafe.policy import planner
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_policy
+from dbsafe.web.fields import Name
 
 router = APIRouter(tags=["planner"])
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Name
 from dbsafe.policy.model import COMPRESSION_LEVELS, LOG_MINUTES, RANGES, WEEKDAYS, Policy
 from dbsafe.services import inventory, protection
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Name
 
 router = APIRouter(tags=["policies"])
 Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]

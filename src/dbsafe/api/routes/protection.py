@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Database, Name
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import protection
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import Database, Name
 
 router = APIRouter(tags=["protection"])
 Databases = list[Database]

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Name
 from dbsafe.policy.node_choice import PREFERENCES
 from dbsafe.services import protection
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Name
 
 router = APIRouter(tags=["replica sets"])
 Preference = Literal[PREFERENCES]  # type: ignore[valid-type]

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Folder, Name, Port
 from dbsafe.core import bounds
 from dbsafe.services import inventory, protection
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Folder, Name, Port
 
 router = APIRouter(tags=["servers"])
 

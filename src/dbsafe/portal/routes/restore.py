@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from dbsafe.api.routes.restores import RestoreRequest, restore_work, source_of
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
 from dbsafe.services.restore import check_restore, restore_roots
+from dbsafe.web.restores import RestoreRequest, restore_work, source_of
 
 router = APIRouter()
 
