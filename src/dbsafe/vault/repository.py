@@ -43,7 +43,8 @@ from dbsafe.vault.format import (
 from dbsafe.vault.gc import held_packs
 from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
-from dbsafe.vault.packs import BlockError, pack_name
+from dbsafe.vault.packs import BlockError as BlockError  # re-exported: its readers catch it
+from dbsafe.vault.packs import pack_name
 
 KEYS = "keys"
 BLOB_OVERHEAD = crypto.NONCE + crypto.TAG  # an encrypted blob's bytes beyond its plaintext

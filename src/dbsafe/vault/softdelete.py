@@ -75,7 +75,8 @@ def save_soft_delete_setting(storage: Storage, enabled: bool, days: int, changed
 
 def immutable(storage: Storage) -> bool:
     """Whether the vault is immutable (``on`` or ``locked``)."""
-    return immutability_setting(storage)["state"] != "off"
+    state: str = immutability_setting(storage)["state"]
+    return state != "off"
 
 
 def immutability_setting(storage: Storage) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def configure_archiving(vault: Vault, server: dict, model: str, command: str | N
         if model == "FULL" and not (owner == "dbsafe" and settings.command == command
                                     and settings.active_ours
                                     and archiving.mode_suffices(settings.mode, mode)):
+            assert command is not None  # FULL: every caller gives the agent's command
             if change_config:
                 try:
                     restart_needed = archiving.enable(conn, command, mode)
