@@ -71,18 +71,15 @@ class Executor:
         """After a scheduled backup: retention of its server, the purge of soft-deleted
         points whose time is up, and garbage collection when either deleted something
         (packs a running writer may still use wait for the next run)."""
-        # the group, not `from ... import apply_retention`: that name is also a module of the
-        # group, and import-linter would read the import as one of the module
-        from dbsafe.services import lifecycle
+        from dbsafe.services.lifecycle import apply_retention, purge_due, run_gc
 
         now = self.clock.now()
-        pruned = run_step(vault, "retention", name,
-                          lambda: lifecycle.apply_retention(vault, name, now),
+        pruned = run_step(vault, "retention", name, lambda: apply_retention(vault, name, now),
                           warnings_of=_retention_warnings) or {}
-        purged = run_step(vault, "purge", None, lambda: lifecycle.purge_due(vault, now)) or {}
+        purged = run_step(vault, "purge", None, lambda: purge_due(vault, now)) or {}
         if pruned.get("expired") or (pruned.get("wal") or {}).get("wal_files_deleted") \
                 or purged.get("purged"):
-            run_step(vault, "gc", None, lambda: lifecycle.run_gc(vault))
+            run_step(vault, "gc", None, lambda: run_gc(vault))
 
     def _drill(self, vault: Vault, work: Work) -> None:
         from dbsafe.services.restore import run_drill
