@@ -12,7 +12,7 @@ import secrets_guard
 from conftest import run_cli
 from fastapi.testclient import TestClient
 
-from dbsafe.api.app import create_app
+from dbsafe.cli.web_app import create_app
 
 
 def _usage_error(res) -> dict:

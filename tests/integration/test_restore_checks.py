@@ -12,7 +12,7 @@ import pytest
 import secrets_guard
 from fastapi.testclient import TestClient
 
-from dbsafe.api.app import create_app
+from dbsafe.cli.web_app import create_app
 
 
 @pytest.fixture

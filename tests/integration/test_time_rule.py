@@ -17,7 +17,7 @@ from conftest import new_cluster, run_cli
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from dbsafe.api.app import create_app
+from dbsafe.cli.web_app import create_app
 
 BERLIN = "Europe/Berlin"
 

@@ -9,7 +9,7 @@
  * replica set. A Python interpreter costs ~37 ms of CPU per start on the benchmark machine;
  * this costs ~1 ms (docs/log-chain.md, *Archiving: the agent*).
  *
- * Built by dbsafe.agent.daemon.install_client with SOCKET_PATH defined.
+ * Built by dbsafe.engines.postgres.agent_process.install_client with SOCKET_PATH defined.
  */
 #include <errno.h>
 #include <limits.h>

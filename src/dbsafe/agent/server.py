@@ -18,10 +18,10 @@ vault holds that file with equal content (``Archiver._defer``), so no node drops
 vault does not have.
 
 Who may talk to it: the socket (0660) and its run folder (0750) belong to root and the
-group of the clusters' owners (agent/daemon.py), and a push is accepted only from the OS
-user owning that data directory, or root (the peer's uid, SO_PEERCRED). Others learn at
-most that an agent runs (``status`` details, which name files and errors, go to root). A
-push names a file of the server's pg_wal by a WAL file name, equal to the path's last
+group of the clusters' owners (engines/postgres/agent_process.py), and a push is accepted
+only from the OS user owning that data directory, or root (the peer's uid, SO_PEERCRED).
+Others learn at most that an agent runs (``status`` details, which name files and errors, go to
+root). A push names a file of the server's pg_wal by a WAL file name, equal to the path's last
 component; the file is read only if it is a regular file (services/logchain/archive.py). Each
 connection has ``READ_TIMEOUT`` seconds to send its request, and at most
 ``MAX_CONNECTIONS`` are served at once: beyond that a connection is answered "busy" at once
@@ -255,7 +255,9 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(str(socket_path), _Handler)
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:
+    # a stream server's requests are sockets (the base class's also allows datagrams)
+    def process_request(self, request: socket.socket,  # type: ignore[override]
+                        client_address: object) -> None:
         """A thread per connection, up to MAX_CONNECTIONS; beyond, "busy" at once."""
         if not self._slots.acquire(blocking=False):
             with contextlib.suppress(OSError):
@@ -271,7 +273,8 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
             self._slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+    def process_request_thread(self, request: socket.socket,  # type: ignore[override]
+                               client_address: object) -> None:
         """ThreadingMixIn's, with the slot given back before the connection is closed (a
         client that saw the end may connect again at once)."""
         try:

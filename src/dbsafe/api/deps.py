@@ -10,7 +10,7 @@ names, and learns nothing of what exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 
@@ -35,7 +35,7 @@ async def principal(request: Request) -> Principal:
     return found
 
 
-def need(permission: str) -> Callable[..., Principal]:
+def need(permission: str) -> Callable[..., Awaitable[Principal]]:
     async def check(caller: Principal = Depends(principal)) -> Principal:
         caller.require(permission)
         return caller

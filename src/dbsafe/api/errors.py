@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from dbsafe.core.errors import DbsafeError, os_error
+from dbsafe.web.http import retry_after
 
 log = logging.getLogger("dbsafe.api")
 
@@ -51,18 +52,14 @@ def error_json(error: DbsafeError) -> JSONResponse:
     return response
 
 
-def retry_after(response: Response, error: DbsafeError) -> None:
-    if "retry_after" in error.details:
-        response.headers["Retry-After"] = str(error.details["retry_after"])
-
-
 def error_response(request: Request, error: DbsafeError) -> Response:
-    """JSON for the API; the portal's pages answer with an error page instead."""
+    """JSON for the API; the portal's pages answer with an error page instead (the app's
+    ``state.error_page``, set by the app that serves the portal: cli/web_app.py)."""
     request.state.error_code = error.code
     path = request.url.path
-    if not path.startswith("/api/") and path != "/openapi.json":
-        from dbsafe.portal.web import error_page
-        return error_page(request, error)
+    page = getattr(request.app.state, "error_page", None)
+    if page is not None and not path.startswith("/api/") and path != "/openapi.json":
+        return page(request, error)
     return error_json(error)
 
 

@@ -33,10 +33,10 @@ from dbsafe.api.hosts import AllowedHosts
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import operations
+from dbsafe.web.http import SESSION_COOKIE
 
 log = logging.getLogger("dbsafe.api")
 MAX_BODY = 64 * 1024
-SESSION_COOKIE = "dbsafe_session"
 PUBLIC_API = ("/api/v1/health",)
 SPEC = "/openapi.json"
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
+from typing import Any
 
 import psycopg
 from psycopg import errors, sql
@@ -103,7 +104,7 @@ def parse_dsn(dsn: str, schema: str | None = None) -> tuple[str, str, str]:
     location = _location(params)
     if params.get("password"):
         raise DbsafeError("catalog.password_in_dsn", location=location)
-    options = params.get("options") or ""
+    options = str(params.get("options") or "")
     found = _SEARCH_PATH.search(options)
     schema = schema or (found.group(1) if found else DEFAULT_SCHEMA)
     if not _SCHEMA.fullmatch(schema):
@@ -111,7 +112,7 @@ def parse_dsn(dsn: str, schema: str | None = None) -> tuple[str, str, str]:
                           "lower-case SQL identifier")
     if not found or found.group(1) != schema:  # a later -c wins
         options = f"{options} -c search_path={schema}".strip()
-    extra: dict[str, object] = {"options": options}
+    extra: dict[str, Any] = {"options": options}
     if "application_name" not in params:
         extra["application_name"] = "dbsafe"
     if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
@@ -130,8 +131,8 @@ def _location(params: dict) -> str:
 
 
 class _PgSession:
-    def __init__(self, conn: psycopg.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn  # the pool's: dict rows
 
     def all(self, query: str, args: tuple = ()) -> list[dict]:
         cur = self.conn.execute(_placeholders(query), _values(args))
@@ -149,7 +150,10 @@ class _PgSession:
 
     def insert_id(self, query: str, args: tuple = ()) -> int:
         cur = self.conn.execute(_placeholders(query) + " RETURNING id", _values(args))
-        return int(cur.fetchone()["id"])
+        row = cur.fetchone()
+        if row is None:  # RETURNING gives the row inserted
+            raise LookupError("the insert returned no row")
+        return int(row["id"])
 
 
 class PostgresCatalog(SqlCatalog):
@@ -238,7 +242,8 @@ class PostgresCatalog(SqlCatalog):
         has it. The lock ends with the block, or when its holder's connection ends."""
         key = lock_key(self.schema, check_lock_name(name))
         with self._connect() as conn:
-            if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if locked is None or not locked[0]:
                 raise DbsafeError("catalog.busy", name=name, location=self.location)
             try:
                 yield

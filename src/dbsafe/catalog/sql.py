@@ -267,9 +267,10 @@ class SqlCatalog:
         """Items that count against the limits: every state but 'stopped' and 'source-gone'."""
         sql = ("SELECT count(*) AS n FROM protected_databases "
                "WHERE state NOT IN ('stopped', 'source-gone')")
-        if instance_id is None:
-            return self._one(sql)["n"]
-        return self._one(sql + " AND instance_id = ?", instance_id)["n"]
+        row = self._one(sql) if instance_id is None else \
+            self._one(sql + " AND instance_id = ?", instance_id)
+        assert row is not None  # count(*) returns a row
+        return row["n"]
 
     def list_protected(self, instance_id: int) -> list[str]:
         """Names of the databases a backup run of the instance covers."""
@@ -393,6 +394,7 @@ class SqlCatalog:
 
     def list_alerts(self, state: str | None = None, limit: int | None = None,
                     offset: int = 0) -> list[dict]:
+        args: tuple[object, ...]
         where, args = ("", ()) if state is None else ("WHERE state = ? ", (state,))
         page = "" if limit is None else " LIMIT ? OFFSET ?"
         args += () if limit is None else (limit, offset)
@@ -579,7 +581,8 @@ class SqlCatalog:
     def list_audit(self, limit: int = 100, before_id: int | None = None,
                    actor: str | None = None) -> list[dict]:
         """Newest first; ``before_id`` pages back."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if before_id is not None:
             where.append("id < ?")
             args.append(before_id)

@@ -37,7 +37,9 @@ class _SqliteSession:
         return self.db.executemany(sql, rows).rowcount
 
     def insert_id(self, sql: str, args: tuple = ()) -> int:
-        return int(self.db.execute(sql, args).lastrowid)
+        rowid = self.db.execute(sql, args).lastrowid
+        assert rowid is not None  # an INSERT sets it
+        return int(rowid)
 
 
 class SqliteCatalog(SqlCatalog):

@@ -38,7 +38,8 @@ from dbsafe.cli.context import checked_path, options
 from dbsafe.core.errors import DbsafeError, os_error
 
 # Click's base of usage errors as the Typer in use has it (newer Typers vendor their Click)
-CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__
+                                    if c.__name__ == "ClickException")
 
 
 def json_first(args: list[str]) -> list[str]:
@@ -127,7 +128,8 @@ def _usage_error(exc: Exception) -> DbsafeError:
     """A usage error of Click's (an unknown or missing option, a value out of range) as the
     registry's ``usage.invalid``."""
     ctx = getattr(exc, "ctx", None)
-    details: dict[str, object] = {"reason": exc.format_message().rstrip("."),
+    message: str = exc.format_message()  # type: ignore[attr-defined]  # a ClickException's
+    details: dict[str, object] = {"reason": message.rstrip("."),
                                   "command": ctx.command_path if ctx else "dbsafe"}
     param = getattr(exc, "param", None)
     if param is not None:  # an option by its first flag, an argument by its NAME

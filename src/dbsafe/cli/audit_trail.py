@@ -19,7 +19,8 @@ GLOBAL_OPTIONS_WITH_VALUE = {"--vault"}
 
 def command_of(argv: list[str]) -> list[str]:
     """The command's words (``["server", "add"]``), global options skipped."""
-    words, skip = [], False
+    words: list[str] = []
+    skip = False
     for arg in argv:
         if skip:
             skip = False

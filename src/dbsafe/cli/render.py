@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +28,8 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+T = TypeVar("T")
+
 class State:
     json: bool = False
 
@@ -38,7 +41,7 @@ def emit_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def emit(data: object, human: Callable[[object], None]) -> None:
+def emit(data: T, human: Callable[[T], None]) -> None:
     if state.json:
         emit_json(data)
     else:

@@ -17,7 +17,8 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
-def run_parallel(workers: int, name: str, calls: Sequence[tuple[Callable, tuple]]) -> None:
+def run_parallel(workers: int, name: str,
+                 calls: Sequence[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
     """Run ``fn(*args)`` for every call on ``workers`` threads, in the order given.
 
     The first exception cancels the calls not yet started and is raised once the running
@@ -27,10 +28,11 @@ def run_parallel(workers: int, name: str, calls: Sequence[tuple[Callable, tuple]
         futures = [pool.submit(fn, *args) for fn, args in calls]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for fut in done:
-            if fut.exception() is not None:
+            error = fut.exception()
+            if error is not None:
                 for other in futures:
                     other.cancel()
-                raise fut.exception()
+                raise error
 
 
 def pid_alive(pid: int | None) -> bool:

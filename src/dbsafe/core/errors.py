@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -604,10 +605,13 @@ REGISTRY: dict[str, ErrorSpec] = {s.code: s for s in _SPECS}
 class DbsafeError(Exception):
     """An error a user can act on. ``code`` is stable; ``details`` fill the message."""
 
+    # what the work that failed had found, printed with the error by --json (verify, drills)
+    report: object = None
+
     def __init__(self, code: str, **details: object) -> None:
         self.spec = REGISTRY[code]
         self.code = code
-        self.details = details
+        self.details: dict[str, Any] = details
         try:
             message = self.spec.template.format(**details)
         except (KeyError, IndexError):

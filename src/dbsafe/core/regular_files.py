@@ -61,7 +61,8 @@ def read_regular(path: str, cap: int) -> tuple[bytes, os.stat_result]:
     most ``cap`` bytes (it may grow while it is read); else ``NotRegularFile``."""
     fd, st = open_regular(path)
     try:
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while st.st_size <= cap and total <= cap:
             chunk = os.read(fd, min(cap + 1 - total, 1 << 24))
             if not chunk:

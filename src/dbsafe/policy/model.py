@@ -14,6 +14,7 @@ import functools
 import re
 import zoneinfo
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, TypeGuard
 
 from dbsafe.core.errors import DbsafeError
 
@@ -65,12 +66,12 @@ class Policy:
     drill_days: tuple[str, ...] = ()    # restore drills on these weekdays at drill_time
     drill_time: str = "04:00"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The stored form (JSON-ready: tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Policy:
+    def from_dict(cls, d: dict[str, Any]) -> Policy:
         """A policy from its stored or user-given form; settings it lacks take their
         defaults, unknown settings are refused (``policy.invalid``). Not validated."""
         known = {f.name for f in fields(cls)}
@@ -81,7 +82,8 @@ class Policy:
                                    f"are {', '.join(f.name for f in fields(cls))}")
         if "name" not in d:
             raise DbsafeError("policy.invalid", policy=None, rule="a policy needs a name")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in d.items()}
         return cls(**values)
 
     @property
@@ -99,7 +101,7 @@ class Policy:
         """The weekdays a full runs on (every day for a daily full)."""
         return WEEKDAYS if self.full == "daily" else self.full_days
 
-    def implied(self, changes: dict) -> dict:
+    def implied(self, changes: dict[str, Any]) -> dict[str, Any]:
         """``changes`` plus what they imply when not given themselves, so a user need not
         unset by hand what a change makes invalid: a weekly full drops the daily tier
         (keep_daily), a daily full drops full_days, no log backups drop keep_log."""
@@ -132,7 +134,7 @@ def known_timezone(name: object) -> bool:
     return isinstance(name, str) and (name in _zone_names() or name == "UTC")
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

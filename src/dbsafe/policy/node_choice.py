@@ -18,7 +18,9 @@ one with the most WAL replayed wins (the least behind), then the name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 PREFERENCES = ("primary", "secondary-only", "secondary", "none")
 BACKUP_TYPES = ("full", "diff", "log", "copy-only")
@@ -39,7 +41,7 @@ class Choice:
     server: str | None        # None: no node may take this backup now
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"server": self.server, "reason": self.reason}
 
 
@@ -93,7 +95,8 @@ def choose(nodes: list[NodeState], preference: str, vault_region: str | None,
     return fallback
 
 
-def _why_no_secondary(nodes: list[NodeState], primary: NodeState | None, in_region) -> str:
+def _why_no_secondary(nodes: list[NodeState], primary: NodeState | None,
+                      in_region: Callable[[NodeState], bool]) -> str:
     others = [n for n in nodes if n is not primary]
     if not others:
         return "the set has no other node"
@@ -108,6 +111,6 @@ def _why_no_secondary(nodes: list[NodeState], primary: NodeState | None, in_regi
     return "; ".join(said)
 
 
-def plan(nodes: list[NodeState], preference: str, vault_region: str | None) -> dict:
+def plan(nodes: list[NodeState], preference: str, vault_region: str | None) -> dict[str, Any]:
     """The node for every backup type now: {type: {"server", "reason"}}."""
     return {t: choose(nodes, preference, vault_region, t).as_dict() for t in BACKUP_TYPES}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy import schedule
@@ -107,7 +108,8 @@ def _check(p: PlanInput) -> None:
 
 def changed_share(change_rate_pct: float, days: float) -> float:
     """The share of blocks changed after ``days`` days at ``change_rate_pct`` a day."""
-    return 1 - (1 - change_rate_pct / 100) ** days
+    share: float = 1 - (1 - change_rate_pct / 100) ** days
+    return share
 
 
 @dataclass
@@ -167,6 +169,7 @@ class _Model:
 
     def logs(self) -> _Work:
         policy, r = self.p.policy, self.r
+        assert policy.log_every is not None  # asked only of a policy with log backups
         jobs = self.p.instances * (1440 // policy.log_every)
         return _Work(jobs * r.fixed_seconds
                      + self.wal_mb_day / (r.wal_mb_s_per_core * self.p.cores),
@@ -221,9 +224,13 @@ def _peak_concurrency(p: PlanInput, busiest: dict[str, _Work]) -> int:
         return p.instances
     job_seconds = main.seconds(p)   # the instances' jobs share the cores
     start = schedule.next_slot(p.policy, "full", datetime(2029, 1, 1, tzinfo=UTC))
+    assert start is not None  # the policy has backups (``main``), so a full slot
     log_slot = schedule.latest_slot(p.policy, "log", start)
-    gap = 0 if log_slot == start else (schedule.next_slot(p.policy, "log", start)
-                                       - start).total_seconds()
+    gap: float = 0
+    if log_slot != start:
+        next_log = schedule.next_slot(p.policy, "log", start)
+        assert next_log is not None  # the policy takes log backups (log_every)
+        gap = (next_log - start).total_seconds()
     return p.instances * (2 if job_seconds >= gap else 1)
 
 
@@ -238,13 +245,15 @@ def _vault_by_month(p: PlanInput, months: int = 12) -> list[float]:
     points, size_mb, last_full = [], {}, None
     for n, (t, kind) in enumerate(slots):
         pid = f"{kind}{n}"
-        if kind == "diff" and last_full is None:
-            continue                                # no full yet: nothing to differ from
+        base_id = None
         if kind == "diff":
+            if last_full is None:
+                continue                            # no full yet: nothing to differ from
+            base_id = last_full[0]
             days = (t - last_full[1]).total_seconds() / 86400
             size_mb[pid] = model.total_mb * changed_share(p.change_rate_pct, days) \
                 * r.stored_ratio
-        points.append(PointInfo(pid, kind, False, t, last_full[0] if kind == "diff" else None))
+        points.append(PointInfo(pid, kind, False, t, base_id))
         if kind == "full":
             last_full = (pid, t)
     sizes = []
@@ -290,7 +299,7 @@ def _max_databases(p: PlanInput) -> tuple[int, str]:
     return lo, "window"
 
 
-def plan(p: PlanInput) -> dict:
+def plan(p: PlanInput) -> dict[str, Any]:
     """The plan for ``p``: hours of work on the busiest day (by kind), whether it fits the
     window, the first (seeding) full, peak concurrency, vault size by month and monthly
     growth, and the recommended maximum number of databases."""
@@ -309,7 +318,7 @@ def plan(p: PlanInput) -> dict:
         "work_hours": {k: round(w.seconds(p) / 3600, 3) for k, w in work.items()},
         "window_hours_needed": round(seconds / 3600, 3),
         "fits_window": seconds <= p.window_hours * 3600,
-        "bound_by": max(bounds, key=bounds.get),
+        "bound_by": max(bounds, key=lambda k: bounds[k]),
         "jobs_on_busiest_day": total.jobs,
         "first_full_hours": round(first.seconds(p) / 3600, 3),
         "peak_concurrency": _peak_concurrency(p, work),

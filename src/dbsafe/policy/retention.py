@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dbsafe.policy.model import RANGES, Policy, known_timezone
@@ -50,7 +51,7 @@ class PointInfo:
     databases: frozenset[str] | None = None  # the databases it holds (None: every one)
 
     @classmethod
-    def of(cls, row: dict) -> PointInfo:
+    def of(cls, row: dict[str, Any]) -> PointInfo:
         """From a point as the catalog or a listing has it (``type`` ``copy-only`` there,
         ``databases`` a list or its JSON)."""
         copy_only = bool(row["copy_only"]) or row["type"] == "copy-only"
@@ -88,9 +89,10 @@ def _months_before(t: datetime, months: int) -> datetime:
     return t.replace(year=year, month=month + 1, day=day)
 
 
-def _tiers(policy: Policy, now_local: datetime) -> list[tuple[str, Callable, datetime]]:
+def _tiers(policy: Policy,
+           now_local: datetime) -> list[tuple[str, Callable[[datetime], object], datetime]]:
     """(tier, period of a local datetime, cutoff) for each tier the policy uses."""
-    tiers = []
+    tiers: list[tuple[str, Callable[[datetime], object], datetime]] = []
     if policy.keep_daily:
         tiers.append(("daily", lambda t: t.date(),
                       now_local - timedelta(days=policy.keep_daily)))
@@ -199,7 +201,7 @@ _TIERS_OF = {"full": ("daily", "weekly", "monthly", "yearly"), "copy-only": ("co
              "diff": ("diff",), "log": ("log",)}
 
 
-def freeze(policy: Policy | None, no_policy_days: int) -> dict:
+def freeze(policy: Policy | None, no_policy_days: int) -> dict[str, Any]:
     """The retention a point is given when its backup commits, kept with it for good (the
     manifest's ``retention``, docs/repository-format.md): the retention settings and time
     zone of ``policy``, or, when no policy governs the instance, ``no_policy_days``."""
@@ -255,10 +257,11 @@ def retained_until(point: PointInfo, reasons: list[str], policy: Policy) -> date
     copy-only). None when no tier keeps it: the chain-safety reasons ("newest full",
     "base of ...") hold a point for restorability, not for retention, and have no end date."""
     end = point.end_time.astimezone(ZoneInfo(policy.timezone))
-    days = {"daily": policy.keep_daily, "weekly": 7 * (policy.keep_weekly or 0),
+    # a reason is one of the tiers the policy keeps: its setting is set (the `or 0`s type it)
+    days = {"daily": policy.keep_daily or 0, "weekly": 7 * (policy.keep_weekly or 0),
             "diff": policy.keep_diff or MIN_DAYS, "log": policy.keep_log or MIN_DAYS,
             "copy-only": policy.keep_daily or COPY_ONLY_FALLBACK_DAYS}
-    months = {"monthly": policy.keep_monthly, "yearly": 12 * (policy.keep_yearly or 0)}
+    months = {"monthly": policy.keep_monthly or 0, "yearly": 12 * (policy.keep_yearly or 0)}
     ends = [end + timedelta(days=days[r]) for r in reasons if r in days] + \
            [_months_before(end, -months[r]) for r in reasons if r in months]
     return max(ends) if ends else None

@@ -33,8 +33,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from dbsafe.core.errors import DbsafeError
+
+T = TypeVar("T")
 
 LIMIT = 10                 # failures per key in a window
 WINDOW = 300.0             # seconds
@@ -168,7 +171,7 @@ class HashPool:
         self._pending = 0
         self._lock = threading.Lock()
 
-    async def run(self, fn: Callable[..., object], *args: object) -> object:
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on the pool; ``auth.busy`` when the pool's queue is full. A check
         stays counted until its thread is done with it, even if its caller went away."""
         with self._lock:

@@ -139,7 +139,9 @@ def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: d
         b = parse(g["end_time"]) if g.get("end_time") else None
         if a is None and b is None:
             continue
-        shape = _span("gap", a or b, b or a, start, end, width, _gap_title(g))
+        first, last = a or b, b or a
+        assert first is not None and last is not None  # one side at least (above)
+        shape = _span("gap", first, last, start, end, width, _gap_title(g))
         if shape:
             tl.gaps.append(shape)
     for p in points:

@@ -12,11 +12,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from dbsafe.api.errors import retry_after
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.web.http import retry_after
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -35,7 +35,7 @@ templates.env.filters["when"] = when
 
 class LoginNeeded(Exception):
     """Raised by ``caller`` for a page asked without a valid session: the app answers with
-    a redirect to /login (api/app.py installs the handler)."""
+    a redirect to /login (portal/pages.py installs the handler)."""
 
     def __init__(self, next_url: str) -> None:
         self.next_url = next_url

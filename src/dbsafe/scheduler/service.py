@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -166,7 +167,7 @@ class Scheduler:
 
         def ensure() -> None:
             if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
-                from dbsafe.agent import daemon
+                from dbsafe.engines.postgres import agent_process as daemon
 
                 daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
 
@@ -178,7 +179,7 @@ class Scheduler:
         for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
                 or []:
             run_step(self.vault, "discovery", name,
-                     lambda name=name: refresh(self.vault, name, now=now),
+                     functools.partial(refresh, self.vault, name, now=now),
                      warnings_of=lambda found: found["warnings"])
 
     def _to_discover(self, now: datetime) -> list[str]:

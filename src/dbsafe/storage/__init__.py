@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dbsafe.storage.base import ObjectWriter, Storage
 from dbsafe.storage.local import LocalStorage
@@ -29,7 +30,7 @@ def open_storage(location: str | Path, *, create: bool = False,
     ``part_size`` sets the streaming part size of object stores (tests use small parts).
     Backends are imported only when used: a local vault never loads boto3 or the Azure SDK."""
     parsed = parse_location(str(location))
-    options = {"create": create, "env": env}
+    options: dict[str, Any] = {"create": create, "env": env}
     if part_size is not None:
         options["part_size"] = part_size
     if parsed.backend == "s3":

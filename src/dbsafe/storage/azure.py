@@ -20,10 +20,12 @@ Credentials come from the environment, never the location: AZURE_STORAGE_CONNECT
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import requests
 from azure.core.exceptions import (
@@ -68,7 +70,7 @@ class _AzureWriter(PartedWriter):
 
     def _complete(self, parts: list[object]) -> None:
         with self._azure.errors("commit blocks", self._name):
-            self._blob.commit_block_list(parts)
+            self._blob.commit_block_list(cast("list[BlobBlock]", parts))
 
 
 class AzureStorage(ObjectStore):
@@ -84,7 +86,11 @@ class AzureStorage(ObjectStore):
         self.parts_in_flight = parts_in_flight
         env = os.environ if env is None else env
         # the SDK also caps retries per kind (3 by default): raise them to the total
-        retry = ExponentialRetry(initial_backoff=1, increment_base=1.5, retry_total=RETRY_TOTAL,
+        # increment_base: the SDK's annotation says int, its backoff (initial + base ** count) is
+        # computed in floats
+        retry = ExponentialRetry(initial_backoff=1,
+                                 increment_base=1.5,  # type: ignore[arg-type]
+                                 retry_total=RETRY_TOTAL,
                                  random_jitter_range=1, retry_status=RETRY_TOTAL,
                                  retry_read=RETRY_TOTAL, retry_connect=RETRY_TOTAL)
         self.service = _service_client(location, env, retry, max_connections)
@@ -110,7 +116,7 @@ class AzureStorage(ObjectStore):
         try:
             yield
         except ResourceNotFoundError as exc:
-            if exc.error_code == "ContainerNotFound":
+            if _error_code(exc) == "ContainerNotFound":
                 raise DbsafeError("storage.container_missing", location=where,
                                   what="container", container=self.location.container) from None
             if operation in ("get", "size"):
@@ -124,9 +130,9 @@ class AzureStorage(ObjectStore):
             raise DbsafeError("storage.unreachable", location=where,
                               reason=type(exc).__name__) from None
         except HttpResponseError as exc:
-            if exc.status_code == 416 or exc.error_code == "InvalidRange":
+            if exc.status_code == 416 or _error_code(exc) == "InvalidRange":
                 raise PastEnd from None
-            if exc.error_code in _DENIED or exc.status_code == 403:
+            if _error_code(exc) in _DENIED or exc.status_code == 403:
                 raise DbsafeError("storage.access_denied", location=where, reason=_reason(exc),
                                   variables=CREDENTIAL_VARIABLES) from None
             raise DbsafeError("storage.request_failed", operation=operation, name=name,
@@ -160,7 +166,7 @@ class AzureStorage(ObjectStore):
                     name_starts_with=self.folder_key(prefix) or None):
                 yield self.name_of(key)
 
-    def names(self, folder: str) -> list[str]:
+    def names(self, folder: str) -> builtins.list[str]:
         start = self.folder_key(folder)
         with self.errors("list", folder):
             return [item.name[len(start):]
@@ -186,7 +192,14 @@ class AzureStorage(ObjectStore):
 
 def _reason(exc: HttpResponseError) -> str:
     """The service's error code and status: never the request, whose headers are signed."""
-    return f"{exc.error_code or 'error'} (HTTP {exc.status_code})"
+    return f"{_error_code(exc) or 'error'} (HTTP {exc.status_code})"
+
+
+def _error_code(exc: HttpResponseError) -> str | None:
+    """The service's error code: the storage SDK sets it on every error it raises
+    (azure-core's class does not declare it)."""
+    code: str | None = exc.error_code  # type: ignore[attr-defined]  # set by the storage SDK
+    return code
 
 
 def _service_client(location: Location, env: Mapping[str, str], retry: ExponentialRetry,
@@ -197,7 +210,7 @@ def _service_client(location: Location, env: Mapping[str, str], retry: Exponenti
     account = location.options.get("account")
     connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
     key = env.get("AZURE_STORAGE_KEY")
-    credential = None
+    credential: str | dict[str, str] | None = None
     if connection_string:
         fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
         account = account or fields.get("AccountName")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -43,7 +44,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """Names of committed objects under the folder ``prefix`` (recursively)."""
 
-    def names(self, folder: str) -> list[str]:
+    def names(self, folder: str) -> builtins.list[str]:
         """Base names of the objects directly in ``folder`` (not recursive)."""
 
     def delete(self, name: str) -> None:

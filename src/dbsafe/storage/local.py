@@ -22,6 +22,7 @@ what it wrote (``abort``), as after any failed write.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -314,7 +315,7 @@ class LocalStorage:
         for fd in due:
             os.close(fd)
 
-    def names(self, folder: str) -> list[str]:
+    def names(self, folder: str) -> builtins.list[str]:
         """Names of the objects directly in ``folder`` (not recursive; a fast listing)."""
         try:
             with self.folder(_parts(folder)) as fd, os.scandir(fd) as it:
@@ -343,7 +344,7 @@ class LocalStorage:
                     raise NotAFile(errno.ENOENT, "a link", name) from None
                 raise
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, str]:
         return {"backend": "local", "location": str(self.root)}
 
     def cleanup(self) -> int:

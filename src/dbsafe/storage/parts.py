@@ -22,7 +22,7 @@ class PartedWriter:
         self._part_size = part_size
         self._slots = threading.BoundedSemaphore(in_flight)
         self._buffer = bytearray()
-        self._futures: list[Future] = []
+        self._futures: list[Future[object]] = []
         self._size = 0
         self._state = "open"  # then "committed" or "aborted"
 
@@ -87,8 +87,9 @@ class PartedWriter:
     # ------------------------------------------------------------------------------------
     def _submit(self, part: bytes) -> None:
         for future in self._futures:  # fail early: a part that failed fails the object
-            if future.done() and future.exception() is not None:
-                raise future.exception()
+            error = future.exception() if future.done() else None
+            if error is not None:
+                raise error
         if not self._futures:
             self._start_parts()
         self._slots.acquire()

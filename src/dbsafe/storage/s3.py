@@ -23,10 +23,12 @@ the session is used only here, at open). Credentials come from boto3's standard 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
@@ -42,6 +44,10 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.location import Location
 from dbsafe.storage.objectstore import ObjectStore, PastEnd
 from dbsafe.storage.parts import PartedWriter
+
+if TYPE_CHECKING:  # boto3-stubs[s3], installed with the test tools
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ListObjectsV2OutputTypeDef
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB          # S3's minimum for every part but the last
@@ -73,18 +79,25 @@ class _S3Writer(PartedWriter):
             self._upload_id = self._s3.client.create_multipart_upload(
                 Bucket=self._s3.bucket, Key=self._key)["UploadId"]
 
+    @property
+    def _started(self) -> str:
+        """The multipart upload's id (``_start_parts`` runs before any part)."""
+        if self._upload_id is None:
+            raise RuntimeError("no multipart upload started")
+        return self._upload_id
+
     def _upload_part(self, number: int, data: bytes) -> object:
         with self._s3.errors("upload part", self._name, len(data)):
             reply = self._s3.client.upload_part(
-                Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
+                Bucket=self._s3.bucket, Key=self._key, UploadId=self._started,
                 PartNumber=number, Body=data)
         return {"PartNumber": number, "ETag": reply["ETag"]}
 
     def _complete(self, parts: list[object]) -> None:
         with self._s3.errors("complete upload", self._name):
             self._s3.client.complete_multipart_upload(
-                Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts})
+                Bucket=self._s3.bucket, Key=self._key, UploadId=self._started,
+                MultipartUpload={"Parts": cast("list[CompletedPartTypeDef]", parts)})
 
     def _drop(self) -> None:
         if self._upload_id is None:
@@ -114,7 +127,7 @@ class S3Storage(ObjectStore):
         # an explicit endpoint is an S3-compatible server: path-style addressing works with
         # every one of them (virtual hosts need DNS names per bucket), and many reject the
         # CRC checksums botocore now adds by default (the vault hashes every object itself)
-        common = {"s3": {"addressing_style": "path"},
+        common: dict[str, Any] = {"s3": {"addressing_style": "path"},
                   "request_checksum_calculation": "when_required",
                   "response_checksum_validation": "when_required"} if endpoint else {}
         self.client = session.client("s3", endpoint_url=endpoint, config=Config(
@@ -132,7 +145,7 @@ class S3Storage(ObjectStore):
             probe.close()
         self.pool = ThreadPoolExecutor(max_workers=upload_threads, thread_name_prefix="s3-put")
 
-    def _check_bucket(self, probe, create: bool, region: str | None) -> None:
+    def _check_bucket(self, probe: S3Client, create: bool, region: str | None) -> None:
         with self.errors("open", ""):
             try:
                 try:
@@ -148,7 +161,7 @@ class S3Storage(ObjectStore):
             except ClientError as exc:
                 if _code(exc) not in ("404", "NoSuchBucket", "NotFound") or not create:
                     raise
-            args = {}
+            args: dict[str, Any] = {}
             if region and region != "us-east-1":
                 args["CreateBucketConfiguration"] = {"LocationConstraint": region}
             try:
@@ -223,13 +236,13 @@ class S3Storage(ObjectStore):
             for item in page.get("Contents", []):
                 yield self.name_of(item["Key"])
 
-    def names(self, folder: str) -> list[str]:
+    def names(self, folder: str) -> builtins.list[str]:
         start = self.folder_key(folder)
         return [item["Key"][len(start):]
                 for page in self._pages(Prefix=start, Delimiter="/")
                 for item in page.get("Contents", [])]
 
-    def _pages(self, **args) -> Iterator[dict]:
+    def _pages(self, **args: Any) -> Iterator[ListObjectsV2OutputTypeDef]:
         with self.errors("list", args["Prefix"]):
             yield from self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, **args)
@@ -281,7 +294,7 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _credentials(env: Mapping[str, str] | None) -> dict[str, str]:
+def _credentials(env: Mapping[str, str] | None) -> dict[str, Any]:
     """Keys for the boto3 session from ``env`` when given; else boto3's own chain."""
     if env is None:
         return {}

@@ -59,7 +59,7 @@ class BlockSink:
         self._local = threading.local()
         self._open_packs: list[PackWriter] = []
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-seal")
-        self._sealing: list[Future] = []
+        self._sealing: list[Future[None]] = []
         # an encrypted vault: every pack of this sink uses the data key current now
         self._key = keyed.ring.current if keyed.ring is not None else None
         self.stats = SinkStats()
@@ -129,8 +129,8 @@ class BlockSink:
                 self._pending.discard(bytes.fromhex(entry[0]))
 
     def _raise_seal_errors(self) -> None:
-        finished: list[Future] = []
-        pending: list[Future] = []
+        finished: list[Future[None]] = []
+        pending: list[Future[None]] = []
         with self._lock:
             for fut in self._sealing:
                 (finished if fut.done() else pending).append(fut)

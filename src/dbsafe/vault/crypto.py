@@ -31,7 +31,9 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
@@ -92,7 +94,7 @@ def unwrap_id_key(master: bytes, vault_id: str, wrapped: str) -> bytes:
     return decrypt(master, _unb64(wrapped), b"dbsafe id key " + vault_id.encode())
 
 
-def config_mac(master: bytes, config: dict) -> str:
+def config_mac(master: bytes, config: dict[str, Any]) -> str:
     """``encryption.mac`` of an encrypted vault's config: HMAC-SHA256 under the master key
     of the config's canonical JSON (sorted keys, no spaces) without the mac itself."""
     encryption = {k: v for k, v in config["encryption"].items() if k != "mac"}
@@ -115,7 +117,7 @@ def decrypt(key: bytes, data: bytes, aad: bytes) -> bytes:
 
 
 # key files (the master key on a client) -------------------------------------------------
-def _kek(passphrase: str, kdf: dict) -> bytes:
+def _kek(passphrase: str, kdf: dict[str, Any]) -> bytes:
     """The key-encryption key of a key file, with the KDF parameters it names."""
     salt = _unb64(kdf["salt"])
     if kdf["name"] == "argon2id":
@@ -132,9 +134,9 @@ def _kek(passphrase: str, kdf: dict) -> bytes:
     raise CryptoError(f"unknown KDF {kdf['name']!r}")
 
 
-def wrap_master(master: bytes, vault_id: str, passphrase: str | None) -> dict:
+def wrap_master(master: bytes, vault_id: str, passphrase: str | None) -> dict[str, Any]:
     """A key file's document: the master key wrapped by ``passphrase``, or plain (None)."""
-    doc: dict = {"dbsafe_key": KEY_FILE_FORMAT, "vault_id": vault_id,
+    doc: dict[str, Any] = {"dbsafe_key": KEY_FILE_FORMAT, "vault_id": vault_id,
                  "created": datetime.now(UTC).isoformat(timespec="seconds")}
     if passphrase is None:
         return {**doc, "master_key": master.hex()}
@@ -145,7 +147,7 @@ def wrap_master(master: bytes, vault_id: str, passphrase: str | None) -> dict:
             "wrapped": _b64(encrypt(kek, master, b"dbsafe master key " + vault_id.encode()))}
 
 
-def parse_key_file(data: bytes) -> dict:
+def parse_key_file(data: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except ValueError:
@@ -155,11 +157,11 @@ def parse_key_file(data: bytes) -> dict:
     return doc
 
 
-def needs_passphrase(doc: dict) -> bool:
+def needs_passphrase(doc: dict[str, Any]) -> bool:
     return "wrapped" in doc
 
 
-def unwrap_master(doc: dict, passphrase: str | None) -> bytes:
+def unwrap_master(doc: dict[str, Any], passphrase: str | None) -> bytes:
     """The master key of a key file; CryptoError on a wrong passphrase."""
     if not needs_passphrase(doc):
         return bytes.fromhex(doc["master_key"])
@@ -226,7 +228,8 @@ class KeyRing:
     loaded on demand from the repository (``load(key_id) -> bytes`` of its object).
     ``current`` is the data key new objects are encrypted with."""
 
-    def __init__(self, master: bytes, load, current_id: str, id_key: bytes) -> None:
+    def __init__(self, master: bytes, load: Callable[[str], bytes], current_id: str,
+                 id_key: bytes) -> None:
         self.master = master
         self.id_key = id_key
         self._load = load

@@ -10,6 +10,7 @@ import re
 import secrets
 import struct
 from datetime import UTC, datetime
+from typing import Any
 
 import blake3
 import zstandard
@@ -50,7 +51,7 @@ class SealError(ValueError):
 
 
 def new_config(region: str | None, block_size: int = DEFAULT_BLOCK_SIZE,
-               encryption: dict | None = None) -> dict:
+               encryption: dict[str, Any] | None = None) -> dict[str, Any]:
     """A new vault's config. An encrypted vault (``encryption``: cipher, key check, wrapped
     id key and mac, filled in by the repository) has no plain ``id_key``."""
     if block_size % 8192:
@@ -89,7 +90,7 @@ def config_problem(config: object) -> str | None:
     return None
 
 
-def trust_fields(config: dict) -> dict:
+def trust_fields(config: dict[str, Any]) -> dict[str, Any]:
     """What a client pins of a vault (docs/repository-format.md, *Clients*): its id, format,
     block size, whether it is encrypted, and its key (the key check of an encrypted vault,
     a fingerprint of a plain vault's id key)."""
@@ -106,7 +107,7 @@ _TRUST_LABELS = {"vault_id": "vault id", "format": "format", "block_size": "bloc
                  "encrypted": "encryption", "key": "key check"}
 
 
-def trust_differences(known: dict, found: dict) -> list[str]:
+def trust_differences(known: dict[str, Any], found: dict[str, Any]) -> list[str]:
     """What differs between two ``trust_fields``, in words (for ``vault.tampered``)."""
     def shown(value: object) -> str:
         if isinstance(value, bool):
@@ -163,7 +164,7 @@ class Keyed:
         # blake3 releases the GIL on large inputs, so hashing runs in parallel threads.
         return blake3.blake3(data, key=self.key).digest()
 
-    def seal(self, kind: bytes, document: dict, name: str) -> bytes:
+    def seal(self, kind: bytes, document: dict[str, Any], name: str) -> bytes:
         """The sealed object ``name`` (version 2): bound to this vault and to ``name``."""
         payload = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(document, separators=(",", ":")).encode())
@@ -179,7 +180,7 @@ class Keyed:
         hasher.update(payload)
         return hasher.digest()
 
-    def unseal(self, kind: bytes, data: bytes, name: str) -> dict:
+    def unseal(self, kind: bytes, data: bytes, name: str) -> dict[str, Any]:
         """The document of the sealed object ``name``, after checking its magic, kind, hash
         or authentication (version 2: its binding to this vault and ``name`` too), its
         size, and that it names itself ``name``. SealError otherwise."""
@@ -217,7 +218,8 @@ class Keyed:
         named = document.get(SELF_NAME[kind]) if isinstance(document, dict) else None
         if named != base:
             raise SealError(f"the object names itself {named!r}, not {base!r}")
-        return document
+        sealed: dict[str, Any] = document
+        return sealed
 
     # blobs (docs, *Encryption*): the block id is the associated data
     def encrypt_blob(self, key: bytes, block_id: bytes, blob: bytes | memoryview) -> bytes:

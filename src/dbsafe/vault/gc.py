@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import Storage
@@ -27,6 +27,7 @@ from dbsafe.vault import locks
 from dbsafe.vault.packs import BlockError, pack_name, read_pack_header
 
 if TYPE_CHECKING:
+    from dbsafe.storage.local import LocalStorage
     from dbsafe.vault.repository import Repository
 
 GC = "gc"
@@ -42,14 +43,15 @@ def _tombstone_ids(storage: Storage) -> list[str]:
     return sorted(n[:-5] for n in storage.names(GC) if n.endswith(".tomb"))
 
 
-def _tombstone(storage: Storage, tomb_id: str) -> dict | None:
+def _tombstone(storage: Storage, tomb_id: str) -> dict[str, Any] | None:
     name = f"{GC}/{tomb_id}.tomb"
     try:
-        return json.loads(storage.get(name))
+        doc: dict[str, Any] = json.loads(storage.get(name))
     except FileNotFoundError:
         return None  # swept meanwhile
     except ValueError as exc:
         raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
+    return doc
 
 
 def held_packs(storage: Storage) -> set[str]:
@@ -67,7 +69,8 @@ def _waits(repo: Repository, tomb_id: str) -> list[str]:
     the two writes) gets one now: the locks alive now include every lock alive then."""
     name = f"{GC}/{tomb_id}.wait"
     try:
-        return json.loads(repo.storage.get(name))["locks"]
+        waits: list[str] = json.loads(repo.storage.get(name))["locks"]
+        return waits
     except FileNotFoundError:
         waits = [lock.name for lock in locks.live_locks(repo.storage, repo.client_id)]
         repo.storage.put(name, json.dumps({"locks": waits}).encode())
@@ -120,9 +123,10 @@ def survey(repo: Repository) -> Survey:
     return Survey(packs, unreadable)
 
 
-def _index_blobs(repo: Repository, pack_id: str) -> list | None:
+def _index_blobs(repo: Repository, pack_id: str) -> list[Any] | None:
     try:
-        return repo.load_index_file(pack_id)["blobs"]  # the lists, as a pack header's
+        blobs: list[Any] = repo.load_index_file(pack_id)["blobs"]  # as a pack header's
+        return blobs
     except (FileNotFoundError, DbsafeError):
         return None
 
@@ -175,7 +179,7 @@ class Report:
     packs_repacked: int = 0
     bytes_repacked: int = 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -271,7 +275,7 @@ def _blocking(repo: Repository, tomb_id: str) -> list[str]:
 
 def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True,
                     repack_unused: float = REPACK_UNUSED,
-                    exclusive: AbstractContextManager | None = None) -> dict:
+                    exclusive: AbstractContextManager[object] | None = None) -> dict[str, Any]:
     """Sweep the tombstones whose writers are gone, then mark unused packs and repack those
     at least ``repack_unused`` unused (1.0: never), and sweep them at once when no writer
     runs, or after waiting up to ``wait_seconds`` for those that do.
@@ -296,7 +300,10 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
         if mark:
             tomb_id, moves = _mark(repo, found, used, repack_unused)
             if tomb_id is not None:
-                marked = _tombstone(storage, tomb_id)["packs"]
+                tombstone = _tombstone(storage, tomb_id)
+                if tombstone is None:  # written just now, and only a collection sweeps it
+                    raise FileNotFoundError(f"{GC}/{tomb_id}.tomb")
+                marked = tombstone["packs"]
                 report.packs_marked = len(marked)
                 report.bytes_marked = sum(p["bytes"] for p in marked)
                 if moves:
@@ -323,7 +330,7 @@ def _local_guard(repo: Repository) -> Iterator[None]:
     open_guard = getattr(repo.storage, "open_guard", None)
     if open_guard is None:
         raise ValueError("garbage collection of a remote vault needs the catalog's lock")
-    root = repo.storage.root
+    root = cast("LocalStorage", repo.storage).root  # open_guard: a local folder
     with open(open_guard(f"{GC}/lock"), "a") as guard:
         try:
             fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -332,7 +339,7 @@ def _local_guard(repo: Repository) -> Iterator[None]:
         yield
 
 
-def _partially_used(repo: Repository, found: Survey, used: set[str]) -> dict:
+def _partially_used(repo: Repository, found: Survey, used: set[str]) -> dict[str, Any]:
     """Packs kept for some used blocks, and the bytes of their other blobs (below the
     repacking threshold, or waiting in a tombstone)."""
     needed = homes(found.packs, used, held_packs(repo.storage))

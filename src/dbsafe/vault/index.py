@@ -11,7 +11,7 @@ deduplicate against them (``in`` says no), so it stores such blocks again.
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class BlobLocation(NamedTuple):
@@ -30,7 +30,7 @@ class BlobIndex:
         self.excluded: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # writers of the maps; lookups need none
 
-    def add_pack(self, pack_id: str, blobs: list, key_id: str | None = None) -> None:
+    def add_pack(self, pack_id: str, blobs: list[Any], key_id: str | None = None) -> None:
         with self._lock:
             self.packs.add(pack_id)
             for id_hex, offset, length, raw_length, codec in blobs:

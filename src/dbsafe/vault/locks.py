@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from dbsafe.core.concurrency import boot_id, pid_alive, pid_scope, process_start
 from dbsafe.core.errors import DbsafeError
@@ -80,7 +81,7 @@ class LockInfo:
     scope: str | None
     host: str
     pid: int
-    doc: dict
+    doc: dict[str, Any]
 
     def alive(self, client_id: str) -> bool:
         """Whether the lock may still be held, as judged by client ``client_id``."""
@@ -93,7 +94,7 @@ class LockInfo:
         age = _age(self.doc.get("refreshed") or self.doc.get("started"))
         return age is None or age < STALE_SECONDS
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"lock": self.name, "kind": self.doc.get("kind"), "client": self.client,
                 "host": self.doc.get("host", self.host), "pid": self.pid,
                 "started": self.doc.get("started"), "refreshed": self.doc.get("refreshed")}
@@ -161,8 +162,9 @@ class WriterLock:
 def _parse(storage: Storage, name: str) -> LockInfo | None:
     parts = name.split("-")
     if len(parts) == 4 and parts[2].isdigit():
-        client, scope, pid_text = parts[0], parts[1], parts[2]
-        host = ""
+        client: str | None = parts[0]
+        scope: str | None = parts[1]
+        pid_text, host = parts[2], ""
     elif len(parts) == 3 and parts[1].isdigit():
         client = scope = None
         host, pid_text = parts[0], parts[1]

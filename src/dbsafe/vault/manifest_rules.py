@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from dbsafe.core.path_rules import relative_path_problem
 
@@ -40,7 +41,7 @@ def shown(key: str, i: int, entry: object) -> str:
     return f"{key}[{i}]" + (f" {path[:200]!r}" if isinstance(path, str) else "")
 
 
-def entries(doc: dict, key: str) -> Iterator[tuple[str, dict]]:
+def entries(doc: dict[str, Any], key: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(name for errors, entry) of one of the manifest's lists; refuses what is not one."""
     items = doc.get(key, [])
     if not isinstance(items, list):
@@ -57,7 +58,7 @@ def _int(value: object, low: int = 0, high: int | None = None) -> bool:
         (high is None or value <= high)
 
 
-def check(doc: dict) -> None:
+def check(doc: dict[str, Any]) -> None:
     """Raise ManifestProblem for the first entry of ``doc`` that breaks a rule."""
     if not isinstance(doc, dict):
         raise ManifestProblem("manifest", "is not an object")
@@ -65,7 +66,7 @@ def check(doc: dict) -> None:
     if base is not None and not (isinstance(base, str) and POINT_ID.fullmatch(base)):
         raise ManifestProblem("base", "is not a point id (YYYYMMDDTHHMMSSZ-<8 hex>)")
     files = [(n, e) for n, e in entries(doc, "files")]
-    block_size = doc.get("block_size")
+    block_size: Any = doc.get("block_size")  # checked below when files need it
     if files and not _int(block_size, 1):
         raise ManifestProblem("block_size", "is not a positive integer")
     kinds: dict[str, str] = {}
@@ -103,7 +104,7 @@ def _claim(kinds: dict[str, str], path: str, kind: str, name: str) -> None:
     kinds[path] = kind
 
 
-def _common(name: str, entry: dict, sized: bool = True) -> None:
+def _common(name: str, entry: dict[str, Any], sized: bool = True) -> None:
     problem = relative_path_problem(entry.get("path"))
     if problem:
         raise ManifestProblem(name, f"path {problem}")
@@ -114,7 +115,7 @@ def _common(name: str, entry: dict, sized: bool = True) -> None:
         raise ManifestProblem(name, "has a size that is not a whole number of bytes")
 
 
-def _file(name: str, entry: dict, block_size: int) -> None:
+def _file(name: str, entry: dict[str, Any], block_size: int) -> None:
     _common(name, entry)
     blocks = entry.get("blocks")
     if not isinstance(blocks, list) or \
@@ -128,7 +129,7 @@ def _file(name: str, entry: dict, block_size: int) -> None:
         raise ManifestProblem(name, "has a block count that does not match its size")
 
 
-def _delta(name: str, entry: dict, block_size: int) -> None:
+def _delta(name: str, entry: dict[str, Any], block_size: int) -> None:
     """docs/repository-format.md, *Differentials*: pages sorted, apart, inside the file."""
     delta = entry["delta"]
     if not isinstance(delta, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import struct
+from typing import Any
 
 import zstandard
 
@@ -21,7 +22,7 @@ from dbsafe.vault.format import (
     decompress_bounded,
 )
 
-BlobEntry = list  # [id_hex, offset, length, raw_length, codec]
+BlobEntry = list[Any]  # [id_hex, offset, length, raw_length, codec]
 
 
 def pack_name(pack_id: str) -> str:

@@ -37,7 +37,7 @@ its JSON document (a ``dict`` subclass), with typed attributes beside the keys.
 from __future__ import annotations
 
 import json
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.vault import crypto
@@ -68,7 +68,7 @@ OBJ_OR_NULL = ("an object or null", lambda v: v is None or isinstance(v, dict))
 STR_OR_NULL = ("a string or null", lambda v: v is None or isinstance(v, str))
 
 
-class Record(dict):
+class Record(dict[str, Any]):
     """A document of the vault with typed attributes. ``REQUIRED`` keys must be present
     and pass their check; ``OPTIONAL`` ones pass it when present."""
 
@@ -92,7 +92,7 @@ class Record(dict):
         return cls._more(doc)
 
     @classmethod
-    def _more(cls, doc: dict) -> str | None:
+    def _more(cls, doc: dict[str, Any]) -> str | None:
         """Checks beyond the keys' own (parts, bounds)."""
         return None
 
@@ -103,7 +103,7 @@ class Record(dict):
         problem = cls.problem(doc)
         if problem is not None:
             raise DbsafeError("vault.object_corrupt", path=path, reason=problem)
-        return doc if type(doc) is cls else cls(doc)  # type: ignore[return-value]
+        return doc if type(doc) is cls else cls(cast(dict[str, Any], doc))
 
     @classmethod
     def new(cls, **fields: Any) -> Self:
@@ -115,7 +115,7 @@ class Record(dict):
             raise ValueError(problem)
         return record
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The document as a plain dict (the same keys, in the same order)."""
         return dict(self)
 
@@ -206,7 +206,7 @@ class Manifest(Record):
     }
 
     @classmethod
-    def _more(cls, doc: dict) -> str | None:
+    def _more(cls, doc: dict[str, Any]) -> str | None:
         problem = Instance.problem(doc["instance"]) if "instance" in doc else None
         if problem is not None:
             return problem
@@ -275,7 +275,7 @@ class WalRecord(Record):
                 "server": STR_OR_NULL, "segment": OBJ_OR_NULL}
 
     @classmethod
-    def _more(cls, doc: dict) -> str | None:
+    def _more(cls, doc: dict[str, Any]) -> str | None:
         return None if doc.get("segment") is None else Segment.problem(doc["segment"])
 
     name = property(lambda self: self["name"])
@@ -290,7 +290,7 @@ class WalRecord(Record):
 
 
 # index files ------------------------------------------------------------------------------
-class BlobEntry(tuple):
+class BlobEntry(tuple[Any, ...]):
     """One blob of an index file or pack header, stored as the list ``[id, offset,
     length, raw_length, codec]``."""
 
@@ -317,13 +317,14 @@ class IndexFile(Record):
         """``parse`` with the vault's bounds: a reader allocates ``length`` bytes to read
         a blob and ``raw_length`` to decompress it (a plain loop: ~0.2 µs a blob, where an
         index of a million blobs loads at every writer's start)."""
-        problem = cls.problem(doc) or blobs_problem(doc, block_size, encrypted)
+        problem = cls.problem(doc) or blobs_problem(cast(dict[str, Any], doc), block_size,
+                                                    encrypted)
         if problem is not None:
             raise DbsafeError("vault.object_corrupt", path=path, reason=problem)
-        return doc if type(doc) is cls else cls(doc)  # type: ignore[return-value]
+        return cast(Self, doc) if type(doc) is cls else cls(cast(dict[str, Any], doc))
 
 
-def blobs_problem(doc: dict, block_size: int, encrypted: bool) -> str | None:
+def blobs_problem(doc: dict[str, Any], block_size: int, encrypted: bool) -> str | None:
     """Why an index file's blob list cannot be trusted, or None."""
     if encrypted != isinstance(doc.get("key"), str):
         return "its data key is missing" if encrypted else "a data key in a plain vault"

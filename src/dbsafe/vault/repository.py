@@ -16,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -41,7 +42,8 @@ from dbsafe.vault.format import (
 from dbsafe.vault.gc import held_packs
 from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
-from dbsafe.vault.packs import BlockError, pack_name
+from dbsafe.vault.packs import BlockError as BlockError  # re-exported: its readers catch it
+from dbsafe.vault.packs import pack_name
 from dbsafe.vault.records import IndexFile, Manifest, WalRecord
 
 KEYS = "keys"
@@ -51,7 +53,7 @@ def _storage(where: Storage | Path | str) -> Storage:
     return LocalStorage(Path(where)) if isinstance(where, (str, Path)) else where
 
 
-def _dump(config: dict) -> bytes:
+def _dump(config: dict[str, Any]) -> bytes:
     return json.dumps(config, indent=2).encode()
 
 
@@ -68,7 +70,7 @@ class Repository:
     first time the vault's keys are needed (listing points needs none; reading or writing
     data does), so commands that touch no data never ask for a passphrase."""
 
-    def __init__(self, storage: Storage, config: dict,
+    def __init__(self, storage: Storage, config: dict[str, Any],
                  master: Callable[[], bytes] | None = None, *,
                  client_id: str | None = None) -> None:
         self.storage = storage
@@ -99,7 +101,8 @@ class Repository:
 
     @property
     def vault_id(self) -> str:
-        return self.config["vault_id"]
+        vault_id: str = self.config["vault_id"]
+        return vault_id
 
     # lifecycle -----------------------------------------------------------------------
     @classmethod
@@ -132,7 +135,7 @@ class Repository:
         return cls(storage, cls._read_config(storage), master, client_id=client_id)
 
     @staticmethod
-    def _read_config(storage: Storage) -> dict:
+    def _read_config(storage: Storage) -> dict[str, Any]:
         where = storage.describe()["location"]
         try:
             config = json.loads(storage.get("config"))
@@ -147,7 +150,8 @@ class Repository:
         problem = config_problem(config)
         if problem is not None:
             raise DbsafeError("vault.object_corrupt", path=f"{where}/config", reason=problem)
-        return config
+        checked: dict[str, Any] = config
+        return checked
 
     def recheck_config(self) -> None:
         """Read ``config`` again and refuse (``vault.tampered``) when what a client pins of
@@ -178,7 +182,7 @@ class Repository:
             self.storage.put("config", _dump(config))
             self.config = config
 
-    def _store_config(self, config: dict, master: bytes) -> None:
+    def _store_config(self, config: dict[str, Any], master: bytes) -> None:
         """Replace an encrypted vault's config, authenticated under ``master``."""
         encryption = {k: v for k, v in config["encryption"].items() if k != "mac"}
         config = {**config, "encryption": encryption}
@@ -212,7 +216,7 @@ class Repository:
                               self._id_key(master))
         return Keyed(ring.id_key, ring, vault_id=self.vault_id)
 
-    def _verify_config(self, master: bytes, config: dict) -> None:
+    def _verify_config(self, master: bytes, config: dict[str, Any]) -> None:
         """Refuse an encrypted vault's config whose mac fails (``vault.tampered``), or that
         lost its mac where this client saw one; note a config made before macs existed."""
         mac = config["encryption"].get("mac")
@@ -436,7 +440,7 @@ class Repository:
     def file_checksum(self, block_ids: list[bytes]) -> str:
         return self.keyed.digest(b"".join(block_ids)).hex()
 
-    def save_manifest(self, manifest: Manifest | dict) -> int:
+    def save_manifest(self, manifest: Manifest | dict[str, Any]) -> int:
         """Write the manifest (the backup's commit point); returns its size in bytes."""
         name = f"manifests/{manifest['point_id']}"
         sealed = self.keyed.seal(KIND_MANIFEST, manifest, name)
@@ -444,7 +448,7 @@ class Repository:
         self.storage.put(name, sealed)
         return len(sealed)
 
-    def save_wal_record(self, system_id: str, record: WalRecord | dict) -> None:
+    def save_wal_record(self, system_id: str, record: WalRecord | dict[str, Any]) -> None:
         """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
         name = f"wal/{system_id}/{record['name']}"
         sealed = self.keyed.seal(KIND_WAL, record, name)
@@ -529,6 +533,8 @@ class Repository:
         if len(blob) != loc.length:
             raise BlockError("corrupt", block_id, f"pack {loc.pack_id} is truncated")
         if self.encrypted:  # index files of an encrypted vault all name their data key
+            if loc.key_id is None:
+                raise BlockError("corrupt", block_id, f"pack {loc.pack_id} names no data key")
             try:
                 blob = self.keyed.decrypt_blob(loc.key_id, block_id, blob)
             except crypto.CryptoError:

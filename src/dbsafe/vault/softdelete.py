@@ -10,6 +10,7 @@ is written once and removed on undelete or purge; the settings objects are repla
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import Storage
@@ -23,7 +24,7 @@ MIN_DAYS, MAX_DAYS = 14, 180          # the seed's configurable range
 IMMUTABILITY_STATES = ("off", "on", "locked")
 
 
-def _load(storage: Storage, name: str) -> dict | None:
+def _load(storage: Storage, name: str) -> dict[str, Any] | None:
     try:
         data = storage.get(name)
     except FileNotFoundError:
@@ -37,17 +38,17 @@ def _load(storage: Storage, name: str) -> dict | None:
     return doc
 
 
-def _save(storage: Storage, name: str, doc: dict) -> None:
+def _save(storage: Storage, name: str, doc: dict[str, Any]) -> None:
     storage.put(name, json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 # markers -------------------------------------------------------------------------------------
-def write_marker(storage: Storage, marker: dict) -> None:
+def write_marker(storage: Storage, marker: dict[str, Any]) -> None:
     """Mark ``marker["point_id"]`` soft-deleted (the commit point of a soft delete)."""
     _save(storage, f"{MARKERS}/{marker['point_id']}", marker)
 
 
-def read_marker(storage: Storage, point_id: str) -> dict | None:
+def read_marker(storage: Storage, point_id: str) -> dict[str, Any] | None:
     """The marker of a soft-deleted point; None when the point is not soft-deleted."""
     return _load(storage, f"{MARKERS}/{point_id}")
 
@@ -62,7 +63,7 @@ def delete_marker(storage: Storage, point_id: str) -> None:
 
 
 # settings ------------------------------------------------------------------------------------
-def soft_delete_setting(storage: Storage) -> dict:
+def soft_delete_setting(storage: Storage) -> dict[str, Any]:
     """``{"enabled": bool, "days": int}``; a vault that never set it has the default, on."""
     doc = _load(storage, SOFT_DELETE) or {}
     return {"enabled": bool(doc.get("enabled", True)), "days": int(doc.get("days", DEFAULT_DAYS))}
@@ -74,10 +75,11 @@ def save_soft_delete_setting(storage: Storage, enabled: bool, days: int, changed
 
 def immutable(storage: Storage) -> bool:
     """Whether the vault is immutable (``on`` or ``locked``)."""
-    return immutability_setting(storage)["state"] != "off"
+    state: str = immutability_setting(storage)["state"]
+    return state != "off"
 
 
-def immutability_setting(storage: Storage) -> dict:
+def immutability_setting(storage: Storage) -> dict[str, Any]:
     """``{"state": "off" | "on" | "locked", "changed": ISO time or None}``."""
     doc = _load(storage, IMMUTABILITY) or {}
     state = doc.get("state", "off")

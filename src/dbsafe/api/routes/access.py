@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, principal, vault
-from dbsafe.api.routes.fields import Limit
 from dbsafe.core import bounds
 from dbsafe.services import operations
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import Limit
 
 router = APIRouter(tags=["access"])
 Role = Literal[operations.ROLES]  # type: ignore[valid-type]

@@ -4,17 +4,17 @@ them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Offset, Port, RowId
 from dbsafe.core import bounds
 from dbsafe.core.fields import Folder
 from dbsafe.services import activity, operations
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Offset, Port, RowId
 
 router = APIRouter(tags=["alerts"])
 
@@ -78,10 +78,11 @@ def resolve_alert(alert_id: RowId, v: Vault = Depends(vault)) -> dict:
 @router.post("/alerts/check", dependencies=[Depends(need("operate"))])
 def check(body: CheckRequest, v: Vault = Depends(vault)) -> list[dict]:
     """Run the health checks now, raising or resolving their alerts."""
-    given = {"lag_threshold_bytes": body.lag_threshold_mib and body.lag_threshold_mib << 20,
-             "space_min_free_pct": body.min_free_pct,
-             "space_min_free_bytes": (body.min_free_mib << 20
-                                      if body.min_free_mib is not None else None)}
+    given: dict[str, Any] = {
+        "lag_threshold_bytes": body.lag_threshold_mib and body.lag_threshold_mib << 20,
+        "space_min_free_pct": body.min_free_pct,
+        "space_min_free_bytes": (body.min_free_mib << 20
+                                 if body.min_free_mib is not None else None)}
     return operations.check_health(v, **{k: x for k, x in given.items() if x is not None})
 
 

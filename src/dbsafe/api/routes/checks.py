@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
-from dbsafe.api.routes.fields import Limit
 from dbsafe.services.handle import Vault
 from dbsafe.services.restore import list_drills, run_drill, run_verify
+from dbsafe.web.fields import Limit
 
 router = APIRouter(tags=["checks"])
 

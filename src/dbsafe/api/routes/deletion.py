@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Query
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
-from dbsafe.api.routes.fields import PointId
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import lifecycle
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
+from dbsafe.web.fields import PointId
 
 router = APIRouter(tags=["points"])
 

@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from dbsafe.api.deps import need
-from dbsafe.api.routes.fields import Offset
 from dbsafe.services import operations
+from dbsafe.web.fields import Offset
 
 router = APIRouter(tags=["items"])
 Health = Literal[operations.HEALTH]  # type: ignore[valid-type]

@@ -15,11 +15,11 @@ from fastapi.responses import StreamingResponse
 from dbsafe.api.deps import need, vault
 from dbsafe.api.errors import ErrorBody
 from dbsafe.api.gate import principal_of
-from dbsafe.api.routes.fields import Limit
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import Limit
 
 router = APIRouter(tags=["jobs"])
 State = Literal[activity.STATES]  # type: ignore[valid-type]

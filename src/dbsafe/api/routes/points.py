@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Offset
 from dbsafe.services.handle import Vault
 from dbsafe.services.lifecycle import points_and_chain
+from dbsafe.web.fields import Offset
 
 router = APIRouter(tags=["points"])
 MAX_POINTS = 5000  # a page: 90 days of 15-minute log backups are 8,640 points

@@ -5,7 +5,7 @@ with one sentence per broken rule)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ Time = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
 LogMinutes = Literal[LOG_MINUTES]  # type: ignore[valid-type]
 
 
-def keep(setting: str) -> object:
+def keep(setting: str) -> Any:
     """A retention tier's field with the seed's range (policy/model.py RANGES)."""
     low, high, unit = RANGES[setting]
     return Field(None, ge=low, le=high, description=f"{low}-{high} {unit}; null: none")

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
-from dbsafe.api.routes.fields import Port
 from dbsafe.core import bounds
 from dbsafe.core.fields import Folder, Name
 from dbsafe.services import inventory, protection
 from dbsafe.services.handle import Vault
+from dbsafe.web.fields import Port
 
 router = APIRouter(tags=["servers"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from dbsafe.cli import render
@@ -65,7 +67,7 @@ def check(lag_threshold_mib: int = typer.Option(
     """Run the health checks now and raise or resolve their alerts (serve does it often)."""
     from dbsafe.services import operations
 
-    given = {"lag_threshold_bytes": lag_threshold_mib and lag_threshold_mib << 20,
+    given: dict[str, Any] = {"lag_threshold_bytes": lag_threshold_mib and lag_threshold_mib << 20,
              "space_min_free_pct": min_free_pct,
              "space_min_free_bytes": min_free_mib and min_free_mib << 20}
     findings = operations.check_health(open_vault(),

@@ -131,8 +131,8 @@ def _serve_http(vault_path: Path, host: str, port: int, tls_cert: Path | None,
     """uvicorn in this thread until SIGINT/SIGTERM."""
     import uvicorn
 
-    from dbsafe.api.app import create_app
     from dbsafe.api.hosts import AllowedHosts
+    from dbsafe.cli.web_app import create_app
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:

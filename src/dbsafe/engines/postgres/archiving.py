@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
@@ -58,11 +59,11 @@ class ArchiveSettings:
 
 def read_settings(conn: psycopg.Connection) -> ArchiveSettings:
     """The settings in effect now (pg_settings.pending_restart is ignored here)."""
-    mode, command = conn.execute(
-        "SELECT current_setting('archive_mode'), current_setting('archive_command')").fetchone()
-    library = conn.execute(
+    mode, command = one_row(conn.execute(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command')"))
+    library = one_row(conn.execute(
         "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'archive_library'), '')"
-    ).fetchone()[0]
+    ))[0]
     return ArchiveSettings(mode, command, library)
 
 
@@ -70,33 +71,33 @@ def archive_mode_pending_restart(conn: psycopg.Connection) -> bool:
     """Whether archive_mode was changed in the configuration but the server still runs with
     the old value (it takes effect at a restart only). ``pg_settings.pending_restart``:
     PostgreSQL 9.5 on."""
-    return conn.execute("SELECT pending_restart FROM pg_settings "
-                        "WHERE name = 'archive_mode'").fetchone()[0]
+    return one_row(conn.execute("SELECT pending_restart FROM pg_settings "
+                        "WHERE name = 'archive_mode'"))[0]
 
 
 def archiver_stats(conn: psycopg.Connection) -> tuple:
     """The archiver's counters: (archived_count, last_archived_wal, failed_count,
     last_failed_wal, last_failed_time as text), since the statistics were last reset.
     ``pg_stat_archiver``: PostgreSQL 9.4 on."""
-    return conn.execute(
+    return one_row(conn.execute(
         "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal, "
-        "last_failed_time::text FROM pg_stat_archiver").fetchone()
+        "last_failed_time::text FROM pg_stat_archiver"))
 
 
 def last_archive_failure(conn: psycopg.Connection) -> tuple:
     """(last_failed_wal, last_failed_time) of the archiver: the segment it last failed to
     archive and when (a timestamp), both None when none failed. ``pg_stat_archiver``:
     PostgreSQL 9.4 on."""
-    return conn.execute(
-        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+    return one_row(conn.execute(
+        "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver"))
 
 
 def ready_segments(conn: psycopg.Connection) -> int:
     """How many finished WAL files wait for the archiver (``.ready`` in
     pg_wal/archive_status). ``pg_ls_archive_statusdir()``: PostgreSQL 12 on; raises
     psycopg.Error for a role that is neither superuser nor pg_monitor."""
-    return conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() "
-                        "WHERE name LIKE '%.ready'").fetchone()[0]
+    return one_row(conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() "
+                        "WHERE name LIKE '%.ready'"))[0]
 
 
 def write_commit_record(conn: psycopg.Connection) -> None:
@@ -112,8 +113,8 @@ def switch_wal(conn: psycopg.Connection) -> tuple[str, str]:
     """End the current WAL segment (a primary only): (the switch's LSN as text, the name of
     the segment it ended, the one the archiver gets next). ``pg_switch_wal``,
     ``pg_walfile_name``: PostgreSQL 10 on."""
-    return conn.execute(
-        "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l").fetchone()
+    return one_row(conn.execute(
+        "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() AS l"))
 
 
 def config_lines(command: str, mode: str = "on") -> list[str]:

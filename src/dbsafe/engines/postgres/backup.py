@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
-from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.engines.postgres.delta import changed_pages, page_runs
 from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
 from dbsafe.engines.postgres.wal import parse_lsn, wal_segment_name
@@ -51,7 +51,7 @@ class BackupSession:
 
     def start(self, label: str, fast: bool = True) -> str:
         conn = self._conn = connect(self.port, self.host)
-        wal_level = conn.execute("SELECT current_setting('wal_level')").fetchone()[0]
+        wal_level = one_row(conn.execute("SELECT current_setting('wal_level')"))[0]
         if wal_level == "minimal":
             raise DbsafeError("server.wal_level", wal_level=wal_level)
         import psycopg
@@ -72,10 +72,10 @@ class BackupSession:
                 row = conn.execute("SELECT pg_start_backup(%s, %s, false)::text", (label, fast))
         except psycopg.errors.InsufficientPrivilege:
             raise DbsafeError("server.not_superuser", user=conn.info.user) from None
-        text = row.fetchone()[0]
+        text = one_row(row)[0]
         self.start_lsn = parse_lsn(text)
-        self.segment_size = int(conn.execute(
-            "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+        self.segment_size = int(one_row(conn.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))[0])
         return text
 
     def files(self) -> tuple[list[SourceFile], list[dict], list[dict]]:
@@ -135,12 +135,11 @@ class BackupSession:
         conn = self._conn
         assert conn is not None
         if self.major >= 15:
-            row = conn.execute(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)").fetchone()
+            row = one_row(conn.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"))
         else:
-            row = conn.execute(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
-            ).fetchone()
+            row = one_row(conn.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"))
         stop_lsn, label, spcmap = row
         timeline = 1
         for line in label.splitlines():

@@ -20,15 +20,25 @@ import os
 import pwd
 import stat
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbsafe.core.errors import DbsafeError
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg.rows import Row
 
 _as_owner_first: set[str] = set()  # sockets whose server let only its owner in, this process
 _lock = threading.Lock()
+
+
+def one_row(cursor: psycopg.Cursor[Row]) -> Row:
+    """The row of a query that always returns one (a function call, an aggregate, a
+    setting); LookupError if it returned none."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row
 
 
 def default_user() -> str:
@@ -40,9 +50,11 @@ def connect(port: int, host: str | None, dbname: str = "postgres") -> psycopg.Co
     import psycopg  # imported here: commands that never connect start faster
 
     user = default_user()
-    params = {"host": host, "port": port, "dbname": dbname, "user": user, "autocommit": True,
-              "connect_timeout": 10, "application_name": "dbsafe"}
+    params: dict[str, Any] = {"host": host, "port": port, "dbname": dbname, "user": user,
+                              "autocommit": True, "connect_timeout": 10,
+                              "application_name": "dbsafe"}
     socket_path, owner_uid = _socket_owner(host, port)
+    attempts: list[int | None]
     if owner_uid is None:
         attempts = [None]
     elif socket_path in _as_owner_first:
@@ -56,7 +68,7 @@ def connect(port: int, host: str | None, dbname: str = "postgres") -> psycopg.Co
         except psycopg.OperationalError as exc:
             reasons.setdefault(_reason(exc), _as_whom(uid))
             continue
-        if uid is not None:
+        if uid is not None and socket_path is not None:  # a uid: the socket's owner's
             with _lock:
                 _as_owner_first.add(socket_path)
         return conn

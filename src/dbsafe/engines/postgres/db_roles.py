@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dbsafe.engines.postgres.client import one_row
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -85,7 +87,7 @@ def fit_to(conn: psycopg.Connection, present: set[str], default_owner: str,
     conn.execute("SET default_transaction_read_only = off")  # a database may default to it
     conn.execute("SET search_path = ''")  # objects are described with their schema
     found = references(conn, database)
-    boss = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()[0]
+    boss = one_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0]
     fit = Fit(default_owner, sorted({r["role"] for r in found} - present))
     fit.not_kept = [r for r in found if r["role"] in fit.missing]
     if boss not in present:
@@ -95,7 +97,7 @@ def fit_to(conn: psycopg.Connection, present: set[str], default_owner: str,
     if not fit.missing:
         return fit
     ours = [r for r in fit.missing if r != boss]  # the bootstrap superuser stays as it is
-    here = conn.execute("SELECT current_database()").fetchone()[0]
+    here = one_row(conn.execute("SELECT current_database()"))[0]
     with conn.transaction():
         if ours:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
@@ -114,4 +116,4 @@ def fit_to(conn: psycopg.Connection, present: set[str], default_owner: str,
 
 def current_user(conn: psycopg.Connection) -> str:
     """The role ``conn`` is logged in as: what a load without owners gives objects to."""
-    return conn.execute("SELECT current_user").fetchone()[0]
+    return one_row(conn.execute("SELECT current_user"))[0]

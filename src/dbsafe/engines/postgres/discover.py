@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import one_row
 
 if TYPE_CHECKING:
     import psycopg
@@ -32,7 +33,7 @@ def instance_facts(conn: psycopg.Connection) -> dict:
         in_recovery, segment_size = row
     archive_library = ""
     if version_num >= 150000:
-        archive_library = conn.execute("SELECT current_setting('archive_library')").fetchone()[0]
+        archive_library = one_row(conn.execute("SELECT current_setting('archive_library')"))[0]
     archiving = archive_mode in ("on", "always") and bool(archive_command or archive_library)
     return {
         "system_identifier": system_id,
@@ -50,13 +51,13 @@ def instance_facts(conn: psycopg.Connection) -> dict:
 
 
 def _facts_row(conn: psycopg.Connection) -> tuple:
-    return conn.execute(
+    return one_row(conn.execute(
         "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
         "current_setting('server_version_num')::int, current_setting('data_checksums'), "
         "current_setting('wal_level'), current_setting('archive_mode'), "
         "current_setting('archive_command'), current_setting('data_directory'), "
         "pg_is_in_recovery(), "
-        "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+        "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')"))
 
 
 def _count_files(folder: Path) -> int:
@@ -104,7 +105,7 @@ def databases(conn: psycopg.Connection, pgdata: Path) -> list[dict]:
 
 def _tablespace_version_dirs(pgdata: Path) -> list[Path]:
     """pg_tblspc/<oid>/PG_<major>_<catversion> folders (one per tablespace)."""
-    found = []
+    found: list[Path] = []
     tblspc = pgdata / "pg_tblspc"
     if tblspc.is_dir():
         for link in tblspc.iterdir():

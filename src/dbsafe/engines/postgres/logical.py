@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import open_dir, read_regular, write_new
-from dbsafe.engines.postgres.client import connect, default_user
+from dbsafe.engines.postgres.client import connect, default_user, one_row
 from dbsafe.engines.postgres.cluster import run_as_owner
 
 if TYPE_CHECKING:
@@ -214,10 +214,10 @@ def create_like(sconn: psycopg.Connection, name: str) -> psycopg.sql.Composed:
     version = sconn.info.server_version
     provider = ("datlocprovider, datlocale" if version >= 170000 else
                 "datlocprovider, daticulocale" if version >= 150000 else "'c', NULL")
-    encoding, collate, ctype, kind, locale = sconn.execute(
+    encoding, collate, ctype, kind, locale = one_row(sconn.execute(
         "SELECT pg_encoding_to_char(encoding), datcollate, datctype, "  # noqa: S608 - fixed
         f"{provider} FROM pg_database WHERE datname = %s",
-        (name,)).fetchone()
+        (name,)))
     parts = [sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
                      "LC_CTYPE {}").format(sql.Identifier(name), sql.Literal(encoding),
                                            sql.Literal(collate), sql.Literal(ctype))]

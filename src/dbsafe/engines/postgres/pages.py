@@ -21,7 +21,7 @@ def page_checksums(data: bytes, first_blkno: int) -> list[int]:
     return [int.from_bytes(raw[i:i + 2], "little") for i in range(0, len(raw), 2)]
 
 
-def bad_pages(data: bytes, first_blkno: int) -> list[int]:
+def bad_pages(data: bytes | memoryview, first_blkno: int) -> list[int]:
     """Indexes (within ``data``) of whole pages whose stored checksum is wrong.
 
     All-zero pages are valid (PostgreSQL's PageIsVerified: a new, never-written page).

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, write_new
-from dbsafe.engines.postgres.client import connect
+from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.engines.postgres.restore import append_settings, last_fatal
 
 if TYPE_CHECKING:
@@ -133,9 +133,9 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
                               target=target.describe(), reason=last_fatal(log))
         try:
             with connect(port, str(pgdata), dbname) as conn:
-                in_recovery, state = conn.execute(
+                in_recovery, state = one_row(conn.execute(
                     PAUSE_STATE_SQL if conn.info.server_version >= 140000
-                    else PAUSE_STATE_SQL_13).fetchone()
+                    else PAUSE_STATE_SQL_13))
             connected_once, first_failure = True, None
         except (psycopg.Error, DbsafeError) as exc:
             first_failure = first_failure or time.monotonic()

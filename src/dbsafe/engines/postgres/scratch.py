@@ -55,7 +55,7 @@ def _alive(pid: int | None) -> bool:
 
 def _stop(pgdata: Path, bin_dir: str, owner: str) -> None:
     pid = layout.postmaster_pid(pgdata)
-    if not _alive(pid):
+    if pid is None or not _alive(pid):
         return
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "-t",
             str(STOP_SECONDS), "stop"]

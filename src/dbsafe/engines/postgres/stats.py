@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.client import one_row
 from dbsafe.engines.postgres.pages import PAGE_SIZE, page_lsn
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _snapshot(text: str) -> tuple[int, int, list[int]]:
 def snapshot(conn: psycopg.Connection) -> str:
     """The current transaction snapshot of the instance, as text."""
     function = "pg_current_snapshot" if _since_13(conn) else "txid_current_snapshot"
-    return conn.execute(f"SELECT {function}()::text").fetchone()[0]
+    return one_row(conn.execute(f"SELECT {function}()::text"))[0]
 
 
 def _since_13(conn: psycopg.Connection) -> bool:
@@ -95,8 +96,8 @@ def xact_mark(conns: ConnFactory) -> str | None:
 def _any_committed(conn: psycopg.Connection, xids: list[int], lo: int, hi: int,
                    running: list[int]) -> bool:
     sql = COMMITTED_SQL.format(status=XACT_STATUS if _since_13(conn) else XACT_STATUS_12)
-    return bool(conn.execute(sql, {"xids": xids, "lo": lo, "hi": max(lo, hi),
-                                   "running": running}).fetchone()[0])
+    return bool(one_row(conn.execute(sql, {"xids": xids, "lo": lo, "hi": max(lo, hi),
+                                   "running": running}))[0])
 
 
 def committed_between(conn: psycopg.Connection, since: str | None, until: str) -> bool:
@@ -124,20 +125,20 @@ def wal_position(conn: psycopg.Connection) -> str:
     """The server's WAL position now, as LSN text, in one statement: the last replayed LSN
     when in recovery (a standby, a restored copy), else the current insert LSN.
     ``pg_last_wal_replay_lsn``, ``pg_current_wal_insert_lsn``: PostgreSQL 10 on."""
-    return conn.execute(POSITION_SQL).fetchone()[0]
+    return one_row(conn.execute(POSITION_SQL))[0]
 
 
 def relation_filepath(conn: psycopg.Connection, oid: int) -> str:
     """The main fork's path of relation ``oid``, relative to the data directory.
     ``pg_relation_filepath``: PostgreSQL 9.0 on."""
-    return conn.execute("SELECT pg_relation_filepath(%s::oid)", (oid,)).fetchone()[0]
+    return one_row(conn.execute("SELECT pg_relation_filepath(%s::oid)", (oid,)))[0]
 
 
 def pg_class_filepath(conn: psycopg.Connection) -> str:
     """The main fork's path of this database's pg_class (DDL that makes or drops a table
     changes it), relative to the data directory. ``pg_relation_filepath``: PostgreSQL 9.0
     on."""
-    return conn.execute("SELECT pg_relation_filepath('pg_class')").fetchone()[0]
+    return one_row(conn.execute("SELECT pg_relation_filepath('pg_class')"))[0]
 
 
 def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
@@ -151,8 +152,8 @@ def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
 def count_rows(conn: psycopg.Connection, table: dict) -> int:
     from psycopg import sql
 
-    return conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
-        sql.Identifier(table["schema"], table["name"]))).fetchone()[0]
+    return one_row(conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
+        sql.Identifier(table["schema"], table["name"]))))[0]
 
 
 def _count_database(conn: psycopg.Connection, limit_bytes: int | None,

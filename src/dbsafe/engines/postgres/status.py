@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dbsafe.engines.postgres.client import one_row
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -18,14 +20,14 @@ def is_in_recovery(conn: psycopg.Connection) -> bool:
     """Whether the server is in recovery: a standby, or a restored copy not yet promoted
     (or paused at its target). Its WAL is then another server's: it writes none of its own,
     takes no writes, and cannot switch WAL. ``pg_is_in_recovery()``: PostgreSQL 9.0 on."""
-    return conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    return one_row(conn.execute("SELECT pg_is_in_recovery()"))[0]
 
 
 def server_major(conn: psycopg.Connection) -> int:
     """The server's major version (12, ..., 18), as the server reports it (its catalog row
     may be older than an upgrade). ``server_version_num``: PostgreSQL 8.2 on; since 10 the
     major version is that number // 10000."""
-    return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    return int(one_row(conn.execute("SHOW server_version_num"))[0]) // 10000
 
 
 def current_wal(conn: psycopg.Connection) -> tuple[str, str]:
@@ -33,8 +35,8 @@ def current_wal(conn: psycopg.Connection) -> tuple[str, str]:
     the segment name starts with the timeline. PostgreSQL 10 on (``pg_current_wal_lsn``,
     ``pg_walfile_name``); both raise on a server in recovery (ask ``is_in_recovery``
     first)."""
-    return conn.execute(
-        "SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l").fetchone()
+    return one_row(conn.execute(
+        "SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l"))
 
 
 BASE_BACKUPS_SQL = "SELECT count(*) FROM pg_stat_progress_basebackup"
@@ -47,5 +49,5 @@ def base_backups_streaming(conn: psycopg.Connection) -> int:
     now (pg_basebackup, Barman, ...; dbsafe's own backups are not among them).
     ``pg_stat_progress_basebackup``: PostgreSQL 13 on; on 12, the walsenders in state
     'backup' of ``pg_stat_replication``."""
-    return conn.execute(BASE_BACKUPS_SQL if conn.info.server_version >= 130000
-                        else BASE_BACKUPS_SQL_12).fetchone()[0]
+    return one_row(conn.execute(BASE_BACKUPS_SQL if conn.info.server_version >= 130000
+                        else BASE_BACKUPS_SQL_12))[0]

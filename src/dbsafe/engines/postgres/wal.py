@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from dbsafe.engines.postgres._walscan import scan_segment
 
@@ -59,6 +60,12 @@ def wal_file_kind(name: str) -> str | None:
     return None
 
 
+@overload
+def pg_time(microseconds: int) -> datetime: ...
+@overload
+def pg_time(microseconds: None) -> None: ...
+@overload
+def pg_time(microseconds: int | None) -> datetime | None: ...
 def pg_time(microseconds: int | None) -> datetime | None:
     """A PostgreSQL TimestampTz (microseconds since 2000-01-01 UTC) as an aware datetime."""
     if microseconds is None:

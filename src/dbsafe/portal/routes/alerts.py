@@ -8,11 +8,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from dbsafe.api.routes.fields import Offset, RowId
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import Offset, RowId
 
 router = APIRouter()
 PAGE = 100

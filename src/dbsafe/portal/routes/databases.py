@@ -8,10 +8,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
-from dbsafe.api.routes.fields import Offset
 from dbsafe.portal.web import caller, fragments, page
 from dbsafe.services import operations
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import Offset
 
 router = APIRouter()
 PAGE = 100

@@ -19,14 +19,13 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from dbsafe.api.errors import retry_after
-from dbsafe.api.gate import SESSION_COOKIE
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.login_guard import LoginGuard, attempt_keys
 from dbsafe.portal.web import caller, check_csrf, cookie_secure, page, vault
 from dbsafe.services import operations
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.web.http import SESSION_COOKIE, retry_after
 
 router = APIRouter()
 log = logging.getLogger("dbsafe.api")

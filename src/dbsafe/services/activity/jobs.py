@@ -205,7 +205,9 @@ def _run_hooks(catalog: Catalog, job_id: str) -> None:
     """Alerts for the job's end (failed, or a success that resolves an earlier failure);
     they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
 
-    alerts.job_finished(catalog, _decode(catalog.get_job(job_id)))
+    job = catalog.get_job(job_id)
+    assert job is not None  # the job that just ended
+    alerts.job_finished(catalog, _decode(job))
 
 
 def _decode(job: dict) -> dict:

@@ -67,7 +67,8 @@ class Copier:
     def prepare(self, files: list[SourceFile]) -> tuple[list[CopiedFile], list[SizedCall]]:
         """One result per file and the calls that fill them (``(file size, fn, args)``), so
         that a differential can run them in one pool with its own."""
-        results = [CopiedFile(f, f.size, [None] * _blocks(f.size, self.block_size))
+        # None: a block not read yet; _finish trims a file at its first one (a hole)
+        results = [CopiedFile(f, f.size, [None] * _blocks(f.size, self.block_size))  # type: ignore[list-item]
                    for f in files]
         calls: list[SizedCall] = []
         for f, result in zip(files, results, strict=True):
@@ -110,7 +111,7 @@ class Copier:
         r.block_ids = r.block_ids[:n]
         if any(b is None for b in r.block_ids):
             # A hole before the end (a middle block read short): keep the readable prefix.
-            first_hole = r.block_ids.index(None)
+            first_hole = r.block_ids.index(None)  # type: ignore[arg-type]  # see prepare
             r.block_ids = r.block_ids[:first_hole]
             r.size = min(r.size, first_hole * self.block_size)
         r.corrupt_pages.sort()

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from dbsafe.engines.postgres import stats
 from dbsafe.engines.postgres.client import connect
@@ -15,7 +17,8 @@ def mark(port: int, host: str | None) -> str | None:
     return stats.xact_mark(partial(connect, port, host))
 
 
-def take(port: int, host: str | None, databases: list[dict], since: str | None) -> str:
+def take(port: int, host: str | None, databases: Sequence[Mapping[str, Any]],
+         since: str | None) -> str:
     """Taken just after the stop: the JSON stored with the point. ``databases`` are the
     backup's (name, included); the included ones but template1 are counted."""
     names = [d["name"] for d in databases if d["included"] and d["name"] != "template1"]

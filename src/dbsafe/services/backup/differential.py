@@ -145,7 +145,8 @@ class DeltaCopier:
 
     def prepare(self, scans: list[tuple[SourceFile, dict]]
                 ) -> tuple[list[DeltaFile], list[SizedCall]]:
-        results, calls = [], []
+        results: list[DeltaFile] = []
+        calls: list[SizedCall] = []
         for source, base in scans:
             n = -(-source.size // self.block_size)
             starts = range(0, n, TASK_BLOCKS)
@@ -232,7 +233,7 @@ def delta_entry(repo, source: SourceFile, size: int, runs: list[list[int]],
 class DiffCopy:
     """What a differential's copy produced, for its manifest and result."""
 
-    entries: list[dict]
+    entries: list[FileEntry]
     corrupt: list[dict]
     bytes_read: int
     stats: dict

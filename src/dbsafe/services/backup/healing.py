@@ -35,7 +35,9 @@ def effective_type(vault: Vault, server: dict, requested: str,
     databases = coverage.instance_databases(vault, server)
     latest = coverage.newest(fulls, databases)
     if latest is None:
-        lacking = coverage.missing(coverage.newest(fulls, ()), databases)
+        newest_full = coverage.newest(fulls, ())
+        assert newest_full is not None  # fulls is not empty
+        lacking = coverage.missing(newest_full, databases)
         return "full", (f"no full backup holds {coverage.named(lacking)} (a backup taken "
                         "with --db holds only the databases it names)")
     if server.get("needs_full"):

@@ -100,7 +100,8 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
         result["job_id"] = job.id
         if server["kind"] == "replica-set":
             # the node whose archiver delivered the segment (the record says who read it)
-            took = (vault.repo.load_wal_record(sysid, segment) or {}).get("server")
+            record = vault.repo.load_wal_record(sysid, segment)
+            took = record.get("server") if record is not None else None
             result.update(node=took, node_reason=node["node_reason"])
             vault.catalog.update_job(job.id, node=took)
         job.finish(result, "completed_with_warnings" if result["warnings"] else "completed")
@@ -112,7 +113,9 @@ def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,
     points = list_points(vault, server["name"], deleted=None)  # ranges stay contiguous
     rows = vault.catalog.list_wal_files(server["system_identifier"])
     seg_size = server["wal_segment_size"] or 16 << 20
-    timeline, segno = wal.parse_segment_name(segment, seg_size)
+    parsed = wal.parse_segment_name(segment, seg_size)
+    assert parsed is not None  # the segment pg_switch_wal named
+    timeline, segno = parsed
     last_row = next(r for r in rows if r["name"] == segment)
     previous = [p for p in points if p["type"] == "log" and p["timeline"] == timeline]
     if previous:

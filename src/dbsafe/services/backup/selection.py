@@ -35,7 +35,7 @@ def database_oid(path: str) -> int | None:
 
 
 def choose(dbs: list[dict], wanted: list[str] | None, protected: list[str],
-           backup_type: str, server_name: str) -> tuple[list[dict], set[int]]:
+           backup_type: str, server_name: str) -> tuple[list[Database], set[int]]:
     """(databases with an ``included`` flag, OIDs to leave out) for one backup run.
 
     ``wanted`` (from --db) wins; else the protected databases; else all of them.

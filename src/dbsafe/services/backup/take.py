@@ -31,7 +31,7 @@ from dbsafe.services.inventory.servers import get_server, live_endpoint, open_in
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.protection import discovery
 from dbsafe.services.protection import replica_sets as replicasets
-from dbsafe.vault.records import Instance, Manifest
+from dbsafe.vault.records import Database, Instance, Manifest
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
 MAX_CORRUPT_LISTED = 1000
@@ -90,7 +90,8 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
     instance, _ = selection.choose(dbs, None, protected, "full", name)
     whole = {d["name"] for d in instance if d["included"]} <= set(held)
     with Job(vault.catalog, "backup", name, on_progress, backup_type=type, trigger=trigger,
-             items=held, reason=reason or (became_full and became_full.message),
+             items=held,
+             reason=reason or (became_full.message if became_full is not None else None),
              node=server.get("node")) as job, \
             vault.repo.writing("backup"):  # the writer lock spans blocks and manifest (vault/gc.py)
         if became_full is not None:
@@ -110,7 +111,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
 
 
 def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
-            chosen: tuple[list[dict], set[int]], base: dict | None = None) -> dict:
+            chosen: tuple[list[Database], set[int]], base: dict | None = None) -> dict:
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)

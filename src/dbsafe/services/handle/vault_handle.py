@@ -121,7 +121,7 @@ class Vault:
         path = Path(path) if path else default_vault_path()
         if (path / "config").exists() or (path / CLIENT_FILE).exists():
             raise DbsafeError("vault.exists", path=path)
-        settings = {"client_id": secrets.token_hex(8), "repository": repository,
+        settings: dict = {"client_id": secrets.token_hex(8), "repository": repository,
                     **({"catalog": catalog} if catalog else {})}
         repo = Repository.open(open_storage(repository), client_id=settings["client_id"])
         _make_client_folder(path)

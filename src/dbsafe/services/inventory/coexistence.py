@@ -16,7 +16,7 @@ from dbsafe.engines.postgres import archiving, status
 
 
 def our_command(vault) -> str:
-    from dbsafe.agent import daemon
+    from dbsafe.engines.postgres import agent_process as daemon
 
     return daemon.agent_paths(vault.repo.config["vault_id"]).archive_command()
 

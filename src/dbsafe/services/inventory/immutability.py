@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.policy.model import Policy
@@ -109,6 +110,7 @@ def _uncatalogued_end(vault: Vault, point: dict) -> datetime:
     """A point the catalog has no row for (its server was removed, or the row is not
     written yet): the longest its frozen retention could keep it, since the points that
     decide its tiers are not known; without one, NO_POLICY_DAYS."""
+    manifest: dict[str, Any]
     try:
         manifest = vault.repo.load_manifest(point["point_id"])
     except KeyError:

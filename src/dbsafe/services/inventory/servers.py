@@ -27,7 +27,7 @@ def get_server(vault: Vault, name: str) -> dict:
     return server
 
 
-def live_endpoint(pgdata: Path, port: int, host: str | None) -> tuple[int, str | None]:
+def live_endpoint(pgdata: Path, port: int, host: str | None) -> tuple[int, str]:
     """Check the cluster runs on ``port``; return (port, host or its socket folder)."""
     postmaster = cluster.running_postmaster(pgdata)
     if postmaster.port != port:

@@ -21,14 +21,15 @@ A backup of X is thus never the full, the base or the point kept for Y.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from dbsafe.services.handle.vault_handle import Vault
 
 NAMES_SHOWN = 10  # databases named in a message
 
 
-def columns(listed: list[dict]) -> dict[str, str]:
+def columns(listed: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """The catalog columns ``databases`` and ``left_out`` of a point from its manifest's
     ``databases`` entries."""
     return {"databases": json.dumps([d["name"] for d in listed if d["included"]]),
@@ -38,7 +39,7 @@ def columns(listed: list[dict]) -> dict[str, str]:
 def _names(value: object) -> set[str] | None:
     if value is None:
         return None
-    return set(json.loads(value) if isinstance(value, str) else value)
+    return set(json.loads(value) if isinstance(value, str) else value)  # type: ignore[arg-type]  # a JSON list, or the list itself
 
 
 def held(point: dict) -> set[str] | None:

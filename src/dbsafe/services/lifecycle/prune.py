@@ -137,7 +137,7 @@ def delete_points(vault: Vault, point_ids: list[str], reason: str, *,
     points = [describe_point(vault, pid) for pid in dict.fromkeys(point_ids)]
     setting = soft_delete_setting(vault.repo.storage)
     soft = setting["enabled"] if soft is None else soft
-    result = {"deleted": [], "reason": reason, "soft": soft, "purge_after": None,
+    result: dict = {"deleted": [], "reason": reason, "soft": soft, "purge_after": None,
               "job_id": None}
     if not points:
         return result

@@ -88,6 +88,7 @@ def histories(vault: Vault, system_id: str, names: set[str]) -> dict[int, list]:
         m = wal.HISTORY.match(name)
         if m:
             record = vault.repo.load_wal_record(system_id, name)
+            assert record is not None  # listed just now
             data = b"".join(vault.repo.read_block(bytes.fromhex(b)) for b in record["blocks"])
             found[int(m.group(1), 16)] = wal.parse_history(data.decode())
     return found

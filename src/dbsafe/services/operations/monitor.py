@@ -15,17 +15,18 @@ scheduler/steps.py), and the alerts it would settle stay as they are.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dbsafe.agent.daemon import agent_paths, ping, running_pid
 from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import GiB, MiB, size_text
 from dbsafe.engines.postgres import archiving, wal
+from dbsafe.engines.postgres.agent_process import agent_paths, ping, running_pid
 from dbsafe.engines.postgres.status import current_wal, is_in_recovery
 from dbsafe.policy.overdue import GRACE, restorable_deadline, slot_kinds
 from dbsafe.services.activity import alerts
@@ -78,14 +79,17 @@ def check_health(vault: Vault, now: datetime | str | None = None, *,
     # a replica set's chain and archiving are checked once, on the set (its primary)
     full = [s["name"] for s in servers
             if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]]
-    checks = [("vault space", None,
-               lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)]),
-              ("agent", None, lambda: [agent(vault, full)])]
+    checks: list[tuple[str, str | None, Callable[[], list[Finding]]]] = [
+        ("vault space", None,
+         lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)]),
+        ("agent", None, lambda: [agent(vault, full)])]
     checks += [("server", s["name"],
-                lambda s=s: server_checks(vault, s, s["name"] in full, lag_threshold_bytes))
+                functools.partial(server_checks, vault, s, s["name"] in full,
+                                  lag_threshold_bytes))
                for s in servers]
     active = alerts.active_keys(vault.catalog)
-    checks += [("backup age", s["name"], lambda s=s: overdue_checks(vault, s, moment, active))
+    checks += [("backup age", s["name"], functools.partial(overdue_checks, vault, s, moment,
+                                                           active))
                for s in servers]
     for label, server, check in checks:
         try:
@@ -325,6 +329,7 @@ def overdue_checks(vault: Vault, server: dict, now: datetime,
                                  "within its policy" if deadline else "not held to a schedule",
                                  details, item=item["name"]))
             continue
+        assert policy is not None  # a deadline is a policy's
         rule = (f"a log backup every {policy.log_every} minutes" if policy.log_every
                 else "its full and differential schedule")
         what = (f"its newest restorable instant is {instant}" if instant else
@@ -341,7 +346,8 @@ def overdue_checks(vault: Vault, server: dict, now: datetime,
     gone = {i for kind, at, i in active if kind == alerts.BACKUP_OVERDUE
             and at == server["name"]} - {i["name"] for i in items}
     found += [Finding(alerts.BACKUP_OVERDUE, server["name"], True, "no longer protected",
-                      {"database": name}, item=name) for name in sorted(gone)]
+                      {"database": name}, item=name)
+              for name in sorted(gone)]  # type: ignore[type-var]  # overdue alerts name a database
     return found
 
 

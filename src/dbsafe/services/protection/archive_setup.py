@@ -17,7 +17,7 @@ from dbsafe.services.inventory.servers import open_instance
 
 def archive_command(vault: Vault) -> str:
     """The agent's archive_command for this vault; starts the agent when it is not running."""
-    from dbsafe.agent import daemon
+    from dbsafe.engines.postgres import agent_process as daemon
 
     vault_id = vault.repo.config["vault_id"]
     daemon.ensure_running(vault.path, vault_id)
@@ -46,6 +46,7 @@ def configure_archiving(vault: Vault, server: dict, model: str, command: str | N
         if model == "FULL" and not (owner == "dbsafe" and settings.command == command
                                     and settings.active_ours
                                     and archiving.mode_suffices(settings.mode, mode)):
+            assert command is not None  # FULL: every caller gives the agent's command
             if change_config:
                 try:
                     restart_needed = archiving.enable(conn, command, mode)

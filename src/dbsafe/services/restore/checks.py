@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import size_text
@@ -244,7 +245,7 @@ def _skipped(name: str) -> dict:
 def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callable[[], str]]]:
     """The checks of ``target`` after the source's, in the order they are shown; they read
     what the source check ``found`` (its manifest, server and plan) when they run."""
-    db = target.get("database")
+    db: Any = target.get("database")  # a database target's (the request's model has it)
 
     def manifest() -> dict:
         return found["manifest"]

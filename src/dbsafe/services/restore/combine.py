@@ -67,7 +67,7 @@ def _scatter(delta: dict, blocks: list[str]) -> list[tuple[str, list[tuple[int, 
                 writes[-1][2] += PAGE_SIZE
             else:
                 writes.append([page * PAGE_SIZE, i * PAGE_SIZE, PAGE_SIZE])
-        out.append((id_hex, [tuple(w) for w in writes]))
+        out.append((id_hex, [(w[0], w[1], w[2]) for w in writes]))
     return out
 
 

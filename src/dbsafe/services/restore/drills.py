@@ -159,7 +159,7 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
     layout.check_owner(owner)
     root = scratch_folder(scratch_root)
     with Job(vault.catalog, "drill", name) as job:
-        row = {"id": job.id, "server": name, "point_id": target.point_id,
+        row: dict = {"id": job.id, "server": name, "point_id": target.point_id,
                "started": utcnow(), "state": "running"}
         vault.catalog.add_drill(row)
         drill = Drill(job.id, name)

@@ -209,7 +209,9 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     dropped: list[str] = []
     files = combine.file_writes({**manifest, "files": files},
                                 combine.load_base(vault.repo, manifest))
-    target = Path(os.path.abspath(to_pgdata or as_files))
+    destination = to_pgdata or as_files
+    assert destination is not None  # the caller gives one (cli, api, staging, drills)
+    target = Path(os.path.abspath(destination))
     placement = restore_targets.place(vault, target, under)
     ts_places = {} if as_files else {
         ts["oid"]: restore_targets.place_tablespace(
@@ -228,7 +230,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         port = layout.free_port()
     if start and port is None:
         raise DbsafeError("restore.port_in_use", port="(none given)")
-    if start and not layout.port_free(port):
+    if start and port is not None and not layout.port_free(port):
         raise DbsafeError("restore.port_in_use", port=port)
     owner = owner or manifest["instance"].get("owner") or "postgres"
     layout.check_owner(owner)
@@ -241,6 +243,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     own_job = job is None  # else a step of a larger restore's job (db_restore.py)
     with Job(vault.catalog, "restore", name, on_progress) if own_job else \
             contextlib.nullcontext(job) as job:
+        assert job is not None  # its own, or the larger restore's
         t0 = time.perf_counter()
         total = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"]) + \
             sum(w[2] for f in files for _, writes in f.get("pages", ()) for w in writes)
@@ -294,11 +297,13 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             log = None
             recovered = None
             if recovery is not None and not as_files:
+                assert port is not None  # a free one was chosen above
                 log, recovered, dropped = _recover(
                     vault, server, recovery, pgdata_path, made[0].parent_fd, port, owner,
                     workers or vault.read_workers(), ask_in, to_drop,
                     keep_running=start or recovery.target.pause)
             elif start:
+                assert port is not None  # refused above without one
                 try:
                     log = layout.start(pgdata_path, server["bin_dir"], port, owner)
                     if to_drop:
@@ -397,6 +402,7 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, paren
                 raise stager.error from None
             raise
         pid = layout.postmaster_pid(pgdata)
+        assert pid is not None  # started just now: its pid file is there
         recovery_engine.wait_for_target(pgdata, port, plan.target, pid, log,
                                         lambda: stager.error, dbname)
         dropped = []

@@ -96,7 +96,7 @@ def _plan(vault: Vault, server: dict, points: list[dict], t: datetime | None, ls
         # parent timeline's WAL past a promotion (the old primary archived it before it
         # crashed) is a dead branch whose commits the surviving history lost.
         run = max((r for r in _restorable(chain)
-                   if _time(r.start_time) <= t < _time(r.end_time)),
+                   if _time(r.start_time) <= t < _time(r.end_time)),  # type: ignore[arg-type]  # restorable: both ends
                   key=lambda r: r.timeline, default=None)
         if run is None:
             raise DbsafeError("restore.outside_chain", target=label, name=server["name"],
@@ -116,6 +116,7 @@ def _plan(vault: Vault, server: dict, points: list[dict], t: datetime | None, ls
             at = wal.parse_lsn(log_point["stop_lsn"]) - 1
             label = f"log point {log_point['point_id']}"
         else:
+            assert lsn is not None  # neither a name nor a log point: an LSN
             try:
                 at, label = wal.parse_lsn(lsn), f"LSN {lsn}"
             except (ValueError, IndexError):

@@ -138,9 +138,8 @@ def place(vault: Vault, path: Path, under: Path | Held | None = None) -> Placeme
     folder a drill or a staging step made for itself); refuses it otherwise."""
     path = Path(os.path.abspath(path))
     held = under if isinstance(under, Held) else None
-    if held is not None:
-        under = held.path
-    roots = [Path(os.path.abspath(under))] if under is not None else restore_roots(vault)
+    below = under.path if isinstance(under, Held) else under
+    roots = [Path(os.path.abspath(below))] if below is not None else restore_roots(vault)
     refused = refusal(roots, path)
     if refused:
         raise DbsafeError(refused[0], path=path, **refused[1])

@@ -83,6 +83,7 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
 
     The report is attached to the error (``details['report']``) so --json can still print it.
     """
+    refused: list[dict]
     if point_id:
         manifests, refused = [load_point(vault, name, point_id)[1]], []
     else:
@@ -100,7 +101,7 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
             held = {m["point_id"]: m.get("databases") for m in manifests}
             if all(held.get(r["point_id"]) is not None for r in bad):
                 vault.catalog.update_job(job.id, items=json.dumps(sorted(
-                    {d["name"] for r in bad for d in held[r["point_id"]] if d["included"]})))
+                    {d["name"] for r in bad for d in held[r["point_id"]] or () if d["included"]})))
             err = DbsafeError("verify.failed", point_id=", ".join(r["point_id"] for r in bad),
                               problems=sum(len(r["problems"]) for r in bad),
                               files=len({f for r in bad for f in r["damaged_files"]}))

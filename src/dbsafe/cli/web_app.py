@@ -1,0 +1,61 @@
+"""The ASGI application ``dbsafe serve`` runs: the REST API under ``/api/v1`` (dbsafe.api)
+and the portal at ``/`` (dbsafe.portal), behind one gate (api/gate.py) and one error format
+(api/errors.py; a page's errors are pages). The API and the portal never import each other:
+this is where both are put together."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from dbsafe import __version__
+from dbsafe.api import errors
+from dbsafe.api.app import API_PREFIX, api_router
+from dbsafe.api.gate import SPEC, Gate
+from dbsafe.api.hosts import AllowedHosts
+from dbsafe.api.launch import Launcher
+from dbsafe.api.streams import StreamSlots
+from dbsafe.portal import pages, web
+from dbsafe.services import lifecycle, operations
+from dbsafe.services.handle import Vault
+
+
+def create_app(vault_path: Path, *, secure_cookies: bool = False,
+               hosts: AllowedHosts | None = None) -> FastAPI:
+    """The app over the vault at ``vault_path`` (opened once; launched jobs open their own).
+    ``secure_cookies``: the portal's cookies get ``Secure`` (HTTPS here or at a proxy);
+    ``hosts``: the names it answers to (default: the loopback names, api/hosts.py)."""
+    vault = Vault.open(vault_path)
+    launcher = Launcher(vault.path)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # the first listing of points reconciles the catalog with the repository (seconds
+        # on a large vault): done now, in the background, rather than in a user's request
+        threading.Thread(target=lifecycle.reconcile, args=(vault,), name="reconcile",
+                         daemon=True).start()
+        yield
+        launcher.shutdown(vault.catalog)
+        _app.state.login_guard.shutdown()
+
+    app = FastAPI(title="dbsafe", version=__version__, lifespan=lifespan,
+                  description="Backup vault for PostgreSQL: servers, protection, policies, "
+                              "backups, points, restores, jobs, alerts. Send "
+                              "`Authorization: Bearer TOKEN` (`dbsafe token create`).",
+                  docs_url="/api/docs", redoc_url=None, openapi_url=SPEC,
+                  swagger_ui_oauth2_redirect_url=None)
+    app.state.vault = vault
+    app.state.launcher = launcher
+    app.state.secure_cookies = secure_cookies
+    app.state.streams = StreamSlots()
+    app.state.overview = operations.OverviewCache(lambda: Vault.open(vault.path))
+    errors.install(app)
+    app.include_router(api_router(), prefix=API_PREFIX)
+    pages.install(app)
+    app.state.error_page = web.error_page  # errors of pages (not of the API): a page
+    app.add_middleware(Gate, catalog=lambda: vault.catalog,
+                       changed=app.state.overview.invalidate, hosts=hosts)
+    return app

@@ -1,0 +1,8 @@
+"""Types of the WAL segment scanner C extension (_walscan.c)."""
+
+from typing_extensions import Buffer
+
+def scan_segment(
+    data: Buffer, segment_lsn: int, /
+) -> tuple[int, int | None, int | None, int, int, list[tuple[bytes, int, int]]]:
+    """(end_lsn, first_xact_time, last_xact_time, xacts, switched, [(name, time, lsn)])."""
