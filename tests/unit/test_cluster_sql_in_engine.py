@@ -1,6 +1,6 @@
 """SQL sent to a protected (or staged, or restored) PostgreSQL server lives in
 ``engines/postgres/`` only: services call its functions (``status.is_in_recovery(conn)``,
-``archiving.switch_wal(conn)``, ...) and decide what the answers mean (issue 17).
+``archiving.switch_wal(conn)``, ...) and decide what the answers mean.
 
 The rule, checked on the syntax tree of every ``src/dbsafe/services/**/*.py``:
 

@@ -8,7 +8,7 @@ anyone uses it: required keys present, of their types and bounds, else
 ``vault.object_corrupt`` (the object cannot be read as what its name says, the code a
 reader gives for a sealed object that fails its seal). What a restore would *act on* (the
 paths, modes, sizes and blocks of every entry, PostgreSQL's layout) is checked later by
-the rules of issue 15, unchanged: vault/manifest_rules.py and
+the security rules for hostile manifests: vault/manifest_rules.py and
 engines/postgres/layout_rules.py, refusing with ``vault.manifest_invalid``.
 
 Why records over the document rather than dataclasses or pydantic models: a record *is*
