@@ -71,8 +71,8 @@ def test_times_stamped_before_get_their_zone(tmp_path):
                           ("protected_databases", "since"), ("replica_sets", "created"),
                           ("replica_set_nodes", "added")):
         db.execute(f"UPDATE {table} SET {column} = ?", (OLD,))  # noqa: S608 - fixed names
-    db.execute("PRAGMA user_version=12")
+    for statement in statements(dict(migrations())[13]):  # 0013 again, on the old form
+        db.execute(statement)
     db.commit()
     db.close()
-    SqliteCatalog(path).close()  # migrates
     assert set(_times(path).values()) == {"2026-12-05T17:05:00+00:00"}

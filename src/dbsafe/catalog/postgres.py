@@ -159,6 +159,7 @@ class _PgSession:
 class PostgresCatalog(SqlCatalog):
     _NOW = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')"
     _IS = "IS NOT DISTINCT FROM"
+    _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, dsn: str, schema: str | None = None) -> None:
         self._conninfo, self.schema, self.location = parse_dsn(dsn, schema)
@@ -234,6 +235,21 @@ class PostgresCatalog(SqlCatalog):
                                  .format(sql.Identifier(lock)))
                 return body(_PgSession(conn))
         return self._retrying(attempt)
+
+    @property
+    def jobs_channel(self) -> str:
+        """The NOTIFY channel of this catalog's queued jobs (one per schema: one per vault)."""
+        return f"dbsafe_jobs_{self.schema}"
+
+    def notify_jobs(self, agent_id: str | None) -> None:
+        self._run("SELECT pg_notify(?, ?)", self.jobs_channel, agent_id or "")
+
+    def listen_jobs(self) -> psycopg.Connection:
+        """A connection of its own, listening on the jobs channel (the caller closes it;
+        ``conn.notifies(timeout=...)`` waits for the next one)."""
+        conn = self._connect()
+        conn.execute(f"LISTEN {self.jobs_channel}")
+        return conn
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:

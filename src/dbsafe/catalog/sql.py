@@ -58,6 +58,7 @@ class Session(Protocol):
 class SqlCatalog:
     _NOW = "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')"
     _IS = "IS"
+    _SKIP_LOCKED = ""  # SQLite has one writer at a time: the claim needs no row locks
 
     # what a backend provides ---------------------------------------------------------
     def _single(self, body: Callable[[Session], T]) -> T:
@@ -106,7 +107,7 @@ class SqlCatalog:
         return self._atomic(body)
 
     _SERVER_SELECT = (
-        "SELECT s.name, s.host AS server_host, s.region, s.created, s.kind, "
+        "SELECT s.name, s.host AS server_host, s.region, s.created, s.kind, s.agent_id, "
         "i.id AS instance_id, "
         "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
         "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size, "
@@ -305,18 +306,26 @@ class SqlCatalog:
                    start_time: str, *, conflicts: tuple[str, ...] = (),
                    alive: Callable[[dict], bool] | None = None, **extra: object) -> dict | None:
         """Insert a running job, unless a live job of ``server`` with a backup_type in
-        ``conflicts`` runs: then return that job and insert nothing (one transaction)."""
+        ``conflicts`` is queued or runs: then return that job and insert nothing (one
+        transaction). A job an agent claimed (docs/fleet.md) has its row already: that row
+        is taken over (the time it was queued stays its start time)."""
         def body(s: Session) -> dict | None:
             if conflicts:
                 rows = s.all(
-                    "SELECT * FROM jobs WHERE server = ? AND type = ? AND state IN "
-                    "('running', 'cancelling') AND backup_type IN "
-                    f"({', '.join('?' for _ in conflicts)})", (server, type, *conflicts))
+                    "SELECT * FROM jobs WHERE server = ? AND type = ? AND id <> ? AND state "
+                    "IN ('queued', 'running', 'cancelling') AND backup_type IN "
+                    f"({', '.join('?' for _ in conflicts)})", (server, type, job_id, *conflicts))
                 for row in rows:
                     if alive is None or alive(row):
                         return row
             cols = {"id": job_id, "type": type, "server": server, "state": "running",
                     "start_time": start_time, "pid": pid, **extra}
+            claimed = s.all("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if claimed:  # ended meanwhile (lost, cancelled): returned, and left as it is
+                taken = {k: v for k, v in cols.items() if k not in ("id", "start_time")}
+                changed = s.run(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in taken)} "
+                                "WHERE id = ? AND state = 'running'", (*taken.values(), job_id))
+                return None if changed else claimed[0]
             s.run(f"INSERT INTO jobs ({', '.join(cols)}) VALUES "
                   f"({', '.join('?' for _ in cols)})", tuple(cols.values()))
             return None
@@ -601,6 +610,72 @@ class SqlCatalog:
                          "WHERE instance_id = ? AND type = ? AND deleted_at IS NULL "
                          "ORDER BY end_time DESC, point_id DESC LIMIT ? OFFSET ?",
                          instance_id, type, limit, offset)
+
+    # a fleet: agents, their registration tokens, jobs queued for them (docs/fleet.md) ----
+    def add_agent_token(self, row: dict) -> None:
+        self._run(f"INSERT INTO agent_tokens ({', '.join(row)}) VALUES "
+                  f"({', '.join('?' for _ in row)})", *row.values())
+
+    def use_agent_token(self, token_id: str, now: str, agent_id: str) -> dict | None:
+        """Mark an unused, unexpired token used by ``agent_id``, returning it; None when
+        it is unknown, used or expired (one statement: a token is traded once)."""
+        rows = self._single(lambda s: s.all(
+            "UPDATE agent_tokens SET used = ?, agent_id = ? WHERE id = ? AND used IS NULL "
+            "AND expires > ? RETURNING *", (now, agent_id, token_id, now)))
+        return rows[0] if rows else None
+
+    def get_agent_token(self, token_id: str) -> dict | None:
+        return self._one("SELECT * FROM agent_tokens WHERE id = ?", token_id)
+
+    def add_agent(self, row: dict) -> None:
+        self._run(f"INSERT INTO agents ({', '.join(row)}) VALUES "
+                  f"({', '.join('?' for _ in row)})", *row.values())
+
+    def get_agent(self, agent_id: str) -> dict | None:
+        return self._one("SELECT * FROM agents WHERE id = ?", agent_id)
+
+    def list_agents(self) -> list[dict]:
+        return self._all("SELECT * FROM agents ORDER BY host, id")
+
+    def update_agent(self, agent_id: str, **fields: object) -> None:
+        self._update("agents", "id = ?", fields, agent_id)
+
+    def queue_job(self, row: dict) -> None:
+        """Insert a job queued for an agent (state 'queued'), and wake its waiting poll."""
+        self._run(f"INSERT INTO jobs ({', '.join(row)}) VALUES "
+                  f"({', '.join('?' for _ in row)})", *row.values())
+        self.notify_jobs(row.get("agent_id"))
+
+    def claim_job(self, agent_id: str, now: str) -> dict | None:
+        """The agent's oldest queued job, now running (claimed by exactly one caller)."""
+        rows = self._single(lambda s: s.all(
+            "UPDATE jobs SET state = 'running', reported = ? WHERE id = (SELECT id FROM jobs "
+            "WHERE agent_id = ? AND state = 'queued' ORDER BY start_time, id LIMIT 1"
+            f"{self._SKIP_LOCKED}) AND state = 'queued' RETURNING *", (now, agent_id)))
+        return rows[0] if rows else None
+
+    def queued_agents(self) -> list[str]:
+        """The agents that have a job queued now."""
+        return [r["agent_id"] for r in self._all(
+            "SELECT DISTINCT agent_id FROM jobs WHERE state = 'queued' "
+            "AND agent_id IS NOT NULL")]
+
+    def lost_jobs(self, before: str) -> list[dict]:
+        """Running jobs of agents whose last report on them is older than ``before``."""
+        return self._all("SELECT * FROM jobs WHERE agent_id IS NOT NULL AND state IN "
+                         "('running', 'cancelling') AND reported < ?", before)
+
+    def fail_job_if_active(self, job_id: str, fields: dict) -> bool:
+        """End a queued or running job with ``fields`` (state, error...), unless it ended
+        meanwhile: whether it was ended here."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        return self._run(f"UPDATE jobs SET {sets} WHERE id = ? AND state IN "
+                         "('queued', 'running', 'cancelling')", *fields.values(), job_id) > 0
+
+    def notify_jobs(self, agent_id: str | None) -> None:
+        """Tell the control planes waiting on this catalog that a job was queued for
+        ``agent_id`` (a PostgreSQL catalog: NOTIFY; SQLite has only one control plane, told
+        in process)."""
 
     def newest_jobs(self, server: str, limit: int = 20) -> list[dict]:
         return self._all("SELECT id, type, state, start_time, end_time, error_code, "

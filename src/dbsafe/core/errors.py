@@ -281,6 +281,56 @@ _SPECS = [
               "is visible; run it again when needed"),
     ErrorSpec("job.interrupted", 130, 409,
               "interrupted by the user; nothing it wrote is visible; run it again when needed"),
+    ErrorSpec("job.agent_lost", 5, 500,
+              "the agent of host {host} stopped reporting on this job at {last} (nothing for "
+              "{seconds} s): it ended there unfinished; nothing it wrote is visible (gc "
+              "reclaims it). See `dbsafe agent show {agent_id}`; run the job again when the "
+              "agent is back"),
+    ErrorSpec("job.no_longer_running", 5, 409,
+              "job {job_id} is {state} at the control plane: it was ended while it waited "
+              "here (its agent lost contact, or it was cancelled); nothing it wrote is visible"),
+    # a fleet: the control plane and its agents (docs/fleet.md)
+    ErrorSpec("agent.token_invalid", 2, 401,
+              "that registration token is unknown, used or expired; ask for a new one "
+              "(`dbsafe agent token create` on the control plane, or its portal's servers page)"),
+    ErrorSpec("agent.token_host", 2, 403,
+              "that registration token is for host {expected!r}, not {host!r}; ask for a "
+              "token for this host"),
+    ErrorSpec("agent.credential_invalid", 2, 401,
+              "the control plane does not know this agent's credential; register it again "
+              "with a new token (`dbsafe agent token create` on the control plane, then "
+              "`dbsafe agent register URL --token T --force` here)"),
+    ErrorSpec("agent.revoked", 2, 401,
+              "agent {agent_id} (host {host}) was revoked at {revoked}; register it again "
+              "with a new token if it should serve again"),
+    ErrorSpec("agent.out_of_scope", 2, 403,
+              "agent {agent_id} (host {host}) may not {action}: {what} is not one of its "
+              "host's servers (refused and written to the audit log)"),
+    ErrorSpec("agent.invalid", 2, 400, "{reason}"),
+    ErrorSpec("agent.catalog_remote", 2, 409,
+              "{path} is an agent's folder: its catalog is the control plane's. Run this "
+              "command on the control plane (its CLI, API or portal)"),
+    ErrorSpec("agent.job_unknown", 2, 400,
+              "the control plane sent a job of type {type!r}, which this agent does not "
+              "run (an older agent than the control plane? upgrade it)"),
+    ErrorSpec("agent.unknown", 2, 404, "no agent {agent_id!r}; `dbsafe agent list` shows them"),
+    ErrorSpec("agent.not_registered", 2, 409,
+              "this host's agent is not registered with a control plane; run `dbsafe agent "
+              "register URL --token T` with a token from `dbsafe agent token create` there"),
+    ErrorSpec("agent.already_registered", 2, 409,
+              "this host's agent is registered already (agent {agent_id} with {url}); add "
+              "--force to replace that registration"),
+    ErrorSpec("agent.fingerprint_mismatch", 6, 409,
+              "the control plane at {url} shows a certificate with fingerprint {found}, not "
+              "the {expected} you gave: nothing was sent. Check the address, or copy the "
+              "command again from the control plane"),
+    ErrorSpec("agent.trust_needed", 2, 400,
+              "the control plane at {url} has a certificate this host cannot check ({reason}); "
+              "give --fingerprint (printed with the registration token) or --ca-file"),
+    ErrorSpec("agent.control_unreachable", 5, 503,
+              "the control plane at {url} cannot be reached: {reason}; the agent retries"),
+    ErrorSpec("agent.control_refused", 5, 502,
+              "the control plane at {url} answered {status}: {message}"),
     ErrorSpec("protect.policy_mismatch", 2, 409,
               "the protected databases of {name} use policy {current!r}; all databases of an "
               "instance share one policy (PostgreSQL's WAL and base backups are per instance). "
@@ -622,6 +672,16 @@ class DbsafeError(Exception):
     @property
     def exit_status(self) -> int:
         return self.spec.exit_status
+
+    @classmethod
+    def reported(cls, code: str, message: str) -> DbsafeError:
+        """An error raised elsewhere (a job an agent ran), rebuilt from its code and message
+        as the catalog keeps them."""
+        error = cls("internal", reason=message) if code not in REGISTRY else cls.__new__(cls)
+        if code in REGISTRY:
+            error.spec, error.code, error.details, error.message = REGISTRY[code], code, {}, message
+            Exception.__init__(error, f"{code}: {message}")
+        return error
 
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message,

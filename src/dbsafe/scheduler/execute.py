@@ -45,7 +45,7 @@ class Executor:
             vault.catalog.close()
 
     def _backup(self, vault: Vault, work: Work) -> None:
-        from dbsafe.services import backup
+        from dbsafe.services import backup, fleet
         from dbsafe.services.inventory import get_policy, get_server
 
         with Attempt(vault, work) as attempt:
@@ -56,7 +56,7 @@ class Executor:
             if kind == "diff":
                 self._warn_read_only(vault, server)
             # compressed as the instance's policy says, as every backup is
-            result = backup.take_backup(vault, backup.BackupRequest(
+            result = fleet.take_backup(vault, backup.BackupRequest(
                 work.server, kind, trigger="scheduled", reason=reason))
         if attempt.ended:
             return

@@ -28,6 +28,7 @@ from dbsafe.scheduler.due import Work, due_work
 from dbsafe.scheduler.execute import Executor
 from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
 from dbsafe.scheduler.steps import run_step
+from dbsafe.services import fleet
 from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.scheduler")
@@ -40,7 +41,8 @@ class Scheduler:
     def __init__(self, vault_path: Path, clock: Clock | None = None, *,
                  per_server: int = DEFAULT_PER_SERVER, total: int = DEFAULT_TOTAL,
                  tick_seconds: float = TICK_SECONDS, discover_every: timedelta = DISCOVER_EVERY,
-                 health_every: timedelta = HEALTH_EVERY, supervise_agent: bool = True) -> None:
+                 health_every: timedelta = HEALTH_EVERY, supervise_agent: bool = True,
+                 agent_lost_after: timedelta = fleet.LOST_AFTER) -> None:
         self.vault_path = Path(vault_path)
         self.clock = clock or SystemClock()
         self.vault = Vault.open(self.vault_path)
@@ -48,6 +50,7 @@ class Scheduler:
         self.discover_every = discover_every
         self.health_every = health_every
         self.supervise_agent = supervise_agent
+        self.agent_lost_after = agent_lost_after
         self.runner = Runner(Executor(self.vault_path, self.clock), per_server, total,
                              limit_of=self._server_limit)
         self._last_health: datetime | None = None
@@ -108,6 +111,8 @@ class Scheduler:
         """One pass; returns the runs it started (or queued)."""
         now = self.clock.now()
         self._supervise_agent()
+        run_step(self.vault, "fleet", None,
+                 lambda: fleet.watch_agents(self.vault, now, self.agent_lost_after))
         self._discover(now)
         self._check_health(now)
         done = run_step(self.vault, "schedule", None, lambda: self._schedule(now),
@@ -187,6 +192,8 @@ class Scheduler:
         something to discover for (protected items, or auto-protection)."""
         due = []
         for server in self.vault.catalog.list_servers():
+            if server.get("agent_id"):
+                continue  # another host's: its agent discovers (not yet: docs/fleet.md)
             last = server.get("discovered")
             if last and now - parse_time(last) < self.discover_every:
                 continue

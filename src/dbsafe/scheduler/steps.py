@@ -59,6 +59,9 @@ STEPS = {s.name: s for s in (
     Step("agent", "warning",
          "the WAL of servers in the FULL model is not archived while the agent is down; "
          "see `dbsafe agent status`", frequent=True),
+    Step("fleet", "warning",
+         "jobs whose agent fell silent are not failed and silent agents raise no alert "
+         "until it runs again; see `dbsafe agent list`", frequent=True),
     Step("schedule", "critical",
          "no scheduled backup of the servers concerned runs until it is fixed",
          frequent=True),

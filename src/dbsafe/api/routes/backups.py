@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import launcher, need
 from dbsafe.api.launch import Launcher
-from dbsafe.services import backup
+from dbsafe.services import backup, fleet
 
 router = APIRouter(tags=["backups"])
 
@@ -43,4 +43,4 @@ def backup_now(server: str, body: BackupRequest,
     """Start a backup; 202 with its job once it runs (checks that fail first answer at
     once with their error)."""
     request = backup.BackupRequest(server, body.type, body.databases, body.compress_level)
-    return started(run.start("backup", lambda v: backup.take_backup(v, request)))
+    return started(run.start("backup", lambda v: fleet.take_backup(v, request)))

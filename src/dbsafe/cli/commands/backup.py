@@ -30,13 +30,14 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                                            "vault.")) -> None:
     """Back up a server into the vault: a full, copy-only full, differential or log backup."""
     from dbsafe.services import backup as backups
+    from dbsafe.services import fleet
 
     if type not in backups.REQUEST_TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(backups.REQUEST_TYPES)}",
                                  param_hint="--type")
     request = backups.BackupRequest(name, type, db or None, compress_level, workers, wait)
     with render.progress(f"{type} backup {name}") as bar:
-        result = backups.take_backup(open_vault(), request, bar)
+        result = fleet.take_backup(open_vault(), request, bar)
     if type == "log":
         render.emit(result, _human_log)
         return

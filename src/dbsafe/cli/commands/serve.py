@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
 
 DEFAULT_PORT = 8270
+AGENTS_PORT = 8271
 
 
 def _loopback(host: str) -> bool:
@@ -68,7 +70,23 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
                    "(DNS rebinding)."),
           scheduler_on: bool = typer.Option(True, "--scheduler/--no-scheduler",
                                             help="Run the scheduler too (off: API and portal "
-                                                 "only, e.g. a second host).")) -> None:
+                                                 "only, e.g. a second host)."),
+          agents_host: str = typer.Option(
+              None, "--agents-host",
+              help="Listen for agents of other hosts on this address (HTTPS; e.g. 0.0.0.0): "
+                   "a fleet (docs/fleet.md). Off by default: one machine needs none."),
+          agents_port: int = typer.Option(AGENTS_PORT, "--agents-port", min=bounds.PORT[0],
+                                          max=bounds.PORT[1],
+                                          help="Port of the agents' HTTPS listener."),
+          agent_lost_after: float = typer.Option(60.0, "--agent-lost-after", min=1,
+                                                 max=3600, hidden=True,
+                                                 help="Seconds without a report before an "
+                                                      "agent's job is failed as lost."),
+          agents_url: str = typer.Option(
+              None, "--agents-url",
+              help="The address agents reach this control plane by, as the registration "
+                   "command shows it (default: https://<this host's name>:<agents port>).")
+          ) -> None:
     """Run the scheduler (scheduled backups, retention, discovery, health alerts, drills), the
     REST API (/api/v1, /openapi.json) and the portal (/) in one process; with --json, log
     lines are JSON."""
@@ -84,7 +102,8 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
     resident_logging(json_lines=render.state.json)
     scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
-                          discover_every=timedelta(hours=discover_hours))
+                          discover_every=timedelta(hours=discover_hours),
+                          agent_lost_after=timedelta(seconds=agent_lost_after))
     if once:
         scheduler.acquire()
         try:
@@ -102,15 +121,45 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
     if scheduler_on:
         scheduler.acquire()  # refused at once when another scheduler runs; held to the end
         loop.start()
+    gateway = None
+    if agents_host is not None:
+        gateway = _serve_agents(vault, agents_host, agents_port, agents_url, tls_cert, tls_key,
+                                agent_lost_after)
     try:
         _serve_http(vault.path, host, port, tls_cert, tls_key,
                     secure_cookies=tls_cert is not None or behind_tls_proxy, proxies=proxies,
                     allowed_hosts=allowed_host)
     finally:
         stop.set()
+        if gateway is not None:
+            gateway.should_exit = True
         if loop.is_alive():
             loop.join()
         scheduler.release()
+
+
+def _serve_agents(vault, host: str, port: int, url: str | None, tls_cert: Path | None,
+                  tls_key: Path | None, lost_after: float):
+    """The agents' HTTPS listener, in a thread of its own (docs/fleet.md). Its address and
+    certificate fingerprint are recorded for `dbsafe agent token create` to show."""
+    import uvicorn
+
+    from dbsafe.api.fleet_gateway import create_gateway
+    from dbsafe.web.tls import fingerprint, self_signed
+
+    if tls_cert is None or tls_key is None:
+        tls_cert, tls_key = self_signed(vault.path / "tls", [host])
+    vault.settings["agents"] = {"url": url or f"https://{socket.getfqdn()}:{port}",
+                                "fingerprint": fingerprint(tls_cert.read_bytes())}
+    vault.save_settings()
+    server = uvicorn.Server(uvicorn.Config(
+        create_gateway(vault, lost_after), host=host, port=port, log_level="warning",
+        access_log=False,
+        ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), timeout_graceful_shutdown=5))
+    threading.Thread(target=server.run, name="agents-api", daemon=True).start()
+    logging.getLogger("dbsafe.fleet").info("agents' API on https://%s:%d/ (%s)", host, port,
+                                           vault.settings["agents"]["fingerprint"])
+    return server
 
 
 def _proxies(text: str) -> list[str]:

@@ -24,11 +24,19 @@ def add(name: str = typer.Argument(..., callback=checked_name,
                                  help="Host or socket folder (default: from postmaster.pid)."),
         bin_dir: str = typer.Option(None, help="Folder of pg_ctl (default: found by version);"
                                     " every folder of its path must be root's alone."),
-        region: str = typer.Option(None, help="The server's region.")) -> None:
+        region: str = typer.Option(None, help="The server's region."),
+        agent: str = typer.Option(None, "--agent",
+                                  help="The agent of the host it runs on (`dbsafe agent "
+                                       "list`): that agent checks and serves it. Default: "
+                                       "this host.")) -> None:
     """Register a running PostgreSQL instance (checks version, port and connection)."""
-    from dbsafe.services import inventory
+    from dbsafe.services import fleet, inventory
 
-    result = inventory.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
+    if agent is not None:
+        result = fleet.add_server(open_vault(), agent, name, str(pgdata), port, host, bin_dir,
+                                  region)
+    else:
+        result = inventory.add_server(open_vault(), name, pgdata, port, host, bin_dir, region)
 
     def human(d: dict) -> None:
         render.out.print(f"registered {d['name']}: PostgreSQL {d['pg_version']} in "

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import backup
+from dbsafe.services import backup, fleet
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import describe, get_server
 from dbsafe.services.lifecycle import points_and_chain
@@ -68,5 +68,5 @@ def backup_now(request: Request, server: str, db: str, csrf_token: str = Form(""
     check_csrf(me, csrf_token)
 
     asked = backup.BackupRequest(server, type, [db])  # the policy's compression
-    job_id = request.app.state.launcher.start("backup", lambda v: backup.take_backup(v, asked))
+    job_id = request.app.state.launcher.start("backup", lambda v: fleet.take_backup(v, asked))
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)

@@ -190,6 +190,14 @@ def _deliver(channels: list[dict], alert: dict, event: str, now: str) -> list[di
     return records
 
 
+def deliver_row(catalog: Catalog, row: dict, event: str, now: str) -> None:
+    """Log and deliver an alert row an agent raised or resolved (docs/fleet.md): agents
+    deliver nothing themselves, the control plane does it for them."""
+    alert = public(row)
+    _log(alert, event)
+    _deliver_and_record(catalog, alert, event, now)
+
+
 def _deliver_and_record(catalog: Catalog, alert: dict, event: str, now: str) -> None:
     records = _deliver(list_channels(catalog), alert, event, now)
     if records:

@@ -4,7 +4,8 @@ A job row is written when the work starts, its progress (bytes done of total) at
 times a second, and its end state with an error code and message when it fails. A job whose
 process died without finishing (killed, power loss) is shown as failed, ``job.abandoned``.
 
-States: running (in progress), completed, completed_with_warnings, failed, cancelling,
+States: queued (waiting for the agent of its server's host: docs/fleet.md), running (in
+progress), completed, completed_with_warnings, failed, cancelling,
 cancelled. Cancellation works across processes: ``cancel_job`` sets a flag in the catalog and
 the job, which reads it back with each progress write, stops with ``job.cancelled`` — a
 backup leaves nothing visible (its manifest is never written), a restore removes what it
@@ -37,8 +38,9 @@ ProgressFn = Callable[[int, int], None]
 # What jobs do: the work a user starts, the deletions it leads to, and the steps of
 # `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
 TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
-         "gc", "retention", "discovery", "health-check", "agent", "schedule")
-ACTIVE = ("running", "cancelling")
+         "gc", "retention", "discovery", "health-check", "agent", "schedule", "fleet",
+         "server-add")
+ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
 STATES = ACTIVE + FINAL
 # Backup kinds that may not run at the same time on one server.
@@ -51,6 +53,18 @@ def new_job_id(kind: str) -> str:
 
 
 HOST = socket.gethostname()
+# The id of a job an agent claimed from the control plane's queue (docs/fleet.md): the first
+# Job started in this context takes that row over instead of making one.
+claimed_job: ContextVar[list[str] | None] = ContextVar("claimed_job", default=None)
+
+
+def _claimed_id() -> str | None:
+    """The claimed job's id, once: a second Job in the same run (a drill's restore) is a
+    job of its own."""
+    holder = claimed_job.get()
+    return holder.pop() if holder else None
+
+
 # Told the id of the first job that starts in this context: the API starts work in a thread
 # and answers with the job's id as soon as its row exists (api/launch.py), while an error
 # raised before that (an unknown server, a backup already running) is answered at once.
@@ -75,7 +89,7 @@ class Job:
         self.type = type
         self.server = server
         self.backup_type = backup_type
-        self.id = new_job_id(type)
+        self.id = _claimed_id() or new_job_id(type)
         self.on_progress = on_progress
         self._extra = {"trigger": trigger, "backup_type": backup_type,
                        "items": json.dumps(items) if items is not None else None,
@@ -92,6 +106,8 @@ class Job:
         busy = self.catalog.create_job(self.id, self.type, self.server, os.getpid(), utcnow(),
                                        conflicts=conflicts, alive=job_alive, host=HOST,
                                        **self._extra)
+        if busy and busy["id"] == self.id:  # an agent's claimed job, ended meanwhile
+            raise DbsafeError("job.no_longer_running", job_id=self.id, state=busy["state"])
         if busy:
             raise DbsafeError("backup.already_running", type=busy["backup_type"] or "backup",
                               name=self.server, job_id=busy["id"])
@@ -203,8 +219,17 @@ def record_job(catalog: Catalog, type: str, server: str | None, *, started: str,
 
 def _run_hooks(catalog: Catalog, job_id: str) -> None:
     """Alerts for the job's end (failed, or a success that resolves an earlier failure);
-    they never fail the job that triggered them (``alerts.job_finished`` does not raise)."""
+    they never fail the job that triggered them (``alerts.job_finished`` does not raise).
+    An agent's catalog (``delivers_alerts`` false) leaves them to the control plane, which
+    runs them when the job's end reaches it (fleet/scope.py)."""
 
+    if not getattr(catalog, "delivers_alerts", True):
+        return
+    job_ended(catalog, job_id)
+
+
+def job_ended(catalog: Catalog, job_id: str) -> None:
+    """The alerts of a job that ended (run by the control plane for its agents' jobs)."""
     job = catalog.get_job(job_id)
     assert job is not None  # the job that just ended
     alerts.job_finished(catalog, _decode(job))
@@ -218,11 +243,24 @@ def _decode(job: dict) -> dict:
 
 
 def job_alive(job: dict) -> bool:
-    """Whether a job's process runs: checked by pid on its own host; a job of another host
-    (a catalog shared by several) is taken as running."""
+    """Whether a job's process runs: an agent's job while it is queued or its agent reported
+    on it within AGENT_LOST_AFTER (the control plane fails it after that: fleet/queue.py);
+    else checked by pid on its own host; a job of another host (a catalog shared by
+    several) is taken as running."""
+    if job.get("agent_id"):
+        return True
     if job.get("host") not in (None, HOST):
         return True
     return pid_alive(job["pid"])
+
+
+def end_job(catalog: Catalog, job_id: str, fields: dict) -> bool:
+    """End a job that is still queued or running with ``fields`` (state, end time, error)
+    and raise its alerts; whether it was still active."""
+    if not catalog.fail_job_if_active(job_id, fields):
+        return False
+    _run_hooks(catalog, job_id)
+    return True
 
 
 def _reap(catalog: Catalog, job: dict) -> dict:
@@ -272,7 +310,12 @@ def cancel_job(catalog: Catalog, job_id: str) -> dict:
     job = get_job(catalog, job_id)
     if job["state"] not in ACTIVE:
         raise DbsafeError("job.not_running", job_id=job_id, state=job["state"])
-    catalog.update_job(job_id, cancel_requested=1, state="cancelling")
+    if job["state"] == "queued":  # no agent took it yet: it ends here
+        end_job(catalog, job_id, {"state": "cancelled", "end_time": utcnow(),
+                                  "cancel_requested": 1, "error_code": "job.cancelled",
+                                  "error_message": "cancelled before its agent took it"})
+    else:
+        catalog.update_job(job_id, cancel_requested=1, state="cancelling")
     return get_job(catalog, job_id)
 
 

@@ -41,6 +41,7 @@ def default_vault_path() -> Path:
 
 
 CLIENT_FILE = "client.json"
+AGENT_CATALOG = "agent"  # an agent's client folder: its catalog is the control plane's
 CLIENT_ID = re.compile(r"[0-9a-f]{16}")
 KEY_ROTATED_ACTION = ("If another client replaced the vault's master key (`dbsafe key rotate "
                       "--master`), import the new key here: `dbsafe key import FILE`. "
@@ -61,17 +62,23 @@ class Vault:
     reconciled: bool = False
 
     @classmethod
-    def open(cls, path: Path | None = None, *, new_key: bool = False) -> Vault:
+    def open(cls, path: Path | None = None, *, new_key: bool = False,
+             catalog: Catalog | None = None) -> Vault:
         """This client's vault, after checking the repository against what the client pins
         of it. ``new_key`` (``key import`` only): a key check other than the pinned one is
-        let through, for the key being imported to be checked against it."""
+        let through, for the key being imported to be checked against it. ``catalog``: an
+        agent's, which asks the control plane (agent/remote_catalog.py)."""
         path = Path(path) if path else default_vault_path()
         settings = _read_settings(path)
         tighten(path)
         new_client = _ensure_client_id(settings)
         storage = open_storage(settings.get("repository") or str(path))
         repo = Repository.open(storage, client_id=settings["client_id"])
-        vault = cls(path, repo, open_catalog(settings.get("catalog"), path), settings)
+        if catalog is None:
+            if settings.get("catalog") == AGENT_CATALOG:
+                raise DbsafeError("agent.catalog_remote", path=path)
+            catalog = open_catalog(settings.get("catalog"), path)
+        vault = cls(path, repo, catalog, settings)
         vault._trust(new_key=new_key, save=new_client)
         repo_master(repo, path, settings)
         return vault
@@ -137,6 +144,24 @@ class Vault:
                                    repo.config["region"], repo.config["created"])
         if not repo.encrypted:  # an encrypted vault's manifests wait for `key import`
             adopt_servers(vault)
+        return vault
+
+    @classmethod
+    def join(cls, path: Path, repository: str, pins: dict, catalog: Catalog) -> Vault:
+        """Make ``path`` an agent's client of the vault at ``repository`` (docs/fleet.md):
+        no catalog of its own (its calls go to the control plane, ``catalog``), and the
+        pins are the control plane's, received over the pinned connection, so the
+        repository is checked against them before anything is read from it."""
+        if (path / CLIENT_FILE).exists():
+            raise DbsafeError("vault.exists", path=path)
+        repo = Repository.open(open_storage(repository), client_id=secrets.token_hex(8))
+        settings: dict = {"client_id": repo.client_id, "repository": repository,
+                          "catalog": AGENT_CATALOG, "pins": dict(pins)}
+        _make_client_folder(path)
+        vault = cls(path, repo, catalog, settings)
+        vault._trust()
+        _write_settings(path, settings)
+        repo_master(repo, path, settings)
         return vault
 
     def save_settings(self) -> None:

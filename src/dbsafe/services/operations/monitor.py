@@ -76,8 +76,11 @@ def check_health(vault: Vault, now: datetime | str | None = None, *,
     moment = _moment(now)
     findings = _look_at_replica_sets(vault)
     servers = vault.catalog.list_servers()
+    # a server of another host is reached by its agent only (docs/fleet.md): its cluster's
+    # checks are that agent's; its backups' age is judged here like any other
+    here = [s for s in servers if not s.get("agent_id")]
     # a replica set's chain and archiving are checked once, on the set (its primary)
-    full = [s["name"] for s in servers
+    full = [s["name"] for s in here
             if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]]
     checks: list[tuple[str, str | None, Callable[[], list[Finding]]]] = [
         ("vault space", None,
@@ -86,7 +89,7 @@ def check_health(vault: Vault, now: datetime | str | None = None, *,
     checks += [("server", s["name"],
                 functools.partial(server_checks, vault, s, s["name"] in full,
                                   lag_threshold_bytes))
-               for s in servers]
+               for s in here]
     active = alerts.active_keys(vault.catalog)
     checks += [("backup age", s["name"], functools.partial(overdue_checks, vault, s, moment,
                                                            active))

@@ -1,0 +1,50 @@
+"""`dbsafe agent run` on a registered host: the agent of a fleet (docs/fleet.md). It says
+hello to its control plane (which checks its credential), opens its client folder of the
+repository with the control plane's catalog, and runs the jobs queued for this host until
+SIGTERM or SIGINT; a job that runs then is let finish."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from dbsafe.agent.enrolment import Enrolment
+from dbsafe.agent.worker import serve_jobs
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.sdk_logging import resident_logging
+
+log = logging.getLogger("dbsafe.agent")
+HELLO_RETRY = 5.0
+
+
+def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None:
+    resident_logging(json_lines=json_lines)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call is noise
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    control = enrolment.control()
+    try:
+        while not stop.is_set():
+            try:
+                hello = control.hello()
+                break
+            except DbsafeError as exc:
+                if exc.code != "agent.control_unreachable":
+                    raise  # revoked, unknown: waiting changes nothing
+                log.warning("%s (again in %.0f s)", exc.message, HELLO_RETRY)
+                stop.wait(HELLO_RETRY)
+        else:
+            return
+        vault = enrolment.open_vault(control)
+        if hello["vault_id"] != vault.repo.config["vault_id"]:
+            raise DbsafeError("vault.tampered", path=vault.repo.location,
+                              what=f"the control plane's vault is {hello['vault_id']}",
+                              action="register this agent again (`dbsafe agent register "
+                                     "--force`)")
+        log.info("agent %s of host %s serving %s (vault %s)", enrolment.agent_id,
+                 enrolment.host, enrolment.url, hello["vault_id"])
+        serve_jobs(vault, control, stop, concurrency=jobs)
+    finally:
+        control.close()

@@ -1,0 +1,87 @@
+"""An agent's job loop: wait for the control plane's next job for this host (a long poll),
+run it with the control plane's own services, report on it while it runs
+(docs/fleet.md, *Jobs go to the host that owns the cluster*).
+
+At most ``concurrency`` jobs run at once; a poll is open only while a slot is free. A
+running job reports every ``REPORT_EVERY`` seconds besides its progress, so that the
+control plane can tell a slow job from a dead agent. With the control plane unreachable the
+loop waits (1 s, doubling to 30 s) and polls again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from dbsafe.agent.control import ControlPlane
+from dbsafe.core.errors import DbsafeError
+from dbsafe.services import activity, fleet
+from dbsafe.services.handle import Vault
+
+log = logging.getLogger("dbsafe.agent")
+DEFAULT_CONCURRENCY = 2
+BACKOFF = (1.0, 30.0)
+
+
+def serve_jobs(vault: Vault, control: ControlPlane, stop: threading.Event,
+               concurrency: int = DEFAULT_CONCURRENCY,
+               wait: float = fleet.DEFAULT_POLL_WAIT) -> None:
+    slots = threading.Semaphore(concurrency)
+    backoff = BACKOFF[0]
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="job") as pool:
+        while not stop.is_set():
+            if not slots.acquire(timeout=1.0):
+                continue
+            try:
+                job = control.next_job(wait)
+            except DbsafeError as exc:
+                slots.release()
+                log.warning("%s (again in %.0f s)", exc.message, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF[1])
+                continue
+            backoff = BACKOFF[0]
+            if job is None:
+                slots.release()
+                continue
+            log.info("job %s: %s of %s", job["id"], job["backup_type"] or job["type"],
+                     job["server"])
+            pool.submit(_run_one, vault, control, job, slots)
+
+
+def _run_one(vault: Vault, control: ControlPlane, job: dict,
+             slots: threading.Semaphore) -> None:
+    done = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(control, job["id"], done),
+                            name=f"report-{job['id']}", daemon=True)
+    beat.start()
+    try:
+        fleet.run_claimed(vault, job)
+        log.info("job %s ended", job["id"])
+    except BaseException as exc:  # noqa: BLE001 - every failure ends the job, then the loop goes on
+        log.warning("job %s failed: %s", job["id"], getattr(exc, "message", exc))
+        _end_unstarted(vault, job["id"], exc)
+    finally:
+        done.set()
+        slots.release()
+
+
+def _heartbeat(control: ControlPlane, job_id: str, done: threading.Event) -> None:
+    while not done.wait(fleet.REPORT_EVERY):
+        try:
+            control.report(job_id)
+        except DbsafeError as exc:
+            log.warning("job %s: no report reached the control plane: %s", job_id, exc.message)
+
+
+def _end_unstarted(vault: Vault, job_id: str, exc: BaseException) -> None:
+    """A job that failed before its service's own job took the claimed row over (an
+    unreachable cluster, a bad request) would stay running: end it here."""
+    try:
+        row = vault.catalog.get_job(job_id)
+        if row is not None and row["state"] == "running" and row["pid"] is None:
+            vault.catalog.update_job(job_id, **activity.failure(exc))
+    except DbsafeError as report_error:
+        log.warning("job %s: its failure did not reach the control plane: %s", job_id,
+                    report_error.message)

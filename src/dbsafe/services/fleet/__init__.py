@@ -1,0 +1,74 @@
+"""A fleet: agents on other hosts, the jobs queued for them, and what each may ask of the
+catalog (docs/fleet.md). Modules: agents (registration tokens, credentials, revocation),
+queue (queued jobs: claim, reports, lost agents), scope (the rule of every catalog call an
+agent makes), dispatch (a job run here or queued for its server's agent). It imports only
+the groups below it (every other group). The names here are the group's published
+surface: the CLI, the API, the portal, the scheduler and the agent import them from here,
+never a module inside (import-linter holds both rules; docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dbsafe.services.fleet.agents import (
+    DEFAULT_TOKEN_MINUTES,
+    TOKEN_MINUTES,
+    AgentIdentity,
+    authenticate,
+    create_token,
+    list_agents,
+    register,
+    revoke,
+    show_agent,
+    touch,
+)
+from dbsafe.services.fleet.dispatch import (
+    add_server,
+    agent_of,
+    follow,
+    run_claimed,
+    take_backup,
+)
+from dbsafe.services.fleet.queue import (
+    DEFAULT_POLL_WAIT,
+    LOST_AFTER,
+    POLL_WAIT,
+    REPORT_EVERY,
+    JobNotifications,
+    add_listener,
+    claim,
+    reap,
+    report,
+)
+from dbsafe.services.fleet.scope import SET_RESULTS, Scopes, call
+from dbsafe.services.fleet.watch import watch_agents
+
+__all__ = [
+    "DEFAULT_POLL_WAIT",
+    "DEFAULT_TOKEN_MINUTES",
+    "LOST_AFTER",
+    "POLL_WAIT",
+    "REPORT_EVERY",
+    "SET_RESULTS",
+    "TOKEN_MINUTES",
+    "AgentIdentity",
+    "JobNotifications",
+    "Scopes",
+    "add_listener",
+    "add_server",
+    "agent_of",
+    "authenticate",
+    "call",
+    "claim",
+    "create_token",
+    "follow",
+    "list_agents",
+    "reap",
+    "register",
+    "report",
+    "revoke",
+    "run_claimed",
+    "show_agent",
+    "take_backup",
+    "touch",
+    "watch_agents",
+]

@@ -1,0 +1,119 @@
+"""Where a job runs: on this host, or queued for the agent of the host that owns its server
+(docs/fleet.md, *Jobs go to the host that owns the cluster*).
+
+``take_backup`` is what every interface and the scheduler call: a server without an agent
+(the one-machine case) is backed up here, as always; a server with one is queued for its
+agent and followed until the agent ends it, so the caller sees the same result, progress
+and errors either way. ``run_claimed`` is the agent's side: the same service, under the
+queued job's id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
+from dbsafe.services.activity.jobs import (
+    FINAL,
+    ProgressFn,
+    claimed_job,
+    job_started,
+    new_job_id,
+)
+from dbsafe.services.backup.request import BackupRequest
+from dbsafe.services.backup.request import take_backup as take_here
+from dbsafe.services.fleet.queue import queue_job
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import add_server as register_server
+from dbsafe.services.inventory.servers import get_server
+
+FOLLOW_EVERY = 0.5  # seconds between two looks at a followed job (one row by its key)
+
+
+def agent_of(vault: Vault, server: str) -> str | None:
+    """The agent that owns ``server`` (None: this host's)."""
+    return get_server(vault, server).get("agent_id")
+
+
+def take_backup(vault: Vault, request: BackupRequest,
+                on_progress: ProgressFn | None = None) -> dict:
+    """The backup ``request`` asks for, run where its server lives; its result."""
+    agent_id = agent_of(vault, request.server)
+    if agent_id is None:
+        return take_here(vault, request, on_progress)
+    job_id = queue_job(vault, agent_id, "backup", request.server, dataclasses.asdict(request),
+                       trigger=request.trigger, backup_type=request.type,
+                       reason=request.reason, job_id=new_job_id("backup"))
+    return follow(vault, job_id, on_progress)
+
+
+def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
+           sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Wait for a queued job to end (telling ``job_started`` its id at once, and
+    ``on_progress`` its bytes); its result, or its error raised here."""
+    notify = job_started.get()
+    if notify is not None:
+        notify(job_id)
+    seen = (-1, -1)
+    while True:
+        row = vault.catalog.get_job(job_id)
+        if row is None:
+            raise DbsafeError("job.unknown", job_id=job_id)
+        progress = (row["bytes_done"], row["bytes_total"])
+        if on_progress is not None and progress != seen and row["state"] != "queued":
+            on_progress(*progress)
+            seen = progress
+        if row["state"] in FINAL:
+            break
+        sleep(FOLLOW_EVERY)
+    if row["state"] in ("failed", "cancelled"):
+        raise DbsafeError.reported(row["error_code"] or "internal",
+                                   row["error_message"] or "the job failed")
+    return {**json.loads(row["result"] or "{}"), "job_id": job_id}
+
+
+def add_server(vault: Vault, agent_id: str, name: str, pgdata: str, port: int,
+               host: str | None = None, bin_dir: str | None = None,
+               region: str | None = None) -> dict:
+    """Register a server of the host ``agent_id`` runs on: its agent checks the cluster
+    there (the control plane cannot see it) and the server is that agent's from then on."""
+    if vault.catalog.get_server(name) is not None:
+        raise DbsafeError("server.exists", name=name)
+    request = {"name": name, "pgdata": pgdata, "port": port, "host": host,
+               "bin_dir": bin_dir, "region": region}
+    job_id = queue_job(vault, agent_id, "server-add", name, request,
+                       job_id=new_job_id("server-add"))
+    return follow(vault, job_id)
+
+
+def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) -> dict:
+    """Run a job this agent claimed, under the claimed id (the service's own job takes the
+    queued row over)."""
+    runners: dict[str, Callable[[dict], Any]] = {
+        "backup": lambda r: take_here(vault, BackupRequest(**r), on_progress),
+        "server-add": lambda r: _add_here(vault, job["id"], r),
+    }
+    runner = runners.get(job["type"])
+    if runner is None:
+        raise DbsafeError("agent.job_unknown", type=job["type"])
+    token = claimed_job.set([job["id"]])
+    try:
+        return runner(job["request"])
+    finally:
+        claimed_job.reset(token)
+
+
+def _add_here(vault: Vault, job_id: str, request: dict) -> dict:
+    """The agent's side of ``add_server``: the service, then the job's end (registering
+    has no job of its own)."""
+    result = register_server(vault, request["name"], Path(request["pgdata"]), request["port"],
+                             request["host"], request["bin_dir"], request["region"])
+    vault.catalog.update_job(job_id, state="completed", end_time=utcnow(),
+                             result=json.dumps(result, default=str))
+    return result

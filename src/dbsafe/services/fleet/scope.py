@@ -1,0 +1,330 @@
+"""What an agent may ask of the catalog: one rule per catalog method (docs/fleet.md, *Scope*).
+
+An agent runs the same services as the control plane, with a catalog that sends each call
+here (agent/remote_catalog.py). A call is answered only when its rule holds for the agent:
+the server, instance, cluster (system identifier), job or point it names belongs to one of
+the agent's servers; lists come back filtered to them; a few reads are of nothing any
+server owns (policies). A method without a rule is refused, like a call out of scope:
+403 ``agent.out_of_scope``, and the refusal is written to the audit log.
+
+The agent's servers are the rows whose ``agent_id`` is its id. They are looked up once per
+``SCOPE_TTL`` seconds per agent: a server moved to another agent is out of the old agent's
+scope within that time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbsafe.catalog.sql import SqlCatalog
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
+from dbsafe.services.activity.alerts import deliver_row
+from dbsafe.services.activity.jobs import FINAL, job_ended
+from dbsafe.services.fleet.agents import AgentIdentity
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.operations.access import Principal, audit
+
+SCOPE_TTL = 2.0
+VAULT_ALERTS = ("vault_full", "vault_space_low")  # alerts of no server an agent may raise
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What one agent owns now: its servers' names, instance ids and clusters, and the
+    names its running ``server-add`` jobs register (granted to it by those jobs)."""
+
+    servers: frozenset[str]
+    instances: frozenset[int]
+    clusters: frozenset[str]
+    granted: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``check`` refuses a call out of scope (it may rewrite the arguments); ``answer``
+    shapes the result (filters a list); ``after`` runs on the control plane once the call
+    is done (delivering an agent's alert, ending its job)."""
+
+    check: Callable[[Vault, Owned, dict], None]
+    answer: Callable[[Vault, Owned, Any], Any] | None = None
+    after: Callable[[Vault, dict, Any], None] | None = None
+
+
+class OutOfScope(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+# the checks -----------------------------------------------------------------------------
+def _server(arg: str) -> Callable[[Vault, Owned, dict], None]:
+    def check(vault: Vault, owned: Owned, call: dict) -> None:
+        if call.get(arg) not in owned.servers | owned.granted:
+            raise OutOfScope(f"server {call.get(arg)!r}")
+    return check
+
+
+def _new_server(vault: Vault, owned: Owned, call: dict) -> None:
+    """A server is added only by the agent a ``server-add`` job asked to, as a server."""
+    if call["name"] not in owned.granted or call.get("kind", "server") != "server":
+        raise OutOfScope(f"a new server {call['name']!r}")
+
+
+def _instance(arg: str) -> Callable[[Vault, Owned, dict], None]:
+    def check(vault: Vault, owned: Owned, call: dict) -> None:
+        if call.get(arg) not in owned.instances:
+            raise OutOfScope(f"instance {call.get(arg)!r}")
+    return check
+
+
+def _cluster(vault: Vault, owned: Owned, call: dict) -> None:
+    sysid = call.get("system_identifier")
+    if sysid is None and isinstance(call.get("row"), dict):
+        sysid = call["row"].get("system_identifier")
+    if sysid not in owned.clusters:
+        raise OutOfScope(f"cluster {sysid!r}")
+
+
+def _point(vault: Vault, owned: Owned, call: dict) -> None:
+    row = vault.catalog.get_point(call["point_id"])
+    if row is None or row["instance_id"] not in owned.instances:
+        raise OutOfScope(f"point {call['point_id']!r}")
+
+
+def _job(vault: Vault, owned: Owned, call: dict) -> None:
+    row = vault.catalog.get_job(call["job_id"])
+    if row is None or row["server"] not in owned.servers:
+        raise OutOfScope(f"job {call['job_id']!r}")
+
+
+def _new_job(vault: Vault, owned: Owned, call: dict) -> None:
+    if call["server"] not in owned.servers:
+        raise OutOfScope(f"server {call['server']!r}")
+    row = vault.catalog.get_job(call["job_id"])
+    if row is not None and row["server"] not in owned.servers:
+        raise OutOfScope(f"job {call['job_id']!r}")
+    call["alive"] = None  # the control plane's own rule (activity/jobs.py job_alive)
+
+
+def _alert(vault: Vault, owned: Owned, call: dict) -> None:
+    alert = call["alert"]
+    if alert.get("server") is None and alert.get("kind") in VAULT_ALERTS:
+        return
+    if alert.get("server") not in owned.servers:
+        raise OutOfScope(f"an alert of server {alert.get('server')!r}")
+
+
+def _resolve(vault: Vault, owned: Owned, call: dict) -> None:
+    key = call.get("key")
+    if call.get("alert_id") is not None or key is None:
+        raise OutOfScope("an alert by id")
+    kind, server, _item = key
+    if not (server is None and kind in VAULT_ALERTS) and server not in owned.servers:
+        raise OutOfScope(f"an alert of server {server!r}")
+    call["key"] = tuple(key)
+
+
+def _list_jobs(vault: Vault, owned: Owned, call: dict) -> None:
+    server = call.get("equal", {}).get("server")
+    if server is not None and server not in owned.servers:
+        raise OutOfScope(f"server {server!r}")
+
+
+def _anyone(vault: Vault, owned: Owned, call: dict) -> None:
+    """Reads of what no server owns (policies: the fleet's configuration)."""
+
+
+def _job_write(vault: Vault, owned: Owned, call: dict) -> None:
+    _job(vault, owned, call)
+    call["fields"]["reported"] = utcnow()  # every write on its job is a heartbeat too
+
+
+# the answers and what follows them ----------------------------------------------------
+def _own_rows(key: str) -> Callable[[Vault, Owned, Any], Any]:
+    def answer(vault: Vault, owned: Owned, rows: Any) -> Any:
+        return [r for r in rows if r.get(key) in owned.servers]
+    return answer
+
+
+def _own_points(vault: Vault, owned: Owned, ids: Any) -> Any:
+    mine = {p["point_id"] for i in owned.instances for p in vault.catalog.list_points(i)}
+    return sorted(set(ids) & mine)
+
+
+def _nothing(vault: Vault, owned: Owned, result: Any) -> Any:
+    return []
+
+
+def _deliver_raised(vault: Vault, call: dict, result: Any) -> None:
+    row, new = result
+    if new:
+        deliver_row(vault.catalog, row, "raised", call["now"])
+
+
+def _deliver_resolved(vault: Vault, call: dict, rows: Any) -> None:
+    for row in rows:
+        deliver_row(vault.catalog, row, "resolved", call["now"])
+
+
+def _server_owner(vault: Vault, call: dict, result: Any) -> None:
+    vault.catalog.update_server(call["name"], agent_id=call["agent_id"])
+
+
+def _job_end(vault: Vault, call: dict, result: Any) -> None:
+    if call["fields"].get("state") in FINAL:
+        job_ended(vault.catalog, call["job_id"])
+
+
+RULES: dict[str, Rule] = {
+    # servers and instances of its host
+    "add_server": Rule(_new_server, after=_server_owner),
+    "get_server": Rule(_server("name")),
+    "list_servers": Rule(_anyone, answer=_own_rows("name")),
+    "update_server": Rule(_server("name")),
+    "get_instance": Rule(_instance("instance_id")),
+    "update_instance": Rule(_instance("instance_id")),
+    "replace_databases": Rule(_instance("instance_id")),
+    "list_databases": Rule(_instance("instance_id")),
+    # protected items (discovery, backups' selection)
+    "list_items": Rule(_instance("instance_id")),
+    "set_item": Rule(_instance("instance_id")),
+    "count_items": Rule(_instance("instance_id")),
+    "list_protected": Rule(_instance("instance_id")),
+    # points and the log chain
+    "add_point": Rule(_instance("instance_id")),
+    "list_points": Rule(_instance("instance_id")),
+    "get_point": Rule(_point),
+    "point_ids": Rule(_anyone, answer=_own_points),
+    "deleted_point_ids": Rule(_anyone, answer=_own_points),
+    "set_table_counts": Rule(_point),
+    "add_wal_file": Rule(_cluster),
+    "list_wal_files": Rule(_cluster),
+    "wal_file_names": Rule(_cluster),
+    # jobs of its servers: the job's end raises its alerts here
+    "create_job": Rule(_new_job),
+    "update_job": Rule(_job_write, after=_job_end),
+    "get_job": Rule(_job),
+    "list_jobs": Rule(_list_jobs, answer=_own_rows("server")),
+    # alerts of its servers, delivered by the control plane; agents deliver nothing
+    "upsert_alert": Rule(_alert, after=_deliver_raised),
+    "resolve_alert_rows": Rule(_resolve, after=_deliver_resolved),
+    "list_alert_channels": Rule(_anyone, answer=_nothing),
+    # policies: the fleet's configuration, read by every agent
+    "get_policy": Rule(_anyone),
+    "list_policies": Rule(_anyone),
+    "policy_users": Rule(_anyone, answer=_own_rows("server")),
+}
+# The columns an agent may write or filter by, for the methods that take them as keywords
+# (the catalog names them in its SQL: a key is never a free string).
+FIELDS: dict[str, frozenset[str]] = {
+    "update_job": frozenset({"bytes_done", "bytes_total", "state", "end_time", "error_code",
+                             "error_message", "result", "warnings", "node", "items",
+                             "reason"}),
+    "create_job": frozenset({"host", "trigger", "backup_type", "items", "reason", "node"}),
+    "update_instance": frozenset({"needs_full", "discovered", "data_checksums",
+                                  "wal_segment_size", "recovery_model"}),
+    "set_item": frozenset({"oid", "state", "state_reason", "warning"}),
+    "list_jobs": frozenset({"server", "type", "backup_type", "trigger", "state"}),
+    "update_server": frozenset(),
+}
+# what a job an agent runs may become (never queued again, never another agent's)
+JOB_STATES = frozenset({"running", "completed", "completed_with_warnings", "failed",
+                        "cancelled"})
+# methods that return a set (JSON has none: the agent's catalog turns the list back)
+SET_RESULTS = ("point_ids", "deleted_point_ids", "wal_file_names")
+
+
+class Scopes:
+    """The agents' owned servers, looked up at most every SCOPE_TTL seconds each."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, Owned]] = {}
+        self._lock = threading.Lock()
+
+    def owned(self, vault: Vault, agent: AgentIdentity) -> Owned:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(agent.id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rows = [s for s in vault.catalog.list_servers() if s.get("agent_id") == agent.id]
+        adding = vault.catalog.list_jobs(100, agent_id=agent.id, type="server-add",
+                                         state="running")
+        owned = Owned(frozenset(s["name"] for s in rows),
+                      frozenset(int(s["instance_id"]) for s in rows),
+                      frozenset(s["system_identifier"] for s in rows),
+                      frozenset(j["server"] for j in adding))
+        with self._lock:
+            self._cache[agent.id] = (now + SCOPE_TTL, owned)
+        return owned
+
+    def forget(self, agent: AgentIdentity) -> None:
+        """What the agent owns changed (it added a server): look again at its next call."""
+        with self._lock:
+            self._cache.pop(agent.id, None)
+
+
+def call(vault: Vault, scopes: Scopes, agent: AgentIdentity, method: str,
+         args: list, kwargs: dict) -> Any:
+    """Run one catalog call for an agent, or raise ``agent.out_of_scope`` (audited)."""
+    rule = RULES.get(method)
+    bound = _bind(method, args, kwargs) if rule is not None else None
+    try:
+        if rule is None or bound is None:
+            raise OutOfScope(f"catalog call {method[:60]!r}")
+        _check_fields(method, bound)
+        owned = scopes.owned(vault, agent)
+        rule.check(vault, owned, bound.arguments)
+        if method == "create_job":  # the host a job ran on is the agent's, as registered
+            bound.arguments["extra"]["host"] = agent.host
+    except OutOfScope as refused:
+        error = DbsafeError("agent.out_of_scope", agent_id=agent.id, host=agent.host,
+                            action=f"call {method[:60]}", what=refused.what)
+        audit(vault.catalog, Principal(agent.actor, "agent"), "agent", f"catalog.{method[:60]}",
+              refused.what, error.code, {"host": agent.host})
+        raise error from None
+    result = getattr(vault.catalog, method)(*bound.args[1:], **bound.kwargs)
+    if rule.answer is not None:
+        result = rule.answer(vault, owned, result)
+    if rule.after is not None:
+        rule.after(vault, {**bound.arguments, "agent_id": agent.id}, result)
+    if method == "add_server":
+        scopes.forget(agent)
+    if method == "upsert_alert":
+        row, new = result
+        return [row, new]
+    return sorted(result) if method in SET_RESULTS else result
+
+
+def _check_fields(method: str, bound: inspect.BoundArguments) -> None:
+    """Keyword fields only from the method's allowed columns; a job's state only one an
+    agent may set."""
+    for name, param in inspect.signature(getattr(SqlCatalog, method)).parameters.items():
+        if param.kind is not inspect.Parameter.VAR_KEYWORD:
+            continue
+        fields = bound.arguments.get(name) or {}
+        extra = set(fields) - FIELDS.get(method, frozenset())
+        if extra:
+            raise OutOfScope(f"column(s) {', '.join(sorted(k[:40] for k in extra))}")
+        if "state" in fields and method == "update_job" and fields["state"] not in JOB_STATES:
+            raise OutOfScope(f"job state {str(fields['state'])[:40]!r}")
+
+
+def _bind(method: str, args: list, kwargs: dict) -> inspect.BoundArguments | None:
+    """The call's arguments by name (as the catalog method declares them); None when they
+    do not fit it."""
+    try:
+        bound = inspect.signature(getattr(SqlCatalog, method)).bind(None, *args, **kwargs)
+    except (TypeError, AttributeError):
+        return None
+    bound.apply_defaults()
+    for name, param in inspect.signature(getattr(SqlCatalog, method)).parameters.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            bound.arguments.setdefault(name, {})
+    return bound

@@ -1,0 +1,217 @@
+"""A control plane and its agents on this machine (loopback, no namespaces: the fleet's
+mechanics — registration, scoped calls, the job queue, lost agents, revocation; the tests in
+tests/fleet put each host in namespaces of its own).
+
+The control plane is a real `dbsafe serve` with its agents' HTTPS listener on 127.0.0.1; each
+agent is a real `dbsafe agent run` with its own folder (DBSAFE_AGENT_HOME) registered with a
+one-time token. The repository is a local folder both can reach (one machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Vault, free_port, make_vault, restored, run_cli
+
+LOST_AFTER = 12  # seconds (serve --agent-lost-after): an agent reports every 10
+
+
+class ControlPlane:
+    def __init__(self, vault: Vault, area: Path) -> None:
+        self.vault = vault
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.log = (area / "serve.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dbsafe", "--vault", str(vault.path), "serve", "--port",
+             str(free_port()), "--tick", "1", "--agents-host", "127.0.0.1", "--agents-port",
+             str(self.port), "--agents-url", self.url, "--agent-lost-after", str(LOST_AFTER)],
+            env=vault.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not self._listening():
+            assert self.proc.poll() is None, (area / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the agents' listener did not start"
+            time.sleep(0.2)
+
+    def _listening(self) -> bool:
+        settings = json.loads((self.vault.path / "client.json").read_text())
+        if "agents" not in settings:
+            return False
+        try:
+            httpx.get(f"{self.url}/agent/v1/hello", verify=False, timeout=2)  # noqa: S501
+        except httpx.TransportError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Agent:
+    def __init__(self, cp: ControlPlane, area: Path, host: str) -> None:
+        self.home = area / f"agent-{host}"
+        self.env = {**cp.vault.env, "DBSAFE_AGENT_HOME": str(self.home)}
+        self.host = host
+        token = cp.vault.ok("agent", "token", "create", "--host", host)
+        assert token["command"].startswith(f"dbsafe agent register {cp.url} --token dbr_")
+        assert token["fingerprint"] in token["command"]
+        res = run_cli(self.env, "agent", "register", cp.url, "--token", token["token"],
+                      "--fingerprint", token["fingerprint"], "--host", host, "--json")
+        assert res.returncode == 0, res.describe()
+        self.id = res.json()["agent_id"]
+        self.log_path = area / f"agent-{host}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log = self.log_path.open("a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dbsafe", "agent", "run"],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def credential(self) -> str:
+        return json.loads((self.home / "agent.json").read_text())["credential"]
+
+    def call(self, cp: ControlPlane, method: str, *args: object) -> httpx.Response:
+        """A catalog call with this agent's credential, as its services make them."""
+        return httpx.post(f"{cp.url}/agent/v1/catalog/{method}",
+                          json={"args": list(args), "kwargs": {}},
+                          headers={"Authorization": f"Bearer {self.credential()}"},
+                          verify=str(self.home / "control-plane.pem"), timeout=10)
+
+
+@pytest.fixture
+def fleet(area, cli_env):
+    vault = make_vault(cli_env, area / "cp")
+    cp = ControlPlane(vault, area)
+    agents: list[Agent] = []
+
+    def add_agent(host: str) -> Agent:
+        agent = Agent(cp, area, host)
+        agent.start()
+        agents.append(agent)
+        return agent
+    try:
+        yield cp, add_agent
+    finally:
+        for agent in agents:
+            agent.kill()
+        cp.stop()
+        for log in sorted(area.glob("*.log")):  # shown by pytest when the test failed
+            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+
+
+def _job(cp: ControlPlane, job_id: str) -> dict:
+    return cp.vault.ok("job", "show", job_id)
+
+
+def test_agent_backs_up_its_hosts_server(fleet, source, area):
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    listed = {x["id"]: x for x in cp.vault.ok("agent", "list")}
+    assert listed[a.id]["host"] == "host-a" and listed[a.id]["state"] == "active"
+
+    added = cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", source.pgdata,
+                        "--port", source.port)
+    assert added["name"] == "db1" and added["pg_version"] == 15
+    assert cp.vault.ok("agent", "show", a.id)["servers"] == ["db1"]
+
+    expected = source.table_checksums()
+    full = cp.vault.backup("db1", "--type", "full")
+    job = _job(cp, full["job_id"])
+    assert job["state"] == "completed" and job["host"] == "host-a", job
+    assert job["agent_id"] == a.id
+    assert [p["point_id"] for p in cp.vault.points("db1")] == [full["point_id"]]
+
+    # the data is in the repository: the control plane restores it without the agent
+    target = area / "restored"
+    out = cp.vault.ok("restore", "db1", "--point", full["point_id"], "--to-pgdata", target,
+                      "--port", free_port(), "--start")
+    pg = restored(target, out["port"])
+    try:
+        assert pg.table_checksums() == expected
+    finally:
+        pg.stop()
+
+
+def test_agent_may_act_only_for_its_own_servers(fleet, source):
+    cp, add_agent = fleet
+    a, b = add_agent("host-a"), add_agent("host-b")
+    cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", source.pgdata,
+                "--port", source.port)
+    assert a.call(cp, "get_server", "db1").status_code == 200
+
+    refused = b.call(cp, "get_server", "db1")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "agent.out_of_scope"
+    assert b.call(cp, "list_servers").json() == {"result": []}
+    # a method no rule allows (the API tokens), and a forged column name
+    assert b.call(cp, "list_tokens").status_code == 403
+    forged = httpx.post(f"{cp.url}/agent/v1/catalog/update_job",
+                        json={"args": ["x"], "kwargs": {"state = 'x'; --": 1}},
+                        headers={"Authorization": f"Bearer {a.credential()}"},
+                        verify=str(a.home / "control-plane.pem"), timeout=10)
+    assert forged.status_code == 403, forged.text
+    audit = cp.vault.ok("audit", "--limit", "50")
+    refusals = [r for r in audit if r["actor"] == f"agent:{b.id}"]
+    assert {r["action"] for r in refusals} >= {"catalog.get_server", "catalog.list_tokens"}
+    assert all(r["outcome"] == "agent.out_of_scope" for r in refusals)
+
+    cp.vault.ok("agent", "revoke", b.id)
+    gone = b.call(cp, "list_servers")
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "agent.revoked"
+    assert cp.vault.ok("agent", "show", b.id)["state"] == "revoked"
+    # a queued job of a revoked agent fails at once (here: none; a's still work)
+    assert a.call(cp, "get_server", "db1").status_code == 200
+
+
+def test_killed_agent_fails_its_job_within_the_bound(fleet, source, area):
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", source.pgdata,
+                "--port", source.port)
+    # zstd at level 19 on one thread: slow enough to be killed midway
+    follow = cp.vault.popen("backup", "db1", "--type", "full", "--compress-level", "19",
+                            "--workers", "1", "--json")
+    deadline = time.monotonic() + 60
+    running = None
+    while running is None:
+        assert time.monotonic() < deadline, "the agent took no job"
+        jobs = [j for j in cp.vault.jobs() if j["type"] == "backup"]
+        running = next((j for j in jobs if j["state"] == "running" and j["bytes_done"] > 0),
+                       None)
+        time.sleep(0.1)
+    os.kill(a.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = follow.communicate(timeout=LOST_AFTER + 60)
+    took = time.monotonic() - killed
+    assert follow.returncode != 0, out + err
+    assert json.loads(out)["error"]["code"] == "job.agent_lost", out
+    job = _job(cp, running["id"])
+    assert job["state"] == "failed" and job["error_code"] == "job.agent_lost"
+    assert "host-a" in job["error_message"]
+    assert took < LOST_AFTER + 10, took  # the bound: lost_after plus a scheduler pass
+    assert cp.vault.points("db1") == []  # nothing half-written is visible
+
+    a.kill()
+    a.start()
+    full = cp.vault.backup("db1", "--type", "full")
+    assert [p["point_id"] for p in cp.vault.points("db1")] == [full["point_id"]]
