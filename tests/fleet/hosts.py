@@ -151,6 +151,7 @@ def same_process(pid: int, started: str | None) -> bool:
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal ``pid``; one that is already gone is what teardown wanted anyway."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
 
@@ -172,10 +173,12 @@ def netns_pids(netns: str) -> list[int]:
 
 
 def netns_names() -> set[str]:
+    """The named network namespaces (``ip netns list``; the first word of each line)."""
     return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line}
 
 
 def link_exists(name: str) -> bool:
+    """Whether an interface ``name`` exists in the root namespace."""
     return ip("link", "show", "dev", name, check=False).returncode == 0
 
 
@@ -290,13 +293,15 @@ def new_area() -> tuple[Path, str]:
 
 
 class Registry:
-    """The names a fleet created (netns, links) and the processes it started, written
-    before each is created, in files of the fleet's folder."""
+    """What a fleet made, in files of its folder, so that its own teardown and any later
+    cleanup_stale() undo the same list: the names of its netns and links (written before
+    each is created) and the processes it started (pid and start time)."""
 
     def __init__(self, area: Path) -> None:
         self.area = area
 
     def load(self) -> dict[str, list[str]]:
+        """The names recorded so far (none while the file is not written yet)."""
         try:
             return json.loads((self.area / REGISTRY_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -313,6 +318,7 @@ class Registry:
         tmp.replace(self.area / REGISTRY_FILE)
 
     def record_pid(self, pid: int | None, what: str) -> None:
+        """Note a process (with its start time, so that a reused pid is never killed)."""
         if pid:
             with open(self.area / PIDS_FILE, "a") as f:
                 f.write(f"{pid} {start_time(pid)} {what}\n")
@@ -389,6 +395,8 @@ def cleanup_stale() -> list[str]:
 
 
 def cleanup_stale_locked() -> list[str]:
+    """cleanup_stale() for a caller that holds fleet_lock already (flock is per open file:
+    taking it twice in one process would wait for itself)."""
     found = []
     for area in sorted(TMP_ROOT.glob(f"{AREA_PREFIX}*")):
         owner_alive = Registry(area).owner_alive()
@@ -459,6 +467,7 @@ class HostPg:
         return f"{self.host.name}:{self.name}"
 
     def pg_ctl(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+        """pg_ctl on this data directory, as postgres, in the host; the caller checks."""
         return self.host.run([str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), *args],
                              user=PG_USER, check=False, timeout=timeout)
 
@@ -475,6 +484,7 @@ class HostPg:
             assert proc.returncode == 0, proc.stderr
 
     def start(self) -> None:
+        """pg_ctl start -w; the postmaster's pid is recorded for teardown."""
         proc = self.pg_ctl("-l", str(self.log), "-w", "-t", "120", "start")
         if proc.returncode != 0:
             raise RuntimeError(f"pg_ctl start of {self} failed: {proc.stdout}{proc.stderr}\n"
@@ -483,19 +493,24 @@ class HostPg:
         self.host.fleet.registry.record_pid(self.pid, f"postmaster {self}")
 
     def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop -w -m ``mode`` in the host; raises if it fails."""
         proc = self.pg_ctl("stop", "-m", mode, "-w", "-t", "120")
         if proc.returncode != 0:
             raise RuntimeError(f"pg_ctl stop of {self} failed: {proc.stdout}{proc.stderr}")
 
     @property
     def running(self) -> bool:
+        """Whether the postmaster runs (pg_ctl status, in the host: from here the data
+        directory is not even visible)."""
         return self.pg_ctl("status").returncode == 0
 
     def postmaster_pid(self) -> int | None:
+        """The first line of postmaster.pid; pids are not separated, so it is signalable."""
         proc = self.host.run(["head", "-n1", str(self.pgdata / "postmaster.pid")], check=False)
         return int(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
 
     def server_log(self) -> str:
+        """The server's log (pg_ctl -l), for failure messages."""
         return self.host.run(["cat", str(self.log)], check=False).stdout
 
     def psql_argv(self, db: str = "postgres") -> list[str]:
@@ -514,6 +529,7 @@ class HostPg:
         return parse_psql(proc.stdout)
 
     def scalar(self, sql: str, db: str = "postgres") -> str | None:
+        """The first value of the first row (None for no row, or NULL)."""
         rows = self.execute(sql, db)
         return rows[0][0] if rows else None
 
@@ -605,6 +621,7 @@ class SimulatedHost:
 
     @property
     def holder_alive(self) -> bool:
+        """Whether the host still exists: nsenter needs the holder's pid."""
         return self.holder is not None and self.holder.poll() is None
 
     # commands -----------------------------------------------------------------------
@@ -672,6 +689,7 @@ class SimulatedHost:
 
     @staticmethod
     def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
+        """Its exit status after ``timeout``, or after SIGKILL to its process group."""
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -680,6 +698,7 @@ class SimulatedHost:
             return proc.wait(10)
 
     def process_log(self, proc: subprocess.Popen) -> str:
+        """What a ``popen`` process printed, when its output went to the default log."""
         return self.process_logs[proc.pid].read_text(errors="replace")
 
     def can_connect(self, address: str, port: int, timeout: float = 3) -> bool:
@@ -696,15 +715,19 @@ class SimulatedHost:
         self.run(["sh", "-c", script, "sh", str(path), f"{mode:o}", owner or ""], input=text)
 
     def append_file(self, path: str | Path, text: str) -> None:
+        """Append to a file of the host (settings, pg_hba.conf lines)."""
         self.run(["sh", "-c", 'cat >> "$1"', "sh", str(path)], input=text)
 
     def read_file(self, path: str | Path) -> str:
+        """A file as the host sees it."""
         return self.run(["cat", str(path)]).stdout
 
     def exists(self, path: str | Path) -> bool:
+        """Whether ``path`` exists as the host sees it."""
         return self.run(["test", "-e", str(path)], check=False).returncode == 0
 
     def mkdir(self, path: str | Path, owner: str | None = None, mode: int = 0o755) -> None:
+        """A folder of the host (host.root itself belongs to root: postgres cannot)."""
         owned = ["-o", owner, "-g", owner] if owner else []
         self.run(["install", "-d", *owned, "-m", f"{mode:o}", str(path)])
 
@@ -824,6 +847,8 @@ class Fleet:
                 raise
 
     def make_bridge(self) -> None:
+        """The bridge with the gateway address (call under fleet_lock: the subnet is
+        taken once an interface has it)."""
         self.subnet = free_subnet()
         self.gateway = str(self.subnet.network_address + 1)
         self.registry.add(links=[self.bridge])
