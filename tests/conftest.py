@@ -274,6 +274,14 @@ def pg_template() -> Iterator[Path]:
     remove_area(area)
 
 
+def cluster_conf(settings: dict[str, str] | None = None) -> str:
+    """The lines appended to a copied template's postgresql.conf (later lines win):
+    the test defaults, then ``settings``. Shared with the simulated hosts (fleet/hosts.py),
+    which append them from inside a host."""
+    conf = {"autovacuum": "off", "max_wal_senders": "10", "fsync": "off", **(settings or {})}
+    return "\n# dbsafe tests\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
+
+
 def new_cluster(template: Path, area: Path, name: str = "pgdata",
                 settings: dict[str, str] | None = None, start: bool = True) -> Pg:
     """A cluster in ``area`` copied from the template, optionally started.
@@ -283,11 +291,8 @@ def new_cluster(template: Path, area: Path, name: str = "pgdata",
     A restore copies postgresql.conf, so restored clusters inherit it."""
     pgdata = area / name
     subprocess.run(["cp", "-a", str(template), str(pgdata)], check=True)
-    conf = {"autovacuum": "off", "max_wal_senders": "10", "fsync": "off", **(settings or {})}
     with open(pgdata / "postgresql.conf", "a") as f:
-        f.write("\n# dbsafe tests\n")
-        for k, v in conf.items():
-            f.write(f"{k} = {v}\n")
+        f.write(cluster_conf(settings))
     pg = Pg(pgdata=pgdata, port=free_port(), sockdir=area, log=area / f"{name}.log")
     if start:
         pg.start()

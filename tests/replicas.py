@@ -41,9 +41,7 @@ def make_standby(primary: Pg, area: Path, name: str, pgdata: Path | None = None,
     pgdata = pgdata or area / name
     if pgdata.exists():
         shutil.rmtree(pgdata)
-    proc = as_postgres([str(PG_BIN / "pg_basebackup"), "-h", str(primary.sockdir), "-p",
-                        str(primary.port), "-U", "postgres", "-D", str(pgdata), "-R",
-                        "-X", "stream", "-c", "fast", "--no-sync"])
+    proc = as_postgres(basebackup_argv(str(primary.sockdir), primary.port, pgdata))
     assert proc.returncode == 0, proc.stderr
     standby = Pg(pgdata, port or free_port(), area, area / f"{name}.log")
     mark(standby, name)
@@ -52,11 +50,21 @@ def make_standby(primary: Pg, area: Path, name: str, pgdata: Path | None = None,
     return standby
 
 
+def basebackup_argv(host: str, port: int, pgdata: Path) -> list[str]:
+    """pg_basebackup of the primary at ``host`` (its socket folder, or its address from
+    another simulated host) into ``pgdata``: -R makes it a standby of that primary, -X
+    stream brings the WAL the copy needs."""
+    return [str(PG_BIN / "pg_basebackup"), "-h", host, "-p", str(port), "-U", "postgres",
+            "-D", str(pgdata), "-R", "-X", "stream", "-c", "fast", "--no-sync"]
+
+
 def wait_streaming(standby: Pg, timeout: float = 60) -> None:
+    """Wait until ``standby`` streams; it may also be a simulated host's cluster
+    (fleet/hosts.py's HostPg), whose psql answers in text: hence the str()."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if standby.scalar("SELECT count(*) FROM pg_stat_wal_receiver "
-                          "WHERE status = 'streaming'") == 1:
+        if str(standby.scalar("SELECT count(*) FROM pg_stat_wal_receiver "
+                              "WHERE status = 'streaming'")) == "1":
             return
         time.sleep(0.1)
     raise AssertionError(f"standby {standby.pgdata} does not stream")
