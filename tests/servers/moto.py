@@ -19,18 +19,19 @@ class MotoServer:
     folder: Path
     port: int = 0
     proc: object = field(default=None, repr=False)
+    host: str = "127.0.0.1"  # a fleet's tests serve it on their bridge (tests/fleet)
 
     def start(self) -> MotoServer:
         binary = Path(sys.executable).with_name("moto_server")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc, self.port = start_server(
-            lambda port: [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-            self.folder / "moto.log", env=env)
+            lambda port: [str(binary), "-H", self.host, "-p", str(port)],
+            self.folder / "moto.log", env=env, host=self.host)
         return self
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def location(self, bucket: str, prefix: str = "", endpoint: str | None = None) -> str:
         path = f"/{prefix}" if prefix else ""

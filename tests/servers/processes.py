@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def start_server(argv_for_port, log: Path, env: dict | None = None,
-                 timeout: float = 60) -> tuple[subprocess.Popen, int]:
+                 timeout: float = 60, host: str = "127.0.0.1") -> tuple[subprocess.Popen, int]:
     """Run ``argv_for_port(port)`` on a free port until it accepts connections; a port taken
     meanwhile by another worker is retried on a new one."""
     from conftest import free_port
@@ -28,7 +28,7 @@ def start_server(argv_for_port, log: Path, env: dict | None = None,
                                     stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if port_open(port):
+            if port_open(port, host):
                 return proc, port
             time.sleep(0.1)
         stop_server(proc)

@@ -1,0 +1,168 @@
+"""A control plane and agents on simulated hosts (hosts.py): each host's clusters and the
+agent's folder exist only in that host's namespaces, so what the control plane learns of a
+cluster and every byte of a backup went through that host's agent.
+
+The control plane (`dbsafe serve`, this test's namespaces) listens for agents on the fleet's
+bridge; the repository is an S3-compatible server (moto) on the bridge too, as a fleet's is
+an object store (docs/fleet.md); the catalog is the control plane's SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port, make_area, remove_area, run_cli
+from servers.moto import S3_ENV, MotoServer
+
+from .hosts import Fleet, SimulatedHost, wait_until
+
+LOST_AFTER = 12
+
+
+@pytest.fixture
+def control_plane(fleet: Fleet, cli_env: dict[str, str]):
+    area = make_area("fleet-cp-")
+    moto = MotoServer(area, host=fleet.gateway).start()
+    env = {**cli_env, **S3_ENV}
+    vault_path = area / "cp"
+    location = moto.location("dbsafe-fleet", "vault")
+    res = run_cli(env, "vault", "init", "--repository", location, "--json", vault=vault_path)
+    assert res.returncode == 0, res.describe()
+    port = free_port()
+    url = f"https://{fleet.gateway}:{port}"
+    log = (area / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dbsafe", "--vault", str(vault_path), "serve", "--port",
+         str(free_port()), "--tick", "1", "--agents-host", fleet.gateway, "--agents-port",
+         str(port), "--agents-url", url, "--agent-lost-after", str(LOST_AFTER)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    cp = ControlPlane(vault_path, env, url, location, area)
+    try:
+        wait_until(lambda: "agents" in json.loads((vault_path / "client.json").read_text()),
+                   60, "the agents' listener")
+        yield cp
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+        log.close()
+        print((area / "serve.log").read_text()[-4000:])
+        moto.stop()
+        remove_area(area)
+
+
+class ControlPlane:
+    def __init__(self, vault: Path, env: dict[str, str], url: str, location: str,
+                 area: Path) -> None:
+        self.vault, self.env, self.url, self.location, self.area = vault, env, url, location, area
+
+    def ok(self, *args: object) -> object:
+        res = run_cli(self.env, *map(str, args), "--json", vault=self.vault)
+        assert res.returncode == 0, res.describe()
+        return res.json()
+
+    def fail(self, code: str, *args: object) -> dict:
+        res = run_cli(self.env, *map(str, args), "--json", vault=self.vault)
+        assert res.returncode != 0, res.describe()
+        out = res.json()
+        assert out["error"]["code"] == code, res.describe()
+        return out
+
+
+def start_agent(cp: ControlPlane, host: SimulatedHost) -> tuple[str, subprocess.Popen]:
+    """Register the host's agent with a one-time token and start it, in the host."""
+    token = cp.ok("agent", "token", "create", "--host", host.name)
+    home = host.root / "agent"
+    env = {"DBSAFE_AGENT_HOME": str(home), "XDG_STATE_HOME": str(host.root / "state"),
+           "XDG_DATA_HOME": str(host.root / "data"), **S3_ENV}
+    done = host.run([sys.executable, "-m", "dbsafe", "agent", "register", cp.url, "--token",
+                     token["token"], "--fingerprint", token["fingerprint"], "--host",
+                     host.name, "--json"], env=env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    agent_id = json.loads(done.stdout)["agent_id"]
+    proc = host.popen([sys.executable, "-m", "dbsafe", "agent", "run"], env=env)
+    return agent_id, proc
+
+
+def test_jobs_run_on_the_host_of_their_cluster(fleet: Fleet, control_plane: ControlPlane):
+    cp = control_plane
+    host_a, host_b = fleet.add_host("a"), fleet.add_host("b")
+    pg = host_a.make_cluster("main")
+    pg.execute("CREATE DATABASE app")
+    pg.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v "
+               "FROM generate_series(1, 5000) g", "app")
+    agent_a, proc_a = start_agent(cp, host_a)
+    agent_b, proc_b = start_agent(cp, host_b)
+
+    # the control plane cannot reach the cluster: only through A's agent
+    cp.fail("server.pgdata_missing", "server", "add", "main", "--pgdata", pg.pgdata,
+            "--port", pg.port)
+    added = cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata,
+                  "--port", pg.port)
+    assert added["pgdata"] == str(pg.pgdata)
+    agents = {a["id"]: a for a in cp.ok("agent", "list")}
+    assert agents[agent_a]["servers"] == ["main"] and agents[agent_b]["servers"] == []
+    assert agents[agent_a]["address"] == host_a.address  # it called from its own address
+
+    full = cp.ok("backup", "main", "--type", "full")
+    job = cp.ok("job", "show", full["job_id"])
+    assert (job["state"], job["host"], job["agent_id"]) == ("completed", "a", agent_a)
+    # the bytes are in the repository: the control plane checks every block it wrote
+    verified = cp.ok("verify", "main", "--point", full["point_id"])
+    assert verified["ok"] is True, verified
+
+    # B's agent may not act for A's server: refused and audited
+    token = json.loads(host_b.run(["cat", str(host_b.root / "agent" / "agent.json")]).stdout)
+    refused = host_b.run([sys.executable, "-c", CALL, cp.url, token["credential"],
+                          str(host_b.root / "agent" / "control-plane.pem"), "get_server",
+                          "main"], check=False)
+    assert refused.stdout.strip() == "403 agent.out_of_scope", refused.stdout + refused.stderr
+    audit = cp.ok("audit", "--limit", "20")
+    assert any(r["actor"] == f"agent:{agent_b}" and r["outcome"] == "agent.out_of_scope"
+               for r in audit)
+
+    # revoked: cut off at once
+    cp.ok("agent", "revoke", agent_b)
+    gone = host_b.run([sys.executable, "-c", CALL, cp.url, token["credential"],
+                       str(host_b.root / "agent" / "control-plane.pem"), "list_servers"],
+                      check=False)
+    assert gone.stdout.strip() == "401 agent.revoked", gone.stdout + gone.stderr
+    for proc in (proc_a, proc_b):
+        host_a.terminate(proc) if proc is proc_a else host_b.terminate(proc)
+
+
+# a catalog call made by hand with an agent's credential and pinned certificate
+CALL = """
+import sys, httpx, ssl
+url, credential, pem, method, *args = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=pem)
+ctx.check_hostname = False
+r = httpx.post(f"{url}/agent/v1/catalog/{method}", json={"args": args, "kwargs": {}},
+               headers={"Authorization": f"Bearer {credential}"}, verify=ctx, timeout=10)
+print(r.status_code, r.json()["error"]["code"] if r.status_code >= 400 else "ok")
+"""
+
+
+def test_silent_agent_fails_its_queued_job_within_the_bound(fleet: Fleet,
+                                                            control_plane: ControlPlane):
+    cp = control_plane
+    host_a = fleet.add_host("a")
+    pg = host_a.make_cluster("main")
+    agent_a, proc_a = start_agent(cp, host_a)
+    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
+          pg.port)
+    host_a.terminate(proc_a)  # the host goes away
+    started = time.monotonic()
+    failed = cp.fail("job.agent_lost", "backup", "main", "--type", "full")
+    assert "host a" in failed["error"]["message"]
+    assert time.monotonic() - started < 2 * LOST_AFTER + 10  # silent, then the job's bound
+    assert cp.ok("points", "main")["points"] == []
