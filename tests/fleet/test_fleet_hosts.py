@@ -83,7 +83,8 @@ def start_agent(cp: ControlPlane, host: SimulatedHost) -> tuple[str, subprocess.
     token = cp.ok("agent", "token", "create", "--host", host.name)
     home = host.root / "agent"
     env = {"DBSAFE_AGENT_HOME": str(home), "XDG_STATE_HOME": str(host.root / "state"),
-           "XDG_DATA_HOME": str(host.root / "data"), **S3_ENV}
+           "XDG_DATA_HOME": str(host.root / "data"), "DBSAFE_RUN_DIR": str(host.root / "wal"),
+           **S3_ENV}
     done = host.run([sys.executable, "-m", "dbsafe", "agent", "register", cp.url, "--token",
                      token["token"], "--fingerprint", token["fingerprint"], "--host",
                      host.name, "--json"], env=env, check=False)
@@ -166,3 +167,25 @@ def test_silent_agent_fails_its_queued_job_within_the_bound(fleet: Fleet,
     assert "host a" in failed["error"]["message"]
     assert time.monotonic() - started < 2 * LOST_AFTER + 10  # silent, then the job's bound
     assert cp.ok("points", "main")["points"] == []
+
+
+def test_wal_is_archived_by_the_agent_of_its_host(fleet: Fleet, control_plane: ControlPlane):
+    cp = control_plane
+    host_a = fleet.add_host("a")
+    pg = host_a.make_cluster("main")
+    pg.execute("CREATE DATABASE app")
+    pg.execute("CREATE TABLE t (id int)", "app")
+    agent_a, _proc = start_agent(cp, host_a)
+    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
+          pg.port)
+    protected = cp.ok("protect", "main", "--all", "--restart")
+    assert protected["recovery_model"] == "FULL" and protected["archiving_active"], protected
+    # the archive_command PostgreSQL runs is the agent's, in host a
+    command = pg.scalar("SHOW archive_command")
+    assert str(host_a.root / "wal") in command, command
+    full = cp.ok("backup", "main", "--type", "full")
+    pg.execute("INSERT INTO t SELECT generate_series(1, 1000)", "app")
+    log = cp.ok("backup", "main", "--type", "log")
+    assert log["type"] == "log" and not log["warnings"], log
+    chain = cp.ok("points", "main")
+    assert chain["gaps"] == [] and chain["log_ranges"][0]["base"] == full["point_id"], chain

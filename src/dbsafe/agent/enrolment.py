@@ -52,7 +52,12 @@ class Enrolment:
         return ControlPlane(self.url, context, self.credential)
 
     def open_vault(self, control: ControlPlane) -> Vault:
-        return Vault.open(self.vault_path, catalog=RemoteCatalog(control))
+        """The vault with the control plane's catalog. Reconciling the catalog with the
+        repository's manifests is the control plane's work: it sees every server's rows,
+        an agent only its own (every other point would look missing from the catalog)."""
+        vault = Vault.open(self.vault_path, catalog=RemoteCatalog(control))
+        vault.reconciled = True
+        return vault
 
 
 def load(home: Path | None = None) -> Enrolment:

@@ -1,7 +1,8 @@
 """`dbsafe agent run` on a registered host: the agent of a fleet (docs/fleet.md). It says
 hello to its control plane (which checks its credential), opens its client folder of the
-repository with the control plane's catalog, and runs the jobs queued for this host until
-SIGTERM or SIGINT; a job that runs then is let finish."""
+repository with the control plane's catalog, serves this host's archive_command (the WAL
+socket, agent/server.py) and runs the jobs queued for this host until SIGTERM or SIGINT; a
+job that runs then is let finish."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import threading
 
 from dbsafe.agent.enrolment import Enrolment
+from dbsafe.agent.server import open_socket, serve_until_shutdown
 from dbsafe.agent.worker import serve_jobs
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
@@ -45,6 +47,14 @@ def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None
                                      "--force`)")
         log.info("agent %s of host %s serving %s (vault %s)", enrolment.agent_id,
                  enrolment.host, enrolment.url, hello["vault_id"])
-        serve_jobs(vault, control, stop, concurrency=jobs)
+        wal_server, paths = open_socket(vault)  # archive_command's: this host's clusters
+        wal = threading.Thread(target=serve_until_shutdown, args=(wal_server, paths),
+                               name="wal-socket")
+        wal.start()
+        try:
+            serve_jobs(vault, control, stop, concurrency=jobs)
+        finally:
+            wal_server.shutdown()
+            wal.join()
     finally:
         control.close()

@@ -328,28 +328,40 @@ def serve(paths: AgentPaths, archiver: Archiver) -> _AgentServer:
     return server
 
 
-def run(vault: Vault, json_lines: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits). ``json_lines``:
-    log one JSON object a line."""
+def open_socket(vault: Vault) -> tuple[_AgentServer, AgentPaths]:
+    """The vault's agent socket, bound, with its archive command installed and this
+    process's pid recorded; ``agent.already_running`` when another agent serves it."""
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
-    resident_logging(json_lines, text_format="%(asctime)s %(levelname)s %(message)s")
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
         raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)
     server = serve(paths, Archiver(vault))
     paths.pid_file.write_text(f"{os.getpid()}\n")
+    return server, paths
 
-    def stop(_signum, _frame) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("dbsafe agent %d serving %s for vault %s", os.getpid(), paths.socket, vault.path)
+def serve_until_shutdown(server: _AgentServer, paths: AgentPaths) -> None:
+    """Serve the socket until ``server.shutdown()``; then remove it and the pid file."""
+    log.info("dbsafe agent %d serving %s", os.getpid(), paths.socket)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
         paths.socket.unlink(missing_ok=True)
         paths.pid_file.unlink(missing_ok=True)
-        log.info("dbsafe agent %d stopped", os.getpid())
+        log.info("dbsafe agent %d stopped serving %s", os.getpid(), paths.socket)
+
+
+def run(vault: Vault, json_lines: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits). ``json_lines``:
+    log one JSON object a line."""
+    resident_logging(json_lines, text_format="%(asctime)s %(levelname)s %(message)s")
+    server, paths = open_socket(vault)
+
+    def stop(_signum, _frame) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    serve_until_shutdown(server, paths)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import need, vault
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fields import Database, Name
-from dbsafe.services import protection
+from dbsafe.services import fleet, protection
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
@@ -59,11 +59,9 @@ def protect(server: str, body: ProtectRequest, v: Vault = Depends(vault)) -> dic
     FULL); the answer says whether a restart or config lines are still needed."""
     if sum((body.databases is not None, body.all, body.auto)) != 1:
         raise DbsafeError("protect.no_databases")
-    _, model = protection.resolve(v, body.policy, body.recovery_model)
-    command = protection.archive_command(v) if model == "FULL" else None
-    return protection.protect(v, server, body.databases, body.recovery_model, command,
-                              change_config=body.change_config, restart=body.restart,
-                              policy=body.policy, auto=body.auto)
+    return fleet.protect(v, fleet.ProtectRequest(
+        server, body.databases, body.recovery_model, change_config=body.change_config,
+        restart=body.restart, policy=body.policy, auto=body.auto))
 
 
 @router.post("/servers/{server}/protection/stop")

@@ -27,18 +27,15 @@ def protect(name: str = typer.Argument(..., help="A registered server."),
                 False, "--no-config-change",
                 help="Do not ALTER SYSTEM: print the lines to add instead.")) -> None:
     """Protect databases of a server with a policy (and its recovery model)."""
-    from dbsafe.services import protection
+    from dbsafe.services import fleet
 
     if sum((bool(db), all_, auto)) != 1:
         raise DbsafeError("protect.no_databases")
     if recovery_model and recovery_model.lower() not in ("full", "simple"):
         raise typer.BadParameter("must be full or simple", param_hint="--recovery-model")
-    vault = open_vault()
-    _, model = protection.resolve(vault, policy, recovery_model)
-    command = protection.archive_command(vault) if model == "FULL" else None
-    result = protection.protect(vault, name, db or None, recovery_model, command,
-                                change_config=not no_config_change, restart=restart,
-                                policy=policy, auto=auto)
+    result = fleet.protect(open_vault(), fleet.ProtectRequest(
+        name, db or None, recovery_model, change_config=not no_config_change, restart=restart,
+        policy=policy, auto=auto))
 
     def human(r: dict) -> None:
         render.out.print(f"{name}: {len(r['databases'])} database(s) protected, policy "

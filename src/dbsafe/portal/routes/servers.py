@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.portal.web import items as overview_items
-from dbsafe.services import inventory, operations, protection
+from dbsafe.services import fleet, inventory, operations, protection
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server, list_servers
 from dbsafe.services.operations import Principal
@@ -105,15 +105,14 @@ def _protect(v: Vault, name: str, choice: str, restart: bool, batches: list[list
     policy, collecting what each call did or why it was refused."""
     policy, model = (None, "SIMPLE") if choice == NO_POLICY else (choice, None)
     try:
-        _, implied = protection.resolve(v, policy, model)
-        command = protection.archive_command(v) if implied == "FULL" else None
+        protection.resolve(v, policy, model)  # a bad choice: one refusal, not one a batch
     except DbsafeError as exc:
         outcome["refused"].append(exc)
         return
     for batch in batches if batches is not None else [None]:
         try:
-            result = protection.protect(v, name, batch, model, command, restart=restart,
-                                        policy=policy, auto=batch is None)
+            result = fleet.protect(v, fleet.ProtectRequest(name, batch, model, restart=restart,
+                                                           policy=policy, auto=batch is None))
         except DbsafeError as exc:
             outcome["refused"].append(exc)
             continue

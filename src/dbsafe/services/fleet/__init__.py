@@ -22,9 +22,11 @@ from dbsafe.services.fleet.agents import (
     touch,
 )
 from dbsafe.services.fleet.dispatch import (
+    ProtectRequest,
     add_server,
     agent_of,
     follow,
+    protect,
     run_claimed,
     take_backup,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "TOKEN_MINUTES",
     "AgentIdentity",
     "JobNotifications",
+    "ProtectRequest",
     "Scopes",
     "add_listener",
     "add_server",
@@ -62,6 +65,7 @@ __all__ = [
     "create_token",
     "follow",
     "list_agents",
+    "protect",
     "reap",
     "register",
     "report",

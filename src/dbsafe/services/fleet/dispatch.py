@@ -1,7 +1,8 @@
 """Where a job runs: on this host, or queued for the agent of the host that owns its server
 (docs/fleet.md, *Jobs go to the host that owns the cluster*).
 
-``take_backup`` is what every interface and the scheduler call: a server without an agent
+``take_backup``, ``protect`` and ``add_server`` are what the interfaces and the scheduler
+call: a server without an agent
 (the one-machine case) is backed up here, as always; a server with one is queued for its
 agent and followed until the agent ends it, so the caller sees the same result, progress
 and errors either way. ``run_claimed`` is the agent's side: the same service, under the
@@ -32,6 +33,9 @@ from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
 from dbsafe.services.inventory.servers import get_server
+from dbsafe.services.protection.archive_setup import archive_command
+from dbsafe.services.protection.items import protect as protect_items
+from dbsafe.services.protection.items import resolve as resolve_protection
 
 FOLLOW_EVERY = 0.5  # seconds between two looks at a followed job (one row by its key)
 
@@ -92,12 +96,49 @@ def add_server(vault: Vault, agent_id: str, name: str, pgdata: str, port: int,
     return follow(vault, job_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProtectRequest:
+    """`dbsafe protect`'s request, the same for a server of this host or of an agent's."""
+
+    name: str
+    databases: list[str] | None
+    recovery_model: str | None = None
+    change_config: bool = True
+    restart: bool = False
+    policy: str | None = None
+    auto: bool = False
+
+
+def protect(vault: Vault, request: ProtectRequest) -> dict:
+    """Protect databases of a server where it lives: the archive_command is that host's
+    agent's (its WAL socket), and the cluster's settings are changed there."""
+    agent_id = agent_of(vault, request.name)
+    if agent_id is None:
+        return _protect_here(vault, request)
+    # checked here first: a bad choice is refused at once, and the shipped default policy
+    # is written by the control plane (an agent writes no policy)
+    resolve_protection(vault, request.policy, request.recovery_model)
+    job_id = queue_job(vault, agent_id, "protect", request.name, dataclasses.asdict(request),
+                       job_id=new_job_id("protect"))
+    return follow(vault, job_id)
+
+
+def _protect_here(vault: Vault, request: ProtectRequest) -> dict:
+    _, model = resolve_protection(vault, request.policy, request.recovery_model)
+    command = archive_command(vault) if model == "FULL" else None
+    return protect_items(vault, request.name, request.databases, request.recovery_model,
+                         command, change_config=request.change_config,
+                         restart=request.restart, policy=request.policy, auto=request.auto)
+
+
 def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) -> dict:
     """Run a job this agent claimed, under the claimed id (the service's own job takes the
     queued row over)."""
     runners: dict[str, Callable[[dict], Any]] = {
         "backup": lambda r: take_here(vault, BackupRequest(**r), on_progress),
-        "server-add": lambda r: _add_here(vault, job["id"], r),
+        "server-add": lambda r: _ended(vault, job["id"], _add_here(vault, r)),
+        "protect": lambda r: _ended(vault, job["id"],
+                                    _protect_here(vault, ProtectRequest(**r))),
     }
     runner = runners.get(job["type"])
     if runner is None:
@@ -109,11 +150,13 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
         claimed_job.reset(token)
 
 
-def _add_here(vault: Vault, job_id: str, request: dict) -> dict:
-    """The agent's side of ``add_server``: the service, then the job's end (registering
-    has no job of its own)."""
-    result = register_server(vault, request["name"], Path(request["pgdata"]), request["port"],
-                             request["host"], request["bin_dir"], request["region"])
+def _add_here(vault: Vault, request: dict) -> dict:
+    return register_server(vault, request["name"], Path(request["pgdata"]), request["port"],
+                           request["host"], request["bin_dir"], request["region"])
+
+
+def _ended(vault: Vault, job_id: str, result: dict) -> dict:
+    """End a claimed job whose service has no job of its own (registering, protecting)."""
     vault.catalog.update_job(job_id, state="completed", end_time=utcnow(),
                              result=json.dumps(result, default=str))
     return result

@@ -15,6 +15,7 @@ scope within that time.
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any
 from dbsafe.catalog.sql import SqlCatalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.stamps import utcnow
+from dbsafe.policy.model import DEFAULT_POLICY
 from dbsafe.services.activity.alerts import deliver_row
 from dbsafe.services.activity.jobs import FINAL, job_ended
 from dbsafe.services.fleet.agents import AgentIdentity
@@ -136,6 +138,20 @@ def _list_jobs(vault: Vault, owned: Owned, call: dict) -> None:
         raise OutOfScope(f"server {server!r}")
 
 
+def _count(vault: Vault, owned: Owned, call: dict) -> None:
+    """Items of an own instance, or of the whole vault (a number: its limits hold for all)."""
+    if call.get("instance_id") is not None:
+        _instance("instance_id")(vault, owned, call)
+
+
+def _shipped_policy(vault: Vault, owned: Owned, call: dict) -> None:
+    """The shipped default policy, as every reader of policies writes it when it is missing
+    (inventory/policies.py): that one only, with its shipped settings."""
+    if call["name"] != DEFAULT_POLICY.name or \
+            json.loads(call["body"]) != DEFAULT_POLICY.to_dict():
+        raise OutOfScope(f"policy {str(call['name'])[:60]!r}")
+
+
 def _anyone(vault: Vault, owned: Owned, call: dict) -> None:
     """Reads of what no server owns (policies: the fleet's configuration)."""
 
@@ -194,7 +210,8 @@ RULES: dict[str, Rule] = {
     # protected items (discovery, backups' selection)
     "list_items": Rule(_instance("instance_id")),
     "set_item": Rule(_instance("instance_id")),
-    "count_items": Rule(_instance("instance_id")),
+    "count_items": Rule(_count),
+    "protect_items": Rule(_instance("instance_id")),
     "list_protected": Rule(_instance("instance_id")),
     # points and the log chain
     "add_point": Rule(_instance("instance_id")),
@@ -206,6 +223,7 @@ RULES: dict[str, Rule] = {
     "add_wal_file": Rule(_cluster),
     "list_wal_files": Rule(_cluster),
     "wal_file_names": Rule(_cluster),
+    "delete_wal_files": Rule(_cluster),  # reconciling with the repository (logchain)
     # jobs of its servers: the job's end raises its alerts here
     "create_job": Rule(_new_job),
     "update_job": Rule(_job_write, after=_job_end),
@@ -217,6 +235,7 @@ RULES: dict[str, Rule] = {
     "list_alert_channels": Rule(_anyone, answer=_nothing),
     # policies: the fleet's configuration, read by every agent
     "get_policy": Rule(_anyone),
+    "insert_policy": Rule(_shipped_policy),
     "list_policies": Rule(_anyone),
     "policy_users": Rule(_anyone, answer=_own_rows("server")),
 }
@@ -228,7 +247,8 @@ FIELDS: dict[str, frozenset[str]] = {
                              "reason"}),
     "create_job": frozenset({"host", "trigger", "backup_type", "items", "reason", "node"}),
     "update_instance": frozenset({"needs_full", "discovered", "data_checksums",
-                                  "wal_segment_size", "recovery_model"}),
+                                  "wal_segment_size", "recovery_model",
+                                  "auto_protect_policy"}),
     "set_item": frozenset({"oid", "state", "state_reason", "warning"}),
     "list_jobs": frozenset({"server", "type", "backup_type", "trigger", "state"}),
     "update_server": frozenset(),
