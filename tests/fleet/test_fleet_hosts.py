@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,40 +31,56 @@ def control_plane(fleet: Fleet, cli_env: dict[str, str]):
     area = make_area("fleet-cp-")
     moto = MotoServer(area, host=fleet.gateway).start()
     env = {**cli_env, **S3_ENV}
-    vault_path = area / "cp"
     location = moto.location("dbsafe-fleet", "vault")
-    res = run_cli(env, "vault", "init", "--repository", location, "--json", vault=vault_path)
+    res = run_cli(env, "vault", "init", "--repository", location, "--json", vault=area / "cp")
     assert res.returncode == 0, res.describe()
-    port = free_port()
-    url = f"https://{fleet.gateway}:{port}"
-    log = (area / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "dbsafe", "--vault", str(vault_path), "serve", "--port",
-         str(free_port()), "--tick", "1", "--agents-host", fleet.gateway, "--agents-port",
-         str(port), "--agents-url", url, "--agent-lost-after", str(LOST_AFTER)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    cp = ControlPlane(vault_path, env, url, location, area)
+    cp = ControlPlane(area / "cp", env, fleet.gateway, area)
     try:
-        wait_until(lambda: "agents" in json.loads((vault_path / "client.json").read_text()),
-                   60, "the agents' listener")
+        cp.start()
         yield cp
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
-        log.close()
+        cp.stop()
         print((area / "serve.log").read_text()[-4000:])
         moto.stop()
         remove_area(area)
 
 
 class ControlPlane:
-    def __init__(self, vault: Path, env: dict[str, str], url: str, location: str,
-                 area: Path) -> None:
-        self.vault, self.env, self.url, self.location, self.area = vault, env, url, location, area
+    """`dbsafe serve` with its agents' listener on the fleet's bridge."""
+
+    def __init__(self, vault: Path, env: dict[str, str], address: str, area: Path) -> None:
+        self.vault, self.env, self.area = vault, env, area
+        self.port = free_port()
+        self.address = address
+        self.url = f"https://{address}:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with (self.area / "serve.log").open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dbsafe", "--vault", str(self.vault), "serve", "--port",
+                 str(free_port()), "--tick", "1", "--agents-host", self.address,
+                 "--agents-port", str(self.port), "--agents-url", self.url,
+                 "--agent-lost-after", str(LOST_AFTER)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, 60, "the agents' listener")
+
+    def _listening(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, \
+            (self.area / "serve.log").read_text()
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex((self.address, self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def ok(self, *args: object) -> object:
         res = run_cli(self.env, *map(str, args), "--json", vault=self.vault)
@@ -189,3 +206,47 @@ def test_wal_is_archived_by_the_agent_of_its_host(fleet: Fleet, control_plane: C
     assert log["type"] == "log" and not log["warnings"], log
     chain = cp.ok("points", "main")
     assert chain["gaps"] == [] and chain["log_ranges"][0]["base"] == full["point_id"], chain
+
+
+def _archived(pg) -> tuple[int, int, str | None]:
+    row = pg.execute("SELECT archived_count, failed_count, last_archived_wal "
+                     "FROM pg_stat_archiver")[0]
+    return int(row[0]), int(row[1]), row[2]
+
+
+def test_wal_reaches_the_repository_while_the_control_plane_is_away(
+        fleet: Fleet, control_plane: ControlPlane):
+    cp = control_plane
+    host_a = fleet.add_host("a")
+    pg = host_a.make_cluster("main")
+    pg.execute("CREATE DATABASE app")
+    pg.execute("CREATE TABLE t (id int)", "app")
+    agent_a, _proc = start_agent(cp, host_a)
+    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
+          pg.port)
+    cp.ok("protect", "main", "--all", "--restart")
+    full = cp.ok("backup", "main", "--type", "full")
+    cp.ok("backup", "main", "--type", "log")  # the agent has read what archiving needs
+
+    cp.stop()
+    before = _archived(pg)
+    switched = []
+    for n in range(3):  # three segments while nobody answers the agent's reports
+        pg.execute(f"INSERT INTO t SELECT generate_series(1, {1000 * (n + 1)})", "app")
+        switched.append(pg.scalar("SELECT pg_walfile_name(pg_switch_wal())"))
+    wait_until(lambda: _archived(pg)[2] == switched[-1], 60,
+               "PostgreSQL's archiving of the segments made while the control plane is away")
+    after = _archived(pg)
+    assert after[0] >= before[0] + 3, (before, after)
+    outbox = host_a.root / "agent" / "outbox.jsonl"
+    waiting = host_a.read_file(outbox).splitlines()
+    assert {json.loads(line)["method"] for line in waiting} == {"add_wal_file"}
+    assert {json.loads(line)["args"][0]["name"] for line in waiting} >= set(switched)
+
+    cp.start()  # the reports arrive; the chain has no gap
+    wait_until(lambda: not host_a.exists(outbox), 60, "the agent's waiting reports")
+    log = cp.ok("backup", "main", "--type", "log")
+    assert not log["warnings"], log
+    chain = cp.ok("points", "main")
+    assert chain["gaps"] == [], chain["gaps"]
+    assert chain["log_ranges"][0]["base"] == full["point_id"]

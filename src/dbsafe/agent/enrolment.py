@@ -18,12 +18,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dbsafe.agent.control import ControlPlane
+from dbsafe.agent.outbox import Outbox
 from dbsafe.agent.remote_catalog import RemoteCatalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.handle import Vault
 from dbsafe.web.tls import fetch_certificate, fingerprint, pinned_context, same_fingerprint
 
 STATE_FILE = "agent.json"
+OUTBOX_FILE = "outbox.jsonl"
 PINNED_CERT = "control-plane.pem"
 DEFAULT_HOME = Path("/var/lib/dbsafe/agent")
 
@@ -51,11 +53,14 @@ class Enrolment:
                                  Path(self.ca_file) if self.ca_file else None)
         return ControlPlane(self.url, context, self.credential)
 
-    def open_vault(self, control: ControlPlane) -> Vault:
+    def outbox(self) -> Outbox:
+        return Outbox(self.home / OUTBOX_FILE)
+
+    def open_vault(self, catalog: RemoteCatalog) -> Vault:
         """The vault with the control plane's catalog. Reconciling the catalog with the
         repository's manifests is the control plane's work: it sees every server's rows,
         an agent only its own (every other point would look missing from the catalog)."""
-        vault = Vault.open(self.vault_path, catalog=RemoteCatalog(control))
+        vault = Vault.open(self.vault_path, catalog=catalog)
         vault.reconciled = True
         return vault
 

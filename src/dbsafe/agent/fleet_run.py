@@ -11,6 +11,7 @@ import signal
 import threading
 
 from dbsafe.agent.enrolment import Enrolment
+from dbsafe.agent.remote_catalog import RemoteCatalog
 from dbsafe.agent.server import open_socket, serve_until_shutdown
 from dbsafe.agent.worker import serve_jobs
 from dbsafe.core.errors import DbsafeError
@@ -18,6 +19,7 @@ from dbsafe.core.sdk_logging import resident_logging
 
 log = logging.getLogger("dbsafe.agent")
 HELLO_RETRY = 5.0
+ANSWERS_FILE = "answers.json"  # the control plane's last answers to the archive path
 
 
 def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None:
@@ -28,33 +30,45 @@ def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None
         signal.signal(sig, lambda *_: stop.set())
     control = enrolment.control()
     try:
-        while not stop.is_set():
-            try:
-                hello = control.hello()
-                break
-            except DbsafeError as exc:
-                if exc.code != "agent.control_unreachable":
-                    raise  # revoked, unknown: waiting changes nothing
-                log.warning("%s (again in %.0f s)", exc.message, HELLO_RETRY)
-                stop.wait(HELLO_RETRY)
-        else:
-            return
-        vault = enrolment.open_vault(control)
-        if hello["vault_id"] != vault.repo.config["vault_id"]:
-            raise DbsafeError("vault.tampered", path=vault.repo.location,
-                              what=f"the control plane's vault is {hello['vault_id']}",
-                              action="register this agent again (`dbsafe agent register "
-                                     "--force`)")
-        log.info("agent %s of host %s serving %s (vault %s)", enrolment.agent_id,
-                 enrolment.host, enrolment.url, hello["vault_id"])
+        # WAL first: archiving needs the repository, not the control plane (which may be
+        # away now: its answers then come when it is back)
+        outbox = enrolment.outbox()
+        catalog = RemoteCatalog(control, outbox, enrolment.home / ANSWERS_FILE)
+        vault = enrolment.open_vault(catalog)
         wal_server, paths = open_socket(vault)  # archive_command's: this host's clusters
         wal = threading.Thread(target=serve_until_shutdown, args=(wal_server, paths),
                                name="wal-socket")
         wal.start()
+        threading.Thread(target=outbox.run_flusher, args=(catalog.send, stop), name="outbox",
+                         daemon=True).start()
         try:
-            serve_jobs(vault, control, stop, concurrency=jobs)
+            if _hello(control, vault, stop):
+                log.info("agent %s of host %s serving %s (vault %s)", enrolment.agent_id,
+                         enrolment.host, enrolment.url, vault.repo.config["vault_id"])
+                serve_jobs(vault, control, stop, concurrency=jobs)
         finally:
             wal_server.shutdown()
             wal.join()
     finally:
         control.close()
+
+
+def _hello(control, vault, stop: threading.Event) -> bool:
+    """Wait for the control plane to answer (it checks the credential); False when stopped
+    first. A revoked or unknown agent, or another vault, ends the agent."""
+    while not stop.is_set():
+        try:
+            hello = control.hello()
+        except DbsafeError as exc:
+            if exc.code != "agent.control_unreachable":
+                raise  # revoked, unknown: waiting changes nothing
+            log.warning("%s (again in %.0f s)", exc.message, HELLO_RETRY)
+            stop.wait(HELLO_RETRY)
+            continue
+        if hello["vault_id"] != vault.repo.config["vault_id"]:
+            raise DbsafeError("vault.tampered", path=vault.repo.location,
+                              what=f"the control plane's vault is {hello['vault_id']}",
+                              action="register this agent again (`dbsafe agent register "
+                                     "--force`)")
+        return True
+    return False

@@ -329,6 +329,10 @@ _SPECS = [
               "give --fingerprint (printed with the registration token) or --ca-file"),
     ErrorSpec("agent.control_unreachable", 5, 503,
               "the control plane at {url} cannot be reached: {reason}; the agent retries"),
+    ErrorSpec("agent.outbox_full", 5, 507,
+              "{lines} reports wait in {path} for the control plane, the most this agent "
+              "keeps: WAL is no longer acknowledged (PostgreSQL keeps it); bring the control "
+              "plane back or check the agent's connection to it"),
     ErrorSpec("agent.control_refused", 5, 502,
               "the control plane at {url} answered {status}: {message}"),
     ErrorSpec("protect.policy_mismatch", 2, 409,
