@@ -21,7 +21,7 @@ import pytest
 from conftest import free_port, make_area, remove_area, run_cli
 from servers.moto import S3_ENV, MotoServer
 
-from .hosts import Fleet, SimulatedHost, wait_until
+from .hosts import Fleet, HostPg, SimulatedHost, wait_until
 
 LOST_AFTER = 12
 
@@ -95,13 +95,17 @@ class ControlPlane:
         return out
 
 
+def agent_env(host: SimulatedHost) -> dict[str, str]:
+    """What the agent of ``host`` runs with: its folders in the host, the storage's keys."""
+    return {"DBSAFE_AGENT_HOME": str(host.root / "agent"),
+            "XDG_STATE_HOME": str(host.root / "state"), "XDG_DATA_HOME": str(host.root / "data"),
+            "DBSAFE_RUN_DIR": str(host.root / "wal"), **S3_ENV}
+
+
 def start_agent(cp: ControlPlane, host: SimulatedHost) -> tuple[str, subprocess.Popen]:
     """Register the host's agent with a one-time token and start it, in the host."""
     token = cp.ok("agent", "token", "create", "--host", host.name)
-    home = host.root / "agent"
-    env = {"DBSAFE_AGENT_HOME": str(home), "XDG_STATE_HOME": str(host.root / "state"),
-           "XDG_DATA_HOME": str(host.root / "data"), "DBSAFE_RUN_DIR": str(host.root / "wal"),
-           **S3_ENV}
+    env = agent_env(host)
     done = host.run([sys.executable, "-m", "dbsafe", "agent", "register", cp.url, "--token",
                      token["token"], "--fingerprint", token["fingerprint"], "--host",
                      host.name, "--json"], env=env, check=False)
@@ -250,3 +254,55 @@ def test_wal_reaches_the_repository_while_the_control_plane_is_away(
     chain = cp.ok("points", "main")
     assert chain["gaps"] == [], chain["gaps"]
     assert chain["log_ranges"][0]["base"] == full["point_id"]
+
+
+def _digest(pg, db: str = "app") -> tuple[str | None, ...]:
+    return pg.execute("SELECT count(*), md5(string_agg(id::text, ',' ORDER BY id)) FROM t",
+                      db)[0]
+
+
+def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
+    cp = control_plane
+    host_a, host_b, host_c = fleet.add_host("a"), fleet.add_host("b"), fleet.add_host("c")
+    source = host_a.make_cluster("main")
+    source.execute("CREATE DATABASE app")
+    source.execute("CREATE TABLE t (id int PRIMARY KEY)", "app")
+    other = host_c.make_cluster("other")
+    agents = {h.name: start_agent(cp, h)[0] for h in (host_a, host_b, host_c)}
+    cp.ok("server", "add", "main", "--agent", agents["a"], "--pgdata", source.pgdata,
+          "--port", source.port)
+    cp.ok("server", "add", "other", "--agent", agents["c"], "--pgdata", other.pgdata,
+          "--port", other.port)
+    cp.ok("protect", "main", "--all", "--restart")
+    cp.ok("backup", "main", "--type", "full")
+    source.execute("INSERT INTO t SELECT generate_series(1, 500)", "app")
+    instant = source.scalar("SELECT now()")  # committed rows 1..500 at this instant
+    expected = _digest(source)
+    time.sleep(1.1)
+    source.execute("INSERT INTO t SELECT generate_series(501, 900)", "app")
+    cp.ok("backup", "main", "--type", "log")
+
+    # the whole instance at the instant, into a new data directory on host b
+    roots = host_b.root / "restores"
+    allowed = host_b.run([sys.executable, "-m", "dbsafe", "--vault",
+                          str(host_b.root / "agent" / "vault"), "vault", "restore-roots", "add",
+                          str(roots), "--json"], env=agent_env(host_b), check=False)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    target = roots / "main-copy"
+    out = cp.ok("restore", "main", "--time", instant, "--to-pgdata", target, "--host", "b",
+                "--port", 15500, "--start")
+    job = cp.ok("job", "show", out["job_id"])
+    assert (job["host"], job["agent_id"]) == ("b", agents["b"]), job
+    copy = HostPg(host_b, "main-copy", target, 15500, target, target / "log")
+    try:
+        assert _digest(copy) == expected
+    finally:
+        copy.stop("fast")
+    assert not host_a.exists(target) and not host_c.exists(target)
+
+    # one database at the instant, into the live server of host c, under a new name
+    out = cp.ok("restore", "main", "--db", "app", "--time", instant, "--target-server",
+                "other", "--as", "app_then")
+    assert cp.ok("job", "show", out["job_id"])["host"] == "c"
+    assert _digest(other, "app_then") == expected
+    assert _digest(source) != expected  # the source kept its later rows

@@ -10,6 +10,7 @@ from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.core.errors import DbsafeError
+from dbsafe.services import fleet
 from dbsafe.services import restore as restores
 from dbsafe.services.handle import Vault
 from dbsafe.services.restore import RestoreRequest
@@ -24,7 +25,7 @@ def restore(server: str, body: RestoreRequest, run: Launcher = Depends(launcher)
     the target's version, space and name, an empty folder, a free port) answers at once."""
     try:
         return started(run.start(
-            "restore", lambda job_vault: restores.run_request(job_vault, server, body)))
+            "restore", lambda job_vault: fleet.restore(job_vault, server, body)))
     except ValueError as exc:  # a service's own argument check
         raise DbsafeError("request.invalid", reason=str(exc)) from exc
 

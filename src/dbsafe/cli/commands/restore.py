@@ -61,12 +61,17 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
                                      help="Port for the restored server (its owner starts "
                                           "it: 1024 or above)."),
             start: bool = typer.Option(False, "--start", help="Start it after restoring."),
+            host: str = typer.Option(None, "--host",
+                                     help="Restore --to-pgdata or --as-files on this host: an "
+                                          "agent's id or host name (`dbsafe agent list`); "
+                                          "default: this host."),
             tablespace_map: list[str] = typer.Option(None, help="OID=DIR, once per tablespace."),
             owner: str = typer.Option(None,
                                       help="OS user to own the files (default: as backed up)."),
             workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
                                         help="Writer threads (default: the core count).")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
+    from dbsafe.services import fleet
     from dbsafe.services import restore as restores
 
     targets = [t for t in (point, time, lsn, restore_point) if t is not None]
@@ -83,10 +88,10 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
         target: dict = {"kind": "server", "server": target_server, "database": db,
                         "new_name": as_name, "overwrite": overwrite}
     elif as_files is not None:
-        target = {"kind": "files", "path": _absolute(as_files), "database": db}
+        target = {"kind": "files", "path": _absolute(as_files), "database": db, "host": host}
     else:
         target = {"kind": "pgdata", "path": _absolute(to_pgdata), "port": port, "start": start,
-                  "database": db}
+                  "database": db, "host": host}
     try:
         request = restores.RestoreRequest.model_validate(
             {"point_id": point, "time": time, "lsn": lsn, "restore_point": restore_point,
@@ -94,9 +99,9 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     except ValueError as exc:  # pydantic's ValidationError is one
         raise typer.BadParameter(str(exc)) from None
     with render.progress(f"restore {db or name}") as bar:
-        result = restores.run_request(open_vault(), name, request,
-                                      tablespace_map=_tablespace_map(tablespace_map),
-                                      owner=owner, workers=workers, on_progress=bar)
+        result = fleet.restore(open_vault(), name, request,
+                               tablespace_map=_tablespace_map(tablespace_map), owner=owner,
+                               workers=workers, on_progress=bar)
     if target_server is not None:
         render.emit(result, _human_database)
         return

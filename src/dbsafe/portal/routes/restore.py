@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from dbsafe.portal.web import caller, check_csrf, page, vault
+from dbsafe.services import fleet
 from dbsafe.services import restore as restores
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
@@ -110,6 +111,6 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
     result = restores.check_request(v, server, body)
     if action == "start" and result["ok"]:
         job_id = request.app.state.launcher.start(
-            "restore", lambda job_vault: restores.run_request(job_vault, server, body))
+            "restore", lambda job_vault: fleet.restore(job_vault, server, body))
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     return _render(request, v, found, form, result)

@@ -27,6 +27,7 @@ from dbsafe.services.fleet.dispatch import (
     agent_of,
     follow,
     protect,
+    restore,
     run_claimed,
     take_backup,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "list_agents",
     "protect",
     "reap",
+    "restore",
     "register",
     "report",
     "revoke",

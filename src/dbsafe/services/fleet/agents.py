@@ -138,6 +138,18 @@ def get_agent(vault: Vault, agent_id: str) -> dict:
     return row
 
 
+def agent_named(vault: Vault, name: str) -> str:
+    """The id of the agent ``name`` names: its id, or the host name of exactly one agent
+    that is not revoked; ``agent.unknown`` otherwise."""
+    rows = vault.catalog.list_agents()
+    if any(r["id"] == name for r in rows):
+        return name
+    found = [r["id"] for r in rows if r["host"] == name and r["revoked"] is None]
+    if len(found) != 1:
+        raise DbsafeError("agent.unknown", agent_id=name)
+    return found[0]
+
+
 def state_of(row: dict, now: datetime | None = None) -> str:
     """active, silent (no call for longer than SILENT_AFTER) or revoked."""
     if row["revoked"] is not None:

@@ -1,8 +1,8 @@
 """Where a job runs: on this host, or queued for the agent of the host that owns its server
 (docs/fleet.md, *Jobs go to the host that owns the cluster*).
 
-``take_backup``, ``protect`` and ``add_server`` are what the interfaces and the scheduler
-call: a server without an agent
+``take_backup``, ``protect``, ``restore`` and ``add_server`` are what the interfaces and the
+scheduler call: a server without an agent
 (the one-machine case) is backed up here, as always; a server with one is queued for its
 agent and followed until the agent ends it, so the caller sees the same result, progress
 and errors either way. ``run_claimed`` is the agent's side: the same service, under the
@@ -29,6 +29,7 @@ from dbsafe.services.activity.jobs import (
 )
 from dbsafe.services.backup.request import BackupRequest
 from dbsafe.services.backup.request import take_backup as take_here
+from dbsafe.services.fleet.agents import agent_named
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
@@ -36,6 +37,7 @@ from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.protection.archive_setup import archive_command
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
+from dbsafe.services.restore.request import RestoreRequest, ServerTarget, run_request
 
 FOLLOW_EVERY = 0.5  # seconds between two looks at a followed job (one row by its key)
 
@@ -131,6 +133,34 @@ def _protect_here(vault: Vault, request: ProtectRequest) -> dict:
                          restart=request.restart, policy=request.policy, auto=request.auto)
 
 
+def restore(vault: Vault, server: str, request: RestoreRequest, *,
+            tablespace_map: dict[str, str] | None = None, owner: str | None = None,
+            workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+    """The restore ``request`` asks of ``server``'s backups, run on the host it writes to:
+    the target server's (one database into a live server), the target's ``host`` (a new
+    data directory or files), else this host. That host's agent reads the repository
+    itself; the source's host takes no part."""
+    agent_id = restore_agent(vault, request)
+    if agent_id is None:
+        return run_request(vault, server, request, tablespace_map=tablespace_map,
+                           owner=owner, workers=workers, on_progress=on_progress)
+    get_server(vault, server)  # an unknown source is refused here, at once
+    job_id = queue_job(vault, agent_id, "restore", server,
+                       {"server": server, "request": request.model_dump(),
+                        "tablespace_map": tablespace_map, "owner": owner, "workers": workers},
+                       job_id=new_job_id("restore"))
+    return follow(vault, job_id, on_progress)
+
+
+def restore_agent(vault: Vault, request: RestoreRequest) -> str | None:
+    """The agent of the host a restore writes to (None: this host)."""
+    target = request.target
+    if isinstance(target, ServerTarget):
+        return agent_of(vault, target.server)
+    host = getattr(target, "host", None)
+    return None if host is None else agent_named(vault, host)
+
+
 def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) -> dict:
     """Run a job this agent claimed, under the claimed id (the service's own job takes the
     queued row over)."""
@@ -139,6 +169,10 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
         "server-add": lambda r: _ended(vault, job["id"], _add_here(vault, r)),
         "protect": lambda r: _ended(vault, job["id"],
                                     _protect_here(vault, ProtectRequest(**r))),
+        "restore": lambda r: run_request(
+            vault, r["server"], RestoreRequest.model_validate(r["request"]),
+            tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],
+            on_progress=on_progress),
     }
     runner = runners.get(job["type"])
     if runner is None:

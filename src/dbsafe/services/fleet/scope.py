@@ -38,13 +38,17 @@ VAULT_ALERTS = ("vault_full", "vault_space_low")  # alerts of no server an agent
 
 @dataclass(frozen=True)
 class Owned:
-    """What one agent owns now: its servers' names, instance ids and clusters, and the
-    names its running ``server-add`` jobs register (granted to it by those jobs)."""
+    """What one agent may touch now: its servers' names, instance ids and clusters; the
+    names its running ``server-add`` jobs register (``granted``); and, for reading only,
+    the servers whose backups its running restores read (``read_*``: its own and those)."""
 
     servers: frozenset[str]
     instances: frozenset[int]
     clusters: frozenset[str]
     granted: frozenset[str] = frozenset()
+    read_servers: frozenset[str] = frozenset()
+    read_instances: frozenset[int] = frozenset()
+    read_clusters: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ class OutOfScope(Exception):
 
 
 # the checks -----------------------------------------------------------------------------
-def _server(arg: str) -> Callable[[Vault, Owned, dict], None]:
+def _server(arg: str, reading: bool = False) -> Callable[[Vault, Owned, dict], None]:
     def check(vault: Vault, owned: Owned, call: dict) -> None:
-        if call.get(arg) not in owned.servers | owned.granted:
+        allowed = owned.read_servers if reading else owned.servers
+        if call.get(arg) not in allowed | owned.granted:
             raise OutOfScope(f"server {call.get(arg)!r}")
     return check
 
@@ -78,40 +83,51 @@ def _new_server(vault: Vault, owned: Owned, call: dict) -> None:
         raise OutOfScope(f"a new server {call['name']!r}")
 
 
-def _instance(arg: str) -> Callable[[Vault, Owned, dict], None]:
+def _instance(arg: str, reading: bool = False) -> Callable[[Vault, Owned, dict], None]:
     def check(vault: Vault, owned: Owned, call: dict) -> None:
-        if call.get(arg) not in owned.instances:
+        if call.get(arg) not in (owned.read_instances if reading else owned.instances):
             raise OutOfScope(f"instance {call.get(arg)!r}")
     return check
 
 
-def _cluster(vault: Vault, owned: Owned, call: dict) -> None:
-    sysid = call.get("system_identifier")
-    if sysid is None and isinstance(call.get("row"), dict):
-        sysid = call["row"].get("system_identifier")
-    if sysid not in owned.clusters:
-        raise OutOfScope(f"cluster {sysid!r}")
+def _cluster(reading: bool = False) -> Callable[[Vault, Owned, dict], None]:
+    def check(vault: Vault, owned: Owned, call: dict) -> None:
+        sysid = call.get("system_identifier")
+        if sysid is None and isinstance(call.get("row"), dict):
+            sysid = call["row"].get("system_identifier")
+        if sysid not in (owned.read_clusters if reading else owned.clusters):
+            raise OutOfScope(f"cluster {sysid!r}")
+    return check
 
 
-def _point(vault: Vault, owned: Owned, call: dict) -> None:
-    row = vault.catalog.get_point(call["point_id"])
-    if row is None or row["instance_id"] not in owned.instances:
-        raise OutOfScope(f"point {call['point_id']!r}")
+def _point(reading: bool = False) -> Callable[[Vault, Owned, dict], None]:
+    def check(vault: Vault, owned: Owned, call: dict) -> None:
+        row = vault.catalog.get_point(call["point_id"])
+        if row is None or row["instance_id"] not in (owned.read_instances if reading
+                                                     else owned.instances):
+            raise OutOfScope(f"point {call['point_id']!r}")
+    return check
+
+
+def _mine(row: dict | None, owned: Owned, agent_id: str) -> bool:
+    """A job of one of the agent's servers, or one the control plane queued for it (a
+    restore onto its host names the server it restores from)."""
+    return row is not None and (row.get("agent_id") == agent_id
+                                or row["server"] in owned.servers)
 
 
 def _job(vault: Vault, owned: Owned, call: dict) -> None:
-    row = vault.catalog.get_job(call["job_id"])
-    if row is None or row["server"] not in owned.servers:
+    if not _mine(vault.catalog.get_job(call["job_id"]), owned, call["agent_id"]):
         raise OutOfScope(f"job {call['job_id']!r}")
 
 
 def _new_job(vault: Vault, owned: Owned, call: dict) -> None:
-    if call["server"] not in owned.servers:
-        raise OutOfScope(f"server {call['server']!r}")
     row = vault.catalog.get_job(call["job_id"])
-    if row is not None and row["server"] not in owned.servers:
-        raise OutOfScope(f"job {call['job_id']!r}")
-    call["alive"] = None  # the control plane's own rule (activity/jobs.py job_alive)
+    if row is not None:
+        if not _mine(row, owned, call["agent_id"]) or row["server"] != call["server"]:
+            raise OutOfScope(f"job {call['job_id']!r}")
+    elif call["server"] not in owned.servers:
+        raise OutOfScope(f"server {call['server']!r}")
 
 
 def _alert(vault: Vault, owned: Owned, call: dict) -> None:
@@ -134,14 +150,14 @@ def _resolve(vault: Vault, owned: Owned, call: dict) -> None:
 
 def _list_jobs(vault: Vault, owned: Owned, call: dict) -> None:
     server = call.get("equal", {}).get("server")
-    if server is not None and server not in owned.servers:
+    if server is not None and server not in owned.read_servers:
         raise OutOfScope(f"server {server!r}")
 
 
 def _count(vault: Vault, owned: Owned, call: dict) -> None:
     """Items of an own instance, or of the whole vault (a number: its limits hold for all)."""
     if call.get("instance_id") is not None:
-        _instance("instance_id")(vault, owned, call)
+        _instance("instance_id", reading=True)(vault, owned, call)
 
 
 def _shipped_policy(vault: Vault, owned: Owned, call: dict) -> None:
@@ -157,19 +173,23 @@ def _anyone(vault: Vault, owned: Owned, call: dict) -> None:
 
 
 def _job_write(vault: Vault, owned: Owned, call: dict) -> None:
-    _job(vault, owned, call)
+    row = vault.catalog.get_job(call["job_id"])
+    if not _mine(row, owned, call["agent_id"]):
+        raise OutOfScope(f"job {call['job_id']!r}")
+    if row is not None and row["state"] not in ("running", "cancelling"):
+        raise OutOfScope(f"job {call['job_id']!r}, which is {row['state']}")
     call["fields"]["reported"] = utcnow()  # every write on its job is a heartbeat too
 
 
 # the answers and what follows them ----------------------------------------------------
 def _own_rows(key: str) -> Callable[[Vault, Owned, Any], Any]:
     def answer(vault: Vault, owned: Owned, rows: Any) -> Any:
-        return [r for r in rows if r.get(key) in owned.servers]
+        return [r for r in rows if r.get(key) in owned.read_servers]
     return answer
 
 
 def _own_points(vault: Vault, owned: Owned, ids: Any) -> Any:
-    mine = {p["point_id"] for i in owned.instances for p in vault.catalog.list_points(i)}
+    mine = {p["point_id"] for i in owned.read_instances for p in vault.catalog.list_points(i)}
     return sorted(set(ids) & mine)
 
 
@@ -198,33 +218,33 @@ def _job_end(vault: Vault, call: dict, result: Any) -> None:
 
 
 RULES: dict[str, Rule] = {
-    # servers and instances of its host
+    # servers and instances of its host (read: and those its restores read)
     "add_server": Rule(_new_server, after=_server_owner),
-    "get_server": Rule(_server("name")),
+    "get_server": Rule(_server("name", reading=True)),
     "list_servers": Rule(_anyone, answer=_own_rows("name")),
     "update_server": Rule(_server("name")),
-    "get_instance": Rule(_instance("instance_id")),
+    "get_instance": Rule(_instance("instance_id", reading=True)),
     "update_instance": Rule(_instance("instance_id")),
     "replace_databases": Rule(_instance("instance_id")),
-    "list_databases": Rule(_instance("instance_id")),
-    # protected items (discovery, backups' selection)
-    "list_items": Rule(_instance("instance_id")),
+    "list_databases": Rule(_instance("instance_id", reading=True)),
+    # protected items (discovery, protection, backups' selection)
+    "list_items": Rule(_instance("instance_id", reading=True)),
     "set_item": Rule(_instance("instance_id")),
     "count_items": Rule(_count),
     "protect_items": Rule(_instance("instance_id")),
-    "list_protected": Rule(_instance("instance_id")),
+    "list_protected": Rule(_instance("instance_id", reading=True)),
     # points and the log chain
     "add_point": Rule(_instance("instance_id")),
-    "list_points": Rule(_instance("instance_id")),
-    "get_point": Rule(_point),
+    "list_points": Rule(_instance("instance_id", reading=True)),
+    "get_point": Rule(_point(reading=True)),
     "point_ids": Rule(_anyone, answer=_own_points),
     "deleted_point_ids": Rule(_anyone, answer=_own_points),
-    "set_table_counts": Rule(_point),
-    "add_wal_file": Rule(_cluster),
-    "list_wal_files": Rule(_cluster),
-    "wal_file_names": Rule(_cluster),
-    "delete_wal_files": Rule(_cluster),  # reconciling with the repository (logchain)
-    # jobs of its servers: the job's end raises its alerts here
+    "set_table_counts": Rule(_point()),
+    "add_wal_file": Rule(_cluster()),
+    "list_wal_files": Rule(_cluster(reading=True)),
+    "wal_file_names": Rule(_cluster(reading=True)),
+    "delete_wal_files": Rule(_cluster()),  # reconciling with the repository (logchain)
+    # jobs of its servers and those queued for it: the job's end raises its alerts here
     "create_job": Rule(_new_job),
     "update_job": Rule(_job_write, after=_job_end),
     "get_job": Rule(_job),
@@ -256,6 +276,8 @@ FIELDS: dict[str, frozenset[str]] = {
 # what a job an agent runs may become (never queued again, never another agent's)
 JOB_STATES = frozenset({"running", "completed", "completed_with_warnings", "failed",
                         "cancelled"})
+# checks that need the calling agent's id (the job rules: a job queued for it)
+AGENT_AWARE = frozenset({"create_job", "update_job", "get_job"})
 # methods that return a set (JSON has none: the agent's catalog turns the list back)
 SET_RESULTS = ("point_ids", "deleted_point_ids", "wal_file_names")
 
@@ -273,13 +295,18 @@ class Scopes:
             cached = self._cache.get(agent.id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        rows = [s for s in vault.catalog.list_servers() if s.get("agent_id") == agent.id]
-        adding = vault.catalog.list_jobs(100, agent_id=agent.id, type="server-add",
-                                         state="running")
+        servers = vault.catalog.list_servers()
+        rows = [s for s in servers if s.get("agent_id") == agent.id]
+        running = vault.catalog.list_jobs(100, agent_id=agent.id, state="running")
+        sources = {j["server"] for j in running if j["type"] == "restore"}
+        read = rows + [s for s in servers if s["name"] in sources and s not in rows]
         owned = Owned(frozenset(s["name"] for s in rows),
                       frozenset(int(s["instance_id"]) for s in rows),
                       frozenset(s["system_identifier"] for s in rows),
-                      frozenset(j["server"] for j in adding))
+                      frozenset(j["server"] for j in running if j["type"] == "server-add"),
+                      frozenset(s["name"] for s in read),
+                      frozenset(int(s["instance_id"]) for s in read),
+                      frozenset(s["system_identifier"] for s in read))
         with self._lock:
             self._cache[agent.id] = (now + SCOPE_TTL, owned)
         return owned
@@ -300,9 +327,11 @@ def call(vault: Vault, scopes: Scopes, agent: AgentIdentity, method: str,
             raise OutOfScope(f"catalog call {method[:60]!r}")
         _check_fields(method, bound)
         owned = scopes.owned(vault, agent)
-        rule.check(vault, owned, bound.arguments)
-        if method == "create_job":  # the host a job ran on is the agent's, as registered
-            bound.arguments["extra"]["host"] = agent.host
+        rule.check(vault, owned, {**bound.arguments, "agent_id": agent.id}
+                   if method in AGENT_AWARE else bound.arguments)
+        if method == "create_job":  # the host a job ran on is the agent's, as registered;
+            bound.arguments["extra"]["host"] = agent.host  # its liveness is judged here
+            bound.arguments["alive"] = None
     except OutOfScope as refused:
         error = DbsafeError("agent.out_of_scope", agent_id=agent.id, host=agent.host,
                             action=f"call {method[:60]}", what=refused.what)

@@ -60,6 +60,9 @@ class Vault:
     settings: dict = field(default_factory=dict)
     # whether this handle's catalog rows were reconciled with the repository (points.py)
     reconciled: bool = False
+    # whether this handle repairs the catalog from the repository (points, WAL records):
+    # not an agent's, which sees only its own rows (docs/fleet.md); its control plane does
+    repairs_catalog: bool = True
 
     @classmethod
     def open(cls, path: Path | None = None, *, new_key: bool = False,
@@ -75,9 +78,8 @@ class Vault:
         storage = open_storage(settings.get("repository") or str(path))
         repo = Repository.open(storage, client_id=settings["client_id"])
         if catalog is None:
-            if settings.get("catalog") == AGENT_CATALOG:
-                raise DbsafeError("agent.catalog_remote", path=path)
-            catalog = open_catalog(settings.get("catalog"), path)
+            catalog = (_AgentFolder(path) if settings.get("catalog") == AGENT_CATALOG
+                       else open_catalog(settings.get("catalog"), path))
         vault = cls(path, repo, catalog, settings)
         vault._trust(new_key=new_key, save=new_client)
         repo_master(repo, path, settings)
@@ -164,6 +166,11 @@ class Vault:
         repo_master(repo, path, settings)
         return vault
 
+    def setting_now(self, key: str):
+        """A setting as ``client.json`` holds it now: what an administrator changed on this
+        host applies at once to a long-running process (an agent's restore roots)."""
+        return _read_settings(self.path).get(key, self.settings.get(key))
+
     def save_settings(self) -> None:
         """Write this client's settings (``client.json``) as they are in ``settings``."""
         _write_settings(self.path, self.settings)
@@ -245,6 +252,17 @@ class Vault:
                 "format": cfg["format"], "repository": self.repo.storage.describe(),
                 "catalog": self.catalog.describe(), "encrypted": self.repo.encrypted,
                 **protection_settings(self.repo.storage)}
+
+
+class _AgentFolder:
+    """The catalog of an agent's folder opened without its control plane (its restore
+    roots, its key): anything asked of it is refused with what to do instead."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str):
+        raise DbsafeError("agent.catalog_remote", path=self._path)
 
 
 def protection_settings(storage) -> dict:

@@ -28,11 +28,17 @@ from dbsafe.services.restore.pitr import base_and_plan
 Name = Annotated[str, Field(min_length=1, max_length=63)]
 
 
+HOST_HELP = ("the host to restore on: an agent's id or host name (`dbsafe agent list`); "
+             "default: the control plane's own host")
+
+
 class DataDirectoryTarget(BaseModel):
-    """A new, empty data directory on this host; ``start`` starts it on ``port``."""
+    """A new, empty data directory on this host (or ``host``); ``start`` starts it on
+    ``port``."""
     model_config = {"extra": "forbid", "strict": True}
     kind: Literal["pgdata"]
     path: Folder
+    host: str | None = Field(None, min_length=1, max_length=253, description=HOST_HELP)
     port: int | None = Field(None, ge=bounds.RESTORE_PORT[0], le=bounds.RESTORE_PORT[1],
                              description="its owner starts it: 1024 or above")
     start: bool = False
@@ -44,6 +50,7 @@ class FilesTarget(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     kind: Literal["files"]
     path: Folder
+    host: str | None = Field(None, min_length=1, max_length=253, description=HOST_HELP)
     database: Name | None = Field(None, description="restore only this database")
 
 

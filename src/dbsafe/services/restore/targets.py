@@ -39,8 +39,8 @@ BETWEEN_MODE = 0o755    # folders dbsafe makes between a root and a target
 
 
 def restore_roots(vault: Vault) -> list[Path]:
-    """This client's restore roots: as configured, else the default."""
-    configured = vault.settings.get(SETTING)
+    """This client's restore roots: as configured now, else the default."""
+    configured = vault.setting_now(SETTING)
     if configured is None:
         return [DEFAULT_ROOT]
     return [Path(os.path.abspath(p)) for p in configured]
