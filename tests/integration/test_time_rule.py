@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import UTC, timedelta
+from datetime import UTC
 from zoneinfo import ZoneInfo
 
 import secrets_guard
@@ -60,15 +60,17 @@ def test_an_instant_without_a_zone_is_refused_alike_everywhere(pg_template, area
     pg.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
     pg.execute("INSERT INTO ledger SELECT generate_series(1, 10)")
     vault.backup("pitr", "--type", "full")
-    for i in range(11, 21):
+    for i in range(11, 21):  # commits spread over more than a second
         pg.execute("INSERT INTO ledger VALUES (%s)", params=(i,))
-        time.sleep(0.05)
+        time.sleep(0.15)
     vault.backup("pitr", "--type", "log")
-    a, b = (pg.scalar("SELECT pg_xact_commit_timestamp(xmin) FROM ledger WHERE id = %s",
-                      params=(i,)) for i in (15, 16))
-    instant = (a + (b - a) / 2).astimezone(UTC).replace(microsecond=0)
-    if instant <= a:  # the second cut off: keep it after row 15's commit
-        instant += timedelta(seconds=1)
+    commits = [r[0] for r in pg.execute("SELECT pg_xact_commit_timestamp(xmin) FROM ledger "
+                                        "WHERE id > 10 ORDER BY id")]
+    # a whole second (what someone types) between two commits: inside the chain whatever
+    # the machine's speed (a second after a commit may fall past the chain's end)
+    instant = next(b.astimezone(UTC).replace(microsecond=0)
+                   for a, b in zip(commits, commits[1:], strict=False)
+                   if a < b.replace(microsecond=0) < b)
     berlin = instant.astimezone(ZoneInfo(BERLIN))
     wall = berlin.replace(tzinfo=None).isoformat()  # what someone in Berlin would type
 
