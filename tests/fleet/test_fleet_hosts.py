@@ -24,6 +24,7 @@ from servers.moto import S3_ENV, MotoServer
 from .hosts import Fleet, HostPg, SimulatedHost, wait_until
 
 LOST_AFTER = 12
+REGION = "West Europe"
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def control_plane(fleet: Fleet, cli_env: dict[str, str]):
     moto = MotoServer(area, host=fleet.gateway).start()
     env = {**cli_env, **S3_ENV}
     location = moto.location("dbsafe-fleet", "vault")
-    res = run_cli(env, "vault", "init", "--repository", location, "--json", vault=area / "cp")
+    res = run_cli(env, "vault", "init", "--repository", location, "--region", REGION, "--json",
+                  vault=area / "cp")
     assert res.returncode == 0, res.describe()
     cp = ControlPlane(area / "cp", env, fleet.gateway, area)
     try:
@@ -306,3 +308,48 @@ def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
     assert cp.ok("job", "show", out["job_id"])["host"] == "c"
     assert _digest(other, "app_then") == expected
     assert _digest(source) != expected  # the source kept its later rows
+
+
+def test_replica_set_across_hosts(fleet: Fleet, control_plane: ControlPlane):
+    """A primary on host a, its standby on host b streaming across the namespaces; the set
+    backed up with preference secondary: fulls on a, copy-only on b, logs switched on a and
+    stored by b's agent, as the node reports say."""
+    cp = control_plane
+    host_a, host_b = fleet.add_host("a"), fleet.add_host("b")
+    p1 = host_a.make_cluster("p1", listen_on_address=True,
+                             hba=[f"host replication postgres {host_b.address}/32 trust",
+                                  f"host all postgres {host_b.address}/32 trust"])
+    p1.execute("CREATE DATABASE app")
+    p1.execute("CREATE TABLE t (id int)", "app")
+    s1 = host_b.make_standby(p1, "s1")
+    agent_a, _ = start_agent(cp, host_a)
+    agent_b, _ = start_agent(cp, host_b)
+    cp.ok("server", "add", "p1", "--agent", agent_a, "--pgdata", p1.pgdata, "--port", p1.port)
+    cp.ok("server", "add", "s1", "--agent", agent_b, "--pgdata", s1.pgdata, "--port", s1.port)
+    cp.ok("replicaset", "add", "rs", "--preference", "secondary")
+    cp.ok("replicaset", "node", "add", "rs", "p1")
+    cp.ok("replicaset", "node", "add", "rs", "s1")
+
+    def roles() -> dict:
+        shown = cp.ok("replicaset", "show", "rs")
+        return {n["server"]: (n["role"], n["healthy"]) for n in shown["nodes"]}
+    wait_until(lambda: roles() == {"p1": ("primary", True), "s1": ("standby", True)}, 60,
+               "the agents' reports of the nodes")
+    plan = {k: v["server"] for k, v in cp.ok("replicaset", "show", "rs")["plan"].items()}
+    assert plan == {"full": "p1", "diff": "p1", "log": "s1", "copy-only": "s1"}, plan
+
+    protected = cp.ok("protect", "rs", "--all", "--restart")
+    assert protected["archiving_active"], protected
+    assert str(host_b.root / "wal") in s1.scalar("SHOW archive_command")
+    assert s1.scalar("SHOW archive_mode") == "always"
+
+    full = cp.ok("backup", "rs", "--type", "full")
+    assert cp.ok("job", "show", full["job_id"])["host"] == "a" and full["node"] == "p1"
+    copy = cp.ok("backup", "rs", "--type", "copy-only")
+    assert cp.ok("job", "show", copy["job_id"])["host"] == "b" and copy["node"] == "s1"
+    p1.execute("INSERT INTO t SELECT generate_series(1, 1000)", "app")
+    log = cp.ok("backup", "rs", "--type", "log")
+    assert cp.ok("job", "show", log["job_id"])["host"] == "a"  # it switched WAL there
+    assert log["node"] == "s1" and not log["warnings"], log  # b's agent stored it
+    chain = cp.ok("points", "rs")
+    assert chain["gaps"] == [] and chain["log_ranges"][0]["base"] == full["point_id"]

@@ -61,7 +61,7 @@ class Enrolment:
         repository's manifests is the control plane's work: it sees every server's rows,
         an agent only its own (every other point would look missing from the catalog)."""
         vault = Vault.open(self.vault_path, catalog=catalog)
-        vault.repairs_catalog = False
+        vault.agent_id = self.agent_id
         return vault
 
 

@@ -13,7 +13,7 @@ import threading
 from dbsafe.agent.enrolment import Enrolment
 from dbsafe.agent.remote_catalog import RemoteCatalog
 from dbsafe.agent.server import open_socket, serve_until_shutdown
-from dbsafe.agent.worker import serve_jobs
+from dbsafe.agent.worker import report_nodes, serve_jobs
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
 
@@ -45,6 +45,8 @@ def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None
             if _hello(control, vault, stop):
                 log.info("agent %s of host %s serving %s (vault %s)", enrolment.agent_id,
                          enrolment.host, enrolment.url, vault.repo.config["vault_id"])
+                threading.Thread(target=report_nodes, args=(vault, stop), name="nodes",
+                                 daemon=True).start()
                 serve_jobs(vault, control, stop, concurrency=jobs)
         finally:
             wal_server.shutdown()

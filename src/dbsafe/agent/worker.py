@@ -1,6 +1,7 @@
 """An agent's job loop: wait for the control plane's next job for this host (a long poll),
 run it with the control plane's own services, report on it while it runs
-(docs/fleet.md, *Jobs go to the host that owns the cluster*).
+(docs/fleet.md, *Jobs go to the host that owns the cluster*); and what it reports of its
+host's replica set nodes.
 
 At most ``concurrency`` jobs run at once; a poll is open only while a slot is free. A
 running job reports every ``REPORT_EVERY`` seconds besides its progress, so that the
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dbsafe.agent.control import ControlPlane
 from dbsafe.core.errors import DbsafeError
-from dbsafe.services import activity, fleet
+from dbsafe.services import activity, fleet, protection
 from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.agent")
@@ -85,3 +86,17 @@ def _end_unstarted(vault: Vault, job_id: str, exc: BaseException) -> None:
     except DbsafeError as report_error:
         log.warning("job %s: its failure did not reach the control plane: %s", job_id,
                     report_error.message)
+
+
+def report_nodes(vault: Vault, stop: threading.Event) -> None:
+    """Until ``stop``: every ``protection.REPORT_EVERY`` seconds, report what this host's
+    replica set nodes are (role, timeline, health, replay position): the control plane, and
+    the agents of the set's other nodes, choose the node of each backup type from these."""
+    while not stop.wait(protection.REPORT_EVERY):
+        try:
+            nodes = [s for s in vault.catalog.list_servers()
+                     if s["kind"] == "server" and s["replica_set"] and vault.is_here(s)]
+            for node in nodes:
+                vault.catalog.report_node(protection.node_report(node))
+        except DbsafeError as exc:
+            log.warning("the nodes of this host were not reported: %s", exc.message)

@@ -144,6 +144,7 @@ def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seco
             event.clear()
             job = await to_thread.run_sync(fleet.claim, vault, agent)
             if job is not None:
+                scopes.forget(agent)  # what the job grants counts from its first call
                 return job
             remaining = deadline - loop.time()
             if remaining <= 0 or await request.is_disconnected():

@@ -169,6 +169,17 @@ class SqlCatalog:
     def update_node(self, server: str, **fields: object) -> None:
         self._update("replica_set_nodes", "server = ?", fields, server)
 
+    def report_node(self, row: dict) -> None:
+        """What an agent saw of a node of its host (replaces its last report)."""
+        cols = ("server", "role", "timeline", "healthy", "reason", "replay_lsn", "reported")
+        self._run(f"INSERT INTO node_reports ({', '.join(cols)}) VALUES "
+                  f"({', '.join('?' for _ in cols)}) ON CONFLICT (server) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]),
+                  *(row.get(c) for c in cols))
+
+    def get_node_report(self, server: str) -> dict | None:
+        return self._one("SELECT * FROM node_reports WHERE server = ?", server)
+
     # databases ---------------------------------------------------------------------------
     def replace_databases(self, instance_id: int, databases: list[dict]) -> None:
         def body(s: Session) -> None:

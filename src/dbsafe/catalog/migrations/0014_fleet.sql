@@ -37,3 +37,16 @@ ALTER TABLE jobs ADD COLUMN agent_id TEXT;
 ALTER TABLE jobs ADD COLUMN request TEXT;
 ALTER TABLE jobs ADD COLUMN reported TEXT;
 CREATE INDEX jobs_queue ON jobs (agent_id, state, start_time);
+
+-- What the agent of a replica set node's host last saw of it (docs/fleet.md): its role,
+-- timeline, health and replay position, and when. The control plane chooses the node of
+-- each backup type from these for a node of another host.
+CREATE TABLE node_reports (
+    server      TEXT PRIMARY KEY REFERENCES servers(name) ON DELETE CASCADE,
+    role        TEXT NOT NULL,
+    timeline    INTEGER,
+    healthy     INTEGER NOT NULL,
+    reason      TEXT,
+    replay_lsn  INTEGER NOT NULL DEFAULT 0,
+    reported    TEXT NOT NULL
+);

@@ -39,7 +39,7 @@ def require_full_model(server: dict) -> None:
 def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
                    on_progress: ProgressFn | None = None,
                    databases: list[str] | None = None, trigger: str = "on-demand",
-                   reason: str | None = None) -> dict:
+                   reason: str | None = None, node_name: str | None = None) -> dict:
     """The WAL is the instance's: ``databases`` only checks that each may take log backups
     (a read-only database may not, as in the support matrix)."""
     server = get_server(vault, name)
@@ -47,29 +47,17 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
     require_full_model(server)
     node = server  # the node whose archiver delivers the WAL
     if server["kind"] == "replica-set":
-        node = replicasets.node_for_job(vault, server, "log", trigger, reason)
+        node = replicasets.node_for_job(vault, server, "log", trigger, reason, node_name)
         server = get_server(vault, name)  # now the primary's endpoint: it switches WAL
     if databases:
         with open_instance(server) as conn:
             dbs = discover.databases(conn, Path(server["pgdata"]))
         selection.choose(dbs, databases, [], "log", name)
-    with open_instance(node) as conn:
-        settings = archiving.read_settings(conn)
-        others = coexistence.other_solutions(conn, Path(node["pgdata"]),
-                                             coexistence.our_command(vault))
-        standby = status.is_in_recovery(conn)
-        if standby and settings.active_ours and settings.mode != "always":
-            raise DbsafeError("replicaset.archiving_inactive", server=node["node"], name=name,
-                              reason="archive_mode is on, not always: a standby archives "
-                                     "nothing")
-        if not settings.active_ours:
-            pending = archiving.archive_mode_pending_restart(conn)
-            hint = ("restart PostgreSQL to start it (`dbsafe protect {0} --all --restart`)"
-                    if pending else "turn it on with `dbsafe protect {0} --all`").format(name)
-            raise DbsafeError("backup.archiving_inactive", name=node.get("node") or name,
-                              hint=hint,
-                              reason=f"archive_mode={settings.mode}, archive_command by "
-                                     f"{settings.owner or 'nobody'}")
+    if vault.is_here(node):
+        others, standby = _check_node(vault, node, name)
+    else:  # a node of another host: its agent set it up, and reports what it is
+        report = vault.catalog.get_node_report(node["node"]) or {}
+        others, standby = [], report.get("role") == "standby"
     with Job(vault.catalog, "backup", name, on_progress, backup_type="log", trigger=trigger,
              items=vault.catalog.list_protected(server["instance_id"]), reason=reason,
              node=node.get("node")) as job, \
@@ -106,6 +94,29 @@ def run_log_backup(vault: Vault, name: str, wait_seconds: float = WAIT_SECONDS,
             vault.catalog.update_job(job.id, node=took)
         job.finish(result, "completed_with_warnings" if result["warnings"] else "completed")
         return result
+
+
+def _check_node(vault: Vault, node: dict, name: str) -> tuple[list[dict], bool]:
+    """The archiving node's settings are ours and active (a standby's: archive_mode=always);
+    (other backup tools found on it, whether it is a standby)."""
+    with open_instance(node) as conn:
+        settings = archiving.read_settings(conn)
+        others = coexistence.other_solutions(conn, Path(node["pgdata"]),
+                                             coexistence.our_command(vault))
+        standby = status.is_in_recovery(conn)
+        if standby and settings.active_ours and settings.mode != "always":
+            raise DbsafeError("replicaset.archiving_inactive", server=node["node"], name=name,
+                              reason="archive_mode is on, not always: a standby archives "
+                                     "nothing")
+        if not settings.active_ours:
+            pending = archiving.archive_mode_pending_restart(conn)
+            hint = ("restart PostgreSQL to start it (`dbsafe protect {0} --all --restart`)"
+                    if pending else "turn it on with `dbsafe protect {0} --all`").format(name)
+            raise DbsafeError("backup.archiving_inactive", name=node.get("node") or name,
+                              hint=hint,
+                              reason=f"archive_mode={settings.mode}, archive_command by "
+                                     f"{settings.owner or 'nobody'}")
+    return others, standby
 
 
 def _record_point(vault: Vault, server: dict, started: datetime, stop_lsn: str,

@@ -32,6 +32,7 @@ class BackupRequest:
     wait: float = LOG_WAIT_SECONDS
     trigger: str = "on-demand"
     reason: str | None = None
+    node: str | None = None  # a replica set's node the control plane chose (docs/fleet.md)
 
     def __post_init__(self) -> None:
         if self.type not in REQUEST_TYPES:
@@ -44,7 +45,7 @@ def take_backup(vault: Vault, request: BackupRequest,
     if request.type == "log":
         return run_log_backup(vault, request.server, request.wait, on_progress,
                               databases=request.databases, trigger=request.trigger,
-                              reason=request.reason)
+                              reason=request.reason, node_name=request.node)
     return run_backup(vault, request.server, request.type, request.compress_level,
                       request.workers, on_progress, databases=request.databases,
-                      trigger=request.trigger, reason=request.reason)
+                      trigger=request.trigger, reason=request.reason, node=request.node)

@@ -45,19 +45,20 @@ def new_point_id(now: datetime) -> str:
 def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = None,
                workers: int | None = None, on_progress: ProgressFn | None = None,
                databases: list[str] | None = None, trigger: str = "on-demand",
-               reason: str | None = None) -> dict:
+               reason: str | None = None, node: str | None = None) -> dict:
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
     when none is chosen); the other databases are recorded as left out. New blocks are
     compressed at ``level`` when given (0: stored raw), else as the instance's policy says
     (services/inventory/policies.compression_for). A differential's base is the latest full that
     holds every database it holds (a scheduled one becomes a full when there is none, and
-    says why in its warnings)."""
+    says why in its warnings). ``node``: a replica set's node the control plane chose
+    (the agent of that node's host runs the backup: docs/fleet.md)."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
     replicasets.refuse_node_alone(server, "backup")
     if server["kind"] == "replica-set":  # the node the preference names takes it
-        server = replicasets.node_for_job(vault, server, type, trigger, reason)
+        server = replicasets.node_for_job(vault, server, type, trigger, reason, node)
     # Checks that need no job: bad input fails before anything is recorded.
     with open_instance(server) as conn:
         dbs = discover.databases(conn, Path(server["pgdata"]))

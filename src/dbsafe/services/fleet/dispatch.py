@@ -34,9 +34,10 @@ from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
 from dbsafe.services.inventory.servers import get_server
-from dbsafe.services.protection.archive_setup import archive_command
+from dbsafe.services.protection.archive_setup import archive_command, configure_archiving
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
+from dbsafe.services.protection.replica_sets import choose_node, look
 from dbsafe.services.restore.request import RestoreRequest, ServerTarget, run_request
 
 FOLLOW_EVERY = 0.5  # seconds between two looks at a followed job (one row by its key)
@@ -50,13 +51,35 @@ def agent_of(vault: Vault, server: str) -> str | None:
 def take_backup(vault: Vault, request: BackupRequest,
                 on_progress: ProgressFn | None = None) -> dict:
     """The backup ``request`` asks for, run where its server lives; its result."""
-    agent_id = agent_of(vault, request.server)
+    entry = get_server(vault, request.server)
+    if entry["kind"] == "replica-set":
+        agent_id, request = _set_backup(vault, entry, request)
+    else:
+        agent_id = entry.get("agent_id")
     if agent_id is None:
         return take_here(vault, request, on_progress)
     job_id = queue_job(vault, agent_id, "backup", request.server, dataclasses.asdict(request),
                        trigger=request.trigger, backup_type=request.type,
                        reason=request.reason, job_id=new_job_id("backup"))
     return follow(vault, job_id, on_progress)
+
+
+def _set_backup(vault: Vault, entry: dict, request: BackupRequest
+                ) -> tuple[str | None, BackupRequest]:
+    """(the agent that runs a replica set's backup, the request with the node chosen).
+    The node is chosen here, from what the nodes' agents report; the backup runs on the
+    chosen node's host, except a log backup: it runs where the primary is (it switches
+    WAL there), and the chosen node's agent stores the WAL as it archives it. A set whose
+    nodes are all on this host is backed up here, choosing as it always did."""
+    nodes = [get_server(vault, n["server"]) for n in vault.catalog.list_nodes(entry["name"])]
+    if all(vault.is_here(n) for n in nodes):
+        return None, request
+    choice = choose_node(vault, entry["name"], request.type)  # records roles and the primary
+    if choice.server is None:  # refused here, as a failed job of the set (an alert)
+        return None, request
+    runs_on = entry["name"] if request.type == "log" else choice.server
+    return get_server(vault, runs_on).get("agent_id"), \
+        dataclasses.replace(request, node=choice.server)
 
 
 def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
@@ -114,15 +137,39 @@ class ProtectRequest:
 def protect(vault: Vault, request: ProtectRequest) -> dict:
     """Protect databases of a server where it lives: the archive_command is that host's
     agent's (its WAL socket), and the cluster's settings are changed there."""
-    agent_id = agent_of(vault, request.name)
-    if agent_id is None:
+    entry = get_server(vault, request.name)
+    elsewhere: list[dict] = []
+    if entry["kind"] == "replica-set":
+        elsewhere = [n for n in (get_server(vault, row["server"]) for row in
+                                 vault.catalog.list_nodes(request.name))
+                     if not vault.is_here(n)]
+        if elsewhere:
+            look(vault, request.name)  # the entry follows its primary, and its host's agent
+            entry = get_server(vault, request.name)
+    agent_id = entry.get("agent_id")
+    if agent_id is None and not elsewhere:
         return _protect_here(vault, request)
     # checked here first: a bad choice is refused at once, and the shipped default policy
     # is written by the control plane (an agent writes no policy)
-    resolve_protection(vault, request.policy, request.recovery_model)
-    job_id = queue_job(vault, agent_id, "protect", request.name, dataclasses.asdict(request),
-                       job_id=new_job_id("protect"))
-    return follow(vault, job_id)
+    _, model = resolve_protection(vault, request.policy, request.recovery_model)
+    if agent_id is None:
+        result = _protect_here(vault, request)
+    else:
+        result = follow(vault, queue_job(vault, agent_id, "protect", request.name,
+                                         dataclasses.asdict(request),
+                                         job_id=new_job_id("protect")))
+    for node in elsewhere:  # a set's nodes on other hosts: archiving set up by their agents
+        if node.get("agent_id") == agent_id:
+            continue
+        done = follow(vault, queue_job(vault, node["agent_id"], "archiving", node["name"],
+                                       {"node": node["name"], "model": model,
+                                        "change_config": request.change_config,
+                                        "restart": request.restart},
+                                       job_id=new_job_id("archiving")))
+        result["nodes"] = [*result.get("nodes", []), done]
+        result["archiving_active"] = result["archiving_active"] and done["archiving_active"]
+        result["restart_needed"] = result["restart_needed"] or done["restart_needed"]
+    return result
 
 
 def _protect_here(vault: Vault, request: ProtectRequest) -> dict:
@@ -169,6 +216,10 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
         "server-add": lambda r: _ended(vault, job["id"], _add_here(vault, r)),
         "protect": lambda r: _ended(vault, job["id"],
                                     _protect_here(vault, ProtectRequest(**r))),
+        "archiving": lambda r: _ended(vault, job["id"], configure_archiving(
+            vault, get_server(vault, r["node"]), r["model"],
+            archive_command(vault) if r["model"] == "FULL" else None, r["change_config"],
+            r["restart"], "always")),
         "restore": lambda r: run_request(
             vault, r["server"], RestoreRequest.model_validate(r["request"]),
             tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],

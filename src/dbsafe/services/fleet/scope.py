@@ -154,6 +154,12 @@ def _list_jobs(vault: Vault, owned: Owned, call: dict) -> None:
         raise OutOfScope(f"server {server!r}")
 
 
+def _node_report(vault: Vault, owned: Owned, call: dict) -> None:
+    row = call["row"]
+    if row.get("server") not in owned.servers:
+        raise OutOfScope(f"a report of server {row.get('server')!r}")
+
+
 def _count(vault: Vault, owned: Owned, call: dict) -> None:
     """Items of an own instance, or of the whole vault (a number: its limits hold for all)."""
     if call.get("instance_id") is not None:
@@ -227,6 +233,11 @@ RULES: dict[str, Rule] = {
     "update_instance": Rule(_instance("instance_id")),
     "replace_databases": Rule(_instance("instance_id")),
     "list_databases": Rule(_instance("instance_id", reading=True)),
+    # replica sets of its nodes: their nodes, and what its agent sees of its own nodes
+    "get_replica_set": Rule(_server("name", reading=True)),
+    "list_nodes": Rule(_server("replica_set", reading=True)),
+    "get_node_report": Rule(_server("server", reading=True)),
+    "report_node": Rule(_node_report),
     # protected items (discovery, protection, backups' selection)
     "list_items": Rule(_instance("instance_id", reading=True)),
     "set_item": Rule(_instance("instance_id")),
@@ -296,10 +307,15 @@ class Scopes:
         if cached is not None and cached[0] > now:
             return cached[1]
         servers = vault.catalog.list_servers()
-        rows = [s for s in servers if s.get("agent_id") == agent.id]
+        mine = [s for s in servers if s.get("agent_id") == agent.id and s["kind"] == "server"]
+        # a replica set a node of its host belongs to is its too (its points, its log
+        # chain); the set's other nodes it may read (which node takes which backup)
+        sets = {s["replica_set"] for s in mine if s["replica_set"]}
+        rows = mine + [s for s in servers if s["name"] in sets]
         running = vault.catalog.list_jobs(100, agent_id=agent.id, state="running")
         sources = {j["server"] for j in running if j["type"] == "restore"}
-        read = rows + [s for s in servers if s["name"] in sources and s not in rows]
+        read = rows + [s for s in servers if (s["name"] in sources or s["replica_set"] in sets)
+                       and s not in rows]
         owned = Owned(frozenset(s["name"] for s in rows),
                       frozenset(int(s["instance_id"]) for s in rows),
                       frozenset(s["system_identifier"] for s in rows),
@@ -343,8 +359,9 @@ def call(vault: Vault, scopes: Scopes, agent: AgentIdentity, method: str,
         result = rule.answer(vault, owned, result)
     if rule.after is not None:
         rule.after(vault, {**bound.arguments, "agent_id": agent.id}, result)
-    if method == "add_server":
-        scopes.forget(agent)
+    if method == "add_server" or (method == "update_job"
+                                  and bound.arguments["fields"].get("state") in FINAL):
+        scopes.forget(agent)  # what it owns, or what a job granted it, changed
     if method == "upsert_alert":
         row, new = result
         return [row, new]

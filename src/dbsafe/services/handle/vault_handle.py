@@ -60,9 +60,21 @@ class Vault:
     settings: dict = field(default_factory=dict)
     # whether this handle's catalog rows were reconciled with the repository (points.py)
     reconciled: bool = False
-    # whether this handle repairs the catalog from the repository (points, WAL records):
-    # not an agent's, which sees only its own rows (docs/fleet.md); its control plane does
-    repairs_catalog: bool = True
+    # the agent this handle runs as (docs/fleet.md); None: the control plane, or a client of
+    # one machine
+    agent_id: str | None = None
+
+    @property
+    def keeps_catalog(self) -> bool:
+        """Whether this handle keeps the catalog's shared books: repairs rows from the
+        repository (points, WAL records) and records what it sees of replica sets' nodes.
+        Not an agent's: it sees only its own rows, and reports; its control plane keeps
+        them."""
+        return self.agent_id is None
+
+    def is_here(self, server: dict) -> bool:
+        """Whether ``server``'s cluster is on this handle's host (reachable from here)."""
+        return server.get("agent_id") == self.agent_id
 
     @classmethod
     def open(cls, path: Path | None = None, *, new_key: bool = False,

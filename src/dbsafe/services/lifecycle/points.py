@@ -58,7 +58,7 @@ def reconcile(vault: Vault) -> None:
     server's manifests (170,000 for 20 servers with 90 days of log backups), so it is done
     once, not per server or per read. The scheduler's runs, each with their own handle,
     repair what a crash left; a long-lived handle (the API's) reads the catalog after."""
-    if vault.reconciled or not vault.repairs_catalog:
+    if vault.reconciled or not vault.keeps_catalog:
         return
     stored = set(vault.repo.point_ids())
     deletions = vault.catalog.point_deletions()

@@ -154,9 +154,9 @@ def wal_row(system_id: str, record: dict) -> dict:
 def reconcile_wal(vault: Vault, system_id: str) -> int:
     """Add to the catalog the WAL records it lacks (written, then the process died), and
     drop the rows whose record is gone (pruned, then the process died). Not by an agent
-    (``repairs_catalog``): it writes only its own clusters' rows, and the control plane
+    (``keeps_catalog``): it writes only its own clusters' rows, and the control plane
     repairs the catalog for all."""
-    if not vault.repairs_catalog:
+    if not vault.keeps_catalog:
         return 0
     known = vault.catalog.wal_file_names(system_id)
     stored = vault.repo.wal_names(system_id)

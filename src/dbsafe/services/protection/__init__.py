@@ -17,10 +17,12 @@ from dbsafe.services.protection.items import (
     unprotect,
 )
 from dbsafe.services.protection.replica_sets import (
+    REPORT_EVERY,
     add_node,
     add_set,
     list_sets,
     log_node,
+    node_report,
     remove_node,
     remove_set,
     set_preference,
@@ -28,6 +30,7 @@ from dbsafe.services.protection.replica_sets import (
 )
 
 __all__ = [
+    "REPORT_EVERY",
     "add_node",
     "add_set",
     "archive_command",
@@ -37,6 +40,7 @@ __all__ = [
     "live_databases",
     "local_instances",
     "log_node",
+    "node_report",
     "protect",
     "refresh",
     "remove_node",

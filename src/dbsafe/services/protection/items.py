@@ -132,9 +132,11 @@ def apply_model(vault: Vault, server: dict, model: str, command: str | None,
     archive_mode=always so that a standby archives too); remember a model change (the next
     differential or log backup becomes a full: the chain restarts)."""
     if server.get("kind") == "replica-set":
+        # the nodes of this host; those of other hosts are set up by their agents
+        # (services/fleet/dispatch.py queues that for them)
         nodes = [get_server(vault, n["server"]) for n in vault.catalog.list_nodes(server["name"])]
         done = [configure_archiving(vault, node, model, command, change_config, restart,
-                                    "always") for node in nodes]
+                                    "always") for node in nodes if vault.is_here(node)]
         result = {"server": server["name"], "recovery_model": model,
                   "archiving_active": all(d["archiving_active"] for d in done),
                   "archive_command": command,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regions import check_region
 from dbsafe.engines.postgres.roles import role_facts
@@ -29,6 +30,10 @@ log = logging.getLogger("dbsafe.replicasets")
 
 # The fields of a set's entry that follow its primary (the node's endpoint).
 ENDPOINT = ("pgdata", "port", "host", "bin_dir", "socket_dir", "data_checksums")
+# an agent reports its host's nodes every REPORT_EVERY seconds (agent/worker.py); a report
+# older than REPORT_FRESH says nothing of the node now
+REPORT_EVERY = 5.0
+REPORT_FRESH = 20.0
 
 
 def _now() -> str:
@@ -133,14 +138,40 @@ def remove_node(vault: Vault, name: str, server: str) -> dict:
 
 
 # looking at the nodes ------------------------------------------------------------------------
-def _look_at(node: dict) -> tuple[NodeState, int | None]:
+def _look_at(vault: Vault, node: dict) -> tuple[NodeState, int | None]:
+    """What a node is now: asked of its cluster when it is on this host, else as its
+    host's agent last reported it (docs/fleet.md), if that is fresh."""
+    row = node_report(node) if vault.is_here(node) else _reported(vault, node)
+    return (NodeState(node["name"], row["role"], node["region"], bool(row["healthy"]),
+                      row["reason"], int(row["replay_lsn"] or 0)), row["timeline"])
+
+
+def node_report(node: dict) -> dict:
+    """What the cluster of a node on this host says of its role (what an agent reports of
+    its host's nodes: ``report_node``); role ``unknown`` when it does not answer."""
+    now = _now()
     try:
         with open_instance(node) as conn:
             facts = role_facts(conn)
     except DbsafeError as exc:
-        return NodeState(node["name"], "unknown", node["region"], False, exc.message), None
-    return (NodeState(node["name"], facts.role, node["region"], facts.healthy, facts.reason,
-                      facts.replay_lsn), facts.timeline)
+        return {"server": node["name"], "role": "unknown", "timeline": None, "healthy": 0,
+                "reason": exc.message, "replay_lsn": 0, "reported": now}
+    return {"server": node["name"], "role": facts.role, "timeline": facts.timeline,
+            "healthy": int(facts.healthy), "reason": facts.reason,
+            "replay_lsn": facts.replay_lsn, "reported": now}
+
+
+def _reported(vault: Vault, node: dict) -> dict:
+    """The agent's last report of a node of another host; unknown when none is fresh."""
+    row = vault.catalog.get_node_report(node["name"])
+    reason = "the agent of its host has not reported it yet"
+    if row is not None:
+        age = (datetime.now(UTC) - parse_time(row["reported"])).total_seconds()
+        if age <= REPORT_FRESH:
+            return row
+        reason = f"the agent of its host last reported it {int(age)} s ago ({row['reported']})"
+    return {"server": node["name"], "role": "unknown", "timeline": None, "healthy": 0,
+            "reason": reason, "replay_lsn": 0}
 
 
 def look(vault: Vault, name: str) -> list[NodeState]:
@@ -151,7 +182,7 @@ def look(vault: Vault, name: str) -> list[NodeState]:
     rows = {n["server"]: n for n in vault.catalog.list_nodes(name)}
     if not rows:
         raise DbsafeError("replicaset.no_nodes", name=name)
-    seen = {s: _look_at(get_server(vault, s)) for s in rows}
+    seen = {s: _look_at(vault, get_server(vault, s)) for s in rows}
     primaries = [s for s, (st, _tl) in seen.items() if st.role == "primary"]
     if len(primaries) > 1:
         newest = max(primaries, key=lambda s: seen[s][1] or 0)
@@ -162,6 +193,9 @@ def look(vault: Vault, name: str) -> list[NodeState]:
                 seen[s] = (NodeState(s, "stale-primary", st.region, False,
                                      f"runs as a primary on timeline {tl}, older than "
                                      f"{newest}'s: rebuild it as a standby", 0), tl)
+    states = [st for st, _tl in seen.values()]
+    if not vault.keeps_catalog:  # an agent decides from the same facts, and records nothing
+        return states
     now = _now()
     for server, (state, timeline) in seen.items():
         before = rows[server]
@@ -176,13 +210,14 @@ def look(vault: Vault, name: str) -> list[NodeState]:
                                             "now": state.role, "timeline": timeline})
         vault.catalog.update_node(server, role=state.role, healthy=int(state.healthy),
                                   reason=state.reason, timeline=timeline, checked=now)
-    states = [st for st, _tl in seen.values()]
     primary = [st.server for st in states if st.role == "primary"]
     entry = vault.catalog.get_server(name)
     if len(primary) == 1 and entry is not None:
         node = get_server(vault, primary[0])
         if any(entry[k] != node[k] for k in ENDPOINT):
             vault.catalog.update_instance(entry["instance_id"], **{k: node[k] for k in ENDPOINT})
+        if entry.get("agent_id") != node.get("agent_id"):  # its host's agent runs its work
+            vault.catalog.update_server(name, agent_id=node.get("agent_id"))
     return states
 
 
@@ -193,17 +228,26 @@ def choose_node(vault: Vault, name: str, backup_type: str) -> node_choice.Choice
                               backup_type)
 
 
-def node_for(vault: Vault, entry: dict, backup_type: str) -> dict:
-    """The set's entry with the chosen node's endpoint (and ``node``, ``node_reason``) for
-    one backup run; ``replicaset.no_node`` with the reason when no node may take it now."""
+def node_for(vault: Vault, entry: dict, backup_type: str, chosen: str | None = None) -> dict:
+    """The set's entry with the chosen node's endpoint (and ``node``, ``node_reason``, and
+    the node's ``agent_id``) for one backup run; ``replicasets.no_node`` with the reason when
+    no node may take it now. ``chosen``: the node the control plane chose for the agent of
+    that node's host (docs/fleet.md)."""
     name = entry["name"]
-    choice = choose_node(vault, name, backup_type)
-    if choice.server is None:
-        raise DbsafeError("replicaset.no_node", name=name, type=backup_type,
-                          reason=choice.reason)
-    node = get_server(vault, choice.server)
+    if chosen is not None:
+        node = get_server(vault, chosen)
+        if node["replica_set"] != name:
+            raise DbsafeError("replicaset.not_a_node", server=chosen, name=name,
+                              nodes=", ".join(n["server"] for n in vault.catalog.list_nodes(name)))
+        reason = "chosen by the control plane from its nodes' reports"
+    else:
+        choice = choose_node(vault, name, backup_type)
+        if choice.server is None:
+            raise DbsafeError("replicaset.no_node", name=name, type=backup_type,
+                              reason=choice.reason)
+        node, reason = get_server(vault, choice.server), choice.reason
     return {**get_server(vault, name), **{k: node[k] for k in ENDPOINT},
-            "node": choice.server, "node_reason": choice.reason}
+            "agent_id": node.get("agent_id"), "node": node["name"], "node_reason": reason}
 
 
 def log_node(vault: Vault, name: str) -> str | None:
@@ -212,12 +256,12 @@ def log_node(vault: Vault, name: str) -> str | None:
 
 
 def node_for_job(vault: Vault, entry: dict, backup_type: str, trigger: str,
-                 reason: str | None) -> dict:
+                 reason: str | None, chosen: str | None = None) -> dict:
     """``node_for`` for a backup job: when no node may take it, the refusal is a failed job
     (and so an alert), since the set is protected and its schedule expects that backup."""
 
     try:
-        return node_for(vault, entry, backup_type)
+        return node_for(vault, entry, backup_type, chosen)
     except DbsafeError as exc:
         if exc.code != "replicaset.no_node":
             raise
