@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, make_area, remove_area, run_cli
+from conftest import PG_BIN, free_port, make_area, remove_area, run_cli
+from replicas import basebackup_argv, wait_streaming
 from servers.moto import S3_ENV, MotoServer
 
 from .hosts import Fleet, HostPg, SimulatedHost, wait_until
@@ -97,11 +98,19 @@ class ControlPlane:
         return out
 
 
+AGENT_HOME = Path("/var/lib/dbsafe/agent")  # the default, on every host
+
+
 def agent_env(host: SimulatedHost) -> dict[str, str]:
-    """What the agent of ``host`` runs with: its folders in the host, the storage's keys."""
-    return {"DBSAFE_AGENT_HOME": str(host.root / "agent"),
-            "XDG_STATE_HOME": str(host.root / "state"), "XDG_DATA_HOME": str(host.root / "data"),
-            "DBSAFE_RUN_DIR": str(host.root / "wal"), **S3_ENV}
+    """What the agent of ``host`` runs with: the storage's keys, and dbsafe's default
+    folders, which are the host's own: /var/lib/dbsafe is a tmpfs of the host's mount
+    namespace (as each VM has its own disk), so the agent's folder and its WAL socket sit
+    at the same paths on every host, as in a real fleet."""
+    Path("/var/lib/dbsafe").mkdir(mode=0o755, parents=True, exist_ok=True)
+    host.run(["sh", "-c", "mountpoint -q /var/lib/dbsafe || "
+              "mount -t tmpfs -o mode=0755,size=256m dbsafe /var/lib/dbsafe"])
+    return {"XDG_STATE_HOME": str(host.root / "state"), "XDG_DATA_HOME": str(host.root / "data"),
+            **S3_ENV}
 
 
 def start_agent(cp: ControlPlane, host: SimulatedHost) -> tuple[str, subprocess.Popen]:
@@ -145,9 +154,9 @@ def test_jobs_run_on_the_host_of_their_cluster(fleet: Fleet, control_plane: Cont
     assert verified["ok"] is True, verified
 
     # B's agent may not act for A's server: refused and audited
-    token = json.loads(host_b.run(["cat", str(host_b.root / "agent" / "agent.json")]).stdout)
+    token = json.loads(host_b.read_file(AGENT_HOME / "agent.json"))
     refused = host_b.run([sys.executable, "-c", CALL, cp.url, token["credential"],
-                          str(host_b.root / "agent" / "control-plane.pem"), "get_server",
+                          str(AGENT_HOME / "control-plane.pem"), "get_server",
                           "main"], check=False)
     assert refused.stdout.strip() == "403 agent.out_of_scope", refused.stdout + refused.stderr
     audit = cp.ok("audit", "--limit", "20")
@@ -157,7 +166,7 @@ def test_jobs_run_on_the_host_of_their_cluster(fleet: Fleet, control_plane: Cont
     # revoked: cut off at once
     cp.ok("agent", "revoke", agent_b)
     gone = host_b.run([sys.executable, "-c", CALL, cp.url, token["credential"],
-                       str(host_b.root / "agent" / "control-plane.pem"), "list_servers"],
+                       str(AGENT_HOME / "control-plane.pem"), "list_servers"],
                       check=False)
     assert gone.stdout.strip() == "401 agent.revoked", gone.stdout + gone.stderr
     for proc in (proc_a, proc_b):
@@ -205,7 +214,9 @@ def test_wal_is_archived_by_the_agent_of_its_host(fleet: Fleet, control_plane: C
     assert protected["recovery_model"] == "FULL" and protected["archiving_active"], protected
     # the archive_command PostgreSQL runs is the agent's, in host a
     command = pg.scalar("SHOW archive_command")
-    assert str(host_a.root / "wal") in command, command
+    client = Path(command.split()[0])  # the agent's client, in host a only
+    assert str(client).startswith("/var/lib/dbsafe/agent-"), command
+    assert host_a.exists(client) and not client.exists()
     full = cp.ok("backup", "main", "--type", "full")
     pg.execute("INSERT INTO t SELECT generate_series(1, 1000)", "app")
     log = cp.ok("backup", "main", "--type", "log")
@@ -244,7 +255,7 @@ def test_wal_reaches_the_repository_while_the_control_plane_is_away(
                "PostgreSQL's archiving of the segments made while the control plane is away")
     after = _archived(pg)
     assert after[0] >= before[0] + 3, (before, after)
-    outbox = host_a.root / "agent" / "outbox.jsonl"
+    outbox = AGENT_HOME / "outbox.jsonl"
     waiting = host_a.read_file(outbox).splitlines()
     assert {json.loads(line)["method"] for line in waiting} == {"add_wal_file"}
     assert {json.loads(line)["args"][0]["name"] for line in waiting} >= set(switched)
@@ -287,7 +298,7 @@ def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
     # the whole instance at the instant, into a new data directory on host b
     roots = host_b.root / "restores"
     allowed = host_b.run([sys.executable, "-m", "dbsafe", "--vault",
-                          str(host_b.root / "agent" / "vault"), "vault", "restore-roots", "add",
+                          str(AGENT_HOME / "vault"), "vault", "restore-roots", "add",
                           str(roots), "--json"], env=agent_env(host_b), check=False)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     target = roots / "main-copy"
@@ -340,7 +351,7 @@ def test_replica_set_across_hosts(fleet: Fleet, control_plane: ControlPlane):
 
     protected = cp.ok("protect", "rs", "--all", "--restart")
     assert protected["archiving_active"], protected
-    assert str(host_b.root / "wal") in s1.scalar("SHOW archive_command")
+    assert s1.scalar("SHOW archive_command").startswith("/var/lib/dbsafe/agent-")
     assert s1.scalar("SHOW archive_mode") == "always"
 
     full = cp.ok("backup", "rs", "--type", "full")
@@ -353,3 +364,41 @@ def test_replica_set_across_hosts(fleet: Fleet, control_plane: ControlPlane):
     assert log["node"] == "s1" and not log["warnings"], log  # b's agent stored it
     chain = cp.ok("points", "rs")
     assert chain["gaps"] == [] and chain["log_ranges"][0]["base"] == full["point_id"]
+
+    # fail over to b: a's cluster crashes, s1 is promoted; the logs go on from b
+    p1.stop("immediate")
+    promoted = host_b.run([str(PG_BIN / "pg_ctl"), "-D", str(s1.pgdata), "promote", "-w"],
+                          user="postgres", check=False)
+    assert promoted.returncode == 0, promoted.stderr
+    wait_until(lambda: roles() == {"p1": ("unknown", False), "s1": ("primary", True)}, 60,
+               "the reports after the failover")
+    s1.execute("INSERT INTO t SELECT generate_series(1001, 2000)", "app")
+    log = cp.ok("backup", "rs", "--type", "log")
+    assert cp.ok("job", "show", log["job_id"])["host"] == "b" and log["node"] == "s1", log
+    assert log["timeline"] == 2 and not log["warnings"], log
+
+    # fail back: p1 rebuilt as a standby of s1, across the hosts again, and protected again
+    # (its copied archive_command is b's agent's); logs from the secondary, now on a
+    s1.configure({"listen_addresses": f"'localhost,{host_b.address}'"})
+    s1.add_hba(f"host replication postgres {host_a.address}/32 trust",
+               f"host all postgres {host_a.address}/32 trust")
+    restarted = s1.pg_ctl("restart", "-w", "-m", "fast", "-l", str(s1.log))
+    assert restarted.returncode == 0, (restarted.stdout, restarted.stderr,
+                                       s1.server_log()[-3000:])
+    host_a.run(["rm", "-rf", str(p1.pgdata)])
+    host_a.mkdir(p1.pgdata, owner="postgres", mode=0o700)
+    host_a.run(basebackup_argv(host_b.address, s1.port, p1.pgdata), user="postgres",
+               timeout=300)
+    p1.configure(host_a.local_settings(p1, listen_on_address=True))
+    p1.start()
+    wait_streaming(p1)
+    cp.ok("protect", "rs", "--all", "--restart")
+    wait_until(lambda: roles() == {"p1": ("standby", True), "s1": ("primary", True)}, 60,
+               "the reports after the fail-back")
+    s1.execute("INSERT INTO t SELECT generate_series(2001, 3000)", "app")
+    log = cp.ok("backup", "rs", "--type", "log")
+    assert cp.ok("job", "show", log["job_id"])["host"] == "b" and log["node"] == "p1", log
+    assert log["timeline"] == 2 and not log["warnings"], log
+    chain = cp.ok("points", "rs")
+    assert chain["gaps"] == [], chain["gaps"]
+    assert [r["timeline"] for r in chain["log_ranges"]] == [1, 2], chain["log_ranges"]
