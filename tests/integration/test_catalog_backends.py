@@ -182,13 +182,15 @@ def test_same_tables_and_columns_on_both_backends(catalog_cluster, tmp_path):
         on_pg.setdefault(table, []).append(column)
     assert on_pg.pop("schema_migrations") == ["version", "applied"]
     assert on_pg == on_sqlite
-    # 15 tables, then access: api_tokens, users, sessions, audit_log, login_devices
-    assert len(on_sqlite) == 20
+    # 15 tables, then access: api_tokens, users, sessions, audit_log, login_devices, and
+    # a fleet's agent_tokens and agents (0014)
+    assert len(on_sqlite) == 22
     assert indexes == {i for (i,) in catalog_cluster.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname NOT LIKE "
         "'%%_pkey' AND indexname NOT LIKE '%%_key'", params=(pg.schema,))}
-    # the overview's audit_log_at, recovery_points_newest, jobs_server and jobs_state
-    assert len(indexes) == 8
+    # the overview's audit_log_at, recovery_points_newest, jobs_server and jobs_state, and
+    # the fleet's jobs_queue (0014)
+    assert len(indexes) == 9
     lite.close()
     pg.close()
 
