@@ -232,22 +232,25 @@ def test_reader_sees_no_actions_and_is_refused(portal):
     finally:
         service_vault.catalog.close()
     with portal.login("rita") as c:
-        pages = {path: c.get(path) for path in ("/servers/pg", "/policies",
+        pages = {path: c.get(path) for path in ("/servers", "/servers/pg", "/policies",
                                                  "/policies/default", "/alerts")}
         assert all(p.status_code == 200 for p in pages.values())
         text = "".join(p.text for p in pages.values())
         for button in ("Discover databases now", "Protect selected", "Protect all",
                        "Stop protection, keep data", "Stop protection and delete data",
                        "Turn on", "Create policy", "Save and apply", "Delete policy",
-                       "Resolve"):
+                       "Resolve", "Create a registration token", "Revoke"):
             assert f">{button}</button>" not in text, button
-        assert text.count("</button>") == 4      # the log-out button of each page
+        assert "Register a VM" not in text
+        assert text.count("</button>") == 5      # the log-out button of each page
         assert "archiving of pg lags 2 GiB behind" in pages["/alerts"].text
         token = csrf(pages["/alerts"].text)      # the logout form's: a valid token
         for path, form in (("/servers/pg/protect", {"db": "app3", "action": "selected"}),
                            ("/servers/pg/discover", {}),
                            ("/policies", _policy_form(token, name="sneaky")),
-                           (f"/alerts/{alert['id']}/resolve", {})):
+                           (f"/alerts/{alert['id']}/resolve", {}),
+                           ("/servers/register-vm", {"host": "vm1"}),
+                           ("/agents/nosuch/revoke", {})):
             answer = c.post(path, data={**form, "csrf_token": token})
             assert answer.status_code == 403 and "auth.forbidden" in answer.text, path
     assert "app3" not in {i["name"] for i in portal.vault.ok("items", "pg")}
@@ -309,3 +312,28 @@ def test_back_up_now_is_compressed_as_the_policy_says(portal):
     assert job["state"] == "completed", job
     assert (job["result"]["compression_level"], job["result"]["compression_from"]) == \
         (5, "policy packed")
+
+
+def test_register_a_vm_before_any_agents_listener(portal):
+    """A contributor's "Register a VM" on a serve that never listened for agents: the
+    command holds the placeholder address and the page says why; a host name that is not
+    one is refused beside the form; a form without the session's CSRF token changes
+    nothing. The servers page groups this one-machine vault's server under "this host"."""
+    with portal.login("carla") as c:
+        page = c.get("/servers")
+        assert 'data-host="this host"' in page.text and "Register a VM" in page.text
+        done = c.post("/servers/register-vm", data={"host": "vm1", "expires": "10",
+                                                    "csrf_token": csrf(page.text)})
+        assert done.status_code == 200, done.text
+        command = re.search(r'id="register-command"[^>]*>([^<]+)<', done.text).group(1)
+        secrets_guard.register(command.split("--token ")[1].split()[0])
+        assert command.startswith("dbsafe agent register https://CONTROL-PLANE:8271 "
+                                  "--token dbr_") and "--fingerprint" not in command
+        assert "has not listened for agents yet" in done.text and "vm1" in done.text
+        refused = c.post("/servers/register-vm", data={"host": "not a host",
+                                                       "csrf_token": csrf(page.text)})
+        assert refused.status_code == 400 and "is not a host name" in refused.text
+        forged = c.post("/servers/register-vm", data={"host": "vm2"})
+        assert forged.status_code == 403 and "auth.csrf" in forged.text
+        unknown = c.post("/agents/nosuch/revoke", data={"csrf_token": csrf(page.text)})
+        assert unknown.status_code == 404 and "agent.unknown" in unknown.text

@@ -10,6 +10,7 @@ from dbsafe import __version__
 from dbsafe.api import errors
 from dbsafe.api.routes import (
     access,
+    agents,
     alerts,
     backups,
     checks,
@@ -33,6 +34,8 @@ ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.ro
 ROUTERS += [servers.router, protection.router, replicasets.router, policies.router,
             alerts.router, planner.router, checks.router, deletion.router,
             vault_routes.router]
+# a fleet's agents and their registration (docs/fleet.md)
+ROUTERS += [agents.router]
 
 
 def api_router() -> APIRouter:

@@ -44,6 +44,18 @@ COMMON_RESPONSES: dict[int | str, dict] = {
     )}
 
 
+# Paths outside /api/ that programs read, answered in JSON (their errors too): the OpenAPI
+# document and Prometheus' /metrics (api/metrics.py).
+SPEC = "/openapi.json"
+METRICS = "/metrics"
+MACHINE_PATHS = (SPEC, METRICS)
+
+
+def for_programs(path: str) -> bool:
+    """Whether a path is the API's or another one programs read (errors in JSON)."""
+    return path.startswith("/api/") or path in MACHINE_PATHS
+
+
 def error_json(error: DbsafeError) -> JSONResponse:
     """The error as the API answers it; an error that says when to come back (429, 503)
     carries it in ``Retry-After`` too."""
@@ -58,7 +70,7 @@ def error_response(request: Request, error: DbsafeError) -> Response:
     request.state.error_code = error.code
     path = request.url.path
     page = getattr(request.app.state, "error_page", None)
-    if page is not None and not path.startswith("/api/") and path != "/openapi.json":
+    if page is not None and not for_programs(path):
         return page(request, error)
     return error_json(error)
 

@@ -28,7 +28,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dbsafe.api.errors import error_json
+from dbsafe.api.errors import error_json, for_programs
 from dbsafe.api.hosts import AllowedHosts
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
@@ -38,7 +38,6 @@ from dbsafe.web.http import SESSION_COOKIE
 log = logging.getLogger("dbsafe.api")
 MAX_BODY = 64 * 1024
 PUBLIC_API = ("/api/v1/health",)
-SPEC = "/openapi.json"
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token", "login_csrf")
 
@@ -104,8 +103,9 @@ def _audit_detail(body: bytes, content_type: str) -> dict | None:
 
 
 def needs_caller(path: str) -> bool:
-    """The API (but its health) and its OpenAPI document answer only a known caller."""
-    return (path.startswith("/api/") and path not in PUBLIC_API) or path == SPEC
+    """The API (but its health), its OpenAPI document and /metrics answer only a known
+    caller."""
+    return for_programs(path) and path not in PUBLIC_API
 
 
 class Gate:
@@ -152,7 +152,7 @@ class Gate:
                 if principal is not None:
                     self.callers.put(credential, principal)
         except DbsafeError as exc:
-            if path.startswith("/api/") or path == SPEC:
+            if for_programs(path):
                 await self._refuse(scope, receive, send, exc)
                 return
             principal = None  # the portal sends a stale session to its login page

@@ -112,7 +112,7 @@ class SqlCatalog:
         "i.pgdata, i.port, i.host, i.bin_dir, i.socket_dir, i.pg_version, "
         "i.system_identifier, i.recovery_model, i.data_checksums, i.wal_segment_size, "
         "i.auto_protect_policy, i.needs_full, i.max_concurrent, i.discovered, "
-        "n.replica_set "
+        "i.archive_lag_bytes, i.archive_lag_checked, n.replica_set "
         "FROM servers s JOIN instances i ON i.server_id = s.id "
         "LEFT JOIN replica_set_nodes n ON n.server = s.name")
 
@@ -698,6 +698,20 @@ class SqlCatalog:
         return {r["state"]: r["n"] for r in self._all(
             "SELECT state, COUNT(*) AS n FROM jobs WHERE start_time >= ? GROUP BY state",
             since)}
+
+    _JOB_GROUPS = "SELECT type, state, server, agent_id, COUNT(*) AS n FROM jobs "
+
+    def count_jobs_grouped_since(self, since: str) -> list[dict]:
+        """Jobs started since a time, counted by type, state, server and agent (one
+        query: the dashboard's fleet totals and /metrics)."""
+        return self._all(self._JOB_GROUPS + "WHERE start_time >= ? "
+                         "GROUP BY type, state, server, agent_id", since)
+
+    def count_live_jobs(self) -> list[dict]:
+        """Jobs queued, running or cancelling now, whenever they started, counted by type,
+        state, server and agent."""
+        return self._all(self._JOB_GROUPS + "WHERE state IN ('queued', 'running', "
+                         "'cancelling') GROUP BY type, state, server, agent_id")
 
     def stored_bytes(self) -> int:
         """The bytes the live points added to the vault, summed (each point's new bytes)."""

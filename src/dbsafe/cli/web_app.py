@@ -1,7 +1,7 @@
-"""The ASGI application ``dbsafe serve`` runs: the REST API under ``/api/v1`` (dbsafe.api)
-and the portal at ``/`` (dbsafe.portal), behind one gate (api/gate.py) and one error format
-(api/errors.py; a page's errors are pages). The API and the portal never import each other:
-this is where both are put together."""
+"""The ASGI application ``dbsafe serve`` runs: the REST API under ``/api/v1`` (dbsafe.api),
+Prometheus' ``/metrics`` (api/metrics.py) and the portal at ``/`` (dbsafe.portal), behind
+one gate (api/gate.py) and one error format (api/errors.py; a page's errors are pages). The
+API and the portal never import each other: this is where both are put together."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dbsafe import __version__
-from dbsafe.api import errors
+from dbsafe.api import errors, metrics
 from dbsafe.api.app import API_PREFIX, api_router
-from dbsafe.api.gate import SPEC, Gate
+from dbsafe.api.errors import SPEC
+from dbsafe.api.gate import Gate
 from dbsafe.api.hosts import AllowedHosts
 from dbsafe.api.launch import Launcher
 from dbsafe.api.streams import StreamSlots
@@ -52,8 +53,11 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False,
     app.state.secure_cookies = secure_cookies
     app.state.streams = StreamSlots()
     app.state.overview = operations.OverviewCache(lambda: Vault.open(vault.path))
+    # /metrics' figures, read at most every few seconds on a handle of their own
+    app.state.metrics = metrics.registry(metrics.Figures(lambda: Vault.open(vault.path)))
     errors.install(app)
     app.include_router(api_router(), prefix=API_PREFIX)
+    app.include_router(metrics.router)
     pages.install(app)
     app.state.error_page = web.error_page  # errors of pages (not of the API): a page
     app.add_middleware(Gate, catalog=lambda: vault.catalog,

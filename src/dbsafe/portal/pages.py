@@ -12,6 +12,7 @@ from dbsafe.portal.routes import (
     dashboard,
     database,
     databases,
+    hosts,
     jobs,
     planner,
     policies,
@@ -22,8 +23,8 @@ from dbsafe.portal.routes import (
 from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
 ROUTERS = [session.router, dashboard.router, databases.router, database.router,
-           restore.router, servers.router, jobs.router, policies.router, alerts.router,
-           planner.router]
+           restore.router, hosts.router, servers.router, jobs.router, policies.router,
+           alerts.router, planner.router]
 
 
 def install(app: FastAPI) -> None:

@@ -30,7 +30,19 @@ def when(text: str | None, never: str = "never") -> str:
     return timeline.parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def ago(seconds: int | None, never: str = "never") -> str:
+    """How long ago, as a person reads it at a glance: "12 s ago", "5 min ago", "3 h ago",
+    "2 d ago" (the exact instant is beside it, in a title)."""
+    if seconds is None:
+        return never
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
 templates.env.filters["when"] = when
+templates.env.filters["ago"] = ago
 
 
 class LoginNeeded(Exception):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import need, vault
 from dbsafe.core import bounds
 from dbsafe.core.fields import Folder, Name
-from dbsafe.services import inventory, protection
+from dbsafe.services import fleet, inventory, protection
 from dbsafe.services.handle import Vault
 from dbsafe.web.fields import Port
 
@@ -43,8 +43,9 @@ class ServerChange(BaseModel):
 
 @router.get("/servers", dependencies=[Depends(need("read"))])
 def list_servers(v: Vault = Depends(vault)) -> list[dict]:
-    """Registered servers, and replica sets (kind ``replica-set``)."""
-    return inventory.list_servers(v)
+    """Registered servers, and replica sets (kind ``replica-set``), each with the host it
+    runs on: ``runs_on`` (its agent's host, or "this host") and ``agent_id``."""
+    return fleet.servers_with_hosts(v)
 
 
 @router.post("/servers", status_code=201, dependencies=[Depends(need("operate"))])
@@ -56,7 +57,7 @@ def add_server(body: ServerRequest, v: Vault = Depends(vault)) -> dict:
 
 @router.get("/servers/{server}", dependencies=[Depends(need("read"))])
 def show_server(server: str, v: Vault = Depends(vault)) -> dict:
-    return inventory.describe(inventory.get_server(v, server))
+    return fleet.server_with_host(v, server)
 
 
 @router.patch("/servers/{server}", dependencies=[Depends(need("operate"))])

@@ -77,22 +77,15 @@ def token_create(host: str = typer.Option(None, "--host",
     """A one-time registration token, and the command to run on the VM with it."""
     from dbsafe.services import fleet, operations
 
-    vault = open_vault()
-    row = fleet.create_token(vault, operations.cli_principal().name, host, minutes)
-    listener = vault.settings.get("agents") or {}
-    row["url"] = url or listener.get("url")
-    row["fingerprint"] = listener.get("fingerprint")
-    row["command"] = (f"dbsafe agent register {row['url'] or 'https://CONTROL-PLANE:8271'} "
-                      f"--token {row['token']}"
-                      + (f" --fingerprint {row['fingerprint']}" if row["fingerprint"] else ""))
+    row = fleet.registration_token(open_vault(), operations.cli_principal().name, host,
+                                   minutes, url)
 
     def human(r: dict) -> None:
         render.out.print(f"registration token {r['id']} (expires {r['expires']}"
                          + (f", for host {r['host']}" if r["host"] else "") + "); on the VM, "
                          "as root:\n" + render.escape(r["command"]))
-        if not r["fingerprint"]:
-            render.out.print("[yellow]note[/yellow]: start `dbsafe serve --agents-host "
-                             "ADDRESS` first: the command then names its certificate")
+        if r["note"]:
+            render.out.print(f"[yellow]note[/yellow]: {render.escape(r['note'])}")
     render.emit(row, human)
 
 

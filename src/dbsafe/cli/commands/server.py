@@ -51,13 +51,14 @@ def add(name: str = typer.Argument(..., callback=checked_name,
 @app.command("list")
 def list_() -> None:
     """List registered servers, and replica sets (kind replica-set: protected and backed up
-    as one; their nodes name them in replica_set)."""
-    from dbsafe.services import inventory
+    as one; their nodes name them in replica_set), with the host each runs on: its agent's
+    (runs_on, agent_id) or "this host" (docs/fleet.md)."""
+    from dbsafe.services import fleet
 
-    rows = inventory.list_servers(open_vault())
+    rows = fleet.servers_with_hosts(open_vault())
     render.emit(rows, lambda r: render.table(
         r, ["name", "kind", "replica_set", "pg_version", "pgdata", "port", "recovery_model",
-            "region"]))
+            "region", "runs_on", "agent_id"]))
 
 
 @app.command("remove")

@@ -1,10 +1,10 @@
-"""Servers: the registered ones with their health at a glance, and one server's page —
-its databases read live with the reason one cannot be protected, protecting a set of them
-in one go, auto-protection, stopping protection, and discovery on demand.
+"""One server's page (the list of servers, by host, is routes/hosts.py): its databases
+read live with the reason one cannot be protected, protecting a set of them in one go,
+auto-protection, stopping protection, and discovery on demand.
 
-The list reads the catalog only. A server's page also reads the server's databases live
-(services/protection/discovery.live_databases, one connection): what can be protected is what the
-server has now. When the server does not answer, the page says why and shows the catalog's
+The page reads the catalog and also the server's databases live
+(services/protection/discovery.live_databases, one connection): what can be protected is
+what the server has now. When the server does not answer, the page says why and shows the catalog's
 items still.
 """
 
@@ -16,31 +16,15 @@ from fastapi.responses import HTMLResponse
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.portal.web import items as overview_items
-from dbsafe.services import fleet, inventory, operations, protection
+from dbsafe.services import fleet, inventory, protection
 from dbsafe.services.handle import Vault
-from dbsafe.services.inventory import get_server, list_servers
+from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
 
 router = APIRouter()
 NO_POLICY = "-"
 """The policy select's value for "none": the SIMPLE model, on-demand backups only (no
 policy name can start with '-')."""
-
-
-def _worst(healths: list[str]) -> str | None:
-    return min(healths, key=operations.HEALTH.index) if healths else None
-
-
-@router.get("/servers", response_class=HTMLResponse)
-def servers_page(request: Request, me: Principal = Depends(caller),
-                 v: Vault = Depends(vault)) -> HTMLResponse:
-    me.require("read")
-    by_server: dict[str, list[str]] = {}
-    for row in overview_items(request):
-        by_server.setdefault(row["server"], []).append(row["health"])
-    rows = [{**s, "items": len(by_server.get(s["name"], [])),
-             "health": _worst(by_server.get(s["name"], []))} for s in list_servers(v)]
-    return page(request, "servers.html", servers=rows)
 
 
 def _server_page(request: Request, v: Vault, name: str, status_code: int = 200,

@@ -124,3 +124,17 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   events.onerror = () => events.close();
 });
+
+// A button with data-copy="ID" copies the text of element ID (the servers page's
+// registration command), and says so.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const text = document.getElementById(button.dataset.copy)?.textContent ?? "";
+  try {
+    await navigator.clipboard.writeText(text.trim());
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Select the command and copy it";  // no clipboard (plain HTTP)
+  }
+});

@@ -1,7 +1,9 @@
 """A fleet: agents on other hosts, the jobs queued for them, and what each may ask of the
 catalog (docs/fleet.md). Modules: agents (registration tokens, credentials, revocation),
 queue (queued jobs: claim, reports, lost agents), scope (the rule of every catalog call an
-agent makes), dispatch (a job run here or queued for its server's agent). It imports only
+agent makes), dispatch (a job run here or queued for its server's agent), enrolment (a
+registration token with the command to run on the VM), views (the host of each server,
+servers grouped by host, the fleet's totals). It imports only
 the groups below it (every other group). The names here are the group's published
 surface: the CLI, the API, the portal, the scheduler and the agent import them from here,
 never a module inside (import-linter holds both rules; docs/architecture.md).
@@ -31,6 +33,7 @@ from dbsafe.services.fleet.dispatch import (
     run_claimed,
     take_backup,
 )
+from dbsafe.services.fleet.enrolment import registration_token
 from dbsafe.services.fleet.queue import (
     DEFAULT_POLL_WAIT,
     LOST_AFTER,
@@ -43,6 +46,13 @@ from dbsafe.services.fleet.queue import (
     report,
 )
 from dbsafe.services.fleet.scope import SET_RESULTS, Scopes, call
+from dbsafe.services.fleet.views import (
+    THIS_HOST,
+    fleet_totals,
+    host_groups,
+    server_with_host,
+    servers_with_hosts,
+)
 from dbsafe.services.fleet.watch import watch_agents
 
 __all__ = [
@@ -52,6 +62,7 @@ __all__ = [
     "POLL_WAIT",
     "REPORT_EVERY",
     "SET_RESULTS",
+    "THIS_HOST",
     "TOKEN_MINUTES",
     "AgentIdentity",
     "JobNotifications",
@@ -64,15 +75,20 @@ __all__ = [
     "call",
     "claim",
     "create_token",
+    "fleet_totals",
     "follow",
+    "host_groups",
     "list_agents",
     "protect",
     "reap",
     "restore",
     "register",
+    "registration_token",
     "report",
     "revoke",
     "run_claimed",
+    "server_with_host",
+    "servers_with_hosts",
     "show_agent",
     "take_backup",
     "touch",

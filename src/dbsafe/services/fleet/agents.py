@@ -160,11 +160,22 @@ def state_of(row: dict, now: datetime | None = None) -> str:
     return "active"
 
 
+def seconds_since(when: str | None, now: datetime | None = None) -> int | None:
+    """Whole seconds from ``when`` to now (never below 0: another host's clock may run
+    ahead); None for never."""
+    if when is None:
+        return None
+    return max(0, int(((now or _now()) - datetime.fromisoformat(when)).total_seconds()))
+
+
 def public(row: dict, servers: list[str], now: datetime | None = None) -> dict:
-    """What the CLI, the API and the portal show of an agent (never its secret's hash)."""
+    """What the CLI, the API, the portal and /metrics show of an agent (never its secret's
+    hash); ``since_contact``: seconds since its last call, computed once here for all."""
+    now = now or _now()
     return {"id": row["id"], "host": row["host"], "state": state_of(row, now),
             "version": row["version"], "address": row["address"],
             "registered": row["registered"], "last_contact": row["last_contact"],
+            "since_contact": seconds_since(row["last_contact"], now),
             "revoked": row["revoked"], "servers": servers}
 
 

@@ -94,12 +94,34 @@ def histories(vault: Vault, system_id: str, names: set[str]) -> dict[int, list]:
     return found
 
 
-def log_chain(vault: Vault, server: dict, points: list[dict]) -> Chain:
+@dataclass(frozen=True)
+class ArchivedWal:
+    """What the vault holds of a cluster's WAL: its catalog rows and timeline histories —
+    what ``log_chain`` reads, apart from the points it is given, so that one reading serves
+    the chains of several sets of points (services/operations/restorable.py)."""
+
+    rows: list[dict]
+    histories: dict[int, list]
+
+
+def archived_wal(vault: Vault, server: dict, reconcile: bool = True) -> ArchivedWal:
+    """The cluster's archived WAL. ``reconcile`` first repairs the catalog from the
+    repository's WAL records (a listing of the storage); /metrics, which reads the catalog
+    only at every scrape, leaves that to the other readers."""
     sysid = server["system_identifier"]
-    reconcile_wal(vault, sysid)
+    if reconcile:
+        reconcile_wal(vault, sysid)
     rows = vault.catalog.list_wal_files(sysid)
+    return ArchivedWal(rows, histories(vault, sysid, {r["name"] for r in rows}))
+
+
+def log_chain(vault: Vault, server: dict, points: list[dict],
+              wal_read: ArchivedWal | None = None) -> Chain:
+    """The chain of the cluster's archived WAL (``wal_read``, else read now) continuing
+    from ``points``."""
+    wal_read = wal_read or archived_wal(vault, server)
+    rows, hist = wal_read.rows, wal_read.histories
     segments = [r for r in rows if r["segno"] is not None]
-    hist = histories(vault, sysid, {r["name"] for r in rows})
     runs = _runs(segments)
     bases = sorted((p for p in points if p["type"] in BASE_TYPES), key=lambda p: p["end_time"])
     for run in runs:

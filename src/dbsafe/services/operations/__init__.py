@@ -1,9 +1,9 @@
-"""Watching the whole: health checks, RPO, the overview, access and audit. Modules: access,
-monitor, overview, restorable. It imports only the groups below it (handle, activity,
-inventory, logchain, lifecycle, protection, backup, restore). The names here are the
-group's published surface: the CLI, the API, the portal, the scheduler and the agent
-import them from here, never a module inside (import-linter holds both rules;
-docs/architecture.md).
+"""Watching the whole: health checks, RPO, the overview, /metrics' figures, access and
+audit. Modules: access, figures, monitor, overview, restorable. It imports only the groups
+below it (handle, activity, inventory, logchain, lifecycle, protection, backup, restore).
+The names here are the group's published surface: the CLI, the API, the portal, the
+scheduler and the agent import them from here, never a module inside (import-linter holds
+both rules; docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dbsafe.services.operations.access import (
     token_login,
     token_principal,
 )
+from dbsafe.services.operations.figures import vault_figures
 from dbsafe.services.operations.monitor import check_health, checks_not_run
 from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
 
@@ -64,4 +65,5 @@ __all__ = [
     "shown_name",
     "token_login",
     "token_principal",
+    "vault_figures",
 ]

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from dbsafe.catalog.base import parse_time
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.stamps import utcnow
 from dbsafe.core.units import GiB, MiB, size_text
 from dbsafe.engines.postgres import archiving, wal
 from dbsafe.engines.postgres.agent_process import agent_paths, ping, running_pid
@@ -222,7 +223,12 @@ def server_checks(vault: Vault, server: dict, full: bool,
     with conn:
         findings.append(Finding(alerts.SERVER_UNREACHABLE, name, True, "answers"))
         if full:
-            findings.append(lag_check(vault, server, conn, lag_threshold))
+            lag = lag_check(vault, server, conn, lag_threshold)
+            findings.append(lag)
+            if "lag_bytes" in lag.details:  # measured: kept for /metrics (docs/fleet.md)
+                vault.catalog.update_instance(server["instance_id"],
+                                              archive_lag_bytes=lag.details["lag_bytes"],
+                                              archive_lag_checked=utcnow())
     return findings
 
 

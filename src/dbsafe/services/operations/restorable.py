@@ -16,13 +16,18 @@ from datetime import datetime
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import lineage_points
-from dbsafe.services.logchain.chain import BASE_TYPES, log_chain
+from dbsafe.services.logchain.chain import BASE_TYPES, ArchivedWal, archived_wal, log_chain
 
 
-def newest_instants(vault: Vault, server: dict, databases: list[str]) -> dict[str, str | None]:
+def newest_instants(vault: Vault, server: dict, databases: list[str], *,
+                    lineage: list[dict] | None = None,
+                    wal_read: ArchivedWal | None = None) -> dict[str, str | None]:
     """{database: its newest restorable instant (ISO 8601), or None when no point holds
-    it}. Databases held by the same points share one reading of the log chain."""
-    bases = [p for p in lineage_points(vault, server) if p["type"] in BASE_TYPES]
+    it}. The archived WAL is read once (``wal_read``, else here when needed); databases
+    held by the same points share one chain. ``lineage``: the server's lineage points when
+    the caller has them already (/metrics reads them once per server for the chain too)."""
+    lineage = lineage_points(vault, server) if lineage is None else lineage
+    bases = [p for p in lineage if p["type"] in BASE_TYPES]
     full_model = (server["recovery_model"] or "SIMPLE") == "FULL"
     found: dict[tuple[str, ...], str | None] = {}
     result = {}
@@ -32,7 +37,9 @@ def newest_instants(vault: Vault, server: dict, databases: list[str]) -> dict[st
         if key not in found:
             ends = [p["end_time"] for p in mine]
             if full_model and mine:
-                ends += [r["end_time"] for r in log_chain(vault, server, mine).ranges()]
+                wal_read = wal_read or archived_wal(vault, server)
+                ends += [r["end_time"] for r in log_chain(vault, server, mine,
+                                                          wal_read).ranges()]
             found[key] = max(ends, key=datetime.fromisoformat, default=None)
         result[db] = found[key]
     return result
