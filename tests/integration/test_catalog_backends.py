@@ -183,8 +183,8 @@ def test_same_tables_and_columns_on_both_backends(catalog_cluster, tmp_path):
     assert on_pg.pop("schema_migrations") == ["version", "applied"]
     assert on_pg == on_sqlite
     # 15 tables, then access: api_tokens, users, sessions, audit_log, login_devices; then
-    # a fleet: agents, agent_tokens
-    assert len(on_sqlite) == 22
+    # a fleet: agents, agent_tokens, node_reports
+    assert len(on_sqlite) == 23
     assert indexes == {i for (i,) in catalog_cluster.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname NOT LIKE "
         "'%%_pkey' AND indexname NOT LIKE '%%_key'", params=(pg.schema,))}

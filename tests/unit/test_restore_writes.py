@@ -30,6 +30,9 @@ class Client:
     def save_settings(self) -> None:
         self.saved += 1
 
+    def setting_now(self, key: str):
+        return self.settings.get(key)
+
 
 def _snapshot(folder: Path) -> dict:
     out = {}
