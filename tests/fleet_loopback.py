@@ -9,7 +9,6 @@ its own folder (DBSAFE_AGENT_HOME) registered with a one-time token, the way a V
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import secrets_guard
 from conftest import Vault, free_port, run_cli
+from servers.processes import stop_server
 
 LOST_AFTER = 12  # seconds (serve --agent-lost-after): an agent reports every 10
 
@@ -69,12 +69,7 @@ class ControlPlane:
             return False
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
         self.log.close()
 
 

@@ -10,7 +10,6 @@ an object store (docs/fleet.md); the catalog is the control plane's SQLite.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from conftest import PG_BIN, free_port, make_area, remove_area, run_cli
 from replicas import basebackup_argv, wait_streaming
 from servers.moto import S3_ENV, MotoServer
+from servers.processes import stop_server
 
 from .hosts import Fleet, HostPg, SimulatedHost, wait_until
 
@@ -76,14 +76,8 @@ class ControlPlane:
             return s.connect_ex((self.address, self.port)) == 0
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_server(self.proc)
 
     def ok(self, *args: object) -> object:
         res = run_cli(self.env, *map(str, args), "--json", vault=self.vault)
@@ -124,6 +118,19 @@ def start_agent(cp: ControlPlane, host: SimulatedHost) -> tuple[str, subprocess.
     agent_id = json.loads(done.stdout)["agent_id"]
     proc = host.popen([sys.executable, "-m", "dbsafe", "agent", "run"], env=env)
     return agent_id, proc
+
+
+def host_with_server(fleet: Fleet, cp: ControlPlane) -> tuple[SimulatedHost, HostPg]:
+    """Host a with its agent, and its cluster registered as server ``main`` through that
+    agent (database ``app`` with an empty table ``t``)."""
+    host_a = fleet.add_host("a")
+    pg = host_a.make_cluster("main")
+    pg.execute("CREATE DATABASE app")
+    pg.execute("CREATE TABLE t (id int)", "app")
+    agent_a, _proc = start_agent(cp, host_a)
+    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
+          pg.port)
+    return host_a, pg
 
 
 def test_jobs_run_on_the_host_of_their_cluster(fleet: Fleet, control_plane: ControlPlane):
@@ -203,13 +210,7 @@ def test_silent_agent_fails_its_queued_job_within_the_bound(fleet: Fleet,
 
 def test_wal_is_archived_by_the_agent_of_its_host(fleet: Fleet, control_plane: ControlPlane):
     cp = control_plane
-    host_a = fleet.add_host("a")
-    pg = host_a.make_cluster("main")
-    pg.execute("CREATE DATABASE app")
-    pg.execute("CREATE TABLE t (id int)", "app")
-    agent_a, _proc = start_agent(cp, host_a)
-    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
-          pg.port)
+    host_a, pg = host_with_server(fleet, cp)
     protected = cp.ok("protect", "main", "--all", "--restart")
     assert protected["recovery_model"] == "FULL" and protected["archiving_active"], protected
     # the archive_command PostgreSQL runs is the agent's, in host a
@@ -234,13 +235,7 @@ def _archived(pg) -> tuple[int, int, str | None]:
 def test_wal_reaches_the_repository_while_the_control_plane_is_away(
         fleet: Fleet, control_plane: ControlPlane):
     cp = control_plane
-    host_a = fleet.add_host("a")
-    pg = host_a.make_cluster("main")
-    pg.execute("CREATE DATABASE app")
-    pg.execute("CREATE TABLE t (id int)", "app")
-    agent_a, _proc = start_agent(cp, host_a)
-    cp.ok("server", "add", "main", "--agent", agent_a, "--pgdata", pg.pgdata, "--port",
-          pg.port)
+    host_a, pg = host_with_server(fleet, cp)
     cp.ok("protect", "main", "--all", "--restart")
     full = cp.ok("backup", "main", "--type", "full")
     cp.ok("backup", "main", "--type", "log")  # the agent has read what archiving needs

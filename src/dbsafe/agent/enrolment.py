@@ -21,6 +21,7 @@ from dbsafe.agent.control import ControlPlane
 from dbsafe.agent.outbox import Outbox
 from dbsafe.agent.remote_catalog import RemoteCatalog
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.private_files import write_private
 from dbsafe.services.handle import Vault
 from dbsafe.web.tls import fetch_certificate, fingerprint, pinned_context, same_fingerprint
 
@@ -109,7 +110,7 @@ def register(url: str, token: str, *, fingerprint_given: str | None = None,
             raise DbsafeError("agent.fingerprint_mismatch", url=url, found=found,
                               expected=fingerprint_given)
         pinned = home / PINNED_CERT
-        _write_private(pinned, pem)
+        write_private(pinned, pem)
     context = pinned_context(pinned, ca_file)
     host = host or socket.gethostname()
     control = ControlPlane(url, context)
@@ -124,7 +125,7 @@ def register(url: str, token: str, *, fingerprint_given: str | None = None,
     vault_path = home / "vault"
     if force and vault_path.exists():
         _set_aside(vault_path)
-    _write_private(home / STATE_FILE, json.dumps(state, indent=2).encode())
+    write_private(home / STATE_FILE, json.dumps(state, indent=2).encode())
     enrolment = load(home)
     control = enrolment.control()
     try:
@@ -138,14 +139,3 @@ def register(url: str, token: str, *, fingerprint_given: str | None = None,
 
 def _set_aside(path: Path) -> None:
     path.rename(path.with_name(f"{path.name}.replaced-{secrets.token_hex(3)}"))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Written aside and renamed: complete or absent, root's alone."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

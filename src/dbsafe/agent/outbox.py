@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.private_files import write_private
 
 log = logging.getLogger("dbsafe.agent")
 MAX_LINES = 100_000  # about a month of one cluster's WAL at a segment a minute
@@ -84,13 +85,7 @@ class Outbox:
         if not rest:
             self.path.unlink(missing_ok=True)
         else:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(b"".join(line + b"\n" for line in rest))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_private(self.path, b"".join(line + b"\n" for line in rest))
         self._lines = len(rest)
 
     def run_flusher(self, send: Any, stop: threading.Event) -> None:

@@ -13,7 +13,6 @@ as it would, and the job or push that made it with it.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from dbsafe.agent.control import ControlPlane
 from dbsafe.agent.outbox import Outbox
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.private_files import write_private
 from dbsafe.services.fleet import SET_RESULTS
 
 # reads of the archive path, answered from their last answer while the control plane is away
@@ -116,8 +116,4 @@ def _load(path: Path | None) -> dict[str, Any]:
 
 
 def _save(path: Path, answers: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(answers, f, default=str)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(answers, default=str).encode())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import socket
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.private_files import write_private
 
 CERT_FILE = "agents-cert.pem"
 KEY_FILE = "agents-key.pem"
@@ -65,23 +65,11 @@ def self_signed(folder: Path, names: list[str]) -> tuple[Path, Path]:
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    _write(key_path, key.private_bytes(serialization.Encoding.PEM,
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
-
-
-def _write(path: Path, data: bytes) -> None:
-    """A new file, its owner's alone, complete or absent (written aside, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def fetch_certificate(host: str, port: int, timeout: float = 10.0) -> bytes:

@@ -23,11 +23,12 @@ import platformdirs
 from dbsafe.catalog import Catalog, open_catalog
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.private_files import write_private
 from dbsafe.core.regions import check_region
 from dbsafe.services.handle import keys
 from dbsafe.services.handle.adopt import adopt_servers
 from dbsafe.storage import open_storage
-from dbsafe.storage.local import FILE_MODE, tighten
+from dbsafe.storage.local import tighten
 from dbsafe.vault.format import trust_differences, trust_fields
 from dbsafe.vault.repository import TAMPERED_ACTION, Repository
 from dbsafe.vault.softdelete import immutability_setting, soft_delete_setting
@@ -321,13 +322,7 @@ def _make_client_folder(path: Path) -> None:
 
 
 def _write_settings(path: Path, settings: dict) -> None:
-    tmp = path / f".{CLIENT_FILE}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(settings, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / CLIENT_FILE)
+    write_private(path / CLIENT_FILE, json.dumps(settings, indent=2).encode())
 
 
 def _save_quietly(path: Path, settings: dict) -> None:
