@@ -461,6 +461,11 @@ def allow_restores(vault_path: Path, *roots: Path) -> None:
     settings_file.write_text(json.dumps(settings, indent=2))
 
 
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'dbsafe', "
+                      "*sys.argv[1:]])")
+
+
 class Vault:
     """A vault folder and the dbsafe command line pointed at it."""
 
@@ -492,9 +497,13 @@ class Vault:
         return out
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "dbsafe", "--vault", str(self.path),
-                                 *map(str, args)], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        """dbsafe running beside the test, as from a terminal: Ctrl-C (SIGINT) reaches it
+        even when the test run itself was started in the background, whose children
+        inherit SIGINT ignored (POSIX, for a shell without job control) — the launcher puts
+        it back to the default, then becomes dbsafe (exec: the pid is dbsafe's)."""
+        return subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, "--vault",
+                                 str(self.path), *map(str, args)], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def add_server(self, name: str, pg: Pg) -> dict:
         return self.ok("server", "add", name, "--pgdata", pg.pgdata, "--port", pg.port)
