@@ -15,7 +15,8 @@ sockets only) hold the catalog and the data backed up.
 
 Parts (each can be left out):
   1. dispatch: N jobs (default 1,000) queued from this process with
-     ``services.fleet.queue.queue_job``, round robin over the agents, in bursts; latency =
+     ``services.fleet.queue.queue_job``, round robin over the agents, in bursts of 4 at
+     random moments (Poisson arrivals, a burst every 0.4 s on average); latency =
      the moment the agent's long poll returned the job (every agent runs under a tracer of
      its calls to the control plane, ``traced_main``) minus the job row's ``start_time``
      (stamped when queued). The row's ``reported`` is the claim's time only until the
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -54,7 +56,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -242,6 +244,35 @@ class CatalogStats:
         self.conn.close()
 
 
+class NotifyProbe:
+    """A listener of this script's own on a PostgreSQL catalog's jobs channel, beside
+    serve's: when each queued job's NOTIFY reached a listener ({agent id: [epoch
+    seconds, ...]} in order)."""
+
+    def __init__(self, cluster: Cluster, channel: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(host=str(cluster.socket_dir), port=cluster.port,
+                                    user="postgres", dbname="postgres", autocommit=True,
+                                    application_name=APP)
+        self.conn.execute(f"LISTEN {channel}")
+        self.seen: dict[str, list[float]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            for note in self.conn.notifies(timeout=0.5):
+                self.seen[note.payload].append(time.time())
+
+    def stop(self) -> dict[str, list[float]]:
+        self._stop.set()
+        self._thread.join(5)
+        self.conn.close()
+        return self.seen
+
+
 # ---------------------------------------------------------------------------------------
 # a fleet: serve, agents, their servers
 # ---------------------------------------------------------------------------------------
@@ -382,17 +413,25 @@ class Fleet:
         return sum(proc_cpu(a.proc.pid) for a in self.agents)
 
     def log_problems(self) -> dict:
-        """Warnings, errors and tracebacks in serve's and the agents' logs."""
+        """Warnings, errors and tracebacks in serve's and the agents' logs, but for the
+        dispatched jobs' own refusal (counted apart)."""
         pattern = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+        expected = re.compile(r"job server-add-bench-\S+ failed: a server named '[^']+' is "
+                              "already registered")
         found: dict[str, list[str]] = {}
+        refusals = 0
         for path in [self.serve_log, *(a.log for a in self.agents)]:
             if path.exists():
-                lines = [ln for ln in path.read_text(errors="replace").splitlines()
-                         if pattern.search(ln)]
+                lines = []
+                for ln in path.read_text(errors="replace").splitlines():
+                    if expected.search(ln):
+                        refusals += 1
+                    elif pattern.search(ln):
+                        lines.append(ln)
                 if lines:
                     found[path.name] = lines[:5] + ([f"... {len(lines)} in all"]
                                                     if len(lines) > 5 else [])
-        return found
+        return {"dispatched_jobs_refused_as_expected": refusals, "other": found}
 
     def stop(self) -> None:
         with ThreadPoolExecutor(8) as pool:
@@ -408,10 +447,13 @@ class Fleet:
 # 1. dispatch latency
 # ---------------------------------------------------------------------------------------
 
-def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: float) -> dict:
-    """Queue ``jobs`` server-add jobs, ``burst`` at a time (to as many agents) every
-    ``burst * interval`` seconds, round robin over the agents; then the time each was
-    queued (its row) and reached its agent (the agents' traces)."""
+def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: float,
+             probe: NotifyProbe | None = None) -> dict:
+    """Queue ``jobs`` server-add jobs, ``burst`` at a time (to as many agents), round
+    robin over the agents, the bursts at random (Poisson: exponential gaps of mean
+    ``burst * interval`` seconds, so that no periodic wake-up of the control plane lines
+    up with them); then the time each was queued (its row), its NOTIFY reached a listener
+    (``probe``) and it reached its agent (the agents' traces)."""
     from dbsafe.services.activity.jobs import FINAL
     from dbsafe.services.fleet.queue import queue_job
 
@@ -421,6 +463,7 @@ def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: flo
     t0 = time.perf_counter()
     serve_cpu0, agents_cpu0 = proc_cpu(fleet.serve.pid), fleet.agent_cpu()
     busy0 = machine_busy()
+    gaps = random.Random(18)
     next_at = time.monotonic()
     for n in range(jobs):
         agent = agents[n % len(agents)]
@@ -432,7 +475,7 @@ def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: flo
         queue_ms.append((time.perf_counter() - q0) * 1000)
         ids.append(job_id)
         if (n + 1) % burst == 0:
-            next_at += burst * interval
+            next_at += gaps.expovariate(1 / (burst * interval))
             time.sleep(max(0.0, next_at - time.monotonic()))
     queued_s = time.perf_counter() - t0
     deadline = time.monotonic() + 120
@@ -447,6 +490,8 @@ def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: flo
     wall = time.perf_counter() - t0
     machine_cpu = machine_busy() - busy0
     received = fleet.received()
+    notified = probe.stop() if probe else {}
+    wake, after_wake = [], []
     latency, end_to_end, last_write, busy = [], [], [], 0
     states: Counter[str] = Counter()
     last_end: dict[str, float] = {}
@@ -460,6 +505,11 @@ def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: flo
                                    stamp_of(row["end_time"]))
         if job_id in received:
             latency.append((received[job_id] - queued) * 1000)
+        if notified.get(row["agent_id"]):  # this agent's NOTIFYs, in the order queued
+            heard = notified[row["agent_id"]].pop(0)
+            wake.append((heard - queued) * 1000)
+            if job_id in received:
+                after_wake.append((received[job_id] - heard) * 1000)
         if ended is not None:
             end_to_end.append((ended - queued) * 1000)
         if reported is not None:  # the claim's stamp, overwritten by the agent's last write
@@ -475,6 +525,7 @@ def dispatch(fleet: Fleet, source: Cluster, jobs: int, burst: int, interval: flo
         "agent_still_busy": busy,
         "latency_ms": summary(latency), "end_to_end_ms": summary(end_to_end),
         "reported_minus_queued_ms": summary(last_write),
+        "notify_heard_ms": summary(wake), "notify_to_agent_ms": summary(after_wake),
         "queue_call_ms": summary(queue_ms),
         "latency_histogram_ms": histogram(latency),
         "serve_cpu_s": round(serve_cpu, 2), "agents_cpu_s": round(agents_cpu, 2),
@@ -785,8 +836,10 @@ def main() -> None:
             if "dispatch" not in skip:
                 log(f"{catalog_kind}: dispatching {args.jobs} jobs")
                 off0 = stmts.offset() if stmts else 0
+                probe = (NotifyProbe(catalog, fleet.vault.catalog.jobs_channel)
+                         if catalog is not None else None)
                 part["dispatch"] = dispatch(fleet, source, args.jobs, args.burst,
-                                            args.interval_ms / 1000)
+                                            args.interval_ms / 1000, probe)
                 if stmts:
                     counted = stmts.between(off0, stmts.offset())
                     part["dispatch"]["catalog_statements"] = counted["statements"]
@@ -847,6 +900,10 @@ def print_table(res: dict) -> None:
         lat, e2e = d["latency_ms"], d["end_to_end_ms"]
         print(f"   {kind:<11} {lat['n']:>5} {lat['p50']:>7} {lat['p90']:>7} {lat['p99']:>7}"
               f" {lat['max']:>7} {e2e.get('p50', '-'):>18}  {d['serve_cpu_s']}")
+        if d.get("notify_heard_ms"):
+            w, a = d["notify_heard_ms"], d["notify_to_agent_ms"]
+            print(f"   {'':<11} of which queued -> NOTIFY heard p50 {w['p50']} p99 {w['p99']};"
+                  f" NOTIFY -> agent p50 {a['p50']} p99 {a['p99']}")
     b = res.get("postgresql", {}).get("backup")
     if b:
         print(f"\n2. full backup, {b['source_bytes'] / 1e6:.0f} MB cluster, median of "
