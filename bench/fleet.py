@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A fleet on this machine: job dispatch latency with 40 agents (PostgreSQL and SQLite
 catalogs), a backup through an agent against the same backup run locally, and what 40 idle
-agents cost the control plane (issue 18's figures; bench/README.md, *Fleet*).
+agents cost the control plane (issue 18's figures; bench/README.md, *A fleet*).
 
 Run as root from the checkout:   .venv/bin/python bench/fleet.py
 
@@ -28,8 +28,8 @@ Parts (each can be left out):
   2. backup (PostgreSQL catalog): ``dbsafe backup NAME --type full`` of a pgbench scale-30
      cluster, alternately a server of this host (no agent) and the same cluster's server
      owned by agent 0, N times each after one untimed warm-up of each; wall time of the
-     command. Agent 0 runs under a tracer that records each call it makes to the control
-     plane; one more local backup runs under a tracer of catalog calls (untimed).
+     command. Agent 0's trace gives its calls to the control plane during each backup;
+     one more local backup runs under the tracer of catalog calls (untimed).
   3. idle (PostgreSQL catalog): serve and the 40 agents left alone (warm-up, then a
      window of 3 minutes): serve's CPU from /proc/PID/stat, catalog statements from the
      catalog cluster's log (log_statement = all) and transactions from pg_stat_database.
