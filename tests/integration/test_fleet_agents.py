@@ -55,6 +55,13 @@ def test_agent_backs_up_its_hosts_server(fleet, source, area):
                         "--port", source.port)
     assert added["name"] == "db1" and added["pg_version"] == 15
     assert cp.vault.ok("agent", "show", a.id)["servers"] == ["db1"]
+    # a path names one cluster on one host: the same path here is another host's cluster
+    here = cp.vault.ok("server", "add", "local", "--pgdata", source.pgdata, "--port",
+                       source.port)
+    assert here["name"] == "local"
+    cp.vault.fail("server.pgdata_registered", "server", "add", "again", "--pgdata",
+                  source.pgdata, "--port", source.port)
+    cp.vault.ok("server", "remove", "local")
 
     expected = source.table_checksums()
     full = cp.vault.backup("db1", "--type", "full")

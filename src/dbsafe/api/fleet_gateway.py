@@ -148,7 +148,7 @@ def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seco
                 return job
             remaining = deadline - loop.time()
             if remaining <= 0 or await request.is_disconnected():
-                await to_thread.run_sync(fleet.touch, vault, agent, version)
+                await to_thread.run_sync(fleet.touch, vault, agent)
                 return Response(status_code=204)
             with suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)

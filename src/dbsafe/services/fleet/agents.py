@@ -126,9 +126,17 @@ def authenticate(vault: Vault, credential: str, address: str | None = None) -> A
     return AgentIdentity(row["id"], row["host"])
 
 
-def touch(vault: Vault, agent: AgentIdentity, version: str | None) -> None:
-    """An agent's poll: its version and the time of contact."""
-    vault.catalog.update_agent(agent.id, last_contact=_text(_now()), version=version)
+def touch(vault: Vault, agent: AgentIdentity, version: str | None = None) -> None:
+    """An agent's poll that ends with nothing to do: the time of contact (a waiting poll
+    is contact too: the poll's start was the last one written); its version when it says
+    one that differs from the one known."""
+    fields: dict = {"last_contact": _text(_now())}
+    if version is not None:
+        row = get_agent(vault, agent.id)
+        if row["version"] == version:
+            return
+        fields = {"version": version}
+    vault.catalog.update_agent(agent.id, **fields)
 
 
 def get_agent(vault: Vault, agent_id: str) -> dict:

@@ -54,8 +54,9 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     if vault.catalog.get_server(name) is not None:
         raise DbsafeError("server.exists", name=name)
     pgdata = Path(pgdata).resolve() if Path(pgdata).exists() else Path(pgdata)
-    for other in vault.catalog.list_servers():
-        if other["kind"] == "server" and Path(other["pgdata"]) == pgdata:
+    for other in vault.catalog.list_servers():  # a path is one cluster on one host only
+        if other["kind"] == "server" and vault.is_here(other) and \
+                Path(other["pgdata"]) == pgdata:
             raise DbsafeError("server.pgdata_registered", pgdata=pgdata, name=other["name"])
     major = cluster.major_version(pgdata)
     bin_dir = cluster.find_bin_dir(major, bin_dir)
