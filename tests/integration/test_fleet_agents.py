@@ -4,7 +4,8 @@ tests/fleet put each host in namespaces of its own).
 
 The control plane is a real `dbsafe serve` with its agents' HTTPS listener on 127.0.0.1; each
 agent is a real `dbsafe agent run` with its own folder (DBSAFE_AGENT_HOME) registered with a
-one-time token. The repository is a local folder both can reach (one machine).
+one-time token (tests/fleet_helpers.py). The repository is a local folder both can reach (one
+machine).
 """
 
 from __future__ import annotations
@@ -12,90 +13,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Vault, free_port, make_vault, restored, run_cli
-
-LOST_AFTER = 12  # seconds (serve --agent-lost-after): an agent reports every 10
-
-
-class ControlPlane:
-    def __init__(self, vault: Vault, area: Path) -> None:
-        self.vault = vault
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.log = (area / "serve.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dbsafe", "--vault", str(vault.path), "serve", "--port",
-             str(free_port()), "--tick", "1", "--agents-host", "127.0.0.1", "--agents-port",
-             str(self.port), "--agents-url", self.url, "--agent-lost-after", str(LOST_AFTER)],
-            env=vault.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not self._listening():
-            assert self.proc.poll() is None, (area / "serve.log").read_text()
-            assert time.monotonic() < deadline, "the agents' listener did not start"
-            time.sleep(0.2)
-
-    def _listening(self) -> bool:
-        settings = json.loads((self.vault.path / "client.json").read_text())
-        if "agents" not in settings:
-            return False
-        try:
-            httpx.get(f"{self.url}/agent/v1/hello", verify=False, timeout=2)  # noqa: S501
-        except httpx.TransportError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-class Agent:
-    def __init__(self, cp: ControlPlane, area: Path, host: str) -> None:
-        self.home = area / f"agent-{host}"
-        self.env = {**cp.vault.env, "DBSAFE_AGENT_HOME": str(self.home)}
-        self.host = host
-        token = cp.vault.ok("agent", "token", "create", "--host", host)
-        assert token["command"].startswith(f"dbsafe agent register {cp.url} --token dbr_")
-        assert token["fingerprint"] in token["command"]
-        res = run_cli(self.env, "agent", "register", cp.url, "--token", token["token"],
-                      "--fingerprint", token["fingerprint"], "--host", host, "--json")
-        assert res.returncode == 0, res.describe()
-        self.id = res.json()["agent_id"]
-        self.log_path = area / f"agent-{host}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.log = self.log_path.open("a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dbsafe", "agent", "run"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-    def credential(self) -> str:
-        return json.loads((self.home / "agent.json").read_text())["credential"]
-
-    def call(self, cp: ControlPlane, method: str, *args: object) -> httpx.Response:
-        """A catalog call with this agent's credential, as its services make them."""
-        return httpx.post(f"{cp.url}/agent/v1/catalog/{method}",
-                          json={"args": list(args), "kwargs": {}},
-                          headers={"Authorization": f"Bearer {self.credential()}"},
-                          verify=str(self.home / "control-plane.pem"), timeout=10)
+from conftest import free_port, make_vault, restored
+from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
 
 
 @pytest.fixture
@@ -115,8 +38,7 @@ def fleet(area, cli_env):
         for agent in agents:
             agent.kill()
         cp.stop()
-        for log in sorted(area.glob("*.log")):  # shown by pytest when the test failed
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+        print_logs(area)
 
 
 def _job(cp: ControlPlane, job_id: str) -> dict:
