@@ -69,11 +69,15 @@ class ControlPlane:
 
 class Agent:
     """An agent registered for ``host`` (token, then `dbsafe agent register`); ``start``
-    runs it."""
+    runs it. Its folder and its run folder (its WAL socket, /var/lib/dbsafe on a host of its
+    own) are the host's: one agent per vault may serve a run folder, so agents of several
+    simulated hosts on this machine need one each (the area's finalizer stops an agent by
+    the pid it leaves there)."""
 
     def __init__(self, cp: ControlPlane, area: Path, host: str) -> None:
         self.home = area / f"agent-{host}"
-        self.env = {**cp.vault.env, "DBSAFE_AGENT_HOME": str(self.home)}
+        self.env = {**cp.vault.env, "DBSAFE_AGENT_HOME": str(self.home),
+                    "DBSAFE_RUN_DIR": str(area / f"run-{host}")}
         self.host = host
         token = cp.vault.ok("agent", "token", "create", "--host", host)
         assert token["command"].startswith(f"dbsafe agent register {cp.url} --token dbr_")
@@ -89,6 +93,15 @@ class Agent:
         self.log = self.log_path.open("a")
         self.proc = subprocess.Popen([sys.executable, "-m", "dbsafe", "agent", "run"],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        """Until the agent has greeted the control plane and polls for jobs."""
+        deadline = time.monotonic() + timeout
+        while f"of host {self.host} serving" not in self.log_path.read_text():
+            assert self.proc is not None and self.proc.poll() is None, \
+                self.log_path.read_text()
+            assert time.monotonic() < deadline, f"the agent of {self.host} did not start"
+            time.sleep(0.2)
 
     def kill(self) -> None:
         if self.proc is None:

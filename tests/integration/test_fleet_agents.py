@@ -31,6 +31,7 @@ def fleet(area, cli_env):
         agent = Agent(cp, area, host)
         agent.start()
         agents.append(agent)
+        agent.wait_serving()
         return agent
     try:
         yield cp, add_agent
