@@ -76,8 +76,9 @@ class Agent:
 
     def __init__(self, cp: ControlPlane, area: Path, host: str) -> None:
         self.home = area / f"agent-{host}"
+        self.run_dir = area / f"run-{host}"
         self.env = {**cp.vault.env, "DBSAFE_AGENT_HOME": str(self.home),
-                    "DBSAFE_RUN_DIR": str(area / f"run-{host}")}
+                    "DBSAFE_RUN_DIR": str(self.run_dir)}
         self.host = host
         token = cp.vault.ok("agent", "token", "create", "--host", host)
         assert token["command"].startswith(f"dbsafe agent register {cp.url} --token dbr_")
@@ -104,11 +105,16 @@ class Agent:
             time.sleep(0.2)
 
     def kill(self) -> None:
+        """SIGKILL (when it still runs), and its pid file goes: a killed agent leaves it,
+        and the area's finalizer would signal whatever process has that pid by then."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
+        for pid_file in self.run_dir.glob("*/agent.pid"):
+            if pid_file.read_text().strip() == str(self.proc.pid):
+                pid_file.unlink()
         self.log.close()
 
     def credential(self) -> str:
