@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,11 @@ POLICY = "scale"
 TICK = timedelta(minutes=1)    # between two passes of the scheduler (simulated time)
 SLOT_AFTER = timedelta(minutes=58)  # the slot's place in the hour
 SETUP_WORKERS = 4              # CLI calls at a time while the fleet is set up
+# serve --max-total: runs at a time. The scheduler's threads only follow the agents' jobs
+# (its default, 4, would keep 36 agents waiting), but each run opens a vault handle of its
+# own (scheduler/execute.py) whose catalog pool holds two connections while it follows: 40
+# at once took 97 of the catalog cluster's 100 (max_connections)
+RUNS_AT_A_TIME = 30
 # the client's environment the in-process scheduler reads (logs, keys out of /root)
 CLIENT_VARS = ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
                "DBSAFE_KEY_DIR")
@@ -88,6 +94,29 @@ def _xacts(catalog_cluster: Pg) -> int:
 
 
 STATS_DELAY = 11  # seconds: a busy backend reports its counts at most 10 s late
+
+
+class Connections:
+    """The most connections to the catalog's database seen, sampled every half second."""
+
+    def __init__(self, catalog_cluster: Pg) -> None:
+        self.most = 0
+        self._stop = threading.Event()
+        self._conn = catalog_cluster.connect()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            (n,) = self._conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE datname = current_database()").fetchone()
+            self.most = max(self.most, n - 1)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        return self.most
 
 
 def _rss_mb(pid: int) -> float:
@@ -196,11 +225,9 @@ def _run_the_hour(fleet: Fleet, catalog_cluster: Pg, hour: datetime, end: dateti
     started: dict[datetime, list] = {}
     pids = {"serve": fleet.cp.proc.pid, **{a.host: a.proc.pid for a in fleet.agents}}
     with contextlib.ExitStack() as held:
-        # serve --max-total 40: a run at a time per agent (the scheduler's threads only
-        # follow their jobs; its default, 4, would keep 36 agents waiting)
-        scheduler = Scheduler(fleet.vault.path, clock, total=AGENTS)
+        scheduler = Scheduler(fleet.vault.path, clock, total=RUNS_AT_A_TIME)
         held.callback(scheduler.vault.catalog.close)
-        second = Scheduler(other, FakeClock(hour), total=AGENTS)
+        second = Scheduler(other, FakeClock(hour))
         held.callback(second.vault.catalog.close)
         scheduler.acquire()
         held.callback(scheduler.release)
@@ -209,6 +236,8 @@ def _run_the_hour(fleet: Fleet, catalog_cluster: Pg, hour: datetime, end: dateti
         assert refused.value.code == "serve.scheduler_elsewhere", refused.value.message
 
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        connections = Connections(catalog_cluster)
+        held.callback(connections.stop)
         own0, xact0, wall0 = time.process_time(), _xacts(catalog_cluster), time.monotonic()
         fast = None
         while clock.now() < end:
@@ -232,10 +261,11 @@ def _run_the_hour(fleet: Fleet, catalog_cluster: Pg, hour: datetime, end: dateti
         own = time.process_time() - own0
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
         rss = {k: _rss_mb(p) for k, p in pids.items()}
+        most_connections = connections.stop()
         time.sleep(STATS_DELAY)
         xacts = _xacts(catalog_cluster) - xact0
     # with the lock given back, the other host's scheduler may start
-    after = Scheduler(other, FakeClock(end), total=AGENTS)
+    after = Scheduler(other, FakeClock(end))
     try:
         after.acquire()
     finally:
@@ -248,7 +278,8 @@ def _run_the_hour(fleet: Fleet, catalog_cluster: Pg, hour: datetime, end: dateti
     print(f"\nthe hour: {passes} passes of the scheduler and one after, {wall:.1f} s wall "
           f"(the {SLOT_AFTER // TICK} passes before the slot: {fast:.1f} s; then the real "
           "clock's pace)")
-    print(f"catalog transactions (xact_commit): {xacts} in the hour")
+    print(f"catalog transactions (xact_commit): {xacts} in the hour; at most "
+          f"{most_connections} connections to it at once")
     print(f"CPU: scheduler (this process) {own:.1f} s, serve {cpu['serve']:.1f} s, "
           f"{AGENTS} agents {agents_cpu:.1f} s (largest {most['cpu']:.1f} s)")
     print(f"memory (RSS) at the end: serve {rss['serve']:.0f} MB, {AGENTS} agents "
