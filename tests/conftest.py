@@ -161,13 +161,14 @@ def remove_area(area: Path) -> None:
 # The longest test files (minutes each: object stores, the scheduler's real clock, failover)
 # run first: pytest-xdist hands whole files to workers in collection order (--dist loadfile),
 # so a long file collected last would run alone at the end while the other workers idle.
-# Longest first, as measured in a full run (`--durations=0`, summed per file).
-SLOW_FILES = ("test_vault_backends.py", "test_replica_regions.py", "test_replica_sets.py",
-              "test_archive_faults.py", "test_replica_failover.py", "test_log_chain.py",
-              "test_serve.py", "test_shared_vault.py", "test_vault_backends_log.py",
-              "test_errors.py", "test_portal_browser.py", "test_restore_checks.py",
-              "test_drills.py", "test_differential.py", "test_api_schema.py",
-              "test_version_matrix.py")
+# Longest first, as measured in a full run (`--durations=0`, summed per file); the fleet's
+# scale test (~4 minutes, one test: 40 agents on the 2 cores) leads.
+SLOW_FILES = ("test_fleet_scale.py", "test_vault_backends.py", "test_replica_regions.py",
+              "test_replica_sets.py", "test_archive_faults.py", "test_replica_failover.py",
+              "test_log_chain.py", "test_serve.py", "test_shared_vault.py",
+              "test_vault_backends_log.py", "test_errors.py", "test_portal_browser.py",
+              "test_restore_checks.py", "test_drills.py", "test_differential.py",
+              "test_api_schema.py", "test_version_matrix.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -259,17 +260,26 @@ class Pg:
         return result
 
 
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[Path]:
-    """One ``initdb --data-checksums`` data directory, copied by every test cluster."""
-    area = make_area("template-")
-    pgdata = area / "pgdata"
+def initdb(pgdata: Path) -> None:
+    """``initdb --data-checksums`` as every test cluster is made (a new system identifier)."""
     proc = as_postgres([str(PG_BIN / "initdb"), "--data-checksums", "--no-sync", "-A",
                         "trust", "-U", PG_USER, "-E", "UTF8", "--locale", "C", "-D",
                         str(pgdata)])
     if proc.returncode != 0:
-        shutil.rmtree(area, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {proc.stdout}{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[Path]:
+    """One ``initdb --data-checksums`` data directory, copied by every test cluster (so
+    they all share its system identifier)."""
+    area = make_area("template-")
+    pgdata = area / "pgdata"
+    try:
+        initdb(pgdata)
+    except RuntimeError:
+        shutil.rmtree(area, ignore_errors=True)
+        raise
     yield pgdata
     remove_area(area)
 

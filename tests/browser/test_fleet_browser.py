@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import secrets_guard
 from conftest import make_vault, new_cluster, run_cli
-from fleet_loopback import Agent, ControlPlane
+from fleet_helpers import Agent, ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYWRIGHT = ROOT / "tools" / "node" / "node_modules" / "playwright-core"

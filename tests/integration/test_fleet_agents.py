@@ -4,7 +4,8 @@ tests/fleet put each host in namespaces of its own).
 
 The control plane is a real `dbsafe serve` with its agents' HTTPS listener on 127.0.0.1; each
 agent is a real `dbsafe agent run` with its own folder (DBSAFE_AGENT_HOME) registered with a
-one-time token. The repository is a local folder both can reach (one machine).
+one-time token (tests/fleet_helpers.py). The repository is a local folder both can reach (one
+machine).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import httpx
 import pytest
 from conftest import make_vault
-from fleet_loopback import LOST_AFTER, Agent, ControlPlane
+from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
 
 
 @pytest.fixture
@@ -30,6 +31,7 @@ def fleet(area, cli_env):
         agent = Agent(cp, area, host)
         agent.start()
         agents.append(agent)
+        agent.wait_serving()
         return agent
     try:
         yield cp, add_agent
@@ -37,8 +39,7 @@ def fleet(area, cli_env):
         for agent in agents:
             agent.kill()
         cp.stop()
-        for log in sorted(area.glob("*.log")):  # shown by pytest when the test failed
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+        print_logs(area)
 
 
 def _job(cp: ControlPlane, job_id: str) -> dict:

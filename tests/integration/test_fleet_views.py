@@ -28,7 +28,7 @@ import pytest
 import secrets_guard
 from api_serve import start_serve
 from conftest import Pg, make_area, make_vault, new_cluster, remove_area, run_cli
-from fleet_loopback import Agent, ControlPlane
+from fleet_helpers import Agent, ControlPlane
 from prometheus_client.parser import text_string_to_metric_families
 
 METRICS_TTL = 5  # api/metrics.py Figures.TTL: a change shows in /metrics within it

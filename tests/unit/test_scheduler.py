@@ -124,6 +124,60 @@ def test_runner_holds_the_per_server_limit_and_queues_the_rest():
     assert runner.max_seen == {"a": 2, "b": 1}
 
 
+def test_a_slot_names_its_agents_job_while_it_runs(tmp_path):
+    """A scheduled run queued for an agent goes on while the control plane restarts: from
+    the moment it is queued its slot names its job, so a scheduler started meanwhile finds
+    it running (not lost) and does not run the slot again; the slot still names it after."""
+    import json
+
+    from dbsafe.core.stamps import utcnow
+    from dbsafe.scheduler.execute import Executor
+    from dbsafe.scheduler.service import Scheduler
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.inventory.policies import get_policy
+
+    vault = Vault.init(tmp_path / "vault")
+    catalog = vault.catalog
+    instance = catalog.add_server("db1", "host-a", None, {
+        "pgdata": "/nowhere", "port": 1, "bin_dir": "/usr/lib/postgresql/15/bin",
+        "pg_version": 15, "system_identifier": "1", "recovery_model": "SIMPLE"})
+    catalog.add_agent({"id": "a1", "host": "host-a", "secret_hash": "-",
+                       "registered": utcnow(), "last_contact": utcnow()})
+    catalog.update_server("db1", agent_id="a1")
+    catalog.protect_items(instance, [("app", 16384)], "default")
+    catalog._run("UPDATE protected_databases SET since = ?", T0.isoformat())
+    clock = FakeClock(datetime(2026, 3, 2, 1, 0, 30, tzinfo=UTC))
+    policies = {"default": get_policy(vault, "default")}
+    (work,) = [w for w in due_work(catalog, policies, clock.now(), set(), lambda j: True)
+               if w.kind == "full"]
+    catalog.claim_slot(work.instance_id, work.policy, work.kind, work.slot.isoformat())
+    run = threading.Thread(target=Executor(tmp_path / "vault", clock), args=(work,))
+    run.start()
+    try:
+        job = None
+        for _ in range(200):  # the agent's claim of the queued job
+            job = catalog.claim_job("a1", utcnow())
+            if job is not None:
+                break
+            threading.Event().wait(0.05)
+        assert job is not None and job["trigger"] == "scheduled"
+        assert catalog.get_slot(instance, "default", "full")["job_id"] == job["id"]
+        restarted = Scheduler(tmp_path / "vault", clock, supervise_agent=False)
+        try:
+            assert "full" not in {w.kind for w in due_work(
+                catalog, policies, clock.now(), set(), restarted._job_lost)}
+        finally:
+            restarted.vault.catalog.close()
+    finally:
+        if job is not None:  # the agent ends it
+            catalog.update_job(job["id"], state="completed", end_time=utcnow(),
+                               result=json.dumps({"point_id": "p1"}))
+        run.join(30)
+    assert not run.is_alive()
+    state = catalog.get_slot(instance, "default", "full")
+    assert (state["job_id"], state["attempts"]) == (job["id"], 1)
+
+
 # the steps of serve and its lock (scheduler/steps.py, scheduler/service.py) ---------------
 
 def test_a_failing_step_is_a_job_and_an_alert_until_a_clean_run(tmp_path):

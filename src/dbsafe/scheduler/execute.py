@@ -111,11 +111,12 @@ def _retention_warnings(result: dict) -> list[str]:
 
 
 class Attempt:
-    """One scheduled backup or drill: notes the jobs it starts; an error ends it, as a job
-    that failed (the one it started, or one recorded now with the error: a backup of a
-    server that is down fails before its job exists) whose hook raises ``backup_failed``
-    or ``drill_failed``, and the slot names that job. A refusal in ``SKIP_CODES`` or
-    ``BUSY_CODES`` only skips the slot. ``ended`` tells the caller to stop there."""
+    """One scheduled backup or drill: notes the jobs it starts (the slot names the first
+    at once); an error ends it, as a job that failed (the one it started, or one recorded
+    now with the error: a backup of a server that is down fails before its job exists)
+    whose hook raises ``backup_failed`` or ``drill_failed``, and the slot names that job.
+    A refusal in ``SKIP_CODES`` or ``BUSY_CODES`` only skips the slot. ``ended`` tells the
+    caller to stop there."""
 
     def __init__(self, vault: Vault, work: Work) -> None:
         self.vault = vault
@@ -127,8 +128,17 @@ class Attempt:
         self.ended = False
 
     def __enter__(self) -> Attempt:
-        self._token = job_started.set(self.jobs.append)
+        self._token = job_started.set(self._started)
         return self
+
+    def _started(self, job_id: str) -> None:
+        """The slot names the run's first job as soon as it exists: a job queued for an
+        agent goes on while this process restarts, and a slot naming no job would look
+        lost to the next scheduler, which would run it again."""
+        self.jobs.append(job_id)
+        if len(self.jobs) == 1:
+            self.vault.catalog.set_slot_job(self.work.instance_id, self.work.policy,
+                                            self.work.kind, job_id)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         job_started.reset(self._token)
