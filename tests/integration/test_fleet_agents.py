@@ -21,10 +21,10 @@ from conftest import make_vault
 from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
 
 
-@pytest.fixture
-def fleet(area, cli_env):
+@pytest.fixture(params=[True], ids=["scheduler"])
+def fleet(area, cli_env, request):
     vault = make_vault(cli_env, area / "cp")
-    cp = ControlPlane(vault, area)
+    cp = ControlPlane(vault, area, scheduler=request.param)
     agents: list[Agent] = []
 
     def add_agent(host: str) -> Agent:
@@ -138,3 +138,18 @@ def test_killed_agent_fails_its_job_within_the_bound(fleet, source, area):
     a.start()
     full = cp.vault.backup("db1", "--type", "full")
     assert [p["point_id"] for p in cp.vault.points("db1")] == [full["point_id"]]
+
+
+@pytest.mark.parametrize("fleet", [False], ids=["no-scheduler"], indirect=True)
+def test_a_silent_agents_job_ends_where_no_scheduler_runs(fleet, source):
+    """`serve --no-scheduler` (the scheduler elsewhere, or nowhere): the agents' listener
+    fails a job its agent cannot take within the bound, so a command following it ends."""
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", source.pgdata,
+                "--port", source.port)
+    a.kill()
+    started = time.monotonic()
+    out = cp.vault.fail("job.agent_lost", "backup", "db1", "--type", "full")
+    assert "host-a" in out["error"]["message"]
+    assert time.monotonic() - started < 2 * LOST_AFTER + 10

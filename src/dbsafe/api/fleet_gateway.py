@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
@@ -72,6 +73,22 @@ class JobSignals:
         return event
 
 
+REAP_EVERY = 5.0
+
+
+async def _reap_lost(vault: Vault, lost_after: float) -> None:
+    """Fail the jobs of agents that fell silent, also where this control plane runs no
+    scheduler (`serve --no-scheduler`, whose scheduler's pass does it too): a job followed by
+    a CLI must end within its bound wherever the scheduler runs."""
+    while True:
+        await asyncio.sleep(REAP_EVERY)
+        try:
+            await to_thread.run_sync(fleet.reap, vault, None,
+                                     timedelta(seconds=lost_after))
+        except Exception:  # the catalog restarting: the next pass
+            log.exception("failing lost agents' jobs")
+
+
 def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seconds()
                    ) -> FastAPI:
     """The agents' app. A poll waits at most half of ``lost_after`` (the scheduler's), so
@@ -85,9 +102,11 @@ def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seco
         app.state.signals = signals
         remove = fleet.add_listener(signals.notify)
         notifications = fleet.JobNotifications.start_for(vault)
+        reaper = asyncio.create_task(_reap_lost(vault, lost_after))
         try:
             yield
         finally:
+            reaper.cancel()
             remove()
             notifications.stop()
 
