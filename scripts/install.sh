@@ -22,6 +22,8 @@ command -v gcc >/dev/null || apt_packages+=(gcc)
 python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || apt_packages+=(python3-dev)
 command -v runuser >/dev/null || apt_packages+=(util-linux)
+# the fleet's tests put simulated hosts in network namespaces (ip netns, veth, a bridge)
+command -v ip >/dev/null || apt_packages+=(iproute2)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing: ${apt_packages[*]}"
   as_root apt-get update -qq
