@@ -32,7 +32,9 @@ REGION = "West Europe"
 def control_plane(fleet: Fleet, cli_env: dict[str, str]):
     area = make_area("fleet-cp-")
     moto = MotoServer(area, host=fleet.gateway).start()
-    env = {**cli_env, **S3_ENV}
+    # the control plane's own WAL agent, if it ever starts one, runs from its area (where
+    # remove_area stops it), not from this machine's /var/lib/dbsafe
+    env = {**cli_env, **S3_ENV, "DBSAFE_RUN_DIR": str(area / "run")}
     location = moto.location("dbsafe-fleet", "vault")
     res = run_cli(env, "vault", "init", "--repository", location, "--region", REGION, "--json",
                   vault=area / "cp")
@@ -224,6 +226,22 @@ def test_wal_is_archived_by_the_agent_of_its_host(fleet: Fleet, control_plane: C
     assert log["type"] == "log" and not log["warnings"], log
     chain = cp.ok("points", "main")
     assert chain["gaps"] == [] and chain["log_ranges"][0]["base"] == full["point_id"], chain
+    # the control plane's scheduler (a pass a second) started no WAL agent of its own: the
+    # FULL server is another host's, archived by that host's agent
+    assert not _agents_of(cp.vault), _agents_of(cp.vault)
+
+
+def _agents_of(vault: Path) -> list[str]:
+    """`dbsafe --vault VAULT agent run` processes of this machine."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(vault).encode() in argv and b"agent" in argv and b"run" in argv:
+            found.append(b" ".join(argv).decode())
+    return found
 
 
 def _archived(pg) -> tuple[int, int, str | None]:

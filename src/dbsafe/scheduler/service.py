@@ -166,12 +166,15 @@ class Scheduler:
         return row["max_concurrent"] if row else None
 
     def _supervise_agent(self) -> None:
-        """serve keeps the WAL agent alive: after a reboot or a crash it is started again."""
+        """serve keeps the WAL agent alive: after a reboot or a crash it is started again
+        (when a server of this host is in the FULL model: another host's agent archives its
+        own servers' WAL)."""
         if not self.supervise_agent:
             return
 
         def ensure() -> None:
-            if any(s["recovery_model"] == "FULL" for s in self.vault.catalog.list_servers()):
+            if any(s["recovery_model"] == "FULL" and self.vault.is_here(s)
+                   for s in self.vault.catalog.list_servers()):  # other hosts': their agents
                 from dbsafe.engines.postgres import agent_process as daemon
 
                 daemon.ensure_running(self.vault_path, self.vault.repo.config["vault_id"])
