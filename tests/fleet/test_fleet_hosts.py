@@ -31,21 +31,23 @@ REGION = "West Europe"
 @pytest.fixture
 def control_plane(fleet: Fleet, cli_env: dict[str, str]):
     area = make_area("fleet-cp-")
-    moto = MotoServer(area, host=fleet.gateway).start()
+    moto = MotoServer(area, host=fleet.gateway)
     # the control plane's own WAL agent, if it ever starts one, runs from its area (where
     # remove_area stops it), not from this machine's /var/lib/dbsafe
     env = {**cli_env, **S3_ENV, "DBSAFE_RUN_DIR": str(area / "run")}
-    location = moto.location("dbsafe-fleet", "vault")
-    res = run_cli(env, "vault", "init", "--repository", location, "--region", REGION, "--json",
-                  vault=area / "cp")
-    assert res.returncode == 0, res.describe()
     cp = ControlPlane(area / "cp", env, fleet.gateway, area)
     try:
+        moto.start()
+        location = moto.location("dbsafe-fleet", "vault")
+        res = run_cli(env, "vault", "init", "--repository", location, "--region", REGION,
+                      "--json", vault=area / "cp")
+        assert res.returncode == 0, res.describe()
         cp.start()
         yield cp
     finally:
         cp.stop()
-        print((area / "serve.log").read_text()[-4000:])
+        if (area / "serve.log").exists():
+            print((area / "serve.log").read_text()[-4000:])
         moto.stop()
         remove_area(area)
 
