@@ -681,10 +681,11 @@ class DbsafeError(Exception):
     def reported(cls, code: str, message: str) -> DbsafeError:
         """An error raised elsewhere (a job an agent ran), rebuilt from its code and message
         as the catalog keeps them."""
-        error = cls("internal", reason=message) if code not in REGISTRY else cls.__new__(cls)
-        if code in REGISTRY:
-            error.spec, error.code, error.details, error.message = REGISTRY[code], code, {}, message
-            Exception.__init__(error, f"{code}: {message}")
+        if code not in REGISTRY:  # a code of a newer dbsafe than this one
+            return cls("internal", reason=message)
+        error = cls.__new__(cls)
+        error.spec, error.code, error.details, error.message = REGISTRY[code], code, {}, message
+        Exception.__init__(error, f"{code}: {message}")
         return error
 
     def as_dict(self) -> dict[str, object]:
