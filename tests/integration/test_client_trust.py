@@ -171,3 +171,35 @@ def test_a_manifest_that_vanished_raises_an_alert_and_a_deletion_does_not(area, 
     assert alert["kind"] == "manifest_missing" and alert["severity"] == "critical"
     assert alert["item"] == lost and alert["server"] == "gone"
     assert lost in alert["message"] and "without dbsafe" in alert["message"]
+
+
+def test_a_backup_finishing_while_the_repository_is_listed_is_no_vanished_manifest(
+        area, cli_env):
+    """The race CI met with forty agents: a backup saved its manifest and its row between
+    the reconciliation's listing and its catalog read; the point was taken for one whose
+    manifest vanished, dropped, and alerted on."""
+    from dbsafe.services.activity import alerts
+    from dbsafe.services.handle.adopt import adopt_servers
+    from dbsafe.services.handle.vault_handle import Vault as Client
+    from dbsafe.services.lifecycle import points
+
+    vault = Vault(area / "vault", cli_env)
+    vault.ok("vault", "init")
+    first, racing = "20240101T000000Z-0000000a", "20240102T000000Z-0000000b"
+    _point(vault.path, first)
+    assert adopt_servers(Client.open(vault.path))["adopted"] == ["gone"]
+
+    client = Client.open(vault.path)
+    instance_id = client.catalog.get_server("gone")["instance_id"]
+    listing = client.repo.point_ids
+
+    def listed_then_a_backup_ends() -> list[str]:
+        ids = list(listing())
+        _point(vault.path, racing)  # another process's backup: its manifest, then its row
+        manifest, size = client.repo.load_manifest_sized(racing)
+        client.catalog.add_point(instance_id, points._point_row(manifest, size))
+        return ids
+
+    client.repo.point_ids = listed_then_a_backup_ends  # type: ignore[method-assign]
+    assert [p["point_id"] for p in points.list_points(client, "gone")] == [first, racing]
+    assert alerts.list_alerts(client.catalog) == []

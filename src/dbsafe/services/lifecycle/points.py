@@ -60,11 +60,16 @@ def reconcile(vault: Vault) -> None:
     repair what a crash left; a long-lived handle (the API's) reads the catalog after."""
     if vault.reconciled or not vault.keeps_catalog:
         return
+    # The catalog is read before and after the listing. A backup saves its manifest before
+    # its row, so a row already there before the listing began has a manifest the listing
+    # must see; a row added meanwhile (a backup finishing now, on any host) proves nothing
+    # yet. The read after says whether dbsafe started deleting a point meanwhile.
+    before = set(vault.catalog.point_ids())
     stored = set(vault.repo.point_ids())
     deletions = vault.catalog.point_deletions()
     known = set(deletions)
     servers = vault.catalog.list_servers()
-    vanished = known - stored
+    vanished = (known & before) - stored
     _report_vanished(vault, {p for p in vanished if deletions[p] is None}, servers)
     for point_id in vanished:
         vault.catalog.delete_point(point_id)
