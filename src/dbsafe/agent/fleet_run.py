@@ -12,7 +12,7 @@ import threading
 
 from dbsafe.agent.enrolment import Enrolment
 from dbsafe.agent.remote_catalog import RemoteCatalog
-from dbsafe.agent.server import open_socket, serve_until_shutdown
+from dbsafe.agent.server import SPOOL_AFTER, SPOOL_MAX_MIB, open_socket, serve_until_shutdown
 from dbsafe.agent.worker import report_nodes, serve_jobs
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
@@ -22,7 +22,9 @@ HELLO_RETRY = 5.0
 ANSWERS_FILE = "answers.json"  # the control plane's last answers to the archive path
 
 
-def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None:
+def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool,
+                   spool_max_mib: int = SPOOL_MAX_MIB, spool_after: float = SPOOL_AFTER
+                   ) -> None:
     resident_logging(json_lines=json_lines)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call is noise
     stop = threading.Event()
@@ -35,7 +37,8 @@ def run_registered(enrolment: Enrolment, jobs: int, *, json_lines: bool) -> None
         outbox = enrolment.outbox()
         catalog = RemoteCatalog(control, outbox, enrolment.home / ANSWERS_FILE)
         vault = enrolment.open_vault(catalog)
-        wal_server, paths = open_socket(vault)  # archive_command's: this host's clusters
+        # archive_command's: this host's clusters
+        wal_server, paths = open_socket(vault, spool_max_mib, spool_after)
         wal = threading.Thread(target=serve_until_shutdown, args=(wal_server, paths),
                                name="wal-socket")
         wal.start()

@@ -17,6 +17,14 @@ preference names for log backups stores; a push from another node is acknowledge
 vault holds that file with equal content (``Archiver._defer``), so no node drops WAL the
 vault does not have.
 
+The spool (agent/spool.py): a file the repository has not stored after ``spool_after``
+seconds, or any file while the repository failed within the last ``AWAY_FOR`` seconds
+(unreachable, failing after its retries), is kept durably in the host's bounded spool and
+acknowledged, so that ``pg_wal`` does not fill up; ``drain`` copies spooled files into the
+repository as soon as it answers, and raises and resolves the alerts ``wal_spooled`` and
+``wal_spool_filling``. A file the spool has no room for waits for the repository, as
+without a spool.
+
 Who may talk to it: the socket (0660) and its run folder (0750) belong to root and the
 group of the clusters' owners (engines/postgres/agent_process.py), and a push is accepted
 only from the OS user owning that data directory, or root (the peer's uid, SO_PEERCRED).
@@ -34,6 +42,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import socketserver
@@ -41,6 +50,7 @@ import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from dbsafe.agent.daemon import (
@@ -51,12 +61,20 @@ from dbsafe.agent.daemon import (
     running_pid,
     socket_group,
 )
+from dbsafe.agent.spool import WalSpool
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
+from dbsafe.core.units import size_text
 from dbsafe.engines.postgres import wal
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
-from dbsafe.services.logchain import already_held, archive_wal_file, content_checksum
+from dbsafe.services.logchain import (
+    already_held,
+    archive_wal_bytes,
+    archive_wal_file,
+    content_checksum,
+    read_wal_file,
+)
 
 READ_AHEAD = 8
 WORKERS = 2
@@ -68,14 +86,24 @@ LOG_NODE_TTL = 2.0   # seconds a replica set's log node choice is reused
 LEVEL_TTL = 2.0      # seconds a server's compression level (its policy's) is reused
 DEFER_WAIT = 10.0    # seconds a deferred push waits for the log node to archive the file
 DEFER_POLL = 0.25
+SPOOL_AFTER = 60.0   # seconds a push waits for the repository before the spool takes it
+SPOOL_MAX_MIB = 4096  # the spool's default bound
+AWAY_FOR = 10.0      # seconds pushes go straight to the spool after the repository failed
+DRAIN_EVERY = 2.0    # seconds between two looks at the spool
+UNREACHABLE = ("storage.unreachable", "storage.request_failed")  # the repository, not the file
 log = logging.getLogger("dbsafe.agent")
 
 
 class Archiver:
     """Archive WAL files once each, with read-ahead; callers wait on a shared future."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, spool: WalSpool | None = None,
+                 spool_after: float = SPOOL_AFTER) -> None:
         self.vault = vault
+        self.spool = spool
+        self.spool_after = spool_after
+        self._away_until = 0.0  # monotonic: until then the repository counts as away
+        self.spooled = 0
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dbsafe-archive")
         self._lock = threading.Lock()
         self._running: dict[str, Future] = {}
@@ -129,14 +157,129 @@ class Archiver:
         if server.get("replica_set") and self._log_node(server) != server["name"]:
             self._defer(server, path, name)
             return
+        if self._away() and self._spool_file(server, path, name):
+            return
         fut = self._submit(server, path, name)
         self._read_ahead(server, path)
+        spooling = self.spool is not None and self.spool.enabled
         try:
-            fut.result()
+            fut.result(timeout=self.spool_after if spooling else None)
+        except FutureTimeout:  # the repository is too slow to answer: spool the file
+            fut.add_done_callback(lambda done: self._forget(path, done))
+            self._set_away()
+            if not self._spool_file(server, path, name):
+                fut.result()  # no room in the spool: wait for the repository
+        except DbsafeError as exc:
+            if exc.code not in UNREACHABLE or not spooling:
+                raise
+            self._set_away()
+            if not self._spool_file(server, path, name):
+                raise
         finally:
+            self._forget(path, fut)
+
+    def _forget(self, path: str, fut: Future) -> None:
+        with self._lock:
+            if self._running.get(path) is fut and fut.done():
+                del self._running[path]
+
+    # the spool (agent/spool.py) -------------------------------------------------------
+    def _away(self) -> bool:
+        return self.spool is not None and self.spool.enabled and \
+            time.monotonic() < self._away_until
+
+    def _set_away(self) -> None:
+        self._away_until = time.monotonic() + AWAY_FOR
+
+    def _spool_file(self, server: dict, path: str, name: str) -> bool:
+        """Keep the file in the spool (True), or say the spool is full (False)."""
+        assert self.spool is not None
+        data, st = read_wal_file(server, Path(path), name)
+        kept = self.spool.put(server["instance_id"], name, data, st.st_mtime)
+        if kept:
             with self._lock:
-                if self._running.get(path) is fut and fut.done():
-                    del self._running[path]
+                self.spooled += 1
+            log.warning("the repository did not answer: WAL file %s of %s kept in the "
+                        "spool (%s of %s)", name, server["name"], size_text(self.spool.used()),
+                        size_text(self.spool.max_bytes))
+            self._alert(activity.WAL_SPOOLED, server["name"],
+                        f"the repository could not be reached: WAL files of {server['name']} "
+                        f"are kept in the spool of host {platform.node()} "
+                        f"({self.spool.folder}) until it answers; the instants they cover "
+                        "cannot be restored until then")
+        if not kept or self.spool.filling():
+            state = "is full: PostgreSQL keeps its WAL in pg_wal again" if not kept else \
+                "fills up"
+            self._alert(activity.WAL_SPOOL_FILLING, server["name"],
+                        f"the WAL spool of host {platform.node()} {state} "
+                        f"({size_text(self.spool.used())} of "
+                        f"{size_text(self.spool.max_bytes)}): make the repository reachable, "
+                        "or give the spool room (`dbsafe agent run --spool-max-mib`)")
+        return kept
+
+    def _alert(self, kind: str, server: str, message: str) -> None:
+        try:
+            activity.raise_alert(self.vault.catalog, kind, activity.KINDS[kind], message,
+                               server=server, item=platform.node())
+        except Exception as exc:  # noqa: BLE001 - the file is safe; the alert comes later
+            log.warning("could not raise %s for %s: %s", kind, server, exc)
+
+    def drain(self) -> int:
+        """Copy spooled files into the repository, oldest first, until it fails; resolve
+        the alerts of the servers left with nothing spooled. Returns the files copied."""
+        if self.spool is None or not self.spool.enabled or self._away():
+            return 0
+        pending = self.spool.pending()
+        if not pending:
+            return 0
+        servers = {s["instance_id"]: s for s in self.vault.catalog.list_servers()}
+        copied = 0
+        for item in pending:
+            server = servers.get(item.instance_id)
+            if server is None:  # removed from the vault meanwhile: kept, and said
+                log.error("spooled WAL file %s belongs to no registered server (instance "
+                          "%d); it stays in %s", item.name, item.instance_id, item.path)
+                continue
+            try:
+                data, mtime = self.spool.read(item)
+                archive_wal_bytes(self.vault, server, item.name, data, mtime,
+                                  self._level(server))
+            except DbsafeError as exc:
+                if exc.code in UNREACHABLE:
+                    self._set_away()
+                    break
+                log.error("spooled WAL file %s of %s: %s; it stays in %s", item.name,
+                          server["name"], exc.message, item.path)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the rest
+                log.error("spooled WAL file %s of %s: %s; it stays in %s", item.name,
+                          server["name"], exc, item.path)
+                continue
+            self.spool.remove(item)
+            copied += 1
+        left = {s.instance_id for s in self.spool.pending()}
+        for instance_id in {i.instance_id for i in pending} - left:
+            self._resolve(activity.WAL_SPOOLED, servers[instance_id]["name"])
+        if copied:
+            log.info("%d spooled WAL files copied into the repository", copied)
+        if not self.spool.filling():
+            for instance_id in {i.instance_id for i in pending if i.instance_id in servers}:
+                self._resolve(activity.WAL_SPOOL_FILLING, servers[instance_id]["name"])
+        return copied
+
+    def drain_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(DRAIN_EVERY):
+            try:
+                self.drain()
+            except Exception:  # noqa: BLE001 - the next look tries again
+                log.exception("draining the WAL spool failed")
+
+    def _resolve(self, kind: str, server: str) -> None:
+        try:
+            activity.resolve_alerts(self.vault.catalog, kind, server=server,
+                                  item=platform.node())
+        except Exception as exc:  # noqa: BLE001 - resolved at the next drain
+            log.warning("could not resolve %s for %s: %s", kind, server, exc)
 
     def _refreshed(self, server: dict) -> dict:
         """The server's catalog row again: it may have joined or left a replica set since
@@ -217,9 +360,13 @@ class Archiver:
         if not details:
             return {"ok": True, "pid": os.getpid()}
         with self._lock:
-            return {"ok": True, "pid": os.getpid(), "archived": self.archived,
-                    "failures": self.failures, "in_progress": len(self._running),
-                    "last_error": self.last_error}
+            counters: dict[str, object] = {
+                "ok": True, "pid": os.getpid(), "archived": self.archived,
+                "failures": self.failures, "in_progress": len(self._running),
+                "last_error": self.last_error, "spooled": self.spooled}
+        if self.spool is not None:
+            counters["spool"] = self.spool.status()
+        return counters
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -252,6 +399,7 @@ class _AgentServer(socketserver.ThreadingUnixStreamServer):
 
     def __init__(self, socket_path: Path, archiver: Archiver) -> None:
         self.archiver = archiver
+        self.stopped = threading.Event()  # set when serving ends (the spool's drain stops)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(str(socket_path), _Handler)
 
@@ -328,16 +476,22 @@ def serve(paths: AgentPaths, archiver: Archiver) -> _AgentServer:
     return server
 
 
-def open_socket(vault: Vault) -> tuple[_AgentServer, AgentPaths]:
+def open_socket(vault: Vault, spool_max_mib: int = SPOOL_MAX_MIB,
+                spool_after: float = SPOOL_AFTER) -> tuple[_AgentServer, AgentPaths]:
     """The vault's agent socket, bound, with its archive command installed and this
-    process's pid recorded; ``agent.already_running`` when another agent serves it."""
+    process's pid recorded, and its spool drained in the background (the thread ends with
+    the socket); ``agent.already_running`` when another agent serves it."""
     paths = agent_paths(vault.repo.config["vault_id"])
     install_client(paths)
     other = running_pid(paths)
     if other is not None and other != os.getpid() and ping(paths) is not None:
         raise DbsafeError("agent.already_running", pid=other, socket=paths.socket)
-    server = serve(paths, Archiver(vault))
+    archiver = Archiver(vault, WalSpool(paths.run_dir / "spool", spool_max_mib << 20),
+                        spool_after)
+    server = serve(paths, archiver)
     paths.pid_file.write_text(f"{os.getpid()}\n")
+    threading.Thread(target=archiver.drain_forever, args=(server.stopped,),
+                     name="wal-spool", daemon=True).start()
     return server, paths
 
 
@@ -347,17 +501,19 @@ def serve_until_shutdown(server: _AgentServer, paths: AgentPaths) -> None:
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        server.stopped.set()
         server.server_close()
         paths.socket.unlink(missing_ok=True)
         paths.pid_file.unlink(missing_ok=True)
         log.info("dbsafe agent %d stopped serving %s", os.getpid(), paths.socket)
 
 
-def run(vault: Vault, json_lines: bool = False) -> None:
+def run(vault: Vault, json_lines: bool = False, spool_max_mib: int = SPOOL_MAX_MIB,
+        spool_after: float = SPOOL_AFTER) -> None:
     """Serve until SIGTERM/SIGINT; one agent per vault (a second one exits). ``json_lines``:
     log one JSON object a line."""
     resident_logging(json_lines, text_format="%(asctime)s %(levelname)s %(message)s")
-    server, paths = open_socket(vault)
+    server, paths = open_socket(vault, spool_max_mib, spool_after)
 
     def stop(_signum, _frame) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

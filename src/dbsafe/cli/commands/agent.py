@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import checked_path, open_vault
+from dbsafe.cli.context import checked_path, open_vault, vault_path
 
 app = typer.Typer(help="The agent: WAL archiving here, and a fleet's agents (docs/fleet.md).",
                   no_args_is_help=True)
@@ -23,7 +23,15 @@ app.add_typer(tokens, name="token")
 
 @app.command("run")
 def run(jobs: int = typer.Option(2, "--jobs", min=1, max=16,
-                                 help="Jobs run at once (a registered agent).")) -> None:
+                                 help="Jobs run at once (a registered agent)."),
+        spool_max_mib: int = typer.Option(
+            4096, "--spool-max-mib", min=0, max=1 << 30,
+            help="Bound of the WAL spool that keeps WAL while the repository cannot be "
+                 "reached (docs/wal-spool.md); 0: no spool, PostgreSQL keeps it in pg_wal."),
+        spool_after: float = typer.Option(
+            60.0, "--spool-after", min=0.1, max=3600,
+            help="Seconds a WAL file waits for the repository before the spool takes it.")
+        ) -> None:
     """Serve in the foreground (what `start` runs in the background); with --json, log
     lines (and an error) are JSON. A registered agent (`dbsafe agent register`) runs the
     jobs its control plane queues for this host."""
@@ -32,11 +40,13 @@ def run(jobs: int = typer.Option(2, "--jobs", min=1, max=16,
     if enrolment.registered():
         from dbsafe.agent.fleet_run import run_registered
 
-        run_registered(enrolment.load(), jobs, json_lines=render.state.json)
+        run_registered(enrolment.load(), jobs, json_lines=render.state.json,
+                       spool_max_mib=spool_max_mib, spool_after=spool_after)
         return
     from dbsafe.agent.server import run as serve
 
-    serve(open_vault(), json_lines=render.state.json)
+    serve(open_vault(), json_lines=render.state.json, spool_max_mib=spool_max_mib,
+          spool_after=spool_after)
 
 
 @app.command("register")
@@ -133,7 +143,7 @@ def stop() -> None:
     """Stop the vault's agent (PostgreSQL keeps its WAL and retries until it is back)."""
     from dbsafe.agent import daemon
 
-    stopped = daemon.stop(open_vault().repo.config["vault_id"])
+    stopped = daemon.stop(_vault_id())
     render.emit({"stopped": stopped},
                 lambda s: render.out.print("agent stopped" if s["stopped"] else
                                            "no agent was running"))
@@ -144,8 +154,16 @@ def status() -> None:
     """Whether the agent runs, and what it archived since it started."""
     from dbsafe.agent import daemon
 
-    paths = daemon.agent_paths(open_vault().repo.config["vault_id"])
+    paths = daemon.agent_paths(_vault_id())
     answer = daemon.ping(paths) or {"ok": False}
     result = {"running": bool(answer.get("ok")), "socket": str(paths.socket),
               "log": str(paths.log), **{k: v for k, v in answer.items() if k != "ok"}}
     render.emit(result, render.fields)
+
+
+def _vault_id() -> str:
+    """The vault's id, from what this client pinned when it can (no need to reach the
+    repository, which may be what is away)."""
+    from dbsafe.services.handle import Vault
+
+    return Vault.pinned_id(vault_path()) or open_vault().repo.config["vault_id"]

@@ -8,7 +8,10 @@ docs/architecture.md).
 from __future__ import annotations
 
 from dbsafe.services.activity.alerts import (
+    KINDS,
     STEP_FAILED,
+    WAL_SPOOL_FILLING,
+    WAL_SPOOLED,
     active_keys,
     add_channel,
     deliver_row,
@@ -40,9 +43,12 @@ from dbsafe.services.activity.jobs import (
 __all__ = [
     "ACTIVE",
     "FINAL",
+    "KINDS",
     "STATES",
     "STEP_FAILED",
     "TYPES",
+    "WAL_SPOOLED",
+    "WAL_SPOOL_FILLING",
     "active_keys",
     "add_channel",
     "deliver_row",

@@ -48,6 +48,8 @@ ROLE_CHANGED = "replica_role_changed"
 MANIFEST_MISSING = "manifest_missing"
 BACKUP_OVERDUE = "backup_overdue"
 STEP_FAILED = "step_failed"
+WAL_SPOOLED = "wal_spooled"
+WAL_SPOOL_FILLING = "wal_spool_filling"
 
 SEVERITIES = ("critical", "warning", "info")
 KINDS: dict[str, str] = {
@@ -57,7 +59,7 @@ KINDS: dict[str, str] = {
     SERVER_UNREACHABLE: "critical",
     BACKUP_SUCCEEDED: "info", RESTORE_SUCCEEDED: "info", DRILL_SUCCEEDED: "info",
     ROLE_CHANGED: "warning", MANIFEST_MISSING: "critical", BACKUP_OVERDUE: "critical",
-    STEP_FAILED: "warning",
+    STEP_FAILED: "warning", WAL_SPOOLED: "warning", WAL_SPOOL_FILLING: "critical",
 }
 NOTICE_KINDS = frozenset({BACKUP_SUCCEEDED, RESTORE_SUCCEEDED, DRILL_SUCCEEDED, ROLE_CHANGED})
 

@@ -98,6 +98,14 @@ class Vault:
         repo_master(repo, path, settings)
         return vault
 
+    @staticmethod
+    def pinned_id(path: Path | None = None) -> str | None:
+        """The vault id this client pinned, read without reaching the repository (the
+        agent's status and stop must work while the repository is away); None when the
+        client has pinned none yet."""
+        pins = _read_settings(Path(path) if path else default_vault_path()).get("pins")
+        return pins.get("vault_id") if isinstance(pins, dict) else None
+
     @classmethod
     def init(cls, path: Path | None = None, region: str | None = None, *,
              repository: str | None = None, catalog: str | None = None,

@@ -6,10 +6,18 @@ from here, never a module inside (import-linter holds both rules; docs/architect
 
 from __future__ import annotations
 
-from dbsafe.services.logchain.archive import already_held, archive_wal_file, content_checksum
+from dbsafe.services.logchain.archive import (
+    already_held,
+    archive_wal_bytes,
+    archive_wal_file,
+    content_checksum,
+    read_wal_file,
+)
 
 __all__ = [
     "already_held",
+    "archive_wal_bytes",
     "archive_wal_file",
     "content_checksum",
+    "read_wal_file",
 ]

@@ -37,11 +37,18 @@ def archive_wal_file(vault: Vault, server: dict, path: Path, name: str,
     new blocks compressed at zstd ``level`` (0: raw; the agent passes the server's policy's,
     services/inventory/policies.compression_for)."""
     data, st = read_wal_file(server, path, name)
+    return archive_wal_bytes(vault, server, name, data, st.st_mtime, level)
+
+
+def archive_wal_bytes(vault: Vault, server: dict, name: str, data: bytes, mtime: float,
+                      level: int = defaults.COMPRESS_LEVEL) -> dict:
+    """Store the WAL file ``name`` of ``server`` whose content is ``data`` (read from
+    pg_wal, or from the agent's spool, agent/spool.py)."""
     # The writer lock spans the blocks and the record listing them (vault/gc.py); the file
     # is read before it is taken: a file that cannot be read never holds up other writers.
     try:
         with vault.repo.writing("archive"):
-            return _archive(vault, server, name, data, st, level)
+            return _archive(vault, server, name, data, mtime, level)
     except DbsafeError as exc:
         if exc.code == "vault.full":
             alerts.vault_full(vault.catalog, exc.message,
@@ -93,7 +100,7 @@ def already_held(vault: Vault, server: dict, name: str, checksum: str) -> dict |
     return existing
 
 
-def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_result,
+def _archive(vault: Vault, server: dict, name: str, data: bytes, mtime: float,
              level: int) -> dict:
     repo = vault.repo
     sysid = server["system_identifier"]
@@ -127,7 +134,7 @@ def _archive(vault: Vault, server: dict, name: str, data: bytes, st: os.stat_res
             last_xact_time=_iso(facts.last_xact_time), xacts=facts.xacts,
             switched=facts.switched, restore_points=facts.restore_points)
     record = WalRecord.new(format=1, name=name, size=len(data), blocks=[i.hex() for i in ids],
-                           checksum=checksum, mtime=st.st_mtime, archived=archived,
+                           checksum=checksum, mtime=mtime, archived=archived,
                            server=server["name"], segment=segment)
     repo.save_wal_record(sysid, record)
     vault.catalog.add_wal_file(wal_row(sysid, record))
