@@ -17,6 +17,7 @@ import time
 
 import httpx
 import pytest
+import secrets_guard
 from conftest import make_vault
 from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
 
@@ -153,3 +154,43 @@ def test_a_silent_agents_job_ends_where_no_scheduler_runs(fleet, source):
     out = cp.vault.fail("job.agent_lost", "backup", "db1", "--type", "full")
     assert "host-a" in out["error"]["message"]
     assert time.monotonic() - started < 2 * LOST_AFTER + 10
+
+
+def test_an_encrypted_vaults_agent_uses_the_key_imported_on_its_host(area, cli_env, source):
+    """An encrypted vault in a fleet: the agent's folder holds no key until the key
+    exported on the control plane is imported there (`dbsafe key import`, with the agent's
+    folder as the vault); then the agent backs up its host's server, encrypted, and the
+    control plane restores it."""
+    from conftest import Vault
+
+    passphrase = {"DBSAFE_PASSPHRASE": "fleet key passphrase 31415"}
+    secrets_guard.register(passphrase["DBSAFE_PASSPHRASE"])
+    vault = Vault(area / "cp", {**cli_env, **passphrase})
+    assert vault.ok("vault", "init", "--encryption", "on")["encrypted"] is True
+    cp = ControlPlane(vault, area)
+    agent = None
+    try:
+        agent = Agent(cp, area, "host-a")
+        # another host's keys folder: the control plane's key file is not there
+        agent.env["DBSAFE_KEY_DIR"] = str(area / "host-a-keys")
+        agent_vault = Vault(agent.home / "vault", {**agent.env, **passphrase})
+        assert agent_vault.ok("key", "show")["key_on_this_client"] is False
+        agent.env.update(passphrase)
+        agent.start()
+        agent.wait_serving()
+        vault.ok("server", "add", "db1", "--agent", agent.id, "--pgdata", source.pgdata,
+                 "--port", source.port)
+        refused = vault.fail("key.missing", "backup", "db1", "--type", "full")
+        assert "key import" in refused["error"]["message"], refused
+        vault.ok("key", "export", area / "fleet.key")
+        imported = agent_vault.ok("key", "import", area / "fleet.key")
+        assert imported["vault_id"] == vault.ok("vault", "info")["vault_id"]
+        expected = source.table_checksums()
+        full = vault.backup("db1", "--type", "full")
+        assert _job(cp, full["job_id"])["host"] == "host-a"
+        vault.restore_matches("db1", full["point_id"], expected, area / "restored")
+    finally:
+        if agent is not None:
+            agent.kill()
+        cp.stop()
+        print_logs(area)

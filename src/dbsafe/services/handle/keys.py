@@ -246,8 +246,9 @@ def import_key(vault: Vault, source: Path) -> dict:
     path = store_key(vault.path, vault_id, doc)
     vault.use_key_file(None)
     vault.pin_key()
+    # an agent's folder has no catalog of its own: its control plane adopts servers
     return {"imported": str(source), "vault_id": vault_id, "key": str(path),
-            **adopt_servers(vault)}
+            **({} if vault.agent_folder else adopt_servers(vault))}
 
 
 def _unwrap_with(doc: dict, path: Path, secret: str) -> bytes:

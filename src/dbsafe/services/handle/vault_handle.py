@@ -73,6 +73,12 @@ class Vault:
         them."""
         return self.agent_id is None
 
+    @property
+    def agent_folder(self) -> bool:
+        """Whether this is an agent's folder opened by a command of its host (its catalog is
+        the control plane's: `_AgentFolder` refuses every call)."""
+        return self.settings.get("catalog") == AGENT_CATALOG
+
     def is_here(self, server: dict) -> bool:
         """Whether ``server``'s cluster is on this handle's host (reachable from here)."""
         return server.get("agent_id") == self.agent_id
