@@ -194,3 +194,58 @@ def test_an_encrypted_vaults_agent_uses_the_key_imported_on_its_host(area, cli_e
             agent.kill()
         cp.stop()
         print_logs(area)
+
+
+def _findings(cp: ControlPlane, server: str) -> dict[str, dict]:
+    return {f["check"]: f for f in cp.vault.ok("alerts", "check") if f["server"] == server}
+
+
+def test_health_of_an_agents_server_comes_from_its_reports(fleet, area, pg_template):
+    """The control plane cannot reach an agent's cluster: its health checks judge what the
+    agent reports (every few seconds) — the cluster answers or not, and how far archiving
+    lags — and its log chain from the catalog, as for a server of this host."""
+    from conftest import new_cluster
+
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    pg = new_cluster(pg_template, area, "reported")
+    try:
+        cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", pg.pgdata,
+                    "--port", pg.port)
+        assert cp.vault.ok("protect", "db1", "--all", "--recovery-model", "FULL",
+                           "--restart")["archiving_active"] is True
+        cp.vault.backup("db1", "--type", "full")
+
+        def reported() -> dict[str, dict] | None:
+            found = _findings(cp, "db1")
+            return found if "server_unreachable" in found and "archive_lag" in found else None
+        found = _wait_for(reported, "the agent's first report")
+        assert found["server_unreachable"]["ok"] is True
+        assert "reported by its agent" in found["server_unreachable"]["message"]
+        assert found["archive_lag"]["ok"] is True
+        assert found["archive_lag"]["details"]["lag_bytes"] < 64 << 20, found["archive_lag"]
+        assert found["chain_broken"]["ok"] is True
+
+        pg.stop()
+        found = _wait_for(lambda: (f := _findings(cp, "db1")).get("server_unreachable", {})
+                          .get("ok") is False and f, "the report of a stopped cluster")
+        assert "unreachable from its host" in found["server_unreachable"]["message"]
+        (alert,) = [x for x in cp.vault.ok("alerts") if x["kind"] == "server_unreachable"]
+        assert alert["server"] == "db1"
+
+        pg.start()
+        _wait_for(lambda: _findings(cp, "db1").get("server_unreachable", {}).get("ok"),
+                  "the report of the started cluster")
+        assert [x for x in cp.vault.ok("alerts") if x["kind"] == "server_unreachable"] == []
+    finally:
+        pg.stop()
+
+
+def _wait_for(probe, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)

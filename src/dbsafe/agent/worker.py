@@ -90,12 +90,14 @@ def _end_unstarted(vault: Vault, job_id: str, exc: BaseException) -> None:
 
 def report_nodes(vault: Vault, stop: threading.Event) -> None:
     """Until ``stop``: every ``protection.REPORT_EVERY`` seconds, report what this host's
-    replica set nodes are (role, timeline, health, replay position): the control plane, and
-    the agents of the set's other nodes, choose the node of each backup type from these."""
+    servers are (role, timeline, health, WAL position, or why the cluster did not answer):
+    the control plane, and the agents of a replica set's other nodes, choose the node of
+    each backup type from these, and the control plane's health checks judge reachability
+    and the archiving lag from them (services/operations/monitor.py)."""
     while not stop.wait(protection.REPORT_EVERY):
         try:
             nodes = [s for s in vault.catalog.list_servers()
-                     if s["kind"] == "server" and s["replica_set"] and vault.is_here(s)]
+                     if s["kind"] == "server" and vault.is_here(s)]
             for node in nodes:
                 vault.catalog.report_node(protection.node_report(node))
         except DbsafeError as exc:

@@ -78,19 +78,20 @@ def check_health(vault: Vault, now: datetime | str | None = None, *,
     findings = _look_at_replica_sets(vault)
     servers = vault.catalog.list_servers()
     # a server of another host is reached by its agent only (docs/fleet.md): its cluster's
-    # checks are that agent's; its backups' age is judged here like any other
+    # state comes from what that agent reports; its chain and its backups' age are judged
+    # here like any other's
     here = [s for s in servers if not s.get("agent_id")]
     # a replica set's chain and archiving are checked once, on the set (its primary)
-    full = [s["name"] for s in here
-            if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]]
+    full = {s["name"] for s in servers
+            if (s["recovery_model"] or "SIMPLE") == "FULL" and not s["replica_set"]}
     checks: list[tuple[str, str | None, Callable[[], list[Finding]]]] = [
         ("vault space", None,
          lambda: [vault_space(vault, space_min_free_pct, space_min_free_bytes)]),
-        ("agent", None, lambda: [agent(vault, full)])]
+        ("agent", None, lambda: [agent(vault, [s["name"] for s in here if s["name"] in full])])]
     checks += [("server", s["name"],
-                functools.partial(server_checks, vault, s, s["name"] in full,
-                                  lag_threshold_bytes))
-               for s in here]
+                functools.partial(server_checks if not s.get("agent_id") else reported_checks,
+                                  vault, s, s["name"] in full, lag_threshold_bytes))
+               for s in servers]
     active = alerts.active_keys(vault.catalog)
     checks += [("backup age", s["name"], functools.partial(overdue_checks, vault, s, moment,
                                                            active))
@@ -203,15 +204,52 @@ def agent(vault: Vault, full_servers: list[str]) -> Finding:
                    f"agent pid {status.get('pid')} answers", details)
 
 
+def _chain_findings(vault: Vault, server: dict, full: bool) -> list[Finding]:
+    name = server["name"]
+    why = (f"a node of replica set {server['replica_set']}: checked on the set"
+           if server.get("replica_set") else "SIMPLE recovery model")
+    return [chain_check(vault, server)] if full else [
+        Finding(alerts.CHAIN_BROKEN, name, True, f"{why}: no log chain of its own"),
+        Finding(alerts.ARCHIVE_LAG, name, True, f"{why}: no archiving of its own")]
+
+
+def reported_checks(vault: Vault, server: dict, full: bool,
+                    lag_threshold: int) -> list[Finding]:
+    """The checks of a server of another host, from what its agent last reported
+    (agent/worker.py ``report_nodes``: role, timeline and WAL position, or why the cluster
+    did not answer). A report older than ``REPORT_FRESH`` settles nothing: the agent is
+    silent, which ``agent_unreachable`` says (services/fleet/watch.py)."""
+    name = server["name"]
+    findings = _chain_findings(vault, server, full)
+    reported = name if server["kind"] == "server" else next(  # a set: its primary's
+        (n["server"] for n in vault.catalog.list_nodes(name) if n["role"] == "primary"), None)
+    report = replicasets.fresh_report(vault, reported) if reported else None
+    if report is None:
+        return findings
+    if report["role"] == "unknown":
+        findings.append(Finding(alerts.SERVER_UNREACHABLE, name, False,
+                                f"{name} is unreachable from its host: {report['reason']}",
+                                {"pgdata": server["pgdata"], "port": server["port"],
+                                 "reported": report["reported"]}))
+        return findings
+    findings.append(Finding(alerts.SERVER_UNREACHABLE, name, True,
+                            f"answers (reported by its agent at {report['reported']})"))
+    if full:
+        if report["role"] != "primary":
+            findings.append(Finding(alerts.ARCHIVE_LAG, name, True,
+                                    "a standby: no WAL of its own"))
+        else:
+            findings.append(_record_lag(vault, server, _lag_finding(
+                vault, server, report["timeline"], report["replay_lsn"], lag_threshold, None,
+                {"reported": report["reported"]})))
+    return findings
+
+
 def server_checks(vault: Vault, server: dict, full: bool,
                   lag_threshold: int) -> list[Finding]:
     """Reachability of one server; for FULL servers its log chain and archiving lag."""
     name = server["name"]
-    why = (f"a node of replica set {server['replica_set']}: checked on the set"
-           if server.get("replica_set") else "SIMPLE recovery model")
-    findings = [chain_check(vault, server)] if full else [
-        Finding(alerts.CHAIN_BROKEN, name, True, f"{why}: no log chain of its own"),
-        Finding(alerts.ARCHIVE_LAG, name, True, f"{why}: no archiving of its own")]
+    findings = _chain_findings(vault, server, full)
     try:
         conn = open_instance(server)
     except DbsafeError as exc:
@@ -223,13 +261,17 @@ def server_checks(vault: Vault, server: dict, full: bool,
     with conn:
         findings.append(Finding(alerts.SERVER_UNREACHABLE, name, True, "answers"))
         if full:
-            lag = lag_check(vault, server, conn, lag_threshold)
-            findings.append(lag)
-            if "lag_bytes" in lag.details:  # measured: kept for /metrics (docs/fleet.md)
-                vault.catalog.update_instance(server["instance_id"],
-                                              archive_lag_bytes=lag.details["lag_bytes"],
-                                              archive_lag_checked=utcnow())
+            findings.append(_record_lag(vault, server,
+                                        lag_check(vault, server, conn, lag_threshold)))
     return findings
+
+
+def _record_lag(vault: Vault, server: dict, lag: Finding) -> Finding:
+    if "lag_bytes" in lag.details:  # measured: kept for /metrics (docs/fleet.md)
+        vault.catalog.update_instance(server["instance_id"],
+                                      archive_lag_bytes=lag.details["lag_bytes"],
+                                      archive_lag_checked=utcnow())
+    return lag
 
 
 def chain_check(vault: Vault, server: dict) -> Finding:
@@ -271,9 +313,19 @@ def lag_check(vault: Vault, server: dict, conn, threshold: int) -> Finding:
         ready = archiving.ready_segments(conn)
     except psycopg.Error:  # needs superuser or pg_monitor
         ready = None
+    return _lag_finding(vault, server, int(walfile[:8], 16), wal.parse_lsn(lsn_text),
+                        threshold, ready,
+                        {"archived_count": archiver[0], "last_archived_wal": archiver[1],
+                         "failed_count": archiver[2], "last_failed_wal": archiver[3],
+                         "last_failed_time": archiver[4]})
+
+
+def _lag_finding(vault: Vault, server: dict, timeline: int, current: int, threshold: int,
+                 ready: int | None, facts: dict) -> Finding:
+    """The lag of a primary at ``current`` on ``timeline`` behind the end of the newest
+    archived segment of that timeline (``ready``: files waiting in pg_wal, when known)."""
+    name = server["name"]
     seg_size = server["wal_segment_size"] or 16 * MiB
-    timeline = int(walfile[:8], 16)
-    current = wal.parse_lsn(lsn_text)
     archived = [(r["segno"] + 1) * r["segment_size"]
                 for r in vault.catalog.list_wal_files(server["system_identifier"])
                 if r["timeline"] == timeline and r["segno"] is not None]
@@ -283,17 +335,19 @@ def lag_check(vault: Vault, server: dict, conn, threshold: int) -> Finding:
     elif ready is not None:
         lag = ready * seg_size + current % seg_size
     else:
-        return Finding(alerts.ARCHIVE_LAG, name, True, "cannot measure: nothing archived yet "
-                       "and pg_wal/archive_status is not readable")
-    details = {"lag_bytes": lag, "threshold_bytes": threshold, "current_lsn": lsn_text,
+        return Finding(alerts.ARCHIVE_LAG, name, True, "cannot measure: nothing archived yet"
+                       + (" and pg_wal/archive_status is not readable"
+                          if "failed_count" in facts else ""))
+    details = {"lag_bytes": lag, "threshold_bytes": threshold,
+               "current_lsn": wal.format_lsn(current),
                "archived_until": wal.format_lsn(archived_end) if archived_end else None,
-               "ready_files": ready, "archived_count": archiver[0],
-               "last_archived_wal": archiver[1], "failed_count": archiver[2],
-               "last_failed_wal": archiver[3], "last_failed_time": archiver[4]}
+               "ready_files": ready, **facts}
     if lag <= threshold:
         return Finding(alerts.ARCHIVE_LAG, name, True, f"{size_text(lag)} behind", details)
-    failure = (f"last archiver failure: {archiver[3]} at {archiver[4]}" if archiver[3]
-               else "no archiver failure recorded")
+    failure = (f"last archiver failure: {facts['last_failed_wal']} at "
+               f"{facts['last_failed_time']}" if facts.get("last_failed_wal")
+               else "no archiver failure recorded" if "failed_count" in facts
+               else "the archiver's failures are in the PostgreSQL log of its host")
     waiting = f"{ready} WAL file(s) wait in pg_wal; " if ready is not None else ""
     return Finding(alerts.ARCHIVE_LAG, name, False,
                    f"WAL archiving of {name} is {size_text(lag)} behind (threshold "

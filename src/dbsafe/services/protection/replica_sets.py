@@ -161,15 +161,24 @@ def node_report(node: dict) -> dict:
             "replay_lsn": facts.replay_lsn, "reported": now}
 
 
+def fresh_report(vault: Vault, server: str) -> dict | None:
+    """The last report of ``server`` by the agent of its host, when at most
+    ``REPORT_FRESH`` seconds old."""
+    row = vault.catalog.get_node_report(server)
+    if row is None or (datetime.now(UTC) - parse_time(row["reported"])).total_seconds() \
+            > REPORT_FRESH:
+        return None
+    return row
+
+
 def _reported(vault: Vault, node: dict) -> dict:
     """The agent's last report of a node of another host; unknown when none is fresh."""
-    row = vault.catalog.get_node_report(node["name"])
-    reason = "the agent of its host has not reported it yet"
+    row = fresh_report(vault, node["name"])
     if row is not None:
-        age = (datetime.now(UTC) - parse_time(row["reported"])).total_seconds()
-        if age <= REPORT_FRESH:
-            return row
-        reason = f"the agent of its host last reported it {int(age)} s ago ({row['reported']})"
+        return row
+    old = vault.catalog.get_node_report(node["name"])
+    reason = "the agent of its host has not reported it yet" if old is None else \
+        f"the agent of its host last reported it at {old['reported']}"
     return {"server": node["name"], "role": "unknown", "timeline": None, "healthy": 0,
             "reason": reason, "replay_lsn": 0}
 
