@@ -214,6 +214,13 @@ def test_health_of_an_agents_server_comes_from_its_reports(fleet, area, pg_templ
                     "--port", pg.port)
         assert cp.vault.ok("protect", "db1", "--all", "--recovery-model", "FULL",
                            "--restart")["archiving_active"] is True
+        # discovery runs on the cluster's host too
+        pg.execute("CREATE DATABASE fresh")
+        found = cp.vault.ok("discover", "db1")
+        assert "fresh" in {d["name"] for d in found["databases"]}, found
+        jobs = cp.vault.ok("jobs", "--type", "discovery")  # the scheduler's too, maybe
+        assert jobs and all(j["host"] == "host-a" and j["agent_id"] == a.id
+                            and j["state"] == "completed" for j in jobs), jobs
         cp.vault.backup("db1", "--type", "full")
 
         def reported() -> dict[str, dict] | None:

@@ -182,12 +182,10 @@ class Scheduler:
         run_step(self.vault, "agent", None, ensure)
 
     def _discover(self, now: datetime) -> None:
-        from dbsafe.services.protection import refresh
-
         for name in run_step(self.vault, "discovery", None, lambda: self._to_discover(now)) \
                 or []:
             run_step(self.vault, "discovery", name,
-                     functools.partial(refresh, self.vault, name, now=now),
+                     functools.partial(fleet.discover, self.vault, name, now=now),
                      warnings_of=lambda found: found["warnings"])
 
     def _to_discover(self, now: datetime) -> list[str]:
@@ -195,8 +193,8 @@ class Scheduler:
         something to discover for (protected items, or auto-protection)."""
         due = []
         for server in self.vault.catalog.list_servers():
-            if server.get("agent_id"):
-                continue  # another host's: its agent discovers (not yet: docs/fleet.md)
+            if not fleet.discovers_now(self.vault, server):
+                continue  # a silent agent's: when it is back
             last = server.get("discovered")
             if last and now - parse_time(last) < self.discover_every:
                 continue

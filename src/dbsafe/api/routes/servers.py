@@ -86,4 +86,4 @@ def local_instances(v: Vault = Depends(vault)) -> list[dict]:
 def discover(server: str, v: Vault = Depends(vault)) -> dict:
     """Read the server's databases again: new ones (auto-protected when the server is),
     dropped and renamed ones, and why a database cannot be protected."""
-    return protection.refresh(v, server)
+    return fleet.discover(v, server)

@@ -76,14 +76,14 @@ def discover(name: str = typer.Argument(None, help="A registered server."),
                                                  "instead.")) -> None:
     """Discover a server's databases again (auto-protecting new ones, marking dropped ones),
     or with --instances the PostgreSQL instances of this host."""
-    from dbsafe.services import protection
-
     if instances:
         _discover_instances()
     elif name is None:
         raise DbsafeError("discover.no_target")
     else:
-        render.emit(protection.refresh(open_vault(), name), _human_databases)
+        from dbsafe.services import fleet
+
+        render.emit(fleet.discover(open_vault(), name), _human_databases)
 
 
 @app.command("set")

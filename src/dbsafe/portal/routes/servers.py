@@ -71,7 +71,7 @@ def discover(request: Request, name: str, csrf_token: str = Form(""),
              me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("operate")
     check_csrf(me, csrf_token)
-    found = protection.refresh(v, name)
+    found = fleet.discover(v, name)
     outcome = _outcome()
     outcome["done"].append(
         f"discovered {len(found['databases'])} databases: new {', '.join(found['new']) or 'none'}"

@@ -26,6 +26,8 @@ from dbsafe.services.fleet.agents import (
 from dbsafe.services.fleet.dispatch import (
     ProtectRequest,
     add_server,
+    discover,
+    discovers_now,
     protect,
     restore,
     run_claimed,
@@ -72,6 +74,8 @@ __all__ = [
     "call",
     "claim",
     "create_token",
+    "discover",
+    "discovers_now",
     "fleet_totals",
     "host_groups",
     "list_agents",

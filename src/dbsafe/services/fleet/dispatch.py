@@ -1,9 +1,9 @@
 """Where a job runs: on this host, or queued for the agent of the host that owns its server
 (docs/fleet.md, *Jobs go to the host that owns the cluster*).
 
-``take_backup``, ``protect``, ``restore`` and ``add_server`` are what the interfaces and the
-scheduler call: a server without an agent
-(the one-machine case) is backed up here, as always; a server with one is queued for its
+``take_backup``, ``protect``, ``restore``, ``discover`` and ``add_server`` are what the
+interfaces and the scheduler call: a server without an agent (the one-machine case) is
+backed up here, as always; a server with one is queued for its
 agent and followed until the agent ends it, so the caller sees the same result, progress
 and errors either way. ``run_claimed`` is the agent's side: the same service, under the
 queued job's id.
@@ -15,6 +15,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,13 @@ from dbsafe.services.activity.jobs import (
 )
 from dbsafe.services.backup.request import BackupRequest
 from dbsafe.services.backup.request import take_backup as take_here
-from dbsafe.services.fleet.agents import agent_named
+from dbsafe.services.fleet.agents import agent_named, state_of
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
 from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.protection.archive_setup import archive_command, configure_archiving
+from dbsafe.services.protection.discovery import refresh
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
 from dbsafe.services.protection.replica_sets import choose_node, look
@@ -124,6 +126,28 @@ def add_server(vault: Vault, agent_id: str, name: str, pgdata: str, port: int,
     job_id = queue_job(vault, agent_id, "server-add", name, request,
                        job_id=new_job_id("server-add"))
     return follow(vault, job_id)
+
+
+def discover(vault: Vault, name: str, now: datetime | None = None) -> dict:
+    """Read the databases of ``name`` again where it lives (services/protection/discovery.py
+    ``refresh``): an agent's server by its agent, as a ``discovery`` job."""
+    agent_id = agent_of(vault, name)
+    if agent_id is None:
+        return refresh(vault, name, now)
+    return follow(vault, queue_job(vault, agent_id, "discovery", name,
+                                   {"name": name, "now": now.isoformat() if now else None},
+                                   job_id=new_job_id("discovery")))
+
+
+def discovers_now(vault: Vault, server: dict) -> bool:
+    """Whether ``server``'s discovery can run now: on this host always; an agent's only
+    while the agent is active (a silent agent's job would wait for the control plane to
+    give up on it, holding up the caller: its servers are discovered when it is back)."""
+    agent_id = server.get("agent_id")
+    if agent_id is None:
+        return True
+    row = vault.catalog.get_agent(agent_id)
+    return row is not None and state_of(row) == "active"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +249,8 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
             vault, get_server(vault, r["node"]), r["model"],
             archive_command(vault) if r["model"] == "FULL" else None, r["change_config"],
             r["restart"], "always")),
+        "discovery": lambda r: _ended(vault, job["id"], refresh(
+            vault, r["name"], datetime.fromisoformat(r["now"]) if r["now"] else None)),
         "restore": lambda r: run_request(
             vault, r["server"], RestoreRequest.model_validate(r["request"]),
             tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],
