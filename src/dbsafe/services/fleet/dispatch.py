@@ -257,9 +257,11 @@ def check_restore(vault: Vault, server: str, request: RestoreRequest) -> dict:
                         late=lambda: unanswered(f"nothing within {CHECK_WAIT:.0f} s: it is "
                                                 "busy with other jobs, or gone"))
     except DbsafeError as exc:
-        if exc.code in ("job.agent_lost", "agent.revoked"):
-            raise unanswered(exc.message) from exc
-        raise
+        if exc.code not in ("job.agent_lost", "agent.revoked"):
+            raise
+        now = get_agent(vault, agent_id)
+        raise unanswered(f"it was revoked at {now['revoked']}" if now["revoked"] else
+                         f"it has not called since {now['last_contact']}") from exc
     return {"ok": result["ok"], "checks": result["checks"], "host": agent["host"]}
 
 
