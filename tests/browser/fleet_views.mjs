@@ -1,7 +1,7 @@
 // The servers page of a fleet in a real browser: log in as a Backup Contributor, see the
-// servers grouped by host with each host's agent, register a VM (a one-time token and the
-// exact command to run there), revoke an agent after confirming, and see the dashboard's
-// fleet totals.
+// servers grouped by host with each host's agent, pick the host of a restore in the
+// wizard and check it there, register a VM (a one-time token and the exact command to run
+// there), revoke an agent after confirming, and see the dashboard's fleet totals.
 //
 // Run by tests/browser/test_fleet_browser.py, which starts a control plane with an agent
 // owning a server and a server of its own host. Environment: DBSAFE_URL, DBSAFE_USER,
@@ -62,6 +62,29 @@ try {
   result("groups", await groups(page));
   result("agent_facts", (await page.textContent(`section.host[data-host='host-a'] .agent`))
     .replace(/\s+/g, " ").trim());
+
+  // the restore wizard: target servers by host; the host field shows for a data directory
+  // and for files, not for a database into a server; the checks run on the chosen host
+  await page.goto(`${url}/servers/db1/restore`);
+  result("wizard_groups", await page.$$eval("select[name=target_server] optgroup",
+    (groups) => groups.map((g) => [g.label, [...g.querySelectorAll("option")].map((o) => o.textContent)])));
+  const hostShown = async () => page.isVisible("#restore-host");
+  const shown = { server: await hostShown() };
+  await page.check("input[name=target][value=files]");
+  shown.files = await hostShown();
+  await page.check("input[name=target][value=pgdata]");
+  shown.pgdata = await hostShown();
+  result("host_shown", shown);
+  result("host_options", await page.$$eval("#restore-host option",
+    (options) => options.map((o) => [o.value, o.textContent.trim()])));
+  await page.selectOption("#restore-host", agentId);
+  await page.fill("input[name=time]", "2026-01-01T00:00:00Z");
+  await page.fill("input[name=path]", "/var/tmp/dbsafe-wizard-never/copy");
+  await Promise.all([page.waitForLoadState("load"), page.click("button[value=check]")]);
+  await screenshot(page, "wizard-checked-on-host-a");
+  result("checked_on", (await page.textContent("#checked-on")).trim());
+  result("checks", await page.$$eval("#checks li strong", (s) => s.map((e) => e.textContent)));
+  await page.goto(`${url}/servers`);
 
   // register a VM: the form is behind "Register a VM"; the answer shows the command
   await page.click("details.register-vm summary");

@@ -1,7 +1,8 @@
 """The fleet's servers page in a real browser (Playwright from npm driving Debian's
 chromium, tests/browser/fleet_views.mjs): a real control plane with a real agent of
 host-a owning a server and a server of its own host (tests/fleet_loopback.py). The page
-groups the servers by host with the agent's version, last contact and state; "Register a
+groups the servers by host with the agent's version, last contact and state; the restore
+wizard offers host-a for a data directory and shows the checks run there; "Register a
 VM" answers with the command to run there; revoking asks to confirm, then the agent shows
 revoked; the dashboard counts the fleet's hosts.
 
@@ -69,6 +70,13 @@ def test_servers_by_host_register_and_revoke(pg_template, area, cli_env):
     secrets_guard.register(results["command"].split("--token ")[1].split()[0])
 
     assert results["groups"] == {"this host": ["local"], "host-a": ["db1"]}
+    assert results["wizard_groups"] == [["on this host", ["local"]], ["on host-a", ["db1"]]]
+    assert results["host_shown"] == {"server": False, "files": True, "pgdata": True}
+    assert results["host_options"] == [["", "this host"], [agent.id, "host-a"]]
+    assert results["checked_on"].startswith("Checked on host-a"), results["checked_on"]
+    assert results["checks"][0] == "source"  # db1 has no backup: the rest not checked
+    assert [j["host"] for j in vault.ok("jobs") if j["type"] == "restore-check"] == \
+        ["host-a"]
     facts = results["agent_facts"]
     assert f"agent {agent.id}" in facts and "active" in facts and " ago" in facts, facts
     assert results["command"].startswith(f"dbsafe agent register {cp.url} --token dbr_")

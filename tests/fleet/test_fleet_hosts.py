@@ -289,6 +289,13 @@ def _digest(pg, db: str = "app") -> tuple[str | None, ...]:
                       db)[0]
 
 
+def _checks(cp: ControlPlane, *args: object) -> dict:
+    """`dbsafe restore ... --check` on the control plane: each check's (ok, code)."""
+    res = run_cli(cp.env, "restore", *map(str, args), "--check", "--json", vault=cp.vault)
+    assert res.returncode in (0, 1), res.describe()
+    return {c["check"]: (c["ok"], c["code"]) for c in res.json()["checks"]}
+
+
 def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
     cp = control_plane
     host_a, host_b, host_c = fleet.add_host("a"), fleet.add_host("b"), fleet.add_host("c")
@@ -317,6 +324,9 @@ def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
                           str(roots), "--json"], env=agent_env(host_b), check=False)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     target = roots / "main-copy"
+    checked = _checks(cp, "main", "--time", instant, "--to-pgdata", target, "--host", "b",
+                      "--port", 15500, "--start")
+    assert all(ok for ok, _ in checked.values()), checked
     out = cp.ok("restore", "main", "--time", instant, "--to-pgdata", target, "--host", "b",
                 "--port", 15500, "--start")
     job = cp.ok("job", "show", out["job_id"])
@@ -324,6 +334,11 @@ def test_restore_onto_other_hosts(fleet: Fleet, control_plane: ControlPlane):
     copy = HostPg(host_b, "main-copy", target, 15500, target, target / "log")
     try:
         assert _digest(copy) == expected
+        # the copy's port is taken on host b only: checked there it is in use, checked on
+        # the control plane's host (no --host) it is free
+        again = ("main", "--time", instant, "--to-pgdata", roots / "again", "--port", 15500)
+        assert _checks(cp, *again, "--host", "b")["port"] == (False, "restore.port_in_use")
+        assert _checks(cp, *again)["port"] == (True, None)
     finally:
         copy.stop("fast")
     assert not host_a.exists(target) and not host_c.exists(target)

@@ -286,6 +286,10 @@ _SPECS = [
               "{seconds} s): it ended there unfinished; nothing it wrote is visible (gc "
               "reclaims it). See `dbsafe agent show {agent_id}`; run the job again when the "
               "agent is back"),
+    ErrorSpec("restore.check_unanswered", 5, 503,
+              "the agent of host {host} did not answer the restore checks ({reason}); they "
+              "run on that host, where the restore would. See `dbsafe agent show "
+              "{agent_id}`; check again once it is back, or choose another host"),
     ErrorSpec("job.no_longer_running", 5, 409,
               "job {job_id} is {state} at the control plane: it was ended while it waited "
               "here (its agent lost contact, or it was cancelled); nothing it wrote is visible"),

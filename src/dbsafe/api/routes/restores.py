@@ -11,7 +11,6 @@ from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services import fleet
-from dbsafe.services import restore as restores
 from dbsafe.services.handle import Vault
 from dbsafe.services.restore import RestoreRequest
 
@@ -36,5 +35,7 @@ def check(server: str, body: RestoreRequest, v: Vault = Depends(vault)) -> dict:
     """What the restore would find, each check ok or failed with its message, without
     starting or writing anything: the source resolves, the target's version is not older,
     there is space, the new name is free, an instance target's folder is empty and its port
-    free. ``ok`` is true when all pass (services/restore/checks.py)."""
-    return restores.check_request(v, server, body)
+    free. ``ok`` is true when all pass (services/restore/checks.py). They run on the host
+    the restore would run on (``host``: null for this one), an agent's through a short job
+    of it; 503 ``restore.check_unanswered`` when that agent does not answer."""
+    return fleet.check_restore(v, server, body)

@@ -1,5 +1,5 @@
 """dbsafe restore NAME (--point ID | --time T | --lsn L | --restore-point NAME)
-(--to-pgdata DIR [--port N --start] | --as-files DIR) [--no-recovery]"""
+(--to-pgdata DIR [--port N --start] | --as-files DIR) [--host H] [--no-recovery] [--check]"""
 
 from __future__ import annotations
 
@@ -69,7 +69,13 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             owner: str = typer.Option(None,
                                       help="OS user to own the files (default: as backed up)."),
             workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
-                                        help="Writer threads (default: the core count).")) -> None:
+                                        help="Writer threads (default: the core count)."),
+            check: bool = typer.Option(
+                False, "--check",
+                help="Only check, on the host the restore would run on (the portal's and "
+                     "the API's checks): the source, the target's version, space, the new "
+                     "name, an empty folder below a restore root, a free port. Starts and "
+                     "writes nothing; exits 1 when a check fails.")) -> None:
     """Restore a recovery point into a new data directory (optionally start it), or as files."""
     from dbsafe.services import fleet
     from dbsafe.services import restore as restores
@@ -98,6 +104,12 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
              "pause": no_recovery, "target": target})
     except ValueError as exc:  # pydantic's ValidationError is one
         raise typer.BadParameter(str(exc)) from None
+    if check:
+        checked = fleet.check_restore(open_vault(), name, request)
+        render.emit(checked, _human_checks)
+        if not checked["ok"]:
+            raise typer.Exit(1)
+        return
     with render.progress(f"restore {db or name}") as bar:
         result = fleet.restore(open_vault(), name, request,
                                tablespace_map=_tablespace_map(tablespace_map), owner=owner,
@@ -129,6 +141,14 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
             render.out.print(f"see {r['target']}/RESTORE.txt to start it by hand")
 
     render.emit(result, human)
+
+
+def _human_checks(r: dict) -> None:
+    render.out.print(f"checked on {r['host'] or 'this host'}, where the restore would run:")
+    for c in r["checks"]:
+        verdict = "ok" if c["ok"] else "FAILED"
+        render.out.print(f"  {c['check']}: {verdict} {c['message']}"
+                         + (f" ({c['code']})" if c["code"] else ""), markup=False)
 
 
 def _human_database(r: dict) -> None:

@@ -1,9 +1,10 @@
 """The restore wizard: 1 source (a point, or an instant), 2 target (a new database in a
-registered server, a new data directory, or files), 3 check — the checks of
-services/restore/checks run without starting anything, and only when all pass does
-"Start restore" appear. Starting builds the services' RestoreRequest (the API's body too)
-and starts it through the app's launcher as ``POST /api/v1/servers/{server}/restores``
-does, then shows the job.
+registered server of any host, or a new data directory or files on this host or an agent's),
+3 check — the checks of services/restore/checks run without starting anything, on the host
+the restore would run on (fleet.check_restore), and only when all pass does "Start restore"
+appear. Starting builds the services' RestoreRequest (the API's body too) and starts it
+through the app's launcher as ``POST /api/v1/servers/{server}/restores`` does, then shows
+the job.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
+from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services import fleet
-from dbsafe.services import restore as restores
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
@@ -34,7 +35,8 @@ def _form(server: dict, database: str | None, point: str | None, time: str | Non
             "time": time or "", "database": database or "", "target": "server",
             "target_server": server["name"],
             "new_name": f"{database}_restored_{stamp}" if database else "",
-            "path": "", "port": "", "start": False, "only_database": True, "files_path": ""}
+            "path": "", "port": "", "start": False, "only_database": True, "files_path": "",
+            "host": ""}
 
 
 def _request(f: dict) -> RestoreRequest:
@@ -45,11 +47,11 @@ def _request(f: dict) -> RestoreRequest:
         target = {"kind": "server", "server": f["target_server"], "database": f["database"],
                   "new_name": f["new_name"].strip()}
     elif f["target"] == "pgdata":
-        target = {"kind": "pgdata", "path": f["path"].strip(),
+        target = {"kind": "pgdata", "path": f["path"].strip(), "host": f["host"] or None,
                   "port": int(f["port"]) if f["port"].strip() else None, "start": f["start"],
                   "database": f["database"] if f["only_database"] and f["database"] else None}
     else:
-        target = {"kind": "files", "path": f["files_path"].strip()}
+        target = {"kind": "files", "path": f["files_path"].strip(), "host": f["host"] or None}
     return RestoreRequest.model_validate({**source, "target": target})
 
 
@@ -63,13 +65,29 @@ def _invalid(exc: ValidationError | ValueError) -> dict:
                                      "code": "request.invalid"}]}
 
 
+def _unchecked(exc: DbsafeError) -> dict:
+    """The checks could not run where the restore would (an agent that does not answer,
+    a host no agent has): one failed check saying so."""
+    return {"ok": False, "checks": [
+        {"check": "host", "ok": False, "message": exc.message, "code": exc.code}]}
+
+
 def _render(request: Request, v: Vault, server: dict, form: dict, result: dict | None,
             status_code: int = 200) -> HTMLResponse:
+    """The wizard. Target servers are grouped by the host they run on; a data directory or
+    files may go to this host or to the host of any agent not revoked (``hosts``: value,
+    label)."""
+    groups = fleet.host_groups(v)
+    hosts = [("", fleet.THIS_HOST)] + [
+        (g["agent"]["id"], g["host"] if g["agent"]["state"] == "active"
+         else f"{g['host']} ({g['agent']['state']})")
+        for g in groups if g["agent"] is not None and g["agent"]["state"] != "revoked"]
     return page(request, "restore.html", status_code=status_code, server=server, f=form,
                 result=result, roots=[str(r) for r in restore_roots(v)],
                 databases=[d["name"] for d in v.catalog.list_databases(server["instance_id"])
                            if d["kind"] == "user" or d["name"] == "postgres"],
-                servers=[s["name"] for s in v.catalog.list_servers()])
+                server_groups=[(g["host"], [s["name"] for s in g["servers"]])
+                               for g in groups if g["servers"]], hosts=hosts)
 
 
 @router.get("/servers/{server}/restore", response_class=HTMLResponse)
@@ -93,6 +111,7 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
                    path: str = Form("", max_length=4096), port: str = Form("", max_length=5),
                    start: bool = Form(False), only_database: bool = Form(False),
                    files_path: str = Form("", max_length=4096),
+                   host: str = Form("", max_length=253),
                    me: Principal = Depends(caller),
                    v: Vault = Depends(vault)) -> HTMLResponse | RedirectResponse:
     """Check (step 3), or start when every check passes (they run again first: the state
@@ -103,12 +122,17 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
     form = {"source": source, "point": point, "time": time, "database": database,
             "target": target, "target_server": target_server, "new_name": new_name,
             "path": path, "port": port, "start": start, "only_database": only_database,
-            "files_path": files_path}
+            "files_path": files_path, "host": host}
     try:
         body = _request(form)
     except (ValidationError, ValueError) as exc:
         return _render(request, v, found, form, _invalid(exc), status_code=422)
-    result = restores.check_request(v, server, body)
+    try:
+        result = fleet.check_restore(v, server, body)
+    except DbsafeError as exc:
+        if exc.code not in ("restore.check_unanswered", "agent.unknown", "agent.revoked"):
+            raise
+        result = _unchecked(exc)
     if action == "start" and result["ok"]:
         job_id = request.app.state.launcher.start(
             "restore", lambda job_vault: fleet.restore(job_vault, server, body))

@@ -54,15 +54,16 @@ document.addEventListener("submit", (event) => {
   point.addEventListener("input", () => { if (point.value) time.value = ""; });
 })();
 
-// The wizard: show the fields of the chosen target only; once a field changes after a
-// check, the results are stale and "Start restore" goes away until checked again.
+// The wizard: show the fields of the chosen target only (a block may serve several: the
+// host of a data directory or files); once a field changes after a check, the results are
+// stale and "Start restore" goes away until checked again.
 (() => {
   const wizard = document.getElementById("wizard");
   if (!wizard) return;
   const showTarget = () => {
     const chosen = wizard.querySelector("input[name=target]:checked")?.value;
     wizard.querySelectorAll(".target-fields").forEach((div) => {
-      div.hidden = div.dataset.target !== chosen;
+      div.hidden = !div.dataset.target.split(" ").includes(chosen);
     });
   };
   const stale = () => {

@@ -39,7 +39,7 @@ ProgressFn = Callable[[int, int], None]
 # `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
 TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
          "gc", "retention", "discovery", "health-check", "agent", "schedule", "fleet",
-         "server-add", "protect", "archiving")
+         "server-add", "protect", "archiving", "restore-check")
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
 STATES = ACTIVE + FINAL

@@ -26,6 +26,7 @@ from dbsafe.services.fleet.agents import (
 from dbsafe.services.fleet.dispatch import (
     ProtectRequest,
     add_server,
+    check_restore,
     discover,
     discovers_now,
     protect,
@@ -72,6 +73,7 @@ __all__ = [
     "add_server",
     "authenticate",
     "call",
+    "check_restore",
     "claim",
     "create_token",
     "discover",

@@ -1,9 +1,9 @@
 """Where a job runs: on this host, or queued for the agent of the host that owns its server
 (docs/fleet.md, *Jobs go to the host that owns the cluster*).
 
-``take_backup``, ``protect``, ``restore``, ``discover`` and ``add_server`` are what the
-interfaces and the scheduler call: a server without an agent (the one-machine case) is
-backed up here, as always; a server with one is queued for its
+``take_backup``, ``protect``, ``restore``, ``check_restore``, ``discover`` and
+``add_server`` are what the interfaces and the scheduler call: a server without an agent
+(the one-machine case) is backed up here, as always; a server with one is queued for its
 agent and followed until the agent ends it, so the caller sees the same result, progress
 and errors either way. ``run_claimed`` is the agent's side: the same service, under the
 queued job's id.
@@ -25,12 +25,13 @@ from dbsafe.services.activity.jobs import (
     FINAL,
     ProgressFn,
     claimed_job,
+    end_job,
     job_started,
     new_job_id,
 )
 from dbsafe.services.backup.request import BackupRequest
 from dbsafe.services.backup.request import take_backup as take_here
-from dbsafe.services.fleet.agents import agent_named, state_of
+from dbsafe.services.fleet.agents import agent_named, get_agent, state_of
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
@@ -40,12 +41,21 @@ from dbsafe.services.protection.discovery import refresh
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
 from dbsafe.services.protection.replica_sets import choose_node, look
-from dbsafe.services.restore.request import RestoreRequest, ServerTarget, run_request
+from dbsafe.services.restore.request import (
+    RestoreRequest,
+    ServerTarget,
+    check_request,
+    run_request,
+)
 
 # seconds between two looks at a followed job (one row by its key): soon at first (most jobs
 # are short: waiting half a second made a backup through an agent 0.1 s slower than one run
 # here, bench/README.md), then less often
 FOLLOW_EVERY = (0.02, 0.5)
+# seconds an agent has to answer a restore's checks: they read a few rows and look at the
+# host, so a check still unanswered is one no slot of the agent took (busy with long jobs)
+# or one of an agent gone; the wizard and the API must not hang on it
+CHECK_WAIT = 30.0
 
 
 def agent_of(vault: Vault, server: str) -> str | None:
@@ -88,15 +98,25 @@ def _set_backup(vault: Vault, entry: dict, request: BackupRequest
 
 
 def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> dict:
+           sleep: Callable[[float], None] = time.sleep, *, within: float | None = None,
+           late: Callable[[], DbsafeError] | None = None) -> dict:
     """Wait for a queued job to end (telling ``job_started`` its id at once, and
-    ``on_progress`` its bytes); its result, or its error raised here."""
+    ``on_progress`` its bytes); its result, or its error raised here. A job still active
+    after ``within`` seconds is ended here as failed with the error ``late`` makes (for
+    jobs that write nothing: a check)."""
     notify = job_started.get()
     if notify is not None:
         notify(job_id)
     seen = (-1, -1)
     every = FOLLOW_EVERY[0]
+    give_up = None if within is None else time.monotonic() + within
     while True:
+        if give_up is not None and late is not None and time.monotonic() > give_up:
+            error = late()
+            end_job(vault.catalog, job_id, {"state": "failed", "end_time": utcnow(),
+                                            "error_code": error.code,
+                                            "error_message": error.message})
+            give_up = None  # ended here, or it ended meanwhile: its row says which
         row = vault.catalog.get_job(job_id)
         if row is None:
             raise DbsafeError("job.unknown", job_id=job_id)
@@ -146,8 +166,7 @@ def discovers_now(vault: Vault, server: dict) -> bool:
     agent_id = server.get("agent_id")
     if agent_id is None:
         return True
-    row = vault.catalog.get_agent(agent_id)
-    return row is not None and state_of(row) == "active"
+    return state_of(get_agent(vault, agent_id)) == "active"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +247,47 @@ def restore(vault: Vault, server: str, request: RestoreRequest, *,
     return follow(vault, job_id, on_progress)
 
 
+def check_restore(vault: Vault, server: str, request: RestoreRequest) -> dict:
+    """Every check of ``request`` (services/restore/checks.py), run on the host the restore
+    would run on (``restore_agent``): its restore roots, folders, free space, ports and
+    clusters are that host's, which this one cannot see. There it is a short job of the
+    agent, ``restore-check``: it writes nothing, raises no alert and is no restore. The
+    answer is the local check's, with ``host`` (None: this host). An agent that does not
+    answer within CHECK_WAIT seconds (busy, or gone: a silent agent's queued job is failed
+    by the control plane, a revoked one's at once) ends it ``restore.check_unanswered``."""
+    try:
+        agent_id = restore_agent(vault, request)
+    except DbsafeError as exc:
+        if exc.code != "server.unknown":
+            raise
+        agent_id = None  # an unknown target server: the local checks say so, as a check
+    if agent_id is None:
+        return {**check_request(vault, server, request), "host": None}
+    get_server(vault, server)  # an unknown source is refused here, at once
+    agent = get_agent(vault, agent_id)
+
+    def unanswered(reason: str) -> DbsafeError:
+        return DbsafeError("restore.check_unanswered", host=agent["host"], agent_id=agent_id,
+                           reason=reason)
+
+    if state_of(agent) == "silent":  # its agent_unreachable alert is up: no job would run
+        raise unanswered(f"it has not called since {agent['last_contact']}")
+    job_id = queue_job(vault, agent_id, "restore-check", server,
+                       {"server": server, "request": request.model_dump()},
+                       job_id=new_job_id("restore-check"))
+    try:
+        result = follow(vault, job_id, within=CHECK_WAIT,
+                        late=lambda: unanswered(f"nothing within {CHECK_WAIT:.0f} s: it is "
+                                                "busy with other jobs, or gone"))
+    except DbsafeError as exc:
+        if exc.code not in ("job.agent_lost", "agent.revoked"):
+            raise
+        now = get_agent(vault, agent_id)
+        raise unanswered(f"it was revoked at {now['revoked']}" if now["revoked"] else
+                         f"it has not called since {now['last_contact']}") from exc
+    return {"ok": result["ok"], "checks": result["checks"], "host": agent["host"]}
+
+
 def restore_agent(vault: Vault, request: RestoreRequest) -> str | None:
     """The agent of the host a restore writes to (None: this host)."""
     target = request.target
@@ -255,6 +315,8 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
             vault, r["server"], RestoreRequest.model_validate(r["request"]),
             tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],
             on_progress=on_progress),
+        "restore-check": lambda r: _ended(vault, job["id"], check_request(
+            vault, r["server"], RestoreRequest.model_validate(r["request"]))),
     }
     runner = runners.get(job["type"])
     if runner is None:

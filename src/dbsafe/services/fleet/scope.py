@@ -40,7 +40,8 @@ VAULT_ALERTS = ("vault_full", "vault_space_low")  # alerts of no server an agent
 class Owned:
     """What one agent may touch now: its servers' names, instance ids and clusters; the
     names its running ``server-add`` jobs register (``granted``); and, for reading only,
-    the servers whose backups its running restores read (``read_*``: its own and those)."""
+    the servers whose backups its running restores and restore checks read (``read_*``:
+    its own and those)."""
 
     servers: frozenset[str]
     instances: frozenset[int]
@@ -313,7 +314,7 @@ class Scopes:
         sets = {s["replica_set"] for s in mine if s["replica_set"]}
         rows = mine + [s for s in servers if s["name"] in sets]
         running = vault.catalog.list_jobs(100, agent_id=agent.id, state="running")
-        sources = {j["server"] for j in running if j["type"] == "restore"}
+        sources = {j["server"] for j in running if j["type"] in ("restore", "restore-check")}
         read = rows + [s for s in servers if (s["name"] in sources or s["replica_set"] in sets)
                        and s not in rows]
         owned = Owned(frozenset(s["name"] for s in rows),
