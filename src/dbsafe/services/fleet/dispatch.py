@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.stamps import utcnow
@@ -41,12 +41,10 @@ from dbsafe.services.protection.discovery import refresh
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
 from dbsafe.services.protection.replica_sets import choose_node, look
-from dbsafe.services.restore.request import (
-    RestoreRequest,
-    ServerTarget,
-    check_request,
-    run_request,
-)
+
+if TYPE_CHECKING:  # the restore's request is a pydantic model: loaded where a restore is
+    # dispatched, so that a backup does not carry pydantic's 12 MB (bench/README.md)
+    from dbsafe.services.restore.request import RestoreRequest
 
 # seconds between two looks at a followed job (one row by its key): soon at first (most jobs
 # are short: waiting half a second made a backup through an agent 0.1 s slower than one run
@@ -235,6 +233,8 @@ def restore(vault: Vault, server: str, request: RestoreRequest, *,
     the target server's (one database into a live server), the target's ``host`` (a new
     data directory or files), else this host. That host's agent reads the repository
     itself; the source's host takes no part."""
+    from dbsafe.services.restore.request import run_request
+
     agent_id = restore_agent(vault, request)
     if agent_id is None:
         return run_request(vault, server, request, tablespace_map=tablespace_map,
@@ -255,6 +255,8 @@ def check_restore(vault: Vault, server: str, request: RestoreRequest) -> dict:
     answer is the local check's, with ``host`` (None: this host). An agent that does not
     answer within CHECK_WAIT seconds (busy, or gone: a silent agent's queued job is failed
     by the control plane, a revoked one's at once) ends it ``restore.check_unanswered``."""
+    from dbsafe.services.restore.request import check_request
+
     try:
         agent_id = restore_agent(vault, request)
     except DbsafeError as exc:
@@ -290,6 +292,8 @@ def check_restore(vault: Vault, server: str, request: RestoreRequest) -> dict:
 
 def restore_agent(vault: Vault, request: RestoreRequest) -> str | None:
     """The agent of the host a restore writes to (None: this host)."""
+    from dbsafe.services.restore.request import ServerTarget
+
     target = request.target
     if isinstance(target, ServerTarget):
         return agent_of(vault, target.server)
@@ -311,12 +315,12 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
             r["restart"], "always")),
         "discovery": lambda r: _ended(vault, job["id"], refresh(
             vault, r["name"], datetime.fromisoformat(r["now"]) if r["now"] else None)),
-        "restore": lambda r: run_request(
-            vault, r["server"], RestoreRequest.model_validate(r["request"]),
+        "restore": lambda r: _restore_here(
+            vault, r["server"], r["request"],
             tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],
             on_progress=on_progress),
-        "restore-check": lambda r: _ended(vault, job["id"], check_request(
-            vault, r["server"], RestoreRequest.model_validate(r["request"]))),
+        "restore-check": lambda r: _ended(vault, job["id"], _check_here(
+            vault, r["server"], r["request"])),
     }
     runner = runners.get(job["type"])
     if runner is None:
@@ -326,6 +330,18 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
         return runner(job["request"])
     finally:
         claimed_job.reset(token)
+
+
+def _restore_here(vault: Vault, server: str, request: dict, **options: Any) -> dict:
+    from dbsafe.services.restore.request import RestoreRequest, run_request
+
+    return run_request(vault, server, RestoreRequest.model_validate(request), **options)
+
+
+def _check_here(vault: Vault, server: str, request: dict) -> dict:
+    from dbsafe.services.restore.request import RestoreRequest, check_request
+
+    return check_request(vault, server, RestoreRequest.model_validate(request))
 
 
 def _add_here(vault: Vault, request: dict) -> dict:
