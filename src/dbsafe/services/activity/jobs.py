@@ -175,7 +175,11 @@ class Job:
             if self._result is None:
                 self.finish({})
             return
-        self.catalog.update_job(self.id, **failure(exc))
+        fields = failure(exc)
+        report = getattr(exc, "report", None)
+        if isinstance(report, dict):  # what a failed verify or drill found, kept with its
+            fields["result"] = json.dumps(report, default=str)  # job: an agent's caller reads it
+        self.catalog.update_job(self.id, **fields)
         _run_hooks(self.catalog, self.id)
 
 
@@ -321,8 +325,12 @@ def cancel_job(catalog: Catalog, job_id: str) -> dict:
 
 
 def running_job(catalog: Catalog, type: str, server: str) -> dict | None:
-    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type)."""
+    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type); not
+    the job an agent claimed to run now (queued for it, so it counted when it was queued)."""
+    holder = claimed_job.get()
     for job in catalog.list_jobs(200, server=server, type=type):
+        if holder and job["id"] in holder:
+            continue
         if _reap(catalog, job)["state"] in ACTIVE:
             return job
     return None

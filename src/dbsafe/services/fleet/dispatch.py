@@ -38,7 +38,9 @@ from dbsafe.services.protection.archive_setup import archive_command, configure_
 from dbsafe.services.protection.items import protect as protect_items
 from dbsafe.services.protection.items import resolve as resolve_protection
 from dbsafe.services.protection.replica_sets import choose_node, look
+from dbsafe.services.restore.drills import run_drill as drill_here
 from dbsafe.services.restore.request import RestoreRequest, ServerTarget, run_request
+from dbsafe.services.restore.verify import run_verify as verify_here
 
 # seconds between two looks at a followed job (one row by its key): soon at first (most jobs
 # are short: waiting half a second made a backup through an agent 0.1 s slower than one run
@@ -107,8 +109,11 @@ def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
         sleep(every)
         every = min(every * 1.5, FOLLOW_EVERY[1])
     if row["state"] in ("failed", "cancelled"):
-        raise DbsafeError.reported(row["error_code"] or "internal",
-                                   row["error_message"] or "the job failed")
+        error = DbsafeError.reported(row["error_code"] or "internal",
+                                     row["error_message"] or "the job failed")
+        if row["result"]:  # what the failed work found (a verify's, a drill's report)
+            error.report = json.loads(row["result"])
+        raise error
     return {**json.loads(row["result"] or "{}"), "job_id": job_id}
 
 
@@ -229,6 +234,11 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
             vault, r["server"], RestoreRequest.model_validate(r["request"]),
             tablespace_map=r["tablespace_map"], owner=r["owner"], workers=r["workers"],
             on_progress=on_progress),
+        "verify": lambda r: verify_here(vault, r["server"], r["point_id"], r["workers"],
+                                        on_progress),
+        "drill": lambda r: drill_here(
+            vault, r["server"], r["point_id"], amcheck=r["amcheck"],
+            scratch_root=None if r["scratch_root"] is None else Path(r["scratch_root"])),
     }
     runner = runners.get(job["type"])
     if runner is None:
