@@ -9,13 +9,19 @@ and a `dbsafe agent run` per simulated host with its own folder.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import make_vault, new_cluster
 from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
+
+from dbsafe.scheduler.clock import FakeClock
+from dbsafe.scheduler.due import Work
+from dbsafe.scheduler.execute import Executor
 
 
 @pytest.fixture
@@ -188,3 +194,85 @@ def test_a_drill_of_a_gone_or_revoked_agents_server_fails_with_the_reason(fleet,
     assert time.monotonic() - started < 10
     assert [j["id"] for j in cp.vault.jobs() if j["type"] in ("drill", "verify")] == \
         [job["id"]]
+
+
+def _damage_a_block(vault, point_id: str) -> str:
+    """Flip a byte in the middle of a data block the point's restore reads: its id."""
+    repo = vault.repository()
+    zero = repo.keyed.digest(bytes(repo.block_size)).hex()
+    wanted = {b for e in repo.load_manifest(point_id)["files"] for b in e["blocks"]} - {zero}
+    for f in sorted((vault.path / "index").iterdir()):
+        doc = repo.load_index_file(f.name)
+        for id_hex, offset, length, _raw, _codec in doc["blobs"]:
+            if id_hex in wanted:
+                pack = doc["pack"]
+                with open(vault.path / "data" / pack[:2] / pack, "r+b") as data:
+                    data.seek(offset + length // 2)
+                    byte = data.read(1)
+                    data.seek(offset + length // 2)
+                    data.write(bytes([byte[0] ^ 0xFF]))
+                return id_hex
+    raise AssertionError("no data block of the point in the index")
+
+
+def test_an_agents_failed_checks_report_what_they_found(fleet, pg_template, area):
+    """A verify or drill that fails on the agent fails here with the same report (the
+    failed job keeps it), and its drill row says which check failed."""
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    pg = _small_cluster(pg_template, area, "remote")
+    cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", pg.pgdata,
+                "--port", pg.port)
+    full = cp.vault.backup("db1", "--type", "full")
+    block = _damage_a_block(cp.vault, full["point_id"])
+
+    out = cp.vault.fail("verify.failed", "verify", "db1")
+    (bad,) = out["report"]["points"]
+    assert bad["point_id"] == full["point_id"] and not bad["ok"]
+    assert [p["block_id"] for p in bad["problems"]] == [block]
+    job = next(j for j in cp.vault.jobs() if j["type"] == "verify")
+    assert (job["state"], job["error_code"], job["agent_id"]) == \
+        ("failed", "verify.failed", a.id), job
+
+    scratch = area / "scratch"
+    out = cp.vault.fail("drill.check_failed", "drill", "run", "db1", "--scratch-root", scratch)
+    report = out["report"]
+    assert report["state"] == "failed" and report["failed_check"] == "restore", report
+    assert "block" in next(c for c in report["checks"] if c["name"] == "restore")["reason"]
+    assert next(c for c in report["checks"] if c["name"] == "cleanup")["ok"] is True
+    assert list(scratch.iterdir()) == []
+    listed = cp.vault.ok("drills", "--server", "db1")[0]
+    assert (listed["id"], listed["state"], listed["failed_check"]) == \
+        (report["id"], "failed", "restore")
+    job = cp.vault.ok("job", "show", report["id"])
+    assert (job["state"], job["error_code"], job["agent_id"]) == \
+        ("failed", "drill.check_failed", a.id), job
+
+
+def test_a_scheduled_drill_runs_on_the_agent(fleet, pg_template, area, monkeypatch):
+    """The scheduler's run of a drill slot (run here in the test's process, as `serve`
+    runs it) queues the drill for the server's agent and follows it to its end."""
+    cp, add_agent = fleet
+    a = add_agent("host-a")
+    pg = _small_cluster(pg_template, area, "remote")
+    cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", pg.pgdata,
+                "--port", pg.port)
+    cp.vault.ok("policy", "create", "nightly", "--full", "daily", "--full-time", "00:00",
+                "--log-every", "none")
+    assert cp.vault.ok("protect", "db1", "--all", "--policy", "nightly")["databases"]
+    full = cp.vault.backup("db1", "--type", "full")
+    for key in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                "DBSAFE_KEY_DIR"):
+        monkeypatch.setenv(key, cp.vault.env[key])
+    with sqlite3.connect(cp.vault.path / "catalog.sqlite") as db:
+        (instance_id,) = db.execute("SELECT i.id FROM instances i JOIN servers s ON "
+                                    "s.id = i.server_id WHERE s.name = 'db1'").fetchone()
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    Executor(cp.vault.path, FakeClock(now))(Work("db1", instance_id, "nightly", "drill", now))
+
+    (job,) = [j for j in cp.vault.jobs() if j["type"] == "drill"]
+    assert (job["state"], job["agent_id"], job["host"], job["pid"]) == \
+        ("completed", a.id, "host-a", a.proc.pid), job
+    (drill,) = cp.vault.ok("drills", "--server", "db1")
+    assert (drill["id"], drill["state"], drill["point_id"]) == \
+        (job["id"], "completed", full["point_id"])
