@@ -42,6 +42,7 @@ TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", 
          "server-add", "protect", "archiving")
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+MAX_KEPT_REPORT = 1 << 20  # bytes of a failed job's report kept as its result (_kept_report)
 STATES = ACTIVE + FINAL
 # Backup kinds that may not run at the same time on one server.
 EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
@@ -175,12 +176,22 @@ class Job:
             if self._result is None:
                 self.finish({})
             return
-        fields = failure(exc)
-        report = getattr(exc, "report", None)
-        if isinstance(report, dict):  # what a failed verify or drill found, kept with its
-            fields["result"] = json.dumps(report, default=str)  # job: an agent's caller reads it
-        self.catalog.update_job(self.id, **fields)
+        self.catalog.update_job(self.id, **failure(exc), **_kept_report(exc))
         _run_hooks(self.catalog, self.id)
+
+
+def _kept_report(exc: BaseException) -> dict:
+    """What a failed verify or drill found (``exc.report``), kept as the failed job's
+    result: the caller of an agent's job reads it there (fleet/dispatch.py ``follow``). One
+    too long for a catalog call (a vault damaged throughout) is kept as its size only."""
+    report = getattr(exc, "report", None)
+    if not isinstance(report, dict):
+        return {}
+    text = json.dumps(report, default=str)
+    if len(text) > MAX_KEPT_REPORT:
+        text = json.dumps({"report_omitted": f"{len(text)} bytes, over the "
+                                             f"{MAX_KEPT_REPORT} kept with a job"})
+    return {"result": text}
 
 
 def failure(exc: BaseException) -> dict:

@@ -23,6 +23,7 @@ from dbsafe.services.fleet.dispatch import follow
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server
+from dbsafe.services.lifecycle.points import load_point
 from dbsafe.services.restore import drills, verify
 
 
@@ -33,6 +34,8 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     agent_id = get_server(vault, name).get("agent_id")
     if agent_id is None:
         return verify.run_verify(vault, name, point_id, workers, on_progress)
+    if point_id is not None:  # an unknown point is refused at once, as here: no failed job
+        load_point(vault, name, point_id)
     job_id = queue_job(vault, agent_id, "verify", name,
                        {"server": name, "point_id": point_id, "workers": workers},
                        job_id=new_job_id("verify"))
@@ -44,13 +47,17 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
     """A restore drill of ``name`` on its agent's host (else here): its row, as listed.
     ``scratch_root`` is a folder of the host that runs it. A drill already queued or
     running for the server refuses a second one, as here."""
-    agent_id = get_server(vault, name).get("agent_id")
+    server = get_server(vault, name)
+    agent_id = server.get("agent_id")
     if agent_id is None:
         return drills.run_drill(vault, name, point_id, amcheck=amcheck,
                                 scratch_root=scratch_root)
     busy = running_job(vault.catalog, "drill", name)
     if busy:
         raise DbsafeError("drill.already_running", name=name, job_id=busy["id"])
+    # nothing to restore, or an unknown point: refused at once, as here (the agent chooses
+    # again when it runs: a newer point may have come meanwhile)
+    drills.choose_target(vault, server, point_id)
     job_id = queue_job(vault, agent_id, "drill", name,
                        {"server": name, "point_id": point_id, "amcheck": amcheck,
                         "scratch_root": None if scratch_root is None else str(scratch_root)},
