@@ -176,6 +176,11 @@ def test_a_drill_of_a_gone_or_revoked_agents_server_fails_with_the_reason(fleet,
     pg = _small_cluster(pg_template, area, "remote")
     cp.vault.ok("server", "add", "db1", "--agent", a.id, "--pgdata", pg.pgdata,
                 "--port", pg.port)
+    # refused here at once, as for a server of this host: no job, no drill_failed alert
+    cp.vault.fail("drill.no_point", "drill", "run", "db1")
+    cp.vault.fail("point.unknown", "verify", "db1", "--point", "nope")
+    assert [j for j in cp.vault.jobs() if j["type"] in ("drill", "verify")] == []
+    cp.vault.backup("db1", "--type", "full")
 
     a.kill()  # silent: its drill waits queued, then fails once the agent counts as lost
     started = time.monotonic()
