@@ -134,6 +134,7 @@ def test_agent_verifies_and_drills_its_hosts_server(fleet, pg_template, area):
     job = cp.vault.ok("job", "show", drilled["id"])
     assert (job["type"], job["state"], job["agent_id"], job["host"], job["pid"]) == \
         ("drill", "completed", a.id, "host-a", a.proc.pid), job
+    assert job["bytes_done"] == job["bytes_total"] > 0  # its restore's progress
     assert lineage.seen, "no scratch postmaster was seen"
     assert lineage.started_by(a.proc.pid), (a.proc.pid, lineage.seen)
     assert list(scratch.iterdir()) == []  # removed on the agent's host
