@@ -71,3 +71,36 @@ def test_only_the_shipped_policy_may_be_written(vault):
     _refused(vault, A, "insert_policy", "mine", body, "now")
     _refused(vault, A, "insert_policy", DEFAULT_POLICY.name,
              json.dumps({**DEFAULT_POLICY.to_dict(), "keep_log": 1}), "now")
+
+
+def _queued(vault, job_id: str, type: str, server: str, agent: AgentIdentity) -> None:
+    vault.catalog.queue_job({"id": job_id, "type": type, "server": server, "state": "queued",
+                             "start_time": "2026-12-06T00:00:00Z", "host": agent.host,
+                             "agent_id": agent.id, "request": "{}"})
+
+
+def test_a_drill_row_is_written_by_the_agent_running_its_drill_only(vault):
+    drill = {"id": "drill-1", "server": "main", "point_id": "p1",
+             "started": "2026-12-06T00:00:01Z", "state": "running"}
+    _queued(vault, "drill-1", "drill", "main", A)
+    assert "drill 'drill-1'" in _refused(vault, A, "add_drill", drill)  # queued, not running
+    assert vault.catalog.claim_job(A.id, "2026-12-06T00:00:01Z")["id"] == "drill-1"
+    call(vault, Scopes(), A, "add_drill", [drill], {})
+    call(vault, Scopes(), A, "update_drill", ["drill-1"], {"state": "completed",
+                                                           "rto_seconds": 1.5})
+    assert vault.catalog.list_drills("main")[0]["rto_seconds"] == 1.5
+    # another agent, another server's row under this job, a column it names itself
+    _refused(vault, B, "add_drill", {**drill, "id": "drill-1"})
+    _refused(vault, B, "update_drill", "drill-1", state="failed")
+    _refused(vault, A, "add_drill", {**drill, "server": "other"})
+    assert "column" in _refused(vault, A, "update_drill", "drill-1", server="other")
+    # a job that is no drill of its own: another type, or queued for another agent
+    _queued(vault, "backup-1", "backup", "main", A)
+    vault.catalog.claim_job(A.id, "2026-12-06T00:00:02Z")
+    _refused(vault, A, "add_drill", {**drill, "id": "backup-1"})
+    _queued(vault, "drill-2", "drill", "other", B)
+    vault.catalog.claim_job(B.id, "2026-12-06T00:00:03Z")
+    _refused(vault, A, "update_drill", "drill-2", state="failed")
+    vault.catalog.update_job("drill-1", state="completed")  # ended: its row is final
+    _refused(vault, A, "update_drill", "drill-1", state="failed")
+    assert vault.catalog.list_drills("main")[0]["state"] == "completed"

@@ -79,7 +79,7 @@ class Executor:
             run_step(vault, "gc", None, lambda: run_gc(vault))
 
     def _drill(self, vault: Vault, work: Work) -> None:
-        from dbsafe.services.restore import run_drill
+        from dbsafe.services.fleet import run_drill  # on the server's agent, if it has one
 
         with Attempt(vault, work) as attempt:
             row = run_drill(vault, work.server)

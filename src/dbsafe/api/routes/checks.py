@@ -1,6 +1,7 @@
 """Checks of what the vault holds: verify (re-read every block of a point and check its
 hash) and restore drills (restore into a scratch cluster, check it, record RTO and RPO).
-Both are long work: 202 with the job (api/launch.py)."""
+Both are long work: 202 with the job (api/launch.py). A server with an agent is checked on
+its host, by its agent (services/fleet/checks.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pydantic import BaseModel, Field
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
+from dbsafe.services.fleet import run_drill, run_verify
 from dbsafe.services.handle import Vault
-from dbsafe.services.restore import list_drills, run_drill, run_verify
+from dbsafe.services.restore import list_drills
 from dbsafe.web.fields import Limit
 
 router = APIRouter(tags=["checks"])

@@ -39,10 +39,11 @@ def run(name: str = typer.Argument(..., help="The server to drill."),
             None, "--scratch-root", callback=checked_path,
             help="Folder for the scratch cluster (default /var/tmp/dbsafe-drills).")) -> None:
     """Restore into a scratch cluster, check it, record RTO and RPO, remove it."""
-    from dbsafe.services import restore
+    from dbsafe.services import fleet
 
-    result = restore.run_drill(open_vault(), name, point, amcheck=amcheck,
-                               scratch_root=scratch_root)
+    # on the server's agent, if it has one (--scratch-root is then a folder of its host)
+    result = fleet.run_drill(open_vault(), name, point, amcheck=amcheck,
+                             scratch_root=scratch_root)
 
     def human(d: dict) -> None:
         render.out.print(f"drill {d['id']} of {d['server']}: {d['state']} "

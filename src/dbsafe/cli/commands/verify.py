@@ -14,10 +14,10 @@ def verify(name: str = typer.Argument(..., help="A registered server."),
            workers: int = typer.Option(None, min=bounds.WORKERS[0], max=bounds.WORKERS[1],
                                        help="Reader threads (default: the core count).")) -> None:
     """Re-read every block of a point (or of all points) and check its hash."""
-    from dbsafe.services import restore
+    from dbsafe.services import fleet
 
-    with render.progress(f"verify {name}") as bar:
-        result = restore.run_verify(open_vault(), name, point, workers, bar)
+    with render.progress(f"verify {name}") as bar:  # on the server's agent, if it has one
+        result = fleet.run_verify(open_vault(), name, point, workers, bar)
     render.emit(result, lambda r: render.out.print(
         f"{len(r['points'])} point(s) of {name} verified: every block intact "
         f"({r['seconds']} s)"))

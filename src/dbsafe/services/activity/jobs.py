@@ -42,6 +42,7 @@ TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", 
          "server-add", "protect", "archiving", "restore-check")
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
+MAX_KEPT_REPORT = 1 << 20  # bytes of a failed job's report kept as its result (_kept_report)
 STATES = ACTIVE + FINAL
 # Backup kinds that may not run at the same time on one server.
 EXCLUSIVE = {"full": ("full", "copy-only", "diff"), "copy-only": ("full", "copy-only", "diff"),
@@ -175,8 +176,22 @@ class Job:
             if self._result is None:
                 self.finish({})
             return
-        self.catalog.update_job(self.id, **failure(exc))
+        self.catalog.update_job(self.id, **failure(exc), **_kept_report(exc))
         _run_hooks(self.catalog, self.id)
+
+
+def _kept_report(exc: BaseException) -> dict:
+    """What a failed verify or drill found (``exc.report``), kept as the failed job's
+    result: the caller of an agent's job reads it there (fleet/dispatch.py ``follow``). One
+    too long for a catalog call (a vault damaged throughout) is kept as its size only."""
+    report = getattr(exc, "report", None)
+    if not isinstance(report, dict):
+        return {}
+    text = json.dumps(report, default=str)
+    if len(text) > MAX_KEPT_REPORT:
+        text = json.dumps({"report_omitted": f"{len(text)} bytes, over the "
+                                             f"{MAX_KEPT_REPORT} kept with a job"})
+    return {"result": text}
 
 
 def failure(exc: BaseException) -> dict:
@@ -321,8 +336,12 @@ def cancel_job(catalog: Catalog, job_id: str) -> dict:
 
 
 def running_job(catalog: Catalog, type: str, server: str) -> dict | None:
-    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type)."""
+    """A live job of ``type`` on ``server``, if any (for kinds without a backup_type); not
+    the job an agent claimed to run now (queued for it, so it counted when it was queued)."""
+    holder = claimed_job.get()
     for job in catalog.list_jobs(200, server=server, type=type):
+        if holder and job["id"] in holder:
+            continue
         if _reap(catalog, job)["state"] in ACTIVE:
             return job
     return None

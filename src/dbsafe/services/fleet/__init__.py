@@ -1,12 +1,13 @@
 """A fleet: agents on other hosts, the jobs queued for them, and what each may ask of the
 catalog (docs/fleet.md). Modules: agents (registration tokens, credentials, revocation),
 queue (queued jobs: claim, reports, lost agents), scope (the rule of every catalog call an
-agent makes), dispatch (a job run here or queued for its server's agent), enrolment (a
-registration token with the command to run on the VM), views (the host of each server,
-servers grouped by host, the fleet's totals). It imports only
-the groups below it (every other group). The names here are the group's published
-surface: the CLI, the API, the portal, the scheduler and the agent import them from here,
-never a module inside (import-linter holds both rules; docs/architecture.md).
+agent makes), dispatch (a job run here or queued for its server's agent), checks (verify
+and drills, run by the server's agent), enrolment (a registration token with the command
+to run on the VM), views (the host of each server, servers grouped by host, the fleet's
+totals). It imports only the groups below it (every other group). The names here are the
+group's published surface: the CLI, the API, the portal, the scheduler and the agent
+import them from here, never a module inside (import-linter holds both rules;
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dbsafe.services.fleet.agents import (
     show_agent,
     touch,
 )
+from dbsafe.services.fleet.checks import run_drill, run_verify
 from dbsafe.services.fleet.dispatch import (
     ProtectRequest,
     add_server,
@@ -89,6 +91,8 @@ __all__ = [
     "report",
     "revoke",
     "run_claimed",
+    "run_drill",
+    "run_verify",
     "server_with_host",
     "servers_with_hosts",
     "show_agent",

@@ -127,8 +127,11 @@ def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
         sleep(every)
         every = min(every * 1.5, FOLLOW_EVERY[1])
     if row["state"] in ("failed", "cancelled"):
-        raise DbsafeError.reported(row["error_code"] or "internal",
-                                   row["error_message"] or "the job failed")
+        error = DbsafeError.reported(row["error_code"] or "internal",
+                                     row["error_message"] or "the job failed")
+        if row["result"]:  # what the failed work found (a verify's, a drill's report)
+            error.report = json.loads(row["result"])
+        raise error
     return {**json.loads(row["result"] or "{}"), "job_id": job_id}
 
 
@@ -321,6 +324,8 @@ def run_claimed(vault: Vault, job: dict, on_progress: ProgressFn | None = None) 
             on_progress=on_progress),
         "restore-check": lambda r: _ended(vault, job["id"], _check_here(
             vault, r["server"], r["request"])),
+        "verify": lambda r: _verify_here(vault, r, on_progress),
+        "drill": lambda r: _drill_here(vault, r),
     }
     runner = runners.get(job["type"])
     if runner is None:
@@ -342,6 +347,21 @@ def _check_here(vault: Vault, server: str, request: dict) -> dict:
     from dbsafe.services.restore.request import RestoreRequest, check_request
 
     return check_request(vault, server, RestoreRequest.model_validate(request))
+
+
+def _verify_here(vault: Vault, request: dict, on_progress: ProgressFn | None) -> dict:
+    from dbsafe.services.restore.verify import run_verify
+
+    return run_verify(vault, request["server"], request["point_id"], request["workers"],
+                      on_progress)
+
+
+def _drill_here(vault: Vault, request: dict) -> dict:
+    from dbsafe.services.restore.drills import run_drill
+
+    root = request["scratch_root"]
+    return run_drill(vault, request["server"], request["point_id"],
+                     amcheck=request["amcheck"], scratch_root=None if root is None else Path(root))
 
 
 def _add_here(vault: Vault, request: dict) -> dict:

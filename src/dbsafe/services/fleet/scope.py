@@ -131,6 +131,20 @@ def _new_job(vault: Vault, owned: Owned, call: dict) -> None:
         raise OutOfScope(f"server {call['server']!r}")
 
 
+def _drill(arg: str) -> Callable[[Vault, Owned, dict], None]:
+    """A drill's row shares its job's id: only the agent running that drill job (queued for
+    it, of one of its servers) writes it, and only while the job runs."""
+    def check(vault: Vault, owned: Owned, call: dict) -> None:
+        drill = call[arg]
+        drill_id = drill.get("id") if isinstance(drill, dict) else drill
+        job = vault.catalog.get_job(drill_id) if isinstance(drill_id, str) else None
+        if job is None or job["type"] != "drill" or job.get("agent_id") != call["agent_id"] \
+                or job["server"] not in owned.servers or job["state"] != "running" \
+                or (isinstance(drill, dict) and drill.get("server") != job["server"]):
+            raise OutOfScope(f"drill {str(drill_id)[:60]!r}")
+    return check
+
+
 def _alert(vault: Vault, owned: Owned, call: dict) -> None:
     alert = call["alert"]
     if alert.get("server") is None and alert.get("kind") in VAULT_ALERTS:
@@ -261,6 +275,9 @@ RULES: dict[str, Rule] = {
     "update_job": Rule(_job_write, after=_job_end),
     "get_job": Rule(_job),
     "list_jobs": Rule(_list_jobs, answer=_own_rows("server")),
+    # the drills it runs (a drill's row has its job's id)
+    "add_drill": Rule(_drill("row")),
+    "update_drill": Rule(_drill("drill_id")),
     # alerts of its servers, delivered by the control plane; agents deliver nothing
     "upsert_alert": Rule(_alert, after=_deliver_raised),
     "resolve_alert_rows": Rule(_resolve, after=_deliver_resolved),
@@ -284,12 +301,14 @@ FIELDS: dict[str, frozenset[str]] = {
     "set_item": frozenset({"oid", "state", "state_reason", "warning"}),
     "list_jobs": frozenset({"server", "type", "backup_type", "trigger", "state"}),
     "update_server": frozenset(),
+    "update_drill": frozenset({"state", "finished", "checks", "error_code", "error_message",
+                               "rto_seconds", "rpo_seconds"}),
 }
 # what a job an agent runs may become (never queued again, never another agent's)
 JOB_STATES = frozenset({"running", "completed", "completed_with_warnings", "failed",
                         "cancelled"})
-# checks that need the calling agent's id (the job rules: a job queued for it)
-AGENT_AWARE = frozenset({"create_job", "update_job", "get_job"})
+# checks that need the calling agent's id (the job and drill rules: a job queued for it)
+AGENT_AWARE = frozenset({"create_job", "update_job", "get_job", "add_drill", "update_drill"})
 # methods that return a set (JSON has none: the agent's catalog turns the list back)
 SET_RESULTS = ("point_ids", "deleted_point_ids", "wal_file_names")
 

@@ -124,10 +124,17 @@ def scratch_folder(root: Path | None) -> Path:
 
 def _sweep(vault: Vault, root: Path, bin_dir: str) -> list[str]:
     """Remove the scratch folders of this vault's drills whose process died (killed, power
-    loss); folders of running drills, or of other vaults' drills, are left alone."""
+    loss); folders of running drills, or of other vaults' drills, are left alone, and so
+    are an agent's folders of drills it may not look up (another agent's on this host)."""
     removed = []
     for child in root.iterdir():
-        job = vault.catalog.get_job(child.name) if child.name.startswith("drill-") else None
+        try:
+            job = vault.catalog.get_job(child.name) if child.name.startswith("drill-") \
+                else None
+        except DbsafeError as exc:
+            if exc.code != "agent.out_of_scope":
+                raise
+            continue
         if job is None or (job["state"] == "running" and job_alive(job)):
             continue
         scratch.destroy(child, bin_dir, _owner_of(child / "pgdata"))
