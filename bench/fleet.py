@@ -375,7 +375,10 @@ class Fleet:
         took."""
         t0 = time.perf_counter()
         for agent in self.agents:
-            env = {**self.env, "DBSAFE_AGENT_HOME": str(agent.home)}
+            # a run folder each (its WAL socket): one agent per vault may serve a host's,
+            # and these 40 simulated hosts share one machine
+            env = {**self.env, "DBSAFE_AGENT_HOME": str(agent.home),
+                   "DBSAFE_RUN_DIR": str(agent.home / "run")}
             argv = [sys.executable, str(HERE / "fleet.py"), "_traced", str(agent.trace),
                     "agent", "run"]
             with open(agent.log, "w") as out:

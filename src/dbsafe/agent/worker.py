@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from dbsafe.agent.control import ControlPlane
@@ -22,6 +23,10 @@ from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.agent")
 DEFAULT_CONCURRENCY = 2
+# seconds between two listings of this host's servers by ``report_nodes``: listing them at
+# every look (5 s) was most of the catalog statements of 40 idle agents (bench/README.md);
+# a server added, or made a replica set's node, is reported within this
+SERVERS_EVERY = 15.0
 BACKOFF = (1.0, 30.0)
 
 
@@ -89,16 +94,30 @@ def _end_unstarted(vault: Vault, job_id: str, exc: BaseException) -> None:
 
 
 def report_nodes(vault: Vault, stop: threading.Event) -> None:
-    """Until ``stop``: every ``protection.REPORT_EVERY`` seconds, report what this host's
-    servers are (role, timeline, health, WAL position, or why the cluster did not answer):
-    the control plane, and the agents of a replica set's other nodes, choose the node of
-    each backup type from these, and the control plane's health checks judge reachability
-    and the archiving lag from them (services/operations/monitor.py)."""
+    """Until ``stop``: every ``protection.REPORT_EVERY`` seconds, look at what this host's
+    servers are (role, timeline, health, WAL position, or why the cluster did not answer)
+    and report it: the control plane, and the agents of a replica set's other nodes, choose
+    the node of each backup type from a set's reports (sent every time), and the control
+    plane's health checks judge reachability and the archiving lag from every server's
+    (sent when what they judge changed, else every ``SERVER_REPORT_EVERY`` seconds)."""
+    sent: dict[str, tuple[float, tuple]] = {}  # server: (when, what the checks judge)
+    nodes: list[dict] = []
+    listed = -SERVERS_EVERY
     while not stop.wait(protection.REPORT_EVERY):
         try:
-            nodes = [s for s in vault.catalog.list_servers()
-                     if s["kind"] == "server" and vault.is_here(s)]
+            if time.monotonic() - listed >= SERVERS_EVERY:
+                nodes = [s for s in vault.catalog.list_servers()
+                         if s["kind"] == "server" and vault.is_here(s)]
+                listed = time.monotonic()
             for node in nodes:
-                vault.catalog.report_node(protection.node_report(node))
+                report = protection.node_report(node)
+                judged = (report["role"], report["timeline"], report["healthy"],
+                          report["reason"])
+                last = sent.get(node["name"])
+                if not node["replica_set"] and last is not None and last[1] == judged and \
+                        time.monotonic() - last[0] < protection.SERVER_REPORT_EVERY:
+                    continue  # nothing the health checks judge changed: sent later
+                vault.catalog.report_node(report)
+                sent[node["name"]] = (time.monotonic(), judged)
         except DbsafeError as exc:
             log.warning("the nodes of this host were not reported: %s", exc.message)

@@ -217,13 +217,16 @@ def reported_checks(vault: Vault, server: dict, full: bool,
                     lag_threshold: int) -> list[Finding]:
     """The checks of a server of another host, from what its agent last reported
     (agent/worker.py ``report_nodes``: role, timeline and WAL position, or why the cluster
-    did not answer). A report older than ``REPORT_FRESH`` settles nothing: the agent is
+    did not answer). A report older than ``SERVER_REPORT_FRESH`` (a replica set's node:
+    ``REPORT_FRESH``) settles nothing: the agent is
     silent, which ``agent_unreachable`` says (services/fleet/watch.py)."""
     name = server["name"]
     findings = _chain_findings(vault, server, full)
     reported = name if server["kind"] == "server" else next(  # a set: its primary's
         (n["server"] for n in vault.catalog.list_nodes(name) if n["role"] == "primary"), None)
-    report = replicasets.fresh_report(vault, reported) if reported else None
+    within = replicasets.REPORT_FRESH if server["kind"] != "server" or \
+        server.get("replica_set") else replicasets.SERVER_REPORT_FRESH
+    report = replicasets.fresh_report(vault, reported, within) if reported else None
     if report is None:
         return findings
     if report["role"] == "unknown":

@@ -18,6 +18,8 @@ from dbsafe.services.protection.items import (
 )
 from dbsafe.services.protection.replica_sets import (
     REPORT_EVERY,
+    SERVER_REPORT_EVERY,
+    SERVER_REPORT_FRESH,
     add_node,
     add_set,
     list_sets,
@@ -31,6 +33,8 @@ from dbsafe.services.protection.replica_sets import (
 
 __all__ = [
     "REPORT_EVERY",
+    "SERVER_REPORT_EVERY",
+    "SERVER_REPORT_FRESH",
     "add_node",
     "add_set",
     "archive_command",

@@ -34,6 +34,13 @@ ENDPOINT = ("pgdata", "port", "host", "bin_dir", "socket_dir", "data_checksums")
 # older than REPORT_FRESH says nothing of the node now
 REPORT_EVERY = 5.0
 REPORT_FRESH = 20.0
+# a server that is no replica set's node is looked at as often, but reported only when what
+# the health checks judge changed (it answers or not, its role, timeline or health) or
+# every SERVER_REPORT_EVERY seconds: 40 idle agents reporting every 5 s cost the control
+# plane 2.6 CPU s and 4,600 catalog statements a minute (bench/README.md); such a report
+# is fresh for the health checks for SERVER_REPORT_FRESH seconds
+SERVER_REPORT_EVERY = 30.0
+SERVER_REPORT_FRESH = 75.0
 
 
 def _now() -> str:
@@ -161,12 +168,12 @@ def node_report(node: dict) -> dict:
             "replay_lsn": facts.replay_lsn, "reported": now}
 
 
-def fresh_report(vault: Vault, server: str) -> dict | None:
-    """The last report of ``server`` by the agent of its host, when at most
-    ``REPORT_FRESH`` seconds old."""
+def fresh_report(vault: Vault, server: str, within: float = REPORT_FRESH) -> dict | None:
+    """The last report of ``server`` by the agent of its host, when at most ``within``
+    seconds old."""
     row = vault.catalog.get_node_report(server)
     if row is None or (datetime.now(UTC) - parse_time(row["reported"])).total_seconds() \
-            > REPORT_FRESH:
+            > within:
         return None
     return row
 
