@@ -59,6 +59,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(probe, what: str, timeout: float = 60.0, every: float = 0.5):
+    """``probe()``'s first true answer, asked every ``every`` seconds; fails naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
 def pg_uid_gid() -> tuple[int, int]:
     entry = pwd.getpwnam(PG_USER)
     return entry.pw_uid, entry.pw_gid

@@ -10,11 +10,13 @@ here can reach (one machine).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -140,6 +142,28 @@ class Agent:
                           json={"args": list(args), "kwargs": {}},
                           headers={"Authorization": f"Bearer {self.credential()}"},
                           verify=str(self.home / "control-plane.pem"), timeout=10)
+
+
+@contextlib.contextmanager
+def agents_of(cp: ControlPlane, area: Path) -> Iterator[Callable[[str], Agent]]:
+    """``add_agent(host)``: an agent registered for ``host``, started and serving. On exit
+    every agent is killed, the control plane stopped and the logs printed (pytest shows
+    them when the test failed)."""
+    agents: list[Agent] = []
+
+    def add_agent(host: str) -> Agent:
+        agent = Agent(cp, area, host)
+        agent.start()
+        agents.append(agent)
+        agent.wait_serving()
+        return agent
+    try:
+        yield add_agent
+    finally:
+        for agent in agents:
+            agent.kill()
+        cp.stop()
+        print_logs(area)
 
 
 def cpu_seconds(pid: int) -> float:

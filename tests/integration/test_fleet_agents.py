@@ -18,29 +18,16 @@ import time
 import httpx
 import pytest
 import secrets_guard
-from conftest import make_vault
-from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
+from conftest import make_vault, wait_for
+from fleet_helpers import LOST_AFTER, Agent, ControlPlane, agents_of, print_logs
 
 
 @pytest.fixture(params=[True], ids=["scheduler"])
 def fleet(area, cli_env, request):
     vault = make_vault(cli_env, area / "cp")
     cp = ControlPlane(vault, area, scheduler=request.param)
-    agents: list[Agent] = []
-
-    def add_agent(host: str) -> Agent:
-        agent = Agent(cp, area, host)
-        agent.start()
-        agents.append(agent)
-        agent.wait_serving()
-        return agent
-    try:
+    with agents_of(cp, area) as add_agent:
         yield cp, add_agent
-    finally:
-        for agent in agents:
-            agent.kill()
-        cp.stop()
-        print_logs(area)
 
 
 def _job(cp: ControlPlane, job_id: str) -> dict:
@@ -226,7 +213,7 @@ def test_health_of_an_agents_server_comes_from_its_reports(fleet, area, pg_templ
         def reported() -> dict[str, dict] | None:
             found = _findings(cp, "db1")
             return found if "server_unreachable" in found and "archive_lag" in found else None
-        found = _wait_for(reported, "the agent's first report")
+        found = wait_for(reported, "the agent's first report")
         assert found["server_unreachable"]["ok"] is True
         assert "reported by its agent" in found["server_unreachable"]["message"]
         assert found["archive_lag"]["ok"] is True
@@ -234,25 +221,15 @@ def test_health_of_an_agents_server_comes_from_its_reports(fleet, area, pg_templ
         assert found["chain_broken"]["ok"] is True
 
         pg.stop()
-        found = _wait_for(lambda: (f := _findings(cp, "db1")).get("server_unreachable", {})
+        found = wait_for(lambda: (f := _findings(cp, "db1")).get("server_unreachable", {})
                           .get("ok") is False and f, "the report of a stopped cluster")
         assert "unreachable from its host" in found["server_unreachable"]["message"]
         (alert,) = [x for x in cp.vault.ok("alerts") if x["kind"] == "server_unreachable"]
         assert alert["server"] == "db1"
 
         pg.start()
-        _wait_for(lambda: _findings(cp, "db1").get("server_unreachable", {}).get("ok"),
+        wait_for(lambda: _findings(cp, "db1").get("server_unreachable", {}).get("ok"),
                   "the report of the started cluster")
         assert [x for x in cp.vault.ok("alerts") if x["kind"] == "server_unreachable"] == []
     finally:
         pg.stop()
-
-
-def _wait_for(probe, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_vault, new_cluster
-from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
+from fleet_helpers import LOST_AFTER, ControlPlane, agents_of
 
 from dbsafe.scheduler.clock import FakeClock
 from dbsafe.scheduler.due import Work
@@ -27,21 +27,8 @@ from dbsafe.scheduler.execute import Executor
 @pytest.fixture
 def fleet(area, cli_env):
     cp = ControlPlane(make_vault(cli_env, area / "cp"), area)
-    agents: list[Agent] = []
-
-    def add_agent(host: str) -> Agent:
-        agent = Agent(cp, area, host)
-        agent.start()
-        agents.append(agent)
-        agent.wait_serving()
-        return agent
-    try:
+    with agents_of(cp, area) as add_agent:
         yield cp, add_agent
-    finally:
-        for agent in agents:
-            agent.kill()
-        cp.stop()
-        print_logs(area)
 
 
 def _small_cluster(pg_template, area: Path, name: str):

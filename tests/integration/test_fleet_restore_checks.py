@@ -16,7 +16,7 @@ import time
 import pytest
 import secrets_guard
 from conftest import allow_restores, make_vault, run_cli
-from fleet_helpers import LOST_AFTER, Agent, ControlPlane, print_logs
+from fleet_helpers import LOST_AFTER, ControlPlane, agents_of
 
 
 @pytest.fixture
@@ -26,21 +26,8 @@ def fleet(area, cli_env):
     # root is refused here and allowed there
     allow_restores(vault.path, area / "cp-restores")
     cp = ControlPlane(vault, area)
-    agents: list[Agent] = []
-
-    def add_agent(host: str) -> Agent:
-        agent = Agent(cp, area, host)
-        agent.start()
-        agents.append(agent)
-        agent.wait_serving()
-        return agent
-    try:
+    with agents_of(cp, area) as add_agent:
         yield cp, add_agent
-    finally:
-        for agent in agents:
-            agent.kill()
-        cp.stop()
-        print_logs(area)
 
 
 def _verdicts(res) -> dict:

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 from backends import new_vault
-from conftest import Pg, free_port, new_cluster, restored
+from conftest import Pg, free_port, new_cluster, restored, wait_for
 
 SPOOL_MIB = 2
 
 
 def _status(vault) -> dict:
     return vault.ok("agent", "status")
-
-
-def _wait(what: str, probe, timeout: float = 180.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def _archiver(pg: Pg) -> tuple[int, int]:
@@ -74,7 +63,7 @@ def test_spool_keeps_wal_while_the_repository_is_away(request: pytest.FixtureReq
         # `protect` finds it running and uses it
         agent = vault.popen("agent", "run", "--spool-after", "2", "--spool-max-mib",
                             str(SPOOL_MIB))
-        _wait("the agent", lambda: _status(vault)["running"], timeout=60)
+        wait_for(lambda: _status(vault)["running"], "the agent")
         pg = new_cluster(pg_template, area, "spooled",
                          settings={"track_commit_timestamp": "on"})
         vault.add_server("spooled", pg)
@@ -87,8 +76,8 @@ def test_spool_keeps_wal_while_the_repository_is_away(request: pytest.FixtureReq
         proxy.fail_for(3600, status=500)
         for _ in range(3):
             _wal_burst(pg, 2000)
-        spool = _wait("three files spooled",
-                      lambda: (s := _status(vault)["spool"])["files"] >= 3 and s)
+        spool = wait_for(lambda: (s := _status(vault)["spool"])["files"] >= 3 and s,
+                         "three files spooled", timeout=180)
         assert spool["max_bytes"] == SPOOL_MIB << 20 and 0 < spool["bytes"] <= SPOOL_MIB << 20
         archived, _failed = _archiver(pg)
         assert archived >= before[0] + 3, "PostgreSQL was not told the files were archived"
@@ -101,7 +90,7 @@ def test_spool_keeps_wal_while_the_repository_is_away(request: pytest.FixtureReq
         def full() -> bool:
             _wal_burst(pg, 6000)
             return _archiver(pg)[1] > before[1] and bool(_active(vault, "wal_spool_filling"))
-        _wait("the spool to fill", full, timeout=240, every=2)
+        wait_for(full, "the spool to fill", timeout=240, every=2)
         assert _status(vault)["spool"]["bytes"] <= SPOOL_MIB << 20
         (filling,) = _active(vault, "wal_spool_filling")
         assert filling["severity"] == "critical"
@@ -110,10 +99,10 @@ def test_spool_keeps_wal_while_the_repository_is_away(request: pytest.FixtureReq
 
         # the repository answers again: the spool drains, PostgreSQL's backlog follows
         proxy.fail_for(0)
-        _wait("the spool to drain", lambda: _status(vault)["spool"]["files"] == 0,
-              timeout=300, every=1)
-        _wait("the alerts to resolve", lambda: not _active(vault, "wal_spooled")
-              and not _active(vault, "wal_spool_filling"), timeout=60)
+        wait_for(lambda: _status(vault)["spool"]["files"] == 0, "the spool to drain",
+                 timeout=300, every=1)
+        wait_for(lambda: not _active(vault, "wal_spooled")
+                 and not _active(vault, "wal_spool_filling"), "the alerts to resolve")
         log = vault.backup("spooled", "--type", "log")
         assert log["type"] == "log", log
         chain = vault.chain("spooled")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import zstandard
 
+from dbsafe.core.private_files import fsync_folder, write_private
 from dbsafe.engines.postgres import wal
 
 SPOOL_LEVEL = 1            # zstd level of a spooled file: WAL compresses well at level 1
@@ -86,18 +87,11 @@ class WalSpool:
             folder = self.folder / str(instance_id)
             folder.mkdir(mode=0o700, exist_ok=True)
             target = folder / f"{name}.zst"
-            tmp = folder / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, packed)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.utime(tmp, (mtime, mtime))
             replaced = target.stat().st_size if target.exists() else 0
-            os.replace(tmp, target)
-            _fsync_dir(folder)
-            _fsync_dir(self.folder)
+            write_private(target, packed)  # beside it, fsynced, renamed over it
+            os.utime(target, (mtime, mtime), follow_symlinks=False)
+            fsync_folder(folder)
+            fsync_folder(self.folder)
             self._used += len(packed) - replaced
             return True
 
@@ -137,11 +131,3 @@ class WalSpool:
         files = self.pending()
         return {"files": len(files), "bytes": self.used(), "max_bytes": self.max_bytes,
                 "servers": sorted({f.instance_id for f in files})}
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

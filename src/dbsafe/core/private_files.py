@@ -24,3 +24,13 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_folder(path: Path) -> None:
+    """Make the names in ``path`` durable (a file created or renamed there survives a power
+    loss only once its folder is fsynced too)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

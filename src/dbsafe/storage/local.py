@@ -35,6 +35,7 @@ from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive, pid_scope
 from dbsafe.core.errors import NO_SPACE, DbsafeError
+from dbsafe.core.private_files import fsync_folder
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -50,14 +51,6 @@ _NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)
 class NotAFile(FileNotFoundError):
     """An object's name holds something other than a regular file (a symbolic link, a FIFO,
     a device, a folder), is reached through one, or is no object name: read as missing."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def tighten(path: Path) -> None:
@@ -171,7 +164,7 @@ class LocalStorage:
             with contextlib.suppress(FileExistsError):
                 self.root.mkdir(mode=DIR_MODE)
                 if durable:
-                    _fsync_dir(self.root.parent)
+                    fsync_folder(self.root.parent)
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for part in parts:
