@@ -28,16 +28,9 @@ def _archiver(pg: Pg) -> tuple[int, int]:
 
 
 def _active(vault, kind: str) -> list[dict]:
-    """Active alerts of ``kind``, read from the catalog (the vault's SQLite file): the CLI
-    opens the repository first, and it is what is away here."""
-    from dbsafe.catalog import open_catalog
-    from dbsafe.services.activity import list_alerts
-
-    catalog = open_catalog(None, vault.path)
-    try:
-        return [a for a in list_alerts(catalog) if a["kind"] == kind]
-    finally:
-        catalog.close()
+    """Active alerts of ``kind`` as `dbsafe alerts` lists them: it reads the catalog alone,
+    so it answers while the repository is away (it used to open the repository first)."""
+    return [a for a in vault.ok("alerts") if a["kind"] == kind]
 
 
 def _wal_burst(pg: Pg, rows: int) -> None:
@@ -81,6 +74,7 @@ def test_spool_keeps_wal_while_the_repository_is_away(request: pytest.FixtureReq
         assert spool["max_bytes"] == SPOOL_MIB << 20 and 0 < spool["bytes"] <= SPOOL_MIB << 20
         archived, _failed = _archiver(pg)
         assert archived >= before[0] + 3, "PostgreSQL was not told the files were archived"
+        assert vault.ok("jobs", "--limit", "5")  # what dbsafe did, while the store fails
         (spooled_alert,) = _active(vault, "wal_spooled")
         assert spooled_alert["server"] == "spooled" and spooled_alert["severity"] == "warning"
         assert proxy.faults_served > 0

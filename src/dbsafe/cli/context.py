@@ -12,6 +12,7 @@ import typer
 from dbsafe.core import bounds
 
 if TYPE_CHECKING:
+    from dbsafe.catalog.base import Catalog
     from dbsafe.services.handle import Vault
 
 
@@ -46,6 +47,13 @@ options = _Options()
 
 def vault_path() -> Path | None:
     return options.vault
+
+
+def open_records() -> Catalog:
+    """The vault's catalog alone (alerts, jobs), readable while the repository is away."""
+    from dbsafe.services.handle import Vault  # loaded by the command that needs it
+
+    return Vault.records(options.vault)
 
 
 def open_vault(*, new_key: bool = False) -> Vault:

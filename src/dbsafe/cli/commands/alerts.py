@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import open_records, open_vault
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
 
@@ -39,7 +39,7 @@ def alerts(ctx: typer.Context,
 
     if ctx.invoked_subcommand is not None:
         return
-    rows = activity.list_alerts(open_vault().catalog, None if all_ else "active")
+    rows = activity.list_alerts(open_records(), None if all_ else "active")
     render.emit(rows, _alerts_table)
 
 
@@ -48,7 +48,7 @@ def resolve(alert_id: int = ALERT_ID) -> None:
     """Mark an alert resolved and tell the channels (a check may raise it again)."""
     from dbsafe.services import activity
 
-    alert = activity.resolve_alert(open_vault().catalog, alert_id)
+    alert = activity.resolve_alert(open_records(), alert_id)
     render.emit(alert, lambda a: render.out.print(f"alert {a['id']} ({a['kind']}) resolved"))
 
 
@@ -117,13 +117,13 @@ def channel_add(
         if any(smtp) or starttls or smtp_tls:
             raise DbsafeError("alerts.channel_invalid",
                               reason="the SMTP options go with --email, not --webhook")
-        channel = activity.add_channel(open_vault().catalog, "webhook", webhook, None,
+        channel = activity.add_channel(open_records(), "webhook", webhook, None,
                                        on_success)
     else:
         options = {"host": smtp_host, "port": smtp_port, "sender": sender,
                    "user": smtp_user, "password_env": smtp_password_env,
                    "starttls": starttls, "tls": smtp_tls, "ca_file": smtp_ca_file}
-        channel = activity.add_channel(open_vault().catalog, "email", email, options,
+        channel = activity.add_channel(open_records(), "email", email, options,
                                        on_success)
     render.emit(channel, lambda c: render.out.print(
         f"channel {c['id']}: {c['kind']} to {c['target']}"
@@ -135,7 +135,7 @@ def channel_list() -> None:
     """List the alert channels."""
     from dbsafe.services import activity
 
-    rows = activity.list_channels(open_vault().catalog)
+    rows = activity.list_channels(open_records())
     render.emit(rows, lambda r: render.table(
         [{**c, "options": ", ".join(f"{k}={v}" for k, v in c["options"].items())}
          for c in r], ["id", "kind", "target", "on_success", "options", "created"]))
@@ -146,7 +146,7 @@ def channel_remove(channel_id: int = CHANNEL_ID) -> None:
     """Remove an alert channel."""
     from dbsafe.services import activity
 
-    channel = activity.remove_channel(open_vault().catalog, channel_id)
+    channel = activity.remove_channel(open_records(), channel_id)
     render.emit(channel, lambda c: render.out.print(f"removed channel {c['id']}"))
 
 
@@ -155,6 +155,6 @@ def channel_test(channel_id: int = CHANNEL_ID) -> None:
     """Send a test alert to a channel (alerts.delivery_failed if it does not arrive)."""
     from dbsafe.services import activity
 
-    record = activity.test_channel(open_vault().catalog, channel_id)
+    record = activity.test_channel(open_records(), channel_id)
     render.emit(record, lambda r: render.out.print(
         f"test alert delivered to channel {r['channel']} ({r['target']})"))

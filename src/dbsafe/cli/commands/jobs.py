@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dbsafe.cli import render
-from dbsafe.cli.context import open_vault
+from dbsafe.cli.context import open_records
 from dbsafe.core import bounds
 
 app = typer.Typer(help="Show or cancel one job.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def jobs(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST
     """List jobs (scheduled log backups included) with their state and progress."""
     from dbsafe.services.activity import list_jobs
 
-    rows = list_jobs(open_vault().catalog, limit, state=state, server=server, type=type,
+    rows = list_jobs(open_records(), limit, state=state, server=server, type=type,
                      backup_type=backup_type, item=item, trigger=trigger)
 
     def human(r: list) -> None:
@@ -43,7 +43,7 @@ def show(job_id: str = typer.Argument(..., help="A job id from `dbsafe jobs`."))
     """One job with its result, warnings and error."""
     from dbsafe.services.activity import get_job
 
-    render.emit(get_job(open_vault().catalog, job_id), render.fields)
+    render.emit(get_job(open_records(), job_id), render.fields)
 
 
 @app.command("cancel")
@@ -51,5 +51,5 @@ def cancel(job_id: str = typer.Argument(..., help="A running job's id.")) -> Non
     """Ask a running job to stop; it ends as cancelled within a second or so."""
     from dbsafe.services.activity import cancel_job
 
-    row = cancel_job(open_vault().catalog, job_id)
+    row = cancel_job(open_records(), job_id)
     render.emit(row, lambda r: render.out.print(f"job {r['id']}: {r['state']}"))

@@ -105,6 +105,19 @@ class Vault:
         return vault
 
     @staticmethod
+    def records(path: Path | None = None) -> Catalog:
+        """This client's catalog alone, opened without reaching the repository: what dbsafe
+        recorded (alerts, jobs) must be readable, and resolvable, while the repository is
+        what is away (docs/wal-spool.md). Nothing read from it is the repository's."""
+        path = Path(path) if path else default_vault_path()
+        settings = _read_settings(path)
+        if not settings and not (path / "config").exists():
+            raise DbsafeError("vault.not_initialised", path=path)
+        if settings.get("catalog") == AGENT_CATALOG:
+            return _AgentFolder(path)  # type: ignore[return-value]
+        return open_catalog(settings.get("catalog"), path)
+
+    @staticmethod
     def pinned_id(path: Path | None = None) -> str | None:
         """The vault id this client pinned, read without reaching the repository (the
         agent's status and stop must work while the repository is away); None when the
