@@ -193,13 +193,14 @@ class Scheduler:
         something to discover for (protected items, or auto-protection)."""
         due = []
         for server in self.vault.catalog.list_servers():
-            if not fleet.discovers_now(self.vault, server):
-                continue  # a silent agent's: when it is back
             last = server.get("discovered")
             if last and now - parse_time(last) < self.discover_every:
                 continue
-            if server.get("auto_protect_policy") or \
-                    self.vault.catalog.list_items(server["instance_id"]):
+            # a silent agent's server waits until it is back (asked last: it reads the
+            # agent's row, and every pass looks at every server)
+            if (server.get("auto_protect_policy")
+                    or self.vault.catalog.list_items(server["instance_id"])) \
+                    and fleet.discovers_now(self.vault, server):
                 due.append(server["name"])
         return due
 
