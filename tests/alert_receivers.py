@@ -4,7 +4,6 @@ aiosmtpd handler that records e-mails, both on loopback, and the TLS of an SMTP 
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 from email import message_from_bytes, policy
@@ -12,12 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from certs import self_signed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Webhook:

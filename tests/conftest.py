@@ -52,11 +52,32 @@ USER_TABLES_SQL = """
 # small helpers
 # --------------------------------------------------------------------------------------
 
+# Test servers' ports: below the kernel's ephemeral range (32768-60999 on Debian), where a
+# client connection's local port or a socket in TIME_WAIT cannot hold them (dbsafe's own
+# check of a restore's port, a plain bind, then says "in use": a run failed so), and a block
+# of its own per xdist worker, so that two test processes never hand out the same port.
+PORTS_FIRST = 20000
+PORTS_PER_WORKER = 1000
+PORT_BLOCKS = 12  # 20000-31999
+_ports_handed = 0
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port of this test process's block that nobody holds now."""
+    global _ports_handed
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    first = PORTS_FIRST + (index % PORT_BLOCKS) * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = first + _ports_handed % PORTS_PER_WORKER
+        _ports_handed += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def wait_for(probe, what: str, timeout: float = 60.0, every: float = 0.5):

@@ -16,6 +16,7 @@ from conftest import (
     Pg,
     Vault,
     chown_postgres,
+    free_port,
     make_area,
     make_vault,
     new_cluster,
@@ -139,7 +140,7 @@ def test_protection_per_database(pg_template, area, wal_vault):
     # the point restores the protected databases; the others, whose data it does not
     # hold, are dropped once the restored server runs
     out = vault.ok("restore", "src", "--point", full["point_id"], "--to-pgdata",
-                   area / "r", "--port", str(src.port + 1000), "--start")
+                   area / "r", "--port", str(free_port()), "--start")
     assert out["databases_left_out"] == ["skip"] and out["databases_dropped"] == ["skip"]
     got = restored(area / "r", out["port"])
     assert got.scalar("SELECT count(*) FROM t", "keep") == 20000
@@ -148,7 +149,7 @@ def test_protection_per_database(pg_template, area, wal_vault):
     assert got.scalar("SELECT count(*) FROM pg_class", "fresh") > 0
     # a selective restore of one database of a point that holds several
     out = vault.ok("restore", "src", "--point", full["point_id"], "--db", "keep",
-                   "--to-pgdata", area / "only-keep", "--port", str(src.port + 1001),
+                   "--to-pgdata", area / "only-keep", "--port", str(free_port()),
                    "--start")
     assert "ro" in out["databases_left_out"] and "keep" not in out["databases_left_out"]
     got = restored(area / "only-keep", out["port"])

@@ -7,7 +7,7 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
-from conftest import Pg, new_cluster, restored
+from conftest import Pg, free_port, new_cluster, restored
 
 LEDGER = "CREATE TABLE ledger (id int PRIMARY KEY, note text)"
 
@@ -114,7 +114,7 @@ def test_no_recovery_pauses_at_the_target(pg_template, area, wal_vault):
     got.stop()
     # A log point restores to its end: everything, including the mistake.
     whole = vault.ok("restore", "pitr", "--point", log["point_id"], "--to-pgdata",
-                     area / "at-log", "--port", str(pg.port + 1000), "--start")
+                     area / "at-log", "--port", str(free_port()), "--start")
     assert _ids(restored(area / "at-log", whole["port"])) == []
 
 

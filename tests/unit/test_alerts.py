@@ -9,7 +9,8 @@ import logging
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from alert_receivers import Mailbox, Webhook, free_port, smtp_tls
+from alert_receivers import Mailbox, Webhook, smtp_tls
+from conftest import free_port
 
 from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
