@@ -20,8 +20,10 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Body, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dbsafe import __version__
 from dbsafe.api.errors import error_json, install
@@ -76,6 +78,39 @@ class JobSignals:
 REAP_EVERY = 5.0
 
 
+class AgentCredentials:
+    """Checks every request's size and credential before the app sees it: a caller without
+    a valid credential learns nothing of the routes or their arguments. Plain ASGI (not
+    ``@app.middleware``, whose wrapping of each request cost 0.3-0.5 ms of every agent's
+    catalog call: bench/README.md); the agent found is ``request.state.agent``."""
+
+    def __init__(self, app: ASGIApp, vault: Vault) -> None:
+        self.app = app
+        self.vault = vault
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        try:
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                raise DbsafeError("request.too_large", limit=MAX_BODY)
+            if scope["path"] != f"{PREFIX}/register":
+                scheme, _, credential = headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not credential:
+                    raise DbsafeError("agent.credential_invalid")
+                client = scope.get("client")
+                scope.setdefault("state", {})["agent"] = await to_thread.run_sync(
+                    fleet.authenticate, self.vault, credential.strip(),
+                    client[0] if client else None)
+        except DbsafeError as exc:
+            await error_json(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 async def _reap_lost(vault: Vault, lost_after: float) -> None:
     """Fail the jobs of agents that fell silent, also where this control plane runs no
     scheduler (`serve --no-scheduler`, whose scheduler's pass does it too): a job followed by
@@ -114,23 +149,7 @@ def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seco
                   openapi_url=None, docs_url=None, redoc_url=None)
     install(app)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return error_json(DbsafeError("request.too_large", limit=MAX_BODY))
-        if request.url.path != f"{PREFIX}/register":
-            header = request.headers.get("authorization", "")
-            scheme, _, credential = header.partition(" ")
-            address = request.client.host if request.client else None
-            try:
-                if scheme.lower() != "bearer" or not credential:
-                    raise DbsafeError("agent.credential_invalid")
-                request.state.agent = await to_thread.run_sync(
-                    fleet.authenticate, vault, credential.strip(), address)
-            except DbsafeError as exc:
-                return error_json(exc)
-        return await call_next(request)
+    app.add_middleware(AgentCredentials, vault=vault)
 
     @app.post(f"{PREFIX}/register", status_code=201)
     def register(body: Registration, request: Request) -> dict:
@@ -178,8 +197,10 @@ def create_gateway(vault: Vault, lost_after: float = fleet.LOST_AFTER.total_seco
 
     @app.post(f"{PREFIX}/catalog/{{method}}")
     def catalog(method: Annotated[str, Path(pattern=METHOD)], request: Request,
-                body: Annotated[CatalogCall, Body()]) -> JSONResponse:
+                body: Annotated[CatalogCall, Body()]) -> Response:
         result = fleet.call(vault, scopes, request.state.agent, method, body.args, body.kwargs)
-        return JSONResponse({"result": json.loads(json.dumps(result, default=str))})
+        return Response(json.dumps({"result": result}, default=str, ensure_ascii=False,
+                                   allow_nan=False, separators=(",", ":")),
+                        media_type="application/json")
 
     return app
