@@ -40,6 +40,7 @@ DEFAULT_SCHEMA = "dbsafe"
 POOL_SIZE = 8
 RETRIES = 8  # deadlocks and serialization failures: rare, and each retry waits longer
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+CHANNEL_MAX = 63  # bytes of an identifier (NAMEDATALEN - 1): a NOTIFY channel's name too
 _SEARCH_PATH = re.compile(r"search[_-]path=([^\s,]+)")
 
 # SQLite column types to PostgreSQL ones: 64-bit integers (sizes, oids, byte counts), double
@@ -239,7 +240,15 @@ class PostgresCatalog(SqlCatalog):
     @property
     def jobs_channel(self) -> str:
         """The NOTIFY channel of this catalog's queued jobs (one per schema: one per vault)."""
-        return f"dbsafe_jobs_{self.schema}"
+        return self._channel("jobs")
+
+    def _channel(self, kind: str) -> str:
+        """A channel of this schema: its name, or a digest of it where the name would pass
+        PostgreSQL's 63 bytes (pg_notify refuses a longer one, LISTEN cuts it)."""
+        name = f"dbsafe_{kind}_{self.schema}"
+        if len(name) <= CHANNEL_MAX:
+            return name
+        return f"dbsafe_{kind}_{hashlib.blake2b(self.schema.encode(), digest_size=8).hexdigest()}"
 
     def notify_jobs(self, agent_id: str | None) -> None:
         self._run("SELECT pg_notify(?, ?)", self.jobs_channel, agent_id or "")
@@ -247,8 +256,24 @@ class PostgresCatalog(SqlCatalog):
     def listen_jobs(self) -> psycopg.Connection:
         """A connection of its own, listening on the jobs channel (the caller closes it;
         ``conn.notifies(timeout=...)`` waits for the next one)."""
+        return self._listening(self.jobs_channel)
+
+    @property
+    def job_updates_channel(self) -> str:
+        """The NOTIFY channel of agents' writes on their jobs (payload: the job's id)."""
+        return self._channel("job_updates")
+
+    def notify_job_update(self, job_id: str) -> None:
+        self._run("SELECT pg_notify(?, ?)", self.job_updates_channel, job_id)
+
+    def listen_job_updates(self) -> psycopg.Connection:
+        """A connection of its own, listening on the job updates channel (as
+        ``listen_jobs``)."""
+        return self._listening(self.job_updates_channel)
+
+    def _listening(self, channel: str) -> psycopg.Connection:
         conn = self._connect()
-        conn.execute(f"LISTEN {self.jobs_channel}")
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         return conn
 
     @contextlib.contextmanager

@@ -342,8 +342,14 @@ class SqlCatalog:
             return None
         return self._atomic(body, lock="jobs")
 
-    def update_job(self, job_id: str, **fields: object) -> None:
-        self._update("jobs", "id = ?", fields, job_id)
+    def update_job(self, job_id: str, **fields: object) -> bool:
+        """Write ``fields`` of a job; whether a cancel of it was requested (a running
+        job's progress write is also its look for a cancel: one statement, not two)."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        rows = self._single(lambda s: s.all(
+            f"UPDATE jobs SET {sets} WHERE id = ? RETURNING cancel_requested",
+            (*fields.values(), job_id)))
+        return bool(rows and rows[0]["cancel_requested"])
 
     def get_job(self, job_id: str) -> dict | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", job_id)
@@ -687,6 +693,10 @@ class SqlCatalog:
         """Tell the control planes waiting on this catalog that a job was queued for
         ``agent_id`` (a PostgreSQL catalog: NOTIFY; SQLite has only one control plane, told
         in process)."""
+
+    def notify_job_update(self, job_id: str) -> None:
+        """Tell the processes following ``job_id`` that an agent wrote it (a PostgreSQL
+        catalog: NOTIFY; SQLite's followers look at the row on their own)."""
 
     def newest_jobs(self, server: str, limit: int = 20) -> list[dict]:
         return self._all("SELECT id, type, state, start_time, end_time, error_code, "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.activity.jobs import ProgressFn, new_job_id, running_job
-from dbsafe.services.fleet.dispatch import follow
+from dbsafe.services.fleet.follow import follow
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,17 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.stamps import utcnow
-from dbsafe.services.activity.jobs import (
-    FINAL,
-    ProgressFn,
-    claimed_job,
-    end_job,
-    job_started,
-    new_job_id,
-)
+from dbsafe.services.activity.jobs import ProgressFn, claimed_job, new_job_id
 from dbsafe.services.backup.request import BackupRequest
 from dbsafe.services.backup.request import take_backup as take_here
 from dbsafe.services.fleet.agents import agent_named, get_agent, state_of
+from dbsafe.services.fleet.follow import follow
 from dbsafe.services.fleet.queue import queue_job
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import add_server as register_server
@@ -46,13 +39,6 @@ if TYPE_CHECKING:  # the restore's request is a pydantic model: loaded where a r
     # dispatched, so that a backup does not carry pydantic's 12 MB (bench/README.md)
     from dbsafe.services.restore.request import RestoreRequest
 
-# seconds between two looks at a followed job (one row by its key): soon at first (most jobs
-# are short: waiting half a second made a backup through an agent 0.1 s slower than one run
-# here, bench/README.md), then less often
-FOLLOW_EVERY = (0.02, 0.5)
-# for its first seconds a job is looked at every 0.1 s at most: a short backup (0.3 s)
-# was seen ended 0.15 s late on average with the slower looks alone (bench/README.md)
-FOLLOW_CLOSELY = (5.0, 0.1)
 # seconds an agent has to answer a restore's checks: they read a few rows and look at the
 # host, so a check still unanswered is one no slot of the agent took (busy with long jobs)
 # or one of an agent gone; the wizard and the API must not hang on it
@@ -96,48 +82,6 @@ def _set_backup(vault: Vault, entry: dict, request: BackupRequest
     runs_on = entry["name"] if request.type == "log" else choice.server
     return get_server(vault, runs_on).get("agent_id"), \
         dataclasses.replace(request, node=choice.server)
-
-
-def follow(vault: Vault, job_id: str, on_progress: ProgressFn | None = None,
-           sleep: Callable[[float], None] = time.sleep, *, within: float | None = None,
-           late: Callable[[], DbsafeError] | None = None) -> dict:
-    """Wait for a queued job to end (telling ``job_started`` its id at once, and
-    ``on_progress`` its bytes); its result, or its error raised here. A job still active
-    after ``within`` seconds is ended here as failed with the error ``late`` makes (for
-    jobs that write nothing: a check)."""
-    notify = job_started.get()
-    if notify is not None:
-        notify(job_id)
-    seen = (-1, -1)
-    every = FOLLOW_EVERY[0]
-    followed = time.monotonic()
-    give_up = None if within is None else time.monotonic() + within
-    while True:
-        if give_up is not None and late is not None and time.monotonic() > give_up:
-            error = late()
-            end_job(vault.catalog, job_id, {"state": "failed", "end_time": utcnow(),
-                                            "error_code": error.code,
-                                            "error_message": error.message})
-            give_up = None  # ended here, or it ended meanwhile: its row says which
-        row = vault.catalog.get_job(job_id)
-        if row is None:
-            raise DbsafeError("job.unknown", job_id=job_id)
-        progress = (row["bytes_done"], row["bytes_total"])
-        if on_progress is not None and progress != seen and row["state"] != "queued":
-            on_progress(*progress)
-            seen = progress
-        if row["state"] in FINAL:
-            break
-        sleep(every)
-        closely = time.monotonic() - followed < FOLLOW_CLOSELY[0]
-        every = min(every * 1.5, FOLLOW_CLOSELY[1] if closely else FOLLOW_EVERY[1])
-    if row["state"] in ("failed", "cancelled"):
-        error = DbsafeError.reported(row["error_code"] or "internal",
-                                     row["error_message"] or "the job failed")
-        if row["result"]:  # what the failed work found (a verify's, a drill's report)
-            error.report = json.loads(row["result"])
-        raise error
-    return {**json.loads(row["result"] or "{}"), "job_id": job_id}
 
 
 def add_server(vault: Vault, agent_id: str, name: str, pgdata: str, port: int,

@@ -119,6 +119,7 @@ def reap(vault: Vault, now: datetime | None = None,
                                               "error_code": error.code,
                                               "error_message": error.message}):
             log.warning("job %s: %s", job["id"], error.message)
+            vault.catalog.notify_job_update(job["id"])  # its followers: fleet/follow.py
             ended.append(job["id"])
     cutoff = now - lost_after
     for agent in vault.catalog.list_agents():
@@ -140,6 +141,7 @@ def reap(vault: Vault, now: datetime | None = None,
             if end_job(vault.catalog, job["id"], {"state": "failed", "end_time": utcnow(),
                                                   "error_code": error.code,
                                                   "error_message": error.message}):
+                vault.catalog.notify_job_update(job["id"])
                 ended.append(job["id"])
     return ended
 
