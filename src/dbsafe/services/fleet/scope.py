@@ -14,6 +14,7 @@ scope within that time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import threading
@@ -233,9 +234,12 @@ def _server_owner(vault: Vault, call: dict, result: Any) -> None:
     vault.catalog.update_server(call["name"], agent_id=call["agent_id"])
 
 
-def _job_end(vault: Vault, call: dict, result: Any) -> None:
+def _job_written(vault: Vault, call: dict, result: Any) -> None:
+    """A job's end raises its alerts here; then its followers are woken (fleet/follow.py),
+    for its progress and its end."""
     if call["fields"].get("state") in FINAL:
         job_ended(vault.catalog, call["job_id"])
+    vault.catalog.notify_job_update(call["job_id"])
 
 
 RULES: dict[str, Rule] = {
@@ -272,7 +276,7 @@ RULES: dict[str, Rule] = {
     "delete_wal_files": Rule(_cluster()),  # reconciling with the repository (logchain)
     # jobs of its servers and those queued for it: the job's end raises its alerts here
     "create_job": Rule(_new_job),
-    "update_job": Rule(_job_write, after=_job_end),
+    "update_job": Rule(_job_write, after=_job_written),
     "get_job": Rule(_job),
     "list_jobs": Rule(_list_jobs, answer=_own_rows("server")),
     # the drills it runs (a drill's row has its job's id)
@@ -391,10 +395,9 @@ def call(vault: Vault, scopes: Scopes, agent: AgentIdentity, method: str,
 def _check_fields(method: str, bound: inspect.BoundArguments) -> None:
     """Keyword fields only from the method's allowed columns; a job's state only one an
     agent may set."""
-    for name, param in inspect.signature(getattr(SqlCatalog, method)).parameters.items():
-        if param.kind is not inspect.Parameter.VAR_KEYWORD:
-            continue
-        fields = bound.arguments.get(name) or {}
+    keywords = _keywords(method)
+    if keywords is not None:
+        fields = bound.arguments.get(keywords) or {}
         extra = set(fields) - FIELDS.get(method, frozenset())
         if extra:
             raise OutOfScope(f"column(s) {', '.join(sorted(k[:40] for k in extra))}")
@@ -406,11 +409,24 @@ def _bind(method: str, args: list, kwargs: dict) -> inspect.BoundArguments | Non
     """The call's arguments by name (as the catalog method declares them); None when they
     do not fit it."""
     try:
-        bound = inspect.signature(getattr(SqlCatalog, method)).bind(None, *args, **kwargs)
+        bound = _signature(method).bind(None, *args, **kwargs)
     except (TypeError, AttributeError):
         return None
     bound.apply_defaults()
-    for name, param in inspect.signature(getattr(SqlCatalog, method)).parameters.items():
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            bound.arguments.setdefault(name, {})
+    keywords = _keywords(method)
+    if keywords is not None:
+        bound.arguments.setdefault(keywords, {})
     return bound
+
+
+@functools.cache
+def _signature(method: str) -> inspect.Signature:
+    """The catalog method's signature, read once (every call of every agent binds it)."""
+    return inspect.signature(getattr(SqlCatalog, method))
+
+
+@functools.cache
+def _keywords(method: str) -> str | None:
+    """The name of the method's ``**fields`` parameter, if it has one."""
+    return next((name for name, param in _signature(method).parameters.items()
+                 if param.kind is inspect.Parameter.VAR_KEYWORD), None)
