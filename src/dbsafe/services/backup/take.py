@@ -66,7 +66,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
                                              coexistence.our_command(vault))
     # a protected database dropped since the last discovery becomes "source gone" now,
     # instead of failing every backup until the next discovery
-    discovery.reconcile(vault, server, dbs)
+    discovery.record(vault, server, dbs)
     protected = vault.catalog.list_protected(server["instance_id"])
     listed, skip = selection.choose(dbs, databases, protected, type, name)
     held = [d["name"] for d in listed if d["included"]]

@@ -106,11 +106,20 @@ def refresh(vault: Vault, name: str, now: datetime | None = None) -> dict:
 def reconcile(vault: Vault, server: dict, dbs: list[dict],
               now: datetime | None = None) -> dict:
     """Reconcile the items of ``server`` with ``dbs`` (engines/postgres/discover.databases,
-    just read) and record ``dbs`` as the instance's databases.
-
-    A backup that has just read the databases may call this instead of ``refresh``.
-    """
+    just read), record ``dbs`` as the instance's databases, and describe them."""
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    found = record(vault, server, dbs, stamp)
+    items = {i["name"]: i for i in vault.catalog.list_items(server["instance_id"])}
+    return {"discovered": stamp,
+            "databases": [_describe(d, items.get(d["name"])) for d in dbs], **found}
+
+
+def record(vault: Vault, server: dict, dbs: list[dict], stamp: str | None = None) -> dict:
+    """``reconcile`` without the description: what a backup that has just read the
+    databases calls (it needs the items right, not described; on an agent every catalog
+    read is a call to the control plane). Returns the databases new, gone and renamed,
+    those auto-protected, and the warnings."""
+    stamp = stamp or datetime.now(UTC).isoformat(timespec="seconds")
     iid = server["instance_id"]
     catalog = vault.catalog
     previous = {d["oid"]: d for d in catalog.list_databases(iid)}
@@ -119,13 +128,16 @@ def reconcile(vault: Vault, server: dict, dbs: list[dict],
     renamed = {d["name"]: previous[d["oid"]]["name"] for d in dbs
                if d["oid"] in previous and previous[d["oid"]]["name"] != d["name"]}
     gone = []
-    for item in catalog.list_items(iid):
+    items = catalog.list_items(iid)
+    written = False  # whether ``items`` is still what the catalog holds
+    for item in items:
         if item["state"] not in ACTIVE:
             continue
         db = by_name.get(item["name"])
         if db is not None and item["oid"] in (None, db["oid"]):
             if item["oid"] is None:  # protected before oids were kept: adopt it
                 catalog.set_item(iid, item["name"], oid=db["oid"])
+                written = True
             continue
         moved = by_oid.get(item["oid"])
         if moved is not None:
@@ -134,30 +146,33 @@ def reconcile(vault: Vault, server: dict, dbs: list[dict],
         else:
             reason = f"dropped on the server (noticed {stamp})"
         catalog.set_item(iid, item["name"], state="source-gone", state_reason=reason)
+        written = True
         gone.append(item["name"])
     new = sorted({d["name"] for d in dbs if d["oid"] not in previous} | set(renamed))
     catalog.replace_databases(iid, dbs)
     catalog.update_instance(iid, discovered=stamp)
-    auto_protected, warnings = _auto_protect(vault, server, dbs)
-    warnings += _large_items(vault, server, by_name)
-    items = {i["name"]: i for i in catalog.list_items(iid)}
-    return {"discovered": stamp,
-            "databases": [_describe(d, items.get(d["name"])) for d in dbs],
-            "new": new, "gone": sorted(gone),
+    auto_protected, warnings = _auto_protect(vault, server, dbs, None if written else items)
+    warnings += _large_items(vault, server, by_name,
+                             None if written or auto_protected else items)
+    return {"new": new, "gone": sorted(gone),
             "renamed": [{"from": old, "to": to} for to, old in sorted(renamed.items())],
             "auto_protected": auto_protected, "warnings": warnings}
 
 
-def _auto_protect(vault: Vault, server: dict, dbs: list[dict]) -> tuple[list[str], list[str]]:
+def _auto_protect(vault: Vault, server: dict, dbs: list[dict],
+                  items_read: list[dict] | None = None) -> tuple[list[str], list[str]]:
     """Protect every protectable database without an item (or whose item is gone) with the
     instance's auto-protection policy, as far as the limits allow (``limits.room``: the
     part of ``limits.check_protect`` that auto-protection, bound by no per-request limit,
-    needs; the size warnings come from ``_large_items``)."""
+    needs; the size warnings come from ``_large_items``). ``items_read``: the instance's
+    items, when the caller has them as the catalog holds them now (else they are read)."""
     iid = server["instance_id"]
-    policy = (vault.catalog.get_instance(iid) or {}).get("auto_protect_policy")
+    policy = server["auto_protect_policy"] if "auto_protect_policy" in server else \
+        (vault.catalog.get_instance(iid) or {}).get("auto_protect_policy")
     if not policy:
         return [], []
-    items = {i["name"]: i for i in vault.catalog.list_items(iid)}
+    items = {i["name"]: i for i in (items_read if items_read is not None
+                                    else vault.catalog.list_items(iid))}
     wanted = [d["name"] for d in dbs if protectability(d)[0]
               and (d["name"] not in items or items[d["name"]]["state"] == "source-gone")]
     room = limits.room(vault, server)
@@ -177,11 +192,14 @@ def _auto_protect(vault: Vault, server: dict, dbs: list[dict]) -> tuple[list[str
     return take, warnings
 
 
-def _large_items(vault: Vault, server: dict, by_name: dict[str, dict]) -> list[str]:
+def _large_items(vault: Vault, server: dict, by_name: dict[str, dict],
+                 items_read: list[dict] | None = None) -> list[str]:
     """Put the large-database warning on active items above the size limit that have no
-    warning yet (just auto-protected, or grown since); return the warnings set."""
+    warning yet (just auto-protected, or grown since); return the warnings set.
+    ``items_read`` as for ``_auto_protect``."""
     found = []
-    for item in vault.catalog.list_items(server["instance_id"]):
+    for item in (items_read if items_read is not None
+                 else vault.catalog.list_items(server["instance_id"])):
         db = by_name.get(item["name"])
         if (item["state"] in ACTIVE and item["warning"] is None and db is not None
                 and db["size_bytes"] > limits.MAX_DATABASE_BYTES):
