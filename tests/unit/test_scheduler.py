@@ -124,6 +124,40 @@ def test_runner_holds_the_per_server_limit_and_queues_the_rest():
     assert runner.max_seen == {"a": 2, "b": 1}
 
 
+def test_runs_of_agents_hosts_are_limited_per_host_not_by_the_total():
+    """An agent's run is only followed here: ``total`` holds this host's runs, ``per_host``
+    each agent's host's (a fleet's scheduled runs used to wait for one another)."""
+    release = threading.Event()
+    started: list[Work] = []
+    lock = threading.Lock()
+
+    def execute(work: Work) -> None:
+        with lock:
+            started.append(work)
+        release.wait(10)
+
+    hosts = {"here1": None, "here2": None, "x1": "agent-x", "x2": "agent-x", "x3": "agent-x",
+             "y1": "agent-y"}
+    runner = Runner(execute, per_server=3, total=1, host_of=hosts.__getitem__, per_host=2)
+    slot = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+    works = [Work(name, n, "p", "full", slot) for n, name in enumerate(hosts, 1)]
+    for w in works:
+        runner.submit(w)
+    for _ in range(100):
+        if len(started) == 4:
+            break
+        threading.Event().wait(0.02)
+    assert sorted(w.server for w in started) == ["here1", "x1", "x2", "y1"]
+    assert [w.server for w in runner.queued()] == ["here2", "x3"]
+    release.set()  # the queued ones start as the others end
+    for _ in range(500):
+        if len(started) == len(hosts):
+            break
+        threading.Event().wait(0.02)
+    assert runner.join(10)
+    assert sorted(w.server for w in started) == sorted(hosts)
+
+
 def test_a_slot_names_its_agents_job_while_it_runs(tmp_path):
     """A scheduled run queued for an agent goes on while the control plane restarts: from
     the moment it is queued its slot names its job, so a scheduler started meanwhile finds

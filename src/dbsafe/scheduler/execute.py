@@ -5,14 +5,19 @@ job could start (the server is down) is recorded as a failed job all the same, s
 is raised; the steps after a backup record their own failures (scheduler/steps.py).
 
 Each run opens the vault afresh: the block index it deduplicates against is then read after
-any garbage collection that ran since (a long-lived index could point at swept packs).
+any garbage collection that ran since (a long-lived index could point at swept packs). A run
+an agent does (its server's host has one) uses the scheduler's catalog: this process only
+follows the agent's job, and a catalog of its own per run held two connections for nothing
+(40 runs at once took 97 of PostgreSQL's 100).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.stamps import utcnow
 from dbsafe.scheduler.clock import Clock
@@ -30,19 +35,26 @@ BUSY_CODES = ("backup.already_running", "drill.already_running")
 
 
 class Executor:
-    def __init__(self, vault_path: Path, clock: Clock) -> None:
+    def __init__(self, vault_path: Path, clock: Clock, catalog: Catalog | None = None,
+                 host_of: Callable[[str], str | None] = lambda server: None) -> None:
+        """``catalog``: the scheduler's, for the runs of agents' servers (``host_of``)."""
         self.vault_path = vault_path
         self.clock = clock
+        self.catalog = catalog
+        self.host_of = host_of
 
     def __call__(self, work: Work) -> None:
-        vault = Vault.open(self.vault_path)
+        shared = self.catalog if self.catalog is not None and \
+            self.host_of(work.server) is not None else None
+        vault = Vault.open(self.vault_path, catalog=shared)
         try:
             if work.kind == "drill":
                 self._drill(vault, work)
             else:
                 self._backup(vault, work)
         finally:
-            vault.catalog.close()
+            if shared is None:
+                vault.catalog.close()
 
     def _backup(self, vault: Vault, work: Work) -> None:
         from dbsafe.services import backup, fleet

@@ -26,7 +26,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.scheduler.clock import Clock, SystemClock
 from dbsafe.scheduler.due import Work, due_work
 from dbsafe.scheduler.execute import Executor
-from dbsafe.scheduler.runner import DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
+from dbsafe.scheduler.runner import DEFAULT_PER_HOST, DEFAULT_PER_SERVER, DEFAULT_TOTAL, Runner
 from dbsafe.scheduler.steps import run_step
 from dbsafe.services import fleet
 from dbsafe.services.handle import Vault
@@ -40,6 +40,7 @@ TICK_SECONDS = 5.0
 class Scheduler:
     def __init__(self, vault_path: Path, clock: Clock | None = None, *,
                  per_server: int = DEFAULT_PER_SERVER, total: int = DEFAULT_TOTAL,
+                 per_host: int = DEFAULT_PER_HOST,
                  tick_seconds: float = TICK_SECONDS, discover_every: timedelta = DISCOVER_EVERY,
                  health_every: timedelta = HEALTH_EVERY, supervise_agent: bool = True,
                  agent_lost_after: timedelta = fleet.LOST_AFTER) -> None:
@@ -51,8 +52,10 @@ class Scheduler:
         self.health_every = health_every
         self.supervise_agent = supervise_agent
         self.agent_lost_after = agent_lost_after
-        self.runner = Runner(Executor(self.vault_path, self.clock), per_server, total,
-                             limit_of=self._server_limit)
+        self.runner = Runner(Executor(self.vault_path, self.clock, self.vault.catalog,
+                                      self._host_of), per_server, total,
+                             limit_of=self._server_limit, host_of=self._host_of,
+                             per_host=per_host)
         self._last_health: datetime | None = None
         self._lock_fd: int | None = None
         self._catalog_lock: contextlib.ExitStack | None = None
@@ -164,6 +167,11 @@ class Scheduler:
     def _server_limit(self, server: str) -> int | None:
         row = self.vault.catalog.get_server(server)
         return row["max_concurrent"] if row else None
+
+    def _host_of(self, server: str) -> str | None:
+        """The agent whose host runs ``server``'s work (None: this host's)."""
+        row = self.vault.catalog.get_server(server)
+        return row.get("agent_id") if row else None
 
     def _supervise_agent(self) -> None:
         """serve keeps the WAL agent alive: after a reboot or a crash it is started again

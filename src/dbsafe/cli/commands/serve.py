@@ -38,7 +38,13 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
                                               "`dbsafe server set NAME --max-concurrent N` "
                                               "overrides it per server."),
           total: int = typer.Option(4, "--max-total", min=bounds.RUNS_AT_A_TIME[0],
-                                    max=bounds.RUNS_AT_A_TIME[1], help="Runs at a time in all."),
+                                    max=bounds.RUNS_AT_A_TIME[1],
+                                    help="Runs at a time on this host."),
+          per_host: int = typer.Option(4, "--max-per-host", min=bounds.RUNS_AT_A_TIME[0],
+                                       max=bounds.RUNS_AT_A_TIME[1],
+                                       help="Scheduled runs at a time on each agent's host "
+                                            "(its agent runs them; this host only follows "
+                                            "them, and they do not count in --max-total)."),
           discover_hours: float = typer.Option(8.0, "--discover-every", min=0, max=8760,
                                                help="Hours between discoveries."),
           tick: float = typer.Option(5.0, "--tick", min=0.01, max=3600,
@@ -101,7 +107,8 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
     vault = open_vault()
     vault.check_usable()  # a rewritten config refused at open, an index moved aside here
     resident_logging(json_lines=render.state.json)
-    scheduler = Scheduler(vault.path, per_server=per_server, total=total, tick_seconds=tick,
+    scheduler = Scheduler(vault.path, per_server=per_server, total=total, per_host=per_host,
+                          tick_seconds=tick,
                           discover_every=timedelta(hours=discover_hours),
                           agent_lost_after=timedelta(seconds=agent_lost_after))
     if once:
