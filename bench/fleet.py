@@ -651,10 +651,43 @@ def local_calls(trace: Path) -> dict:
             "by_call": {k: {"n": n, "ms": round(ms[k], 1)} for k, n in calls.most_common()}}
 
 
+def call_round_trips(fleet: Fleet, agent: Agent, n: int = 300) -> dict:
+    """One catalog read made ``n`` times by this process: with agent 0's credential through
+    the agents' API (what each of an agent's catalog calls costs), and straight on the
+    catalog (what the same read costs a command run here): p50 / p90 in ms."""
+    from dbsafe.agent import enrolment
+
+    control = enrolment.load(agent.home).control()
+    instance = fleet.vault.catalog.get_server(agent.server)["instance_id"]
+    calls = {
+        "get_server": (lambda: control.catalog("get_server", [agent.server], {}),
+                       lambda: fleet.vault.catalog.get_server(agent.server)),
+        "list_items": (lambda: control.catalog("list_items", [instance], {}),
+                       lambda: fleet.vault.catalog.list_items(instance)),
+    }
+    out: dict = {}
+    try:
+        for name, (remote, here) in calls.items():
+            for arm, fn in (("agents_api", remote), ("catalog", here)):
+                fn()  # the connection, the scope's cache
+                ms = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    fn()
+                    ms.append((time.perf_counter() - t) * 1000)
+                out[f"{name}_{arm}"] = {"p50": round(percentile(ms, 50), 2),
+                                        "p90": round(percentile(ms, 90), 2)}
+    finally:
+        control.close()
+    return out
+
+
 def backups(fleet: Fleet, source: Cluster, stmts: StatementLog, stats: CatalogStats,
             repeat: int) -> dict:
     agent = fleet.agents[0]
     busy0, t0 = machine_busy(), time.perf_counter()
+    round_trips = call_round_trips(fleet, agent)
+    log(f"backup: one catalog call, through the agents' API / here: {round_trips}")
     log("backup: untimed warm-up, local then through agent 0")
     warm = [timed_backup(fleet, "local", stmts, stats, agent),
             timed_backup(fleet, agent.server, stmts, stats, agent)]
@@ -690,6 +723,7 @@ def backups(fleet: Fleet, source: Cluster, stmts: StatementLog, stats: CatalogSt
         "agent_calls_counts": [r["agent_calls"]["calls"] for r in runs["agent"]],
         "agent_calls_ms": [r["agent_calls"]["ms"] for r in runs["agent"]],
         "local_catalog_calls": local_calls(traced) | {"wall_s": traced_run["wall_s"]},
+        "call_round_trips_ms": round_trips,
         "warm_up": warm, "runs": runs,
     }
 
@@ -940,6 +974,8 @@ def print_table(res: dict) -> None:
         print(f"   agent's calls to the control plane per backup: {c['calls']} "
               f"({c['ms']:.0f} ms); local catalog calls: "
               f"{b['local_catalog_calls']['calls']} ({b['local_catalog_calls']['ms']:.0f} ms)")
+        for name, t in b.get("call_round_trips_ms", {}).items():
+            print(f"   one {name} call: p50 {t['p50']} ms, p90 {t['p90']} ms")
     for kind in ("postgresql", "sqlite"):
         i = res.get(kind, {}).get("idle")
         if not i:
