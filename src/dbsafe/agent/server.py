@@ -17,13 +17,12 @@ preference names for log backups stores; a push from another node is acknowledge
 vault holds that file with equal content (``Archiver._defer``), so no node drops WAL the
 vault does not have.
 
-The spool (agent/spool.py): a file the repository has not stored after ``spool_after``
-seconds, or any file while the repository failed within the last ``AWAY_FOR`` seconds
-(unreachable, failing after its retries), is kept durably in the host's bounded spool and
-acknowledged, so that ``pg_wal`` does not fill up; ``drain`` copies spooled files into the
-repository as soon as it answers, and raises and resolves the alerts ``wal_spooled`` and
-``wal_spool_filling``. A file the spool has no room for waits for the repository, as
-without a spool.
+The spool (agent/spool.py, agent/spooling.py): a file the repository has not stored after
+``spool_after`` seconds, or any file while the repository is away (it failed within the
+last few seconds: unreachable, failing after its retries), is kept durably in the host's
+bounded spool and acknowledged, so that ``pg_wal`` does not fill up; the spool is drained
+into the repository as soon as it answers. A file the spool has no room for waits for the
+repository, as without a spool.
 
 Who may talk to it: the socket (0660) and its run folder (0750) belong to root and the
 group of the clusters' owners (engines/postgres/agent_process.py), and a push is accepted
@@ -42,7 +41,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import signal
 import socket
 import socketserver
@@ -62,18 +60,16 @@ from dbsafe.agent.daemon import (
     socket_group,
 )
 from dbsafe.agent.spool import WalSpool
+from dbsafe.agent.spooling import UNREACHABLE, SpoolKeeper
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.sdk_logging import resident_logging
-from dbsafe.core.units import size_text
 from dbsafe.engines.postgres import wal
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
 from dbsafe.services.logchain import (
     already_held,
-    archive_wal_bytes,
     archive_wal_file,
     content_checksum,
-    read_wal_file,
 )
 
 READ_AHEAD = 8
@@ -88,9 +84,6 @@ DEFER_WAIT = 10.0    # seconds a deferred push waits for the log node to archive
 DEFER_POLL = 0.25
 SPOOL_AFTER = 60.0   # seconds a push waits for the repository before the spool takes it
 SPOOL_MAX_MIB = 4096  # the spool's default bound
-AWAY_FOR = 10.0      # seconds pushes go straight to the spool after the repository failed
-DRAIN_EVERY = 2.0    # seconds between two looks at the spool
-UNREACHABLE = ("storage.unreachable", "storage.request_failed")  # the repository, not the file
 log = logging.getLogger("dbsafe.agent")
 
 
@@ -100,10 +93,9 @@ class Archiver:
     def __init__(self, vault: Vault, spool: WalSpool | None = None,
                  spool_after: float = SPOOL_AFTER) -> None:
         self.vault = vault
-        self.spool = spool
         self.spool_after = spool_after
-        self._away_until = 0.0  # monotonic: until then the repository counts as away
-        self.spooled = 0
+        self.keeper = SpoolKeeper(vault, spool, self._level) \
+            if spool is not None and spool.enabled else None
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dbsafe-archive")
         self._lock = threading.Lock()
         self._running: dict[str, Future] = {}
@@ -157,23 +149,24 @@ class Archiver:
         if server.get("replica_set") and self._log_node(server) != server["name"]:
             self._defer(server, path, name)
             return
-        if self._away() and self._spool_file(server, path, name):
+        keeper = self.keeper
+        if keeper is not None and keeper.away() and keeper.keep(server, path, name):
             return
         fut = self._submit(server, path, name)
         self._read_ahead(server, path)
-        spooling = self.spool is not None and self.spool.enabled
         try:
-            fut.result(timeout=self.spool_after if spooling else None)
+            fut.result(timeout=self.spool_after if keeper is not None else None)
         except FutureTimeout:  # the repository is too slow to answer: spool the file
+            assert keeper is not None
             fut.add_done_callback(lambda done: self._forget(path, done))
-            self._set_away()
-            if not self._spool_file(server, path, name):
+            keeper.set_away()
+            if not keeper.keep(server, path, name):
                 fut.result()  # no room in the spool: wait for the repository
         except DbsafeError as exc:
-            if exc.code not in UNREACHABLE or not spooling:
+            if exc.code not in UNREACHABLE or keeper is None:
                 raise
-            self._set_away()
-            if not self._spool_file(server, path, name):
+            keeper.set_away()
+            if not keeper.keep(server, path, name):
                 raise
         finally:
             self._forget(path, fut)
@@ -182,104 +175,6 @@ class Archiver:
         with self._lock:
             if self._running.get(path) is fut and fut.done():
                 del self._running[path]
-
-    # the spool (agent/spool.py) -------------------------------------------------------
-    def _away(self) -> bool:
-        return self.spool is not None and self.spool.enabled and \
-            time.monotonic() < self._away_until
-
-    def _set_away(self) -> None:
-        self._away_until = time.monotonic() + AWAY_FOR
-
-    def _spool_file(self, server: dict, path: str, name: str) -> bool:
-        """Keep the file in the spool (True), or say the spool is full (False)."""
-        assert self.spool is not None
-        data, st = read_wal_file(server, Path(path), name)
-        kept = self.spool.put(server["instance_id"], name, data, st.st_mtime)
-        if kept:
-            with self._lock:
-                self.spooled += 1
-            log.warning("the repository did not answer: WAL file %s of %s kept in the "
-                        "spool (%s of %s)", name, server["name"], size_text(self.spool.used()),
-                        size_text(self.spool.max_bytes))
-            self._alert(activity.WAL_SPOOLED, server["name"],
-                        f"the repository could not be reached: WAL files of {server['name']} "
-                        f"are kept in the spool of host {platform.node()} "
-                        f"({self.spool.folder}) until it answers; the instants they cover "
-                        "cannot be restored until then")
-        if not kept or self.spool.filling():
-            state = "is full: PostgreSQL keeps its WAL in pg_wal again" if not kept else \
-                "fills up"
-            self._alert(activity.WAL_SPOOL_FILLING, server["name"],
-                        f"the WAL spool of host {platform.node()} {state} "
-                        f"({size_text(self.spool.used())} of "
-                        f"{size_text(self.spool.max_bytes)}): make the repository reachable, "
-                        "or give the spool room (`dbsafe agent run --spool-max-mib`)")
-        return kept
-
-    def _alert(self, kind: str, server: str, message: str) -> None:
-        try:
-            activity.raise_alert(self.vault.catalog, kind, activity.KINDS[kind], message,
-                               server=server, item=platform.node())
-        except Exception as exc:  # noqa: BLE001 - the file is safe; the alert comes later
-            log.warning("could not raise %s for %s: %s", kind, server, exc)
-
-    def drain(self) -> int:
-        """Copy spooled files into the repository, oldest first, until it fails; resolve
-        the alerts of the servers left with nothing spooled. Returns the files copied."""
-        if self.spool is None or not self.spool.enabled or self._away():
-            return 0
-        pending = self.spool.pending()
-        if not pending:
-            return 0
-        servers = {s["instance_id"]: s for s in self.vault.catalog.list_servers()}
-        copied = 0
-        for item in pending:
-            server = servers.get(item.instance_id)
-            if server is None:  # removed from the vault meanwhile: kept, and said
-                log.error("spooled WAL file %s belongs to no registered server (instance "
-                          "%d); it stays in %s", item.name, item.instance_id, item.path)
-                continue
-            try:
-                data, mtime = self.spool.read(item)
-                archive_wal_bytes(self.vault, server, item.name, data, mtime,
-                                  self._level(server))
-            except DbsafeError as exc:
-                if exc.code in UNREACHABLE:
-                    self._set_away()
-                    break
-                log.error("spooled WAL file %s of %s: %s; it stays in %s", item.name,
-                          server["name"], exc.message, item.path)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the rest
-                log.error("spooled WAL file %s of %s: %s; it stays in %s", item.name,
-                          server["name"], exc, item.path)
-                continue
-            self.spool.remove(item)
-            copied += 1
-        left = {s.instance_id for s in self.spool.pending()}
-        for instance_id in {i.instance_id for i in pending} - left:
-            self._resolve(activity.WAL_SPOOLED, servers[instance_id]["name"])
-        if copied:
-            log.info("%d spooled WAL files copied into the repository", copied)
-        if not self.spool.filling():
-            for instance_id in {i.instance_id for i in pending if i.instance_id in servers}:
-                self._resolve(activity.WAL_SPOOL_FILLING, servers[instance_id]["name"])
-        return copied
-
-    def drain_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(DRAIN_EVERY):
-            try:
-                self.drain()
-            except Exception:  # noqa: BLE001 - the next look tries again
-                log.exception("draining the WAL spool failed")
-
-    def _resolve(self, kind: str, server: str) -> None:
-        try:
-            activity.resolve_alerts(self.vault.catalog, kind, server=server,
-                                  item=platform.node())
-        except Exception as exc:  # noqa: BLE001 - resolved at the next drain
-            log.warning("could not resolve %s for %s: %s", kind, server, exc)
 
     def _refreshed(self, server: dict) -> dict:
         """The server's catalog row again: it may have joined or left a replica set since
@@ -363,9 +258,9 @@ class Archiver:
             counters: dict[str, object] = {
                 "ok": True, "pid": os.getpid(), "archived": self.archived,
                 "failures": self.failures, "in_progress": len(self._running),
-                "last_error": self.last_error, "spooled": self.spooled}
-        if self.spool is not None:
-            counters["spool"] = self.spool.status()
+                "last_error": self.last_error}
+        counters.update(self.keeper.status() if self.keeper is not None
+                        else {"spooled": 0, "spool": None})
         return counters
 
 
@@ -490,8 +385,9 @@ def open_socket(vault: Vault, spool_max_mib: int = SPOOL_MAX_MIB,
                         spool_after)
     server = serve(paths, archiver)
     paths.pid_file.write_text(f"{os.getpid()}\n")
-    threading.Thread(target=archiver.drain_forever, args=(server.stopped,),
-                     name="wal-spool", daemon=True).start()
+    if archiver.keeper is not None:
+        threading.Thread(target=archiver.keeper.drain_forever, args=(server.stopped,),
+                         name="wal-spool", daemon=True).start()
     return server, paths
 
 

@@ -6,7 +6,7 @@ Why acknowledging a spooled file is sound: a file PostgreSQL cannot archive stay
 flushed (``fsync`` of the file and of its folder) before the archive command is answered.
 Its only copy is local in both cases; what changes is that the spool is bounded and
 compressed and outside ``pg_wal``. The agent copies spooled files into the repository as
-soon as it answers again (agent/server.py, ``Archiver.drain``); until then the instants
+soon as it answers again (agent/spooling.py, ``SpoolKeeper.drain``); until then the instants
 they cover cannot be restored, and the chain says so (a log backup waits for them). With
 ``--spool-max-mib 0`` there is no spool: a file is acknowledged only once the repository
 holds it, and PostgreSQL keeps it meanwhile.
