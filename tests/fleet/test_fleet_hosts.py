@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ from conftest import PG_BIN, free_port, make_area, remove_area, run_cli
 from replicas import basebackup_argv, wait_streaming
 from servers.moto import S3_ENV, MotoServer
 from servers.processes import stop_server
+
+from dbsafe.catalog.base import parse_time
+from dbsafe.services.handle import Vault
 
 from .hosts import Fleet, HostPg, SimulatedHost, wait_until
 
@@ -383,6 +387,18 @@ def test_replica_set_across_hosts(fleet: Fleet, control_plane: ControlPlane):
     assert protected["archiving_active"], protected
     assert s1.scalar("SHOW archive_command").startswith("/var/lib/dbsafe/agent-")
     assert s1.scalar("SHOW archive_mode") == "always"
+    # restarted, the standby streams again once its WAL receiver reconnects (up to
+    # wal_retrieve_retry_interval, 5 s), and its agent says so at its next look (every
+    # 5 s): a copy-only backup decided before that rightly goes to the primary (a run
+    # failed so)
+    wait_streaming(s1)
+    streaming = datetime.now(UTC)
+    catalog = Vault.records(cp.vault)
+    try:
+        wait_until(lambda: parse_time(catalog.get_node_report("s1")["reported"]) > streaming,
+                   60, "its agent's report of the standby streaming")
+    finally:
+        catalog.close()
 
     full = cp.ok("backup", "rs", "--type", "full")
     assert cp.ok("job", "show", full["job_id"])["host"] == "a" and full["node"] == "p1"
