@@ -12,6 +12,12 @@
  * not its LSN (a recycled segment's old contents) or a zero length ends the valid WAL.
  * Written in C because no maintained Python library parses WAL, and a scan per archived
  * segment must cost milliseconds without holding the GIL.
+ *
+ * block_references() reads the same records' block headers (XLogRecordBlockHeader, the
+ * image header, the relation, the block number; DecodeXLogRecord in xlogreader.c) for the
+ * change maps of WAL-tracked differentials (docs/change-map.md). The image header's flags
+ * moved in PostgreSQL 15 (compression methods): the page magic says which layout a segment
+ * has.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +38,12 @@
 #define XACT_OPMASK 0x70
 #define MAX_RESTORE_POINTS 256
 #define MAXALIGN(x) (((x) + 7) & ~((uint64_t)7))
+#define MAX_BLOCK_ID 32          /* XLR_MAX_BLOCK_ID */
+#define MAGIC_PG15 0xD110        /* XLOG_PAGE_MAGIC of PostgreSQL 15, the first new layout */
+#define RM_SMGR_ID 2
+#define RM_DBASE_ID 4
+#define RM_TBLSPC_ID 5
+#define REF_SIZE 28              /* lsn 8, spc 4, db 4, rel 4, fork 4, block 4 */
 
 static uint32_t u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -75,12 +87,14 @@ typedef struct {
     char point_name[MAX_RESTORE_POINTS][65];
 } ScanResult;
 
-static void scan(const unsigned char *buf, size_t len, uint64_t seg_lsn, unsigned char *stream,
-                 ScanResult *r)
+/* Join the valid pages' payloads into ``stream``; the number of pages joined, the stream's
+ * length and the length of the record continued from the previous segment. */
+static size_t join_pages(const unsigned char *buf, size_t len, uint64_t seg_lsn,
+                         unsigned char *stream, size_t *used, uint64_t *first_rem)
 {
-    size_t pages = len / WAL_PAGE, used = 0, npages = 0;
-    uint64_t first_rem = 0;
-    r->end_lsn = seg_lsn;
+    size_t pages = len / WAL_PAGE, npages = 0;
+    *used = 0;
+    *first_rem = 0;
     for (size_t i = 0; i < pages; i++) {
         const unsigned char *page = buf + i * WAL_PAGE;
         uint16_t info = u16(page + 2);
@@ -88,11 +102,21 @@ static void scan(const unsigned char *buf, size_t len, uint64_t seg_lsn, unsigne
             break;
         size_t hdr = (info & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
         if (i == 0 && (info & XLP_FIRST_IS_CONTRECORD))
-            first_rem = u32(page + 16);
+            *first_rem = u32(page + 16);
         npages++;
-        memcpy(stream + used, page + hdr, WAL_PAGE - hdr);
-        used += WAL_PAGE - hdr;
+        memcpy(stream + *used, page + hdr, WAL_PAGE - hdr);
+        *used += WAL_PAGE - hdr;
     }
+    return npages;
+}
+
+static void scan(const unsigned char *buf, size_t len, uint64_t seg_lsn, unsigned char *stream,
+                 ScanResult *r)
+{
+    size_t used, npages;
+    uint64_t first_rem;
+    r->end_lsn = seg_lsn;
+    npages = join_pages(buf, len, seg_lsn, stream, &used, &first_rem);
     if (npages == 0)
         return;
     size_t hdr0 = (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
@@ -188,9 +212,207 @@ static PyObject *scan_segment(PyObject *self, PyObject *args)
     return result;
 }
 
+
+/* ---- block references (docs/change-map.md) ---------------------------------------------- */
+
+typedef struct {
+    unsigned char *refs;          /* REF_SIZE bytes each */
+    size_t n, cap;
+    int failed;                   /* out of memory */
+} Refs;
+
+static void add_ref(Refs *r, uint64_t lsn, uint32_t spc, uint32_t db, uint32_t rel,
+                    uint32_t fork, uint32_t blk)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 4096;
+        unsigned char *grown = realloc(r->refs, cap * REF_SIZE);
+        if (!grown) { r->failed = 1; return; }
+        r->refs = grown;
+        r->cap = cap;
+    }
+    unsigned char *p = r->refs + r->n++ * REF_SIZE;
+    memcpy(p, &lsn, 8); memcpy(p + 8, &spc, 4); memcpy(p + 12, &db, 4);
+    memcpy(p + 16, &rel, 4); memcpy(p + 20, &fork, 4); memcpy(p + 24, &blk, 4);
+}
+
+/* Append a record's block references; its main data's length in *main_len. -1 when its
+ * headers do not add up (DecodeXLogRecord's checks): nothing is appended then. */
+static int decode_blocks(const unsigned char *rec, uint32_t tot_len, int new_layout,
+                         uint64_t lsn, Refs *out, uint32_t *main_len)
+{
+    uint32_t p = RECORD_HEADER, spc = 0, db = 0, rel = 0;
+    uint64_t datatotal = 0;
+    int have_rel = 0, last_id = -1;
+    uint32_t found[MAX_BLOCK_ID + 1][5];
+    int n = 0;
+    *main_len = 0;
+    while (tot_len - p > datatotal) {
+        unsigned char id = rec[p];
+        if (id == 255) {                       /* XLR_BLOCK_ID_DATA_SHORT */
+            if (p + 2 > tot_len) return -1;
+            *main_len = rec[p + 1];
+            p += 2;
+            datatotal += *main_len;
+            break;
+        }
+        if (id == 254) {                       /* XLR_BLOCK_ID_DATA_LONG */
+            if (p + 5 > tot_len) return -1;
+            *main_len = u32(rec + p + 1);
+            p += 5;
+            datatotal += *main_len;
+            break;
+        }
+        if (id == 253 || id == 252) {          /* XLR_BLOCK_ID_ORIGIN, _TOPLEVEL_XID */
+            uint32_t size = id == 253 ? 3 : 5;
+            if (p + size > tot_len) return -1;
+            p += size;
+            continue;
+        }
+        if (id > MAX_BLOCK_ID || (int)id <= last_id)
+            return -1;
+        last_id = id;
+        if (p + 4 > tot_len) return -1;
+        unsigned char flags = rec[p + 1];
+        datatotal += u16(rec + p + 2);
+        p += 4;
+        if (flags & 0x10) {                    /* BKPBLOCK_HAS_IMAGE */
+            if (p + 5 > tot_len) return -1;
+            uint16_t image_len = u16(rec + p);
+            unsigned char info = rec[p + 4];
+            int compressed = new_layout ? (info & 0x1C) != 0 : (info & 0x02) != 0;
+            p += 5;
+            if (compressed && (info & 0x01))   /* a hole: its length follows */
+                p += 2;
+            datatotal += image_len;
+        }
+        if (!(flags & 0x80)) {                 /* not BKPBLOCK_SAME_REL: the relation */
+            if (p + 12 > tot_len) return -1;
+            spc = u32(rec + p); db = u32(rec + p + 4); rel = u32(rec + p + 8);
+            p += 12;
+            have_rel = 1;
+        } else if (!have_rel) {
+            return -1;
+        }
+        if (p + 4 > tot_len) return -1;
+        found[n][0] = spc; found[n][1] = db; found[n][2] = rel;
+        found[n][3] = flags & 0x0F; found[n][4] = u32(rec + p);
+        n++;
+        p += 4;
+    }
+    if ((uint64_t)(tot_len - p) != datatotal)
+        return -1;
+    for (int i = 0; i < n; i++)
+        add_ref(out, lsn, found[i][0], found[i][1], found[i][2], found[i][3], found[i][4]);
+    return 0;
+}
+
+typedef struct {
+    uint64_t end_lsn;
+    uint64_t unfinished_lsn;      /* a record that goes on in the next segment (0: none) */
+    uint64_t continued;           /* bytes of a record begun in the previous segment */
+    long records, undecoded;
+    int switched;
+} RefScan;
+
+/* Whether a record's main data is wanted (the files it creates, cuts or drops). */
+static int wanted(unsigned char rmid, unsigned char info)
+{
+    if (rmid == RM_SMGR_ID || rmid == RM_DBASE_ID || rmid == RM_TBLSPC_ID)
+        return 1;
+    if (rmid == RM_XACT_ID) {
+        unsigned char op = info & XACT_OPMASK;
+        return op == 0x00 || op == 0x20 || op == 0x30 || op == 0x40;
+    }
+    return 0;
+}
+
+static PyObject *block_references(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long long seg_lsn;
+    if (!PyArg_ParseTuple(args, "y*K", &view, &seg_lsn))
+        return NULL;
+    size_t len = (size_t)view.len, used = 0, npages = 0;
+    uint64_t first_rem = 0;
+    const unsigned char *buf = view.buf;
+    unsigned char *stream = malloc(len ? len : 1);
+    Refs refs = {0};
+    RefScan r = {0};
+    PyObject *records = PyList_New(0);
+    if (!stream || !records) {
+        free(stream);
+        Py_XDECREF(records);
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    int new_layout = len >= WAL_PAGE && u16(buf) >= MAGIC_PG15;
+    r.end_lsn = seg_lsn;
+    npages = join_pages(buf, len, seg_lsn, stream, &used, &first_rem);
+    size_t hdr0 = npages && (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
+    uint64_t pos = MAXALIGN(first_rem);
+    r.continued = first_rem;
+    int error = 0;
+    while (npages && pos + RECORD_HEADER <= used) {
+        const unsigned char *rec = stream + pos;
+        uint32_t tot_len = u32(rec);
+        if (tot_len < RECORD_HEADER)
+            break;
+        uint64_t lsn = stream_lsn(pos, seg_lsn, hdr0);
+        if (pos + tot_len > used) {
+            r.unfinished_lsn = lsn;
+            break;
+        }
+        unsigned char info = rec[16], rmid = rec[17];
+        uint32_t main_len = 0;
+        r.records++;
+        if (decode_blocks(rec, tot_len, new_layout, lsn, &refs, &main_len) < 0) {
+            r.undecoded++;
+        } else if (wanted(rmid, info)) {
+            PyObject *item = Py_BuildValue("(KBBy#)", (unsigned long long)lsn, rmid, info,
+                                           rec + tot_len - main_len, (Py_ssize_t)main_len);
+            if (!item || PyList_Append(records, item) < 0) {
+                Py_XDECREF(item);
+                error = 1;
+                break;
+            }
+            Py_DECREF(item);
+        }
+        if (refs.failed) { error = 1; PyErr_NoMemory(); break; }
+        pos += MAXALIGN(tot_len);
+        r.end_lsn = pos >= used ? seg_lsn + npages * WAL_PAGE : stream_lsn(pos, seg_lsn, hdr0);
+        if (rmid == RM_XLOG_ID && (info & 0xF0) == XLOG_SWITCH) {
+            r.switched = 1;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    free(stream);
+    PyObject *result = NULL;
+    if (!error) {
+        PyObject *unfinished = r.unfinished_lsn
+            ? PyLong_FromUnsignedLongLong(r.unfinished_lsn) : Py_NewRef(Py_None);
+        result = Py_BuildValue("{s:K,s:N,s:K,s:l,s:l,s:i,s:y#,s:O}",
+                               "end_lsn", (unsigned long long)r.end_lsn,
+                               "unfinished_lsn", unfinished,
+                               "continued", (unsigned long long)r.continued,
+                               "records", r.records, "undecoded", r.undecoded,
+                               "switched", r.switched,
+                               "refs", refs.refs ? (const char *)refs.refs : "",
+                               (Py_ssize_t)(refs.n * REF_SIZE),
+                               "main_data", records);
+    }
+    free(refs.refs);
+    Py_DECREF(records);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_segment", scan_segment, METH_VARARGS,
      "(end_lsn, first_xact_time, last_xact_time, xacts, switched, [(name, time, lsn)])"},
+    {"block_references", block_references, METH_VARARGS,
+     "The block references of a segment's records, and the main data of those that create, "
+     "cut or drop files (docs/change-map.md)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walscan",

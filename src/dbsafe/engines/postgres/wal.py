@@ -9,11 +9,12 @@ and a promoted server's last segment of the old timeline may come as ``<segment>
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
-from dbsafe.engines.postgres._walscan import scan_segment
+from dbsafe.engines.postgres._walscan import block_references, scan_segment
 
 SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
@@ -88,6 +89,49 @@ def scan(data: bytes, segno: int, segment_size: int) -> SegmentFacts:
     return SegmentFacts(end, pg_time(first), pg_time(last), xacts, bool(switched), [
         {"name": name.rstrip(b"\0").decode("utf-8", "replace"),
          "time": pg_time(t).isoformat(), "lsn": format_lsn(lsn)} for name, t, lsn in points])
+
+
+FORKS = ("main", "fsm", "vm", "init")
+_REF = struct.Struct("<QIIIII")
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """One block a WAL record changes: the record's LSN, the relation (tablespace, database,
+    relfilenumber), the fork (0 main, 1 fsm, 2 vm, 3 init) and the block number."""
+
+    lsn: int
+    spc: int
+    db: int
+    rel: int
+    fork: int
+    block: int
+
+
+@dataclass
+class SegmentChanges:
+    """What a segment's records change (docs/change-map.md): the blocks they name, and the
+    main data of the records that create, cut or drop files, to be read by the change
+    map. ``undecoded`` records made no sense: a map that needs this segment is unusable.
+    ``unfinished_lsn``: a record that goes on in the next segment (not read here);
+    ``continued``: bytes at the start that end a record of the previous one."""
+
+    end_lsn: int
+    records: int
+    undecoded: int
+    unfinished_lsn: int | None
+    continued: int
+    switched: bool
+    refs: list[BlockRef]
+    main_data: list[tuple[int, int, int, bytes]]  # (lsn, resource manager, info, data)
+
+
+def changes(data: bytes, segno: int, segment_size: int) -> SegmentChanges:
+    found = block_references(data, segno * segment_size)
+    return SegmentChanges(
+        found["end_lsn"], found["records"], found["undecoded"], found["unfinished_lsn"],
+        found["continued"], bool(found["switched"]),
+        [BlockRef(*ref) for ref in _REF.iter_unpack(found["refs"])], found["main_data"])
 
 
 @dataclass(frozen=True)
