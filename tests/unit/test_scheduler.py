@@ -95,31 +95,41 @@ def test_stopped_items_and_items_without_a_policy_are_not_scheduled(catalog):
     assert due(catalog, clock.now()) == set()
 
 
+class Recorder:
+    """A runner's execute: records each run, which then waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started: list[Work] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, work: Work) -> None:
+        with self._lock:
+            self.started.append(work)
+        self.release.wait(10)
+
+    def wait_started(self, count: int) -> list[Work]:
+        for _ in range(500):
+            if len(self.started) >= count:
+                break
+            threading.Event().wait(0.02)
+        return self.started
+
+
 def test_runner_holds_the_per_server_limit_and_queues_the_rest():
-    release = threading.Event()
-    started: list[Work] = []
-    lock = threading.Lock()
-
-    def execute(work: Work) -> None:
-        with lock:
-            started.append(work)
-        release.wait(10)
-
+    execute = Recorder()
     runner = Runner(execute, per_server=2, total=4)
     slot = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
     works = [Work("a", 1, "p", kind, slot) for kind in ("full", "diff", "log", "drill")]
     works.append(Work("b", 2, "p", "full", slot))
     for w in works:
         runner.submit(w)
-    for _ in range(100):
-        if len(started) == 3:
-            break
-        threading.Event().wait(0.02)
+    started = execute.wait_started(3)
     assert sorted((w.server, w.kind) for w in started) == [("a", "diff"), ("a", "full"),
                                                            ("b", "full")]
     assert [w.kind for w in runner.queued()] == ["log", "drill"]
     assert runner.busy() == {w.key for w in works}
-    release.set()
+    execute.release.set()
     assert runner.join(10)
     assert runner.max_seen == {"a": 2, "b": 1}
 
@@ -127,35 +137,18 @@ def test_runner_holds_the_per_server_limit_and_queues_the_rest():
 def test_runs_of_agents_hosts_are_limited_per_host_not_by_the_total():
     """An agent's run is only followed here: ``total`` holds this host's runs, ``per_host``
     each agent's host's (a fleet's scheduled runs used to wait for one another)."""
-    release = threading.Event()
-    started: list[Work] = []
-    lock = threading.Lock()
-
-    def execute(work: Work) -> None:
-        with lock:
-            started.append(work)
-        release.wait(10)
-
+    execute = Recorder()
     hosts = {"here1": None, "here2": None, "x1": "agent-x", "x2": "agent-x", "x3": "agent-x",
              "y1": "agent-y"}
     runner = Runner(execute, per_server=3, total=1, host_of=hosts.__getitem__, per_host=2)
     slot = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
-    works = [Work(name, n, "p", "full", slot) for n, name in enumerate(hosts, 1)]
-    for w in works:
-        runner.submit(w)
-    for _ in range(100):
-        if len(started) == 4:
-            break
-        threading.Event().wait(0.02)
-    assert sorted(w.server for w in started) == ["here1", "x1", "x2", "y1"]
+    for n, name in enumerate(hosts, 1):
+        runner.submit(Work(name, n, "p", "full", slot))
+    assert sorted(w.server for w in execute.wait_started(4)) == ["here1", "x1", "x2", "y1"]
     assert [w.server for w in runner.queued()] == ["here2", "x3"]
-    release.set()  # the queued ones start as the others end
-    for _ in range(500):
-        if len(started) == len(hosts):
-            break
-        threading.Event().wait(0.02)
+    execute.release.set()  # the queued ones start as the others end
+    assert sorted(w.server for w in execute.wait_started(len(hosts))) == sorted(hosts)
     assert runner.join(10)
-    assert sorted(w.server for w in started) == sorted(hosts)
 
 
 def test_a_slot_names_its_agents_job_while_it_runs(tmp_path):
