@@ -50,7 +50,8 @@ WORKLOAD = [
 ]
 
 
-def _waldump(segment: Path) -> tuple[dict[int, list[tuple]], dict[int, str]]:
+def _waldump(segment: Path) -> tuple[dict[int, list[tuple]], dict[int, str],
+                                     dict[int, str]]:
     """pg_waldump's records of one segment: {lsn: [(spc, db, rel, fork, block)]} and
     {lsn: resource manager}; given the segment alone, it stops before a record that goes on
     in the next one."""
@@ -58,19 +59,54 @@ def _waldump(segment: Path) -> tuple[dict[int, list[tuple]], dict[int, str]]:
                           segment.name], capture_output=True, text=True)
     refs: dict[int, list[tuple]] = defaultdict(list)
     rmgrs: dict[int, str] = {}
+    descs: dict[int, str] = {}
     lsn = None
     for line in out.stdout.splitlines():
         rec = RECORD.search(line)
         if rec:
             lsn = (int(rec.group(2), 16) << 32) | int(rec.group(3), 16)
             rmgrs[lsn] = rec.group(1)
+            descs[lsn] = line.split("desc: ", 1)[1] if "desc: " in line else ""
             refs.setdefault(lsn, [])
         for m in BLKREF.finditer(line):
             assert lsn is not None
             fork = wal.FORKS.index(m.group(4) or "main")
             refs[lsn].append((int(m.group(1)), int(m.group(2)), int(m.group(3)), fork,
                               int(m.group(5))))
-    return refs, rmgrs
+    return refs, rmgrs, descs
+
+
+def _their_event(rmgr: str, desc: str) -> tuple:
+    """What pg_waldump's description of a storage, database or tablespace record says
+    changed, in the shape of ``_our_event``."""
+    numbers = [int(n) for n in re.findall(r"\d+", desc.split('"')[0])]
+    if rmgr == "Storage" and desc.startswith("CREATE"):
+        path = desc.split()[1]
+        name, _, fork = path.rsplit("/", 1)[1].partition("_")
+        return ("create", int(path.rsplit("/", 2)[1]), int(name), wal.FORKS.index(fork or "main"))
+    if rmgr == "Storage":  # TRUNCATE <path> to N blocks flags F
+        m = re.match(r"TRUNCATE (\S+) to (\d+) blocks", desc)
+        assert m, desc
+        return ("truncate", int(m.group(1).rsplit("/", 2)[1]), int(m.group(1).rsplit("/")[-1]),
+                int(m.group(2)))
+    if rmgr == "Database":  # copy dir S/D to S/D, create dir S/D, dir S/D ...
+        kind = ("database copy" if "copy" in desc else "database create" if "create" in desc
+                else "database drop")
+        pairs = list(zip(numbers[0::2], numbers[1::2], strict=True))
+        return (kind, *(pairs[-1:] if kind == "database copy" else sorted(pairs)))
+    return ("tablespace create" if desc.startswith("CREATE") else "tablespace drop",
+            numbers[0])
+
+
+def _our_event(events: list[wal.FileEvent]) -> tuple:
+    first = events[0]
+    if first.kind == "create":
+        return ("create", first.db, first.rel, first.fork)
+    if first.kind == "truncate":
+        return ("truncate", first.db, first.rel, first.blocks)
+    if first.kind.startswith("database"):
+        return (first.kind, *sorted((e.spc, e.db) for e in events))
+    return (first.kind, first.spc)
 
 
 @pytest.fixture
@@ -104,14 +140,14 @@ def test_every_block_reference_is_pg_waldumps(written):
     seen_rmgrs: set[str] = set()
     wanted_lsns: set[int] = set()
     decoded_rmgrs: set[int] = set()
-    counts = {"records": 0, "refs": 0, "continued": 0, "unfinished": 0}
+    counts = {"records": 0, "refs": 0, "continued": 0, "unfinished": 0, "events": 0}
     for path in segments:
         parsed = wal.parse_segment_name(path.name, SEGMENT_SIZE)
         assert parsed is not None
         segno = parsed[1]
         found = wal.changes(path.read_bytes(), segno, SEGMENT_SIZE)
         assert found.undecoded == 0, path.name
-        theirs, rmgrs = _waldump(path)
+        theirs, rmgrs, descs = _waldump(path)
         if found.unfinished_lsn is not None:  # goes on in the next segment: not read here
             theirs.pop(found.unfinished_lsn, None)
             assert max(theirs) < found.unfinished_lsn
@@ -131,6 +167,13 @@ def test_every_block_reference_is_pg_waldumps(written):
         counts["unfinished"] += found.unfinished_lsn is not None
         assert {lsn for lsn, rmid, _, _ in found.main_data if rmid != 1} == \
             {lsn for lsn in theirs if rmgrs[lsn] in ("Storage", "Database", "Tablespace")}
+        by_lsn: dict[int, list[wal.FileEvent]] = defaultdict(list)
+        for event in wal.file_events(found):
+            by_lsn[event.lsn].append(event)
+        assert {lsn: _our_event(e) for lsn, e in by_lsn.items()} == {
+            lsn: _their_event(rmgrs[lsn], descs[lsn]) for lsn in theirs
+            if rmgrs[lsn] in ("Storage", "Database", "Tablespace")}, path.name
+        counts["events"] += len(by_lsn)
     print(f"{len(segments)} segments: {counts}")
     assert counts["refs"] > 100_000 and counts["continued"] and counts["unfinished"]
     # the workload reached what the change map must understand
@@ -157,9 +200,21 @@ def test_every_major_decodes_and_names_every_changed_block(major, area):
             pg.execute("SELECT pg_reload_conf()")
             pg.execute("CHECKPOINT")
             pg.execute("UPDATE t SET v = 'y'")  # every page's first change: an image
+        # files changed without naming blocks: a table made, then cut to nothing by VACUUM;
+        # a database created (copied file by file before 15, logged block by block after)
+        # and dropped
+        pg.execute("CREATE TABLE gone (x int)")
+        gone = int(pg.scalar("SELECT pg_relation_filenode('gone')"))
+        pg.execute("INSERT INTO gone SELECT generate_series(1, 1000)")
+        pg.execute("DELETE FROM gone")
+        pg.execute("VACUUM gone")
+        pg.execute("CREATE DATABASE ev")
+        ev = int(pg.scalar("SELECT oid FROM pg_database WHERE datname = 'ev'"))
+        pg.execute("DROP DATABASE ev")
         last = pg.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
         pg.execute("SELECT pg_switch_wal()")
         named: set[int] = set()
+        events: list[tuple] = []
         for path in sorted((pg.pgdata / "pg_wal").iterdir()):
             parsed = wal.parse_segment_name(path.name, SEGMENT_SIZE)
             if parsed is None or not first < path.name <= last:
@@ -168,6 +223,13 @@ def test_every_major_decodes_and_names_every_changed_block(major, area):
             assert found.undecoded == 0, f"PostgreSQL {major}: {path.name}"
             named |= {r.block for r in found.refs
                       if (r.db, r.rel, r.fork) == (database, relation, 0)}
+            events += [(e.kind, e.spc, e.db, e.rel, e.fork, e.blocks)
+                       for e in wal.file_events(found)]
         assert pages > 100 and set(range(pages)) <= named, f"PostgreSQL {major}"
+        made = "database copy" if major < 15 else "database create"
+        assert ("create", 1663, database, gone, 0, 0) in events, events
+        assert ("truncate", 1663, database, gone, 0, 0) in events, events
+        assert [e[:3] for e in events if e[0].startswith("database")] == [
+            (made, 1663, ev), ("database drop", 1663, ev)], events
     finally:
         pg.stop()

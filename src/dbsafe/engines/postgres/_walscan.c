@@ -346,7 +346,8 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
-    int new_layout = len >= WAL_PAGE && u16(buf) >= MAGIC_PG15;
+    unsigned int magic = len >= WAL_PAGE ? u16(buf) : 0;  /* XLOG_PAGE_MAGIC: the major */
+    int new_layout = magic >= MAGIC_PG15;
     r.end_lsn = seg_lsn;
     npages = join_pages(buf, len, seg_lsn, stream, &used, &first_rem);
     size_t hdr0 = npages && (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
@@ -392,7 +393,8 @@ static PyObject *block_references(PyObject *self, PyObject *args)
     if (!error) {
         PyObject *unfinished = r.unfinished_lsn
             ? PyLong_FromUnsignedLongLong(r.unfinished_lsn) : Py_NewRef(Py_None);
-        result = Py_BuildValue("{s:K,s:N,s:K,s:l,s:l,s:i,s:y#,s:O}",
+        result = Py_BuildValue("{s:I,s:K,s:N,s:K,s:l,s:l,s:i,s:y#,s:O}",
+                               "magic", magic,
                                "end_lsn", (unsigned long long)r.end_lsn,
                                "unfinished_lsn", unfinished,
                                "continued", (unsigned long long)r.continued,

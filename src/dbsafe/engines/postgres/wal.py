@@ -124,6 +124,7 @@ class SegmentChanges:
     switched: bool
     refs: list[BlockRef]
     main_data: list[tuple[int, int, int, bytes]]  # (lsn, resource manager, info, data)
+    magic: int  # the pages' XLOG_PAGE_MAGIC: which major wrote them
 
 
 def changes(data: bytes, segno: int, segment_size: int) -> SegmentChanges:
@@ -131,7 +132,80 @@ def changes(data: bytes, segno: int, segment_size: int) -> SegmentChanges:
     return SegmentChanges(
         found["end_lsn"], found["records"], found["undecoded"], found["unfinished_lsn"],
         found["continued"], bool(found["switched"]),
-        [BlockRef(*ref) for ref in _REF.iter_unpack(found["refs"])], found["main_data"])
+        [BlockRef(*ref) for ref in _REF.iter_unpack(found["refs"])], found["main_data"],
+        found["magic"])
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    """A change of files that names no block (docs/change-map.md, *What counts as a
+    change*): ``kind`` is create, truncate (``blocks``: the size it was cut to), database
+    copy (a directory copied file by file), database create (its blocks follow as block
+    references), database drop, tablespace create or tablespace drop. ``spc``/``db`` name
+    the directory; ``rel``/``fork`` the relation fork for create and truncate;
+    ``truncated_forks``: the forks a truncate cut (main, fsm, vm)."""
+
+    lsn: int
+    kind: str
+    spc: int = 0
+    db: int = 0
+    rel: int = 0
+    fork: int = 0
+    blocks: int = 0
+    truncated_forks: tuple[int, ...] = ()
+
+
+RM_SMGR, RM_DBASE, RM_TBLSPC = 2, 4, 5
+_SMGR_CREATE, _SMGR_TRUNCATE = 0x10, 0x20
+_TRUNCATE_FLAGS = ((0x1, 0), (0x4, 1), (0x2, 2))  # SMGR_TRUNCATE_HEAP, _FSM, _VM: fork
+# XLOG_PAGE_MAGIC of the majors whose records changed: 13 (a drop of a database names all
+# its tablespaces in one record), 15 (CREATE DATABASE got two records)
+_MAGIC_PG13, _MAGIC_PG15 = 0xD106, 0xD110
+
+
+def file_events(found: SegmentChanges) -> list[FileEvent]:
+    """The file events of a segment's storage, database and tablespace records; ValueError
+    for one whose main data is not the expected size (the map is then unusable)."""
+    events: list[FileEvent] = []
+    for lsn, rmid, info, data in found.main_data:
+        events += _file_events(lsn, rmid, info & 0xF0, data, found.magic)
+    return events
+
+
+def _file_events(lsn: int, rmid: int, op: int, data: bytes, magic: int) -> list[FileEvent]:
+    def oids(count: int) -> tuple[int, ...]:
+        if len(data) < 4 * count:
+            raise ValueError(f"a record at {format_lsn(lsn)} is too short ({len(data)} bytes)")
+        return struct.unpack_from(f"<{count}I", data)
+
+    if rmid == RM_SMGR and op == _SMGR_CREATE:  # xl_smgr_create: locator, fork
+        spc, db, rel, fork = oids(4)
+        return [FileEvent(lsn, "create", spc, db, rel, fork)]
+    if rmid == RM_SMGR and op == _SMGR_TRUNCATE:  # xl_smgr_truncate: blkno, locator, flags
+        blocks, spc, db, rel, flags = oids(5)
+        return [FileEvent(lsn, "truncate", spc, db, rel, 0, blocks,
+                          tuple(fork for flag, fork in _TRUNCATE_FLAGS if flags & flag))]
+    if rmid == RM_DBASE:
+        # 15 and later: 0x00 a directory copied, 0x10 one created empty (WAL_LOG), 0x20 a
+        # drop; before 15: 0x00 copied, 0x10 a drop
+        pg15 = magic >= _MAGIC_PG15
+        if op == (0x20 if pg15 else 0x10):
+            if magic < _MAGIC_PG13:  # xl_dbase_drop_rec: database, one tablespace
+                db, spc = oids(2)
+                return [FileEvent(lsn, "database drop", spc, db)]
+            # from 13: database, count, the tablespaces it had files in
+            db, count = oids(2)
+            return [FileEvent(lsn, "database drop", spc, db) for spc in oids(2 + count)[2:]]
+        if op == 0x00 or (pg15 and op == 0x10):  # xl_dbase_create_*_rec: db, tablespace
+            db, spc = oids(2)
+            return [FileEvent(lsn, "database copy" if op == 0x00 else "database create",
+                              spc, db)]
+        return []
+    if rmid == RM_TBLSPC and op in (0x00, 0x10):  # xl_tblspc_create_rec / _drop_rec: oid
+        (spc,) = oids(1)
+        return [FileEvent(lsn, "tablespace create" if op == 0x00 else "tablespace drop",
+                          spc)]
+    return []
 
 
 @dataclass(frozen=True)
