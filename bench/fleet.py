@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A fleet on this machine: job dispatch latency with 40 agents (PostgreSQL and SQLite
 catalogs), a backup through an agent against the same backup run locally, and what 40 idle
-agents cost the control plane (issue 18's figures; bench/README.md, *A fleet*).
+agents cost the control plane (bench/README.md, *A fleet*).
 
 Run as root from the checkout:   .venv/bin/python bench/fleet.py
 

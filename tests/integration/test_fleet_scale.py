@@ -1,4 +1,4 @@
-"""Scale (issue 18): 40 agents reporting to one control plane with a PostgreSQL catalog and
+"""Scale: 40 agents reporting to one control plane with a PostgreSQL catalog and
 2,000 protected databases; every scheduled slot of one hour runs exactly once.
 
 - The control plane is a real `dbsafe serve --no-scheduler` (the agents' API); the 40 agents

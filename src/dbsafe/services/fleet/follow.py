@@ -5,7 +5,7 @@ The command, API request or scheduler pass that queued a job waits here for its 
 caller gets the job's result, progress and errors as if the work had run in its process.
 
 A follower must learn of the end at once: a backup through an agent may cost at most 5 %
-more than one run here (issue 18), and looking at the job's row every 0.1 s left it ~0.07 s
+more than one run here, and looking at the job's row every 0.1 s left it ~0.07 s
 late on average (bench/README.md). With a PostgreSQL catalog the control plane NOTIFYs
 every write an agent makes on its job (services/fleet/scope.py), and each process holds one
 LISTEN connection for all its followers (``JobUpdates``): a follower reads the row when its
