@@ -66,6 +66,13 @@ static int64_t main_data_length(const unsigned char *rec, uint32_t tot_len)
     return 0;
 }
 
+/* A transaction's commit or abort, prepared or not (what recovery_target_time stops at). */
+static int xact_end(unsigned char info)
+{
+    unsigned char op = info & XACT_OPMASK;
+    return op == 0x00 || op == 0x20 || op == 0x30 || op == 0x40;
+}
+
 /* The LSN of a stream offset: only a segment's first page may have the long header. */
 static uint64_t stream_lsn(uint64_t off, uint64_t seg_lsn, size_t hdr0)
 {
@@ -138,8 +145,7 @@ static void scan(const unsigned char *buf, size_t len, uint64_t seg_lsn, unsigne
         }
         unsigned char info = rec[16], rmid = rec[17];
         if (rmid == RM_XACT_ID) {
-            unsigned char op = info & XACT_OPMASK;
-            if (op == 0x00 || op == 0x20 || op == 0x30 || op == 0x40) {
+            if (xact_end(info)) {
                 int64_t mlen = main_data_length(rec, tot_len);
                 if (mlen >= 8) {
                     int64_t t;
@@ -320,11 +326,7 @@ static int wanted(unsigned char rmid, unsigned char info)
 {
     if (rmid == RM_SMGR_ID || rmid == RM_DBASE_ID || rmid == RM_TBLSPC_ID)
         return 1;
-    if (rmid == RM_XACT_ID) {
-        unsigned char op = info & XACT_OPMASK;
-        return op == 0x00 || op == 0x20 || op == 0x30 || op == 0x40;
-    }
-    return 0;
+    return rmid == RM_XACT_ID && xact_end(info);
 }
 
 static PyObject *block_references(PyObject *self, PyObject *args)
