@@ -126,6 +126,10 @@ def test_every_kind_of_change_restores_full_plus_diff(dsrc, dvault, area):
     assert diff["type"] == "diff" and diff["copy_only"] is False
     assert diff["base"] == full["point_id"]
     assert diff["base_start_lsn"] == full["start_lsn"]
+    # a SIMPLE-model instance: no WAL in the vault to track changes with (see
+    # test_tracked_differential.py for the FULL model)
+    assert diff["delta_source"]["source"] == "lsn-scan"
+    assert "SIMPLE" in diff["delta_source"]["reason"]
     assert diff["pages_changed"] > 0 and diff["files_delta"] > 0
     assert diff["files_whole"] > 0 and diff["files_dropped"] > 0
     assert diff["files_not_read"] > 0

@@ -121,6 +121,9 @@ _SPECS = [
     ErrorSpec("backup.diff_became_full", 2, 409,
               "the scheduled differential of {name} ran as a full: no full backup held "
               "{databases} (a backup taken with --db holds only the databases it names)"),
+    ErrorSpec("backup.diff_untracked", 2, 409,
+              "the differential of {name} scanned the page LSNs of every changed file "
+              "instead of reading only the pages the WAL names: {reason}"),
     ErrorSpec("backup.base_unusable", 3, 409,
               "the latest full {base} of {name!r} cannot be the base of a differential: "
               "{reason}; take a new one with `dbsafe backup {name} --type full`"),

@@ -202,7 +202,7 @@ class Manifest(Record):
         "base_start_lsn": STR, "dropped": LIST, "backup_label": STR_OR_NULL,
         "tablespace_map": STR_OR_NULL, "tablespaces": LIST, "compression": OBJ,
         "dirs": LIST, "databases": LIST, "skipped": LIST, "segments": LIST,
-        "corrupt_pages": LIST, "retention": OBJ_OR_NULL,
+        "corrupt_pages": LIST, "retention": OBJ_OR_NULL, "delta_source": OBJ,
     }
 
     @classmethod

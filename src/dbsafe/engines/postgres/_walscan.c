@@ -332,8 +332,8 @@ static int wanted(unsigned char rmid, unsigned char info)
 static PyObject *block_references(PyObject *self, PyObject *args)
 {
     Py_buffer view;
-    unsigned long long seg_lsn;
-    if (!PyArg_ParseTuple(args, "y*K", &view, &seg_lsn))
+    unsigned long long seg_lsn, seg_size = 0;
+    if (!PyArg_ParseTuple(args, "y*K|K", &view, &seg_lsn, &seg_size))
         return NULL;
     size_t len = (size_t)view.len, used = 0, npages = 0;
     uint64_t first_rem = 0;
@@ -355,8 +355,13 @@ static PyObject *block_references(PyObject *self, PyObject *args)
     size_t hdr0 = npages && (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
     uint64_t pos = MAXALIGN(first_rem);
     r.continued = first_rem;
+    /* With the next segment's first pages after this one's (seg_size: this one's length),
+     * a record begun here is read to its end there, and none begun there is read. */
+    size_t seg_pages = seg_size / WAL_PAGE, own = used;
+    if (seg_size && npages > seg_pages)
+        own = (WAL_PAGE - hdr0) + (seg_pages - 1) * (WAL_PAGE - SHORT_HEADER);
     int error = 0;
-    while (npages && pos + RECORD_HEADER <= used) {
+    while (npages && pos < own && pos + RECORD_HEADER <= used) {
         const unsigned char *rec = stream + pos;
         uint32_t tot_len = u32(rec);
         if (tot_len < RECORD_HEADER)
@@ -383,7 +388,10 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         }
         if (refs.failed) { error = 1; PyErr_NoMemory(); break; }
         pos += MAXALIGN(tot_len);
-        r.end_lsn = pos >= used ? seg_lsn + npages * WAL_PAGE : stream_lsn(pos, seg_lsn, hdr0);
+        if (pos >= own)   /* the next record starts in the next segment */
+            r.end_lsn = seg_lsn + (own == used ? npages : seg_pages) * WAL_PAGE;
+        else
+            r.end_lsn = stream_lsn(pos, seg_lsn, hdr0);
         if (rmid == RM_XLOG_ID && (info & 0xF0) == XLOG_SWITCH) {
             r.switched = 1;
             break;
@@ -415,8 +423,10 @@ static PyMethodDef methods[] = {
     {"scan_segment", scan_segment, METH_VARARGS,
      "(end_lsn, first_xact_time, last_xact_time, xacts, switched, [(name, time, lsn)])"},
     {"block_references", block_references, METH_VARARGS,
-     "The block references of a segment's records, and the main data of those that create, "
-     "cut or drop files (docs/change-map.md)"},
+     "block_references(data, seg_lsn, seg_size=0): the block references of a segment's "
+     "records, and the main data of those that create, cut or drop files "
+     "(docs/change-map.md); data may go on with the next segment's first pages (seg_size: "
+     "where this one ends) so that a record crossing into it is read whole"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walscan",

@@ -46,6 +46,7 @@ class BackupSession:
         self.major = major
         self.verify_pages = data_checksums
         self.start_lsn = 0
+        self.timeline = 0
         self._conn: psycopg.Connection | None = None
 
 
@@ -76,6 +77,9 @@ class BackupSession:
         self.start_lsn = parse_lsn(text)
         self.segment_size = int(one_row(conn.execute(
             "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))[0])
+        # the timeline of the start's checkpoint (a restartpoint's on a standby)
+        self.timeline = int(one_row(conn.execute(
+            "SELECT timeline_id FROM pg_control_checkpoint()"))[0])
         return text
 
     def files(self) -> tuple[list[SourceFile], list[dict], list[dict]]:

@@ -110,11 +110,12 @@ class BlockRef:
 
 @dataclass
 class SegmentChanges:
-    """What a segment's records change (docs/change-map.md): the blocks they name, and the
-    main data of the records that create, cut or drop files, to be read by the change
-    map. ``undecoded`` records made no sense: a map that needs this segment is unusable.
-    ``unfinished_lsn``: a record that goes on in the next segment (not read here);
-    ``continued``: bytes at the start that end a record of the previous one."""
+    """What a segment's records change (docs/change-map.md): the blocks they name
+    (``packed_refs``, ``<QIIIII`` each: lsn, spc, db, rel, fork, block; ``refs`` unpacks
+    them), and the main data of the records that create, cut or drop files, to be read by
+    the change map. ``undecoded`` records made no sense: a map that needs this segment is
+    unusable. ``unfinished_lsn``: a record that goes on in the next segment (not read
+    here); ``continued``: bytes at the start that end a record of the previous one."""
 
     end_lsn: int
     records: int
@@ -122,17 +123,23 @@ class SegmentChanges:
     unfinished_lsn: int | None
     continued: int
     switched: bool
-    refs: list[BlockRef]
+    packed_refs: bytes
     main_data: list[tuple[int, int, int, bytes]]  # (lsn, resource manager, info, data)
     magic: int  # the pages' XLOG_PAGE_MAGIC: which major wrote them
 
+    @property
+    def refs(self) -> list[BlockRef]:
+        return [BlockRef(*ref) for ref in _REF.iter_unpack(self.packed_refs)]
 
-def changes(data: bytes, segno: int, segment_size: int) -> SegmentChanges:
-    found = block_references(data, segno * segment_size)
+
+def changes(data: bytes, segno: int, segment_size: int, own_size: int = 0) -> SegmentChanges:
+    """The changes of the records that start in segment ``segno``. ``data`` may go on with
+    the next segment's bytes after the first ``own_size`` (this segment's): a record that
+    crosses into it is then read whole."""
+    found = block_references(data, segno * segment_size, own_size)
     return SegmentChanges(
         found["end_lsn"], found["records"], found["undecoded"], found["unfinished_lsn"],
-        found["continued"], bool(found["switched"]),
-        [BlockRef(*ref) for ref in _REF.iter_unpack(found["refs"])], found["main_data"],
+        found["continued"], bool(found["switched"]), found["refs"], found["main_data"],
         found["magic"])
 
 

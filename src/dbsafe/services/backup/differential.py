@@ -22,11 +22,13 @@ from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
+from dbsafe.engines.postgres.changemap import ChangeMap
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
 from dbsafe.services.backup.copy import (
     TASK_BLOCKS,
     Copier,
+    ReadBlock,
     SizedCall,
     by_size,
     file_entry,
@@ -85,15 +87,21 @@ def check_base(base: dict, name: str, major: int, start_lsn: str | None = None,
 
 @dataclass
 class Plan:
-    """What a differential does with each file of the data directory."""
+    """What a differential does with each file of the data directory: copy it whole, scan
+    its page LSNs, read the pages a change map names (``tracked``, with their runs), or
+    not read it."""
 
     whole: list[SourceFile] = field(default_factory=list)
     scan: list[tuple[SourceFile, dict]] = field(default_factory=list)
+    tracked: list[tuple[SourceFile, dict, list[tuple[int, int]]]] = field(default_factory=list)
     not_read: list[tuple[SourceFile, dict]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
 
-def plan(files: list[SourceFile], base: dict) -> Plan:
+def plan(files: list[SourceFile], base: dict, changes: ChangeMap | None = None) -> Plan:
+    """With a change map, a main-fork file of the base is read only where the map says,
+    whatever its mtime (a write the WAL does not name, such as a hint bit, needs no copy:
+    docs/change-map.md); without one, by the mtime rule and a page-LSN scan."""
     base_files = {e["path"]: e for e in base["files"]}
     cutoff = datetime.fromisoformat(base["start_time"]).timestamp() - MTIME_MARGIN
     out = Plan()
@@ -101,6 +109,15 @@ def plan(files: list[SourceFile], base: dict) -> Plan:
         entry = base_files.get(f.path)
         if entry is None:
             out.whole.append(f)
+        elif changes is not None and tracks_changes(f):
+            runs = changes.pages(f.path, f.first_page, f.size // PAGE_SIZE,
+                                 entry["size"] // PAGE_SIZE)
+            if runs is None:
+                out.whole.append(f)
+            elif not runs and f.size == entry["size"]:
+                out.not_read.append((f, entry))
+            else:
+                out.tracked.append((f, entry, runs))
         elif f.size == entry["size"] and f.mtime == entry["mtime"] and f.mtime < cutoff:
             out.not_read.append((f, entry))
         elif tracks_changes(f):
@@ -156,6 +173,75 @@ class DeltaCopier:
                                                    min(TASK_BLOCKS, n - first)))
                          for i, first in enumerate(starts))
         return results, calls
+
+    def prepare_tracked(self, tracked: list[tuple[SourceFile, dict, list[tuple[int, int]]]],
+                        read_block: ReadBlock) -> tuple[list[DeltaFile], list[SizedCall]]:
+        """Tasks that read only the given runs of pages, ``TASK_BLOCKS`` blocks' worth at
+        most each, every page kept (the map named it)."""
+        per_task = TASK_BLOCKS * (self.block_size // PAGE_SIZE)
+        results: list[DeltaFile] = []
+        calls: list[SizedCall] = []
+        for source, base, runs in tracked:
+            tasks: list[list[tuple[int, int]]] = [[]]
+            pages = 0
+            for first, count in runs:
+                while count:
+                    if pages == per_task:
+                        tasks.append([])
+                        pages = 0
+                    take = min(count, per_task - pages)
+                    tasks[-1].append((first, take))
+                    pages += take
+                    first += take
+                    count -= take
+            if not tasks[-1]:
+                tasks.pop()
+            result = DeltaFile(source, base, source.size, [_Part() for _ in tasks])
+            results.append(result)
+            calls.extend((sum(c for _, c in task) * PAGE_SIZE, self._run_pages,
+                          (result, i, task, read_block)) for i, task in enumerate(tasks))
+        return results, calls
+
+    def _run_pages(self, result: DeltaFile, part_no: int, runs: list[tuple[int, int]],
+                   read_block: ReadBlock) -> None:
+        source, part = result.source, result.parts[part_no]
+        fd = open_source(source)
+        if fd is None:
+            result.vanished = True
+            return
+        stream = bytearray()
+        read_bytes = 0
+        per_read = self.block_size // PAGE_SIZE
+        try:
+            for first, count in runs:
+                for page in range(first, first + count, per_read):
+                    n = min(per_read, first + count - page)
+                    read = read_block(fd, source, page * PAGE_SIZE, n * PAGE_SIZE)
+                    whole = len(read.data) // PAGE_SIZE
+                    read_bytes += len(read.data)
+                    self.on_bytes(len(read.data))
+                    if whole:
+                        if part.runs and part.runs[-1][0] + part.runs[-1][1] == page:
+                            part.runs[-1][1] += whole
+                        else:
+                            part.runs.append([page, whole])
+                        stream += read.data[:whole * PAGE_SIZE]
+                        while len(stream) >= self.block_size:
+                            self._store(part, bytes(stream[:self.block_size]))
+                            del stream[:self.block_size]
+                    if read.corrupt_pages:
+                        with self._lock:
+                            result.corrupt_pages.extend(read.corrupt_pages)
+                    if whole < n:  # cut while we read: WAL replay cuts it again
+                        with self._lock:
+                            result.size = min(result.size, (page + whole) * PAGE_SIZE)
+                        return
+        finally:
+            if stream:
+                self._store(part, bytes(stream))
+            os.close(fd)
+            with self._lock:
+                result.bytes_read += read_bytes
 
     def _run(self, result: DeltaFile, part_no: int, first_block: int, blocks: int) -> None:
         source, bs = result.source, self.block_size
@@ -241,16 +327,22 @@ class DiffCopy:
 
 
 def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: list[SourceFile],
-               base: dict, expect: Callable[[int], None]) -> DiffCopy:
-    """Copy new and non-relation files whole and the changed pages of the rest, in one pool
-    of ``copier.workers`` threads."""
-    p = plan(files, base)
-    expect(sum(f.size for f in p.whole) + sum(f.size for f, _ in p.scan))
+               base: dict, expect: Callable[[int], None],
+               changes: ChangeMap | None = None) -> DiffCopy:
+    """Copy new and non-relation files whole and the changed pages of the rest (those the
+    change map names, else those a page-LSN scan finds), in one pool of
+    ``copier.workers`` threads."""
+    p = plan(files, base, changes)
+    expect(sum(f.size for f in p.whole) + sum(f.size for f, _ in p.scan)
+           + sum(c for _, _, runs in p.tracked for _, c in runs) * PAGE_SIZE)
     deltas = DeltaCopier(copier.sink, read_changed, copier.block_size,
                          parse_lsn(base["start_lsn"]), copier.on_bytes)
     whole_results, whole_calls = copier.prepare(p.whole)
     delta_results, delta_calls = deltas.prepare(p.scan)
-    run_parallel(copier.workers, "dbsafe-copy", by_size(whole_calls + delta_calls))
+    tracked_results, tracked_calls = deltas.prepare_tracked(p.tracked, copier.read_block)
+    delta_results += tracked_results
+    run_parallel(copier.workers, "dbsafe-copy",
+                 by_size(whole_calls + delta_calls + tracked_calls))
     whole = [c for c in copier.finish(whole_results) if not c.vanished]
 
     entries = [file_entry(repo, c) for c in whole]

@@ -20,7 +20,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services.activity.jobs import Job, ProgressFn
-from dbsafe.services.backup import counts, differential, selection
+from dbsafe.services.backup import counts, differential, selection, tracked
 from dbsafe.services.backup.copy import Copier, file_entry
 from dbsafe.services.handle import space
 from dbsafe.services.handle.vault_handle import Vault
@@ -142,11 +142,17 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
                        for c in copied for p in c.corrupt_pages]
             files_read = sum(c.size for c in copied)
         else:
+            tracking = tracked.change_map(vault, server, base, session.start_lsn,
+                                          session.timeline, session.segment_size)
+            if tracking.map is None:
+                job.warn(DbsafeError("backup.diff_untracked", name=server["name"],
+                                     reason=tracking.reason).as_dict())
             diff = differential.copy_files(repo, copier, session.read_changed, files, base,
-                                           job.expect)
+                                           job.expect, tracking.map)
             entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
             about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
-                          "dropped": diff.dropped, "stats": diff.stats}
+                          "dropped": diff.dropped, "delta_source": tracking.describe(),
+                          "stats": diff.stats}
         counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
@@ -196,7 +202,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         databases=chosen[0],
         skipped=skipped,
         wal=[file_entry(repo, w) for w in wal],
-        stats={"bytes_read": bytes_read, "bytes_stored": sink.stats.bytes_stored,
+        stats={"bytes_read": bytes_read, "bytes_read_data": files_read,
+               "bytes_stored": sink.stats.bytes_stored,
                "files": len(entries), "corrupt_pages": len(corrupt),
                **about_base.get("stats", {})},
         corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
@@ -215,7 +222,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     vault.catalog.set_table_counts(point_id, table_counts)
     return {
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",
-        "server": server["name"], "bytes_read": bytes_read,
+        "server": server["name"], "bytes_read": bytes_read, "bytes_read_data": files_read,
         "bytes_stored": bytes_stored, "blocks_new": sink.stats.blocks_new,
         "blocks_reused": sink.stats.blocks_reused, "files": len(entries),
         "wal_segments": len(wal), "seconds": round(seconds, 3),
@@ -224,6 +231,6 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "start_time": manifest["start_time"], "end_time": manifest["end_time"],
         "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
         "compression_level": level, "workers": workers,
-        **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn")},
+        **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn", "delta_source")},
         **about_base.get("stats", {}),
     }

@@ -1,0 +1,134 @@
+"""Where a WAL-tracked differential's change map comes from (docs/change-map.md).
+
+The map of ``[base start, this backup's start)`` is built from the WAL of that range: each
+segment from the vault's log chain when archived, else from the server's pg_wal (the
+segments PostgreSQL has not archived yet; the backup runs on the server's host, and its
+replication slot keeps them). When the map cannot be built the reason is returned, for
+the job's warnings (``backup.diff_untracked``), and the differential scans page LSNs as
+it always did: a doubt never becomes a guess.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder, Unusable
+from dbsafe.engines.postgres.wal import parse_lsn
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.logchain.archive import read_wal_file
+from dbsafe.vault.repository import BlockError
+
+
+@dataclass
+class Tracking:
+    """The map (None: the differential scans page LSNs, for ``reason``), and what building
+    it cost: WAL bytes read from the vault and from pg_wal, and seconds."""
+
+    map: ChangeMap | None
+    reason: str | None
+    vault_bytes: int = 0
+    local_bytes: int = 0
+    seconds: float = 0.0
+
+    def describe(self) -> dict:
+        source = "wal" if self.map is not None else "lsn-scan"
+        out = {"source": source, "seconds": round(self.seconds, 3),
+               "wal_bytes_from_vault": self.vault_bytes,
+               "wal_bytes_from_server": self.local_bytes}
+        if self.map is not None:
+            out.update(self.map.describe())
+        else:
+            out["reason"] = self.reason
+        return out
+
+
+def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
+               segment_size: int) -> Tracking:
+    """The change map of ``[base["start_lsn"], start_lsn)`` on ``timeline``, or why not."""
+    t0 = time.perf_counter()
+    reason = _refused(server, base, timeline)
+    if reason is not None:
+        return Tracking(None, reason)
+    builder = MapBuilder(parse_lsn(base["start_lsn"]), start_lsn, timeline, segment_size)
+    reader = _SegmentReader(vault, server)
+    numbers = list(builder.segment_numbers())
+    futures: dict[int, Future] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-walread") as pool:
+
+        def read(i: int) -> bytes:  # segments i, i+1 and i+2 in flight at most
+            if i not in futures:
+                futures[i] = pool.submit(reader.read, builder.name(numbers[i]))
+            data = futures[i].result()
+            if data is None:
+                raise Unusable(reader.missing(builder.name(numbers[i])))
+            return data
+
+        try:
+            for i, segno in enumerate(numbers):
+                data = read(i)
+                following = read(i + 1) if i + 1 < len(numbers) else None
+                if i + 2 < len(numbers):  # read ahead while this one is decoded
+                    futures[i + 2] = pool.submit(reader.read, builder.name(numbers[i + 2]))
+                builder.add(segno, data, following)
+                del futures[i]
+        except Unusable as exc:
+            for f in futures.values():
+                f.cancel()
+            return Tracking(None, str(exc), reader.vault_bytes, reader.local_bytes,
+                            time.perf_counter() - t0)
+    return Tracking(builder.finish(), None, reader.vault_bytes, reader.local_bytes,
+                    time.perf_counter() - t0)
+
+
+def _refused(server: dict, base: dict, timeline: int) -> str | None:
+    if (server.get("recovery_model") or "SIMPLE") != "FULL":
+        return ("the instance is in the SIMPLE recovery model: the vault holds no WAL to "
+                "read its changes from")
+    if base.get("timeline") != timeline:
+        return (f"the base full is on timeline {base.get('timeline')}, the server on "
+                f"{timeline}")
+    return None
+
+
+class _SegmentReader:
+    """A segment's bytes: the vault's copy, else the server's pg_wal's, else None."""
+
+    def __init__(self, vault: Vault, server: dict) -> None:
+        self.vault = vault
+        self.server = server
+        self.vault_bytes = self.local_bytes = 0
+        self.damaged: dict[str, str] = {}
+
+    def read(self, name: str) -> bytes | None:
+        repo = self.vault.repo
+        record = repo.load_wal_record(self.server["system_identifier"], name)
+        if record is not None:
+            try:
+                data = b"".join(repo.read_block(bytes.fromhex(b)) for b in record["blocks"])
+            except BlockError as exc:
+                self.damaged[name] = f"its copy in the vault is damaged ({exc.reason})"
+            else:
+                self.vault_bytes += len(data)
+                return data
+        path = Path(self.server["pgdata"]) / "pg_wal" / name
+        try:
+            data, _ = read_wal_file(self.server, path, name)
+        except FileNotFoundError:
+            return None
+        except DbsafeError as exc:  # a link or other planted file: never read
+            self.damaged[name] = exc.message
+            return None
+        self.local_bytes += len(data)
+        return data
+
+    def missing(self, name: str) -> str:
+        why = self.damaged.get(name)
+        if why:
+            return f"WAL segment {name} cannot be read: {why}"
+        return (f"WAL segment {name} is neither in the vault nor in the server's pg_wal "
+                "(a gap in the log chain)")
+

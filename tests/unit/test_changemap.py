@@ -1,0 +1,75 @@
+"""The change map's page choice (engines/postgres/changemap.py ChangeMap.pages): which
+pages of a main-fork segment file a WAL-tracked differential reads. The WAL side is tested
+against pg_waldump (tests/integration/test_wal_block_refs.py) and the whole path on real
+clusters (tests/integration/test_tracked_differential.py); here, the rules that a workload
+rarely reaches: a relation past its first 1 GiB segment, a cut then re-extended relation,
+a relation number used again, files in created databases and tablespaces."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dbsafe.engines.postgres.changemap import ChangeMap, relation_of, runs_of
+from dbsafe.engines.postgres.files import PAGES_PER_SEGMENT
+
+SEG = PAGES_PER_SEGMENT
+
+
+def _map(**blocks: list[int]) -> ChangeMap:
+    m = ChangeMap(0, 1 << 40)
+    for name, numbers in blocks.items():
+        m.blocks[(1663, 5, int(name[1:]))] = np.array(sorted(numbers), dtype=np.int64)
+    return m
+
+
+def test_relation_of_each_place_a_main_fork_lives():
+    assert relation_of("global/1262") == (1664, 0, 1262)
+    assert relation_of("base/5/16384") == (1663, 5, 16384)
+    assert relation_of("base/5/16384.3") == (1663, 5, 16384)
+    assert relation_of("pg_tblspc/16390/PG_15_202209061/5/16400.1") == (16390, 5, 16400)
+    assert relation_of("base/5/16384_fsm") is None  # other forks are not the map's
+    assert relation_of("base/5/PG_VERSION") is None
+    assert relation_of("pg_tblspc/16390/5/16400") is None  # not a tablespace's layout
+
+
+def test_pages_named_in_a_later_segment_file_are_found_by_its_own_offset():
+    m = _map(r100=[3, 4, 5, 9, SEG + 2, SEG + 3, 2 * SEG])
+    assert m.pages("base/5/100", 0, SEG, SEG) == [(3, 3), (9, 1)]
+    assert m.pages("base/5/100.1", SEG, SEG, SEG) == [(2, 2)]
+    assert m.pages("base/5/100.2", 2 * SEG, 10, 10) == [(0, 1)]
+    assert m.pages("base/5/100.3", 3 * SEG, 10, 10) == []
+
+
+def test_pages_past_the_base_copy_are_read_and_named_pages_past_the_end_are_not():
+    m = _map(r100=[1, 50])
+    # grown from 10 to 14 pages: pages 10-13 are new; block 50 no longer exists
+    assert m.pages("base/5/100", 0, 14, 10) == [(1, 1), (10, 4)]
+    assert m.pages("base/5/200", 0, 12, 10) == [(10, 2)]  # named nowhere, grown
+    assert m.pages("base/5/200", 0, 10, 10) == []
+
+
+def test_a_cut_relation_is_read_from_where_it_was_cut():
+    """Cut to 4 blocks, then grown again without WAL naming the new pages (bulk extension
+    writes empty pages unlogged): the base's old pages there must not come back."""
+    m = _map(r100=[1])
+    m.truncated[(1663, 5, 100)] = 4
+    assert m.pages("base/5/100", 0, 8, 10) == [(1, 1), (4, 4)]
+    m.truncated[(1663, 5, 100)] = SEG + 6  # cut inside the second segment file
+    assert m.pages("base/5/100.1", SEG, 10, 10) == [(6, 4)]
+    assert m.pages("base/5/100", 0, SEG, SEG) == [(1, 1)]
+
+
+def test_created_relations_databases_and_tablespaces_are_read_whole():
+    m = _map(r100=[1])
+    m.whole.add((1663, 5, 100))  # a number used again: a new file at the base's path
+    m.whole_databases.add((1663, 7))
+    m.whole_tablespaces.add(16390)
+    assert m.pages("base/5/100", 0, 10, 10) is None
+    assert m.pages("base/7/300", 0, 10, 10) is None
+    assert m.pages("pg_tblspc/16390/PG_15_202209061/5/16400", 0, 10, 10) is None
+    assert m.pages("base/5/101", 0, 10, 10) == []
+
+
+def test_runs_of_sorts_and_merges():
+    assert runs_of(np.array([5, 1, 2, 2, 3, 9], dtype=np.int64)) == [(1, 3), (5, 1), (9, 1)]
+    assert runs_of(np.empty(0, dtype=np.int64)) == []
