@@ -153,7 +153,7 @@ def test_every_block_reference_is_pg_waldumps(written):
             # with the next segment's bytes the record crossing into it is read whole, and
             # none that starts there
             after = segments[i + 1]
-            joined = wal.changes(data + after.read_bytes(), segno, SEGMENT_SIZE, len(data))
+            joined = wal.changes(data, segno, SEGMENT_SIZE, after.read_bytes())
             pair, _, _ = _waldump(path, after)
             assert joined.unfinished_lsn is None and joined.records == found.records + 1
             assert joined.end_lsn == (segno + 1) * SEGMENT_SIZE

@@ -331,14 +331,14 @@ static int wanted(unsigned char rmid, unsigned char info)
 
 static PyObject *block_references(PyObject *self, PyObject *args)
 {
-    Py_buffer view;
-    unsigned long long seg_lsn, seg_size = 0;
-    if (!PyArg_ParseTuple(args, "y*K|K", &view, &seg_lsn, &seg_size))
+    Py_buffer view, next = {0};
+    unsigned long long seg_lsn;
+    if (!PyArg_ParseTuple(args, "y*K|y*", &view, &seg_lsn, &next))
         return NULL;
-    size_t len = (size_t)view.len, used = 0, npages = 0;
-    uint64_t first_rem = 0;
+    size_t len = (size_t)view.len, used = 0, npages = 0, next_used = 0;
+    uint64_t first_rem = 0, ignored = 0;
     const unsigned char *buf = view.buf;
-    unsigned char *stream = malloc(len ? len : 1);
+    unsigned char *stream = malloc(len + (size_t)next.len + 1);
     Refs refs = {0};
     RefScan r = {0};
     PyObject *records = PyList_New(0);
@@ -346,6 +346,8 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         free(stream);
         Py_XDECREF(records);
         PyBuffer_Release(&view);
+        if (next.obj)
+            PyBuffer_Release(&next);
         return PyErr_NoMemory();
     }
     unsigned int magic = len >= WAL_PAGE ? u16(buf) : 0;  /* XLOG_PAGE_MAGIC: the major */
@@ -355,11 +357,14 @@ static PyObject *block_references(PyObject *self, PyObject *args)
     size_t hdr0 = npages && (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
     uint64_t pos = MAXALIGN(first_rem);
     r.continued = first_rem;
-    /* With the next segment's first pages after this one's (seg_size: this one's length),
-     * a record begun here is read to its end there, and none begun there is read. */
-    size_t seg_pages = seg_size / WAL_PAGE, own = used;
-    if (seg_size && npages > seg_pages)
-        own = (WAL_PAGE - hdr0) + (seg_pages - 1) * (WAL_PAGE - SHORT_HEADER);
+    /* The next segment's pages, when this one's are all valid, go on the stream: a record
+     * begun here is read to its end there, and none begun there ("own": this segment's
+     * part of the stream). */
+    size_t own = used;
+    if (next.obj && len % WAL_PAGE == 0 && npages == len / WAL_PAGE)
+        join_pages(next.buf, (size_t)next.len, seg_lsn + len, stream + used, &next_used,
+                   &ignored);
+    used += next_used;
     int error = 0;
     while (npages && pos < own && pos + RECORD_HEADER <= used) {
         const unsigned char *rec = stream + pos;
@@ -389,7 +394,7 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         if (refs.failed) { error = 1; PyErr_NoMemory(); break; }
         pos += MAXALIGN(tot_len);
         if (pos >= own)   /* the next record starts in the next segment */
-            r.end_lsn = seg_lsn + (own == used ? npages : seg_pages) * WAL_PAGE;
+            r.end_lsn = seg_lsn + npages * WAL_PAGE;
         else
             r.end_lsn = stream_lsn(pos, seg_lsn, hdr0);
         if (rmid == RM_XLOG_ID && (info & 0xF0) == XLOG_SWITCH) {
@@ -398,6 +403,8 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         }
     }
     PyBuffer_Release(&view);
+    if (next.obj)
+        PyBuffer_Release(&next);
     free(stream);
     PyObject *result = NULL;
     if (!error) {
@@ -423,10 +430,10 @@ static PyMethodDef methods[] = {
     {"scan_segment", scan_segment, METH_VARARGS,
      "(end_lsn, first_xact_time, last_xact_time, xacts, switched, [(name, time, lsn)])"},
     {"block_references", block_references, METH_VARARGS,
-     "block_references(data, seg_lsn, seg_size=0): the block references of a segment's "
+     "block_references(data, seg_lsn, next=None): the block references of a segment's "
      "records, and the main data of those that create, cut or drop files "
-     "(docs/change-map.md); data may go on with the next segment's first pages (seg_size: "
-     "where this one ends) so that a record crossing into it is read whole"},
+     "(docs/change-map.md); with the next segment's bytes, a record crossing into it is "
+     "read whole"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walscan",

@@ -9,9 +9,9 @@ def scan_segment(
 ) -> tuple[int, int | None, int | None, int, int, list[tuple[bytes, int, int]]]:
     """(end_lsn, first_xact_time, last_xact_time, xacts, switched, [(name, time, lsn)])."""
 
-def block_references(data: Buffer, segment_lsn: int, segment_size: int = 0, /
+def block_references(data: Buffer, segment_lsn: int, next: Buffer = ..., /
                      ) -> dict[str, Any]:
-    """With ``segment_size``, ``data`` may go on with the next segment's first pages: a
-    record crossing into them is read whole, none starting there is read.
+    """With ``next`` (the next segment's bytes), a record crossing into it is read whole,
+    none starting there is read.
     {magic, end_lsn, unfinished_lsn, continued, records, undecoded, switched, refs (packed
     ``<QIIIII``: lsn, spc, db, rel, fork, block), main_data [(lsn, rmid, info, bytes)]}."""

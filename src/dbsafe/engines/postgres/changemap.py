@@ -140,8 +140,10 @@ class MapBuilder:
         that starts here may end there)."""
         name = self.name(segno)
         seg_lsn = segno * self.segment_size
-        joined = data if following is None else data + following
-        found = changes(joined, segno, self.segment_size, len(data))
+        if len(data) != self.segment_size:
+            raise Unusable(f"WAL segment {name} is {len(data)} bytes, not "
+                           f"{self.segment_size}")
+        found = changes(data, segno, self.segment_size, following)
         if found.undecoded:
             raise Unusable(f"{found.undecoded} record(s) of WAL segment {name} could not be "
                            "decoded")

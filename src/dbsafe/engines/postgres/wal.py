@@ -132,11 +132,12 @@ class SegmentChanges:
         return [BlockRef(*ref) for ref in _REF.iter_unpack(self.packed_refs)]
 
 
-def changes(data: bytes, segno: int, segment_size: int, own_size: int = 0) -> SegmentChanges:
-    """The changes of the records that start in segment ``segno``. ``data`` may go on with
-    the next segment's bytes after the first ``own_size`` (this segment's): a record that
-    crosses into it is then read whole."""
-    found = block_references(data, segno * segment_size, own_size)
+def changes(data: bytes, segno: int, segment_size: int, following: bytes | None = None
+            ) -> SegmentChanges:
+    """The changes of the records that start in segment ``segno``; with ``following``
+    (the next segment's bytes), a record that crosses into it is read whole."""
+    found = (block_references(data, segno * segment_size) if following is None
+             else block_references(data, segno * segment_size, following))
     return SegmentChanges(
         found["end_lsn"], found["records"], found["undecoded"], found["unfinished_lsn"],
         found["continued"], bool(found["switched"]), found["refs"], found["main_data"],
