@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
-from dbsafe.engines.postgres.changemap import ChangeMap
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
 from dbsafe.services.backup.copy import (
@@ -39,6 +39,9 @@ from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
 from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.records import FileEntry
+
+if TYPE_CHECKING:
+    from dbsafe.engines.postgres.changemap import ChangeMap
 
 # A file is not read when its size and mtime are the base's and that mtime lies this many
 # seconds before the base started: no write reached it since (the margin covers clock

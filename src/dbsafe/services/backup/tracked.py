@@ -14,13 +14,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder, Unusable
 from dbsafe.engines.postgres.wal import parse_lsn
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.repository import BlockError
+
+if TYPE_CHECKING:  # imported when a map is built: numpy costs every other backup ~0.08 s
+    from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Tracking:
 def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
                segment_size: int) -> Tracking:
     """The change map of ``[base["start_lsn"], start_lsn)`` on ``timeline``, or why not."""
+    from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
+
     t0 = time.perf_counter()
     reason = _refused(server, base, timeline)
     if reason is not None:
@@ -73,7 +78,13 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
                 following = read(i + 1) if i + 1 < len(numbers) else None
                 if i + 2 < len(numbers):  # read ahead while this one is decoded
                     futures[i + 2] = pool.submit(reader.read, builder.name(numbers[i + 2]))
-                builder.add(segno, data, following)
+                try:
+                    builder.add(segno, data, following)
+                except Unusable:
+                    copies = _vault_copies(reader, builder, numbers, i, data, following)
+                    if copies is None:
+                        raise
+                    builder.add(segno, *copies)
                 del futures[i]
         except Unusable as exc:
             for f in futures.values():
@@ -82,6 +93,29 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
                             time.perf_counter() - t0)
     return Tracking(builder.finish(), None, reader.vault_bytes, reader.local_bytes,
                     time.perf_counter() - t0)
+
+
+def _vault_copies(reader: _SegmentReader, builder: MapBuilder, numbers: list[int], i: int,
+                  data: bytes, following: bytes | None) -> tuple[bytes, bytes | None] | None:
+    """Segment ``i`` and the next as the vault holds them, after their pg_wal copies made
+    no sense (an old segment recycled under the name); None when neither came from pg_wal
+    (the first reason stands), Unusable when the vault lacks one."""
+    from dbsafe.engines.postgres.changemap import Unusable
+
+    names = [builder.name(n) for n in numbers[i:i + 2 if following is not None else i + 1]]
+    if not reader.from_server.intersection(names):
+        return None
+    copies: list[bytes] = []
+    for name, held in zip(names, (data, following), strict=False):
+        if name in reader.from_server:
+            held = reader.from_vault(name)
+            if held is None:
+                raise Unusable(reader.missing(name) if name in reader.damaged else
+                               f"WAL segment {name} in pg_wal is not that segment (an old "
+                               "file recycled), and the vault does not hold it")
+        assert held is not None
+        copies.append(held)
+    return copies[0], copies[1] if len(copies) > 1 else None
 
 
 def _refused(server: dict, base: dict, timeline: int) -> str | None:
@@ -95,25 +129,26 @@ def _refused(server: dict, base: dict, timeline: int) -> str | None:
 
 
 class _SegmentReader:
-    """A segment's bytes: the vault's copy, else the server's pg_wal's, else None."""
+    """A segment's bytes: the server's pg_wal's copy while it is there (no decompression,
+    and usually in the page cache), else the vault's, else None. A pg_wal file can be an
+    old segment recycled under a new name: the map then finds its pages' addresses wrong
+    (``Unusable``) and ``change_map`` reads the vault's copy instead (``from_vault``)."""
 
     def __init__(self, vault: Vault, server: dict) -> None:
         self.vault = vault
         self.server = server
         self.vault_bytes = self.local_bytes = 0
         self.damaged: dict[str, str] = {}
+        self.from_server: set[str] = set()
 
     def read(self, name: str) -> bytes | None:
-        repo = self.vault.repo
-        record = repo.load_wal_record(self.server["system_identifier"], name)
-        if record is not None:
-            try:
-                data = b"".join(repo.read_block(bytes.fromhex(b)) for b in record["blocks"])
-            except BlockError as exc:
-                self.damaged[name] = f"its copy in the vault is damaged ({exc.reason})"
-            else:
-                self.vault_bytes += len(data)
-                return data
+        data = self._server_copy(name)
+        if data is not None:
+            self.from_server.add(name)
+            return data
+        return self.from_vault(name)
+
+    def _server_copy(self, name: str) -> bytes | None:
         path = Path(self.server["pgdata"]) / "pg_wal" / name
         try:
             data, _ = read_wal_file(self.server, path, name)
@@ -123,6 +158,19 @@ class _SegmentReader:
             self.damaged[name] = exc.message
             return None
         self.local_bytes += len(data)
+        return data
+
+    def from_vault(self, name: str) -> bytes | None:
+        repo = self.vault.repo
+        record = repo.load_wal_record(self.server["system_identifier"], name)
+        if record is None:
+            return None
+        try:
+            data = b"".join(repo.read_block(bytes.fromhex(b)) for b in record["blocks"])
+        except BlockError as exc:
+            self.damaged[name] = f"its copy in the vault is damaged ({exc.reason})"
+            return None
+        self.vault_bytes += len(data)
         return data
 
     def missing(self, name: str) -> str:
