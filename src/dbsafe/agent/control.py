@@ -18,6 +18,9 @@ from dbsafe.core.errors import DbsafeError
 PREFIX = "/agent/v1"
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
+# An idle connection is reused this long, less than the gateway keeps one open
+# (api/fleet_gateway.py IDLE_KEEP_SECONDS): never a call sent into the gateway's close.
+IDLE_REUSE_SECONDS = 30.0
 # what httpcore raises when the control plane cannot be reached or answers no HTTP
 UNREACHABLE = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
                httpcore.UnsupportedProtocol)
@@ -50,7 +53,8 @@ class ControlPlane:
                          (b"Accept", b"application/json")]
         if credential:
             self._headers.append((b"Authorization", f"Bearer {credential}".encode()))
-        self._http = httpcore.ConnectionPool(ssl_context=context, max_connections=16)
+        self._http = httpcore.ConnectionPool(ssl_context=context, max_connections=16,
+                                             keepalive_expiry=IDLE_REUSE_SECONDS)
 
     def close(self) -> None:
         self._http.close()

@@ -33,6 +33,11 @@ from dbsafe.services.handle import Vault
 
 log = logging.getLogger("dbsafe.fleet")
 PREFIX = "/agent/v1"
+# An idle agent connection is kept this long: longer than an agent keeps one for reuse
+# (agent/control.py IDLE_REUSE_SECONDS), so that an agent never sends a call on a connection
+# the gateway is closing at that moment ("Server disconnected without sending a response";
+# uvicorn's default is 5 s).
+IDLE_KEEP_SECONDS = 75
 MAX_BODY = 4 << 20  # a catalog call's arguments: 2,000 databases' rows fit many times
 METHOD = r"^[a-z][a-z_]{0,59}$"
 PollWait = Annotated[float, Query(ge=fleet.POLL_WAIT[0], le=fleet.POLL_WAIT[1])]

@@ -145,6 +145,18 @@ def serve(per_server: int = typer.Option(3, "--max-per-server", min=bounds.RUNS_
         scheduler.release()
 
 
+def gateway_config(app, host: str, port: int, tls_cert: Path, tls_key: Path):  # noqa: ANN001
+    """uvicorn's settings for the agents' listener: idle connections kept longer than an
+    agent reuses one (api/fleet_gateway.py ``IDLE_KEEP_SECONDS``)."""
+    import uvicorn
+
+    from dbsafe.api.fleet_gateway import IDLE_KEEP_SECONDS
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_keep_alive=IDLE_KEEP_SECONDS, ssl_certfile=str(tls_cert),
+                          ssl_keyfile=str(tls_key), timeout_graceful_shutdown=5)
+
+
 def _serve_agents(vault, host: str, port: int, url: str | None, tls_cert: Path | None,
                   tls_key: Path | None, lost_after: float):
     """The agents' HTTPS listener, in a thread of its own (docs/fleet.md). Its address and
@@ -159,10 +171,8 @@ def _serve_agents(vault, host: str, port: int, url: str | None, tls_cert: Path |
     vault.settings["agents"] = {"url": url or f"https://{socket.getfqdn()}:{port}",
                                 "fingerprint": fingerprint(tls_cert.read_bytes())}
     vault.save_settings()
-    server = uvicorn.Server(uvicorn.Config(
-        create_gateway(vault, lost_after), host=host, port=port, log_level="warning",
-        access_log=False,
-        ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), timeout_graceful_shutdown=5))
+    server = uvicorn.Server(gateway_config(create_gateway(vault, lost_after), host, port,
+                                           tls_cert, tls_key))
     threading.Thread(target=server.run, name="agents-api", daemon=True).start()
     logging.getLogger("dbsafe.fleet").info("agents' API on https://%s:%d/ (%s)", host, port,
                                            vault.settings["agents"]["fingerprint"])
