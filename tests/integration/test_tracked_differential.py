@@ -11,7 +11,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import PG_BIN, Pg, chown_postgres, free_port, interrupt, new_cluster, restored
+from conftest import (
+    PG_BIN,
+    Pg,
+    as_postgres,
+    chown_postgres,
+    free_port,
+    interrupt,
+    new_cluster,
+    restored,
+)
 
 from dbsafe.engines.postgres.files import RELATION_FILE
 from dbsafe.engines.postgres.wal import parse_lsn
@@ -324,5 +333,39 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     got = _restore(vault, "c", diff["point_id"], area / "r", spaces)
     try:
         assert got.table_checksums() == want
+    finally:
+        got.stop()
+
+
+def test_a_timeline_switch_falls_back_to_the_lsn_scan(pg_template, area, wal_vault):
+    """The server promoted (a new timeline) after the full: the map follows one timeline's
+    WAL, so the differential scans page LSNs, says why, and restores equal; the full is
+    still its base, as the server went through the full's end before it switched."""
+    vault = wal_vault
+    pg, spaces = _protected(pg_template, area, vault, "s")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    full = vault.backup("s", "--type", "full")
+    pg.execute("UPDATE t SET v = 'before' WHERE id % 10 = 0")
+    pg.stop()
+    (pg.pgdata / "standby.signal").touch()
+    chown_postgres(pg.pgdata / "standby.signal")
+    pg.start()
+    promoted = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pg.pgdata), "promote", "-w"])
+    assert promoted.returncode == 0, promoted.stderr
+    assert pg.scalar("SELECT timeline_id FROM pg_control_checkpoint()") == 2
+    pg.execute("UPDATE t SET v = 'after' WHERE id % 10 = 1")
+
+    diff = vault.backup("s", "--type", "diff")
+    want = pg.table_checksums()
+    assert diff["base"] == full["point_id"] and diff["timeline"] == 2
+    source = diff["delta_source"]
+    assert source["source"] == "lsn-scan" and "timeline" in source["reason"], source
+    job = next(j for j in vault.jobs() if j["id"] == diff["job_id"])
+    assert [w for w in job["warnings"] if w["code"] == "backup.diff_untracked"]
+    got = _restore(vault, "s", diff["point_id"], area / "r", spaces)
+    try:
+        assert got.table_checksums() == want
+        assert got.scalar("SELECT count(*) FROM t WHERE v IN ('before', 'after')") == 4000
     finally:
         got.stop()

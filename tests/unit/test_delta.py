@@ -9,6 +9,7 @@ import pytest
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 from dbsafe.engines.postgres.delta import changed_pages, page_runs, tracks_changes
+from dbsafe.engines.postgres.wal import TimelineSwitch, parse_lsn
 from dbsafe.services.backup.differential import check_base, plan
 from dbsafe.services.restore.combine import blocks_used, file_writes
 
@@ -92,6 +93,22 @@ def test_check_base_refusals():
         with pytest.raises(DbsafeError) as err:
             check_base(base, "s", *args)
         assert err.value.code == "backup.base_unusable" and words in err.value.message
+
+
+def test_a_base_on_an_ancestor_timeline_left_after_its_end_is_usable():
+    """A promoted standby (or a failover) leaves the base's timeline: the base still serves
+    when the server left it at or after the base's stop, never before (the base would hold
+    changes the new timeline never had)."""
+    base = _base([])
+    check_base(base, "s", 15, timeline=2, history=[TimelineSwitch(1, parse_lsn("0/6000000"))])
+    check_base(base, "s", 15, timeline=3, history=[TimelineSwitch(1, parse_lsn("0/7000000")),
+                                                   TimelineSwitch(2, parse_lsn("0/8000000"))])
+    for history in ([TimelineSwitch(1, parse_lsn("0/5FFFFFF"))],   # left before the end
+                    [TimelineSwitch(4, parse_lsn("0/9000000"))],   # another lineage
+                    []):                                           # no history file
+        with pytest.raises(DbsafeError) as err:
+            check_base(base, "s", 15, timeline=2, history=history)
+        assert err.value.code == "backup.base_unusable"
 
 
 def test_file_writes_lay_the_delta_over_the_cut_base():

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.concurrency import run_parallel
@@ -25,6 +26,7 @@ from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
 from dbsafe.engines.postgres.delta import tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
+from dbsafe.engines.postgres.wal import TimelineSwitch, format_lsn, parse_history
 from dbsafe.services.backup.copy import (
     TASK_BLOCKS,
     Copier,
@@ -37,6 +39,7 @@ from dbsafe.services.backup.copy import (
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
+from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.records import FileEntry
 
@@ -73,19 +76,48 @@ def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
 
 
 def check_base(base: dict, name: str, major: int, start_lsn: str | None = None,
-               timeline: int | None = None) -> None:
-    """Refuse a base the page LSNs cannot be compared with (see the format doc)."""
+               timeline: int | None = None, history: list[TimelineSwitch] | None = None
+               ) -> None:
+    """Refuse a base the page LSNs cannot be compared with (see the format doc). On another
+    timeline than the base's, the server's ``history`` (its timeline's history file) must
+    show the base's timeline as an ancestor it left at or after the base's stop: the
+    server's data then went through the base's state (a promoted standby, a failover)."""
     reason = None
     if base["instance"]["pg_version"] != major:
         reason = f"it is of PostgreSQL {base['instance']['pg_version']}, the server runs {major}"
     elif start_lsn is not None and parse_lsn(start_lsn) < parse_lsn(base["stop_lsn"]):
         reason = (f"the server's WAL position {start_lsn} is before the full's end "
                   f"{base['stop_lsn']} (was an older copy of the data directory put back?)")
-    elif timeline is not None and timeline != base["timeline"]:
+    elif timeline is not None and timeline != base["timeline"] \
+            and not descends(base, history or []):
         reason = f"the server moved from timeline {base['timeline']} to {timeline}"
+        left = [s for s in history or [] if s.parent == base["timeline"]]
+        if left:
+            reason += (f", leaving it at {format_lsn(left[0].switch_lsn)}, before the "
+                       f"full's end {base['stop_lsn']}")
     if reason:
         raise DbsafeError("backup.base_unusable", base=base["point_id"], name=name,
                           reason=reason)
+
+
+def server_history(server: dict, timeline: int) -> list[TimelineSwitch]:
+    """The ancestors of the server's ``timeline`` from its history file in pg_wal (none for
+    timeline 1, or when the file is not there: a base on another timeline is refused)."""
+    if timeline <= 1:
+        return []
+    name = f"{timeline:08X}.history"
+    try:
+        data, _ = read_wal_file(server, Path(server["pgdata"]) / "pg_wal" / name, name)
+    except (FileNotFoundError, DbsafeError):
+        return []
+    return parse_history(data.decode("utf-8", "replace"))
+
+
+def descends(base: dict, history: list[TimelineSwitch]) -> bool:
+    """Whether a server whose timeline has ``history`` went through ``base``'s end: it left
+    the base's timeline at or after the base's stop LSN."""
+    return any(s.parent == base["timeline"] and s.switch_lsn >= parse_lsn(base["stop_lsn"])
+               for s in history)
 
 
 @dataclass

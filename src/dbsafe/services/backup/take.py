@@ -160,7 +160,9 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         counted = counting.submit(counts.take, port, host, chosen[0], counts_mark)
         counting.shutdown(wait=False)
         if base is not None:
-            differential.check_base(base, server["name"], major, timeline=stop.timeline)
+            differential.check_base(base, server["name"], major, timeline=stop.timeline,
+                                    history=differential.server_history(server,
+                                                                        stop.timeline))
         job.expect(sum(f.size for f in stop.wal_segments))
         wal = copier.copy(stop.wal_segments)
         session.close()

@@ -124,7 +124,7 @@ def _refused(server: dict, base: dict, timeline: int) -> str | None:
                 "read its changes from")
     if base.get("timeline") != timeline:
         return (f"the base full is on timeline {base.get('timeline')}, the server on "
-                f"{timeline}")
+                f"{timeline}: the change map follows the WAL of one timeline")
     return None
 
 
