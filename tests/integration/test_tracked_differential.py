@@ -132,7 +132,7 @@ def _read_pages(manifest: dict) -> dict[str, set[int] | None]:
     return out
 
 
-def _left_out_in_range(pg: Pg, manifest: dict, low: int, high: int) -> list[str]:
+def left_out_in_range(pg: Pg, manifest: dict, low: int, high: int) -> list[str]:
     """Pages of the live main-fork files the differential did not read whose LSN lies in
     ``[low, high)``: each one a page the change map missed."""
     missed = []
@@ -184,7 +184,7 @@ def test_every_kind_of_change_is_tracked_and_restores_equal(pg_template, area, w
     manifest = repo.load_manifest(diff["point_id"])
     assert manifest["delta_source"]["source"] == "wal"
     pg.execute("CHECKPOINT")  # what the buffers hold reaches the files the oracle reads
-    missed = _left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
+    missed = left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                 parse_lsn(diff["start_lsn"]))
     assert not missed, f"pages changed since the full that the differential left out: {missed}"
     # exactly the pages changed since the full are read, no more: the table's pages whose
@@ -246,7 +246,7 @@ def test_changes_under_pgbench_load_are_tracked(pg_template, area, wal_vault):
     assert diff["delta_source"]["source"] == "wal", diff["delta_source"]
     pg.execute("CHECKPOINT")
     manifest = vault.repository().load_manifest(diff["point_id"])
-    missed = _left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
+    missed = left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                 parse_lsn(diff["start_lsn"]))
     assert not missed, f"pages changed since the full that the differential left out: {missed}"
     got = _restore(vault, "l", diff["point_id"], area / "r", spaces)
@@ -328,7 +328,7 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     assert source["wal_bytes_from_vault"] > 0
     pg.execute("CHECKPOINT")
     manifest = vault.repository().load_manifest(diff["point_id"])
-    assert not _left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
+    assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                   parse_lsn(diff["start_lsn"]))
     got = _restore(vault, "c", diff["point_id"], area / "r", spaces)
     try:
