@@ -82,6 +82,38 @@ def ids(pg: Pg, db: str) -> list[int]:
     return [r[0] for r in pg.execute("SELECT id FROM ledger ORDER BY id", db)]
 
 
+def both_maps_agree(vault, name: str, pg: Pg, diff: dict) -> None:
+    """The server's summaries name every block the WAL names in the differential's range
+    (they may name more: their ranges start at an earlier checkpoint)."""
+    from dbsafe.engines.postgres import summaries
+    from dbsafe.engines.postgres.changemap import from_summaries
+    from dbsafe.services.backup import tracked
+    from dbsafe.services.handle.vault_handle import Vault
+    from dbsafe.services.inventory.servers import get_server
+
+    handle = Vault.open(vault.path)
+    try:
+        base = handle.repo.load_manifest(diff["base"])
+        start, stop = parse_lsn(base["start_lsn"]), parse_lsn(diff["start_lsn"])
+        server = get_server(handle, name)
+        from_wal = tracked.change_map(handle, server, base, stop, diff["timeline"],
+                                      16 << 20).map
+    finally:
+        handle.catalog.close()
+    with connect(pg.port, str(pg.sockdir)) as conn:
+        rows, why = summaries.summary_rows(conn, 17, diff["timeline"], start, stop)
+    assert rows is not None, why
+    theirs = from_summaries(rows, start, stop)
+    assert from_wal is not None and from_wal.blocks
+    for rel, blocks in from_wal.blocks.items():
+        if rel[:2] in theirs.whole_databases:
+            continue
+        limit = theirs.truncated.get(rel, 1 << 40)
+        named = set(theirs.blocks[rel].tolist()) if rel in theirs.blocks else set()
+        missing = [b for b in blocks.tolist() if b < limit and b not in named]
+        assert not missing, f"{rel}: blocks {missing[:10]} not in the server's summaries"
+
+
 def test_the_matrix_is_what_dbsafe_accepts():
     assert SUPPORTED_MAJORS == MATRIX
 
@@ -107,6 +139,9 @@ def test_round_trip(major, area, wal_vault):
     assert added["pg_version"] == major
     out = vault.ok("protect", name, "--all", "--restart")
     assert out["recovery_model"] == "FULL" and out["archiving_active"], out
+    if major >= 17:  # the server's own WAL summaries, which a differential then uses
+        pg.execute("ALTER SYSTEM SET summarize_wal = on")
+        pg.execute("SELECT pg_reload_conf()")
 
     full = vault.backup(name, "--type", "full")
     # the row counts a drill checks against: taken in a snapshot, marked unchanged
@@ -116,13 +151,17 @@ def test_round_trip(major, area, wal_vault):
     write(pg, 51, 50)
     diff = vault.backup(name, "--type", "diff")
     assert diff["type"] == "diff"
-    # the pages it read are the WAL's change map of this major's records (the image header
-    # and CREATE DATABASE's records changed in 13 and 15), and none it left out changed
-    assert diff["delta_source"]["source"] == "wal", diff["delta_source"]
+    # the pages it read are the change map of the WAL of this major's records (the image
+    # header and CREATE DATABASE's records changed in 13 and 15), or of the server's own
+    # summaries (17 on), and none it left out changed
+    source = diff["delta_source"]
+    assert source["source"] == ("server-summaries" if major >= 17 else "wal"), source
     pg.execute("CHECKPOINT")
     manifest = vault.repository().load_manifest(diff["point_id"])
     assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                  parse_lsn(diff["start_lsn"]))
+    if major >= 17:
+        both_maps_agree(vault, name, pg, manifest)
     write(pg, 101, 50)
     time.sleep(0.05)
     instant = pg.scalar("SELECT clock_timestamp()")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dbsafe.engines.postgres.changemap import ChangeMap, relation_of, runs_of
+from dbsafe.engines.postgres.changemap import ChangeMap, from_summaries, relation_of, runs_of
 from dbsafe.engines.postgres.files import PAGES_PER_SEGMENT
 
 SEG = PAGES_PER_SEGMENT
@@ -73,3 +73,20 @@ def test_created_relations_databases_and_tablespaces_are_read_whole():
 def test_runs_of_sorts_and_merges():
     assert runs_of(np.array([5, 1, 2, 2, 3, 9], dtype=np.int64)) == [(1, 3), (5, 1), (9, 1)]
     assert runs_of(np.empty(0, dtype=np.int64)) == []
+
+
+def test_the_servers_summaries_become_the_same_kind_of_map():
+    """PostgreSQL 17's rows: blocks, limit blocks (a create is 0, a cut its new size), and
+    relfilenode 0 with a limit for a database whose files were copied anew."""
+    rows = [(100, 1663, 5, 0, 7, False), (100, 1663, 5, 0, 3, False),
+            (100, 1663, 5, 0, 7, False),                 # named twice
+            (100, 1663, 5, 1, 2, False),                 # the free space map: not the map's
+            (200, 1663, 5, 0, 4, True), (200, 1663, 5, 0, 2, True),   # cut twice: from 2
+            (300, 1663, 5, 0, 0, True),                  # created: from 0, i.e. whole
+            (0, 1663, 9, 0, 0, True)]                    # database 9 copied
+    m = from_summaries(rows, 10, 20)
+    assert m.pages("base/5/100", 0, 10, 10) == [(3, 1), (7, 1)]
+    assert m.pages("base/5/200", 0, 10, 10) == [(2, 8)]
+    assert m.pages("base/5/300", 0, 10, 10) == [(0, 10)]
+    assert m.pages("base/9/400", 0, 10, 10) is None
+    assert m.pages("base/5/500", 0, 10, 10) == []

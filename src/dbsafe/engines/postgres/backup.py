@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres import files as pgfiles
+from dbsafe.engines.postgres import summaries
 from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.engines.postgres.delta import changed_pages, page_runs
 from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
@@ -81,6 +82,13 @@ class BackupSession:
         self.timeline = int(one_row(conn.execute(
             "SELECT timeline_id FROM pg_control_checkpoint()"))[0])
         return text
+
+    def summary_rows(self, since_lsn: int) -> tuple[list | None, str]:
+        """The server's own WAL summaries of ``[since_lsn, start)`` (PostgreSQL 17 and
+        later with summarize_wal on; summaries.py), or None and why not."""
+        assert self._conn is not None
+        return summaries.summary_rows(self._conn, self.major, self.timeline, since_lsn,
+                                      self.start_lsn)
 
     def files(self) -> tuple[list[SourceFile], list[dict], list[dict]]:
         """The files to copy (files.py); tablespace links are followed only to where this

@@ -117,6 +117,33 @@ def runs_of(pages: np.ndarray) -> list[tuple[int, int]]:
     return [(int(pages[s]), int(e - s)) for s, e in zip(starts, ends, strict=True)]
 
 
+def from_summaries(rows: list[tuple[int, int, int, int, int, bool]], start_lsn: int,
+                   stop_lsn: int) -> ChangeMap:
+    """The map of PostgreSQL 17's own WAL summaries (engines/postgres/summaries.py): rows
+    (relfilenode, tablespace, database, fork, block, is_limit_block) of ranges that cover
+    ``[start_lsn, stop_lsn)``, maybe more. A limit block is where a fork was created (0)
+    or cut; relfilenode 0 with a limit stands for every relation of a database made anew
+    (CREATE DATABASE copying files: walsummarizer.c, SummarizeDbaseRecord)."""
+    m = ChangeMap(start_lsn, stop_lsn)
+    parts: dict[Relation, list[int]] = {}
+    for node, spc, db, fork, block, limit in rows:
+        if node == 0:
+            if limit:
+                m.whole_databases.add((spc, db))
+            continue
+        if fork != MAIN_FORK:
+            continue
+        rel = (spc, db, node)
+        if limit:
+            m.truncated[rel] = min(m.truncated.get(rel, block), block)
+        else:
+            parts.setdefault(rel, []).append(block)
+    for rel, blocks in parts.items():
+        m.blocks[rel] = np.unique(np.array(blocks, dtype=np.int64))
+    m.records = len(rows)
+    return m
+
+
 class MapBuilder:
     """Builds the map of ``[start_lsn, stop_lsn)`` on ``timeline`` from its segments, given
     in order by ``add`` (each with the next one's bytes when a record crosses into it)."""

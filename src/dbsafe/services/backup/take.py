@@ -143,7 +143,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             files_read = sum(c.size for c in copied)
         else:
             tracking = tracked.change_map(vault, server, base, session.start_lsn,
-                                          session.timeline, session.segment_size)
+                                          session.timeline, session.segment_size,
+                                          session.summary_rows)
             if tracking.map is None:
                 job.warn(DbsafeError("backup.diff_untracked", name=server["name"],
                                      reason=tracking.reason).as_dict())

@@ -11,6 +11,7 @@ it always did: a doubt never becomes a guess.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from dbsafe.vault.repository import BlockError
 if TYPE_CHECKING:  # imported when a map is built: numpy costs every other backup ~0.08 s
     from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder
 
+# the server's own summaries of [LSN, the backup's start): rows, or None and why not
+ServerSummaries = Callable[[int], tuple[list | None, str]]
+
 
 @dataclass
 class Tracking:
@@ -36,9 +40,11 @@ class Tracking:
     vault_bytes: int = 0
     local_bytes: int = 0
     seconds: float = 0.0
+    source: str = "wal"  # or "server-summaries"; "lsn-scan" without a map
+    not_summaries: str | None = None  # why the server's own summaries were not used
 
     def describe(self) -> dict:
-        source = "wal" if self.map is not None else "lsn-scan"
+        source = self.source if self.map is not None else "lsn-scan"
         out = {"source": source, "seconds": round(self.seconds, 3),
                "wal_bytes_from_vault": self.vault_bytes,
                "wal_bytes_from_server": self.local_bytes}
@@ -46,18 +52,39 @@ class Tracking:
             out.update(self.map.describe())
         else:
             out["reason"] = self.reason
+        if self.not_summaries:
+            out["server_summaries"] = self.not_summaries
         return out
 
 
 def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
-               segment_size: int) -> Tracking:
-    """The change map of ``[base["start_lsn"], start_lsn)`` on ``timeline``, or why not."""
-    from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
+               segment_size: int, server_summaries: ServerSummaries | None = None
+               ) -> Tracking:
+    """The change map of ``[base["start_lsn"], start_lsn)`` on ``timeline``, or why not:
+    from the server's own WAL summaries when it keeps them (``server_summaries``), else
+    from the WAL."""
+    from dbsafe.engines.postgres.changemap import from_summaries
 
     t0 = time.perf_counter()
     reason = _refused(server, base, timeline)
     if reason is not None:
         return Tracking(None, reason)
+    not_summaries = None
+    if server_summaries is not None:
+        rows, not_summaries = server_summaries(parse_lsn(base["start_lsn"]))
+        if rows is not None:
+            return Tracking(from_summaries(rows, parse_lsn(base["start_lsn"]), start_lsn),
+                            None, seconds=time.perf_counter() - t0,
+                            source="server-summaries")
+    tracking = _from_wal(vault, server, base, start_lsn, timeline, segment_size, t0)
+    tracking.not_summaries = not_summaries
+    return tracking
+
+
+def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
+              segment_size: int, t0: float) -> Tracking:
+    from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
+
     builder = MapBuilder(parse_lsn(base["start_lsn"]), start_lsn, timeline, segment_size)
     reader = _SegmentReader(vault, server)
     numbers = list(builder.segment_numbers())
