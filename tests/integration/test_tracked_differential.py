@@ -164,6 +164,20 @@ def _restore(vault, server: str, point_id: str, target: Path, spaces: dict) -> P
     return restored(target, port)
 
 
+def _small_table(pg: Pg) -> None:
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+
+
+def _restores_equal(vault, server: str, point_id: str, target: Path, spaces: dict,
+                    want: dict) -> None:
+    got = _restore(vault, server, point_id, target, spaces)
+    try:
+        assert got.table_checksums() == want
+    finally:
+        got.stop()
+
+
 def test_every_kind_of_change_is_tracked_and_restores_equal(pg_template, area, wal_vault):
     vault = wal_vault
     pg, spaces = _protected(pg_template, area, vault)
@@ -271,8 +285,7 @@ def test_a_gap_in_the_chain_falls_back_to_the_lsn_scan_and_says_why(pg_template,
     equal to the source."""
     vault = wal_vault
     pg, spaces = _protected(pg_template, area, vault, "g")
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    _small_table(pg)
     full = vault.backup("g", "--type", "full")
     pg.execute("UPDATE t SET v = 'one' WHERE id % 10 = 0")
     lost = pg.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -292,11 +305,7 @@ def test_a_gap_in_the_chain_falls_back_to_the_lsn_scan_and_says_why(pg_template,
     (warning,) = [w for w in job["warnings"] if w["code"] == "backup.diff_untracked"]
     assert lost in warning["message"]
     assert diff["base"] == full["point_id"] and diff["pages_changed"] > 0
-    got = _restore(vault, "g", diff["point_id"], area / "r", spaces)
-    try:
-        assert got.table_checksums() == want
-    finally:
-        got.stop()
+    _restores_equal(vault, "g", diff["point_id"], area / "r", spaces, want)
 
 
 def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, wal_vault):
@@ -305,8 +314,7 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     tracked, and misses nothing."""
     vault = wal_vault
     pg, spaces = _protected(pg_template, area, vault, "c")
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    _small_table(pg)
     older = pg.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())")
     pg.execute("SELECT pg_switch_wal()")
     full = vault.backup("c", "--type", "full")
@@ -330,11 +338,7 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     manifest = vault.repository().load_manifest(diff["point_id"])
     assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                   parse_lsn(diff["start_lsn"]))
-    got = _restore(vault, "c", diff["point_id"], area / "r", spaces)
-    try:
-        assert got.table_checksums() == want
-    finally:
-        got.stop()
+    _restores_equal(vault, "c", diff["point_id"], area / "r", spaces, want)
 
 
 def test_a_timeline_switch_falls_back_to_the_lsn_scan(pg_template, area, wal_vault):
@@ -343,8 +347,7 @@ def test_a_timeline_switch_falls_back_to_the_lsn_scan(pg_template, area, wal_vau
     still its base, as the server went through the full's end before it switched."""
     vault = wal_vault
     pg, spaces = _protected(pg_template, area, vault, "s")
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    _small_table(pg)
     full = vault.backup("s", "--type", "full")
     pg.execute("UPDATE t SET v = 'before' WHERE id % 10 = 0")
     pg.stop()
