@@ -306,6 +306,9 @@ def test_a_gap_in_the_chain_falls_back_to_the_lsn_scan_and_says_why(pg_template,
     assert lost in warning["message"]
     assert diff["base"] == full["point_id"] and diff["pages_changed"] > 0
     _restores_equal(vault, "g", diff["point_id"], area / "r", spaces, want)
+    said = vault.run("backup", "g", "--type", "diff")  # what a DBA reads
+    assert said.returncode == 0 and "pages chosen by scanning page LSNs" in said.stdout
+    assert lost in said.stdout
 
 
 def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, wal_vault):
@@ -334,6 +337,8 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     source = diff["delta_source"]
     assert source["source"] == "wal", source
     assert source["wal_bytes_from_vault"] > 0
+    said = vault.run("backup", "c", "--type", "diff")  # what a DBA reads
+    assert said.returncode == 0 and "pages chosen by the WAL since the full" in said.stdout
     pg.execute("CHECKPOINT")
     manifest = vault.repository().load_manifest(diff["point_id"])
     assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),

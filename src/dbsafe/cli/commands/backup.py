@@ -56,11 +56,24 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                 f"{r['pages_changed']} pages changed; files: {r['files_whole']} whole, "
                 f"{r['files_delta']} changed, {r['files_unchanged']} unchanged "
                 f"({r['files_not_read']} not read), {r['files_dropped']} dropped")
+            render.out.print(f"  pages chosen by {_source(r.get('delta_source') or {})}; "
+                             f"{render.human_bytes(r['bytes_read_data'])} read from the "
+                             "data directory")
         if r["corrupt_pages"]:
             render.err.print(f"[yellow]warning[/yellow]: {r['corrupt_pages']} page(s) failed "
                              "their checksum; see --json for the list")
 
     render.emit(result, human)
+
+
+def _source(source: dict) -> str:
+    """How a differential chose its pages, in words (docs/change-map.md)."""
+    if source.get("source") == "wal":
+        return (f"the WAL since the full ({source['segments']} segment(s), "
+                f"{source['blocks']} blocks named)")
+    if source.get("source") == "server-summaries":
+        return f"the server's WAL summaries ({source['blocks']} blocks named)"
+    return f"scanning page LSNs ({source.get('reason', 'no change map')})"
 
 
 def _human_log(r: dict) -> None:
