@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from dbsafe.engines.postgres.changemap import ChangeMap, from_summaries, relation_of, runs_of
+from dbsafe.engines.postgres.changemap import (
+    ChangeMap,
+    MapBuilder,
+    from_summaries,
+    relation_of,
+    runs_of,
+)
 from dbsafe.engines.postgres.files import PAGES_PER_SEGMENT
 
 SEG = PAGES_PER_SEGMENT
@@ -90,3 +96,12 @@ def test_the_servers_summaries_become_the_same_kind_of_map():
     assert m.pages("base/5/300", 0, 10, 10) == [(0, 10)]
     assert m.pages("base/9/400", 0, 10, 10) is None
     assert m.pages("base/5/500", 0, 10, 10) == []
+
+
+def test_a_range_ending_at_a_segments_first_record_does_not_need_that_segment():
+    """Right after a segment switch the server's position is the next segment's first
+    record, whose bytes may not be written yet: no record starts before it there."""
+    seg = 16 << 20
+    assert list(MapBuilder(seg + 40, 3 * seg + 40, 1, seg).segment_numbers()) == [1, 2]
+    assert list(MapBuilder(seg + 40, 3 * seg + 48, 1, seg).segment_numbers()) == [1, 2, 3]
+    assert list(MapBuilder(seg + 40, seg + 100, 1, seg).segment_numbers()) == [1]

@@ -29,6 +29,7 @@ from dbsafe.engines.postgres.wal import (
 REF_DTYPE = np.dtype([("lsn", "<u8"), ("spc", "<u4"), ("db", "<u4"), ("rel", "<u4"),
                       ("fork", "<u4"), ("block", "<u4")])
 GLOBAL_TABLESPACE, DEFAULT_TABLESPACE = 1664, 1663
+LONG_PAGE_HEADER = 40  # XLogLongPageHeaderData: a segment's first page header
 MAIN_FORK = 0
 
 Relation = tuple[int, int, int]  # (tablespace, database, relfilenumber)
@@ -78,6 +79,14 @@ class ChangeMap:
         if tail < pages:
             picked = np.concatenate((picked, np.arange(tail, pages, dtype=picked.dtype)))
         return runs_of(picked)
+
+    def touches(self, path: str) -> bool:
+        """Whether the map names any change of the relation whose main fork is at ``path``
+        (True for a path it cannot place)."""
+        rel = relation_of(path)
+        return rel is None or rel in self.blocks or rel in self.truncated \
+            or rel in self.whole or rel[:2] in self.whole_databases \
+            or rel[0] in self.whole_tablespaces
 
     def describe(self) -> dict:
         return {"start_lsn": format_lsn(self.start_lsn), "stop_lsn": format_lsn(self.stop_lsn),
@@ -156,8 +165,13 @@ class MapBuilder:
         self._parts: dict[Relation, list[np.ndarray]] = {}
 
     def segment_numbers(self) -> range:
+        """The segments holding a record that starts in the range: none starts in a
+        segment's first ``LONG_PAGE_HEADER`` bytes, so a range ending there (a position
+        just after a segment switch) does not need that segment, which may not be
+        written yet."""
+        last = max(self.map.start_lsn, self.map.stop_lsn - 1 - LONG_PAGE_HEADER)
         return range(self.map.start_lsn // self.segment_size,
-                     (self.map.stop_lsn - 1) // self.segment_size + 1)
+                     last // self.segment_size + 1)
 
     def name(self, segno: int) -> str:
         return segment_file_name(self.timeline, segno, self.segment_size)

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     import psycopg
 
 ConnFactory = Callable[[str], "psycopg.Connection"]
+# Counts known without counting, in the count's snapshot: (connection, WAL position taken
+# before the snapshot, the snapshot, the tables) -> {table key: rows}. A differential that
+# knows which relations changed since its base reuses the base's counts of the others
+# (services/backup/counts.py).
+KnownCounts = Callable[["psycopg.Connection", str, str, dict], dict[str, int]]
 
 COUNTS_FORMAT = 1
 DEFAULT_LIMIT_BYTES = 1 << 30   # tables above 1 GiB (main fork) are not counted
@@ -38,7 +43,8 @@ COUNT_WORKERS = 4               # databases counted at once (measured: 100 small
 # Ordinary permanent tables (partitions counted one by one, parents not: a parent's count
 # is its partitions'). Unlogged tables restore empty and are left out.
 TABLES_SQL = """
-    SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), pg_relation_filenode(c.oid)
+    SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), pg_relation_filenode(c.oid),
+           pg_relation_filepath(c.oid)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r' AND c.relpersistence = 'p'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -142,11 +148,12 @@ def pg_class_filepath(conn: psycopg.Connection) -> str:
 
 
 def list_tables(conn: psycopg.Connection) -> dict[str, dict]:
-    """Every table that is counted, by "schema.table": oid, schema, name, main fork bytes
-    and filenode."""
+    """Every table that is counted, by "schema.table": oid, schema, name, main fork bytes,
+    filenode and the main fork's path in the data directory."""
     return {f"{schema}.{name}": {"oid": oid, "schema": schema, "name": name, "size": size,
-                                 "filenode": filenode}
-            for oid, schema, name, size, filenode in conn.execute(TABLES_SQL).fetchall()}
+                                 "filenode": filenode, "path": path}
+            for oid, schema, name, size, filenode, path
+            in conn.execute(TABLES_SQL).fetchall()}
 
 
 def count_rows(conn: psycopg.Connection, table: dict) -> int:
@@ -157,7 +164,7 @@ def count_rows(conn: psycopg.Connection, table: dict) -> int:
 
 
 def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
-                    mark: str | None) -> dict:
+                    mark: str | None, known: KnownCounts | None = None) -> dict:
     import psycopg
 
     # The WAL position before the snapshot: a change the count does not see was written
@@ -170,7 +177,13 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
     tables: dict[str, int] = {}
     filenodes: dict[str, int] = {}
     not_counted: dict[str, str] = {}
-    for key, table in list_tables(conn).items():
+    listed = list_tables(conn)
+    reused = known(conn, position, snap, listed) if known is not None else {}
+    for key, table in listed.items():
+        if key in reused:
+            tables[key] = reused[key]
+            filenodes[key] = table["filenode"]
+            continue
         if limit_bytes is not None and table["size"] > limit_bytes:
             not_counted[key] = f"{table['size']} bytes, over the {limit_bytes}-byte cap"
             continue
@@ -185,31 +198,37 @@ def _count_database(conn: psycopg.Connection, limit_bytes: int | None,
     conn.execute("COMMIT")
     return {"position": position, "snapshot": snap,
             "changed": committed_between(conn, mark, snap),
-            "tables": tables, "filenodes": filenodes, "not_counted": not_counted}
+            "tables": tables, "filenodes": filenodes, "not_counted": not_counted,
+            **({"reused": sorted(reused)} if reused else {})}
 
 
 def table_counts(conns: ConnFactory, databases: Iterable[str], mark: str | None = None,
                  limit_bytes: int | None = DEFAULT_LIMIT_BYTES,
-                 workers: int = COUNT_WORKERS) -> dict:
+                 workers: int = COUNT_WORKERS,
+                 known_for: Callable[[str], KnownCounts | None] | None = None) -> dict:
     """Exact ``count(*)`` of every ordinary table of each database, one REPEATABLE READ
     snapshot per database, with whether it changed since ``mark`` (see the module note).
 
     ``conns(dbname)`` opens an autocommit connection. Databases are counted ``workers`` at
     a time (with many small databases, opening connections is most of the cost). Never
     raises for a database: one that cannot be counted (takes no connections, ...) is
-    recorded with its error. The result (stored as JSON with the point)::
+    recorded with its error. ``known_for(db)``: counts of that database known without
+    counting (``KnownCounts``), listed under "reused". The result (stored as JSON with the
+    point)::
 
         {"format": 1, "limit_bytes": ..., "mark": "xmin:xmax:xip", "taken": ISO time,
          "databases": {db: {"tables": {"schema.table": rows}, "not_counted": {key: why},
                             "changed": bool, "snapshot": ..., "position": LSN,
-                            "filenodes": {key: filenode}} or {"error": why}}}
+                            "filenodes": {key: filenode}, "reused": [key]}
+                            or {"error": why}}}
     """
     import psycopg
 
     def one(db: str) -> dict:
         try:
             with conns(db) as conn:
-                return _count_database(conn, limit_bytes, mark)
+                return _count_database(conn, limit_bytes, mark,
+                                       known_for(db) if known_for is not None else None)
         except (psycopg.Error, DbsafeError) as exc:
             return {"error": error_line(exc)}
 

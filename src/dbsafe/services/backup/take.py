@@ -124,6 +124,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     sink = repo.block_sink(level)
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
     about_base: dict = {}  # a differential's base, dropped files and counts
+    unchanged = None  # a tracked differential's tables whose base counts still hold
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         if base is not None:
@@ -150,6 +151,12 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
                                      reason=tracking.reason).as_dict())
             diff = differential.copy_files(repo, copier, session.read_changed, files, base,
                                            job.expect, tracking.map)
+            if tracking.map is not None:  # the base's counts of the tables left alone
+                base_point = vault.catalog.get_point(base["point_id"]) or {}
+                unchanged = counts.UnchangedTables(
+                    base_point.get("table_counts"), tracking.map,
+                    tracked.Extension(vault, server, session.start_lsn, session.timeline,
+                                      session.segment_size).up_to)
             entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
             about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
                           "dropped": diff.dropped, "delta_source": tracking.describe(),
@@ -158,7 +165,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
         counting = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-counts")
-        counted = counting.submit(counts.take, port, host, chosen[0], counts_mark)
+        counted = counting.submit(counts.take, port, host, chosen[0], counts_mark,
+                                  unchanged)
         counting.shutdown(wait=False)
         if base is not None:
             differential.check_base(base, server["name"], major, timeline=stop.timeline,

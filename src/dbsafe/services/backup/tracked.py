@@ -10,6 +10,7 @@ it always did: a doubt never becomes a guess.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.wal import parse_lsn
+from dbsafe.engines.postgres.wal import format_lsn, parse_lsn
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.repository import BlockError
@@ -120,6 +121,29 @@ def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: 
                             time.perf_counter() - t0)
     return Tracking(builder.finish(), None, reader.vault_bytes, reader.local_bytes,
                     time.perf_counter() - t0)
+
+
+class Extension:
+    """The change map from this backup's start to a later position (the row counts' WAL
+    position, services/backup/counts.py), from pg_wal; rebuilt when asked past what it
+    covers, None when the WAL up to there cannot be read whole (not flushed yet, ...)."""
+
+    def __init__(self, vault: Vault, server: dict, start_lsn: int, timeline: int,
+                 segment_size: int) -> None:
+        self._args = (vault, server, {"start_lsn": format_lsn(start_lsn)}, timeline,
+                      segment_size)
+        self._lock = threading.Lock()
+        self._map: ChangeMap | None = None
+
+    def up_to(self, lsn: int) -> ChangeMap | None:
+        with self._lock:
+            if self._map is None or self._map.stop_lsn < lsn:
+                vault, server, base, timeline, size = self._args
+                self._map = _from_wal(vault, server, base, lsn, timeline, size,
+                                      time.perf_counter()).map
+                if self._map is None:
+                    return None
+            return self._map
 
 
 def _vault_copies(reader: _SegmentReader, builder: MapBuilder, numbers: list[int], i: int,
