@@ -8,7 +8,9 @@ commit point) → record the point in the catalog.
 
 from __future__ import annotations
 
+import importlib
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -125,6 +127,10 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
     about_base: dict = {}  # a differential's base, dropped files and counts
     unchanged = None  # a tracked differential's tables whose base counts still hold
+    if base is not None:  # the change map's numpy (~0.08 s) loads while the start's
+        # checkpoint runs, instead of after it
+        threading.Thread(target=importlib.import_module, name="dbsafe-preload", daemon=True,
+                         args=("dbsafe.engines.postgres.changemap",)).start()
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         if base is not None:
