@@ -173,6 +173,15 @@ def _point_counts(vault, point_id: str) -> dict:
     return json.loads(text)
 
 
+def _amcheck(pg: Pg, db: str) -> None:
+    """Every heap and btree index of ``db`` checked whole by pg_amcheck."""
+    check = subprocess.run(
+        [str(PG_BIN / "pg_amcheck"), "-h", str(pg.sockdir), "-p", str(pg.port),
+         "-U", "postgres", "--install-missing", "--heapallindexed", "-d", db],
+        capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
+
+
 def _small_table(pg: Pg) -> None:
     pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
     pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
@@ -242,19 +251,15 @@ def test_every_kind_of_change_is_tracked_and_restores_equal(pg_template, area, w
 
     got = _restore(vault, "t", diff["point_id"], area / "r", spaces)
     try:
-        differing = sorted(k for k in want.keys() | got.table_checksums().keys()
-                           if want.get(k) != got.table_checksums().get(k))
-        assert got.table_checksums() == want, f"tables that differ: {differing}"
+        have = got.table_checksums()
+        differing = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        assert have == want, f"tables that differ: {differing}"
         assert _blob_digest(got) == blobs
         assert {"app.newtab", "walcopy.copied", "filecopy.copied", "mover.m"} <= set(want)
         assert got.scalar("SELECT count(*) FROM scratch", "app") == 0  # unlogged: empty
         assert got.scalar("SELECT spcname FROM pg_database d JOIN pg_tablespace t "
                           "ON t.oid = d.dattablespace WHERE datname = 'mover'") == "ts2"
-        check = subprocess.run(
-            [str(PG_BIN / "pg_amcheck"), "-h", str(got.sockdir), "-p", str(got.port),
-             "-U", "postgres", "--install-missing", "--heapallindexed", "-d", "app"],
-            capture_output=True, text=True, timeout=300)
-        assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
+        _amcheck(got, "app")
     finally:
         got.stop()
 
@@ -297,11 +302,7 @@ def test_changes_under_pgbench_load_are_tracked(pg_template, area, wal_vault):
         # pgbench keeps the three sums equal; the workload added 1 to every 97th account
         bumped = got.scalar("SELECT count(*) FROM pgbench_accounts WHERE aid % 97 = 0", "app")
         assert sums["accounts"] - bumped == sums["tellers"] == sums["branches"], sums
-        check = subprocess.run(
-            [str(PG_BIN / "pg_amcheck"), "-h", str(got.sockdir), "-p", str(got.port),
-             "-U", "postgres", "--install-missing", "--heapallindexed", "-d", "app"],
-            capture_output=True, text=True, timeout=300)
-        assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
+        _amcheck(got, "app")
     finally:
         got.stop()
 

@@ -1,11 +1,12 @@
 """Where a WAL-tracked differential's change map comes from (docs/change-map.md).
 
-The map of ``[base start, this backup's start)`` is built from the WAL of that range: each
-segment from the vault's log chain when archived, else from the server's pg_wal (the
-segments PostgreSQL has not archived yet; the backup runs on the server's host, and its
-replication slot keeps them). When the map cannot be built the reason is returned, for
-the job's warnings (``backup.diff_untracked``), and the differential scans page LSNs as
-it always did: a doubt never becomes a guess.
+The map of ``[base start, this backup's start)`` comes from the server's own WAL summaries
+when it keeps them for the whole range (PostgreSQL 17 on), else from the WAL of that range:
+each segment from the server's pg_wal while it is there (the backup runs on the server's
+host; no decompression), else from the vault's log chain (a segment PostgreSQL recycled
+since it was archived). When the map cannot be built the reason is returned, for the
+job's warnings (``backup.diff_untracked``), and the differential scans page LSNs as it
+always did: a doubt never becomes a guess.
 """
 
 from __future__ import annotations
