@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     PG_BIN,
     Pg,
+    as_postgres,
     chown_postgres,
     free_port,
     interrupt,
@@ -329,3 +330,31 @@ def test_diff_under_write_load_restores_a_consistent_cluster(dsrc, dvault, area)
         assert check.returncode == 0, f"pg_amcheck: {check.stdout}{check.stderr}"
     finally:
         restored_pg.stop()
+
+
+def test_a_differential_after_data_checksums_were_turned_on_is_refused(pg_template, area,
+                                                                       vault):
+    """pg_checksums --enable rewrites every page with its checksum, without WAL and
+    without moving the page's LSN: a differential would restore the full's pages, which
+    have no checksum, into a cluster that expects one. Refused, with what to do."""
+    pg = new_cluster(pg_template, area, "sums")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+
+    def checksums(action: str) -> None:
+        pg.stop()
+        done = as_postgres([str(PG_BIN / "pg_checksums"), action, "-D", str(pg.pgdata)])
+        assert done.returncode == 0, done.stdout + done.stderr
+        pg.start()
+
+    checksums("--disable")
+    vault.add_server("sums", pg)
+    full = vault.backup("sums")
+    assert vault.repository().load_manifest(full["point_id"])["instance"][
+        "data_checksums"] is False
+    checksums("--enable")
+    refused = vault.fail("backup.base_unusable", "backup", "sums", "--type", "diff")
+    assert "checksums were turned on" in refused["error"]["message"]
+    assert "--type full" in refused["error"]["message"]
+    assert vault.backup("sums", "--type", "full")["type"] == "full"
+    assert vault.backup("sums", "--type", "diff")["type"] == "diff"

@@ -111,6 +111,15 @@ def test_a_base_on_an_ancestor_timeline_left_after_its_end_is_usable():
         assert err.value.code == "backup.base_unusable"
 
 
+def test_a_base_taken_with_the_other_checksum_setting_is_refused():
+    base = _base([], instance={"pg_version": 15, "server": "s", "data_checksums": False})
+    check_base(base, "s", 15, data_checksums=False)
+    with pytest.raises(DbsafeError) as err:
+        check_base(base, "s", 15, data_checksums=True)
+    assert err.value.code == "backup.base_unusable" and "turned on" in err.value.message
+    check_base(_base([]), "s", 15, data_checksums=True)  # not recorded: not checked
+
+
 def test_file_writes_lay_the_delta_over_the_cut_base():
     bs = 2 * PAGE
     base = _base([{"path": "f", "size": 5 * PAGE, "mode": 0o600, "mtime": 1.0,

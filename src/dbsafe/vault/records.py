@@ -133,7 +133,8 @@ class Instance(Record):
     WHAT = "instance"
     REQUIRED = {"server": STR, "system_identifier": STR}
     OPTIONAL = {"pg_version": ("an integer or null", lambda v: v is None or _is_int(v)),
-                "pgdata": STR_OR_NULL, "owner": STR_OR_NULL, "node": STR_OR_NULL}
+                "pgdata": STR_OR_NULL, "owner": STR_OR_NULL, "node": STR_OR_NULL,
+                "data_checksums": BOOL}
 
     server = property(lambda self: self["server"])
     system_identifier = property(lambda self: self["system_identifier"])

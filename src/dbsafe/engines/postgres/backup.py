@@ -48,6 +48,7 @@ class BackupSession:
         self.verify_pages = data_checksums
         self.start_lsn = 0
         self.timeline = 0
+        self.data_checksums: bool | None = None
         self._conn: psycopg.Connection | None = None
 
 
@@ -78,6 +79,10 @@ class BackupSession:
         self.start_lsn = parse_lsn(text)
         self.segment_size = int(one_row(conn.execute(
             "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))[0])
+        # whether pages carry checksums now (pg_checksums rewrites every page without WAL
+        # and without moving its LSN: no differential can see that; differential.py)
+        self.data_checksums = one_row(conn.execute(
+            "SELECT current_setting('data_checksums')"))[0] == "on"
         # the timeline of the start's checkpoint (a restartpoint's on a standby)
         self.timeline = int(one_row(conn.execute(
             "SELECT timeline_id FROM pg_control_checkpoint()"))[0])

@@ -76,8 +76,8 @@ def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
 
 
 def check_base(base: dict, name: str, major: int, start_lsn: str | None = None,
-               timeline: int | None = None, history: list[TimelineSwitch] | None = None
-               ) -> None:
+               timeline: int | None = None, history: list[TimelineSwitch] | None = None,
+               data_checksums: bool | None = None) -> None:
     """Refuse a base the page LSNs cannot be compared with (see the format doc). On another
     timeline than the base's, the server's ``history`` (its timeline's history file) must
     show the base's timeline as an ancestor it left at or after the base's stop: the
@@ -88,6 +88,11 @@ def check_base(base: dict, name: str, major: int, start_lsn: str | None = None,
     elif start_lsn is not None and parse_lsn(start_lsn) < parse_lsn(base["stop_lsn"]):
         reason = (f"the server's WAL position {start_lsn} is before the full's end "
                   f"{base['stop_lsn']} (was an older copy of the data directory put back?)")
+    elif data_checksums is not None and base["instance"].get("data_checksums") \
+            not in (None, data_checksums):
+        reason = (f"data checksums were turned {'on' if data_checksums else 'off'} since it "
+                  "was taken (pg_checksums rewrites every page without WAL and without "
+                  "moving its LSN: no differential can see which pages changed)")
     elif timeline is not None and timeline != base["timeline"] \
             and not descends(base, history or []):
         reason = f"the server moved from timeline {base['timeline']} to {timeline}"

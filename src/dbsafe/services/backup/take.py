@@ -134,7 +134,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         if base is not None:
-            differential.check_base(base, server["name"], major, start_lsn)
+            differential.check_base(base, server["name"], major, start_lsn,
+                                    data_checksums=session.data_checksums)
         files, dirs, tablespaces = session.files()
         files, skipped = selection.split_files(files, chosen[1])
         if base is None:
@@ -203,7 +204,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         instance=Instance.new(server=server["name"],
                               system_identifier=server["system_identifier"],
                               pg_version=major, pgdata=str(pgdata),
-                              owner=cluster.owner_of(pgdata), node=server.get("node")),
+                              owner=cluster.owner_of(pgdata), node=server.get("node"),
+                              data_checksums=session.data_checksums),
         start_time=started.isoformat(timespec="milliseconds"),
         end_time=ended.isoformat(timespec="milliseconds"),
         start_lsn=start_lsn,
