@@ -77,15 +77,15 @@ class BackupSession:
             raise DbsafeError("server.not_superuser", user=conn.info.user) from None
         text = one_row(row)[0]
         self.start_lsn = parse_lsn(text)
-        self.segment_size = int(one_row(conn.execute(
-            "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))[0])
-        # whether pages carry checksums now (pg_checksums rewrites every page without WAL
-        # and without moving its LSN: no differential can see that; differential.py)
-        self.data_checksums = one_row(conn.execute(
-            "SELECT current_setting('data_checksums')"))[0] == "on"
-        # the timeline of the start's checkpoint (a restartpoint's on a standby)
-        self.timeline = int(one_row(conn.execute(
-            "SELECT timeline_id FROM pg_control_checkpoint()"))[0])
+        # the segment size; whether pages carry checksums now (pg_checksums rewrites every
+        # page without WAL and without moving its LSN: no differential can see that,
+        # differential.py); the timeline of the start's checkpoint (a restartpoint's on a
+        # standby)
+        size, checksums, timeline = one_row(conn.execute(
+            "SELECT (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), "
+            "current_setting('data_checksums'), timeline_id FROM pg_control_checkpoint()"))
+        self.segment_size, self.data_checksums = int(size), checksums == "on"
+        self.timeline = int(timeline)
         return text
 
     def summary_rows(self, since_lsn: int) -> tuple[list | None, str]:

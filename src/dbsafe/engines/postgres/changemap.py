@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dbsafe.engines.postgres.delta import page_runs
 from dbsafe.engines.postgres.files import RELATION_FILE
 from dbsafe.engines.postgres.wal import (
     SegmentChanges,
@@ -117,13 +118,7 @@ def relation_of(path: str) -> Relation | None:
 
 def runs_of(pages: np.ndarray) -> list[tuple[int, int]]:
     """Page numbers (any order, repeats allowed) as sorted runs ``(first, count)``."""
-    if pages.size == 0:
-        return []
-    pages = np.unique(pages)
-    breaks = np.flatnonzero(np.diff(pages) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [pages.size]))
-    return [(int(pages[s]), int(e - s)) for s, e in zip(starts, ends, strict=True)]
+    return page_runs(np.unique(pages))
 
 
 def from_summaries(rows: list[tuple[int, int, int, int, int, bool]], start_lsn: int,

@@ -261,14 +261,7 @@ class DeltaCopier:
                     read_bytes += len(read.data)
                     self.on_bytes(len(read.data))
                     if whole:
-                        if part.runs and part.runs[-1][0] + part.runs[-1][1] == page:
-                            part.runs[-1][1] += whole
-                        else:
-                            part.runs.append([page, whole])
-                        stream += read.data[:whole * PAGE_SIZE]
-                        while len(stream) >= self.block_size:
-                            self._store(part, bytes(stream[:self.block_size]))
-                            del stream[:self.block_size]
+                        self._keep(part, stream, page, read.data[:whole * PAGE_SIZE])
                     if read.corrupt_pages:
                         with self._lock:
                             result.corrupt_pages.extend(read.corrupt_pages)
@@ -300,15 +293,8 @@ class DeltaCopier:
                                          result.base["size"])
                 read_bytes += len(read.data)
                 for first, count in read.pages or ():
-                    page = offset // PAGE_SIZE + first
-                    if part.runs and part.runs[-1][0] + part.runs[-1][1] == page:
-                        part.runs[-1][1] += count
-                    else:
-                        part.runs.append([page, count])
-                    stream += read.data[first * PAGE_SIZE:(first + count) * PAGE_SIZE]
-                    while len(stream) >= bs:
-                        self._store(part, bytes(stream[:bs]))
-                        del stream[:bs]
+                    self._keep(part, stream, offset // PAGE_SIZE + first,
+                               read.data[first * PAGE_SIZE:(first + count) * PAGE_SIZE])
                 self.on_bytes(len(read.data))
                 if len(read.data) < length:
                     # Truncated while we read: WAL replay truncates it again, so the file
@@ -327,6 +313,20 @@ class DeltaCopier:
             os.close(fd)
             with self._lock:
                 result.bytes_read += read_bytes
+
+    def _keep(self, part: _Part, stream: bytearray, page: int, pages: bytes) -> None:
+        """Keep whole pages read from file page ``page`` on: their run in ``part``, their
+        bytes in ``stream``, each full block of which is stored at once."""
+        count = len(pages) // PAGE_SIZE
+        if part.runs and part.runs[-1][0] + part.runs[-1][1] == page:
+            part.runs[-1][1] += count
+        else:
+            part.runs.append([page, count])
+        stream += pages
+        bs = self.block_size
+        while len(stream) >= bs:
+            self._store(part, bytes(stream[:bs]))
+            del stream[:bs]
 
     def _store(self, part: _Part, data: bytes) -> None:
         block_id, _ = self.sink.store(data)
