@@ -149,3 +149,31 @@ def test_another_backup_solution_is_named(pg_template, area, wal_vault):
     assert codes == {"coexistence.archive_command", "coexistence.backup_label"}
     (job,) = [j for j in vault.jobs() if j["id"] == out["job_id"]]
     assert job["state"] == "completed_with_warnings"
+
+
+def test_scheduled_fulls_are_synthetic_while_the_policy_allows(pg_template, area, wal_vault,
+                                                                run):
+    """A scheduled full after a read one is built from it and the WAL (the manifest says
+    so); with the policy's synthetic_full off, it reads every file and says why."""
+    vault = wal_vault
+    pg = new_cluster(pg_template, area, "y")
+    pg.execute("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g")
+    vault.add_server("y", pg)
+    vault.ok("policy", "create", "wk", *WEEKLY)
+    vault.ok("protect", "y", "--all", "--policy", "wk", "--restart")
+    repo = vault.repository()
+
+    def build() -> dict:
+        return repo.load_manifest(vault.points("y")[-1]["point_id"])["build"]
+
+    assert run("y", "full")["backup_type"] == "full"
+    first = build()
+    assert first["kind"] == "read" and "no full holds" in first["reason"]
+    pg.execute("UPDATE t SET v = 'changed' WHERE g % 50 = 0")
+    assert run("y", "full")["backup_type"] == "full"
+    made = build()
+    assert made["kind"] == "synthetic" and made["layers"] == 1, made
+    assert made["source"] == made["read_full"] == vault.points("y")[-2]["point_id"]
+    vault.ok("policy", "edit", "wk", "--synthetic-full", "off")
+    run("y", "full")
+    assert build() == {"kind": "read", "reason": "policy wk has synthetic_full off"}

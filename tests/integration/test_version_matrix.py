@@ -25,9 +25,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from change_workload import left_out_in_range
 from conftest import PG_BIN, Pg, as_postgres, free_port, restored
 from pg_matrix import matrix_dir
-from test_tracked_differential import left_out_in_range
 
 from dbsafe.engines.postgres import SUPPORTED_MAJORS, logical
 from dbsafe.engines.postgres.client import connect

@@ -45,7 +45,12 @@ def _manifest() -> dict:
                   {**_file("base/1/2608", 4 * 8192),
                    "delta": {"pages": [[0, 1], [2, 2]], "block_pages": [3]}},
                   {**_file("base/1/PG_VERSION", 3), "blocks": [],  # unchanged since the base
-                   "delta": {"pages": [], "block_pages": []}}],
+                   "delta": {"pages": [], "block_pages": []}},
+                  # a synthetic full's: its read block, then two layers (the older one's
+                  # page 5 lies past the file, cut since)
+                  {**_file("base/1/2609", 3 * 8192), "blocks": [ID] * 3,
+                   "layers": [{"pages": [[1, 1], [5, 1]], "block_pages": [2]},
+                              {"pages": [[0, 2]], "block_pages": [2]}]}],
         "skipped": [{"path": "base/1/99999", "size": 8192, "mode": 0o600}],
         "wal": [_file(SEGMENT, 16 << 20)],
     }
@@ -113,6 +118,14 @@ FORGED = [
     (lambda m: m["files"][7].update(size=3 * 8192 + 1), "past the end"),
     (lambda m: m["files"][7].update(delta=[]), "not an object"),
     (lambda m: m.update(files="base/1/1259"), "not a list"),
+    (lambda m: m["files"][9].update(layers={}), "not a list"),
+    (lambda m: m["files"][9]["layers"][1].update(pages=[[1, 1], [0, 1]]), "sorted"),
+    (lambda m: m["files"][9]["layers"][0].update(block_pages=[1]), "do not hold"),
+    (lambda m: m["files"][9]["layers"].append([]), "not an object"),
+    (lambda m: m["files"][9].update(blocks=[ID] * 4), "more read blocks"),
+    (lambda m: m["files"][9].update(blocks=[ID]), "do not hold"),
+    (lambda m: m["files"][9].update(delta={"pages": [], "block_pages": []}), "both"),
+    (lambda m: m["wal"][0].update(layers=[]), "delta or layers"),
     (lambda m: m["files"][4].update(blocks=["zz" * 32] * 4), "64 hex digits"),
     (lambda m: m["files"][4].update(blocks=[ID[:-2]] * 4), "64 hex digits"),
     (lambda m: m.update(base="../config"), "not a point id"),

@@ -271,6 +271,11 @@ _SPECS = [
               "packs it reuses, so it did not commit; run the backup again"),
     ErrorSpec("verify.failed", 6, 500,
               "point {point_id} has {problems} damaged block(s) in {files} file(s)"),
+    ErrorSpec("verify.live_differs", 6, 500,
+              "point {point_id} of {name}: {pages} page(s) the server has not changed since "
+              "the point started differ from the point's copy (see --json for which); do "
+              "not rely on it: take a full that reads every file (dbsafe backup {name} "
+              "--type full) and report this"),
     ErrorSpec("job.unknown", 2, 404, "no job {job_id!r}"),
     # jobs, protection with policies, the scheduler
     ErrorSpec("job.cancelled", 8, 409, "job {job_id} was cancelled; nothing it wrote is "

@@ -39,6 +39,8 @@ RANGES: dict[str, tuple[int, int, str]] = {
 # zstd's regular levels (1 fastest .. 22 smallest); 0 means "off" to the vault, and the
 # negative "fast" levels store far more (bench/README.md), so neither is offered.
 COMPRESSION_LEVELS = (1, 22)
+# A synthetic full reads every file again at least this often (weeks; docs/policies.md).
+READ_FULL_WEEKS = (1, 52)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -63,6 +65,8 @@ class Policy:
     keep_log: int | None = 14           # days (required when log_every)
     compression: bool = True
     compression_level: int = 1          # zstd level used when compression is on
+    synthetic_full: bool = True         # scheduled fulls built from the last full + the WAL
+    read_full_weeks: int = 4            # ... yet one reads every file at least this often
     drill_days: tuple[str, ...] = ()    # restore drills on these weekdays at drill_time
     drill_time: str = "04:00"
 
@@ -225,6 +229,13 @@ def violations(policy: Policy) -> list[str]:
     if not _is_int(p.compression_level) or not low <= p.compression_level <= high:
         problems.append(f"compression_level must be a zstd level from {low} (fastest) to "
                         f"{high} (smallest), not {p.compression_level!r}")
+    # synthetic fulls
+    if not isinstance(p.synthetic_full, bool):
+        problems.append(f"synthetic_full must be on or off, not {p.synthetic_full!r}")
+    low, high = READ_FULL_WEEKS
+    if not _is_int(p.read_full_weeks) or not low <= p.read_full_weeks <= high:
+        problems.append(f"read_full_weeks must be {low} to {high} weeks, not "
+                        f"{p.read_full_weeks!r}")
     # drills
     problems += _days_problems("drill_days", p.drill_days)
     problems += _time_problems("drill_time", p.drill_time)

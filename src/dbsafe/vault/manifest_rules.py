@@ -6,7 +6,8 @@ newest manifest says with nobody watching. So a reader checks every entry it wou
 against docs/repository-format.md (*Manifests*, *Differentials*) before it writes
 anything: paths relative and normalised (they are joined to a target folder), modes plain
 permission bits (no setuid, setgid or sticky), sizes and block counts that agree, delta
-pages inside their file, no path listed twice or both as a file and a folder.
+pages inside their file, a synthetic full's layers holding exactly their pages, no path
+listed twice or both as a file and a folder.
 
 These are the repository's rules and know nothing of PostgreSQL; where PostgreSQL fixes a
 data directory's layout, engines/postgres/layout_rules.py adds its own.
@@ -91,6 +92,8 @@ def check(doc: dict[str, Any]) -> None:
     wal_names: set[str] = set()
     for name, entry in entries(doc, "wal"):
         _file(name, entry, block_size)
+        if entry.get("delta") is not None or entry.get("layers") is not None:
+            raise ManifestProblem(name, "is a WAL file with a delta or layers (stored whole)")
         if "/" in entry["path"]:
             raise ManifestProblem(name, "is a WAL file name with a folder in it")
         if entry["path"] in wal_names:
@@ -124,28 +127,50 @@ def _file(name: str, entry: dict[str, Any], block_size: int) -> None:
     if not isinstance(entry.get("mtime", 0), int | float):
         raise ManifestProblem(name, "has an mtime that is not a number")
     if entry.get("delta") is not None:
-        _delta(name, entry, block_size)
+        if entry.get("layers") is not None:
+            raise ManifestProblem(name, "has both a delta and layers")
+        end = _pages(name, "delta", entry["delta"], len(blocks), block_size)
+        if end > entry["size"] // PAGE_SIZE:
+            raise ManifestProblem(name, "has delta pages past the end of the file")
+    elif entry.get("layers") is not None:
+        _layers(name, entry, block_size)
     elif len(blocks) != -(-entry["size"] // block_size):
         raise ManifestProblem(name, "has a block count that does not match its size")
 
 
-def _delta(name: str, entry: dict[str, Any], block_size: int) -> None:
-    """docs/repository-format.md, *Differentials*: pages sorted, apart, inside the file."""
-    delta = entry["delta"]
-    if not isinstance(delta, dict):
-        raise ManifestProblem(name, "has a delta that is not an object")
-    pages, per_block = delta.get("pages"), delta.get("block_pages")
+def _layers(name: str, entry: dict[str, Any], block_size: int) -> None:
+    """docs/repository-format.md, *Synthetic fulls*: the read blocks within the file's
+    size, then each layer's blocks holding exactly its pages (which may lie past the
+    size: the file was cut after that layer)."""
+    layers = entry["layers"]
+    if not isinstance(layers, list):
+        raise ManifestProblem(name, "has layers that are not a list")
+    left = len(entry["blocks"])
+    for layer in layers:
+        per_block = layer.get("block_pages") if isinstance(layer, dict) else None
+        n = len(per_block) if isinstance(per_block, list) else 0
+        _pages(name, "layer", layer, min(n, left), block_size)
+        left -= n
+    if left > -(-entry["size"] // block_size):
+        raise ManifestProblem(name, "has more read blocks than its size holds")
+
+
+def _pages(name: str, what: str, doc: object, blocks: int, block_size: int) -> int:
+    """A delta's or a layer's pages: sorted runs apart, held exactly by its ``blocks``
+    blocks (docs/repository-format.md, *Differentials*); the page after the last run."""
+    if not isinstance(doc, dict):
+        raise ManifestProblem(name, f"has a {what} that is not an object")
+    pages, per_block = doc.get("pages"), doc.get("block_pages")
     if not isinstance(pages, list) or not isinstance(per_block, list):
-        raise ManifestProblem(name, "has a delta without pages or block_pages")
+        raise ManifestProblem(name, f"has a {what} without pages or block_pages")
     end, listed = 0, 0
     for run in pages:
         if not (isinstance(run, list) and len(run) == 2 and _int(run[0]) and _int(run[1], 1)
                 and run[0] >= end):
-            raise ManifestProblem(name, "has delta pages that are not sorted runs apart")
+            raise ManifestProblem(name, f"has {what} pages that are not sorted runs apart")
         end, listed = run[0] + run[1], listed + run[1]
-    if end > entry["size"] // PAGE_SIZE:
-        raise ManifestProblem(name, "has delta pages past the end of the file")
-    if len(per_block) != len(entry["blocks"]) or \
+    if len(per_block) != blocks or \
             not all(_int(n, 1, block_size // PAGE_SIZE) for n in per_block) or \
             sum(per_block) != listed:
-        raise ManifestProblem(name, "has delta blocks that do not hold its pages")
+        raise ManifestProblem(name, f"has {what} blocks that do not hold its pages")
+    return end

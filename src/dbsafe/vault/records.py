@@ -145,8 +145,9 @@ class Instance(Record):
 
 
 class FileEntry(Record):
-    """A file of a manifest (``files``, ``wal``): whole, or a ``delta`` on the base's entry
-    of the same path (*Differentials*). Its paths, modes, sizes and block counts are the
+    """A file of a manifest (``files``, ``wal``): whole, a ``delta`` on the base's entry
+    of the same path (*Differentials*), or ``layers`` over its read blocks (*Synthetic
+    fulls*). Its paths, modes, sizes and block counts are the
     rules' business (vault/manifest_rules.py): not checked here."""
 
     WHAT = "file entry"
@@ -158,6 +159,7 @@ class FileEntry(Record):
     blocks = property(lambda self: self["blocks"])
     checksum = property(lambda self: self.get("checksum"))
     delta = property(lambda self: self.get("delta"))
+    layers = property(lambda self: self.get("layers"))
 
 
 class Tablespace(Record):
@@ -203,7 +205,7 @@ class Manifest(Record):
         "base_start_lsn": STR, "dropped": LIST, "backup_label": STR_OR_NULL,
         "tablespace_map": STR_OR_NULL, "tablespaces": LIST, "compression": OBJ,
         "dirs": LIST, "databases": LIST, "skipped": LIST, "segments": LIST,
-        "corrupt_pages": LIST, "retention": OBJ_OR_NULL, "delta_source": OBJ,
+        "corrupt_pages": LIST, "retention": OBJ_OR_NULL, "delta_source": OBJ, "build": OBJ,
     }
 
     @classmethod
@@ -240,6 +242,7 @@ class Manifest(Record):
                          if "databases" in self else None)
     retention = property(lambda self: self.get("retention"))
     stats = property(lambda self: self["stats"])
+    build = property(lambda self: self.get("build") or {"kind": "read"})
 
     def block_ids(self) -> list[str]:
         """Every block id the point uses (files, deltas, WAL): what garbage collection keeps."""

@@ -23,6 +23,11 @@ class BackupRequest(BaseModel):
         None, ge=0, le=22, strict=True,
         description="zstd level for this backup's new blocks (0: raw); default: the "
                     "compression of the server's policy (level 1 without a policy)")
+    synthetic: bool | None = Field(
+        None, strict=True,
+        description="a full only: true builds it from the latest full plus the pages the "
+                    "WAL says changed, when the rules allow (else it reads every file and "
+                    "its result says why); false or absent reads every file")
 
 
 class Started(BaseModel):
@@ -42,5 +47,6 @@ def backup_now(server: str, body: BackupRequest,
                run: Launcher = Depends(launcher)) -> Started:
     """Start a backup; 202 with its job once it runs (checks that fail first answer at
     once with their error)."""
-    request = backup.BackupRequest(server, body.type, body.databases, body.compress_level)
+    request = backup.BackupRequest(server, body.type, body.databases, body.compress_level,
+                                   synthetic=bool(body.synthetic))
     return started(run.start("backup", lambda v: fleet.take_backup(v, request)))

@@ -23,6 +23,9 @@ class VerifyRequest(BaseModel):
     model_config = {"extra": "forbid", "strict": True}
     point_id: str | None = Field(None, min_length=1, max_length=100,
                                  description="one point (default: every point)")
+    deep: bool = Field(False, description="also compare the points' relation pages with "
+                                          "the live files' pages unchanged since each "
+                                          "point started")
 
 
 class DrillRequest(BaseModel):
@@ -36,8 +39,10 @@ class DrillRequest(BaseModel):
              dependencies=[Depends(need("operate"))])
 def verify(server: str, body: VerifyRequest, run: Launcher = Depends(launcher)) -> Started:
     """Start verifying a point, or every point of the server; the job fails with
-    ``verify.failed`` and the damaged files when a block does not match its hash."""
-    return started(run.start("verify", lambda v: run_verify(v, server, body.point_id)))
+    ``verify.failed`` and the damaged files when a block does not match its hash (with
+    ``deep``: ``verify.live_differs`` when a page differs from the live one)."""
+    return started(run.start("verify", lambda v: run_verify(v, server, body.point_id,
+                                                            deep=body.deep)))
 
 
 @router.post("/servers/{server}/drills", status_code=202,

@@ -12,7 +12,14 @@ from pydantic import BaseModel, Field
 
 from dbsafe.api.deps import need, vault
 from dbsafe.core.fields import Name
-from dbsafe.policy.model import COMPRESSION_LEVELS, LOG_MINUTES, RANGES, WEEKDAYS, Policy
+from dbsafe.policy.model import (
+    COMPRESSION_LEVELS,
+    LOG_MINUTES,
+    RANGES,
+    READ_FULL_WEEKS,
+    WEEKDAYS,
+    Policy,
+)
 from dbsafe.services import inventory, protection
 from dbsafe.services.handle import Vault
 
@@ -51,12 +58,18 @@ class PolicySettings(BaseModel):
                                           le=COMPRESSION_LEVELS[1])
     drill_days: Days | None = None
     drill_time: Time | None = None
+    synthetic_full: bool | None = Field(None, description="scheduled fulls built from the "
+                                        "last full plus the WAL")
+    read_full_weeks: int | None = Field(None, ge=READ_FULL_WEEKS[0], le=READ_FULL_WEEKS[1],
+                                        description="a scheduled full reads every file at "
+                                                    "least this often")
 
     def changes(self) -> dict:
         """The settings the caller gave (null included: it unsets)."""
         given = self.model_dump(exclude_unset=True)
         for key in ("full", "full_days", "full_time", "timezone", "diff_days", "compression",
-                    "compression_level", "drill_days", "drill_time"):
+                    "compression_level", "drill_days", "drill_time", "synthetic_full",
+                    "read_full_weeks"):
             if key in given and given[key] is None:
                 given.pop(key)  # required settings: null means "as it is"
         return given

@@ -24,6 +24,11 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
                                         help="Back up only these databases (repeat; the "
                                              "point is a full or base of those only); "
                                              "default: the protected ones."),
+           synthetic: bool = typer.Option(
+               False, "--synthetic",
+               help="full: build it from the latest full plus the pages the WAL says "
+                    "changed, when the rules allow (docs/policies.md); it reads every file "
+                    "otherwise and says why."),
            wait: float = typer.Option(LOG_WAIT_SECONDS, min=bounds.WAIT_SECONDS[0],
                                       max=bounds.WAIT_SECONDS[1],
                                       help="log: seconds to wait for the WAL to reach the "
@@ -35,7 +40,10 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
     if type not in backups.REQUEST_TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(backups.REQUEST_TYPES)}",
                                  param_hint="--type")
-    request = backups.BackupRequest(name, type, db or None, compress_level, workers, wait)
+    if synthetic and type != "full":
+        raise typer.BadParameter("only a full is built synthetically", param_hint="--synthetic")
+    request = backups.BackupRequest(name, type, db or None, compress_level, workers, wait,
+                                    synthetic=synthetic)
     with render.progress(f"{type} backup {name}") as bar:
         result = fleet.take_backup(open_vault(), request, bar)
     if type == "log":
@@ -50,6 +58,15 @@ def backup(name: str = typer.Argument(..., help="A registered server."),
             f"(zstd level {r['compression_level']}, {r['compression_from']})\n"
             f"  LSN {r['start_lsn']} → {r['stop_lsn']}, timeline {r['timeline']}, "
             f"{r['files']} files, {r['wal_segments']} WAL segments")
+        build = r.get("build") or {}
+        if build.get("kind") == "synthetic":
+            render.out.print(
+                f"  built from full {build['source']} and the {r['pages_changed']} pages "
+                f"changed since (synthetic {build['layers']} since the read full "
+                f"{build['read_full']}); {render.human_bytes(r['bytes_read_data'])} read "
+                "from the data directory")
+        elif build.get("reason"):
+            render.out.print(f"  read every file: {build['reason']}")
         if r["type"] == "diff":
             render.out.print(
                 f"  since full {r['base']} (LSN {r['base_start_lsn']}): "

@@ -32,6 +32,10 @@ KEEP_LOG = typer.Option(None, "--keep-log", help="Log backups: 7-35 days.")
 COMPRESSION = typer.Option(None, "--compression", help="on or off (default on).")
 COMPRESSION_LEVEL = typer.Option(None, "--compression-level", help="zstd level 1-22 "
                                                                    "(default 1).")
+SYNTHETIC_FULL = typer.Option(None, "--synthetic-full", help="on or off (default on): "
+                              "scheduled fulls built from the last full plus the WAL.")
+READ_FULL_WEEKS = typer.Option(None, "--read-full-weeks", help="A scheduled full reads every "
+                               "file at least every N weeks, 1-52 (default 4).")
 DRILL_DAYS = typer.Option(None, "--drill-days", help="Restore drills on these weekdays, "
                                                      "or none.")
 DRILL_TIME = typer.Option(None, "--drill-time", help="HH:MM of the drills (default 04:00).")
@@ -39,7 +43,8 @@ DRILL_TIME = typer.Option(None, "--drill-time", help="HH:MM of the drills (defau
 
 def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_every,
              keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff, keep_log,
-             compression, compression_level, drill_days, drill_time) -> dict:
+             compression, compression_level, drill_days, drill_time, synthetic_full=None,
+             read_full_weeks=None) -> dict:
     """The settings given on the command line, parsed (validation comes later)."""
     from dbsafe.services import inventory
 
@@ -55,15 +60,17 @@ def _changes(name: str, full, full_days, full_time, timezone, diff_days, log_eve
     for key, value in (("log_every", log_every), ("keep_daily", keep_daily),
                        ("keep_weekly", keep_weekly), ("keep_monthly", keep_monthly),
                        ("keep_yearly", keep_yearly), ("keep_diff", keep_diff),
-                       ("keep_log", keep_log), ("compression_level", compression_level)):
+                       ("keep_log", keep_log), ("compression_level", compression_level),
+                       ("read_full_weeks", read_full_weeks)):
         if value is not None:
             changes[key] = inventory.whole_number("--" + key.replace("_", "-"), value, name)
-    if compression is not None:
-        flag = compression.strip().lower()
-        if flag not in ("on", "off"):
-            raise DbsafeError("policy.invalid", policy=name,
-                              rule=f"--compression must be on or off, not {compression!r}")
-        changes["compression"] = flag == "on"
+    for key, value in (("compression", compression), ("synthetic_full", synthetic_full)):
+        if value is not None:
+            flag = value.strip().lower()
+            if flag not in ("on", "off"):
+                raise DbsafeError("policy.invalid", policy=name, rule=f"--"
+                                  f"{key.replace('_', '-')} must be on or off, not {value!r}")
+            changes[key] = flag == "on"
     return changes
 
 
@@ -82,6 +89,8 @@ def _show(d: dict) -> None:
     drills = f"{days(d['drill_days'])} at {d['drill_time']} {d['timezone']}" \
         if d["drill_days"] else "none"
     render.out.print(f"  compression: {level}   drills: {drills}")
+    if d.get("synthetic_full"):
+        render.out.print(f"  fulls: synthetic, read every {d['read_full_weeks']} week(s)")
     if "next_runs" in d:
         for kind, when in d["next_runs"].items():
             if when:
@@ -98,14 +107,16 @@ def create(name: str = typer.Argument(..., callback=checked_name, help="The poli
            keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
            keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
            compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-           drill_time: str = DRILL_TIME) -> None:
+           drill_time: str = DRILL_TIME, synthetic_full: str = SYNTHETIC_FULL,
+           read_full_weeks: str = READ_FULL_WEEKS) -> None:
     """Create a policy. Unset settings take the default policy's values; a weekly full has
     no daily tier, and --log-every none also unsets --keep-log."""
     from dbsafe.services import inventory
 
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
-                       keep_log, compression, compression_level, drill_days, drill_time)
+                       keep_log, compression, compression_level, drill_days, drill_time,
+                       synthetic_full, read_full_weeks)
     base = Policy(name)
     result = inventory.create_policy(open_vault(),
                                      base.with_changes(**base.implied(changes)))
@@ -120,13 +131,15 @@ def edit(name: str = typer.Argument(..., help="The policy to change."),
          keep_monthly: str = KEEP_MONTHLY, keep_yearly: str = KEEP_YEARLY,
          keep_diff: str = KEEP_DIFF, keep_log: str = KEEP_LOG, compression: str = COMPRESSION,
          compression_level: str = COMPRESSION_LEVEL, drill_days: str = DRILL_DAYS,
-         drill_time: str = DRILL_TIME) -> None:
+         drill_time: str = DRILL_TIME, synthetic_full: str = SYNTHETIC_FULL,
+         read_full_weeks: str = READ_FULL_WEEKS) -> None:
     """Change the given settings of a policy (it applies to existing points too)."""
     from dbsafe.services import inventory, protection
 
     changes = _changes(name, full, full_days, full_time, timezone, diff_days, log_every,
                        keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_diff,
-                       keep_log, compression, compression_level, drill_days, drill_time)
+                       keep_log, compression, compression_level, drill_days, drill_time,
+                       synthetic_full, read_full_weeks)
     vault = open_vault()
     current = inventory.get_policy(vault, name)
     result = protection.change_policy(vault, name, **current.implied(changes))

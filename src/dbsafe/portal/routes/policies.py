@@ -32,7 +32,7 @@ router = APIRouter()
 # JavaScript's v flag, where a '-' inside a class must be escaped.
 NAME_PATTERN = model._NAME.pattern.replace("_-]", "_\\-]")
 TIME_PATTERN = model._HHMM.pattern
-NUMBERS = (*RANGES, "log_every", "compression_level")
+NUMBERS = (*RANGES, "log_every", "compression_level", "read_full_weeks")
 DAYS = ("full_days", "diff_days", "drill_days")
 
 
@@ -43,19 +43,22 @@ def _settings(form: FormData, name: str) -> dict:
         "full_time": str(form.get("full_time", "")).strip(),
         "timezone": str(form.get("timezone", "")).strip(),
         "drill_time": str(form.get("drill_time", "")).strip(),
-        "compression": form.get("compression") == "on"}
+        "compression": form.get("compression") == "on",
+        "synthetic_full": form.get("synthetic_full") == "on"}
     for key in DAYS:
         settings[key] = tuple(str(d) for d in form.getlist(key))
     for key in NUMBERS:
         settings[key] = inventory.whole_number(key, str(form.get(key, "")), name)
-    if settings["compression_level"] is None:
-        settings["compression_level"] = DEFAULT_POLICY.compression_level
+    for key in ("compression_level", "read_full_weeks"):
+        if settings[key] is None:
+            settings[key] = getattr(DEFAULT_POLICY, key)
     return settings
 
 
 def _form_context() -> dict:
     return {"weekdays": WEEKDAYS, "log_minutes": LOG_MINUTES, "ranges": RANGES,
-            "levels": COMPRESSION_LEVELS, "name_pattern": NAME_PATTERN,
+            "levels": COMPRESSION_LEVELS, "read_weeks": model.READ_FULL_WEEKS,
+            "name_pattern": NAME_PATTERN,
             "time_pattern": TIME_PATTERN, "zones": sorted(zoneinfo.available_timezones())}
 
 

@@ -22,7 +22,8 @@ class BackupRequest:
     """``databases``: None backs up the protected ones (the WAL is the instance's: for a log
     backup they are only checked). ``compress_level`` None: the policy's compression.
     ``workers`` None: the core count. ``wait``: how long a log backup waits for the WAL to
-    reach the vault. ``trigger`` and ``reason`` are recorded with the job."""
+    reach the vault. ``trigger`` and ``reason`` are recorded with the job. ``synthetic``:
+    services/backup/synthetic.py."""
 
     server: str
     type: str = "full"
@@ -33,6 +34,8 @@ class BackupRequest:
     trigger: str = "on-demand"
     reason: str | None = None
     node: str | None = None  # a replica set's node the control plane chose (docs/fleet.md)
+    synthetic: bool | None = None  # a full built from the last full + the WAL: True asks
+    # for it, False reads, None: as the policy says when scheduled, else reads
 
     def __post_init__(self) -> None:
         if self.type not in REQUEST_TYPES:
@@ -48,4 +51,5 @@ def take_backup(vault: Vault, request: BackupRequest,
                               reason=request.reason, node_name=request.node)
     return run_backup(vault, request.server, request.type, request.compress_level,
                       request.workers, on_progress, databases=request.databases,
-                      trigger=request.trigger, reason=request.reason, node=request.node)
+                      trigger=request.trigger, reason=request.reason, node=request.node,
+                      synthetic=request.synthetic)

@@ -22,13 +22,13 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services.activity.jobs import Job, ProgressFn
-from dbsafe.services.backup import counts, differential, selection, tracked
+from dbsafe.services.backup import counts, differential, selection, synthetic, tracked
 from dbsafe.services.backup.copy import Copier, file_entry
 from dbsafe.services.handle import space
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory import coexistence
 from dbsafe.services.inventory.immutability import backup_retention, retention_column
-from dbsafe.services.inventory.policies import compression_for
+from dbsafe.services.inventory.policies import compression_for, policy_of
 from dbsafe.services.inventory.servers import get_server, live_endpoint, open_instance
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.protection import discovery
@@ -40,6 +40,23 @@ MAX_CORRUPT_LISTED = 1000
 CONTROL_FILE = "global/pg_control"
 
 
+def _tracked_source(vault: Vault, server: dict, session: BackupSession, source: dict,
+                    major: int, start_lsn: str
+                    ) -> tuple[dict | None, str | None, tracked.Tracking | None]:
+    """(source, None, its change map) when a synthetic full can be built from ``source``
+    now the backup has started; else (None, why it reads, None)."""
+    try:
+        differential.check_base(source, server["name"], major, start_lsn,
+                                data_checksums=session.data_checksums)
+    except DbsafeError as exc:
+        return None, exc.details.get("reason") or exc.message, None
+    tracking = tracked.change_map(vault, server, source, session.start_lsn, session.timeline,
+                                  session.segment_size, session.summary_rows)
+    if tracking.map is None:
+        return None, f"no change map covers the range: {tracking.reason}", None
+    return source, None, tracking
+
+
 def new_point_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
@@ -47,14 +64,18 @@ def new_point_id(now: datetime) -> str:
 def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = None,
                workers: int | None = None, on_progress: ProgressFn | None = None,
                databases: list[str] | None = None, trigger: str = "on-demand",
-               reason: str | None = None, node: str | None = None) -> dict:
+               reason: str | None = None, node: str | None = None,
+               synthetic: bool | None = None) -> dict:
     """Back up the instance files plus ``databases`` (default: the protected ones, or all
     when none is chosen); the other databases are recorded as left out. New blocks are
     compressed at ``level`` when given (0: stored raw), else as the instance's policy says
     (services/inventory/policies.compression_for). A differential's base is the latest full that
     holds every database it holds (a scheduled one becomes a full when there is none, and
-    says why in its warnings). ``node``: a replica set's node the control plane chose
-    (the agent of that node's host runs the backup: docs/fleet.md)."""
+    says why in its warnings). A full is built synthetically (services/backup/synthetic.py)
+    when ``synthetic`` asks for it, or, when it is None, when it is scheduled and the
+    policy says so; either way only if the rules allow, else it reads and says why.
+    ``node``: a replica set's node the control plane chose (the agent of that node's host
+    runs the backup: docs/fleet.md)."""
     if type not in BACKUP_TYPES:
         raise ValueError(f"backup type {type!r} is not one of {BACKUP_TYPES}")
     server = get_server(vault, name)
@@ -89,6 +110,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
                                       databases=exc.details["databases"])
     if base is not None:
         differential.check_base(base, name, cluster.major_version(Path(server["pgdata"])))
+    source, build_reason = _synthetic_source(vault, server, type, trigger, synthetic, held)
     # what a backup without --db holds: only a full of all of it restarts the chain
     instance, _ = selection.choose(dbs, None, protected, "full", name)
     whole = {d["name"] for d in instance if d["included"]} <= set(held)
@@ -103,7 +125,7 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
         result = _backup(vault, server, type, level, workers or default_workers(), job,
-                         (listed, skip), base)
+                         (listed, skip), base, source, build_reason)
         result.update(job_id=job.id, compression_from=level_from)
         if server.get("node"):
             result.update(node=server["node"], node_reason=server["node_reason"])
@@ -113,8 +135,29 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
         return result
 
 
+def _synthetic_source(vault: Vault, server: dict, type: str, trigger: str,
+                      asked: bool | None, held: list[str]) -> tuple[dict | None, str | None]:
+    """The full a full may be built from, or None and why not (None: not asked)."""
+    if type != "full" or asked is False or (asked is None and trigger != "scheduled"):
+        return None, None
+    policy = policy_of(vault, server)
+    if asked is None and policy is None:
+        return None, None
+    try:
+        source: dict | None = differential.find_base(vault, server, held)
+    except DbsafeError as exc:
+        if exc.code != "backup.no_full":
+            return None, exc.message
+        source = None
+    why = synthetic.read_reason(source, policy, datetime.now(UTC), server)
+    return (None, why) if why else (source, None)
+
+
 def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
-            chosen: tuple[list[Database], set[int]], base: dict | None = None) -> dict:
+            chosen: tuple[list[Database], set[int]], base: dict | None = None,
+            source: dict | None = None, build_reason: str | None = None) -> dict:
+    """``base``: a differential's; ``source``: the full a synthetic full is built from
+    (read instead, with ``build_reason``, when no change map covers the range)."""
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)
@@ -127,8 +170,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
     about_base: dict = {}  # a differential's base, dropped files and counts
     unchanged = None  # a tracked differential's tables whose base counts still hold
-    if base is not None:  # the change map's numpy (~0.08 s) loads while the start's
-        # checkpoint runs, instead of after it
+    if base is not None or source is not None:  # the change map's numpy (~0.08 s) loads
+        # while the start's checkpoint runs, instead of after it
         threading.Thread(target=importlib.import_module, name="dbsafe-preload", daemon=True,
                          args=("dbsafe.engines.postgres.changemap",)).start()
     try:
@@ -136,9 +179,14 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         if base is not None:
             differential.check_base(base, server["name"], major, start_lsn,
                                     data_checksums=session.data_checksums)
+        tracking = None
+        if source is not None:
+            source, build_reason, tracking = _tracked_source(vault, server, session, source,
+                                                             major, start_lsn)
+        against = base if base is not None else source
         files, dirs, tablespaces = session.files()
         files, skipped = selection.split_files(files, chosen[1])
-        if base is None:
+        if against is None:
             job.expect(sum(f.size for f in files))
             # pg_control last: a backup from a standby ends where the copied pg_control's
             # minimum recovery point says, so it must be later than every other file
@@ -150,24 +198,29 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
                        for c in copied for p in c.corrupt_pages]
             files_read = sum(c.size for c in copied)
         else:
-            tracking = tracked.change_map(vault, server, base, session.start_lsn,
-                                          session.timeline, session.segment_size,
-                                          session.summary_rows)
+            if tracking is None:
+                tracking = tracked.change_map(vault, server, against, session.start_lsn,
+                                              session.timeline, session.segment_size,
+                                              session.summary_rows)
             if tracking.map is None:
                 job.warn(DbsafeError("backup.diff_untracked", name=server["name"],
                                      reason=tracking.reason).as_dict())
-            diff = differential.copy_files(repo, copier, session.read_changed, files, base,
-                                           job.expect, tracking.map)
+            diff = differential.copy_files(repo, copier, session.read_changed, files,
+                                           against, job.expect, tracking.map)
             if tracking.map is not None:  # the base's counts of the tables left alone
-                base_point = vault.catalog.get_point(base["point_id"]) or {}
+                base_point = vault.catalog.get_point(against["point_id"]) or {}
                 unchanged = counts.UnchangedTables(
                     base_point.get("table_counts"), tracking.map,
                     tracked.Extension(vault, server, session.start_lsn, session.timeline,
                                       session.segment_size).up_to)
             entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
-            about_base = {"base": base["point_id"], "base_start_lsn": base["start_lsn"],
-                          "dropped": diff.dropped, "delta_source": tracking.describe(),
-                          "stats": diff.stats}
+            about_base = {"delta_source": tracking.describe(), "stats": diff.stats}
+            if source is not None:
+                entries = synthetic.entries(repo, entries, source)
+                about_base["build"] = synthetic.build_of(source)
+            else:
+                about_base.update(base=against["point_id"],
+                                  base_start_lsn=against["start_lsn"], dropped=diff.dropped)
         counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
@@ -175,8 +228,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         counted = counting.submit(counts.take, port, host, chosen[0], counts_mark,
                                   unchanged)
         counting.shutdown(wait=False)
-        if base is not None:
-            differential.check_base(base, server["name"], major, timeline=stop.timeline,
+        if against is not None:
+            differential.check_base(against, server["name"], major, timeline=stop.timeline,
                                     history=differential.server_history(server,
                                                                         stop.timeline))
         job.expect(sum(f.size for f in stop.wal_segments))
@@ -194,6 +247,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         raise
     ended = datetime.now(UTC)
     bytes_read = files_read + sum(w.size for w in wal)
+    if type != "diff" and "build" not in about_base:
+        about_base["build"] = {"kind": "read", "reason": build_reason}
     retention = backup_retention(vault, server["instance_id"])  # the policy in force now
     manifest = Manifest.new(
         format=1,
@@ -250,6 +305,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "start_time": manifest["start_time"], "end_time": manifest["end_time"],
         "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
         "compression_level": level, "workers": workers,
-        **{k: v for k, v in about_base.items() if k in ("base", "base_start_lsn", "delta_source")},
+        **{k: v for k, v in about_base.items()
+           if k in ("base", "base_start_lsn", "delta_source", "build")},
         **about_base.get("stats", {}),
     }

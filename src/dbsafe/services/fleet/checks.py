@@ -30,18 +30,21 @@ from dbsafe.services.lifecycle.points import load_point
 
 
 def run_verify(vault: Vault, name: str, point_id: str | None = None,
-               workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
-    """Verify one point, or every point of ``name``, on its agent's host (else here);
-    raises ``verify.failed`` with the report when a block is damaged."""
+               workers: int | None = None, on_progress: ProgressFn | None = None,
+               deep: bool = False) -> dict:
+    """Verify one point, or every point of ``name``, on its agent's host (else here: with
+    ``deep``, the host whose data directory it compares); raises ``verify.failed`` with the
+    report when a block is damaged."""
     from dbsafe.services.restore import verify
 
     agent_id = get_server(vault, name).get("agent_id")
     if agent_id is None:
-        return verify.run_verify(vault, name, point_id, workers, on_progress)
+        return verify.run_verify(vault, name, point_id, workers, on_progress, deep)
     if point_id is not None:  # an unknown point is refused at once, as here: no failed job
         load_point(vault, name, point_id)
     job_id = queue_job(vault, agent_id, "verify", name,
-                       {"server": name, "point_id": point_id, "workers": workers},
+                       {"server": name, "point_id": point_id, "workers": workers,
+                        "deep": deep},
                        job_id=new_job_id("verify"))
     return follow(vault, job_id, on_progress)
 

@@ -302,7 +302,7 @@ def _verify_here(vault: Vault, request: dict, on_progress: ProgressFn | None) ->
     from dbsafe.services.restore.verify import run_verify
 
     return run_verify(vault, request["server"], request["point_id"], request["workers"],
-                      on_progress)
+                      on_progress, bool(request.get("deep")))
 
 
 def _drill_here(vault: Vault, request: dict) -> dict:

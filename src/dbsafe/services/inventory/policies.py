@@ -115,14 +115,19 @@ def compression_for(vault: Vault, server: dict) -> tuple[int, str]:
     the level of the policy that governs its points (0 when that policy's compression is
     off), else ``defaults.COMPRESS_LEVEL``. A node of a replica set follows its set's
     policy: the set's entry holds the protected items."""
+    policy = policy_of(vault, server)
+    if policy is None:
+        return defaults.COMPRESS_LEVEL, "the default (no policy)"
+    return policy.zstd_level, f"policy {policy.name}"
+
+
+def policy_of(vault: Vault, server: dict) -> Policy | None:
+    """The policy that governs ``server``'s points (a replica set's node: its set's)."""
     instance_id = server["instance_id"]
     if server.get("replica_set"):
         entry = vault.catalog.get_server(server["replica_set"])
         instance_id = entry["instance_id"] if entry is not None else instance_id
-    policy = governing_policy(vault, instance_id)
-    if policy is None:
-        return defaults.COMPRESS_LEVEL, "the default (no policy)"
-    return policy.zstd_level, f"policy {policy.name}"
+    return governing_policy(vault, instance_id)
 
 
 def delete_policy(vault: Vault, name: str) -> None:

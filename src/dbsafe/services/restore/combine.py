@@ -1,12 +1,16 @@
 """A point's files as the blocks to write: a full's own, or a differential's over its base's.
 
-Restore and verify share this reading of docs/repository-format.md (*Differentials*): a
-delta entry is the base file with the same path, cut or zero-extended to the delta's size,
-with the delta's pages written over it. A differential whose base manifest is gone cannot
-be restored; that is said before anything is written.
+Restore and verify share this reading of docs/repository-format.md (*Differentials*,
+*Synthetic fulls*): a delta entry is the base file with the same path, cut or zero-extended
+to the delta's size, with the delta's pages written over it; a layered entry (a synthetic
+full's) is its read blocks with each layer's pages written over them in order. A
+differential whose base manifest is gone cannot be restored; that is said before anything
+is written.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.lifecycle import manifest_checks
@@ -30,44 +34,88 @@ def load_base(repo: Repository, manifest: dict) -> dict | None:
 
 
 def file_writes(manifest: dict, base: dict | None) -> list[dict]:
-    """One entry per file: ``path, size, mode, mtime`` and ``blocks``, the ids written at
-    offsets 0, block_size, ... (each cut at ``size``); a delta entry adds ``pages``: per
-    delta block, ``(id, [(file offset, offset in block, length), ...])``, written after
-    every block of ``blocks``."""
-    if base is None:
-        return manifest["files"]
-    base_files = {e["path"]: e for e in base["files"]}
-    bs = manifest["block_size"]
+    """One entry per file: ``path, size, mode, mtime``; ``blocks``, the ids written at
+    offsets 0, block_size, ... (each cut at ``blocks_size`` when given, else at ``size``);
+    and for a delta or layered entry ``pages``: per block of changed pages, ``(id, [(file
+    offset, offset in block, length), ...])``, written after every block of ``blocks``.
+    No two page writes of a file overlap (a later layer's page replaces an earlier one's),
+    so they may run in any order."""
+    base_files = {e["path"]: e for e in base["files"]} if base is not None else {}
+    bs = manifest.get("block_size", 0)
     out = []
     for entry in manifest["files"]:
         delta = entry.get("delta")
-        if delta is None:
+        if delta is not None:
+            under = base_files.get(entry["path"])
+            if under is None:
+                raise DbsafeError("vault.manifest_invalid", point_id=manifest["point_id"],
+                                  entry=f"delta {entry['path'][:200]!r}",
+                                  rule="has no file of that path in its base")
+            limit = min(entry["size"], under["size"])
+            read, layers = _layers(under, limit)
+            layers.append(_Layer(delta["pages"], entry["blocks"], delta["block_pages"],
+                                 entry["size"]))
+        elif entry.get("layers") is not None:
+            limit = entry["size"]
+            read, layers = _layers(entry, limit)
+        else:
             out.append(entry)
             continue
-        under = base_files.get(entry["path"])
-        if under is None:
-            raise DbsafeError("vault.manifest_invalid", point_id=manifest["point_id"],
-                              entry=f"delta {entry['path'][:200]!r}",
-                              rule="has no file of that path in its base")
-        used = -(-min(entry["size"], under["size"]) // bs)
-        out.append({**entry, "blocks": under["blocks"][:used],
-                    "pages": _scatter(delta, entry["blocks"])})
+        out.append({**entry, "blocks": read[:-(-limit // bs)], "blocks_size": limit,
+                    "pages": _resolve(layers)})
     return out
 
 
-def _scatter(delta: dict, blocks: list[str]) -> list[tuple[str, list[tuple[int, int, int]]]]:
-    """Where each delta block's pages go: runs of consecutive pages become one write."""
-    pages = (p for first, count in delta["pages"] for p in range(first, first + count))
+@dataclass
+class _Layer:
+    """Pages written over a file: runs, the blocks holding them (``per_block`` pages
+    each), and the file's size they are cut at."""
+
+    runs: list
+    blocks: list[str]
+    per_block: list[int]
+    size: int
+
+
+def _layers(entry: dict, limit: int) -> tuple[list[str], list[_Layer]]:
+    """A whole or layered entry as its read blocks and its layers, cut at ``limit``."""
+    blocks = entry["blocks"]
+    described = entry.get("layers") or []
+    in_layers = sum(len(layer["block_pages"]) for layer in described)
+    read, at = blocks[:len(blocks) - in_layers], len(blocks) - in_layers
+    layers = []
+    for layer in described:
+        n = len(layer["block_pages"])
+        layers.append(_Layer(layer["pages"], blocks[at:at + n], layer["block_pages"], limit))
+        at += n
+    return read, layers
+
+
+def _resolve(layers: list[_Layer]) -> list[tuple[str, list[tuple[int, int, int]]]]:
+    """The page writes of ``layers`` (oldest first): each page from the newest layer that
+    has it, none at or past the size its layer is cut at; runs of consecutive pages of one
+    block become one write."""
+    taken: set[int] = set()
     out = []
-    for id_hex, n in zip(blocks, delta["block_pages"], strict=True):
-        writes: list[list[int]] = []
-        for i in range(n):
-            page = next(pages)
-            if writes and writes[-1][0] + writes[-1][2] == page * PAGE_SIZE:
-                writes[-1][2] += PAGE_SIZE
-            else:
-                writes.append([page * PAGE_SIZE, i * PAGE_SIZE, PAGE_SIZE])
-        out.append((id_hex, [(w[0], w[1], w[2]) for w in writes]))
+    for layer in reversed(layers):
+        end = layer.size // PAGE_SIZE
+        pages = (p for first, count in layer.runs for p in range(first, first + count))
+        mine: list[int] = []
+        for id_hex, n in zip(layer.blocks, layer.per_block, strict=True):
+            writes: list[list[int]] = []
+            for i in range(n):
+                page = next(pages)
+                if page >= end or page in taken:
+                    continue
+                mine.append(page)
+                if writes and writes[-1][0] + writes[-1][2] == page * PAGE_SIZE \
+                        and writes[-1][1] + writes[-1][2] == i * PAGE_SIZE:
+                    writes[-1][2] += PAGE_SIZE
+                else:
+                    writes.append([page * PAGE_SIZE, i * PAGE_SIZE, PAGE_SIZE])
+            if writes:
+                out.append((id_hex, [(w[0], w[1], w[2]) for w in writes]))
+        taken.update(mine)
     return out
 
 
@@ -81,7 +129,8 @@ def blocks_used(manifest: dict, base: dict | None) -> dict[str, tuple[int, list[
 
     for entry in file_writes(manifest, base) + manifest["wal"]:
         for i, id_hex in enumerate(entry["blocks"]):
-            add(id_hex, min(bs, entry["size"] - i * bs), entry["path"])
+            add(id_hex, min(bs, entry.get("blocks_size", entry["size"]) - i * bs),
+                entry["path"])
         for id_hex, writes in entry.get("pages", ()):
             add(id_hex, sum(w[2] for w in writes), entry["path"])
     return used

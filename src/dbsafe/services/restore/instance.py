@@ -64,7 +64,8 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
 
     ``entries`` come from ``combine.file_writes``: a differential's files are their base's
     blocks (cut at the differential's size), then its changed pages written over them in a
-    second pass, so that no page is written before the base block under it. Each file is
+    second pass, so that no page is written before the base block under it (a synthetic
+    full's layered files alike). Each file is
     made new (``O_EXCL | O_NOFOLLOW``) in its folder before any is written.
 
     Large files are written first, and each is fsynced by one background thread as soon as
@@ -108,16 +109,18 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
 
     def run(entry: dict, tree: Tree, rel: str, first: int, ids: list[str]) -> None:
         fd = tree.open_write(rel)
+        used = entry.get("blocks_size", entry["size"])
         try:
             for i, id_hex in enumerate(ids):
                 block_id = bytes.fromhex(id_hex)
                 offset = (first + i) * bs
-                length = min(bs, entry["size"] - offset)
+                length = min(bs, used - offset)
                 if block_id == zero_id:
                     on_bytes(length)
                     continue
                 data = read(block_id, entry)
-                # a base block may run past a differential's (smaller) size
+                # a base block may run past a differential's (smaller) size, or a
+                # synthetic full's read block past the size its file was cut to
                 os.pwrite(fd, memoryview(data)[:length], offset)
                 on_bytes(length)
         finally:
@@ -149,8 +152,9 @@ def _file_bytes(repo: Repository, entry: dict) -> bytes:
     """One small file's content (pg_control: written on its own, last)."""
     out = bytearray(entry["size"])
     bs = repo.block_size
+    used = entry.get("blocks_size", entry["size"])
     for i, id_hex in enumerate(entry["blocks"]):
-        data = repo.read_block(bytes.fromhex(id_hex))[:max(0, entry["size"] - i * bs)]
+        data = repo.read_block(bytes.fromhex(id_hex))[:max(0, used - i * bs)]
         out[i * bs:i * bs + len(data)] = data
     for id_hex, writes in entry.get("pages", ()):
         data = repo.read_block(bytes.fromhex(id_hex))

@@ -1,5 +1,5 @@
 """Re-read every block of a recovery point (a differential: and its base blocks it uses) and
-check it against its id."""
+check it against its id; with ``deep``, compare its pages with the live files' too."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.lifecycle.points import list_points, load_point
-from dbsafe.services.restore import combine
+from dbsafe.services.restore import combine, live_check
 from dbsafe.vault.repository import BlockError
 
 
@@ -78,8 +79,12 @@ def _load_all(vault: Vault, name: str) -> tuple[list[dict], list[dict]]:
 
 
 def run_verify(vault: Vault, name: str, point_id: str | None = None,
-               workers: int | None = None, on_progress: ProgressFn | None = None) -> dict:
+               workers: int | None = None, on_progress: ProgressFn | None = None,
+               deep: bool = False) -> dict:
     """Verify one point, or every point of ``name``; raises verify.failed when any is damaged.
+    ``deep``: each point's relation pages are also compared with the live files' pages the
+    server has not changed since the point started (services/restore/live_check.py): a
+    point whose blocks are intact but whose pages differ fails with ``verify.live_differs``.
 
     The report is attached to the error (``details['report']``) so --json can still print it.
     """
@@ -93,6 +98,14 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
         job.expect(sum(_expected_bytes(vault, m) for m in manifests))
         reports = refused + [verify_point(vault, m, workers or vault.read_workers(),
                                           job.advance) for m in manifests]
+        if deep:
+            server = get_server(vault, name)
+            by_id = {m["point_id"]: m for m in manifests}
+            for report in reports:
+                if report["ok"]:  # a damaged point is reported as such, not compared
+                    report["live"] = live_check.compare_point(
+                        vault, server, by_id[report["point_id"]],
+                        workers or vault.read_workers(), job.advance)
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),
                   "seconds": round(time.perf_counter() - t0, 3)}
         bad = [r for r in reports if not r["ok"]]
@@ -105,6 +118,14 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
             err = DbsafeError("verify.failed", point_id=", ".join(r["point_id"] for r in bad),
                               problems=sum(len(r["problems"]) for r in bad),
                               files=len({f for r in bad for f in r["damaged_files"]}))
+            err.report = result
+            raise err
+        differ = [r for r in reports if not r.get("live", {"ok": True})["ok"]]
+        if differ:
+            result["ok"] = False
+            err = DbsafeError("verify.live_differs", name=name,
+                              point_id=", ".join(r["point_id"] for r in differ),
+                              pages=sum(r["live"]["pages_differ"] for r in differ))
             err.report = result
             raise err
         job.finish(result)
