@@ -478,14 +478,15 @@ class Bench:
                    "workers", "compression_level")
 
     def dbsafe_backup(self, vault: Path, name: str, type: str = "full",
-                    fields: tuple[str, ...] = FULL_FIELDS) -> dict:
+                    fields: tuple[str, ...] = FULL_FIELDS, extra: tuple[str, ...] = ()) -> dict:
         """One dbsafe backup of ``type`` into ``vault``: time, bytes added, its JSON's
-        ``fields`` (bench/diff.py measures differentials through this too)."""
+        ``fields`` (bench/diff.py measures differentials and synthetic fulls through this
+        too, ``extra`` holding their options)."""
         wait_archive_idle(self.cluster.pgdata)
         warm(self.cluster.pgdata)
         before = du(vault)
         r = measure(name, [*self.dbsafe, "--vault", str(vault), "backup", SERVER, "--type",
-                           type, "--json"], self.logs, self.env)
+                           type, *extra, "--json"], self.logs, self.env)
         out = json.loads(r["stdout"])
         r["bytes_stored"] = du(vault) - before
         r["dbsafe_seconds"] = out.get("seconds")

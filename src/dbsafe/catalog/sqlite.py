@@ -14,6 +14,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +43,25 @@ class _SqliteSession:
         return int(rowid)
 
 
+def _wal_mode(db: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """Put the catalog in WAL mode (once: the mode is kept in the file). Processes opening
+    a new catalog at once race to switch it, and SQLite answers the loser "database is
+    locked" at once, without waiting in its busy handler (the switch upgrades a shared lock
+    that the others hold too): so it is tried again, for as long as a busy wait lasts."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class SqliteCatalog(SqlCatalog):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -52,7 +72,7 @@ class SqliteCatalog(SqlCatalog):
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
                                    isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._s = _SqliteSession(self._db)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
+from dbsafe.engines.postgres import discover, summaries
 from dbsafe.engines.postgres import files as pgfiles
-from dbsafe.engines.postgres import summaries
 from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.engines.postgres.delta import changed_pages, page_runs
 from dbsafe.engines.postgres.pages import PAGE_SIZE, bad_pages, page_lsn
@@ -99,10 +99,7 @@ class BackupSession:
         """The files to copy (files.py); tablespace links are followed only to where this
         session's server says its tablespaces are."""
         assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT oid::text, pg_tablespace_location(oid) FROM pg_tablespace "
-            "WHERE pg_tablespace_location(oid) <> ''").fetchall()
-        return pgfiles.walk(self.pgdata, dict(rows))
+        return pgfiles.walk(self.pgdata, discover.tablespace_locations(self._conn))
 
     def read_block(self, fd: int, source: SourceFile, offset: int, length: int) -> BlockRead:
         """Read ``length`` bytes at ``offset`` of an open file and check its pages.

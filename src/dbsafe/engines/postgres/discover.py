@@ -50,6 +50,14 @@ def instance_facts(conn: psycopg.Connection) -> dict:
     }
 
 
+def tablespace_locations(conn: psycopg.Connection) -> dict[str, str]:
+    """oid → location of the server's tablespaces outside the data directory: the only
+    links a walk of its files follows (files.walk)."""
+    rows = conn.execute("SELECT oid::text, pg_tablespace_location(oid) FROM pg_tablespace "
+                        "WHERE pg_tablespace_location(oid) <> ''").fetchall()
+    return dict(rows)
+
+
 def _facts_row(conn: psycopg.Connection) -> tuple:
     return one_row(conn.execute(
         "SELECT (SELECT system_identifier::text FROM pg_control_system()), "

@@ -21,6 +21,7 @@ from pathlib import Path
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
+from dbsafe.engines.postgres import discover
 from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.delta import compare_unchanged, tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
@@ -54,9 +55,8 @@ def compare_point(vault: Vault, server: dict, manifest: dict, workers: int,
                           name=server["name"], found=server["system_identifier"],
                           expected=manifest["instance"]["system_identifier"])
     with open_instance(server) as conn:
-        rows = conn.execute("SELECT oid::text, pg_tablespace_location(oid) FROM pg_tablespace "
-                            "WHERE pg_tablespace_location(oid) <> ''").fetchall()
-    live = {f.path: f for f in pgfiles.walk(Path(server["pgdata"]), dict(rows))[0]}
+        tablespaces = discover.tablespace_locations(conn)
+    live = {f.path: f for f in pgfiles.walk(Path(server["pgdata"]), tablespaces)[0]}
     entries = combine.file_writes(manifest, combine.load_base(vault.repo, manifest))
     since = parse_lsn(manifest["start_lsn"])
     whole_pages = bool(manifest["instance"].get("data_checksums"))
