@@ -10,6 +10,8 @@ is written.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbsafe.core.errors import DbsafeError
@@ -117,6 +119,54 @@ def _resolve(layers: list[_Layer]) -> list[tuple[str, list[tuple[int, int, int]]
                 out.append((id_hex, [(w[0], w[1], w[2]) for w in writes]))
         taken.update(mine)
     return out
+
+
+Overlay = dict[int, list[tuple[str, int, int, int]]]
+
+
+class RecentBlocks:
+    """The last few blocks of changed pages a reader fetched: a block holds up to 128
+    pages, and the pages of a file come in file order, so each one serves the file blocks
+    its pages fall on while they are read one after the other."""
+
+    def __init__(self, read: Callable[[str], bytes], keep: int = 8) -> None:
+        self._read, self._keep = read, keep
+        self._blocks: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, id_hex: str) -> bytes:
+        data = self._blocks.get(id_hex)
+        if data is None:
+            data = self._blocks[id_hex] = self._read(id_hex)
+            if len(self._blocks) > self._keep:
+                self._blocks.popitem(last=False)
+        return data
+
+
+def pages_by_block(entry: dict, block_size: int
+                   ) -> tuple[Overlay, list[tuple[str, list[tuple[int, int, int]]]]]:
+    """An entry's page writes (``file_writes``) as ``(block index → [(page block id,
+    offset in it, offset in the file block, length)])`` for those that fall on one of its
+    ``blocks``, so that a reader patches a block before it writes or compares it; and the
+    others (past its blocks), as ``pages`` writes."""
+    overlay: Overlay = {}
+    beyond = []
+    count = len(entry["blocks"])
+    for id_hex, writes in entry.get("pages", ()):
+        rest = []
+        for file_offset, at, length in writes:
+            end = file_offset + length
+            while file_offset < end:
+                b = file_offset // block_size
+                n = min(end, (b + 1) * block_size) - file_offset
+                if b < count:
+                    overlay.setdefault(b, []).append(
+                        (id_hex, at, file_offset - b * block_size, n))
+                else:
+                    rest.append((file_offset, at, n))
+                file_offset, at = file_offset + n, at + n
+        if rest:
+            beyond.append((id_hex, rest))
+    return overlay, beyond
 
 
 def blocks_used(manifest: dict, base: dict | None) -> dict[str, tuple[int, list[str]]]:

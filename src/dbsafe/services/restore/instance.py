@@ -63,10 +63,11 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
     """Write each entry's blocks to its destination (a tree and a name in it), in parallel.
 
     ``entries`` come from ``combine.file_writes``: a differential's files are their base's
-    blocks (cut at the differential's size), then its changed pages written over them in a
-    second pass, so that no page is written before the base block under it (a synthetic
-    full's layered files alike). Each file is
-    made new (``O_EXCL | O_NOFOLLOW``) in its folder before any is written.
+    blocks (cut at the differential's size) with its changed pages written over them (a
+    synthetic full's layered files alike): a page on one of the blocks is patched into
+    it before the block is written, so a file is written once and its early flush still
+    comes with its last block; pages past the blocks are written in a second pass. Each
+    file is made new (``O_EXCL | O_NOFOLLOW``) in its folder before any is written.
 
     Large files are written first, and each is fsynced by one background thread as soon as
     its last block is written, so the disk flushes while the rest is still decompressed
@@ -79,9 +80,10 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
     for entry, (tree, rel) in zip(entries, dest, strict=True):
         tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
         blocks = entry["blocks"]
+        overlay, pages = combine.pages_by_block(entry, bs) if "pages" in entry else ({}, [])
         for first in range(0, len(blocks), TASK_BLOCKS):
-            tasks.append((entry, tree, rel, first, blocks[first:first + TASK_BLOCKS]))
-        pages = entry.get("pages", [])
+            tasks.append((entry, tree, rel, first, blocks[first:first + TASK_BLOCKS],
+                          overlay))
         for first in range(0, len(pages), TASK_BLOCKS):
             page_tasks.append((entry, tree, rel, pages[first:first + TASK_BLOCKS]))
     tasks.sort(key=lambda t: -t[0]["size"])
@@ -107,18 +109,29 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
             if tasks_left[(id(tree), rel)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
                 flushes.append(flusher.submit(tree.fsync, rel))
 
-    def run(entry: dict, tree: Tree, rel: str, first: int, ids: list[str]) -> None:
+    def run(entry: dict, tree: Tree, rel: str, first: int, ids: list[str],
+            overlay: combine.Overlay) -> None:
         fd = tree.open_write(rel)
         used = entry.get("blocks_size", entry["size"])
+        recent = combine.RecentBlocks(lambda id_hex: read(bytes.fromhex(id_hex), entry))
         try:
             for i, id_hex in enumerate(ids):
                 block_id = bytes.fromhex(id_hex)
                 offset = (first + i) * bs
                 length = min(bs, used - offset)
-                if block_id == zero_id:
+                patches = overlay.get(first + i)
+                if block_id == zero_id and not patches:
                     on_bytes(length)
                     continue
-                data = read(block_id, entry)
+                data = bytes(length) if block_id == zero_id else read(block_id, entry)
+                if patches:  # changed pages on it: written with it, not after it
+                    whole = bytearray(min(bs, entry["size"] - offset))
+                    whole[:length] = memoryview(data)[:length]
+                    for page_id, at, into, n in patches:
+                        whole[into:into + n] = memoryview(recent.get(page_id))[at:at + n]
+                    os.pwrite(fd, whole, offset)
+                    on_bytes(length + sum(p[3] for p in patches))
+                    continue
                 # a base block may run past a differential's (smaller) size, or a
                 # synthetic full's read block past the size its file was cut to
                 os.pwrite(fd, memoryview(data)[:length], offset)

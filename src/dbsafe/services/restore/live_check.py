@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from dbsafe.services.inventory.servers import open_instance
 from dbsafe.services.restore import combine
 
 MAX_LISTED = 100
-CACHED_BLOCKS = 8  # per file: a layer's block serves the file blocks its pages fall in
 
 
 @dataclass
@@ -87,22 +85,12 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
                   whole_pages: bool, tally: _Tally, lock: threading.Lock, on_bytes) -> None:
     repo, bs = vault.repo, vault.repo.block_size
     used = entry.get("blocks_size", entry["size"])
-    by_block: dict[int, list[tuple[str, int, int, int]]] = {}
-    for id_hex, writes in entry.get("pages", ()):
-        for file_offset, at, length in writes:
-            for page in range(file_offset // PAGE_SIZE, (file_offset + length) // PAGE_SIZE):
-                by_block.setdefault(page * PAGE_SIZE // bs, []).append(
-                    (id_hex, at + page * PAGE_SIZE - file_offset, page * PAGE_SIZE % bs,
-                     PAGE_SIZE))
-    cache: OrderedDict[str, bytes] = OrderedDict()
-
-    def block(id_hex: str) -> bytes:
-        if id_hex not in cache:
-            cache[id_hex] = repo.read_block(bytes.fromhex(id_hex))
-            if len(cache) > CACHED_BLOCKS:
-                cache.popitem(last=False)
-        return cache[id_hex]
-
+    overlay, beyond = combine.pages_by_block(entry, bs)
+    for id_hex, writes in beyond:  # pages past the blocks: an overlay of blocks of zeros
+        for file_offset, at, n in writes:
+            overlay.setdefault(file_offset // bs, []).append(
+                (id_hex, at, file_offset % bs, n))
+    recent = combine.RecentBlocks(lambda id_hex: repo.read_block(bytes.fromhex(id_hex)))
     size = min(entry["size"], source.size)
     compared = changed = 0
     differ: list[dict] = []
@@ -112,11 +100,12 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
             length = min(bs, size - b * bs)
             mine = bytearray(length)
             if b < len(entry["blocks"]) and b * bs < used:
-                data = block(entry["blocks"][b])[:min(length, used - b * bs)]
+                data = repo.read_block(bytes.fromhex(entry["blocks"][b]))
+                data = data[:min(length, used - b * bs)]
                 mine[:len(data)] = data
-            for id_hex, at, offset, n in by_block.get(b, ()):
+            for id_hex, at, offset, n in overlay.get(b, ()):
                 if offset < length:
-                    mine[offset:offset + n] = block(id_hex)[at:at + n]
+                    mine[offset:offset + n] = recent.get(id_hex)[at:at + min(n, length - offset)]
             live = os.pread(fd, length, b * bs)
             result = compare_unchanged(mine, live, since, whole_pages)
             compared, changed = compared + result.compared, changed + result.changed
