@@ -10,6 +10,7 @@ is written.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,20 +126,25 @@ Overlay = dict[int, list[tuple[str, int, int, int]]]
 
 
 class RecentBlocks:
-    """The last few blocks of changed pages a reader fetched: a block holds up to 128
-    pages, and the pages of a file come in file order, so each one serves the file blocks
-    its pages fall on while they are read one after the other."""
+    """The last blocks of changed pages readers fetched (``keep`` of them, shared by the
+    threads): a block holds up to 128 pages, and a file's pages come in file order, so
+    each one serves the file blocks its pages fall on, read one after the other, without
+    being fetched and decompressed again for each."""
 
-    def __init__(self, read: Callable[[str], bytes], keep: int = 8) -> None:
+    def __init__(self, read: Callable[[bytes], bytes], keep: int = 8) -> None:
         self._read, self._keep = read, keep
-        self._blocks: OrderedDict[str, bytes] = OrderedDict()
+        self._blocks: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def get(self, id_hex: str) -> bytes:
-        data = self._blocks.get(id_hex)
+    def get(self, block_id: bytes) -> bytes:
+        with self._lock:
+            data = self._blocks.get(block_id)
         if data is None:
-            data = self._blocks[id_hex] = self._read(id_hex)
-            if len(self._blocks) > self._keep:
-                self._blocks.popitem(last=False)
+            data = self._read(block_id)
+            with self._lock:
+                self._blocks[block_id] = data
+                if len(self._blocks) > self._keep:
+                    self._blocks.popitem(last=False)
         return data
 
 

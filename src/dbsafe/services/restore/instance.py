@@ -42,6 +42,7 @@ from dbsafe.services.restore.pitr import RecoveryPlan, WalStager
 from dbsafe.vault.repository import BlockError, Repository
 
 TASK_BLOCKS = 32
+PAGE_BLOCKS_KEPT = 32  # decompressed blocks of changed pages kept for the writers (32 MiB)
 FLUSH_EARLY_BYTES = 64 << 20
 AS_FILES_README = """\
 This folder holds dbsafe recovery point {point_id} of server {server}
@@ -94,10 +95,12 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
         tasks_left[key] = tasks_left.get(key, 0) + 1
     lock = threading.Lock()
     flushes: list[Future] = []
+    # blocks of changed pages, each decompressed once for the file blocks it patches
+    recent = combine.RecentBlocks(repo.read_block, keep=PAGE_BLOCKS_KEPT)
 
-    def read(block_id: bytes, entry: dict) -> bytes:
+    def read(block_id: bytes, entry: dict, fetch=repo.read_block) -> bytes:
         try:
-            return repo.read_block(block_id)
+            return fetch(block_id)
         except BlockError as exc:
             code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
             raise DbsafeError(code, block_id=block_id.hex(), path=entry["path"],
@@ -113,7 +116,6 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
             overlay: combine.Overlay) -> None:
         fd = tree.open_write(rel)
         used = entry.get("blocks_size", entry["size"])
-        recent = combine.RecentBlocks(lambda id_hex: read(bytes.fromhex(id_hex), entry))
         try:
             for i, id_hex in enumerate(ids):
                 block_id = bytes.fromhex(id_hex)
@@ -128,7 +130,8 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
                     whole = bytearray(min(bs, entry["size"] - offset))
                     whole[:length] = memoryview(data)[:length]
                     for page_id, at, into, n in patches:
-                        whole[into:into + n] = memoryview(recent.get(page_id))[at:at + n]
+                        data = read(bytes.fromhex(page_id), entry, recent.get)
+                        whole[into:into + n] = memoryview(data)[at:at + n]
                     os.pwrite(fd, whole, offset)
                     on_bytes(length + sum(p[3] for p in patches))
                     continue

@@ -90,7 +90,7 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
         for file_offset, at, n in writes:
             overlay.setdefault(file_offset // bs, []).append(
                 (id_hex, at, file_offset % bs, n))
-    recent = combine.RecentBlocks(lambda id_hex: repo.read_block(bytes.fromhex(id_hex)))
+    recent = combine.RecentBlocks(repo.read_block)
     size = min(entry["size"], source.size)
     compared = changed = 0
     differ: list[dict] = []
@@ -105,7 +105,8 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
                 mine[:len(data)] = data
             for id_hex, at, offset, n in overlay.get(b, ()):
                 if offset < length:
-                    mine[offset:offset + n] = recent.get(id_hex)[at:at + min(n, length - offset)]
+                    data = recent.get(bytes.fromhex(id_hex))
+                    mine[offset:offset + n] = data[at:at + min(n, length - offset)]
             live = os.pread(fd, length, b * bs)
             result = compare_unchanged(mine, live, since, whole_pages)
             compared, changed = compared + result.compared, changed + result.changed
