@@ -42,7 +42,7 @@ from dbsafe.services.restore.pitr import RecoveryPlan, WalStager
 from dbsafe.vault.repository import BlockError, Repository
 
 TASK_BLOCKS = 32
-PAGE_BLOCKS_KEPT = 32  # decompressed blocks of changed pages kept for the writers (32 MiB)
+PAGE_BLOCKS_KEPT = 8  # decompressed blocks of changed pages kept for the writers (8 MiB)
 FLUSH_EARLY_BYTES = 64 << 20
 AS_FILES_README = """\
 This folder holds dbsafe recovery point {point_id} of server {server}
