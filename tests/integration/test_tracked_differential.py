@@ -107,7 +107,8 @@ def _pgbench_sums(pg: Pg) -> dict:
 
 def test_changes_under_pgbench_load_are_tracked(pg_template, area, wal_vault):
     """The workload runs while pgbench writes, and pgbench goes on during the
-    differential: nothing in the range is left out, the restore is consistent."""
+    differential and a synthetic full: nothing in the range is left out, both restores
+    are consistent."""
     vault = wal_vault
     pg, spaces = protected(pg_template, area, vault, "l")
     before_full(pg)
@@ -121,23 +122,27 @@ def test_changes_under_pgbench_load_are_tracked(pg_template, area, wal_vault):
         time.sleep(1)
         every_change(pg)
         diff = vault.backup("l", "--type", "diff")
+        made = vault.backup("l", "--type", "full", "--synthetic")  # and a synthetic full
     finally:
         interrupt(load)
+    assert made["build"]["kind"] == "synthetic" and made["build"]["source"] == full["point_id"]
     assert diff["delta_source"]["source"] == "wal", diff["delta_source"]
     pg.execute("CHECKPOINT")
     manifest = vault.repository().load_manifest(diff["point_id"])
     missed = left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                 parse_lsn(diff["start_lsn"]))
     assert not missed, f"pages changed since the full that the differential left out: {missed}"
-    got = restore(vault, "l", diff["point_id"], area / "r", spaces)
-    try:
-        sums = _pgbench_sums(got)
-        # pgbench keeps the three sums equal; the workload added 1 to every 97th account
-        bumped = got.scalar("SELECT count(*) FROM pgbench_accounts WHERE aid % 97 = 0", "app")
-        assert sums["accounts"] - bumped == sums["tellers"] == sums["branches"], sums
-        amcheck(got, "app")
-    finally:
-        got.stop()
+    for point in (diff["point_id"], made["point_id"]):
+        got = restore(vault, "l", point, area / point, spaces)
+        try:
+            sums = _pgbench_sums(got)
+            # pgbench keeps the three sums equal; the workload added 1 to every 97th account
+            bumped = got.scalar("SELECT count(*) FROM pgbench_accounts WHERE aid % 97 = 0",
+                                "app")
+            assert sums["accounts"] - bumped == sums["tellers"] == sums["branches"], sums
+            amcheck(got, "app")
+        finally:
+            got.stop()
 
 
 def test_a_gap_in_the_chain_falls_back_to_the_lsn_scan_and_says_why(pg_template, area,
