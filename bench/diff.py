@@ -150,16 +150,21 @@ class DiffBench(run.Bench):
 
     # steps ----------------------------------------------------------------------------------
 
-    def dbsafe_diff(self, snapshot: Path, name: str) -> dict:
-        """A differential into a copy of the vault as the full left it (so that a retry
-        does not find its blocks stored already): packs and index files are hard links
-        (written once, never changed), the catalog a real copy."""
-        trial = self.run_dir / "vault-diff"
+    def vault_copy(self, snapshot: Path, folder: str) -> Path:
+        """A copy of the vault as the full left it (so that a retry does not find its
+        blocks stored already): packs and index files are hard links (written once, never
+        changed), the catalog a real copy."""
+        trial = self.run_dir / folder
         if trial.exists():
             shutil.rmtree(trial)
         dataset.run(["cp", "-al", str(snapshot), str(trial)])
         (trial / "catalog.sqlite").unlink()
         shutil.copy2(snapshot / "catalog.sqlite", trial / "catalog.sqlite")
+        return trial
+
+    def dbsafe_diff(self, snapshot: Path, name: str) -> dict:
+        """A differential into a copy of the vault as the full left it."""
+        trial = self.vault_copy(snapshot, "vault-diff")
         r = self.dbsafe_backup(trial, name, "diff", (
             "point_id", "base", "bytes_read", "bytes_stored", "pages_changed", "files",
             "files_whole", "files_delta", "files_unchanged", "files_not_read",
@@ -172,12 +177,7 @@ class DiffBench(run.Bench):
     def dbsafe_synthetic(self, snapshot: Path, name: str) -> dict:
         """A synthetic full (``--synthetic``) into a copy of the vault as the full left it,
         after the same change the differential saw."""
-        trial = self.run_dir / "vault-synthetic"
-        if trial.exists():
-            shutil.rmtree(trial)
-        dataset.run(["cp", "-al", str(snapshot), str(trial)])
-        (trial / "catalog.sqlite").unlink()
-        shutil.copy2(snapshot / "catalog.sqlite", trial / "catalog.sqlite")
+        trial = self.vault_copy(snapshot, "vault-synthetic")
         r = self.dbsafe_backup(trial, name, "full", (
             "point_id", "build", "bytes_read", "bytes_read_data", "bytes_stored",
             "pages_changed", "files", "wal_segments", "seconds", "delta_source"),
