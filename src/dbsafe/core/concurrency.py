@@ -7,8 +7,8 @@ import contextlib
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -18,21 +18,47 @@ def default_workers() -> int:
 
 
 def run_parallel(workers: int, name: str,
-                 calls: Sequence[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
+                 calls: Iterable[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
     """Run ``fn(*args)`` for every call on ``workers`` threads, in the order given.
 
-    The first exception cancels the calls not yet started and is raised once the running
-    ones end, so a failure stops the work instead of letting it run to the end.
+    The threads take the calls one at a time from ``calls``: nothing is kept per call
+    (an executor's future per call cost ~1 KB each, 0.6 GB for a backup of 600 k files).
+    The first exception stops the calls not yet started and is raised once the running
+    ones end, so a failure stops the work instead of letting it run to the end; so does
+    an interrupt of the waiting thread (Ctrl-C).
     """
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix=name) as pool:
-        futures = [pool.submit(fn, *args) for fn, args in calls]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in done:
-            error = fut.exception()
-            if error is not None:
-                for other in futures:
-                    other.cancel()
-                raise error
+    pending = iter(calls)
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                call = next(pending, None)
+            if call is None:
+                return
+            try:
+                call[0](*call[1])
+            except BaseException as exc:  # raised in the calling thread, below
+                errors.append(exc)
+                stop.set()
+                return
+
+    threads = [threading.Thread(target=work, name=f"{name}_{i}")
+               for i in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
 
 
 def pid_alive(pid: int | None) -> bool:
