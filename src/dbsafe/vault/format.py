@@ -5,10 +5,12 @@ See docs/repository-format.md; change that page in the same commit as this file.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,6 +141,50 @@ def decompress_bounded(data: bytes | memoryview, cap: int,
     return out
 
 
+JSON_SEPARATORS = (",", ":")
+JSON_LIST_PIECE = 2000  # items of a long list encoded at a time
+
+
+def compress_json(document: dict[str, Any]) -> bytes:
+    """One zstd frame (level 3, declaring its size) of ``document``'s compact JSON, the
+    bytes ``json.dumps`` gives, without holding them whole: a manifest of 600 k files is
+    ~150 MB of JSON, twice over as a string and its bytes. The JSON is made twice, in
+    pieces: once to count its bytes (a frame declares its size first), once to compress."""
+    size = sum(len(piece) for piece in _json_pieces(document))
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(level=3).stream_writer(out, size=size,
+                                                         closefd=False) as writer:
+        for piece in _json_pieces(document):
+            writer.write(piece)
+    return out.getvalue()
+
+
+def _json_pieces(document: dict[str, Any]) -> Iterator[bytes]:
+    """``json.dumps(document, separators=JSON_SEPARATORS).encode()`` in pieces: each list
+    of the document longer than ``JSON_LIST_PIECE`` items ``JSON_LIST_PIECE`` items at a
+    time (the same C encoder, so the same bytes)."""
+    long = {k for k, v in document.items() if isinstance(v, list) and len(v) > JSON_LIST_PIECE}
+    if not long:
+        yield json.dumps(document, separators=JSON_SEPARATORS).encode()
+        return
+    marks = {k: f"\x00{secrets.token_hex(16)}" for k in long}  # no document string has one
+    text = json.dumps({k: marks.get(k, v) for k, v in document.items()},
+                      separators=JSON_SEPARATORS)
+    for key, value in document.items():
+        if key not in long:
+            continue
+        head, _, text = text.partition(json.dumps(marks[key]))
+        yield head.encode()
+        yield b"["
+        for start in range(0, len(value), JSON_LIST_PIECE):
+            if start:
+                yield b","
+            yield json.dumps(value[start:start + JSON_LIST_PIECE],
+                             separators=JSON_SEPARATORS)[1:-1].encode()
+        yield b"]"
+    yield text.encode()
+
+
 def _binding(vault_id: str, name: str) -> bytes:
     """What a version-2 seal binds an object to: the vault and the object's name."""
     raw = name.encode()
@@ -166,8 +212,7 @@ class Keyed:
 
     def seal(self, kind: bytes, document: dict[str, Any], name: str) -> bytes:
         """The sealed object ``name`` (version 2): bound to this vault and to ``name``."""
-        payload = zstandard.ZstdCompressor(level=3).compress(
-            json.dumps(document, separators=(",", ":")).encode())
+        payload = compress_json(document)
         if self.ring is None:
             head = SEAL2_MAGIC + kind
             return head + self._bound_digest(head, name, payload) + payload

@@ -57,6 +57,23 @@ def _tracked_source(vault: Vault, server: dict, session: BackupSession, source: 
     return source, None, tracking
 
 
+def _copy_all(repo, copier: Copier, files: list) -> tuple[list, list[dict], int]:
+    """(entries, corrupt pages, bytes read) of a full: every file read whole, pg_control
+    last (a backup from a standby ends where the copied pg_control's minimum recovery point
+    says, so it must be later than every other file)."""
+    control = [f for f in files if f.path == CONTROL_FILE]
+    rest = [f for f in files if f.path != CONTROL_FILE]
+    copied = [c for c in copier.copy(rest) + copier.copy(control) if not c.vanished]
+    del rest
+    corrupt = [{"path": c.source.path, "block": p} for c in copied for p in c.corrupt_pages]
+    files_read = sum(c.size for c in copied)
+    entries = []
+    for i, c in enumerate(copied):  # each copied file's record goes as its entry comes
+        entries.append(file_entry(repo, c))
+        copied[i] = None  # type: ignore[call-overload]
+    return entries, corrupt, files_read
+
+
 def new_point_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
@@ -188,15 +205,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         files, skipped = selection.split_files(files, chosen[1])
         if against is None:
             job.expect(sum(f.size for f in files))
-            # pg_control last: a backup from a standby ends where the copied pg_control's
-            # minimum recovery point says, so it must be later than every other file
-            control = [f for f in files if f.path == CONTROL_FILE]
-            rest = [f for f in files if f.path != CONTROL_FILE]
-            copied = [c for c in copier.copy(rest) + copier.copy(control) if not c.vanished]
-            entries = [file_entry(repo, c) for c in copied]
-            corrupt = [{"path": c.source.path, "block": p}
-                       for c in copied for p in c.corrupt_pages]
-            files_read = sum(c.size for c in copied)
+            entries, corrupt, files_read = _copy_all(repo, copier, files)
         else:
             if tracking is None:
                 tracking = tracked.change_map(vault, server, against, session.start_lsn,
@@ -221,6 +230,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             else:
                 about_base.update(base=against["point_id"],
                                   base_start_lsn=against["start_lsn"], dropped=diff.dropped)
+        del files  # what was read of each file is in its entry now
         counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
