@@ -12,7 +12,8 @@ Steps, each timed (see bench/README.md, *Many databases*):
   3. auto-protection on, then ``dbsafe discover``: finds and protects all N;
   4. ``dbsafe discover`` again with nothing new (the scheduler's steady-state cost);
   5. ``dbsafe backup`` (one full of all N: the databases are copies of one template, so
-     the vault stores their blocks once);
+     the vault stores their blocks once), ``dbsafe verify`` and ``dbsafe restore`` of it
+     (each with its peak RSS);
   6. one more database, ``dbsafe discover``: not protected, reported; and the protect
      check refuses it with limit.items_per_server.
 Everything lives in /var/tmp/dbsafe-bench/many-<time> and is removed at the end (--keep
@@ -54,6 +55,19 @@ def dbsafe(vault: Path, *args: str) -> tuple[float, dict]:
     if proc.returncode != 0:
         raise RuntimeError(f"dbsafe {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
     return seconds, json.loads(proc.stdout)
+
+
+def timed_rss(vault: Path, *args: str) -> tuple[float, float]:
+    """Run ``dbsafe --vault VAULT ARGS --json`` under GNU time: (wall seconds, its peak
+    RSS in MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "dbsafe",
+                           "--vault", str(vault), *args, "--json"], capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"dbsafe {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def create_databases(cluster: Cluster, names: list[str], workers: int) -> float:
@@ -147,6 +161,16 @@ def main() -> None:
                    blocks_new=out["blocks_new"], blocks_reused=out["blocks_reused"],
                    vault_bytes=du(vault))
         _, out = dbsafe(vault, "points", "many")
+        point = out["points"][0]["point_id"]
+        res["verify_s"], res["verify_peak_rss_mb"] = timed_rss(vault, "verify", "many",
+                                                               "--point", point)
+        dbsafe(vault, "vault", "restore-roots", "add", str(area / "restores"))
+        res["restore_s"], res["restore_peak_rss_mb"] = timed_rss(
+            vault, "restore", "many", "--point", point, "--to-pgdata",
+            str(area / "restores" / "pgdata"))
+        log(f"verify {res['verify_s']:.1f} s, {res['verify_peak_rss_mb']:.0f} MB; restore "
+            f"{res['restore_s']:.1f} s, {res['restore_peak_rss_mb']:.0f} MB")
+        shutil.rmtree(area / "restores" / "pgdata")
         held = out["points"][0]["databases"]
         res["databases_in_backup"] = len(json.loads(held) if isinstance(held, str) else held)
         # template1 too: every backup holds the template databases (CREATE DATABASE's source)
@@ -179,7 +203,11 @@ def print_table(res: dict) -> None:
              f"own {res['backup_seconds_own']:.1f} s; {res['databases_in_backup']} databases, "
              f"{res['files_backed_up']} files, read {res['bytes_read'] / 1e9:.1f} GB, "
              f"stored {res['bytes_stored'] / 1e6:.1f} MB, vault {res['vault_bytes'] / 1e6:.1f} MB, "
-             f"peak RSS {res['backup_peak_rss_mb']:.0f} MB")]
+             f"peak RSS {res['backup_peak_rss_mb']:.0f} MB"),
+            ("dbsafe verify", f"{res['verify_s']:.1f} s",
+             f"peak RSS {res['verify_peak_rss_mb']:.0f} MB"),
+            ("dbsafe restore", f"{res['restore_s']:.1f} s",
+             f"peak RSS {res['restore_peak_rss_mb']:.0f} MB")]
     width = max(len(r[0]) for r in rows)
     for step, secs, what in rows:
         print(f"{step:<{width}}  {secs:>8}  {what}")
