@@ -263,7 +263,7 @@ def test_new_sqlite_catalogs_opened_by_six_processes_at_once_all_open(tmp_path):
         home = tmp_path / str(n)
         home.mkdir()
         with _processes([_spawn("sqlite", home, "open") for _ in range(6)]) as ps:
-            time.sleep(1.0)  # every one imported and waiting: they start together
+            time.sleep(0.6)  # every one imported and waiting: they start together
             for p in ps:
                 p.stdin.write("go\n")
                 p.stdin.flush()
