@@ -83,6 +83,11 @@ def test_synthetic_fulls_restore_equal_to_read_fulls(pg_template, area, wal_vaul
     assert read2["build"]["kind"] == "read"      # source's tables, which each restore equals
     assert pg.table_checksums() == want2
 
+    builds = {p["point_id"]: p["build"] for p in vault.points("y")}
+    assert [builds[p["point_id"]] for p in (read1, s1, diff, s2, read2)] \
+        == ["read", "synthetic", None, "synthetic", "read"]
+    assert f"{s1['point_id']}" in (listed := vault.run("points", "y").stdout)
+    assert "full (synthetic)" in listed
     repo = vault.repository()
     manifest = repo.load_manifest(s2["point_id"])
     assert manifest["type"] == "full" and manifest["build"]["kind"] == "synthetic"

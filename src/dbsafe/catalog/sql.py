@@ -197,7 +197,7 @@ class SqlCatalog:
     # points ------------------------------------------------------------------------------
     _POINT_COLS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                    "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                   "databases", "base_point", "retention", "left_out")
+                   "databases", "base_point", "retention", "left_out", "build")
 
     def add_point(self, instance_id: int, point: dict) -> None:
         cols = ", ".join(self._POINT_COLS)

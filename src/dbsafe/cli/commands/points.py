@@ -20,7 +20,9 @@ def points(name: str = typer.Argument(..., help="A registered server."),
 
     def human(d: dict) -> None:
         shown = [{**p, "read": render.human_bytes(p["bytes_read"]),
-                  "stored": render.human_bytes(p["bytes_stored"])} for p in d["points"]]
+                  "stored": render.human_bytes(p["bytes_stored"]),
+                  "type": f"{p['type']} (synthetic)" if p.get("build") == "synthetic"
+                  else p["type"]} for p in d["points"]]
         if deleted:
             render.table(shown, ["point_id", "type", "end_time", "deleted_at", "purge_after",
                                  "stored"], title=f"soft-deleted points of {name}")

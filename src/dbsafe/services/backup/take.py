@@ -301,7 +301,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
              "corrupt_pages": len(corrupt),
              **coverage.columns(chosen[0]),
-             "base_point": about_base.get("base"), "retention": retention_column(retention)}
+             "base_point": about_base.get("base"), "retention": retention_column(retention),
+             "build": (about_base.get("build") or {}).get("kind")}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)
     return {

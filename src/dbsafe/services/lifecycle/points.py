@@ -26,7 +26,7 @@ from dbsafe.vault.softdelete import marker_ids, read_marker
 
 POINT_FIELDS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                 "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                "databases", "left_out", "base_point")
+                "databases", "left_out", "base_point", "build")
 
 
 def _point_row(manifest: dict, manifest_size: int) -> dict:
@@ -41,6 +41,7 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             "corrupt_pages": manifest["stats"]["corrupt_pages"],
             **(coverage.columns(manifest["databases"]) if "databases" in manifest else {}),
             "base_point": manifest.get("base"),
+            "build": (manifest.get("build") or {}).get("kind"),
             # the retention frozen at backup time (services/inventory/immutability.py)
             "retention": retention_column(manifest["retention"])
             if "retention" in manifest else None}
