@@ -25,6 +25,7 @@ from dbsafe.engines.postgres import files as pgfiles
 from dbsafe.engines.postgres.delta import compare_unchanged, tracks_changes
 from dbsafe.engines.postgres.pages import PAGE_SIZE
 from dbsafe.engines.postgres.wal import parse_lsn
+from dbsafe.services.backup.copy import open_source
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import open_instance
 from dbsafe.services.restore import combine
@@ -94,7 +95,11 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
     size = min(entry["size"], source.size)
     compared = changed = 0
     differ: list[dict] = []
-    fd = source.open()
+    fd = open_source(source)
+    if fd is None:  # dropped since the walk
+        with lock:
+            tally.files_gone_since += 1
+        return
     try:
         for b in range(-(-size // bs)):
             length = min(bs, size - b * bs)
