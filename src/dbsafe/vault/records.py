@@ -162,6 +162,20 @@ class FileEntry(Record):
     layers = property(lambda self: self.get("layers"))
 
 
+def layered_blocks(entry: dict[str, Any]
+                   ) -> tuple[list[str], list[tuple[dict[str, Any], list[str]]]]:
+    """An entry's ``blocks`` as the blocks last read whole and each of its ``layers`` with
+    its own blocks (*Synthetic fulls*); a whole entry has only read blocks."""
+    blocks, layers = entry["blocks"], entry.get("layers") or []
+    at = len(blocks) - sum(len(layer["block_pages"]) for layer in layers)
+    read, out = blocks[:at], []
+    for layer in layers:
+        n = len(layer["block_pages"])
+        out.append((layer, blocks[at:at + n]))
+        at += n
+    return read, out
+
+
 class Tablespace(Record):
     WHAT = "tablespace"
     REQUIRED = {"oid": STR, "location": STR}

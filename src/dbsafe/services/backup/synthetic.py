@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from dbsafe.policy.model import Policy
-from dbsafe.vault.records import FileEntry, Manifest
+from dbsafe.vault.records import FileEntry, Manifest, layered_blocks
 
 # Syntheses in a row before a full is read: each adds a layer a restore writes over the
 # read blocks, and a layer's blocks are read whole for the pages it still holds.
@@ -71,9 +71,8 @@ def entries(repo, copied: list[FileEntry], source: dict) -> list[FileEntry]:
         if not delta["pages"] and e["size"] == under["size"]:  # the source's file as it was
             out.append(FileEntry({**under, "mode": e["mode"], "mtime": e["mtime"]}))
             continue
-        layers = [dict(layer) for layer in under.get("layers") or []]
-        in_layers = sum(len(layer["block_pages"]) for layer in layers)
-        read = under["blocks"][:len(under["blocks"]) - in_layers]
+        read, old = layered_blocks(under)
+        layers = [dict(layer) for layer, _ in old]
         blocks = read[:-(-e["size"] // bs)] + under["blocks"][len(read):]
         if delta["pages"]:
             layers.append({"pages": delta["pages"], "block_pages": delta["block_pages"]})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.lifecycle import manifest_checks
+from dbsafe.vault.records import layered_blocks
 from dbsafe.vault.repository import Repository
 
 PAGE_SIZE = 8192
@@ -82,16 +83,9 @@ class _Layer:
 
 def _layers(entry: dict, limit: int) -> tuple[list[str], list[_Layer]]:
     """A whole or layered entry as its read blocks and its layers, cut at ``limit``."""
-    blocks = entry["blocks"]
-    described = entry.get("layers") or []
-    in_layers = sum(len(layer["block_pages"]) for layer in described)
-    read, at = blocks[:len(blocks) - in_layers], len(blocks) - in_layers
-    layers = []
-    for layer in described:
-        n = len(layer["block_pages"])
-        layers.append(_Layer(layer["pages"], blocks[at:at + n], layer["block_pages"], limit))
-        at += n
-    return read, layers
+    read, layers = layered_blocks(entry)
+    return read, [_Layer(layer["pages"], blocks, layer["block_pages"], limit)
+                  for layer, blocks in layers]
 
 
 def _resolve(layers: list[_Layer]) -> list[tuple[str, list[tuple[int, int, int]]]]:
@@ -146,6 +140,22 @@ class RecentBlocks:
                 if len(self._blocks) > self._keep:
                     self._blocks.popitem(last=False)
         return data
+
+
+def patched_block(data: bytes | memoryview, keep: int, length: int,
+                  patches: list[tuple[str, int, int, int]],
+                  page_block: Callable[[str], bytes]) -> bytearray:
+    """``length`` bytes of a file block: the first ``keep`` bytes of ``data``, zeros after,
+    with ``patches`` (``pages_by_block``'s, their blocks from ``page_block``) written over
+    them, cut at ``length``."""
+    out = bytearray(length)
+    keep = max(0, min(keep, len(data), length))
+    out[:keep] = memoryview(data)[:keep]
+    for page_id, at, into, n in patches:
+        if into < length:
+            n = min(n, length - into)
+            out[into:into + n] = memoryview(page_block(page_id))[at:at + n]
+    return out
 
 
 def pages_by_block(entry: dict, block_size: int

@@ -127,12 +127,10 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
                     continue
                 data = bytes(length) if block_id == zero_id else read(block_id, entry)
                 if patches:  # changed pages on it: written with it, not after it
-                    whole = bytearray(min(bs, entry["size"] - offset))
-                    whole[:length] = memoryview(data)[:length]
-                    for page_id, at, into, n in patches:
-                        data = read(bytes.fromhex(page_id), entry, recent.get)
-                        whole[into:into + n] = memoryview(data)[at:at + n]
-                    os.pwrite(fd, whole, offset)
+                    os.pwrite(fd, combine.patched_block(
+                        data, length, min(bs, entry["size"] - offset), patches,
+                        lambda page_id: read(bytes.fromhex(page_id), entry, recent.get)),
+                        offset)
                     on_bytes(length + sum(p[3] for p in patches))
                     continue
                 # a base block may run past a differential's (smaller) size, or a

@@ -103,15 +103,10 @@ def _compare_file(vault: Vault, entry: dict, source: SourceFile, since: int,
     try:
         for b in range(-(-size // bs)):
             length = min(bs, size - b * bs)
-            mine = bytearray(length)
-            if b < len(entry["blocks"]) and b * bs < used:
-                data = repo.read_block(bytes.fromhex(entry["blocks"][b]))
-                data = data[:min(length, used - b * bs)]
-                mine[:len(data)] = data
-            for id_hex, at, offset, n in overlay.get(b, ()):
-                if offset < length:
-                    data = recent.get(bytes.fromhex(id_hex))
-                    mine[offset:offset + n] = data[at:at + min(n, length - offset)]
+            read = b < len(entry["blocks"]) and b * bs < used
+            data = repo.read_block(bytes.fromhex(entry["blocks"][b])) if read else b""
+            mine = combine.patched_block(data, used - b * bs, length, overlay.get(b, []),
+                                         lambda id_hex: recent.get(bytes.fromhex(id_hex)))
             live = os.pread(fd, length, b * bs)
             result = compare_unchanged(mine, live, since, whole_pages)
             compared, changed = compared + result.compared, changed + result.changed
