@@ -128,7 +128,7 @@ def node_read(vault: Vault, point_id: str) -> str:
     differential reads a file only when its size or mtime changed: ``mark`` the nodes again
     before one."""
     repo = vault.repository()
-    manifest = repo.load_manifest(point_id)
+    manifest = repo.load_manifest_whole(point_id)
     entry = next(f for f in manifest["files"] if f["path"] == MARKER)
     assert entry.get("blocks"), f"{point_id} did not read {MARKER} (taken from its base)"
     return b"".join(repo.read_block(bytes.fromhex(b)) for b in entry["blocks"]).decode()

@@ -39,7 +39,7 @@ def test_backup_reports_a_corrupt_page(pg_template, area, cli_env):
     assert jobs[result["job_id"]]["state"] == "completed_with_warnings"
     (point,) = vault.points("bad")
     assert point["corrupt_pages"] == result["corrupt_pages"]
-    manifest = vault.repository().load_manifest(result["point_id"])
+    manifest = vault.repository().load_manifest_whole(result["point_id"])
     assert {"path": rel, "block": 2} in manifest["corrupt_pages"]
 
     # The backup copies the page as it is: the restore gets the same (damaged) bytes.

@@ -40,7 +40,7 @@ def damaged(src_vault):
     Returns (point id, damaged block id, files that use it)."""
     point = src_vault.backup("src")["point_id"]
     repo = src_vault.repository()
-    manifest = repo.load_manifest(point)
+    manifest = repo.load_manifest_whole(point)
     zero_id = repo.keyed.digest(bytes(repo.block_size)).hex()
     blobs = _blobs(src_vault)
     packs = {p.name: p for p in src_vault.pack_files()}
@@ -108,7 +108,7 @@ def test_restore_as_files_of_damaged_point_leaves_nothing(src_vault, damaged, ar
 
 def test_missing_pack(src_vault, area):
     point = src_vault.backup("src")["point_id"]
-    manifest = src_vault.repository().load_manifest(point)
+    manifest = src_vault.repository().load_manifest_whole(point)
     packs = src_vault.pack_files()
     victim = max(packs, key=lambda p: p.stat().st_size)
     lost = {b[0] for b in _blobs(src_vault)[victim.name]}

@@ -80,9 +80,9 @@ def test_copy_only_flag(src_vault):
 
     # The manifests (the truth the catalog is rebuilt from) say the same.
     repo = src_vault.repository()
-    assert repo.load_manifest(copy["point_id"])["copy_only"] is True
-    assert repo.load_manifest(copy["point_id"])["type"] == "copy-only"
-    assert repo.load_manifest(full["point_id"])["copy_only"] is False
+    assert repo.load_manifest_whole(copy["point_id"])["copy_only"] is True
+    assert repo.load_manifest_whole(copy["point_id"])["type"] == "copy-only"
+    assert repo.load_manifest_whole(full["point_id"])["copy_only"] is False
 
 
 def test_second_full_of_unchanged_instance_stores_almost_nothing(src_vault, source):
@@ -163,7 +163,7 @@ def test_restore_refuses_a_port_in_use(src_vault, area):
 def test_restore_as_files_then_start_by_hand(src_vault, source, area):
     before = source.table_checksums()
     result = src_vault.backup("src")
-    manifest = src_vault.repository().load_manifest(result["point_id"])
+    manifest = src_vault.repository().load_manifest_whole(result["point_id"])
     source.execute("UPDATE pgbench_branches SET bbalance = bbalance + 1", "bench")
 
     target = area / "files"

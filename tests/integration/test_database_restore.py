@@ -122,7 +122,7 @@ def test_protection_per_database(pg_template, area, wal_vault):
                    "--recovery-model", "full", "--restart")
     assert out["databases"] == ["keep", "postgres", "ro"]
     full = vault.backup("src")
-    manifest = vault.repository().load_manifest(full["point_id"])
+    manifest = vault.repository().load_manifest_whole(full["point_id"])
     listed = {d["name"]: d["included"] for d in manifest["databases"]}
     assert listed["keep"] and not listed["skip"] and "template0" not in listed
     assert listed["template1"]  # templates are always taken: CREATE DATABASE needs them

@@ -139,8 +139,8 @@ def test_every_kind_of_change_restores_full_plus_diff(dsrc, dvault, area):
     assert {"app.newtab", "newdb.n", "copydb.copied"} <= set(want)
     assert "app.dropme" not in want and not any(k.startswith("dropdb.") for k in want)
 
-    manifest = dvault.repository().load_manifest(diff["point_id"])
-    base = dvault.repository().load_manifest(full["point_id"])
+    manifest = dvault.repository().load_manifest_whole(diff["point_id"])
+    base = dvault.repository().load_manifest_whole(full["point_id"])
     assert manifest["type"] == "diff" and manifest["base"] == full["point_id"]
     base_sizes = {e["path"]: e["size"] for e in base["files"]}
     deltas = [e for e in manifest["files"] if "delta" in e]
@@ -203,7 +203,7 @@ def test_diff_after_copy_only_uses_the_real_full(dsrc, dvault, area):
     want = pg.table_checksums()
     assert diff["base"] == full["point_id"] != copy["point_id"]
     # cumulative: the pages changed before the copy-only full are in the differential too
-    assert dvault.repository().load_manifest(diff["point_id"])["base"] == full["point_id"]
+    assert dvault.repository().load_manifest_whole(diff["point_id"])["base"] == full["point_id"]
     restored_pg = _restore_started(dvault, diff["point_id"], area / "r", **_ts_elsewhere(pg, area))
     try:
         _same_tables(restored_pg.table_checksums(), want)
@@ -236,7 +236,8 @@ def test_verify_checks_the_diff_and_the_base_blocks_it_uses(dsrc, dvault, area):
     assert report["ok"] is True
     (point,) = report["points"]
     repo = dvault.repository()
-    manifest, base = repo.load_manifest(diff["point_id"]), repo.load_manifest(full["point_id"])
+    manifest = repo.load_manifest_whole(diff["point_id"])
+    base = repo.load_manifest_whole(full["point_id"])
     own = {b for e in manifest["files"] + manifest["wal"] for b in e["blocks"]}
     assert point["blocks"] > len(own)  # base blocks counted too
 
@@ -350,7 +351,7 @@ def test_a_differential_after_data_checksums_were_turned_on_is_refused(pg_templa
     checksums("--disable")
     vault.add_server("sums", pg)
     full = vault.backup("sums")
-    assert vault.repository().load_manifest(full["point_id"])["instance"][
+    assert vault.repository().load_manifest_whole(full["point_id"])["instance"][
         "data_checksums"] is False
     checksums("--enable")
     refused = vault.fail("backup.base_unusable", "backup", "sums", "--type", "diff")

@@ -193,7 +193,7 @@ def _damage_a_block(vault, point_id: str) -> str:
     """Flip a byte in the middle of a data block the point's restore reads: its id."""
     repo = vault.repository()
     zero = repo.keyed.digest(bytes(repo.block_size)).hex()
-    wanted = {b for e in repo.load_manifest(point_id)["files"] for b in e["blocks"]} - {zero}
+    wanted = {b for e in repo.load_manifest_whole(point_id)["files"] for b in e["blocks"]} - {zero}
     for f in sorted((vault.path / "index").iterdir()):
         doc = repo.load_index_file(f.name)
         for id_hex, offset, length, _raw, _codec in doc["blobs"]:

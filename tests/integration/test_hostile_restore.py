@@ -55,7 +55,7 @@ def hostile(source, module_area: Path, cli_env: dict[str, str]) -> Iterator[Host
         (decoy / "empty").mkdir()
         for folder in (decoy, decoy / "etc", decoy / "empty"):
             os.chmod(folder, 0o755)
-        yield Hostile(vault, point, vault.repository().load_manifest(point), module_area,
+        yield Hostile(vault, point, vault.repository().load_manifest_whole(point), module_area,
                       decoy)
     finally:
         remove_area(decoy)

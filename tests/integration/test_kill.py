@@ -120,7 +120,7 @@ def test_restore_killed_midway_leaves_no_startable_data_directory(src_vault, are
     killed before leaves a folder PostgreSQL refuses to start, even after a DBA hands it to
     postgres, instead of one it starts with pages still zero."""
     point = src_vault.backup("src")["point_id"]
-    manifest = src_vault.repository().load_manifest(point)
+    manifest = src_vault.repository().load_manifest_whole(point)
     largest = max(manifest["files"], key=lambda f: f["size"])["path"]
     target = area / "killed"
     with _reaped(src_vault.popen("restore", "src", "--point", point, "--to-pgdata", target,

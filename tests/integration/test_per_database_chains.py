@@ -158,7 +158,7 @@ def test_an_instance_differential_is_based_on_the_instance_full(h):
     _history(h)
     diff = h.vault.backup("multi", "--type", "diff")
     assert diff["base"] == h.full["point_id"]
-    manifest = h.vault.repository().load_manifest(diff["point_id"])
+    manifest = h.vault.repository().load_manifest_whole(diff["point_id"])
     y_table = str(h.pg.relation_path("t", "y").relative_to(h.pg.pgdata))
     entry = next(e for e in manifest["files"] if e["path"] == y_table)
     pages = sum(n for _, n in entry["delta"]["pages"])

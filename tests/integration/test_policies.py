@@ -153,7 +153,7 @@ def _blobs(repo, block_ids: list[str]) -> list:
 def _table_blobs(vault, pg, point_id: str, table: str) -> list:
     repo = vault.repository()
     path = str(pg.relation_path(table).relative_to(pg.pgdata))
-    (entry,) = [f for f in repo.load_manifest(point_id)["files"] if f["path"] == path]
+    (entry,) = [f for f in repo.load_manifest_whole(point_id)["files"] if f["path"] == path]
     return _blobs(repo, entry["blocks"])
 
 
@@ -174,7 +174,7 @@ def test_the_policy_compresses_every_backup_and_the_wal(wal_vault, area, pg_temp
     # every block this first backup stored is raw: stored bytes are the bytes read, once
     # each (blocks repeated within the backup, such as all-zero ones, are stored once)
     repo = vault.repository()
-    manifest = repo.load_manifest(full["point_id"])
+    manifest = repo.load_manifest_whole(full["point_id"])
     blocks = {b for f in manifest["files"] + manifest["wal"] for b in f["blocks"]}
     assert all(b.codec == 0 and b.length == b.raw_length for b in _blobs(repo, list(blocks)))
     # the WAL the agent archives under the policy: raw too

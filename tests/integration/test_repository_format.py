@@ -105,9 +105,25 @@ def test_manifest(written):
     m = json.loads(zstandard.ZstdDecompressor().decompress(sealed[41:]))
     required = {"format", "point_id", "type", "copy_only", "instance", "start_time",
                 "end_time", "start_lsn", "stop_lsn", "timeline", "backup_label",
-                "tablespace_map", "tablespaces", "compression", "block_size", "files", "wal",
-                "stats"}
-    assert required <= set(m)
+                "tablespace_map", "tablespaces", "compression", "block_size", "entries",
+                "wal", "stats"}
+    assert required <= set(m) and "files" not in m
+    # the file entries: in parts, each sealed, bound to its name, in path order
+    parts = sorted((vault.path / "entries" / path.name).iterdir())
+    assert [p.name for p in parts] == [f"{i:06d}" for i in range(m["entries"]["parts"])]
+    m["files"] = []
+    for part in parts:
+        sealed_part = part.read_bytes()
+        assert sealed_part[:9] == b"DBSAFE2\nF"
+        assert _bound_hash_ok(sealed_part, key, config["vault_id"],
+                              f"entries/{path.name}/{part.name}")
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(sealed_part[41:]))
+        assert doc["format"] == 1 and doc["point_id"] == path.name
+        assert doc["part"] == part.name and 0 < len(doc["files"]) <= 10_000
+        m["files"] += doc["files"]
+    assert len(m["files"]) == m["entries"]["files"]
+    keys = [e["path"].split("/") for e in m["files"]]
+    assert keys == sorted(keys) and len({e["path"] for e in m["files"]}) == len(keys)
     assert m["format"] == 1 and m["point_id"] == path.name
     assert m["type"] == "full" and m["copy_only"] is False
     assert {"server", "system_identifier", "pg_version", "pgdata"} <= set(m["instance"])

@@ -164,7 +164,7 @@ def test_scheduled_fulls_are_synthetic_while_the_policy_allows(pg_template, area
     repo = vault.repository()
 
     def build() -> dict:
-        return repo.load_manifest(vault.points("y")[-1]["point_id"])["build"]
+        return repo.load_manifest_whole(vault.points("y")[-1]["point_id"])["build"]
 
     assert run("y", "full")["backup_type"] == "full"
     first = build()

@@ -228,7 +228,7 @@ def test_an_immutable_vault_keeps_the_retention_a_point_had_at_backup_time(src_v
             assert exc.code == "immutability.retained" and exc.details["until"] == held_until
 
         # The manifest carries the retention: a catalog row rebuilt from it keeps it.
-        manifest = v.repo.load_manifest(point["point_id"])
+        manifest = v.repo.load_manifest_whole(point["point_id"])
         assert manifest["retention"] == {"policy": "month", "timezone": "UTC",
                                          "keep_daily": 30, "keep_weekly": None,
                                          "keep_monthly": None, "keep_yearly": None,

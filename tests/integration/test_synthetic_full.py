@@ -61,7 +61,7 @@ def test_synthetic_fulls_restore_equal_to_read_fulls(pg_template, area, wal_vaul
     assert s1["build"]["layers"] == 1 and s1["delta_source"]["source"] == "wal"
     assert s1["bytes_read_data"] < read1["bytes_read_data"]
     accounts = str(pg.relation_path("pgbench_accounts", "app").relative_to(pg.pgdata))
-    (entry,) = [e for e in vault.repository().load_manifest(s1["point_id"])["files"]
+    (entry,) = [e for e in vault.repository().load_manifest_whole(s1["point_id"])["files"]
                 if e["path"] == accounts]
     (layer,) = entry["layers"]  # the pages changed since read1, and only those were read
     assert 0 < sum(n for _, n in layer["pages"]) < entry["size"] // PAGE
@@ -89,7 +89,7 @@ def test_synthetic_fulls_restore_equal_to_read_fulls(pg_template, area, wal_vaul
     assert f"{s1['point_id']}" in (listed := vault.run("points", "y").stdout)
     assert "full (synthetic)" in listed
     repo = vault.repository()
-    manifest = repo.load_manifest(s2["point_id"])
+    manifest = repo.load_manifest_whole(s2["point_id"])
     assert manifest["type"] == "full" and manifest["build"]["kind"] == "synthetic"
     layered = {e["path"]: e for e in manifest["files"] if "layers" in e}
     assert len(layered[accounts]["layers"]) == 2  # changed before s1 and again before s2

@@ -54,7 +54,7 @@ def test_tablespace_round_trip(ts_cluster, ts_vault, area):
     before = pg.table_checksums()
     assert {"postgres.in_ts", "postgres.in_default", "tsdb.t"} <= set(before)
     result = ts_vault.backup("ts")
-    manifest = ts_vault.repository().load_manifest(result["point_id"])
+    manifest = ts_vault.repository().load_manifest_whole(result["point_id"])
     assert manifest["tablespaces"] == [{"oid": oid, "location": str(location)}]
     assert any(f["path"].startswith(f"pg_tblspc/{oid}/PG_15_") for f in manifest["files"])
 
@@ -143,7 +143,7 @@ def test_backup_follows_only_the_tablespaces_the_server_reports(ts_cluster, ts_v
     planted = pg.pgdata / "pg_tblspc" / "99999"
     planted.symlink_to(secret)
     try:
-        manifest = ts_vault.repository().load_manifest(ts_vault.backup("ts")["point_id"])
+        manifest = ts_vault.repository().load_manifest_whole(ts_vault.backup("ts")["point_id"])
     finally:
         planted.unlink()
     assert manifest["tablespaces"] == [{"oid": oid, "location": str(location)}]

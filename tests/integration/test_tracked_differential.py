@@ -46,7 +46,7 @@ def test_every_kind_of_change_is_tracked_and_restores_equal(pg_template, area, w
     assert not [w for w in job.get("warnings") or [] if w["code"] == "backup.diff_untracked"]
 
     repo = vault.repository()
-    manifest = repo.load_manifest(diff["point_id"])
+    manifest = repo.load_manifest_whole(diff["point_id"])
     assert manifest["delta_source"]["source"] == "wal"
     pg.execute("CHECKPOINT")  # what the buffers hold reaches the files the oracle reads
     missed = left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
@@ -128,7 +128,7 @@ def test_changes_under_pgbench_load_are_tracked(pg_template, area, wal_vault):
     assert made["build"]["kind"] == "synthetic" and made["build"]["source"] == full["point_id"]
     assert diff["delta_source"]["source"] == "wal", diff["delta_source"]
     pg.execute("CHECKPOINT")
-    manifest = vault.repository().load_manifest(diff["point_id"])
+    manifest = vault.repository().load_manifest_whole(diff["point_id"])
     missed = left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                 parse_lsn(diff["start_lsn"]))
     assert not missed, f"pages changed since the full that the differential left out: {missed}"
@@ -207,7 +207,7 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     said = vault.run("backup", "c", "--type", "diff")  # what a DBA reads
     assert said.returncode == 0 and "pages chosen by the WAL since the full" in said.stdout
     pg.execute("CHECKPOINT")
-    manifest = vault.repository().load_manifest(diff["point_id"])
+    manifest = vault.repository().load_manifest_whole(diff["point_id"])
     assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
                                   parse_lsn(diff["start_lsn"]))
     restores_equal(vault, "c", diff["point_id"], area / "r", spaces, want)

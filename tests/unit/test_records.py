@@ -76,7 +76,7 @@ def test_the_repository_hands_out_records(tmp_path):
             format=1, name=SEGMENT, size=3, blocks=[ID], checksum="00", mtime=1.5,
             archived="2026-01-01T00:00:00.000+00:00", server="s",
             segment=Segment.new(timeline=1, segno=7, segment_size=16 << 20)))
-    manifest = repo.load_manifest(POINT)
+    manifest = repo.load_manifest_whole(POINT)
     assert isinstance(manifest, Manifest) and manifest == _literal()
     assert manifest.instance.system_identifier == "1" and manifest.type == "log"
     record = repo.load_wal_record("1", SEGMENT)

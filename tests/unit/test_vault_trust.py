@@ -77,9 +77,9 @@ def test_a_manifest_copied_over_another_point_is_refused(root, enc_root, encrypt
     repo.save_manifest(_manifest(new))
     shutil.copyfile(where / "manifests" / old, where / "manifests" / new)
     fresh = Repository.open(where, master=lambda: MASTER)
-    assert fresh.load_manifest(old)["point_id"] == old
+    assert fresh.load_manifest_whole(old)["point_id"] == old
     with pytest.raises(DbsafeError) as exc:
-        fresh.load_manifest(new)
+        fresh.load_manifest_whole(new)
     assert exc.value.code == "vault.object_corrupt" and new in exc.value.message
 
 
@@ -109,10 +109,10 @@ def test_version_1_objects_are_read_where_they_name_themselves(root):
     (root / "manifests").mkdir()
     (root / "manifests" / point).write_bytes(_seal_v1(root, b"M", _manifest(point)))
     repo = Repository.open(root)
-    assert repo.load_manifest(point)["point_id"] == point
+    assert repo.load_manifest_whole(point)["point_id"] == point
     shutil.copyfile(root / "manifests" / point, root / "manifests" / "20240101T000000Z-0000000b")
     with pytest.raises(DbsafeError) as exc:
-        repo.load_manifest("20240101T000000Z-0000000b")
+        repo.load_manifest_whole("20240101T000000Z-0000000b")
     assert exc.value.code == "vault.object_corrupt"
 
 
@@ -123,7 +123,7 @@ def test_a_manifest_declaring_a_terabyte_is_refused_before_allocating(root):
     (root / "manifests" / point).write_bytes(
         _seal_v1(root, b"M", None, payload=_declares(1 << 40)))
     with pytest.raises(DbsafeError) as exc:
-        Repository.open(root).load_manifest(point)
+        Repository.open(root).load_manifest_whole(point)
     assert exc.value.code == "vault.object_corrupt" and "declares" in exc.value.message
 
 
@@ -296,7 +296,7 @@ def test_a_master_rotation_keeps_ids_and_data_and_refuses_the_old_key(enc_root):
     assert exc.value.code == "key.wrong"
     fresh = Repository.open(enc_root, master=lambda: NEW_MASTER)
     assert [fresh.read_block(i) for i in ids] == blocks
-    assert fresh.load_manifest("20240101T000000Z-00000001")["files"][0]["blocks"] == \
+    assert fresh.load_manifest_whole("20240101T000000Z-00000001")["files"][0]["blocks"] == \
         [i.hex() for i in ids]
     assert [fresh.keyed.digest(b) for b in blocks] == ids  # deduplication goes on
     assert _store(fresh, blocks[:1]) == ids[:1]
@@ -553,7 +553,7 @@ def test_links_and_fifos_planted_as_objects_are_never_followed(root, tmp_path):
     assert repo.point_ids() == []
     for point in ("20240101T000000Z-0000000a", "20240101T000000Z-0000000b"):
         with pytest.raises(KeyError):
-            repo.load_manifest(point)
+            repo.load_manifest_whole(point)
     (root / "wal").symlink_to(outside, target_is_directory=True)  # a folder swapped
     assert list(repo.storage.list("wal")) == [] and repo.storage.names("wal") == []
     assert repo.load_wal_record("..", "victim") is None
@@ -612,6 +612,6 @@ def test_an_encrypted_vault_of_before_keeps_its_ids_and_objects_through_a_rotati
         head + crypto.encrypt(repo.keyed.ring.key(key_id), payload, head))
     repo.rotate_master(NEW_MASTER)
     fresh = Repository.open(enc_root, master=lambda: NEW_MASTER)
-    assert fresh.load_manifest(point)["files"][0]["blocks"] == [block_id.hex()]
+    assert fresh.load_manifest_whole(point)["files"][0]["blocks"] == [block_id.hex()]
     assert fresh.read_block(block_id) == block
     assert fresh.keyed.digest(block) == block_id

@@ -34,12 +34,15 @@ ENCRYPTED_MAGICS = (SEAL_MAGIC_ENCRYPTED, SEAL2_MAGIC_ENCRYPTED)
 BOUND_MAGICS = (SEAL2_MAGIC, SEAL2_MAGIC_ENCRYPTED)
 KIND_INDEX = b"I"
 KIND_MANIFEST = b"M"
+KIND_PART = b"F"  # a part of a manifest's file entries (*Entries in parts*)
 KIND_WAL = b"W"
 # The field by which each kind of document names itself: it MUST equal the object's name.
-SELF_NAME = {KIND_INDEX: "pack", KIND_MANIFEST: "point_id", KIND_WAL: "name"}
+SELF_NAME = {KIND_INDEX: "pack", KIND_MANIFEST: "point_id", KIND_PART: "part",
+             KIND_WAL: "name"}
 # What a document may decompress to at most (a zstd frame declaring more is refused before
 # anything is allocated): a manifest of a 10 TB instance in 1 MiB blocks is ~700 MB.
-MAX_DOCUMENT = {KIND_INDEX: 256 << 20, KIND_MANIFEST: 1 << 30, KIND_WAL: 64 << 20}
+MAX_DOCUMENT = {KIND_INDEX: 256 << 20, KIND_MANIFEST: 1 << 30, KIND_PART: 64 << 20,
+                KIND_WAL: 64 << 20}
 MAX_PACK_HEADER = 256 << 20
 PACK_MAGIC = b"DBSPACK1"
 PACK_MAGIC_ENCRYPTED = b"DBSPACKE"
@@ -212,7 +215,14 @@ class Keyed:
 
     def seal(self, kind: bytes, document: dict[str, Any], name: str) -> bytes:
         """The sealed object ``name`` (version 2): bound to this vault and to ``name``."""
-        payload = compress_json(document)
+        return self._seal(kind, compress_json(document), name)
+
+    def seal_json(self, kind: bytes, text: bytes, name: str) -> bytes:
+        """``seal`` of a document already encoded as compact JSON (a part of a manifest's
+        entries, made from the lines of a spool without parsing them)."""
+        return self._seal(kind, zstandard.ZstdCompressor(level=3).compress(text), name)
+
+    def _seal(self, kind: bytes, payload: bytes, name: str) -> bytes:
         if self.ring is None:
             head = SEAL2_MAGIC + kind
             return head + self._bound_digest(head, name, payload) + payload

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from dbsafe.core.errors import DbsafeError
@@ -35,6 +35,7 @@ POLL_SECONDS = 0.2
 # A pack kept for some used blocks is repacked when at least this share of its stored bytes
 # is unused: copying its used blocks out then never writes more than it frees.
 REPACK_UNUSED = 0.5
+ORPHAN_PARTS_AFTER = timedelta(days=7)  # docs/repository-format.md, *Entries in parts*
 REPACK_LEVEL = 1  # zstd level of repacked blocks (the backups' default)
 
 
@@ -143,7 +144,10 @@ def used_blocks(repo: Repository) -> set[str]:
             manifest = repo.load_manifest(point_id)
         except KeyError:
             continue  # deleted meanwhile
-        used.update(manifest.block_ids())
+        for entry in repo.files_of(manifest):  # one part at a time
+            used.update(entry["blocks"])
+        for entry in manifest["wal"]:
+            used.update(entry["blocks"])
     for name in repo.storage.list("wal"):
         _, system_id, file_name = name.split("/", 2)
         record = repo.load_wal_record(system_id, file_name)
@@ -273,6 +277,25 @@ def _blocking(repo: Repository, tomb_id: str) -> list[str]:
             if locks.lock_alive(repo.storage, name, repo.client_id)]
 
 
+def _remove_orphan_parts(repo: Repository, now: datetime | None = None) -> int:
+    """Remove the parts of entries whose point has no manifest (a backup that never
+    committed, a deletion that died before its parts went) once the point id's time is
+    ``ORPHAN_PARTS_AFTER`` old: a backup still writing its parts is younger."""
+    points = set(repo.point_ids())
+    cutoff = (now or datetime.now(UTC)) - ORPHAN_PARTS_AFTER
+    removed = 0
+    for name in list(repo.storage.list("entries")):
+        point_id = name.split("/")[1] if name.count("/") == 2 else ""
+        try:
+            started = datetime.strptime(point_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a name dbsafe writes: left alone
+        if point_id not in points and started < cutoff:
+            repo.storage.delete(name)
+            removed += 1
+    return removed
+
+
 def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = True,
                     repack_unused: float = REPACK_UNUSED,
                     exclusive: AbstractContextManager[object] | None = None) -> dict[str, Any]:
@@ -291,7 +314,8 @@ def collect_garbage(repo: Repository, wait_seconds: float = 0.0, mark: bool = Tr
     repo.check_index()  # an index moved aside would make every pack look unindexed
     with exclusive if exclusive is not None else _local_guard(repo):
         cleaned = {"tmp_removed": storage.cleanup(),
-                   "stale_locks_removed": locks.remove_stale(storage, repo.client_id)}
+                   "stale_locks_removed": locks.remove_stale(storage, repo.client_id),
+                   "orphan_parts_removed": _remove_orphan_parts(repo)}
         report = Report()
         ready = [t for t in _tombstone_ids(storage) if not _blocking(repo, t)]
         found = survey(repo)

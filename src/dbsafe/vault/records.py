@@ -29,9 +29,10 @@ its JSON document (a ``dict`` subclass), with typed attributes beside the keys.
   at every read (garbage collection reads every manifest). Here ``parse`` walks the
   top-level keys and leaves the entries to the rules above, checked only where a point is
   acted on, as before.
-- Readers in the services keep their dict access (``manifest["files"]``) and may use the
-  attributes (``manifest.files``, ``manifest.instance.system_identifier``) where they
-  touch code anyway; tests that forge documents keep writing plain dicts.
+- Readers in the services keep their dict access (``manifest["wal"]``) and may use the
+  attributes (``manifest.instance.system_identifier``) where they touch code anyway;
+  tests that forge documents keep writing plain dicts. A point's file entries come from
+  ``Repository.files_of`` (inline ``files``, or parts: vault/entries.py).
 """
 
 from __future__ import annotations
@@ -207,8 +208,11 @@ class Manifest(Record):
     where a point is acted on (services/lifecycle/manifest_checks.py)."""
 
     WHAT = "manifest"
-    REQUIRED = {"point_id": STR, "files": LIST, "wal": LIST}
+    REQUIRED = {"point_id": STR, "wal": LIST}
     OPTIONAL = {
+        "files": LIST,
+        "entries": ("{parts, files}", lambda v: isinstance(v, dict) and all(
+            _is_int(v.get(k)) and v[k] >= 0 for k in ("parts", "files"))),
         "format": ("1", lambda v: v == FORMAT and _is_int(v)),
         "type": (" or ".join(POINT_TYPES), lambda v: v in POINT_TYPES),
         "copy_only": BOOL,
@@ -227,8 +231,11 @@ class Manifest(Record):
         problem = Instance.problem(doc["instance"]) if "instance" in doc else None
         if problem is not None:
             return problem
+        if ("files" in doc) == ("entries" in doc):
+            return "the manifest has " + ("both 'files' and 'entries'" if "files" in doc
+                                          else "neither 'files' nor 'entries'")
         for key in ("files", "wal"):  # the blocks garbage collection counts as used
-            for entry in doc[key]:
+            for entry in doc.get(key, ()):
                 if not (isinstance(entry, dict) and isinstance(entry.get("blocks"), list)):
                     return f"the manifest's {key!r} holds an entry without a list of blocks"
         # tablespaces are PostgreSQL's layout: engines/postgres/layout_rules.py checks them
@@ -249,7 +256,6 @@ class Manifest(Record):
     stop_lsn = property(lambda self: self["stop_lsn"])
     timeline = property(lambda self: self["timeline"])
     block_size = property(lambda self: self.get("block_size"))
-    files = property(lambda self: [FileEntry(e) for e in self["files"]])
     wal = property(lambda self: [FileEntry(e) for e in self["wal"]])
     tablespaces = property(lambda self: [Tablespace(t) for t in self.get("tablespaces", [])])
     databases = property(lambda self: [Database(d) for d in self["databases"]]
@@ -258,9 +264,6 @@ class Manifest(Record):
     stats = property(lambda self: self["stats"])
     build = property(lambda self: self.get("build") or {"kind": "read"})
 
-    def block_ids(self) -> list[str]:
-        """Every block id the point uses (files, deltas, WAL): what garbage collection keeps."""
-        return [b for entry in self["files"] + self["wal"] for b in entry["blocks"]]
 
 
 # WAL file records -------------------------------------------------------------------------

@@ -23,13 +23,14 @@ import zstandard
 from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import Storage
 from dbsafe.storage.local import LocalStorage
-from dbsafe.vault import crypto
+from dbsafe.vault import crypto, entries
 from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.format import (
     CODEC_ZSTD,
     FORMAT,
     KIND_INDEX,
     KIND_MANIFEST,
+    KIND_PART,
     KIND_WAL,
     Keyed,
     SealError,
@@ -44,7 +45,7 @@ from dbsafe.vault.index import BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
 from dbsafe.vault.packs import BlockError as BlockError  # re-exported: its readers catch it
 from dbsafe.vault.packs import pack_name
-from dbsafe.vault.records import IndexFile, Manifest, WalRecord
+from dbsafe.vault.records import FileEntry, IndexFile, Manifest, WalRecord
 
 KEYS = "keys"
 
@@ -448,6 +449,15 @@ class Repository:
         self.storage.put(name, sealed)
         return len(sealed)
 
+    def save_part(self, point_id: str, part: int, text: bytes) -> int:
+        """Write a part of a point's entries (vault/entries.py), given as its JSON; its
+        size in bytes."""
+        name = entries.part_name(point_id, part)
+        sealed = self.keyed.seal_json(KIND_PART, text, name)
+        self._check_lock()
+        self.storage.put(name, sealed)
+        return len(sealed)
+
     def save_wal_record(self, system_id: str, record: WalRecord | dict[str, Any]) -> None:
         """Write a WAL file record (docs/repository-format.md, *WAL file records*)."""
         name = f"wal/{system_id}/{record['name']}"
@@ -457,7 +467,10 @@ class Repository:
 
     # deleting (docs/repository-format.md, *Deleting*) ----------------------------------
     def delete_manifest(self, point_id: str) -> None:
+        """The manifest (the commit point of the deletion), then its parts."""
         self.storage.delete(f"manifests/{point_id}")
+        for name in entries.part_names(self, point_id):
+            self.storage.delete(name)
 
     def delete_wal_record(self, system_id: str, name: str) -> None:
         self.storage.delete(f"wal/{system_id}/{name}")
@@ -500,6 +513,16 @@ class Repository:
         except SealError as exc:
             raise DbsafeError("vault.object_corrupt", path=name, reason=exc) from None
         return Manifest.parse(doc, name), len(data)
+
+    def files_of(self, manifest: dict[str, Any]) -> Iterator[FileEntry]:
+        """A point's file entries one at a time, inline or from its parts (each checked as
+        it is read: vault/entries.py)."""
+        return entries.read(self, manifest)
+
+    def load_manifest_whole(self, point_id: str) -> Manifest:
+        """The manifest with its file entries in ``files`` (read from its parts, all held):
+        for readers that need them all at once."""
+        return entries.whole(self, self.load_manifest(point_id))
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "dctx", None)

@@ -69,7 +69,7 @@ def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
         raise DbsafeError("backup.no_full", name=server["name"],
                           databases=coverage.named(lacking))
     try:
-        return vault.repo.load_manifest(base["point_id"])
+        return vault.repo.load_manifest_whole(base["point_id"])
     except KeyError:
         raise DbsafeError("backup.base_unusable", base=base["point_id"], name=server["name"],
                           reason="its manifest is missing from the vault") from None

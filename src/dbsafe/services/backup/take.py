@@ -33,6 +33,7 @@ from dbsafe.services.inventory.servers import get_server, live_endpoint, open_in
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.protection import discovery
 from dbsafe.services.protection import replica_sets as replicasets
+from dbsafe.vault.entries import EntrySpool, path_key
 from dbsafe.vault.records import Database, Instance, Manifest
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
@@ -260,6 +261,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     if type != "diff" and "build" not in about_base:
         about_base["build"] = {"kind": "read", "reason": build_reason}
     retention = backup_retention(vault, server["instance_id"])  # the policy in force now
+    files_count = len(entries)
+    with EntrySpool() as spool:
+        spool.add_all(sorted(entries, key=lambda e: path_key(e["path"])))
+        del entries
+        parts, parts_bytes = spool.write_parts(repo, point_id)
     manifest = Manifest.new(
         format=1,
         point_id=point_id,
@@ -282,18 +288,18 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         compression={"codec": "zstd" if level else "none", "level": level},
         block_size=repo.block_size,
         dirs=dirs,
-        files=entries,
+        entries=parts,
         databases=chosen[0],
         skipped=skipped,
         wal=[file_entry(repo, w) for w in wal],
         stats={"bytes_read": bytes_read, "bytes_read_data": files_read,
                "bytes_stored": sink.stats.bytes_stored,
-               "files": len(entries), "corrupt_pages": len(corrupt),
+               "files": files_count, "corrupt_pages": len(corrupt),
                **about_base.get("stats", {})},
         corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
         retention=retention,
     )
-    bytes_stored = sink.stats.bytes_stored + repo.save_manifest(manifest)
+    bytes_stored = sink.stats.bytes_stored + parts_bytes + repo.save_manifest(manifest)
     seconds = time.perf_counter() - t0
     point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),
              "start_time": manifest["start_time"], "end_time": manifest["end_time"],
@@ -309,7 +315,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "point_id": point_id, "type": type, "copy_only": type == "copy-only",
         "server": server["name"], "bytes_read": bytes_read, "bytes_read_data": files_read,
         "bytes_stored": bytes_stored, "blocks_new": sink.stats.blocks_new,
-        "blocks_reused": sink.stats.blocks_reused, "files": len(entries),
+        "blocks_reused": sink.stats.blocks_reused, "files": files_count,
         "wal_segments": len(wal), "seconds": round(seconds, 3),
         "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,
         "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,

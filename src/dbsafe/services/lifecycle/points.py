@@ -171,7 +171,7 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     it."""
     server = get_server(vault, name)
     try:
-        manifest = vault.repo.load_manifest(point_id)
+        manifest = vault.repo.load_manifest_whole(point_id)
     except KeyError:
         raise DbsafeError("point.unknown", point_id=point_id, name=name) from None
     if manifest["instance"]["system_identifier"] != server["system_identifier"]:

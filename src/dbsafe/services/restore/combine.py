@@ -29,7 +29,7 @@ def load_base(repo: Repository, manifest: dict) -> dict | None:
     if manifest["type"] != "diff":
         return None
     try:
-        base = repo.load_manifest(manifest["base"])
+        base = repo.load_manifest_whole(manifest["base"])
     except KeyError:
         raise DbsafeError("point.base_missing", point_id=manifest["point_id"],
                           base=manifest["base"],
