@@ -3,6 +3,8 @@ base checks, and how restore lays a delta over its base (docs/repository-format.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,16 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 from dbsafe.engines.postgres.delta import changed_pages, page_runs, tracks_changes
 from dbsafe.engines.postgres.wal import TimelineSwitch, parse_lsn
-from dbsafe.services.backup.differential import check_base, plan
-from dbsafe.services.restore.combine import blocks_used, file_writes
+from dbsafe.services.backup.differential import (
+    MTIME_MARGIN,
+    NOT_READ,
+    SCAN,
+    WHOLE,
+    check_base,
+    classify,
+    joined,
+)
+from dbsafe.services.restore.combine import blocks_used, file_writes, files_using
 
 PAGE = 8192
 
@@ -66,22 +76,32 @@ def _base(files: list[dict], **extra) -> dict:
             "files": files, **extra}
 
 
-def test_plan_sorts_files_into_whole_scan_not_read_and_dropped():
+def _plan(files: list, base: dict) -> dict[str, list[str]]:
+    """What a differential does with each file, by kind, and the base's files gone."""
+    cutoff = datetime.fromisoformat(base["start_time"]).timestamp() - MTIME_MARGIN
+    out: dict[str, list[str]] = {WHOLE: [], SCAN: [], NOT_READ: [], "dropped": []}
+    for f, entry in joined(files, base["files"], out["dropped"]):
+        out[classify(f, entry, cutoff)[0]].append(f.path)
+    return out
+
+
+def test_files_are_sorted_into_whole_scan_not_read_and_dropped():
     long_ago = 1_700_000_000.0  # 2023, long before the base started
     base = _base([{"path": p, "size": PAGE, "mtime": long_ago, "blocks": ["aa"]}
-                  for p in ("base/5/1", "base/5/2", "base/5/3", "base/5/3_vm", "gone")])
+                  for p in ("base/5/1", "base/5/2", "base/5/3", "base/5/3_vm", "base/5/4",
+                            "gone")])
     files = [_src("base/5/1", mtime=long_ago), _src("base/5/2", mtime=long_ago + 1),
              _src("base/5/3", size=2 * PAGE, mtime=long_ago), _src("base/5/3_vm"),
              _src("base/5/9")]
-    p = plan(files, base)
-    assert [f.path for f, _ in p.not_read] == ["base/5/1"]
-    assert [f.path for f, _ in p.scan] == ["base/5/2", "base/5/3"]
-    assert [f.path for f in p.whole] == ["base/5/3_vm", "base/5/9"]
-    assert p.dropped == ["gone"]
+    p = _plan(files, base)
+    assert p[NOT_READ] == ["base/5/1"]
+    assert p[SCAN] == ["base/5/2", "base/5/3"]
+    assert p[WHOLE] == ["base/5/3_vm", "base/5/9"]
+    assert p["dropped"] == ["base/5/4", "gone"]  # between two files, and after the last
     # a file whose mtime equals the base's but falls within the margin is read
     recent = _base([{"path": "base/5/1", "size": PAGE, "mtime": 1767268790.0,
                      "blocks": ["aa"]}])
-    assert plan([_src("base/5/1", mtime=1767268790.0)], recent).scan
+    assert _plan([_src("base/5/1", mtime=1767268790.0)], recent)[SCAN]
 
 
 def test_check_base_refusals():
@@ -136,20 +156,22 @@ def test_file_writes_lay_the_delta_over_the_cut_base():
                  "delta": {"pages": [], "block_pages": []}},
                 {"path": "new", "size": PAGE, "mode": 0o600, "mtime": 2.0, "blocks": ["n0"]},
             ]}
-    f, same, new = file_writes(diff, base)
+    f, same, new = file_writes(diff, base)  # one at a time
     assert f["blocks"] == ["b0", "b1"] and f["size"] == 3 * PAGE
     assert f["pages"] == [("d0", [(PAGE, 0, PAGE)]), ("d1", [(2 * PAGE, 0, PAGE)])]
     assert same["blocks"] == ["s0", "s1"] and same["pages"] == []
     assert new == diff["files"][2]
     used = blocks_used(diff, base)
     assert set(used) == {"b0", "b1", "d0", "d1", "s0", "s1", "n0"}
-    assert used["b1"] == (PAGE, ["f"]) and used["d1"] == (PAGE, ["f"])
+    assert used["b1"] == PAGE and used["d1"] == PAGE
+    assert files_using(diff, base, {"b1", "d1", "n0"}) == \
+        {"b1": ["f"], "d1": ["f"], "n0": ["new"]}
 
     # grown: pages beyond the base are in the delta, one run split over two blocks
     diff["files"][0] = {"path": "f", "size": 8 * PAGE, "mode": 0o600, "mtime": 2.0,
                         "blocks": ["g0", "g1"],
                         "delta": {"pages": [[4, 4]], "block_pages": [2, 2]}}
-    grown = file_writes(diff, base)[0]
+    grown = next(file_writes(diff, base))
     assert grown["blocks"] == ["b0", "b1", "b2"]
     assert grown["pages"] == [("g0", [(4 * PAGE, 0, 2 * PAGE)]),
                               ("g1", [(6 * PAGE, 0, 2 * PAGE)])]

@@ -53,3 +53,19 @@ def test_nothing_is_kept_per_call():
         tracemalloc.stop()
     # an executor kept a future per call: ~100 MB for these 100,000 calls
     assert peak < 5_000_000, peak
+
+
+def test_an_error_of_a_generator_of_calls_is_raised_not_taken_for_its_end():
+    """A backup's calls come from a walk of the data directory as it copies: a walk that
+    fails (a tablespace link gone wrong) must fail the backup, never end it early."""
+    ran: list[int] = []
+
+    def calls():
+        for i in range(100):
+            if i == 40:
+                raise PermissionError("a folder cannot be read")
+            yield ran.append, (i,)
+
+    with pytest.raises(PermissionError, match="cannot be read"):
+        run_parallel(2, "t", calls())
+    assert sorted(ran) == list(range(40))

@@ -58,6 +58,12 @@ def delta(store: Store, size_pages: int, pages: dict[int, bytes]) -> dict:
                                 "block_pages": [len(store.blocks[b]) // PAGE for b in blocks]})
 
 
+def synthesize(store: Store, copied: list[dict], source: dict) -> list[dict]:
+    """A synthetic full's entries from a differential's against ``source``."""
+    under_of = {e["path"]: e for e in source["files"]}
+    return [synthetic.entry(store, e, under_of.get(e["path"]), BS) for e in copied]
+
+
 def manifest(entries: list[dict], type: str = "full", **more) -> dict:
     return {"point_id": "20260101T000000Z-0123abcd", "type": type, "block_size": BS,
             "start_time": datetime.now(UTC).isoformat(), "files": entries, "wal": [], **more}
@@ -87,7 +93,7 @@ def test_layers_cuts_and_a_differential_on_top_restore_the_file_as_it_was():
 
     # synthesis 1: pages 1, 5 and 6 changed
     changed = {1: page(0x21), 5: page(0x25), 6: page(0x26)}
-    s1 = manifest(synthetic.entries(store, [delta(store, 8, changed)], read),
+    s1 = manifest(synthesize(store, [delta(store, 8, changed)], read),
                   build=synthetic.build_of(read))
     (entry,) = s1["files"]
     assert len(entry["layers"]) == 1 and len(entry["blocks"]) == 3
@@ -96,7 +102,7 @@ def test_layers_cuts_and_a_differential_on_top_restore_the_file_as_it_was():
 
     # synthesis 2: the file cut to 6 pages, page 5 changed again (page 6 of layer 1 now
     # lies past the end)
-    s2 = manifest(synthetic.entries(store, [delta(store, 6, {5: page(0x35)})], s1),
+    s2 = manifest(synthesize(store, [delta(store, 6, {5: page(0x35)})], s1),
                   build=synthetic.build_of(s1))
     (entry,) = s2["files"]
     assert len(entry["layers"]) == 2 and s2["build"]["layers"] == 2
@@ -111,7 +117,7 @@ def test_layers_cuts_and_a_differential_on_top_restore_the_file_as_it_was():
     assert restored(store, diff, s2) == b"".join(now)
 
     # synthesis 3 with nothing changed: the source's entry as it was
-    s3 = manifest(synthetic.entries(store, [delta(store, 6, {})], s2))
+    s3 = manifest(synthesize(store, [delta(store, 6, {})], s2))
     assert s3["files"][0]["blocks"] == s2["files"][0]["blocks"]
     assert s3["files"][0]["layers"] == s2["files"][0]["layers"]
 
@@ -120,7 +126,7 @@ def test_a_file_cut_without_a_page_changed_keeps_only_its_read_blocks_below_the_
     store = Store()
     pages = [page(i + 1) for i in range(8)]
     read = manifest([whole(store, b"".join(pages))])
-    s1 = manifest(synthetic.entries(store, [delta(store, 3, {})], read))
+    s1 = manifest(synthesize(store, [delta(store, 3, {})], read))
     (entry,) = s1["files"]
     assert entry["layers"] == [] and len(entry["blocks"]) == 1
     assert restored(store, s1) == b"".join(pages[:3])

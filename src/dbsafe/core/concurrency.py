@@ -8,8 +8,10 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def default_workers() -> int:
@@ -19,7 +21,9 @@ def default_workers() -> int:
 
 def run_parallel(workers: int, name: str,
                  calls: Iterable[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
-    """Run ``fn(*args)`` for every call on ``workers`` threads, in the order given.
+    """Run ``fn(*args)`` for every call on ``workers`` threads, in the order given
+    (``calls`` may be a generator: it is advanced by one thread at a time, and what it
+    raises is raised here as a call's error is).
 
     The threads take the calls one at a time from ``calls``: nothing is kept per call
     (an executor's future per call cost ~1 KB each, 0.6 GB for a backup of 600 k files).
@@ -34,14 +38,14 @@ def run_parallel(workers: int, name: str,
 
     def work() -> None:
         while not stop.is_set():
-            with lock:
-                call = next(pending, None)
-            if call is None:
-                return
             try:
+                with lock:  # ``calls`` may be a generator: one thread advances it at a time
+                    call = next(pending, None)
+                if call is None:
+                    return
                 call[0](*call[1])
-            except BaseException as exc:  # raised in the calling thread, below
-                errors.append(exc)
+            except BaseException as exc:  # raised in the calling thread, below; a
+                errors.append(exc)  # generator's too (it then ends: the others stop)
                 stop.set()
                 return
 
@@ -59,6 +63,43 @@ def run_parallel(workers: int, name: str,
         raise
     if errors:
         raise errors[0]
+
+
+Work = tuple[list[tuple[Callable[..., object], tuple[object, ...]]], Callable[[], None]]
+
+
+def run_in_order(workers: int, name: str, work: Iterable[Work]) -> None:
+    """For each piece of ``work`` (its calls, and what to do once they have all run), as
+    the pieces come: run its calls on ``workers`` threads (``run_parallel``), then its
+    ``done``, in the pieces' order and one at a time. A backup reads its files this way and
+    writes their entries in path order, keeping nothing of a file once it is done: memory
+    follows the files in flight, not the data directory."""
+    pending: deque[list[Any]] = deque()  # [done, calls not yet run], in the pieces' order
+    lock = threading.Lock()
+
+    def drain() -> None:  # with ``lock`` held
+        while pending and pending[0][1] == 0:
+            pending.popleft()[0]()
+
+    def run(piece: list[Any], fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        fn(*args)
+        with lock:
+            piece[1] -= 1
+            drain()
+
+    def calls() -> Iterator[tuple[Callable[..., object], tuple[object, ...]]]:
+        for piece_calls, done in work:
+            piece = [done, len(piece_calls)]
+            with lock:
+                pending.append(piece)
+                drain()
+            for fn, args in piece_calls:
+                yield run, (piece, fn, args)
+
+    run_parallel(workers, name, calls())
+    with lock:
+        drain()
+    assert not pending, "a piece of work did not finish"
 
 
 def pid_alive(pid: int | None) -> bool:

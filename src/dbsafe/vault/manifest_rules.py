@@ -101,6 +101,49 @@ def check(doc: dict[str, Any]) -> None:
         wal_names.add(entry["path"])
 
 
+class FileRules:
+    """``check``'s rules for file entries given one at a time in path order (a manifest's
+    entries in parts, docs/repository-format.md, *Entries in parts*), after ``check`` of
+    the manifest without them: each entry as a file of ``files``; none at the path of a
+    folder or a left-out file, none with one of those below it, none below a left-out
+    file; none below another file (in path order, the entries below a path follow it, so
+    the entry before is the one to compare with). A path listed twice breaks the order,
+    which the reader of the parts checks."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.block_size: Any = doc.get("block_size")
+        self.claimed: dict[str, str] = {}
+        for _name, entry in entries(doc, "skipped"):
+            self.claimed[entry["path"]] = "file"
+        for _name, entry in entries(doc, "dirs"):
+            self.claimed[entry["path"]] = "dir"
+        self.above = {parent for path in self.claimed for parent in _parents(path)}
+        self.last = ""
+
+    def check(self, name: str, entry: object) -> None:
+        if not isinstance(entry, dict):
+            raise ManifestProblem(name, "is not an object")
+        if not _int(self.block_size, 1):
+            raise ManifestProblem("block_size", "is not a positive integer")
+        _file(name, entry, self.block_size)
+        path = entry["path"]
+        if path in self.claimed:
+            raise ManifestProblem(name, "is listed twice (as a file or a folder)")
+        if path in self.above:
+            raise ManifestProblem(name, "is a file that a listed folder or file lies below")
+        for parent in _parents(path):
+            if self.claimed.get(parent) == "file" or parent == self.last:
+                raise ManifestProblem(name, f"lies below {parent[:200]!r}, which is a file")
+        self.last = path
+
+
+def _parents(path: str) -> Iterator[str]:
+    parent = path.rpartition("/")[0]
+    while parent:
+        yield parent
+        parent = parent.rpartition("/")[0]
+
+
 def _claim(kinds: dict[str, str], path: str, kind: str, name: str) -> None:
     if path in kinds:
         raise ManifestProblem(name, "is listed twice (as a file or a folder)")

@@ -95,11 +95,11 @@ class BackupSession:
         return summaries.summary_rows(self._conn, self.major, self.timeline, since_lsn,
                                       self.start_lsn)
 
-    def files(self) -> tuple[list[SourceFile], list[dict], list[dict]]:
-        """The files to copy (files.py); tablespace links are followed only to where this
-        session's server says its tablespaces are."""
+    def files(self) -> pgfiles.Walk:
+        """The files to copy, one at a time in path order (files.py); tablespace links are
+        followed only to where this session's server says its tablespaces are."""
         assert self._conn is not None
-        return pgfiles.walk(self.pgdata, discover.tablespace_locations(self._conn))
+        return pgfiles.Walk(self.pgdata, discover.tablespace_locations(self._conn))
 
     def read_block(self, fd: int, source: SourceFile, offset: int, length: int) -> BlockRead:
         """Read ``length`` bytes at ``offset`` of an open file and check its pages.

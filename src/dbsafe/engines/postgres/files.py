@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
@@ -67,7 +68,18 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
          ) -> tuple[list[SourceFile], list[dict], list[dict]]:
-    """(files to copy, directories to recreate, tablespaces) of a data directory.
+    """(files to copy, directories to recreate, tablespaces) of a data directory, all at
+    once (``Walk`` gives the files one at a time)."""
+    found = Walk(pgdata, tablespaces)
+    files = list(found)
+    return files, found.dirs, found.tablespaces
+
+
+class Walk:
+    """The files to copy of a data directory, one at a time in path order (paths compared
+    part by part: vault/entries.py, the order of a manifest's entries), so that a backup
+    holds none of them longer than it copies them; ``dirs`` (directories to recreate) and
+    ``tablespaces`` are complete once the iteration ends.
 
     The ``postgres`` OS user can put links anywhere in its data directory; dbsafe reads as
     root. So the walk goes from folder to folder by file descriptor and never follows a
@@ -79,17 +91,25 @@ def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
     ``{"oid", "location"}``. Each file carries what the walk saw of it (device, inode, the
     data directory's owner), which ``SourceFile.open`` holds the file to.
     """
-    tablespaces = tablespaces or {}
-    files: list[SourceFile] = []
-    dirs: list[dict] = []
-    found_tablespaces: list[dict] = []
 
-    def visit(fd: int, abs_dir: str, rel_dir: str, owner: int) -> None:
+    def __init__(self, pgdata: Path, tablespaces: dict[str, str] | None = None) -> None:
+        self.pgdata = pgdata
+        self._known = tablespaces or {}
+        self.dirs: list[dict] = []
+        self.tablespaces: list[dict] = []
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        root = os.open(self.pgdata, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield from self._visit(root, str(self.pgdata), "", os.fstat(root).st_uid)
+        finally:
+            os.close(root)
+
+    def _visit(self, fd: int, abs_dir: str, rel_dir: str, owner: int) -> Iterator[SourceFile]:
         with os.scandir(fd) as it:
-            entries = list(it)
-        names = [e.name for e in entries]
-        unlogged = _unlogged_main_forks(names) if _is_relation_dir(rel_dir) else set()
+            entries = sorted(it, key=lambda e: e.name)
         paged_dir = _is_relation_dir(rel_dir)
+        unlogged = _unlogged_main_forks([e.name for e in entries]) if paged_dir else set()
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
@@ -97,25 +117,26 @@ def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
             except FileNotFoundError:
                 continue
             if rel_dir == "pg_tblspc" and stat.S_ISLNK(st.st_mode):
-                location = _tablespace_location(fd, entry.name, tablespaces)
+                location = _tablespace_location(fd, entry.name, self._known)
                 if location is None:
                     continue  # a link PostgreSQL does not know as a tablespace
-                found_tablespaces.append({"oid": entry.name, "location": location})
-                dirs.append({"path": rel, "mode": 0o700, "type": "tablespace"})
+                self.tablespaces.append({"oid": entry.name, "location": location})
+                self.dirs.append({"path": rel, "mode": 0o700, "type": "tablespace"})
                 sub = _open_tablespace(entry.name, location, owner)
                 try:
-                    visit(sub, location, rel, owner)
+                    yield from self._visit(sub, location, rel, owner)
                 finally:
                     os.close(sub)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if entry.name.startswith("pgsql_tmp"):
                     continue
-                dirs.append({"path": rel, "mode": stat.S_IMODE(st.st_mode), "type": "dir"})
+                self.dirs.append({"path": rel, "mode": stat.S_IMODE(st.st_mode),
+                                  "type": "dir"})
                 if rel in SKIP_CONTENTS:
                     if rel == "pg_wal":
-                        dirs.append({"path": "pg_wal/archive_status", "mode": 0o700,
-                                     "type": "dir"})
+                        self.dirs.append({"path": "pg_wal/archive_status", "mode": 0o700,
+                                          "type": "dir"})
                     continue
                 try:
                     sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
@@ -126,7 +147,7 @@ def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
                         raise
                     continue  # replaced by a link while we walked: never followed
                 try:
-                    visit(sub, f"{abs_dir}/{entry.name}", rel, owner)
+                    yield from self._visit(sub, f"{abs_dir}/{entry.name}", rel, owner)
                 finally:
                     os.close(sub)
             elif stat.S_ISREG(st.st_mode):
@@ -136,19 +157,12 @@ def walk(pgdata: Path, tablespaces: dict[str, str] | None = None
                     continue
                 match = RELATION_FILE.match(entry.name) if paged_dir else None
                 segno = int(match.group(5) or 0) if match else 0
-                files.append(SourceFile(
+                yield SourceFile(
                     path=rel, abspath=f"{abs_dir}/{entry.name}", size=st.st_size,
                     mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime,
                     paged=match is not None, first_page=segno * PAGES_PER_SEGMENT,
-                    identity=(st.st_dev, st.st_ino), owner=owner))
+                    identity=(st.st_dev, st.st_ino), owner=owner)
             # other symlinks, sockets and fifos are not part of a backup
-
-    root = os.open(pgdata, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        visit(root, str(pgdata), "", os.fstat(root).st_uid)
-    finally:
-        os.close(root)
-    return files, dirs, found_tablespaces
 
 
 def _tablespace_location(fd: int, oid: str, tablespaces: dict[str, str]) -> str | None:

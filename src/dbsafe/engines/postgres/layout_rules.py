@@ -40,11 +40,18 @@ def _oid(text: object) -> bool:
     return isinstance(text, str) and bool(OID.fullmatch(text)) and int(text) <= MAX_OID
 
 
+def major_of(doc: dict) -> object:
+    """The manifest's PostgreSQL major version (``problems`` checked it is one)."""
+    instance = doc.get("instance")
+    return instance.get("pg_version") if isinstance(instance, dict) else None
+
+
 def problems(doc: dict) -> Iterator[Problem]:
     """Every break of PostgreSQL's layout in a manifest the repository's rules accepted."""
     major = doc.get("instance", {}).get("pg_version") if isinstance(
         doc.get("instance"), dict) else None
-    if doc.get("files") and not isinstance(major, int):
+    if (doc.get("files") or (doc.get("entries") or {}).get("files")) and \
+            not isinstance(major, int):
         yield "instance.pg_version", "is not a PostgreSQL major version"
     oids: set[str] = set()
     for i, ts in enumerate(doc.get("tablespaces") or []):
@@ -60,16 +67,26 @@ def problems(doc: dict) -> Iterator[Problem]:
             yield name, f"location {problem}"
     for key, is_dir in (("dirs", True), ("files", False), ("skipped", False)):
         for i, entry in enumerate(doc.get(key) or []):
-            rule = _path_rule(entry["path"], is_dir, entry.get("type") == "tablespace",
-                              major, oids)
-            if entry["path"] == CONTROL_FILE and entry.get("size") != CONTROL_SIZE:
-                rule = f"is not {CONTROL_SIZE} bytes, the size of PostgreSQL's control file"
+            rule = entry_problem(entry, is_dir, major, oids)
             if rule:
                 yield f"{key}[{i}] {entry['path'][:200]!r}", rule
     for i, entry in enumerate(doc.get("wal") or []):
         problem = wal_name_problem(entry["path"])
         if problem:
             yield f"wal[{i}] {entry['path'][:200]!r}", problem
+
+
+def tablespace_oids(doc: dict) -> set[str]:
+    """The oids of the manifest's tablespaces (``problems`` checked them)."""
+    return {ts["oid"] for ts in doc.get("tablespaces") or [] if isinstance(ts, dict)}
+
+
+def entry_problem(entry: dict, is_dir: bool, major: object, oids: set[str]) -> str | None:
+    """What breaks PostgreSQL's layout in one entry of ``dirs`` (``is_dir``), ``files``
+    or ``skipped``, or None; ``oids``: the manifest's tablespaces."""
+    if entry["path"] == CONTROL_FILE and entry.get("size") != CONTROL_SIZE:
+        return f"is not {CONTROL_SIZE} bytes, the size of PostgreSQL's control file"
+    return _path_rule(entry["path"], is_dir, entry.get("type") == "tablespace", major, oids)
 
 
 def _path_rule(path: str, is_dir: bool, is_link: bool, major: object,

@@ -9,12 +9,13 @@ GIL, which is why plain threads scale here.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dbsafe.core.concurrency import run_parallel
+from dbsafe.core.concurrency import Work, run_in_order, run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.regular_files import NotRegularFile
 from dbsafe.engines.base import BlockRead, SourceFile
@@ -22,6 +23,7 @@ from dbsafe.vault.blocks import BlockSink
 from dbsafe.vault.records import FileEntry
 
 TASK_BLOCKS = 32
+MAX_CORRUPT_LISTED = 1000  # corrupt pages a manifest lists (all are counted)
 
 ReadBlock = Callable[[int, SourceFile, int, int], BlockRead]
 
@@ -33,6 +35,7 @@ class CopiedFile:
     block_ids: list[bytes]
     corrupt_pages: list[int] = field(default_factory=list)
     vanished: bool = False
+    deferred: bool = False  # copy_in_order: left for the caller to copy later
 
 
 @dataclass
@@ -60,26 +63,37 @@ class Copier:
         self._lock = threading.Lock()
 
     def copy(self, files: list[SourceFile]) -> list[CopiedFile]:
-        results, calls = self.prepare(files)
+        """Copy a few files (the WAL of a backup, pg_control), large ones' tasks first."""
+        results, calls = [], []
+        for f in files:
+            result, mine = self.tasks(f)
+            results.append(result)
+            calls += [(f.size, fn, args) for fn, args in mine]
         run_parallel(self.workers, "dbsafe-copy", by_size(calls))
-        return self.finish(results)
+        return [self.finish_one(r) for r in results]
 
-    def prepare(self, files: list[SourceFile]) -> tuple[list[CopiedFile], list[SizedCall]]:
-        """One result per file and the calls that fill them (``(file size, fn, args)``), so
-        that a differential can run them in one pool with its own."""
+    def copy_in_order(self, files: Iterable[SourceFile], emit: Callable[[CopiedFile], None],
+                      later: Callable[[SourceFile], bool]) -> None:
+        """Copy ``files`` as they come and give each result to ``emit`` in their order
+        (``run_in_order``): nothing is kept of a file once it is emitted. A file ``later``
+        picks is not copied: a ``deferred`` result is emitted in its place."""
+        def work() -> Iterator[Work]:
+            for f in files:
+                if later(f):
+                    yield [], functools.partial(emit, CopiedFile(f, f.size, [], deferred=True))
+                    continue
+                result, calls = self.tasks(f)
+                yield calls, functools.partial(lambda r: emit(self.finish_one(r)), result)
+        run_in_order(self.workers, "dbsafe-copy", work())
+
+    def tasks(self, f: SourceFile) -> tuple[CopiedFile, list[tuple[Callable, tuple]]]:
+        """A file's result and the calls that fill it, ``TASK_BLOCKS`` blocks each;
+        ``finish`` it once they have run."""
+        n = _blocks(f.size, self.block_size)
         # None: a block not read yet; _finish trims a file at its first one (a hole)
-        results = [CopiedFile(f, f.size, [None] * _blocks(f.size, self.block_size))  # type: ignore[list-item]
-                   for f in files]
-        calls: list[SizedCall] = []
-        for f, result in zip(files, results, strict=True):
-            n = _blocks(f.size, self.block_size)
-            calls.extend((f.size, self._run, (_Task(first, min(TASK_BLOCKS, n - first)),
-                                              f, result))
-                         for first in range(0, n, TASK_BLOCKS))
-        return results, calls
-
-    def finish(self, results: list[CopiedFile]) -> list[CopiedFile]:
-        return [self._finish(r) for r in results]
+        result = CopiedFile(f, f.size, [None] * n)  # type: ignore[list-item]
+        return result, [(self._run, (_Task(first, min(TASK_BLOCKS, n - first)), f, result))
+                        for first in range(0, n, TASK_BLOCKS)]
 
     def _run(self, task: _Task, source: SourceFile, result: CopiedFile) -> None:
         fd = open_source(source)
@@ -106,7 +120,8 @@ class Copier:
         finally:
             os.close(fd)
 
-    def _finish(self, r: CopiedFile) -> CopiedFile:
+    def finish_one(self, r: CopiedFile) -> CopiedFile:
+        """A file's result once its calls have run: cut at its first block not read."""
         n = _blocks(r.size, self.block_size)
         r.block_ids = r.block_ids[:n]
         if any(b is None for b in r.block_ids):

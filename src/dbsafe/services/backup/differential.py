@@ -12,27 +12,29 @@ pages (a block's worth is stored as soon as it is there).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbsafe.core.concurrency import run_parallel
+from dbsafe.core.concurrency import Work, run_in_order, run_parallel
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import BlockRead, SourceFile
 from dbsafe.engines.postgres.backup import parse_lsn
 from dbsafe.engines.postgres.delta import tracks_changes
+from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
 from dbsafe.engines.postgres.pages import PAGE_SIZE
 from dbsafe.engines.postgres.wal import TimelineSwitch, format_lsn, parse_history
 from dbsafe.services.backup.copy import (
+    MAX_CORRUPT_LISTED,
     TASK_BLOCKS,
+    CopiedFile,
     Copier,
     ReadBlock,
-    SizedCall,
-    by_size,
     file_entry,
     open_source,
 )
@@ -41,6 +43,7 @@ from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
 from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.blocks import BlockSink
+from dbsafe.vault.entries import EntrySpool, path_key
 from dbsafe.vault.records import FileEntry
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ def find_base(vault: Vault, server: dict, databases: list[str]) -> dict:
         raise DbsafeError("backup.no_full", name=server["name"],
                           databases=coverage.named(lacking))
     try:
-        return vault.repo.load_manifest_whole(base["point_id"])
+        return vault.repo.load_manifest(base["point_id"])
     except KeyError:
         raise DbsafeError("backup.base_unusable", base=base["point_id"], name=server["name"],
                           reason="its manifest is missing from the vault") from None
@@ -125,48 +128,61 @@ def descends(base: dict, history: list[TimelineSwitch]) -> bool:
                for s in history)
 
 
-@dataclass
-class Plan:
-    """What a differential does with each file of the data directory: copy it whole, scan
-    its page LSNs, read the pages a change map names (``tracked``, with their runs), or
-    not read it."""
-
-    whole: list[SourceFile] = field(default_factory=list)
-    scan: list[tuple[SourceFile, dict]] = field(default_factory=list)
-    tracked: list[tuple[SourceFile, dict, list[tuple[int, int]]]] = field(default_factory=list)
-    not_read: list[tuple[SourceFile, dict]] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
+WHOLE, SCAN, TRACKED, NOT_READ = "whole", "scan", "tracked", "not read"
 
 
-def plan(files: list[SourceFile], base: dict, changes: ChangeMap | None = None) -> Plan:
-    """With a change map, a main-fork file of the base is read only where the map says,
-    whatever its mtime (a write the WAL does not name, such as a hint bit, needs no copy:
-    docs/change-map.md); without one, by the mtime rule and a page-LSN scan."""
-    base_files = {e["path"]: e for e in base["files"]}
-    cutoff = datetime.fromisoformat(base["start_time"]).timestamp() - MTIME_MARGIN
-    out = Plan()
+def classify(f: SourceFile, entry: dict | None, cutoff: float,
+             changes: ChangeMap | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """What a differential does with a file of the data directory whose base entry is
+    ``entry`` (None: new): copy it whole, scan its page LSNs, read the pages a change map
+    names (with their runs), or not read it. With a change map, a main-fork file of the
+    base is read only where the map says, whatever its mtime (a write the WAL does not
+    name, such as a hint bit, needs no copy: docs/change-map.md); without one, by the mtime
+    rule (``cutoff``: the base's start less ``MTIME_MARGIN``) and a page-LSN scan."""
+    if entry is None:
+        return WHOLE, []
+    if changes is not None and tracks_changes(f):
+        runs = changes.pages(f.path, f.first_page, f.size // PAGE_SIZE,
+                             entry["size"] // PAGE_SIZE)
+        if runs is None:
+            return WHOLE, []
+        if not runs and f.size == entry["size"]:
+            return NOT_READ, []
+        return TRACKED, runs
+    if f.size == entry["size"] and f.mtime == entry["mtime"] and f.mtime < cutoff:
+        return NOT_READ, []
+    return (SCAN, []) if tracks_changes(f) else (WHOLE, [])
+
+
+def joined(files: Iterable[SourceFile], base_entries: Iterable[dict], dropped: list[str]
+           ) -> Iterator[tuple[SourceFile, dict | None]]:
+    """Each file with the base's entry of its path (None: new), both in path order
+    (vault/entries.py), read in step; the paths of the base's files gone are added to
+    ``dropped``."""
+    base = iter(base_entries)
+    at = next(base, None)
     for f in files:
-        entry = base_files.get(f.path)
-        if entry is None:
-            out.whole.append(f)
-        elif changes is not None and tracks_changes(f):
-            runs = changes.pages(f.path, f.first_page, f.size // PAGE_SIZE,
-                                 entry["size"] // PAGE_SIZE)
-            if runs is None:
-                out.whole.append(f)
-            elif not runs and f.size == entry["size"]:
-                out.not_read.append((f, entry))
-            else:
-                out.tracked.append((f, entry, runs))
-        elif f.size == entry["size"] and f.mtime == entry["mtime"] and f.mtime < cutoff:
-            out.not_read.append((f, entry))
-        elif tracks_changes(f):
-            out.scan.append((f, entry))
+        key = path_key(f.path)
+        while at is not None and path_key(at["path"]) < key:
+            dropped.append(at["path"])
+            at = next(base, None)
+        if at is not None and at["path"] == f.path:
+            yield f, at
+            at = next(base, None)
         else:
-            out.whole.append(f)
-    present = {f.path for f in files}
-    out.dropped = sorted(p for p in base_files if p not in present)
-    return out
+            yield f, None
+    while at is not None:
+        dropped.append(at["path"])
+        at = next(base, None)
+
+
+def base_entries(repo, base: dict) -> Iterator[FileEntry]:
+    """The base's file entries in path order: from its parts as they are, or (a manifest
+    of before, inline) sorted."""
+    if "files" in base:
+        return iter(sorted((FileEntry(e) for e in base["files"]),
+                           key=lambda e: path_key(e["path"])))
+    return repo.files_of(base)
 
 
 @dataclass
@@ -200,47 +216,38 @@ class DeltaCopier:
         self.on_bytes = on_bytes
         self._lock = threading.Lock()
 
-    def prepare(self, scans: list[tuple[SourceFile, dict]]
-                ) -> tuple[list[DeltaFile], list[SizedCall]]:
-        results: list[DeltaFile] = []
-        calls: list[SizedCall] = []
-        for source, base in scans:
-            n = -(-source.size // self.block_size)
-            starts = range(0, n, TASK_BLOCKS)
-            result = DeltaFile(source, base, source.size, [_Part() for _ in starts])
-            results.append(result)
-            calls.extend((source.size, self._run, (result, i, first,
-                                                   min(TASK_BLOCKS, n - first)))
-                         for i, first in enumerate(starts))
-        return results, calls
+    def scan_tasks(self, source: SourceFile, base: dict
+                   ) -> tuple[DeltaFile, list[tuple[Callable, tuple]]]:
+        """A file's result and the calls that scan its page LSNs, ``TASK_BLOCKS`` blocks
+        each."""
+        n = -(-source.size // self.block_size)
+        starts = range(0, n, TASK_BLOCKS)
+        result = DeltaFile(source, base, source.size, [_Part() for _ in starts])
+        return result, [(self._run, (result, i, first, min(TASK_BLOCKS, n - first)))
+                        for i, first in enumerate(starts)]
 
-    def prepare_tracked(self, tracked: list[tuple[SourceFile, dict, list[tuple[int, int]]]],
-                        read_block: ReadBlock) -> tuple[list[DeltaFile], list[SizedCall]]:
-        """Tasks that read only the given runs of pages, ``TASK_BLOCKS`` blocks' worth at
-        most each, every page kept (the map named it)."""
+    def tracked_tasks(self, source: SourceFile, base: dict, runs: list[tuple[int, int]],
+                      read_block: ReadBlock) -> tuple[DeltaFile, list[tuple[Callable, tuple]]]:
+        """A file's result and the calls that read only the given runs of pages,
+        ``TASK_BLOCKS`` blocks' worth at most each, every page kept (the map named it)."""
         per_task = TASK_BLOCKS * (self.block_size // PAGE_SIZE)
-        results: list[DeltaFile] = []
-        calls: list[SizedCall] = []
-        for source, base, runs in tracked:
-            tasks: list[list[tuple[int, int]]] = [[]]
-            pages = 0
-            for first, count in runs:
-                while count:
-                    if pages == per_task:
-                        tasks.append([])
-                        pages = 0
-                    take = min(count, per_task - pages)
-                    tasks[-1].append((first, take))
-                    pages += take
-                    first += take
-                    count -= take
-            if not tasks[-1]:
-                tasks.pop()
-            result = DeltaFile(source, base, source.size, [_Part() for _ in tasks])
-            results.append(result)
-            calls.extend((sum(c for _, c in task) * PAGE_SIZE, self._run_pages,
-                          (result, i, task, read_block)) for i, task in enumerate(tasks))
-        return results, calls
+        tasks: list[list[tuple[int, int]]] = [[]]
+        pages = 0
+        for first, count in runs:
+            while count:
+                if pages == per_task:
+                    tasks.append([])
+                    pages = 0
+                take = min(count, per_task - pages)
+                tasks[-1].append((first, take))
+                pages += take
+                first += take
+                count -= take
+        if not tasks[-1]:
+            tasks.pop()
+        result = DeltaFile(source, base, source.size, [_Part() for _ in tasks])
+        return result, [(self._run_pages, (result, i, task, read_block))
+                        for i, task in enumerate(tasks)]
 
     def _run_pages(self, result: DeltaFile, part_no: int, runs: list[tuple[int, int]],
                    read_block: ReadBlock) -> None:
@@ -357,55 +364,102 @@ def delta_entry(repo, source: SourceFile, size: int, runs: list[list[int]],
 
 @dataclass
 class DiffCopy:
-    """What a differential's copy produced, for its manifest and result."""
+    """What a differential's copy produced, for its manifest and result (its entries went
+    to the spool as they were made)."""
 
-    entries: list[FileEntry]
-    corrupt: list[dict]
-    bytes_read: int
-    stats: dict
-    dropped: list[str]
+    corrupt: list[dict] = field(default_factory=list)  # up to MAX_CORRUPT_LISTED
+    corrupt_count: int = 0
+    bytes_read: int = 0
+    stats: dict = field(default_factory=lambda: dict.fromkeys(
+        ("pages_changed", "files_whole", "files_delta", "files_unchanged", "files_not_read",
+         "files_dropped"), 0))
+    dropped: list[str] = field(default_factory=list)
+
+    def kept(self, path: str, pages: list[int]) -> None:
+        self.corrupt_count += len(pages)
+        self.corrupt += [{"path": path, "block": n}
+                         for n in pages[:max(0, MAX_CORRUPT_LISTED - len(self.corrupt))]]
 
 
-def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: list[SourceFile],
-               base: dict, expect: Callable[[int], None],
-               changes: ChangeMap | None = None) -> DiffCopy:
+Entry = Callable[[FileEntry, "dict | None"], FileEntry]
+
+
+def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[SourceFile],
+               base: dict, expect: Callable[[int], None], spool: EntrySpool,
+               changes: ChangeMap | None = None, entry_of: Entry = lambda e, _base: e
+               ) -> DiffCopy:
     """Copy new and non-relation files whole and the changed pages of the rest (those the
     change map names, else those a page-LSN scan finds), in one pool of
-    ``copier.workers`` threads."""
-    p = plan(files, base, changes)
-    expect(sum(f.size for f in p.whole) + sum(f.size for f, _ in p.scan)
-           + sum(c for _, _, runs in p.tracked for _, c in runs) * PAGE_SIZE)
+    ``copier.workers`` threads, as the files come (in path order, in step with the base's
+    entries); each file's entry (``entry_of`` it and its base entry: a synthetic full
+    layers it) goes to ``spool`` in that order as soon as the file is read. pg_control is
+    read last and listed in its place, as in a full. ``expect`` is told the bytes to read
+    as each file is planned."""
+    out = DiffCopy()
+    cutoff = datetime.fromisoformat(base["start_time"]).timestamp() - MTIME_MARGIN
     deltas = DeltaCopier(copier.sink, read_changed, copier.block_size,
                          parse_lsn(base["start_lsn"]), copier.on_bytes)
-    whole_results, whole_calls = copier.prepare(p.whole)
-    delta_results, delta_calls = deltas.prepare(p.scan)
-    tracked_results, tracked_calls = deltas.prepare_tracked(p.tracked, copier.read_block)
-    delta_results += tracked_results
-    run_parallel(copier.workers, "dbsafe-copy",
-                 by_size(whole_calls + delta_calls + tracked_calls))
-    whole = [c for c in copier.finish(whole_results) if not c.vanished]
+    control: list[tuple[SourceFile, dict | None, int]] = []
 
-    entries = [file_entry(repo, c) for c in whole]
-    corrupt = [{"path": c.source.path, "block": n} for c in whole for n in c.corrupt_pages]
-    pages = changed_files = 0
-    for r in delta_results:
-        if r.vanished:
-            continue
-        runs, blocks = _join(r.parts)
+    def whole_done(result: CopiedFile, under: dict | None, slot: int | None = None) -> None:
+        copied = copier.finish_one(result)
+        if copied.vanished:
+            return
+        out.bytes_read += copied.size
+        out.stats["files_whole"] += 1
+        out.kept(copied.source.path, copied.corrupt_pages)
+        entry = entry_of(file_entry(repo, copied), under)
+        if slot is None:
+            spool.add(entry)
+        else:
+            spool.fill(slot, entry)
+
+    def delta_done(result: DeltaFile) -> None:
+        if result.vanished:
+            return
+        runs, blocks = _join(result.parts)
         # A file truncated while we read keeps its length up to the last page kept.
-        size = max(r.size, (runs[-1][0] + runs[-1][1]) * PAGE_SIZE if runs else 0)
-        entries.append(delta_entry(repo, r.source, size, runs, blocks))
-        corrupt += [{"path": r.source.path, "block": n} for n in sorted(r.corrupt_pages)]
+        size = max(result.size, (runs[-1][0] + runs[-1][1]) * PAGE_SIZE if runs else 0)
         kept = sum(n for _, n in runs)
-        pages += kept
-        changed_files += kept > 0
-    for source, entry in p.not_read:
-        entries.append(delta_entry(repo, source, entry["size"], [], []))
-    order = {f.path: i for i, f in enumerate(files)}
-    entries.sort(key=lambda e: order[e["path"]])
-    scanned = [r for r in delta_results if not r.vanished]
-    stats = {"pages_changed": pages, "files_whole": len(whole), "files_delta": changed_files,
-             "files_unchanged": len(scanned) - changed_files + len(p.not_read),
-             "files_not_read": len(p.not_read), "files_dropped": len(p.dropped)}
-    bytes_read = sum(c.size for c in whole) + sum(r.bytes_read for r in scanned)
-    return DiffCopy(entries, corrupt, bytes_read, stats, p.dropped)
+        out.bytes_read += result.bytes_read
+        out.stats["pages_changed"] += kept
+        out.stats["files_delta" if kept else "files_unchanged"] += 1
+        out.kept(result.source.path, sorted(result.corrupt_pages))
+        spool.add(entry_of(delta_entry(repo, result.source, size, runs, blocks), result.base))
+
+    def not_read(source: SourceFile, under: dict) -> None:
+        out.stats["files_unchanged"] += 1
+        out.stats["files_not_read"] += 1
+        spool.add(entry_of(delta_entry(repo, source, under["size"], [], []), under))
+
+    def work() -> Iterator[Work]:
+        for f, under in joined(files, base_entries(repo, base), out.dropped):
+            kind, runs = classify(f, under, cutoff, changes)
+            if kind == WHOLE and f.path == CONTROL_FILE:  # read last, listed here
+                yield [], functools.partial(
+                    lambda f, u: control.append((f, u, spool.reserve(f.path))), f, under)
+            elif kind == WHOLE:
+                expect(f.size)
+                result, calls = copier.tasks(f)
+                yield calls, functools.partial(whole_done, result, under)
+            elif kind == NOT_READ:
+                assert under is not None  # a new file is whole
+                yield [], functools.partial(not_read, f, under)
+            else:
+                assert under is not None
+                if kind == SCAN:
+                    expect(f.size)
+                    delta, calls = deltas.scan_tasks(f, under)
+                else:
+                    expect(sum(c for _, c in runs) * PAGE_SIZE)
+                    delta, calls = deltas.tracked_tasks(f, under, runs, copier.read_block)
+                yield calls, functools.partial(delta_done, delta)
+
+    run_in_order(copier.workers, "dbsafe-copy", work())
+    for source, under, slot in control:
+        expect(source.size)
+        result, calls = copier.tasks(source)
+        run_parallel(copier.workers, "dbsafe-copy", calls)
+        whole_done(result, under, slot)
+    out.stats["files_dropped"] = len(out.dropped)
+    return out

@@ -15,6 +15,8 @@ connecting to it fails, and a restore that brings the server up drops it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
@@ -61,30 +63,45 @@ def is_template(db: dict) -> bool:
     return bool(db.get("is_template") or db.get("template") or db.get("name") == "template1")
 
 
-def split_files(files: list[SourceFile], skip: set[int]) -> tuple[list[SourceFile], list[dict]]:
-    """(files to copy, entries of files left out: path, size, mode)."""
-    if not skip:
-        return files, []
-    kept, skipped = [], []
-    for f in files:
-        if database_oid(f.path) in skip:
-            skipped.append({"path": f.path, "size": f.size, "mode": f.mode})
-        else:
-            kept.append(f)
-    return kept, skipped
+def split_files(files: Iterable[SourceFile], skip: set[int]
+                ) -> tuple[Iterator[SourceFile], list[dict]]:
+    """(files to copy, as they come; entries of files left out: path, size, mode, complete
+    once the files to copy are all taken)."""
+    skipped: list[dict] = []
+
+    def kept() -> Iterator[SourceFile]:
+        for f in files:
+            if skip and database_oid(f.path) in skip:
+                skipped.append({"path": f.path, "size": f.size, "mode": f.mode})
+            else:
+                yield f
+    return kept(), skipped
 
 
-def restore_plan(manifest: dict, wanted: list[str] | None,
-                 ) -> tuple[list[dict], list[dict], list[str]]:
-    """(file entries to write, entries to create as zero files, names of the databases left
-    out) for a restore of ``wanted`` databases (None: all the point holds).
+@dataclass
+class RestorePlan:
+    """What a restore of some databases writes: every file of the point but those of the
+    databases ``left_out`` (by oid, ``drop``), which it creates as sparse zero files, as it
+    does the point's own ``skipped`` ones."""
+
+    skipped: list[dict]
+    left_out: list[str]
+    drop: set[int]
+
+    def keeps(self, entry: dict) -> bool:
+        """Whether ``entry`` is written (else it is created as a sparse zero file)."""
+        m = DB_FOLDER_FILE.match(entry["path"])
+        return m is None or int(m.group(1)) not in self.drop
+
+
+def restore_plan(manifest: dict, wanted: list[str] | None) -> RestorePlan:
+    """The plan of a restore of ``wanted`` databases (None: all the point holds).
 
     A database left out keeps its folder, so that WAL replay finds every file it touches,
     but its relation files are sparse zeros and so is its ``pg_filenode.map``: connecting to
     it fails ("relation mapping file ... contains invalid data", as after pgBackRest's
     selective restore) instead of showing empty or half-replayed catalogs. A restore that
     brings the server up drops it (services/restore/instance.py)."""
-    skipped = list(manifest.get("skipped", []))
     listed = {d["name"]: d for d in manifest.get("databases", [])}
     if wanted:
         for name in wanted:
@@ -95,15 +112,8 @@ def restore_plan(manifest: dict, wanted: list[str] | None,
         left_out = sorted(n for n, d in listed.items() if n not in wanted and not is_template(d))
     else:
         left_out = sorted(n for n, d in listed.items() if not d["included"])
-    drop = {listed[n]["oid"] for n in left_out}
-    files = []
-    for entry in manifest["files"]:
-        m = DB_FOLDER_FILE.match(entry["path"])
-        if m is None or int(m.group(1)) not in drop:
-            files.append(entry)
-        else:
-            skipped.append({"path": entry["path"], "size": entry["size"], "mode": entry["mode"]})
-    return files, skipped, left_out
+    return RestorePlan(list(manifest.get("skipped", [])), left_out,
+                       {listed[n]["oid"] for n in left_out})
 
 
 def control_database(manifest: dict, left_out: list[str]) -> str:

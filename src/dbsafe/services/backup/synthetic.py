@@ -56,28 +56,22 @@ def build_of(source: dict) -> dict:
             "read_full": source["point_id"], "read_time": source["start_time"], "layers": 1}
 
 
-def entries(repo, copied: list[FileEntry], source: dict) -> list[FileEntry]:
-    """A full's entries from a differential's (against ``source``): each delta becomes the
-    source file's read blocks and layers, plus the pages read now as a new layer."""
-    bs = source["block_size"]
-    under_of = {e["path"]: e for e in source["files"]}
-    out = []
-    for e in copied:
-        delta = e.get("delta")
-        if delta is None:
-            out.append(e)
-            continue
-        under = under_of[e["path"]]
-        if not delta["pages"] and e["size"] == under["size"]:  # the source's file as it was
-            out.append(FileEntry({**under, "mode": e["mode"], "mtime": e["mtime"]}))
-            continue
-        read, old = layered_blocks(under)
-        layers = [dict(layer) for layer, _ in old]
-        blocks = read[:-(-e["size"] // bs)] + under["blocks"][len(read):]
-        if delta["pages"]:
-            layers.append({"pages": delta["pages"], "block_pages": delta["block_pages"]})
-            blocks += e["blocks"]
-        out.append(FileEntry.new(
-            path=e["path"], size=e["size"], mode=e["mode"], mtime=e["mtime"], blocks=blocks,
-            checksum=repo.file_checksum([bytes.fromhex(b) for b in blocks]), layers=layers))
-    return out
+def entry(repo, e: FileEntry, under: dict | None, block_size: int) -> FileEntry:
+    """A full's entry from a differential's (``e``, against the source full whose entry of
+    the same path is ``under``): a delta becomes the source file's read blocks and layers,
+    plus the pages read now as a new layer; a file read whole stays as it is."""
+    delta = e.get("delta")
+    if delta is None:
+        return e
+    assert under is not None  # a delta has a base entry
+    if not delta["pages"] and e["size"] == under["size"]:  # the source's file as it was
+        return FileEntry({**under, "mode": e["mode"], "mtime": e["mtime"]})
+    read, old = layered_blocks(under)
+    layers = [dict(layer) for layer, _ in old]
+    blocks = read[:-(-e["size"] // block_size)] + under["blocks"][len(read):]
+    if delta["pages"]:
+        layers.append({"pages": delta["pages"], "block_pages": delta["block_pages"]})
+        blocks += e["blocks"]
+    return FileEntry.new(
+        path=e["path"], size=e["size"], mode=e["mode"], mtime=e["mtime"], blocks=blocks,
+        checksum=repo.file_checksum([bytes.fromhex(b) for b in blocks]), layers=layers)

@@ -8,10 +8,12 @@ commit point) → record the point in the catalog.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +21,12 @@ from pathlib import Path
 from dbsafe.core import defaults
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.base import SourceFile
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import counts, differential, selection, synthetic, tracked
-from dbsafe.services.backup.copy import Copier, file_entry
+from dbsafe.services.backup.copy import MAX_CORRUPT_LISTED, CopiedFile, Copier, file_entry
 from dbsafe.services.handle import space
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory import coexistence
@@ -33,11 +36,10 @@ from dbsafe.services.inventory.servers import get_server, live_endpoint, open_in
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.protection import discovery
 from dbsafe.services.protection import replica_sets as replicasets
-from dbsafe.vault.entries import EntrySpool, path_key
-from dbsafe.vault.records import Database, Instance, Manifest
+from dbsafe.vault.entries import EntrySpool
+from dbsafe.vault.records import Database, FileEntry, Instance, Manifest
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
-MAX_CORRUPT_LISTED = 1000
 CONTROL_FILE = "global/pg_control"
 
 
@@ -58,21 +60,49 @@ def _tracked_source(vault: Vault, server: dict, session: BackupSession, source: 
     return source, None, tracking
 
 
-def _copy_all(repo, copier: Copier, files: list) -> tuple[list, list[dict], int]:
-    """(entries, corrupt pages, bytes read) of a full: every file read whole, pg_control
-    last (a backup from a standby ends where the copied pg_control's minimum recovery point
-    says, so it must be later than every other file)."""
-    control = [f for f in files if f.path == CONTROL_FILE]
-    rest = [f for f in files if f.path != CONTROL_FILE]
-    copied = [c for c in copier.copy(rest) + copier.copy(control) if not c.vanished]
-    del rest
-    corrupt = [{"path": c.source.path, "block": p} for c in copied for p in c.corrupt_pages]
-    files_read = sum(c.size for c in copied)
-    entries = []
-    for i, c in enumerate(copied):  # each copied file's record goes as its entry comes
-        entries.append(file_entry(repo, c))
-        copied[i] = None  # type: ignore[call-overload]
-    return entries, corrupt, files_read
+def _copy_all(repo, copier: Copier, files: Iterable[SourceFile], spool: EntrySpool
+              ) -> tuple[list[dict], int, int]:
+    """(corrupt pages, up to ``MAX_CORRUPT_LISTED``; their count; bytes read) of a full:
+    every file read whole, its entry spooled as it is copied, in path order. pg_control is
+    read last, listed in its place: a backup from a standby ends where the copied
+    pg_control's minimum recovery point says, so it must be later than every other file."""
+    corrupt: list[dict] = []
+    counted = {"corrupt": 0, "read": 0}
+    deferred: list[tuple[SourceFile, int]] = []
+
+    def entry(copied: CopiedFile) -> FileEntry:
+        counted["read"] += copied.size
+        counted["corrupt"] += len(copied.corrupt_pages)
+        corrupt.extend({"path": copied.source.path, "block": p}
+                       for p in copied.corrupt_pages[:MAX_CORRUPT_LISTED - len(corrupt)])
+        return file_entry(repo, copied)
+
+    def emit(copied: CopiedFile) -> None:
+        if copied.deferred:
+            deferred.append((copied.source, spool.reserve(copied.source.path)))
+        elif not copied.vanished:
+            spool.add(entry(copied))
+
+    copier.copy_in_order(files, emit, later=lambda f: f.path == CONTROL_FILE)
+    for source, slot in deferred:
+        (copied,) = copier.copy([source])
+        if not copied.vanished:  # else its place stays empty: left out, as any vanished
+            spool.fill(slot, entry(copied))
+    return corrupt, counted["corrupt"], counted["read"]
+
+
+def _expecting(files: Iterable[SourceFile], job: Job, estimate: int
+               ) -> Iterator[SourceFile]:
+    """``files``, telling ``job`` the work to expect: ``estimate`` at first (the files are
+    walked as they are copied), raised as soon as the files seen add up to more."""
+    job.expect(estimate)
+    seen = 0
+    for f in files:
+        seen += f.size
+        if seen > estimate:
+            job.expect(seen - estimate)
+            estimate = seen
+        yield f
 
 
 def new_point_id(now: datetime) -> str:
@@ -142,8 +172,9 @@ def run_backup(vault: Vault, name: str, type: str = "full", level: int | None = 
         for found in others:
             job.warn({"code": f"coexistence.{found['kind']}", "message":
                       f"another backup solution: {found['detail']}; {found['action']}"})
+        estimate = sum(d["size_bytes"] for d in dbs if d["name"] in held)
         result = _backup(vault, server, type, level, workers or default_workers(), job,
-                         (listed, skip), base, source, build_reason)
+                         (listed, skip), base, source, build_reason, estimate)
         result.update(job_id=job.id, compression_from=level_from)
         if server.get("node"):
             result.update(node=server["node"], node_reason=server["node_reason"])
@@ -173,9 +204,11 @@ def _synthetic_source(vault: Vault, server: dict, type: str, trigger: str,
 
 def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job: Job,
             chosen: tuple[list[Database], set[int]], base: dict | None = None,
-            source: dict | None = None, build_reason: str | None = None) -> dict:
+            source: dict | None = None, build_reason: str | None = None,
+            estimate: int = 0) -> dict:
     """``base``: a differential's; ``source``: the full a synthetic full is built from
-    (read instead, with ``build_reason``, when no change map covers the range)."""
+    (read instead, with ``build_reason``, when no change map covers the range);
+    ``estimate``: the bytes a full reads, as the server sizes its databases (progress)."""
     repo = vault.repo
     pgdata = Path(server["pgdata"])
     major = cluster.major_version(pgdata)
@@ -186,6 +219,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     session = BackupSession(pgdata, port, host, major, bool(server["data_checksums"]))
     sink = repo.block_sink(level)
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
+    spool = EntrySpool()  # the entries, as files are copied (vault/entries.py)
     about_base: dict = {}  # a differential's base, dropped files and counts
     unchanged = None  # a tracked differential's tables whose base counts still hold
     if base is not None or source is not None:  # the change map's numpy (~0.08 s) loads
@@ -202,11 +236,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             source, build_reason, tracking = _tracked_source(vault, server, session, source,
                                                              major, start_lsn)
         against = base if base is not None else source
-        files, dirs, tablespaces = session.files()
-        files, skipped = selection.split_files(files, chosen[1])
+        walk = session.files()
+        taken, skipped = selection.split_files(walk, chosen[1])
         if against is None:
-            job.expect(sum(f.size for f in files))
-            entries, corrupt, files_read = _copy_all(repo, copier, files)
+            corrupt, corrupt_count, files_read = _copy_all(
+                repo, copier, _expecting(taken, job, estimate), spool)
         else:
             if tracking is None:
                 tracking = tracked.change_map(vault, server, against, session.start_lsn,
@@ -215,23 +249,25 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             if tracking.map is None:
                 job.warn(DbsafeError("backup.diff_untracked", name=server["name"],
                                      reason=tracking.reason).as_dict())
-            diff = differential.copy_files(repo, copier, session.read_changed, files,
-                                           against, job.expect, tracking.map)
+            layered = functools.partial(synthetic.entry, repo,
+                                        block_size=against["block_size"])
+            diff = differential.copy_files(repo, copier, session.read_changed, taken,
+                                           against, job.expect, spool, tracking.map,
+                                           **({"entry_of": layered} if source else {}))
             if tracking.map is not None:  # the base's counts of the tables left alone
                 base_point = vault.catalog.get_point(against["point_id"]) or {}
                 unchanged = counts.UnchangedTables(
                     base_point.get("table_counts"), tracking.map,
                     tracked.Extension(vault, server, session.start_lsn, session.timeline,
                                       session.segment_size).up_to)
-            entries, corrupt, files_read = diff.entries, diff.corrupt, diff.bytes_read
+            corrupt, corrupt_count, files_read = diff.corrupt, diff.corrupt_count, \
+                diff.bytes_read
             about_base = {"delta_source": tracking.describe(), "stats": diff.stats}
             if source is not None:
-                entries = synthetic.entries(repo, entries, source)
                 about_base["build"] = synthetic.build_of(source)
             else:
                 about_base.update(base=against["point_id"],
                                   base_start_lsn=against["start_lsn"], dropped=diff.dropped)
-        del files  # what was read of each file is in its entry now
         counts_mark = counts.mark(port, host)  # restore drills: row counts
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
@@ -248,9 +284,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         session.close()
         sink.close()
         table_counts = counted.result()
+        parts, parts_bytes = spool.write_parts(repo, point_id)
     except BaseException as exc:
         session.close()
         sink.abort()
+        spool.close()
         if isinstance(exc, DbsafeError) and exc.code == "vault.full":
             raise space.said_by(exc, f"the {type} backup of {server['name']}",
                                 space.projected(*job.progress(), sink.stats.bytes_stored)) \
@@ -260,12 +298,9 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     bytes_read = files_read + sum(w.size for w in wal)
     if type != "diff" and "build" not in about_base:
         about_base["build"] = {"kind": "read", "reason": build_reason}
+    files_count = spool.count()
+    spool.close()
     retention = backup_retention(vault, server["instance_id"])  # the policy in force now
-    files_count = len(entries)
-    with EntrySpool() as spool:
-        spool.add_all(sorted(entries, key=lambda e: path_key(e["path"])))
-        del entries
-        parts, parts_bytes = spool.write_parts(repo, point_id)
     manifest = Manifest.new(
         format=1,
         point_id=point_id,
@@ -284,17 +319,17 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         timeline=stop.timeline,
         backup_label=stop.backup_label,
         tablespace_map=stop.tablespace_map,
-        tablespaces=tablespaces,
+        tablespaces=walk.tablespaces,
         compression={"codec": "zstd" if level else "none", "level": level},
         block_size=repo.block_size,
-        dirs=dirs,
+        dirs=walk.dirs,
         entries=parts,
         databases=chosen[0],
         skipped=skipped,
         wal=[file_entry(repo, w) for w in wal],
         stats={"bytes_read": bytes_read, "bytes_read_data": files_read,
                "bytes_stored": sink.stats.bytes_stored,
-               "files": files_count, "corrupt_pages": len(corrupt),
+               "files": files_count, "corrupt_pages": corrupt_count,
                **about_base.get("stats", {})},
         corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
         retention=retention,
@@ -305,7 +340,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "start_time": manifest["start_time"], "end_time": manifest["end_time"],
              "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
              "bytes_read": bytes_read, "bytes_stored": bytes_stored,
-             "corrupt_pages": len(corrupt),
+             "corrupt_pages": corrupt_count,
              **coverage.columns(chosen[0]),
              "base_point": about_base.get("base"), "retention": retention_column(retention),
              "build": (about_base.get("build") or {}).get("kind")}
@@ -320,7 +355,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         "mb_per_second": round(bytes_read / seconds / 1e6, 1) if seconds else None,
         "start_lsn": start_lsn, "stop_lsn": stop.stop_lsn, "timeline": stop.timeline,
         "start_time": manifest["start_time"], "end_time": manifest["end_time"],
-        "corrupt_pages": len(corrupt), "corrupt_page_list": corrupt[:100],
+        "corrupt_pages": corrupt_count, "corrupt_page_list": corrupt[:100],
         "compression_level": level, "workers": workers,
         **{k: v for k, v in about_base.items()
            if k in ("base", "base_start_lsn", "delta_source", "build")},

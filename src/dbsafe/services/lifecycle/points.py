@@ -168,10 +168,10 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     """(server, manifest) of a point of ``name``'s cluster lineage (the same system
     identifier: a standby's or former primary's backups restore it too); a manifest that
     breaks the format's rules is refused (``vault.manifest_invalid``) before anyone acts on
-    it."""
+    it. Its file entries: ``manifest_checks.files`` (checked as they are read)."""
     server = get_server(vault, name)
     try:
-        manifest = vault.repo.load_manifest_whole(point_id)
+        manifest = vault.repo.load_manifest(point_id)
     except KeyError:
         raise DbsafeError("point.unknown", point_id=point_id, name=name) from None
     if manifest["instance"]["system_identifier"] != server["system_identifier"]:
@@ -180,4 +180,4 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
     if marker is not None:
         raise DbsafeError("point.soft_deleted", point_id=point_id,
                           purge_after=marker["purge_after"])
-    return server, manifest_checks.checked(manifest, point_id)
+    return server, manifest_checks.checked(manifest, point_id, vault.repo)

@@ -14,7 +14,7 @@ the first failure, so the wizard shows everything to fix at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
+from dbsafe.services.lifecycle import manifest_checks
 from dbsafe.services.lifecycle.points import load_point
 from dbsafe.services.protection import replica_sets as replicasets
 from dbsafe.services.restore import staging
@@ -74,7 +75,7 @@ def require_places(needs: dict[Path, int]) -> str:
     return "; ".join(said)
 
 
-def instance_needs(manifest: dict, files: list[dict], target: Path,
+def instance_needs(manifest: dict, files: Iterable[dict], target: Path,
                    tablespaces: dict[str, Path], plan: RecoveryPlan | None,
                    segment_size: int | None, as_files: bool) -> dict[Path, int]:
     """Bytes an instance restore writes to each place: the data directory's files and the
@@ -113,7 +114,8 @@ def database_in_point(manifest: dict, db: str) -> str:
 
 def database_bytes(manifest: dict, db: str) -> int:
     oids = {d["oid"] for d in manifest.get("databases", []) if d["name"] == db}
-    return sum(f["size"] for f in manifest["files"] if selection.database_oid(f["path"]) in oids)
+    return sum(f["size"] for f in manifest_checks.files(manifest)
+               if selection.database_oid(f["path"]) in oids)
 
 
 def target_server(vault: Vault, name: str) -> dict:
@@ -160,8 +162,9 @@ def staging_bytes(manifest: dict, db: str, plan: RecoveryPlan | None,
     restored files (the instance's and the database's; the other databases' are sparse)
     with the backup's WAL, the WAL recovery is fed ahead of it, and the dump (estimated
     at the database's size: its rows as text, without indexes)."""
-    files, _sparse, _left_out = selection.restore_plan(manifest, [db])
-    restored = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"])
+    chosen = selection.restore_plan(manifest, [db])
+    restored = sum(f["size"] for f in manifest_checks.files(manifest) if chosen.keeps(f)) + \
+        sum(w["size"] for w in manifest["wal"])
     ahead = (min(len(plan.wal_files), STAGE_WINDOW) + 2) * segment_size if plan else 0
     return restored + ahead + database_bytes(manifest, db)
 
@@ -219,7 +222,8 @@ def port_ready(port: int | None, start: bool, recovers: bool) -> str:
 
 def instance_space(path: Path, server: dict, manifest: dict, databases: list[str] | None,
                    plan: RecoveryPlan | None, as_files: bool) -> str:
-    files, _sparse, _left_out = selection.restore_plan(manifest, databases)
+    chosen = selection.restore_plan(manifest, databases)
+    files = (f for f in manifest_checks.files(manifest) if chosen.keeps(f))
     tablespaces = {} if as_files else {ts["oid"]: Path(ts["location"])
                                        for ts in manifest["tablespaces"]}
     return require_places(instance_needs(manifest, files, path, tablespaces, plan,

@@ -10,14 +10,16 @@ is written.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.lifecycle import manifest_checks
-from dbsafe.vault.records import layered_blocks
+from dbsafe.vault.entries import path_key
+from dbsafe.vault.records import FileEntry, layered_blocks
 from dbsafe.vault.repository import Repository
 
 PAGE_SIZE = 8192
@@ -25,29 +27,60 @@ PAGE_SIZE = 8192
 
 def load_base(repo: Repository, manifest: dict) -> dict | None:
     """The base manifest of a differential (None for a full); point.base_missing if gone,
-    vault.manifest_invalid if it breaks the format's rules."""
+    vault.manifest_invalid if it breaks the format's rules (its entries in parts: as they
+    are read)."""
     if manifest["type"] != "diff":
         return None
     try:
-        base = repo.load_manifest_whole(manifest["base"])
+        base = repo.load_manifest(manifest["base"])
     except KeyError:
         raise DbsafeError("point.base_missing", point_id=manifest["point_id"],
                           base=manifest["base"],
                           name=manifest["instance"]["server"]) from None
-    return manifest_checks.checked(base, manifest["base"])
+    return manifest_checks.checked(base, manifest["base"], repo)
 
 
-def file_writes(manifest: dict, base: dict | None) -> list[dict]:
-    """One entry per file: ``path, size, mode, mtime``; ``blocks``, the ids written at
-    offsets 0, block_size, ... (each cut at ``blocks_size`` when given, else at ``size``);
-    and for a delta or layered entry ``pages``: per block of changed pages, ``(id, [(file
-    offset, offset in block, length), ...])``, written after every block of ``blocks``.
-    No two page writes of a file overlap (a later layer's page replaces an earlier one's),
-    so they may run in any order."""
-    base_files = {e["path"]: e for e in base["files"]} if base is not None else {}
+class BaseFiles:
+    """A base's file entries by path, for a differential's entries asked in their order:
+    entries in parts (path order) are read in step with them, one part at a time; inline
+    ones (manifests of before) are held by path."""
+
+    def __init__(self, base: dict | None) -> None:
+        self._by_path: dict[str, dict] | None = None
+        self._next: Iterator[FileEntry] | None = None
+        self._at: dict | None = None
+        if base is None:
+            self._by_path = {}
+        elif "files" in base:
+            self._by_path = {e["path"]: e for e in base["files"]}
+        else:
+            self._next = manifest_checks.files(base)
+            self._at = next(self._next, None)
+
+    def get(self, path: str) -> dict | None:
+        """The base's entry of ``path``; None when it has none (or, in step, when ``path``
+        comes before one asked already: a differential in path order never asks so)."""
+        if self._by_path is not None:
+            return self._by_path.get(path)
+        assert self._next is not None
+        key = path_key(path)
+        while self._at is not None and path_key(self._at["path"]) < key:
+            self._at = next(self._next, None)
+        return self._at if self._at is not None and self._at["path"] == path else None
+
+
+def file_writes(manifest: dict, base: dict | None,
+                entries: Iterable[dict] | None = None) -> Iterator[dict]:
+    """One entry per file of ``entries`` (default: all the point's,
+    ``manifest_checks.files``), one at a time: ``path, size, mode, mtime``; ``blocks``, the
+    ids written at offsets 0, block_size, ... (each cut at ``blocks_size`` when given, else
+    at ``size``); and for a delta or layered entry ``pages``: per block of changed pages,
+    ``(id, [(file offset, offset in block, length), ...])``, written after every block of
+    ``blocks``. No two page writes of a file overlap (a later layer's page replaces an
+    earlier one's), so they may run in any order."""
+    base_files = BaseFiles(base)
     bs = manifest.get("block_size", 0)
-    out = []
-    for entry in manifest["files"]:
+    for entry in entries if entries is not None else manifest_checks.files(manifest):
         delta = entry.get("delta")
         if delta is not None:
             under = base_files.get(entry["path"])
@@ -63,11 +96,10 @@ def file_writes(manifest: dict, base: dict | None) -> list[dict]:
             limit = entry["size"]
             read, layers = _layers(entry, limit)
         else:
-            out.append(entry)
+            yield entry
             continue
-        out.append({**entry, "blocks": read[:-(-limit // bs)], "blocks_size": limit,
-                    "pages": _resolve(layers)})
-    return out
+        yield {**entry, "blocks": read[:-(-limit // bs)], "blocks_size": limit,
+               "pages": _resolve(layers)}
 
 
 @dataclass
@@ -185,18 +217,29 @@ def pages_by_block(entry: dict, block_size: int
     return overlay, beyond
 
 
-def blocks_used(manifest: dict, base: dict | None) -> dict[str, tuple[int, list[str]]]:
-    """Each distinct block a restore of the point reads: its size and the files using it."""
-    used: dict[str, tuple[int, list[str]]] = {}
-    bs = manifest.get("block_size", 0)  # a log point has none (and no files)
-
-    def add(id_hex: str, size: int, path: str) -> None:
-        used.setdefault(id_hex, (size, []))[1].append(path)
-
-    for entry in file_writes(manifest, base) + manifest["wal"]:
-        for i, id_hex in enumerate(entry["blocks"]):
-            add(id_hex, min(bs, entry.get("blocks_size", entry["size"]) - i * bs),
-                entry["path"])
-        for id_hex, writes in entry.get("pages", ()):
-            add(id_hex, sum(w[2] for w in writes), entry["path"])
+def blocks_used(manifest: dict, base: dict | None) -> dict[str, int]:
+    """Each distinct block a restore of the point reads, with its size (what verify reads;
+    ``files_using`` names the files of those it finds damaged)."""
+    used: dict[str, int] = {}
+    for _entry, id_hex, size in _reads(manifest, base):
+        used.setdefault(id_hex, size)
     return used
+
+
+def files_using(manifest: dict, base: dict | None, ids: set[str]) -> dict[str, list[str]]:
+    """The files a restore of the point writes from each block of ``ids``."""
+    users: dict[str, list[str]] = {}
+    for entry, id_hex, _size in _reads(manifest, base):
+        if id_hex in ids:
+            users.setdefault(id_hex, []).append(entry["path"])
+    return users
+
+
+def _reads(manifest: dict, base: dict | None) -> Iterator[tuple[dict, str, int]]:
+    """(entry, block id, bytes used of it) of every block read of a restore of the point."""
+    bs = manifest.get("block_size", 0)  # a log point has none (and no files)
+    for entry in itertools.chain(file_writes(manifest, base), manifest["wal"]):
+        for i, id_hex in enumerate(entry["blocks"]):
+            yield entry, id_hex, min(bs, entry.get("blocks_size", entry["size"]) - i * bs)
+        for id_hex, writes in entry.get("pages", ()):
+            yield entry, id_hex, sum(w[2] for w in writes)

@@ -15,12 +15,15 @@ before leaves a folder PostgreSQL refuses to start.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shlex
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbsafe.core.concurrency import run_parallel
@@ -34,6 +37,7 @@ from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.lifecycle import manifest_checks
 from dbsafe.services.lifecycle.points import load_point
 from dbsafe.services.restore import checks as restore_checks
 from dbsafe.services.restore import combine
@@ -59,40 +63,26 @@ PostgreSQL replays the WAL up to {stop_lsn} and opens the database.
 {tablespaces}"""
 
 
-def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree, str]],
-                   workers: int, on_bytes) -> None:
-    """Write each entry's blocks to its destination (a tree and a name in it), in parallel.
+def _restore_files(repo: Repository, files: Iterable[tuple[dict, Tree, str]], workers: int,
+                   on_bytes) -> None:
+    """Write each file's blocks to its destination (a tree and a name in it), in parallel,
+    as the files come: nothing is kept of a file once it is written.
 
-    ``entries`` come from ``combine.file_writes``: a differential's files are their base's
+    The entries come from ``combine.file_writes``: a differential's files are their base's
     blocks (cut at the differential's size) with its changed pages written over them (a
     synthetic full's layered files alike): a page on one of the blocks is patched into
     it before the block is written, so a file is written once and its early flush still
-    comes with its last block; pages past the blocks are written in a second pass. Each
-    file is made new (``O_EXCL | O_NOFOLLOW``) in its folder before any is written.
+    comes with its last block; pages past the blocks are written apart (never on a block's
+    bytes). Each file is made new (``O_EXCL | O_NOFOLLOW``) in its folder before its
+    blocks are written, and gets its mtime once they all are.
 
-    Large files are written first, and each is fsynced by one background thread as soon as
-    its last block is written, so the disk flushes while the rest is still decompressed
-    (an A/B on the benchmark data: 6.95 s against 7.53 s with one sync at the end). The
-    caller's final ``sync_trees`` makes the small files and the folders durable.
+    A large file is fsynced by one background thread as soon as its last block is written,
+    so the disk flushes while the rest is still decompressed (an A/B on the benchmark
+    data: 6.95 s against 7.53 s with one sync at the end). The caller's final
+    ``sync_trees`` makes the small files and the folders durable.
     """
     bs = repo.block_size
     zero_id = repo.keyed.digest(bytes(bs))  # an all-zero block: left as a hole
-    tasks, page_tasks = [], []
-    for entry, (tree, rel) in zip(entries, dest, strict=True):
-        tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
-        blocks = entry["blocks"]
-        overlay, pages = combine.pages_by_block(entry, bs) if "pages" in entry else ({}, [])
-        for first in range(0, len(blocks), TASK_BLOCKS):
-            tasks.append((entry, tree, rel, first, blocks[first:first + TASK_BLOCKS],
-                          overlay))
-        for first in range(0, len(pages), TASK_BLOCKS):
-            page_tasks.append((entry, tree, rel, pages[first:first + TASK_BLOCKS]))
-    tasks.sort(key=lambda t: -t[0]["size"])
-    page_tasks.sort(key=lambda t: -t[0]["size"])
-    tasks_left: dict[tuple[int, str], int] = {}
-    for t in tasks + page_tasks:
-        key = (id(t[1]), t[2])
-        tasks_left[key] = tasks_left.get(key, 0) + 1
     lock = threading.Lock()
     flushes: list[Future] = []
     # blocks of changed pages, each decompressed once for the file blocks it patches
@@ -106,14 +96,21 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
             raise DbsafeError(code, block_id=block_id.hex(), path=entry["path"],
                               reason=exc.reason) from None
 
-    def done(entry: dict, tree: Tree, rel: str) -> None:
+    def done(file: _Writing) -> None:
         with lock:
-            tasks_left[(id(tree), rel)] -= 1
-            if tasks_left[(id(tree), rel)] == 0 and entry["size"] >= FLUSH_EARLY_BYTES:
-                flushes.append(flusher.submit(tree.fsync, rel))
+            file.tasks_left -= 1
+            if file.tasks_left:
+                return
+        finished(file)
 
-    def run(entry: dict, tree: Tree, rel: str, first: int, ids: list[str],
-            overlay: combine.Overlay) -> None:
+    def finished(file: _Writing) -> None:
+        if file.entry["size"] >= FLUSH_EARLY_BYTES:
+            with lock:
+                flushes.append(flusher.submit(file.tree.fsync, file.rel))
+        file.tree.set_mtime(file.rel, file.entry["mtime"])
+
+    def run(file: _Writing, first: int, ids: list[str], overlay: combine.Overlay) -> None:
+        entry, tree, rel = file.entry, file.tree, file.rel
         fd = tree.open_write(rel)
         used = entry.get("blocks_size", entry["size"])
         try:
@@ -139,27 +136,62 @@ def _restore_files(repo: Repository, entries: list[dict], dest: list[tuple[Tree,
                 on_bytes(length)
         finally:
             os.close(fd)
-        done(entry, tree, rel)
+        done(file)
 
-    def run_pages(entry: dict, tree: Tree, rel: str, blocks: list) -> None:
-        fd = tree.open_write(rel)
+    def run_pages(file: _Writing, blocks: list) -> None:
+        fd = file.tree.open_write(file.rel)
         try:
             for id_hex, writes in blocks:
-                data = memoryview(read(bytes.fromhex(id_hex), entry))
+                data = memoryview(read(bytes.fromhex(id_hex), file.entry))
                 for file_offset, at, length in writes:
                     os.pwrite(fd, data[at:at + length], file_offset)
                     on_bytes(length)
         finally:
             os.close(fd)
-        done(entry, tree, rel)
+        done(file)
+
+    def calls() -> Iterator[tuple[Callable, tuple]]:
+        for entry, tree, rel in files:
+            tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
+            blocks = entry["blocks"]
+            overlay, pages = combine.pages_by_block(entry, bs) if "pages" in entry else ({}, [])
+            file = _Writing(entry, tree, rel, -(-len(blocks) // TASK_BLOCKS)
+                            - (-len(pages) // TASK_BLOCKS))
+            if not file.tasks_left:
+                finished(file)
+            for first in range(0, len(blocks), TASK_BLOCKS):
+                yield run, (file, first, blocks[first:first + TASK_BLOCKS], overlay)
+            for first in range(0, len(pages), TASK_BLOCKS):
+                yield run_pages, (file, pages[first:first + TASK_BLOCKS])
 
     with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-flush") as flusher:
-        run_parallel(workers, "dbsafe-restore", [(run, t) for t in tasks])
-        run_parallel(workers, "dbsafe-restore", [(run_pages, t) for t in page_tasks])
+        run_parallel(workers, "dbsafe-restore", calls())
     for fut in flushes:
         fut.result()
-    for entry, (tree, rel) in zip(entries, dest, strict=True):
-        tree.set_mtime(rel, entry["mtime"])
+
+
+@dataclass
+class _Writing:
+    """A file being written: its entry, where, and its tasks not yet done."""
+    entry: dict
+    tree: Tree
+    rel: str
+    tasks_left: int
+
+
+class _Tally:
+    """What the files a restore writes add up to, counted as they pass."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    def files(self, entries: Iterable[dict]) -> Iterator[dict]:
+        for entry in entries:
+            self.count += 1
+            self.bytes += entry["size"] + sum(w[2] for _, writes in entry.get("pages", ())
+                                              for w in writes)
+            yield entry
 
 
 def _file_bytes(repo: Repository, entry: dict) -> bytes:
@@ -220,13 +252,21 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     when it fails.
     """
     server, manifest = load_point(vault, name, point_id)
-    files, sparse, left_out = selection.restore_plan(manifest, databases)
+    plan = selection.restore_plan(manifest, databases)
+    left_out = plan.left_out
     ask_in = selection.control_database(manifest, left_out)
     oids = {d["name"]: d["oid"] for d in manifest.get("databases", [])}
     to_drop = [oids[n] for n in left_out] if drop_left_out else []
     dropped: list[str] = []
-    files = combine.file_writes({**manifest, "files": files},
-                                combine.load_base(vault.repo, manifest))
+
+    def writes(entries: Iterable[dict]) -> Iterator[dict]:
+        """The files to write, one at a time (combine.py), of the point's ``entries``."""
+        return combine.file_writes(manifest, combine.load_base(vault.repo, manifest), entries)
+
+    # the first reading of the entries: each checked (a forged one refuses the point
+    # before anything is written), what they add up to kept, nothing else
+    tally = _Tally()
+    listed = tally.files(writes(e for e in manifest_checks.files(manifest) if plan.keeps(e)))
     destination = to_pgdata or as_files
     assert destination is not None  # the caller gives one (cli, api, staging, drills)
     target = Path(os.path.abspath(destination))
@@ -238,7 +278,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
     restore_targets.apart([target, *(p.path for p in ts_places.values())])
     # room for all of it, said before anything is written (restore.no_space)
     restore_checks.require_places(restore_checks.instance_needs(
-        manifest, files, target, {oid: p.path for oid, p in ts_places.items()}, recovery,
+        manifest, listed, target, {oid: p.path for oid, p in ts_places.items()}, recovery,
         server.get("wal_segment_size"), bool(as_files)))
     pgdata_path = target / "pgdata" if as_files else target
     stage = recovery_engine.stage_dir(pgdata_path)
@@ -263,8 +303,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             contextlib.nullcontext(job) as job:
         assert job is not None  # its own, or the larger restore's
         t0 = time.perf_counter()
-        total = sum(f["size"] for f in files) + sum(w["size"] for w in manifest["wal"]) + \
-            sum(w[2] for f in files for _, writes in f.get("pages", ()) for w in writes)
+        total = tally.bytes + sum(w["size"] for w in manifest["wal"])
         job.expect(total)
         made: list[restore_targets.Made] = []
         trees: list[Tree] = []
@@ -284,15 +323,28 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 pgdata, wal = top, top.subtree("pg_wal")
                 trees.append(wal)
             layout.make_layout(pgdata, manifest["dirs"], ts_trees)
-            for entry in sparse:
+            def sparse(entry: dict) -> None:
                 tree, rel = layout.placed(entry["path"], pgdata, ts_trees)
                 tree.create(rel, layout.file_mode(entry.get("mode")), entry["size"])
-            control = next((f for f in files if f["path"] == CONTROL_FILE), None)
-            rest = [f for f in files if f is not control]
-            dests = [layout.placed(f["path"], pgdata, ts_trees) for f in rest]
-            dests += [(wal, w["path"]) for w in manifest["wal"]]
-            _restore_files(vault.repo, rest + manifest["wal"], dests,
+
+            for entry in plan.skipped:
+                sparse(entry)
+            control: list[dict] = []  # written last, on its own (_write_control)
+
+            def kept() -> Iterator[dict]:  # the second reading: as the files are written
+                for entry in manifest_checks.files(manifest):
+                    if not plan.keeps(entry):
+                        sparse(entry)
+                    elif entry["path"] == CONTROL_FILE:
+                        control.append(entry)
+                    else:
+                        yield entry
+
+            placed = ((f, *layout.placed(f["path"], pgdata, ts_trees)) for f in writes(kept()))
+            wal_files = ((w, wal, w["path"]) for w in manifest["wal"])
+            _restore_files(vault.repo, itertools.chain(placed, wal_files),
                            workers or vault.read_workers(), job.advance)
+            control_entry = next(writes(control), None)
             if as_files:
                 write_new(top.fd, "RESTORE.txt", _as_files_readme(
                     manifest, point_id, name, recovery, wal.path, left_out).encode(), 0o644)
@@ -308,9 +360,9 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 for tree in [pgdata, *ts_trees.values()] + ([wal] if as_files else []):
                     tree.chown(*ids)
             sync_trees([m.tree.fd for m in made])
-            _write_control(vault.repo, pgdata, control, manifest["backup_label"], ids)
-            if control is not None:
-                job.advance(control["size"])
+            _write_control(vault.repo, pgdata, control_entry, manifest["backup_label"], ids)
+            if control_entry is not None:
+                job.advance(control_entry["size"])
             restored_seconds = time.perf_counter() - t0
             log = None
             recovered = None
@@ -349,7 +401,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         result = {
             "point_id": point_id, "server": name, "target": str(target),
             "pgdata": str(pgdata_path), "mode": "files" if as_files else "pgdata",
-            "bytes_written": total, "files": len(files),
+            "bytes_written": total, "files": tally.count,
             "databases_left_out": left_out, "databases_dropped": dropped,
             "wal_segments": len(manifest["wal"]),
             "tablespaces": {oid: str(t.path) for oid, t in ts_trees.items()},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,8 @@ class _Tally:
 def compare_point(vault: Vault, server: dict, manifest: dict, workers: int,
                   on_bytes) -> dict:
     """The live comparison of one point of ``server`` (whose files this host reads)."""
-    if manifest["type"] == "log" or not manifest["files"]:
+    if manifest["type"] == "log" or not (manifest.get("files")
+                                         or manifest.get("entries", {}).get("files")):
         return {"compared": None, "files": 0, "pages_compared": 0, "pages_differ": 0,
                 "differ": [], "ok": True, "note": "a log point holds no files"}
     if manifest["instance"]["system_identifier"] != server["system_identifier"]:
@@ -60,15 +62,17 @@ def compare_point(vault: Vault, server: dict, manifest: dict, workers: int,
     since = parse_lsn(manifest["start_lsn"])
     whole_pages = bool(manifest["instance"].get("data_checksums"))
     tally, lock = _Tally(), threading.Lock()
-    calls = []
-    for entry in entries:
-        source = live.get(entry["path"])
-        if source is None:
-            tally.files_gone_since += _is_relation(entry)
-        elif tracks_changes(source) and entry["size"] % PAGE_SIZE == 0:
-            calls.append((_compare_file, (vault, entry, source, since, whole_pages, tally,
-                                          lock, on_bytes)))
-    run_parallel(workers, "dbsafe-deep", calls)
+
+    def calls() -> Iterator[tuple[Callable, tuple]]:  # as the point's entries are read
+        for entry in entries:
+            source = live.get(entry["path"])
+            if source is None:
+                with lock:
+                    tally.files_gone_since += _is_relation(entry)
+            elif tracks_changes(source) and entry["size"] % PAGE_SIZE == 0:
+                yield _compare_file, (vault, entry, source, since, whole_pages, tally, lock,
+                                      on_bytes)
+    run_parallel(workers, "dbsafe-deep", calls())
     return {"compared": "bytes" if whole_pages else "lsn", "files": tally.files,
             "pages_compared": tally.pages_compared,
             "pages_changed_since": tally.pages_changed_since,

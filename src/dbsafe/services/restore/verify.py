@@ -17,26 +17,20 @@ from dbsafe.services.restore import combine, live_check
 from dbsafe.vault.repository import BlockError
 
 
-def _distinct_blocks(vault: Vault, manifest: dict) -> tuple[dict[str, list[str]],
-                                                          dict[str, int]]:
-    """Each distinct block id a restore of the point reads (a differential's and the base
-    blocks it uses): the files using it, and its size."""
-    used = combine.blocks_used(manifest, combine.load_base(vault.repo, manifest))
-    return {k: paths for k, (_, paths) in used.items()}, {k: s for k, (s, _) in used.items()}
-
-
-def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
-    """Problems of one point: each damaged block with the files that use it."""
+def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes,
+                 expect=lambda n: None) -> dict:
+    """Problems of one point: each damaged block with the files that use it. Its entries
+    are read once for the distinct blocks (``expect`` is told their bytes) and, when one is
+    damaged, once more for the files using it: nothing is held per file."""
     try:
-        users, sizes = _distinct_blocks(vault, manifest)
+        base = combine.load_base(vault.repo, manifest)
+        sizes = combine.blocks_used(manifest, base)
     except DbsafeError as exc:
         if exc.code != "point.base_missing":
             raise
-        return {"point_id": manifest["point_id"], "blocks": 0, "ok": False,
-                "problems": [{"block_id": None, "problem": "base_missing",
-                              "reason": exc.message, "files": []}],
-                "damaged_files": []}
-    problems = []
+        return _refused(manifest["point_id"], exc)
+    expect(sum(sizes.values()))
+    problems: list[dict] = []
     lock = threading.Lock()
 
     def check(id_hex: str) -> None:
@@ -45,37 +39,54 @@ def verify_point(vault: Vault, manifest: dict, workers: int, on_bytes) -> dict:
         except BlockError as exc:
             with lock:
                 problems.append({"block_id": id_hex, "problem": exc.kind, "reason": exc.reason,
-                                 "files": sorted(set(users[id_hex]))})
+                                 "files": []})
         on_bytes(sizes[id_hex])
 
-    run_parallel(workers, "dbsafe-verify", [(check, (id_hex,)) for id_hex in users])
+    run_parallel(workers, "dbsafe-verify", ((check, (id_hex,)) for id_hex in sizes))
+    if problems:
+        users = combine.files_using(manifest, combine.load_base(vault.repo, manifest),
+                                    {p["block_id"] for p in problems})
+        for p in problems:
+            p["files"] = sorted(set(users.get(p["block_id"], ())))
     damaged_files = sorted({f for p in problems for f in p["files"]})
-    return {"point_id": manifest["point_id"], "blocks": len(users), "ok": not problems,
+    return {"point_id": manifest["point_id"], "blocks": len(sizes), "ok": not problems,
             "problems": problems, "damaged_files": damaged_files}
 
 
-def _expected_bytes(vault: Vault, manifest: dict) -> int:
+def _refused(point_id: str, exc: DbsafeError) -> dict:
+    """The report of a point whose manifest (or base) cannot be restored as it is."""
+    problem = "base_missing" if exc.code == "point.base_missing" else "manifest_invalid"
+    return {"point_id": point_id, "blocks": 0, "ok": False,
+            "problems": [{"block_id": None, "problem": problem, "reason": exc.message,
+                          "files": []}],
+            "damaged_files": []}
+
+
+def _verified(vault: Vault, manifest: dict, workers: int, job: Job, alone: bool) -> dict:
+    """``verify_point``; a point whose entries in parts break the format's rules (found as
+    they are read) is reported as refused among others, raised when verified ``alone``."""
     try:
-        return sum(_distinct_blocks(vault, manifest)[1].values())
-    except DbsafeError:
-        return 0  # reported by verify_point
+        return verify_point(vault, manifest, workers, job.advance, job.expect)
+    except DbsafeError as exc:
+        if exc.code != "vault.manifest_invalid" or alone:
+            raise
+        return _refused(manifest["point_id"], exc)
 
 
-def _load_all(vault: Vault, name: str) -> tuple[list[dict], list[dict]]:
-    """Every point's manifest, and a failed report for each one the format's rules refuse
-    (a forged manifest is damage to report, not a reason to leave the others unchecked)."""
-    manifests, refused = [], []
+def _readable(vault: Vault, name: str) -> tuple[list[str], list[dict]]:
+    """The points whose manifests are readable (each is loaded again as it is verified:
+    one held at a time), and a failed report for each one the format's rules refuse (a
+    forged manifest is damage to report, not a reason to leave the others unchecked)."""
+    readable, refused = [], []
     for p in list_points(vault, name):
         try:
-            manifests.append(load_point(vault, name, p["point_id"])[1])
+            load_point(vault, name, p["point_id"])
+            readable.append(p["point_id"])
         except DbsafeError as exc:
             if exc.code != "vault.manifest_invalid":
                 raise
-            refused.append({"point_id": p["point_id"], "blocks": 0, "ok": False,
-                            "problems": [{"block_id": None, "problem": "manifest_invalid",
-                                          "reason": exc.message, "files": []}],
-                            "damaged_files": []})
-    return manifests, refused
+            refused.append(_refused(p["point_id"], exc))
+    return readable, refused
 
 
 def run_verify(vault: Vault, name: str, point_id: str | None = None,
@@ -90,28 +101,32 @@ def run_verify(vault: Vault, name: str, point_id: str | None = None,
     """
     refused: list[dict]
     if point_id:
-        manifests, refused = [load_point(vault, name, point_id)[1]], []
+        load_point(vault, name, point_id)  # a point refused before any job is recorded
+        point_ids, refused = [point_id], []
     else:
-        manifests, refused = _load_all(vault, name)
+        point_ids, refused = _readable(vault, name)
+    held: dict[str, list | None] = {}  # each point's databases
     with Job(vault.catalog, "verify", name, on_progress) as job:
         t0 = time.perf_counter()
-        job.expect(sum(_expected_bytes(vault, m) for m in manifests))
-        reports = refused + [verify_point(vault, m, workers or vault.read_workers(),
-                                          job.advance) for m in manifests]
-        if deep:
-            server = get_server(vault, name)
-            by_id = {m["point_id"]: m for m in manifests}
-            for report in reports:
-                if report["ok"]:  # a damaged point is reported as such, not compared
-                    report["live"] = live_check.compare_point(
-                        vault, server, by_id[report["point_id"]],
-                        workers or vault.read_workers(), job.advance)
+        server = get_server(vault, name) if deep else None
+        reports = list(refused)
+        for one in point_ids:  # one manifest held at a time, its entries read as it goes
+            manifest = load_point(vault, name, one)[1]
+            held[one] = manifest.get("databases")
+            # its bytes are expected as its blocks are known: its entries are read for
+            # them once, not once more beforehand
+            report = _verified(vault, manifest, workers or vault.read_workers(), job,
+                               alone=point_id is not None)
+            if server is not None and report["ok"]:  # a damaged point is not compared
+                report["live"] = live_check.compare_point(
+                    vault, server, manifest, workers or vault.read_workers(), job.advance)
+            reports.append(report)
+            del manifest
         result = {"server": name, "points": reports, "ok": all(r["ok"] for r in reports),
                   "seconds": round(time.perf_counter() - t0, 3)}
         bad = [r for r in reports if not r["ok"]]
         if bad:
             # the databases the damage concerns: their health turns critical, no other's
-            held = {m["point_id"]: m.get("databases") for m in manifests}
             if all(held.get(r["point_id"]) is not None for r in bad):
                 vault.catalog.update_job(job.id, items=json.dumps(sorted(
                     {d["name"] for r in bad for d in held[r["point_id"]] or () if d["included"]})))
