@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.services.handle.vault_handle import Vault as ServiceVault
 from dbsafe.services.restore import drills
 from dbsafe.services.restore import instance as restore_service
+from dbsafe.vault.entries import path_key
 
 ESCAPE = "../" * 12  # from any depth below /var/tmp, up to /
 
@@ -83,14 +85,28 @@ def surroundings(h: Hostile, but: Path | None = None) -> dict:
     return out
 
 
-def forge(h: Hostile, n: int, change) -> str:
+def forge(h: Hostile, n: int, change, parts: bool | None = None) -> str:
     """A manifest like the real one, changed by ``change``, saved as a new point the way a
-    writer of the storage can (a plain vault: the keyed hash's key is in config)."""
+    writer of the storage can (a plain vault: the keyed hash's key is in config): its file
+    entries inline (as manifests of before) or, when ``parts`` (default: every other
+    ``n``), in parts of 200 entries, in the order ``change`` left them."""
     doc = copy.deepcopy(h.manifest)
     doc["point_id"] = f"20260101T0000{n:02d}Z-f0f0f0{n:02x}"
     change(doc, h.decoy)
-    h.vault.repository().save_manifest(doc)
+    repo = h.vault.repository()
+    if parts if parts is not None else n % 2:
+        files = doc.pop("files")
+        for i in range(0, len(files), 200):
+            repo.save_part(doc["point_id"], i // 200, json.dumps(
+                {"format": 1, "point_id": doc["point_id"], "part": f"{i // 200:06d}",
+                 "files": files[i:i + 200]}).encode())
+        doc["entries"] = {"parts": -(-len(files) // 200), "files": len(files)}
+    repo.save_manifest(doc)
     return doc["point_id"]
+
+
+def in_order(files: list[dict]) -> None:
+    files.sort(key=lambda e: path_key(e["path"]))
 
 
 def _file(doc: dict, path: str, mode: int = 0o600) -> dict:
@@ -100,14 +116,21 @@ def _file(doc: dict, path: str, mode: int = 0o600) -> dict:
 
 
 FORGERIES = {
-    "dotdot path": lambda d, decoy: d["files"].append(
-        _file(d, f"{ESCAPE}{str(decoy)[1:]}/etc/passwd")),
-    "absolute path": lambda d, decoy: d["files"].append(_file(d, str(decoy / "etc/passwd"))),
-    "pg_tblspc dotdot": lambda d, decoy: d["files"].append(
-        _file(d, f"pg_tblspc/{ESCAPE}{str(decoy)[1:]}/etc/passwd")),
+    "dotdot path": lambda d, decoy: (d["files"].append(
+        _file(d, f"{ESCAPE}{str(decoy)[1:]}/etc/passwd")), in_order(d["files"])),
+    "absolute path": lambda d, decoy: (d["files"].append(
+        _file(d, str(decoy / "etc/passwd"))), in_order(d["files"])),
+    "pg_tblspc dotdot": lambda d, decoy: (d["files"].append(
+        _file(d, f"pg_tblspc/{ESCAPE}{str(decoy)[1:]}/etc/passwd")), in_order(d["files"])),
+    "a file below a file": lambda d, decoy: (d["files"].append(
+        _file(d, "PG_VERSION/etc/passwd")), in_order(d["files"])),
     "absolute dirs": lambda d, decoy: d["dirs"].append(
         {"path": str(decoy / "etc"), "mode": 0o777, "type": "dir"}),
-    "setuid mode": lambda d, decoy: d["files"].append(_file(d, "pg_su", 0o4755)),
+    "setuid mode": lambda d, decoy: (d["files"].append(_file(d, "pg_su", 0o4755)),
+                                     in_order(d["files"])),
+    # entries in parts are in path order: one out of it (a path twice, across two
+    # parts) is refused as the parts are read (vault/entries.py)
+    "a path twice": lambda d, decoy: d["files"].insert(300, d["files"][100]),
     "dotdot wal": lambda d, decoy: d["wal"].append(
         {**d["wal"][0], "path": f"{ESCAPE}{str(decoy)[1:]}/etc/passwd"}),
     "tablespace oid": lambda d, decoy: d["tablespaces"].append(

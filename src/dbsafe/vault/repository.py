@@ -41,13 +41,16 @@ from dbsafe.vault.format import (
     trust_fields,
 )
 from dbsafe.vault.gc import held_packs
-from dbsafe.vault.index import BlobIndex
+from dbsafe.vault.index import CACHE_NAME, BlobIndex
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
 from dbsafe.vault.packs import BlockError as BlockError  # re-exported: its readers catch it
 from dbsafe.vault.packs import pack_name
 from dbsafe.vault.records import FileEntry, IndexFile, Manifest, WalRecord
 
 KEYS = "keys"
+
+
+SAVE_AFTER = 20_000  # blocks read from index files that make a run save the table
 
 
 def _storage(where: Storage | Path | str) -> Storage:
@@ -73,7 +76,7 @@ class Repository:
 
     def __init__(self, storage: Storage, config: dict[str, Any],
                  master: Callable[[], bytes] | None = None, *,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, client_dir: Path | None = None) -> None:
         self.storage = storage
         self.config = config
         self.block_size: int = config["block_size"]
@@ -90,6 +93,8 @@ class Repository:
         self._keys_lock = threading.Lock()
         self._index: BlobIndex | None = None
         self._index_lock = threading.Lock()
+        # the block index's table, kept by the client (vault/index.py); none: in memory
+        self._index_cache = client_dir / CACHE_NAME if client_dir is not None else None
         self._local = threading.local()
 
     @property
@@ -131,9 +136,12 @@ class Repository:
 
     @classmethod
     def open(cls, where: Storage | Path | str, master: Callable[[], bytes] | None = None,
-             *, client_id: str | None = None) -> Repository:
+             *, client_id: str | None = None, client_dir: Path | None = None) -> Repository:
+        """``client_dir``: the client's folder (*Clients*), where the block index's table is
+        kept between runs (vault/index.py)."""
         storage = _storage(where)
-        return cls(storage, cls._read_config(storage), master, client_id=client_id)
+        return cls(storage, cls._read_config(storage), master, client_id=client_id,
+                   client_dir=client_dir)
 
     @staticmethod
     def _read_config(storage: Storage) -> dict[str, Any]:
@@ -333,12 +341,14 @@ class Repository:
         return self._index  # type: ignore[return-value]
 
     def refresh_index(self) -> None:
-        """Bring the in-memory index up to date with ``index/`` and the tombstones.
+        """Bring the index up to date with ``index/`` and the tombstones.
 
-        New index files are added; tombstoned packs are excluded from deduplication; when a
-        known pack's index file is gone (garbage collection swept it) the index is reloaded
-        whole, since another pack may hold copies of its blocks, and the descriptors this
-        process kept open on swept packs are retired (else their space is not freed).
+        New index files are added; tombstoned packs are excluded from deduplication; the
+        places of packs whose index file is gone (garbage collection swept them) are
+        forgotten (a block's other places stay), and the descriptors this process kept open
+        on swept packs are retired (else their space is not freed). Index files read
+        beyond ``SAVE_AFTER`` blocks are merged into the client's table, so that the next
+        run reads only those written after it.
         """
         with self._index_lock:
             # Tombstones before index files: a sweep deletes a pack's index file before its
@@ -347,23 +357,20 @@ class Repository:
             names = set(self.storage.names("index"))
             if not names and _first(self.storage.list("data")) is not None:
                 raise DbsafeError("vault.index_missing", path=self.location)
-            index = self._index
-            known = set() if index is None else index.pack_ids()
-            if index is None or known - names:
-                fresh = BlobIndex()
-                # Packs no tombstone lists first: a block in both is then found in the live one.
-                for pack_id in sorted(names - held) + sorted(names & held):
-                    self._add_index_file(fresh, pack_id)
-                fresh.excluded = held
-                if index is None:
-                    self._index = fresh
-                    return
-                index.replace(fresh)
-            else:
-                for pack_id in sorted(names - known):
-                    self._add_index_file(index, pack_id)
-                index.excluded = held
-            self.storage.retire(pack_name(p) for p in known - names)
+            index = self._index or BlobIndex(self._index_cache, self.vault_id)
+            known = index.pack_ids()
+            gone = known - names
+            if gone:
+                index.drop_packs(gone)
+            new = names - known
+            # packs no tombstone lists first (a block in both is found in the live one)
+            for pack_id in sorted(new - held) + sorted(new & held):
+                self._add_index_file(index, pack_id)
+            index.excluded = held
+            if index.unsaved() >= SAVE_AFTER:
+                index.save()
+            self._index = index
+            self.storage.retire(pack_name(p) for p in gone)
 
     def check_index(self) -> None:
         """Refuse (``vault.index_missing``) a vault whose ``index/`` is empty while ``data/``

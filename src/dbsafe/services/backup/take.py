@@ -328,13 +328,13 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         skipped=skipped,
         wal=[file_entry(repo, w) for w in wal],
         stats={"bytes_read": bytes_read, "bytes_read_data": files_read,
-               "bytes_stored": sink.stats.bytes_stored,
+               "bytes_stored": sink.stats.bytes_stored + parts_bytes,
                "files": files_count, "corrupt_pages": corrupt_count,
                **about_base.get("stats", {})},
         corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
         retention=retention,
     )
-    bytes_stored = sink.stats.bytes_stored + parts_bytes + repo.save_manifest(manifest)
+    bytes_stored = manifest["stats"]["bytes_stored"] + repo.save_manifest(manifest)
     seconds = time.perf_counter() - t0
     point = {"point_id": point_id, "type": type, "copy_only": int(type == "copy-only"),
              "start_time": manifest["start_time"], "end_time": manifest["end_time"],

@@ -95,7 +95,7 @@ class Vault:
         tighten(path)
         new_client = _ensure_client_id(settings)
         storage = open_storage(settings.get("repository") or str(path))
-        repo = Repository.open(storage, client_id=settings["client_id"])
+        repo = Repository.open(storage, client_id=settings["client_id"], client_dir=path)
         if catalog is None:
             catalog = (_AgentFolder(path) if settings.get("catalog") == AGENT_CATALOG
                        else open_catalog(settings.get("catalog"), path))

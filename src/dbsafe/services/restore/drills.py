@@ -30,7 +30,7 @@ from dbsafe.services.activity.jobs import Job, failure, job_alive, running_job
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server
-from dbsafe.services.lifecycle import coverage
+from dbsafe.services.lifecycle import coverage, manifest_checks
 from dbsafe.services.lifecycle.points import lineage_points, load_point
 from dbsafe.services.logchain.chain import BASE_TYPES, log_chain
 from dbsafe.services.restore.instance import run_restore
@@ -162,6 +162,8 @@ def run_drill(vault: Vault, name: str, point_id: str | None = None, *, amcheck: 
         raise DbsafeError("drill.already_running", name=name, job_id=busy["id"])
     target = choose_target(vault, server, point_id)
     _, manifest = load_point(vault, name, target.point_id)
+    for _entry in manifest_checks.files(manifest):  # a forged entry refuses the drill
+        pass  # before its scratch folder is made
     owner = manifest["instance"].get("owner") or "postgres"
     layout.check_owner(owner)
     root = scratch_folder(scratch_root)
