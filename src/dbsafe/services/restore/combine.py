@@ -89,6 +89,10 @@ def file_writes(manifest: dict, base: dict | None,
                                   entry=f"delta {entry['path'][:200]!r}",
                                   rule="has no file of that path in its base")
             limit = min(entry["size"], under["size"])
+            if not delta["pages"] and not under.get("layers"):  # most files of a diff
+                yield {**entry, "blocks": under["blocks"][:-(-limit // bs)],
+                       "blocks_size": limit, "pages": []}
+                continue
             read, layers = _layers(under, limit)
             layers.append(_Layer(delta["pages"], entry["blocks"], delta["block_pages"],
                                  entry["size"]))

@@ -19,12 +19,15 @@ import itertools
 import os
 import shlex
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.durability import sync_trees
@@ -179,19 +182,41 @@ class _Writing:
     tasks_left: int
 
 
-class _Tally:
-    """What the files a restore writes add up to, counted as they pass."""
+_WRITE, _ZEROS = b"W", b"Z"
+
+
+class _Spooled:
+    """A restore's files as its reading of the point's entries made them: those to write
+    (combined with their base's, checked: ``writes``) and those to create as zeros, one
+    JSON line each in a temporary file, read back as the files are written. Nothing is
+    held per file, and the vault's objects are read once."""
 
     def __init__(self) -> None:
+        # the spool's own file, closed by ``close`` (an unnamed file: gone with it)
+        self._file = tempfile.TemporaryFile(prefix="dbsafe-restore-")  # noqa: SIM115
         self.count = 0
         self.bytes = 0
 
-    def files(self, entries: Iterable[dict]) -> Iterator[dict]:
+    def add(self, kind: bytes, entry: dict) -> None:
+        self._file.write(kind + orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+
+    def writes(self, entries: Iterable[dict]) -> Iterator[dict]:
+        """``entries`` to write, spooled and counted as they pass."""
         for entry in entries:
             self.count += 1
             self.bytes += entry["size"] + sum(w[2] for _, writes in entry.get("pages", ())
                                               for w in writes)
+            self.add(_WRITE, entry)
             yield entry
+
+    def read(self) -> Iterator[tuple[bytes, dict]]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield line[:1], orjson.loads(line[1:])
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _file_bytes(repo: Repository, entry: dict) -> bytes:
@@ -263,10 +288,19 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         """The files to write, one at a time (combine.py), of the point's ``entries``."""
         return combine.file_writes(manifest, combine.load_base(vault.repo, manifest), entries)
 
-    # the first reading of the entries: each checked (a forged one refuses the point
-    # before anything is written), what they add up to kept, nothing else
-    tally = _Tally()
-    listed = tally.files(writes(e for e in manifest_checks.files(manifest) if plan.keeps(e)))
+    # The one reading of the entries: each checked (a forged one refuses the point before
+    # anything is written), combined with its base's, counted, and spooled to local disk;
+    # the writers take them from there, so what is written is what was checked.
+    spooled = _Spooled()
+
+    def kept() -> Iterator[dict]:
+        for entry in manifest_checks.files(manifest):
+            if plan.keeps(entry):
+                yield entry
+            else:
+                spooled.add(_ZEROS, entry)
+
+    listed = spooled.writes(writes(kept()))
     destination = to_pgdata or as_files
     assert destination is not None  # the caller gives one (cli, api, staging, drills)
     target = Path(os.path.abspath(destination))
@@ -303,7 +337,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
             contextlib.nullcontext(job) as job:
         assert job is not None  # its own, or the larger restore's
         t0 = time.perf_counter()
-        total = tally.bytes + sum(w["size"] for w in manifest["wal"])
+        total = spooled.bytes + sum(w["size"] for w in manifest["wal"])
         job.expect(total)
         made: list[restore_targets.Made] = []
         trees: list[Tree] = []
@@ -331,20 +365,20 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                 sparse(entry)
             control: list[dict] = []  # written last, on its own (_write_control)
 
-            def kept() -> Iterator[dict]:  # the second reading: as the files are written
-                for entry in manifest_checks.files(manifest):
-                    if not plan.keeps(entry):
+            def placed() -> Iterator[tuple[dict, Tree, str]]:  # as they were spooled
+                for kind, entry in spooled.read():
+                    if kind == _ZEROS:
                         sparse(entry)
                     elif entry["path"] == CONTROL_FILE:
                         control.append(entry)
                     else:
-                        yield entry
+                        yield entry, *layout.placed(entry["path"], pgdata, ts_trees)
 
-            placed = ((f, *layout.placed(f["path"], pgdata, ts_trees)) for f in writes(kept()))
             wal_files = ((w, wal, w["path"]) for w in manifest["wal"])
-            _restore_files(vault.repo, itertools.chain(placed, wal_files),
+            _restore_files(vault.repo, itertools.chain(placed(), wal_files),
                            workers or vault.read_workers(), job.advance)
-            control_entry = next(writes(control), None)
+            spooled.close()
+            control_entry = control[0] if control else None
             if as_files:
                 write_new(top.fd, "RESTORE.txt", _as_files_readme(
                     manifest, point_id, name, recovery, wal.path, left_out).encode(), 0o644)
@@ -382,6 +416,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
                     _stop_if_running(pgdata_path, server["bin_dir"], owner)
                     raise
         except BaseException as exc:
+            spooled.close()
             for m in made:
                 m.remove()
             if isinstance(exc, OSError) and exc.errno in NO_SPACE:  # filled meanwhile
@@ -401,7 +436,7 @@ def run_restore(vault: Vault, name: str, point_id: str, to_pgdata: Path | None =
         result = {
             "point_id": point_id, "server": name, "target": str(target),
             "pgdata": str(pgdata_path), "mode": "files" if as_files else "pgdata",
-            "bytes_written": total, "files": tally.count,
+            "bytes_written": total, "files": spooled.count,
             "databases_left_out": left_out, "databases_dropped": dropped,
             "wal_segments": len(manifest["wal"]),
             "tablespaces": {oid: str(t.path) for oid, t in ts_trees.items()},
