@@ -40,8 +40,8 @@ _READER = "checked_files"
 def files(manifest: dict) -> Iterator[FileEntry]:
     """The file entries of a manifest ``checked`` returned, one at a time (from its parts,
     each checked against the rules as it comes; inline ones were checked with it). A
-    reader that acts on them reads them once to check before it writes anything, and
-    again to write (a forged part met the second time still stops it)."""
+    reader that acts on them reads them all before it writes anything (a restore keeps
+    what it read in a local spool and writes from there)."""
     reader = getattr(manifest, _READER, None)
     if reader is not None:
         yield from reader()
