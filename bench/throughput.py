@@ -62,9 +62,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
+import diff  # noqa: E402
 import run  # noqa: E402
 from dataset import BASE, BIN, PG_USER, SERVER_SETTINGS, Cluster, as_postgres, log  # noqa: E402
-from run import RESULTS, SERVER, du, measure, median_of, wait_archive_idle  # noqa: E402
+from run import RESULTS, du, measure, median_of, wait_archive_idle  # noqa: E402
 
 # Sizing. Measured on PostgreSQL 15: pgbench scale 1 = 100 000 accounts = 1 640 heap pages
 # + 2.2 MB primary key ~ 15.7 MB; a bench_text row (id + 256 hex chars) ~ 325 bytes with its
@@ -292,30 +293,9 @@ class SizeRun(run.Bench):
             "heap pages")
         return info
 
-    def archive_since_full(self, vault: Path) -> dict:
-        """bench/diff.py's: the vault's instance in the FULL model and the finished WAL
-        segments since its full archived into it (untimed, as pgBackRest's archive-push)."""
-        from dbsafe.engines.postgres import wal
-        from dbsafe.services.handle.vault_handle import Vault
-        from dbsafe.services.inventory.servers import get_server
-        from dbsafe.services.lifecycle.points import list_points
-        from dbsafe.services.logchain.archive import archive_wal_file
-
-        t0 = time.perf_counter()
-        v = Vault.open(vault)
-        try:
-            server = get_server(v, SERVER)
-            v.catalog.update_instance(server["instance_id"], recovery_model="FULL")
-            server = get_server(v, SERVER)
-            size = server["wal_segment_size"]
-            first = wal.parse_lsn(list_points(v, SERVER)[-1]["start_lsn"]) // size
-            now = wal.parse_lsn(self.cluster.psql("SELECT pg_current_wal_lsn()")) // size
-            names = [wal.segment_file_name(1, n, size) for n in range(first, now)]
-            for name in names:
-                archive_wal_file(v, server, self.cluster.pgdata / "pg_wal" / name, name)
-        finally:
-            v.catalog.close()
-        return {"segments_archived": len(names), "seconds": round(time.perf_counter() - t0, 2)}
+    # bench/diff.py's: the vault's instance in the FULL model and the finished WAL segments
+    # since its full archived into it (untimed, as pgBackRest's archive-push)
+    archive_since_full = diff.DiffBench.archive_since_full
 
     # steps -------------------------------------------------------------------------------------
 
