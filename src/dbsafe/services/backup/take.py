@@ -24,6 +24,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.base import SourceFile
 from dbsafe.engines.postgres import cluster, discover
 from dbsafe.engines.postgres.backup import BackupSession
+from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import counts, differential, selection, synthetic, tracked
 from dbsafe.services.backup.copy import MAX_CORRUPT_LISTED, CopiedFile, Copier, file_entry
@@ -40,7 +41,6 @@ from dbsafe.vault.entries import EntrySpool
 from dbsafe.vault.records import Database, FileEntry, Instance, Manifest
 
 BACKUP_TYPES = defaults.BACKUP_TYPES
-CONTROL_FILE = "global/pg_control"
 
 
 def _tracked_source(vault: Vault, server: dict, session: BackupSession, source: dict,
