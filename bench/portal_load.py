@@ -13,14 +13,20 @@ Run from the checkout (wrk from Debian: ``bash scripts/install.sh --bench``):
    the pages read the catalog only): N servers x M databases, all protected with the policy
    "daily" (weekly full, daily differentials, a log backup every 15 minutes), and per server
    the policy's points for the last D days, the WAL files they imply, one job per backup
-   run (a few failed) and a handful of active alerts. ``--vault DIR`` reuses a seeded vault.
+   run (a few failed), the scheduler's memory of each kind's last slot and its job, and a
+   handful of active alerts. ``--vault DIR`` reuses a seeded vault.
 2. Starts ``dbsafe serve --no-scheduler`` on a free loopback port with a reader token.
 3. Drives each URL with wrk (a Lua ``done()`` hook prints p50/p95/p99/max and requests/s as
    JSON); the dashboard, the database list and the API item list at ``--clients``, one
    database list page from the middle and one database page (the 90-day timeline) at one
    client, for information.
 4. Checks the catalog still holds every seeded point and WAL file (a request that
-   reconciles with the vault would drop them: the vault has no manifests).
+   reconciles the catalog with the vault drops a row whose manifest or WAL record is
+   missing: the seed writes them, header only, ``write_repository``).
+
+``--servers 10 --dbs-per-server 2000`` is a vault at its limit of 20,000 protected
+databases (services/inventory/limits.py): the seed writes the catalog's rows directly, so no
+limit is in the way; bench/vault_scale.py seeds it with ``seed`` and runs this script on it.
 
 Results: a table on stdout and bench/results/portal-load-<time>.json. Everything lives in
 /var/tmp/dbsafe-bench/portal-load-<time>, removed at the end unless ``--keep``.
@@ -316,9 +322,12 @@ def seed(vault_dir: Path, servers: int, dbs: int, days: int, alerts_on: int) -> 
             session.many(f"INSERT INTO jobs ({', '.join(JOB_COLS)}) VALUES "
                          f"({', '.join('?' for _ in JOB_COLS)})",
                          [tuple(j[c] for c in JOB_COLS) for j in s.jobs])
-            last = {p["type"]: p["start_time"] for p in s.points}
-            for kind, slot in last.items():
-                catalog.claim_slot(instance_id, policy.name, kind, slot)
+            # the scheduler's memory: per kind, the slot of the last run and its job (a
+            # claim without a job reads as a run that never started, tried again)
+            last = {j["backup_type"]: j for j in s.jobs}
+            for kind, job in last.items():
+                catalog.claim_slot(instance_id, policy.name, kind, job["start_time"])
+                catalog.set_slot_job(instance_id, policy.name, kind, job["id"])
         catalog._atomic(rows)
         write_repository(vault.repo, s)
         if i < alerts_on:

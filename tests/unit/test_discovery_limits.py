@@ -1,7 +1,11 @@
 """Pure parts of discovery and the limits: OS check, pg_lsclusters columns, which databases
-are protectable, and lowering (never raising) the item limits."""
+are protectable, and the item limits an administrator sets (the per-server one lowered or
+raised up to the per-vault one, the per-vault one only lowered)."""
 
 from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -82,15 +86,114 @@ def test_protectable_databases():
     assert "DROP DATABASE half" in protectability(dbs[4])[1]
 
 
-def test_item_limits_can_be_lowered_not_raised(monkeypatch):
-    assert limits.max_items_per_server() == limits.MAX_ITEMS_PER_SERVER == 2000
-    assert limits.max_items_per_vault() == limits.MAX_ITEMS_PER_VAULT == 2000
-    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", "40")
-    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", "5000")
-    assert limits.max_items_per_server() == 40
-    assert limits.max_items_per_vault() == 2000
-    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", "lots")
+@pytest.fixture
+def no_limit_settings(monkeypatch, caplog):
+    """Neither variable set, no warning given yet in this process; warnings captured."""
+    monkeypatch.delenv("DBSAFE_MAX_ITEMS_PER_SERVER", raising=False)
+    monkeypatch.delenv("DBSAFE_MAX_ITEMS_PER_VAULT", raising=False)
+    monkeypatch.setattr(limits, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="dbsafe.limits")
+    return caplog
+
+
+def test_default_item_limits(no_limit_settings, monkeypatch):
+    """2,000 per server (the support matrix), ten times the matrix's 2,000 per vault."""
+    assert limits.MAX_ITEMS_PER_SERVER == 2000 and limits.MAX_ITEMS_PER_VAULT == 20_000
     assert limits.max_items_per_server() == 2000
+    assert limits.max_items_per_vault() == 20_000
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", " ")  # empty: unset
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", "")
+    assert (limits.max_items_per_server(), limits.max_items_per_vault()) == (2000, 20_000)
+    assert not no_limit_settings.records
+
+
+@pytest.mark.parametrize("value, limit", [("2500", 2500), ("5000", 5000),
+                                          (" 20000 ", 20_000)])
+def test_the_per_server_limit_can_be_raised_up_to_the_vault_limit(no_limit_settings,
+                                                                  monkeypatch, value, limit):
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", value)
+    assert limits.max_items_per_server() == limit
+    assert limits.max_items_per_vault() == 20_000
+    assert not no_limit_settings.records
+
+
+def test_both_limits_can_be_lowered(no_limit_settings, monkeypatch):
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", "40")
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", "52")
+    assert (limits.max_items_per_server(), limits.max_items_per_vault()) == (40, 52)
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", "0")  # a freeze is a choice too
+    assert limits.max_items_per_server() == 0
+    assert not no_limit_settings.records
+
+
+@pytest.mark.parametrize("variable, reader", [
+    ("DBSAFE_MAX_ITEMS_PER_SERVER", limits.max_items_per_server),
+    ("DBSAFE_MAX_ITEMS_PER_VAULT", limits.max_items_per_vault)])
+def test_a_value_over_the_vault_limit_is_refused(no_limit_settings, monkeypatch, variable,
+                                                 reader):
+    """The highest allowed applies, and a warning says why (once per process and value:
+    auto-protection reads the limits on every discovery)."""
+    monkeypatch.setenv(variable, "20001")
+    assert reader() == 20_000
+    assert reader() == 20_000
+    (record,) = no_limit_settings.records
+    message = record.getMessage()
+    assert variable in message and "'20001' is refused" in message
+    assert "above 20,000" in message and "the limit is 20,000" in message
+    monkeypatch.setenv(variable, "1000000")
+    assert reader() == 20_000 and len(no_limit_settings.records) == 2
+
+
+@pytest.mark.parametrize("value", ["lots", "5,000", "2e4", "-40", "40.5", "\u0664\u0660"])
+def test_a_value_that_is_not_a_whole_number_is_refused(no_limit_settings, monkeypatch, value):
+    """The default applies: what dbsafe held before anyone set anything."""
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", value)
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", value)
+    assert limits.max_items_per_server() == 2000
+    assert limits.max_items_per_vault() == 20_000
+    server, vault = (r.getMessage() for r in no_limit_settings.records)
+    assert "DBSAFE_MAX_ITEMS_PER_SERVER" in server and "not a whole number" in server
+    assert "the limit is 2,000" in server and "from 0 to 20,000" in server
+    assert "DBSAFE_MAX_ITEMS_PER_VAULT" in vault and "the limit is 20,000" in vault
+
+
+class _Catalog:
+    """The catalog calls ``check_protect`` and ``room`` make: ``counts`` protected items
+    per instance id (all active)."""
+
+    def __init__(self, counts: dict[int, int]) -> None:
+        self.counts = counts
+
+    def count_items(self, instance_id: int | None = None) -> int:
+        return sum(self.counts.values()) if instance_id is None else self.counts[instance_id]
+
+    def list_items(self, instance_id: int) -> list[dict]:
+        return [{"name": f"db{j}", "state": "protected"}
+                for j in range(self.counts[instance_id])]
+
+    def list_databases(self, instance_id: int) -> list[dict]:
+        return []
+
+
+def test_protection_follows_the_limits_as_set(no_limit_settings, monkeypatch):
+    """A server of 2,000 is full by default; raised, it takes more until the vault holds
+    20,000 (19,000 now: this server's 2,000 and another's 17,000); lowered, the vault
+    refuses sooner."""
+    server = {"name": "big", "instance_id": 1}
+    vault = SimpleNamespace(catalog=_Catalog({1: 2000, 2: 17_000}))
+    with pytest.raises(limits.DbsafeError) as refused:
+        limits.check_protect(vault, server, ["new"], auto=False)
+    assert refused.value.code == "limit.items_per_server"
+    assert limits.room(vault, server) == 0
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_SERVER", "5000")
+    assert limits.room(vault, server) == 1000  # 20,000 - 19,000 in the vault
+    assert limits.check_protect(vault, server, [f"n{j}" for j in range(50)], auto=False) == []
+    with pytest.raises(limits.DbsafeError) as refused:
+        limits.check_protect(vault, server, [f"n{j}" for j in range(1001)], auto=True)
+    assert refused.value.code == "limit.items_per_vault"
+    assert "at most 20000" in refused.value.message
+    monkeypatch.setenv("DBSAFE_MAX_ITEMS_PER_VAULT", "19010")
+    assert limits.room(vault, server) == 10
 
 
 def test_large_database_warning_names_the_database_and_the_limit():

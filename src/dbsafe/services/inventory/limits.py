@@ -1,15 +1,23 @@
 """The support matrix's limits, held at protection and at registration.
 
 Each constant names the row of ``reference/azure-sql-vm-backup-support-matrix.md`` it comes
-from. The item limits may be lowered (never raised) by an administrator with the
-environment variables ``DBSAFE_MAX_ITEMS_PER_SERVER`` and ``DBSAFE_MAX_ITEMS_PER_VAULT``:
-the support figure is what dbsafe is tested at, a lower cap is a site's own choice (and
-lets tests hit a limit without creating 2,000 databases). docs/discovery-and-limits.md
-lists them all.
+from, or says where dbsafe goes beyond it. Two item limits can be set by an administrator
+in the environment of every dbsafe process that protects databases (the CLI, ``dbsafe
+serve`` for the portal, the API and auto-protection):
+
+- ``DBSAFE_MAX_ITEMS_PER_SERVER``: 2,000 (the support figure) unless set; it may be lowered,
+  or raised up to the per-vault limit (20,000);
+- ``DBSAFE_MAX_ITEMS_PER_VAULT``: 20,000 unless set; it may only be lowered.
+
+A lower cap is a site's own choice (and lets tests hit a limit without creating 2,000
+databases). A value that is not a whole number, or above what the variable allows, is not
+used: the limit is the default (not a number) or the highest allowed (too large), and a
+warning says so (``_setting``). docs/discovery-and-limits.md lists them all.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
@@ -19,12 +27,22 @@ from dbsafe.core.child_env import tool_env
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.handle.vault_handle import Vault
 
+log = logging.getLogger("dbsafe.limits")
+
 MAX_ITEMS_PER_SERVER = 2000
 """Feature considerations and limitations: "Number of databases that can be protected in a
-server (and in a vault) | 2000"."""
+server (and in a vault) | 2000". The default per server; ``DBSAFE_MAX_ITEMS_PER_SERVER``
+may raise it up to ``MAX_ITEMS_PER_VAULT`` (one server holding every database of the
+vault) or lower it (``max_items_per_server``)."""
 
-MAX_ITEMS_PER_VAULT = 2000
-"""The same row: "... (and in a vault) | 2000"."""
+MAX_ITEMS_PER_VAULT = 20_000
+"""The same row says 2,000 per vault; dbsafe holds ten times that: 20,000 protected
+databases in one vault (e.g. ten servers of 2,000). bench/vault_scale.py measures it on a
+seeded vault of 10 x 2,000 databases with 90 days of points against 1 x 2,000: listing
+(``dbsafe server list``, ``items``, ``points``), the scheduler's planning pass, the health
+check's backup-age part, retention over every server, and the portal and API lists
+(bench/portal_load.py); docs/discovery-and-limits.md, *Limits*, gives the figures.
+``DBSAFE_MAX_ITEMS_PER_VAULT`` may only lower it (``max_items_per_vault``)."""
 
 MAX_DATABASE_BYTES = 2 * 1024**4
 """Feature considerations and limitations: "Database size supported (beyond this,
@@ -64,17 +82,50 @@ VM deployments only ("Supported deployments": Marketplace and manually installed
 
 
 def max_items_per_server() -> int:
-    return _lowered("DBSAFE_MAX_ITEMS_PER_SERVER", MAX_ITEMS_PER_SERVER)
+    """The per-server limit: ``DBSAFE_MAX_ITEMS_PER_SERVER`` if set (lower or higher than
+    ``MAX_ITEMS_PER_SERVER``, at most ``MAX_ITEMS_PER_VAULT``), else the default."""
+    return _setting("DBSAFE_MAX_ITEMS_PER_SERVER", MAX_ITEMS_PER_SERVER, MAX_ITEMS_PER_VAULT)
 
 
 def max_items_per_vault() -> int:
-    return _lowered("DBSAFE_MAX_ITEMS_PER_VAULT", MAX_ITEMS_PER_VAULT)
+    """The per-vault limit: ``DBSAFE_MAX_ITEMS_PER_VAULT`` if set and lower than
+    ``MAX_ITEMS_PER_VAULT`` (it cannot raise it), else ``MAX_ITEMS_PER_VAULT``."""
+    return _setting("DBSAFE_MAX_ITEMS_PER_VAULT", MAX_ITEMS_PER_VAULT, MAX_ITEMS_PER_VAULT)
 
 
-def _lowered(variable: str, limit: int) -> int:
+_warned: set[tuple[str, str]] = set()  # (variable, value) already warned about
+
+
+def _setting(variable: str, default: int, highest: int) -> int:
+    """The limit ``variable`` sets: a whole number from 0 to ``highest``; unset or empty,
+    ``default``.
+
+    A value that breaks the rule is refused, with a warning logged once per process and
+    value (the CLI prints it on stderr, ``dbsafe serve`` in its log): not a whole number,
+    the default; above ``highest``, ``highest``. Why not an error: the registry
+    (core/errors.py) has no code for a bad setting in the environment. ``usage.invalid``
+    is the command line's own (its message sends to ``--help``, which does not list this
+    variable, and the API would answer 400, blaming the caller for the host's setting),
+    and ``limit.*`` say that a request broke a limit. An error would also stop, besides
+    ``protect``, every discovery of ``dbsafe serve`` (auto-protection reads the limits)
+    for a setting that only caps. Falling back is safe both ways: the default is what
+    dbsafe has always held, and a per-server limit above the per-vault one never lets more
+    in, since both are checked.
+    """
     value = os.environ.get(variable, "").strip()
-    if value.isdigit():
-        return min(int(value), limit)
+    if not value:
+        return default
+    if value.isascii() and value.isdigit():
+        if int(value) <= highest:
+            return int(value)
+        limit, why = highest, f"above {highest:,}, the most it may be"
+    else:
+        limit, why = default, "not a whole number"
+    if (variable, value) not in _warned:
+        _warned.add((variable, value))
+        log.warning("%s=%r is refused (%s): the limit is %s; set a whole number from 0 to "
+                    "%s, or unset it for %s (docs/discovery-and-limits.md, Limits)",
+                    variable, value, why, f"{limit:,}", f"{highest:,}", f"{default:,}")
     return limit
 
 
