@@ -170,10 +170,10 @@ def decide(points: list[PointInfo], policy: Policy, now: datetime,
     if policy.log_every is not None or any(p.type == "log" for p in ordered):
         cutoff = now - timedelta(days=log_days)
         full_ids = {p.point_id for p in fulls}
+        candidates = [p for p in ordered if p.type == "diff" or p.point_id in full_ids]
         chain_bases = []
         for database in each:
-            bases = [p for p in ordered if (p.type == "diff" or p.point_id in full_ids)
-                     and p.holds(database)]
+            bases = [p for p in candidates if p.holds(database)]
             before = [p for p in bases if p.end_time <= cutoff]
             base = before[-1] if before else (bases[0] if bases else None)
             if base is not None:

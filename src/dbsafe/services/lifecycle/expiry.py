@@ -50,8 +50,9 @@ def apply_retention(vault: Vault, name: str, now: datetime) -> dict:
     pinned = {p["point_id"] for p in points if set(p["databases"] or ()) & pinned_dbs}
     held = instance_holds(vault, server["instance_id"], now)  # immutable: frozen retention
     expire = [pid for pid in decision.expire if pid not in pinned and pid not in held]
+    expiring = set(expire)
     bases = {p["base_point"] for p in list_points(vault, name, deleted=None)
-             if p["point_id"] not in expire and p.get("base_point")}
+             if p["point_id"] not in expiring and p.get("base_point")}
     expire = [pid for pid in expire if pid not in bases]
     result = {"server": name, "policy": policy.name, "expired": expire,
               "kept": decision.keep, "held": {p: held[p] for p in decision.expire if p in held},

@@ -31,8 +31,11 @@ def newest_instants(vault: Vault, server: dict, databases: list[str], *,
     full_model = (server["recovery_model"] or "SIMPLE") == "FULL"
     found: dict[tuple[str, ...], str | None] = {}
     result = {}
+    # each base's databases read once (not once per database: a server of 20,000
+    # databases and 90 bases made 1.8 million of them, every minute)
+    held = [(p, coverage.held(p)) for p in bases]
     for db in databases:
-        mine = [p for p in bases if coverage.holds(p, [db])]
+        mine = [p for p, have in held if have is None or db in have]
         key = tuple(p["point_id"] for p in mine)
         if key not in found:
             ends = [p["end_time"] for p in mine]
