@@ -85,6 +85,9 @@ def main() -> None:
                      "-E", "UTF8", "--locale", "C", "-D", str(pgdata)]))
     with open(pgdata / "postgresql.conf", "a") as f:
         f.write("".join(f"{k} = {v}\n" for k, v in SETTINGS.items()))
+        # fingerprint() reads every table in one transaction: a lock each (the restored
+        # copy has the same setting, from the backup)
+        f.write("max_locks_per_transaction = 1024\n")
     cluster = Cluster(pgdata, area / "socket", area / "server.log")
     restored = Cluster(area / "restores" / "pgdata", area / "socket-restored",
                        area / "restored.log")

@@ -4,9 +4,9 @@ deployments refused at registration.
 
 The full 2,000-database run (create, discover, auto-protect, back up, refuse the 2,001st)
 takes 4-5 minutes and 15 GB here, so it lives in bench/many_databases.py (figures in
-bench/README.md); these tests lower the limit (DBSAFE_MAX_ITEMS_PER_SERVER / _VAULT, which
-may only lower it) to hit it with a few dozen databases, and refuse the 2,001st against the
-real limit of 2,000 with a catalog that holds 2,000 items.
+bench/README.md); these tests lower the limit (DBSAFE_MAX_ITEMS_PER_SERVER / _VAULT) to
+hit it with a few dozen databases, and refuse the 2,001st against the real limit of 2,000
+with a catalog that holds 2,000 items.
 """
 
 from __future__ import annotations

@@ -106,30 +106,31 @@ class Walk:
             os.close(root)
 
     def _visit(self, fd: int, abs_dir: str, rel_dir: str, owner: int) -> Iterator[SourceFile]:
-        with os.scandir(fd) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        # names only, sorted (a database folder may hold 100,000 files: a DirEntry and its
+        # stat each would be ~800 bytes a file held for the whole folder)
+        names = sorted(os.listdir(fd))
         paged_dir = _is_relation_dir(rel_dir)
-        unlogged = _unlogged_main_forks([e.name for e in entries]) if paged_dir else set()
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        unlogged = _unlogged_main_forks(names) if paged_dir else set()
+        for name in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if rel_dir == "pg_tblspc" and stat.S_ISLNK(st.st_mode):
-                location = _tablespace_location(fd, entry.name, self._known)
+                location = _tablespace_location(fd, name, self._known)
                 if location is None:
                     continue  # a link PostgreSQL does not know as a tablespace
-                self.tablespaces.append({"oid": entry.name, "location": location})
+                self.tablespaces.append({"oid": name, "location": location})
                 self.dirs.append({"path": rel, "mode": 0o700, "type": "tablespace"})
-                sub = _open_tablespace(entry.name, location, owner)
+                sub = _open_tablespace(name, location, owner)
                 try:
                     yield from self._visit(sub, location, rel, owner)
                 finally:
                     os.close(sub)
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if entry.name.startswith("pgsql_tmp"):
+                if name.startswith("pgsql_tmp"):
                     continue
                 self.dirs.append({"path": rel, "mode": stat.S_IMODE(st.st_mode),
                                   "type": "dir"})
@@ -139,7 +140,7 @@ class Walk:
                                           "type": "dir"})
                     continue
                 try:
-                    sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                    sub = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except (FileNotFoundError, NotADirectoryError):
                     continue  # removed (a dropped database) or replaced while we walked
                 except OSError as exc:
@@ -147,18 +148,18 @@ class Walk:
                         raise
                     continue  # replaced by a link while we walked: never followed
                 try:
-                    yield from self._visit(sub, f"{abs_dir}/{entry.name}", rel, owner)
+                    yield from self._visit(sub, f"{abs_dir}/{name}", rel, owner)
                 finally:
                     os.close(sub)
             elif stat.S_ISREG(st.st_mode):
-                if _skip_file(entry.name, top_level=not rel_dir) or entry.name in unlogged:
+                if _skip_file(name, top_level=not rel_dir) or name in unlogged:
                     continue
-                if paged_dir and TEMP_RELATION_FILE.match(entry.name):
+                if paged_dir and TEMP_RELATION_FILE.match(name):
                     continue
-                match = RELATION_FILE.match(entry.name) if paged_dir else None
+                match = RELATION_FILE.match(name) if paged_dir else None
                 segno = int(match.group(5) or 0) if match else 0
                 yield SourceFile(
-                    path=rel, abspath=f"{abs_dir}/{entry.name}", size=st.st_size,
+                    path=rel, abspath=f"{abs_dir}/{name}", size=st.st_size,
                     mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime,
                     paged=match is not None, first_page=segno * PAGES_PER_SEGMENT,
                     identity=(st.st_dev, st.st_ino), owner=owner)
