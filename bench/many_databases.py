@@ -187,6 +187,21 @@ class PgBackRest:
         return seconds, largest, max(peak[0] / 1024 / 1024, largest)
 
 
+def fresh_cluster(name: str, **settings: str) -> tuple[Path, Cluster]:
+    """(the run's area BASE/``name``, a new cluster in it, not started): initdb
+    --data-checksums, ``SETTINGS`` and ``settings``."""
+    area = BASE / name
+    area.mkdir(parents=True)
+    chown_postgres(BASE)
+    chown_postgres(area)
+    pgdata = area / "pgdata"
+    run(as_postgres([str(BIN / "initdb"), "--data-checksums", "-A", "trust", "-U", "postgres",
+                     "-E", "UTF8", "--locale", "C", "-D", str(pgdata)]))
+    with open(pgdata / "postgresql.conf", "a") as f:
+        f.write("".join(f"{k} = {v}\n" for k, v in {**SETTINGS, **settings}.items()))
+    return area, Cluster(pgdata, area / "socket", area / "server.log")
+
+
 def create_databases(cluster: Cluster, names: list[str], workers: int) -> float:
     def make(chunk: list[str]) -> None:
         with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port,
@@ -285,16 +300,8 @@ def main() -> None:
     if args.databases < 2000:  # a smaller trial run: lower the limit to match (see limits.py)
         os.environ["DBSAFE_MAX_ITEMS_PER_SERVER"] = str(args.databases)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    area = BASE / f"many-{stamp}"
-    area.mkdir(parents=True)
-    chown_postgres(BASE)
-    chown_postgres(area)
-    pgdata, vault = area / "pgdata", area / "vault"
-    run(as_postgres([str(BIN / "initdb"), "--data-checksums", "-A", "trust", "-U", "postgres",
-                     "-E", "UTF8", "--locale", "C", "-D", str(pgdata)]))
-    with open(pgdata / "postgresql.conf", "a") as f:
-        f.write("".join(f"{k} = {v}\n" for k, v in SETTINGS.items()))
-    cluster = Cluster(pgdata, area / "socket", area / "server.log")
+    area, cluster = fresh_cluster(f"many-{stamp}")
+    pgdata, vault = cluster.pgdata, area / "vault"
     res: dict = {"databases": args.databases, "time": stamp, "cpus": os.cpu_count(),
                  "dbsafe_code": git_commit(), "pgbackrest": run(["pgbackrest", "version"])
                  .stdout.strip()}

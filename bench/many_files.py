@@ -31,8 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dataset import BASE, BIN, Cluster, as_postgres, chown_postgres, free_port, log, run  # noqa: E402
-from many_databases import SETTINGS, dbsafe, du, timed_json  # noqa: E402
+from dataset import Cluster, chown_postgres, free_port, log  # noqa: E402
+from many_databases import dbsafe, du, fresh_cluster, timed_json  # noqa: E402
 
 RESULTS = HERE / "results"
 CHUNK = 400  # tables made per transaction (each takes several locks)
@@ -76,19 +76,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    area = BASE / f"files-{stamp}"
-    area.mkdir(parents=True)
-    chown_postgres(BASE)
-    chown_postgres(area)
-    pgdata, vault = area / "pgdata", area / "vault"
-    run(as_postgres([str(BIN / "initdb"), "--data-checksums", "-A", "trust", "-U", "postgres",
-                     "-E", "UTF8", "--locale", "C", "-D", str(pgdata)]))
-    with open(pgdata / "postgresql.conf", "a") as f:
-        f.write("".join(f"{k} = {v}\n" for k, v in SETTINGS.items()))
-        # fingerprint() reads every table in one transaction: a lock each (the restored
-        # copy has the same setting, from the backup)
-        f.write("max_locks_per_transaction = 1024\n")
-    cluster = Cluster(pgdata, area / "socket", area / "server.log")
+    # fingerprint() reads every table in one transaction: a lock each (the restored copy
+    # has the same setting, from the backup)
+    area, cluster = fresh_cluster(f"files-{stamp}", max_locks_per_transaction="1024")
+    pgdata, vault = cluster.pgdata, area / "vault"
     restored = Cluster(area / "restores" / "pgdata", area / "socket-restored",
                        area / "restored.log")
     res: dict = {"tables": args.tables, "time": stamp}
