@@ -221,12 +221,6 @@ class BlobIndex:
             table = _Table.load(self._cache, self._vault_id) or table
         self._table, self._overlay, self._overlay_packs = table, {}, set()
 
-    def replace(self, other: BlobIndex) -> None:
-        """Take ``other``'s content (a reload), keeping this object: sinks hold it."""
-        with self._lock:
-            self._table, self._overlay = other._table, other._overlay
-            self._overlay_packs, self.excluded = other._overlay_packs, other.excluded
-
     def _places(self, block_id: bytes) -> list[BlobLocation]:
         table = self._table
         return self._overlay.get(block_id, []) + (table.places(block_id) if table else [])
