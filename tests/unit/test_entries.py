@@ -33,7 +33,8 @@ def _entry(path: str, blocks: list[str] | None = None) -> dict:
 def _save(repo: Repository, point_id: str, files: list[dict]) -> dict:
     spool = EntrySpool()
     try:
-        spool.add_all(files)
+        for entry in files:
+            spool.add(entry)
         about, _ = spool.write_parts(repo, point_id)
     finally:
         spool.close()
@@ -184,7 +185,8 @@ def test_parts_without_a_manifest_are_removed_once_a_week_old(repo):
     from dbsafe.vault.gc import _remove_orphan_parts
     _save(repo, POINT, [_entry(p) for p in PATHS])  # committed: kept whatever its age
     spool = EntrySpool()
-    spool.add_all([_entry(p) for p in PATHS])
+    for path in PATHS:
+        spool.add(_entry(path))
     spool.write_parts(repo, OTHER)  # never committed
     spool.close()
     started = datetime(2026, 12, 6, 13, tzinfo=UTC)

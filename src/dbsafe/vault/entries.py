@@ -11,13 +11,13 @@ entry before, and joins two points' entries (a differential's and its base's) in
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.core.spool import Spool
 from dbsafe.vault.format import KIND_PART, SealError
 from dbsafe.vault.records import FORMAT, FileEntry, Manifest
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 PART_FILES = 10_000  # entries a writer puts in a part
 MAX_PART_FILES = 100_000  # what a reader accepts in one
-_SLOT = b"\n"  # a spool line kept for an entry that comes later (pg_control)
+_SLOT = b"{}"  # a spool line kept for an entry that comes later (pg_control)
 
 
 def path_key(path: str) -> list[str]:
@@ -44,16 +44,14 @@ class OutOfOrder(ValueError):
 
 
 class EntrySpool:
-    """A backup's file entries, in path order, spooled to a temporary file (one compact
-    JSON line each) as they come; ``reserve`` keeps the place of one that comes later
-    (pg_control, copied last but listed in order). Not thread-safe: one writer."""
+    """A backup's file entries, in path order, spooled to the local disk (core/spool.py) as
+    they come; ``reserve`` keeps the place of one that comes later (pg_control, copied last
+    but listed in order). Not thread-safe: one writer."""
 
     def __init__(self) -> None:
-        # the spool's own file for its life, closed by ``close`` (or leaving ``with``)
-        self._file = tempfile.TemporaryFile(prefix="dbsafe-entries-")  # noqa: SIM115
+        self._spool = Spool("dbsafe-entries-")
         self._last: list[str] | None = None
         self._slots: dict[int, FileEntry | None] = {}
-        self.lines = 0
 
     def _in_order(self, path: str) -> None:
         key = path_key(path)
@@ -63,38 +61,30 @@ class EntrySpool:
 
     def add(self, entry: FileEntry | dict[str, Any]) -> None:
         self._in_order(entry["path"])
-        self._file.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-        self.lines += 1
-
-    def add_all(self, entries: Iterable[FileEntry | dict[str, Any]]) -> None:
-        for entry in entries:
-            self.add(entry)
+        self._spool.add(entry)
 
     def reserve(self, path: str) -> int:
         """Keep the place of ``path``'s entry; ``fill`` it later (or never: then it is
         left out, as a file that vanished)."""
         self._in_order(path)
-        self._file.write(_SLOT)
-        self._slots[self.lines] = None
-        self.lines += 1
-        return self.lines - 1
+        self._slots[self._spool.lines] = None
+        self._spool.add_line(_SLOT)
+        return self._spool.lines - 1
 
     def fill(self, slot: int, entry: FileEntry | dict[str, Any] | None) -> None:
         self._slots[slot] = FileEntry(entry) if entry is not None else None
 
     def count(self) -> int:
-        return self.lines - sum(1 for e in self._slots.values() if e is None)
+        return self._spool.lines - sum(1 for e in self._slots.values() if e is None)
 
     def _lines(self) -> Iterator[bytes]:
-        self._file.flush()
-        self._file.seek(0)
-        for i, line in enumerate(self._file):
-            if line == _SLOT:
-                entry = self._slots.get(i)
+        for i, line in enumerate(self._spool.raw()):
+            if i in self._slots:
+                entry = self._slots[i]
                 if entry is not None:
                     yield orjson.dumps(entry)
             else:
-                yield line[:-1]
+                yield line
 
     def write_parts(self, repo: Repository, point_id: str) -> tuple[dict[str, int], int]:
         """Seal the entries in parts of ``PART_FILES`` into the vault: (the manifest's
@@ -119,7 +109,7 @@ class EntrySpool:
         return {"parts": parts, "files": files}, written
 
     def close(self) -> None:
-        self._file.close()
+        self._spool.close()
 
     def __enter__(self) -> EntrySpool:
         return self

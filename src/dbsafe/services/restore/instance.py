@@ -19,7 +19,6 @@ import itertools
 import os
 import shlex
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,12 +26,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from dbsafe.core.concurrency import run_parallel
 from dbsafe.core.durability import sync_trees
 from dbsafe.core.errors import NO_SPACE, DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, write_new
+from dbsafe.core.spool import Spool
 from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
@@ -182,23 +180,22 @@ class _Writing:
     tasks_left: int
 
 
-_WRITE, _ZEROS = b"W", b"Z"
+_WRITE, _ZEROS = "W", "Z"
 
 
 class _Spooled:
     """A restore's files as its reading of the point's entries made them: those to write
-    (combined with their base's, checked: ``writes``) and those to create as zeros, one
-    JSON line each in a temporary file, read back as the files are written. Nothing is
+    (combined with their base's, checked: ``writes``) and those to create as zeros, spooled
+    to the local disk (core/spool.py) and read back as the files are written. Nothing is
     held per file, and the vault's objects are read once."""
 
     def __init__(self) -> None:
-        # the spool's own file, closed by ``close`` (an unnamed file: gone with it)
-        self._file = tempfile.TemporaryFile(prefix="dbsafe-restore-")  # noqa: SIM115
+        self._spool = Spool("dbsafe-restore-")
         self.count = 0
         self.bytes = 0
 
-    def add(self, kind: bytes, entry: dict) -> None:
-        self._file.write(kind + orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+    def add(self, kind: str, entry: dict) -> None:
+        self._spool.add([kind, entry])
 
     def writes(self, entries: Iterable[dict]) -> Iterator[dict]:
         """``entries`` to write, spooled and counted as they pass."""
@@ -209,14 +206,12 @@ class _Spooled:
             self.add(_WRITE, entry)
             yield entry
 
-    def read(self) -> Iterator[tuple[bytes, dict]]:
-        self._file.flush()
-        self._file.seek(0)
-        for line in self._file:
-            yield line[:1], orjson.loads(line[1:])
+    def read(self) -> Iterator[tuple[str, dict]]:
+        """(kind, entry) pairs, in the order they were spooled."""
+        return self._spool.read()
 
     def close(self) -> None:
-        self._file.close()
+        self._spool.close()
 
 
 def _file_bytes(repo: Repository, entry: dict) -> bytes:
