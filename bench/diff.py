@@ -207,9 +207,9 @@ class DiffBench(run.Bench):
         about 1% changed)."""
         from dbsafe.vault.repository import Repository
 
-        manifest = Repository.open(vault).load_manifest(point_id)
+        repo = Repository.open(vault)
         heap = set(self.accounts_files())
-        entries = [e for e in manifest["files"] if e["path"] in heap]
+        entries = [e for e in repo.files_of(repo.load_manifest(point_id)) if e["path"] in heap]
         stored = sum(n for e in entries for _, n in e.get("delta", {}).get("pages", []))
         total = sum(e["size"] for e in entries) // 8192
         whole = [e["path"] for e in entries if "delta" not in e]
