@@ -150,6 +150,77 @@ def test_counts_know_what_changed_after_the_mark(pg_template, area):
     assert capped["tables"] == {} and "over the 0-byte cap" in capped["not_counted"]["public.t"]
 
 
+def test_a_differential_keeps_the_counts_nothing_committed_since(pg_template, area, vault):
+    """With no commit in the instance since an earlier point's counts, a differential
+    keeps them without connecting to the databases; one commit anywhere, or a transaction
+    running at the earlier count that commits later, makes it count every database again;
+    a drill checks the kept counts like any other."""
+    pg = _cluster(pg_template, area)
+    vault.add_server("drilled", pg)
+    full = _counts(vault, vault.backup("drilled")["point_id"])["databases"]
+    quiet = _counts(vault, vault.backup("drilled", "--type", "diff")["point_id"])["databases"]
+    for db in ("postgres", "appdb"):
+        assert quiet[db]["tables"] == full[db]["tables"], db
+        assert quiet[db]["reused"] == sorted(full[db]["tables"])
+        assert quiet[db]["counted_in"] == full[db]["snapshot"]
+        assert quiet[db]["changed"] is False
+        assert quiet[db]["position"] != full[db]["position"]  # taken now
+    assert "error" in quiet["closed"]  # tried again: still takes no connections
+    # the diff after it keeps them from that diff, the newest point with counts
+    again = _counts(vault, vault.backup("drilled", "--type", "diff")["point_id"])["databases"]
+    assert again["appdb"]["counted_in"] == full["appdb"]["snapshot"]
+    assert again["appdb"]["snapshot"] == quiet["appdb"]["snapshot"]  # no xid since
+
+    scratch = area / "scratch"
+    out = _drill(vault, "drilled", scratch)
+    assert out["state"] == "completed", out
+    checks = {c["name"]: c for c in out["checks"]}
+    assert checks["row_counts"]["ok"] and checks["row_counts"]["tables_compared"] == 5
+    assert checks["row_counts"]["changed"] == []
+
+    pg.execute("INSERT INTO ledger VALUES (11, 'y')")  # a commit in postgres only
+    moved = _counts(vault, vault.backup("drilled", "--type", "diff")["point_id"])["databases"]
+    assert moved["postgres"]["tables"] == {"public.ledger": 11}
+    assert "reused" not in moved["postgres"] and "reused" not in moved["appdb"]
+
+    with pg.connect("appdb") as running:  # runs across the next count, commits after it
+        running.execute("BEGIN")
+        running.execute("INSERT INTO plain VALUES (5000, 'late')")
+        during = _counts(vault, vault.backup("drilled", "--type", "diff")["point_id"])
+        running.execute("COMMIT")
+    assert during["databases"]["appdb"]["tables"]["public.plain"] == 1234
+    after = _counts(vault, vault.backup("drilled", "--type", "diff")["point_id"])["databases"]
+    assert after["appdb"]["tables"]["public.plain"] == 1235
+    assert "reused" not in after["appdb"]
+
+
+def test_earlier_counts_are_kept_only_when_they_can_be_trusted(pg_template, area):
+    """``still_true`` refuses counts taken with another cap, counts whose WAL position or
+    snapshot lies ahead of the server's (an older copy of the data put back), and counts
+    of a database that could not be counted."""
+    pg = new_cluster(pg_template, area, "trusted")
+    pg.execute("CREATE TABLE t (id int)")
+    pg.execute("INSERT INTO t SELECT generate_series(1, 100)")
+    conns = partial(connect, pg.port, str(pg.sockdir))
+    earlier = stats.table_counts(conns, ["postgres"], stats.xact_mark(conns))
+    kept = stats.still_true(conns, earlier, ["postgres"])
+    assert kept["postgres"]["tables"] == {"public.t": 100}
+    assert kept["postgres"]["reused"] == ["public.t"]
+    assert stats.still_true(conns, earlier, ["postgres"], limit_bytes=0) == {}
+    assert stats.still_true(conns, earlier, ["other"]) == {}
+
+    def altered(**fields) -> dict:
+        return {**earlier, "databases": {"postgres": {**earlier["databases"]["postgres"],
+                                                      **fields}}}
+    assert stats.still_true(conns, altered(position="FF/0"), ["postgres"]) == {}
+    _, xmax, _ = earlier["databases"]["postgres"]["snapshot"].split(":")
+    ahead = f"{int(xmax) + 1000}:{int(xmax) + 1000}:"
+    assert stats.still_true(conns, altered(snapshot=ahead), ["postgres"]) == {}
+    assert stats.still_true(conns, altered(error="no connections"), ["postgres"]) == {}
+    pg.execute("DELETE FROM t WHERE id > 50")
+    assert stats.still_true(conns, earlier, ["postgres"]) == {}
+
+
 # --------------------------------------------------------------------------------------
 # drills
 # --------------------------------------------------------------------------------------

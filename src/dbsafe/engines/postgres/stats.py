@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.client import one_row
 from dbsafe.engines.postgres.pages import PAGE_SIZE, page_lsn
+from dbsafe.engines.postgres.wal import parse_lsn
 
 if TYPE_CHECKING:
     import psycopg
@@ -61,6 +62,19 @@ COMMITTED_SQL = """
       SELECT 1 FROM (SELECT unnest(%(xids)s::bigint[])
                      UNION ALL SELECT generate_series(%(lo)s::bigint, %(hi)s::bigint - 1)) c(x)
       WHERE x <> ALL (%(running)s::bigint[]) AND {status} = 'committed')
+"""
+# The newest transaction in [lo, hi) that is not running and may have committed (a status
+# too old to be known, NULL, counts as committed), read from the newest down: on a busy
+# instance the first one looked at usually answers.
+NEWEST_COMMITTED_SQL = """
+    SELECT x FROM generate_series(%(hi)s::bigint - 1, %(lo)s::bigint, -1) c(x)
+    WHERE x <> ALL (%(running)s::bigint[]) AND coalesce({status}, 'committed') = 'committed'
+    LIMIT 1
+"""
+# Which of these transactions (not running) committed, or are too old to tell.
+COMMITTED_OF_SQL = """
+    SELECT coalesce(array_agg(x), '{{}}') FROM unnest(%(xids)s::bigint[]) c(x)
+    WHERE x <> ALL (%(running)s::bigint[]) AND coalesce({status}, 'committed') = 'committed'
 """
 XACT_STATUS = "pg_xact_status(x::text::xid8)"
 XACT_STATUS_12 = "txid_status(x)"
@@ -125,6 +139,67 @@ def running_then_committed(conn: psycopg.Connection, then: str) -> bool:
     _, hi, running = _snapshot(snapshot(conn))
     _, _, xip = _snapshot(then)
     return _any_committed(conn, [x for x in xip if x < hi], 0, 0, running)
+
+
+def still_true(conns: ConnFactory, earlier: dict | None, databases: Iterable[str],
+               limit_bytes: int | None = DEFAULT_LIMIT_BYTES) -> dict[str, dict]:
+    """The ``earlier`` counts (``table_counts``' result, an earlier backup's of this
+    instance on the timeline it still runs on) of the ``databases`` that nothing can have
+    changed since they were counted, as records of a count taken now, without a connection
+    to those databases.
+
+    A ``count(*)`` in a snapshot depends only on which transactions it sees committed: if
+    no transaction that a database's earlier snapshot did not see (running in it, or
+    started after it) has committed since, every table of it holds the same rows, under the
+    same filenodes (DDL commits too). Transaction ids are the instance's, so one commit
+    anywhere since a database's snapshot voids its reuse: on a busy instance every
+    database is counted again. The snapshot now (one connection to ``postgres``) must not
+    be behind the earlier one, nor the WAL position behind the earlier count's (a data
+    directory put back from an older copy counts again). Each record is the earlier one
+    with this snapshot and position, ``changed: false`` (nothing committed since before
+    this backup's mark), every table listed under ``reused`` and the snapshot the rows
+    were really counted in as ``counted_in``."""
+    import psycopg
+
+    if not earlier or earlier.get("format") != COUNTS_FORMAT \
+            or earlier.get("limit_bytes") != limit_bytes:
+        return {}
+    taken = earlier.get("databases") or {}
+    candidates = {db: rec for db in databases
+                  if isinstance(rec := taken.get(db), dict) and "error" not in rec
+                  and rec.get("snapshot") and rec.get("position")}
+    if not candidates:
+        return {}
+    try:
+        with conns("postgres") as conn:
+            position = wal_position(conn)
+            now = snapshot(conn)
+            _, hi, running = _snapshot(now)
+            snaps = {db: _snapshot(rec["snapshot"]) for db, rec in candidates.items()
+                     if parse_lsn(rec["position"]) <= parse_lsn(position)}
+            snaps = {db: snap for db, snap in snaps.items() if snap[1] <= hi}
+            if not snaps:
+                return {}
+            lo = min(xmax for _, xmax, _ in snaps.values())
+            if hi - lo > MAX_XIDS_CHECKED:
+                return {}
+            status = XACT_STATUS if _since_13(conn) else XACT_STATUS_12
+            row = conn.execute(NEWEST_COMMITTED_SQL.format(status=status),
+                               {"lo": lo, "hi": hi, "running": running}).fetchone()
+            newest = row[0] if row else -1
+            xips = sorted({x for _, _, xip in snaps.values() for x in xip if x < hi})
+            committed = set(one_row(conn.execute(COMMITTED_OF_SQL.format(status=status),
+                                                 {"xids": xips, "running": running}))[0])
+    except (psycopg.Error, DbsafeError):
+        return {}
+    return {db: {"position": position, "snapshot": now, "changed": False,
+                 "tables": candidates[db].get("tables", {}),
+                 "filenodes": candidates[db].get("filenodes", {}),
+                 "not_counted": candidates[db].get("not_counted", {}),
+                 "reused": sorted(candidates[db].get("tables", {})),
+                 "counted_in": candidates[db].get("counted_in", candidates[db]["snapshot"])}
+            for db, (_, xmax, xip) in snaps.items()
+            if newest < xmax and not committed.intersection(xip)}
 
 
 def wal_position(conn: psycopg.Connection) -> str:

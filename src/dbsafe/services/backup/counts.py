@@ -12,7 +12,7 @@ The restore drill then checks those counts like any other."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,33 @@ def mark(port: int, host: str | None) -> str | None:
 
 
 def take(port: int, host: str | None, databases: Sequence[Mapping[str, Any]],
-         since: str | None, unchanged: UnchangedTables | None = None) -> str:
+         since: str | None, unchanged: UnchangedTables | None = None,
+         earlier: str | None = None) -> str:
     """Taken just after the stop: the JSON stored with the point. ``databases`` are the
-    backup's (name, included); the included ones but template1 are counted."""
+    backup's (name, included); the included ones but template1 are counted, except those
+    whose ``earlier`` counts (the base's, on this timeline) still hold because nothing
+    committed since (``stats.still_true``: on a quiet instance of 2,000 databases, 2,000
+    connections saved)."""
     names = [d["name"] for d in databases if d["included"] and d["name"] != "template1"]
-    return json.dumps(stats.table_counts(
-        partial(connect, port, host), names, since,
-        known_for=unchanged.known_for if unchanged is not None else None))
+    conns = partial(connect, port, host)
+    held = stats.still_true(conns, json.loads(earlier) if earlier else None, names)
+    counted = stats.table_counts(
+        conns, [n for n in names if n not in held], since,
+        known_for=unchanged.known_for if unchanged is not None else None)
+    counted["databases"] = {n: held.get(n) or counted["databases"][n] for n in names}
+    return json.dumps(counted)
+
+
+def newest_since(points: Iterable[Mapping[str, Any]], base: Mapping[str, Any]
+                 ) -> Mapping[str, Any] | None:
+    """The newest live point (catalog rows) with counts among ``base`` (a differential's
+    or synthetic full's: checked to be an ancestor of the server's data) and those taken
+    after it: their counts may still hold (``take``'s ``earlier``, when the server is on
+    that point's timeline)."""
+    since = parse_lsn(base["stop_lsn"])
+    later = [p for p in points if p.get("table_counts") and p.get("deleted_at") is None
+             and p.get("stop_lsn") and parse_lsn(p["stop_lsn"]) >= since]
+    return max(later, key=lambda p: parse_lsn(p["stop_lsn"]), default=None)
 
 
 class UnchangedTables:

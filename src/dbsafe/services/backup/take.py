@@ -222,6 +222,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     spool = EntrySpool()  # the entries, as files are copied (vault/entries.py)
     about_base: dict = {}  # a differential's base, dropped files and counts
     unchanged = None  # a tracked differential's tables whose base counts still hold
+    newest = None  # the newest point with counts since a differential's or synthetic's base
     if base is not None or source is not None:  # the change map's numpy (~0.08 s) loads
         # while the start's checkpoint runs, instead of after it
         threading.Thread(target=importlib.import_module, name="dbsafe-preload", daemon=True,
@@ -254,10 +255,13 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             diff = differential.copy_files(repo, copier, session.read_changed, taken,
                                            against, job.expect, spool, tracking.map,
                                            **({"entry_of": layered} if source else {}))
+            base_counts = (vault.catalog.get_point(against["point_id"]) or {}).get(
+                "table_counts")
+            newest = counts.newest_since(vault.catalog.list_points(server["instance_id"]),
+                                         against)
             if tracking.map is not None:  # the base's counts of the tables left alone
-                base_point = vault.catalog.get_point(against["point_id"]) or {}
                 unchanged = counts.UnchangedTables(
-                    base_point.get("table_counts"), tracking.map,
+                    base_counts, tracking.map,
                     tracked.Extension(vault, server, session.start_lsn, session.timeline,
                                       session.segment_size).up_to)
             corrupt, corrupt_count, files_read = diff.corrupt, diff.corrupt_count, \
@@ -272,8 +276,10 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         stop = session.stop()
         # counted on a thread while the stop's WAL is copied and the last pack sealed
         counting = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-counts")
-        counted = counting.submit(counts.take, port, host, chosen[0], counts_mark,
-                                  unchanged)
+        counted = counting.submit(  # an earlier point's counts, where nothing committed
+            counts.take, port, host, chosen[0], counts_mark, unchanged,  # since
+            newest["table_counts"] if newest and newest["timeline"] == stop.timeline
+            else None)
         counting.shutdown(wait=False)
         if against is not None:
             differential.check_base(against, server["name"], major, timeline=stop.timeline,
