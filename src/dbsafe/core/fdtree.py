@@ -184,10 +184,11 @@ class Tree:
         finally:
             os.close(fd)
 
-    def open_write(self, rel: str) -> int:
+    def open_write(self, rel: str, flags: int = 0) -> int:
         """A descriptor to write file ``rel``, made by ``create``: every folder on the way
-        was made here and nobody else can write in them, so no link can be on it."""
-        return os.open(rel, O_WRITE, dir_fd=self.fd)
+        was made here and nobody else can write in them, so no link can be on it.
+        ``flags``: more open flags (``O_DIRECT``)."""
+        return os.open(rel, O_WRITE | flags, dir_fd=self.fd)
 
     def fsync(self, rel: str) -> None:
         fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
