@@ -1,11 +1,13 @@
-"""Writes that go around the page cache (``O_DIRECT``), for a restore's files.
+"""Writes that go around the page cache (``O_DIRECT``): a restore's files
+(``DirectWrites``), the vault's packs in a local folder (``DirectAppender``).
 
 A restore writes gigabytes once and does not read them back; through the page cache each
 byte is first copied into a page the kernel allocates for it, under the file's lock, and
 written back later. Measured on the test machine (a VM whose fresh page-cache pages are
 costly): 2 threads writing 2.6 GB in 1 MiB writes took 2.4–4.7 s and 3–7 s of kernel CPU
 through the page cache, 1.1–1.2 s and ~0.1 s with ``O_DIRECT``. It also leaves the host's
-page cache to the servers running there.
+page cache to the servers running there. A backup's packs alike: a full of the same data
+spent ~22% of its CPU copying its 540 MB of packs into the page cache.
 
 Small files go through the page cache (the caller's choice: ``DIRECT_FROM``): a direct
 write waits for the device, which a thousand small files pay a thousand times.
@@ -100,3 +102,82 @@ def _buffered(fd: int, data: memoryview, offset: int) -> None:
     finally:
         if flags & O_DIRECT:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+
+
+CHUNK = 4 << 20  # what an appender writes around the page cache at once
+_pool: list[memoryview] = []  # aligned buffers of CHUNK bytes, kept for the next appender
+_pool_lock = threading.Lock()
+
+
+class DirectAppender:
+    """Appends to a new file, whole ``CHUNK``s around the page cache: the bytes gather in
+    an aligned buffer (taken from a small pool: its pages are already the process's), each
+    full one is written with ``O_DIRECT`` (set on the descriptor at the first, dropped for
+    good if the filesystem refuses it), and what is left at ``finish`` goes through the
+    page cache. A file smaller than a chunk is written at ``finish``, as it would be
+    without this. Not thread-safe: one writer."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer: memoryview | None = None
+        self._fill = 0
+        self._offset = 0
+        self._direct: bool | None = None if O_DIRECT else False  # None: not tried yet
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self._buffer is None:
+                self._buffer = _take()
+            n = min(len(view), CHUNK - self._fill)
+            self._buffer[self._fill:self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == CHUNK:
+                self._write_chunk()
+
+    def finish(self) -> None:
+        """Write what is left (through the page cache); the caller then fsyncs."""
+        if self._fill and self._buffer is not None:
+            _buffered(self.fd, self._buffer[:self._fill], self._offset)
+            self._offset += self._fill
+            self._fill = 0
+        self.release()
+
+    def release(self) -> None:
+        """Give the buffer back (after ``finish``, or instead of it when the file is
+        dropped)."""
+        if self._buffer is not None:
+            with _pool_lock:
+                if len(_pool) < 8:
+                    _pool.append(self._buffer)
+            self._buffer = None
+
+    def _write_chunk(self) -> None:
+        assert self._buffer is not None
+        chunk = self._buffer[:CHUNK]
+        if self._direct is None:
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            try:
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | O_DIRECT)
+                self._direct = True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct = False
+        try:
+            _write_all(self.fd, chunk, self._offset)
+        except OSError as exc:
+            if not self._direct or exc.errno != errno.EINVAL:
+                raise
+            self._direct = False  # refused at the write: through the page cache
+            _buffered(self.fd, chunk, self._offset)
+        self._offset += CHUNK
+        self._fill = 0
+
+
+def _take() -> memoryview:
+    with _pool_lock:
+        if _pool:
+            return _pool.pop()
+    return memoryview(mmap.mmap(-1, CHUNK))

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dbsafe.core.concurrency import pid_alive, pid_scope
+from dbsafe.core.direct_writes import DirectAppender
 from dbsafe.core.errors import NO_SPACE, DbsafeError
 from dbsafe.core.private_files import fsync_folder
 
@@ -93,30 +94,34 @@ class _LocalWriter:
         with storage.folder(["tmp"]) as tmp, storage.space(name, 0):  # no inode left
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, FILE_MODE, dir_fd=tmp)
-        self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        self._fd: int | None = fd  # closed in commit/abort
+        self._out = DirectAppender(fd)  # a pack's chunks around the page cache
         self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        with self._storage.space(self._name, len(view)):
-            while view:
-                written = self._file.write(view)
-                view = view[written:]
+        with self._storage.space(self._name, len(data)):
+            self._out.write(data)
         self._size += len(data)
 
     def tell(self) -> int:
         return self._size
 
     def commit(self, durable: bool = True) -> None:
+        assert self._fd is not None, "committed or aborted already"
         with self._storage.space(self._name, 0):  # a file system may refuse at the flush
+            self._out.finish()
             if durable:
-                os.fsync(self._file.fileno())
-            self._file.close()
+                os.fsync(self._fd)
+            fd, self._fd = self._fd, None
+            os.close(fd)
         self._storage.publish(self._tmp, self._name, durable)
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
+        self._out.release()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(FileNotFoundError), self._storage.folder(["tmp"]) as tmp:
             os.unlink(self._tmp, dir_fd=tmp)
 
