@@ -7,7 +7,9 @@ keeps its base's count of a table nothing changed since (``UnchangedTables``): n
 it named by the WAL from the base's start to the count's own position, the same filenode,
 and no transaction that was running at the base's count committed since (its rows, written
 before the base started, would now be visible without any WAL naming the table again).
-The restore drill then checks those counts like any other."""
+The restore drill then checks those counts like any other. And a differential or synthetic
+full does not even connect to a database in which no transaction can have committed since
+the newest earlier point's count of it (``stats.still_true``): that count still holds."""
 
 from __future__ import annotations
 
@@ -34,9 +36,9 @@ def take(port: int, host: str | None, databases: Sequence[Mapping[str, Any]],
          earlier: str | None = None) -> str:
     """Taken just after the stop: the JSON stored with the point. ``databases`` are the
     backup's (name, included); the included ones but template1 are counted, except those
-    whose ``earlier`` counts (the base's, on this timeline) still hold because nothing
-    committed since (``stats.still_true``: on a quiet instance of 2,000 databases, 2,000
-    connections saved)."""
+    whose ``earlier`` counts (``newest_since``'s, on the timeline the server runs on) still
+    hold because nothing committed since (``stats.still_true``: on a quiet instance of
+    2,000 databases, 2,000 connections saved)."""
     names = [d["name"] for d in databases if d["included"] and d["name"] != "template1"]
     conns = partial(connect, port, host)
     held = stats.still_true(conns, json.loads(earlier) if earlier else None, names)

@@ -255,13 +255,12 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             diff = differential.copy_files(repo, copier, session.read_changed, taken,
                                            against, job.expect, spool, tracking.map,
                                            **({"entry_of": layered} if source else {}))
-            base_counts = (vault.catalog.get_point(against["point_id"]) or {}).get(
-                "table_counts")
             newest = counts.newest_since(vault.catalog.list_points(server["instance_id"]),
                                          against)
             if tracking.map is not None:  # the base's counts of the tables left alone
+                base_point = vault.catalog.get_point(against["point_id"]) or {}
                 unchanged = counts.UnchangedTables(
-                    base_counts, tracking.map,
+                    base_point.get("table_counts"), tracking.map,
                     tracked.Extension(vault, server, session.start_lsn, session.timeline,
                                       session.segment_size).up_to)
             corrupt, corrupt_count, files_read = diff.corrupt, diff.corrupt_count, \
