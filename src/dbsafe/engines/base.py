@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dbsafe.core.regular_files import NotRegularFile, open_regular
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """One file to back up. ``path`` is relative to the data directory and uses '/'."""
+class SourceFile(NamedTuple):
+    """One file to back up. ``path`` is relative to the data directory and uses '/'.
+    Immutable (what the walk saw stays what it saw), and a tuple: a walk makes one per file,
+    600,000 on a server of 2,000 databases, and a frozen dataclass costs three times as much
+    to make (1.6 against 0.5 µs)."""
 
     path: str
     abspath: str

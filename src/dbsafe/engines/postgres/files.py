@@ -38,19 +38,18 @@ PAGES_PER_SEGMENT = 131072  # RELSEG_SIZE: 1 GiB segments of 8 KiB pages
 
 
 def _skip_file(name: str, top_level: bool) -> bool:
-    if top_level and name in SKIP_TOP_FILES:
-        return True
-    return name.startswith("pgsql_tmp") or name.startswith("pg_internal.init")
+    return (top_level and name in SKIP_TOP_FILES) \
+        or name.startswith(("pgsql_tmp", "pg_internal.init"))
 
 
-def _unlogged_main_forks(names: list[str]) -> set[str]:
-    """Files of relations that have an init fork, except the init fork itself."""
-    with_init = {m.group(1) for n in names
-                 if (m := RELATION_FILE.match(n)) and m.group(3) == "init"}
+def _unlogged_main_forks(relations: dict[str, re.Match[str]]) -> set[str]:
+    """Files of relations that have an init fork, except the init fork itself
+    (``relations``: a folder's names that are relation files, with their match)."""
+    with_init = {m.group(1) for m in relations.values() if m.group(3) == "init"}
     if not with_init:
         return set()
-    return {n for n in names if (m := RELATION_FILE.match(n))
-            and m.group(1) in with_init and m.group(3) != "init"}
+    return {n for n, m in relations.items() if m.group(1) in with_init
+            and m.group(3) != "init"}
 
 
 def _is_relation_dir(rel: str) -> bool:
@@ -110,7 +109,11 @@ class Walk:
         # stat each would be ~800 bytes a file held for the whole folder)
         names = sorted(os.listdir(fd))
         paged_dir = _is_relation_dir(rel_dir)
-        unlogged = _unlogged_main_forks(names) if paged_dir else set()
+        # each name matched once: a database folder may hold 100,000 files
+        relations = {n: m for n in names if (m := RELATION_FILE.match(n))} if paged_dir \
+            else {}
+        unlogged = _unlogged_main_forks(relations)
+        top_level = not rel_dir
         for name in names:
             rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
@@ -152,11 +155,11 @@ class Walk:
                 finally:
                     os.close(sub)
             elif stat.S_ISREG(st.st_mode):
-                if _skip_file(name, top_level=not rel_dir) or name in unlogged:
+                if _skip_file(name, top_level) or name in unlogged:
                     continue
-                if paged_dir and TEMP_RELATION_FILE.match(name):
+                if paged_dir and name[:1] == "t" and TEMP_RELATION_FILE.match(name):
                     continue
-                match = RELATION_FILE.match(name) if paged_dir else None
+                match = relations.get(name)
                 segno = int(match.group(5) or 0) if match else 0
                 yield SourceFile(
                     path=rel, abspath=f"{abs_dir}/{name}", size=st.st_size,

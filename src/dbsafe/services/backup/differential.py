@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 # seconds before the base started: no write reached it since (the margin covers clock
 # adjustments; a write's mtime is taken from the same clock as the base's start time).
 MTIME_MARGIN = 60.0
+QUIET_RUN = 1000  # files not read, handed to the ordered loop as one piece
 
 ReadChanged = Callable[[int, SourceFile, int, int, int, int], BlockRead]
 
@@ -432,17 +433,31 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
 
     unchanged_checksum = repo.file_checksum([])  # a delta of no page names no block
 
-    def not_read(source: SourceFile, under: dict) -> None:
-        out.stats["files_unchanged"] += 1
-        out.stats["files_not_read"] += 1
-        spool.add(entry_of(FileEntry(  # delta_entry's, built at once: most files are these
-            path=source.path, size=under["size"], mode=source.mode, mtime=source.mtime,
-            blocks=[], checksum=unchanged_checksum, delta={"pages": [], "block_pages": []}),
-            under))
+    def not_read(quiet: list[tuple[SourceFile, dict]]) -> None:
+        out.stats["files_unchanged"] += len(quiet)
+        out.stats["files_not_read"] += len(quiet)
+        for source, under in quiet:
+            spool.add(entry_of(FileEntry(  # delta_entry's, built at once: most files
+                path=source.path, size=under["size"], mode=source.mode, mtime=source.mtime,
+                blocks=[], checksum=unchanged_checksum,
+                delta={"pages": [], "block_pages": []}), under))
 
     def work() -> Iterator[Work]:
+        # files not read, in runs of up to QUIET_RUN: one piece of work each run (most
+        # files of a differential are these; a piece each cost ~1.5 µs a file)
+        quiet: list[tuple[SourceFile, dict]] = []
         for f, under in joined(files, base_entries(repo, base), out.dropped):
             kind, runs = classify(f, under, cutoff, changes)
+            if kind == NOT_READ:
+                assert under is not None  # a new file is whole
+                quiet.append((f, under))
+                if len(quiet) == QUIET_RUN:
+                    yield [], functools.partial(not_read, quiet)
+                    quiet = []
+                continue
+            if quiet:
+                yield [], functools.partial(not_read, quiet)
+                quiet = []
             if kind == WHOLE and f.path == CONTROL_FILE:  # read last, listed here
                 yield [], functools.partial(
                     lambda f, u: control.append((f, u, spool.reserve(f.path))), f, under)
@@ -450,9 +465,6 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
                 expect(f.size)
                 result, calls = copier.tasks(f)
                 yield calls, functools.partial(whole_done, result, under)
-            elif kind == NOT_READ:
-                assert under is not None  # a new file is whole
-                yield [], functools.partial(not_read, f, under)
             else:
                 assert under is not None
                 if kind == SCAN:
@@ -462,6 +474,8 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
                     expect(sum(c for _, c in runs) * PAGE_SIZE)
                     delta, calls = deltas.tracked_tasks(f, under, runs, copier.read_block)
                 yield calls, functools.partial(delta_done, delta)
+        if quiet:
+            yield [], functools.partial(not_read, quiet)
 
     run_in_order(copier.workers, "dbsafe-copy", work())
     for source, under, slot in control:
