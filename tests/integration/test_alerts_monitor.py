@@ -192,3 +192,21 @@ def test_alerts_command_line(vault):
         vault.fail("alerts.unknown", "alerts", "resolve", "999")
     finally:
         hook.close()
+
+
+def test_a_change_made_while_the_repository_is_away_is_audited(vault):
+    """`dbsafe alerts` and its channels need the catalog alone; so does the audit line a
+    change writes: with the repository away (its config moved aside), a channel added is
+    audited (the line used to be dropped after the command opened the whole vault again,
+    which against an object store that fails meant minutes of retries), and listing the
+    alerts, a read, writes no line."""
+    config = vault.path / "config"
+    config.rename(vault.path / "config.away")
+    try:
+        assert vault.ok("alerts") == []
+        vault.ok("alerts", "channel", "add", "--webhook", "http://127.0.0.1:9/away")
+    finally:
+        (vault.path / "config.away").rename(config)
+    actions = [e["action"] for e in vault.ok("audit", "--limit", "10")]
+    assert actions[0] == "alerts channel add", actions
+    assert "alerts" not in actions, actions

@@ -120,6 +120,13 @@ def test_audit_log_pages_newest_first(catalog):
     (["token", "create", "ci", "--role", "reader"], ["token", "create"], True),
     (["protect", "--help"], ["protect"], False),
     (["--json"], [], False),
+    (["alerts", "--json"], ["alerts"], False),  # a group alone lists (or prints its help)
+    (["alerts", "--all"], ["alerts"], False),
+    (["alerts", "resolve", "3"], ["alerts", "resolve"], True),
+    (["alerts", "channel", "list"], ["alerts", "channel", "list"], False),
+    (["alerts", "channel", "add", "--webhook", "u"], ["alerts", "channel", "add"], True),
+    (["replicaset", "node", "add", "rs", "p1"], ["replicaset", "node", "add"], True),
+    (["replicaset", "node"], ["replicaset", "node"], False),
 ])
 def test_cli_changes_are_told_from_reads(argv, words, change):
     assert command_of(argv) == words

@@ -4,7 +4,12 @@ passphrases and passwords come from the environment or a prompt), when, from whe
 (``cli@<host>``) and the outcome (``ok`` or the error code).
 
 A command is a change unless it only reads: listings, ``show``, ``status``, ``points``,
-``jobs``, ``plan``, ``verify``, ``serve`` (whose own changes are audited by the API)."""
+``jobs``, ``plan``, ``verify``, ``serve`` (whose own changes are audited by the API), and a
+group named alone (``dbsafe alerts`` lists; the others print their help).
+
+The line goes into the catalog alone, opened without reaching the repository: a command run
+while the repository is away (an object store down) must not wait on it a second time, for
+minutes of retries, to say what it did."""
 
 from __future__ import annotations
 
@@ -14,11 +19,14 @@ GROUPS = {"vault", "key", "server", "agent", "policy", "replicaset", "job", "ale
           "token", "user"}
 READS = {"items", "points", "verify", "jobs", "serve", "drills", "plan", "audit", "list", "show",
          "status", "info", "region", "check", "test"}
+SUBGROUPS = {("alerts", "channel"), ("replicaset", "node"), ("agent", "token"),
+             ("vault", "restore-roots")}
 GLOBAL_OPTIONS_WITH_VALUE = {"--vault"}
 
 
 def command_of(argv: list[str]) -> list[str]:
-    """The command's words (``["server", "add"]``), global options skipped."""
+    """The command's words (``["server", "add"]``, ``["alerts", "channel", "list"]``), global
+    options skipped."""
     words: list[str] = []
     skip = False
     for arg in argv:
@@ -32,25 +40,29 @@ def command_of(argv: list[str]) -> list[str]:
             break
         else:
             words.append(arg)
-            if len(words) == 2 or words[0] not in GROUPS:
+            if words[0] not in GROUPS or len(words) == 3 \
+                    or len(words) == 2 and tuple(words) not in SUBGROUPS:
                 break
     return words
 
 
 def is_change(argv: list[str]) -> bool:
     words = command_of(argv)
-    return bool(words) and words[-1] not in READS and "--help" not in argv
+    if not words or "--help" in argv or len(words) == 1 and words[0] in GROUPS \
+            or tuple(words) in SUBGROUPS:
+        return False
+    return words[-1] not in READS
 
 
 def record(argv: list[str], outcome: str) -> None:
     """Write the audit line; never fails the command (no vault yet: nothing to record in)."""
-    from dbsafe.cli.context import open_vault
+    from dbsafe.cli.context import open_records
     from dbsafe.services import operations
 
     try:
-        vault = open_vault()
-        operations.audit(vault.catalog, operations.cli_principal(), f"cli@{socket.gethostname()}",
-                     " ".join(command_of(argv)), None, outcome, {"argv": argv})
-        vault.catalog.close()
+        catalog = open_records()
+        operations.audit(catalog, operations.cli_principal(), f"cli@{socket.gethostname()}",
+                         " ".join(command_of(argv)), None, outcome, {"argv": argv})
+        catalog.close()
     except Exception:  # noqa: BLE001 - the command's own result stands either way
         pass
