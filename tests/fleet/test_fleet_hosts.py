@@ -392,11 +392,15 @@ def test_replica_set_across_hosts(fleet: Fleet, control_plane: ControlPlane):
     # 5 s): a copy-only backup decided before that rightly goes to the primary (a run
     # failed so)
     wait_streaming(s1)
+    # and both nodes must be seen healthy after the restart: a report of p1 taken while it
+    # restarted says "unknown", and a full decided on it finds no primary (a run failed so)
     streaming = datetime.now(UTC)
     catalog = Vault.records(cp.vault)
     try:
-        wait_until(lambda: parse_time(catalog.get_node_report("s1")["reported"]) > streaming,
-                   60, "its agent's report of the standby streaming")
+        wait_until(lambda: all(parse_time(catalog.get_node_report(n)["reported"]) > streaming
+                               for n in ("p1", "s1"))
+                   and roles() == {"p1": ("primary", True), "s1": ("standby", True)},
+                   60, "its agents' reports of both nodes after the restart")
     finally:
         catalog.close()
 
