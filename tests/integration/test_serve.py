@@ -42,16 +42,6 @@ def test_serve_runs_policies_on_schedule(pg_template, area, wal_vault):
     out = vault.ok("protect", "b", "--auto", "--policy", "busy", "--restart")
     assert out["recovery_model"] == "FULL" and out["auto_protect"]
 
-    # the slot: the first minute boundary at least 40 s from now (the rest of the set-up
-    # takes ~10 s); both policies are moved onto it (a policy edit applies at once)
-    slot = (datetime.now(UTC) + timedelta(seconds=100)).replace(second=0, microsecond=0)
-    berlin = slot.astimezone(ZoneInfo("Europe/Berlin"))
-    today = WEEKDAYS[berlin.weekday()]
-    other = WEEKDAYS[(berlin.weekday() + 3) % 7]
-    vault.ok("policy", "edit", "nightly", "--full-time", slot.strftime("%H:%M"))
-    vault.ok("policy", "edit", "busy", "--full-days", other, "--diff-days", today,
-             "--full-time", berlin.strftime("%H:%M"))
-
     # a: two older fulls, one beyond the 7 daily points, one within
     old = vault.backup("a", "--type", "full")["point_id"]
     mid = vault.backup("a", "--type", "full")["point_id"]
@@ -59,6 +49,17 @@ def test_serve_runs_policies_on_schedule(pg_template, area, wal_vault):
     _backdate(vault, mid, 3)
     # b: a full, so that the scheduled differential has its base
     base = vault.backup("b", "--type", "full")["point_id"]
+
+    # the slot: the first minute boundary at least 25 s from now (the rest of the set-up,
+    # two edits, serve's start and a new database discovered, takes ~6 s); both policies
+    # are moved onto it (a policy edit applies at once)
+    slot = (datetime.now(UTC) + timedelta(seconds=85)).replace(second=0, microsecond=0)
+    berlin = slot.astimezone(ZoneInfo("Europe/Berlin"))
+    today = WEEKDAYS[berlin.weekday()]
+    other = WEEKDAYS[(berlin.weekday() + 3) % 7]
+    vault.ok("policy", "edit", "nightly", "--full-time", slot.strftime("%H:%M"))
+    vault.ok("policy", "edit", "busy", "--full-days", other, "--diff-days", today,
+             "--full-time", berlin.strftime("%H:%M"))
 
     serve = vault.popen("serve", "--tick", "1", "--discover-every", "0.002",
                         "--port", str(free_port()))
