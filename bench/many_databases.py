@@ -57,7 +57,12 @@ import psycopg
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from dataset import BASE, BIN, Cluster, as_postgres, chown_postgres, log, run  # noqa: E402
-from run import STANZA, git_commit, pgbackrest_conf  # noqa: E402  (run.py's pgBackRest config)
+from run import (  # noqa: E402  (run.py's pgBackRest config)
+    STANZA,
+    compile_dbsafe,
+    git_commit,
+    pgbackrest_conf,
+)
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -304,7 +309,7 @@ def main() -> None:
     pgdata, vault = cluster.pgdata, area / "vault"
     res: dict = {"databases": args.databases, "time": stamp, "cpus": os.cpu_count(),
                  "dbsafe_code": git_commit(), "pgbackrest": run(["pgbackrest", "version"])
-                 .stdout.strip()}
+                 .stdout.strip(), "dbsafe_bytecode": compile_dbsafe(sys.executable)}
     try:
         cluster.start()
         names = [f"db{i:04d}" for i in range(1, args.databases)]
