@@ -7,25 +7,36 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbsafe.core.errors import DbsafeError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _Console:
+    """A Rich console made when first used: a command whose only output is JSON never
+    imports Rich (~25 ms of every start; scripts and schedulers run many)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(**self._options)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
 # Off a terminal (a pipe, a log), Rich would squeeze tables into 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 T = TypeVar("T")
@@ -49,6 +60,8 @@ def emit(data: T, human: Callable[[T], None]) -> None:
 
 
 def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False)
     for c in columns:
         t.add_column(c)
@@ -76,8 +89,18 @@ def progress(description: str) -> Iterator[Callable[[int, int], None] | None]:
     if state.json or not err.is_terminal:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True)
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=err.made(),
+                   transient=True)
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
@@ -85,6 +108,13 @@ def progress(description: str) -> Iterator[Callable[[int, int], None] | None]:
 
     with bar:
         yield update
+
+
+def escape(text: str) -> str:
+    """``text`` with Rich's markup characters escaped (printed as typed)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def error(exc: DbsafeError) -> None:

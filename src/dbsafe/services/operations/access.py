@@ -16,6 +16,7 @@ session cookie is kept as its SHA-256 too, so a copy of the catalog opens nothin
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import hmac
@@ -23,12 +24,13 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from typing import TYPE_CHECKING
 
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.errors import DbsafeError
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 ROLES = ("reader", "operator", "contributor")
 PERMISSIONS = {
@@ -47,7 +49,15 @@ MIN_PASSWORD = 12
 SHOWN_NAME_MAX = 64       # characters of a typed user name kept in the audit log
 DEVICE_MAX = timedelta(days=90)
 DEVICE_KEEP = 20          # device cookies remembered per user
-_hasher = PasswordHasher()
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2's hasher, made when a password is first set or checked: every command imports
+    this module (the audit), few handle passwords."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ def add_user(catalog: Catalog, name: str, role: str, password: str) -> dict:
     check_role(role)
     if len(password) < MIN_PASSWORD:
         raise DbsafeError("user.password_weak", length=len(password), minimum=MIN_PASSWORD)
-    if not catalog.add_user(name, role, _hasher.hash(password), now_text()):
+    if not catalog.add_user(name, role, _hasher().hash(password), now_text()):
         raise DbsafeError("user.exists", name=name)
     return {"name": name, "role": role}
 
@@ -196,12 +206,14 @@ def device_user(catalog: Catalog, value: str | None) -> str | None:
 
 def login(catalog: Catalog, name: str, password: str) -> tuple[str, Principal]:
     """Check a password and open a session: (cookie value, principal)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     row = catalog.get_user(name)
     try:
         if row is None:
-            _hasher.hash(password)  # the same work either way: timing says nothing
+            _hasher().hash(password)  # the same work either way: timing says nothing
             raise VerificationError
-        _hasher.verify(row["password_hash"], password)
+        _hasher().verify(row["password_hash"], password)
     except (VerificationError, InvalidHashError):
         raise DbsafeError("auth.bad_login") from None
     return open_session(catalog, Principal(f"user:{name}", row["role"]))
