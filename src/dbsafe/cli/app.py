@@ -8,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import typer
 from typer.core import TyperGroup
 
@@ -116,6 +115,8 @@ app.command("audit")(access.audit)
 
 
 def _log_path() -> Path:
+    import platformdirs  # here: only a path left to the defaults needs it (~9 ms)
+
     return Path(platformdirs.user_log_dir("dbsafe")) / "dbsafe.log"
 
 

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import platformdirs
-
 from dbsafe.core.child_env import SAFE_PATH, tool_env
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError
@@ -72,6 +70,8 @@ def agent_paths(vault_id: str) -> AgentPaths:
         return AgentPaths(Path(env) / short)
     if os.geteuid() == 0:
         return AgentPaths(Path("/var/lib/dbsafe") / f"agent-{short}")
+    import platformdirs  # here: only a path left to the defaults needs it (~9 ms)
+
     return AgentPaths(Path(platformdirs.user_state_dir("dbsafe")) / f"agent-{short}")
 
 

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import platformdirs
-
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.secrets_input import (
     NEW_PASSPHRASE_ENV,
@@ -51,6 +49,8 @@ def key_dir() -> Path:
         return Path(env)
     if os.geteuid() == 0:
         return Path("/etc/dbsafe/keys")
+    import platformdirs  # here: only a path left to the defaults needs it (~9 ms)
+
     return Path(platformdirs.user_config_dir("dbsafe")) / "keys"
 
 

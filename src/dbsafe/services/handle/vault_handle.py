@@ -18,8 +18,6 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
-
 from dbsafe.catalog import Catalog, open_catalog
 from dbsafe.core.concurrency import default_workers
 from dbsafe.core.errors import DbsafeError
@@ -38,6 +36,8 @@ def default_vault_path() -> Path:
     env = os.environ.get("DBSAFE_HOME")
     if env:
         return Path(env)
+    import platformdirs  # here: only a path left to the defaults needs it (~9 ms)
+
     return Path(platformdirs.user_data_dir("dbsafe")) / "vault"
 
 
