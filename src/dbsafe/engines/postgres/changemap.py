@@ -116,9 +116,18 @@ def relation_of(path: str) -> Relation | None:
     return None
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``values`` sorted, each once: ``np.unique`` without its masked-array check, which
+    imports numpy.ma (~10 ms of every differential's start)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
 def runs_of(pages: np.ndarray) -> list[tuple[int, int]]:
     """Page numbers (any order, repeats allowed) as sorted runs ``(first, count)``."""
-    return page_runs(np.unique(pages))
+    return page_runs(_sorted_unique(pages))
 
 
 def from_summaries(rows: list[tuple[int, int, int, int, int, bool]], start_lsn: int,
@@ -143,7 +152,7 @@ def from_summaries(rows: list[tuple[int, int, int, int, int, bool]], start_lsn: 
         else:
             parts.setdefault(rel, []).append(block)
     for rel, blocks in parts.items():
-        m.blocks[rel] = np.unique(np.array(blocks, dtype=np.int64))
+        m.blocks[rel] = _sorted_unique(np.array(blocks, dtype=np.int64))
     m.records = len(rows)
     return m
 
@@ -210,7 +219,7 @@ class MapBuilder:
         for lo, hi in zip(np.concatenate(([0], breaks)), np.concatenate((breaks, [len(refs)])),
                           strict=True):
             rel = (int(keys[lo, 0]), int(keys[lo, 1]), int(keys[lo, 2]))
-            self._parts.setdefault(rel, []).append(np.unique(refs["block"][lo:hi]))
+            self._parts.setdefault(rel, []).append(_sorted_unique(refs["block"][lo:hi]))
 
     def _add_events(self, found: SegmentChanges) -> None:
         try:
@@ -235,7 +244,7 @@ class MapBuilder:
 
     def finish(self) -> ChangeMap:
         for rel, parts in self._parts.items():
-            self.map.blocks[rel] = np.unique(np.concatenate(parts)).astype(np.int64)
+            self.map.blocks[rel] = _sorted_unique(np.concatenate(parts)).astype(np.int64)
         self._parts = {}
         return self.map
 
