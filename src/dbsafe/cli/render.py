@@ -59,20 +59,56 @@ def emit(data: T, human: Callable[[T], None]) -> None:
         human(data)
 
 
+def text(value: object) -> str:
+    """A value as one line for people, never a Python repr: nothing for None, yes/no,
+    lists joined with ", ", mappings as ``key=value`` (their None values left out)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={text(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, list | tuple):
+        return ", ".join(text(v) for v in value)
+    return str(value)
+
+
 def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
+    """``rows`` as a table. Ids (a column ``id`` or ``*_id``) are what other commands take:
+    they are never shortened or wrapped, the other columns wrap instead."""
     from rich.table import Table
 
     t = Table(title=title, show_lines=False)
     for c in columns:
-        t.add_column(c)
+        if c == "id" or c.endswith("_id"):
+            widest = max((len(text(r.get(c))) for r in rows), default=0)
+            t.add_column(c, no_wrap=True, min_width=max(widest, len(c)))
+        else:
+            t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+        t.add_row(*[escape(text(r.get(c))) for c in columns])
     out.print(t)
 
 
 def fields(data: dict, keys: Sequence[str] | None = None) -> None:
+    """One ``key: value`` line each; a mapping's keys indented below it, a list of
+    mappings one ``-`` line per item; values as ``text`` shows them ("-" for nothing)."""
     for k in keys or list(data):
-        out.print(f"[bold]{k}[/bold]: {data.get(k)}")
+        _field(k, data.get(k), "")
+
+
+def _field(key: object, value: object, pad: str) -> None:
+    name = f"{pad}[bold]{escape(str(key))}[/bold]:"
+    if isinstance(value, dict) and value:
+        out.print(name)
+        for k, v in value.items():
+            _field(k, v, pad + "  ")
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        out.print(name)
+        for v in value:
+            out.print(f"{pad}  - {escape(text(v))}")
+    else:
+        out.print(f"{name} {escape(text(value)) or '-'}")
 
 
 def human_bytes(n: float) -> str:
