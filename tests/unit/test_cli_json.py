@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 import sys
 
 import pytest
@@ -89,3 +90,19 @@ def test_log_lines_of_serve_and_the_agent_are_json():
     assert line["message"] == 'retention of "main" failed: it\'s bad'
     assert line["logger"] == "dbsafe.scheduler" and line["level"] == "ERROR"
     assert "ValueError: boom" in line["traceback"]
+
+
+def test_a_run_loads_only_the_module_of_its_command():
+    """``dbsafe backup …`` imports cli/commands/backup.py alone (cli/app.py, COMMANDS);
+    ``dbsafe --help`` and a mistyped name get every command."""
+    probe = ("import sys; from dbsafe.cli import app; "
+             "made = app.for_argv(['--vault', '/v', 'backup', 'main', '--json']); "
+             "import typer; print(sorted(typer.main.get_command(made).commands)); "
+             "print(sorted(m for m in sys.modules if m.startswith('dbsafe.cli.commands.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["['backup']", "['dbsafe.cli.commands.backup']"], out
+    assert set(typer.main.get_command(cli.for_argv(["--help"])).commands) == set(cli.COMMANDS)
+    assert set(typer.main.get_command(cli.for_argv(["backp", "x"])).commands) == \
+        set(cli.COMMANDS)
+    assert set(ROOT.commands) == set(cli.COMMANDS)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +15,6 @@ import typer
 from typer.core import TyperGroup
 
 from dbsafe.cli import audit_trail, render
-from dbsafe.cli.commands import (
-    access,
-    agent,
-    alerts,
-    backup,
-    drills,
-    jobs,
-    key,
-    plan,
-    points,
-    policy,
-    protect,
-    prune,
-    replicaset,
-    restore,
-    serve,
-    server,
-    softdelete,
-    vault,
-    verify,
-)
 from dbsafe.cli.context import checked_path, options
 from dbsafe.core.errors import DbsafeError, os_error
 
@@ -62,11 +44,6 @@ class _Dbsafe(TyperGroup):
         return super().parse_args(ctx, json_first(args))
 
 
-app = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False, cls=_Dbsafe)
-
-
-@app.callback()
 def _global(vault_dir: Path = typer.Option(
         None, "--vault", envvar="DBSAFE_HOME", callback=checked_path,
         help="Vault folder (default: DBSAFE_HOME, else the user's data folder)."),
@@ -80,38 +57,64 @@ def _global(vault_dir: Path = typer.Option(
     render.state.json = json_output
 
 
-app.add_typer(vault.app, name="vault")
-app.add_typer(key.app, name="key")
-app.add_typer(server.app, name="server")
-app.add_typer(agent.app, name="agent")
-app.add_typer(policy.app, name="policy")
-app.add_typer(replicaset.app, name="replicaset")
-app.command("protect")(protect.protect)
-app.command("unprotect")(protect.unprotect)
-app.command("items")(protect.items)
-app.command("discover")(server.discover)
-app.command("backup")(backup.backup)
-app.command("points")(points.points)
-app.command("restore")(restore.restore)
-app.command("verify")(verify.verify)
-app.command("jobs")(jobs.jobs)
-app.add_typer(jobs.app, name="job")
-app.command("serve")(serve.serve)
-app.add_typer(alerts.app, name="alerts")
-app.add_typer(drills.app, name="drill")
-app.command("drills")(drills.drills)
-app.command("plan")(plan.plan)
-app.command("delete-point")(prune.delete_point)
-app.command("gc")(prune.gc)
-# soft delete and immutability -----------------------------------------------------------------
-app.command("undelete")(softdelete.undelete)
-app.command("purge")(softdelete.purge)
-vault.app.command("soft-delete")(softdelete.soft_delete)
-vault.app.command("immutability")(softdelete.immutable)
-# REST API and portal access -------------------------------------------------------------------
-app.add_typer(access.tokens, name="token")
-app.add_typer(access.users, name="user")
-app.command("audit")(access.audit)
+# Every command by name, in the order `dbsafe --help` lists them: (module in
+# cli/commands, its command function or Typer group). A run imports the one module its
+# command needs and converts only that command for Click: importing all 19 and converting
+# ~90 commands cost ~35 ms of every start (scripts, schedulers and agents run many).
+# `dbsafe --help`, a name not listed here (Click says what is wrong) and the tests that walk
+# every command get them all (``whole``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "vault": ("vault", "app"), "key": ("key", "app"), "server": ("server", "app"),
+    "agent": ("agent", "app"), "policy": ("policy", "app"),
+    "replicaset": ("replicaset", "app"),
+    "protect": ("protect", "protect"), "unprotect": ("protect", "unprotect"),
+    "items": ("protect", "items"), "discover": ("server", "discover"),
+    "backup": ("backup", "backup"), "points": ("points", "points"),
+    "restore": ("restore", "restore"), "verify": ("verify", "verify"),
+    "jobs": ("jobs", "jobs"), "job": ("jobs", "app"), "serve": ("serve", "serve"),
+    "alerts": ("alerts", "app"), "drill": ("drills", "app"), "drills": ("drills", "drills"),
+    "plan": ("plan", "plan"), "delete-point": ("prune", "delete_point"),
+    "gc": ("prune", "gc"),
+    # soft delete and immutability (`vault soft-delete`, `vault immutability`: vault.py)
+    "undelete": ("softdelete", "undelete"), "purge": ("softdelete", "purge"),
+    # REST API and portal access
+    "token": ("access", "tokens"), "user": ("access", "users"), "audit": ("access", "audit"),
+}
+
+
+def build(names: Iterable[str] | None = None) -> typer.Typer:
+    """The ``dbsafe`` app with the commands ``names`` (default: every one)."""
+    made = typer.Typer(help="dbsafe: a backup vault for PostgreSQL.", no_args_is_help=True,
+                       pretty_exceptions_enable=False, add_completion=False, cls=_Dbsafe)
+    made.callback()(_global)
+    for name in COMMANDS if names is None else names:
+        module, attribute = COMMANDS[name]
+        target = getattr(importlib.import_module(f"dbsafe.cli.commands.{module}"), attribute)
+        if isinstance(target, typer.Typer):
+            made.add_typer(target, name=name)
+        else:
+            made.command(name)(target)
+    return made
+
+
+@functools.cache
+def whole() -> typer.Typer:
+    """The app with every command."""
+    return build()
+
+
+def for_argv(argv: list[str]) -> typer.Typer:
+    """The app ``argv`` needs: only its command, when it names one; else every command."""
+    words = audit_trail.command_of(argv)
+    if words and words[0] in COMMANDS and "--help" not in argv[:1]:
+        return build(words[:1])
+    return whole()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the whole app, as `typer.main.get_command(app)` and tests take it
+        return whole()
+    raise AttributeError(name)
 
 
 def _log_path() -> Path:
@@ -142,6 +145,7 @@ def _usage_error(exc: Exception) -> DbsafeError:
 def _run(argv: list[str]) -> None:
     """The app; with ``--json``, a usage error is a JSON error object too (``usage.invalid``,
     exit 2) instead of Typer's box of text, which is for people."""
+    app = for_argv(argv)
     if not _wants_json(argv):
         app()
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from dbsafe.cli import render
+from dbsafe.cli.commands import softdelete
 from dbsafe.cli.context import checked_path, vault_path
 
 app = typer.Typer(help="Create and inspect the vault.", no_args_is_help=True)
@@ -107,3 +108,8 @@ def roots_remove(folder: Path = typer.Argument(..., help="A restore root.")) -> 
     from dbsafe.services import handle, restore
 
     render.emit(restore.remove_root(handle.Vault.open(vault_path()), folder), _roots)
+
+
+# soft delete and immutability are settings of the vault (their commands: softdelete.py)
+app.command("soft-delete")(softdelete.soft_delete)
+app.command("immutability")(softdelete.immutable)
