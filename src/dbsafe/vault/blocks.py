@@ -58,7 +58,9 @@ class BlockSink:
         self._pending: set[bytes] = set()
         self._local = threading.local()
         self._open_packs: list[PackWriter] = []
-        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="dbsafe-seal")
+        # two at once: the packs still open at the end (one per reader thread) are sealed
+        # side by side, each waiting mostly on its fsyncs, while the backup waits for them
+        self._sealer = ThreadPoolExecutor(2, thread_name_prefix="dbsafe-seal")
         self._sealing: list[Future[None]] = []
         # an encrypted vault: every pack of this sink uses the data key current now
         self._key = keyed.ring.current if keyed.ring is not None else None
