@@ -11,12 +11,12 @@ import numpy as np
 
 from dbsafe.engines.postgres.changemap import (
     ChangeMap,
-    MapBuilder,
     from_summaries,
     relation_of,
     runs_of,
 )
 from dbsafe.engines.postgres.files import PAGES_PER_SEGMENT
+from dbsafe.engines.postgres.wal import record_segments
 
 SEG = PAGES_PER_SEGMENT
 
@@ -102,6 +102,6 @@ def test_a_range_ending_at_a_segments_first_record_does_not_need_that_segment():
     """Right after a segment switch the server's position is the next segment's first
     record, whose bytes may not be written yet: no record starts before it there."""
     seg = 16 << 20
-    assert list(MapBuilder(seg + 40, 3 * seg + 40, 1, seg).segment_numbers()) == [1, 2]
-    assert list(MapBuilder(seg + 40, 3 * seg + 48, 1, seg).segment_numbers()) == [1, 2, 3]
-    assert list(MapBuilder(seg + 40, seg + 100, 1, seg).segment_numbers()) == [1]
+    assert list(record_segments(seg + 40, 3 * seg + 40, seg)) == [1, 2]
+    assert list(record_segments(seg + 40, 3 * seg + 48, seg)) == [1, 2, 3]
+    assert list(record_segments(seg + 40, seg + 100, seg)) == [1]

@@ -30,7 +30,6 @@ from dbsafe.engines.postgres.wal import (
 REF_DTYPE = np.dtype([("lsn", "<u8"), ("spc", "<u4"), ("db", "<u4"), ("rel", "<u4"),
                       ("fork", "<u4"), ("block", "<u4")])
 GLOBAL_TABLESPACE, DEFAULT_TABLESPACE = 1664, 1663
-LONG_PAGE_HEADER = 40  # XLogLongPageHeaderData: a segment's first page header
 MAIN_FORK = 0
 
 Relation = tuple[int, int, int]  # (tablespace, database, relfilenumber)
@@ -167,15 +166,6 @@ class MapBuilder:
         self.timeline = timeline
         self.segment_size = segment_size
         self._parts: dict[Relation, list[np.ndarray]] = {}
-
-    def segment_numbers(self) -> range:
-        """The segments holding a record that starts in the range: none starts in a
-        segment's first ``LONG_PAGE_HEADER`` bytes, so a range ending there (a position
-        just after a segment switch) does not need that segment, which may not be
-        written yet."""
-        last = max(self.map.start_lsn, self.map.stop_lsn - 1 - LONG_PAGE_HEADER)
-        return range(self.map.start_lsn // self.segment_size,
-                     last // self.segment_size + 1)
 
     def name(self, segno: int) -> str:
         return segment_file_name(self.timeline, segno, self.segment_size)

@@ -43,6 +43,18 @@ def segment_file_name(timeline: int, segno: int, segment_size: int) -> str:
     return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
+LONG_PAGE_HEADER = 40  # XLogLongPageHeaderData: a segment's first page header
+
+
+def record_segments(start_lsn: int, stop_lsn: int, segment_size: int) -> range:
+    """The segments holding a record that starts in ``[start_lsn, stop_lsn)``: none starts
+    in a segment's first ``LONG_PAGE_HEADER`` bytes, so a range ending there (a position
+    just after a segment switch) does not need that segment, which may not be written
+    yet."""
+    last = max(start_lsn, stop_lsn - 1 - LONG_PAGE_HEADER)
+    return range(start_lsn // segment_size, last // segment_size + 1)
+
+
 def parse_segment_name(name: str, segment_size: int) -> tuple[int, int] | None:
     """(timeline, segment number) of a segment file name, or None for other WAL files."""
     m = SEGMENT.match(name)

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.engines.postgres.wal import format_lsn, parse_lsn
+from dbsafe.engines.postgres.wal import (
+    format_lsn,
+    parse_lsn,
+    record_segments,
+    segment_file_name,
+)
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.repository import BlockError
@@ -65,8 +70,6 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
     """The change map of ``[base["start_lsn"], start_lsn)`` on ``timeline``, or why not:
     from the server's own WAL summaries when it keeps them (``server_summaries``), else
     from the WAL."""
-    from dbsafe.engines.postgres.changemap import from_summaries
-
     t0 = time.perf_counter()
     reason = _refused(server, base, timeline)
     if reason is not None:
@@ -75,6 +78,8 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
     if server_summaries is not None:
         rows, not_summaries = server_summaries(parse_lsn(base["start_lsn"]))
         if rows is not None:
+            from dbsafe.engines.postgres.changemap import from_summaries
+
             return Tracking(from_summaries(rows, parse_lsn(base["start_lsn"]), start_lsn),
                             None, seconds=time.perf_counter() - t0,
                             source="server-summaries")
@@ -85,20 +90,28 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
 
 def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
               segment_size: int, t0: float) -> Tracking:
-    from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
-
-    builder = MapBuilder(parse_lsn(base["start_lsn"]), start_lsn, timeline, segment_size)
+    begin = parse_lsn(base["start_lsn"])
     reader = _SegmentReader(vault, server)
-    numbers = list(builder.segment_numbers())
+    numbers = list(record_segments(begin, start_lsn, segment_size))
+
+    def name(i: int) -> str:
+        return segment_file_name(timeline, numbers[i], segment_size)
+
     futures: dict[int, Future] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-walread") as pool:
+        # the first two segments are read while the change map's module (numpy) loads
+        for i in range(min(2, len(numbers))):
+            futures[i] = pool.submit(reader.read, name(i))
+        from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
+
+        builder = MapBuilder(begin, start_lsn, timeline, segment_size)
 
         def read(i: int) -> bytes:  # segments i, i+1 and i+2 in flight at most
             if i not in futures:
-                futures[i] = pool.submit(reader.read, builder.name(numbers[i]))
+                futures[i] = pool.submit(reader.read, name(i))
             data = futures[i].result()
             if data is None:
-                raise Unusable(reader.missing(builder.name(numbers[i])))
+                raise Unusable(reader.missing(name(i)))
             return data
 
         try:
@@ -106,7 +119,7 @@ def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: 
                 data = read(i)
                 following = read(i + 1) if i + 1 < len(numbers) else None
                 if i + 2 < len(numbers):  # read ahead while this one is decoded
-                    futures[i + 2] = pool.submit(reader.read, builder.name(numbers[i + 2]))
+                    futures[i + 2] = pool.submit(reader.read, name(i + 2))
                 try:
                     builder.add(segno, data, following)
                 except Unusable:
