@@ -45,3 +45,16 @@ def test_typed_text_is_not_markup(printed):
     render.fields({"note": "[bold]y[/bold]"})
     shown = printed.getvalue()
     assert "[red]x[/red]" in shown and "[bold]y[/bold]" in shown, shown
+
+
+def test_instants_are_shown_one_way_with_their_zone(printed):
+    """The CLI shows a recorded instant as the portal does (core/stamps.py): to the second,
+    in UTC, saying so; a single record adds how long ago. Other values stay as they are."""
+    render.table([{"id": "j1", "start_time": "2026-12-06T22:19:47.798+00:00",
+                   "end_time": None}], ["id", "start_time", "end_time"])
+    render.fields({"created": "2026-12-06T21:19:47+01:00", "last_seen": "not a time",
+                   "seconds": 1.5})
+    shown = printed.getvalue()
+    assert "2026-12-06 22:19:47 UTC" in shown and ".798" not in shown, shown
+    assert "created: 2026-12-06 20:19:47 UTC (" in shown and " ago)" in shown, shown
+    assert "last_seen: not a time" in shown and "seconds: 1.5" in shown, shown

@@ -73,6 +73,27 @@ def text(value: object) -> str:
     return str(value)
 
 
+INSTANT_KEYS = ("_time", "_at", "created", "last_seen", "last_used", "reported", "expires")
+
+
+def _is_instant(key: object) -> bool:
+    return isinstance(key, str) and key.endswith(INSTANT_KEYS)
+
+
+def cell(key: object, value: object, with_age: bool = False) -> str:
+    """``value`` of ``key`` as ``text`` shows it; a recorded instant as people see it
+    everywhere (core/stamps.py: ``2026-12-06 22:19:47 UTC``), ``with_age`` followed by how
+    long ago."""
+    if _is_instant(key) and isinstance(value, str) and value:
+        from dbsafe.core import stamps
+
+        try:
+            return stamps.shown(value) + (f" ({stamps.age(value)})" if with_age else "")
+        except ValueError:  # not an instant after all: as it is
+            pass
+    return text(value)
+
+
 def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None) -> None:
     """``rows`` as a table. Ids (a column ``id`` or ``*_id``) are what other commands take:
     they are never shortened or wrapped, the other columns wrap instead."""
@@ -81,18 +102,19 @@ def table(rows: Sequence[dict], columns: Sequence[str], title: str | None = None
     t = Table(title=title, show_lines=False)
     for c in columns:
         if c == "id" or c.endswith("_id"):
-            widest = max((len(text(r.get(c))) for r in rows), default=0)
+            widest = max((len(cell(c, r.get(c))) for r in rows), default=0)
             t.add_column(c, no_wrap=True, min_width=max(widest, len(c)))
         else:
             t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[escape(text(r.get(c))) for c in columns])
+        t.add_row(*[escape(cell(c, r.get(c))) for c in columns])
     out.print(t)
 
 
 def fields(data: dict, keys: Sequence[str] | None = None) -> None:
     """One ``key: value`` line each; a mapping's keys indented below it, a list of
-    mappings one ``-`` line per item; values as ``text`` shows them ("-" for nothing)."""
+    mappings one ``-`` line per item; values as ``cell`` shows them ("-" for nothing),
+    instants with how long ago."""
     for k in keys or list(data):
         _field(k, data.get(k), "")
 
@@ -108,7 +130,7 @@ def _field(key: object, value: object, pad: str) -> None:
         for v in value:
             out.print(f"{pad}  - {escape(text(v))}")
     else:
-        out.print(f"{name} {escape(text(value)) or '-'}")
+        out.print(f"{name} {escape(cell(key, value, with_age=True)) or '-'}")
 
 
 def human_bytes(n: float) -> str:

@@ -1,5 +1,7 @@
-"""The time stamps jobs and alerts record: ISO 8601 in UTC with milliseconds, so rows made in
-one second still sort in the order they happened."""
+"""Time stamps: as jobs and alerts record them (ISO 8601 in UTC with milliseconds, so rows
+made in one second still sort in the order they happened), and as people see them, the same
+in the CLI's text and the portal: to the second, in UTC, saying so (``shown``), with how long
+ago where it helps (``ago``)."""
 
 from __future__ import annotations
 
@@ -8,3 +10,28 @@ from datetime import UTC, datetime
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def parse(text: str) -> datetime:
+    """A recorded time (ISO 8601; without a zone: UTC, as the catalog writes them)."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def shown(text: str) -> str:
+    """An instant as people see it: ``2026-12-06 22:19:47 UTC``."""
+    return parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(seconds: int) -> str:
+    """How long ago, read at a glance: "12 s ago", "5 min ago", "3 h ago", "2 d ago"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def age(text: str, now: datetime | None = None) -> str:
+    """How long ago the recorded time ``text`` was ("in 5 min" when it is ahead)."""
+    seconds = int(((now or datetime.now(UTC)) - parse(text)).total_seconds())
+    return ago(seconds) if seconds >= 0 else "in " + ago(-seconds).removesuffix(" ago")

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from dbsafe.core import stamps
+
 WIDTH = 1000  # the SVG's user units across the window (it scales to the page's width)
 MIN_WIDTH = 2.0
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
@@ -51,10 +53,7 @@ class Timeline:
     hidden: int = 0  # marks of points outside the window
 
 
-def parse(text: str) -> datetime:
-    """A catalog time (ISO 8601; without a zone: UTC)."""
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+parse = stamps.parse  # a catalog time (ISO 8601; without a zone: UTC)
 
 
 def iso(t: datetime) -> str:

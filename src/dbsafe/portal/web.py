@@ -3,7 +3,6 @@ CSRF checks on forms, and rendering of errors as a page rather than JSON."""
 
 from __future__ import annotations
 
-from datetime import UTC
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,8 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from dbsafe.core import stamps
 from dbsafe.core.errors import DbsafeError
-from dbsafe.portal import timeline
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
 from dbsafe.web.http import retry_after
@@ -23,22 +22,13 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 
 def when(text: str | None, never: str = "never") -> str:
-    """An instant as every page shows it: to the second, in UTC, saying so (catalog times
-    carry their zone; one without is UTC, as the catalog writes them)."""
-    if not text:
-        return never
-    return timeline.parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """An instant as every page shows it (core/stamps.py: as the CLI shows it too)."""
+    return stamps.shown(text) if text else never
 
 
 def ago(seconds: int | None, never: str = "never") -> str:
-    """How long ago, as a person reads it at a glance: "12 s ago", "5 min ago", "3 h ago",
-    "2 d ago" (the exact instant is beside it, in a title)."""
-    if seconds is None:
-        return never
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
+    """How long ago (the exact instant is beside it, in a title)."""
+    return never if seconds is None else stamps.ago(seconds)
 
 
 templates.env.filters["when"] = when
