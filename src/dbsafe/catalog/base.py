@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Protocol
 
-
-def parse_time(text: str) -> datetime:
-    """A time the catalog keeps: ISO 8601, or SQLite's 'YYYY-MM-DD HH:MM:SS' (UTC)."""
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from dbsafe.core.stamps import parse as parse_time  # noqa: F401 - the catalog's times, for its users
 
 
 class Catalog(Protocol):

@@ -13,8 +13,9 @@ def utcnow() -> str:
 
 
 def parse(text: str) -> datetime:
-    """A recorded time (ISO 8601; without a zone: UTC, as the catalog writes them)."""
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """A recorded time: ISO 8601, or SQLite's 'YYYY-MM-DD HH:MM:SS'; without a zone, UTC
+    (as the catalog writes them)."""
+    t = datetime.fromisoformat(text)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 

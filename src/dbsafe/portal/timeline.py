@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from dbsafe.core import stamps
+from dbsafe.core.stamps import parse
 
 WIDTH = 1000  # the SVG's user units across the window (it scales to the page's width)
 MIN_WIDTH = 2.0
@@ -51,9 +51,6 @@ class Timeline:
     marks: list[Shape] = field(default_factory=list)
     ticks: list[Shape] = field(default_factory=list)
     hidden: int = 0  # marks of points outside the window
-
-
-parse = stamps.parse  # a catalog time (ISO 8601; without a zone: UTC)
 
 
 def iso(t: datetime) -> str:
