@@ -255,10 +255,11 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
             diff = differential.copy_files(repo, copier, session.read_changed, taken,
                                            against, job.expect, spool, tracking.map,
                                            **({"entry_of": layered} if source else {}))
-            newest = counts.newest_since(vault.catalog.list_points(server["instance_id"]),
-                                         against)
+            points = vault.catalog.list_points(server["instance_id"])
+            newest = counts.newest_since(points, against)
             if tracking.map is not None:  # the base's counts of the tables left alone
-                base_point = vault.catalog.get_point(against["point_id"]) or {}
+                base_point = next((p for p in points if p["point_id"] == against["point_id"]),
+                                  {})
                 unchanged = counts.UnchangedTables(
                     base_point.get("table_counts"), tracking.map,
                     tracked.Extension(vault, server, session.start_lsn, session.timeline,
