@@ -20,9 +20,12 @@ import contextlib
 import functools
 import getpass
 import hashlib
+import itertools
 import os
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import Any
@@ -40,6 +43,7 @@ DEFAULT_SCHEMA = "dbsafe"
 POOL_SIZE = 8
 RETRIES = 8  # deadlocks and serialization failures: rare, and each retry waits longer
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_POOL_NUMBERS = itertools.count(1)  # a name of its own per pool: its threads are known by it
 CHANNEL_MAX = 63  # bytes of an identifier (NAMEDATALEN - 1): a NOTIFY channel's name too
 _SEARCH_PATH = re.compile(r"search[_-]path=([^\s,]+)")
 
@@ -157,6 +161,18 @@ class _PgSession:
         return int(row["id"])
 
 
+def _close_pool(pool: ConnectionPool) -> None:
+    """Close the pool of a catalog nobody closed: when the catalog is collected, or at exit
+    (in the main thread, before the interpreter's teardown). A catalog sits in reference
+    cycles (a Vault's), so the collector may run this in one of the pool's own threads,
+    which cannot wait for itself to stop (the pool's ``__del__`` then printed a traceback
+    and left its connections open): closing is then handed to a thread of its own."""
+    if threading.current_thread().name.startswith(f"{pool.name}-"):
+        threading.Thread(target=pool.close, name=f"{pool.name}-closing", daemon=True).start()
+    else:
+        pool.close()
+
+
 class PostgresCatalog(SqlCatalog):
     _NOW = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')"
     _IS = "IS NOT DISTINCT FROM"
@@ -175,7 +191,8 @@ class PostgresCatalog(SqlCatalog):
                                   reason=" ".join(str(exc).split())) from None
         self._pool = ConnectionPool(self._conninfo, min_size=1, max_size=POOL_SIZE,
                                     kwargs={"autocommit": True, "row_factory": dict_row},
-                                    name="dbsafe-catalog", open=True)
+                                    name=f"dbsafe-catalog-{next(_POOL_NUMBERS)}", open=True)
+        weakref.finalize(self, _close_pool, self._pool)
 
     def _connect(self) -> psycopg.Connection:
         """A connection of its own (migrations, held locks), or a clear error."""
