@@ -7,10 +7,15 @@ a relation number used again, files in created databases and tablespaces."""
 
 from __future__ import annotations
 
-import numpy as np
+import struct
+from array import array
+from types import SimpleNamespace
 
+from dbsafe.engines.postgres import _walscan
 from dbsafe.engines.postgres.changemap import (
+    BLOCKS,
     ChangeMap,
+    MapBuilder,
     from_summaries,
     relation_of,
     runs_of,
@@ -24,7 +29,7 @@ SEG = PAGES_PER_SEGMENT
 def _map(**blocks: list[int]) -> ChangeMap:
     m = ChangeMap(0, 1 << 40)
     for name, numbers in blocks.items():
-        m.blocks[(1663, 5, int(name[1:]))] = np.array(sorted(numbers), dtype=np.int64)
+        m.blocks[(1663, 5, int(name[1:]))] = array(BLOCKS, sorted(numbers))
     return m
 
 
@@ -54,6 +59,11 @@ def test_pages_past_the_base_copy_are_read_and_named_pages_past_the_end_are_not(
     assert m.pages("base/5/200", 0, 10, 10) == []
 
 
+def test_named_pages_that_run_into_the_new_pages_are_one_run():
+    m = _map(r100=[2, 8, 9])
+    assert m.pages("base/5/100", 0, 14, 10) == [(2, 1), (8, 6)]
+
+
 def test_a_cut_relation_is_read_from_where_it_was_cut():
     """Cut to 4 blocks, then grown again without WAL naming the new pages (bulk extension
     writes empty pages unlogged): the base's old pages there must not come back."""
@@ -77,8 +87,37 @@ def test_created_relations_databases_and_tablespaces_are_read_whole():
 
 
 def test_runs_of_sorts_and_merges():
-    assert runs_of(np.array([5, 1, 2, 2, 3, 9], dtype=np.int64)) == [(1, 3), (5, 1), (9, 1)]
-    assert runs_of(np.empty(0, dtype=np.int64)) == []
+    assert runs_of([5, 1, 2, 2, 3, 9, 4294967295]) == [(1, 3), (5, 1), (9, 1), (4294967295, 1)]
+    assert runs_of([]) == []
+
+
+def _refs(*refs: tuple[int, int, int, int, int, int]) -> bytes:
+    return b"".join(struct.pack("<QIIIII", *ref) for ref in refs)
+
+
+def test_block_references_are_kept_per_relation_in_range_and_main_fork_only():
+    refs = _refs((10, 1663, 5, 100, 0, 7), (11, 1663, 5, 100, 0, 3),
+                 (12, 1663, 5, 100, 0, 7),     # named twice
+                 (9, 1663, 5, 100, 0, 1),      # before the range
+                 (20, 1663, 5, 100, 0, 2),     # at its end: after it
+                 (13, 1663, 5, 100, 1, 9),     # the free space map
+                 (14, 1664, 0, 200, 0, 4))
+    found = _walscan.blocks_by_relation(refs, 10, 20)
+    assert {rel: array(BLOCKS, b).tolist() for rel, b in found.items()} == {
+        (1663, 5, 100): [3, 7], (1664, 0, 200): [4]}
+    assert _walscan.blocks_by_relation(b"", 0, 1) == {}
+
+
+def test_blocks_named_in_several_segments_are_merged_sorted_and_once():
+    builder = MapBuilder(0, 1 << 40, 1, 16 << 20)
+    for refs in (_refs((1, 1663, 5, 100, 0, 9), (2, 1663, 5, 100, 0, 1)),
+                 _refs((3, 1663, 5, 100, 0, 4), (4, 1663, 5, 100, 0, 9)),
+                 _refs((5, 1663, 5, 101, 0, 6))):
+        builder._add_refs(SimpleNamespace(packed_refs=refs))  # one segment's references
+    m = builder.finish()
+    assert {rel: b.tolist() for rel, b in m.blocks.items()} == {
+        (1663, 5, 100): [1, 4, 9], (1663, 5, 101): [6]}
+    assert m.describe()["blocks"] == 4
 
 
 def test_the_servers_summaries_become_the_same_kind_of_map():

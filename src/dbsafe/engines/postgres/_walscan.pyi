@@ -15,3 +15,14 @@ def block_references(data: Buffer, segment_lsn: int, next: Buffer = ..., /
     none starting there is read.
     {magic, end_lsn, unfinished_lsn, continued, records, undecoded, switched, refs (packed
     ``<QIIIII``: lsn, spc, db, rel, fork, block), main_data [(lsn, rmid, info, bytes)]}."""
+
+def blocks_by_relation(refs: Buffer, start_lsn: int, stop_lsn: int, /
+                       ) -> dict[tuple[int, int, int], bytes]:
+    """The main-fork blocks referenced in [start_lsn, stop_lsn), per relation (spc, db,
+    rel): bytes of sorted, distinct native uint32."""
+
+def sorted_unique(data: Buffer, /) -> bytes:
+    """Native uint32 values sorted, each once."""
+
+def block_runs(blocks: Buffer, start: int, stop: int, /) -> list[tuple[int, int]]:
+    """Runs (first - start, count) of sorted, distinct uint32 ``blocks`` in [start, stop)."""

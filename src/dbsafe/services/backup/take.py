@@ -9,9 +9,7 @@ commit point) → record the point in the catalog.
 from __future__ import annotations
 
 import functools
-import importlib
 import secrets
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -223,10 +221,6 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     about_base: dict = {}  # a differential's base, dropped files and counts
     unchanged = None  # a tracked differential's tables whose base counts still hold
     newest = None  # the newest point with counts since a differential's or synthetic's base
-    if base is not None or source is not None:  # the change map's numpy (~0.08 s) loads
-        # while the start's checkpoint runs, instead of after it
-        threading.Thread(target=importlib.import_module, name="dbsafe-preload", daemon=True,
-                         args=("dbsafe.engines.postgres.changemap",)).start()
     try:
         start_lsn = session.start(f"dbsafe {point_id}")
         if base is not None:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
+from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder, Unusable, from_summaries
 from dbsafe.engines.postgres.wal import (
     format_lsn,
     parse_lsn,
@@ -29,9 +29,6 @@ from dbsafe.engines.postgres.wal import (
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.logchain.archive import read_wal_file
 from dbsafe.vault.repository import BlockError
-
-if TYPE_CHECKING:  # imported when a map is built: numpy costs every other backup ~0.08 s
-    from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder
 
 # the server's own summaries of [LSN, the backup's start): rows, or None and why not
 ServerSummaries = Callable[[int], tuple[list | None, str]]
@@ -78,8 +75,6 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
     if server_summaries is not None:
         rows, not_summaries = server_summaries(parse_lsn(base["start_lsn"]))
         if rows is not None:
-            from dbsafe.engines.postgres.changemap import from_summaries
-
             return Tracking(from_summaries(rows, parse_lsn(base["start_lsn"]), start_lsn),
                             None, seconds=time.perf_counter() - t0,
                             source="server-summaries")
@@ -98,14 +93,8 @@ def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: 
         return segment_file_name(timeline, numbers[i], segment_size)
 
     futures: dict[int, Future] = {}
+    builder = MapBuilder(begin, start_lsn, timeline, segment_size)
     with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-walread") as pool:
-        # the first two segments are read while the change map's module (numpy) loads
-        for i in range(min(2, len(numbers))):
-            futures[i] = pool.submit(reader.read, name(i))
-        from dbsafe.engines.postgres.changemap import MapBuilder, Unusable
-
-        builder = MapBuilder(begin, start_lsn, timeline, segment_size)
-
         def read(i: int) -> bytes:  # segments i, i+1 and i+2 in flight at most
             if i not in futures:
                 futures[i] = pool.submit(reader.read, name(i))
@@ -165,8 +154,6 @@ def _vault_copies(reader: _SegmentReader, builder: MapBuilder, numbers: list[int
     """Segment ``i`` and the next as the vault holds them, after their pg_wal copies made
     no sense (an old segment recycled under the name); None when neither came from pg_wal
     (the first reason stands), Unusable when the vault lacks one."""
-    from dbsafe.engines.postgres.changemap import Unusable
-
     names = [builder.name(n) for n in numbers[i:i + 2 if following is not None else i + 1]]
     if not reader.from_server.intersection(names):
         return None
