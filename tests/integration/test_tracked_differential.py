@@ -213,6 +213,31 @@ def test_a_recycled_file_in_pg_wal_is_not_read_for_its_name(pg_template, area, w
     restores_equal(vault, "c", diff["point_id"], area / "r", spaces, want)
 
 
+def test_segments_ended_by_a_switch_are_read_only_up_to_it(pg_template, area, wal_vault):
+    """A quiet server's segments (archive_timeout, pg_switch_wal) hold a few records and
+    then a switch: the map reads their first pages, not 16 MiB each, and misses nothing."""
+    vault = wal_vault
+    pg, spaces = protected(pg_template, area, vault, "w")
+    small_table(pg)
+    full = vault.backup("w", "--type", "full")
+    for n in range(6):
+        pg.execute(f"UPDATE t SET v = 'round {n}' WHERE id % 10 = {n}")
+        pg.execute("SELECT pg_switch_wal()")
+
+    diff = vault.backup("w", "--type", "diff")
+    want = pg.table_checksums()
+    source = diff["delta_source"]
+    assert source["source"] == "wal" and source["segments"] >= 6, source
+    segment = pg.scalar("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
+    read = source["wal_bytes_from_server"] + source["wal_bytes_from_vault"]
+    assert read < 3 * segment, f"{read} bytes read: {source}"
+    pg.execute("CHECKPOINT")
+    manifest = vault.repository().load_manifest_whole(diff["point_id"])
+    assert not left_out_in_range(pg, manifest, parse_lsn(full["start_lsn"]),
+                                  parse_lsn(diff["start_lsn"]))
+    restores_equal(vault, "w", diff["point_id"], area / "r", spaces, want)
+
+
 def test_a_timeline_switch_falls_back_to_the_lsn_scan(pg_template, area, wal_vault):
     """The server promoted (a new timeline) after the full: the map follows one timeline's
     WAL, so the differential scans page LSNs, says why, and restores equal; the full is

@@ -74,6 +74,16 @@ def read_regular(path: str, cap: int) -> tuple[bytes, os.stat_result]:
     raise NotRegularFile(path, f"it is larger than {cap} bytes")
 
 
+def read_head(path: str, size: int) -> bytes:
+    """The first ``size`` bytes (fewer when it is shorter) of a regular file
+    (``open_regular``): the start of a large file that may not need reading whole."""
+    fd, _ = open_regular(path)
+    try:
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
 SMALL_FILE = 64 << 10
 
 

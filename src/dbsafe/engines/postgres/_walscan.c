@@ -334,6 +334,35 @@ static int wanted(unsigned char rmid, unsigned char info)
     return rmid == RM_XACT_ID && xact_end(info);
 }
 
+/* A wanted record's main data: where it lies in the joined stream. */
+typedef struct {
+    uint64_t lsn;
+    size_t pos;
+    uint32_t len;
+    unsigned char rmid, info;
+} MainData;
+
+typedef struct {
+    MainData *items;
+    size_t n, cap;
+} Wanted;
+
+static int add_wanted(Wanted *w, uint64_t lsn, size_t pos, uint32_t len, unsigned char rmid,
+                      unsigned char info)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        MainData *grown = realloc(w->items, cap * sizeof(MainData));
+        if (!grown) return -1;
+        w->items = grown;
+        w->cap = cap;
+    }
+    w->items[w->n++] = (MainData){lsn, pos, len, rmid, info};
+    return 0;
+}
+
+/* The records are read without the GIL (the change map decodes segments on two threads);
+ * the Python objects are made after. */
 static PyObject *block_references(PyObject *self, PyObject *args)
 {
     Py_buffer view, next = {0};
@@ -345,11 +374,9 @@ static PyObject *block_references(PyObject *self, PyObject *args)
     const unsigned char *buf = view.buf;
     unsigned char *stream = malloc(len + (size_t)next.len + 1);
     Refs refs = {0};
+    Wanted wanted_records = {0};
     RefScan r = {0};
-    PyObject *records = PyList_New(0);
-    if (!stream || !records) {
-        free(stream);
-        Py_XDECREF(records);
+    if (!stream) {
         PyBuffer_Release(&view);
         if (next.obj)
             PyBuffer_Release(&next);
@@ -357,6 +384,8 @@ static PyObject *block_references(PyObject *self, PyObject *args)
     }
     unsigned int magic = len >= WAL_PAGE ? u16(buf) : 0;  /* XLOG_PAGE_MAGIC: the major */
     int new_layout = magic >= MAGIC_PG15;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
     r.end_lsn = seg_lsn;
     npages = join_pages(buf, len, seg_lsn, stream, &used, &first_rem);
     size_t hdr0 = npages && (u16(buf + 2) & XLP_LONG_HEADER) ? LONG_HEADER : SHORT_HEADER;
@@ -370,7 +399,6 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         join_pages(next.buf, (size_t)next.len, seg_lsn + len, stream + used, &next_used,
                    &ignored);
     used += next_used;
-    int error = 0;
     while (npages && pos < own && pos + RECORD_HEADER <= used) {
         const unsigned char *rec = stream + pos;
         uint32_t tot_len = u32(rec);
@@ -386,17 +414,13 @@ static PyObject *block_references(PyObject *self, PyObject *args)
         r.records++;
         if (decode_blocks(rec, tot_len, new_layout, lsn, &refs, &main_len) < 0) {
             r.undecoded++;
-        } else if (wanted(rmid, info)) {
-            PyObject *item = Py_BuildValue("(KBBy#)", (unsigned long long)lsn, rmid, info,
-                                           rec + tot_len - main_len, (Py_ssize_t)main_len);
-            if (!item || PyList_Append(records, item) < 0) {
-                Py_XDECREF(item);
-                error = 1;
-                break;
-            }
-            Py_DECREF(item);
+        } else if (wanted(rmid, info)
+                   && add_wanted(&wanted_records, lsn, pos + tot_len - main_len, main_len,
+                                 rmid, info) < 0) {
+            failed = 1;
+            break;
         }
-        if (refs.failed) { error = 1; PyErr_NoMemory(); break; }
+        if (refs.failed) { failed = 1; break; }
         pos += MAXALIGN(tot_len);
         if (pos >= own)   /* the next record starts in the next segment */
             r.end_lsn = seg_lsn + npages * WAL_PAGE;
@@ -407,12 +431,22 @@ static PyObject *block_references(PyObject *self, PyObject *args)
             break;
         }
     }
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     if (next.obj)
         PyBuffer_Release(&next);
+    PyObject *result = NULL, *records = failed ? PyErr_NoMemory() : PyList_New(0);
+    for (size_t i = 0; records && i < wanted_records.n; i++) {
+        MainData *m = &wanted_records.items[i];
+        PyObject *item = Py_BuildValue("(KBBy#)", (unsigned long long)m->lsn, m->rmid,
+                                       m->info, stream + m->pos, (Py_ssize_t)m->len);
+        if (!item || PyList_Append(records, item) < 0)
+            Py_CLEAR(records);
+        Py_XDECREF(item);
+    }
     free(stream);
-    PyObject *result = NULL;
-    if (!error) {
+    free(wanted_records.items);
+    if (records) {
         PyObject *unfinished = r.unfinished_lsn
             ? PyLong_FromUnsignedLongLong(r.unfinished_lsn) : Py_NewRef(Py_None);
         result = Py_BuildValue("{s:I,s:K,s:N,s:K,s:l,s:l,s:i,s:y#,s:O}",
@@ -425,12 +459,11 @@ static PyObject *block_references(PyObject *self, PyObject *args)
                                "refs", refs.refs ? (const char *)refs.refs : "",
                                (Py_ssize_t)(refs.n * REF_SIZE),
                                "main_data", records);
+        Py_DECREF(records);
     }
     free(refs.refs);
-    Py_DECREF(records);
     return result;
 }
-
 
 /* ---- a change map's block numbers ------------------------------------------------------ */
 

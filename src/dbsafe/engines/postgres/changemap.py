@@ -169,12 +169,20 @@ class MapBuilder:
     def add(self, segno: int, data: bytes, following: bytes | None = None) -> None:
         """Add one segment's changes; ``following``: the next segment's bytes (a record
         that starts here may end there)."""
+        self.take(segno, self.decode(segno, data, following))
+
+    def decode(self, segno: int, data: bytes, following: bytes | None = None
+               ) -> SegmentChanges:
+        """One segment's changes, checked (``Unusable`` says why not): the part of ``add``
+        that threads may run for several segments at once (the C decoder runs without
+        the GIL), ``take`` then adding them in order."""
         name = self.name(segno)
         seg_lsn = segno * self.segment_size
-        if len(data) != self.segment_size:
+        found = changes(data, segno, self.segment_size, following)
+        if len(data) != self.segment_size and not (  # the pages up to a switch will do
+                len(data) < self.segment_size and found.switched):
             raise Unusable(f"WAL segment {name} is {len(data)} bytes, not "
                            f"{self.segment_size}")
-        found = changes(data, segno, self.segment_size, following)
         if found.undecoded:
             raise Unusable(f"{found.undecoded} record(s) of WAL segment {name} could not be "
                            "decoded")
@@ -186,10 +194,14 @@ class MapBuilder:
         if found.end_lsn < min(stop, ends_here) and not found.switched:
             raise Unusable(f"WAL segment {name} ends at {format_lsn(found.end_lsn)}, before "
                            f"{format_lsn(min(stop, ends_here))} (damaged, or an old file)")
+        return found
+
+    def take(self, segno: int, found: SegmentChanges) -> None:
+        """Add segment ``segno``'s decoded changes; segments are taken in order."""
         self._add_refs(found)
         self._add_events(found)
         self.map.records += found.records
-        self.map.segments.append(name)
+        self.map.segments.append(self.name(segno))
 
     def _add_refs(self, found: SegmentChanges) -> None:
         for rel, blocks in _walscan.blocks_by_relation(found.packed_refs, self.map.start_lsn,

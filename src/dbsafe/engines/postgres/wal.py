@@ -44,6 +44,7 @@ def segment_file_name(timeline: int, segno: int, segment_size: int) -> str:
 
 
 LONG_PAGE_HEADER = 40  # XLogLongPageHeaderData: a segment's first page header
+WAL_PAGE = 8192  # XLOG_BLCKSZ: WAL is written in pages of this size
 
 
 def record_segments(start_lsn: int, stop_lsn: int, segment_size: int) -> range:

@@ -21,13 +21,17 @@ from pathlib import Path
 from dbsafe.core.errors import DbsafeError
 from dbsafe.engines.postgres.changemap import ChangeMap, MapBuilder, Unusable, from_summaries
 from dbsafe.engines.postgres.wal import (
+    WAL_PAGE,
+    SegmentChanges,
+    changes,
     format_lsn,
     parse_lsn,
+    parse_segment_name,
     record_segments,
     segment_file_name,
 )
 from dbsafe.services.handle.vault_handle import Vault
-from dbsafe.services.logchain.archive import read_wal_file
+from dbsafe.services.logchain.archive import read_wal_file, read_wal_head
 from dbsafe.vault.repository import BlockError
 
 # the server's own summaries of [LSN, the backup's start): rows, or None and why not
@@ -86,39 +90,56 @@ def change_map(vault: Vault, server: dict, base: dict, start_lsn: int, timeline:
 def _from_wal(vault: Vault, server: dict, base: dict, start_lsn: int, timeline: int,
               segment_size: int, t0: float) -> Tracking:
     begin = parse_lsn(base["start_lsn"])
-    reader = _SegmentReader(vault, server)
+    reader = _SegmentReader(vault, server, segment_size)
     numbers = list(record_segments(begin, start_lsn, segment_size))
 
     def name(i: int) -> str:
         return segment_file_name(timeline, numbers[i], segment_size)
 
-    futures: dict[int, Future] = {}
     builder = MapBuilder(begin, start_lsn, timeline, segment_size)
-    with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-walread") as pool:
-        def read(i: int) -> bytes:  # segments i, i+1 and i+2 in flight at most
-            if i not in futures:
-                futures[i] = pool.submit(reader.read, name(i))
-            data = futures[i].result()
+    reads: dict[int, Future] = {}
+    decodes: dict[int, Future] = {}
+    # two segments decoded at once (the decoder runs without the GIL), while a third is
+    # read; one at a time when segments are large (each decode holds two and a copy)
+    parallel = 2 if segment_size <= 64 << 20 else 1
+    with ThreadPoolExecutor(1, thread_name_prefix="dbsafe-walread") as reading, \
+            ThreadPoolExecutor(parallel, thread_name_prefix="dbsafe-waldecode") as decoding:
+        def read(i: int) -> bytes:
+            data = reads[i].result()
             if data is None:
                 raise Unusable(reader.missing(name(i)))
             return data
 
+        def decode(i: int) -> tuple[bytes, bytes | None, SegmentChanges | Unusable]:
+            data = read(i)  # Unusable when it is missing: no fallback then
+            following = read(i + 1) if i + 1 < len(numbers) else None
+            try:
+                return data, following, builder.decode(numbers[i], data, following)
+            except Unusable as exc:  # the vault's copies may do (_vault_copies)
+                return data, following, exc
+
+        def submit(upto: int) -> None:  # reads run one ahead of the decodes
+            for i in range(min(upto + 1, len(numbers) - 1) + 1):
+                if i not in reads and i >= len(builder.map.segments):
+                    reads[i] = reading.submit(reader.read, name(i))
+            for i in range(min(upto, len(numbers) - 1) + 1):
+                if i not in decodes and i >= len(builder.map.segments):
+                    decodes[i] = decoding.submit(decode, i)
+
         try:
             for i, segno in enumerate(numbers):
-                data = read(i)
-                following = read(i + 1) if i + 1 < len(numbers) else None
-                if i + 2 < len(numbers):  # read ahead while this one is decoded
-                    futures[i + 2] = pool.submit(reader.read, name(i + 2))
-                try:
-                    builder.add(segno, data, following)
-                except Unusable:
+                submit(i + parallel - 1)
+                data, following, found = decodes.pop(i).result()
+                if isinstance(found, Unusable):
                     copies = _vault_copies(reader, builder, numbers, i, data, following)
                     if copies is None:
-                        raise
+                        raise found
                     builder.add(segno, *copies)
-                del futures[i]
+                else:
+                    builder.take(segno, found)
+                reads.pop(i, None)
         except Unusable as exc:
-            for f in futures.values():
+            for f in [*decodes.values(), *reads.values()]:
                 f.cancel()
             return Tracking(None, str(exc), reader.vault_bytes, reader.local_bytes,
                             time.perf_counter() - t0)
@@ -184,11 +205,16 @@ class _SegmentReader:
     """A segment's bytes: the server's pg_wal's copy while it is there (no decompression,
     and usually in the page cache), else the vault's, else None. A pg_wal file can be an
     old segment recycled under a new name: the map then finds its pages' addresses wrong
-    (``Unusable``) and ``change_map`` reads the vault's copy instead (``from_vault``)."""
+    (``Unusable``) and ``change_map`` reads the vault's copy instead (``from_vault``).
+    A pg_wal copy whose first 64 KiB, or else first MiB, end with a switch record is only
+    those pages: nothing after a switch is WAL (docs/change-map.md)."""
 
-    def __init__(self, vault: Vault, server: dict) -> None:
+    HEADS = (64 << 10, 1 << 20)
+
+    def __init__(self, vault: Vault, server: dict, segment_size: int) -> None:
         self.vault = vault
         self.server = server
+        self.segment_size = segment_size
         self.vault_bytes = self.local_bytes = 0
         self.damaged: dict[str, str] = {}
         self.from_server: set[str] = set()
@@ -203,7 +229,13 @@ class _SegmentReader:
     def _server_copy(self, name: str) -> bytes | None:
         path = Path(self.server["pgdata"]) / "pg_wal" / name
         try:
-            data, _ = read_wal_file(self.server, path, name)
+            data = None
+            for size in self.HEADS:
+                if size < self.segment_size and data is None:
+                    data = self._switched_head(name, read_wal_head(self.server, path, name,
+                                                                   size), size)
+            if data is None:
+                data, _ = read_wal_file(self.server, path, name)
         except FileNotFoundError:
             return None
         except DbsafeError as exc:  # a link or other planted file: never read
@@ -211,6 +243,18 @@ class _SegmentReader:
             return None
         self.local_bytes += len(data)
         return data
+
+    def _switched_head(self, name: str, head: bytes, size: int) -> bytes | None:
+        """The pages of ``head`` (the first ``size`` bytes) up to the switch record that
+        ends its segment there, or None (no switch there)."""
+        parsed = parse_segment_name(name, self.segment_size)
+        if parsed is None or len(head) < size:
+            return None
+        seg_lsn = parsed[1] * self.segment_size
+        found = changes(head, parsed[1], self.segment_size)
+        if not found.switched or found.undecoded:
+            return None
+        return head[:-(-(found.end_lsn - seg_lsn) // WAL_PAGE) * WAL_PAGE]
 
     def from_vault(self, name: str) -> bytes | None:
         repo = self.vault.repo

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dbsafe.core import defaults
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.regular_files import NotRegularFile, read_regular
+from dbsafe.core.regular_files import NotRegularFile, read_head, read_regular
 from dbsafe.engines.postgres import wal
 from dbsafe.services.activity import alerts
 from dbsafe.services.handle import space
@@ -61,17 +61,34 @@ def read_wal_file(server: dict, path: Path, name: str) -> tuple[bytes, os.stat_r
     writes: only a name PostgreSQL archives, only a regular file reached without a link at
     its last component (core/regular_files.py), at most a segment's size (history and
     backup history files: ``SMALL_WAL_FILE``). Refused: ``archive.file_refused``."""
+    kind, cap = _wal_file(server, path, name)
+    try:
+        return read_regular(str(path), cap)
+    except NotRegularFile as exc:
+        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
+                          reason=f"{exc.reason} (a {kind} file)") from None
+
+
+def read_wal_head(server: dict, path: Path, name: str, size: int) -> bytes:
+    """The first ``size`` bytes of a pg_wal file, read as ``read_wal_file`` reads it."""
+    kind, cap = _wal_file(server, path, name)
+    try:
+        return read_head(str(path), min(size, cap))
+    except NotRegularFile as exc:
+        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
+                          reason=f"{exc.reason} (a {kind} file)") from None
+
+
+def _wal_file(server: dict, path: Path, name: str) -> tuple[str, int]:
+    """The kind of pg_wal file ``name`` is and how many bytes it may hold; refused when
+    it is not the name of one PostgreSQL archives."""
     kind = wal.wal_file_kind(name)
     if kind is None or os.path.basename(path) != name:
         raise DbsafeError("archive.file_refused", name=name, server=server["name"],
                           reason="not the name of a WAL file PostgreSQL archives")
     cap = (server.get("wal_segment_size") or MAX_SEGMENT) if kind in ("segment", "partial") \
         else SMALL_WAL_FILE
-    try:
-        return read_regular(str(path), cap)
-    except NotRegularFile as exc:
-        raise DbsafeError("archive.file_refused", name=name, server=server["name"],
-                          reason=f"{exc.reason} (a {kind} file)") from None
+    return kind, cap
 
 
 def _blocks(vault: Vault, data: bytes) -> tuple[list, list[bytes], str]:
