@@ -13,12 +13,14 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import secrets_guard
 from conftest import free_port, make_vault, new_cluster
 
+from dbsafe.services import activity
 from dbsafe.services.activity import alerts as alert_service
 from dbsafe.services.handle.vault_handle import Vault as ServiceVault
 
@@ -154,7 +156,11 @@ def test_protect_backup_and_job_page(portal):
         assert f'href="/jobs/{job_id}"' in jobs.text
         job = c.get(f"/jobs/{job_id}")
         assert job.status_code == 200 and "completed" in job.text
-        assert "Result" in job.text and "point_id" in job.text
+        # what was done, in words, before the whole result (kept folded, as JSON)
+        facts = job.text[job.text.index('id="job-facts"'):job.text.index("<details>")]
+        assert "<th>recovery point</th>" in facts and "<th>stored</th>" in facts
+        assert "<th>took</th>" in facts and (" MiB" in facts or " KiB" in facts)
+        assert "The whole result" in job.text and "point_id" in job.text
         assert "Cancel job" not in job.text                  # it is not running
         # the live stream the page follows, authenticated by the session cookie
         events = c.get(f"/api/v1/jobs/{job_id}/events")
@@ -176,6 +182,44 @@ def test_protect_backup_and_job_page(portal):
         assert kept.status_code == 200 and "data retained" in kept.text
         assert {i["name"]: i["state"] for i in portal.vault.ok("items", "pg")}["app2"] == \
             "stopped"
+
+
+def test_jobs_are_listed_a_page_at_a_time_and_cut_by_when_they_started(portal):
+    """60 jobs of one server, 45 of them days old: the portal pages through them 50 at a
+    time and cuts them to the last 24 hours; the API pages the same list, says the total
+    in ``X-Total-Count``, and takes a time range only as instants with their zone."""
+    service_vault = ServiceVault.open(portal.vault.path)
+    now = datetime.now(UTC)
+    try:
+        for n in range(60):
+            started = now - (timedelta(days=3, minutes=n) if n >= 15 else timedelta(minutes=n))
+            activity.record_job(service_vault.catalog, "verify", "paged", trigger="on-demand",
+                                started=started.isoformat(timespec="milliseconds"),
+                                result={"checked": n})
+    finally:
+        service_vault.catalog.close()
+    row = re.compile(r'<tr>\s*<td><a href="/jobs/')
+    with portal.login("rita") as c:
+        first = c.get("/jobs", params={"server": "paged"})
+        assert "60 jobs, newest first; times in UTC" in first.text
+        assert len(row.findall(first.text)) == 50 and "page 1 of 2" in first.text
+        assert "next »" in first.text and "« previous" not in first.text
+        second = c.get("/jobs", params={"server": "paged", "offset": 50})
+        assert len(row.findall(second.text)) == 10 and "page 2 of 2" in second.text
+        recent = c.get("/jobs", params={"server": "paged", "range": "24h"})
+        assert "15 jobs" in recent.text and len(row.findall(recent.text)) == 15
+        assert c.get("/jobs", params={"range": "1y"}).status_code == 422
+
+        api = c.get("/api/v1/jobs", params={"server": "paged", "limit": 20, "offset": 40})
+        assert api.status_code == 200 and api.headers["X-Total-Count"] == "60"
+        assert [j["result"]["checked"] for j in api.json()] == list(range(40, 60))
+        since = (now - timedelta(hours=1)).isoformat()
+        cut = c.get("/api/v1/jobs", params={"server": "paged", "since": since})
+        assert cut.headers["X-Total-Count"] == "15" and len(cut.json()) == 15
+        until = c.get("/api/v1/jobs", params={"server": "paged", "until": since})
+        assert until.headers["X-Total-Count"] == "45"
+        naive = c.get("/api/v1/jobs", params={"since": "2026-12-05T10:00:00"})
+        assert naive.status_code == 422 and "request.invalid" in naive.text
 
 
 def _policy_form(token: str, **changes: object) -> dict:

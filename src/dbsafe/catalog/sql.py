@@ -354,14 +354,21 @@ class SqlCatalog:
     def get_job(self, job_id: str) -> dict | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", job_id)
 
-    def list_jobs(self, limit: int = 100, **equal: object) -> list[dict]:
-        """Newest first; ``equal`` filters columns (None values are ignored)."""
-        where = {k: v for k, v in equal.items() if v is not None}
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
-        return self._all(sql + " ORDER BY start_time DESC, id DESC LIMIT ?",
-                         *where.values(), limit)
+    def list_jobs(self, limit: int = 100, offset: int = 0, since: str | None = None,
+                  until: str | None = None, **equal: object) -> list[dict]:
+        """Newest first, ``offset`` rows skipped (a page); ``equal`` filters columns (None
+        values are ignored); ``since`` (included) and ``until`` (excluded) bound the start
+        time, written as the catalog writes it (ISO 8601, UTC)."""
+        where, args = _job_filter(since, until, equal)
+        return self._all(f"SELECT * FROM jobs{where} ORDER BY start_time DESC, id DESC "
+                         "LIMIT ? OFFSET ?", *args, limit, offset)
+
+    def count_jobs(self, since: str | None = None, until: str | None = None,
+                   **equal: object) -> int:
+        """How many jobs ``list_jobs`` with the same filters pages through."""
+        where, args = _job_filter(since, until, equal)
+        row = self._one(f"SELECT COUNT(*) AS n FROM jobs{where}", *args)
+        return int(row["n"]) if row else 0
 
     # alerts and alert channels (services/activity/alerts.py) ----------------------------
     @property
@@ -728,3 +735,16 @@ class SqlCatalog:
         row = self._one("SELECT COALESCE(SUM(bytes_stored), 0) AS n FROM recovery_points "
                         "WHERE deleted_at IS NULL")
         return int(row["n"]) if row else 0
+
+
+def _job_filter(since: str | None, until: str | None, equal: dict[str, object]
+                ) -> tuple[str, list[object]]:
+    """The WHERE clause of a job listing and its arguments (column names come from code,
+    never from a caller: services/fleet/scope.py lists what an agent may filter by)."""
+    terms = [f"{k} = ?" for k, v in equal.items() if v is not None]
+    args: list[object] = [v for v in equal.values() if v is not None]
+    for term, value in (("start_time >= ?", since), ("start_time < ?", until)):
+        if value is not None:
+            terms.append(term)
+            args.append(value)
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args

@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return recorded(datetime.now(UTC))
+
+
+def recorded(t: datetime) -> str:
+    """An aware instant as the catalog records times (ISO 8601 in UTC, to the millisecond):
+    recorded times compare as text."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def parse(text: str) -> datetime:

@@ -3,6 +3,7 @@ CSRF checks on forms, and rendering of errors as a page rather than JSON."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from dbsafe.core import stamps
+from dbsafe.core import stamps, units
 from dbsafe.core.errors import DbsafeError
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
@@ -31,8 +32,18 @@ def ago(seconds: int | None, never: str = "never") -> str:
     return never if seconds is None else stamps.ago(seconds)
 
 
+def duration(job: dict) -> str:
+    """How long a job took, or has run so far."""
+    if not job.get("start_time"):
+        return ""
+    end = stamps.parse(job["end_time"]) if job.get("end_time") else datetime.now(UTC)
+    return units.duration_text(max(0.0, (end - stamps.parse(job["start_time"])).total_seconds()))
+
+
 templates.env.filters["when"] = when
 templates.env.filters["ago"] = ago
+templates.env.filters["size"] = units.size_text
+templates.env.filters["duration"] = duration
 
 
 class LoginNeeded(Exception):

@@ -9,8 +9,9 @@ import weakref
 from typing import Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from dbsafe.api.deps import need, vault
 from dbsafe.api.errors import ErrorBody
@@ -19,7 +20,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
-from dbsafe.web.fields import Limit
+from dbsafe.web.fields import Limit, Offset
 
 router = APIRouter(tags=["jobs"])
 State = Literal[activity.STATES]  # type: ignore[valid-type]
@@ -28,11 +29,22 @@ RECHECK_SECONDS = 5.0  # how often a stream checks that its caller may still rea
 
 
 @router.get("/jobs", dependencies=[Depends(need("read"))])
-def list_jobs(state: State | None = None, server: str | None = None,
+def list_jobs(response: Response, state: State | None = None,
+              server: str | None = Query(None, max_length=100),
               type: str | None = Query(None, max_length=40),
-              limit: Limit = 100, v: Vault = Depends(vault)) -> list[dict]:
-    """Jobs, newest first (backups, restores, verifies, drills), filtered."""
-    return activity.list_jobs(v.catalog, limit, state=state, server=server, type=type)
+              since: AwareDatetime | None = Query(
+                  None, description="jobs started at or after this instant (ISO 8601 with "
+                                    "its zone: one without is refused)"),
+              until: AwareDatetime | None = Query(
+                  None, description="jobs started before this instant"),
+              limit: Limit = 100, offset: Offset = 0, v: Vault = Depends(vault)
+              ) -> list[dict]:
+    """Jobs, newest first (backups, restores, verifies, drills), filtered, a page of them:
+    the ``X-Total-Count`` header says how many match."""
+    response.headers["X-Total-Count"] = str(activity.count_jobs(
+        v.catalog, state=state, server=server, type=type, since=since, until=until))
+    return activity.list_jobs(v.catalog, limit, state=state, server=server, type=type,
+                              offset=offset, since=since, until=until)
 
 
 @router.get("/jobs/{job_id}", dependencies=[Depends(need("read"))])

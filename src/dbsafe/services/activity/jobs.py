@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from dbsafe.catalog.base import Catalog
 from dbsafe.core.concurrency import pid_alive
 from dbsafe.core.errors import DbsafeError, os_error
-from dbsafe.core.stamps import utcnow
+from dbsafe.core.stamps import recorded, utcnow
 from dbsafe.services.activity import alerts
 
 ProgressFn = Callable[[int, int], None]
@@ -312,21 +313,45 @@ def _reap(catalog: Catalog, job: dict) -> dict:
 def list_jobs(catalog: Catalog, limit: int = 100, *, state: str | None = None,
               server: str | None = None, type: str | None = None,
               backup_type: str | None = None, item: str | None = None,
-              trigger: str | None = None) -> list[dict]:
-    """Jobs, newest first, filtered; running jobs whose process is gone are reaped."""
+              trigger: str | None = None, offset: int = 0, since: datetime | None = None,
+              until: datetime | None = None) -> list[dict]:
+    """Jobs, newest first, filtered, the first ``offset`` left out (a page); ``since``
+    (included) and ``until`` (excluded) bound their start. Running jobs whose process is
+    gone are reaped, and then left out of a ``state`` filter they no longer match."""
     if state is not None and state not in STATES:
         raise DbsafeError("job.bad_state", state=state, valid=", ".join(STATES))
+    equal: dict[str, Any] = {"state": state, "server": server, "type": type,
+                             "backup_type": backup_type, "trigger": trigger,
+                             **_bounds(since, until)}
+    if item is None:
+        if offset:
+            equal["offset"] = offset
+        rows = catalog.list_jobs(limit, **equal)
+    else:  # a job's items are JSON: filtered here, over the newest 5,000 at most
+        rows = catalog.list_jobs(max(limit + offset, 5000), **equal)
     jobs = []
-    for job in catalog.list_jobs(limit if not (state or item) else max(limit, 5000),
-                                 server=server, type=type, backup_type=backup_type,
-                                 trigger=trigger):
+    for job in rows:
         job = _decode(_reap(catalog, job))
         if state and job["state"] != state:
             continue
         if item and item not in (job.get("items") or []):
             continue
         jobs.append(job)
-    return jobs[:limit]
+    return jobs[offset:offset + limit] if item is not None else jobs
+
+
+def count_jobs(catalog: Catalog, *, state: str | None = None, server: str | None = None,
+               type: str | None = None, since: datetime | None = None,
+               until: datetime | None = None) -> int:
+    """How many jobs ``list_jobs`` pages through with the same filters."""
+    return catalog.count_jobs(state=state, server=server, type=type, **_bounds(since, until))
+
+
+def _bounds(since: datetime | None, until: datetime | None) -> dict[str, str]:
+    """A time range as the catalog compares start times (given bounds only: an agent's
+    catalog takes no keyword it was not asked for)."""
+    return {name: recorded(t) for name, t in (("since", since), ("until", until))
+            if t is not None}
 
 
 def get_job(catalog: Catalog, job_id: str) -> dict:
