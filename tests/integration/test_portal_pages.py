@@ -222,6 +222,20 @@ def test_jobs_are_listed_a_page_at_a_time_and_cut_by_when_they_started(portal):
         assert naive.status_code == 422 and "request.invalid" in naive.text
 
 
+def test_the_audit_log_is_for_the_role_that_manages_users(portal):
+    with portal.login("carla") as c:
+        log = c.get("/audit")
+        assert log.status_code == 200 and 'href="/audit"' in log.text
+        rows = log.text[log.text.index('id="audit-table"'):]
+        assert "user add" in rows and "cli@" in rows      # the users the fixture added
+        none = c.get("/audit", params={"actor": "nobody"})
+        assert "nothing recorded by nobody" in none.text
+    with portal.login("rita") as c:
+        assert 'href="/audit"' not in c.get("/jobs").text
+        refused = c.get("/audit")
+        assert refused.status_code == 403 and "auth.forbidden" in refused.text
+
+
 def _policy_form(token: str, **changes: object) -> dict:
     form = {"csrf_token": token, "full": "daily", "full_time": "02:00", "timezone": "UTC",
             "log_every": "", "keep_daily": "30", "keep_weekly": "", "keep_monthly": "",

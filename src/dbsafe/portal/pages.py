@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from dbsafe.portal.login_guard import LoginGuard
 from dbsafe.portal.routes import (
     alerts,
+    audit,
     dashboard,
     database,
     databases,
@@ -24,7 +25,7 @@ from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
 ROUTERS = [session.router, dashboard.router, databases.router, database.router,
            restore.router, hosts.router, servers.router, jobs.router, policies.router,
-           alerts.router, planner.router]
+           alerts.router, planner.router, audit.router]
 
 
 def install(app: FastAPI) -> None:
