@@ -167,6 +167,9 @@ def test_protect_backup_and_job_page(portal):
         assert events.status_code == 200 and "event: end" in events.text
         late = c.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
         assert late.status_code == 409 and "job.not_running" in late.text
+        board = c.get("/")  # the dashboard's table of the databases worst off
+        worst = board.text[board.text.index('id="worst"'):board.text.index("<h2>Fleet</h2>")]
+        assert "pg/app1" in worst and "pg/app2" in worst and "no log backups" in worst
         healthy = c.get("/databases", params={"health": "healthy", "server": "pg"})
         assert "app1" in healthy.text and "app2" in healthy.text
 

@@ -40,8 +40,14 @@ def duration(job: dict) -> str:
     return units.duration_text(max(0.0, (end - stamps.parse(job["start_time"])).total_seconds()))
 
 
+def span(seconds: int) -> str:
+    """A length of time at a glance ("12 min", "3 h"): how much a restore now would lose."""
+    return stamps.ago(seconds).removesuffix(" ago")
+
+
 templates.env.filters["when"] = when
 templates.env.filters["ago"] = ago
+templates.env.filters["span"] = span
 templates.env.filters["size"] = units.size_text
 templates.env.filters["duration"] = duration
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from dbsafe.policy import schedule
+from dbsafe.policy.model import Policy
 from dbsafe.services.activity import alerts as kinds
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.lifecycle import coverage
@@ -39,6 +41,7 @@ log = logging.getLogger("dbsafe.api")
 HEALTH = ("critical", "warning", "stopped", "healthy")
 BACKUP_TYPES = ("full", "copy-only", "diff", "log")
 NEWEST_PAGE = 50
+WORST_SHOWN = 20  # the dashboard's "am I protected?" table: the databases worst off
 
 
 def _newest(vault: Vault, instance_id: int,
@@ -126,27 +129,66 @@ def _time(point: dict | None) -> str | None:
     return point["end_time"] if point else None
 
 
-def items(vault: Vault) -> list[dict]:
+def _next_backups(vault: Vault, now: datetime) -> dict[str, tuple[str, str]]:
+    """policy name -> (kind, instant) of its next scheduled backup of any kind."""
+    found: dict[str, tuple[str, str]] = {}
+    for row in vault.catalog.list_policies():
+        policy = Policy.from_dict(json.loads(row["body"]))
+        runs = [(t, kind) for kind in ("full", "diff", "log")
+                if (t := schedule.next_slot(policy, kind, now)) is not None]
+        if runs:
+            when, kind = min(runs)
+            found[row["name"]] = (kind, when.isoformat())
+    return found
+
+
+def items(vault: Vault, now: datetime | None = None) -> list[dict]:
     """Every protected item (all states) with its last backups and health, by server and
-    name."""
+    name; the last instant it can be restored to (its newest backup's end, or its newest
+    log backup's), the next backup its policy schedules, and whether its log chain is
+    broken."""
+    now = now or datetime.now(UTC)
     rows = vault.catalog.list_items()
     names: dict[int, set[str]] = {}
     for item in rows:
         names.setdefault(item["instance_id"], set()).add(item["name"])
     newest = {iid: _newest(vault, iid, dbs) for iid, dbs in names.items()}
     alerts = _backup_alerts(vault)
+    scheduled = _next_backups(vault, now)
     result = []
     for item in rows:
         per_type = newest[item["instance_id"]][item["name"]]
-        health, reasons = _health(item, per_type, _concerning(item, alerts))
+        concerning = _concerning(item, alerts)
+        health, reasons = _health(item, per_type, concerning)
         last = max((p for t, p in per_type.items() if t != "log" and p),
                    key=lambda p: p["end_time"], default=None)
+        restorable = max((p["end_time"] for p in (last, per_type["log"]) if p), default=None)
+        following = scheduled.get(item["policy"]) if item["state"] == "protected" else None
         result.append({
             "server": item["server"], "database": item["name"], "state": item["state"],
             "policy": item["policy"], "health": health, "reasons": reasons,
             "last_backup": _time(last), "last_backup_type": last["type"] if last else None,
-            "last_full": _time(per_type["full"]), "last_log": _time(per_type["log"])})
+            "last_full": _time(per_type["full"]), "last_diff": _time(per_type["diff"]),
+            "last_log": _time(per_type["log"]), "restorable_until": restorable,
+            "next_backup": following[1] if following else None,
+            "next_backup_type": following[0] if following else None,
+            "chain_broken": any(a["kind"] == kinds.CHAIN_BROKEN for a in concerning)})
     return result
+
+
+def worst_first(rows: list[dict], now: datetime | None = None) -> list[dict]:
+    """Items by health (critical first), then by how long ago their last restorable
+    instant was (never first), with ``rpo_seconds``: that age now."""
+    now = now or datetime.now(UTC)
+
+    def rpo(row: dict) -> int | None:
+        until = row["restorable_until"]
+        return None if until is None else \
+            max(0, int((now - datetime.fromisoformat(until)).total_seconds()))
+
+    ranked = [{**r, "rpo_seconds": rpo(r)} for r in rows if r["state"] != "stopped"]
+    return sorted(ranked, key=lambda r: (HEALTH.index(r["health"]), r["rpo_seconds"] is not None,
+                                         -(r["rpo_seconds"] or 0), r["server"], r["database"]))
 
 
 @dataclass(frozen=True)
@@ -251,7 +293,7 @@ def dashboard(vault: Vault, rows: list[dict] | None = None,
     failed = vault.catalog.list_jobs(10, state="failed")
     return {
         "items": len(rows), "servers": len(vault.catalog.list_servers()),
-        "health": by_health,
+        "health": by_health, "worst": worst_first(rows, now)[:WORST_SHOWN],
         "jobs_24h": vault.catalog.count_jobs_since(since),
         "failed_jobs": [{k: j[k] for k in ("id", "type", "server", "start_time",
                                            "error_code", "error_message")} for j in failed],
