@@ -111,7 +111,10 @@ def exercise(c) -> list:
     c.create_job("j4", "restore", None, 4, "2026-01-01T02")
     c.update_job("j1", state="completed", bytes_done=1 << 40, cancel_requested=True)
     r += [c.get_job("j1"), c.get_job("zz"), c.list_jobs(), c.list_jobs(2),
-          c.list_jobs(server="a", state="running", type=None)]
+          c.list_jobs(server="a", state="running", type=None),
+          c.list_jobs(2, offset=1), c.list_jobs(since="2026-01-01T01", until="2026-01-01T02"),
+          c.count_jobs(), c.count_jobs(server="a", since="2026-01-01T01"),
+          c.jobs_by_day("2026-01-01"), c.stored_by_day("2025-12-31")]
     for n in range(2):
         r.append(c.upsert_alert({"kind": "k", "severity": "warning", "message": f"m{n}",
                                  "details": json.dumps({"n": n})}, f"2026-01-0{n + 1}"))

@@ -730,6 +730,33 @@ class SqlCatalog:
         return self._all(self._JOB_GROUPS + "WHERE state IN ('queued', 'running', "
                          "'cancelling') GROUP BY type, state, server, agent_id")
 
+    _POINT_SERVER = ("FROM recovery_points p JOIN instances i ON i.id = p.instance_id "
+                     "JOIN servers s ON s.id = i.server_id ")
+
+    def stored_by_day(self, since: str) -> list[dict]:
+        """Per server and UTC day from ``since`` on: the bytes its points stored that day
+        (``added``) and those of its points deleted that day (``removed``); and per server
+        the bytes of the points it held when ``since`` began (``day`` None)."""
+        added = self._all("SELECT s.name AS server, substr(p.end_time, 1, 10) AS day, "
+                          "SUM(p.bytes_stored) AS added " + self._POINT_SERVER +
+                          "WHERE p.end_time >= ? GROUP BY s.name, substr(p.end_time, 1, 10)",
+                          since)
+        removed = self._all("SELECT s.name AS server, substr(p.deleted_at, 1, 10) AS day, "
+                            "SUM(p.bytes_stored) AS removed " + self._POINT_SERVER +
+                            "WHERE p.deleted_at >= ? "
+                            "GROUP BY s.name, substr(p.deleted_at, 1, 10)", since)
+        held = self._all("SELECT s.name AS server, NULL AS day, SUM(p.bytes_stored) AS added "
+                         + self._POINT_SERVER + "WHERE p.end_time < ? AND "
+                         "(p.deleted_at IS NULL OR p.deleted_at >= ?) GROUP BY s.name",
+                         since, since)
+        return held + added + removed
+
+    def jobs_by_day(self, since: str) -> list[dict]:
+        """Jobs started from ``since`` on, counted per UTC day and state."""
+        return self._all("SELECT substr(start_time, 1, 10) AS day, state, COUNT(*) AS n "
+                         "FROM jobs WHERE start_time >= ? "
+                         "GROUP BY substr(start_time, 1, 10), state", since)
+
     def stored_bytes(self) -> int:
         """The bytes the live points added to the vault, summed (each point's new bytes)."""
         row = self._one("SELECT COALESCE(SUM(bytes_stored), 0) AS n FROM recovery_points "

@@ -1,5 +1,5 @@
 """Watching the whole: health checks, RPO, the overview, /metrics' figures, access and
-audit. Modules: access, figures, monitor, overview, restorable. It imports only the groups
+audit. Modules: access, figures, monitor, overview, reports, restorable. It imports only the groups
 below it (handle, activity, inventory, logchain, lifecycle, protection, backup, restore).
 The names here are the group's published surface: the CLI, the API, the portal, the
 scheduler and the agent import them from here, never a module inside (import-linter holds
@@ -35,10 +35,12 @@ from dbsafe.services.operations.access import (
 from dbsafe.services.operations.figures import vault_figures
 from dbsafe.services.operations.monitor import check_health, checks_not_run
 from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
+from dbsafe.services.operations.reports import MAX_DAYS, jobs_per_day, stored_over_time
 
 __all__ = [
     "DEVICE_MAX",
     "HEALTH",
+    "MAX_DAYS",
     "MIN_PASSWORD",
     "OverviewCache",
     "PERMISSIONS",
@@ -55,6 +57,7 @@ __all__ = [
     "create_token",
     "device_user",
     "end_session",
+    "jobs_per_day",
     "list_tokens",
     "login",
     "page",
@@ -63,6 +66,7 @@ __all__ = [
     "revoke_token",
     "session_principal",
     "shown_name",
+    "stored_over_time",
     "token_login",
     "token_principal",
     "vault_figures",

@@ -1,0 +1,62 @@
+"""Backup reports (services/operations/reports.py) from the catalog alone: the bytes each
+server's points hold day by day (a point counts from the day it ended until the day it was
+deleted), jobs per day by outcome; and the SVG charts the dashboard draws of them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from dbsafe.portal import charts
+from dbsafe.services import activity, operations
+from dbsafe.services.handle.vault_handle import Vault
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def _point(catalog, instance: int, point_id: str, end: str, stored: int) -> None:
+    catalog.add_point(instance, {
+        "point_id": point_id, "type": "full", "copy_only": 0, "start_time": end,
+        "end_time": end, "start_lsn": "0/2000028", "stop_lsn": "0/2000100", "timeline": 1,
+        "bytes_read": stored, "bytes_stored": stored, "corrupt_pages": 0,
+        "databases": json.dumps(["app"]), "base_point": None, "retention": None})
+
+
+def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
+    vault = Vault.init(tmp_path / "vault")
+    catalog = vault.catalog
+    ids = {name: catalog.add_server(name, "localhost", None, {
+        "pgdata": f"/nowhere/{name}", "port": 1, "pg_version": 15,
+        "bin_dir": "/usr/lib/postgresql/15/bin", "system_identifier": name})
+        for name in ("a", "b")}
+    _point(catalog, ids["a"], "20261120T010000Z-aaaaaaa1", "2026-11-20T01:00:00+00:00", 100)
+    _point(catalog, ids["a"], "20261203T010000Z-aaaaaaa2", "2026-12-03T01:00:00+00:00", 30)
+    _point(catalog, ids["b"], "20261204T010000Z-bbbbbbb1", "2026-12-04T01:00:00+00:00", 7)
+    _point(catalog, ids["b"], "20261101T010000Z-bbbbbbb0", "2026-11-01T01:00:00+00:00", 50)
+    catalog.set_point_deleted("20261101T010000Z-bbbbbbb0", "2026-12-04T10:00:00+00:00",
+                              "2026-12-18T10:00:00+00:00")
+
+    stored = operations.stored_over_time(vault, 5, NOW)
+    assert stored["days"] == ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04",
+                              "2026-12-05"]
+    assert stored["servers"] == {"a": [100, 100, 130, 130, 130], "b": [50, 50, 50, 7, 7]}
+    assert stored["total"] == [150, 150, 180, 137, 137]
+    assert stored["added"] == {"a": [0, 0, 30, 0, 0], "b": [0, 0, 0, 7, 0]}
+
+    for day, state in (("2026-12-04T03:00:00.000+00:00", "completed"),
+                       ("2026-12-04T04:00:00.000+00:00", "failed"),
+                       ("2026-12-05T03:00:00.000+00:00", "completed"),
+                       ("2026-11-20T03:00:00.000+00:00", "completed")):  # before the range
+        job = activity.record_job(catalog, "backup", "a", started=day, result={})
+        if state == "failed":
+            catalog.update_job(job, state="failed")
+    jobs = operations.jobs_per_day(vault, 3, NOW)
+    assert jobs == {"days": ["2026-12-03", "2026-12-04", "2026-12-05"],
+                    "states": {"completed": [0, 1, 1], "failed": [0, 1, 0]}}
+
+    bars = charts.stacked_bars("c", "Jobs", jobs["days"], jobs["states"], str,
+                               charts.STATE_COLOURS)
+    assert bars.count("<rect") == 3 + 2  # three bar segments, two legend keys
+    assert "<title>2026-12-04 failed: 1</title>" in bars and 'role="img"' in bars
+    drawn = charts.lines("s", "Stored", stored["days"], stored["servers"], str)
+    assert drawn.count("<polyline") == 2 and "<title>2026-12-04 b: 7</title>" in drawn
