@@ -239,6 +239,43 @@ def test_the_audit_log_is_for_the_role_that_manages_users(portal):
         assert refused.status_code == 403 and "auth.forbidden" in refused.text
 
 
+def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
+    service_vault = ServiceVault.open(portal.vault.path)
+    now = datetime.now(UTC)
+    try:
+        for n in range(4):
+            job = activity.record_job(service_vault.catalog, "verify", "reported", result={},
+                                      started=(now - timedelta(hours=n)).isoformat())
+            if n == 3:  # failed, without raising an alert the other tests would see
+                service_vault.catalog.update_job(job, state="failed")
+    finally:
+        service_vault.catalog.close()
+    with portal.login("rita") as c:
+        api = c.get("/api/v1/reports", params={"days": 7})
+        assert api.status_code == 200
+        mine = [r for r in api.json()["jobs"] if r["server"] == "reported"]
+        assert mine == [{"server": "reported", "type": "verify", "jobs": 4, "completed": 3,
+                         "with_warnings": 0, "failed": 1, "cancelled": 0,
+                         "success_rate": 0.75}]
+        assert c.get("/api/v1/reports", params={"days": 0}).status_code == 422
+        page = c.get("/reports", params={"days": 7})
+        assert page.status_code == 200 and 'href="/reports"' in page.text
+        jobs = page.text[page.text.index('id="report-jobs"'):page.text.index("Restore drills")]
+        assert "<td>reported</td><td>verify</td><td>4</td><td>3</td>" in jobs
+        assert "75.0 %" in jobs
+        assert '<svg id="report-stored"' in page.text and '<svg id="report-jobs"' in page.text
+        assert c.get("/reports", params={"days": 400}).status_code == 422
+        table = c.get("/reports/jobs.csv", params={"days": 7})
+        assert table.headers["content-type"].startswith("text/csv")
+        assert "attachment" in table.headers["content-disposition"]
+        lines = table.text.splitlines()
+        assert lines[0] == ("server,type,jobs,completed,with_warnings,failed,cancelled,"
+                            "success_rate")
+        assert "reported,verify,4,3,0,1,0,0.75" in lines
+        board = c.get("/")
+        assert '<svg id="chart-jobs"' in board.text and '<svg id="chart-stored"' in board.text
+
+
 def _policy_form(token: str, **changes: object) -> dict:
     form = {"csrf_token": token, "full": "daily", "full_time": "02:00", "timezone": "UTC",
             "log_every": "", "keep_daily": "30", "keep_weekly": "", "keep_monthly": "",

@@ -22,6 +22,7 @@ from dbsafe.api.routes import (
     policies,
     protection,
     replicasets,
+    reports,
     restores,
     servers,
 )
@@ -33,7 +34,7 @@ ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.ro
 # the rest of the CLI's actions
 ROUTERS += [servers.router, protection.router, replicasets.router, policies.router,
             alerts.router, planner.router, checks.router, deletion.router,
-            vault_routes.router]
+            vault_routes.router, reports.router]
 # a fleet's agents and their registration (docs/fleet.md)
 ROUTERS += [agents.router]
 

@@ -8,8 +8,10 @@ from fastapi.staticfiles import StaticFiles
 
 from dbsafe.portal.login_guard import LoginGuard
 from dbsafe.portal.routes import (
+    access,
     alerts,
     audit,
+    channels,
     dashboard,
     database,
     databases,
@@ -17,15 +19,19 @@ from dbsafe.portal.routes import (
     jobs,
     planner,
     policies,
+    reports,
     restore,
+    server_tasks,
     servers,
     session,
+    settings,
 )
 from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
 ROUTERS = [session.router, dashboard.router, databases.router, database.router,
-           restore.router, hosts.router, servers.router, jobs.router, policies.router,
-           alerts.router, planner.router, audit.router]
+           restore.router, hosts.router, servers.router, server_tasks.router, jobs.router,
+           policies.router, alerts.router, planner.router, audit.router, reports.router,
+           settings.router, channels.router, access.router]
 
 
 def install(app: FastAPI) -> None:

@@ -35,7 +35,7 @@ from dbsafe.services.operations.access import (
 from dbsafe.services.operations.figures import vault_figures
 from dbsafe.services.operations.monitor import check_health, checks_not_run
 from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
-from dbsafe.services.operations.reports import MAX_DAYS, jobs_per_day, stored_over_time
+from dbsafe.services.operations.reports import MAX_DAYS, jobs_per_day, report, stored_over_time
 
 __all__ = [
     "DEVICE_MAX",
@@ -63,6 +63,7 @@ __all__ = [
     "page",
     "remember_device",
     "remove_user",
+    "report",
     "revoke_token",
     "session_principal",
     "shown_name",

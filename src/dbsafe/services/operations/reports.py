@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from dbsafe.services.handle.vault_handle import Vault
 
 MAX_DAYS = 366
+DRILLS_MAX = 10_000  # the newest drills a report reads (a drill a day of 20 servers: 500 days)
 
 
 def _days(days: int, now: datetime) -> list[str]:
@@ -76,4 +77,39 @@ def _running(steps: list[int]) -> list[int]:
         held += step
         out.append(held)
     return out
+
+
+
+def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
+    """The reports page's three tables over the last ``days`` UTC days, as rows (the page,
+    its CSV files and the API give the same): ``storage`` per server (bytes held at the
+    start and the end, growth, bytes stored by its backups), ``jobs`` per server and type
+    (outcomes and the success rate of those that ended), ``drills`` (each with its outcome,
+    RTO and RPO)."""
+    now = now or datetime.now(UTC)
+    stored = stored_over_time(vault, days, now)
+    storage = [{"server": server, "held_at_start": held[0], "held_at_end": held[-1],
+                "growth": held[-1] - held[0], "stored_by_backups": sum(stored["added"][server])}
+               for server, held in stored["servers"].items()]
+    since = f"{stored['days'][0]}T00:00:00"
+    grouped: dict[tuple[str, str], dict[str, int]] = {}
+    for row in vault.catalog.count_jobs_grouped_since(since):
+        counts = grouped.setdefault((row["server"] or "", row["type"]), {})
+        counts[row["state"]] = counts.get(row["state"], 0) + int(row["n"])
+    jobs = []
+    for (server, type), counts in sorted(grouped.items()):
+        ok = counts.get("completed", 0) + counts.get("completed_with_warnings", 0)
+        ended = ok + counts.get("failed", 0) + counts.get("cancelled", 0)
+        jobs.append({"server": server, "type": type, "jobs": sum(counts.values()),
+                     "completed": counts.get("completed", 0),
+                     "with_warnings": counts.get("completed_with_warnings", 0),
+                     "failed": counts.get("failed", 0), "cancelled": counts.get("cancelled", 0),
+                     "success_rate": round(ok / ended, 4) if ended else None})
+    drills = [{"server": d["server"], "point_id": d["point_id"], "started": d["started"],
+               "finished": d["finished"], "state": d["state"],
+               "rto_seconds": d["rto_seconds"], "rpo_seconds": d["rpo_seconds"],
+               "error_code": d["error_code"]}
+              for d in vault.catalog.list_drills(limit=DRILLS_MAX) if d["started"] >= since]
+    return {"days": days, "from": stored["days"][0], "to": stored["days"][-1],
+            "storage": storage, "jobs": jobs, "drills": drills}
 

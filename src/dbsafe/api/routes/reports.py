@@ -1,0 +1,26 @@
+"""Backup reports: stored bytes per server, jobs' outcomes per server and type, restore
+drills with their RTO and RPO, over the last N days; the portal's reports page and its CSV
+files give the same rows (services/operations/reports.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from dbsafe.api.deps import need, vault
+from dbsafe.services import operations
+from dbsafe.services.handle import Vault
+
+router = APIRouter(tags=["reports"])
+Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS,
+                            description="the last N UTC days, today included")]
+
+
+@router.get("/reports", dependencies=[Depends(need("read"))])
+def backup_report(days: Days = 30, v: Vault = Depends(vault)) -> dict:
+    """``{days, from, to, storage: [...], jobs: [...], drills: [...]}``: per server the
+    bytes held at the start and the end of the range, the growth and the bytes its backups
+    stored; per server and job type the jobs and how they ended, with the success rate of
+    those that ended; every drill of the range with its outcome, RTO and RPO (seconds)."""
+    return operations.report(v, days)

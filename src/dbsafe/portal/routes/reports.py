@@ -1,0 +1,62 @@
+"""Reports: over the last 7, 30, 90 or 365 days, the bytes each server's points hold and
+how they grew, the jobs' outcomes and success rates, and the restore drills with their RTO
+and RPO; each table downloadable as CSV (the API's /reports gives the same rows)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from dbsafe.core.units import size_text
+from dbsafe.portal import charts
+from dbsafe.portal.web import caller, page, vault
+from dbsafe.services import operations
+from dbsafe.services.handle import Vault
+from dbsafe.services.operations import Principal
+
+router = APIRouter()
+Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS)]  # the form offers 7, 30, 90, 365
+Table = Literal["storage", "jobs", "drills"]
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run a cell starting so
+
+
+@router.get("/reports", response_class=HTMLResponse)
+def reports_page(request: Request, days: Days = 30, me: Principal = Depends(caller),
+                 v: Vault = Depends(vault)) -> HTMLResponse:
+    me.require("read")
+    found = operations.report(v, days)
+    stored = operations.stored_over_time(v, days)
+    jobs = operations.jobs_per_day(v, days)
+    drawn = {"stored": charts.lines("report-stored", f"Stored bytes, last {days} days",
+                                    stored["days"], {"all servers": stored["total"]},
+                                    size_text),
+             "jobs": charts.stacked_bars("report-jobs", f"Jobs per day, last {days} days",
+                                         jobs["days"], jobs["states"], lambda n: f"{n:.0f}",
+                                         charts.STATE_COLOURS)}
+    return page(request, "reports.html", report=found, charts=drawn,
+                choices=[7, 30, 90, 365])
+
+
+@router.get("/reports/{table}.csv")
+def report_csv(table: Table, days: Days = 30, me: Principal = Depends(caller),
+               v: Vault = Depends(vault)) -> Response:
+    me.require("read")
+    rows = operations.report(v, days)[table]
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows({k: _cell(val) for k, val in row.items()} for row in rows)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="dbsafe-{table}-{days}d.csv"'})
+
+
+def _cell(value: object) -> object:
+    """A value as a spreadsheet may open it: text that would start a formula is quoted."""
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
+    return "" if value is None else value
