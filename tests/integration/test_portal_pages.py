@@ -276,6 +276,34 @@ def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
         assert '<svg id="chart-jobs"' in board.text and '<svg id="chart-stored"' in board.text
 
 
+def test_each_viewer_reads_instants_in_the_zone_they_chose(portal):
+    service_vault = ServiceVault.open(portal.vault.path)
+    try:
+        activity.record_job(service_vault.catalog, "verify", "zoned", result={},
+                            started="2026-07-01T10:00:00.000+00:00")
+    finally:
+        service_vault.catalog.close()
+    with portal.login("rita") as c:
+        page = c.get("/jobs", params={"server": "zoned"})
+        assert "times in UTC" in page.text and "2026-07-01 10:00:00 UTC" in page.text
+        token = csrf(page.text)
+        chosen = c.post("/viewer/zone", data={"zone": "Europe/Berlin", "csrf_token": token,
+                                              "back": "/jobs?server=zoned"})
+        assert chosen.status_code == 303 and chosen.headers["location"] == "/jobs?server=zoned"
+        page = c.get("/jobs", params={"server": "zoned"})
+        assert "times in Europe/Berlin" in page.text
+        assert "2026-07-01 12:00:00 CEST" in page.text    # summer time, named
+        assert c.get("/databases").status_code == 200      # its cached table too
+        unknown = c.post("/viewer/zone", data={"zone": "Mars/Olympus", "csrf_token": token})
+        assert unknown.status_code == 400 and "time.zone_unknown" in unknown.text
+        away = c.post("/viewer/zone", data={"zone": "UTC", "csrf_token": token,
+                                            "back": "https://elsewhere.example/x"})
+        assert away.headers["location"] == "/"               # never another site
+        assert "2026-07-01 10:00:00 UTC" in c.get("/jobs", params={"server": "zoned"}).text
+    with portal.login("otto") as other:                     # a cookie of that browser only
+        assert "times in UTC" in other.get("/jobs").text
+
+
 def _policy_form(token: str, **changes: object) -> dict:
     form = {"csrf_token": token, "full": "daily", "full_time": "02:00", "timezone": "UTC",
             "log_every": "", "keep_daily": "30", "keep_weekly": "", "keep_monthly": "",

@@ -5,7 +5,7 @@ ago where it helps (``ago``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 
 def utcnow() -> str:
@@ -25,9 +25,12 @@ def parse(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def shown(text: str) -> str:
-    """An instant as people see it: ``2026-12-06 22:19:47 UTC``."""
-    return parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def shown(text: str, zone: tzinfo | None = None) -> str:
+    """An instant as people see it: ``2026-12-06 22:19:47 UTC``; in ``zone`` (a portal
+    viewer's choice), with that zone's abbreviation: ``2026-12-06 23:19:47 CET``."""
+    if zone is None:
+        return parse(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return parse(text).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def ago(seconds: int) -> str:

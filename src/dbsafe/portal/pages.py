@@ -25,13 +25,14 @@ from dbsafe.portal.routes import (
     servers,
     session,
     settings,
+    viewer,
 )
 from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 
 ROUTERS = [session.router, dashboard.router, databases.router, database.router,
            restore.router, hosts.router, servers.router, server_tasks.router, jobs.router,
            policies.router, alerts.router, planner.router, audit.router, reports.router,
-           settings.router, channels.router, access.router]
+           settings.router, channels.router, access.router, viewer.router]
 
 
 def install(app: FastAPI) -> None:

@@ -3,9 +3,12 @@ CSRF checks on forms, and rendering of errors as a page rather than JSON."""
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -22,9 +25,38 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
+ZONE_COOKIE = "dbsafe_zone"
+# the zones the header offers (routes/viewer.py takes any IANA name; these are the common)
+ZONES = ["UTC", "Europe/London", "Europe/Paris", "Europe/Berlin", "Europe/Madrid",
+         "Europe/Rome", "Europe/Warsaw", "Europe/Helsinki", "Europe/Moscow", "Africa/Cairo",
+         "Africa/Johannesburg", "Asia/Dubai", "Asia/Kolkata", "Asia/Singapore",
+         "Asia/Shanghai", "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland",
+         "America/Sao_Paulo", "America/New_York", "America/Chicago", "America/Denver",
+         "America/Los_Angeles", "America/Anchorage", "Pacific/Honolulu"]
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
+# the zone the page being rendered shows instants in (the viewer's choice; None: UTC)
+viewer_zone: ContextVar[ZoneInfo | None] = ContextVar("viewer_zone", default=None)
+
+
+def zone_named(name: str | None) -> ZoneInfo | None:
+    """The IANA zone ``name`` names, or None (UTC, an unknown or malformed name)."""
+    if not name or len(name) > 64 or not _ZONE_NAME.fullmatch(name) or name == "UTC":
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_of(request: Request) -> ZoneInfo | None:
+    """The zone the viewer chose to read instants in (the ``dbsafe_zone`` cookie)."""
+    return zone_named(request.cookies.get(ZONE_COOKIE))
+
+
 def when(text: str | None, never: str = "never") -> str:
-    """An instant as every page shows it (core/stamps.py: as the CLI shows it too)."""
-    return stamps.shown(text) if text else never
+    """An instant as every page shows it: as the CLI shows it (core/stamps.py), in UTC, or
+    in the zone the viewer chose, named."""
+    return stamps.shown(text, viewer_zone.get()) if text else never
 
 
 def ago(seconds: int | None, never: str = "never") -> str:
@@ -89,12 +121,19 @@ class Fragments:
         self._snapshot: object = None
         self._rendered: dict[tuple, Markup] = {}
 
-    def get(self, snapshot: object, key: tuple, template: str, **context) -> Markup:
+    def get(self, snapshot: object, key: tuple, template: str, request: Request,
+            **context) -> Markup:
         if snapshot is not self._snapshot or len(self._rendered) >= self.LIMIT:
             self._snapshot, self._rendered = snapshot, {}
+        zone = zone_of(request)  # its instants are shown in the viewer's zone
+        key = (*key, zone)
         found = self._rendered.get(key)
         if found is None:
-            found = Markup(templates.env.get_template(template).render(**context))
+            token = viewer_zone.set(zone)
+            try:
+                found = Markup(templates.env.get_template(template).render(**context))
+            finally:
+                viewer_zone.reset(token)
             self._rendered[key] = found
         return found
 
@@ -111,8 +150,14 @@ def check_csrf(principal: Principal, token: str | None) -> None:
 
 def page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     principal = getattr(request.state, "principal", None)
-    return templates.TemplateResponse(request, template, {"me": principal, **context},
-                                      status_code=status_code)
+    zone = zone_of(request)
+    token = viewer_zone.set(zone)
+    try:
+        return templates.TemplateResponse(
+            request, template, {"me": principal, "zone": zone.key if zone else "UTC",
+                                "zones": ZONES, **context}, status_code=status_code)
+    finally:
+        viewer_zone.reset(token)
 
 
 def login_redirect(next_url: str) -> RedirectResponse:

@@ -28,6 +28,6 @@ def databases(request: Request, search: str = Query("", max_length=100),
     found = operations.page(snapshot.items, search=search or None, health=health or None,
                           server=server or None, offset=offset, limit=PAGE)
     table = fragments.get(snapshot, (search, health, server, offset), "_items_table.html",
-                          found=found, query=query)
+                          request, found=found, query=query)
     return page(request, "databases.html", table=table, health_values=operations.HEALTH,
                 servers=sorted({r["server"] for r in snapshot.items}), query=query)

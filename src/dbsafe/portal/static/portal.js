@@ -139,3 +139,8 @@ document.addEventListener("click", async (event) => {
     button.textContent = "Select the command and copy it";  // no clipboard (plain HTTP)
   }
 });
+
+// The header's zone choice applies as soon as it is picked (without script: its button).
+document.querySelectorAll("form.zone select").forEach((select) => {
+  select.addEventListener("change", () => select.form.submit());
+});
