@@ -57,3 +57,32 @@ def test_cancel_and_exclusion_of_backups(pg_template, area, wal_vault):
     assert vault.ok("jobs", "--item", "postgres", "--backup-type", "full")
     vault.fail("job.bad_state", "jobs", "--state", "sleeping")
     vault.ok("agent", "start")
+
+
+def test_jobs_are_paged_and_cut_by_instants_given_with_their_zone(tmp_path, cli_env):
+    """`dbsafe jobs --since/--until/--offset`: the same rule for a typed instant as a
+    restore target's (no zone: refused, never guessed), the list cut and paged."""
+    from conftest import make_vault
+
+    from dbsafe.services import activity
+    from dbsafe.services.handle.vault_handle import Vault as ServiceVault
+
+    vault = make_vault(cli_env, tmp_path / "vault")
+    service = ServiceVault.open(vault.path)
+    try:
+        for hour in range(5):
+            activity.record_job(service.catalog, "verify", "s", result={"hour": hour},
+                                started=f"2026-12-05T{10 + hour:02d}:00:00.000+00:00")
+    finally:
+        service.catalog.close()
+    since = vault.ok("jobs", "--server", "s", "--since", "2026-12-05T12:00:00+01:00")
+    assert [j["result"]["hour"] for j in since] == [4, 3, 2, 1]    # 11:00 UTC on
+    cut = vault.ok("jobs", "--server", "s", "--since", "2026-12-05T11:00:00Z",
+                   "--until", "2026-12-05T13:00:00Z")
+    assert [j["result"]["hour"] for j in cut] == [2, 1]
+    paged = vault.ok("jobs", "--server", "s", "--limit", "2", "--offset", "2")
+    assert [j["result"]["hour"] for j in paged] == [2, 1]
+    naive = vault.run("jobs", "--since", "2026-12-05T11:00:00", "--json")
+    assert naive.returncode == 2 and "time.zone_missing" in naive.stdout
+    garbled = vault.run("jobs", "--since", "yesterday", "--json")
+    assert garbled.returncode == 2 and "time.bad_instant" in garbled.stdout

@@ -216,6 +216,9 @@ _SPECS = [
               "the instant {text!r} has no time zone, and dbsafe does not guess one (a "
               "point-in-time restore to the wrong hour restores the wrong data); give it "
               "with its zone: {local} ({zone}, the zone of the dbsafe host) or {utc}"),
+    ErrorSpec("time.bad_instant", 2, 400,
+              "cannot read the instant {text!r}: give ISO 8601 with its zone, such as "
+              "{example}"),
     ErrorSpec("time.zone_unknown", 2, 400,
               "{zone!r} is not a time zone dbsafe knows; choose one of the list (IANA "
               "names such as Europe/Berlin), or UTC"),

@@ -20,12 +20,27 @@ def jobs(limit: int = typer.Option(50, min=bounds.LIST_LIMIT[0], max=bounds.LIST
          backup_type: str = typer.Option(None, "--backup-type",
                                          help="full, copy-only, diff or log."),
          item: str = typer.Option(None, "--item", help="Only jobs covering this database."),
-         trigger: str = typer.Option(None, "--trigger", help="on-demand or scheduled.")) -> None:
+         trigger: str = typer.Option(None, "--trigger", help="on-demand or scheduled."),
+         since: str = typer.Option(None, "--since", help="Only jobs started at or after "
+                                   "this instant: ISO 8601 with its zone, e.g. "
+                                   "2026-12-05T08:00:00Z (one without a zone is refused)."),
+         until: str = typer.Option(None, "--until", help="Only jobs started before this "
+                                   "instant (same form as --since)."),
+         offset: int = typer.Option(0, min=0, max=10**9,
+                                    help="Skip this many of the newest first (paging).")
+         ) -> None:
     """List jobs (scheduled log backups included) with their state and progress."""
     from dbsafe.services.activity import list_jobs
 
+    bounds_given = {}
+    if since or until:  # the restore group (and pydantic) only when a range is asked for
+        from dbsafe.services.restore import parse_bound
+
+        bounds_given = {k: parse_bound(v) for k, v in (("since", since), ("until", until))
+                        if v}
     rows = list_jobs(open_records(), limit, state=state, server=server, type=type,
-                     backup_type=backup_type, item=item, trigger=trigger)
+                     backup_type=backup_type, item=item, trigger=trigger, offset=offset,
+                     **bounds_given)
 
     def human(r: list) -> None:
         shown = [{**j, "kind": " ".join(x for x in (j["type"], j.get("backup_type")) if x),

@@ -9,6 +9,7 @@ here, never a module inside (import-linter holds both rules; docs/architecture.m
 from __future__ import annotations
 
 from dbsafe.services.restore.drills import list_drills, run_drill
+from dbsafe.services.restore.instants import parse_bound
 from dbsafe.services.restore.request import (
     DataDirectoryTarget,
     FilesTarget,
@@ -26,6 +27,7 @@ __all__ = [
     "RestoreRequest",
     "ServerTarget",
     "check_request",
+    "parse_bound",
     "run_request",
     "add_root",
     "list_drills",

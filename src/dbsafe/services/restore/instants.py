@@ -34,6 +34,17 @@ def parse_instant(text: str) -> datetime:
     return t.astimezone(UTC)
 
 
+def parse_bound(text: str) -> datetime:
+    """An instant a listing is cut at (``dbsafe jobs --since``): the same rule as a restore
+    target's, with an error that does not speak of a restore (``time.bad_instant``)."""
+    try:
+        return parse_instant(text)
+    except DbsafeError as exc:
+        if exc.code != "restore.bad_target":
+            raise
+        raise DbsafeError("time.bad_instant", text=text, example=EXAMPLE) from None
+
+
 def utc_text(t: datetime) -> str:
     """An aware instant in UTC, the way dbsafe prints it back: ``...Z``."""
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
