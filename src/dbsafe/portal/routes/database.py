@@ -1,5 +1,6 @@
 """A database's page: its state, policy and health, its restore timeline (portal/timeline.py
-draws it), its recent backups and jobs, "Back up now", and the way into the restore wizard.
+draws it), its recent backups and jobs, "Back up now", the way into the restore wizard, and
+deleting and undeleting its points (verify and drills of a point: routes/server_tasks.py).
 
 The points and the log chain come from services/lifecycle/points.points_and_chain, which reconciles
 the server's points with the repository: slower than the catalog-only lists, and only done
@@ -16,12 +17,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
-from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import backup, fleet
+from dbsafe.portal.web import caller, check_csrf, page, vault, when
+from dbsafe.services import backup, fleet, lifecycle
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import describe, get_server
 from dbsafe.services.lifecycle import points_and_chain
 from dbsafe.services.operations import Principal
+from dbsafe.web.fields import PointId
 
 router = APIRouter()
 RECENT_POINTS = 50
@@ -43,20 +45,42 @@ def _item(v: Vault, rows: list[dict], server: dict, db: str) -> dict:
             "last_backup_type": None, "last_full": None, "last_log": None}
 
 
-@router.get("/servers/{server}/databases/{db}", response_class=HTMLResponse)
-def database_page(request: Request, server: str, db: str, window: str | None = None,
-                  me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
-    me.require("read")
+def _deleted_points(v: Vault, server: str, db: str) -> list[dict]:
+    """The soft-deleted points that hold the database, newest first. Listing them reads
+    the log chain again: done only when the vault has a deleted point at all (rare; the
+    catalog was just reconciled with the repository by the live listing)."""
+    if not v.catalog.deleted_point_ids():
+        return []
+    return list(reversed(points_and_chain(v, server, db, deleted=True)["points"]))
+
+
+def _database_page(request: Request, v: Vault, server: str, db: str,
+                   window: str | None = None, status_code: int = 200,
+                   done: str | None = None, refused: DbsafeError | None = None
+                   ) -> HTMLResponse:
+    """The page; ``done`` or ``refused`` say what a point's deletion or undeletion did, in
+    the points' section (a refusal answers with its status, so a script sees it too)."""
     found = get_server(v, server)
     item = _item(v, request.app.state.overview.get().items, found, db)
     chain = points_and_chain(v, server, db)
     name, start, end = timeline.window(window, datetime.now(UTC))
     drawn = timeline.build(chain["points"], chain["log_ranges"], chain["gaps"], start, end)
     backups = [p for p in reversed(chain["points"]) if p["type"] != "log"][:RECENT_POINTS]
-    return page(request, "database.html", server=describe(found), item=item, chain=chain,
-                tl=drawn, window=name, windows=list(timeline.WINDOWS), backups=backups,
+    deleted = _deleted_points(v, server, db)
+    if refused is not None:
+        request.state.error_code = refused.code   # the audit log's outcome
+    return page(request, "database.html", status_code=status_code, server=describe(found),
+                item=item, chain=chain, tl=drawn, window=name, windows=list(timeline.WINDOWS),
+                backups=backups, deleted=deleted[:RECENT_POINTS],
                 logs=sum(p["type"] == "log" for p in chain["points"]),
-                jobs=v.catalog.newest_jobs(server, RECENT_JOBS))
+                jobs=v.catalog.newest_jobs(server, RECENT_JOBS), done=done, refused=refused)
+
+
+@router.get("/servers/{server}/databases/{db}", response_class=HTMLResponse)
+def database_page(request: Request, server: str, db: str, window: str | None = None,
+                  me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    me.require("read")
+    return _database_page(request, v, server, db, window)
 
 
 @router.post("/servers/{server}/databases/{db}/backup")
@@ -70,3 +94,54 @@ def backup_now(request: Request, server: str, db: str, csrf_token: str = Form(""
     asked = backup.BackupRequest(server, type, [db])  # the policy's compression
     job_id = request.app.state.launcher.start("backup", lambda v: fleet.take_backup(v, asked))
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+def _point_of(v: Vault, server: str, point_id: str) -> None:
+    """Refuse a point id that is not one of ``server``'s points, as the API does
+    (api/routes/deletion.py): a form names the point and the server it came from."""
+    row = v.catalog.get_point(point_id)
+    if row is None or row["instance_id"] != get_server(v, server)["instance_id"]:
+        raise DbsafeError("point.unknown", point_id=point_id, name=server)
+
+
+@router.post("/servers/{server}/points/{point_id}/delete", response_class=HTMLResponse)
+def delete_point(request: Request, server: str, point_id: PointId,
+                 database: str = Form(..., max_length=63), csrf_token: str = Form(""),
+                 me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    """Delete a point (Backup Contributor, as ``DELETE /api/v1/servers/{server}/points/
+    {id}``; the form asks to confirm first): soft-deleted, and undeletable, for the vault's
+    soft-delete days, else at once. A refusal (an immutable vault's retention, a full a
+    differential is based on, a backup running on it) is shown on the database's page."""
+    me.require("delete")
+    check_csrf(me, csrf_token)
+    _point_of(v, server, point_id)
+    try:
+        result = lifecycle.delete_points(v, [point_id], f"deleted in the portal by {me.name}")
+    except DbsafeError as exc:
+        return _database_page(request, v, server, database, status_code=exc.spec.http_status,
+                              refused=exc)
+    done = (f"point {point_id} deleted: kept until {when(result['purge_after'])}, and "
+            "undeletable until then" if result["soft"] else
+            f"point {point_id} deleted for good (soft delete is off); its blocks are freed "
+            "by the next garbage collection")
+    return _database_page(request, v, server, database, done=done)
+
+
+@router.post("/servers/{server}/points/{point_id}/undelete", response_class=HTMLResponse)
+def undelete_point(request: Request, server: str, point_id: PointId,
+                   database: str = Form(..., max_length=63), csrf_token: str = Form(""),
+                   me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    """Bring a soft-deleted point back (a Backup Operator may: it only brings data back),
+    with its base full when that is deleted too."""
+    me.require("operate")
+    check_csrf(me, csrf_token)
+    _point_of(v, server, point_id)
+    try:
+        result = lifecycle.undelete(v, [point_id])
+    except DbsafeError as exc:
+        return _database_page(request, v, server, database, status_code=exc.spec.http_status,
+                              refused=exc)
+    bases = result["bases_undeleted"]
+    return _database_page(request, v, server, database, done=(
+        f"point {point_id} undeleted: restorable as before"
+        + (f" (with its base full {', '.join(bases)})" if bases else "")))

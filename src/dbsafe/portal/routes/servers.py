@@ -1,6 +1,7 @@
 """One server's page (the list of servers, by host, is routes/hosts.py): its databases
 read live with the reason one cannot be protected, protecting a set of them in one go,
-auto-protection, stopping protection, and discovery on demand.
+changing the policy of what is protected, auto-protection, stopping protection, and
+discovery on demand (backups, verify and drills started from it: routes/server_tasks.py).
 
 The page reads the catalog and also the server's databases live
 (services/protection/discovery.live_databases, one connection): what can be protected is
@@ -62,7 +63,7 @@ def _answer(request: Request, v: Vault, name: str, outcome: dict) -> HTMLRespons
     if outcome["refused"] and not outcome["done"]:
         status = outcome["refused"][0].spec.http_status
         request.state.error_code = outcome["refused"][0].code   # the audit log's outcome
-    outcome["refused"] = [e.message for e in outcome["refused"]]
+    outcome["refused"] = [{"code": e.code, "message": e.message} for e in outcome["refused"]]
     return _server_page(request, v, name, status, outcome)
 
 
@@ -159,6 +160,48 @@ def auto_protection(request: Request, name: str, policy: str = Form(NO_POLICY, m
         protection.auto_protect_off(v, name)
         outcome["done"].append("auto-protection off: databases created later are not "
                                "protected")
+    return _answer(request, v, name, outcome)
+
+
+@router.post("/servers/{name}/policy", response_class=HTMLResponse)
+def change_policy(request: Request, name: str, policy: str = Form(NO_POLICY, max_length=100),
+                  restart: bool = Form(False), csrf_token: str = Form(""),
+                  me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    """Move the server's protected databases to another policy, as `dbsafe protect NAME
+    --db ... --policy P` (``POST /api/v1/servers/{server}/protection``). They move
+    together, in one request: an instance's protected databases share one policy (its base
+    backups and WAL are the instance's), so moving some would be ``protect.policy_mismatch``.
+    With auto-protection on, the databases created later get the new policy too."""
+    me.require("operate")
+    check_csrf(me, csrf_token)
+    server = get_server(v, name)
+    protected = v.catalog.list_protected(server["instance_id"])
+    auto = server["auto_protect_policy"] is not None
+    outcome = _outcome()
+    if not protected:
+        outcome["refused"].append(DbsafeError(
+            "request.invalid", reason=f"no database of {name} is protected: protect some first"))
+    elif auto and policy == NO_POLICY:
+        # discovery protects new databases with the instance's policy: it needs one
+        outcome["refused"].append(DbsafeError(
+            "request.invalid", reason="auto-protection needs a policy: choose one, or turn "
+                                      "auto-protection off first"))
+    else:
+        chosen, model = (None, "SIMPLE") if policy == NO_POLICY else (policy, None)
+        try:
+            result = fleet.protect(v, fleet.ProtectRequest(name, protected, model,
+                                                           restart=restart, policy=chosen,
+                                                           auto=auto))
+        except DbsafeError as exc:
+            outcome["refused"].append(exc)
+        else:
+            outcome["done"].append(
+                f"{len(result['databases'])} protected database(s) now use policy "
+                f"{result['policy'] or 'none'}, recovery model {result['recovery_model']}"
+                + (" (auto-protection too)" if auto else ""))
+            outcome["warnings"] = result["warnings"]
+            outcome["config_lines"] = result["config_lines"]
+            outcome["restart_needed"] = result["restart_needed"]
     return _answer(request, v, name, outcome)
 
 
