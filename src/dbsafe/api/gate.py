@@ -39,7 +39,8 @@ log = logging.getLogger("dbsafe.api")
 MAX_BODY = 64 * 1024
 PUBLIC_API = ("/api/v1/health",)
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
-SECRET_FIELDS = ("password", "token", "passphrase", "csrf_token", "login_csrf")
+SECRET_FIELDS = ("password", "password_again", "token", "passphrase", "csrf_token",
+                 "login_csrf")
 
 
 class CallerCache:
