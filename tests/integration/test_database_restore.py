@@ -266,6 +266,24 @@ def _database_facts(pg: Pg, db: str) -> dict:
         }
 
 
+def test_the_check_says_before_the_restore_which_roles_the_target_lacks(copying):
+    """The restore's note is known before it starts: `--check` (the portal's Check) names
+    the role the target lacks, as a warning of a check that passes; a target with every
+    role says owners and grants will be kept."""
+    c = copying
+    checked = c.vault.ok("restore", "src", "--db", "app", "--point", c.point,
+                         "--target-server", "tgt", "--as", "app_checked", "--check")
+    roles = next(x for x in checked["checks"] if x["check"] == "roles")
+    assert checked["ok"] and roles["ok"] and roles["warning"]
+    assert "lacks ghost" in roles["message"] and "will belong to postgres" in roles["message"]
+    into_itself = c.vault.ok("restore", "src", "--db", "app", "--point", c.point,
+                             "--target-server", "src", "--as", "app_again", "--check")
+    roles = next(x for x in into_itself["checks"] if x["check"] == "roles")
+    assert roles["ok"] and not roles["warning"]
+    assert "owners, grants, comments and database settings will be kept" in roles["message"]
+    assert not any(x["warning"] for x in into_itself["checks"])
+
+
 def test_owners_grants_and_settings_survive_and_what_a_missing_role_held_is_named(copying):
     """Restored into another running server, the database keeps its owner, privileges,
     comment and settings, its objects' owners, grants, comments and policies, for every

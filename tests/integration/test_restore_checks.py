@@ -43,7 +43,7 @@ def test_checks_of_a_database_restore_into_a_server(api, source):
     res = _check(client, tokens["operator"], {"point_id": point, "target": target})
     assert _verdicts(res) == {"source": (True, None), "database": (True, None),
                               "version": (True, None), "name": (True, None),
-                              "space": (True, None)}
+                              "space": (True, None), "roles": (True, None)}
     assert res.json()["ok"] is True
     # a name that exists, a database the point does not hold
     clash = {**target, "new_name": "appdb"}

@@ -20,8 +20,9 @@ from typing import Any
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import size_text
-from dbsafe.engines.postgres import cluster, logical, status
+from dbsafe.engines.postgres import cluster, db_roles, logical, status
 from dbsafe.engines.postgres import restore as layout
+from dbsafe.engines.postgres.client import connect, one_row
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
@@ -156,6 +157,38 @@ def name_free(target: dict, new_name: str, overwrite: bool) -> str:
     return f"{target['name']!r} has no database {new_name!r}"
 
 
+def roles_kept(source: dict, target: dict, db: str) -> tuple[str, bool]:
+    """What the restore will say of owners and grants, before it starts: the roles
+    ``db`` names on ``source`` now (the backup may be older: the restore's result says what
+    it really kept) that ``target`` lacks. (message, whether it is a warning)."""
+    import psycopg
+
+    try:
+        with open_instance(source) as conn:  # the same cluster as registered
+            port, host = conn.info.port, conn.info.host
+            bootstrap = one_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0]
+        with connect(port, host, db) as conn:
+            named = {r["role"] for r in db_roles.references(conn, db)}
+    except (DbsafeError, psycopg.Error) as exc:
+        reason = exc.message if isinstance(exc, DbsafeError) else \
+            str(exc).strip().splitlines()[0]
+        return (f"roles not compared ({reason}); the restore's result will say which "
+                "owners and grants were not kept", True)
+    with open_instance(target) as conn:
+        present, loader = db_roles.names(conn), db_roles.current_user(conn)
+    if bootstrap not in present:
+        return (f"{target['name']!r} has no role {bootstrap!r} (the superuser that created "
+                f"{source['name']!r}): owners and grants will not be restored at all, "
+                f"everything will belong to {loader}", True)
+    missing = sorted(named - present)
+    if not missing:
+        return (f"every role {db!r} names exists in {target['name']!r}: owners, grants, "
+                "comments and database settings will be kept", False)
+    return (f"{target['name']!r} lacks {', '.join(missing)}, named in {db!r}: what "
+            f"{'they own' if len(missing) > 1 else 'it owns'} will belong to {loader}, what "
+            "was granted to or by them will not be granted (the result lists each)", True)
+
+
 def staging_bytes(manifest: dict, db: str, plan: RecoveryPlan | None,
                   segment_size: int) -> int:
     """What a single-database restore writes in its staging folder, at most at once: the
@@ -232,21 +265,32 @@ def instance_space(path: Path, server: dict, manifest: dict, databases: list[str
 
 # --- all of them ---------------------------------------------------------------------------
 
-def _run(name: str, check: Callable[[], str]) -> dict:
+def _run(name: str, check: Check) -> dict:
+    """A check's outcome; a check that passes may still warn (``(message, True)``): what the
+    restore will carry as a note, said before it starts."""
     try:
-        return {"check": name, "ok": True, "message": check(), "code": None}
+        said = check()
+        message, warning = said if isinstance(said, tuple) else (said, False)
+        return {"check": name, "ok": True, "message": message, "code": None,
+                "warning": warning}
     except DbsafeError as exc:
-        return {"check": name, "ok": False, "message": exc.message, "code": exc.code}
+        return {"check": name, "ok": False, "message": exc.message, "code": exc.code,
+                "warning": False}
     except (OSError, ValueError) as exc:  # a path the OS refuses (too long, a NUL byte)
         error = DbsafeError("request.invalid", reason=str(exc))
-        return {"check": name, "ok": False, "message": error.message, "code": error.code}
+        return {"check": name, "ok": False, "message": error.message, "code": error.code,
+                "warning": False}
 
 
 def _skipped(name: str) -> dict:
-    return {"check": name, "ok": False, "message": NOT_CHECKED, "code": None}
+    return {"check": name, "ok": False, "message": NOT_CHECKED, "code": None,
+            "warning": False}
 
 
-def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callable[[], str]]]:
+Check = Callable[[], str | tuple[str, bool]]  # a message, or (a message, it warns)
+
+
+def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Check]]:
     """The checks of ``target`` after the source's, in the order they are shown; they read
     what the source check ``found`` (its manifest, server and plan) when they run."""
     db: Any = target.get("database")  # a database target's (the request's model has it)
@@ -266,13 +310,16 @@ def _planned(vault: Vault, target: dict, found: dict) -> list[tuple[str, Callabl
                                            target.get("overwrite", False))),
                 ("space", lambda: database_space(
                     into(), manifest(), db, found["plan"],
-                    found["server"].get("wal_segment_size")))]
+                    found["server"].get("wal_segment_size"))),
+                ("roles", lambda: roles_kept(found["server"], into(), db))]
     path = Path(target["path"])
     if target["kind"] == "files":
         return [("folder", lambda: folder_ready(vault, path, manifest(), True)),
                 ("space", lambda: instance_space(path, found["server"], manifest(), None,
                                                  found["plan"], True))]
-    return ([("database", lambda: database_in_point(manifest(), db))] if db else []) + [
+    checks: list[tuple[str, Check]] = \
+        [("database", lambda: database_in_point(manifest(), db))] if db else []
+    return checks + [
         ("version", lambda: binaries(found["server"], manifest())),
         ("folder", lambda: folder_ready(vault, path, manifest(), False)),
         ("port", lambda: port_ready(target.get("port"), target.get("start", False),
