@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dbsafe.core.errors import DbsafeError
-from dbsafe.portal.settings_refusals import Refusal, refusal
+from dbsafe.portal.refusals import Refusal, refusal
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault

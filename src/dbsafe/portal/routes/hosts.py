@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from dbsafe.core import bounds
 from dbsafe.core.errors import DbsafeError
-from dbsafe.portal.server_refusals import said
+from dbsafe.portal.refusals import said
 from dbsafe.portal.web import caller, check_csrf, page, vault
 from dbsafe.portal.web import items as overview_items
 from dbsafe.services import fleet, inventory, operations

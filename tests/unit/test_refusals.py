@@ -1,4 +1,4 @@
-"""The settings forms' refusals in the portal's words (portal/settings_refusals.py): what
+"""The settings forms' refusals in the portal's words (portal/refusals.py): what
 the services answer a bad alert channel or soft-delete setting keeps its code, and the
 message names the form's fields, never a command-line option or command; the audit log
 writes the user form's two password fields as ``***`` (api/gate.py)."""
@@ -13,7 +13,7 @@ from starlette.datastructures import State
 from dbsafe.api.gate import _audit_detail
 from dbsafe.catalog import open_catalog
 from dbsafe.core.errors import DbsafeError
-from dbsafe.portal.settings_refusals import refusal, said
+from dbsafe.portal.refusals import refusal, said
 from dbsafe.services import activity
 
 SMTP = {"host": "smtp.example.com"}
