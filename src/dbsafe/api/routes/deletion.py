@@ -11,21 +11,11 @@ from fastapi import APIRouter, Depends, Query
 from dbsafe.api.deps import launcher, need, vault
 from dbsafe.api.launch import Launcher
 from dbsafe.api.routes.backups import Started, started
-from dbsafe.core.errors import DbsafeError
 from dbsafe.services import lifecycle
 from dbsafe.services.handle import Vault
-from dbsafe.services.inventory import get_server
 from dbsafe.web.fields import PointId
 
 router = APIRouter(tags=["points"])
-
-
-def _point_of(v: Vault, server: str, point_id: str) -> None:
-    """Refuse a point id that is not one of ``server``'s points."""
-    instance = get_server(v, server)["instance_id"]
-    row = v.catalog.get_point(point_id)
-    if row is None or row["instance_id"] != instance:
-        raise DbsafeError("point.unknown", point_id=point_id, name=server)
 
 
 @router.delete("/servers/{server}/points/{point_id}", dependencies=[Depends(need("delete"))])
@@ -34,7 +24,7 @@ def delete_point(server: str, point_id: PointId,
                  v: Vault = Depends(vault)) -> dict:
     """Delete a point: soft-deleted (kept, undeletable) for the vault's soft-delete days,
     else at once; its blocks are freed by the next garbage collection."""
-    _point_of(v, server, point_id)
+    lifecycle.server_point(v, server, point_id)
     return lifecycle.delete_points(v, [point_id], reason)
 
 
@@ -42,7 +32,7 @@ def delete_point(server: str, point_id: PointId,
              dependencies=[Depends(need("operate"))])
 def undelete_point(server: str, point_id: PointId, v: Vault = Depends(vault)) -> dict:
     """Bring a soft-deleted point back (with its base full when that is deleted too)."""
-    _point_of(v, server, point_id)
+    lifecycle.server_point(v, server, point_id)
     return lifecycle.undelete(v, [point_id])
 
 

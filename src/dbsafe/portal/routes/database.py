@@ -96,14 +96,6 @@ def backup_now(request: Request, server: str, db: str, csrf_token: str = Form(""
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
-def _point_of(v: Vault, server: str, point_id: str) -> None:
-    """Refuse a point id that is not one of ``server``'s points, as the API does
-    (api/routes/deletion.py): a form names the point and the server it came from."""
-    row = v.catalog.get_point(point_id)
-    if row is None or row["instance_id"] != get_server(v, server)["instance_id"]:
-        raise DbsafeError("point.unknown", point_id=point_id, name=server)
-
-
 @router.post("/servers/{server}/points/{point_id}/delete", response_class=HTMLResponse)
 def delete_point(request: Request, server: str, point_id: PointId,
                  database: str = Form(..., max_length=63), csrf_token: str = Form(""),
@@ -114,7 +106,7 @@ def delete_point(request: Request, server: str, point_id: PointId,
     differential is based on, a backup running on it) is shown on the database's page."""
     me.require("delete")
     check_csrf(me, csrf_token)
-    _point_of(v, server, point_id)
+    lifecycle.server_point(v, server, point_id)
     try:
         result = lifecycle.delete_points(v, [point_id], f"deleted in the portal by {me.name}")
     except DbsafeError as exc:
@@ -135,7 +127,7 @@ def undelete_point(request: Request, server: str, point_id: PointId,
     with its base full when that is deleted too."""
     me.require("operate")
     check_csrf(me, csrf_token)
-    _point_of(v, server, point_id)
+    lifecycle.server_point(v, server, point_id)
     try:
         result = lifecycle.undelete(v, [point_id])
     except DbsafeError as exc:

@@ -11,7 +11,7 @@ from dbsafe.services.lifecycle.deletion import MAX_DAYS as SOFT_DELETE_MAX_DAYS
 from dbsafe.services.lifecycle.deletion import MIN_DAYS as SOFT_DELETE_MIN_DAYS
 from dbsafe.services.lifecycle.deletion import purge_due, set_soft_delete, settings, undelete
 from dbsafe.services.lifecycle.expiry import apply_retention
-from dbsafe.services.lifecycle.points import points_and_chain, reconcile
+from dbsafe.services.lifecycle.points import points_and_chain, reconcile, server_point
 from dbsafe.services.lifecycle.prune import REPACK_UNUSED, delete_points, run_gc
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "points_and_chain",
     "purge_due",
     "reconcile",
+    "server_point",
     "run_gc",
     "set_soft_delete",
     "settings",

@@ -181,3 +181,13 @@ def load_point(vault: Vault, name: str, point_id: str) -> tuple[dict, dict]:
         raise DbsafeError("point.soft_deleted", point_id=point_id,
                           purge_after=marker["purge_after"])
     return server, manifest_checks.checked(manifest, point_id, vault.repo)
+
+
+def server_point(vault: Vault, server: str, point_id: str) -> dict:
+    """The catalog row of ``point_id`` when it is one of ``server``'s points, else
+    ``point.unknown``: a request names a point and the server it came from, and acts on
+    nothing of another server's (the API's and the portal's point actions)."""
+    row = vault.catalog.get_point(point_id)
+    if row is None or row["instance_id"] != get_server(vault, server)["instance_id"]:
+        raise DbsafeError("point.unknown", point_id=point_id, name=server)
+    return row
