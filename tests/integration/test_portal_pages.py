@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,15 +15,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import secrets_guard
-from conftest import free_port, make_vault, new_cluster
+from conftest import make_vault, new_cluster
+from portal_harness import add_users, csrf, logged_in, serving
 
 from dbsafe.services import activity
 from dbsafe.services.activity import alerts as alert_service
 from dbsafe.services.handle.vault_handle import Vault as ServiceVault
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
-LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')  # the login form's own
-USERS = {"carla": "contributor", "otto": "operator", "rita": "reader"}
 
 
 @dataclass
@@ -36,22 +30,9 @@ class Portal:
     pg: object                 # conftest.Pg
     passwords: dict[str, str]
 
-    @contextlib.contextmanager
-    def login(self, name: str) -> Iterator[httpx.Client]:
+    def login(self, name: str) -> contextlib.AbstractContextManager[httpx.Client]:
         """A client logged in through the login form (its session cookie kept)."""
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            form = LOGIN_CSRF.search(client.get("/login").text).group(1)
-            answer = client.post("/login", data={"name": name, "login_csrf": form,
-                                                 "password": self.passwords[name], "next": "/"})
-            assert answer.status_code == 303, answer.text
-            secrets_guard.register(client.cookies["dbsafe_session"])
-            yield client
-
-
-def csrf(html: str) -> str:
-    found = CSRF.search(html)
-    assert found and found.group(1), "no CSRF token in the page"
-    return found.group(1)
+        return logged_in(self.url, name, self.passwords[name], timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -63,33 +44,9 @@ def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
     pg.execute("CREATE DATABASE tmpl IS_TEMPLATE true")
     vault = make_vault(cli_env, module_area / "vault")
     vault.add_server("pg", pg)
-    passwords = {}
-    for name, role in USERS.items():
-        passwords[name] = f"pw-{secrets.token_urlsafe(16)}"
-        secrets_guard.register(passwords[name])
-        env = {**cli_env, "DBSAFE_USER_PASSWORD": passwords[name]}
-        vault_env = type(vault)(vault.path, env)
-        vault_env.ok("user", "add", name, "--role", role)
-    port = free_port()
-    serve = vault.popen("serve", "--no-scheduler", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            assert serve.poll() is None, serve.communicate()
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    passwords = add_users(vault, cli_env)
+    with serving(vault) as url:
         yield Portal(url, vault, pg, passwords)
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.communicate(timeout=60)
-        except Exception:  # noqa: BLE001 - never leave it running
-            serve.kill()
-            serve.communicate()
 
 
 def test_every_page_answers(portal):

@@ -12,8 +12,6 @@ import contextlib
 import json
 import re
 import secrets
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,11 +20,9 @@ import pytest
 import secrets_guard
 from alert_receivers import Webhook
 from conftest import free_port, make_vault, new_cluster
+from portal_harness import USERS, add_users, csrf, logged_in, login_answer, serving
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
-LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')  # the login form's own
 TOKEN_SECRET = re.compile(r'id="token-secret"[^>]*>(dbs_[^<]+)<')
-USERS = {"carla": "contributor", "otto": "operator", "rita": "reader"}
 
 
 @dataclass
@@ -37,27 +33,15 @@ class Portal:
     serve_output: list[str] = field(default_factory=list)
 
     def login_answer(self, client: httpx.Client, name: str, password: str) -> httpx.Response:
-        form = LOGIN_CSRF.search(client.get("/login").text).group(1)
-        return client.post("/login", data={"name": name, "login_csrf": form,
-                                           "password": password, "next": "/"})
+        return login_answer(client, name, password)
 
-    @contextlib.contextmanager
-    def login(self, name: str, password: str | None = None) -> Iterator[httpx.Client]:
+    def login(self, name: str, password: str | None = None
+              ) -> contextlib.AbstractContextManager[httpx.Client]:
         """A client logged in through the login form (its session cookie kept)."""
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            answer = self.login_answer(client, name, password or self.passwords[name])
-            assert answer.status_code == 303, answer.text
-            secrets_guard.register(client.cookies["dbsafe_session"])
-            yield client
+        return logged_in(self.url, name, password or self.passwords[name], timeout=60)
 
     def info(self) -> dict:
         return self.vault.ok("vault", "info")
-
-
-def csrf(html: str) -> str:
-    found = CSRF.search(html)
-    assert found and found.group(1), "no CSRF token in the page"
-    return found.group(1)
 
 
 def refused(answer: httpx.Response, status: int, code: str) -> str:
@@ -79,33 +63,11 @@ def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
     pg = new_cluster(pg_template, module_area, "pg")
     vault = make_vault(cli_env, module_area / "vault")
     vault.add_server("pg", pg)
-    passwords = {}
-    for name, role in USERS.items():
-        passwords[name] = f"pw-{secrets.token_urlsafe(16)}"
-        secrets_guard.register(passwords[name])
-        vault_env = type(vault)(vault.path, {**cli_env, "DBSAFE_USER_PASSWORD": passwords[name]})
-        vault_env.ok("user", "add", name, "--role", role)
-    port = free_port()
-    serve = vault.popen("serve", "--no-scheduler", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    found = Portal(url, vault, passwords)
-    try:
-        for _ in range(120):
-            assert serve.poll() is None, serve.communicate()
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    passwords = add_users(vault, cli_env)
+    output: list[str] = []
+    with serving(vault, output) as url:
+        found = Portal(url, vault, passwords, output)
         yield found
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            found.serve_output.extend(serve.communicate(timeout=60))
-        except Exception:  # noqa: BLE001 - never leave it running
-            serve.kill()
-            serve.communicate()
     output = "".join(found.serve_output)
     assert not secrets_guard.leaks_in(output), "dbsafe serve printed a secret"
     assert "Traceback" not in output, output

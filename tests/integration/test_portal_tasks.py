@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import secrets_guard
 from conftest import (
     Pg,
     cluster_conf,
@@ -30,10 +26,8 @@ from conftest import (
     new_cluster,
     wait_for,
 )
+from portal_harness import add_users, csrf, logged_in, serving
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
-LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')
-USERS = {"carla": "contributor", "otto": "operator", "rita": "reader"}
 JOB_DEADLINE = 600.0   # seconds a job started from a page may take on a loaded machine
 ENDED = ("completed", "completed_with_warnings", "failed", "cancelled")
 
@@ -48,27 +42,14 @@ class Portal:
     area: Path
     passwords: dict[str, str]
 
-    @contextlib.contextmanager
-    def login(self, name: str) -> Iterator[httpx.Client]:
+    def login(self, name: str) -> contextlib.AbstractContextManager[httpx.Client]:
         """A client logged in through the login form (its session cookie kept)."""
-        with httpx.Client(base_url=self.url, timeout=120) as client:
-            form = LOGIN_CSRF.search(client.get("/login").text).group(1)
-            answer = client.post("/login", data={"name": name, "login_csrf": form,
-                                                 "password": self.passwords[name], "next": "/"})
-            assert answer.status_code == 303, answer.text
-            secrets_guard.register(client.cookies["dbsafe_session"])
-            yield client
+        return logged_in(self.url, name, self.passwords[name])
 
     def job(self, job_id: str) -> dict:
         """The job as the CLI shows it once it has ended (polled; never timed)."""
         return wait_for(lambda: (j := self.vault.ok("job", "show", job_id))["state"] in ENDED
                         and j, f"job {job_id} to end", timeout=JOB_DEADLINE, every=1.0)
-
-
-def csrf(html: str) -> str:
-    found = CSRF.search(html)
-    assert found and found.group(1), "no CSRF token in the page"
-    return found.group(1)
 
 
 def started_job(answer: httpx.Response) -> str:
@@ -108,32 +89,9 @@ def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
     stopped = new_cluster(pg_template, module_area, "stopped", start=False)
     vault = make_vault(cli_env, module_area / "vault")
     vault.add_server("pg", pg)
-    passwords = {}
-    for name, role in USERS.items():
-        passwords[name] = f"pw-{secrets.token_urlsafe(16)}"
-        secrets_guard.register(passwords[name])
-        env = {**cli_env, "DBSAFE_USER_PASSWORD": passwords[name]}
-        type(vault)(vault.path, env).ok("user", "add", name, "--role", role)
-    port = free_port()
-    serve = vault.popen("serve", "--no-scheduler", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            assert serve.poll() is None, serve.communicate()
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    passwords = add_users(vault, cli_env)
+    with serving(vault) as url:
         yield Portal(url, vault, pg, other, stopped, module_area, passwords)
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.communicate(timeout=60)
-        except Exception:  # noqa: BLE001 - never leave it running
-            serve.kill()
-            serve.communicate()
 
 
 def _servers(portal: Portal) -> dict[str, dict]:
