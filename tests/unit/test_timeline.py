@@ -98,7 +98,12 @@ def test_ticks_fit_each_window_on_round_instants():
         xs = [t.x for t in ticks]
         assert xs == sorted(xs) and xs[0] >= 0 and xs[-1] <= timeline.WIDTH
         instants = [datetime.fromisoformat(t.start.replace("Z", "+00:00")) for t in ticks]
-        assert all(t.second == 0 and t.minute % 5 == 0 for t in instants), name
+        steps = {b - a for a, b in zip(instants, instants[1:], strict=False)}
+        assert len(steps) == 1, name                       # evenly spaced
+        step = steps.pop()
+        if step < timedelta(days=1):                       # on round instants of the step
+            assert all((t - t.replace(hour=0, minute=0, second=0)) % step == timedelta(0)
+                       for t in instants), name
     _, start, end = timeline.window("14d", NOW)
     labels = [t.title for t in timeline.ticks(start, end, timeline.WIDTH)]
     assert labels[0] == "Thu 12 Nov" and len(labels) == 14
@@ -107,3 +112,28 @@ def test_ticks_fit_each_window_on_round_instants():
 def test_unknown_window_falls_back_to_the_default():
     name, start, end = timeline.window("5y", NOW)
     assert name == timeline.DEFAULT_WINDOW and end - start == timedelta(days=14)
+
+
+def test_windows_below_an_hour_and_around_a_picked_instant():
+    """The timeline zooms to 15 and 5 minutes (ticks every minute or 30 seconds, labelled
+    to the second), around an instant picked on it, never past now."""
+    picked = NOW - timedelta(hours=3)
+    name, start, end = timeline.window("5m", NOW, around=picked)
+    assert (name, start, end) == ("5m", picked - timedelta(seconds=150),
+                                  picked + timedelta(seconds=150))
+    labels = [t.title for t in timeline.ticks(start, end, timeline.WIDTH)]
+    assert len(labels) == 11 and all(len(label) == 8 for label in labels)   # HH:MM:SS
+    _, start, end = timeline.window("15m", NOW, around=NOW - timedelta(minutes=1))
+    assert end == NOW and start == NOW - timedelta(minutes=15)
+
+
+def test_marks_close_together_step_into_lanes_to_stay_reachable():
+    """Fulls seconds apart in a 14-day window would sit on one another: each steps into
+    the next lane (three at most); a differential's row has lanes of its own."""
+    _, start, end = timeline.window("14d", NOW)
+    points = [_point(f"p{n}", "full", 48 - n / 3600) for n in range(4)] + \
+        [_point("d0", "diff", 48), _point("far", "full", 48 + 5 * 24)]
+    tl = timeline.build(points, [], [], start, end)
+    lanes = {m.point_id: m.lane for m in tl.marks}
+    assert [lanes[f"p{n}"] for n in range(4)] == [0, 1, 2, 0]
+    assert lanes["d0"] == 0 and lanes["far"] == 0

@@ -11,22 +11,27 @@ narrower than a pixel is widened to stay visible and clickable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from dbsafe.core.stamps import parse
 
 WIDTH = 1000  # the SVG's user units across the window (it scales to the page's width)
 MIN_WIDTH = 2.0
-WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
+WINDOWS = {"5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
+           "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
            "14d": timedelta(days=14), "30d": timedelta(days=30), "90d": timedelta(days=90)}
 DEFAULT_WINDOW = "14d"
+ZOOMED = "15m"  # the window "zoom in here" opens around a picked instant
 MARK_KINDS = ("full", "copy-only", "diff")
 # tick steps, smallest first; the first giving at most MAX_TICKS ticks is used
-STEPS = [timedelta(minutes=m) for m in (5, 10, 15, 30)] + \
+STEPS = [timedelta(seconds=s) for s in (30,)] + \
+        [timedelta(minutes=m) for m in (1, 5, 10, 15, 30)] + \
         [timedelta(hours=h) for h in (1, 3, 6, 12)] + \
         [timedelta(days=d) for d in (1, 2, 7)]
 MAX_TICKS = 16
+LANE_GAP = 14.0  # marks of one row closer than this (user units) go to the next lane
+LANES = 3        # lanes a row's marks spread over before they may overlap again
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Shape:
     start: str | None = None     # ISO instants a band or gap covers (for the page's JS)
     end: str | None = None
     point_id: str | None = None  # a mark's point
+    lane: int = 0                # a mark's lane in its row: crowded marks step aside
 
 
 @dataclass
@@ -57,10 +63,16 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def window(name: str | None, now: datetime) -> tuple[str, datetime, datetime]:
-    """(name, start, end) of a named window ending ``now``; unknown names: the default."""
+def window(name: str | None, now: datetime, around: datetime | None = None
+           ) -> tuple[str, datetime, datetime]:
+    """(name, start, end) of a named window ending ``now``, or centred on ``around`` (but
+    never past ``now``); unknown names: the default."""
     name = name if name in WINDOWS else DEFAULT_WINDOW
-    return name, now - WINDOWS[name], now
+    span = WINDOWS[name]
+    if around is None:
+        return name, now - span, now
+    end = min(around + span / 2, now)
+    return name, end - span, end
 
 
 def _x(t: datetime, start: datetime, end: datetime, width: int) -> float:
@@ -94,7 +106,7 @@ def ticks(start: datetime, end: datetime, width: int) -> list[Shape]:
     else:
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         first = midnight + ((start - midnight) // step) * step
-        label = "%H:%M"
+        label = "%H:%M:%S" if step < timedelta(minutes=1) else "%H:%M"
     out = []
     t = first
     while t <= end:
@@ -151,4 +163,20 @@ def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: d
         tl.marks.append(Shape(kind, round(_x(t, start, end, width), 2),
                               title=f"{kind} {p['point_id']}, ended {p['end_time']}",
                               start=iso(t), point_id=p["point_id"]))
+    tl.marks = _in_lanes(tl.marks)
     return tl
+
+
+def _in_lanes(marks: list[Shape]) -> list[Shape]:
+    """Marks of one row (differentials, or the others) closer than ``LANE_GAP`` step into
+    the next of ``LANES`` lanes, so that each can still be pointed at and clicked; the
+    points table below the timeline lists every one of them too."""
+    placed: list[Shape] = []
+    last: dict[tuple[bool, int], float] = {}
+    for m in sorted(marks, key=lambda m: m.x):
+        row = m.kind == "diff"
+        lane = next((n for n in range(LANES)
+                     if m.x - last.get((row, n), -LANE_GAP) >= LANE_GAP), 0)
+        last[(row, lane)] = m.x
+        placed.append(replace(m, lane=lane))
+    return placed

@@ -12,13 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
 from dbsafe.portal.web import caller, check_csrf, page, vault, when
-from dbsafe.services import backup, fleet, lifecycle
+from dbsafe.services import backup, fleet, lifecycle, restore
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import describe, get_server
 from dbsafe.services.lifecycle import points_and_chain
@@ -56,14 +56,14 @@ def _deleted_points(v: Vault, server: str, db: str) -> list[dict]:
 
 def _database_page(request: Request, v: Vault, server: str, db: str,
                    window: str | None = None, status_code: int = 200,
-                   done: str | None = None, refused: DbsafeError | None = None
-                   ) -> HTMLResponse:
+                   done: str | None = None, refused: DbsafeError | None = None,
+                   around: datetime | None = None) -> HTMLResponse:
     """The page; ``done`` or ``refused`` say what a point's deletion or undeletion did, in
     the points' section (a refusal answers with its status, so a script sees it too)."""
     found = get_server(v, server)
     item = _item(v, request.app.state.overview.get().items, found, db)
     chain = points_and_chain(v, server, db)
-    name, start, end = timeline.window(window, datetime.now(UTC))
+    name, start, end = timeline.window(window, datetime.now(UTC), around)
     drawn = timeline.build(chain["points"], chain["log_ranges"], chain["gaps"], start, end)
     backups = [p for p in reversed(chain["points"]) if p["type"] != "log"][:RECENT_POINTS]
     deleted = _deleted_points(v, server, db)
@@ -71,6 +71,7 @@ def _database_page(request: Request, v: Vault, server: str, db: str,
         request.state.error_code = refused.code   # the audit log's outcome
     return page(request, "database.html", status_code=status_code, server=describe(found),
                 item=item, chain=chain, tl=drawn, window=name, windows=list(timeline.WINDOWS),
+                around=timeline.iso(around) if around else None,
                 backups=backups, deleted=deleted[:RECENT_POINTS],
                 logs=sum(p["type"] == "log" for p in chain["points"]),
                 jobs=v.catalog.newest_jobs(server, RECENT_JOBS), done=done, refused=refused)
@@ -78,9 +79,15 @@ def _database_page(request: Request, v: Vault, server: str, db: str,
 
 @router.get("/servers/{server}/databases/{db}", response_class=HTMLResponse)
 def database_page(request: Request, server: str, db: str, window: str | None = None,
+                  time: str | None = Query(None, max_length=64),
                   me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
+    """The page; with ``time`` (an instant picked on the timeline, with its zone), the
+    timeline zooms around it (15 minutes unless ``window`` says otherwise)."""
     me.require("read")
-    return _database_page(request, v, server, db, window)
+    around = restore.parse_bound(time) if time else None
+    if around is not None and window is None:
+        window = timeline.ZOOMED
+    return _database_page(request, v, server, db, window, around=around)
 
 
 @router.post("/servers/{server}/databases/{db}/backup")
