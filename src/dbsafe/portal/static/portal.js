@@ -8,6 +8,9 @@ document.addEventListener("submit", (event) => {
 // --- database page and restore wizard ---
 // The timeline: a click on the log band picks that instant (clamped to the band's range),
 // a click on a mark picks that point; either fills the "Restore…" form and shows it.
+// From the keyboard: on a focused band (a slider), ← → step through it (a hundredth of the
+// window, at most a tenth of the band, at least a second), Page Up / Page Down ten steps,
+// Home and End its first and last instants; Enter or Space on a focused mark picks it.
 (() => {
   const svg = document.getElementById("timeline");
   const form = document.getElementById("restore-pick");
@@ -31,6 +34,20 @@ document.addEventListener("submit", (event) => {
     point.value = mark.dataset.point; time.value = "";
     shown.textContent = `point ${mark.dataset.point} (ended ${mark.dataset.time})`;
   };
+  const bandRange = (band) => {
+    const first = Date.parse(band.dataset.start);
+    return [first, Math.max(first, Date.parse(band.dataset.end) - 1000)];
+  };
+  const pickInstant = (band, ms) => {
+    const [first, last] = bandRange(band);
+    ms = Math.min(Math.max(ms, first), last);
+    unpick();
+    time.value = isoSeconds(ms); point.value = "";
+    shown.textContent = `instant ${time.value}`;
+    moveCursor(((ms - start) / (end - start)) * width);
+    band.setAttribute("aria-valuenow", last > first ? Math.round((100 * (ms - first)) / (last - first)) : 100);
+    band.setAttribute("aria-valuetext", time.value);
+  };
   svg.addEventListener("click", (event) => {
     const mark = event.target.closest(".mark");
     if (mark) { pickMark(mark); return; }
@@ -39,16 +56,23 @@ document.addEventListener("submit", (event) => {
     const at = svg.createSVGPoint();
     at.x = event.clientX; at.y = event.clientY;
     const x = at.matrixTransform(svg.getScreenCTM().inverse()).x;
-    let ms = start + (x / width) * (end - start);
-    ms = Math.min(Math.max(ms, Date.parse(band.dataset.start)), Date.parse(band.dataset.end) - 1000);
-    unpick();
-    time.value = isoSeconds(ms); point.value = "";
-    shown.textContent = `instant ${time.value}`;
-    moveCursor(((ms - start) / (end - start)) * width);
+    pickInstant(band, start + (x / width) * (end - start));
   });
   svg.addEventListener("keydown", (event) => {
     const mark = event.target.closest(".mark");
     if (mark && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); pickMark(mark); }
+    const band = event.target.closest(".band");
+    if (!band) return;
+    const [first, last] = bandRange(band);
+    const step = Math.max(1000, Math.min((end - start) / 100, (last - first) / 10));
+    const picked = Date.parse(time.value);  // from here when it lies in this band, else its end
+    const now = picked >= first && picked <= last ? picked : last;
+    const to = { ArrowLeft: now - step, ArrowDown: now - step, ArrowRight: now + step,
+      ArrowUp: now + step, PageDown: now - 10 * step, PageUp: now + 10 * step, Home: first,
+      End: last, Enter: now, " ": now }[event.key];
+    if (to === undefined) return;
+    event.preventDefault();
+    pickInstant(band, to);
   });
   time.addEventListener("input", () => { if (time.value) point.value = ""; });
   point.addEventListener("input", () => { if (point.value) time.value = ""; });
@@ -139,6 +163,23 @@ document.addEventListener("click", async (event) => {
     button.textContent = "Select the command and copy it";  // no clipboard (plain HTTP)
   }
 });
+
+// A table wider than its place (on a phone portal.css lets it scroll sideways) takes the
+// keyboard's focus, so that the arrow keys scroll it too.
+(() => {
+  const focusableIfWide = () => document.querySelectorAll("main table").forEach((table) => {
+    const wide = table.scrollWidth > table.clientWidth + 1;
+    if (wide && !table.hasAttribute("tabindex")) {
+      table.tabIndex = 0;
+      table.dataset.scrolls = "";
+    } else if (!wide && "scrolls" in table.dataset) {
+      table.removeAttribute("tabindex");
+      delete table.dataset.scrolls;
+    }
+  });
+  focusableIfWide();
+  window.addEventListener("resize", focusableIfWide);
+})();
 
 // The header's zone choice applies as soon as it is picked (without script: its button).
 document.querySelectorAll("form.zone select").forEach((select) => {
