@@ -144,6 +144,23 @@ def test_protect_backup_and_job_page(portal):
             "stopped"
 
 
+def test_the_timeline_zooms_around_an_instant_picked_on_it(portal):
+    """`?time=` (what "Zoom in here" sends) centres a 15-minute window on the instant; the
+    window links keep it; an instant without a zone is refused, not guessed."""
+    point = portal.vault.backup("pg", "--type", "copy-only")
+    with portal.login("rita") as c:
+        page = c.get("/servers/pg/databases/app1", params={"time": point["end_time"]})
+        assert page.status_code == 200, page.text
+        assert 'class="current" aria-current="true">15m</a>' in page.text
+        assert ">back to now</a>" in page.text and "&amp;time=" in page.text
+        assert f'data-point="{point["point_id"]}"' in page.text   # inside the window
+        naive = c.get("/servers/pg/databases/app1", params={"time": "2026-12-05T10:00:00"})
+        assert naive.status_code == 400 and "time.zone_missing" in naive.text
+    with portal.login("otto") as c:
+        page = c.get("/servers/pg/databases/app1")
+        assert ">Zoom in here</button>" in page.text
+
+
 def test_jobs_are_listed_a_page_at_a_time_and_cut_by_when_they_started(portal):
     """60 jobs of one server, 45 of them days old: the portal pages through them 50 at a
     time and cuts them to the last 24 hours; the API pages the same list, says the total
