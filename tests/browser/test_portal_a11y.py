@@ -24,14 +24,13 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import secrets_guard
-from conftest import free_port, new_cluster, run_cli
+from conftest import new_cluster, run_cli
+from portal_harness import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tools" / "node" / "node_modules"
@@ -72,30 +71,8 @@ def serve(wal_vault, pg_template, area):
     out = run_cli({**wal_vault.env, "DBSAFE_USER_PASSWORD": password}, "user", "add", "ana",
                   "--role", "contributor", "--json", vault=wal_vault.path)
     assert out.returncode == 0, out.describe()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dbsafe", "--vault", str(wal_vault.path),
-                             "serve", "--no-scheduler", "--port", str(port)],
-                            env=wal_vault.env, stdout=subprocess.DEVNULL,
-                            stderr=open(area / "serve.log", "w"))  # noqa: SIM115
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            assert proc.poll() is None, (area / "serve.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"dbsafe serve did not answer: {(area / 'serve.log').read_text()}")
+    with serving(wal_vault) as url:
         yield url, "ana", password, job["id"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pages(job_id: str) -> list[tuple[str, str]]:

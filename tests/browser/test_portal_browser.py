@@ -4,7 +4,7 @@ a real vault and a real PostgreSQL cluster. This file prepares them, does what t
 asks between its steps (write rows after the full backup), and checks that the database the
 wizard restored holds exactly the rows committed up to the instant picked on the timeline.
 
-Screenshots of every page visited go to tests/artefacts/browser/ (gitignored).
+Screenshots of every page visited go to tests/artefacts/browser/restore-flow/ (gitignored).
 """
 
 from __future__ import annotations
@@ -12,23 +12,21 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 import secrets_guard
-from conftest import free_port, new_cluster, run_cli
+from conftest import new_cluster, run_cli
+from portal_harness import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYWRIGHT = ROOT / "tools" / "node" / "node_modules" / "playwright-core"
 CHROMIUM = Path("/usr/bin/chromium")
-ARTEFACTS = ROOT / "tests" / "artefacts" / "browser"
+ARTEFACTS = ROOT / "tests" / "artefacts" / "browser" / "restore-flow"  # its own: others' stay
 SCRIPT = Path(__file__).with_name("restore_flow.mjs")
 ROWS = 60
 ROW_EVERY = 0.5  # seconds between committed rows: the instant picked falls among them
@@ -53,28 +51,8 @@ def serve(wal_vault, pg_template, area):
     out = run_cli({**wal_vault.env, "DBSAFE_USER_PASSWORD": password}, "user", "add", "dba",
                   "--role", "operator", "--json", vault=wal_vault.path)
     assert out.returncode == 0, out.describe()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dbsafe", "--vault", str(wal_vault.path),
-                             "serve", "--no-scheduler", "--port", str(port)],
-                            env=wal_vault.env, stdout=subprocess.DEVNULL,
-                            stderr=open(area / "serve.log", "w"))  # noqa: SIM115
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            assert proc.poll() is None, (area / "serve.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with serving(wal_vault) as url:
         yield url, "dba", password, pg
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _write_rows(pg) -> None:
