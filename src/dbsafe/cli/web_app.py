@@ -6,6 +6,7 @@ API and the portal never import each other: this is where both are put together.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from dbsafe.api.hosts import AllowedHosts
 from dbsafe.api.launch import Launcher
 from dbsafe.api.streams import StreamSlots
 from dbsafe.portal import pages, web
+from dbsafe.portal.dashboard_cache import DashboardCache
 from dbsafe.services import lifecycle, operations
 from dbsafe.services.handle import Vault
 
@@ -53,6 +55,7 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False,
     app.state.secure_cookies = secure_cookies
     app.state.streams = StreamSlots()
     app.state.overview = operations.OverviewCache(lambda: Vault.open(vault.path))
+    app.state.dashboard = DashboardCache()
     # /metrics' figures, read at most every few seconds on a handle of their own
     app.state.metrics = metrics.registry(metrics.Figures(lambda: Vault.open(vault.path)))
     errors.install(app)
@@ -60,6 +63,13 @@ def create_app(vault_path: Path, *, secure_cookies: bool = False,
     app.include_router(metrics.router)
     pages.install(app)
     app.state.error_page = web.error_page  # errors of pages (not of the API): a page
-    app.add_middleware(Gate, catalog=lambda: vault.catalog,
-                       changed=app.state.overview.invalidate, hosts=hosts)
+    app.add_middleware(Gate, catalog=lambda: vault.catalog, changed=_changed(app), hosts=hosts)
     return app
+
+
+def _changed(app: FastAPI) -> Callable[[], None]:
+    """What a change made through this process drops: the overview, the dashboard's rest."""
+    def changed() -> None:
+        app.state.overview.invalidate()
+        app.state.dashboard.invalidate()
+    return changed

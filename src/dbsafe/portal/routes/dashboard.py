@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse
 
 from dbsafe.core.units import size_text
 from dbsafe.portal import charts
-from dbsafe.portal.report_cache import ReportCache
 from dbsafe.portal.web import caller, page, vault
 from dbsafe.services import fleet, operations
 from dbsafe.services.handle import Vault
@@ -19,6 +18,7 @@ from dbsafe.services.operations import Principal
 
 router = APIRouter()
 JOB_DAYS, STORED_DAYS = 14, 30
+FLEET_TTL, CHARTS_TTL = 2.0, 60.0  # seconds: as the overview snapshot; the charts are by day
 LINES = 8  # servers drawn one by one in the stored-bytes chart; the others are in the total
 
 
@@ -26,12 +26,10 @@ LINES = 8  # servers drawn one by one in the stored-bytes chart; the others are 
 def dashboard(request: Request, me: Principal = Depends(caller),
               v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    cache = getattr(request.app.state, "reports", None)
-    if cache is None:
-        cache = request.app.state.reports = ReportCache()
-    drawn = cache.get(("dashboard", str(v.path)), lambda: _charts(v))
+    cache = request.app.state.dashboard
     return page(request, "dashboard.html", board=request.app.state.overview.get().board,
-                fleet=fleet.fleet_totals(v), charts=drawn)
+                fleet=cache.get(("fleet",), lambda: fleet.fleet_totals(v), FLEET_TTL),
+                charts=cache.get(("charts",), lambda: _charts(v), CHARTS_TTL))
 
 
 def _charts(v: Vault) -> dict:
