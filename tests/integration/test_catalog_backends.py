@@ -114,7 +114,8 @@ def exercise(c) -> list:
           c.list_jobs(server="a", state="running", type=None),
           c.list_jobs(2, offset=1), c.list_jobs(since="2026-01-01T01", until="2026-01-01T02"),
           c.count_jobs(), c.count_jobs(server="a", since="2026-01-01T01"),
-          c.jobs_by_day("2026-01-01"), c.stored_by_day("2025-12-31")]
+          c.jobs_by_day("2026-01-01"), c.stored_by_day("2025-12-31"),
+          c.newest_point_by_day("2025-12-31")]
     for n in range(2):
         r.append(c.upsert_alert({"kind": "k", "severity": "warning", "message": f"m{n}",
                                  "details": json.dumps({"n": n})}, f"2026-01-0{n + 1}"))

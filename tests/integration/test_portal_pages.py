@@ -248,6 +248,7 @@ def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
         assert "reported,verify,4,3,0,1,0,0.75" in lines
         board = c.get("/")
         assert '<svg id="chart-jobs"' in board.text and '<svg id="chart-stored"' in board.text
+        assert '<svg id="chart-rpo"' in board.text
 
 
 def test_each_viewer_reads_instants_in_the_zone_they_chose(portal):

@@ -60,3 +60,24 @@ def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
     assert "<title>2026-12-04 failed: 1</title>" in bars and 'role="img"' in bars
     drawn = charts.lines("s", "Stored", stored["days"], stored["servers"], str)
     assert drawn.count("<polyline") == 2 and "<title>2026-12-04 b: 7</title>" in drawn
+
+
+def test_rpo_over_time_is_how_long_before_each_days_end_the_newest_point_ended(tmp_path):
+    vault = Vault.init(tmp_path / "vault")
+    catalog = vault.catalog
+    ids = {name: catalog.add_server(name, "localhost", None, {
+        "pgdata": f"/nowhere/{name}", "port": 1, "pg_version": 15,
+        "bin_dir": "/usr/lib/postgresql/15/bin", "system_identifier": name})
+        for name in ("a", "b")}
+    _point(catalog, ids["a"], "20261201T220000Z-aaaaaaa1", "2026-12-01T22:00:00+00:00", 1)
+    _point(catalog, ids["a"], "20261204T230000Z-aaaaaaa2", "2026-12-04T23:00:00+00:00", 1)
+    _point(catalog, ids["b"], "20261203T120000Z-bbbbbbb1", "2026-12-03T12:00:00+00:00", 1)
+    _point(catalog, ids["b"], "20261204T120000Z-bbbbbbb2", "2026-12-04T12:00:00+00:00", 1)
+    catalog.set_point_deleted("20261204T120000Z-bbbbbbb2", "2026-12-04T13:00:00+00:00",
+                              "2026-12-18T13:00:00+00:00")  # deleted: restores nothing
+    rpo = operations.rpo_over_time(vault, 4, NOW)              # 12-02 .. 12-05 12:00
+    h = 3600
+    assert rpo["days"] == ["2026-12-02", "2026-12-03", "2026-12-04", "2026-12-05"]
+    assert rpo["servers"]["a"] == [26 * h, 50 * h, 1 * h, 13 * h]
+    assert rpo["servers"]["b"] == [None, 12 * h, 36 * h, 48 * h]
+    assert rpo["worst"] == [26 * h, 50 * h, 36 * h, 48 * h]

@@ -751,6 +751,17 @@ class SqlCatalog:
                          since, since)
         return held + added + removed
 
+    def newest_point_by_day(self, since: str) -> list[dict]:
+        """Per server, the end of its newest live point of each UTC day from ``since`` on,
+        and of its newest before ``since`` (``day`` None): the reports' RPO over time."""
+        return self._all("SELECT s.name AS server, NULL AS day, MAX(p.end_time) AS newest "
+                         + self._POINT_SERVER + "WHERE p.end_time < ? AND "
+                         "p.deleted_at IS NULL GROUP BY s.name", since) + \
+            self._all("SELECT s.name AS server, substr(p.end_time, 1, 10) AS day, "
+                      "MAX(p.end_time) AS newest " + self._POINT_SERVER +
+                      "WHERE p.end_time >= ? AND p.deleted_at IS NULL "
+                      "GROUP BY s.name, substr(p.end_time, 1, 10)", since)
+
     def jobs_by_day(self, since: str) -> list[dict]:
         """Jobs started from ``since`` on, counted per UTC day and state."""
         return self._all("SELECT substr(start_time, 1, 10) AS day, state, COUNT(*) AS n "

@@ -77,22 +77,24 @@ def stacked_bars(chart_id: str, title: str, days: list[str], series: dict[str, l
     return _frame(chart_id, title, summary, body, top, days, value, list(pick.items()))
 
 
-def lines(chart_id: str, title: str, days: list[str], series: dict[str, list[float]],
+def lines(chart_id: str, title: str, days: list[str],
+          series: dict[str, list[float]] | dict[str, list[float | None]],
           value: Callable[[float], str]) -> Markup:
-    """One line per series over the days."""
+    """One line per series over the days; a day without a value (None) has no point."""
     pick = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(series)}
-    top = max((v for s in series.values() for v in s), default=0) or 1
+    top = max((v for s in series.values() for v in s if v is not None), default=0) or 1
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     step = plot_w / max(len(days) - 1, 1)
     body = []
     for name, values in series.items():
-        points = [(LEFT + i * step, TOP + plot_h - plot_h * v / top)
-                  for i, v in enumerate(values)]
+        points = [(i, LEFT + i * step, TOP + plot_h - plot_h * v / top, v)
+                  for i, v in enumerate(values) if v is not None]
         body.append(f'<polyline fill="none" stroke="{pick[name]}" stroke-width="2" points="'
-                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
+                    + " ".join(f"{x:.1f},{y:.1f}" for _, x, y, _ in points) + '"/>')
         body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{pick[name]}"><title>'
-                 f'{escape(days[i])} {escape(name)}: {escape(value(values[i]))}</title></circle>'
-                 for i, (x, y) in enumerate(points)]
-    summary = "; ".join(f"{name}: {value(v[-1])} on {days[-1]}" for name, v in series.items()
-                        if v) if days else "no days"
+                 f'{escape(days[i])} {escape(name)}: {escape(value(v))}</title></circle>'
+                 for i, x, y, v in points]
+    summary = "; ".join(f"{name}: {value(last)} on {days[-1]}"
+                        for name, v in series.items() if v and (last := v[-1]) is not None) \
+        if days else "no days"
     return _frame(chart_id, title, summary, body, top, days, value, list(pick.items()))

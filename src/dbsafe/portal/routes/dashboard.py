@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from dbsafe.core.units import size_text
 from dbsafe.portal import charts
-from dbsafe.portal.web import caller, page, vault
+from dbsafe.portal.web import caller, page, span, vault
 from dbsafe.services import fleet, operations
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
@@ -35,6 +35,7 @@ def dashboard(request: Request, me: Principal = Depends(caller),
 def _charts(v: Vault) -> dict:
     jobs = operations.jobs_per_day(v, JOB_DAYS)
     stored = operations.stored_over_time(v, STORED_DAYS)
+    rpo = operations.rpo_over_time(v, STORED_DAYS)
     biggest = sorted(stored["servers"], key=lambda s: -stored["servers"][s][-1])[:LINES]
     series = {"all servers": stored["total"], **{s: stored["servers"][s] for s in biggest}}
     return {
@@ -42,4 +43,8 @@ def _charts(v: Vault) -> dict:
                                     "days", jobs["days"], jobs["states"],
                                     lambda n: f"{n:.0f}", charts.STATE_COLOURS),
         "stored": charts.lines("chart-stored", f"Stored bytes, last {STORED_DAYS} days",
-                               stored["days"], series, size_text)}
+                               stored["days"], series, size_text),
+        "rpo": charts.lines("chart-rpo", f"RPO at each day's end, last {STORED_DAYS} days",
+                            rpo["days"], {"worst server": rpo["worst"],
+                                          "median server": rpo["median"]},
+                            lambda s: span(int(s)))}

@@ -35,7 +35,13 @@ from dbsafe.services.operations.access import (
 from dbsafe.services.operations.figures import vault_figures
 from dbsafe.services.operations.monitor import check_health, checks_not_run
 from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
-from dbsafe.services.operations.reports import MAX_DAYS, jobs_per_day, report, stored_over_time
+from dbsafe.services.operations.reports import (
+    MAX_DAYS,
+    jobs_per_day,
+    report,
+    rpo_over_time,
+    stored_over_time,
+)
 
 __all__ = [
     "DEVICE_MAX",
@@ -65,6 +71,7 @@ __all__ = [
     "remove_user",
     "report",
     "revoke_token",
+    "rpo_over_time",
     "session_principal",
     "shown_name",
     "stored_over_time",

@@ -67,6 +67,38 @@ def jobs_per_day(vault: Vault, days: int = 14, now: datetime | None = None) -> d
     return {"days": shown, "states": {s: states[s] for s in ordered}}
 
 
+def rpo_over_time(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
+    """``{"days": [...], "servers": {name: [seconds]}, "worst": [...], "median": [...]}``:
+    at each UTC day's end (today: now), how long before it each server's newest live
+    point ended — what a restore then would have lost at most, by its newest backup (log
+    backups included); None before a server's first point."""
+    now = now or datetime.now(UTC)
+    shown = _days(days, now)
+    index = {day: n for n, day in enumerate(shown)}
+    newest: dict[str, list[str | None]] = {}
+    for row in vault.catalog.newest_point_by_day(f"{shown[0]}T00:00:00"):
+        slots = newest.setdefault(row["server"], [None] * (len(shown) + 1))
+        n = 0 if row["day"] is None else index.get(row["day"], -1) + 1
+        if n >= 0:
+            slots[n] = max(filter(None, (slots[n], row["newest"])), default=None)
+    ends = [min(now, datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1))
+            for day in shown]
+    servers: dict[str, list[int | None]] = {}
+    for server, slots in sorted(newest.items()):
+        last: str | None = slots[0]
+        series: list[int | None] = []
+        for n, end in enumerate(ends):
+            last = max(filter(None, (last, slots[n + 1])), default=None)
+            series.append(None if last is None else
+                          max(0, int((end - datetime.fromisoformat(last)).total_seconds())))
+        servers[server] = series
+    columns = [[v for s in servers.values() if (v := s[n]) is not None]
+               for n in range(len(shown))]
+    return {"days": shown, "servers": servers,
+            "worst": [max(c) if c else None for c in columns],
+            "median": [sorted(c)[len(c) // 2] if c else None for c in columns]}
+
+
 STATE_ORDER = ["completed", "completed_with_warnings", "failed", "cancelled", "running",
                "queued", "cancelling"]
 
