@@ -196,7 +196,9 @@ def test_jobs_are_listed_a_page_at_a_time_and_cut_by_when_they_started(portal):
         until = c.get("/api/v1/jobs", params={"server": "paged", "until": since})
         assert until.headers["X-Total-Count"] == "45"
         naive = c.get("/api/v1/jobs", params={"since": "2026-12-05T10:00:00"})
-        assert naive.status_code == 422 and "request.invalid" in naive.text
+        assert naive.status_code == 400 and "time.zone_missing" in naive.text
+        number = c.get("/api/v1/jobs", params={"until": "0.5"})   # never a timestamp
+        assert number.status_code == 400 and "time.bad_instant" in number.text
 
 
 def test_the_audit_log_is_for_the_role_that_manages_users(portal):

@@ -11,7 +11,6 @@ from typing import Literal
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from dbsafe.api.deps import need, vault
 from dbsafe.api.errors import ErrorBody
@@ -20,6 +19,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.services import activity
 from dbsafe.services.handle import Vault
 from dbsafe.services.operations import Principal
+from dbsafe.services.restore import parse_bound
 from dbsafe.web.fields import Limit, Offset
 
 router = APIRouter(tags=["jobs"])
@@ -32,19 +32,24 @@ RECHECK_SECONDS = 5.0  # how often a stream checks that its caller may still rea
 def list_jobs(response: Response, state: State | None = None,
               server: str | None = Query(None, max_length=100),
               type: str | None = Query(None, max_length=40),
-              since: AwareDatetime | None = Query(
-                  None, description="jobs started at or after this instant (ISO 8601 with "
-                                    "its zone: one without is refused)"),
-              until: AwareDatetime | None = Query(
-                  None, description="jobs started before this instant"),
+              since: str | None = Query(
+                  None, max_length=64, json_schema_extra={"format": "date-time"},
+                  description="jobs started at or after this instant: ISO 8601 with its "
+                              "zone (one without is refused, ``time.zone_missing``, as a "
+                              "restore target is)"),
+              until: str | None = Query(
+                  None, max_length=64, json_schema_extra={"format": "date-time"},
+                  description="jobs started before this instant (the same form)"),
               limit: Limit = 100, offset: Offset = 0, v: Vault = Depends(vault)
               ) -> list[dict]:
     """Jobs, newest first (backups, restores, verifies, drills), filtered, a page of them:
     the ``X-Total-Count`` header says how many match."""
+    start = parse_bound(since) if since is not None else None
+    end = parse_bound(until) if until is not None else None
     response.headers["X-Total-Count"] = str(activity.count_jobs(
-        v.catalog, state=state, server=server, type=type, since=since, until=until))
+        v.catalog, state=state, server=server, type=type, since=start, until=end))
     return activity.list_jobs(v.catalog, limit, state=state, server=server, type=type,
-                              offset=offset, since=since, until=until)
+                              offset=offset, since=start, until=end)
 
 
 @router.get("/jobs/{job_id}", dependencies=[Depends(need("read"))])

@@ -87,7 +87,7 @@ def fit_to(conn: psycopg.Connection, present: set[str], default_owner: str,
     conn.execute("SET default_transaction_read_only = off")  # a database may default to it
     conn.execute("SET search_path = ''")  # objects are described with their schema
     found = references(conn, database)
-    boss = one_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0]
+    boss = bootstrap_superuser(conn)
     fit = Fit(default_owner, sorted({r["role"] for r in found} - present))
     fit.not_kept = [r for r in found if r["role"] in fit.missing]
     if boss not in present:
@@ -112,6 +112,12 @@ def fit_to(conn: psycopg.Connection, present: set[str], default_owner: str,
             conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
                 sql.Identifier(role), sql.Identifier(here)))
     return fit
+
+
+def bootstrap_superuser(conn: psycopg.Connection) -> str:
+    """The role that created the cluster (oid 10): what it owns has no ``pg_shdepend``
+    record and cannot be reassigned (see the module's docstring)."""
+    return one_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0]
 
 
 def current_user(conn: psycopg.Connection) -> str:

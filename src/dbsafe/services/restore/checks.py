@@ -22,7 +22,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import size_text
 from dbsafe.engines.postgres import cluster, db_roles, logical, status
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.engines.postgres.client import connect, one_row
+from dbsafe.engines.postgres.client import connect
 from dbsafe.services.backup import selection
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server, open_instance
@@ -166,7 +166,7 @@ def roles_kept(source: dict, target: dict, db: str) -> tuple[str, bool]:
     try:
         with open_instance(source) as conn:  # the same cluster as registered
             port, host = conn.info.port, conn.info.host
-            bootstrap = one_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0]
+            bootstrap = db_roles.bootstrap_superuser(conn)
         with connect(port, host, db) as conn:
             named = {r["role"] for r in db_roles.references(conn, db)}
     except (DbsafeError, psycopg.Error) as exc:
