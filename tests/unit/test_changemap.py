@@ -16,9 +16,9 @@ from dbsafe.engines.postgres.changemap import (
     BLOCKS,
     ChangeMap,
     MapBuilder,
+    block_numbers,
     from_summaries,
     relation_of,
-    runs_of,
 )
 from dbsafe.engines.postgres.files import PAGES_PER_SEGMENT
 from dbsafe.engines.postgres.wal import record_segments
@@ -86,9 +86,13 @@ def test_created_relations_databases_and_tablespaces_are_read_whole():
     assert m.pages("base/5/101", 0, 10, 10) == []
 
 
-def test_runs_of_sorts_and_merges():
-    assert runs_of([5, 1, 2, 2, 3, 9, 4294967295]) == [(1, 3), (5, 1), (9, 1), (4294967295, 1)]
-    assert runs_of([]) == []
+def test_block_numbers_sorted_once_and_cut_into_runs():
+    numbers = block_numbers(array(BLOCKS, [5, 1, 2, 2, 3, 9, 4294967295]))
+    assert numbers.tolist() == [1, 2, 3, 5, 9, 4294967295]
+    assert _walscan.block_runs(numbers, 0, 1 << 32) == [(1, 3), (5, 1), (9, 1),
+                                                        (4294967295, 1)]
+    assert _walscan.block_runs(numbers, 2, 9) == [(0, 2), (3, 1)]   # [2, 9), from 2
+    assert _walscan.block_runs(block_numbers(b""), 0, 10) == []
 
 
 def _refs(*refs: tuple[int, int, int, int, int, int]) -> bytes:

@@ -120,11 +120,6 @@ def block_numbers(values: bytes | array) -> array:
     return array(BLOCKS, _walscan.sorted_unique(values))
 
 
-def runs_of(pages: list[int]) -> list[tuple[int, int]]:
-    """Page numbers (any order, repeats allowed) as sorted runs ``(first, count)``."""
-    return _walscan.block_runs(block_numbers(array(BLOCKS, pages)), 0, 1 << 32)
-
-
 def from_summaries(rows: list[tuple[int, int, int, int, int, bool]], start_lsn: int,
                    stop_lsn: int) -> ChangeMap:
     """The map of PostgreSQL 17's own WAL summaries (engines/postgres/summaries.py): rows
