@@ -326,6 +326,18 @@ def cluster_conf(settings: dict[str, str] | None = None) -> str:
     return "\n# dbsafe tests\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
 
 
+def own_cluster(area: Path, name: str) -> Pg:
+    """A running cluster made by initdb: its own system identifier, as every real cluster
+    has (copies of the test template share one)."""
+    pgdata = area / name
+    initdb(pgdata)
+    with open(pgdata / "postgresql.conf", "a") as f:
+        f.write(cluster_conf())
+    pg = Pg(pgdata=pgdata, port=free_port(), sockdir=area, log=area / f"{name}.log")
+    pg.start()
+    return pg
+
+
 def new_cluster(template: Path, area: Path, name: str = "pgdata",
                 settings: dict[str, str] | None = None, start: bool = True) -> Pg:
     """A cluster in ``area`` copied from the template, optionally started.

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import secrets_guard
-from conftest import free_port
+from conftest import Pg, free_port, new_cluster
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
 LOGIN_CSRF = re.compile(r'name="login_csrf" value="([^"]*)"')  # the login form's own
@@ -83,3 +83,14 @@ def serving(vault, output: list[str] | None = None) -> Iterator[str]:
             printed = serve.communicate()
         if output is not None:
             output.extend(p for p in printed if p)
+
+
+def shop_cluster(pg_template, area) -> Pg:
+    """The browser tests' cluster: database ``shop`` with a table of 100 timestamped rows
+    (``marks``), for the timeline and a restore to an instant among them."""
+    pg = new_cluster(pg_template, area, "src")
+    pg.execute("CREATE DATABASE shop")
+    pg.execute("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL)", "shop")
+    pg.execute("INSERT INTO marks SELECT g, clock_timestamp() FROM generate_series(1, 100) g",
+               "shop")
+    return pg

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 import secrets_guard
-from conftest import new_cluster, run_cli
-from portal_harness import serving
+from conftest import run_cli
+from portal_harness import serving, shop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tools" / "node" / "node_modules"
@@ -52,11 +52,7 @@ def serve(wal_vault, pg_template, area):
                        (CHROMIUM, "chromium")):
         if not need.exists():
             pytest.fail(f"{what} is missing ({need}): run scripts/install.sh --test")
-    pg = new_cluster(pg_template, area, "src")
-    pg.execute("CREATE DATABASE shop")
-    pg.execute("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL)", "shop")
-    pg.execute("INSERT INTO marks SELECT g, clock_timestamp() FROM generate_series(1, 100) g",
-               "shop")
+    pg = shop_cluster(pg_template, area)
     wal_vault.add_server("src", pg)
     wal_vault.ok("protect", "src", "--db", "shop", "--restart")
     wal_vault.backup("src")

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import secrets_guard
-from conftest import new_cluster, run_cli
-from portal_harness import serving
+from conftest import run_cli
+from portal_harness import serving, shop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYWRIGHT = ROOT / "tools" / "node" / "node_modules" / "playwright-core"
@@ -40,11 +40,7 @@ def serve(wal_vault, pg_template, area):
     for need, what in ((PLAYWRIGHT, "playwright-core"), (CHROMIUM, "chromium")):
         if not need.exists():
             pytest.fail(f"{what} is missing ({need}): run scripts/install.sh --test")
-    pg = new_cluster(pg_template, area, "src")
-    pg.execute("CREATE DATABASE shop")
-    pg.execute("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL)", "shop")
-    pg.execute("INSERT INTO marks SELECT g, clock_timestamp() FROM generate_series(1, 100) g",
-               "shop")
+    pg = shop_cluster(pg_template, area)
     wal_vault.add_server("src", pg)
     password = secrets.token_urlsafe(18)
     secrets_guard.register(password)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Pg, Vault, catalog_dsn, cluster_conf, free_port, initdb
+from conftest import Pg, Vault, catalog_dsn, own_cluster
 from fleet_helpers import Agent, ControlPlane, cpu_seconds, print_logs
 
 from dbsafe.catalog.base import parse_time
@@ -70,12 +70,7 @@ def _cluster(area: Path, name: str) -> Pg:
     """A cluster of its own, made by initdb: its own system identifier, as every real
     cluster has (copies of the test template share one, and the servers of one system
     identifier are one lineage whose points every health check reads together)."""
-    pgdata = area / name
-    initdb(pgdata)
-    with open(pgdata / "postgresql.conf", "a") as f:
-        f.write(cluster_conf())
-    pg = Pg(pgdata=pgdata, port=free_port(), sockdir=area, log=area / f"{name}.log")
-    pg.start()
+    pg = own_cluster(area, name)
     with pg.connect() as conn:
         for n in range(1, DATABASES):
             conn.execute(f"CREATE DATABASE db{n:02d} TEMPLATE template0 STRATEGY FILE_COPY")

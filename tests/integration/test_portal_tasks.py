@@ -17,15 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
-    Pg,
-    cluster_conf,
-    free_port,
-    initdb,
-    make_vault,
-    new_cluster,
-    wait_for,
-)
+from conftest import Pg, make_vault, new_cluster, own_cluster, wait_for
 from portal_harness import add_users, csrf, logged_in, serving
 
 JOB_DEADLINE = 600.0   # seconds a job started from a page may take on a loaded machine
@@ -67,25 +59,13 @@ def shown(html: str, element_id: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", found.group(1))).strip()
 
 
-def _own_cluster(area: Path, name: str) -> Pg:
-    """A running cluster of its own initdb (another system identifier than the template's
-    copies: a second server, not a copy of the first)."""
-    pgdata = area / name
-    initdb(pgdata)
-    with open(pgdata / "postgresql.conf", "a") as f:
-        f.write(cluster_conf())
-    pg = Pg(pgdata=pgdata, port=free_port(), sockdir=area, log=area / f"{name}.log")
-    pg.start()
-    return pg
-
-
 @pytest.fixture(scope="module")
 def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
     pg = new_cluster(pg_template, module_area, "pg")
     for db in ("app1", "app2"):
         pg.execute(f"CREATE DATABASE {db}")
     pg.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g", "app1")
-    other = _own_cluster(module_area, "other")
+    other = own_cluster(module_area, "other")
     stopped = new_cluster(pg_template, module_area, "stopped", start=False)
     vault = make_vault(cli_env, module_area / "vault")
     vault.add_server("pg", pg)

@@ -22,13 +22,18 @@ def _point(catalog, instance: int, point_id: str, end: str, stored: int) -> None
         "databases": json.dumps(["app"]), "base_point": None, "retention": None})
 
 
-def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
+def _two_servers(tmp_path) -> tuple[Vault, dict[str, int]]:
+    """A new vault whose catalog registers servers a and b (no cluster: reports read rows)."""
     vault = Vault.init(tmp_path / "vault")
-    catalog = vault.catalog
-    ids = {name: catalog.add_server(name, "localhost", None, {
+    return vault, {name: vault.catalog.add_server(name, "localhost", None, {
         "pgdata": f"/nowhere/{name}", "port": 1, "pg_version": 15,
         "bin_dir": "/usr/lib/postgresql/15/bin", "system_identifier": name})
         for name in ("a", "b")}
+
+
+def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
+    vault, ids = _two_servers(tmp_path)
+    catalog = vault.catalog
     _point(catalog, ids["a"], "20261120T010000Z-aaaaaaa1", "2026-11-20T01:00:00+00:00", 100)
     _point(catalog, ids["a"], "20261203T010000Z-aaaaaaa2", "2026-12-03T01:00:00+00:00", 30)
     _point(catalog, ids["b"], "20261204T010000Z-bbbbbbb1", "2026-12-04T01:00:00+00:00", 7)
@@ -63,12 +68,8 @@ def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
 
 
 def test_rpo_over_time_is_how_long_before_each_days_end_the_newest_point_ended(tmp_path):
-    vault = Vault.init(tmp_path / "vault")
+    vault, ids = _two_servers(tmp_path)
     catalog = vault.catalog
-    ids = {name: catalog.add_server(name, "localhost", None, {
-        "pgdata": f"/nowhere/{name}", "port": 1, "pg_version": 15,
-        "bin_dir": "/usr/lib/postgresql/15/bin", "system_identifier": name})
-        for name in ("a", "b")}
     _point(catalog, ids["a"], "20261201T220000Z-aaaaaaa1", "2026-12-01T22:00:00+00:00", 1)
     _point(catalog, ids["a"], "20261204T230000Z-aaaaaaa2", "2026-12-04T23:00:00+00:00", 1)
     _point(catalog, ids["b"], "20261203T120000Z-bbbbbbb1", "2026-12-03T12:00:00+00:00", 1)
