@@ -29,11 +29,10 @@ def reports_page(request: Request, days: Days = 30, me: Principal = Depends(call
                  v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
     found = operations.report(v, days)
-    stored = operations.stored_over_time(v, days)
     jobs = operations.jobs_per_day(v, days)
+    held = found["held"]
     drawn = {"stored": charts.lines("report-stored", f"Stored bytes, last {days} days",
-                                    stored["days"], {"all servers": stored["total"]},
-                                    size_text),
+                                    held["days"], {"all servers": held["total"]}, size_text),
              "jobs": charts.stacked_bars("report-jobs", f"Jobs per day, last {days} days",
                                          jobs["days"], jobs["states"], lambda n: f"{n:.0f}",
                                          charts.STATE_COLOURS)}

@@ -114,7 +114,8 @@ def _running(steps: list[int]) -> list[int]:
 
 def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
     """The reports page's three tables over the last ``days`` UTC days, as rows (the page,
-    its CSV files and the API give the same): ``storage`` per server (bytes held at the
+    its CSV files and the API give the same), and ``held``: the bytes held in all at each
+    day's end (the page's chart): ``storage`` per server (bytes held at the
     start and the end, growth, bytes stored by its backups), ``jobs`` per server and type
     (outcomes and the success rate of those that ended), ``drills`` (each with its outcome,
     RTO and RPO)."""
@@ -143,5 +144,6 @@ def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
                "error_code": d["error_code"]}
               for d in vault.catalog.list_drills(limit=DRILLS_MAX) if d["started"] >= since]
     return {"days": days, "from": stored["days"][0], "to": stored["days"][-1],
-            "storage": storage, "jobs": jobs, "drills": drills}
+            "storage": storage, "jobs": jobs, "drills": drills,
+            "held": {"days": stored["days"], "total": stored["total"]}}
 
