@@ -144,6 +144,24 @@ def test_describe_and_cleanup(store, storage_location):
     assert store.cleanup() == 0  # nothing dead here
 
 
+def test_cleanup_leaves_a_writer_in_flight(store, storage_location):
+    """Another agent's cleanup runs while this writer's parts are uploading: the writer is
+    alive and must be able to commit (moto dates every upload 2010, which once made an S3
+    cleanup abort a live upload: a backup beside another failed with 500s)."""
+    other = open_storage(storage_location.location, env=storage_location.env, part_size=PART)
+    try:
+        data = os.urandom(2 * PART + 12345)
+        writer = _stream(store, "data/cd/in-flight", data[:2 * PART + 1])
+        for part in getattr(writer, "_futures", []):  # parts 1 and 2 stored (object stores)
+            part.result()
+        assert other.cleanup() == 0
+        writer.write(data[2 * PART + 1:])
+        writer.commit()
+        assert store.get("data/cd/in-flight") == data
+    finally:
+        other.close()
+
+
 # ------------------------------------------------------------------------------------------
 # throttling and 5xx, through the fault proxy in front of the real server
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import email.utils
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
@@ -253,22 +254,46 @@ class S3Storage(ObjectStore):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
 
     def cleanup(self) -> int:
-        """Abort multipart uploads under the prefix started more than 24 h ago (writers that
-        died: their parts cost storage until aborted); returns how many."""
-        cutoff = dt.datetime.now(dt.UTC) - STALE_UPLOAD_AGE
+        """Abort the multipart uploads under the prefix whose writers died more than 24 h
+        ago (their parts cost storage until aborted); returns how many.
+
+        An upload is judged by its parts, not by its "Initiated" time: a slow writer may
+        have started long ago, and some S3-compatible servers report a made-up one (moto
+        answers 2010 for every upload, so judging by it aborted another agent's pack in
+        flight). Times are the store's own (its ``Date`` header), so a client whose clock
+        is a day off aborts nothing alive. An upload without parts costs nothing and is
+        left: its writer may be about to send part 1 (a bucket lifecycle rule
+        AbortIncompleteMultipartUpload sweeps those, docs/storage.md)."""
         aborted = 0
         with self.errors("cleanup", ""):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=self.folder_key(""))
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    if upload["Initiated"] < cutoff:
+                    now, parts = self._part_times(upload["Key"], upload["UploadId"])
+                    if upload_is_stale(upload["Initiated"], parts, now):
                         with contextlib.suppress(ClientError):
                             self.client.abort_multipart_upload(
                                 Bucket=self.bucket, Key=upload["Key"],
                                 UploadId=upload["UploadId"])
                             aborted += 1
         return aborted
+
+    def _part_times(self, key: str, upload_id: str) -> tuple[dt.datetime,
+                                                            builtins.list[dt.datetime]]:
+        """The store's time now and when each part of one upload was stored (none when the
+        upload is gone meanwhile: completed or aborted by its writer)."""
+        now = dt.datetime.now(dt.UTC)
+        times: builtins.list[dt.datetime] = []
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id):
+                now = _store_time(page) or now
+                times.extend(part["LastModified"] for part in page.get("Parts", []))
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchUpload", "404"):
+                raise
+        return now, times
 
     def describe(self) -> dict[str, str]:
         return {"backend": "s3", "location": self.location.display()}
@@ -288,6 +313,24 @@ def _busy(exc: ClientError) -> bool:
 
 def _status(exc: ClientError) -> int:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+
+
+def upload_is_stale(initiated: dt.datetime, parts: list[dt.datetime],
+                    now: dt.datetime) -> bool:
+    """Whether a multipart upload's writer is gone: it has parts, and neither they nor
+    its start are younger than ``STALE_UPLOAD_AGE`` at the store's ``now``."""
+    cutoff = now - STALE_UPLOAD_AGE
+    return bool(parts) and initiated < cutoff and max(parts) < cutoff
+
+
+def _store_time(reply: Any) -> dt.datetime | None:
+    """The store's clock: the ``Date`` header of one of its replies."""
+    header = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not header:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return email.utils.parsedate_to_datetime(header).astimezone(dt.UTC)
+    return None
 
 
 def _code(exc: ClientError) -> str:
