@@ -24,6 +24,11 @@ python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(
 command -v runuser >/dev/null || apt_packages+=(util-linux)
 # the fleet's tests put simulated hosts in network namespaces (ip netns, veth, a bridge)
 command -v ip >/dev/null || apt_packages+=(iproute2)
+# instant access (docs/instant-access.md): FUSE's mount helper, and what pyfuse3 builds
+# against (libfuse3's headers, found with pkg-config)
+command -v fusermount3 >/dev/null || apt_packages+=(fuse3)
+[ -f /usr/include/fuse3/fuse_lowlevel.h ] || apt_packages+=(libfuse3-dev)
+command -v pkg-config >/dev/null || apt_packages+=(pkg-config)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing: ${apt_packages[*]}"
   as_root apt-get update -qq

@@ -71,6 +71,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "items": ("protect", "items"), "discover": ("server", "discover"),
     "backup": ("backup", "backup"), "points": ("points", "points"),
     "restore": ("restore", "restore"), "verify": ("verify", "verify"),
+    # instant access (docs/instant-access.md)
+    "instant": ("instant", "app"), "mount": ("instant", "mount"),
+    "umount": ("instant", "umount"),
     "jobs": ("jobs", "jobs"), "job": ("jobs", "app"), "serve": ("serve", "serve"),
     "alerts": ("alerts", "app"), "drill": ("drills", "app"), "drills": ("drills", "drills"),
     "plan": ("plan", "plan"), "delete-point": ("prune", "delete_point"),

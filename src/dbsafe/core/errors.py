@@ -156,6 +156,18 @@ _SPECS = [
               "--owner with an existing user (usually postgres)"),
     ErrorSpec("restore.start_failed", 5, 500,
               "the restored cluster in {pgdata} did not start: {reason}; see {log}"),
+    ErrorSpec("instant.no_fuse", 3, 501,
+              "instant access needs FUSE on this machine: {reason}; `scripts/install.sh` "
+              "installs fuse3 and pyfuse3"),
+    ErrorSpec("instant.no_target", 2, 400,
+              "say what to open: --time T (an instant of the log chain) or --point ID "
+              "(`dbsafe points SERVER` lists them)"),
+    ErrorSpec("instant.folder_unusable", 2, 409,
+              "{path} cannot take the mount: {reason}; give an empty folder"),
+    ErrorSpec("instant.failed", 5, 500,
+              "the instant access run did not start: {reason}; its log: {log}"),
+    ErrorSpec("instant.unknown", 2, 404,
+              "no mount or instant instance {run!r} here; `dbsafe instant list` shows them"),
     ErrorSpec("restore.port_in_use", 2, 409,
               "port {port} is in use; choose a free port with --port"),
     ErrorSpec("server.restart_failed", 5, 500,

@@ -30,3 +30,17 @@ def duration_text(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of ``30s``, ``90m``, ``4h``, ``2d`` (a plain number is minutes); ValueError
+    for anything else, or a duration that is not positive."""
+    t = text.strip().lower()
+    digits = t.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = t[len(digits):].strip() or "m"
+    if unit not in _SECONDS or not digits.isdigit() or int(digits) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 30s, 90m, 4h or 2d")
+    return int(digits) * _SECONDS[unit]

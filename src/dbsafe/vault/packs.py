@@ -13,6 +13,7 @@ from typing import Any
 
 import zstandard
 
+from dbsafe.core.errors import DbsafeError
 from dbsafe.storage.base import ObjectWriter, Storage
 from dbsafe.vault import crypto
 from dbsafe.vault.format import (
@@ -107,3 +108,9 @@ class BlockError(Exception):
         self.kind = kind
         self.block_id = block_id
         self.reason = reason
+
+    def as_error(self, path: str) -> DbsafeError:
+        """What a reader says of it: the block of ``path`` (a file of a point, a WAL
+        file) is missing from the vault or corrupt there."""
+        code = "vault.block_missing" if self.kind == "missing" else "vault.block_corrupt"
+        return DbsafeError(code, block_id=self.block_id.hex(), path=path, reason=self.reason)

@@ -113,11 +113,13 @@ def write_settings(pgdata: Tree, target: RecoveryTarget, stage: Path) -> None:
 
 def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_pid: int,
                     log: Path, failed: Callable[[], BaseException | None], dbname: str,
-                    timeout: float = 24 * 3600, connect_timeout: float = 300) -> None:
+                    timeout: float = 24 * 3600, connect_timeout: float = 300,
+                    socket_dir: Path | None = None) -> None:
     """Wait until recovery promoted (or paused at the target); raise if the server died.
 
     ``failed`` returns an error (the WAL stager's) that ends the wait early. ``dbname`` is
     a database the restore wrote (a selective restore leaves others unusable).
+    ``socket_dir``: where the server's socket is, when not in ``pgdata``.
     """
     import psycopg
 
@@ -132,7 +134,7 @@ def wait_for_target(pgdata: Path, port: int, target: RecoveryTarget, postmaster_
             raise DbsafeError("restore.recovery_failed", pgdata=pgdata, log=log,
                               target=target.describe(), reason=last_fatal(log))
         try:
-            with connect(port, str(pgdata), dbname) as conn:
+            with connect(port, str(socket_dir or pgdata), dbname) as conn:
                 in_recovery, state = one_row(conn.execute(
                     PAUSE_STATE_SQL if conn.info.server_version >= 140000
                     else PAUSE_STATE_SQL_13))

@@ -40,7 +40,7 @@ ProgressFn = Callable[[int, int], None]
 # `dbsafe serve` recorded when they fail or warn (scheduler/steps.py).
 TYPES = ("backup", "restore", "verify", "drill", "delete", "undelete", "purge", "prune-wal",
          "gc", "retention", "discovery", "health-check", "agent", "schedule", "fleet",
-         "server-add", "protect", "archiving", "restore-check")
+         "server-add", "protect", "archiving", "restore-check", "mount", "instant")
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("completed", "completed_with_warnings", "failed", "cancelled")
 MAX_KEPT_REPORT = 1 << 20  # bytes of a failed job's report kept as its result (_kept_report)

@@ -111,9 +111,7 @@ def _restore_files(repo: Repository, files: Iterable[tuple[dict, Tree, str]], wo
         try:
             return fetch(block_id)
         except BlockError as exc:
-            code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
-            raise DbsafeError(code, block_id=block_id.hex(), path=entry["path"],
-                              reason=exc.reason) from None
+            raise exc.as_error(entry["path"]) from None
 
     def done(file: _Writing) -> None:
         with lock:
@@ -307,9 +305,7 @@ def _write_control(repo: Repository, pgdata: Tree, entry: dict | None, label: st
         try:
             data = _file_bytes(repo, entry)
         except BlockError as exc:
-            code = "vault.block_missing" if exc.kind == "missing" else "vault.block_corrupt"
-            raise DbsafeError(code, block_id=exc.block_id.hex(), path=entry["path"],
-                              reason=exc.reason) from None
+            raise exc.as_error(entry["path"]) from None
         folder, _, name = CONTROL_FILE.rpartition("/")
         write_new(pgdata.folder(folder), name, data, layout.file_mode(entry.get("mode")),
                   owner, sync=True)

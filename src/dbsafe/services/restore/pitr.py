@@ -293,10 +293,7 @@ class WalStager:
                 try:
                     data = memoryview(self.vault.repo.read_block(bytes.fromhex(id_hex)))
                 except BlockError as exc:
-                    code = "vault.block_missing" if exc.kind == "missing" else \
-                        "vault.block_corrupt"
-                    raise DbsafeError(code, block_id=id_hex, path=f"wal/{name}",
-                                      reason=exc.reason) from None
+                    raise exc.as_error(f"wal/{name}") from None
                 while data:
                     data = data[os.write(fd, data):]
         finally:

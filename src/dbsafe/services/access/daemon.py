@@ -1,0 +1,253 @@
+"""The process behind one mount or instant instance: ``python -m
+dbsafe.services.access.daemon STATE_FILE``, started in a session of its own by
+``dbsafe mount`` or ``dbsafe instant`` (instant.py), which wait until it says ``ready``.
+
+The file system is served from this process's main thread (pyfuse3 runs on trio); the
+work that uses it, and must therefore never run on that thread, runs in a worker thread:
+for an instance, writing its recovery settings through the mount, staging its WAL,
+starting PostgreSQL, waiting for the target, and at the end stopping it. The process ends
+on SIGTERM (``dbsafe instant stop``, ``dbsafe umount``), at the run's time to live, when
+its server dies, or when someone unmounts the folder; it then stops the server, unmounts
+and removes its folders and its state file. A process killed outright leaves that to
+``runs.reap``, which the next command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from dbsafe.core.concurrency import pid_alive, process_start
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import Tree, make_dir, open_dir
+from dbsafe.engines.postgres import recovery as recovery_engine
+from dbsafe.engines.postgres import restore as layout
+from dbsafe.services.access import runs
+from dbsafe.services.access.fusefs import PointFS
+from dbsafe.services.access.plans import plan_from_state
+from dbsafe.services.access.view import PointView
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import get_server
+from dbsafe.services.lifecycle.points import load_point
+from dbsafe.services.restore import combine
+from dbsafe.services.restore.pitr import WalStager
+
+POLL = 0.2
+
+
+class Stop:
+    """Why the run ends, set once from any thread."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+def serve(state_path: Path) -> int:
+    state = runs.read(state_path)
+    if state is None:
+        return 2
+    stop = Stop()
+    runs.update(state_path, pid=os.getpid(), pid_start=process_start(os.getpid()))
+    try:
+        vault = Vault.open(Path(state["vault"]))
+        _server, manifest = load_point(vault, state["server"], state["point_id"])
+        view = PointView(vault.repo, manifest, combine.load_base(vault.repo, manifest))
+        uid, gid = layout.owner_ids(state["owner"])
+        store = Path(state["store"]) if state.get("store") else None
+        wal_dir = Path(state["wal_dir"]) if state.get("wal_dir") else None
+        if wal_dir is not None:
+            _local_wal(view, wal_dir, uid, gid)
+        fs = PointFS(view, uid, gid, store, wal_dir)
+    except BaseException as exc:  # noqa: BLE001 - told to the command that waits
+        _fail(state_path, exc)
+        return 1
+    options = {"fsname=dbsafe", "subtype=dbsafe", "allow_other", "default_permissions",
+               "noatime"}
+    if store is None:
+        options.add("ro")
+    try:
+        pyfuse3.init(fs, state["mountpoint"], options)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(state_path, exc)
+        return 1
+    work = _instance if state["kind"] == "instant" else _mount_only
+    outcome: dict = {}
+    try:
+        trio.run(_main, fs, state_path, state, stop, work, outcome)
+    finally:
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=True)
+        fs.close()
+        runs.clean_up({k: state.get(k) for k in ("mountpoint", "store", "run_dir")})
+        if "error" in outcome:
+            runs.update(state_path, state="failed", error=outcome["error"])
+        else:
+            state_path.unlink(missing_ok=True)
+            state_path.with_suffix(".log").unlink(missing_ok=True)
+    return 0 if "error" not in outcome else 1
+
+
+def _local_wal(view: PointView, wal_dir: Path, uid: int, gid: int) -> None:
+    """The point's pg_wal (the WAL its backup saved) copied into the run's local WAL
+    folder, which the mount's pg_wal links to."""
+    fd = open_dir(wal_dir)
+    try:
+        status = make_dir("archive_status", fd, 0o700)
+        os.fchown(status, uid, gid)
+        os.close(status)
+        for path, file in view.files.items():
+            name = path[len("pg_wal/"):]
+            if not path.startswith("pg_wal/") or "/" in name:
+                continue
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                          0o600, dir_fd=fd)
+            try:
+                for at in range(0, file.size, view.block_size):
+                    os.write(out, view.read(file, at, view.block_size))
+                os.fchown(out, uid, gid)
+            finally:
+                os.close(out)
+    finally:
+        os.close(fd)
+
+
+async def _main(fs: PointFS, state_path: Path, state: dict, stop: Stop, work, outcome: dict
+                ) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pyfuse3.main)
+        nursery.start_soon(_signals, stop)
+        nursery.start_soon(_counters, fs, state_path, stop)
+        try:
+            await trio.to_thread.run_sync(work, fs, state_path, state, stop)
+        except BaseException as exc:  # noqa: BLE001 - the run's error, for the command
+            outcome["error"] = _error(exc)
+        nursery.cancel_scope.cancel()
+
+
+async def _signals(stop: Stop) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            stop.set(f"signal {signal.Signals(signum).name}")
+
+
+async def _counters(fs: PointFS, state_path: Path, stop: Stop) -> None:
+    """What the run fetched and wrote, written to its state every few seconds (and the
+    end of the run when its mount point is unmounted from outside)."""
+    while not stop.event.is_set():
+        await trio.sleep(2)
+        runs.update(state_path, fetched_bytes=fs.view.fetched_bytes,
+                    local_bytes=fs.local_bytes)
+
+
+def _mount_only(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> None:
+    runs.update(state_path, state="ready", ready_at=time.time())
+    _wait(state, stop, lambda: None)
+
+
+def _wait(state: dict, stop: Stop, check) -> None:
+    expires = state.get("expires_at")
+    while not stop.event.wait(POLL):
+        if expires is not None and time.time() >= expires:
+            stop.set("its time to live ran out")
+        elif not runs.mounted(Path(state["mountpoint"])):
+            stop.set("unmounted")
+        else:
+            problem = check()
+            if problem:
+                stop.set(problem)
+
+
+def _instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> None:
+    """Start PostgreSQL on the mount, at the state's target, and keep it until told."""
+    vault = Vault.open(Path(state["vault"]))
+    server = get_server(vault, state["server"])
+    pgdata = Path(state["mountpoint"])
+    run_dir = Path(state["run_dir"])
+    owner = state["owner"]
+    uid, gid = layout.owner_ids(owner)
+    plan = plan_from_state(state)
+    socket_dir = Path(state["socket_dir"])
+    tree = Tree(open_dir(pgdata), pgdata)
+    try:
+        layout.write_backup_label(tree, state["backup_label"], (uid, gid))
+        layout.disable_archiving(tree)
+        layout.set_port(tree, state["port"])
+        stage = recovery_engine.stage_dir(pgdata)
+        if plan is not None:
+            recovery_engine.write_settings(tree, plan.target, stage)
+    finally:
+        tree.close()
+    stager = None
+    run_fd = open_dir(run_dir)
+    try:
+        if plan is not None:
+            stage_fd = make_dir(stage.name, run_fd, 0o700)
+            os.fchown(stage_fd, uid, gid)
+            stager = WalStager(vault, server["system_identifier"], plan.wal_files, stage_fd,
+                               uid, gid, vault.read_workers())
+            stager.prepare()
+            stager.start()
+        runs.update(state_path, phase="starting PostgreSQL")
+        log = layout.start(pgdata, server["bin_dir"], state["port"], owner,
+                           settings={"unix_socket_directories": str(socket_dir)})
+        pid = layout.postmaster_pid(pgdata)
+        runs.update(state_path, postmaster_pid=pid,
+                    postmaster_start=process_start(pid) if pid else None,
+                    phase="recovering")
+        if plan is not None:
+            assert pid is not None  # started just now
+            err = stager
+            recovery_engine.wait_for_target(pgdata, state["port"], plan.target, pid, log,
+                                            lambda: err.error if err else None,
+                                            state["dbname"], socket_dir=socket_dir)
+        runs.update(state_path, state="ready", phase="ready", ready_at=time.time(),
+                    fetched_bytes=fs.view.fetched_bytes, local_bytes=fs.local_bytes)
+        _wait(state, stop, lambda: None if pid_alive(pid) else "its server stopped")
+    finally:
+        if stager is not None:
+            stager.stop()
+        _stop_server(pgdata, server["bin_dir"], owner)
+        shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
+        os.close(run_fd)
+
+
+def _stop_server(pgdata: Path, bin_dir: str, owner: str) -> None:
+    pid = layout.postmaster_pid(pgdata)
+    if pid is None or not pid_alive(pid):
+        return
+    try:
+        layout.stop(pgdata, bin_dir, owner)
+    except DbsafeError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+
+
+def _error(exc: BaseException) -> dict:
+    if isinstance(exc, DbsafeError):
+        return {"code": exc.code, "message": str(exc), **{"details": exc.details}}
+    return {"code": "instant.failed", "message": f"{type(exc).__name__}: {exc}",
+            "trace": traceback.format_exc()[-4000:]}
+
+
+def _fail(state_path: Path, exc: BaseException) -> None:
+    runs.update(state_path, state="failed", error=_error(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(serve(Path(sys.argv[1])))

@@ -1,0 +1,249 @@
+"""Instant access: mount a recovery point, or start PostgreSQL on one at any instant of its
+log chain, without copying the instance first (docs/instant-access.md).
+
+``mount_point`` and ``start_instant`` check what they can here (the point, the target,
+the port, FUSE, the folder), write the run's state file (runs.py) and start its process
+(daemon.py) in a session of its own, then wait for it to say ``ready`` or ``failed``; the
+wait is the run's job. ``list_runs`` and ``stop_run`` work on the state files. Every one of
+them first reaps the runs whose process died.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.fdtree import make_dir
+from dbsafe.engines.postgres import cluster
+from dbsafe.engines.postgres import restore as layout
+from dbsafe.services.access import runs
+from dbsafe.services.access.plans import plan_to_state
+from dbsafe.services.activity.jobs import Job, ProgressFn
+from dbsafe.services.backup import selection
+from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import get_server
+from dbsafe.services.lifecycle.points import load_point
+from dbsafe.services.restore import targets as restore_targets
+from dbsafe.services.restore.pitr import base_and_plan
+
+DEFAULT_TTL = 4 * 3600
+WAIT_POLL = 0.1
+STOP_WAIT = 120
+
+
+def fuse_problem() -> str | None:
+    """Why this machine cannot mount a view (None when it can)."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing (a container needs --device /dev/fuse)"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (Debian package fuse3)"
+    try:
+        import pyfuse3  # noqa: F401  - only asked whether it loads
+    except ImportError as exc:
+        return f"pyfuse3 does not load ({exc})"
+    return None
+
+
+def _require_fuse() -> None:
+    problem = fuse_problem()
+    if problem:
+        raise DbsafeError("instant.no_fuse", reason=problem)
+
+
+def _source(vault: Vault, name: str, point_id: str | None, time_: str | None,
+            pause: bool) -> tuple[str, dict | None]:
+    if point_id is None and time_ is None:
+        raise DbsafeError("instant.no_target")
+    base, plan = base_and_plan(vault, name, point_id, time_, pause=pause and time_ is not None)
+    return base, plan_to_state(plan)
+
+
+def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = None,
+                time_: str | None = None, ttl: int | None = None,
+                on_progress: ProgressFn | None = None) -> dict:
+    """Serve the files of a point, read only, at ``folder`` (an empty folder). With
+    ``time_``, the point a restore to that instant starts from (its files as they were
+    backed up: the WAL up to the instant is not applied to a mount)."""
+    runs.reap(vault)
+    _require_fuse()
+    base, _plan = _source(vault, name, point_id, time_, pause=True)
+    _server, manifest = load_point(vault, name, base)
+    folder = Path(os.path.abspath(folder))
+    if runs.mounted(folder):
+        raise DbsafeError("instant.folder_unusable", path=folder,
+                          reason="something is mounted there already (`dbsafe instant list`)")
+    if not folder.is_dir() or folder.is_symlink() or any(folder.iterdir()):
+        raise DbsafeError("instant.folder_unusable", path=folder,
+                          reason="it is not an empty folder")
+    run_id = runs.new_id("mount")
+    state = {"kind": "mount", "id": run_id, "server": name, "point_id": base,
+             "vault": str(vault.path), "owner": _owner(manifest),
+             "mountpoint": str(folder), "store": None, "run_dir": None,
+             "expires_at": time.time() + ttl if ttl else None, "state": "starting",
+             "target": f"point {base}" + (f" (the base of a restore to {time_})"
+                                          if time_ else "")}
+    return _launch(vault, name, "mount", state)
+
+
+def start_instant(vault: Vault, name: str, time_: str | None = None,
+                  point_id: str | None = None, port: int | None = None,
+                  ttl: int = DEFAULT_TTL, promote: bool = False,
+                  on_progress: ProgressFn | None = None) -> dict:
+    """Start PostgreSQL on a view of the point that reaches ``time_`` (or of ``point_id``
+    as it is), recovered to that instant: paused there in hot standby (read only), or
+    promoted (``promote``: writable). Its writes go to a local store, never to the vault;
+    it stops after ``ttl`` seconds, or at ``stop_run``."""
+    runs.reap(vault)
+    _require_fuse()
+    server = get_server(vault, name)
+    base, plan = _source(vault, name, point_id, time_, pause=not promote)
+    _server, manifest = load_point(vault, name, base)
+    owner = _owner(manifest)
+    layout.check_owner(owner)
+    cluster.trusted_program(str(Path(server["bin_dir"]) / "pg_ctl"))
+    if port is None:
+        port = layout.free_port()
+    elif not layout.port_free(port):
+        raise DbsafeError("restore.port_in_use", port=port)
+    run_id = runs.new_id("instant")
+    root = restore_targets.restore_roots(vault)[0]
+    made = restore_targets.create(restore_targets.place(vault, root / run_id), 0o755)
+    uid, gid = layout.owner_ids(owner)
+    try:
+        for sub, mode, ids in (("pgdata", 0o700, (uid, gid)), ("socket", 0o700, (uid, gid)),
+                               ("wal", 0o700, (uid, gid)), ("pages", 0o700, None)):
+            fd = make_dir(sub, made.tree.fd, mode)
+            if ids:
+                os.fchown(fd, *ids)
+            os.close(fd)
+    except BaseException:
+        made.remove()
+        raise
+    finally:
+        made.close()
+    run_dir = root / run_id
+    target = "the end of point " + base if plan is None else \
+        plan["target"]["kind"] + " " + str(plan["target"]["value"])
+    state = {"kind": "instant", "id": run_id, "server": name, "point_id": base,
+             "vault": str(vault.path), "owner": owner, "port": port, "plan": plan,
+             "dbname": selection.control_database(manifest, []),
+             "backup_label": manifest["backup_label"],
+             "mountpoint": str(run_dir / "pgdata"), "store": str(run_dir / "pages"),
+             "socket_dir": str(run_dir / "socket"), "wal_dir": str(run_dir / "wal"),
+             "run_dir": str(run_dir),
+             "expires_at": time.time() + ttl, "state": "starting", "target": target,
+             "promoted": bool(promote or plan is None)}
+    return _launch(vault, name, "instant", state, on_progress)
+
+
+def _owner(manifest: dict) -> str:
+    return manifest["instance"].get("owner") or "postgres"
+
+
+def _launch(vault: Vault, name: str, kind: str, state: dict,
+            on_progress: ProgressFn | None = None) -> dict:
+    """Start the run's process and wait until it is ready; its job records the wait."""
+    path = runs.state_file(vault, state["id"])
+    state["created_at"] = time.time()
+    runs.write(path, state)
+    log = path.with_suffix(".log")
+    t0 = time.monotonic()
+    with Job(vault.catalog, kind, name, on_progress) as job, open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbsafe.services.access.daemon", str(path)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            close_fds=True)
+        try:
+            now = _wait_ready(path, proc, log)
+        except BaseException:
+            _terminate(proc)
+            raise
+        result = _shown(now)
+        result["seconds_to_ready"] = round(time.monotonic() - t0, 3)
+        job.finish(result)
+    return result
+
+
+def _wait_ready(path: Path, proc: subprocess.Popen, log: Path) -> dict:
+    while True:
+        state = runs.read(path) or {}
+        if state.get("state") == "ready":
+            return state
+        if state.get("state") == "failed" or proc.poll() is not None:
+            if proc.poll() is None:
+                proc.wait(timeout=STOP_WAIT)
+            state = runs.read(path) or state
+            path.unlink(missing_ok=True)
+            error = state.get("error") or {}
+            if error.get("code") and error["code"] != "instant.failed":
+                raise DbsafeError.reported(error["code"], error.get("message", ""))
+            raise DbsafeError("instant.failed", reason=error.get("message") or
+                              _tail(log), log=log)
+        time.sleep(WAIT_POLL)
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "its process ended"
+    return lines[-1] if lines else "its process ended without a word"
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _shown(state: dict) -> dict:
+    """A run as the commands print it."""
+    out = {k: state.get(k) for k in ("id", "kind", "server", "point_id", "target",
+                                     "mountpoint", "state", "fetched_bytes", "local_bytes")}
+    expires = state.get("expires_at")
+    out["expires_in_seconds"] = max(0, round(expires - time.time())) if expires else None
+    if state.get("kind") == "instant":
+        out.update(port=state.get("port"), socket_dir=state.get("socket_dir"),
+                   promoted=state.get("promoted"),
+                   connection=f"host={state.get('socket_dir')} port={state.get('port')} "
+                              f"dbname={state.get('dbname')} user={state.get('owner')}")
+    return out
+
+
+def list_runs(vault: Vault) -> list[dict]:
+    runs.reap(vault)
+    return [_shown(state) for _path, state in runs.all_runs(vault)]
+
+
+def stop_run(vault: Vault, which: str) -> dict:
+    """Stop a mount or instance, named by its id or its mount point, and wait until its
+    process has cleaned up."""
+    runs.reap(vault)
+    found = [(p, s) for p, s in runs.all_runs(vault)
+             if which == s.get("id") or os.path.abspath(which) == s.get("mountpoint")]
+    if not found:
+        raise DbsafeError("instant.unknown", run=which)
+    path, state = found[0]
+    pid = state.get("pid")
+    if runs.alive(state) and pid:
+        os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        while path.exists() and runs.alive(state) and time.monotonic() < deadline:
+            time.sleep(WAIT_POLL)
+    if runs.alive(state) and pid:
+        os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.2)
+    if path.exists():
+        runs.clean_up(state)
+        path.unlink(missing_ok=True)
+    return {"id": state["id"], "kind": state["kind"], "server": state["server"],
+            "stopped": True}
