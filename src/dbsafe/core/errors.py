@@ -168,6 +168,20 @@ _SPECS = [
               "the instant access run did not start: {reason}; its log: {log}"),
     ErrorSpec("instant.unknown", 2, 404,
               "no mount or instant instance {run!r} here; `dbsafe instant list` shows them"),
+    ErrorSpec("restore.table_name", 2, 400,
+              "{table!r} is not a table name dbsafe can restore: give SCHEMA.TABLE (or TABLE, "
+              "in public), each part at most 63 bytes, without double quotes"),
+    ErrorSpec("restore.table_as_many", 2, 400,
+              "--as renames one table, and {count} were given: restore them one at a time"),
+    ErrorSpec("restore.table_unknown", 2, 404,
+              "there was no table {table} in database {database!r} at {target}; check the "
+              "name and the instant (`dbsafe instant` opens the vault there to look)"),
+    ErrorSpec("restore.table_exists", 2, 409,
+              "{server} already has a table {table} in database {database!r}; restore under "
+              "another name with --as NEW_NAME (nothing in the target is replaced)"),
+    ErrorSpec("restore.schema_missing", 2, 409,
+              "{server} has no schema {schema!r} in database {database!r}; create it there "
+              "first (`CREATE SCHEMA {schema}`), then restore the table"),
     ErrorSpec("restore.port_in_use", 2, 409,
               "port {port} is in use; choose a free port with --port"),
     ErrorSpec("server.restart_failed", 5, 500,

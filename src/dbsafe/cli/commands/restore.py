@@ -49,7 +49,13 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
                 None, "--target-server",
                 help="A registered running server to restore --db into (with --as)."),
             as_name: str = typer.Option(None, "--as", help="Name of the database in the "
-                                                            "target server."),
+                                                            "target server (with --table: "
+                                                            "of the table)."),
+            table: list[str] = typer.Option(None, "--table", help=(
+                "Restore only this table (SCHEMA.TABLE; once per table) of --db into the "
+                "same database of --target-server, with its indexes, constraints and the "
+                "sequences it owns, taken from an instant instance (docs/instant-access.md); "
+                "--as gives one table a new name.")),
             overwrite: bool = typer.Option(False, "--overwrite",
                                            help="Replace a database of that name in the "
                                                 "target server."),
@@ -83,6 +89,10 @@ def restore(name: str = typer.Argument(..., help="The server the point belongs t
     targets = [t for t in (point, time, lsn, restore_point) if t is not None]
     if len(targets) != 1:
         raise typer.BadParameter("give exactly one of --point, --time, --lsn, --restore-point")
+    if table:
+        _restore_tables(name, db, table, target_server, time, point, as_name,
+                        lsn or restore_point)
+        return
     if sum(x is not None for x in (to_pgdata, as_files, target_server)) != 1:
         raise typer.BadParameter("give exactly one of --to-pgdata, --as-files or "
                                  "--target-server")
@@ -160,3 +170,28 @@ def _human_database(r: dict) -> None:
     for item in r["not_kept"]:
         render.err.print(f"[yellow]not kept[/yellow]: {item['what']}: {item['object']} "
                          f"(role {item['role']})")
+
+
+def _restore_tables(name: str, db: str | None, tables: list[str], target_server: str | None,
+                    time: str | None, point: str | None, as_name: str | None,
+                    other: str | None) -> None:
+    from dbsafe.services import access
+
+    if db is None or target_server is None:
+        raise typer.BadParameter("--table needs --db DB and --target-server SERVER")
+    if other is not None:
+        raise typer.BadParameter("--table restores at --time or at the end of --point")
+    with render.progress(f"restore {', '.join(tables)}") as bar:
+        result = access.restore_tables(open_vault(), name, db, tables, target_server, time,
+                                       point, as_name, bar)
+
+    def human(r: dict) -> None:
+        for t in r["tables"]:
+            render.out.print(f"{t['table']} as it was at {r['target']} restored into "
+                             f"{r['target_server']}/{r['database']} as {t['restored_as']}")
+        render.out.print(f"{render.human_bytes(r['fetched_bytes'] or 0)} read from the vault, "
+                         f"{r['seconds']} s")
+        if r["note"]:
+            render.out.print(f"note: {r['note']}")
+
+    render.emit(result, human)

@@ -95,7 +95,7 @@ def rename(conn: psycopg.Connection, old: str, new: str) -> None:
                                                                   sql.Identifier(new)))
 
 
-def _run(owner: str, argv: list[str], what: str) -> str:
+def run_client(owner: str, argv: list[str], what: str) -> str:
     """Run a client program as ``owner``; its output, or ``restore.copy_failed``."""
     proc = run_as_owner(owner, argv, client=True)
     if proc.returncode != 0:
@@ -105,7 +105,7 @@ def _run(owner: str, argv: list[str], what: str) -> str:
     return proc.stdout
 
 
-def _conninfo(endpoint: tuple[str, int], dbname: str) -> str:
+def conninfo(endpoint: tuple[str, int], dbname: str) -> str:
     """``--dbname`` as a connection string: a database name is then never read as an option
     (``-x``) or as a connection string of its own (``host=... dbname=...``). Every session
     may write: a database whose settings say ``default_transaction_read_only`` (a setting
@@ -125,14 +125,14 @@ def copy_database(bin_dir: str, source: tuple[str, int], source_db: str,
     target cluster's). ``keep_owners`` false: objects are owned by the role loading them,
     and no privileges are granted."""
     pg_restore = str(Path(bin_dir) / "pg_restore")
-    _run(owner, [str(Path(bin_dir) / "pg_dump"), f"--dbname={_conninfo(source, source_db)}",
+    run_client(owner, [str(Path(bin_dir) / "pg_dump"), f"--dbname={conninfo(source, source_db)}",
                  "--create", "-Fd", "-j", str(jobs), "-Z", "0", "-f", str(dump)], "pg_dump")
     drop_owners = [] if keep_owners else ["--no-owner", "--no-privileges"]
     with connect(target[1], target[0]) as tconn:
         target_major = tconn.info.server_version // 10000
     if program_major(owner, pg_restore) <= target_major:
-        _run(owner, [pg_restore, "--create", "--no-tablespaces", "-j", str(jobs),
-                     "--exit-on-error", *drop_owners, f"--dbname={_conninfo(target, 'postgres')}",
+        run_client(owner, [pg_restore, "--create", "--no-tablespaces", "-j", str(jobs),
+                     "--exit-on-error", *drop_owners, f"--dbname={conninfo(target, 'postgres')}",
                      str(dump)], "pg_restore")
         return
     _load_into_older(bin_dir, source, source_db, target, jobs, dump, owner, drop_owners)
@@ -151,10 +151,10 @@ def _load_into_older(bin_dir: str, source: tuple[str, int], source_db: str,
     pg_restore, psql = str(Path(bin_dir) / "pg_restore"), str(Path(bin_dir) / "psql")
     with connect(source[1], source[0], source_db) as sconn:
         create = create_like(sconn, source_db).as_string(sconn)
-    listed = _run(owner, [pg_restore, "--create", "-l", str(dump)], "pg_restore")
+    listed = run_client(owner, [pg_restore, "--create", "-l", str(dump)], "pg_restore")
     _write_new(dump, LIST_FILE, "".join(line for line in listed.splitlines(keepends=True)
                                         if _DATABASE_LEVEL.match(line)))
-    _run(owner, [pg_restore, "--create", *drop_owners, "-L", str(dump / LIST_FILE),
+    run_client(owner, [pg_restore, "--create", *drop_owners, "-L", str(dump / LIST_FILE),
                  "-f", str(dump / SCRIPT_FILE), str(dump)], "pg_restore")
     folder = open_dir(dump)
     try:
@@ -168,11 +168,11 @@ def _load_into_older(bin_dir: str, source: tuple[str, int], source_db: str,
                           reason=f"its script does not create database {source_db} once")
     _write_new(dump, SQL_FILE, "".join(create + ";\n" if line.startswith(head) else line
                                        for line in lines))
-    _run(owner, [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                 f"--dbname={_conninfo(target, 'postgres')}", "-f", str(dump / SQL_FILE)],
+    run_client(owner, [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                 f"--dbname={conninfo(target, 'postgres')}", "-f", str(dump / SQL_FILE)],
          "psql")
-    _run(owner, [pg_restore, "--no-tablespaces", "-j", str(jobs), "--exit-on-error",
-                 *drop_owners, f"--dbname={_conninfo(target, source_db)}", str(dump)],
+    run_client(owner, [pg_restore, "--no-tablespaces", "-j", str(jobs), "--exit-on-error",
+                 *drop_owners, f"--dbname={conninfo(target, source_db)}", str(dump)],
          "pg_restore")
 
 
@@ -197,7 +197,7 @@ _DATABASE_LEVEL = re.compile(
 
 def program_major(owner: str, program: str) -> int:
     """The major version of a PostgreSQL client program (``pg_restore (PostgreSQL) 15.10``)."""
-    out = _run(owner, [program, "--version"], Path(program).name)
+    out = run_client(owner, [program, "--version"], Path(program).name)
     found = re.search(r"\(PostgreSQL\) (\d+)", out)
     if found is None:
         raise DbsafeError("restore.copy_failed", step=Path(program).name,

@@ -3,8 +3,9 @@ PostgreSQL instance started on it at any instant, its writes kept locally), and 
 restores taken from such an instance (docs/instant-access.md). Modules: view (the point's
 files read on demand), cow (a file's local pages), fusefs (the file system), runs (the
 state of each mount or instance, and the clean-up after a crash), daemon (the process
-behind one), instant (start, list, stop), plans. It sits above restore, whose plans and
-file layout it reads. The names here are the group's published surface.
+behind one), instant (start, list, stop), plans, tables (a table restore). It sits above
+restore, whose plans and file layout it reads. The names here are the group's published
+surface.
 """
 
 from __future__ import annotations
@@ -16,5 +17,7 @@ from dbsafe.services.access.instant import (
     start_instant,
     stop_run,
 )
+from dbsafe.services.access.tables import restore_tables
 
-__all__ = ["fuse_problem", "list_runs", "mount_point", "start_instant", "stop_run"]
+__all__ = ["fuse_problem", "list_runs", "mount_point", "restore_tables", "start_instant",
+           "stop_run"]

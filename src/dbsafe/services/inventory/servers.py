@@ -35,12 +35,13 @@ def live_endpoint(pgdata: Path, port: int, host: str | None) -> tuple[int, str]:
     return port, host or postmaster.socket_dir or "localhost"
 
 
-def open_instance(server: dict) -> psycopg.Connection:
-    """A connection to a registered instance, after checking it is the same cluster."""
+def open_instance(server: dict, dbname: str = "postgres") -> psycopg.Connection:
+    """A connection to a registered instance (to database ``dbname``), after checking it
+    is the same cluster."""
     pgdata = Path(server["pgdata"])
     cluster.major_version(pgdata)
     port, host = live_endpoint(pgdata, server["port"], server["host"])
-    conn = connect(port, host)
+    conn = connect(port, host, dbname)
     found = discover.instance_facts(conn)["system_identifier"]
     if found != server["system_identifier"]:
         conn.close()
