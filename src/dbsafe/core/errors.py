@@ -166,6 +166,9 @@ _SPECS = [
               "{path} cannot take the mount: {reason}; give an empty folder"),
     ErrorSpec("instant.failed", 5, 500,
               "the instant access run did not start: {reason}; its log: {log}"),
+    ErrorSpec("instant.recover_tablespaces", 2, 409,
+              "point {point_id} of {name} has tablespaces, which instant recovery does not "
+              "move yet; restore it with `dbsafe restore --tablespace-map`"),
     ErrorSpec("instant.unknown", 2, 404,
               "no mount or instant instance {run!r} here; `dbsafe instant list` shows them"),
     ErrorSpec("restore.table_name", 2, 400,

@@ -51,13 +51,29 @@ def start(name: str = typer.Argument(..., help="A registered server."),
                                   help="Stop it after this long: 30m, 4h, 2d."),
           promote: bool = typer.Option(False, "--promote", help=(
               "Promote it at the target (writable) instead of pausing there in hot "
-              "standby (read only)."))) -> None:
+              "standby (read only).")),
+          recover_to: Path = typer.Option(None, "--recover-to", callback=checked_path, help=(
+              "Instant recovery: while the (promoted) instance serves, restore it into "
+              "this new data directory below a restore root, then switch: stop the "
+              "instance, write the pages it changed, start PostgreSQL there on the same "
+              "port. The command runs until the switch is done."))) -> None:
     """Start PostgreSQL on a view of the vault at an instant; its writes stay local."""
     from dbsafe.services import access
 
+    def serving(r: dict) -> None:
+        render.err.print(f"instance {r['id']} serves: psql \"{r['connection']}\"; "
+                         f"copying it to {recover_to} ...")
+
     with render.progress(f"instant {name}") as bar:
         result = access.start_instant(open_vault(), name, time, point, port,
-                                      _ttl(ttl) or 0, promote, bar)
+                                      _ttl(ttl) or 0, promote, bar, recover_to, serving)
+    if recover_to is not None:
+        render.emit(result, lambda r: render.out.print(
+            f"{name} at {r['target']} now runs from {r['recovered_to']} on port {r['port']}:"
+            f" served by the instance {r['seconds_to_ready']} s after the command, down "
+            f"{r['downtime_seconds']} s for the switch ({r['switch']['pages_written']} "
+            f"changed pages and {r['switch']['files_written']} files written)"))
+        return
 
     def human(r: dict) -> None:
         render.out.print(f"instant {r['id']} of {name} at {r['target']}: ready in "

@@ -32,7 +32,7 @@ from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import Tree, make_dir, open_dir
 from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
-from dbsafe.services.access import runs
+from dbsafe.services.access import runs, switch
 from dbsafe.services.access.fusefs import PointFS
 from dbsafe.services.access.plans import plan_from_state
 from dbsafe.services.access.view import PointView
@@ -43,6 +43,7 @@ from dbsafe.services.restore import combine
 from dbsafe.services.restore.pitr import WalStager
 
 POLL = 0.2
+SWITCH = "switch"  # SIGUSR1: instant recovery's switch to the copy on disk (switch.py)
 
 
 class Stop:
@@ -97,6 +98,8 @@ def serve(state_path: Path) -> int:
         runs.clean_up({k: state.get(k) for k in ("mountpoint", "store", "run_dir")})
         if "error" in outcome:
             runs.update(state_path, state="failed", error=outcome["error"])
+        elif (runs.read(state_path) or {}).get("state") == "switched":
+            pass  # the command that asked reads the switch's figures, then removes it
         else:
             state_path.unlink(missing_ok=True)
             state_path.with_suffix(".log").unlink(missing_ok=True)
@@ -141,9 +144,11 @@ async def _main(fs: PointFS, state_path: Path, state: dict, stop: Stop, work, ou
 
 
 async def _signals(stop: Stop) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                   signal.SIGUSR1) as signals:
         async for signum in signals:
-            stop.set(f"signal {signal.Signals(signum).name}")
+            stop.set(SWITCH if signum == signal.SIGUSR1
+                     else f"signal {signal.Signals(signum).name}")
 
 
 async def _counters(fs: PointFS, state_path: Path, stop: Stop) -> None:
@@ -219,12 +224,27 @@ def _instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> None:
         runs.update(state_path, state="ready", phase="ready", ready_at=time.time(),
                     fetched_bytes=fs.view.fetched_bytes, local_bytes=fs.local_bytes)
         _wait(state, stop, lambda: None if pid_alive(pid) else "its server stopped")
+        if stop.reason == SWITCH:
+            _switch(fs, state_path, pgdata, server["bin_dir"], owner, uid, gid)
     finally:
         if stager is not None:
             stager.stop()
         _stop_server(pgdata, server["bin_dir"], owner)
         shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
         os.close(run_fd)
+
+
+def _switch(fs: PointFS, state_path: Path, pgdata: Path, bin_dir: str, owner: str,
+            uid: int, gid: int) -> None:
+    """Stop the server cleanly and make the copy on disk equal to what it left."""
+    began = time.time()
+    target = Path((runs.read(state_path) or {})["switch_to"])
+    layout.stop(pgdata, bin_dir, owner)
+    stopped = time.time()
+    stats = switch.copy_out(fs, target, uid, gid)
+    runs.update(state_path, state="switched", switch={
+        **stats, "stop_began": began, "stop_seconds": round(stopped - began, 3),
+        "copy_seconds": round(time.time() - stopped, 3)})
 
 
 def _stop_server(pgdata: Path, bin_dir: str, owner: str) -> None:

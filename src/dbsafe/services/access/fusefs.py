@@ -229,7 +229,7 @@ class PointFS(pyfuse3.Operations):
         if off >= end:
             return b""
         pieces = []
-        for start, stop, local in self._runs(node, off, end):
+        for start, stop, local in self.runs(node, off, end):
             if local:
                 assert node.local is not None
                 pieces.append(node.local.read(start, stop - start))
@@ -237,7 +237,7 @@ class PointFS(pyfuse3.Operations):
                 pieces.append(await self._base(node, start, stop - start))
         return b"".join(pieces)
 
-    def _runs(self, node: Node, off: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    def runs(self, node: Node, off: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """[off, end) cut into runs read from the local store or from the point."""
         if node.base is None:
             yield off, end, True

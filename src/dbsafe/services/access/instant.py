@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
@@ -30,6 +31,7 @@ from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import get_server
 from dbsafe.services.lifecycle.points import load_point
 from dbsafe.services.restore import targets as restore_targets
+from dbsafe.services.restore.instance import run_restore
 from dbsafe.services.restore.pitr import base_and_plan
 
 DEFAULT_TTL = 4 * 3600
@@ -94,16 +96,27 @@ def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = No
 def start_instant(vault: Vault, name: str, time_: str | None = None,
                   point_id: str | None = None, port: int | None = None,
                   ttl: int = DEFAULT_TTL, promote: bool = False,
-                  on_progress: ProgressFn | None = None) -> dict:
+                  on_progress: ProgressFn | None = None, recover_to: Path | None = None,
+                  on_ready: Callable[[dict], None] | None = None) -> dict:
     """Start PostgreSQL on a view of the point that reaches ``time_`` (or of ``point_id``
     as it is), recovered to that instant: paused there in hot standby (read only), or
     promoted (``promote``: writable). Its writes go to a local store, never to the vault;
-    it stops after ``ttl`` seconds, or at ``stop_run``."""
+    it stops after ``ttl`` seconds, or at ``stop_run``.
+
+    ``recover_to`` (instant recovery; promoted): while the instance serves, its point is
+    restored into that new data directory; then the instance stops, the pages it changed
+    are written over the copy (switch.py), and PostgreSQL starts there on the same port.
+    ``on_ready`` is told the instance's figures as soon as it serves."""
     runs.reap(vault)
     _require_fuse()
     server = get_server(vault, name)
+    if recover_to is not None:
+        promote = True
+        recover_to = restore_targets.place(vault, recover_to).path
     base, plan = _source(vault, name, point_id, time_, pause=not promote)
     _server, manifest = load_point(vault, name, base)
+    if recover_to is not None and manifest["tablespaces"]:
+        raise DbsafeError("instant.recover_tablespaces", name=name, point_id=base)
     owner = _owner(manifest)
     layout.check_owner(owner)
     cluster.trusted_program(str(Path(server["bin_dir"]) / "pg_ctl"))
@@ -139,7 +152,52 @@ def start_instant(vault: Vault, name: str, time_: str | None = None,
              "run_dir": str(run_dir),
              "expires_at": time.time() + ttl, "state": "starting", "target": target,
              "promoted": bool(promote or plan is None)}
-    return _launch(vault, name, "instant", state, on_progress)
+    ready = _launch(vault, name, "instant", state, on_progress)
+    if recover_to is None:
+        return ready
+    if on_ready is not None:
+        on_ready(ready)
+    return _recover_to(vault, name, state, ready, recover_to, server, on_progress)
+
+
+def _recover_to(vault: Vault, name: str, state: dict, ready: dict, target: Path,
+                server: dict, on_progress: ProgressFn | None) -> dict:
+    """Restore the instance's point into ``target`` while it serves, switch, start there."""
+    path = runs.state_file(vault, state["id"])
+    try:
+        restored = run_restore(vault, name, state["point_id"], to_pgdata=target,
+                               owner=state["owner"], on_progress=on_progress)
+        now = runs.read(path) or {}
+        if not runs.alive(now):
+            raise DbsafeError("instant.failed", reason="the instance stopped before the "
+                                                       "switch", log=path.with_suffix(".log"))
+        runs.update(path, switch_to=str(target))
+        os.kill(int(now["pid"]), signal.SIGUSR1)
+        while (now := runs.read(path) or {}).get("state") not in ("switched", "failed") \
+                and runs.alive(now):
+            time.sleep(WAIT_POLL)
+        if now.get("state") != "switched":
+            error = now.get("error") or {}
+            raise DbsafeError("instant.failed", reason=error.get("message") or
+                              "the instance ended during the switch",
+                              log=path.with_suffix(".log"))
+        figures = now["switch"]
+        log = layout.start(target, server["bin_dir"], state["port"], state["owner"])
+        downtime = time.time() - figures["stop_began"]
+    except BaseException:
+        if path.exists():
+            stop_run(vault, state["id"])
+        raise
+    finally:
+        if (runs.read(path) or {}).get("state") == "switched":
+            path.unlink(missing_ok=True)
+            path.with_suffix(".log").unlink(missing_ok=True)
+    return {**ready, "state": "recovered", "recovered_to": str(target),
+            "port": state["port"], "socket_dir": str(target), "log": str(log),
+            "connection": f"host={target} port={state['port']} dbname={state['dbname']} "
+                          f"user={state['owner']}",
+            "restore_seconds": restored["seconds"], "downtime_seconds": round(downtime, 3),
+            "switch": {k: v for k, v in figures.items() if k != "stop_began"}}
 
 
 def _owner(manifest: dict) -> str:
