@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Pg, make_vault, new_cluster, own_cluster, wait_for
+from conftest import Pg, allow_restores, make_vault, new_cluster, own_cluster, wait_for
 from portal_harness import add_users, csrf, logged_in, serving
+
+from dbsafe.services.access import fuse_problem
 
 JOB_DEADLINE = 600.0   # seconds a job started from a page may take on a loaded machine
 ENDED = ("completed", "completed_with_warnings", "failed", "cancelled")
@@ -306,3 +308,35 @@ def test_a_reader_sees_no_task_and_is_refused(portal):
     assert len(vault.jobs()) == jobs and set(_servers(portal)) == servers
     assert {i["policy"] for i in vault.ok("items", "pg")} == {"nolog"}
     assert _deleted(portal) == [point]
+
+
+@pytest.mark.skipif(fuse_problem() is not None, reason="instant access needs FUSE")
+def test_open_an_instance_at_a_point_and_stop_it(portal):
+    """The timeline's "Open at this instant…" leads to the server's instant page; the
+    instance starts as a job, is listed with its connection string and time left, answers,
+    and its Stop button removes it. A reader sees neither button and is refused."""
+    allow_restores(portal.vault.path, portal.area)  # instances run below a restore root
+    point = portal.vault.backup("pg")["point_id"]
+    with portal.login("otto") as c:
+        assert "Open at this instant…</button>" in c.get("/servers/pg/databases/app1").text
+        page = c.get(f"/servers/pg/instant?point={point}")
+        token = csrf(page.text)
+        assert "Open at this instant</button>" in page.text
+        job = portal.job(started_job(c.post("/servers/pg/instant", data={
+            "point": point, "ttl": "1h", "csrf_token": token})))
+        assert job["state"] == "completed" and job["type"] == "instant", job["error_message"]
+        run = job["result"]
+        listed = c.get("/servers/pg/instant").text
+        assert run["id"] in listed and f'psql "{run["connection"]}"' in listed
+        assert re.search(r"<td>(59|60) min</td>", listed)
+        instance = Pg(pgdata=Path(run["mountpoint"]), port=run["port"],
+                      sockdir=Path(run["socket_dir"]))
+        assert instance.scalar("SELECT count(*) FROM t", "app1") == 1000
+        stopped = c.post(f"/servers/pg/instant/{run['id']}/stop", data={"csrf_token": token})
+        assert stopped.status_code == 303
+    assert portal.vault.ok("instant", "list") == []
+    with portal.login("rita") as reader:
+        page = reader.get(f"/servers/pg/instant?point={point}")
+        assert page.status_code == 200 and "Open at this instant</button>" not in page.text
+        refused = reader.post("/servers/pg/instant", data={"point": point})
+        assert refused.status_code == 403 and "auth.forbidden" in refused.text

@@ -16,6 +16,7 @@ from dbsafe.portal.routes import (
     database,
     databases,
     hosts,
+    instant,
     jobs,
     planner,
     policies,
@@ -32,7 +33,8 @@ from dbsafe.portal.web import HERE, LoginNeeded, login_redirect
 ROUTERS = [session.router, dashboard.router, databases.router, database.router,
            restore.router, hosts.router, servers.router, server_tasks.router, jobs.router,
            policies.router, alerts.router, planner.router, audit.router, reports.router,
-           settings.router, channels.router, access.router, viewer.router]
+           settings.router, channels.router, access.router, viewer.router,
+           instant.router]
 
 
 def install(app: FastAPI) -> None:

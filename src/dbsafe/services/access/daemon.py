@@ -260,7 +260,8 @@ def _stop_server(pgdata: Path, bin_dir: str, owner: str) -> None:
 
 def _error(exc: BaseException) -> dict:
     if isinstance(exc, DbsafeError):
-        return {"code": exc.code, "message": str(exc), **{"details": exc.details}}
+        return {"code": exc.code, "message": exc.message,
+                "details": {k: str(v) for k, v in exc.details.items()}}
     return {"code": "instant.failed", "message": f"{type(exc).__name__}: {exc}",
             "trace": traceback.format_exc()[-4000:]}
 

@@ -29,6 +29,7 @@ from dbsafe.services.restore import combine
 from dbsafe.vault.repository import BlockError, Repository
 
 CACHE_BYTES = 256 << 20  # decompressed blocks kept in memory (256 MiB)
+WAL_DIR = "pg_wal"
 
 
 @dataclass
@@ -118,6 +119,8 @@ class PointView:
             self._add_dir(d["path"], d.get("mode"))
         for entry in combine.file_writes(manifest, base, manifest_checks.files(manifest)):
             self._add_file(entry)
+        for wal in manifest["wal"]:  # the WAL of the backup itself, in pg_wal as a restore
+            self._add_file({**wal, "path": f"{WAL_DIR}/{wal['path']}", "mode": 0o600})
 
     # the tree ----------------------------------------------------------------------------
     def _add_dir(self, path: str, mode: int | None) -> None:

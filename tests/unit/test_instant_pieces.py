@@ -1,0 +1,63 @@
+"""Pieces of instant access that need no FUSE: a file's local pages (cow.py), the run's
+error as its state file keeps it (daemon.py), durations (core/units.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dbsafe.core.errors import DbsafeError
+from dbsafe.core.units import parse_duration
+from dbsafe.services.access.cow import PAGE, LocalPages
+
+
+def test_only_pages_written_in_part_are_copied_up(tmp_path):
+    local = LocalPages(tmp_path / "f", 10 * PAGE, 10 * PAGE)
+    assert local.pages_to_copy_up(0, PAGE) == []                 # a whole page: no copy
+    assert local.pages_to_copy_up(100, 10) == [0]
+    assert local.pages_to_copy_up(PAGE - 10, 20) == [0, 1]       # across a boundary
+    assert local.pages_to_copy_up(PAGE, 3 * PAGE) == []          # whole pages only
+    local.write(100, b"x" * 10, track=True)
+    assert local.pages == {0}
+    assert local.pages_to_copy_up(200, 10) == []                 # already local
+    assert local.pages_to_copy_up(12 * PAGE + 5, 10) == []       # past the point's bytes
+    local.close(remove=True)
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_truncation_cuts_the_points_bytes_and_drops_pages_past_it(tmp_path):
+    local = LocalPages(tmp_path / "f", 4 * PAGE, 4 * PAGE)
+    local.put_page(3, b"z" * PAGE)
+    local.truncate(PAGE + 100)
+    assert local.base_limit == PAGE + 100 and local.pages == set()
+    local.truncate(4 * PAGE)                                     # grown again: zeros there
+    assert local.base_limit == PAGE + 100
+    assert local.read(3 * PAGE, PAGE) == bytes(PAGE)
+    local.close()
+
+
+def test_a_runs_error_is_kept_as_json():
+    """A DbsafeError's details may hold paths: the state file must still be written (it
+    once failed, and hid the server's own message behind a TypeError)."""
+    from dbsafe.services.access.daemon import _error
+
+    error = _error(DbsafeError("restore.start_failed", pgdata=Path("/x/pgdata"),
+                               log=Path("/x/log"), reason="could not locate checkpoint"))
+    kept = json.loads(json.dumps(error))
+    assert kept["code"] == "restore.start_failed"
+    assert "could not locate checkpoint" in kept["message"]
+    assert kept["details"]["pgdata"] == "/x/pgdata"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("90m", 5400), ("4h", 14400),
+                                               ("2d", 172800), ("15", 900), ("1 h", 3600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0m", "-3h", "4w", "h", "1.5h"])
+def test_durations_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
