@@ -61,3 +61,34 @@ def test_durations(text, seconds):
 def test_durations_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_view_is_mounted_only_where_no_one_but_root_can_change_the_path():
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    from dbsafe.services.access.runs import mount_folder_problem
+
+    top = Path(tempfile.mkdtemp(dir="/var/tmp"))  # root's, 0700, in a sticky folder
+    try:
+        folder = top / "mnt"
+        folder.mkdir(mode=0o755)
+        assert mount_folder_problem(folder) is None
+        (folder / "x").write_text("")
+        assert "not empty" in mount_folder_problem(folder)
+        (folder / "x").unlink()
+        link = top / "link"
+        link.symlink_to(folder)
+        assert "is a link" in mount_folder_problem(link)
+        postgres = pwd.getpwnam("postgres")
+        os.chown(top, postgres.pw_uid, postgres.pw_gid)  # its owner could swap "mnt"
+        assert "not owned by root" in mount_folder_problem(folder)
+        os.chown(top, 0, 0)
+        os.chmod(top, 0o777)                             # anyone could swap it
+        assert "writable by others" in mount_folder_problem(folder)
+        os.chmod(top, 0o1777)                            # sticky: root's entry stays
+        assert mount_folder_problem(folder) is None
+    finally:
+        shutil.rmtree(top)

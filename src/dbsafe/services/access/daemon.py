@@ -83,6 +83,11 @@ def serve(state_path: Path) -> int:
     if store is None:
         options.add("ro")
     try:
+        if state["kind"] == "mount":  # checked again: the folder is the user's
+            problem = runs.mount_folder_problem(Path(state["mountpoint"]))
+            if problem:
+                raise DbsafeError("instant.folder_unusable", path=state["mountpoint"],
+                                  reason=problem)
         pyfuse3.init(fs, state["mountpoint"], options)
     except BaseException as exc:  # noqa: BLE001
         _fail(state_path, exc)

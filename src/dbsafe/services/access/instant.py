@@ -80,9 +80,9 @@ def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = No
     if runs.mounted(folder):
         raise DbsafeError("instant.folder_unusable", path=folder,
                           reason="something is mounted there already (`dbsafe instant list`)")
-    if not folder.is_dir() or folder.is_symlink() or any(folder.iterdir()):
-        raise DbsafeError("instant.folder_unusable", path=folder,
-                          reason="it is not an empty folder")
+    problem = runs.mount_folder_problem(folder)
+    if problem:
+        raise DbsafeError("instant.folder_unusable", path=folder, reason=problem)
     run_id = runs.new_id("mount")
     state = {"kind": "mount", "id": run_id, "server": name, "point_id": base,
              "vault": str(vault.path), "owner": _owner(manifest),

@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -145,3 +146,32 @@ def unmount(path: Path) -> None:
     if mounted(path):
         subprocess.run(["umount", "-l", str(path)], env=tool_env(), capture_output=True,
                        check=False)
+
+
+def mount_folder_problem(path: Path) -> str | None:
+    """Why root may not mount a view on ``path`` (None when it may). Mounting follows the
+    path, so no one but root may be able to change where it leads: each part must be a
+    folder (not a link) root owns, not writable by others unless sticky (then no one
+    else can rename root's folder in it), and the folder itself empty and root's alone.
+    Without this, a user who can write along the path could swap in a link and have a
+    backup's files (contents the database's users wrote) mounted over /etc."""
+    path = Path(os.path.abspath(path))
+    here = Path("/")
+    for part in path.parts[1:]:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return f"{here} does not exist"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{here} is a link"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{here} is not a folder"
+        if st.st_uid != 0:
+            return f"{here} is not owned by root"
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and (here == path or not st.st_mode & stat.S_ISVTX):
+            return f"{here} is writable by others than root"
+    if any(path.iterdir()):
+        return f"{path} is not empty"
+    return None

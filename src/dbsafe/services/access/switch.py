@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyfuse3
 
-from dbsafe.core.fdtree import O_DIR, open_dir
+from dbsafe.core.fdtree import O_DIR, Tree, open_dir
 from dbsafe.services.access.cow import PAGE
 from dbsafe.services.access.fusefs import Node, PointFS
 
@@ -47,56 +47,73 @@ def walk(fs: PointFS) -> Iterator[tuple[str, Node]]:
 def copy_out(fs: PointFS, target: Path, uid: int, gid: int) -> dict:
     """Make ``target`` (a restore of the file system's base point) equal to the file
     system's tree; ``pg_wal``, a link to the instance's local WAL folder, becomes a folder
-    with its files. Returns what was written."""
+    with its files. Returns what was written.
+
+    ``target`` belongs to the cluster's OS user by now, who may have planted links in it:
+    every folder is opened part by part without following one (``Tree.folder``), and every
+    file by its name in its folder's descriptor with ``O_NOFOLLOW``."""
     stats = {"files_written": 0, "pages_written": 0, "bytes_written": 0, "removed": 0}
     keep: set[str] = set()
-    top = open_dir(target)
+    tree = Tree(open_dir(target), target)
     try:
         for rel, node in walk(fs):
             keep.add(rel)
+            if not rel:
+                continue
+            parent, _, name = rel.rpartition("/")
+            where = tree.folder(parent)
             if node.children is not None:
-                if rel:
-                    _folder(top, rel, node, uid, gid)
+                _folder(tree, rel, where, name, node, uid, gid)
             elif node.target is not None and rel == "pg_wal" and fs.wal_dir is not None:
-                keep.update(_wal(top, fs.wal_dir, uid, gid, stats))
+                keep.update(_wal(where, fs.wal_dir, uid, gid, stats))
             elif node.target is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(rel, dir_fd=top)
-                os.symlink(node.target, rel, dir_fd=top)
+                _unlink(where, name)
+                os.symlink(node.target, name, dir_fd=where)
             else:
-                _file(fs, top, rel, node, stats)
-        stats["removed"] = _remove_others(top, "", keep)
+                _file(fs, where, name, rel, node, stats)
+        stats["removed"] = _remove_others(tree.fd, "", keep)
         os.sync()
     finally:
-        os.close(top)
+        tree.close()
     return stats
 
 
-def _folder(top: int, rel: str, node: Node, uid: int, gid: int) -> None:
+def _unlink(where: int, name: str) -> None:
+    """Remove what has ``name`` in folder ``where``: a file, a link, or a whole folder."""
     try:
-        os.mkdir(rel, stat.S_IMODE(node.mode), dir_fd=top)
-    except FileExistsError:
-        st = os.stat(rel, dir_fd=top, follow_symlinks=False)
+        st = os.stat(name, dir_fd=where, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=where)
+    else:
+        os.unlink(name, dir_fd=where)
+
+
+def _folder(tree: Tree, rel: str, where: int, name: str, node: Node, uid: int,
+            gid: int) -> None:
+    try:
+        st = os.stat(name, dir_fd=where, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
-            os.unlink(rel, dir_fd=top)
-            os.mkdir(rel, stat.S_IMODE(node.mode), dir_fd=top)
-    fd = os.open(rel, O_DIR, dir_fd=top)
-    try:
-        os.fchmod(fd, stat.S_IMODE(node.mode))
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
+            os.unlink(name, dir_fd=where)
+    except FileNotFoundError:
+        pass
+    fd = tree.folder(rel, stat.S_IMODE(node.mode))
+    os.fchmod(fd, stat.S_IMODE(node.mode))
+    os.fchown(fd, uid, gid)
 
 
-def _file(fs: PointFS, top: int, rel: str, node: Node, stats: dict) -> None:
+def _file(fs: PointFS, where: int, name: str, rel: str, node: Node, stats: dict) -> None:
     """One file: only its local pages when the copy holds its base at this path, else whole."""
     in_place = node.base is not None and node.base.path == rel
+    if in_place:
+        st = os.stat(name, dir_fd=where, follow_symlinks=False)
+        in_place = stat.S_ISREG(st.st_mode)
     if not in_place:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(rel, dir_fd=top)
+        _unlink(where, name)
     flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if in_place else
                                                             os.O_CREAT | os.O_EXCL)
-    fd = os.open(rel, flags, stat.S_IMODE(node.mode), dir_fd=top)
+    fd = os.open(name, flags, 0o600, dir_fd=where)
     try:
         local = node.local
         if in_place:
@@ -140,82 +157,78 @@ def _node_bytes(fs: PointFS, node: Node, off: int, length: int) -> bytes:
     return b"".join(out)
 
 
-def _wal(top: int, wal_dir: Path, uid: int, gid: int, stats: dict) -> set[str]:
-    """``pg_wal`` as a folder holding the instance's local WAL (its own files, made by the
-    server that ran as the cluster's OS user: copied, never followed)."""
-    st = os.stat("pg_wal", dir_fd=top, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink("pg_wal", dir_fd=top)
-        os.mkdir("pg_wal", 0o700, dir_fd=top)
-    kept = {"pg_wal"}
-    target = os.open("pg_wal", O_DIR, dir_fd=top)
+def _wal(where: int, wal_dir: Path, uid: int, gid: int, stats: dict) -> set[str]:
+    """``pg_wal`` (in folder ``where``) as a folder holding the instance's local WAL (its
+    own files, made by the server that ran as the cluster's OS user: copied, never
+    followed)."""
+    try:
+        st = os.stat("pg_wal", dir_fd=where, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink("pg_wal", dir_fd=where)
+            os.mkdir("pg_wal", 0o700, dir_fd=where)
+    except FileNotFoundError:
+        os.mkdir("pg_wal", 0o700, dir_fd=where)
+    target = os.open("pg_wal", O_DIR, dir_fd=where)
     source = open_dir(wal_dir)
     try:
-        os.fchown(target, uid, gid)
-        for rel in _files_below(source, ""):
-            kept.add(f"pg_wal/{rel}")
-            _copy_plain(source, target, rel, uid, gid, stats)
+        return {"pg_wal", *_copy_folder(source, target, "pg_wal", uid, gid, stats)}
     finally:
         os.close(target)
         os.close(source)
-    return kept
 
 
-def _names(top: int, rel: str) -> list[str]:
-    fd = os.open(rel, O_DIR, dir_fd=top) if rel else os.dup(top)
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
-def _files_below(fd: int, rel: str) -> Iterator[str]:
-    for entry in _names(fd, rel):
-        path = f"{rel}/{entry}" if rel else entry
-        st = os.stat(path, dir_fd=fd, follow_symlinks=False)
+def _copy_folder(source: int, target: int, rel: str, uid: int, gid: int,
+                 stats: dict) -> list[str]:
+    """The regular files and folders of folder ``source`` copied into ``target``, folder
+    by folder through descriptors, no link followed (the server's OS user writes the
+    source); returns the paths copied, under ``rel``."""
+    os.fchown(target, uid, gid)
+    copied = []
+    for name in sorted(os.listdir(source)):
+        st = os.stat(name, dir_fd=source, follow_symlinks=False)
+        path = f"{rel}/{name}"
         if stat.S_ISDIR(st.st_mode):
-            yield path
-            yield from _files_below(fd, path)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=target)
+            sub_source, sub_target = open_dir(name, source), open_dir(name, target)
+            try:
+                copied += [path, *_copy_folder(sub_source, sub_target, path, uid, gid, stats)]
+            finally:
+                os.close(sub_source)
+                os.close(sub_target)
         elif stat.S_ISREG(st.st_mode):
-            yield path
+            _unlink(target, name)
+            src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=target)
+            try:
+                with os.fdopen(src, "rb", closefd=False) as fin, \
+                        os.fdopen(dst, "wb", closefd=False) as fout:
+                    shutil.copyfileobj(fin, fout, CHUNK)
+                os.fchown(dst, uid, gid)
+            finally:
+                os.close(src)
+                os.close(dst)
+            stats["bytes_written"] += st.st_size
+            stats["files_written"] += 1
+            copied.append(path)
+    return copied
 
 
-def _copy_plain(source: int, target: int, rel: str, uid: int, gid: int, stats: dict) -> None:
-    st = os.stat(rel, dir_fd=source, follow_symlinks=False)
-    if stat.S_ISDIR(st.st_mode):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(rel, 0o700, dir_fd=target)
-        os.chown(rel, uid, gid, dir_fd=target, follow_symlinks=False)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(rel, dir_fd=target)
-    src = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
-    dst = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                  0o600, dir_fd=target)
-    try:
-        with os.fdopen(src, "rb", closefd=False) as fin, \
-                os.fdopen(dst, "wb", closefd=False) as fout:
-            shutil.copyfileobj(fin, fout, CHUNK)
-        os.fchown(dst, uid, gid)
-        stats["bytes_written"] += st.st_size
-        stats["files_written"] += 1
-    finally:
-        os.close(src)
-        os.close(dst)
-
-
-def _remove_others(top: int, rel: str, keep: set[str]) -> int:
-    """Remove what the copy holds and the final tree does not (the instance deleted it)."""
+def _remove_others(fd: int, rel: str, keep: set[str]) -> int:
+    """Remove what the copy holds and the final tree does not (the instance deleted it),
+    folder by folder through descriptors (``fd`` is folder ``rel``'s)."""
     removed = 0
-    for name in _names(top, rel):
+    for name in sorted(os.listdir(fd)):
         path = f"{rel}/{name}" if rel else name
-        st = os.stat(path, dir_fd=top, follow_symlinks=False)
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if path not in keep:
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(path, dir_fd=top)
-            else:
-                os.unlink(path, dir_fd=top)
+            _unlink(fd, name)
             removed += 1
         elif stat.S_ISDIR(st.st_mode):
-            removed += _remove_others(top, path, keep)
+            sub = open_dir(name, fd)
+            try:
+                removed += _remove_others(sub, path, keep)
+            finally:
+                os.close(sub)
     return removed
