@@ -9,8 +9,8 @@ as a subprocess against a real ``dbsafe serve``:
 (c) oversized (70 KiB) and malformed JSON bodies on POST endpoints: 413 / 422 with a code.
 
 Left out of (a): operations that would write where the generated data says on this host
-(restores into random folders, scratch clusters) or forget the one server; test_api.py
-covers them with real data.
+(restores into random folders, scratch clusters, instant instances) or forget the one
+server; test_api.py and the instant access tests cover them with real data.
 
 The document is fetched with a token (it needs one, like the rest of the API) and given to
 schemathesis as a file. Runs are derandomised with a fixed seed, so CI cannot fail by
@@ -39,6 +39,7 @@ RANDOM_EXAMPLES = 200  # per operation, in the randomised run
 EXCLUDED = [  # left out of (a); see the module's docstring
     "POST /api/v1/servers/{server}/restores",
     "POST /api/v1/servers/{server}/drills",
+    "POST /api/v1/servers/{server}/instant",
     "DELETE /api/v1/servers/{server}",
 ]
 CONFIG = """

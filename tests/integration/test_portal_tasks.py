@@ -335,6 +335,22 @@ def test_open_an_instance_at_a_point_and_stop_it(portal):
         stopped = c.post(f"/servers/pg/instant/{run['id']}/stop", data={"csrf_token": token})
         assert stopped.status_code == 303
     assert portal.vault.ok("instant", "list") == []
+    # the API: start one, list it, stop it; a reader may list only
+    secret = portal.vault.ok("token", "create", "instant-op", "--role", "operator")["token"]
+    read = portal.vault.ok("token", "create", "instant-ro", "--role", "reader")["token"]
+    with httpx.Client(base_url=f"{portal.url}/api/v1", timeout=120,
+                      headers={"Authorization": f"Bearer {secret}"}) as api:
+        answer = api.post("/servers/pg/instant", json={"point_id": point, "ttl_seconds": 600})
+        assert answer.status_code == 202, answer.text
+        job = portal.job(answer.json()["job_id"])
+        assert job["state"] == "completed", job["error_message"]
+        listed = api.get("/instant", headers={"Authorization": f"Bearer {read}"}).json()
+        assert [r["id"] for r in listed] == [job["result"]["id"]]
+        assert api.post("/servers/pg/instant", json={"point_id": point},
+                        headers={"Authorization": f"Bearer {read}"}).status_code == 403
+        assert api.delete(f"/instant/{job['result']['id']}").json()["stopped"] is True
+        assert api.delete(f"/instant/{job['result']['id']}").status_code == 404
+    assert portal.vault.ok("instant", "list") == []
     with portal.login("rita") as reader:
         page = reader.get(f"/servers/pg/instant?point={point}")
         assert page.status_code == 200 and "Open at this instant</button>" not in page.text

@@ -15,6 +15,7 @@ from dbsafe.api.routes import (
     backups,
     checks,
     deletion,
+    instant,
     items,
     jobs,
     planner,
@@ -34,7 +35,7 @@ ROUTERS = [items.router, jobs.router, backups.router, points.router, restores.ro
 # the rest of the CLI's actions
 ROUTERS += [servers.router, protection.router, replicasets.router, policies.router,
             alerts.router, planner.router, checks.router, deletion.router,
-            vault_routes.router, reports.router]
+            vault_routes.router, reports.router, instant.router]
 # a fleet's agents and their registration (docs/fleet.md)
 ROUTERS += [agents.router]
 
