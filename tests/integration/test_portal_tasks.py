@@ -356,3 +356,33 @@ def test_open_an_instance_at_a_point_and_stop_it(portal):
         assert page.status_code == 200 and "Open at this instant</button>" not in page.text
         refused = reader.post("/servers/pg/instant", data={"point": point})
         assert refused.status_code == 403 and "auth.forbidden" in refused.text
+
+
+@pytest.mark.skipif(fuse_problem() is not None, reason="instant access needs FUSE")
+def test_restore_a_table_through_the_wizard(portal):
+    """The wizard's "tables into a server": its checks (a taken name is refused before
+    anything starts), then the job, which brings the table back under a new name."""
+    allow_restores(portal.vault.path, portal.area)
+    point = portal.vault.backup("pg")["point_id"]
+    form = {"source": "point", "point": point, "database": "app1", "target": "tables",
+            "tables": "public.t", "tables_server": "pg", "table_as": "t_back"}
+    try:
+        with portal.login("otto") as c:
+            page = c.get(f"/servers/pg/restore?database=app1&point={point}")
+            assert 'value="tables"' in page.text
+            token = csrf(page.text)
+            checked = c.post("/servers/pg/restore", data={**form, "csrf_token": token,
+                                                          "action": "check"})
+            assert checked.status_code == 200 and 'id="start-restore"' in checked.text
+            job = portal.job(started_job(c.post("/servers/pg/restore", data={
+                **form, "csrf_token": token, "action": "start"})))
+            assert job["state"] == "completed", job["error_message"]
+            assert job["result"]["tables"] == [{"table": "public.t",
+                                                "restored_as": "public.t_back"}]
+            assert portal.pg.scalar("SELECT count(*) FROM t_back", "app1") == 1000
+            again = c.post("/servers/pg/restore", data={**form, "csrf_token": token,
+                                                        "action": "check"})
+            assert "restore.table_exists" in again.text
+            assert 'id="start-restore"' not in again.text
+    finally:
+        portal.pg.execute("DROP TABLE IF EXISTS t_back", "app1")

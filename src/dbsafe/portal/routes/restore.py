@@ -1,5 +1,6 @@
 """The restore wizard: 1 source (a point, or an instant), 2 target (a new database in a
-registered server of any host, or a new data directory or files on this host or an agent's),
+registered server of any host, a new data directory or files on this host or an agent's,
+or tables into a server, from an instant instance: services/access/tables.py),
 3 check — the checks of services/restore/checks run without starting anything, on the host
 the restore would run on (fleet.check_restore), and only when all pass does "Start restore"
 appear. Starting builds the services' RestoreRequest (the API's body too) and starts it
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal.web import caller, check_csrf, page, vault
-from dbsafe.services import fleet
+from dbsafe.services import access, fleet
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import get_server
 from dbsafe.services.operations import Principal
@@ -36,7 +37,7 @@ def _form(server: dict, database: str | None, point: str | None, time: str | Non
             "target_server": server["name"],
             "new_name": f"{database}_restored_{stamp}" if database else "",
             "path": "", "port": "", "start": False, "only_database": True, "files_path": "",
-            "host": ""}
+            "host": "", "tables": "", "tables_server": server["name"], "table_as": ""}
 
 
 def _request(f: dict) -> RestoreRequest:
@@ -105,13 +106,16 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
                    source: Literal["point", "time"] = Form("time"),
                    point: str = Form("", max_length=100), time: str = Form("", max_length=64),
                    database: str = Form("", max_length=63),
-                   target: Literal["server", "pgdata", "files"] = Form("server"),
+                   target: Literal["server", "pgdata", "files", "tables"] = Form("server"),
                    target_server: str = Form("", max_length=63),
                    new_name: str = Form("", max_length=63),
                    path: str = Form("", max_length=4096), port: str = Form("", max_length=5),
                    start: bool = Form(False), only_database: bool = Form(False),
                    files_path: str = Form("", max_length=4096),
                    host: str = Form("", max_length=253),
+                   tables: str = Form("", max_length=4096),
+                   tables_server: str = Form("", max_length=63),
+                   table_as: str = Form("", max_length=63),
                    me: Principal = Depends(caller),
                    v: Vault = Depends(vault)) -> HTMLResponse | RedirectResponse:
     """Check (step 3), or start when every check passes (they run again first: the state
@@ -122,7 +126,10 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
     form = {"source": source, "point": point, "time": time, "database": database,
             "target": target, "target_server": target_server, "new_name": new_name,
             "path": path, "port": port, "start": start, "only_database": only_database,
-            "files_path": files_path, "host": host}
+            "files_path": files_path, "host": host, "tables": tables,
+            "tables_server": tables_server, "table_as": table_as}
+    if target == "tables":
+        return _tables(request, v, found, form, action)
     try:
         body = _request(form)
     except (ValidationError, ValueError) as exc:
@@ -138,3 +145,22 @@ def check_or_start(request: Request, server: str, csrf_token: str = Form(""),
             "restore", lambda job_vault: fleet.restore(job_vault, server, body))
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     return _render(request, v, found, form, result)
+
+
+def _tables(request: Request, v: Vault, server: dict, f: dict, action: str
+            ) -> HTMLResponse | RedirectResponse:
+    """A table restore (services/access/tables.py): its checks, then its start."""
+    names = [t.strip() for t in f["tables"].split(",") if t.strip()]
+    at = f["time"].strip() or None if f["source"] == "time" else None
+    point = f["point"].strip() or None if f["source"] == "point" else None
+    as_name = f["table_as"].strip() or None
+    if not f["database"]:
+        return _render(request, v, server, f, _invalid(ValueError(
+            "choose the database the tables are in (step 1)")), status_code=422)
+    args = (server["name"], f["database"], names, f["tables_server"], at, point, as_name)
+    result = access.check_tables(v, *args)
+    if action == "start" and result["ok"]:
+        job_id = request.app.state.launcher.start(
+            "restore", lambda job_vault: access.restore_tables(job_vault, *args))
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+    return _render(request, v, server, f, result)

@@ -17,7 +17,7 @@ from dbsafe.services.access.instant import (
     start_instant,
     stop_run,
 )
-from dbsafe.services.access.tables import restore_tables
+from dbsafe.services.access.tables import check_tables, restore_tables
 
-__all__ = ["fuse_problem", "list_runs", "mount_point", "restore_tables", "start_instant",
-           "stop_run"]
+__all__ = ["check_tables", "fuse_problem", "list_runs", "mount_point", "restore_tables",
+           "start_instant", "stop_run"]

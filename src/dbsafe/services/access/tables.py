@@ -87,6 +87,64 @@ def restore_tables(vault: Vault, name: str, db: str, tables: list[str], target_s
     return result
 
 
+def check_tables(vault: Vault, name: str, db: str, tables: list[str], target_server: str,
+                 time_: str | None = None, point_id: str | None = None,
+                 as_name: str | None = None) -> dict:
+    """The restore wizard's checks of a table restore, without starting anything: the
+    source, the database in it, the target, and each table's schema and name there. Whether
+    a table existed at the instant is known once an instance runs: the restore says it."""
+    from dbsafe.services.access.instant import fuse_problem
+
+    found: dict = {}
+
+    def source() -> str:
+        base, plan = base_and_plan(vault, name, point_id, time_)
+        found["manifest"] = load_point(vault, name, base)[1]
+        return checks.describe_source(base, plan)
+
+    def database() -> str:
+        return checks.database_in_point(found["manifest"], db)
+
+    def target() -> str:
+        found["target"] = checks.target_server(vault, target_server)
+        return checks.target_version(found["target"], found["manifest"])
+
+    def names() -> str:
+        wanted = [engine.split_name(t) for t in dict.fromkeys(tables)]
+        if not wanted:
+            raise DbsafeError("restore.table_name", table="(none given)")
+        if as_name is not None and len(wanted) != 1:
+            raise DbsafeError("restore.table_as_many", count=len(wanted))
+        said = []
+        with open_instance(found["target"], db) as tconn:
+            for schema, table in wanted:
+                new = engine.split_name(as_name)[1] if as_name else table
+                if not engine.schema_exists(tconn, schema):
+                    raise DbsafeError("restore.schema_missing", schema=schema, database=db,
+                                      server=target_server)
+                if engine.table_kind(tconn, schema, new) is not None:
+                    raise DbsafeError("restore.table_exists", table=f"{schema}.{new}",
+                                      database=db, server=target_server)
+                said.append(f"{schema}.{new}")
+        return f"free in {target_server}/{db}: " + ", ".join(said)
+
+    def fuse() -> str:
+        problem = fuse_problem()
+        if problem:
+            raise DbsafeError("instant.no_fuse", reason=problem)
+        return "the tables are read from an instant instance of the vault"
+
+    done = [checks.run_check("source", source)]
+    for label, check in (("database", database), ("target", target), ("tables", names),
+                         ("instant access", fuse)):
+        if all(c["ok"] for c in done):
+            done.append(checks.run_check(label, check))
+        else:
+            done.append({"check": label, "ok": False, "code": None, "warning": False,
+                         "message": "not checked: a check above failed"})
+    return {"ok": all(c["ok"] for c in done), "checks": done}
+
+
 def _prepare(instant: dict, target: dict, db: str, wanted: list[tuple[str, str]],
              as_name: str | None) -> dict[tuple[str, str], tuple[str, str]]:
     """Each table as it is asked for → as it will be named in the target, after checking

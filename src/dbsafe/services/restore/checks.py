@@ -265,7 +265,7 @@ def instance_space(path: Path, server: dict, manifest: dict, databases: list[str
 
 # --- all of them ---------------------------------------------------------------------------
 
-def _run(name: str, check: Check) -> dict:
+def run_check(name: str, check: Check) -> dict:
     """A check's outcome; a check that passes may still warn (``(message, True)``): what the
     restore will carry as a note, said before it starts."""
     try:
@@ -344,10 +344,10 @@ def check_restore(vault: Vault, server: str, target: dict, *, point_id: str | No
         found["server"], found["manifest"] = load_point(vault, server, found["point_id"])
         return describe_source(found["point_id"], found["plan"])
 
-    checks = [_run("source", source)]
+    checks = [run_check("source", source)]
     planned = _planned(vault, target, found)
     if "manifest" in found:
-        checks += [_run(name, check) for name, check in planned]
+        checks += [run_check(name, check) for name, check in planned]
     else:
         checks += [_skipped(name) for name, _ in planned]
     return {"ok": all(c["ok"] for c in checks), "checks": checks}
