@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.fdtree import make_dir, open_dir
@@ -29,6 +30,9 @@ from dbsafe.services.inventory.servers import live_endpoint, open_instance
 from dbsafe.services.lifecycle.points import load_point
 from dbsafe.services.restore import checks
 from dbsafe.services.restore.pitr import base_and_plan
+
+if TYPE_CHECKING:
+    import psycopg
 
 TABLE_KINDS = {"r": "table", "p": "partitioned table"}
 
@@ -119,12 +123,7 @@ def check_tables(vault: Vault, name: str, db: str, tables: list[str], target_ser
         with open_instance(found["target"], db) as tconn:
             for schema, table in wanted:
                 new = engine.split_name(as_name)[1] if as_name else table
-                if not engine.schema_exists(tconn, schema):
-                    raise DbsafeError("restore.schema_missing", schema=schema, database=db,
-                                      server=target_server)
-                if engine.table_kind(tconn, schema, new) is not None:
-                    raise DbsafeError("restore.table_exists", table=f"{schema}.{new}",
-                                      database=db, server=target_server)
+                _require_free(tconn, schema, new, db, target_server)
                 said.append(f"{schema}.{new}")
         return f"free in {target_server}/{db}: " + ", ".join(said)
 
@@ -159,17 +158,22 @@ def _prepare(instant: dict, target: dict, db: str, wanted: list[tuple[str, str]]
                 raise DbsafeError("restore.table_unknown", table=f"{schema}.{table}",
                                   database=db, target=instant["target"])
             new = as_name or table
-            if not engine.schema_exists(tconn, schema):
-                raise DbsafeError("restore.schema_missing", schema=schema, database=db,
-                                  server=target["name"])
-            if engine.table_kind(tconn, schema, new) is not None:
-                raise DbsafeError("restore.table_exists", table=f"{schema}.{new}",
-                                  database=db, server=target["name"])
+            _require_free(tconn, schema, new, db, target["name"])
             moves[(schema, table)] = (schema, new)
         for (schema, table), (_s, new) in moves.items():
             if new != table:
                 engine.rename_with_dependents(iconn, schema, table, new)
     return moves
+
+
+def _require_free(tconn: psycopg.Connection, schema: str, name: str, db: str,
+                  server: str) -> None:
+    """The target has the schema, and nothing named ``name`` in it (nothing is replaced)."""
+    if not engine.schema_exists(tconn, schema):
+        raise DbsafeError("restore.schema_missing", schema=schema, database=db, server=server)
+    if engine.table_kind(tconn, schema, name) is not None:
+        raise DbsafeError("restore.table_exists", table=f"{schema}.{name}", database=db,
+                          server=server)
 
 
 def _dump_folder(instant: dict, owner: str) -> Path:
