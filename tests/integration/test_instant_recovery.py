@@ -5,6 +5,7 @@ and PostgreSQL runs from there, on the same port."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Pg, allow_restores, new_cluster
@@ -61,3 +62,19 @@ def test_recover_to_a_data_directory_while_the_instance_serves(pg_template, area
         left = Pg(pgdata=target, port=out["port"], sockdir=target)
         if left.running:
             left.stop()
+
+
+def test_an_instance_that_cannot_start_says_why_and_keeps_its_log(pg_template, area, vault):
+    """The server's log lies in the mount, which goes with the failed run: its end is kept
+    in the run's own log, which the error names."""
+    allow_restores(vault.path, area)
+    src = new_cluster(pg_template, area, "src")
+    # a library this host lacks: the backup carries the setting, the source never restarts
+    src.execute("ALTER SYSTEM SET shared_preload_libraries = 'dbsafe_no_such_library'")
+    vault.add_server("src", src)
+    point = vault.backup("src")["point_id"]
+    error = vault.fail("restore.start_failed", "instant", "src", "--point", point)["error"]
+    assert "dbsafe_no_such_library" in error["message"]
+    log = Path(error["message"].rsplit("see ", 1)[1])
+    assert log.parent == vault.path / "instant" and "dbsafe_no_such_library" in log.read_text()
+    assert vault.ok("instant", "list") == [] and not list(area.glob("instant-*"))

@@ -27,6 +27,7 @@ from dbsafe.core.path_rules import unsafe_part
 from dbsafe.engines.postgres.cluster import run_as_owner
 
 AUTO_CONF = "postgresql.auto.conf"
+START_LOG = "dbsafe-restore-start.log"  # the server's log of a start dbsafe made
 FILE_MODES = 0o640  # owner read-write, group read (a cluster made with initdb -g)
 DIR_MODES = 0o750
 
@@ -161,7 +162,7 @@ def start(pgdata: Path, bin_dir: str, port: int, owner: str, timeout: int = 600,
     if part is not None:  # pg_ctl runs the server through sh -c with this path in it
         raise DbsafeError("restore.target_unsafe", path=pgdata,
                           reason=f"its part {part!r} would reach pg_ctl's shell")
-    log = pgdata / "dbsafe-restore-start.log"
+    log = pgdata / START_LOG
     argv = [str(Path(bin_dir) / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w",
             "-t", str(timeout), "start"]
     try:

@@ -29,7 +29,7 @@ import trio
 
 from dbsafe.core.concurrency import pid_alive, process_start
 from dbsafe.core.errors import DbsafeError
-from dbsafe.core.fdtree import Tree, make_dir, open_dir
+from dbsafe.core.fdtree import Tree, make_dir, open_dir, read_tail
 from dbsafe.engines.postgres import recovery as recovery_engine
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.services.access import runs, switch
@@ -184,7 +184,21 @@ def _wait(state: dict, stop: Stop, check) -> None:
 
 
 def _instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> None:
-    """Start PostgreSQL on the mount, at the state's target, and keep it until told."""
+    """Start PostgreSQL on the mount, at the state's target, and keep it until told. When
+    it fails, the server's log (in the mount, removed with it) is kept in the run's own
+    log first."""
+    try:
+        _serve_instance(fs, state_path, state, stop)
+    except BaseException:
+        log = Path(state["mountpoint"]) / layout.START_LOG
+        with contextlib.suppress(OSError):
+            tail = read_tail(log, 64 << 10).decode(errors="replace")
+            print(f"--- the server's log ({log}), its end:\n{tail}", file=sys.stderr,
+                  flush=True)
+        raise
+
+
+def _serve_instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> None:
     vault = Vault.open(Path(state["vault"]))
     server = get_server(vault, state["server"])
     pgdata = Path(state["mountpoint"])

@@ -240,7 +240,10 @@ def _wait_ready(path: Path, proc: subprocess.Popen, log: Path) -> dict:
             path.unlink(missing_ok=True)
             error = state.get("error") or {}
             if error.get("code") and error["code"] != "instant.failed":
-                raise DbsafeError.reported(error["code"], error.get("message", ""))
+                # a log in the mount is gone with it: its end is in the run's own log
+                message = error.get("message", "").replace(
+                    f"{state.get('mountpoint')}/{layout.START_LOG}", str(log))
+                raise DbsafeError.reported(error["code"], message)
             raise DbsafeError("instant.failed", reason=error.get("message") or
                               _tail(log), log=log)
         time.sleep(WAIT_POLL)

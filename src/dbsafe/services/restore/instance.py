@@ -558,7 +558,7 @@ def _recover(vault: Vault, server: dict, plan: RecoveryPlan, pgdata: Path, paren
         os.fchown(stage_fd, uid, gid)
         stager.prepare()
         stager.start()
-        log = pgdata / "dbsafe-restore-start.log"
+        log = pgdata / layout.START_LOG
         try:
             layout.start(pgdata, server["bin_dir"], port, owner,
                          settings={} if keep_running else recovery_engine.replay_settings())
