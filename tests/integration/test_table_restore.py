@@ -5,6 +5,7 @@ its own, into the live source while writers run on it; the refusals."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Pg, allow_restores, new_cluster
@@ -39,7 +40,7 @@ def test_tables_come_back_into_the_live_source(pg_template, area, wal_vault):
         src.execute(sql, "app")
     vault.add_server("src", src)
     vault.ok("protect", "src", "--all", "--restart")
-    vault.backup("src")
+    full = vault.backup("src")["point_id"]
     src.execute("UPDATE accounts SET balance = balance + 1 WHERE id % 7 = 0", "app")
     src.execute("INSERT INTO orders (account, note) VALUES (1, 'after the full')", "app")
     time.sleep(0.2)
@@ -84,6 +85,14 @@ def test_tables_come_back_into_the_live_source(pg_template, area, wal_vault):
                "public.nope", "--time", instant, "--target-server", "src", "--as", "x")
     vault.fail("restore.table_as_many", "restore", "src", "--db", "app", "--table", "a",
                "--table", "b", "--time", instant, "--target-server", "src", "--as", "x")
+    # what an instance fetched is counted to its end (a table restore's once stopped at
+    # its instance's start, before the dump read anything)
+    opened = vault.ok("instant", "src", "--point", full)  # no replay: accounts unread
+    Pg(pgdata=Path(opened["mountpoint"]), port=opened["port"],
+       sockdir=Path(opened["socket_dir"])).scalar("SELECT count(*) FROM accounts", "app")
+    ended = vault.ok("instant", "stop", opened["id"])
+    assert ended["fetched_bytes"] > opened["fetched_bytes"] > 0
+    assert before["fetched_bytes"] > 0
     # every instance the restores started is gone, and its folders with it
     assert vault.ok("instant", "list") == []
     assert not list(area.glob("instant-*"))

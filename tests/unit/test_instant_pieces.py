@@ -92,3 +92,45 @@ def test_a_view_is_mounted_only_where_no_one_but_root_can_change_the_path():
         assert mount_folder_problem(folder) is None
     finally:
         shutil.rmtree(top)
+
+
+def test_a_view_reads_blocks_once_and_decodes_them_again_from_what_it_kept(tmp_path):
+    """A file of a point read at any offset equals its bytes; a block read again after its
+    decoded copy left the (small) cache is decoded from the stored bytes kept, not
+    fetched again; a damaged stored block is refused as every read of the vault does."""
+    import os
+
+    from dbsafe.services.access.view import BlockCache, PointView
+    from dbsafe.vault.repository import Repository
+
+    repo = Repository.init(tmp_path / "vault")
+    bs = repo.block_size
+    data = os.urandom(bs) + bytes(bs) + os.urandom(bs // 2)
+    with repo.writing("test"):
+        sink = repo.block_sink(level=1)
+        ids = [sink.store(data[i:i + bs])[0].hex() for i in range(0, len(data), bs)]
+        sink.close()
+    manifest = {"point_id": "p1", "type": "full", "block_size": bs, "wal": [],
+                "dirs": [{"path": "base", "mode": 0o700}],
+                "files": [{"path": "base/f", "size": len(data), "mode": 0o600, "mtime": 0,
+                           "blocks": ids}]}
+    view = PointView(repo, manifest, None, BlockCache(budget=bs))  # one decoded block
+    f = view.files["base/f"]
+    for offset, length in [(0, 8192), (bs - 100, 300), (2 * bs + 5, 10 ** 9), (5, 0)]:
+        assert view.read(f, offset, length) == data[offset:offset + length]
+    fetched = view.fetched_blocks
+    assert fetched == 3  # each block once (the zero block too: it is stored)
+    for offset in (0, bs, 2 * bs, 0):
+        assert view.read(f, offset, 8192) == data[offset:offset + 8192]
+    assert view.fetched_blocks == fetched  # decoded again, not fetched again
+    assert view.read_cached(f, 0, 8192) in (None, data[:8192])
+    assert sorted(view.dirs) == ["", "base"]
+    where = repo.index.get(bytes.fromhex(ids[0]))
+    pack = next(p for p in (tmp_path / "vault").rglob(where.pack_id + "*") if p.is_file())
+    raw = bytearray(pack.read_bytes())
+    raw[where.offset + where.length // 2] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    fresh = PointView(repo, manifest, None, BlockCache(budget=bs))
+    with pytest.raises(DbsafeError) as refused:
+        fresh.read(fresh.files["base/f"], 0, 10)
+    assert refused.value.code == "vault.block_corrupt"

@@ -41,7 +41,7 @@ from dbsafe.vault.format import (
     trust_fields,
 )
 from dbsafe.vault.gc import held_packs
-from dbsafe.vault.index import CACHE_NAME, BlobIndex
+from dbsafe.vault.index import CACHE_NAME, BlobIndex, BlobLocation
 from dbsafe.vault.locks import PROCESS_CLIENT, WriterLock
 from dbsafe.vault.packs import BlockError as BlockError  # re-exported: its readers catch it
 from dbsafe.vault.packs import pack_name
@@ -544,15 +544,20 @@ class Repository:
         loaded, or its pack swept while a copy lives elsewhere) is looked up once more
         after a refresh.
         """
+        return self.decode_block(block_id, *self.fetch_block(block_id))
+
+    def fetch_block(self, block_id: bytes) -> tuple[BlobLocation, bytes]:
+        """Where the block is stored and its bytes as stored (compressed, encrypted): what
+        a reader may keep to decode again later (``decode_block``) without fetching again."""
         try:
-            return self._read_block(block_id)
+            return self._fetch_block(block_id)
         except BlockError as exc:
             if exc.kind != "missing":
                 raise
         self.refresh_index()
-        return self._read_block(block_id)
+        return self._fetch_block(block_id)
 
-    def _read_block(self, block_id: bytes) -> bytes:
+    def _fetch_block(self, block_id: bytes) -> tuple[BlobLocation, bytes]:
         loc = self.index.get(block_id)
         if loc is None:
             raise BlockError("missing", block_id, "not in any index file")
@@ -562,6 +567,10 @@ class Repository:
             raise BlockError("missing", block_id, f"pack {loc.pack_id} is missing") from None
         if len(blob) != loc.length:
             raise BlockError("corrupt", block_id, f"pack {loc.pack_id} is truncated")
+        return loc, blob
+
+    def decode_block(self, block_id: bytes, loc: BlobLocation, blob: bytes) -> bytes:
+        """A fetched block's bytes: decrypted, decompressed and checked against its id."""
         if self.encrypted:  # index files of an encrypted vault all name their data key
             if loc.key_id is None:
                 raise BlockError("corrupt", block_id, f"pack {loc.pack_id} names no data key")

@@ -189,7 +189,11 @@ def _recover_to(vault: Vault, name: str, state: dict, ready: dict, target: Path,
             stop_run(vault, state["id"])
         raise
     finally:
-        if (runs.read(path) or {}).get("state") == "switched":
+        ended = runs.read(path) or {}
+        if ended.get("state") == "switched":
+            deadline = time.monotonic() + STOP_WAIT  # its process unmounts, then ends
+            while runs.alive(ended) and time.monotonic() < deadline:
+                time.sleep(WAIT_POLL)
             path.unlink(missing_ok=True)
             path.with_suffix(".log").unlink(missing_ok=True)
     return {**ready, "state": "recovered", "recovered_to": str(target),
@@ -298,13 +302,15 @@ def stop_run(vault: Vault, which: str) -> dict:
     if runs.alive(state) and pid:
         os.kill(int(pid), signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT
-        while path.exists() and runs.alive(state) and time.monotonic() < deadline:
+        while runs.alive(state) and time.monotonic() < deadline:
             time.sleep(WAIT_POLL)
     if runs.alive(state) and pid:
         os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.2)
-    if path.exists():
-        runs.clean_up(state)
-        path.unlink(missing_ok=True)
+    final = runs.read(path) or state  # its process's last figures
+    runs.clean_up(state)  # nothing left to do when its process ended cleanly
+    path.unlink(missing_ok=True)
+    path.with_suffix(".log").unlink(missing_ok=True)
     return {"id": state["id"], "kind": state["kind"], "server": state["server"],
-            "stopped": True}
+            "stopped": True, "fetched_bytes": final.get("fetched_bytes"),
+            "local_bytes": final.get("local_bytes")}

@@ -75,7 +75,7 @@ def restore_tables(vault: Vault, name: str, db: str, tables: list[str], target_s
             engine.copy_tables(target["bin_dir"], (socket_dir, port), (t_host, t_port), db,
                                list(moves.values()), dump, owner, keep_owners)
         finally:
-            stop_run(vault, instant["id"])
+            ended = stop_run(vault, instant["id"])
         result = {"server": name, "database": db, "target_server": target_server,
                   "point_id": base, "target": instant["target"],
                   "tables": [{"table": f"{s}.{t}", "restored_as": f"{ns}.{nt}"}
@@ -84,7 +84,7 @@ def restore_tables(vault: Vault, name: str, db: str, tables: list[str], target_s
                   "note": None if keep_owners else
                   "the tables' owners are not roles of the target: they are owned by the "
                   "role that loaded them, with no grants",
-                  "fetched_bytes": instant.get("fetched_bytes"),
+                  "fetched_bytes": ended["fetched_bytes"],
                   "instant_seconds": instant["seconds_to_ready"],
                   "seconds": round(time.perf_counter() - t0, 3)}
         job.finish(result)
