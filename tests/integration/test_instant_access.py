@@ -404,19 +404,40 @@ def test_a_lookup_fetches_a_few_blocks(pg_template: Path, area: Path, wal_vault:
     assert point["bytes_read"] > 400e6, point
 
     out = runs.instant(vault, "big", "--time", instant.isoformat())
-    row = _instance(out).execute("SELECT aid, bid, abalance FROM pgbench_accounts "
-                                 "WHERE aid = 17")
+    served = _instance(out)
+    row = served.execute("SELECT aid, bid, abalance FROM pgbench_accounts WHERE aid = 17")
     assert row == [(17, 1, 0)]
-    # the run's process writes its counters to its state every 2 s
-    state_file = _state_file(vault, out["id"])
-    for _ in range(2):  # the second update began after the lookup ended
-        written = state_file.stat().st_mtime_ns
-        wait_for(lambda w=written: state_file.stat().st_mtime_ns != w,
-                 "the counters' next update", every=0.2)
-    fetched = _listed(vault)[out["id"]]["fetched_bytes"]
+    fetched = _fetched_now(vault, out["id"])
     assert 0 < fetched <= 0.05 * point["bytes_stored"], (
         f"a one-row lookup fetched {fetched} bytes; the point stores "
         f"{point['bytes_stored']} (reads {point['bytes_read']})")
+
+    # a count(*) of the table by a sequential scan fetches about the table as stored
+    with served.connect() as conn:
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_indexonlyscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        assert conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone() == \
+            (3_000_000,)
+        heap = conn.execute("SELECT pg_relation_filepath('pgbench_accounts')").fetchone()[0]
+    repo = vault.repository()
+    files = [f for f in repo.load_manifest_whole(point["point_id"])["files"]
+             if f["path"] == heap or f["path"].startswith(f"{heap}.")]
+    table = sum(repo.index.get(bytes.fromhex(b)).length for f in files for b in f["blocks"])
+    scanned = _fetched_now(vault, out["id"]) - fetched
+    assert 0.8 * table <= scanned <= 1.2 * table + (1 << 20), (
+        f"a count(*) of pgbench_accounts fetched {scanned} bytes; the table stores {table}")
+
+
+def _fetched_now(vault: Vault, run_id: str) -> int:
+    """The run's fetched bytes once its process wrote its counters (every 2 s) twice: the
+    second write began after what the test just did."""
+    state_file = _state_file(vault, run_id)
+    for _ in range(2):
+        written = state_file.stat().st_mtime_ns
+        wait_for(lambda w=written: state_file.stat().st_mtime_ns != w,
+                 "the counters' next update", every=0.2)
+    return _listed(vault)[run_id]["fetched_bytes"]
 
 
 def test_a_killed_run_is_reaped(chain: Chain, mount_folder: Callable[[str], Path],
@@ -481,12 +502,13 @@ def test_a_mount_ends_at_its_time_to_live(chain: Chain,
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("kind", ["local-encrypted", "s3"])
+@pytest.mark.parametrize("kind", ["local-encrypted", "s3", "azure"])
 def test_instance_on_an_encrypted_or_s3_vault(kind: str, request: pytest.FixtureRequest,
                                               area: Path, cli_env: dict[str, str],
                                               pg_template: Path, runs: Runs):
-    """An instance reads its point and its WAL from an encrypted vault, or from an S3
-    vault (its process opens the vault itself, with the command's environment)."""
+    """An instance reads its point and its WAL from an encrypted vault, or from an S3 or
+    Azure Blob vault (its process opens the vault itself, with the command's
+    environment)."""
     vault = new_vault(kind, request, area, cli_env)
     pg = _protected(pg_template, area, vault, "small")
     pg.execute(LEDGER)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
@@ -242,10 +243,9 @@ def _serve_instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> N
                     postmaster_start=process_start(pid) if pid else None,
                     phase="recovering")
         if plan is not None:
-            assert pid is not None  # started just now
-            err = stager
+            assert pid is not None and stager is not None  # started just now
             recovery_engine.wait_for_target(pgdata, state["port"], plan.target, pid, log,
-                                            lambda: err.error if err else None,
+                                            _progress(state_path, stager, server),
                                             state["dbname"], socket_dir=socket_dir)
         runs.update(state_path, state="ready", phase="ready", ready_at=time.time(),
                     fetched_bytes=fs.view.fetched_bytes, local_bytes=fs.local_bytes)
@@ -258,6 +258,24 @@ def _serve_instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> N
         _stop_server(pgdata, server["bin_dir"], owner)
         shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
         os.close(run_fd)
+
+
+def _progress(state_path: Path, stager: WalStager, server: dict
+              ) -> Callable[[], BaseException | None]:
+    """What the wait for the target asks ten times a second (the stager's error), and the
+    WAL staged so far written to the state once a second: the command's job shows it as
+    the instance's progress."""
+    segment = server.get("wal_segment_size") or 16 << 20
+    runs.update(state_path, wal_bytes=len(stager.names) * segment, wal_staged_bytes=0)
+    last = [time.monotonic()]
+
+    def failed() -> BaseException | None:
+        if time.monotonic() - last[0] >= 1:
+            last[0] = time.monotonic()
+            runs.update(state_path, wal_staged_bytes=stager.staged * segment)
+        return stager.error
+
+    return failed
 
 
 def _switch(fs: PointFS, state_path: Path, pgdata: Path, bin_dir: str, owner: str,

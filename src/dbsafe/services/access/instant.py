@@ -222,7 +222,7 @@ def _launch(vault: Vault, name: str, kind: str, state: dict,
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             close_fds=True)
         try:
-            now = _wait_ready(path, proc, log)
+            now = _wait_ready(path, proc, log, job)
         except BaseException:
             _terminate(proc)
             raise
@@ -232,10 +232,20 @@ def _launch(vault: Vault, name: str, kind: str, state: dict,
     return result
 
 
-def _wait_ready(path: Path, proc: subprocess.Popen, log: Path) -> dict:
+def _wait_ready(path: Path, proc: subprocess.Popen, log: Path, job: Job) -> dict:
+    """Wait for the run to be ready; the WAL its recovery stages is the job's progress."""
+    expected = done = 0
     while True:
         state = runs.read(path) or {}
+        if state.get("wal_bytes") and not expected:
+            expected = state["wal_bytes"]
+            job.expect(expected)
+        if state.get("wal_staged_bytes", 0) > done:
+            job.advance(state["wal_staged_bytes"] - done)
+            done = state["wal_staged_bytes"]
         if state.get("state") == "ready":
+            if expected > done:
+                job.advance(expected - done)
             return state
         if state.get("state") == "failed" or proc.poll() is not None:
             if proc.poll() is None:

@@ -17,6 +17,7 @@ instance rather than all of it.
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 from collections import OrderedDict
@@ -30,11 +31,25 @@ from dbsafe.services.restore import combine
 from dbsafe.vault.index import BlobLocation
 from dbsafe.vault.repository import BlockError, Repository
 
-CACHE_BYTES = 256 << 20  # decompressed blocks kept in memory (256 MiB)
-# blocks as stored, kept too: a page read again after its decompressed block left the cache
-# is decoded again (about a millisecond) instead of fetched again (a GET on object storage).
-# Compressed, they hold several times more of the instance (pgbench's: 25 times)
-STORED_BYTES = 512 << 20
+
+def _memory_share(part: int, low: int, high: int) -> int:
+    """``1/part`` of this machine's memory, within [low, high] bytes."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return low
+    return max(low, min(high, total // part))
+
+
+# Decoded blocks kept in memory: a twelfth of the machine's memory, from 256 MiB to 2 GiB
+# (a random read that misses decodes a whole block, 1 MiB, for one 8 KiB page: the share
+# of the instance held decoded is what its random reads cost)
+CACHE_BYTES = _memory_share(12, 256 << 20, 2 << 30)
+# Blocks as stored, kept too (a 24th, 256 MiB to 1 GiB): a page read again after its
+# decoded block left the cache is decoded again (about a millisecond) instead of fetched
+# again (a GET on object storage). Compressed, they hold several times more of the instance
+# (pgbench's: 25 times)
+STORED_BYTES = _memory_share(24, 256 << 20, 1 << 30)
 WAL_DIR = "pg_wal"
 
 
