@@ -21,7 +21,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +72,6 @@ class ViewFile:
 class ViewDir:
     path: str
     mode: int
-    mtime: float = 0.0
 
 
 class BlockCache:
@@ -173,13 +172,6 @@ class PointView:
             len(self.files), path, entry["size"], stat.S_IMODE(entry.get("mode") or 0o600),
             float(entry.get("mtime") or 0), entry["blocks"],
             entry.get("blocks_size", entry["size"]), overlay)
-
-    def children(self, path: str) -> Iterator[str]:
-        """The names directly in folder ``path`` (files and folders), in no set order."""
-        prefix = f"{path}/" if path else ""
-        for name in (*self.dirs, *self.files):
-            if name and name.startswith(prefix) and "/" not in name[len(prefix):]:
-                yield name[len(prefix):]
 
     # reading -----------------------------------------------------------------------------
     def read(self, file: ViewFile, offset: int, length: int) -> bytes:
