@@ -39,6 +39,8 @@ AXE = NODE_MODULES / "axe-core" / "axe.min.js"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTEFACTS = ROOT / "tests" / "artefacts" / "browser" / "a11y"
 SCRIPT = Path(__file__).with_name("a11y_pages.mjs")
+# minor by axe's measure, and fixed: a column of buttons has a header a screen reader reads
+FAILING_RULES = {"empty-table-header"}
 FLOW_SECONDS = 600
 FAILING_IMPACTS = ("serious", "critical")
 
@@ -85,7 +87,8 @@ def _pages(job_id: str) -> list[tuple[str, str]]:
 def _violations(visit: dict) -> list[str]:
     return [f"{visit['viewport']} {visit['name']} ({visit['path']}): {v['id']} [{v['impact']}] "
             f"{v['help']}; {v['nodes']} node(s), e.g. {', '.join(v['targets'])}"
-            for v in visit["violations"] if v["impact"] in FAILING_IMPACTS]
+            for v in visit["violations"]
+            if v["impact"] in FAILING_IMPACTS or v["id"] in FAILING_RULES]
 
 
 def _keyboard_faults(visit: dict) -> list[str]:
