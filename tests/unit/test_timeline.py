@@ -137,3 +137,23 @@ def test_marks_close_together_step_into_lanes_to_stay_reachable():
     lanes = {m.point_id: m.lane for m in tl.marks}
     assert [lanes[f"p{n}"] for n in range(4)] == [0, 1, 2, 0]
     assert lanes["d0"] == 0 and lanes["far"] == 0
+
+
+def test_the_axis_is_in_the_viewers_zone():
+    """Ticks round in the viewer's zone, labelled in its wall time, placed at their
+    instants: midnight in Berlin is 23:00 UTC the day before (in November)."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    _, start, end = timeline.window("14d", NOW)
+    utc = timeline.ticks(start, end, timeline.WIDTH)
+    local = timeline.ticks(start, end, timeline.WIDTH, berlin)
+    assert [t.title for t in local] == [t.title for t in utc]  # days in both
+    first = datetime.fromisoformat(local[0].start.replace("Z", "+00:00"))
+    assert first.astimezone(berlin).hour == 0 and first.hour == 23
+    assert local[0].x < utc[0].x  # an hour earlier on the axis
+    _, start, end = timeline.window("15m", NOW, around=NOW - timedelta(hours=2))
+    kolkata = timeline.ticks(start, end, timeline.WIDTH, ZoneInfo("Asia/Kolkata"))
+    shown = [datetime.fromisoformat(t.start.replace("Z", "+00:00")).astimezone(
+        ZoneInfo("Asia/Kolkata")).strftime("%H:%M") for t in kolkata]
+    assert [t.title for t in kolkata] == shown  # the labels are the zone's wall time

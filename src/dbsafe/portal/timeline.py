@@ -12,7 +12,7 @@ narrower than a pixel is widened to stay visible and clickable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from dbsafe.core.stamps import parse
 
@@ -91,11 +91,13 @@ def _span(kind: str, a: datetime, b: datetime, start: datetime, end: datetime, w
     return Shape(kind, round(x0, 2), round(w, 2), title, iso(a), iso(b))
 
 
-def ticks(start: datetime, end: datetime, width: int) -> list[Shape]:
-    """Axis ticks on round instants (UTC): minutes or hours for short windows, midnights
-    for days, Mondays for weeks; titles are the labels."""
+def ticks(start: datetime, end: datetime, width: int, zone: tzinfo = UTC) -> list[Shape]:
+    """Axis ticks on instants round in ``zone`` (the viewer's; UTC by default): minutes or
+    hours for short windows, midnights for days, Mondays for weeks; titles are the
+    labels, in that zone's wall time."""
     span = end - start
     step = next((s for s in STEPS if span / s <= MAX_TICKS), STEPS[-1])
+    start, end = start.astimezone(zone), end.astimezone(zone)
     if step >= timedelta(days=7):
         first = start.replace(hour=0, minute=0, second=0, microsecond=0)
         first += timedelta(days=(7 - first.weekday()) % 7)
@@ -114,8 +116,9 @@ def ticks(start: datetime, end: datetime, width: int) -> list[Shape]:
             text = t.strftime(label)
             if label == "%H:%M" and t.hour == 0 and t.minute == 0:
                 text = t.strftime("%d %b")
-            out.append(Shape("tick", round(_x(t, start, end, width), 2), title=text,
-                             start=iso(t)))
+            at = t.astimezone(UTC)  # wall-clock steps; the instant for the position
+            out.append(Shape("tick", round(_x(at, start, end, width), 2), title=text,
+                             start=iso(at)))
         t += step
     return out
 
@@ -131,11 +134,10 @@ def _gap_title(g: dict) -> str:
 
 
 def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: datetime,
-          end: datetime, width: int = WIDTH) -> Timeline:
+          end: datetime, width: int = WIDTH, zone: tzinfo = UTC) -> Timeline:
     """The shapes of ``points`` (as services/lifecycle/points lists them), the chain's
-    ``log_ranges``
-    and ``gaps`` inside [start, end]."""
-    tl = Timeline(start, end, width, ticks=ticks(start, end, width))
+    ``log_ranges`` and ``gaps`` inside [start, end]; the axis in ``zone``."""
+    tl = Timeline(start, end, width, ticks=ticks(start, end, width, zone))
     for r in log_ranges:
         shape = _span("band", parse(r["start_time"]), parse(r["end_time"]), start, end, width,
                       _range_title(r))

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dbsafe.core.errors import DbsafeError
 from dbsafe.portal import timeline
-from dbsafe.portal.web import caller, check_csrf, page, vault, when
+from dbsafe.portal.web import caller, check_csrf, page, vault, when, zone_of
 from dbsafe.services import backup, fleet, lifecycle, restore
 from dbsafe.services.handle import Vault
 from dbsafe.services.inventory import describe, get_server
@@ -64,7 +64,8 @@ def _database_page(request: Request, v: Vault, server: str, db: str,
     item = _item(v, request.app.state.overview.get().items, found, db)
     chain = points_and_chain(v, server, db)
     name, start, end = timeline.window(window, datetime.now(UTC), around)
-    drawn = timeline.build(chain["points"], chain["log_ranges"], chain["gaps"], start, end)
+    drawn = timeline.build(chain["points"], chain["log_ranges"], chain["gaps"], start, end,
+                           zone=zone_of(request) or UTC)
     backups = [p for p in reversed(chain["points"]) if p["type"] != "log"][:RECENT_POINTS]
     deleted = _deleted_points(v, server, db)
     if refused is not None:
