@@ -90,7 +90,7 @@ def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = No
              "expires_at": time.time() + ttl if ttl else None, "state": "starting",
              "target": f"point {base}" + (f" (the base of a restore to {time_})"
                                           if time_ else "")}
-    return _launch(vault, name, "mount", state)
+    return _launch(vault, name, "mount", state, on_progress)
 
 
 def start_instant(vault: Vault, name: str, time_: str | None = None,
