@@ -23,6 +23,8 @@ from conftest import (
     restored,
 )
 
+from dbsafe.services.backup.selection import database_oid
+
 HOUR = 3600
 
 
@@ -359,3 +361,49 @@ def test_a_differential_after_data_checksums_were_turned_on_is_refused(pg_templa
     assert "--type full" in refused["error"]["message"]
     assert vault.backup("sums", "--type", "full")["type"] == "full"
     assert vault.backup("sums", "--type", "diff")["type"] == "diff"
+
+
+def test_usage_sizes_each_database_and_charges_it_the_bytes_its_files_stored(dsrc, dvault):
+    """stats.usage and the reports' usage per database: each database's size is that of its
+    relation files in the point (a tablespace's too), the items' new bytes add up to the
+    point's, and a differential charges the database that changed."""
+    pg, _ = dsrc
+    # hint bits set now, not by the full's row counts (its pages then in the differential)
+    for (db,) in pg.execute("SELECT datname FROM pg_database WHERE datallowconn"):
+        pg.execute("VACUUM FREEZE", db)
+    full = dvault.backup("d")
+    pg.execute("UPDATE upd SET v = md5(v) WHERE id <= 4000", "app")
+    diff = dvault.backup("d", "--type", "diff")
+    usage = {}
+    for point in (full, diff):
+        manifest = dvault.repository().load_manifest_whole(point["point_id"])
+        usage[point["type"]] = found = manifest["stats"]["usage"]
+        oids = {d["name"]: d["oid"] for d in manifest["databases"] if d["included"]}
+        sizes: dict[int, int] = {}
+        for e in manifest["files"]:
+            if (oid := database_oid(e["path"])) is not None:
+                sizes[oid] = sizes.get(oid, 0) + e["size"]
+        assert found["databases"] == {name: {"bytes": sizes.get(oid, 0),
+                                             "stored": found["databases"][name]["stored"]}
+                                      for name, oid in oids.items()}
+        assert sum(d["stored"] for d in found["databases"].values()) \
+            + found["instance"]["stored"] == manifest["stats"]["bytes_stored"]
+    assert usage["full"]["databases"]["tsdb"]["bytes"] > 0  # in a tablespace
+    assert usage["full"]["databases"]["app"]["stored"] > usage["full"]["databases"]["tmpl"][
+        "stored"] > 0
+    changed = usage["diff"]["databases"]
+    assert changed["app"]["stored"] > 0
+    assert sum(d["stored"] for name, d in changed.items() if name != "app") \
+        <= 0.05 * changed["app"]["stored"], json.dumps(changed)
+
+    report = dvault.ok("report", "--days", "1")
+    rows = {r["database"]: r for r in report["databases"] if r["server"] == "d"}
+    assert rows["app"]["size_at_end"] == changed["app"]["bytes"]
+    assert rows["app"]["stored_by_backups"] == usage["full"]["databases"]["app"]["stored"] \
+        + changed["app"]["stored"]
+    (server,) = [s for s in report["storage"] if s["server"] == "d"]
+    assert sum(r["held_at_end"] for r in rows.values()) == server["held_at_end"] \
+        == full["bytes_stored"] + diff["bytes_stored"]
+    text = dvault.run("report")
+    assert text.returncode == 0 and "Usage per database" in text.stdout, text.describe()
+    assert "None" not in text.stdout and "(the instance)" in text.stdout

@@ -248,6 +248,20 @@ def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
         assert lines[0] == ("server,type,jobs,completed,with_warnings,failed,cancelled,"
                             "success_rate")
         assert "reported,verify,4,3,0,1,0,0.75" in lines
+        assert c.get("/reports/databases.csv", params={"days": 7}).text.splitlines()[0] == (
+            "server,database,size_at_start,size_at_end,growth,stored_by_backups,held_at_end")
+    point = portal.vault.backup("pg")
+    with portal.login("rita") as c:
+        rows = {r["database"]: r for r in c.get("/api/v1/reports").json()["databases"]
+                if r["server"] == "pg"}
+        assert rows["app1"]["size_at_end"] > 0 and rows["app1"]["stored_by_backups"] > 0
+        assert sum(r["stored_by_backups"] for r in rows.values()) >= point["bytes_stored"]
+        usage = c.get("/reports/databases.csv").text.splitlines()
+        assert f"pg,app1,,{rows['app1']['size_at_end']}," in "\n".join(usage)
+        page = c.get("/reports").text
+        table = page[page.index('id="report-databases"'):page.index("<h2>Jobs")]
+        assert 'href="/servers/pg/databases/app1">app1</a>' in table
+        assert "the instance" in table
         board = c.get("/")
         assert '<svg id="chart-jobs"' in board.text and '<svg id="chart-stored"' in board.text
         assert '<svg id="chart-rpo"' in board.text

@@ -1,6 +1,7 @@
 """Backup reports (services/operations/reports.py) from the catalog alone: the bytes each
 server's points hold day by day (a point counts from the day it ended until the day it was
-deleted), jobs per day by outcome; and the SVG charts the dashboard draws of them."""
+deleted), jobs per day by outcome, what each protected item takes; and the SVG charts the
+dashboard draws of them."""
 
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ from dbsafe.services.handle.vault_handle import Vault
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
 
-def _point(catalog, instance: int, point_id: str, end: str, stored: int) -> None:
+def _point(catalog, instance: int, point_id: str, end: str, stored: int,
+           usage: dict | None = None, type: str = "full") -> None:
     catalog.add_point(instance, {
-        "point_id": point_id, "type": "full", "copy_only": 0, "start_time": end,
+        "point_id": point_id, "type": type, "copy_only": 0, "start_time": end,
         "end_time": end, "start_lsn": "0/2000028", "stop_lsn": "0/2000100", "timeline": 1,
         "bytes_read": stored, "bytes_stored": stored, "corrupt_pages": 0,
-        "databases": json.dumps(["app"]), "base_point": None, "retention": None})
+        "databases": json.dumps(["app"]), "base_point": None, "retention": None,
+        "item_usage": json.dumps(usage) if usage else None})
+
+
+def _usage(instance: tuple[int, int], **databases: tuple[int, int]) -> dict:
+    """A manifest's ``stats.usage`` from (bytes, stored) pairs."""
+    return {"databases": {name: {"bytes": b, "stored": s} for name, (b, s) in databases.items()},
+            "instance": {"bytes": instance[0], "stored": instance[1]}}
 
 
 def _two_servers(tmp_path) -> tuple[Vault, dict[str, int]]:
@@ -82,3 +91,48 @@ def test_rpo_over_time_is_how_long_before_each_days_end_the_newest_point_ended(t
     assert rpo["servers"]["a"] == [26 * h, 50 * h, 1 * h, 13 * h]
     assert rpo["servers"]["b"] == [None, 12 * h, 36 * h, 48 * h]
     assert rpo["worst"] == [26 * h, 50 * h, 36 * h, 48 * h]
+
+
+def test_usage_per_database_sizes_growth_and_bytes_held(tmp_path):
+    vault, ids = _two_servers(tmp_path)
+    catalog = vault.catalog
+    a = ids["a"]
+    # before the range (12-03 .. 12-05): a full, live then, deleted within the range
+    _point(catalog, a, "20261120T010000Z-aaaaaaa1", "2026-11-20T01:00:00+00:00", 1000,
+           _usage((100, 90), app=(5000, 700), crm=(2000, 200)))
+    catalog.set_point_deleted("20261120T010000Z-aaaaaaa1", "2026-12-04T10:00:00+00:00",
+                              "2026-12-18T10:00:00+00:00")
+    # before the range, deleted before it: not counted anywhere
+    _point(catalog, a, "20261110T010000Z-aaaaaaa0", "2026-11-10T01:00:00+00:00", 999,
+           _usage((1, 1), app=(9999, 998)))
+    catalog.set_point_deleted("20261110T010000Z-aaaaaaa0", "2026-11-12T10:00:00+00:00",
+                              "2026-11-26T10:00:00+00:00")
+    # in the range: a differential; crm dropped since (not listed); a log backup
+    _point(catalog, a, "20261204T010000Z-aaaaaaa2", "2026-12-04T01:00:00+00:00", 160,
+           _usage((120, 55), app=(6500, 100)), type="diff")
+    _point(catalog, a, "20261204T020000Z-aaaaaaa3", "2026-12-04T02:00:00+00:00", 40,
+           type="log")
+    # b: a point of before `stats.usage` (not itemised)
+    _point(catalog, ids["b"], "20261204T010000Z-bbbbbbb1", "2026-12-04T01:00:00+00:00", 77)
+
+    rows = operations.usage_per_item(vault, 3, NOW)
+    assert rows == [
+        {"server": "a", "database": "app", "size_at_start": 5000, "size_at_end": 6500,
+         "growth": 1500, "stored_by_backups": 100, "held_at_end": 100},
+        {"server": "a", "database": "crm", "size_at_start": 2000, "size_at_end": None,
+         "growth": None, "stored_by_backups": 0, "held_at_end": 0},
+        # the differential's 160 less its databases' 100, and the log backup's 40
+        {"server": "a", "database": None, "size_at_start": 100, "size_at_end": 120,
+         "growth": 20, "stored_by_backups": 60 + 40, "held_at_end": 60 + 40},
+        {"server": "b", "database": None, "size_at_start": None, "size_at_end": None,
+         "growth": None, "stored_by_backups": 77, "held_at_end": 77}]
+    # the items of a server hold what the server's row says it holds
+    found = operations.report(vault, 3, NOW)
+    for table, columns in operations.COLUMNS.items():  # the CSV files' headers
+        assert all(tuple(row) == columns for row in found[table]), table
+    storage = {r["server"]: r for r in found["storage"]}
+    for server in ("a", "b"):
+        assert sum(r["held_at_end"] for r in rows if r["server"] == server) \
+            == storage[server]["held_at_end"]
+        assert sum(r["stored_by_backups"] for r in rows if r["server"] == server) \
+            == storage[server]["stored_by_backups"]

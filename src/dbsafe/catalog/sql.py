@@ -197,7 +197,7 @@ class SqlCatalog:
     # points ------------------------------------------------------------------------------
     _POINT_COLS = ("point_id", "type", "copy_only", "start_time", "end_time", "start_lsn",
                    "stop_lsn", "timeline", "bytes_read", "bytes_stored", "corrupt_pages",
-                   "databases", "base_point", "retention", "left_out", "build")
+                   "databases", "base_point", "retention", "left_out", "build", "item_usage")
 
     def add_point(self, instance_id: int, point: dict) -> None:
         cols = ", ".join(self._POINT_COLS)
@@ -750,6 +750,26 @@ class SqlCatalog:
                          "(p.deleted_at IS NULL OR p.deleted_at >= ?) GROUP BY s.name",
                          since, since)
         return held + added + removed
+
+    def itemised_points(self, since: str) -> list[dict]:
+        """The points with what each database takes (``item_usage``) that were live at
+        ``since`` or ended after it, oldest first: the reports' usage per database."""
+        return self._all("SELECT s.name AS server, p.end_time, p.deleted_at, "
+                         "p.bytes_stored, p.item_usage " + self._POINT_SERVER +
+                         "WHERE p.item_usage IS NOT NULL AND "
+                         "(p.deleted_at IS NULL OR p.deleted_at >= ?) "
+                         "ORDER BY p.end_time, p.point_id", since)
+
+    def unitemised_stored(self, since: str) -> list[dict]:
+        """Per server, the bytes of its points without ``item_usage`` (log backups, points
+        of before): stored from ``since`` on (``added``) and held now (``held``)."""
+        return self._all("SELECT s.name AS server, "
+                         "SUM(CASE WHEN p.end_time >= ? THEN p.bytes_stored ELSE 0 END) "
+                         "AS added, SUM(CASE WHEN p.deleted_at IS NULL THEN p.bytes_stored "
+                         "ELSE 0 END) AS held " + self._POINT_SERVER +
+                         "WHERE p.item_usage IS NULL AND "
+                         "(p.deleted_at IS NULL OR p.end_time >= ?) GROUP BY s.name",
+                         since, since)
 
     def newest_point_by_day(self, since: str) -> list[dict]:
         """Per server, the end of its newest live point of each UTC day from ``since`` on,

@@ -76,6 +76,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umount": ("instant", "umount"),
     "jobs": ("jobs", "jobs"), "job": ("jobs", "app"), "serve": ("serve", "serve"),
     "alerts": ("alerts", "app"), "drill": ("drills", "app"), "drills": ("drills", "drills"),
+    "report": ("reports", "report"),
     "plan": ("plan", "plan"), "delete-point": ("prune", "delete_point"),
     "gc": ("prune", "gc"),
     # soft delete and immutability (`vault soft-delete`, `vault immutability`: vault.py)

@@ -18,6 +18,7 @@ PORT = (1, 65535)
 RESTORE_PORT = (1024, 65535)
 WORKERS = (1, 256)          # threads of one backup or restore
 LIST_LIMIT = (1, 1000)      # rows of one listing (jobs, drills, audit)
+REPORT_DAYS = (1, 366)      # the days a report covers (a year, and a leap day)
 ROW_ID = (1, 2**62)         # catalog row ids (alerts, channels): SQLite integers
 WAIT_SECONDS = (0, 86400)   # a command waiting for something else: at most a day
 RUNS_AT_A_TIME = (1, 1000)  # serve's --max-per-server and --max-total, a server's own

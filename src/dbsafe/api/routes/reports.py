@@ -1,6 +1,6 @@
-"""Backup reports: stored bytes per server, jobs' outcomes per server and type, restore
-drills with their RTO and RPO, over the last N days; the portal's reports page and its CSV
-files give the same rows (services/operations/reports.py)."""
+"""Backup reports: stored bytes per server, usage per database, jobs' outcomes per server
+and type, restore drills with their RTO and RPO, over the last N days; the portal's reports
+page, its CSV files and `dbsafe report` give the same rows (services/operations/reports.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS,
 
 @router.get("/reports", dependencies=[Depends(need("read"))])
 def backup_report(days: Days = 30, v: Vault = Depends(vault)) -> dict:
-    """``{days, from, to, storage: [...], jobs: [...], drills: [...]}``: per server the
-    bytes held at the start and the end of the range, the growth and the bytes its backups
-    stored; per server and job type the jobs and how they ended, with the success rate of
+    """``{days, from, to, storage: [...], databases: [...], jobs: [...], drills: [...]}``:
+    per server the bytes held at the start and the end of the range, the growth and the
+    bytes its backups stored; per protected database (``database`` null: the instance's
+    other files, its WAL and log backups) its size at the range's start and end (bytes,
+    as backed up), the growth, the bytes its backups stored and those its live points
+    hold; per server and job type the jobs and how they ended, with the success rate of
     those that ended; every drill of the range with its outcome, RTO and RPO (seconds)."""
     return operations.report(v, days)

@@ -1,6 +1,7 @@
 """Reports: over the last 7, 30, 90 or 365 days, the bytes each server's points hold and
-how they grew, the jobs' outcomes and success rates, and the restore drills with their RTO
-and RPO; each table downloadable as CSV (the API's /reports gives the same rows)."""
+how they grew, each database's size and the bytes its backups stored, the jobs' outcomes
+and success rates, and the restore drills with their RTO and RPO; each table downloadable
+as CSV (the API's /reports gives the same rows)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dbsafe.services.operations import Principal
 
 router = APIRouter()
 Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS)]  # the form offers 7, 30, 90, 365
-Table = Literal["storage", "jobs", "drills"]
+Table = Literal["storage", "databases", "jobs", "drills"]
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run a cell starting so
 
 
@@ -46,10 +47,9 @@ def report_csv(table: Table, days: Days = 30, me: Principal = Depends(caller),
     me.require("read")
     rows = operations.report(v, days)[table]
     out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
-        writer.writeheader()
-        writer.writerows({k: _cell(val) for k, val in row.items()} for row in rows)
+    writer = csv.DictWriter(out, fieldnames=operations.COLUMNS[table], lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows({k: _cell(val) for k, val in row.items()} for row in rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="dbsafe-{table}-{days}d.csv"'})
 

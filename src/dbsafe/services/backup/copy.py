@@ -36,6 +36,7 @@ class CopiedFile:
     corrupt_pages: list[int] = field(default_factory=list)
     vanished: bool = False
     deferred: bool = False  # copy_in_order: left for the caller to copy later
+    stored: int = 0  # the bytes its blocks added to the vault (blocks new in this backup)
 
 
 @dataclass
@@ -100,13 +101,15 @@ class Copier:
         if fd is None:
             result.vanished = True  # dropped while we copied: WAL replay removes it anyway
             return
+        stored = 0
         try:
             for b in range(task.first_block, task.first_block + task.blocks):
                 offset = b * self.block_size
                 length = min(self.block_size, source.size - offset)
                 read = self.read_block(fd, source, offset, length)
                 if read.data:
-                    block_id, _ = self.sink.store(read.data)
+                    block_id, added = self.sink.store(read.data)
+                    stored += added
                     result.block_ids[b] = block_id
                 if len(read.data) < length:  # truncated while we read: keep what was there
                     with self._lock:
@@ -119,6 +122,9 @@ class Copier:
                     break
         finally:
             os.close(fd)
+            if stored:
+                with self._lock:
+                    result.stored += stored
 
     def finish_one(self, r: CopiedFile) -> CopiedFile:
         """A file's result once its calls have run: cut at its first block not read."""

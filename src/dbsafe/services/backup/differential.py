@@ -38,6 +38,7 @@ from dbsafe.services.backup.copy import (
     file_entry,
     open_source,
 )
+from dbsafe.services.backup.usage import Usage
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.lifecycle import coverage
 from dbsafe.services.lifecycle.points import list_points
@@ -195,6 +196,7 @@ class _Part:
 
     runs: list[list[int]] = field(default_factory=list)
     blocks: list[tuple[bytes, int]] = field(default_factory=list)
+    stored: int = 0  # the bytes its blocks added to the vault
 
 
 @dataclass
@@ -340,7 +342,8 @@ class DeltaCopier:
             del stream[:bs]
 
     def _store(self, part: _Part, data: bytes) -> None:
-        block_id, _ = self.sink.store(data)
+        block_id, added = self.sink.store(data)
+        part.stored += added
         part.blocks.append((block_id, len(data) // PAGE_SIZE))
 
 
@@ -378,6 +381,7 @@ class DiffCopy:
         ("pages_changed", "files_whole", "files_delta", "files_unchanged", "files_not_read",
          "files_dropped"), 0))
     dropped: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)  # per database, for stats.usage
 
     def kept(self, path: str, pages: list[int]) -> None:
         self.corrupt_count += len(pages)
@@ -412,6 +416,7 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
         out.bytes_read += copied.size
         out.stats["files_whole"] += 1
         out.kept(copied.source.path, copied.corrupt_pages)
+        out.usage.add(copied.source.path, copied.size, copied.stored)
         entry = entry_of(file_entry(repo, copied), under)
         if slot is None:
             spool.add(entry)
@@ -429,6 +434,7 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
         out.stats["pages_changed"] += kept
         out.stats["files_delta" if kept else "files_unchanged"] += 1
         out.kept(result.source.path, sorted(result.corrupt_pages))
+        out.usage.add(result.source.path, size, sum(p.stored for p in result.parts))
         spool.add(entry_of(delta_entry(repo, result.source, size, runs, blocks), result.base))
 
     unchanged_checksum = repo.file_checksum([])  # a delta of no page names no block
@@ -437,6 +443,7 @@ def copy_files(repo, copier: Copier, read_changed: ReadChanged, files: Iterable[
         out.stats["files_unchanged"] += len(quiet)
         out.stats["files_not_read"] += len(quiet)
         for source, under in quiet:
+            out.usage.add(source.path, under["size"])
             spool.add(entry_of(FileEntry(  # delta_entry's, built at once: most files
                 path=source.path, size=under["size"], mode=source.mode, mtime=source.mtime,
                 blocks=[], checksum=unchanged_checksum,

@@ -9,6 +9,7 @@ commit point) → record the point in the catalog.
 from __future__ import annotations
 
 import functools
+import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from dbsafe.engines.postgres.layout_rules import CONTROL_FILE
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.backup import counts, differential, selection, synthetic, tracked
 from dbsafe.services.backup.copy import MAX_CORRUPT_LISTED, CopiedFile, Copier, file_entry
+from dbsafe.services.backup.usage import Usage
 from dbsafe.services.handle import space
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory import coexistence
@@ -58,12 +60,13 @@ def _tracked_source(vault: Vault, server: dict, session: BackupSession, source: 
     return source, None, tracking
 
 
-def _copy_all(repo, copier: Copier, files: Iterable[SourceFile], spool: EntrySpool
-              ) -> tuple[list[dict], int, int]:
+def _copy_all(repo, copier: Copier, files: Iterable[SourceFile], spool: EntrySpool,
+              usage: Usage) -> tuple[list[dict], int, int]:
     """(corrupt pages, up to ``MAX_CORRUPT_LISTED``; their count; bytes read) of a full:
     every file read whole, its entry spooled as it is copied, in path order. pg_control is
     read last, listed in its place: a backup from a standby ends where the copied
-    pg_control's minimum recovery point says, so it must be later than every other file."""
+    pg_control's minimum recovery point says, so it must be later than every other file.
+    Each file is counted in ``usage``."""
     corrupt: list[dict] = []
     counted = {"corrupt": 0, "read": 0}
     deferred: list[tuple[SourceFile, int]] = []
@@ -71,6 +74,7 @@ def _copy_all(repo, copier: Copier, files: Iterable[SourceFile], spool: EntrySpo
     def entry(copied: CopiedFile) -> FileEntry:
         counted["read"] += copied.size
         counted["corrupt"] += len(copied.corrupt_pages)
+        usage.add(copied.source.path, copied.size, copied.stored)
         corrupt.extend({"path": copied.source.path, "block": p}
                        for p in copied.corrupt_pages[:MAX_CORRUPT_LISTED - len(corrupt)])
         return file_entry(repo, copied)
@@ -219,6 +223,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
     copier = Copier(sink, session.read_block, repo.block_size, workers, job.advance)
     spool = EntrySpool()  # the entries, as files are copied (vault/entries.py)
     about_base: dict = {}  # a differential's base, dropped files and counts
+    usage = Usage()  # a full's; a differential's comes with its copy
     unchanged = None  # a tracked differential's tables whose base counts still hold
     newest = None  # the newest point with counts since a differential's or synthetic's base
     try:
@@ -235,7 +240,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         taken, skipped = selection.split_files(walk, chosen[1])
         if against is None:
             corrupt, corrupt_count, files_read = _copy_all(
-                repo, copier, _expecting(taken, job, estimate), spool)
+                repo, copier, _expecting(taken, job, estimate), spool, usage)
         else:
             if tracking is None:
                 tracking = tracked.change_map(vault, server, against, session.start_lsn,
@@ -260,6 +265,7 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
                                       session.segment_size).up_to)
             corrupt, corrupt_count, files_read = diff.corrupt, diff.corrupt_count, \
                 diff.bytes_read
+            usage = diff.usage
             about_base = {"delta_source": tracking.describe(), "stats": diff.stats}
             if source is not None:
                 about_base["build"] = synthetic.build_of(source)
@@ -330,7 +336,9 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
         stats={"bytes_read": bytes_read, "bytes_read_data": files_read,
                "bytes_stored": sink.stats.bytes_stored + parts_bytes,
                "files": files_count, "corrupt_pages": corrupt_count,
-               **about_base.get("stats", {})},
+               **about_base.get("stats", {}),
+               "usage": usage.summary(chosen[0], sink.stats.bytes_stored + parts_bytes,
+                                      bytes_read - files_read)},
         corrupt_pages=corrupt[:MAX_CORRUPT_LISTED],
         retention=retention,
     )
@@ -343,7 +351,8 @@ def _backup(vault: Vault, server: dict, type: str, level: int, workers: int, job
              "corrupt_pages": corrupt_count,
              **coverage.columns(chosen[0]),
              "base_point": about_base.get("base"), "retention": retention_column(retention),
-             "build": (about_base.get("build") or {}).get("kind")}
+             "build": (about_base.get("build") or {}).get("kind"),
+             "item_usage": json.dumps(manifest["stats"]["usage"])}
     vault.catalog.add_point(server["instance_id"], point)
     vault.catalog.set_table_counts(point_id, table_counts)
     return {

@@ -42,6 +42,8 @@ def _point_row(manifest: dict, manifest_size: int) -> dict:
             **(coverage.columns(manifest["databases"]) if "databases" in manifest else {}),
             "base_point": manifest.get("base"),
             "build": (manifest.get("build") or {}).get("kind"),
+            "item_usage": json.dumps(manifest["stats"]["usage"])
+            if "usage" in manifest["stats"] else None,
             # the retention frozen at backup time (services/inventory/immutability.py)
             "retention": retention_column(manifest["retention"])
             if "retention" in manifest else None}

@@ -36,14 +36,17 @@ from dbsafe.services.operations.figures import vault_figures
 from dbsafe.services.operations.monitor import check_health, checks_not_run
 from dbsafe.services.operations.overview import HEALTH, OverviewCache, Snapshot, page
 from dbsafe.services.operations.reports import (
+    COLUMNS,
     MAX_DAYS,
     jobs_per_day,
     report,
     rpo_over_time,
     stored_over_time,
+    usage_per_item,
 )
 
 __all__ = [
+    "COLUMNS",
     "DEVICE_MAX",
     "HEALTH",
     "MAX_DAYS",
@@ -75,6 +78,7 @@ __all__ = [
     "session_principal",
     "shown_name",
     "stored_over_time",
+    "usage_per_item",
     "token_login",
     "token_principal",
     "vault_figures",

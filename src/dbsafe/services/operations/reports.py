@@ -1,8 +1,10 @@
 """Backup reports: how the vault's stored bytes and the jobs' outcomes went day by day,
-for the dashboard's charts, the reports page and the API (one computation for all three).
+and what each protected item takes, for the dashboard's charts, the reports page and the
+API (one computation for all three).
 
-Read from the catalog alone, with a few grouped queries whatever the number of points: a
-day is a UTC calendar day. Stored bytes are those of the points the catalog still records
+Read from the catalog alone, with a few grouped queries whatever the number of log
+points (the usage per item reads one row per full or differential): a day is a UTC
+calendar day. Stored bytes are those of the points the catalog still records
 (each point's new bytes, counted from the day it ended until the day it was deleted):
 points purged before the range leave no trace, so the first days may read lower than the
 vault held then.
@@ -10,11 +12,13 @@ vault held then.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
+from dbsafe.core import bounds
 from dbsafe.services.handle.vault_handle import Vault
 
-MAX_DAYS = 366
+MAX_DAYS = bounds.REPORT_DAYS[1]
 DRILLS_MAX = 10_000  # the newest drills a report reads (a drill a day of 20 servers: 500 days)
 
 
@@ -99,8 +103,60 @@ def rpo_over_time(vault: Vault, days: int = 30, now: datetime | None = None) -> 
             "median": [sorted(c)[len(c) // 2] if c else None for c in columns]}
 
 
+# The columns of each table of ``report()``, in order: a CSV file of no rows still says them.
+COLUMNS = {
+    "storage": ("server", "held_at_start", "held_at_end", "growth", "stored_by_backups"),
+    "databases": ("server", "database", "size_at_start", "size_at_end", "growth",
+                  "stored_by_backups", "held_at_end"),
+    "jobs": ("server", "type", "jobs", "completed", "with_warnings", "failed", "cancelled",
+             "success_rate"),
+    "drills": ("server", "point_id", "started", "finished", "state", "rto_seconds",
+               "rpo_seconds", "error_code"),
+}
+
 STATE_ORDER = ["completed", "completed_with_warnings", "failed", "cancelled", "running",
                "queued", "cancelling"]
+
+
+def usage_per_item(vault: Vault, days: int = 30, now: datetime | None = None) -> list[dict]:
+    """Per protected item of each server over the last ``days`` UTC days: the database's
+    size (its files, as backed up) in the newest point live when the range began and in
+    the newest live now, the growth between, the bytes its backups stored in the range and
+    those its live points hold now. ``database`` None is the instance: the files of no
+    database, the WAL, and every point not itemised (log backups, and points of before
+    ``stats.usage``, docs/repository-format.md), so the items' ``held_at_end`` add up to
+    the server's in ``report()["storage"]``."""
+    since = f"{_days(days, now or datetime.now(UTC))[0]}T00:00:00"
+    items: dict[tuple[str, str | None], dict] = {}
+
+    def item(server: str, database: str | None) -> dict:
+        return items.setdefault((server, database), {
+            "server": server, "database": database, "size_at_start": None,
+            "size_at_end": None, "growth": None, "stored_by_backups": 0, "held_at_end": 0})
+
+    for row in vault.catalog.itemised_points(since):  # oldest first: the newest size wins
+        use = json.loads(row["item_usage"])
+        shares = {name: (d["bytes"], d["stored"]) for name, d in use["databases"].items()}
+        shares[None] = (use["instance"]["bytes"],
+                        max(0, int(row["bytes_stored"]) - sum(s for _, s in shares.values())))
+        in_range, live = row["end_time"] >= since, row["deleted_at"] is None
+        for database, (size, stored) in shares.items():
+            it = item(row["server"], database)
+            if in_range:
+                it["stored_by_backups"] += stored
+            else:  # listed only when live at the range's start
+                it["size_at_start"] = size
+            if live:
+                it["held_at_end"] += stored
+                it["size_at_end"] = size
+    for row in vault.catalog.unitemised_stored(since):
+        it = item(row["server"], None)
+        it["stored_by_backups"] += int(row["added"] or 0)
+        it["held_at_end"] += int(row["held"] or 0)
+    for it in items.values():
+        if it["size_at_start"] is not None and it["size_at_end"] is not None:
+            it["growth"] = it["size_at_end"] - it["size_at_start"]
+    return [items[key] for key in sorted(items, key=lambda k: (k[0], k[1] is None, k[1] or ""))]
 
 
 def _running(steps: list[int]) -> list[int]:
@@ -113,10 +169,11 @@ def _running(steps: list[int]) -> list[int]:
 
 
 def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
-    """The reports page's three tables over the last ``days`` UTC days, as rows (the page,
+    """The reports page's four tables over the last ``days`` UTC days, as rows (the page,
     its CSV files and the API give the same), and ``held``: the bytes held in all at each
     day's end (the page's chart): ``storage`` per server (bytes held at the
-    start and the end, growth, bytes stored by its backups), ``jobs`` per server and type
+    start and the end, growth, bytes stored by its backups), ``databases`` per protected
+    item (``usage_per_item``), ``jobs`` per server and type
     (outcomes and the success rate of those that ended), ``drills`` (each with its outcome,
     RTO and RPO)."""
     now = now or datetime.now(UTC)
@@ -144,6 +201,7 @@ def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
                "error_code": d["error_code"]}
               for d in vault.catalog.list_drills(limit=DRILLS_MAX) if d["started"] >= since]
     return {"days": days, "from": stored["days"][0], "to": stored["days"][-1],
-            "storage": storage, "jobs": jobs, "drills": drills,
+            "storage": storage, "databases": usage_per_item(vault, days, now), "jobs": jobs,
+            "drills": drills,
             "held": {"days": stored["days"], "total": stored["total"]}}
 
