@@ -202,7 +202,8 @@ SLOW_FILES = ("test_fleet_scale.py", "test_vault_backends.py", "test_replica_reg
               "test_vault_backends_log.py", "test_errors.py", "test_portal_browser.py",
               "test_restore_checks.py", "test_drills.py", "test_differential.py",
               "test_api_schema.py", "test_version_matrix.py", "test_portal_a11y.py",
-              "test_portal_tasks.py", "test_portal_settings.py", "test_instant_access.py")
+              "test_portal_tasks_browser.py", "test_portal_tasks.py", "test_portal_settings.py",
+              "test_instant_access.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
