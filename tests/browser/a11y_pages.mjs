@@ -140,6 +140,21 @@ async function overflow(page, viewportWidth) {
   }, viewportWidth);
 }
 
+// The smallest text of the charts shown (svg.chart: each is drawn twice, one hidden), in
+// CSS pixels as drawn: its font size in the drawing's units times the drawing's scale.
+async function chartText(page) {
+  return page.evaluate(() => {
+    let smallest = null;
+    for (const text of document.querySelectorAll("svg.chart text")) {
+      if (!text.getClientRects().length) continue;  // in the hidden drawing
+      const scale = text.ownerSVGElement.getScreenCTM().a;  // CSS px per unit
+      const px = parseFloat(getComputedStyle(text).fontSize) * scale;
+      smallest = smallest === null ? px : Math.min(smallest, px);
+    }
+    return smallest === null ? null : Math.round(smallest * 10) / 10;
+  });
+}
+
 async function visit(page, viewport, name, where) {
   const response = await page.goto(`${url}${where}`, { waitUntil: "load" });
   const found = {
@@ -147,6 +162,7 @@ async function visit(page, viewport, name, where) {
     keyboard: await keyboard(page),
     ...(viewport === "phone" ? await overflow(page, VIEWPORTS.phone.viewport.width) : { scroll_width: 0, inner_width: 0, sticking_out: [] }),
     violations: await axe(page),
+    chart_text_px: await chartText(page),
   };
   const shot = `${viewport}-${String(pages.findIndex(([n]) => n === name) + 2).padStart(2, "0")}-${name}.png`;
   await page.evaluate(() => { document.activeElement?.blur?.(); window.scrollTo(0, 0); });

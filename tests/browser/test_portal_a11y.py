@@ -43,6 +43,7 @@ SCRIPT = Path(__file__).with_name("a11y_pages.mjs")
 FAILING_RULES = {"empty-table-header"}
 FLOW_SECONDS = 600
 FAILING_IMPACTS = ("serious", "critical")
+MIN_CHART_TEXT_PX = 9  # a chart's smallest text as drawn, at both widths (11 px by design)
 
 
 @pytest.fixture
@@ -155,7 +156,12 @@ def test_main_pages_accessible_at_desktop_and_phone_width(serve):
                             f"{v['scroll_width']} px wide in {v['inner_width']}; sticking "
                             f"out: {', '.join(v['sticking_out']) or '?'}")
         problems += _keyboard_faults(v)
+        if v["chart_text_px"] is not None and v["chart_text_px"] < MIN_CHART_TEXT_PX:
+            problems.append(f"{v['viewport']} {v['name']} ({v['path']}): chart text drawn at "
+                            f"{v['chart_text_px']} px, under {MIN_CHART_TEXT_PX}")
     assert not problems, "\n".join(problems)
+    charted = {v["name"] for v in visits if v["chart_text_px"] is not None}
+    assert {"dashboard", "reports"} <= charted, charted  # the measure saw the charts
 
     # the timeline, from the keyboard alone (at both widths)
     for viewport in ("desktop", "phone"):

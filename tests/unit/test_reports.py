@@ -70,10 +70,27 @@ def test_stored_bytes_per_server_and_day_and_jobs_per_day(tmp_path):
 
     bars = charts.stacked_bars("c", "Jobs", jobs["days"], jobs["states"], str,
                                charts.STATE_COLOURS)
-    assert bars.count("<rect") == 3 + 2  # three bar segments, two legend keys
-    assert "<title>2026-12-04 failed: 1</title>" in bars and 'role="img"' in bars
+    # drawn twice (for screens, and narrower for phones: the text stays legible there),
+    # then the legend as a list
+    wide, narrow, legend = _parts(bars)
+    assert 'id="c"' in wide and 'viewBox="0 0 720 200"' in wide
+    assert 'id="c-narrow"' in narrow and 'viewBox="0 0 360 200"' in narrow
+    for drawing in (wide, narrow):
+        assert drawing.count("<rect") == 3  # three bar segments
+        assert "<title>2026-12-04 failed: 1</title>" in drawing and 'role="img"' in drawing
+    assert legend.count("<li>") == 2 and "completed</li>" in legend  # two keys
     drawn = charts.lines("s", "Stored", stored["days"], stored["servers"], str)
-    assert drawn.count("<polyline") == 2 and "<title>2026-12-04 b: 7</title>" in drawn
+    wide, narrow, legend = _parts(drawn)
+    for drawing in (wide, narrow):
+        assert drawing.count("<polyline") == 2 and "<title>2026-12-04 b: 7</title>" in drawing
+    assert legend.count("<li>") == 2
+
+
+def _parts(chart: str) -> tuple[str, str, str]:
+    """A chart's wide drawing, its narrow one and its legend."""
+    second = chart.index("<svg", 1)
+    legend = chart.index('<ul class="chart-legend">')
+    return chart[:second], chart[second:legend], chart[legend:]
 
 
 def test_rpo_over_time_is_how_long_before_each_days_end_the_newest_point_ended(tmp_path):
