@@ -49,6 +49,9 @@ def portal(pg_template, module_area, cli_env) -> Iterator[Portal]:
         yield Portal(url, vault, pg, passwords)
 
 
+RAW_INSTANT = re.compile(r">[^<]*\d{4}-\d\d-\d\dT\d\d:\d\d")  # ISO in a page's text
+
+
 def test_every_page_answers(portal):
     with portal.login("carla") as c:
         assert c.get("/databases").status_code == 200
@@ -56,6 +59,10 @@ def test_every_page_answers(portal):
         assert servers.status_code == 200 and 'href="/servers/pg"' in servers.text
         page = c.get("/servers/pg")
         assert page.status_code == 200
+        # instants as every page shows them (zone named, no "T"): the last discovery too
+        assert "last discovery</th><td>never" not in page.text
+        for shown in (servers, page, c.get("/"), c.get("/jobs")):
+            assert not RAW_INSTANT.findall(shown.text), RAW_INSTANT.findall(shown.text)
         # live databases, with the reason one cannot be protected
         assert "app1" in page.text and "template database" in page.text
         assert "Discover databases now" in page.text and "Protect selected" in page.text

@@ -4,6 +4,7 @@ rediscovered by services/protection/discovery.py."""
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,9 @@ def add_server(vault: Vault, name: str, pgdata: Path, port: int, host: str | Non
     })
     server = get_server(vault, name)
     vault.catalog.replace_databases(server["instance_id"], dbs)
+    # its databases were listed just now: the server's page says when, not "never"
+    vault.catalog.update_instance(server["instance_id"],
+                                  discovered=datetime.now(UTC).isoformat(timespec="seconds"))
     return {**describe(server), "warnings": warnings}
 
 
