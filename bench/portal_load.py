@@ -210,6 +210,12 @@ class ServerSeed:
                  "bytes_stored": total // (3 if kind == "full" and last_full is None else 40),
                  "corrupt_pages": 0, "databases": json.dumps(self.dbs),
                  "base_point": last_full["point_id"] if kind == "diff" else None}
+        # what each database takes (take.py's stats.usage): an equal share, 9/10 of the bytes
+        share, stored = total // len(self.dbs), point["bytes_stored"] * 9 // 10 // len(self.dbs)
+        point["item_usage"] = json.dumps({
+            "databases": {db: {"bytes": share, "stored": stored} for db in self.dbs},
+            "instance": {"bytes": total - share * len(self.dbs),
+                         "stored": point["bytes_stored"] - stored * len(self.dbs)}})
         self.points.append(point)
         self.jobs.append(self._job(kind, t0, ended, {
             "point_id": point["point_id"], "type": kind, "copy_only": False,
@@ -257,7 +263,9 @@ def write_repository(repo, s: ServerSeed) -> None:
                                          "timeline")},
                     "files": [], "wal": [], "dirs": [], "tablespaces": [],
                     "stats": {"bytes_read": p["bytes_read"], "bytes_stored": 0, "files": 0,
-                              "corrupt_pages": 0}, "corrupt_pages": []}
+                              "corrupt_pages": 0,
+                              **({"usage": json.loads(p["item_usage"])}
+                                 if p.get("item_usage") else {})}, "corrupt_pages": []}
         if p["type"] == "log":
             first, last = (parse_lsn(p[k]) // SEG for k in ("start_lsn", "stop_lsn"))
             manifest["segments"] = [segment_name(n) for n in range(first, last + 1)]
@@ -475,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         urls = {"dashboard": "/", "databases": "/databases", "api_items": "/api/v1/items"}
         mid = args.mid_page or mid_page(base, token, before["protected_databases"])
         info = {f"databases_page_{mid}": f"/databases?page={mid}",
-                "database_timeline": "/servers/srv-00/databases/app_050"}
+                "database_timeline": "/servers/srv-00/databases/app_050",
+                "reports_90_days": "/reports?days=90"}
         result["first_request"], result["not_measured"] = {}, {}
         for name, path in {**urls, **info}.items():
             status, size, seconds = fetch(base + path, token)
