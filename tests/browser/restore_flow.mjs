@@ -12,8 +12,8 @@
 // hand results back. Anything else on stdout is a log line.
 
 import { createRequire } from "node:module";
-import path from "node:path";
-import readline from "node:readline";
+
+import { hangUp, jobEnd, screenshots, step } from "./pytest_talk.mjs";
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
@@ -21,40 +21,15 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 const url = process.env.DBSAFE_URL;
 const server = process.env.DBSAFE_SERVER;
 const database = process.env.DBSAFE_DATABASE;
-const artefacts = process.env.ARTEFACTS;
 const JOB_SECONDS = 300;
 
-const stdinLines = readline.createInterface({ input: process.stdin });
-const answers = stdinLines[Symbol.asyncIterator]();
-async function step(name) {
-  console.log(`@@step ${name}`);
-  const { value, done } = await answers.next();
-  if (done || value.trim() !== "ok") throw new Error(`pytest did not complete step ${name}: ${value}`);
-}
 const result = (key, value) => console.log(`@@result ${key} ${value}`);
-
-let shot = 0;
-async function screenshot(page, name) {
-  shot += 1;
-  const file = path.join(artefacts, `${String(shot).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`screenshot ${file}`);
-}
+const screenshot = screenshots(process.env.ARTEFACTS);
 
 // Follow a job to its end, on its page (/jobs/ID) and through the API with the session.
 async function watchJob(page, name) {
-  const match = new URL(page.url()).pathname.match(/^\/jobs\/([^/]+)$/);
-  if (!match) throw new Error(`expected a job page after ${name}, got ${page.url()}`);
-  const jobId = match[1];
   await screenshot(page, `${name}-job-started`);
-  let job;
-  for (let i = 0; i < JOB_SECONDS * 2; i += 1) {
-    const res = await page.request.get(`${url}/api/v1/jobs/${jobId}`);
-    if (!res.ok()) throw new Error(`GET job ${jobId}: ${res.status()} ${await res.text()}`);
-    job = await res.json();
-    if (!["running", "cancelling"].includes(job.state)) break;
-    await page.waitForTimeout(500);
-  }
+  const { jobId, job } = await jobEnd(page, url, name, JOB_SECONDS, 500);
   await page.reload();
   await screenshot(page, `${name}-job-ended`);
   if (job.state !== "completed") {
@@ -143,6 +118,5 @@ try {
   await screenshot(page, "database-after");
 } finally {
   await browser.close();
-  stdinLines.close();  // or the open stdin keeps node running
-  process.stdin.destroy();
+  hangUp();
 }

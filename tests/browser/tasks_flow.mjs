@@ -19,36 +19,21 @@
 // goes on when pytest answers "ok" on stdin. Anything else on stdout is a log line.
 
 import { createRequire } from "node:module";
-import path from "node:path";
-import readline from "node:readline";
+
+import { hangUp, jobEnd, screenshots, step } from "./pytest_talk.mjs";
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 
 const url = process.env.DBSAFE_URL;
 const users = JSON.parse(process.env.USERS);
-const artefacts = process.env.ARTEFACTS;
 const database = process.env.DATABASE;
 const policy = process.env.POLICY;
 const SERVER = "src";
 const JOB_SECONDS = 300;
-const ENDED = ["completed", "completed_with_warnings", "failed", "cancelled"];
 
-const stdinLines = readline.createInterface({ input: process.stdin });
-const answers = stdinLines[Symbol.asyncIterator]();
-async function step(name) {
-  console.log(`@@step ${name}`);
-  const { value, done } = await answers.next();
-  if (done || value.trim() !== "ok") throw new Error(`pytest did not complete step ${name}: ${value}`);
-}
 const result = (key, value) => console.log(`@@result ${key} ${JSON.stringify(value)}`);
-
-let shot = 0;
-async function screenshot(page, name) {
-  shot += 1;
-  const file = path.join(artefacts, `${String(shot).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
+const screenshot = screenshots(process.env.ARTEFACTS);
 
 // A page of the portal; fails on anything but 200.
 async function visit(page, where) {
@@ -84,19 +69,8 @@ async function noRefusal(page, task) {
 // A job started by a form: its page, followed until the job ends (polling the API with the
 // session), then the page itself shows the end (it follows the job's events and reloads).
 async function followJob(page, name) {
-  const match = new URL(page.url()).pathname.match(/^\/jobs\/([^/]+)$/);
-  if (!match) throw new Error(`expected a job page after ${name}, got ${page.url()}`);
-  const jobId = match[1];
   await screenshot(page, `${name}-job-started`);
-  let job;
-  for (let i = 0; i < JOB_SECONDS * 4; i += 1) {
-    const res = await page.request.get(`${url}/api/v1/jobs/${jobId}`);
-    if (!res.ok()) throw new Error(`GET job ${jobId}: ${res.status()} ${await res.text()}`);
-    job = await res.json();
-    if (ENDED.includes(job.state)) break;
-    await page.waitForTimeout(250);
-  }
-  if (!ENDED.includes(job.state)) throw new Error(`${name} job ${jobId} still ${job.state}`);
+  const { jobId, job } = await jobEnd(page, url, name, JOB_SECONDS, 250);
   // the page's own reload once the job ended: the section is no longer active
   await page.locator("#job[data-active=false] #job-state").waitFor({ timeout: 30_000 });
   const shown = (await page.textContent("#job-state")).trim();
@@ -384,6 +358,5 @@ try {
   await step("reader-refused");
 } finally {
   await browser.close();
-  stdinLines.close();  // or the open stdin keeps node running
-  process.stdin.destroy();
+  hangUp();
 }
