@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbsafe.core.errors import DbsafeError
@@ -58,12 +59,25 @@ def _require_fuse() -> None:
         raise DbsafeError("instant.no_fuse", reason=problem)
 
 
-def _source(vault: Vault, name: str, point_id: str | None, time_: str | None,
-            pause: bool) -> tuple[str, dict | None]:
+@dataclass(frozen=True)
+class Source:
+    """What a run starts from: its base point, the recovery plan to the instant asked (as
+    the run's state keeps it; None: the point as it is), and the base's manifest."""
+
+    base: str
+    plan: dict | None
+    manifest: dict
+
+
+def plan_source(vault: Vault, name: str, point_id: str | None, time_: str | None,
+                pause: bool) -> Source:
+    """The base and plan that reach ``time_`` (or ``point_id`` as it is); planned once by a
+    caller that checks the point before starting on it (a table restore)."""
     if point_id is None and time_ is None:
         raise DbsafeError("instant.no_target")
     base, plan = base_and_plan(vault, name, point_id, time_, pause=pause and time_ is not None)
-    return base, plan_to_state(plan)
+    _server, manifest = load_point(vault, name, base)
+    return Source(base, plan_to_state(plan), manifest)
 
 
 def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = None,
@@ -74,8 +88,8 @@ def mount_point(vault: Vault, name: str, folder: Path, point_id: str | None = No
     backed up: the WAL up to the instant is not applied to a mount)."""
     runs.reap(vault)
     _require_fuse()
-    base, _plan = _source(vault, name, point_id, time_, pause=True)
-    _server, manifest = load_point(vault, name, base)
+    source = plan_source(vault, name, point_id, time_, pause=True)
+    base, manifest = source.base, source.manifest
     folder = Path(os.path.abspath(folder))
     if runs.mounted(folder):
         raise DbsafeError("instant.folder_unusable", path=folder,
@@ -97,7 +111,8 @@ def start_instant(vault: Vault, name: str, time_: str | None = None,
                   point_id: str | None = None, port: int | None = None,
                   ttl: int = DEFAULT_TTL, promote: bool = False,
                   on_progress: ProgressFn | None = None, recover_to: Path | None = None,
-                  on_ready: Callable[[dict], None] | None = None) -> dict:
+                  on_ready: Callable[[dict], None] | None = None,
+                  source: Source | None = None) -> dict:
     """Start PostgreSQL on a view of the point that reaches ``time_`` (or of ``point_id``
     as it is), recovered to that instant: paused there in hot standby (read only), or
     promoted (``promote``: writable). Its writes go to a local store, never to the vault;
@@ -106,15 +121,19 @@ def start_instant(vault: Vault, name: str, time_: str | None = None,
     ``recover_to`` (instant recovery; promoted): while the instance serves, its point is
     restored into that new data directory; then the instance stops, the pages it changed
     are written over the copy (switch.py), and PostgreSQL starts there on the same port.
-    ``on_ready`` is told the instance's figures as soon as it serves."""
+    ``on_ready`` is told the instance's figures as soon as it serves. ``source``: planned
+    already by the caller (``plan_source`` with the same target and ``pause`` off)."""
     runs.reap(vault)
     _require_fuse()
     server = get_server(vault, name)
     if recover_to is not None:
         promote = True
         recover_to = restore_targets.place(vault, recover_to).path
-    base, plan = _source(vault, name, point_id, time_, pause=not promote)
-    _server, manifest = load_point(vault, name, base)
+    if source is None:
+        source = plan_source(vault, name, point_id, time_, pause=not promote)
+    elif not promote:
+        raise ValueError("a source planned beforehand is planned to be promoted")
+    base, plan, manifest = source.base, source.plan, source.manifest
     if recover_to is not None and manifest["tablespaces"]:
         raise DbsafeError("instant.recover_tablespaces", name=name, point_id=base)
     owner = _owner(manifest)

@@ -23,7 +23,7 @@ from dbsafe.engines.postgres import cluster
 from dbsafe.engines.postgres import restore as layout
 from dbsafe.engines.postgres import tables as engine
 from dbsafe.engines.postgres.client import connect
-from dbsafe.services.access.instant import start_instant, stop_run
+from dbsafe.services.access.instant import plan_source, start_instant, stop_run
 from dbsafe.services.activity.jobs import Job, ProgressFn
 from dbsafe.services.handle.vault_handle import Vault
 from dbsafe.services.inventory.servers import live_endpoint, open_instance
@@ -56,14 +56,15 @@ def restore_tables(vault: Vault, name: str, db: str, tables: list[str], target_s
         if schema != wanted[0][0]:
             raise DbsafeError("restore.table_name", table=f"{schema}.{as_name} (--as names "
                                                           f"a table of {wanted[0][0]})")
-    base, _plan = base_and_plan(vault, name, point_id, time_)
-    _source, manifest = load_point(vault, name, base)
+    source = plan_source(vault, name, point_id, time_, pause=False)  # planned once
+    base, manifest = source.base, source.manifest
     checks.database_in_point(manifest, db)
     target = checks.target_server(vault, target_server)
     checks.target_version(target, manifest)
     t_port, t_host = live_endpoint(Path(target["pgdata"]), target["port"], target["host"])
     with Job(vault.catalog, "restore", name, on_progress, items=[db]) as job:
-        instant = start_instant(vault, name, time_, point_id, promote=True, ttl=6 * 3600)
+        instant = start_instant(vault, name, time_, point_id, promote=True, ttl=6 * 3600,
+                                source=source)
         try:
             socket_dir, port = instant["socket_dir"], instant["port"]
             moves = _prepare(instant, target, db, wanted, as_name)
