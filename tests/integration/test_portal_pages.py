@@ -59,10 +59,8 @@ def test_every_page_answers(portal):
         assert servers.status_code == 200 and 'href="/servers/pg"' in servers.text
         page = c.get("/servers/pg")
         assert page.status_code == 200
-        # instants as every page shows them (zone named, no "T"): the last discovery too
+        # the last discovery: when the server was added (its databases were listed then)
         assert "last discovery</th><td>never" not in page.text
-        for shown in (servers, page, c.get("/"), c.get("/jobs")):
-            assert not RAW_INSTANT.findall(shown.text), RAW_INSTANT.findall(shown.text)
         # live databases, with the reason one cannot be protected
         assert "app1" in page.text and "template database" in page.text
         assert "Discover databases now" in page.text and "Protect selected" in page.text
@@ -461,3 +459,23 @@ def test_register_a_vm_before_any_agents_listener(portal):
         assert forged.status_code == 403 and "auth.csrf" in forged.text
         unknown = c.post("/agents/nosuch/revoke", data={"csrf_token": csrf(page.text)})
         assert unknown.status_code == 404 and "agent.unknown" in unknown.text
+
+
+def test_instants_show_as_everywhere_else_on_every_page(portal):
+    """Issue 20's one time convention: no page prints an instant as raw ISO (with its "T"),
+    with a point, its job and its alerts there to show."""
+    portal.vault.backup("pg")
+    jobs = [j for j in portal.vault.jobs() if j["server"] == "pg"][:3]  # newest first
+    assert jobs
+    with portal.login("carla") as c:
+        paths = ["/", "/servers", "/servers/pg", "/servers/pg/databases/app1", "/databases",
+                 "/jobs", "/policies", "/policies/default", "/alerts", "/reports", "/audit",
+                 "/settings", "/settings/alerts", "/settings/access", "/servers/pg/instant",
+                 "/servers/pg/restore?database=app1"] + [f"/jobs/{j['id']}" for j in jobs]
+        for path in paths:
+            shown = c.get(path)
+            assert shown.status_code == 200, path
+            # (a <pre> holds what is copied as it is: a job's raw result, a command)
+            text = re.sub(r"<pre[^>]*>.*?</pre>", "", shown.text, flags=re.S)
+            assert not RAW_INSTANT.findall(text), (path, RAW_INSTANT.findall(text))
+

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from dbsafe.core.stamps import parse
+from dbsafe.core.stamps import parse, shown
 
 WIDTH = 1000  # the SVG's user units across the window (it scales to the page's width)
 MIN_WIDTH = 2.0
@@ -123,9 +123,9 @@ def ticks(start: datetime, end: datetime, width: int, zone: tzinfo = UTC) -> lis
     return out
 
 
-def _range_title(r: dict) -> str:
-    return (f"log chain, timeline {r['timeline']}: restorable from {r['start_time']} "
-            f"to {r['end_time']}")
+def _range_title(r: dict, zone: tzinfo) -> str:
+    return (f"log chain, timeline {r['timeline']}: restorable from "
+            f"{shown(r['start_time'], zone)} to {shown(r['end_time'], zone)}")
 
 
 def _gap_title(g: dict) -> str:
@@ -140,7 +140,7 @@ def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: d
     tl = Timeline(start, end, width, ticks=ticks(start, end, width, zone))
     for r in log_ranges:
         shape = _span("band", parse(r["start_time"]), parse(r["end_time"]), start, end, width,
-                      _range_title(r))
+                      _range_title(r, zone))
         if shape:
             tl.bands.append(shape)
     for g in gaps:
@@ -163,7 +163,8 @@ def build(points: list[dict], log_ranges: list[dict], gaps: list[dict], start: d
             tl.hidden += 1
             continue
         tl.marks.append(Shape(kind, round(_x(t, start, end, width), 2),
-                              title=f"{kind} {p['point_id']}, ended {p['end_time']}",
+                              title=f"{kind} {p['point_id']}, ended "
+                                    f"{shown(p['end_time'], zone)}",
                               start=iso(t), point_id=p["point_id"]))
     tl.marks = _in_lanes(tl.marks)
     return tl
