@@ -58,3 +58,16 @@ def test_instants_are_shown_one_way_with_their_zone(printed):
     assert "2026-12-06 22:19:47 UTC" in shown and ".798" not in shown, shown
     assert "created: 2026-12-06 20:19:47 UTC (" in shown and " ago)" in shown, shown
     assert "last_seen: not a time" in shown and "seconds: 1.5" in shown, shown
+
+
+def test_a_drills_start_and_an_items_protection_are_instants_too():
+    """`dbsafe drills` and `dbsafe report` (started, finished), `dbsafe items` (since)."""
+    for key, value, shown in (("started", "2026-12-06T22:19:47.100+00:00",
+                               "2026-12-06 22:19:47 UTC"),
+                              ("finished", "2026-12-06T23:20:01+01:00",
+                               "2026-12-06 22:20:01 UTC"),
+                              ("since", "2026-12-01T08:00:00+00:00",
+                               "2026-12-01 08:00:00 UTC"),
+                              ("discovered", "2026-12-01T08:00:00+00:00",
+                               "2026-12-01 08:00:00 UTC")):
+        assert render.cell(key, value) == shown

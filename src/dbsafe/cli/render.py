@@ -73,7 +73,8 @@ def text(value: object) -> str:
     return str(value)
 
 
-INSTANT_KEYS = ("_time", "_at", "created", "last_seen", "last_used", "reported", "expires")
+INSTANT_KEYS = ("_time", "_at", "created", "last_seen", "last_used", "reported", "expires",
+                "started", "finished", "since", "discovered")
 
 
 def _is_instant(key: object) -> bool:
