@@ -396,12 +396,13 @@ def test_usage_sizes_each_database_and_charges_it_the_bytes_its_files_stored(dsr
     assert sum(d["stored"] for name, d in changed.items() if name != "app") \
         <= 0.05 * changed["app"]["stored"], json.dumps(changed)
 
-    report = dvault.ok("report", "--days", "1")
-    rows = {r["database"]: r for r in report["databases"] if r["server"] == "d"}
+    report = dvault.ok("report", "--days", "1", "--server", "d")
+    assert {r["server"] for r in report["databases"]} == {"d"}
+    rows = {r["database"]: r for r in report["databases"]}
     assert rows["app"]["size_at_end"] == changed["app"]["bytes"]
     assert rows["app"]["stored_by_backups"] == usage["full"]["databases"]["app"]["stored"] \
         + changed["app"]["stored"]
-    (server,) = [s for s in report["storage"] if s["server"] == "d"]
+    (server,) = report["storage"]
     assert sum(r["held_at_end"] for r in rows.values()) == server["held_at_end"] \
         == full["bytes_stored"] + diff["bytes_stored"]
     text = dvault.run("report")

@@ -259,6 +259,7 @@ def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
     with portal.login("rita") as c:
         rows = {r["database"]: r for r in c.get("/api/v1/reports").json()["databases"]
                 if r["server"] == "pg"}
+        assert "app1" in rows, rows
         assert rows["app1"]["size_at_end"] > 0 and rows["app1"]["stored_by_backups"] > 0
         assert sum(r["stored_by_backups"] for r in rows.values()) >= point["bytes_stored"]
         usage = c.get("/reports/databases.csv").text.splitlines()
@@ -267,6 +268,20 @@ def test_reports_page_its_csv_files_and_the_api_give_the_same_rows(portal):
         table = page[page.index('id="report-databases"'):page.index("<h2>Jobs")]
         assert 'href="/servers/pg/databases/app1">app1</a>' in table
         assert "the instance" in table
+        # one server's rows: API, page (its CSV links keep the choice) and CSV agree
+        mine = c.get("/api/v1/reports", params={"server": "pg"}).json()
+        assert mine["server"] == "pg" and mine["databases"] and mine["jobs"]
+        assert {r["server"] for t in ("storage", "databases", "jobs") for r in mine[t]} \
+            == {"pg"}
+        assert mine["databases"] == [r for r in c.get("/api/v1/reports").json()[
+            "databases"] if r["server"] == "pg"]
+        unknown = c.get("/api/v1/reports", params={"server": "nope"})
+        assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "server.unknown")
+        one = c.get("/reports", params={"server": "pg"}).text
+        assert "<option selected>pg</option>" in one
+        assert 'href="/reports/databases.csv?days=30&amp;server=pg"' in one
+        csv_rows = c.get("/reports/jobs.csv", params={"server": "pg"}).text.splitlines()[1:]
+        assert csv_rows and all(r.startswith("pg,") for r in csv_rows)
         board = c.get("/")
         assert '<svg id="chart-jobs"' in board.text and '<svg id="chart-stored"' in board.text
         assert '<svg id="chart-rpo"' in board.text

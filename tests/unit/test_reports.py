@@ -148,6 +148,9 @@ def test_usage_per_database_sizes_growth_and_bytes_held(tmp_path):
     for table, columns in operations.COLUMNS.items():  # the CSV files' headers
         assert all(tuple(row) == columns for row in found[table]), table
     storage = {r["server"]: r for r in found["storage"]}
+    only_a = operations.report(vault, 3, NOW, server="a")  # one server's rows, every table
+    assert only_a["server"] == "a" and only_a["databases"] == rows[:3]
+    assert [r["server"] for r in only_a["storage"]] == ["a"]
     for server in ("a", "b"):
         assert sum(r["held_at_end"] for r in rows if r["server"] == server) \
             == storage[server]["held_at_end"]

@@ -18,12 +18,14 @@ Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS,
 
 
 @router.get("/reports", dependencies=[Depends(need("read"))])
-def backup_report(days: Days = 30, v: Vault = Depends(vault)) -> dict:
+def backup_report(days: Days = 30, server: str | None = Query(None, max_length=100),
+                  v: Vault = Depends(vault)) -> dict:
     """``{days, from, to, storage: [...], databases: [...], jobs: [...], drills: [...]}``:
     per server the bytes held at the start and the end of the range, the growth and the
     bytes its backups stored; per protected database (``database`` null: the instance's
     other files, its WAL and log backups) its size at the range's start and end (bytes,
     as backed up), the growth, the bytes its backups stored and those its live points
     hold; per server and job type the jobs and how they ended, with the success rate of
-    those that ended; every drill of the range with its outcome, RTO and RPO (seconds)."""
-    return operations.report(v, days)
+    those that ended; every drill of the range with its outcome, RTO and RPO (seconds).
+    ``server``: that server's rows alone (404 ``server.unknown`` for a name not registered)."""
+    return operations.report(v, days, server=server)

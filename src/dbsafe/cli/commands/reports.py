@@ -1,4 +1,5 @@
-"""dbsafe report [--days N]: the reports page's four tables (services/operations/reports.py)."""
+"""dbsafe report [--days N] [--server NAME]: the reports page's four tables
+(services/operations/reports.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ def _seconds(value: float | None) -> str:
 
 def report(days: int = typer.Option(30, "--days", min=bounds.REPORT_DAYS[0],
                                      max=bounds.REPORT_DAYS[1],
-                                     help="The last N UTC days, today included.")) -> None:
+                                     help="The last N UTC days, today included."),
+           server: str = typer.Option(None, "--server", help="Only this server's rows.")
+           ) -> None:
     """Usage and outcomes over the last N days: bytes held per server, size and stored
     bytes per database, jobs' success rates, restore drills with their RTO and RPO."""
     from dbsafe.services import operations
 
-    found = operations.report(open_vault(), days)
+    found = operations.report(open_vault(), days, server=server)
 
     def human(r: dict) -> None:
         render.out.print(f"from {r['from']} to {r['to']} (UTC days, today included)")

@@ -21,31 +21,33 @@ from dbsafe.services.operations import Principal
 
 router = APIRouter()
 Days = Annotated[int, Query(ge=1, le=operations.MAX_DAYS)]  # the form offers 7, 30, 90, 365
+Server = Annotated[str | None, Query(max_length=100)]  # "" from the form: every server
 Table = Literal["storage", "databases", "jobs", "drills"]
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run a cell starting so
 
 
 @router.get("/reports", response_class=HTMLResponse)
-def reports_page(request: Request, days: Days = 30, me: Principal = Depends(caller),
-                 v: Vault = Depends(vault)) -> HTMLResponse:
+def reports_page(request: Request, days: Days = 30, server: Server = None,
+                 me: Principal = Depends(caller), v: Vault = Depends(vault)) -> HTMLResponse:
     me.require("read")
-    found = operations.report(v, days)
+    found = operations.report(v, days, server=server or None)
     jobs = operations.jobs_per_day(v, days)
     held = found["held"]
     drawn = {"stored": charts.lines("report-stored", f"Stored bytes, last {days} days",
-                                    held["days"], {"all servers": held["total"]}, size_text),
+                                    held["days"], {server or "all servers": held["total"]},
+                                    size_text),
              "jobs": charts.stacked_bars("report-jobs", f"Jobs per day, last {days} days",
                                          jobs["days"], jobs["states"], lambda n: f"{n:.0f}",
                                          charts.STATE_COLOURS)}
     return page(request, "reports.html", report=found, charts=drawn,
-                choices=[7, 30, 90, 365])
+                choices=[7, 30, 90, 365], servers=[s["name"] for s in v.catalog.list_servers()])
 
 
 @router.get("/reports/{table}.csv")
-def report_csv(table: Table, days: Days = 30, me: Principal = Depends(caller),
-               v: Vault = Depends(vault)) -> Response:
+def report_csv(table: Table, days: Days = 30, server: Server = None,
+               me: Principal = Depends(caller), v: Vault = Depends(vault)) -> Response:
     me.require("read")
-    rows = operations.report(v, days)[table]
+    rows = operations.report(v, days, server=server or None)[table]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=operations.COLUMNS[table], lineterminator="\r\n")
     writer.writeheader()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from dbsafe.core import bounds
 from dbsafe.services.handle.vault_handle import Vault
+from dbsafe.services.inventory.servers import get_server
 
 MAX_DAYS = bounds.REPORT_DAYS[1]
 DRILLS_MAX = 10_000  # the newest drills a report reads (a drill a day of 20 servers: 500 days)
@@ -172,14 +173,18 @@ def _running(steps: list[int]) -> list[int]:
 
 
 
-def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
+def report(vault: Vault, days: int = 30, now: datetime | None = None,
+           server: str | None = None) -> dict:
     """The reports page's four tables over the last ``days`` UTC days, as rows (the page,
     its CSV files and the API give the same), and ``held``: the bytes held in all at each
     day's end (the page's chart): ``storage`` per server (bytes held at the
     start and the end, growth, bytes stored by its backups), ``databases`` per protected
     item (``usage_per_item``), ``jobs`` per server and type
     (outcomes and the success rate of those that ended), ``drills`` (each with its outcome,
-    RTO and RPO)."""
+    RTO and RPO). ``server``: that server's rows alone (``server.unknown`` if none is
+    registered so), and its bytes held in ``held``."""
+    if server is not None:
+        get_server(vault, server)
     now = now or datetime.now(UTC)
     stored = stored_over_time(vault, days, now)
     storage = [{"server": server, "held_at_start": held[0], "held_at_end": held[-1],
@@ -191,10 +196,10 @@ def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
         counts = grouped.setdefault((row["server"] or "", row["type"]), {})
         counts[row["state"]] = counts.get(row["state"], 0) + int(row["n"])
     jobs = []
-    for (server, type), counts in sorted(grouped.items()):
+    for (name, type), counts in sorted(grouped.items()):
         ok = counts.get("completed", 0) + counts.get("completed_with_warnings", 0)
         ended = ok + counts.get("failed", 0) + counts.get("cancelled", 0)
-        jobs.append({"server": server, "type": type, "jobs": sum(counts.values()),
+        jobs.append({"server": name, "type": type, "jobs": sum(counts.values()),
                      "completed": counts.get("completed", 0),
                      "with_warnings": counts.get("completed_with_warnings", 0),
                      "failed": counts.get("failed", 0), "cancelled": counts.get("cancelled", 0),
@@ -204,8 +209,13 @@ def report(vault: Vault, days: int = 30, now: datetime | None = None) -> dict:
                "rto_seconds": d["rto_seconds"], "rpo_seconds": d["rpo_seconds"],
                "error_code": d["error_code"]}
               for d in vault.catalog.list_drills(limit=DRILLS_MAX) if d["started"] >= since]
+    tables = {"storage": storage, "databases": usage_per_item(vault, days, now), "jobs": jobs,
+              "drills": drills}
+    held = stored["total"]
+    if server is not None:
+        tables = {name: [r for r in rows if r["server"] == server]
+                  for name, rows in tables.items()}
+        held = stored["servers"].get(server) or [0] * len(stored["days"])
     return {"days": days, "from": stored["days"][0], "to": stored["days"][-1],
-            "storage": storage, "databases": usage_per_item(vault, days, now), "jobs": jobs,
-            "drills": drills,
-            "held": {"days": stored["days"], "total": stored["total"]}}
+            "server": server, **tables, "held": {"days": stored["days"], "total": held}}
 
