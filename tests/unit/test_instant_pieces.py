@@ -4,6 +4,7 @@ error as its state file keeps it (daemon.py), durations (core/units.py)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from dbsafe.core.errors import DbsafeError
 from dbsafe.core.units import parse_duration
 from dbsafe.services.access.cow import PAGE, LocalPages
+from dbsafe.services.restore.pitr import WalStager
 
 
 def test_only_pages_written_in_part_are_copied_up(tmp_path):
@@ -134,3 +136,24 @@ def test_a_view_reads_blocks_once_and_decodes_them_again_from_what_it_kept(tmp_p
     with pytest.raises(DbsafeError) as refused:
         fresh.read(fresh.files["base/f"], 0, 10)
     assert refused.value.code == "vault.block_corrupt"
+
+
+def test_an_instances_progress_is_the_wal_postgresql_took_not_what_was_staged(tmp_path):
+    """The stager runs a window ahead of recovery: what PostgreSQL has taken (moved out of
+    the stage by its restore_command, in order) is how far replay got."""
+    names = [f"0000000100000000000000{n:02X}" for n in (1, 2, 3)]
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        stager = WalStager(None, "1", names, fd, os.getuid(), os.getgid(), 1)  # type: ignore
+        stager.prepare()
+        assert stager.taken() == 0
+        for name in names[:2]:  # staged: the marker goes, the file waits for recovery
+            (tmp_path / f"{name}.wait").unlink()
+            (tmp_path / name).write_bytes(b"wal")
+        assert stager.taken() == 0
+        (tmp_path / names[0]).unlink()  # restore_command moved it into pg_wal
+        assert stager.taken() == 1
+        (tmp_path / names[1]).unlink()
+        assert stager.taken() == 2  # the third is still marked: not taken
+    finally:
+        os.close(fd)

@@ -263,16 +263,17 @@ def _serve_instance(fs: PointFS, state_path: Path, state: dict, stop: Stop) -> N
 def _progress(state_path: Path, stager: WalStager, server: dict
               ) -> Callable[[], BaseException | None]:
     """What the wait for the target asks ten times a second (the stager's error), and the
-    WAL staged so far written to the state once a second: the command's job shows it as
-    the instance's progress."""
+    WAL PostgreSQL has taken for replay so far (not merely staged: staging runs a window
+    ahead) written to the state once a second: the command's job shows it as the
+    instance's progress."""
     segment = server.get("wal_segment_size") or 16 << 20
-    runs.update(state_path, wal_bytes=len(stager.names) * segment, wal_staged_bytes=0)
+    runs.update(state_path, wal_bytes=len(stager.names) * segment, wal_replayed_bytes=0)
     last = [time.monotonic()]
 
     def failed() -> BaseException | None:
         if time.monotonic() - last[0] >= 1:
             last[0] = time.monotonic()
-            runs.update(state_path, wal_staged_bytes=stager.staged * segment)
+            runs.update(state_path, wal_replayed_bytes=stager.taken() * segment)
         return stager.error
 
     return failed

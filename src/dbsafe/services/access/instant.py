@@ -252,16 +252,16 @@ def _launch(vault: Vault, name: str, kind: str, state: dict,
 
 
 def _wait_ready(path: Path, proc: subprocess.Popen, log: Path, job: Job) -> dict:
-    """Wait for the run to be ready; the WAL its recovery stages is the job's progress."""
+    """Wait for the run to be ready; the WAL its recovery has taken is the job's progress."""
     expected = done = 0
     while True:
         state = runs.read(path) or {}
         if state.get("wal_bytes") and not expected:
             expected = state["wal_bytes"]
             job.expect(expected)
-        if state.get("wal_staged_bytes", 0) > done:
-            job.advance(state["wal_staged_bytes"] - done)
-            done = state["wal_staged_bytes"]
+        if state.get("wal_replayed_bytes", 0) > done:
+            job.advance(state["wal_replayed_bytes"] - done)
+            done = state["wal_replayed_bytes"]
         if state.get("state") == "ready":
             if expected > done:
                 job.advance(expected - done)

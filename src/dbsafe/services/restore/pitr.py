@@ -229,6 +229,7 @@ class WalStager:
         self.workers = max(1, workers)
         self.error: BaseException | None = None
         self.staged = 0
+        self._taken = 0  # how many of ``names``, from the first, PostgreSQL has taken
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -246,6 +247,17 @@ class WalStager:
         except FileNotFoundError:
             return False
         return True
+
+    def taken(self) -> int:
+        """How many WAL files PostgreSQL has taken so far (restore_command moves each out
+        of the stage as recovery asks for it, in order): recovery has replayed up to the
+        start of the last one. A stat or two a call, from where the last call stopped."""
+        while self._taken < len(self.names):
+            name = self.names[self._taken]
+            if self._exists(name) or self._exists(f"{name}.wait"):
+                break
+            self._taken += 1
+        return self._taken
 
     def _run(self) -> None:
         try:
