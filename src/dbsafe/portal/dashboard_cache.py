@@ -1,5 +1,6 @@
 """What the dashboard shows beside the overview snapshot — the fleet's totals (every 2 s)
-and the charts' reports (every minute) — computed once for every caller. The dashboard is
+and the charts' reports (every minute) — and the reports page's report for each of its
+ranges and servers (every minute), computed once for every caller. The dashboard is
 asked for many times a second when many people keep it open (bench/portal_load.py): with
 2,000 databases and 90 days of points the reports take ~0.2 s and the fleet's totals a few
 queries that contend for the catalog.
