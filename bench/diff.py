@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -363,9 +362,7 @@ class DiffBench(run.Bench):
                              for k, t in TARGETS.items() if k in ratios},
             "restore_checks": self.checks, "elapsed_seconds": round(elapsed, 1),
         }
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"diff-{self.stamp}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path = run.save_results(f"diff-{self.stamp}", result)
         print_table(result)
         log(f"results: {path}")
         return result
@@ -412,11 +409,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="repetitions (medians reported)")
     ap.add_argument("--fraction", type=float, default=0.01,
                     help="share of pgbench_accounts' heap pages changed (default 0.01)")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="run a step again (at most N times) when other processes took a "
-                         "fair share of the CPU during it")
-    ap.add_argument("--budget-minutes", type=float, default=14,
-                    help="past this, no more retries and short waits for an idle machine")
+    run.retry_options(ap, retries=2, budget_minutes=14)
     ap.add_argument("--verify-restore", action="store_true",
                     help="after the last repetition: restore full + diff, start it and "
                          "compare with the source")
@@ -426,17 +419,8 @@ def main() -> None:
     ap.add_argument("--keep-run", action="store_true",
                     help=f"keep the run's folders under {BASE}")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root: dbsafe reads the data dir as root; the server and pgBackRest "
-                 "run as postgres through runuser")
-    bench = DiffBench(args)
-    try:
-        bench.run()
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    finally:
-        bench.teardown()
+    run.require_root()
+    run.run_to_end(DiffBench(args), (RuntimeError, subprocess.CalledProcessError))
 
 
 if __name__ == "__main__":

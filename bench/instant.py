@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
 import run  # noqa: E402
 from dataset import BASE, BIN, PG_USER, Cluster, as_postgres, log  # noqa: E402
-from run import RESULTS, ROOT, du, warm  # noqa: E402
+from run import ROOT, du, warm  # noqa: E402
 
 SERVER = "bench"
 LOOKUP = "SELECT * FROM pgbench_accounts WHERE aid = 4242"
@@ -682,9 +682,7 @@ class InstantBench:
             "sizes": by_size, "flatness": flat, "runs": self.results,
             "elapsed_seconds": round(elapsed, 1),
         }
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"instant-{self.stamp}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path = run.save_results(f"instant-{self.stamp}", result)
         print_table(result)
         log(f"results: {path}")
         return result
@@ -748,25 +746,13 @@ def main() -> None:
                     help=f"pgbench scale of the larger dataset (default {SCALE_10X}: 16.8 "
                          "GB, 6.3x the benchmark's; 1600 makes it 10x, 26 GB, and needs "
                          "~70 GB free to build it and restore it)")
-    ap.add_argument("--retries", type=int, default=1,
-                    help="run a step again (at most N times) when other processes took a "
-                         "fair share of the CPU during it")
-    ap.add_argument("--budget-minutes", type=float, default=60,
-                    help="past this, no more retries and short waits for an idle machine")
+    run.retry_options(ap, retries=1, budget_minutes=60)
     ap.add_argument("--keep-run", action="store_true",
                     help=f"keep the run's vaults under {BASE}/instant-run-*")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root: dbsafe reads the data dir as root; the servers run as "
-                 "postgres through runuser")
-    bench = InstantBench(args)
-    try:
-        bench.run()
-    except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    finally:
-        bench.teardown()
+    run.require_root()
+    run.run_to_end(InstantBench(args), (RuntimeError, subprocess.CalledProcessError,
+                                        subprocess.TimeoutExpired))
 
 
 if __name__ == "__main__":

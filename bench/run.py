@@ -24,6 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -780,6 +781,45 @@ def print_table(res: dict) -> None:
         print(f"{label:48} {ratios[key]!s:>9}{mark}")
 
 
+def save_results(name: str, result: dict) -> Path:
+    """``result`` as ``bench/results/<name>.json`` (the folder made if need be)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+ROOT_NEEDED = ("run as root: dbsafe reads the data dir as root; the servers and pgBackRest "
+               "run as postgres through runuser")
+
+
+def retry_options(ap: argparse.ArgumentParser, retries: int, budget_minutes: float) -> None:
+    """``--retries`` and ``--budget-minutes``, as every side-by-side bench takes them."""
+    ap.add_argument("--retries", type=int, default=retries,
+                    help="run a step again (at most N times) when other processes took a "
+                         f"fair share of the CPU during it (default {retries})")
+    ap.add_argument("--budget-minutes", type=float, default=budget_minutes,
+                    help="past this, no more retries and short waits for an idle machine")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        sys.exit(ROOT_NEEDED)
+
+
+def run_to_end(bench: Any, errors: tuple[type[BaseException], ...] = (RuntimeError,)
+               ) -> None:
+    """``bench.run()``, then ``bench.teardown()`` whatever happened; one of ``errors``
+    is logged and ends the script with status 1."""
+    try:
+        bench.run()
+    except errors as exc:
+        log(f"error: {exc}")
+        sys.exit(1)
+    finally:
+        bench.teardown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3,
@@ -791,26 +831,13 @@ def main() -> None:
     ap.add_argument("--keep-run", action="store_true",
                     help="keep this run's vault, pgBackRest repo and logs under "
                          f"{BASE}/run-*")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="run a step again (at most N times) when other processes took a "
-                         "fair share of the CPU during it")
-    ap.add_argument("--budget-minutes", type=float, default=14,
-                    help="past this, no more retries and short waits for an idle machine")
+    retry_options(ap, retries=2, budget_minutes=14)
     ap.add_argument("--verify-restores", action="store_true",
                     help="after the last repetition's restores (untimed), start both "
                          "restored clusters and compare row counts and a hash of the data")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root: dbsafe reads the data dir as root; the server and pgBackRest "
-                 "run as postgres through runuser")
-    bench = Bench(args)
-    try:
-        bench.run()
-    except RuntimeError as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    finally:
-        bench.teardown()
+    require_root()
+    run_to_end(Bench(args))
 
 
 if __name__ == "__main__":

@@ -505,11 +505,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true",
                     help="keep every size's cluster, vault and pgBackRest repo (mind the "
                          "disk: they are otherwise deleted before the next size is built)")
-    ap.add_argument("--retries", type=int, default=1,
-                    help="run a step again (at most N times) when other processes took a "
-                         "fair share of the CPU during it (default 1)")
-    ap.add_argument("--budget-minutes", type=float, default=240,
-                    help="past this, no more retries and short waits for an idle machine")
+    run.retry_options(ap, retries=1, budget_minutes=240)
     ap.add_argument("--cold", action="store_true",
                     help="empty the page cache (drop_caches) before each timed step instead "
                          "of reading the data dir into it: every size read from disk, as 2 TB "
@@ -521,9 +517,7 @@ def main() -> None:
     args = ap.parse_args()
     args.keep_run = args.keep  # run.Bench's name for it
     args.rebuild = False
-    if os.geteuid() != 0:
-        sys.exit("run as root: dbsafe reads the data dir as root; the servers and pgBackRest "
-                 "run as postgres through runuser")
+    run.require_root()
     try:
         sizes = sorted({float(x) for x in args.sizes.split(",") if x.strip()})
     except ValueError:

@@ -329,9 +329,7 @@ class VaultBench(Bench):
             "restore_checks": self.checks,
             "elapsed_seconds": round(elapsed, 1),
         }
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"{self.stamp}-vaults.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path = run.save_results(f"{self.stamp}-vaults", result)
         print_table(result)
         log(f"results: {path}")
         return result
@@ -418,11 +416,7 @@ def main() -> None:
     ap.add_argument("--keep-run", action="store_true",
                     help=f"keep this run's vaults, repos and logs under {dataset.BASE}/run-*")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the dataset cluster")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="run a step again (at most N times) when other processes took a "
-                         "fair share of the CPU during it")
-    ap.add_argument("--budget-minutes", type=float, default=20,
-                    help="past this, no more retries and short waits for an idle machine")
+    run.retry_options(ap, retries=2, budget_minutes=20)
     ap.add_argument("--verify-restores", action="store_true",
                     help="after the last repetition's restores (untimed), start each "
                          "restored cluster and compare row counts and a hash of the data")
@@ -432,17 +426,11 @@ def main() -> None:
     if unknown or not kinds:
         ap.error(f"--kinds: unknown {unknown}; choose from {','.join(ALL_KINDS)}")
     args.kinds = [k for k in ALL_KINDS if k in kinds]
-    if os.geteuid() != 0:
-        sys.exit("run as root: dbsafe reads the data dir as root; the server and pgBackRest "
-                 "run as postgres through runuser")
+    run.require_root()
     bench = VaultBench(args)
     try:
-        bench.run()
-    except RuntimeError as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
+        run.run_to_end(bench)
     finally:
-        bench.teardown()
         leaked = bench.secrets_leaked()
         log(f"secrets in this run's results: {leaked or 'none'}")
 
